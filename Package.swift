@@ -1,0 +1,76 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "ProfileVault",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "profilectl", targets: ["profilectl"]),
+        .library(name: "ProfileVault", targets: ["ProfileVault"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(name: "VaultCrypto", dependencies: ["COpenSSL"], swiftSettings: settings),
+        .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
+        .target(
+            name: "VaultStore",
+            dependencies: [
+                "VaultCrypto", "VaultPolicy",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        .target(
+            name: "ProfileVault",
+            dependencies: [
+                "VaultCrypto", "VaultPolicy", "VaultStore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "profilectl",
+            dependencies: [
+                "ProfileVault", "VaultPolicy", "VaultCrypto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "pvbench",
+            dependencies: [
+                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
+        .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
+        .testTarget(
+            name: "VaultStoreTests",
+            dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "ProfileVaultTests",
+            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto"],
+            swiftSettings: settings
+        ),
+    ]
+)

@@ -1,0 +1,156 @@
+import Foundation
+public import Logging
+public import VaultCrypto
+public import VaultPolicy
+public import VaultStore
+
+/// Who acts: the actor's name and the policy role it acts in. Both are recorded in the audit log.
+public struct Actor: Sendable, Equatable {
+    public var name: String
+    public var role: String
+    public init(name: String, role: String) {
+        self.name = name
+        self.role = role
+    }
+}
+
+/// Where the store, keyring and policies are, and who acts.
+public struct VaultConfiguration: Sendable {
+    public var storePath: String
+    public var keysPath: String
+    public var policyDirectory: String
+    public var actor: Actor
+    public init(storePath: String, keysPath: String, policyDirectory: String, actor: Actor) {
+        self.storePath = storePath
+        self.keysPath = keysPath
+        self.policyDirectory = policyDirectory
+        self.actor = actor
+    }
+}
+
+/// The application service: the one `Vault` API every interface (CLI, HTTP) calls. It decides
+/// whether this actor may do this for this purpose, and nothing below it can be reached
+/// without passing through here.
+public final class Vault: Sendable {
+    public let configuration: VaultConfiguration
+    public let schema: Schema
+    public let policy: Policy
+    public let store: ProfileStore
+    let logger: Logger
+
+    public var actor: Actor { configuration.actor }
+
+    init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: ProfileStore, logger: Logger) {
+        self.configuration = configuration
+        self.schema = schema
+        self.policy = policy
+        self.store = store
+        self.logger = logger
+    }
+
+    // MARK: - Loading configuration
+
+    /// Loads `schema.yaml` and `policy.yaml`; a problem is a configuration error naming file,
+    /// line and reason.
+    public static func loadPolicies(directory: String) throws -> (schema: Schema, policy: Policy) {
+        do {
+            return try PolicyLoader.load(directory: directory)
+        } catch {
+            throw VaultError(.configuration, error.description)
+        }
+    }
+
+    /// Loads a keyring, refusing one readable by group or others.
+    public static func loadKeyring(path: String) throws -> Keyring {
+        do {
+            return try Keyring.load(path: path)
+        } catch {
+            throw VaultError(.configuration, error.description)
+        }
+    }
+
+    /// Creates a new store for the policies' schema.
+    public static func initialize(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault")) throws -> Vault {
+        let (schema, policy) = try loadPolicies(directory: config.policyDirectory)
+        let keyring = try loadKeyring(path: config.keysPath)
+        let store = try ProfileStore.create(path: config.storePath, keyring: keyring, schema: schema, policyVersion: policy.version)
+        logger.info("store created", metadata: ["store": .string(config.storePath)])
+        return Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger)
+    }
+
+    /// Opens an existing store with its keyring and policies.
+    public static func open(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault")) throws -> Vault {
+        let (schema, policy) = try loadPolicies(directory: config.policyDirectory)
+        let keyring = try loadKeyring(path: config.keysPath)
+        let store = try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)
+        return Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger)
+    }
+
+    // MARK: - The gate
+
+    /// Refuses (exit 77) unless the actor's role grants `permission`; the message names the
+    /// roles that do.
+    public func require(_ permission: String) throws {
+        let role = actor.role
+        guard policy.roles[role] != nil else {
+            throw VaultError(.denied, "role \(role) is not defined in \(policy.file) (roles: \(policy.roles.keys.sorted().joined(separator: ", ")))")
+        }
+        guard policy.role(role, allows: permission) else {
+            let granting = policy.roles.filter { $0.value.contains(permission) }.keys.sorted()
+            let hint = granting.isEmpty ? "no role of the policy has it" : "it needs role \(granting.joined(separator: " or ")) (--role)"
+            throw VaultError(.denied, "role \(role) may not \(permission); \(hint)")
+        }
+    }
+
+    func purpose(_ name: String) throws -> Purpose {
+        guard let p = policy.purpose(name) else {
+            throw VaultError(.denied, "purpose \(name) is not declared in \(policy.file) (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
+        }
+        return p
+    }
+
+    // MARK: - Operations
+
+    public func status() throws -> StoreStatus { try store.status() }
+
+    public func ingestProfiles(path: String, options: IngestOptions) throws -> IngestReport {
+        try require("ingest")
+        return try store.ingestProfiles(path: path, options: options)
+    }
+
+    public func ingestEvents(path: String, options: IngestOptions) throws -> IngestReport {
+        try require("ingest")
+        return try store.ingestEvents(path: path, options: options)
+    }
+
+    /// The decrypted profile of a subject for a purpose that may read PII: the PII fields its
+    /// `may_read_pii` covers and the attributes its `may_read` covers, nothing else.
+    public func get(customerID: String, purpose name: String) throws -> ProfileView {
+        try require("get")
+        let p = try purpose(name)
+        let fields = schema.fields.filter { p.mayRead($0) }
+        guard fields.contains(where: \.pii) else {
+            throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in \(policy.file)); get needs a purpose that may")
+        }
+        guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
+            throw VaultError(.notFound, "no subject with this customer ID")
+        }
+        return view
+    }
+
+    public enum LookupKind: String, Sendable { case email, phone }
+
+    /// Blind-index lookup by e-mail or phone.
+    public func find(_ kind: LookupKind, value: String) throws -> [String] {
+        try require("get")
+        let category = kind == .email ? "user.contact.email" : "user.contact.phone_number"
+        guard let field = store.lookupField(category: category) else {
+            throw VaultError(.configuration, "\(schema.file): no lookup field with category \(category)")
+        }
+        let ids = try store.find(field: field.name, value: value)
+        guard !ids.isEmpty else {
+            throw VaultError(.notFound, "no subject with this \(kind.rawValue)")
+        }
+        return ids
+    }
+}

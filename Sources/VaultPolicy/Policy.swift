@@ -1,0 +1,133 @@
+/// The GDPR legal basis of a purpose.
+public enum LegalBasis: String, Sendable {
+    case consent, contract, legal_obligation, legitimate_interest
+}
+
+/// A purpose's differential-privacy budget: `epsilon` per period.
+public struct DPBudget: Sendable, Equatable {
+    public let epsilon: Double
+    public let periodSeconds: Int
+    /// The period as written, e.g. `30d`.
+    public let periodText: String
+
+    public init(epsilon: Double, periodSeconds: Int, periodText: String) {
+        self.epsilon = epsilon
+        self.periodSeconds = periodSeconds
+        self.periodText = periodText
+    }
+}
+
+/// A purpose of processing and what it may read.
+public struct Purpose: Sendable {
+    public let name: String
+    /// Its fideslang data use.
+    public let dataUse: String
+    public let legalBasis: LegalBasis
+    /// Category prefixes whose attribute (non-PII) fields and events the purpose may read.
+    public let mayRead: [String]
+    /// Category prefixes whose PII fields the purpose may read.
+    public let mayReadPII: [String]
+    /// Model kinds the purpose may train.
+    public let models: [String]
+    public let dpBudget: DPBudget?
+    /// The line of the purpose's declaration.
+    public let line: Int
+
+    public init(
+        name: String, dataUse: String, legalBasis: LegalBasis, mayRead: [String] = [], mayReadPII: [String] = [],
+        models: [String] = [], dpBudget: DPBudget? = nil, line: Int = 0
+    ) {
+        self.name = name
+        self.dataUse = dataUse
+        self.legalBasis = legalBasis
+        self.mayRead = mayRead
+        self.mayReadPII = mayReadPII
+        self.models = models
+        self.dpBudget = dpBudget
+        self.line = line
+    }
+
+    /// A non-PII field whose category is covered by a `may_read` entry. Never true for PII.
+    public func mayReadAttribute(_ f: FieldSpec) -> Bool {
+        !f.pii && mayRead.contains { Taxonomy.covers($0, f.category) }
+    }
+
+    /// A PII field whose category is covered by a `may_read_pii` entry.
+    public func mayReadPII(_ f: FieldSpec) -> Bool {
+        f.pii && mayReadPII.contains { Taxonomy.covers($0, f.category) }
+    }
+
+    /// `mayReadPII` for a PII field, `mayReadAttribute` otherwise.
+    public func mayRead(_ f: FieldSpec) -> Bool {
+        f.pii ? mayReadPII(f) : mayReadAttribute(f)
+    }
+
+    /// Events whose category is covered by a `may_read` entry.
+    public func mayReadEvents(_ e: EventKindSpec) -> Bool {
+        mayRead.contains { Taxonomy.covers($0, e.category) }
+    }
+
+    /// Whether the purpose lists this model kind.
+    public func allowsModel(_ model: String) -> Bool {
+        models.contains(model)
+    }
+}
+
+/// What a retention period counts from.
+public enum RetentionAnchor: String, Sendable {
+    /// The event's own time (applies to events).
+    case eventTime = "event_time"
+    /// The subject's last activity (profile change or latest event); past it the subject is shredded.
+    case lastActivity = "last_activity"
+}
+
+/// One retention rule.
+public struct RetentionRule: Sendable {
+    public let category: String
+    public let keepSeconds: Int
+    /// The period as written, e.g. `730d`.
+    public let keepText: String
+    public let after: RetentionAnchor
+    public let line: Int
+
+    public init(category: String, keepSeconds: Int, keepText: String, after: RetentionAnchor, line: Int = 0) {
+        self.category = category
+        self.keepSeconds = keepSeconds
+        self.keepText = keepText
+        self.after = after
+        self.line = line
+    }
+}
+
+/// The policy (`policies/policy.yaml`): purposes, retention rules, roles.
+public struct Policy: Sendable {
+    /// The policy version, e.g. `2026-11-01`; recorded in the consent ledger.
+    public let version: String
+    public let purposes: [String: Purpose]
+    /// Purpose names in file order.
+    public let purposeOrder: [String]
+    public let retention: [RetentionRule]
+    /// Role name -> permissions.
+    public let roles: [String: Set<String>]
+    public let file: String
+
+    public init(
+        version: String, purposes: [String: Purpose], purposeOrder: [String], retention: [RetentionRule],
+        roles: [String: Set<String>], file: String
+    ) {
+        self.version = version
+        self.purposes = purposes
+        self.purposeOrder = purposeOrder
+        self.retention = retention
+        self.roles = roles
+        self.file = file
+    }
+
+    /// The purpose with this name, if declared.
+    public func purpose(_ name: String) -> Purpose? { purposes[name] }
+
+    /// Whether the role exists and holds the permission.
+    public func role(_ name: String, allows permission: String) -> Bool {
+        roles[name]?.contains(permission) ?? false
+    }
+}

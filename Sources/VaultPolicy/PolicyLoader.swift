@@ -1,0 +1,375 @@
+import Yams
+
+/// Loads and validates `schema.yaml` and `policy.yaml`.
+///
+/// Every problem is reported as a ``PolicyDiagnostic`` with file, line, field path and reason;
+/// the first problem found stops the load (callers exit with status 78).
+public enum PolicyLoader {
+    /// The schema format versions this build reads.
+    public static let supportedSchemaVersions: ClosedRange<Int> = 1...1
+
+    /// Loads `<directory>/schema.yaml` and `<directory>/policy.yaml` and cross-checks them.
+    public static func load(directory: String) throws(PolicyDiagnostic) -> (schema: Schema, policy: Policy) {
+        let dir = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let schema = try loadSchema(path: dir + "/schema.yaml")
+        let policy = try loadPolicy(path: dir + "/policy.yaml", schema: schema)
+        return (schema, policy)
+    }
+
+    /// Loads and validates a schema file.
+    public static func loadSchema(path: String) throws(PolicyDiagnostic) -> Schema {
+        let source = try YAMLSource.read(path: path)
+        return try parseSchema(source: source)
+    }
+
+    /// Loads a policy file and validates it against `schema`.
+    public static func loadPolicy(path: String, schema: Schema) throws(PolicyDiagnostic) -> Policy {
+        let source = try YAMLSource.read(path: path)
+        return try parsePolicy(source: source, schema: schema)
+    }
+
+    /// Parses schema YAML held in memory; `file` names it in diagnostics.
+    public static func parseSchema(yaml: String, file: String) throws(PolicyDiagnostic) -> Schema {
+        try parseSchema(source: YAMLSource(file: file, text: yaml))
+    }
+
+    /// Parses policy YAML held in memory; `file` names it in diagnostics.
+    public static func parsePolicy(yaml: String, file: String, schema: Schema) throws(PolicyDiagnostic) -> Policy {
+        try parsePolicy(source: YAMLSource(file: file, text: yaml), schema: schema)
+    }
+
+    // MARK: Schema
+
+    static func parseSchema(source: YAMLSource) throws(PolicyDiagnostic) -> Schema {
+        let root = try source.compose()
+        let r = NodeReader(file: source.file)
+        let top = try r.object(
+            root, "", allowed: ["version", "subject_id", "fields", "events"],
+            required: ["version", "subject_id", "fields"])
+
+        let versionNode = top["version"]!
+        let version = try r.int(versionNode, "version")
+        guard supportedSchemaVersions.contains(version) else {
+            throw r.fail(versionNode, "version", "unsupported schema version \(version) (this build reads version 1)")
+        }
+
+        let subject = try r.object(top["subject_id"]!, "subject_id", allowed: ["field", "category"], required: ["field", "category"])
+        let subjectFieldNode = subject["field"]!
+        let subjectField = try r.string(subjectFieldNode, "subject_id.field")
+        try r.identifier(subjectField, subjectFieldNode, "subject_id.field", what: "field")
+        let subjectCategory = try r.category(subject["category"]!, "subject_id.category")
+
+        var fields: [FieldSpec] = []
+        let fieldEntries = try r.mapping(top["fields"]!, "fields")
+        for pair in fieldEntries.pairs {
+            let path = "fields." + pair.name
+            try r.identifier(pair.name, pair.key, path, what: "field")
+            if pair.name == subjectField {
+                throw r.fail(
+                    pair.key, path,
+                    "'\(pair.name)' is the subject_id field; it must not also be listed in fields")
+            }
+            fields.append(try parseField(name: pair.name, key: pair.key, node: pair.value, path: path, r))
+        }
+
+        var events: [EventKindSpec] = []
+        if let eventsNode = top["events"] {
+            let eventEntries = try r.mapping(eventsNode, "events")
+            for pair in eventEntries.pairs {
+                let path = "events." + pair.name
+                try r.identifier(pair.name, pair.key, path, what: "event kind")
+                events.append(try parseEvent(name: pair.name, key: pair.key, node: pair.value, path: path, r))
+            }
+        }
+        return Schema(
+            version: version, subjectIDField: subjectField, subjectIDCategory: subjectCategory, fields: fields,
+            events: events, file: source.file)
+    }
+
+    static let fieldKeys = [
+        "type", "category", "pii", "lookup", "required", "bounds", "domain", "on_out_of_bounds", "max_length",
+    ]
+
+    static func fieldType(_ node: Node, _ path: String, _ r: NodeReader, allowed: [FieldType]) throws(PolicyDiagnostic)
+        -> FieldType
+    {
+        let text = try r.string(node, path)
+        guard let type = FieldType(rawValue: text), allowed.contains(type) else {
+            throw r.fail(
+                node, path,
+                "unknown type '\(text)' (expected one of: \(allowed.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return type
+    }
+
+    static func parseField(name: String, key: Node, node: Node, path: String, _ r: NodeReader) throws(PolicyDiagnostic)
+        -> FieldSpec
+    {
+        let e = try r.object(node, path, allowed: fieldKeys, required: ["type", "category"])
+        let type = try fieldType(e["type"]!, path + ".type", r, allowed: [.string, .int, .float, .date, .category, .bool])
+        let category = try r.category(e["category"]!, path + ".category")
+        let pii = try e["pii"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".pii") } ?? false
+        let lookup = try e["lookup"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".lookup") } ?? false
+        let required = try e["required"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".required") } ?? true
+
+        if lookup, !pii {
+            throw r.fail(
+                e.keyNode("lookup"), path + ".lookup",
+                "lookup applies only to PII fields (blind indexes exist only for pii: true)")
+        }
+
+        var bounds: ClosedRange<Double>? = nil
+        if let b = e["bounds"] {
+            guard type == .int || type == .float else {
+                throw r.fail(e.keyNode("bounds"), path + ".bounds", "bounds apply only to int and float fields, not \(type.rawValue)")
+            }
+            bounds = try r.bounds(b, path + ".bounds", integral: type == .int)
+        } else if (type == .int || type == .float) && !pii {
+            throw r.fail(
+                node, path,
+                "missing required key 'bounds' (a numeric attribute needs public bounds [lo, hi] for the DP layer)")
+        }
+
+        var domain: [String]? = nil
+        if let d = e["domain"] {
+            guard type == .category else {
+                throw r.fail(e.keyNode("domain"), path + ".domain", "domain applies only to category fields, not \(type.rawValue)")
+            }
+            var values: [String] = []
+            var seen: Set<String> = []
+            for (i, item) in try r.list(d, path + ".domain").enumerated() {
+                let value = try r.scalarText(item, path + ".domain[\(i)]")
+                guard seen.insert(value).inserted else {
+                    throw r.fail(item, path + ".domain[\(i)]", "duplicate domain value '\(value)'")
+                }
+                values.append(value)
+            }
+            guard !values.isEmpty else {
+                throw r.fail(d, path + ".domain", "a category field needs a non-empty domain")
+            }
+            domain = values
+        } else if type == .category {
+            throw r.fail(node, path, "missing required key 'domain' (a category field needs its public list of values)")
+        }
+
+        var onOutOfBounds = OutOfBounds.reject
+        if let o = e["on_out_of_bounds"] {
+            let opath = path + ".on_out_of_bounds"
+            let text = try r.string(o, opath)
+            guard let value = OutOfBounds(rawValue: text) else {
+                throw r.fail(o, opath, "unknown value '\(text)' (expected reject or clamp)")
+            }
+            onOutOfBounds = value
+            if value == .clamp {
+                switch type {
+                case .int, .float:
+                    if bounds == nil { throw r.fail(o, opath, "clamp needs bounds") }
+                case .category:
+                    if !(domain ?? []).contains("other") {
+                        throw r.fail(o, opath, "clamp on a category maps unknown values to 'other', which the domain must contain")
+                    }
+                default:
+                    throw r.fail(o, opath, "on_out_of_bounds applies only to int, float and category fields")
+                }
+            }
+        }
+
+        var maxLength = FieldSpec.defaultMaxLength
+        if let m = e["max_length"] {
+            let mpath = path + ".max_length"
+            guard type == .string else {
+                throw r.fail(e.keyNode("max_length"), mpath, "max_length applies only to string fields")
+            }
+            maxLength = try r.int(m, mpath)
+            guard maxLength >= 1, maxLength <= FieldSpec.defaultMaxLength else {
+                throw r.fail(m, mpath, "max_length must be between 1 and \(FieldSpec.defaultMaxLength) bytes")
+            }
+        }
+
+        return FieldSpec(
+            name: name, type: type, category: category, pii: pii, lookup: lookup, required: required, bounds: bounds,
+            domain: domain, onOutOfBounds: onOutOfBounds, maxLength: maxLength, line: key.mark?.line ?? 0)
+    }
+
+    static func parseEvent(name: String, key: Node, node: Node, path: String, _ r: NodeReader) throws(PolicyDiagnostic)
+        -> EventKindSpec
+    {
+        let e = try r.object(node, path, allowed: ["category", "item", "value"], required: ["category", "item", "value"])
+        let category = try r.category(e["category"]!, path + ".category")
+        let itemType = try fieldType(e["item"]!, path + ".item", r, allowed: [.string, .int])
+        let vpath = path + ".value"
+        let v = try r.object(e["value"]!, vpath, allowed: ["type", "bounds", "on_out_of_bounds"], required: ["type", "bounds"])
+        let vtype = try fieldType(v["type"]!, vpath + ".type", r, allowed: [.int, .float])
+        let bounds = try r.bounds(v["bounds"]!, vpath + ".bounds", integral: vtype == .int)
+        var onOutOfBounds = OutOfBounds.reject
+        if let o = v["on_out_of_bounds"] {
+            let text = try r.string(o, vpath + ".on_out_of_bounds")
+            guard let value = OutOfBounds(rawValue: text) else {
+                throw r.fail(o, vpath + ".on_out_of_bounds", "unknown value '\(text)' (expected reject or clamp)")
+            }
+            onOutOfBounds = value
+        }
+        return EventKindSpec(
+            name: name, category: category, itemType: itemType,
+            value: EventValueSpec(type: vtype, bounds: bounds, onOutOfBounds: onOutOfBounds),
+            line: key.mark?.line ?? 0)
+    }
+
+    // MARK: Policy
+
+    static func parsePolicy(source: YAMLSource, schema: Schema) throws(PolicyDiagnostic) -> Policy {
+        let root = try source.compose()
+        let r = NodeReader(file: source.file)
+        let top = try r.object(
+            root, "", allowed: ["version", "purposes", "retention", "roles"], required: ["version", "purposes", "roles"])
+
+        let versionNode = top["version"]!
+        guard case .scalar(let vs) = versionNode, !vs.string.isEmpty,
+            versionNode.tagName == .str || versionNode.tagName == .timestamp
+        else {
+            throw r.fail(
+                versionNode, "version",
+                "expected a string such as \"2026-11-01\", found \(NodeReader.describe(versionNode))")
+        }
+        let version = vs.string
+
+        var purposes: [String: Purpose] = [:]
+        var order: [String] = []
+        let purposeEntries = try r.mapping(top["purposes"]!, "purposes")
+        if purposeEntries.pairs.isEmpty {
+            throw r.fail(top["purposes"], "purposes", "declare at least one purpose")
+        }
+        for pair in purposeEntries.pairs {
+            let path = "purposes." + pair.name
+            try r.identifier(pair.name, pair.key, path, what: "purpose")
+            let purpose = try parsePurpose(name: pair.name, key: pair.key, node: pair.value, path: path, schema: schema, r)
+            purposes[pair.name] = purpose
+            order.append(pair.name)
+        }
+
+        var retention: [RetentionRule] = []
+        if let retentionNode = top["retention"] {
+            for (i, item) in try r.list(retentionNode, "retention").enumerated() {
+                let path = "retention[\(i)]"
+                let e = try r.object(item, path, allowed: ["category", "keep", "after"], required: ["category", "keep", "after"])
+                let category = try r.category(e["category"]!, path + ".category")
+                let keep = try r.duration(e["keep"]!, path + ".keep")
+                let afterNode = e["after"]!
+                let afterText = try r.scalarText(afterNode, path + ".after")
+                guard let after = RetentionAnchor(rawValue: afterText) else {
+                    throw r.fail(
+                        afterNode, path + ".after", "unknown value '\(afterText)' (expected event_time or last_activity)")
+                }
+                retention.append(
+                    RetentionRule(
+                        category: category, keepSeconds: keep.seconds, keepText: keep.text, after: after,
+                        line: item.mark?.line ?? 0))
+            }
+        }
+
+        var roles: [String: Set<String>] = [:]
+        let roleEntries = try r.mapping(top["roles"]!, "roles")
+        for pair in roleEntries.pairs {
+            let path = "roles." + pair.name
+            try r.identifier(pair.name, pair.key, path, what: "role")
+            var permissions: Set<String> = []
+            for (i, (permission, node)) in try r.stringList(pair.value, path).enumerated() {
+                guard Taxonomy.permissions.contains(permission) else {
+                    throw r.fail(
+                        node, path + "[\(i)]",
+                        "unknown permission '\(permission)' (known: \(Taxonomy.permissions.sorted().joined(separator: ", ")))")
+                }
+                permissions.insert(permission)
+            }
+            roles[pair.name] = permissions
+        }
+
+        return Policy(
+            version: version, purposes: purposes, purposeOrder: order, retention: retention, roles: roles,
+            file: source.file)
+    }
+
+    static func parsePurpose(
+        name: String, key: Node, node: Node, path: String, schema: Schema, _ r: NodeReader
+    ) throws(PolicyDiagnostic) -> Purpose {
+        let e = try r.object(
+            node, path, allowed: ["data_use", "legal_basis", "may_read", "may_read_pii", "models", "dp_budget"],
+            required: ["data_use", "legal_basis"])
+
+        let useNode = e["data_use"]!
+        let dataUse = try r.string(useNode, path + ".data_use")
+        guard Taxonomy.dataUses.contains(dataUse) else {
+            throw r.fail(useNode, path + ".data_use", "unknown data use '\(dataUse)'" + NodeReader.suggestion(dataUse, Taxonomy.dataUses))
+        }
+
+        let basisNode = e["legal_basis"]!
+        let basisText = try r.string(basisNode, path + ".legal_basis")
+        guard let legalBasis = LegalBasis(rawValue: basisText) else {
+            throw r.fail(
+                basisNode, path + ".legal_basis",
+                "unknown legal basis '\(basisText)' (expected consent, contract, legal_obligation or legitimate_interest)")
+        }
+
+        var mayRead: [String] = []
+        if let n = e["may_read"] {
+            for (i, (_, item)) in try r.stringList(n, path + ".may_read").enumerated() {
+                let ipath = path + ".may_read[\(i)]"
+                let category = try r.category(item, ipath)
+                let attributes = schema.fields.filter { !$0.pii && Taxonomy.covers(category, $0.category) }
+                let events = schema.events.filter { Taxonomy.covers(category, $0.category) }
+                let pii = schema.fields.filter { $0.pii && Taxonomy.covers(category, $0.category) }
+                if attributes.isEmpty, events.isEmpty, !pii.isEmpty {
+                    throw r.fail(
+                        item, ipath,
+                        "'\(category)' covers only PII fields (\(pii.map(\.name).joined(separator: ", "))); may_read never grants PII, use may_read_pii"
+                    )
+                }
+                mayRead.append(category)
+            }
+        }
+
+        var mayReadPII: [String] = []
+        if let n = e["may_read_pii"] {
+            for (i, (_, item)) in try r.stringList(n, path + ".may_read_pii").enumerated() {
+                let ipath = path + ".may_read_pii[\(i)]"
+                let category = try r.category(item, ipath)
+                if !schema.fields.contains(where: { $0.pii && Taxonomy.covers(category, $0.category) }) {
+                    throw r.fail(item, ipath, "'\(category)' covers no PII field of the schema")
+                }
+                mayReadPII.append(category)
+            }
+        }
+
+        var models: [String] = []
+        if let n = e["models"] {
+            for (i, (model, item)) in try r.stringList(n, path + ".models").enumerated() {
+                guard Taxonomy.models.contains(model) else {
+                    throw r.fail(
+                        item, path + ".models[\(i)]",
+                        "unknown model '\(model)' (known: \(Taxonomy.models.sorted().joined(separator: ", ")))")
+                }
+                models.append(model)
+            }
+        }
+
+        var budget: DPBudget? = nil
+        if let n = e["dp_budget"] {
+            let bpath = path + ".dp_budget"
+            let b = try r.object(n, bpath, allowed: ["epsilon", "period"], required: ["epsilon", "period"])
+            let epsNode = b["epsilon"]!
+            let epsilon = try r.number(epsNode, bpath + ".epsilon")
+            guard epsilon > 0 else {
+                throw r.fail(epsNode, bpath + ".epsilon", "epsilon must be > 0, found \(formatNumber(epsilon))")
+            }
+            let period = try r.duration(b["period"]!, bpath + ".period")
+            budget = DPBudget(epsilon: epsilon, periodSeconds: period.seconds, periodText: period.text)
+        }
+        if !models.isEmpty, budget == nil {
+            throw r.fail(e.keyNode("models"), path + ".models", "a purpose that trains models needs a dp_budget")
+        }
+
+        return Purpose(
+            name: name, dataUse: dataUse, legalBasis: legalBasis, mayRead: mayRead, mayReadPII: mayReadPII,
+            models: models, dpBudget: budget, line: key.mark?.line ?? 0)
+    }
+}

@@ -1,0 +1,190 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One record of a CSV file, as parsed by `CSVReader`.
+public struct CSVRecord: Sendable {
+    /// The line on which the record starts (1-based).
+    public var line: Int
+    public var fields: [String]
+    /// Set when the record is malformed (broken quoting, invalid UTF-8). The reader always
+    /// resynchronises at the end of the record, so the caller can reject it and go on.
+    public var problem: CSVProblem?
+}
+
+public struct CSVProblem: Sendable, Equatable {
+    /// 0-based index of the field where the problem was seen, when known.
+    public var column: Int?
+    public var reason: String
+}
+
+/// A streaming RFC 4180 reader over a file: bounded memory (one read buffer and one record),
+/// quoted fields with `""` escapes and embedded line breaks, LF or CRLF line ends.
+///
+/// Strict where RFC 4180 is strict: a quote inside an unquoted field, a character after a
+/// closing quote and an unterminated quoted field are problems, reported with the line. Every
+/// field must be valid UTF-8. Empty lines between records are skipped.
+public final class CSVReader {
+    private let fd: Int32
+    public let path: String
+    private let delimiter: UInt8
+    private var buffer: [UInt8]
+    private var count = 0
+    private var position = 0
+    private var eof = false
+    private var line = 1
+    private var skipLF = false
+    private var fieldBytes: [UInt8] = []
+    private var fields: [String] = []
+    /// Total bytes consumed, for progress reports.
+    public private(set) var bytesRead: Int = 0
+
+    public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), bufferSize: Int = 1 << 20) throws(VaultError) {
+        self.path = path
+        self.delimiter = delimiter
+        let fd = open(path, O_RDONLY)
+        if fd < 0 {
+            let code = errno
+            if code == ENOENT { throw VaultError(.notFound, "\(path): no such file") }
+            throw VaultError(.notFound, "\(path): cannot open (\(String(cString: strerror(code))))")
+        }
+        var st = stat()
+        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw VaultError(.notFound, "\(path): is a directory")
+        }
+        self.fd = fd
+        self.buffer = [UInt8](repeating: 0, count: bufferSize)
+        fieldBytes.reserveCapacity(256)
+    }
+
+    deinit { close(fd) }
+
+    private func refill() throws(VaultError) {
+        position = 0
+        count = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VaultError(.internalFailure, "\(path): read failed (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { eof = true }
+            count = n
+            bytesRead += n
+            return
+        }
+    }
+
+    private enum State { case startField, unquoted, quoted, quoteInQuoted }
+
+    /// The next record, or nil at the end of the file.
+    public func next() throws(VaultError) -> CSVRecord? {
+        fields.removeAll(keepingCapacity: true)
+        fieldBytes.removeAll(keepingCapacity: true)
+        var state = State.startField
+        var startLine = line
+        var problem: CSVProblem?
+        var sawAnything = false
+        var quoteLine = line
+
+        func endField() {
+            if let s = String(validating: fieldBytes, as: UTF8.self) {
+                fields.append(s)
+            } else {
+                fields.append("")
+                if problem == nil { problem = CSVProblem(column: fields.count - 1, reason: "invalid UTF-8") }
+            }
+            fieldBytes.removeAll(keepingCapacity: true)
+        }
+
+        while true {
+            if position >= count {
+                if eof { break }
+                try refill()
+                if count == 0 { break }
+            }
+            let byte = buffer[position]
+            position += 1
+            if skipLF {
+                skipLF = false
+                if byte == 0x0A { continue }
+            }
+            if !sawAnything {
+                // Skip empty lines between records.
+                if byte == 0x0A { line += 1; startLine = line; continue }
+                if byte == 0x0D { line += 1; startLine = line; skipLF = true; continue }
+                sawAnything = true
+            }
+            switch state {
+            case .startField:
+                if byte == 0x22 {
+                    state = .quoted
+                    quoteLine = line
+                } else if byte == delimiter {
+                    endField()
+                } else if byte == 0x0A || byte == 0x0D {
+                    endField()
+                    line += 1
+                    if byte == 0x0D { skipLF = true }
+                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                } else {
+                    fieldBytes.append(byte)
+                    state = .unquoted
+                }
+            case .unquoted:
+                if byte == delimiter {
+                    endField()
+                    state = .startField
+                } else if byte == 0x0A || byte == 0x0D {
+                    endField()
+                    line += 1
+                    if byte == 0x0D { skipLF = true }
+                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                } else {
+                    if byte == 0x22, problem == nil {
+                        problem = CSVProblem(column: fields.count, reason: "quote character inside an unquoted field")
+                    }
+                    fieldBytes.append(byte)
+                }
+            case .quoted:
+                if byte == 0x22 {
+                    state = .quoteInQuoted
+                } else {
+                    if byte == 0x0A { line += 1 }
+                    fieldBytes.append(byte)
+                }
+            case .quoteInQuoted:
+                if byte == 0x22 {
+                    fieldBytes.append(byte)
+                    state = .quoted
+                } else if byte == delimiter {
+                    endField()
+                    state = .startField
+                } else if byte == 0x0A || byte == 0x0D {
+                    endField()
+                    line += 1
+                    if byte == 0x0D { skipLF = true }
+                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                } else {
+                    if problem == nil {
+                        problem = CSVProblem(column: fields.count, reason: "unexpected character after a closing quote")
+                    }
+                    fieldBytes.append(byte)
+                    state = .unquoted
+                }
+            }
+        }
+        // End of file.
+        if !sawAnything { return nil }
+        if state == .quoted {
+            if problem == nil {
+                problem = CSVProblem(column: fields.count, reason: "quoted field opened on line \(quoteLine) is never closed")
+            }
+        }
+        endField()
+        return CSVRecord(line: startLine, fields: fields, problem: problem)
+    }
+}

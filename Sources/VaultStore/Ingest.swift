@@ -1,0 +1,398 @@
+import Foundation
+public import GRDB
+public import VaultCrypto
+public import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an ingest did.
+public struct IngestReport: Sendable, Equatable {
+    public var inserted = 0
+    public var updated = 0
+    public var rejected = 0
+    public var seconds = 0.0
+    public init() {}
+}
+
+/// Progress of a running ingest, for a terminal display.
+public struct IngestProgress: Sendable {
+    public var phase: String
+    public var records: Int
+    public var bytes: Int
+    public var totalBytes: Int
+}
+
+public struct IngestOptions: Sendable {
+    public var format: InputFormat?
+    /// Write the good records and report the bad ones instead of refusing the whole file.
+    public var skipInvalid = false
+    /// Where rejected records go (with `skipInvalid`): CSV of line, field, reason.
+    public var rejectsPath: String?
+    /// Records per transaction.
+    public var batchSize = 4096
+    public var progress: (@Sendable (IngestProgress) -> Void)?
+    public init() {}
+}
+
+/// A profile that passed validation: normalised customer ID and one value per schema field.
+struct ValidProfile {
+    var line: Int
+    var customerID: String
+    var values: [FieldValue]
+}
+
+/// A profile ready to write: everything sensitive is already sealed or keyed.
+struct SealedProfile {
+    var pseudonym: [UInt8]
+    var kekVersion: UInt32
+    var wrappedDEK: [UInt8]
+    var pii: [(field: Int, blob: [UInt8])]
+    var blind: [(field: Int, mac: [UInt8])]
+    var attributes: [FieldValue]
+}
+
+/// Per-thread crypto state for sealing profiles: OpenSSL contexts are reused across records
+/// but never shared between threads.
+final class ProfileSealer {
+    let schema: Schema
+    let pseudonymKey: HMACSHA256Key
+    let kek: AESGCMKey
+    let kekVersion: UInt32
+    let blindKeys: [Int: HMACSHA256Key]   // by schema field index
+    let piiFieldIDs: [Int]                // schema field index -> pii field id (or -1)
+    let subjectFieldID: Int
+
+    init(store: ProfileStore) throws {
+        schema = store.schema
+        pseudonymKey = try HMACSHA256Key(store.keys.pseudonym)
+        kekVersion = store.keys.activeKEKVersion
+        guard let kekBytes = store.keys.keks[kekVersion] else {
+            throw VaultError(.configuration, "the keyring's active version \(kekVersion) is retired")
+        }
+        kek = try AESGCMKey(kekBytes)
+        var bk: [Int: HMACSHA256Key] = [:]
+        var ids: [Int] = []
+        for (i, f) in store.schema.fields.enumerated() {
+            if f.pii, f.lookup, let k = store.keys.blindIndex[f.name] { bk[i] = try HMACSHA256Key(k) }
+            ids.append(f.pii ? (store.piiFieldIDs[f.name] ?? -1) : -1)
+        }
+        blindKeys = bk
+        piiFieldIDs = ids
+        subjectFieldID = store.piiFieldIDs[store.schema.subjectIDField] ?? 0
+    }
+
+    func pseudonym(of customerID: String) -> [UInt8] {
+        var id = customerID
+        return id.withUTF8 { pseudonymKey.mac(UnsafeRawBufferPointer($0)) }
+    }
+
+    func seal(_ p: ValidProfile) throws -> SealedProfile {
+        let pseudonym = pseudonym(of: p.customerID)
+        let dek = SecureBytes.random(count: 32)
+        let dekKey = try AESGCMKey(dek)
+        let wrapped = try Envelope.wrapDEK(dek, subject: pseudonym, kekVersion: kekVersion, kek: kek)
+        var pii: [(Int, [UInt8])] = []
+        pii.reserveCapacity(piiFieldIDs.count + 1)
+        pii.append((subjectFieldID, try Envelope.sealField(Array(p.customerID.utf8), field: schema.subjectIDField, subject: pseudonym, dek: dekKey)))
+        var blind: [(Int, [UInt8])] = []
+        var attrs: [FieldValue] = []
+        attrs.reserveCapacity(p.values.count)
+        for (i, f) in schema.fields.enumerated() {
+            let v = p.values[i]
+            if f.pii {
+                guard v != .null else { continue }
+                let text = FieldValue.plaintext(v)
+                pii.append((piiFieldIDs[i], try Envelope.sealField(Array(text.utf8), field: f.name, subject: pseudonym, dek: dekKey)))
+                if let bk = blindKeys[i] {
+                    var norm = Normalization.lookupValue(text, for: f)
+                    if !norm.isEmpty {
+                        blind.append((piiFieldIDs[i], norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) }))
+                    }
+                }
+            } else {
+                attrs.append(v)
+            }
+        }
+        return SealedProfile(pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, pii: pii, blind: blind, attributes: attrs)
+    }
+}
+
+extension FieldValue {
+    /// The text a PII value is encrypted as.
+    static func plaintext(_ v: FieldValue) -> String {
+        switch v {
+        case .null: ""
+        case .int(let i): String(i)
+        case .float(let d): String(d)
+        case .text(let s): s
+        case .date(let d): DateParsing.isoDate(days: d)
+        case .bool(let b): b ? "true" : "false"
+        }
+    }
+
+    var databaseValue: DatabaseValue {
+        switch self {
+        case .null: .null
+        case .int(let i): i.databaseValue
+        case .float(let d): d.databaseValue
+        case .text(let s): s.databaseValue
+        case .date(let d): Int64(d).databaseValue
+        case .bool(let b): (b ? 1 : 0).databaseValue
+        }
+    }
+}
+
+/// Writes rejected records (line, field, reason) to a CSV file created with mode 0600.
+final class RejectsWriter {
+    private let handle: FileHandle
+    init(path: String) throws {
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o600)
+        guard fd >= 0 else { throw VaultError(.configuration, "\(path): cannot write the rejects file") }
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        handle.write(Data("line,field,reason\n".utf8))
+    }
+    func write(_ issue: RecordIssue) {
+        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        handle.write(Data("\(issue.line),\(q(issue.field ?? "")),\(q(issue.reason))\n".utf8))
+    }
+}
+
+extension ProfileStore {
+    // MARK: - Profiles
+
+    /// Canonical column order for profile records: the subject ID, then the schema fields.
+    var profileColumns: [String] { [schema.subjectIDField] + schema.fields.map(\.name) }
+
+    func validateProfile(_ raw: RawRecord, file: String) -> Result<ValidProfile, RecordIssue> {
+        if let p = raw.problem { return .failure(p) }
+        guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else {
+            return .failure(RecordIssue(file: file, line: raw.line, field: schema.subjectIDField, reason: "missing customer ID"))
+        }
+        let id = Normalization.customerID(rawID)
+        if id.utf8.count > 1024 {
+            return .failure(RecordIssue(file: file, line: raw.line, field: schema.subjectIDField, reason: "longer than 1024 bytes"))
+        }
+        var values: [FieldValue] = []
+        values.reserveCapacity(schema.fields.count)
+        for (i, f) in schema.fields.enumerated() {
+            let text = raw.values[i + 1] ?? ""
+            do {
+                values.append(try f.parse(Substring(text)))
+            } catch {
+                return .failure(RecordIssue(file: file, line: raw.line, field: f.name, reason: error.reason))
+            }
+        }
+        return .success(ValidProfile(line: raw.line, customerID: id, values: values))
+    }
+
+    /// Ingests a profile file: validate everything first (unless `skipInvalid`), then write in
+    /// batched transactions. Upsert by customer ID: a record replaces the whole stored profile.
+    public func ingestProfiles(path: String, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        let started = Date()
+        let format = options.format ?? InputFormat.guess(path: path)
+        let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let required: Set<String> = [schema.subjectIDField]
+        var report = IngestReport()
+
+        if !options.skipInvalid {
+            // Pass 1: the whole file must be valid before anything is written.
+            let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
+            var n = 0
+            while let raw = try reader.next() {
+                if case .failure(let issue) = validateProfile(raw, file: path) {
+                    throw VaultError(.invalidInput, issue.description)
+                }
+                n += 1
+                if n % 8192 == 0 { options.progress?(IngestProgress(phase: "validating", records: n, bytes: reader.bytesRead, totalBytes: total)) }
+            }
+        }
+        let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
+        let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
+        let sealer = try ProfileSealer(store: self)
+        var batch: [SealedProfile] = []
+        batch.reserveCapacity(options.batchSize)
+        var n = 0
+        while let raw = try reader.next() {
+            switch validateProfile(raw, file: path) {
+            case .failure(let issue):
+                report.rejected += 1
+                rejects?.write(issue)
+            case .success(let p):
+                batch.append(try sealer.seal(p))
+            }
+            n += 1
+            if batch.count >= options.batchSize {
+                try writeProfiles(batch, into: &report)
+                batch.removeAll(keepingCapacity: true)
+                options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
+            }
+        }
+        if !batch.isEmpty { try writeProfiles(batch, into: &report) }
+        options.progress?(IngestProgress(phase: "done", records: n, bytes: reader.bytesRead, totalBytes: total))
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// One transaction: a subject is either written whole or not at all.
+    func writeProfiles(_ batch: [SealedProfile], into report: inout IngestReport) throws {
+        let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
+        let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
+        let now = Int64(Date().timeIntervalSince1970)
+        let (ins, upd) = try pool.write { db -> (Int, Int) in
+            let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE pseudonym = ?")
+            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?)")
+            let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?) WHERE id = ?")
+            let deletePII = try db.cachedStatement(sql: "DELETE FROM pii WHERE subject_id = ?")
+            let deleteBlind = try db.cachedStatement(sql: "DELETE FROM blind_index WHERE subject_id = ?")
+            let insertPII = try db.cachedStatement(sql: "INSERT INTO pii(subject_id, field, ciphertext) VALUES (?, ?, ?)")
+            let insertBlind = try db.cachedStatement(sql: "INSERT OR IGNORE INTO blind_index(field, mac, subject_id) VALUES (?, ?, ?)")
+            let insertAttrs = try db.cachedStatement(sql: attrSQL)
+            var ins = 0, upd = 0
+            var attrArgs = [DatabaseValue](repeating: .null, count: attrCols.count + 1)
+            for p in batch {
+                let pseudo = Data(p.pseudonym)
+                let id: Int64
+                if let existing = try Int64.fetchOne(find, arguments: [pseudo]) {
+                    id = existing
+                    try updateSubject.execute(arguments: [Int64(p.kekVersion), Data(p.wrappedDEK), now, now, id])
+                    try deletePII.execute(arguments: [id])
+                    try deleteBlind.execute(arguments: [id])
+                    upd += 1
+                } else {
+                    try insertSubject.execute(arguments: [pseudo, Int64(p.kekVersion), Data(p.wrappedDEK), now, now, now])
+                    id = db.lastInsertedRowID
+                    ins += 1
+                }
+                for (field, blob) in p.pii {
+                    try insertPII.execute(arguments: [id, field, Data(blob)])
+                }
+                for (field, mac) in p.blind {
+                    try insertBlind.execute(arguments: [field, Data(mac), id])
+                }
+                attrArgs[0] = id.databaseValue
+                for (i, v) in p.attributes.enumerated() { attrArgs[i + 1] = v.databaseValue }
+                try insertAttrs.execute(arguments: StatementArguments(attrArgs))
+            }
+            return (ins, upd)
+        }
+        report.inserted += ins
+        report.updated += upd
+    }
+
+    // MARK: - Events
+
+    static let eventColumns = ["customer_id", "kind", "item", "value", "time"]
+
+    struct ValidEvent {
+        var line: Int
+        var customerID: String
+        var kind: String
+        var item: String
+        var value: Double
+        var time: Int64
+    }
+
+    func validateEvent(_ raw: RawRecord, file: String) -> Result<ValidEvent, RecordIssue> {
+        if let p = raw.problem { return .failure(p) }
+        func bad(_ f: String, _ r: String) -> Result<ValidEvent, RecordIssue> {
+            .failure(RecordIssue(file: file, line: raw.line, field: f, reason: r))
+        }
+        guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else { return bad("customer_id", "missing customer ID") }
+        guard let kindText = raw.values[1].map(Normalization.trimmed), !kindText.isEmpty else { return bad("kind", "missing event kind") }
+        guard let spec = schema.eventKind(named: kindText) else {
+            return bad("kind", "\"\(kindText.prefix(64))\" is not an event kind of the schema (\(schema.events.map(\.name).joined(separator: ", ")))")
+        }
+        guard let item = raw.values[2].map(Normalization.trimmed), !item.isEmpty else { return bad("item", "missing item") }
+        if item.utf8.count > 65536 { return bad("item", "longer than 65536 bytes") }
+        let value: Double
+        do { value = try spec.value.parse(Substring(raw.values[3] ?? "")) } catch { return bad("value", error.reason) }
+        guard let timeText = raw.values[4], let time = DateParsing.unixSeconds(fromISO8601: Substring(Normalization.trimmed(timeText))) else {
+            return bad("time", "not an ISO 8601 time (e.g. 2026-10-01T12:00:00Z)")
+        }
+        return .success(ValidEvent(line: raw.line, customerID: Normalization.customerID(rawID), kind: spec.name, item: item, value: value, time: time))
+    }
+
+    /// Ingests an events file (`customer_id,kind,item,value,time`). Every event must belong to a
+    /// subject already in the store. Idempotent: an event identical in subject, kind, item,
+    /// value and time to a stored one is not stored twice (it counts as `updated`).
+    public func ingestEvents(path: String, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        let started = Date()
+        let format = options.format ?? InputFormat.guess(path: path)
+        let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let required = Set(Self.eventColumns)
+        let sealer = try ProfileSealer(store: self)
+        var report = IngestReport()
+        var idCache: [String: Int64] = [:]
+
+        func resolve(_ e: ValidEvent, _ db: Database) throws -> Int64? {
+            if let id = idCache[e.customerID] { return id }
+            let pseudo = sealer.pseudonym(of: e.customerID)
+            guard let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM subjects WHERE pseudonym = ?"), arguments: [Data(pseudo)]) else {
+                return nil
+            }
+            if idCache.count > 200_000 { idCache.removeAll(keepingCapacity: true) }
+            idCache[e.customerID] = id
+            return id
+        }
+
+        if !options.skipInvalid {
+            let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required)
+            try pool.read { db in
+                var n = 0
+                while let raw = try reader.next() {
+                    switch validateEvent(raw, file: path) {
+                    case .failure(let issue): throw VaultError(.invalidInput, issue.description)
+                    case .success(let e):
+                        if try resolve(e, db) == nil {
+                            throw VaultError(.invalidInput, RecordIssue(file: path, line: e.line, field: "customer_id", reason: "no subject with this customer ID in the store").description)
+                        }
+                    }
+                    n += 1
+                    if n % 8192 == 0 { options.progress?(IngestProgress(phase: "validating", records: n, bytes: reader.bytesRead, totalBytes: total)) }
+                }
+            }
+        }
+        let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
+        let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required)
+        var done = false
+        var n = 0
+        while !done {
+            let (ins, dup, rej) = try pool.write { db -> (Int, Int, Int) in
+                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO events(subject_id, kind, item, value, time) VALUES (?, ?, ?, ?, ?)")
+                let touch = try db.cachedStatement(sql: "UPDATE subjects SET last_activity = max(last_activity, ?) WHERE id = ?")
+                var ins = 0, dup = 0, rej = 0, inBatch = 0
+                while inBatch < options.batchSize {
+                    guard let raw = try reader.next() else { done = true; break }
+                    n += 1
+                    inBatch += 1
+                    switch validateEvent(raw, file: path) {
+                    case .failure(let issue):
+                        rej += 1
+                        rejects?.write(issue)
+                    case .success(let e):
+                        guard let id = try resolve(e, db) else {
+                            rej += 1
+                            rejects?.write(RecordIssue(file: path, line: e.line, field: "customer_id", reason: "no subject with this customer ID in the store"))
+                            continue
+                        }
+                        try insert.execute(arguments: [id, e.kind, e.item, e.value, e.time])
+                        if db.changesCount > 0 {
+                            ins += 1
+                            try touch.execute(arguments: [e.time, id])
+                        } else {
+                            dup += 1
+                        }
+                    }
+                }
+                return (ins, dup, rej)
+            }
+            report.inserted += ins
+            report.updated += dup
+            report.rejected += rej
+            options.progress?(IngestProgress(phase: done ? "done" : "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
+        }
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+}

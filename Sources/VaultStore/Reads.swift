@@ -1,0 +1,256 @@
+import Foundation
+public import GRDB
+public import VaultCrypto
+public import VaultPolicy
+
+/// A decrypted or plaintext value in a profile answer.
+public enum ProfileValue: Sendable, Equatable {
+    case null, int(Int64), float(Double), text(String), bool(Bool)
+}
+
+/// A subject's profile as one purpose may see it: fields in schema order.
+public struct ProfileView: Sendable, Equatable {
+    public var customerID: String
+    public var fields: [(name: String, value: ProfileValue)]
+    public static func == (a: ProfileView, b: ProfileView) -> Bool {
+        a.customerID == b.customerID && a.fields.map(\.name) == b.fields.map(\.name) && a.fields.map(\.value) == b.fields.map(\.value)
+    }
+}
+
+/// Store-wide counts.
+public struct StoreStatus: Sendable {
+    public var subjects: Int
+    public var events: Int
+    public var keyVersions: [UInt32]
+    public var identityKeyVersion: UInt32
+    public var schemaVersion: Int
+    public var policyVersion: String
+    public var fileBytes: Int64
+}
+
+/// What the database file holds for one subject, as raw bytes (for the demo and for audits of
+/// the at-rest format): the pseudonym, the wrapped DEK and every PII ciphertext.
+public struct RawSubjectRows: Sendable {
+    public var pseudonymHex: String
+    public var kekVersion: UInt32
+    public var wrappedDEKHex: String
+    public var pii: [(field: String, ciphertextHex: String)]
+    public var blindIndex: [(field: String, macHex: String)]
+    public var attributes: [(name: String, value: String)]
+}
+
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+    return String(decoding: out, as: UTF8.self)
+}
+
+extension ProfileStore {
+    /// The pseudonym of a customer ID under this store's identity key.
+    public func pseudonym(ofCustomerID id: String) throws -> [UInt8] {
+        var norm = Normalization.customerID(id)
+        let key = try HMACSHA256Key(keys.pseudonym)
+        return norm.withUTF8 { key.mac(UnsafeRawBufferPointer($0)) }
+    }
+
+    struct SubjectRow {
+        var id: Int64
+        var pseudonym: [UInt8]
+        var kekVersion: UInt32
+        var wrappedDEK: [UInt8]
+    }
+
+    func subjectRow(_ db: Database, pseudonym: [UInt8]) throws -> SubjectRow? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT id, kek_version, wrapped_dek FROM subjects WHERE pseudonym = ?", arguments: [Data(pseudonym)]) else {
+            return nil
+        }
+        let v: Int64 = row["kek_version"]
+        let w: Data = row["wrapped_dek"]
+        return SubjectRow(id: row["id"], pseudonym: pseudonym, kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+    }
+
+    func subjectRow(_ db: Database, id: Int64) throws -> SubjectRow? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT pseudonym, kek_version, wrapped_dek FROM subjects WHERE id = ?", arguments: [id]) else {
+            return nil
+        }
+        let p: Data = row["pseudonym"]
+        let v: Int64 = row["kek_version"]
+        let w: Data = row["wrapped_dek"]
+        return SubjectRow(id: id, pseudonym: [UInt8](p), kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+    }
+
+    /// Unwraps a subject's DEK; a wrong KEK or a modified blob is an integrity error.
+    func dek(for s: SubjectRow) throws -> AESGCMKey {
+        guard let kekBytes = keys.keks[s.kekVersion] else {
+            throw VaultError(.integrity, "subject's data key is wrapped with key version \(s.kekVersion), which the keyring does not hold (retired or missing)")
+        }
+        let kek = try AESGCMKey(kekBytes)
+        do {
+            let dek = try Envelope.unwrapDEK(s.wrappedDEK, subject: s.pseudonym, kekVersion: s.kekVersion, kek: kek)
+            return try AESGCMKey(dek)
+        } catch {
+            throw VaultError(.integrity, "the subject's wrapped data key does not verify (modified ciphertext or wrong keyring)")
+        }
+    }
+
+    func openPII(_ blob: [UInt8], field: String, subject: SubjectRow, dek: AESGCMKey) throws -> String {
+        do {
+            let bytes = try Envelope.openField(blob, field: field, subject: subject.pseudonym, dek: dek)
+            guard let s = String(validating: bytes, as: UTF8.self) else {
+                throw VaultError(.integrity, "field \(field): decrypted value is not UTF-8")
+            }
+            return s
+        } catch let e as VaultError {
+            throw e
+        } catch {
+            throw VaultError(.integrity, "field \(field): ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")
+        }
+    }
+
+    static func profileValue(_ text: String, type: FieldType) -> ProfileValue {
+        switch type {
+        case .int: Int64(text).map(ProfileValue.int) ?? .text(text)
+        case .float: Double(text).map(ProfileValue.float) ?? .text(text)
+        case .bool: .bool(text == "true")
+        default: .text(text)
+        }
+    }
+
+    static func profileValue(_ dbv: DatabaseValue, type: FieldType) -> ProfileValue {
+        switch dbv.storage {
+        case .null: return .null
+        case .int64(let i):
+            switch type {
+            case .date: return .text(DateParsing.isoDate(days: Int32(truncatingIfNeeded: i)))
+            case .bool: return .bool(i != 0)
+            case .float: return .float(Double(i))
+            default: return .int(i)
+            }
+        case .double(let d): return .float(d)
+        case .string(let s): return .text(s)
+        case .blob: return .null
+        }
+    }
+
+    /// The decrypted profile of one subject, restricted to `fields` (schema field names).
+    /// Returns nil when no subject has this customer ID.
+    public func profile(customerID: String, fields wanted: Set<String>) throws -> ProfileView? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db -> ProfileView? in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            return try profile(db, subject: s, fields: wanted)
+        }
+    }
+
+    func profile(_ db: Database, subject s: SubjectRow, fields wanted: Set<String>) throws -> ProfileView {
+        let dek = try dek(for: s)
+        var blobs: [Int: [UInt8]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT field, ciphertext FROM pii WHERE subject_id = ?", arguments: [s.id]) {
+            let d: Data = row["ciphertext"]
+            blobs[row["field"]] = [UInt8](d)
+        }
+        guard let idBlob = blobs[piiFieldIDs[schema.subjectIDField] ?? 0] else {
+            throw VaultError(.integrity, "subject has no stored customer ID (row missing)")
+        }
+        let customerID = try openPII(idBlob, field: schema.subjectIDField, subject: s, dek: dek)
+        let attrNames = schema.attributeFields.filter { wanted.contains($0.name) }
+        var attrRow: Row?
+        if !attrNames.isEmpty {
+            let cols = attrNames.map { ProfileStore.quoted($0.name) }.joined(separator: ", ")
+            attrRow = try Row.fetchOne(db, sql: "SELECT \(cols) FROM attributes WHERE subject_id = ?", arguments: [s.id])
+        }
+        var out: [(String, ProfileValue)] = []
+        for f in schema.fields where wanted.contains(f.name) {
+            if f.pii {
+                guard let fid = piiFieldIDs[f.name], let blob = blobs[fid] else { out.append((f.name, .null)); continue }
+                out.append((f.name, ProfileStore.profileValue(try openPII(blob, field: f.name, subject: s, dek: dek), type: f.type)))
+            } else {
+                let dbv: DatabaseValue = attrRow?[f.name] ?? .null
+                out.append((f.name, ProfileStore.profileValue(dbv, type: f.type)))
+            }
+        }
+        return ProfileView(customerID: customerID, fields: out)
+    }
+
+    /// Blind-index lookup: the customer IDs of subjects whose lookup field `field` equals `value`
+    /// after normalisation. Never scans plaintext; the store holds none.
+    public func find(field: String, value: String) throws -> [String] {
+        guard let spec = schema.field(named: field), spec.pii, spec.lookup, let key = keys.blindIndex[field], let fid = piiFieldIDs[field] else {
+            throw VaultError(.configuration, "field \(field) is not a lookup field of the schema")
+        }
+        var norm = Normalization.lookupValue(value, for: spec)
+        if norm.isEmpty { return [] }
+        let mac = try HMACSHA256Key(key)
+        let digest = norm.withUTF8 { mac.mac(UnsafeRawBufferPointer($0)) }
+        return try pool.read { db in
+            let ids = try Int64.fetchAll(db, sql: "SELECT subject_id FROM blind_index WHERE field = ? AND mac = ? ORDER BY subject_id", arguments: [fid, Data(digest)])
+            var out: [String] = []
+            for id in ids {
+                guard let s = try subjectRow(db, id: id) else { continue }
+                let dek = try dek(for: s)
+                guard let blob = try Data.fetchOne(db, sql: "SELECT ciphertext FROM pii WHERE subject_id = ? AND field = ?", arguments: [id, piiFieldIDs[schema.subjectIDField] ?? 0]) else { continue }
+                out.append(try openPII([UInt8](blob), field: schema.subjectIDField, subject: s, dek: dek))
+            }
+            return out
+        }
+    }
+
+    /// The lookup field of a data category (`user.contact.email`, `user.contact.phone_number`).
+    public func lookupField(category: String) -> FieldSpec? {
+        schema.fields.first { $0.pii && $0.lookup && Taxonomy.covers(category, $0.category) }
+    }
+
+    public func status() throws -> StoreStatus { try Self.status(pool) }
+
+    /// Counts and metadata, readable without the keyring.
+    public static func status(path: String) throws -> StoreStatus {
+        let pool = try openPool(path: path)
+        defer { try? pool.close() }
+        return try status(pool)
+    }
+
+    static func status(_ pool: DatabasePool) throws -> StoreStatus {
+        try pool.read { db in
+            let subjects = try Int.fetchOne(db, sql: "SELECT count(*) FROM subjects") ?? 0
+            let events = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
+            let versions = try Int64.fetchAll(db, sql: "SELECT version FROM key_versions WHERE retired = 0 ORDER BY version").map { UInt32($0) }
+            var meta: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") { meta[row["key"]] = row["value"] }
+            let pageCount = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+            return StoreStatus(subjects: subjects, events: events, keyVersions: versions,
+                               identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
+                               schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0,
+                               policyVersion: meta["policy_version"] ?? "", fileBytes: pageCount * pageSize)
+        }
+    }
+
+    /// The raw rows for one subject, without decrypting anything.
+    public func rawRows(customerID: String) throws -> RawSubjectRows? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        var names: [Int: String] = [:]
+        for (k, v) in piiFieldIDs { names[v] = k }
+        return try pool.read { db -> RawSubjectRows? in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            var pii: [(String, String)] = []
+            for row in try Row.fetchAll(db, sql: "SELECT field, ciphertext FROM pii WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
+                let d: Data = row["ciphertext"]
+                pii.append((names[row["field"]] ?? "?", hex(d)))
+            }
+            var blind: [(String, String)] = []
+            for row in try Row.fetchAll(db, sql: "SELECT field, mac FROM blind_index WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
+                let d: Data = row["mac"]
+                blind.append((names[row["field"]] ?? "?", hex(d)))
+            }
+            var attrs: [(String, String)] = []
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM attributes WHERE subject_id = ?", arguments: [s.id]) {
+                for f in schema.attributeFields {
+                    let v: DatabaseValue = row[f.name] ?? .null
+                    attrs.append((f.name, v.isNull ? "NULL" : "\(v)"))
+                }
+            }
+            return RawSubjectRows(pseudonymHex: hex(s.pseudonym), kekVersion: s.kekVersion, wrappedDEKHex: hex(s.wrappedDEK), pii: pii, blindIndex: blind, attributes: attrs)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+import Foundation
+public import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Input file formats for ingest.
+public enum InputFormat: String, Sendable, CaseIterable {
+    case csv, jsonl
+
+    /// The format implied by a file name: `.jsonl`, `.ndjson` and `.json` mean JSON Lines.
+    public static func guess(path: String) -> InputFormat {
+        let lower = path.lowercased()
+        if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") || lower.hasSuffix(".json") { return .jsonl }
+        return .csv
+    }
+}
+
+/// One input record, its values placed in a fixed column order chosen by the caller
+/// (`nil` = the column is absent from the file or the JSON object).
+struct RawRecord {
+    var line: Int
+    var values: [String?]
+    /// A structural problem with the record (broken quoting, invalid UTF-8, wrong column count,
+    /// malformed JSON): the record is bad as a whole.
+    var problem: RecordIssue?
+}
+
+/// Why one record is bad: file, line, field and reason. Never carries a value of the record.
+public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var field: String?
+    public var reason: String
+
+    public var description: String {
+        if let field { return "\(file):\(line): field \(field): \(reason)" }
+        return "\(file):\(line): \(reason)"
+    }
+}
+
+/// Reads records of a known column set from CSV (header = field names) or JSON Lines.
+///
+/// Header problems (unknown, duplicate or missing columns, an empty file) are file-level errors
+/// and throw; record problems are reported on the record so a caller can reject just that one.
+final class RecordReader {
+    let path: String
+    let columns: [String]
+    private let format: InputFormat
+    private var csv: CSVReader?
+    private var lines: LineReader?
+    /// For CSV: file column index -> canonical column index.
+    private var mapping: [Int] = []
+    private var headerCount = 0
+
+    /// - Parameters:
+    ///   - columns: the canonical column names, in the order `RawRecord.values` uses.
+    ///   - required: columns a CSV header must contain.
+    init(path: String, format: InputFormat, columns: [String], required: Set<String>) throws {
+        self.path = path
+        self.format = format
+        self.columns = columns
+        switch format {
+        case .csv:
+            let reader = try CSVReader(path: path)
+            guard let header = try reader.next() else {
+                throw VaultError(.invalidInput, "\(path):1: the file is empty (a CSV file needs a header line naming the fields)")
+            }
+            if let p = header.problem {
+                throw VaultError(.invalidInput, "\(path):\(header.line): header: \(p.reason)")
+            }
+            var index: [String: Int] = [:]
+            for (i, c) in columns.enumerated() { index[c] = i }
+            var seen: Set<String> = []
+            for (i, rawName) in header.fields.enumerated() {
+                let name = Normalization.trimmed(rawName.hasPrefix("\u{FEFF}") ? String(rawName.dropFirst()) : rawName)
+                guard let target = index[name] else {
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1) \"\(name.prefix(64))\": not a field of the schema (expected one of \(columns.joined(separator: ", ")))")
+                }
+                guard seen.insert(name).inserted else {
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice")
+                }
+                mapping.append(target)
+            }
+            for r in columns where required.contains(r) && !seen.contains(r) {
+                throw VaultError(.invalidInput, "\(path):\(header.line): header: required column \"\(r)\" is missing")
+            }
+            headerCount = header.fields.count
+            csv = reader
+        case .jsonl:
+            let reader = try LineReader(path: path)
+            lines = reader
+        }
+    }
+
+    var bytesRead: Int { csv?.bytesRead ?? lines?.bytesRead ?? 0 }
+    private var sawRecord = false
+
+    func next() throws -> RawRecord? {
+        switch format {
+        case .csv:
+            guard let rec = try csv!.next() else { return nil }
+            sawRecord = true
+            var values = [String?](repeating: nil, count: columns.count)
+            if let p = rec.problem {
+                let field = p.column.flatMap { $0 < mapping.count ? columns[mapping[$0]] : nil }
+                return RawRecord(line: rec.line, values: values,
+                                 problem: RecordIssue(file: path, line: rec.line, field: field, reason: p.reason))
+            }
+            if rec.fields.count != headerCount {
+                return RawRecord(line: rec.line, values: values, problem: RecordIssue(
+                    file: path, line: rec.line, field: nil,
+                    reason: "the record has \(rec.fields.count) fields, the header has \(headerCount)"))
+            }
+            for (i, v) in rec.fields.enumerated() { values[mapping[i]] = v }
+            return RawRecord(line: rec.line, values: values, problem: nil)
+        case .jsonl:
+            while true {
+                guard let (lineNo, bytes) = try lines!.next() else {
+                    if !sawRecord {
+                        throw VaultError(.invalidInput, "\(path):1: the file is empty (no JSON records)")
+                    }
+                    return nil
+                }
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+                sawRecord = true
+                return parseJSONLine(lineNo, bytes)
+            }
+        }
+    }
+
+    private func parseJSONLine(_ line: Int, _ bytes: [UInt8]) -> RawRecord {
+        var values = [String?](repeating: nil, count: columns.count)
+        func bad(_ field: String?, _ reason: String) -> RawRecord {
+            RawRecord(line: line, values: values, problem: RecordIssue(file: path, line: line, field: field, reason: reason))
+        }
+        guard String(validating: bytes, as: UTF8.self) != nil else { return bad(nil, "invalid UTF-8") }
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
+        } catch {
+            return bad(nil, "not a valid JSON object")
+        }
+        guard let dict = object as? [String: Any] else { return bad(nil, "each line must be one JSON object") }
+        var index: [String: Int] = [:]
+        for (i, c) in columns.enumerated() { index[c] = i }
+        for (key, value) in dict {
+            guard let i = index[key] else {
+                return bad(String(key.prefix(64)), "not a field of the schema")
+            }
+            switch value {
+            case is NSNull:
+                values[i] = ""
+            case let s as String:
+                values[i] = s
+            case let n as NSNumber:
+                #if canImport(Darwin)
+                if CFGetTypeID(n) == CFBooleanGetTypeID() { values[i] = n.boolValue ? "true" : "false"; continue }
+                #endif
+                if let d = value as? Double, d.rounded() != d || abs(d) >= 1e15 {
+                    values[i] = String(d)
+                } else {
+                    values[i] = n.stringValue
+                }
+            case let b as Bool:
+                values[i] = b ? "true" : "false"
+            default:
+                return bad(key, "nested arrays and objects are not allowed")
+            }
+        }
+        return RawRecord(line: line, values: values, problem: nil)
+    }
+}
+
+/// Streams the lines of a file as bytes, with bounded memory.
+final class LineReader {
+    private let fd: Int32
+    let path: String
+    private var buffer: [UInt8]
+    private var count = 0
+    private var position = 0
+    private var eof = false
+    private var line = 0
+    private(set) var bytesRead = 0
+    private var current: [UInt8] = []
+
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        if fd < 0 {
+            throw VaultError(.notFound, "\(path): no such file")
+        }
+        var st = stat()
+        if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw VaultError(.notFound, "\(path): is a directory")
+        }
+        self.fd = fd
+        buffer = [UInt8](repeating: 0, count: 1 << 20)
+    }
+
+    deinit { close(fd) }
+
+    func next() throws -> (Int, [UInt8])? {
+        current.removeAll(keepingCapacity: true)
+        var any = false
+        while true {
+            if position >= count {
+                if eof { break }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw VaultError(.internalFailure, "\(path): read failed")
+                }
+                if n == 0 { eof = true; break }
+                count = n
+                position = 0
+                bytesRead += n
+            }
+            // Scan for the next newline in the buffer.
+            let start = position
+            var end = start
+            while end < count && buffer[end] != 0x0A { end += 1 }
+            current.append(contentsOf: buffer[start..<end])
+            any = true
+            if end < count {
+                position = end + 1
+                line += 1
+                return (line, current)
+            }
+            position = count
+        }
+        if any && !current.isEmpty {
+            line += 1
+            return (line, current)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,279 @@
+public import GRDB
+public import VaultCrypto
+public import VaultPolicy
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The keys one store uses, derived once from the keyring when the store is opened.
+///
+/// Identity keys (pseudonym, blind index, key check) come from the store's *identity version*,
+/// fixed at `init`: pseudonyms must never change, or lookups and the suppression list break.
+/// KEKs come from every version of the keyring that is not retired; new DEKs are wrapped with
+/// the keyring's active version.
+struct StoreKeys: Sendable {
+    let identityVersion: UInt32
+    let activeKEKVersion: UInt32
+    let keks: [UInt32: SecureBytes]
+    let pseudonym: SecureBytes
+    /// Blind-index key per lookup field name: one key per field, so equal values in two fields
+    /// do not produce equal index entries.
+    let blindIndex: [String: SecureBytes]
+
+    init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
+        self.identityVersion = identityVersion
+        self.activeKEKVersion = keyring.active
+        var keks: [UInt32: SecureBytes] = [:]
+        for v in keyring.versions where !keyring.isRetired(v) {
+            keks[v] = try keyring.derive(.kek, version: v)
+        }
+        self.keks = keks
+        self.pseudonym = try keyring.derive(.pseudonym, version: identityVersion)
+        var bi: [String: SecureBytes] = [:]
+        for f in schema.fields where f.pii && f.lookup {
+            bi[f.name] = try keyring.derive(.blindIndex(field: f.name), version: identityVersion)
+        }
+        self.blindIndex = bi
+    }
+
+    static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
+        let key = try keyring.derive(.keyCheck, version: version)
+        return try HMACSHA256.mac(key: key, message: Array("profilevault key check v1".utf8))
+    }
+}
+
+/// The encrypted profile store: one SQLite file through one GRDB `DatabasePool` (WAL,
+/// `secure_delete`, synchronous FULL), holding subjects with wrapped DEKs, encrypted PII,
+/// blind indexes, typed attributes and events.
+///
+/// `ProfileStore` is `Sendable`: its state is immutable after opening, and all database access
+/// goes through GRDB's own serialised writer and concurrent readers.
+public final class ProfileStore: Sendable {
+    public let path: String
+    public let schema: Schema
+    let pool: DatabasePool
+    let keys: StoreKeys
+    /// PII field name -> small integer id used in the `pii` and `blind_index` tables.
+    let piiFieldIDs: [String: Int]
+    /// Name of the pseudo-field that holds the encrypted external customer ID.
+    public var subjectIDField: String { schema.subjectIDField }
+
+    /// The storage format this code writes.
+    public static let storeFormatVersion = 1
+
+    private init(path: String, schema: Schema, pool: DatabasePool, keys: StoreKeys, piiFieldIDs: [String: Int]) {
+        self.path = path
+        self.schema = schema
+        self.pool = pool
+        self.keys = keys
+        self.piiFieldIDs = piiFieldIDs
+    }
+
+    // MARK: - Opening and creating
+
+    static func makePool(path: String) throws -> DatabasePool {
+        var config = Configuration()
+        config.label = "ProfileVault"
+        config.busyMode = .timeout(30)
+        config.foreignKeysEnabled = false
+        config.prepareDatabase { db in
+            // Overwrite deleted content with zeros, so erased ciphertext does not linger in
+            // free pages; FULL sync so a committed batch survives power loss, not only kill -9.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        return try DatabasePool(path: path, configuration: config)
+    }
+
+    /// Creates a new store file for `schema` (refuses an existing file) and records the keyring's
+    /// active version as the identity version.
+    public static func create(path: String, keyring: Keyring, schema: Schema, policyVersion: String) throws -> ProfileStore {
+        if FileManager.default.fileExists(atPath: path) {
+            throw VaultError(.configuration, "\(path): a store already exists here; choose another path or remove it")
+        }
+        // Create the file 0600 before SQLite does, so the database (and its WAL and SHM, which
+        // SQLite creates with the same mode) are not readable by others.
+        let fd = Glibc.open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
+        if fd < 0 {
+            throw VaultError(.configuration, "\(path): cannot create the store (\(String(cString: strerror(errno))))")
+        }
+        _ = Glibc.close(fd)
+        do {
+            let pool = try makePool(path: path)
+            let identity = keyring.active
+            let check = try StoreKeys.keyCheck(keyring: keyring, version: identity)
+            try migrator(schema: schema).migrate(pool)
+            let now = Int64(Date().timeIntervalSince1970)
+            try pool.write { db in
+                let meta: [(String, String)] = [
+                    ("store_format", String(storeFormatVersion)),
+                    ("schema_version", String(schema.version)),
+                    ("schema_fingerprint", schemaFingerprint(schema)),
+                    ("policy_version", policyVersion),
+                    ("identity_key_version", String(identity)),
+                    ("created_at", String(now)),
+                ]
+                for (k, v) in meta {
+                    try db.execute(sql: "INSERT INTO meta(key, value) VALUES (?, ?)", arguments: [k, v])
+                }
+                try db.execute(
+                    sql: "INSERT INTO key_versions(version, key_check, added_at, retired) VALUES (?, ?, ?, 0)",
+                    arguments: [Int64(identity), Data(check), now])
+                try db.execute(sql: "INSERT INTO pii_fields(id, name) VALUES (0, ?)", arguments: [schema.subjectIDField])
+                for (i, f) in schema.piiFields.enumerated() {
+                    try db.execute(sql: "INSERT INTO pii_fields(id, name) VALUES (?, ?)", arguments: [i + 1, f.name])
+                }
+            }
+            try pool.close()
+        } catch {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: path + "-wal")
+            try? FileManager.default.removeItem(atPath: path + "-shm")
+            throw error
+        }
+        return try open(path: path, keyring: keyring, schema: schema)
+    }
+
+    /// Opens an existing store. Checks that the keyring is the one the store was created with
+    /// (integrity error otherwise) and that the schema matches (configuration error otherwise).
+    public static func open(path: String, keyring: Keyring, schema: Schema) throws -> ProfileStore {
+        let pool = try openPool(path: path)
+        let (meta, piiIDs, checks) = try pool.read { db -> ([String: String], [String: Int], [UInt32: [UInt8]]) in
+            var meta: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") {
+                meta[row["key"]] = row["value"]
+            }
+            var ids: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, name FROM pii_fields") {
+                ids[row["name"]] = row["id"]
+            }
+            var checks: [UInt32: [UInt8]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT version, key_check FROM key_versions") {
+                let v: Int64 = row["version"]
+                let d: Data = row["key_check"]
+                checks[UInt32(v)] = [UInt8](d)
+            }
+            return (meta, ids, checks)
+        }
+        guard let identityText = meta["identity_key_version"], let identity = UInt32(identityText) else {
+            throw VaultError(.configuration, "\(path): not a ProfileVault store (no identity key version)")
+        }
+        guard meta["schema_fingerprint"] == schemaFingerprint(schema) else {
+            throw VaultError(.configuration,
+                "\(schema.file): the schema differs from the one \(path) was created with; a changed schema needs a new store or a migration")
+        }
+        guard keyring.versions.contains(identity) else {
+            throw VaultError(.integrity, "keyring \(keyring.path ?? "?") lacks key version \(identity), which this store was created with")
+        }
+        let check = try StoreKeys.keyCheck(keyring: keyring, version: identity)
+        guard let stored = checks[identity], constantTimeEqual(stored, check) else {
+            throw VaultError(.integrity, "keyring \(keyring.path ?? "?") does not match the store \(path): key version \(identity) fails its key check")
+        }
+        for (v, storedCheck) in checks where keyring.versions.contains(v) {
+            let c = try StoreKeys.keyCheck(keyring: keyring, version: v)
+            guard constantTimeEqual(storedCheck, c) else {
+                throw VaultError(.integrity, "keyring \(keyring.path ?? "?") does not match the store \(path): key version \(v) fails its key check")
+            }
+        }
+        let keys = try StoreKeys(keyring: keyring, identityVersion: identity, schema: schema)
+        if checks[keyring.active] == nil {
+            // A version added to the keyring since the store last saw it: record its check value.
+            let c = try StoreKeys.keyCheck(keyring: keyring, version: keyring.active)
+            try pool.write { db in
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO key_versions(version, key_check, added_at, retired) VALUES (?, ?, ?, 0)",
+                    arguments: [Int64(keyring.active), Data(c), Int64(Date().timeIntervalSince1970)])
+            }
+        }
+        return ProfileStore(path: path, schema: schema, pool: pool, keys: keys, piiFieldIDs: piiIDs)
+    }
+
+    static func openPool(path: String) throws -> DatabasePool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+            throw VaultError(.notFound, "\(path): no store here; create one with `profilectl init`")
+        }
+        let pool = try makePool(path: path)
+        try pool.read { db in
+            guard try db.tableExists("meta") else {
+                throw VaultError(.configuration, "\(path): not a ProfileVault store")
+            }
+        }
+        return pool
+    }
+
+    /// Reads the store's metadata without any key (for `status`).
+    public static func readMeta(path: String) throws -> [String: String] {
+        let pool = try openPool(path: path)
+        return try pool.read { db in
+            var meta: [String: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") { meta[row["key"]] = row["value"] }
+            return meta
+        }
+    }
+
+    /// A canonical description of the schema's storage shape; a store refuses a schema whose
+    /// fingerprint differs from the one it was created with.
+    static func schemaFingerprint(_ schema: Schema) -> String {
+        var parts = ["id:\(schema.subjectIDField)"]
+        for f in schema.fields { parts.append("f:\(f.name):\(f.type.rawValue):\(f.pii ? "pii" : "attr"):\(f.lookup ? "lookup" : "")") }
+        for e in schema.events { parts.append("e:\(e.name):\(e.value.type.rawValue)") }
+        return parts.joined(separator: ";")
+    }
+
+    /// SQL type of an attribute column.
+    static func sqlType(_ t: FieldType) -> String {
+        switch t {
+        case .int, .date, .bool: "INTEGER"
+        case .float: "REAL"
+        case .string, .category: "TEXT"
+        }
+    }
+
+    static func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
+    static func migrator(schema: Schema) -> DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-core") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE key_versions(
+                    version INTEGER PRIMARY KEY, key_check BLOB NOT NULL,
+                    added_at INTEGER NOT NULL, retired INTEGER NOT NULL DEFAULT 0);
+                CREATE TABLE pii_fields(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                CREATE TABLE subjects(
+                    id INTEGER PRIMARY KEY,
+                    pseudonym BLOB NOT NULL UNIQUE,
+                    kek_version INTEGER NOT NULL,
+                    wrapped_dek BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_activity INTEGER NOT NULL);
+                CREATE TABLE pii(
+                    subject_id INTEGER NOT NULL, field INTEGER NOT NULL, ciphertext BLOB NOT NULL,
+                    PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
+                CREATE TABLE blind_index(
+                    field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL,
+                    PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
+                CREATE INDEX blind_index_subject ON blind_index(subject_id);
+                CREATE TABLE events(
+                    id INTEGER PRIMARY KEY, subject_id INTEGER NOT NULL, kind TEXT NOT NULL,
+                    item TEXT NOT NULL, value REAL NOT NULL, time INTEGER NOT NULL);
+                CREATE UNIQUE INDEX events_identity ON events(subject_id, kind, time, item, value);
+                """)
+            var cols = ["subject_id INTEGER PRIMARY KEY"]
+            for f in schema.attributeFields { cols.append("\(quoted(f.name)) \(sqlType(f.type))") }
+            try db.execute(sql: "CREATE TABLE attributes(\(cols.joined(separator: ", ")))")
+        }
+        return m
+    }
+
+    /// Closes the pool; the store is unusable afterwards.
+    public func close() throws { try pool.close() }
+
+    /// Writes the WAL back into the main file and truncates it.
+    public func checkpoint() throws {
+        try pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+    }
+}

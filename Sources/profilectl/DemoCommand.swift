@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import ProfileVault
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole story on a fresh embedded store: generate, ingest, read, look up, show the raw
+/// bytes, status. Uses the embedded example keyring and policies, so it runs anywhere.
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Walk through ProfileVault end to end on a fresh store.")
+    @Option(help: "Folder for the demo store (default: a new temporary folder).") var dir: String?
+    @Option(help: "Customers to generate.") var customers = 10_000
+
+    func run() throws {
+        let fm = FileManager.default
+        let folder: String
+        if let dir {
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            folder = (dir as NSString).standardizingPath
+        } else {
+            var template = Array((NSTemporaryDirectory() + "/profilevault-demo.XXXXXX").utf8CString)
+            guard let p = mkdtemp(&template) else { throw VaultError(.internalFailure, "cannot create a temporary folder") }
+            folder = String(cString: p)
+        }
+        let store = folder + "/store.sqlite"
+        if fm.fileExists(atPath: store) {
+            throw VaultError(.configuration, "\(store) already exists: run the demo in a fresh folder (--dir)")
+        }
+        func say(_ s: String = "") { print(s); fflush(nil) }
+        func step(_ s: String) { say(); say("== " + s) }
+
+        say("ProfileVault demo in \(folder)")
+        step("1. Example keyring and policies")
+        let keys = folder + "/keyring.json"
+        try? fm.removeItem(atPath: keys)
+        let fd = open(keys, O_CREAT | O_EXCL | O_WRONLY, 0o600)
+        guard fd >= 0 else { throw VaultError(.configuration, "\(keys): cannot create") }
+        _ = (EmbeddedDefaults.keyringJSON + "\n").utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+        let policies = folder + "/policies"
+        try fm.createDirectory(atPath: policies, withIntermediateDirectories: true)
+        try (EmbeddedDefaults.schemaYAML + "\n").write(toFile: policies + "/schema.yaml", atomically: true, encoding: .utf8)
+        try (EmbeddedDefaults.policyYAML + "\n").write(toFile: policies + "/policy.yaml", atomically: true, encoding: .utf8)
+        say("copied the EXAMPLE keyring to \(keys) (mode 0600) and the default policies to \(policies)/")
+        say("(a real deployment runs `profilectl keys generate --out PATH` and keeps that file apart from the store)")
+
+        step("2. Generate \(customers) customers and their purchases (deterministic)")
+        let population = DemoPopulation(count: customers)
+        let profilesCSV = folder + "/profiles.csv", eventsCSV = folder + "/events.csv"
+        let eventCount = try population.writeCSV(profilesPath: profilesCSV, eventsPath: eventsCSV)
+        say("wrote \(profilesCSV) (\(customers) profiles) and \(eventsCSV) (\(eventCount) events)")
+        for i in 0..<3 { say("  " + population.profile(i).csvFields.joined(separator: ", ")) }
+
+        step("3. Create the store and ingest")
+        let operatorConfig = VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "operator"))
+        let vault = try Vault.initialize(operatorConfig)
+        say("$ profilectl init --store \(store) --keys \(keys) --policy \(policies)")
+        var opts = IngestOptions()
+        opts.format = .csv
+        let rp = try vault.ingestProfiles(path: profilesCSV, options: opts)
+        say("$ profilectl ingest profiles \(profilesCSV)")
+        say(String(format: "  %d inserted, %d updated, %d rejected in %.2f s (%.0f profiles/s)", rp.inserted, rp.updated, rp.rejected, rp.seconds, Double(rp.inserted + rp.updated) / max(rp.seconds, 1e-9)))
+        let re = try vault.ingestEvents(path: eventsCSV, options: opts)
+        say("$ profilectl ingest events \(eventsCSV)")
+        say(String(format: "  %d inserted, %d updated, %d rejected in %.2f s", re.inserted, re.updated, re.rejected, re.seconds))
+
+        let badCSV = folder + "/bad.csv"
+        var bad = DemoPopulation.profileHeader.joined(separator: ",") + "\n"
+        bad += population.profile(0).csvFields.joined(separator: ",") + "\n"
+        bad += "C-9999999,new@example.com,New Person,+49 30 1,2000-02-30,26,female,DE,1000\n"
+        try bad.write(toFile: badCSV, atomically: true, encoding: .utf8)
+        say("$ profilectl ingest profiles \(badCSV)      # one impossible birth date")
+        do {
+            _ = try vault.ingestProfiles(path: badCSV, options: opts)
+            say("  unexpectedly accepted")
+        } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode); nothing written)")
+        }
+
+        let sample = population.profile(42)
+        step("4. Read a profile for a purpose that may read PII (role support)")
+        let support = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "support")))
+        say("$ profilectl get --subject \(sample.customerID) --purpose customer_support --role support")
+        say(try support.get(customerID: sample.customerID, purpose: "customer_support").text.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        say("$ profilectl get --subject \(sample.customerID) --purpose customer_support      # as operator")
+        do { _ = try vault.get(customerID: sample.customerID, purpose: "customer_support") } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode))")
+        }
+        say("$ profilectl get --subject \(sample.customerID) --purpose analytics --role support")
+        do { _ = try support.get(customerID: sample.customerID, purpose: "analytics") } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode))")
+        }
+
+        step("5. Blind-index lookup")
+        let messy = "  " + sample.email.uppercased() + " "
+        say("$ profilectl find --email '\(messy)' --role support")
+        say("  " + (try support.find(.email, value: messy)).joined(separator: ", "))
+        say("$ profilectl find --phone '\(sample.phone)' --role support")
+        say("  " + (try support.find(.phone, value: sample.phone)).joined(separator: ", "))
+
+        step("6. What the database file holds for \(sample.customerID): ciphertext only")
+        if let raw = try vault.store.rawRows(customerID: sample.customerID) {
+            func short(_ h: String) -> String { h.count > 72 ? String(h.prefix(72)) + "… (\(h.count / 2) bytes)" : h }
+            say("  subjects.pseudonym    \(raw.pseudonymHex)")
+            say("  subjects.wrapped_dek  \(short(raw.wrappedDEKHex))  (KEK version \(raw.kekVersion))")
+            for (f, h) in raw.pii { say("  pii[\(f)]".padding(toLength: 23, withPad: " ", startingAt: 0) + short(h)) }
+            for (f, h) in raw.blindIndex { say("  blind_index[\(f)]".padding(toLength: 23, withPad: " ", startingAt: 0) + h) }
+            say("  attributes            " + raw.attributes.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
+            say("  (attributes are plaintext but reachable only through the DP query layer; the customer ID, name,")
+            say("   e-mail, phone and birth date exist only as AES-256-GCM ciphertext under this subject's own key)")
+        }
+        try vault.store.checkpoint()
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: store))
+        let leaked = [sample.email, sample.customerID, sample.fullName, sample.phone].filter { bytes.range(of: Data($0.utf8)) != nil }
+        say("  scanning \(bytes.count) bytes of \(store) for this customer's e-mail, ID, name, phone: " + (leaked.isEmpty ? "none found" : "FOUND \(leaked.count)"))
+
+        step("7. Status")
+        say("$ profilectl status")
+        let s = try vault.status()
+        say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), file \(s.fileBytes) bytes")
+        say()
+        say("Try it yourself:")
+        say("  export PROFILEVAULT_STORE=\(store) PROFILEVAULT_KEYS=\(keys) PROFILEVAULT_POLICY=\(policies)")
+        say("  swift run -c release profilectl get --subject \(sample.customerID) --purpose customer_support --role support --json")
+    }
+}

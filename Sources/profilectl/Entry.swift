@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the command line and turns every failure into one `error:` line on stderr and the exit
+/// status of SPEC §8.
+@main
+enum Entry {
+    static func main() {
+        do {
+            var command = try Profilectl.parseAsRoot()
+            try command.run()
+        } catch let error as VaultError {
+            fail(error.message, code: error.exitCode)
+        } catch let error as ExitCode {
+            exit(error.rawValue)
+        } catch {
+            let code = Profilectl.exitCode(for: error)
+            if code == .success {
+                Profilectl.exit(withError: error)   // --help and --version print and exit 0
+            }
+            var message = Profilectl.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            if message.lowercased().hasPrefix("error: ") { message = String(message.dropFirst(7)) }
+            if let first = message.first { message = first.lowercased() + message.dropFirst() }
+            // ArgumentParser's own validation failures are usage errors (64).
+            fail(message, code: code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        let line = "error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n"
+        FileHandle.standardError.write(Data(line.utf8))
+        exit(code)
+    }
+}
+
+struct Profilectl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "profilectl",
+        abstract: "ProfileVault: a privacy-preserving customer-profile store.",
+        discussion: "Store, keyring and policies come from --store/--keys/--policy or PROFILEVAULT_STORE, PROFILEVAULT_KEYS, PROFILEVAULT_POLICY. See docs/cli.md.",
+        subcommands: [Init.self, Keys.self, Status.self, Ingest.self, Get.self, Find.self, Demo.self]
+    )
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import ProfileVault
+import VaultStore
+
+extension ProfileValue {
+    var json: JSONValue {
+        switch self {
+        case .null: .null
+        case .int(let i): .int(i)
+        case .float(let d): .double(d)
+        case .text(let s): .string(s)
+        case .bool(let b): .bool(b)
+        }
+    }
+    var text: String {
+        switch self {
+        case .null: "(none)"
+        case .int(let i): String(i)
+        case .float(let d): String(d)
+        case .text(let s): s
+        case .bool(let b): String(b)
+        }
+    }
+}
+
+extension ProfileView {
+    var json: JSONValue { .object([("customer_id", .string(customerID))] + fields.map { ($0.name, $0.value.json) }) }
+    var text: String {
+        let width = max(11, fields.map(\.name.count).max() ?? 0)
+        func pad(_ s: String) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
+        return ([pad("customer_id") + "  " + customerID] + fields.map { pad($0.name) + "  " + $0.value.text }).joined(separator: "\n")
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "A subject's decrypted profile, for a purpose that may read PII.")
+    @OptionGroup var options: GlobalOptions
+    @Option(help: "The customer ID.") var subject: String
+    @Option(help: "The purpose of the read (must be declared in policy.yaml with may_read_pii).") var purpose: String
+
+    func run() throws {
+        let view = try options.openVault().get(customerID: subject, purpose: purpose)
+        options.emit(view.json, text: view.text)
+    }
+}
+
+struct Find: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Blind-index lookup by e-mail or phone; prints the customer ID.")
+    @OptionGroup var options: GlobalOptions
+    @Option(help: "E-mail address (trimmed, case-insensitive).") var email: String?
+    @Option(help: "Phone number (digits only are compared).") var phone: String?
+
+    func validate() throws {
+        if (email == nil) == (phone == nil) { throw ValidationError("give exactly one of --email or --phone") }
+    }
+
+    func run() throws {
+        let vault = try options.openVault()
+        let ids = try email.map { try vault.find(.email, value: $0) } ?? vault.find(.phone, value: phone!)
+        options.emit(.object([("customer_id", .string(ids[0])), ("matches", .array(ids.map { .string($0) }))]),
+                     text: ids.joined(separator: "\n"))
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import ProfileVault
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The options every command takes (SPEC §8).
+struct GlobalOptions: ParsableArguments {
+    @Option(help: "The store file (env PROFILEVAULT_STORE).")
+    var store: String?
+
+    @Option(help: "The keyring file (env PROFILEVAULT_KEYS).")
+    var keys: String?
+
+    @Option(help: "The policy directory with schema.yaml and policy.yaml (env PROFILEVAULT_POLICY; default policies/).")
+    var policy: String?
+
+    @Option(help: "Who acts, recorded in the audit log (default: $USER).")
+    var actor: String?
+
+    @Option(help: "The policy role to act in (default: operator).")
+    var role: String?
+
+    @Flag(help: "Machine-readable output: one JSON document on stdout.")
+    var json = false
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    func storePath() throws -> String {
+        guard let s = store ?? environment["PROFILEVAULT_STORE"], !s.isEmpty else {
+            throw VaultError(.usage, "no store given: pass --store PATH or set PROFILEVAULT_STORE")
+        }
+        return s
+    }
+
+    func keysPath() throws -> String {
+        guard let k = keys ?? environment["PROFILEVAULT_KEYS"], !k.isEmpty else {
+            throw VaultError(.usage, "no keyring given: pass --keys PATH or set PROFILEVAULT_KEYS (create one with `profilectl keys generate --out PATH`)")
+        }
+        return k
+    }
+
+    var policyDirectory: String { policy ?? environment["PROFILEVAULT_POLICY"] ?? "policies" }
+
+    var actorValue: Actor {
+        Actor(name: actor ?? environment["USER"] ?? "cli", role: role ?? "operator")
+    }
+
+    func configuration() throws -> VaultConfiguration {
+        VaultConfiguration(storePath: try storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
+    }
+
+    func openVault() throws -> Vault { try Vault.open(configuration()) }
+
+    /// Prints the JSON document with `--json`, the text otherwise.
+    func emit(_ json: JSONValue, text: @autoclosure () -> String) {
+        if self.json {
+            print(json.rendered(pretty: true))
+        } else {
+            print(text())
+        }
+    }
+}
+
+/// True when stderr is a terminal: progress and notices only go there then.
+var stderrIsTerminal: Bool { isatty(2) != 0 }
+
+func note(_ s: String) {
+    if stderrIsTerminal { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import ProfileVault
+import VaultStore
+
+struct Ingest: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ingest profiles or events (CSV or JSON Lines).", subcommands: [Profiles.self, Events.self])
+
+    struct FileOptions: ParsableArguments {
+        @Argument(help: "The input file.") var file: String
+        @Option(help: "csv or jsonl (default: from the file name).") var format: String?
+        @Flag(help: "Write the good records; put the bad ones with reasons in --rejects.") var skipInvalid = false
+        @Option(help: "With --skip-invalid: the file that receives rejected records (line, field, reason).") var rejects: String?
+        @Option(help: "Records per transaction.") var batchSize = 4096
+
+        func validate() throws {
+            if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv or jsonl, not \(format)") }
+            if rejects != nil && !skipInvalid { throw ValidationError("--rejects needs --skip-invalid") }
+            if batchSize < 1 || batchSize > 1_000_000 { throw ValidationError("--batch-size must be between 1 and 1000000") }
+        }
+
+        var ingestOptions: IngestOptions {
+            var o = IngestOptions()
+            o.format = format.flatMap(InputFormat.init(rawValue:))
+            o.skipInvalid = skipInvalid
+            o.rejectsPath = rejects
+            o.batchSize = batchSize
+            if stderrIsTerminal {
+                let started = Date()
+                o.progress = { p in
+                    let rate = Double(p.records) / max(Date().timeIntervalSince(started), 0.001)
+                    let pct = p.totalBytes > 0 ? String(format: " %3.0f%%", 100 * Double(p.bytes) / Double(p.totalBytes)) : ""
+                    let line = String(format: "\r%@%@ %d records (%.0f/s)   ", p.phase, pct, p.records, rate)
+                    FileHandle.standardError.write(Data((p.phase == "done" ? line + "\n" : line).utf8))
+                }
+            }
+            return o
+        }
+    }
+
+    static func emit(_ r: IngestReport, options: GlobalOptions, kind: String) {
+        options.emit(.object([
+            ("inserted", .int(Int64(r.inserted))),
+            ("updated", .int(Int64(r.updated))),
+            ("rejected", .int(Int64(r.rejected))),
+            ("seconds", .double((r.seconds * 1000).rounded() / 1000)),
+        ]), text: String(format: "%@: %d inserted, %d updated, %d rejected in %.2f s", kind, r.inserted, r.updated, r.rejected, r.seconds))
+    }
+
+    struct Profiles: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ingest profiles: header = schema field names; upsert by customer ID.")
+        @OptionGroup var options: GlobalOptions
+        @OptionGroup var file: FileOptions
+        func run() throws {
+            let vault = try options.openVault()
+            let r = try vault.ingestProfiles(path: file.file, options: file.ingestOptions)
+            Ingest.emit(r, options: options, kind: "profiles")
+        }
+    }
+
+    struct Events: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ingest events: columns customer_id,kind,item,value,time (ISO 8601).")
+        @OptionGroup var options: GlobalOptions
+        @OptionGroup var file: FileOptions
+        func run() throws {
+            let vault = try options.openVault()
+            let r = try vault.ingestEvents(path: file.file, options: file.ingestOptions)
+            Ingest.emit(r, options: options, kind: "events")
+        }
+    }
+}
+

@@ -1,0 +1,156 @@
+// pvbench: measurement modes for bench/*.sh. Each mode runs in its own process so peak RSS
+// (getrusage ru_maxrss) belongs to that mode alone. Output: one JSON object on stdout.
+import Foundation
+import GRDB
+import ProfileVault
+import VaultCrypto
+import VaultPolicy
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func peakRSSKiB() -> Int {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return Int(usage.ru_maxrss)
+}
+
+func emit(_ pairs: [(String, JSONValue)]) {
+    print(JSONValue.object(pairs + [("peak_rss_mib", .double(Double(peakRSSKiB()) / 1024))]).rendered(pretty: false))
+}
+
+func usage() -> Never {
+    FileHandle.standardError.write(Data("""
+        usage: pvbench gen N PROFILES.csv [EVENTS.csv]
+               pvbench plain PROFILES.csv DB POLICYDIR      # plaintext SQLite baseline, same rows and batches
+               pvbench vault PROFILES.csv DB POLICYDIR KEYRING
+               pvbench seal BYTES SECONDS                   # AES-256-GCM seal ops/s, one thread
+
+        """.utf8))
+    exit(64)
+}
+
+let args = Array(CommandLine.arguments.dropFirst())
+guard let mode = args.first else { usage() }
+
+switch mode {
+case "gen":
+    guard args.count >= 3, let n = Int(args[1]) else { usage() }
+    let t0 = Date()
+    let events = try DemoPopulation(count: n).writeCSV(profilesPath: args[2], eventsPath: args.count > 3 ? args[3] : nil)
+    emit([("profiles", .int(Int64(n))), ("events", .int(Int64(events))), ("seconds", .double(Date().timeIntervalSince(t0)))])
+
+case "plain":
+    guard args.count >= 4 else { usage() }
+    let (schema, _) = try PolicyLoader.load(directory: args[3])
+    let t0 = Date()
+    let n = try PlainBaseline.ingest(csv: args[1], db: args[2], schema: schema, batchSize: 4096)
+    let s = Date().timeIntervalSince(t0)
+    emit([("mode", .string("plain")), ("profiles", .int(Int64(n))), ("seconds", .double(s)), ("rate", .double(Double(n) / s))])
+
+case "vault":
+    guard args.count >= 5 else { usage() }
+    let config = VaultConfiguration(storePath: args[2], keysPath: args[4], policyDirectory: args[3], actor: Actor(name: "bench", role: "operator"))
+    try? FileManager.default.removeItem(atPath: args[2])
+    let vault = try Vault.initialize(config)
+    var opts = IngestOptions()
+    opts.format = .csv
+    let r = try vault.ingestProfiles(path: args[1], options: opts)
+    let n = r.inserted + r.updated
+    emit([("mode", .string("vault")), ("profiles", .int(Int64(n))), ("seconds", .double(r.seconds)), ("rate", .double(Double(n) / r.seconds))])
+
+case "seal":
+    guard args.count >= 3, let bytes = Int(args[1]), let secs = Double(args[2]) else { usage() }
+    let ops = CryptoBenchmark.sealThroughput(bytes: bytes, seconds: secs)
+    emit([("mode", .string("seal")), ("bytes", .int(Int64(bytes))), ("ops_per_second", .double(ops))])
+
+default:
+    usage()
+}
+
+/// The baseline: the same CSV, parsed and validated by the same code, inserted into the same
+/// table shapes in the same batch size, but as plaintext with no crypto at all (customer ID as
+/// the key, PII as text, lookup values as plain normalised text).
+enum PlainBaseline {
+    static func ingest(csv: String, db path: String, schema: Schema, batchSize: Int) throws -> Int {
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        let pool = try DatabasePool(path: path, configuration: config)
+        let attrs = schema.attributeFields
+        try pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE subjects(id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL, last_activity INTEGER NOT NULL);
+                CREATE TABLE pii(subject_id INTEGER NOT NULL, field INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
+                CREATE TABLE blind_index(field INTEGER NOT NULL, value TEXT NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, value, subject_id)) WITHOUT ROWID;
+                CREATE INDEX blind_index_subject ON blind_index(subject_id);
+                """)
+            try db.execute(sql: "CREATE TABLE attributes(subject_id INTEGER PRIMARY KEY" + attrs.map { ", \"\($0.name)\"" }.joined() + ")")
+        }
+        let reader = try CSVReader(path: csv)
+        guard let header = try reader.next() else { return 0 }
+        var index: [String: Int] = [:]
+        for (i, h) in header.fields.enumerated() { index[h] = i }
+        let idCol = index[schema.subjectIDField]!
+        let cols = schema.fields.map { index[$0.name]! }
+        let attrSQL = "INSERT OR REPLACE INTO attributes VALUES (?" + String(repeating: ", ?", count: attrs.count) + ")"
+        var total = 0
+        var batch: [(String, [FieldValue])] = []
+        func flush() throws {
+            let now = Int64(Date().timeIntervalSince1970)
+            try pool.write { db in
+                let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE customer_id = ?")
+                let ins = try db.cachedStatement(sql: "INSERT INTO subjects(customer_id, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?)")
+                let pii = try db.cachedStatement(sql: "INSERT OR REPLACE INTO pii VALUES (?, ?, ?)")
+                let bi = try db.cachedStatement(sql: "INSERT OR IGNORE INTO blind_index VALUES (?, ?, ?)")
+                let at = try db.cachedStatement(sql: attrSQL)
+                var args = [DatabaseValue](repeating: .null, count: attrs.count + 1)
+                for (cid, values) in batch {
+                    let id: Int64
+                    if let e = try Int64.fetchOne(find, arguments: [cid]) { id = e } else {
+                        try ins.execute(arguments: [cid, now, now, now]); id = db.lastInsertedRowID
+                    }
+                    try pii.execute(arguments: [id, 0, cid])
+                    var a = 1
+                    for (i, f) in schema.fields.enumerated() {
+                        let v = values[i]
+                        if f.pii {
+                            if v == .null { continue }
+                            let text: String
+                            switch v { case .text(let s): text = s; case .date(let d): text = DateParsing.isoDate(days: d); default: text = "\(v)" }
+                            try pii.execute(arguments: [id, i + 1, text])
+                            if f.lookup { try bi.execute(arguments: [i + 1, Normalization.lookupValue(text, for: f), id]) }
+                        } else {
+                            switch v {
+                            case .null: args[a] = .null
+                            case .int(let x): args[a] = x.databaseValue
+                            case .float(let x): args[a] = x.databaseValue
+                            case .text(let x): args[a] = x.databaseValue
+                            case .date(let x): args[a] = Int64(x).databaseValue
+                            case .bool(let x): args[a] = (x ? 1 : 0).databaseValue
+                            }
+                            a += 1
+                        }
+                    }
+                    args[0] = id.databaseValue
+                    try at.execute(arguments: StatementArguments(args))
+                }
+            }
+            total += batch.count
+            batch.removeAll(keepingCapacity: true)
+        }
+        while let rec = try reader.next() {
+            var values: [FieldValue] = []
+            for (i, f) in schema.fields.enumerated() { values.append(try f.parse(Substring(rec.fields[cols[i]]))) }
+            batch.append((Normalization.customerID(rec.fields[idCol]), values))
+            if batch.count >= batchSize { try flush() }
+        }
+        try flush()
+        return total
+    }
+}

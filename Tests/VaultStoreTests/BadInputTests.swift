@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import VaultPolicy
+@testable import VaultStore
+
+/// Every kind of bad input is refused whole (exit 65 in the CLI), with an error naming file,
+/// line and field, and leaves the store exactly as it was.
+@Suite struct BadInputTests {
+    static let good = Fixtures.csvLine(Fixtures.row(100))
+
+    /// (name, file content, expected line, expected field or nil, text the message must contain)
+    static let cases: [(String, String, Int, String?, String)] = [
+        ("broken quoting", Fixtures.header + "\n" + good + "\nX1,\"a@b.c,Name,+1 2,2000-01-01,26,female,DE,10\n", 3, "email", "never closed"),
+        ("text after closing quote", Fixtures.header + "\n" + good + "\nX1,\"a@b.c\"x,Name,+1 2,2000-01-01,26,female,DE,10\n", 3, "email", "closing quote"),
+        ("wrong column count", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-01-01,26,female,DE\n", 3, nil, "8 fields, the header has 9"),
+        ("impossible date", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-02-30,26,female,DE,10\n", 3, "birth_date", ""),
+        ("not a date", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,01/02/2000,26,female,DE,10\n", 3, "birth_date", ""),
+        ("age out of bounds", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-01-01,130,female,DE,10\n", 3, "age", ""),
+        ("income out of bounds", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-01-01,26,female,DE,-5\n", 3, "annual_income", ""),
+        ("age not a number", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-01-01,twenty,female,DE,10\n", 3, "age", ""),
+        ("unknown category value", Fixtures.header + "\n" + good + "\nX1,a@b.c,Name,+1 2,2000-01-01,26,female,ES,10\n", 3, "country", ""),
+        ("missing id", Fixtures.header + "\n" + good + "\n ,a@b.c,Name,+1 2,2000-01-01,26,female,DE,10\n", 3, "customer_id", "missing"),
+        ("duplicate header", "customer_id,email,email,phone\nX1,a,b,c\n", 1, nil, "twice"),
+        ("unknown header", Fixtures.header + ",shoe_size\n" + good + ",44\n", 1, nil, "not a field"),
+        ("missing id column", "email,full_name\na@b.c,X\n", 1, nil, "customer_id"),
+        ("empty file", "", 1, nil, "empty"),
+    ]
+
+    @Test(arguments: 0..<cases.count)
+    func badFileIsRefusedWholeAndChangesNothing(index: Int) throws {
+        let (name, text, line, field, contains) = Self.cases[index]
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("seed.csv", Fixtures.profilesCSV(0..<5)))
+        let before = try t.counts()
+        let path = try t.write("bad.csv", text)
+        do {
+            _ = try t.store.ingestProfiles(path: path)
+            Issue.record("\(name): accepted")
+        } catch let e as VaultError {
+            #expect(e.kind == .invalidInput, "\(name)")
+            #expect(e.message.hasPrefix("\(path):\(line):"), "\(name): \(e.message)")
+            if let field { #expect(e.message.contains("field \(field)"), "\(name): \(e.message)") }
+            if !contains.isEmpty { #expect(e.message.contains(contains), "\(name): \(e.message)") }
+            #expect(!e.message.contains("a@b.c") && !e.message.contains("Name,"), "\(name): echoes input")
+        }
+        #expect(try t.counts() == before, "\(name): store changed")
+        // The good record before the bad one was not written either.
+        #expect(try t.store.profile(customerID: "CUST-100", fields: []) == nil, "\(name)")
+    }
+
+    @Test func invalidUTF8IsRefused() throws {
+        let t = try TempStore()
+        var bytes = Array((Fixtures.header + "\nX1,a@b.c,").utf8)
+        bytes += [0xFF, 0xFE]
+        bytes += Array(",+1 2,2000-01-01,26,female,DE,10\n".utf8)
+        let p = try t.write("bad.csv", bytes: bytes)
+        #expect(throws: VaultError(.invalidInput, "\(p):2: field full_name: invalid UTF-8")) { _ = try t.store.ingestProfiles(path: p) }
+        #expect(try t.counts() == [0, 0, 0, 0, 0])
+    }
+
+    @Test func overlongFieldIsRefusedWithoutEchoingIt() throws {
+        let t = try TempStore()
+        let long = String(repeating: "x", count: 70_000)
+        let p = try t.write("bad.csv", Fixtures.header + "\nX1,a@b.c,\(long),+1 2,2000-01-01,26,female,DE,10\n")
+        do { _ = try t.store.ingestProfiles(path: p); Issue.record("accepted") } catch let e as VaultError {
+            #expect(e.kind == .invalidInput)
+            #expect(e.message.contains("field full_name"))
+            #expect(!e.message.contains("xxxx"))
+        }
+    }
+
+    @Test func skipInvalidWritesGoodRecordsAndReportsBadOnes() throws {
+        let t = try TempStore()
+        let text = Fixtures.profilesCSV(0..<3) + "X1,a@b.c,Name,+1 2,2000-02-30,26,female,DE,10\n" + Fixtures.csvLine(Fixtures.row(3)) + "\nX2,a@b.c,Name,+1 2,2000-01-01,26,female,XX,10\n"
+        var o = IngestOptions()
+        o.skipInvalid = true
+        o.rejectsPath = t.dir + "/rejects.csv"
+        let r = try t.store.ingestProfiles(path: t.write("mixed.csv", text), options: o)
+        #expect(r.inserted == 4 && r.rejected == 2)
+        let rejects = try String(contentsOfFile: o.rejectsPath!, encoding: .utf8)
+        #expect(rejects.contains("5,\"birth_date\""))
+        #expect(rejects.contains("7,\"country\""))
+        let mode = try FileManager.default.attributesOfItem(atPath: o.rejectsPath!)[.posixPermissions] as! Int
+        #expect(mode == 0o600)
+    }
+
+    @Test func eventForUnknownCustomerRefusesTheFile() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        let p = try t.write("e.csv", "customer_id,kind,item,value,time\nCUST-1,purchase,A,1,2026-01-01T00:00:00Z\nGHOST,purchase,A,1,2026-01-01T00:00:00Z\n")
+        #expect(throws: VaultError(.invalidInput, "\(p):3: field customer_id: no subject with this customer ID in the store")) {
+            _ = try t.store.ingestEvents(path: p)
+        }
+        #expect(try t.counts()[4] == 0)
+    }
+
+    @Test func badEventValuesAreRefused() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        let cases = [
+            ("CUST-1,purchase,A,1001,2026-01-01T00:00:00Z", "value"),
+            ("CUST-1,rating,A,6,2026-01-01T00:00:00Z", "value"),
+            ("CUST-1,refund,A,1,2026-01-01T00:00:00Z", "kind"),
+            ("CUST-1,purchase,A,1,yesterday", "time"),
+            ("CUST-1,purchase,,1,2026-01-01T00:00:00Z", "item"),
+        ]
+        for (line, field) in cases {
+            let p = try t.write("e.csv", "customer_id,kind,item,value,time\n" + line + "\n")
+            do { _ = try t.store.ingestEvents(path: p); Issue.record("accepted \(line)") } catch let e as VaultError {
+                #expect(e.kind == .invalidInput)
+                #expect(e.message.hasPrefix("\(p):2: field \(field):"), "\(e.message)")
+            }
+        }
+        #expect(try t.counts()[4] == 0)
+    }
+
+    @Test func jsonLinesIngestAndErrors() throws {
+        let t = try TempStore()
+        let good = #"{"customer_id":"J1","email":"j@x.org","full_name":"J","phone":"+1 555","birth_date":"1990-05-05","age":36,"gender":"male","country":"US","annual_income":52000.5}"#
+        let r = try t.store.ingestProfiles(path: t.write("p.jsonl", good + "\n"))
+        #expect(r.inserted == 1)
+        let view = try #require(try t.store.profile(customerID: "J1", fields: ["age", "annual_income"]))
+        #expect(view.fields.map(\.value) == [.int(36), .float(52000.5)])
+        let bad = good + "\n" + #"{"customer_id":"J2","email":"j@x.org","age":"old"}"# + "\n{not json\n"
+        let p = try t.write("bad.jsonl", bad)
+        #expect(throws: VaultError(.invalidInput, "\(p):2: field full_name: missing required value")) { _ = try t.store.ingestProfiles(path: p) }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import GRDB
+import Testing
+import VaultCrypto
+import VaultPolicy
+@testable import VaultStore
+
+@Suite struct StoreTests {
+    @Test func ingestedProfileDecryptsToTheSameValues() throws {
+        let t = try TempStore()
+        let r = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<50)))
+        #expect(r.inserted == 50 && r.updated == 0 && r.rejected == 0)
+        for i in [0, 2, 5, 49] {
+            let row = Fixtures.row(i)
+            let view = try #require(try t.store.profile(customerID: row[0], fields: t.allFields))
+            #expect(view.customerID == row[0])
+            let byName = Dictionary(uniqueKeysWithValues: view.fields.map { ($0.name, $0.value) })
+            #expect(byName["email"] == .text(row[1]))
+            #expect(byName["full_name"] == .text(row[2]))
+            #expect(byName["phone"] == .text(row[3]))
+            #expect(byName["birth_date"] == .text(row[4]))
+            #expect(byName["age"] == .int(Int64(row[5])!))
+            #expect(byName["gender"] == .text(row[6]))
+            #expect(byName["annual_income"] == .float(Double(row[8])!))
+        }
+        #expect(try t.store.profile(customerID: "nobody", fields: t.allFields) == nil)
+    }
+
+    @Test func reingestIsAnIdempotentUpsert() throws {
+        let t = try TempStore()
+        let p = try t.write("p.csv", Fixtures.profilesCSV(0..<20))
+        _ = try t.store.ingestProfiles(path: p)
+        let before = try t.counts()
+        let r = try t.store.ingestProfiles(path: p)
+        #expect(r.inserted == 0 && r.updated == 20)
+        #expect(try t.counts() == before)
+        var changed = Fixtures.row(3)
+        changed[1] = "new.address@example.net"
+        _ = try t.store.ingestProfiles(path: t.write("u.csv", Fixtures.header + "\n" + Fixtures.csvLine(changed) + "\n"))
+        #expect(try t.store.find(field: "email", value: "NEW.address@example.net ") == ["CUST-3"])
+        #expect(try t.store.find(field: "email", value: Fixtures.row(3)[1]).isEmpty)   // old index entry gone
+    }
+
+    @Test func blindIndexLookupNormalisesEmailAndPhone() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<10)))
+        #expect(try t.store.find(field: "email", value: "  PERSON.7@example.org") == ["CUST-7"])
+        #expect(try t.store.find(field: "phone", value: "49301000007") == ["CUST-7"])
+        #expect(try t.store.find(field: "phone", value: "+49-30-1000007") == ["CUST-7"])
+        #expect(try t.store.find(field: "email", value: "person.77@example.org").isEmpty)
+    }
+
+    @Test func eventsAttachToSubjectsAndReingestAddsNothing() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<5)))
+        let ev = "customer_id,kind,item,value,time\nCUST-1,purchase,SKU-1,19.99,2026-10-01T12:00:00Z\nCUST-2,rating,SKU-1,4,2026-10-02T08:00:00+02:00\n"
+        let p = try t.write("e.csv", ev)
+        let r1 = try t.store.ingestEvents(path: p)
+        #expect(r1.inserted == 2)
+        let r2 = try t.store.ingestEvents(path: p)
+        #expect(r2.inserted == 0 && r2.updated == 2)
+        #expect(try t.counts()[4] == 2)
+    }
+
+    @Test func flippedCiphertextByteIsAnIntegrityError() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        try t.store.pool.write { db in
+            let blob = try Data.fetchOne(db, sql: "SELECT ciphertext FROM pii WHERE subject_id = 1 AND field = 1")!
+            var bytes = [UInt8](blob)
+            bytes[bytes.count / 2] ^= 0x01
+            try db.execute(sql: "UPDATE pii SET ciphertext = ? WHERE subject_id = 1 AND field = 1", arguments: [Data(bytes)])
+        }
+        #expect(throws: VaultError(.integrity, "field email: ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")) {
+            _ = try t.store.profile(customerID: "CUST-0", fields: ["email"])
+        }
+        // Other subjects are unaffected.
+        #expect(try t.store.profile(customerID: "CUST-1", fields: ["email"]) != nil)
+    }
+
+    @Test func flippedWrappedKeyByteIsAnIntegrityError() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<2)))
+        try t.store.pool.write { db in
+            var w = [UInt8](try Data.fetchOne(db, sql: "SELECT wrapped_dek FROM subjects WHERE id = 1")!)
+            w[w.count - 1] ^= 0x80
+            try db.execute(sql: "UPDATE subjects SET wrapped_dek = ? WHERE id = 1", arguments: [Data(w)])
+        }
+        do {
+            _ = try t.store.profile(customerID: "CUST-0", fields: ["email"])
+            Issue.record("a modified wrapped key was accepted")
+        } catch let e as VaultError {
+            #expect(e.kind == .integrity)
+        }
+    }
+
+    @Test func ciphertextMovedToAnotherSubjectOrFieldNeverDecrypts() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        // Copy subject 1's e-mail ciphertext over subject 2's e-mail, and subject 2's phone over its name.
+        try t.store.pool.write { db in
+            try db.execute(sql: "UPDATE pii SET ciphertext = (SELECT ciphertext FROM pii WHERE subject_id = 1 AND field = 1) WHERE subject_id = 2 AND field = 1")
+            try db.execute(sql: "UPDATE pii SET ciphertext = (SELECT ciphertext FROM pii WHERE subject_id = 3 AND field = 3) WHERE subject_id = 3 AND field = 2")
+        }
+        for (id, field) in [("CUST-1", "email"), ("CUST-2", "full_name")] {
+            do {
+                let v = try t.store.profile(customerID: id, fields: [field])
+                Issue.record("moved ciphertext decrypted to \(String(describing: v))")
+            } catch let e as VaultError {
+                #expect(e.kind == .integrity)
+            }
+        }
+        // The DEK wrapped for one subject does not unwrap for another.
+        try t.store.pool.write { db in
+            try db.execute(sql: "UPDATE subjects SET wrapped_dek = (SELECT wrapped_dek FROM subjects WHERE id = 1) WHERE id = 2")
+        }
+        #expect(throws: VaultError.self) { _ = try t.store.profile(customerID: "CUST-1", fields: ["email"]) }
+    }
+
+    @Test func wrongKeyringIsRefusedAsAnIntegrityError() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        let other = Keyring.generate(note: "other")
+        do {
+            _ = try ProfileStore.open(path: t.store.path, keyring: other, schema: Fixtures.schema)
+            Issue.record("a foreign keyring opened the store")
+        } catch let e as VaultError {
+            #expect(e.kind == .integrity)
+            #expect(e.message.contains("does not match"))
+        }
+        // The right keyring still opens it.
+        let again = try ProfileStore.open(path: t.store.path, keyring: t.keyring, schema: Fixtures.schema)
+        #expect(try again.profile(customerID: "CUST-1", fields: ["email"]) != nil)
+        try again.close()
+    }
+
+    @Test func noPlaintextPIIInDatabaseWALOrSHM() throws {
+        let t = try TempStore()
+        let n = 3000
+        var opts = IngestOptions()
+        opts.batchSize = 500
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<n)), options: opts)
+        try FileManager.default.removeItem(atPath: t.dir + "/p.csv")
+        var files: [Data] = []
+        for suffix in ["", "-wal", "-shm"] {
+            if let d = FileManager.default.contents(atPath: t.store.path + suffix) { files.append(d) }
+        }
+        #expect(files.count >= 2)   // the WAL is live: checked before any checkpoint
+        var needles: Set<String> = []
+        for i in stride(from: 0, to: n, by: 7) {
+            let r = Fixtures.row(i)
+            needles.formUnion([r[0], r[1], r[1].lowercased(), r[3], String(r[3].filter(\.isNumber))])
+        }
+        needles.formUnion(["Zoë Müller", "Nguyễn Văn An", "O'Brien, Siobhan", "José Álvarez", "Aarav Sharma"])
+        for needle in needles {
+            let bytes = Data(needle.utf8)
+            for f in files { #expect(f.range(of: bytes) == nil, "plaintext found in the store files") }
+        }
+        try t.store.checkpoint()
+        let main = FileManager.default.contents(atPath: t.store.path)!
+        for needle in needles { #expect(main.range(of: Data(needle.utf8)) == nil) }
+    }
+
+    @Test func storeFileIsCreatedOwnerOnly() throws {
+        let t = try TempStore()
+        let mode = try FileManager.default.attributesOfItem(atPath: t.store.path)[.posixPermissions] as! Int
+        #expect(mode & 0o077 == 0)
+    }
+
+    @Test func initRefusesAnExistingStore() throws {
+        let t = try TempStore()
+        #expect(throws: VaultError.self) {
+            _ = try ProfileStore.create(path: t.store.path, keyring: t.keyring, schema: Fixtures.schema, policyVersion: "x")
+        }
+    }
+}

@@ -43,13 +43,27 @@ struct ValidProfile {
 }
 
 /// A profile ready to write: everything sensitive is already sealed or keyed.
-struct SealedProfile {
+struct SealedProfile: Sendable {
     var pseudonym: [UInt8]
     var kekVersion: UInt32
     var wrappedDEK: [UInt8]
     var pii: [(field: Int, blob: [UInt8])]
     var blind: [(field: Int, mac: [UInt8])]
     var attributes: [FieldValue]
+}
+
+/// Inserted and updated counts, added to by the writer thread.
+final class WriterCounts: @unchecked Sendable {
+    // `@unchecked Sendable`: both fields are guarded by `lock`.
+    private let lock = NSLock()
+    private var inserted = 0, updated = 0
+    func add(inserted i: Int, updated u: Int) {
+        lock.lock(); inserted += i; updated += u; lock.unlock()
+    }
+    var value: (Int, Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (inserted, updated)
+    }
 }
 
 /// Per-thread crypto state for sealing profiles: OpenSSL contexts are reused across records
@@ -210,32 +224,56 @@ extension ProfileStore {
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
         let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
         let sealer = try ProfileSealer(store: self)
+        // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
+        let channel = BoundedChannel<[SealedProfile]>(capacity: 2)
+        let counts = WriterCounts()
+        let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
+            while let batch = channel.take() {
+                do {
+                    let (ins, upd) = try writeProfiles(batch)
+                    counts.add(inserted: ins, updated: upd)
+                } catch {
+                    channel.fail(error)
+                    return
+                }
+            }
+        }
         var batch: [SealedProfile] = []
         batch.reserveCapacity(options.batchSize)
         var n = 0
-        while let raw = try reader.next() {
-            switch validateProfile(raw, file: path) {
-            case .failure(let issue):
-                report.rejected += 1
-                rejects?.write(issue)
-            case .success(let p):
-                batch.append(try sealer.seal(p))
+        do {
+            while let raw = try reader.next() {
+                switch validateProfile(raw, file: path) {
+                case .failure(let issue):
+                    report.rejected += 1
+                    rejects?.write(issue)
+                case .success(let p):
+                    batch.append(try sealer.seal(p))
+                }
+                n += 1
+                if batch.count >= options.batchSize {
+                    try channel.put(batch)
+                    batch.removeAll(keepingCapacity: true)
+                    options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
+                }
             }
-            n += 1
-            if batch.count >= options.batchSize {
-                try writeProfiles(batch, into: &report)
-                batch.removeAll(keepingCapacity: true)
-                options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
-            }
+            if !batch.isEmpty { try channel.put(batch) }
+        } catch {
+            channel.close()
+            writer.join()
+            throw channel.consumerFailure ?? error
         }
-        if !batch.isEmpty { try writeProfiles(batch, into: &report) }
+        channel.close()
+        writer.join()
+        if let failure = channel.consumerFailure { throw failure }
+        (report.inserted, report.updated) = counts.value
         options.progress?(IngestProgress(phase: "done", records: n, bytes: reader.bytesRead, totalBytes: total))
         report.seconds = Date().timeIntervalSince(started)
         return report
     }
 
     /// One transaction: a subject is either written whole or not at all.
-    func writeProfiles(_ batch: [SealedProfile], into report: inout IngestReport) throws {
+    func writeProfiles(_ batch: [SealedProfile]) throws -> (inserted: Int, updated: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
@@ -276,8 +314,7 @@ extension ProfileStore {
             }
             return (ins, upd)
         }
-        report.inserted += ins
-        report.updated += upd
+        return (ins, upd)
     }
 
     // MARK: - Events

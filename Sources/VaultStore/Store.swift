@@ -82,6 +82,7 @@ public final class ProfileStore: Sendable {
             // free pages; FULL sync so a committed batch survives power loss, not only kill -9.
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA cache_size = -65536")
         }
         return try DatabasePool(path: path, configuration: config)
     }

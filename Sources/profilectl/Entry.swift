@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import VaultStore
 #if canImport(Glibc)
 import Glibc
@@ -10,6 +11,14 @@ import Glibc
 @main
 enum Entry {
     static func main() {
+        // Logs go to stderr (stdout is reserved for answers and --json), warnings and up unless
+        // PROFILEVAULT_LOG_LEVEL says otherwise. Log metadata never carries personal data.
+        let level = ProcessInfo.processInfo.environment["PROFILEVAULT_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         do {
             var command = try Profilectl.parseAsRoot()
             try command.run()

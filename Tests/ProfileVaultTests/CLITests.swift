@@ -31,6 +31,21 @@ import Testing
         for k in ["subjects", "events", "key_versions", "audit_entries", "audit_head"] { #expect(st.json!.keys.contains(k)) }
     }
 
+    @Test func jsonOutputIsExactlyOneDocumentOnStdout() throws {
+        let s = try CLIStore(initialise: false)
+        _ = try CLI.run(["keys", "generate", "--out", s.dir + "/keyring.json"])
+        let r = try s.run(["init", "--json"])
+        #expect(r.status == 0)
+        #expect(r.json?["store"] as? String == s.dir + "/store.sqlite")
+        #expect(r.json?["schema_version"] as? Int == 1)
+        #expect(r.json?["policy_version"] as? String == "2026-11-01")
+        #expect(r.stderr.isEmpty, "\(r.stderr)")
+        for args in [["status", "--json"], ["ingest", "profiles", try s.write("p.csv", CLIStore.rows(2)), "--json"]] {
+            let o = try s.run(args)
+            #expect(o.status == 0 && o.json != nil, "\(args): \(o.stdout)")
+        }
+    }
+
     @Test func exitStatusesFollowTheSpec() throws {
         let s = try CLIStore()
         _ = try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(3))])

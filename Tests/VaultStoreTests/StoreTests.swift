@@ -1,9 +1,29 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import GRDB
 import Testing
 import VaultCrypto
 import VaultPolicy
 @testable import VaultStore
+
+/// Byte search with memchr + memcmp (Data.range is slow in debug builds).
+func contains(_ haystack: Data, _ needle: String) -> Bool {
+    let n = Array(needle.utf8)
+    guard let first = n.first else { return true }
+    return haystack.withUnsafeBytes { h -> Bool in
+        guard let base = h.baseAddress else { return false }
+        var offset = 0
+        while offset + n.count <= h.count {
+            guard let hit = memchr(base + offset, Int32(first), h.count - offset - n.count + 1) else { return false }
+            let at = base.distance(to: UnsafeRawPointer(hit))
+            if memcmp(base + at, n, n.count) == 0 { return true }
+            offset = at + 1
+        }
+        return false
+    }
+}
 
 @Suite struct StoreTests {
     @Test func ingestedProfileDecryptsToTheSameValues() throws {
@@ -153,12 +173,13 @@ import VaultPolicy
         }
         needles.formUnion(["Zoë Müller", "Nguyễn Văn An", "O'Brien, Siobhan", "José Álvarez", "Aarav Sharma"])
         for needle in needles {
-            let bytes = Data(needle.utf8)
-            for f in files { #expect(f.range(of: bytes) == nil, "plaintext found in the store files") }
+            for f in files { #expect(!contains(f, needle), "plaintext found in the store files") }
         }
         try t.store.checkpoint()
         let main = FileManager.default.contents(atPath: t.store.path)!
-        for needle in needles { #expect(main.range(of: Data(needle.utf8)) == nil) }
+        for needle in needles { #expect(!contains(main, needle)) }
+        // The scan itself works: a value that is stored in plaintext (a category) is found.
+        #expect(contains(main, "female"))
     }
 
     @Test func storeFileIsCreatedOwnerOnly() throws {

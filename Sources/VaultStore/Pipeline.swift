@@ -1,0 +1,79 @@
+import Foundation
+
+/// A bounded hand-off between one producer and one consumer thread: the ingest seals batch
+/// N+1 while the database writer commits batch N, so crypto and SQLite use both cores.
+///
+/// `@unchecked Sendable`: every mutable field is read and written only while `condition` is
+/// locked.
+final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [Element] = []
+    private var closed = false
+    private var failure: (any Error)?
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Blocks while the channel is full. Throws the consumer's failure, if any, so the producer
+    /// stops at once.
+    func put(_ item: Element) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.count >= capacity && failure == nil { condition.wait() }
+        if let failure { throw failure }
+        items.append(item)
+        condition.broadcast()
+    }
+
+    /// Blocks until an item arrives; nil once the producer has closed and everything is taken.
+    func take() -> Element? {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.isEmpty && !closed { condition.wait() }
+        if items.isEmpty { return nil }
+        let item = items.removeFirst()
+        condition.broadcast()
+        return item
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Called by the consumer when it cannot go on.
+    func fail(_ error: any Error) {
+        condition.lock()
+        if failure == nil { failure = error }
+        items.removeAll()
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var consumerFailure: (any Error)? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
+}
+
+/// Runs `body` on a new thread and lets the caller wait for it.
+final class WorkerThread: @unchecked Sendable {
+    // `@unchecked Sendable`: `done` is a semaphore; `thread` is only touched by `init`.
+    private let done = DispatchSemaphore(value: 0)
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
+        let done = self.done
+        let thread = Thread {
+            body()
+            done.signal()
+        }
+        thread.name = name
+        thread.stackSize = 1 << 22
+        thread.start()
+    }
+
+    func join() { done.wait() }
+}

@@ -27,10 +27,11 @@ let package = Package(
         ),
         .target(name: "VaultCrypto", dependencies: ["COpenSSL"], swiftSettings: settings),
         .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
+        .target(name: "VaultAudit", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .target(
             name: "VaultStore",
             dependencies: [
-                "VaultCrypto", "VaultPolicy",
+                "VaultCrypto", "VaultPolicy", "VaultAudit",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -39,7 +40,7 @@ let package = Package(
         .target(
             name: "ProfileVault",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultStore",
+                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "profilectl",
             dependencies: [
-                "ProfileVault", "VaultPolicy", "VaultCrypto",
+                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -56,21 +57,23 @@ let package = Package(
         .executableTarget(
             name: "pvbench",
             dependencies: [
-                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy",
+                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
         ),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
+        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCrypto"], swiftSettings: settings),
         .testTarget(
             name: "VaultStoreTests",
-            dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: settings
         ),
         .testTarget(
             name: "ProfileVaultTests",
-            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto"],
+            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit"],
             swiftSettings: settings
         ),
     ]

@@ -3,6 +3,7 @@ public import Logging
 public import VaultCrypto
 public import VaultPolicy
 public import VaultStore
+public import VaultAudit
 
 /// Who acts: the actor's name and the policy role it acts in. Both are recorded in the audit log.
 public struct Actor: Sendable, Equatable {
@@ -113,44 +114,99 @@ public final class Vault: Sendable {
 
     public func status() throws -> StoreStatus { try store.status() }
 
+    /// Runs an operation under the audit log: the permission check, the body (which appends
+    /// its own `ok` entries inside its transactions), and on any failure one `denied` or
+    /// `error` entry saying why. Every entry of one call shares a request id.
+    func audited<T>(_ action: String, _ activity: AuditActivity, permission: String?, purpose: String? = nil,
+                    _ body: (AuditContext) throws -> T) throws -> T {
+        let context = AuditContext(actor: actor.name, role: actor.role, requestID: UUID().uuidString.lowercased())
+        do {
+            if let permission { try require(permission) }
+            return try body(context)
+        } catch {
+            let e = error as? VaultError ?? VaultError(.internalFailure, "\(error)")
+            let outcome: AuditOutcome = e.kind == .denied ? .denied : .error
+            do {
+                try store.audit([context.record(action, activity, purpose: purpose, outcome: outcome, detail: e.message)])
+            } catch {
+                logger.error("could not append the audit entry for a failed operation", metadata: ["action": .string(action)])
+            }
+            throw e
+        }
+    }
+
     public func ingestProfiles(path: String, options: IngestOptions) throws -> IngestReport {
-        try require("ingest")
-        return try store.ingestProfiles(path: path, options: options)
+        try audited("ingest.profiles", .create, permission: "ingest") { context in
+            var o = options
+            o.audit = context
+            return try store.ingestProfiles(path: path, options: o)
+        }
     }
 
     public func ingestEvents(path: String, options: IngestOptions) throws -> IngestReport {
-        try require("ingest")
-        return try store.ingestEvents(path: path, options: options)
+        try audited("ingest.events", .create, permission: "ingest") { context in
+            var o = options
+            o.audit = context
+            return try store.ingestEvents(path: path, options: o)
+        }
     }
 
     /// The decrypted profile of a subject for a purpose that may read PII: the PII fields its
     /// `may_read_pii` covers and the attributes its `may_read` covers, nothing else.
     public func get(customerID: String, purpose name: String) throws -> ProfileView {
-        try require("get")
-        let p = try purpose(name)
-        let fields = schema.fields.filter { p.mayRead($0) }
-        guard fields.contains(where: \.pii) else {
-            throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in \(policy.file)); get needs a purpose that may")
+        try audited("get", .read, permission: "get", purpose: name) { context in
+            let p = try purpose(name)
+            let fields = schema.fields.filter { p.mayRead($0) }
+            guard fields.contains(where: \.pii) else {
+                throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in \(policy.file)); get needs a purpose that may")
+            }
+            guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            // The read is released only once its audit entry is committed.
+            try store.audit([context.record("get", .read, purpose: name, subject: try store.pseudonym(ofCustomerID: customerID),
+                                            fields: [schema.subjectIDField] + view.fields.map(\.name))])
+            return view
         }
-        guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
-            throw VaultError(.notFound, "no subject with this customer ID")
-        }
-        return view
     }
 
     public enum LookupKind: String, Sendable { case email, phone }
 
     /// Blind-index lookup by e-mail or phone.
     public func find(_ kind: LookupKind, value: String) throws -> [String] {
-        try require("get")
-        let category = kind == .email ? "user.contact.email" : "user.contact.phone_number"
-        guard let field = store.lookupField(category: category) else {
-            throw VaultError(.configuration, "\(schema.file): no lookup field with category \(category)")
+        try audited("find", .read, permission: "get") { context in
+            let category = kind == .email ? "user.contact.email" : "user.contact.phone_number"
+            guard let field = store.lookupField(category: category) else {
+                throw VaultError(.configuration, "\(schema.file): no lookup field with category \(category)")
+            }
+            let ids = try store.find(field: field.name, value: value)
+            guard !ids.isEmpty else {
+                throw VaultError(.notFound, "no subject with this \(kind.rawValue)")
+            }
+            try store.audit(try ids.map {
+                context.record("find", .read, subject: try store.pseudonym(ofCustomerID: $0), fields: [field.name, schema.subjectIDField])
+            })
+            return ids
         }
-        let ids = try store.find(field: field.name, value: value)
-        guard !ids.isEmpty else {
-            throw VaultError(.notFound, "no subject with this \(kind.rawValue)")
-        }
-        return ids
     }
+
+    // MARK: - Audit
+
+    /// Exports the audit log (role permission `audit`); the export itself is audited first,
+    /// so it appears in the file it writes.
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String) throws -> (entries: Int, head: String) {
+        try audited("audit.export", .read, permission: "audit") { context in
+            try store.audit([context.record("audit.export", .read, detail: "format \(format.rawValue)")])
+            return try store.exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: path)
+        }
+    }
+
+    /// Verifies the store's log with the keyring's audit key (role permission `audit`).
+    public func verifyAudit(expectHead: String?) throws -> AuditVerification {
+        try require("audit")
+        return try store.verifyAudit(expectHead: expectHead)
+    }
+
+    /// The audit public key, PEM (needs no role: it is public).
+    public var auditPublicKeyPEM: String { store.auditPublicKey.pemRepresentation }
 }

@@ -32,6 +32,9 @@ public struct IngestOptions: Sendable {
     /// Records per transaction.
     public var batchSize = 4096
     public var progress: (@Sendable (IngestProgress) -> Void)?
+    /// Who ingests: each committed batch appends one audit entry with its counts, in the
+    /// batch's own transaction. Nil only for benchmarks and tests of the bare store.
+    public var audit: AuditContext?
     public init() {}
 }
 
@@ -44,12 +47,22 @@ struct ValidProfile {
 
 /// A profile ready to write: everything sensitive is already sealed or keyed.
 struct SealedProfile: Sendable {
+    var line: Int
     var pseudonym: [UInt8]
     var kekVersion: UInt32
     var wrappedDEK: [UInt8]
     var pii: [(field: Int, blob: [UInt8])]
     var blind: [(field: Int, mac: [UInt8])]
     var attributes: [FieldValue]
+}
+
+/// One transaction's worth of sealed profiles, with the lines it covers and how many of them
+/// were rejected (with `--skip-invalid`).
+struct ProfileBatch: Sendable {
+    var profiles: [SealedProfile] = []
+    var rejected = 0
+    var firstLine = 0
+    var lastLine = 0
 }
 
 /// Inserted and updated counts, added to by the writer thread.
@@ -128,7 +141,7 @@ final class ProfileSealer {
                 attrs.append(v)
             }
         }
-        return SealedProfile(pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, pii: pii, blind: blind, attributes: attrs)
+        return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, pii: pii, blind: blind, attributes: attrs)
     }
 }
 
@@ -225,12 +238,13 @@ extension ProfileStore {
         let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
-        let channel = BoundedChannel<[SealedProfile]>(capacity: 2)
+        let channel = BoundedChannel<ProfileBatch>(capacity: 2)
+        let audit = options.audit
         let counts = WriterCounts()
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let batch = channel.take() {
                 do {
-                    let (ins, upd) = try writeProfiles(batch)
+                    let (ins, upd) = try writeProfiles(batch, audit: audit)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -238,26 +252,30 @@ extension ProfileStore {
                 }
             }
         }
-        var batch: [SealedProfile] = []
-        batch.reserveCapacity(options.batchSize)
+        var batch = ProfileBatch()
+        batch.profiles.reserveCapacity(options.batchSize)
         var n = 0
         do {
             while let raw = try reader.next() {
+                if batch.firstLine == 0 { batch.firstLine = raw.line }
+                batch.lastLine = raw.line
                 switch validateProfile(raw, file: path) {
                 case .failure(let issue):
                     report.rejected += 1
+                    batch.rejected += 1
                     rejects?.write(issue)
                 case .success(let p):
-                    batch.append(try sealer.seal(p))
+                    batch.profiles.append(try sealer.seal(p))
                 }
                 n += 1
-                if batch.count >= options.batchSize {
+                if batch.profiles.count + batch.rejected >= options.batchSize {
                     try channel.put(batch)
-                    batch.removeAll(keepingCapacity: true)
+                    batch = ProfileBatch()
+                    batch.profiles.reserveCapacity(options.batchSize)
                     options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
                 }
             }
-            if !batch.isEmpty { try channel.put(batch) }
+            if !batch.profiles.isEmpty || batch.rejected > 0 { try channel.put(batch) }
         } catch {
             channel.close()
             writer.join()
@@ -272,8 +290,10 @@ extension ProfileStore {
         return report
     }
 
-    /// One transaction: a subject is either written whole or not at all.
-    func writeProfiles(_ batch: [SealedProfile]) throws -> (inserted: Int, updated: Int) {
+    /// One transaction: a subject is either written whole or not at all, and the batch's audit
+    /// entry commits with it.
+    func writeProfiles(_ work: ProfileBatch, audit: AuditContext?) throws -> (inserted: Int, updated: Int) {
+        let batch = work.profiles
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
@@ -311,6 +331,12 @@ extension ProfileStore {
                 attrArgs[0] = id.databaseValue
                 for (i, v) in p.attributes.enumerated() { attrArgs[i + 1] = v.databaseValue }
                 try insertAttrs.execute(arguments: StatementArguments(attrArgs))
+            }
+            if let audit {
+                try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
+                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(work.rejected)),
+                    ("first_line", Int64(work.firstLine)), ("last_line", Int64(work.lastLine)),
+                ])])
             }
             return (ins, upd)
         }
@@ -398,11 +424,13 @@ extension ProfileStore {
             let (ins, dup, rej) = try pool.write { db -> (Int, Int, Int) in
                 let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO events(subject_id, kind, item, value, time) VALUES (?, ?, ?, ?, ?)")
                 let touch = try db.cachedStatement(sql: "UPDATE subjects SET last_activity = max(last_activity, ?) WHERE id = ?")
-                var ins = 0, dup = 0, rej = 0, inBatch = 0
+                var ins = 0, dup = 0, rej = 0, inBatch = 0, firstLine = 0, lastLine = 0
                 while inBatch < options.batchSize {
                     guard let raw = try reader.next() else { done = true; break }
                     n += 1
                     inBatch += 1
+                    if firstLine == 0 { firstLine = raw.line }
+                    lastLine = raw.line
                     switch validateEvent(raw, file: path) {
                     case .failure(let issue):
                         rej += 1
@@ -421,6 +449,12 @@ extension ProfileStore {
                             dup += 1
                         }
                     }
+                }
+                if let audit = options.audit, inBatch > 0 {
+                    try appendAudit(db, [audit.record("ingest.events", .create, counts: [
+                        ("inserted", Int64(ins)), ("duplicates", Int64(dup)), ("rejected", Int64(rej)),
+                        ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)),
+                    ])])
                 }
                 return (ins, dup, rej)
             }

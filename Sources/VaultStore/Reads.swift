@@ -2,6 +2,7 @@ import Foundation
 public import GRDB
 public import VaultCrypto
 public import VaultPolicy
+import VaultAudit
 
 /// A decrypted or plaintext value in a profile answer.
 public enum ProfileValue: Sendable, Equatable {
@@ -26,6 +27,9 @@ public struct StoreStatus: Sendable {
     public var schemaVersion: Int
     public var policyVersion: String
     public var fileBytes: Int64
+    public var auditEntries: Int64
+    /// Hash of the newest audit entry (hex); 64 zeros for an empty log.
+    public var auditHead: String
 }
 
 /// What the database file holds for one subject, as raw bytes (for the demo and for audits of
@@ -217,12 +221,19 @@ extension ProfileStore {
             let versions = try Int64.fetchAll(db, sql: "SELECT version FROM key_versions WHERE retired = 0 ORDER BY version").map { UInt32($0) }
             var meta: [String: String] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") { meta[row["key"]] = row["value"] }
+            var auditEntries: Int64 = 0
+            var auditHead = AuditLog.hex(AuditLog.genesis)
+            if try db.tableExists("audit"), let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") {
+                auditEntries = row["seq"]
+                auditHead = AuditLog.hex([UInt8](row["hash"] as Data))
+            }
             let pageCount = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
             let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0
             return StoreStatus(subjects: subjects, events: events, keyVersions: versions,
                                identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
                                schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0,
-                               policyVersion: meta["policy_version"] ?? "", fileBytes: pageCount * pageSize)
+                               policyVersion: meta["policy_version"] ?? "", fileBytes: pageCount * pageSize,
+                               auditEntries: auditEntries, auditHead: auditHead)
         }
     }
 

@@ -20,6 +20,8 @@ struct StoreKeys: Sendable {
     /// Blind-index key per lookup field name: one key per field, so equal values in two fields
     /// do not produce equal index entries.
     let blindIndex: [String: SecureBytes]
+    /// Signs audit checkpoints; derived from the identity version like the pseudonym key.
+    let auditSigning: Ed25519PrivateKey
 
     init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -35,6 +37,7 @@ struct StoreKeys: Sendable {
             bi[f.name] = try keyring.derive(.blindIndex(field: f.name), version: identityVersion)
         }
         self.blindIndex = bi
+        self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
     }
 
     static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
@@ -178,6 +181,7 @@ public final class ProfileStore: Sendable {
             }
         }
         let keys = try StoreKeys(keyring: keyring, identityVersion: identity, schema: schema)
+        try migrator(schema: schema).migrate(pool)
         if checks[keyring.active] == nil {
             // A version added to the keyring since the store last saw it: record its check value.
             let c = try StoreKeys.keyCheck(keyring: keyring, version: keyring.active)
@@ -267,6 +271,7 @@ public final class ProfileStore: Sendable {
             for f in schema.attributeFields { cols.append("\(quoted(f.name)) \(sqlType(f.type))") }
             try db.execute(sql: "CREATE TABLE attributes(\(cols.joined(separator: ", ")))")
         }
+        registerAuditMigration(&m)
         return m
     }
 

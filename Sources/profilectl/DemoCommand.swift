@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
+import VaultAudit
+import VaultCrypto
 import VaultStore
 #if canImport(Glibc)
 import Glibc
@@ -116,10 +118,47 @@ struct Demo: ParsableCommand {
         let leaked = [sample.email, sample.customerID, sample.fullName, sample.phone].filter { bytes.range(of: Data($0.utf8)) != nil }
         say("  scanning \(bytes.count) bytes of \(store) for this customer's e-mail, ID, name, phone: " + (leaked.isEmpty ? "none found" : "FOUND \(leaked.count)"))
 
-        step("7. Status")
+        step("7. The audit log: every read above, denied attempts included, hash-chained and signed")
+        let auditor = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "auditor")))
+        let exportPath = folder + "/audit.jsonl", pemPath = folder + "/audit-public.pem"
+        let exported = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: exportPath)
+        say("$ profilectl audit export --out \(exportPath) --role auditor")
+        say("  \(exported.entries) entries; signed head \(exported.head)")
+        let lines = try String(contentsOfFile: exportPath, encoding: .utf8).split(separator: "\n")
+        say("  seq  time                      actor  role      operation        purpose           status  subject")
+        for line in lines {
+            guard let e = try? JSONValue.parse(String(line)), e["metadata.sequence"] != nil else { continue }
+            func f(_ k: String, _ w: Int) -> String {
+                var t: String
+                switch e[k] {
+                case .string(let s)?: t = s
+                case .int(let i)?: t = String(i)
+                default: t = "-"
+                }
+                if k == "unmapped.subject", t.count > 16 { t = String(t.prefix(12)) + "…" }
+                return t.padding(toLength: w, withPad: " ", startingAt: 0)
+            }
+            say("  " + f("metadata.sequence", 4) + " " + f("time_dt", 25) + " " + f("actor.user.name", 6) + " " + f("unmapped.role", 9) + " "
+                + f("api.operation", 16) + " " + f("unmapped.purpose", 17) + " " + f("status", 7) + " " + f("unmapped.subject", 14))
+        }
+        try auditor.auditPublicKeyPEM.write(toFile: pemPath, atomically: true, encoding: .utf8)
+        say("$ profilectl audit public-key --out \(pemPath)")
+        let key = try Ed25519PublicKey(pemRepresentation: auditor.auditPublicKeyPEM)
+        let check = try AuditExportVerifier.verify(path: exportPath, publicKey: key, expectHead: nil)
+        say("$ profilectl audit verify --file \(exportPath) --public-key \(pemPath)      # no keyring needed")
+        say("  ok \(check.ok), \(check.entries) entries")
+        var tampered = try String(contentsOfFile: exportPath, encoding: .utf8)
+        tampered = tampered.replacingOccurrences(of: "\"actor.user.name\":\"demo\"", with: "\"actor.user.name\":\"someone-else\"")
+        let tamperedPath = folder + "/audit-tampered.jsonl"
+        try tampered.write(toFile: tamperedPath, atomically: true, encoding: .utf8)
+        let badCheck = try AuditExportVerifier.verify(path: tamperedPath, publicKey: key, expectHead: nil)
+        say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
+        say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")
+
+        step("8. Status")
         say("$ profilectl status")
         let s = try vault.status()
-        say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), file \(s.fileBytes) bytes")
+        say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), audit entries \(s.auditEntries), file \(s.fileBytes) bytes")
         say()
         say("Try it yourself:")
         say("  export PROFILEVAULT_STORE=\(store) PROFILEVAULT_KEYS=\(keys) PROFILEVAULT_POLICY=\(policies)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProfileVault
+import VaultAudit
 import VaultStore
 
 extension ProfileValue {

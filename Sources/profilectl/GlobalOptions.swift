@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
+import VaultAudit
 import VaultStore
 #if canImport(Glibc)
 import Glibc

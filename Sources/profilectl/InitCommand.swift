@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProfileVault
+import VaultAudit
 import VaultStore
 
 struct Init: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProfileVault
+import VaultAudit
 import VaultCrypto
 import VaultStore
 

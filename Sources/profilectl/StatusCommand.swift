@@ -1,5 +1,6 @@
 import ArgumentParser
 import ProfileVault
+import VaultAudit
 import VaultStore
 
 struct Status: ParsableCommand {
@@ -12,8 +13,8 @@ struct Status: ParsableCommand {
             ("subjects", .int(Int64(s.subjects))),
             ("events", .int(Int64(s.events))),
             ("key_versions", .array(s.keyVersions.map { .int(Int64($0)) })),
-            ("audit_entries", .int(0)),
-            ("audit_head", .null),
+            ("audit_entries", .int(s.auditEntries)),
+            ("audit_head", .string(s.auditHead)),
             ("schema_version", .int(Int64(s.schemaVersion))),
             ("policy_version", .string(s.policyVersion)),
             ("file_bytes", .int(s.fileBytes)),
@@ -22,6 +23,7 @@ struct Status: ParsableCommand {
             events:        \(s.events)
             key versions:  \(s.keyVersions.map(String.init).joined(separator: ", ")) (identity version \(s.identityKeyVersion))
             schema:        version \(s.schemaVersion); policy \(s.policyVersion)
+            audit log:     \(s.auditEntries) entries, head \(s.auditHead)
             file size:     \(s.fileBytes) bytes
             """)
     }

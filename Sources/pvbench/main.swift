@@ -2,7 +2,9 @@
 // (getrusage ru_maxrss) belongs to that mode alone. Output: one JSON object on stdout.
 import Foundation
 import GRDB
+import Logging
 import ProfileVault
+import VaultAudit
 import VaultCrypto
 import VaultPolicy
 import VaultStore
@@ -29,6 +31,12 @@ func usage() -> Never {
 
         """.utf8))
     exit(64)
+}
+
+LoggingSystem.bootstrap { label in
+    var h = StreamLogHandler.standardError(label: label)
+    h.logLevel = .warning
+    return h
 }
 
 let args = Array(CommandLine.arguments.dropFirst())

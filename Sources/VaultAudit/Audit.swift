@@ -1,0 +1,254 @@
+import Foundation
+public import VaultCrypto
+
+/// Outcome of an audited operation (SPEC §7).
+public enum AuditOutcome: String, Sendable, CaseIterable {
+    case ok, denied, error
+}
+
+/// OCSF API Activity `activity_id`.
+public enum AuditActivity: Int, Sendable {
+    case create = 1, read = 2, update = 3, delete = 4, other = 99
+}
+
+/// One audit entry before the log assigns its sequence number, time and hashes.
+public struct AuditRecord: Sendable {
+    public var actor: String
+    public var role: String
+    public var action: String
+    public var activity: AuditActivity
+    public var purpose: String?
+    /// The subject's pseudonym (32 bytes), never a plaintext identifier.
+    public var subject: [UInt8]?
+    public var fields: [String]
+    public var epsilon: Double?
+    public var outcome: AuditOutcome
+    public var requestID: String
+    /// Why a denial or error happened; built from messages that never carry PII.
+    public var detail: String?
+    /// Counts for bulk operations (one entry per batch, not one per subject).
+    public var counts: [(String, Int64)]
+
+    public init(actor: String, role: String, action: String, activity: AuditActivity, purpose: String? = nil,
+                subject: [UInt8]? = nil, fields: [String] = [], epsilon: Double? = nil, outcome: AuditOutcome = .ok,
+                requestID: String, detail: String? = nil, counts: [(String, Int64)] = []) {
+        self.actor = actor
+        self.role = role
+        self.action = action
+        self.activity = activity
+        self.purpose = purpose
+        self.subject = subject
+        self.fields = fields
+        self.epsilon = epsilon
+        self.outcome = outcome
+        self.requestID = requestID
+        self.detail = detail
+        self.counts = counts
+    }
+
+    /// The entry as stored and exported: flat keys named after OCSF API Activity (class 6003)
+    /// where a field has a match, `unmapped.*` otherwise (docs/audit.md has the mapping).
+    public func entry(sequence: Int64, timeMillis: Int64) -> JSONValue {
+        .object([
+            ("metadata.sequence", .int(sequence)),
+            ("time", .int(timeMillis)),
+            ("time_dt", .string(AuditLog.isoMillis(timeMillis))),
+            ("class_uid", .int(6003)),
+            ("category_uid", .int(6)),
+            ("activity_id", .int(Int64(activity.rawValue))),
+            ("actor.user.name", .string(actor)),
+            ("api.operation", .string(action)),
+            ("api.request.uid", .string(requestID)),
+            ("status", .string(outcome.rawValue)),
+            ("status_id", .int(outcome == .ok ? 1 : 2)),
+            ("status_detail", detail.map(JSONValue.string) ?? .null),
+            ("unmapped.role", .string(role)),
+            ("unmapped.purpose", purpose.map(JSONValue.string) ?? .null),
+            ("unmapped.subject", subject.map { .string(AuditLog.hex($0)) } ?? .null),
+            ("unmapped.fields", .array(fields.map(JSONValue.string))),
+            ("unmapped.epsilon", epsilon.map { .string(AuditLog.decimal($0)) } ?? .null),
+            ("unmapped.counts", .object(counts.map { ($0.0, .int($0.1)) })),
+        ])
+    }
+}
+
+/// The hash chain and its signatures: pure functions shared by the store (which appends and
+/// verifies) and by auditors (who verify an export with the public key alone).
+public enum AuditLog {
+    /// `hash_0`: the chain starts from 32 zero bytes.
+    public static let genesis = [UInt8](repeating: 0, count: 32)
+
+    /// `hash_i = SHA-256(hash_{i-1} || canonical entry_i)`.
+    public static func chain(previous: [UInt8], entry: JSONValue) -> [UInt8] {
+        SHA256.hash(previous, entry.canonicalBytes())
+    }
+
+    /// The bytes an Ed25519 checkpoint signature covers: the head of the chain at `sequence`.
+    public static func checkpointMessage(sequence: Int64, hash: [UInt8]) -> [UInt8] {
+        Array("profilevault-audit-checkpoint/v1 \(sequence) \(hex(hash))".utf8)
+    }
+
+    /// The bytes an export's signed head covers: where the exported slice starts (its first
+    /// sequence number and the hash before it) and where it ends, so that entries cut from
+    /// either end of the file are detected.
+    public static func exportHeadMessage(firstSequence: Int64, previous: [UInt8], lastSequence: Int64, head: [UInt8]) -> [UInt8] {
+        Array("profilevault-audit-export/v1 \(firstSequence) \(hex(previous)) \(lastSequence) \(hex(head))".utf8)
+    }
+
+    public static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func unhex(_ s: String) -> [UInt8]? {
+        let u = Array(s.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count / 2)
+        var i = 0
+        func v(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: c - 0x30
+            case 0x61...0x66: c - 0x61 + 10
+            default: nil
+            }
+        }
+        while i < u.count {
+            guard let hi = v(u[i]), let lo = v(u[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    /// Shortest round-tripping decimal text of a number (epsilon is stored as a string so the
+    /// canonical form never depends on float formatting).
+    public static func decimal(_ d: Double) -> String { "\(d)" }
+
+    /// `2026-11-22T12:00:00.123Z`.
+    public static func isoMillis(_ ms: Int64) -> String {
+        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+        let millis = ms - seconds * 1000
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secOfDay = seconds - days * 86_400
+        // Civil from days (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func p(_ v: Int64, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
+        return "\(p(y, 4))-\(p(m, 2))-\(p(d, 2))T\(p(secOfDay / 3600, 2)):\(p(secOfDay % 3600 / 60, 2)):\(p(secOfDay % 60, 2)).\(p(millis, 3))Z"
+    }
+
+    public static var nowMillis: Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// The columns of a CSV export, in order: the entry's keys, then the chain fields.
+    public static let csvColumns = [
+        "metadata.sequence", "time", "time_dt", "class_uid", "category_uid", "activity_id", "actor.user.name",
+        "api.operation", "api.request.uid", "status", "status_id", "status_detail", "unmapped.role",
+        "unmapped.purpose", "unmapped.subject", "unmapped.fields", "unmapped.epsilon", "unmapped.counts",
+        "prev_hash", "hash", "checkpoint_signature",
+    ]
+}
+
+/// The result of verifying a log (store or export file).
+public struct AuditVerification: Sendable, Equatable {
+    public var ok: Bool
+    /// Entries examined.
+    public var entries: Int
+    /// Sequence number of the first entry that was modified, inserted, deleted or reordered.
+    public var firstBad: Int64?
+    /// What was found, in words.
+    public var reason: String?
+    /// The verified head (hash of the last entry), hex.
+    public var head: String?
+
+    public init(ok: Bool, entries: Int, firstBad: Int64?, reason: String?, head: String?) {
+        self.ok = ok
+        self.entries = entries
+        self.firstBad = firstBad
+        self.reason = reason
+        self.head = head
+    }
+}
+
+/// Verifies a chain of entries, given in order, against their stated hashes and any
+/// checkpoint signatures. Shared by the store verifier and the export verifier.
+public struct ChainVerifier {
+    let publicKey: Ed25519PublicKey
+    private(set) var previous: [UInt8]
+    private(set) var lastSequence: Int64?
+    private(set) var count = 0
+    /// Last sequence covered by a verified checkpoint signature.
+    private(set) var lastVerifiedCheckpoint: Int64
+    public private(set) var failure: (sequence: Int64, reason: String)?
+    private(set) var hashes: Set<[UInt8]> = []
+    public var firstSequence: Int64?
+    public var startPrevious: [UInt8]
+
+    public init(publicKey: Ed25519PublicKey, startingAfter previous: [UInt8], sequence: Int64?) {
+        self.publicKey = publicKey
+        self.previous = previous
+        self.startPrevious = previous
+        self.lastSequence = sequence
+        self.lastVerifiedCheckpoint = sequence ?? 0
+    }
+
+    public var head: [UInt8] { previous }
+    public var entries: Int { count }
+    public var last: Int64? { lastSequence }
+    public func contains(head h: [UInt8]) -> Bool { hashes.contains(h) || h == startPrevious }
+
+    /// Feeds one entry. Returns false once a failure is recorded (later entries are ignored).
+    @discardableResult
+    public mutating func add(entry: JSONValue, statedPrevious: [UInt8]?, statedHash: [UInt8]?, checkpointSignature: [UInt8]?) -> Bool {
+        guard failure == nil else { return false }
+        guard case .int(let seq)? = entry["metadata.sequence"] else {
+            failure = ((lastSequence ?? 0) + 1, "entry without a sequence number")
+            return false
+        }
+        if firstSequence == nil { firstSequence = seq }
+        count += 1
+        if let last = lastSequence, seq != last + 1 {
+            failure = (last + 1, seq <= last
+                ? "an entry claiming sequence \(seq) follows \(last): entries inserted, duplicated or reordered"
+                : "sequence jumps from \(last) to \(seq): entries deleted or reordered")
+            return false
+        }
+        if let statedPrevious, statedPrevious != previous {
+            failure = (seq, "prev_hash does not match the hash of the entry before it: an entry was inserted, deleted or modified")
+            return false
+        }
+        let h = AuditLog.chain(previous: previous, entry: entry)
+        if let statedHash, statedHash != h {
+            failure = (seq, "hash does not match the entry's content: the entry was modified")
+            return false
+        }
+        if let sig = checkpointSignature {
+            guard publicKey.isValidSignature(sig, for: AuditLog.checkpointMessage(sequence: seq, hash: h)) else {
+                failure = (lastVerifiedCheckpoint + 1, "checkpoint signature at \(seq) does not verify: entries after \(lastVerifiedCheckpoint) were rewritten")
+                return false
+            }
+            lastVerifiedCheckpoint = seq
+        }
+        previous = h
+        hashes.insert(h)
+        lastSequence = seq
+        return true
+    }
+
+    /// Records a failure found outside the per-entry checks.
+    public mutating func fail(_ sequence: Int64, _ reason: String) {
+        if failure == nil { failure = (sequence, reason) }
+    }
+
+    public var lastCheckpoint: Int64 { lastVerifiedCheckpoint }
+}

@@ -1,0 +1,101 @@
+import Foundation
+public import VaultCrypto
+
+/// Verifies a JSON Lines audit export with the public key alone (no keyring, no store).
+public enum AuditExportVerifier {
+    public struct FileError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    public static func verify(path: String, publicKey: Ed25519PublicKey, expectHead: String?) throws(FileError) -> AuditVerification {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FileError(description: "\(path): cannot read the export")
+        }
+        let bytes = [UInt8](data)
+        if bytes.starts(with: Array("metadata.sequence,".utf8)) {
+            throw FileError(description: "\(path): a CSV export; verify reads the JSON Lines export (audit export --format jsonl)")
+        }
+        var lines: [ArraySlice<UInt8>] = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
+        while let last = lines.last, last.isEmpty { lines.removeLast() }
+
+        var verifier: ChainVerifier?
+        var headRecord: JSONValue?
+        var lineNo = 0
+        func result(_ v: ChainVerifier?, _ seq: Int64?, _ reason: String?) -> AuditVerification {
+            AuditVerification(ok: reason == nil, entries: v?.entries ?? 0, firstBad: reason == nil ? nil : seq,
+                              reason: reason, head: v.map { AuditLog.hex($0.head) })
+        }
+        for line in lines {
+            lineNo += 1
+            let value: JSONValue
+            do { value = try JSONValue.parse(Array(line)) } catch {
+                let seq = (verifier?.last ?? 0) + 1
+                return result(verifier, seq, "line \(lineNo): not a JSON object (\(error)): the file was altered")
+            }
+            if headRecord != nil {
+                return result(verifier, (verifier?.last ?? 0) + 1, "line \(lineNo): entries after the signed head: entries were appended to the export")
+            }
+            if let head = value["head"] {
+                headRecord = head
+                continue
+            }
+            guard case .object(let pairs) = value else {
+                return result(verifier, (verifier?.last ?? 0) + 1, "line \(lineNo): not a JSON object")
+            }
+            var entryPairs: [(String, JSONValue)] = []
+            var prev: [UInt8]?, hash: [UInt8]?, sig: [UInt8]?
+            for (k, v) in pairs {
+                switch k {
+                case "prev_hash": if case .string(let s) = v { prev = AuditLog.unhex(s) }
+                case "hash": if case .string(let s) = v { hash = AuditLog.unhex(s) }
+                case "checkpoint_signature": if case .string(let s) = v { sig = AuditLog.unhex(s) }
+                default: entryPairs.append((k, v))
+                }
+            }
+            guard let prev, let hash else {
+                return result(verifier, (verifier?.last ?? 0) + 1, "line \(lineNo): entry without prev_hash and hash")
+            }
+            let entry = JSONValue.object(entryPairs)
+            if verifier == nil {
+                guard case .int(let seq)? = entry["metadata.sequence"] else {
+                    return result(nil, 1, "line \(lineNo): entry without a sequence number")
+                }
+                verifier = ChainVerifier(publicKey: publicKey, startingAfter: prev, sequence: seq - 1)
+            }
+            if !verifier!.add(entry: entry, statedPrevious: prev, statedHash: hash, checkpointSignature: sig) {
+                let f = verifier!.failure!
+                return result(verifier, f.sequence, f.reason)
+            }
+        }
+        guard let head = headRecord,
+              case .int(let first)? = head["first_sequence"], case .int(let last)? = head["last_sequence"],
+              case .string(let prevHex)? = head["previous"], let previous = AuditLog.unhex(prevHex),
+              case .string(let hashHex)? = head["hash"], let headHash = AuditLog.unhex(hashHex),
+              case .string(let sigHex)? = head["signature"], let signature = AuditLog.unhex(sigHex) else {
+            return result(verifier, (verifier?.last ?? 0) + 1, "no signed head record at the end: the export was truncated")
+        }
+        guard publicKey.isValidSignature(signature, for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: last, head: headHash)) else {
+            return result(verifier, (verifier?.lastCheckpoint ?? first - 1) + 1, "the signed head does not verify with this public key: the export was rewritten or signed by another store")
+        }
+        let v = verifier ?? ChainVerifier(publicKey: publicKey, startingAfter: previous, sequence: first - 1)
+        if let f = v.firstSequence, f != first {
+            return result(v, first, "the export should start at entry \(first) but starts at \(f): entries were deleted from its start")
+        }
+        if v.startPrevious != previous {
+            return result(v, first, "the first entry's prev_hash differs from the signed head's: the start of the export was altered")
+        }
+        if (v.last ?? first - 1) != last {
+            let at = (v.last ?? first - 1) + 1
+            return result(v, at, "the signed head covers entries up to \(last) but the file ends at \(at - 1): the tail was truncated")
+        }
+        if v.head != headHash {
+            return result(v, v.lastCheckpoint + 1, "the entries do not hash to the signed head: entries were rewritten")
+        }
+        if let expectHead {
+            guard let h = AuditLog.unhex(expectHead.lowercased()), v.contains(head: h) else {
+                return result(v, (v.last ?? 0) + 1, "the expected head \(expectHead.prefix(16))… is not in this log: it was truncated or rewritten")
+            }
+        }
+        return result(v, nil, nil)
+    }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import ProfileVault
+import VaultAudit
+import VaultCrypto
+import VaultStore
+
+/// Parses `--since` / `--until`: ISO 8601 date or time, or unix milliseconds.
+func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
+    if let ms = Int64(text) { return ms }
+    let f = ISO8601DateFormatter()
+    for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate]] {
+        f.formatOptions = options
+        if let d = f.date(from: text) { return Int64((d.timeIntervalSince1970 * 1000).rounded(.down)) }
+    }
+    throw ValidationError("\(option) \(text): not an ISO 8601 date or time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z)")
+}
+
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Auditor tools: export, verify, public key.",
+        subcommands: [Export.self, Verify.self, PublicKey.self])
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Export the access log (JSON Lines or CSV), ending with a signed head.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Entries at or after this time (ISO 8601 or unix ms).") var since: String?
+        @Option(help: "Entries at or before this time (ISO 8601 or unix ms).") var until: String?
+        @Option(help: "jsonl or csv.") var format = "jsonl"
+        @Option(help: "The export file.") var out: String
+
+        func validate() throws {
+            guard AuditExportFormat(rawValue: format) != nil else { throw ValidationError("--format must be jsonl or csv, not \(format)") }
+            if let since { _ = try parseTimeMillis(since, option: "--since") }
+            if let until { _ = try parseTimeMillis(until, option: "--until") }
+        }
+
+        func run() throws {
+            let vault = try options.openVault()
+            let r = try vault.exportAudit(sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
+                                          untilMillis: try until.map { try parseTimeMillis($0, option: "--until") },
+                                          format: AuditExportFormat(rawValue: format)!, to: out)
+            options.emit(.object([("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("out", .string(out))]),
+                         text: "exported \(r.entries) entries to \(out); signed head \(r.head)")
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verify the store's log (with the keyring) or an export file (with the public key alone).",
+            discussion: "Exit 1 when the log does not verify; the answer names the first bad entry.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "A JSON Lines export to verify instead of the store.") var file: String?
+        @Option(name: .customLong("public-key"), help: "The audit public key (PEM) for --file.") var publicKey: String?
+        @Option(name: .customLong("expect-head"), help: "A head hash from an earlier export: detects a truncated tail.") var expectHead: String?
+
+        func validate() throws {
+            if (file == nil) != (publicKey == nil) { throw ValidationError("--file and --public-key go together") }
+        }
+
+        func run() throws {
+            let result: AuditVerification
+            if let file, let publicKey {
+                // Needs no keyring, store or role: anyone holding the export and the public key can check it.
+                guard let pem = try? String(contentsOfFile: publicKey, encoding: .utf8) else {
+                    throw VaultError(.notFound, "\(publicKey): cannot read the public key")
+                }
+                let key: Ed25519PublicKey
+                do { key = try Ed25519PublicKey(pemRepresentation: pem) } catch {
+                    throw VaultError(.configuration, "\(publicKey): not an Ed25519 public key in PEM form")
+                }
+                guard FileManager.default.fileExists(atPath: file) else { throw VaultError(.notFound, "\(file): no such file") }
+                do {
+                    result = try AuditExportVerifier.verify(path: file, publicKey: key, expectHead: expectHead)
+                } catch {
+                    throw VaultError(.invalidInput, error.description)
+                }
+            } else {
+                result = try options.openVault().verifyAudit(expectHead: expectHead)
+            }
+            options.emit(.object([
+                ("ok", .bool(result.ok)),
+                ("entries", .int(Int64(result.entries))),
+                ("first_bad", result.firstBad.map { .int($0) } ?? .null),
+                ("reason", result.reason.map { .string($0) } ?? .null),
+                ("head", result.head.map { .string($0) } ?? .null),
+            ]), text: result.ok ? "ok: \(result.entries) entries verify; head \(result.head ?? "")"
+                                : "NOT OK: first bad entry \(result.firstBad.map(String.init) ?? "?"): \(result.reason ?? "")")
+            if !result.ok {
+                FileHandle.standardError.write(Data("error: audit log does not verify: first bad entry \(result.firstBad.map(String.init) ?? "?"): \(result.reason ?? "")\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct PublicKey: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "public-key", abstract: "Write the audit public key (PEM) for auditors.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Where to write the PEM file.") var out: String
+
+        func run() throws {
+            let vault = try options.openVault()
+            do {
+                try vault.auditPublicKeyPEM.write(toFile: out, atomically: true, encoding: .utf8)
+            } catch {
+                throw VaultError(.configuration, "\(out): cannot write the public key")
+            }
+            options.emit(.object([("path", .string(out))]), text: "wrote the audit public key to \(out)")
+        }
+    }
+}

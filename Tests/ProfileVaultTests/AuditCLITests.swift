@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+
+/// `audit export / verify / public-key` from the command line, and the entries that reads,
+/// denials and ingests leave behind.
+@Suite struct AuditCLITests {
+    @Test func readsDenialsAndIngestsAreAuditedAndTheExportVerifiesWithoutAKeyring() throws {
+        let s = try CLIStore()
+        _ = try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(5)), "--actor", "olga"])
+        _ = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support", "--actor", "sam"])
+        _ = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--actor", "eve"])   // denied: operator
+        let st = try s.run(["status", "--json"])
+        #expect(st.json?["audit_entries"] as? Int == 3)
+        let head = try #require(st.json?["audit_head"] as? String)
+        #expect(head.count == 64)
+
+        // Exporting needs the auditor role.
+        let denied = try s.run(["audit", "export", "--out", s.dir + "/a.jsonl"])
+        #expect(denied.status == 77 && denied.stderr.contains("auditor"))
+
+        let ex = try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor", "--json"])
+        #expect(ex.status == 0, "\(ex.stderr)")
+        #expect(ex.json?["entries"] as? Int == 5)   // 3 above + the denied export + the export itself
+        let text = try String(contentsOfFile: s.dir + "/a.jsonl", encoding: .utf8)
+        #expect(text.contains(#""actor.user.name":"eve""#) && text.contains(#""status":"denied""#))
+        #expect(!text.contains("user1@example.com") && !text.contains("\"C1\""))
+
+        let pk = try s.run(["audit", "public-key", "--out", s.dir + "/k.pem", "--json"])
+        #expect(pk.status == 0 && pk.json?["path"] as? String == s.dir + "/k.pem")
+
+        // Verification of the file needs neither keyring nor store.
+        let v = try CLI.run(["audit", "verify", "--file", s.dir + "/a.jsonl", "--public-key", s.dir + "/k.pem", "--json"])
+        #expect(v.status == 0, "\(v.stderr)")
+        #expect(v.json?["ok"] as? Bool == true && v.json?["entries"] as? Int == 5)
+        #expect(v.json?.keys.contains("first_bad") == true)
+
+        try text.replacingOccurrences(of: #""actor.user.name":"eve""#, with: #""actor.user.name":"sam""#)
+            .write(toFile: s.dir + "/b.jsonl", atomically: true, encoding: .utf8)
+        let bad = try CLI.run(["audit", "verify", "--file", s.dir + "/b.jsonl", "--public-key", s.dir + "/k.pem", "--json"])
+        #expect(bad.status == 1)
+        #expect(bad.json?["ok"] as? Bool == false && bad.json?["first_bad"] as? Int == 3)
+        #expect(bad.stderr.hasPrefix("error: "))
+
+        let store = try s.run(["audit", "verify", "--role", "auditor", "--json", "--expect-head", head])
+        #expect(store.status == 0 && store.json?["ok"] as? Bool == true, "\(store.stdout) \(store.stderr)")
+    }
+
+    @Test func badVerifyArgumentsAreUsageErrors() throws {
+        let s = try CLIStore()
+        let r = try s.run(["audit", "verify", "--file", s.dir + "/x.jsonl"])
+        #expect(r.status == 64 && r.stderr.hasPrefix("error: "))
+        let t = try s.run(["audit", "export", "--out", s.dir + "/x", "--since", "yesterday", "--role", "auditor"])
+        #expect(t.status == 64)
+    }
+}

@@ -190,12 +190,16 @@ public struct ChainVerifier {
     /// Last sequence covered by a verified checkpoint signature.
     private(set) var lastVerifiedCheckpoint: Int64
     public private(set) var failure: (sequence: Int64, reason: String)?
-    private(set) var hashes: Set<[UInt8]> = []
+    /// A head from an earlier export that must occur in this chain (`--expect-head`).
+    let expected: [UInt8]?
+    public private(set) var sawExpected: Bool
     public var firstSequence: Int64?
     public var startPrevious: [UInt8]
 
-    public init(publicKey: Ed25519PublicKey, startingAfter previous: [UInt8], sequence: Int64?) {
+    public init(publicKey: Ed25519PublicKey, startingAfter previous: [UInt8], sequence: Int64?, expecting: [UInt8]? = nil) {
         self.publicKey = publicKey
+        self.expected = expecting
+        self.sawExpected = expecting == previous
         self.previous = previous
         self.startPrevious = previous
         self.lastSequence = sequence
@@ -205,7 +209,6 @@ public struct ChainVerifier {
     public var head: [UInt8] { previous }
     public var entries: Int { count }
     public var last: Int64? { lastSequence }
-    public func contains(head h: [UInt8]) -> Bool { hashes.contains(h) || h == startPrevious }
 
     /// Feeds one entry. Returns false once a failure is recorded (later entries are ignored).
     @discardableResult
@@ -240,7 +243,7 @@ public struct ChainVerifier {
             lastVerifiedCheckpoint = seq
         }
         previous = h
-        hashes.insert(h)
+        if h == expected { sawExpected = true }
         lastSequence = seq
         return true
     }

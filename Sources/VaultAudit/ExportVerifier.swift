@@ -8,15 +8,16 @@ public enum AuditExportVerifier {
     }
 
     public static func verify(path: String, publicKey: Ed25519PublicKey, expectHead: String?) throws(FileError) -> AuditVerification {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let reader = LineStream(path: path) else {
             throw FileError(description: "\(path): cannot read the export")
         }
-        let bytes = [UInt8](data)
-        if bytes.starts(with: Array("metadata.sequence,".utf8)) {
-            throw FileError(description: "\(path): a CSV export; verify reads the JSON Lines export (audit export --format jsonl)")
+        var expected: [UInt8]?
+        if let expectHead {
+            guard let h = AuditLog.unhex(expectHead.lowercased()), h.count == 32 else {
+                throw FileError(description: "--expect-head \(expectHead.prefix(80)): not a 64-digit hex hash")
+            }
+            expected = h
         }
-        var lines: [ArraySlice<UInt8>] = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
-        while let last = lines.last, last.isEmpty { lines.removeLast() }
 
         var verifier: ChainVerifier?
         var headRecord: JSONValue?
@@ -25,10 +26,14 @@ public enum AuditExportVerifier {
             AuditVerification(ok: reason == nil, entries: v?.entries ?? 0, firstBad: reason == nil ? nil : seq,
                               reason: reason, head: v.map { AuditLog.hex($0.head) })
         }
-        for line in lines {
+        while let line = reader.next() {
             lineNo += 1
+            if lineNo == 1, line.starts(with: Array("metadata.sequence,".utf8)) {
+                throw FileError(description: "\(path): a CSV export; verify reads the JSON Lines export (audit export --format jsonl)")
+            }
+            if line.isEmpty { continue }
             let value: JSONValue
-            do { value = try JSONValue.parse(Array(line)) } catch {
+            do { value = try JSONValue.parse(line) } catch {
                 let seq = (verifier?.last ?? 0) + 1
                 return result(verifier, seq, "line \(lineNo): not a JSON object (\(error)): the file was altered")
             }
@@ -60,7 +65,7 @@ public enum AuditExportVerifier {
                 guard case .int(let seq)? = entry["metadata.sequence"] else {
                     return result(nil, 1, "line \(lineNo): entry without a sequence number")
                 }
-                verifier = ChainVerifier(publicKey: publicKey, startingAfter: prev, sequence: seq - 1)
+                verifier = ChainVerifier(publicKey: publicKey, startingAfter: prev, sequence: seq - 1, expecting: expected)
             }
             if !verifier!.add(entry: entry, statedPrevious: prev, statedHash: hash, checkpointSignature: sig) {
                 let f = verifier!.failure!
@@ -77,7 +82,7 @@ public enum AuditExportVerifier {
         guard publicKey.isValidSignature(signature, for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: last, head: headHash)) else {
             return result(verifier, (verifier?.lastCheckpoint ?? first - 1) + 1, "the signed head does not verify with this public key: the export was rewritten or signed by another store")
         }
-        let v = verifier ?? ChainVerifier(publicKey: publicKey, startingAfter: previous, sequence: first - 1)
+        let v = verifier ?? ChainVerifier(publicKey: publicKey, startingAfter: previous, sequence: first - 1, expecting: expected)
         if let f = v.firstSequence, f != first {
             return result(v, first, "the export should start at entry \(first) but starts at \(f): entries were deleted from its start")
         }
@@ -91,11 +96,44 @@ public enum AuditExportVerifier {
         if v.head != headHash {
             return result(v, v.lastCheckpoint + 1, "the entries do not hash to the signed head: entries were rewritten")
         }
-        if let expectHead {
-            guard let h = AuditLog.unhex(expectHead.lowercased()), v.contains(head: h) else {
-                return result(v, (v.last ?? 0) + 1, "the expected head \(expectHead.prefix(16))… is not in this log: it was truncated or rewritten")
-            }
+        if let expectHead, !v.sawExpected {
+            return result(v, (v.last ?? 0) + 1, "the expected head \(expectHead.prefix(16))… is not in this log: it was truncated or rewritten")
         }
         return result(v, nil, nil)
+    }
+}
+
+/// Reads a file line by line with a fixed buffer (exports can be large).
+final class LineStream {
+    private let handle: FileHandle
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private var eof = false
+
+    init?(path: String) {
+        guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+        handle = h
+    }
+
+    deinit { try? handle.close() }
+
+    func next() -> [UInt8]? {
+        while true {
+            if let nl = buffer[position...].firstIndex(of: 0x0A) {
+                let line = Array(buffer[position..<nl])
+                position = nl + 1
+                return line
+            }
+            if eof {
+                guard position < buffer.count else { return nil }
+                let line = Array(buffer[position...])
+                position = buffer.count
+                return line
+            }
+            buffer.removeSubrange(0..<position)
+            position = 0
+            let chunk = (try? handle.read(upToCount: 1 << 20)) ?? nil
+            if let chunk, !chunk.isEmpty { buffer.append(contentsOf: chunk) } else { eof = true }
+        }
     }
 }

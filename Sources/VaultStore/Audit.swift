@@ -187,12 +187,19 @@ extension ProfileStore {
     /// signature, and (with `expectHead`) that an earlier head is still in the log.
     public func verifyAudit(expectHead: String?) throws -> AuditVerification {
         let publicKey = auditPublicKey
+        var expected: [UInt8]?
+        if let expectHead {
+            guard let h = AuditLog.unhex(expectHead.lowercased()), h.count == 32 else {
+                throw VaultError(.usage, "--expect-head \(expectHead.prefix(80)): not a 64-digit hex hash")
+            }
+            expected = h
+        }
         return try pool.read { db in
             var checkpoints: [Int64: (hash: [UInt8], signature: [UInt8])] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT seq, hash, signature FROM audit_checkpoints") {
                 checkpoints[row["seq"]] = ([UInt8](row["hash"] as Data), [UInt8](row["signature"] as Data))
             }
-            var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0)
+            var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected)
             let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq")
             while let row = try rows.next() {
                 let seq: Int64 = row["seq"]
@@ -220,10 +227,8 @@ extension ProfileStore {
             if v.failure == nil, last > v.lastCheckpoint {
                 v.fail(v.lastCheckpoint + 1, "entries after \(v.lastCheckpoint) are not covered by a signed checkpoint: they were inserted or their checkpoint deleted")
             }
-            if v.failure == nil, let expectHead {
-                if AuditLog.unhex(expectHead.lowercased()).map({ v.contains(head: $0) }) != true {
-                    v.fail(last + 1, "the expected head \(expectHead.prefix(16))… is not in this log: it was truncated or rewritten")
-                }
+            if v.failure == nil, let expectHead, !v.sawExpected {
+                v.fail(last + 1, "the expected head \(expectHead.prefix(16))… is not in this log: it was truncated or rewritten")
             }
             return AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
                                      reason: v.failure?.reason, head: AuditLog.hex(v.head))

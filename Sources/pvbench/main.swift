@@ -28,6 +28,8 @@ func usage() -> Never {
                pvbench plain PROFILES.csv DB POLICYDIR      # plaintext SQLite baseline, same rows and batches
                pvbench vault PROFILES.csv DB POLICYDIR KEYRING
                pvbench seal BYTES SECONDS                   # AES-256-GCM seal ops/s, one thread
+               pvbench audit N POLICYDIR KEYRING            # audit append / export / verify rates
+               pvbench get PROFILES.csv POLICYDIR KEYRING N # latency an audited get adds
 
         """.utf8))
     exit(64)
@@ -72,6 +74,61 @@ case "seal":
     guard args.count >= 3, let bytes = Int(args[1]), let secs = Double(args[2]) else { usage() }
     let ops = CryptoBenchmark.sealThroughput(bytes: bytes, seconds: secs)
     emit([("mode", .string("seal")), ("bytes", .int(Int64(bytes))), ("ops_per_second", .double(ops))])
+
+case "audit":
+    // pvbench audit N POLICYDIR KEYRING: append N entries in batches of 1,000 (one transaction
+    // and one signed checkpoint per batch), export them, verify the export and the store.
+    guard args.count >= 4, let n = Int(args[1]) else { usage() }
+    let dir = NSTemporaryDirectory() + "pvbench-audit-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let vault = try Vault.initialize(VaultConfiguration(storePath: dir + "/s.sqlite", keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: "auditor")))
+    let ctx = AuditContext(actor: "bench", role: "operator", requestID: "bench")
+    let subject = [UInt8](repeating: 7, count: 32)
+    var t0 = Date()
+    var left = n
+    while left > 0 {
+        let k = min(1000, left)
+        try vault.store.audit((0..<k).map { _ in ctx.record("get", .read, purpose: "customer_support", subject: subject, fields: ["email", "phone"]) })
+        left -= k
+    }
+    let append = Date().timeIntervalSince(t0)
+    t0 = Date()
+    _ = try vault.store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: dir + "/a.jsonl")
+    let export = Date().timeIntervalSince(t0)
+    t0 = Date()
+    let v = try AuditExportVerifier.verify(path: dir + "/a.jsonl", publicKey: vault.store.auditPublicKey, expectHead: nil)
+    let verifyFile = Date().timeIntervalSince(t0)
+    t0 = Date()
+    let vs = try vault.store.verifyAudit(expectHead: nil)
+    let verifyStore = Date().timeIntervalSince(t0)
+    guard v.ok, vs.ok else { fatalError("verification failed") }
+    emit([("mode", .string("audit")), ("entries", .int(Int64(n))), ("append_per_s", .double(Double(n) / append)),
+          ("export_per_s", .double(Double(n) / export)), ("verify_file_per_s", .double(Double(n) / verifyFile)),
+          ("verify_store_per_s", .double(Double(n) / verifyStore))])
+
+case "get":
+    // pvbench get PROFILES.csv POLICYDIR KEYRING N: mean latency of an audited Vault.get
+    // (gate + decrypt + audit entry in its own transaction) vs the bare decrypting read.
+    guard args.count >= 5, let n = Int(args[4]) else { usage() }
+    let dir = NSTemporaryDirectory() + "pvbench-get-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let config = VaultConfiguration(storePath: dir + "/s.sqlite", keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: "support"))
+    let vault = try Vault.initialize(config)
+    var o = IngestOptions()
+    o.format = .csv
+    _ = try vault.store.ingestProfiles(path: args[1], options: o)
+    let count = try vault.store.status().subjects
+    let fields = Set(vault.schema.fields.filter { $0.pii }.map(\.name))
+    var t0 = Date()
+    for i in 0..<n { _ = try vault.store.profile(customerID: DemoPopulation.customerID(i % count), fields: fields) }
+    let bare = Date().timeIntervalSince(t0) / Double(n)
+    t0 = Date()
+    for i in 0..<n { _ = try vault.get(customerID: DemoPopulation.customerID(i % count), purpose: "customer_support") }
+    let audited = Date().timeIntervalSince(t0) / Double(n)
+    emit([("mode", .string("get")), ("calls", .int(Int64(n))), ("bare_ms", .double(bare * 1000)), ("audited_ms", .double(audited * 1000)),
+          ("added_ms", .double((audited - bare) * 1000))])
 
 default:
     usage()

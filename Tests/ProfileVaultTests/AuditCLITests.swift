@@ -45,6 +45,36 @@ import Testing
         #expect(store.status == 0 && store.json?["ok"] as? Bool == true, "\(store.stdout) \(store.stderr)")
     }
 
+    /// An auditor's own verifier, written from docs/audit.md in Python, agrees with ours.
+    @Test func independentPythonVerifierAgrees() throws {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["python3", "-c", "import cryptography"]
+        probe.standardError = Pipe()
+        guard (try? probe.run()) != nil else { print("SKIP: python3 not available"); return }
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else { print("SKIP: python3 'cryptography' package not installed"); return }
+        let s = try CLIStore()
+        _ = try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(5))])
+        _ = try s.run(["get", "--subject", "C2", "--purpose", "customer_support", "--role", "support"])
+        _ = try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor"])
+        _ = try s.run(["audit", "public-key", "--out", s.dir + "/k.pem"])
+        func python(_ file: String) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", CLI.repoRoot + "/scripts/verify-audit-export.py", file, s.dir + "/k.pem"]
+            p.standardOutput = Pipe()
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        #expect(try python(s.dir + "/a.jsonl") == 0)
+        let text = try String(contentsOfFile: s.dir + "/a.jsonl", encoding: .utf8)
+        try text.replacingOccurrences(of: #""unmapped.purpose":"customer_support""#, with: #""unmapped.purpose":"analytics""#)
+            .write(toFile: s.dir + "/b.jsonl", atomically: true, encoding: .utf8)
+        #expect(try python(s.dir + "/b.jsonl") == 1)
+    }
+
     @Test func badVerifyArgumentsAreUsageErrors() throws {
         let s = try CLIStore()
         let r = try s.run(["audit", "verify", "--file", s.dir + "/x.jsonl"])

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Independent verifier of a ProfileVault audit export (JSON Lines), from docs/audit.md alone.
+
+usage: scripts/verify-audit-export.py EXPORT.jsonl PUBLIC-KEY.pem [--expect-head HEX]
+
+Prints one JSON object {"ok","entries","first_bad","reason"}; exit 0 when ok, 1 otherwise.
+Needs Python 3.9+ and the `cryptography` package (Ed25519).
+"""
+import hashlib, json, sys
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.exceptions import InvalidSignature
+
+def canon(v):
+    if v is None: return "null"
+    if v is True: return "true"
+    if v is False: return "false"
+    if isinstance(v, int): return str(v)
+    if isinstance(v, str):
+        out = ['"']
+        for ch in v:
+            if ch == '"': out.append('\\"')
+            elif ch == "\\": out.append("\\\\")
+            elif ord(ch) < 0x20: out.append("\\u%04x" % ord(ch))
+            else: out.append(ch)
+        out.append('"')
+        return "".join(out)
+    if isinstance(v, list): return "[" + ",".join(canon(x) for x in v) + "]"
+    if isinstance(v, dict):
+        keys = sorted(v, key=lambda k: k.encode("utf-8"))
+        return "{" + ",".join(canon(k) + ":" + canon(v[k]) for k in keys) + "}"
+    raise ValueError("floats do not occur in audit entries")
+
+def main():
+    args = sys.argv[1:]
+    expect = None
+    if "--expect-head" in args:
+        i = args.index("--expect-head"); expect = args[i + 1]; del args[i:i + 2]
+    path, pem = args
+    key = load_pem_public_key(open(pem, "rb").read())
+    def verify(sig_hex, msg):
+        try: key.verify(bytes.fromhex(sig_hex), msg.encode()); return True
+        except (InvalidSignature, ValueError): return False
+    def done(ok, n, bad=None, reason=None):
+        print(json.dumps({"ok": ok, "entries": n, "first_bad": bad, "reason": reason})); sys.exit(0 if ok else 1)
+    prev = start_prev = first = last = None
+    n, head, last_cp, seen_expected = 0, None, None, False
+    for line in open(path, "rb"):
+        if not line.strip(): continue
+        obj = json.loads(line)
+        if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")
+        if "head" in obj: head = obj["head"]; continue
+        p, h, sig = obj.pop("prev_hash"), obj.pop("hash"), obj.pop("checkpoint_signature", None)
+        seq = obj["metadata.sequence"]
+        if first is None:
+            first, prev, start_prev, last, last_cp = seq, p, p, seq - 1, seq - 1
+            seen_expected = expect == p
+        n += 1
+        if seq != last + 1: done(False, n, last + 1, "sequence out of order")
+        if p != prev: done(False, n, seq, "prev_hash mismatch")
+        digest = hashlib.sha256(bytes.fromhex(prev) + canon(obj).encode("utf-8")).hexdigest()
+        if digest != h: done(False, n, seq, "entry modified")
+        if sig is not None:
+            if not verify(sig, "profilevault-audit-checkpoint/v1 %d %s" % (seq, digest)): done(False, n, last_cp + 1, "checkpoint signature")
+            last_cp = seq
+        prev, last = digest, seq
+        seen_expected = seen_expected or digest == expect
+    if head is None: done(False, n, (last or 0) + 1, "no signed head: truncated")
+    msg = "profilevault-audit-export/v1 %d %s %d %s" % (head["first_sequence"], head["previous"], head["last_sequence"], head["hash"])
+    if not verify(head["signature"], msg): done(False, n, None, "head signature")
+    if first is not None and (head["first_sequence"] != first or head["previous"] != start_prev): done(False, n, head["first_sequence"], "start cut")
+    if (last if last is not None else head["first_sequence"] - 1) != head["last_sequence"]: done(False, n, (last or 0) + 1, "tail cut")
+    if prev is not None and prev != head["hash"]: done(False, n, None, "head hash")
+    if expect is not None and not seen_expected: done(False, n, (last or 0) + 1, "expected head missing")
+    done(True, n)
+
+main()

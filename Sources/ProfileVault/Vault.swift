@@ -163,6 +163,7 @@ public final class Vault: Sendable {
             guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
                 throw VaultError(.notFound, "no subject with this customer ID")
             }
+            try requireConsent(customerID: customerID, purpose: p)
             // The read is released only once its audit entry is committed.
             try store.audit([context.record("get", .read, purpose: name, subject: try store.pseudonym(ofCustomerID: customerID),
                                             fields: [schema.subjectIDField] + view.fields.map(\.name))])

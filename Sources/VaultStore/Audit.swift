@@ -32,8 +32,9 @@ extension ProfileStore {
             try db.execute(sql: """
                 CREATE TABLE audit(
                     seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, entry TEXT NOT NULL,
-                    prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
+                    prev_hash BLOB NOT NULL, hash BLOB NOT NULL, subject BLOB);
                 CREATE INDEX audit_time ON audit(time);
+                CREATE INDEX audit_subject ON audit(subject) WHERE subject IS NOT NULL;
                 CREATE TABLE audit_checkpoints(
                     seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, signature BLOB NOT NULL, time INTEGER NOT NULL);
                 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
@@ -63,12 +64,12 @@ extension ProfileStore {
         }
         guard !records.isEmpty else { return (seq, prev) }
         let now = AuditLog.nowMillis
-        let insert = try db.cachedStatement(sql: "INSERT INTO audit(seq, time, entry, prev_hash, hash) VALUES (?, ?, ?, ?, ?)")
+        let insert = try db.cachedStatement(sql: "INSERT INTO audit(seq, time, entry, prev_hash, hash, subject) VALUES (?, ?, ?, ?, ?, ?)")
         for r in records {
             seq += 1
             let canonical = r.entry(sequence: seq, timeMillis: now).canonicalBytes()
             let h = SHA256.hash(prev, canonical)
-            try insert.execute(arguments: [seq, now, String(decoding: canonical, as: UTF8.self), Data(prev), Data(h)])
+            try insert.execute(arguments: [seq, now, String(decoding: canonical, as: UTF8.self), Data(prev), Data(h), r.subject.map { Data($0) }])
             prev = h
         }
         let signature = try keys.auditSigning.signature(for: AuditLog.checkpointMessage(sequence: seq, hash: prev))

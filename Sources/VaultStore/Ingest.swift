@@ -35,6 +35,8 @@ public struct IngestOptions: Sendable {
     /// Who ingests: each committed batch appends one audit entry with its counts, in the
     /// batch's own transaction. Nil only for benchmarks and tests of the bare store.
     public var audit: AuditContext?
+    /// Accept customer IDs on the suppression list (erased before) as new subjects.
+    public var allowReingest = false
     public init() {}
 }
 
@@ -222,12 +224,23 @@ extension ProfileStore {
         let required: Set<String> = [schema.subjectIDField]
         var report = IngestReport()
 
+        let suppressed = options.allowReingest ? [:] : try suppressionList()
+        let checker = suppressed.isEmpty ? nil : try ProfileSealer(store: self)
+        func validate(_ raw: RawRecord) -> Result<ValidProfile, RecordIssue> {
+            let r = validateProfile(raw, file: path)
+            if case .success(let p) = r, let checker, let erased = suppressed[Data(checker.pseudonym(of: p.customerID))] {
+                return .failure(RecordIssue(file: path, line: p.line, field: schema.subjectIDField,
+                    reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
+            }
+            return r
+        }
+
         if !options.skipInvalid {
             // Pass 1: the whole file must be valid before anything is written.
             let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
             var n = 0
             while let raw = try reader.next() {
-                if case .failure(let issue) = validateProfile(raw, file: path) {
+                if case .failure(let issue) = validate(raw) {
                     throw VaultError(.invalidInput, issue.description)
                 }
                 n += 1
@@ -240,11 +253,12 @@ extension ProfileStore {
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)
         let audit = options.audit
+        let allowReingest = options.allowReingest
         let counts = WriterCounts()
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let batch = channel.take() {
                 do {
-                    let (ins, upd) = try writeProfiles(batch, audit: audit)
+                    let (ins, upd) = try writeProfiles(batch, audit: audit, allowReingest: allowReingest)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -259,7 +273,7 @@ extension ProfileStore {
             while let raw = try reader.next() {
                 if batch.firstLine == 0 { batch.firstLine = raw.line }
                 batch.lastLine = raw.line
-                switch validateProfile(raw, file: path) {
+                switch validate(raw) {
                 case .failure(let issue):
                     report.rejected += 1
                     batch.rejected += 1
@@ -292,7 +306,7 @@ extension ProfileStore {
 
     /// One transaction: a subject is either written whole or not at all, and the batch's audit
     /// entry commits with it.
-    func writeProfiles(_ work: ProfileBatch, audit: AuditContext?) throws -> (inserted: Int, updated: Int) {
+    func writeProfiles(_ work: ProfileBatch, audit: AuditContext?, allowReingest: Bool = false) throws -> (inserted: Int, updated: Int) {
         let batch = work.profiles
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
@@ -306,7 +320,8 @@ extension ProfileStore {
             let insertPII = try db.cachedStatement(sql: "INSERT INTO pii(subject_id, field, ciphertext) VALUES (?, ?, ?)")
             let insertBlind = try db.cachedStatement(sql: "INSERT OR IGNORE INTO blind_index(field, mac, subject_id) VALUES (?, ?, ?)")
             let insertAttrs = try db.cachedStatement(sql: attrSQL)
-            var ins = 0, upd = 0
+            let unsuppress = try db.cachedStatement(sql: "DELETE FROM suppressed WHERE pseudonym = ?")
+            var ins = 0, upd = 0, reingested = 0
             var attrArgs = [DatabaseValue](repeating: .null, count: attrCols.count + 1)
             for p in batch {
                 let pseudo = Data(p.pseudonym)
@@ -321,6 +336,10 @@ extension ProfileStore {
                     try insertSubject.execute(arguments: [pseudo, Int64(p.kekVersion), Data(p.wrappedDEK), now, now, now])
                     id = db.lastInsertedRowID
                     ins += 1
+                    if allowReingest {
+                        try unsuppress.execute(arguments: [pseudo])
+                        reingested += db.changesCount
+                    }
                 }
                 for (field, blob) in p.pii {
                     try insertPII.execute(arguments: [id, field, Data(blob)])
@@ -335,12 +354,21 @@ extension ProfileStore {
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
                     ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(work.rejected)),
-                    ("first_line", Int64(work.firstLine)), ("last_line", Int64(work.lastLine)),
+                    ("first_line", Int64(work.firstLine)), ("last_line", Int64(work.lastLine)), ("reingested", Int64(reingested)),
                 ])])
             }
             return (ins, upd)
         }
         return (ins, upd)
+    }
+
+    /// Pseudonyms of erased subjects, with their erasure time (unix ms).
+    func suppressionList() throws -> [Data: Int64] {
+        try pool.read { db in
+            var out: [Data: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT pseudonym, erased_at FROM suppressed") { out[row["pseudonym"]] = row["erased_at"] }
+            return out
+        }
     }
 
     // MARK: - Events

@@ -86,7 +86,7 @@ extension ProfileStore {
 
     /// Unwraps a subject's DEK; a wrong KEK or a modified blob is an integrity error.
     func dek(for s: SubjectRow) throws -> AESGCMKey {
-        guard let kekBytes = keys.keks[s.kekVersion] else {
+        guard let kekBytes = keyBox.kek(s.kekVersion) else {
             throw VaultError(.integrity, "subject's data key is wrapped with key version \(s.kekVersion), which the keyring does not hold (retired or missing)")
         }
         let kek = try AESGCMKey(kekBytes)

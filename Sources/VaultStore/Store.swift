@@ -46,6 +46,46 @@ struct StoreKeys: Sendable {
     }
 }
 
+/// The store's keys, replaceable while the store is open: after `keys rotate` another process
+/// (or this one) may meet a DEK wrapped under a KEK version it has not loaded yet; it then
+/// reloads the keyring file once and goes on, so readers need no restart during a rotation.
+///
+/// `@unchecked Sendable`: `value` is only read and written while `lock` is held.
+final class KeyBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: StoreKeys
+    let keyringPath: String?
+    let schema: Schema
+
+    init(_ keys: StoreKeys, keyringPath: String?, schema: Schema) {
+        value = keys
+        self.keyringPath = keyringPath
+        self.schema = schema
+    }
+
+    var current: StoreKeys {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+
+    /// The KEK of `version`, reloading the keyring file once if this version is not loaded.
+    func kek(_ version: UInt32) -> SecureBytes? {
+        let keys = current
+        if let k = keys.keks[version] { return k }
+        guard let path = keyringPath, let ring = try? Keyring.load(path: path),
+              let fresh = try? StoreKeys(keyring: ring, identityVersion: keys.identityVersion, schema: schema) else { return nil }
+        replace(fresh)
+        return fresh.keks[version]
+    }
+
+    func replace(_ keys: StoreKeys) {
+        lock.lock()
+        value = keys
+        lock.unlock()
+    }
+}
+
 /// The encrypted profile store: one SQLite file through one GRDB `DatabasePool` (WAL,
 /// `secure_delete`, synchronous FULL), holding subjects with wrapped DEKs, encrypted PII,
 /// blind indexes, typed attributes and events.
@@ -56,7 +96,8 @@ public final class ProfileStore: Sendable {
     public let path: String
     public let schema: Schema
     let pool: DatabasePool
-    let keys: StoreKeys
+    let keyBox: KeyBox
+    var keys: StoreKeys { keyBox.current }
     /// PII field name -> small integer id used in the `pii` and `blind_index` tables.
     let piiFieldIDs: [String: Int]
     /// Name of the pseudo-field that holds the encrypted external customer ID.
@@ -65,11 +106,11 @@ public final class ProfileStore: Sendable {
     /// The storage format this code writes.
     public static let storeFormatVersion = 1
 
-    private init(path: String, schema: Schema, pool: DatabasePool, keys: StoreKeys, piiFieldIDs: [String: Int]) {
+    private init(path: String, schema: Schema, pool: DatabasePool, keys: KeyBox, piiFieldIDs: [String: Int]) {
         self.path = path
         self.schema = schema
         self.pool = pool
-        self.keys = keys
+        self.keyBox = keys
         self.piiFieldIDs = piiFieldIDs
     }
 
@@ -191,7 +232,8 @@ public final class ProfileStore: Sendable {
                     arguments: [Int64(keyring.active), Data(c), Int64(Date().timeIntervalSince1970)])
             }
         }
-        return ProfileStore(path: path, schema: schema, pool: pool, keys: keys, piiFieldIDs: piiIDs)
+        let box = KeyBox(keys, keyringPath: keyring.path, schema: schema)
+        return ProfileStore(path: path, schema: schema, pool: pool, keys: box, piiFieldIDs: piiIDs)
     }
 
     static func openPool(path: String) throws -> DatabasePool {
@@ -272,6 +314,7 @@ public final class ProfileStore: Sendable {
             try db.execute(sql: "CREATE TABLE attributes(\(cols.joined(separator: ", ")))")
         }
         registerAuditMigration(&m)
+        registerPrivacyMigration(&m)
         return m
     }
 

@@ -13,6 +13,7 @@ struct Ingest: ParsableCommand {
         @Flag(help: "Write the good records; put the bad ones with reasons in --rejects.") var skipInvalid = false
         @Option(help: "With --skip-invalid: the file that receives rejected records (line, field, reason).") var rejects: String?
         @Option(help: "Records per transaction.") var batchSize = 4096
+        @Flag(help: "Accept customer IDs of erased subjects as new subjects (otherwise such a record is refused).") var allowReingest = false
 
         func validate() throws {
             if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv or jsonl, not \(format)") }
@@ -26,6 +27,7 @@ struct Ingest: ParsableCommand {
             o.skipInvalid = skipInvalid
             o.rejectsPath = rejects
             o.batchSize = batchSize
+            o.allowReingest = allowReingest
             if stderrIsTerminal {
                 let started = Date()
                 o.progress = { p in

@@ -1,0 +1,160 @@
+import Foundation
+public import VaultAudit
+public import VaultCrypto
+public import VaultPolicy
+public import VaultStore
+
+/// Privacy operations (SPEC §3, §4): consent, access export, erasure, retention, keys.
+extension Vault {
+    /// For a purpose whose legal basis is consent, the subject's consent must be active now.
+    func requireConsent(customerID: String, purpose: Purpose) throws {
+        guard purpose.legalBasis == .consent else { return }
+        guard try store.hasConsent(customerID: customerID, purpose: purpose.name) else {
+            throw VaultError(.denied, "purpose \(purpose.name) needs the subject's consent, which is not active")
+        }
+    }
+
+    /// Subjects named on the command line: one `--subject`, or a `--subjects` file.
+    public enum SubjectSelection: Sendable {
+        case one(String)
+        case file(String)
+    }
+
+    func resolveSelection(_ s: SubjectSelection) throws -> (ids: [(line: Int, id: String)], file: String?) {
+        switch s {
+        case .one(let id): return ([(1, Normalization.customerID(id))], nil)
+        case .file(let path):
+            let ids = try ProfileStore.readSubjectList(path: path)
+            guard !ids.isEmpty else { throw VaultError(.invalidInput, "\(path): no customer IDs in the file") }
+            return (ids, path)
+        }
+    }
+
+    // MARK: - Consent
+
+    /// Grants or revokes consent; returns how many subjects' state changed.
+    public func setConsent(_ selection: SubjectSelection, purpose name: String, granted: Bool, source: String?) throws -> Int {
+        try audited(granted ? "consent.grant" : "consent.revoke", .update, permission: "consent", purpose: name) { context in
+            _ = try purpose(name)
+            let (ids, file) = try resolveSelection(selection)
+            return try store.setConsent(ids, file: file, purpose: name, granted: granted, source: source,
+                                        policyVersion: policy.version, audit: context)
+        }
+    }
+
+    /// Consent state for every purpose of the policy.
+    public func consentStatus(customerID: String) throws -> [(purpose: String, state: ConsentState, needed: Bool)] {
+        try audited("consent.status", .read, permission: "consent") { context in
+            guard let states = try store.consentState(customerID: customerID) else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            try store.audit([context.record("consent.status", .read, subject: try store.pseudonym(ofCustomerID: customerID))])
+            return policy.purposeOrder.map { name in
+                (name, states[name] ?? ConsentState(granted: false, sinceMillis: nil), policy.purpose(name)?.legalBasis == .consent)
+            }
+        }
+    }
+
+    public func consentHistory(customerID: String) throws -> [ConsentEntry] {
+        try audited("consent.history", .read, permission: "consent") { context in
+            guard let entries = try store.consentHistory(customerID: customerID) else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            try store.audit([context.record("consent.history", .read, subject: try store.pseudonym(ofCustomerID: customerID))])
+            return entries
+        }
+    }
+
+    // MARK: - Access export
+
+    /// The data-subject access export: everything held, decrypted. The export is audited
+    /// before it is returned (and so it lists itself among the audit entries).
+    public func accessExport(customerID: String) throws -> AccessExport {
+        try audited("export", .read, permission: "export") { context in
+            let pseudo = try store.pseudonym(ofCustomerID: customerID)
+            guard try store.accessExport(customerID: customerID) != nil else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            try store.audit([context.record("export", .read, subject: pseudo, fields: [schema.subjectIDField] + schema.fields.map(\.name))])
+            guard let export = try store.accessExport(customerID: customerID) else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            return export
+        }
+    }
+
+    // MARK: - Erasure
+
+    public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
+        try audited("erase", .delete, permission: "erase") { context in
+            let (ids, file) = try resolveSelection(selection)
+            return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
+        }
+    }
+
+    // MARK: - Retention
+
+    /// Applies `policy.yaml`'s retention rules as of `asOf` (unix seconds; default now).
+    public func applyRetention(asOf: Int64?, dryRun: Bool) throws -> RetentionReport {
+        try audited("retention.apply", .delete, permission: "retention") { context in
+            try store.applyRetention(policy.retention, asOf: asOf ?? Int64(Date().timeIntervalSince1970), dryRun: dryRun, audit: context)
+        }
+    }
+
+    // MARK: - Keys
+
+    public struct RotationResult: Sendable {
+        public var active: UInt32
+        public var versions: [UInt32]
+        public var rewrapped: Int
+    }
+
+    /// Adds a KEK version to the keyring file (atomic replace) and re-wraps every DEK under it.
+    /// With `resume`, adds no version and finishes re-wrapping to the current active one (after
+    /// an interrupted rotation).
+    public func rotateKeys(resume: Bool, progress: ((Int) -> Void)? = nil) throws -> RotationResult {
+        try audited("keys.rotate", .update, permission: "keys") { context in
+            var ring = try Vault.loadKeyring(path: configuration.keysPath)
+            if !resume {
+                _ = ring.addVersion()
+                do { ring = try ring.replace(at: configuration.keysPath) } catch {
+                    throw VaultError(.configuration, "\(error)")
+                }
+                try store.audit([context.record("keys.rotate", .update, detail: "new key version \(ring.active)")])
+            }
+            try store.adopt(keyring: ring)
+            let n = try store.rewrapAll(audit: context, progress: progress)
+            return RotationResult(active: ring.active, versions: ring.versions.filter { !ring.isRetired($0) }, rewrapped: n)
+        }
+    }
+
+    /// Retires a KEK version; refused while any DEK is still wrapped under it.
+    public func retireKey(version: UInt32) throws -> KeyStatus {
+        try audited("keys.retire", .update, permission: "keys") { context in
+            var ring = try Vault.loadKeyring(path: configuration.keysPath)
+            guard ring.versions.contains(version) else {
+                throw VaultError(.configuration, "keyring \(configuration.keysPath) has no version \(version)")
+            }
+            guard version != ring.active else {
+                throw VaultError(.configuration, "version \(version) is the active version; rotate first")
+            }
+            let left = try store.subjects(wrappedWith: version)
+            guard left == 0 else {
+                throw VaultError(.configuration, "\(left) subjects still have data keys wrapped with version \(version); run `profilectl keys rotate --resume` first")
+            }
+            do {
+                try ring.retire(version)
+                ring = try ring.replace(at: configuration.keysPath)
+            } catch {
+                throw VaultError(.configuration, "\(error)")
+            }
+            try store.markRetired(version, audit: context)
+            return try store.keyStatus(keyring: ring)
+        }
+    }
+
+    public func keyStatus() throws -> KeyStatus {
+        try require("keys")
+        return try store.keyStatus(keyring: try Vault.loadKeyring(path: configuration.keysPath))
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+public import GRDB
+public import VaultAudit
+public import VaultCrypto
+public import VaultPolicy
+
+/// One consent ledger entry.
+public struct ConsentEntry: Sendable, Equatable {
+    public var purpose: String
+    public var granted: Bool
+    public var timeMillis: Int64
+    public var actor: String
+    public var source: String?
+    public var policyVersion: String
+}
+
+/// A subject's current consent for one purpose.
+public struct ConsentState: Sendable, Equatable {
+    public var granted: Bool
+    public var sinceMillis: Int64?
+    public init(granted: Bool, sinceMillis: Int64?) {
+        self.granted = granted
+        self.sinceMillis = sinceMillis
+    }
+}
+
+/// What an erasure removed, and the receipt the data subject can keep.
+public struct ErasureReceipt: Sendable {
+    public var customerID: String
+    public var erasedAtMillis: Int64
+    public var reason: String
+    public var removed: [(String, Int64)]
+    /// Sequence number and hash (hex) of the audit entry that records the erasure: the
+    /// receipt. Anyone can later check that this entry is in the signed log.
+    public var auditSequence: Int64
+    public var receipt: String
+}
+
+/// Everything the store holds about one subject, decrypted (GDPR art. 15 and 20).
+public struct AccessExport: Sendable {
+    public var customerID: String
+    public var pseudonym: String
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    public var lastActivity: Int64
+    public var profile: ProfileView
+    public var events: [(kind: String, item: String, value: Double, time: Int64)]
+    public var consent: [ConsentEntry]
+    public var auditEntries: [String]
+}
+
+/// Counts of a retention sweep.
+public struct RetentionReport: Sendable {
+    public var eventsDeleted: Int
+    public var subjectsErased: Int
+    public var dryRun: Bool
+}
+
+extension ProfileStore {
+    static func registerPrivacyMigration(_ m: inout DatabaseMigrator) {
+        m.registerMigration("v3-privacy") { db in
+            try db.execute(sql: """
+                CREATE TABLE consent(
+                    id INTEGER PRIMARY KEY, subject_id INTEGER NOT NULL, purpose TEXT NOT NULL,
+                    granted INTEGER NOT NULL, time INTEGER NOT NULL, actor TEXT NOT NULL,
+                    source TEXT, policy_version TEXT NOT NULL);
+                CREATE INDEX consent_subject ON consent(subject_id, purpose, id);
+                CREATE TRIGGER consent_no_update BEFORE UPDATE ON consent
+                    BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+                CREATE TABLE consent_state(
+                    subject_id INTEGER NOT NULL, purpose TEXT NOT NULL, granted INTEGER NOT NULL, since INTEGER NOT NULL,
+                    PRIMARY KEY(purpose, subject_id)) WITHOUT ROWID;
+                CREATE INDEX consent_state_subject ON consent_state(subject_id);
+                CREATE TABLE suppressed(pseudonym BLOB PRIMARY KEY, erased_at INTEGER NOT NULL, reason TEXT NOT NULL) WITHOUT ROWID;
+                """)
+        }
+    }
+
+    /// Reads a `--subjects FILE`: one customer ID per line, blank lines skipped.
+    public static func readSubjectList(path: String) throws -> [(line: Int, id: String)] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw VaultError(.notFound, "\(path): no such file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw VaultError(.invalidInput, "\(path): not UTF-8 text")
+        }
+        var out: [(Int, String)] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let id = Normalization.customerID(String(raw))
+            if !id.isEmpty { out.append((i + 1, id)) }
+        }
+        return out
+    }
+
+    /// Resolves customer IDs to subject rows; an unknown ID is `notFound` naming its line.
+    func resolve(_ db: Database, _ ids: [(line: Int, id: String)], file: String?) throws -> [(id: String, row: SubjectRow)] {
+        var out: [(String, SubjectRow)] = []
+        out.reserveCapacity(ids.count)
+        for (line, id) in ids {
+            guard let row = try subjectRow(db, pseudonym: try pseudonym(ofCustomerID: id)) else {
+                if let file { throw VaultError(.notFound, "\(file):\(line): no subject with this customer ID") }
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
+            out.append((id, row))
+        }
+        return out
+    }
+
+    // MARK: - Consent
+
+    /// Grants or revokes consent for `purpose`. All IDs are resolved before anything is written
+    /// (an unknown one refuses the whole call); changes are written in batches, each with its
+    /// audit entry. Returns how many subjects' state changed.
+    public func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,
+                           source: String?, policyVersion: String, audit: AuditContext) throws -> Int {
+        let resolved = try pool.read { db in try resolve(db, ids, file: file) }
+        var changed = 0
+        let now = AuditLog.nowMillis
+        for chunk in stride(from: 0, to: resolved.count, by: 2000).map({ resolved[$0..<min($0 + 2000, resolved.count)] }) {
+            changed += try pool.write { db -> Int in
+                let current = try db.cachedStatement(sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?")
+                let ledger = try db.cachedStatement(sql: "INSERT INTO consent(subject_id, purpose, granted, time, actor, source, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                let state = try db.cachedStatement(sql: "INSERT OR REPLACE INTO consent_state(subject_id, purpose, granted, since) VALUES (?, ?, ?, ?)")
+                var records: [AuditRecord] = []
+                var n = 0
+                for (_, row) in chunk {
+                    let was = try Bool.fetchOne(current, arguments: [purpose, row.id])
+                    if was == granted || (was == nil && !granted) { continue }   // no change: nothing to record
+                    try ledger.execute(arguments: [row.id, purpose, granted, now, audit.actor, source, policyVersion])
+                    try state.execute(arguments: [row.id, purpose, granted, now])
+                    records.append(audit.record(granted ? "consent.grant" : "consent.revoke", .update, purpose: purpose,
+                                                subject: row.pseudonym, detail: source.map { "source \($0)" }))
+                    n += 1
+                }
+                try appendAudit(db, records)
+                return n
+            }
+        }
+        return changed
+    }
+
+    /// Whether a subject's consent for `purpose` is active now.
+    public func hasConsent(customerID: String, purpose: String) throws -> Bool {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return false }
+            return try Bool.fetchOne(db, sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?", arguments: [purpose, s.id]) ?? false
+        }
+    }
+
+    public func consentState(customerID: String) throws -> [String: ConsentState]? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            var out: [String: ConsentState] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT purpose, granted, since FROM consent_state WHERE subject_id = ?", arguments: [s.id]) {
+                out[row["purpose"]] = ConsentState(granted: row["granted"], sinceMillis: row["since"])
+            }
+            return out
+        }
+    }
+
+    public func consentHistory(customerID: String) throws -> [ConsentEntry]? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            return try consentHistory(db, subjectID: s.id)
+        }
+    }
+
+    func consentHistory(_ db: Database, subjectID: Int64) throws -> [ConsentEntry] {
+        try Row.fetchAll(db, sql: "SELECT purpose, granted, time, actor, source, policy_version FROM consent WHERE subject_id = ? ORDER BY id", arguments: [subjectID]).map {
+            ConsentEntry(purpose: $0["purpose"], granted: $0["granted"], timeMillis: $0["time"], actor: $0["actor"], source: $0["source"], policyVersion: $0["policy_version"])
+        }
+    }
+
+    // MARK: - Access export
+
+    /// Everything held about one subject, decrypted. Nil for an unknown (or erased) subject.
+    public func accessExport(customerID: String) throws -> AccessExport? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db -> AccessExport? in
+            guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            let view = try profile(db, subject: s, fields: Set(schema.fields.map(\.name)))
+            let times = try Row.fetchOne(db, sql: "SELECT created_at, updated_at, last_activity FROM subjects WHERE id = ?", arguments: [s.id])!
+            let events = try Row.fetchAll(db, sql: "SELECT kind, item, value, time FROM events WHERE subject_id = ? ORDER BY time, id", arguments: [s.id]).map {
+                (kind: $0["kind"] as String, item: $0["item"] as String, value: $0["value"] as Double, time: $0["time"] as Int64)
+            }
+            let audit = try String.fetchAll(db, sql: "SELECT entry FROM audit WHERE subject = ? ORDER BY seq", arguments: [Data(pseudo)])
+            return AccessExport(customerID: view.customerID, pseudonym: AuditLog.hex(pseudo), createdAt: times["created_at"],
+                                updatedAt: times["updated_at"], lastActivity: times["last_activity"], profile: view,
+                                events: events, consent: try consentHistory(db, subjectID: s.id), auditEntries: audit)
+        }
+    }
+
+    // MARK: - Erasure
+
+    /// Crypto-shredding erasure of resolved subjects, in transactions of `batchSize`: the
+    /// wrapped DEK and every row of the subject are deleted, the pseudonym goes on the
+    /// suppression list, the audit entry commits in the same transaction, and the WAL is
+    /// checkpointed (TRUNCATE) after each batch so no frame of the subject's data is left in it.
+    func erase(_ subjects: [(id: String, row: SubjectRow)], reason: String, audit: AuditContext, batchSize: Int = 500) throws -> [ErasureReceipt] {
+        var receipts: [ErasureReceipt] = []
+        receipts.reserveCapacity(subjects.count)
+        for start in stride(from: 0, to: subjects.count, by: batchSize) {
+            let chunk = subjects[start..<min(start + batchSize, subjects.count)]
+            let now = AuditLog.nowMillis
+            let batch = try pool.write { db -> [ErasureReceipt] in
+                var out: [ErasureReceipt] = []
+                for (id, s) in chunk {
+                    var removed: [(String, Int64)] = []
+                    for (table, label) in [("pii", "pii_fields"), ("blind_index", "blind_index_entries"), ("attributes", "attribute_rows"),
+                                           ("events", "events"), ("consent", "consent_entries"), ("consent_state", "consent_states")] {
+                        try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
+                        removed.append((label, Int64(db.changesCount)))
+                    }
+                    try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
+                    removed.append(("wrapped_data_key", Int64(db.changesCount)))
+                    try db.execute(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason) VALUES (?, ?, ?)",
+                                   arguments: [Data(s.pseudonym), now, reason])
+                    let (seq, hash) = try appendAudit(db, [audit.record("erase", .delete, subject: s.pseudonym,
+                                                                         fields: [schema.subjectIDField] + schema.fields.map(\.name),
+                                                                         detail: "reason \(reason)", counts: removed)])
+                    out.append(ErasureReceipt(customerID: id, erasedAtMillis: now, reason: reason, removed: removed,
+                                              auditSequence: seq, receipt: AuditLog.hex(hash)))
+                }
+                return out
+            }
+            receipts += batch
+            try checkpoint()
+        }
+        return receipts
+    }
+
+    /// Erases subjects by customer ID. All IDs must exist (an unknown one refuses the call
+    /// before anything is erased).
+    public func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt] {
+        let resolved = try pool.read { db in try resolve(db, customerIDs, file: file) }
+        return try erase(resolved, reason: reason, audit: audit)
+    }
+
+    /// When the subject with this customer ID was erased, if it was.
+    public func erasedAt(customerID: String) throws -> Int64? {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT erased_at FROM suppressed WHERE pseudonym = ?", arguments: [Data(pseudo)])
+        }
+    }
+
+    // MARK: - Retention
+
+    /// Applies the policy's retention rules as of `asOf` (unix seconds). Events whose kind's
+    /// category a rule covers and whose time is older than the rule's period are deleted;
+    /// subjects whose last activity is older than a `last_activity` rule's period are erased
+    /// (reason `retention`). When several rules cover the same data, the shortest period wins.
+    public func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport {
+        var eventCutoffs: [String: Int64] = [:]   // event kind -> delete events with time < cutoff
+        var subjectCutoff: Int64?
+        for rule in rules {
+            let cutoff = asOf - Int64(rule.keepSeconds)
+            switch rule.after {
+            case .eventTime:
+                for e in schema.events where Taxonomy.covers(rule.category, e.category) {
+                    eventCutoffs[e.name] = max(eventCutoffs[e.name] ?? Int64.min, cutoff)
+                }
+            case .lastActivity:
+                // A subject rule applies when the schema holds data of that category.
+                let applies = schema.fields.contains { Taxonomy.covers(rule.category, $0.category) }
+                    || Taxonomy.covers(rule.category, schema.subjectIDCategory)
+                    || schema.events.contains { Taxonomy.covers(rule.category, $0.category) }
+                if applies { subjectCutoff = max(subjectCutoff ?? Int64.min, cutoff) }
+            }
+        }
+        var eventsDeleted = 0
+        for (kind, cutoff) in eventCutoffs.sorted(by: { $0.key < $1.key }) {
+            if dryRun {
+                eventsDeleted += try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE kind = ? AND time < ?", arguments: [kind, cutoff]) ?? 0 }
+            } else {
+                eventsDeleted += try pool.write { db -> Int in
+                    try db.execute(sql: "DELETE FROM events WHERE kind = ? AND time < ?", arguments: [kind, cutoff])
+                    let n = db.changesCount
+                    try appendAudit(db, [audit.record("retention.events", .delete, detail: "reason retention; kind \(kind); before \(DateParsing.iso8601(unixSeconds: cutoff))",
+                                                      counts: [("events_deleted", Int64(n))])])
+                    return n
+                }
+            }
+        }
+        var subjectsErased = 0
+        if let cutoff = subjectCutoff {
+            let victims = try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT id, pseudonym, kek_version, wrapped_dek FROM subjects WHERE last_activity < ? ORDER BY id", arguments: [cutoff]).map { row -> SubjectRow in
+                    let p: Data = row["pseudonym"], w: Data = row["wrapped_dek"], v: Int64 = row["kek_version"]
+                    return SubjectRow(id: row["id"], pseudonym: [UInt8](p), kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+                }
+            }
+            subjectsErased = victims.count
+            if !dryRun, !victims.isEmpty {
+                // Receipts name the customer ID; retention erases without decrypting it.
+                _ = try erase(victims.map { (id: "", row: $0) }, reason: "retention", audit: audit)
+            }
+        }
+        if dryRun {
+            try self.audit([audit.record("retention.dry_run", .other, detail: "as of \(DateParsing.iso8601(unixSeconds: asOf))",
+                                         counts: [("events_deleted", Int64(eventsDeleted)), ("subjects_erased", Int64(subjectsErased))])])
+        }
+        return RetentionReport(eventsDeleted: eventsDeleted, subjectsErased: subjectsErased, dryRun: dryRun)
+    }
+}

@@ -1,0 +1,173 @@
+import ArgumentParser
+import Foundation
+import ProfileVault
+import VaultAudit
+import VaultPolicy
+import VaultStore
+
+/// `--subject ID` or `--subjects FILE`, exactly one.
+struct SubjectOptions: ParsableArguments {
+    @Option(help: "One customer ID.") var subject: String?
+    @Option(help: "A file with one customer ID per line.") var subjects: String?
+
+    func validate() throws {
+        if (subject == nil) == (subjects == nil) { throw ValidationError("give exactly one of --subject or --subjects") }
+    }
+
+    var selection: Vault.SubjectSelection { subject.map { .one($0) } ?? .file(subjects!) }
+}
+
+func isoMillis(_ ms: Int64?) -> JSONValue { ms.map { .string(AuditLog.isoMillis($0)) } ?? .null }
+
+struct Consent: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The consent ledger (role privacy_officer).",
+                                                    subcommands: [Grant.self, Revoke.self, Status.self, History.self])
+
+    struct Change: ParsableArguments {
+        @OptionGroup var options: GlobalOptions
+        @OptionGroup var who: SubjectOptions
+        @Option(help: "The purpose (declared in policy.yaml).") var purpose: String
+        @Option(help: "Where the consent change comes from (e.g. web-form, call-center).") var source: String?
+
+        func run(granted: Bool) throws {
+            let n = try options.openVault().setConsent(who.selection, purpose: purpose, granted: granted, source: source)
+            options.emit(.object([("changed", .int(Int64(n))), ("purpose", .string(purpose)), ("granted", .bool(granted))]),
+                         text: "\(granted ? "granted" : "revoked") \(purpose) for \(n) subject(s)")
+        }
+    }
+
+    struct Grant: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record consent for a purpose.")
+        @OptionGroup var change: Change
+        func run() throws { try change.run(granted: true) }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke consent; effective for every later read, query and job.")
+        @OptionGroup var change: Change
+        func run() throws { try change.run(granted: false) }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A subject's current consent per purpose.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The customer ID.") var subject: String
+
+        func run() throws {
+            let states = try options.openVault().consentStatus(customerID: subject)
+            options.emit(.object([
+                ("customer_id", .string(subject)),
+                ("purposes", .object(states.map { ($0.purpose, .object([
+                    ("granted", .bool($0.state.granted)), ("since", isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
+                ])) })),
+            ]), text: states.map { "\($0.purpose): \($0.state.granted ? "granted" : "not granted")\($0.state.sinceMillis.map { " since " + AuditLog.isoMillis($0) } ?? "")\($0.needed ? "" : " (legal basis is not consent)")" }.joined(separator: "\n"))
+        }
+    }
+
+    struct History: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A subject's consent ledger entries.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The customer ID.") var subject: String
+
+        func run() throws {
+            let entries = try options.openVault().consentHistory(customerID: subject)
+            options.emit(.object([
+                ("customer_id", .string(subject)),
+                ("entries", .array(entries.map(\.json))),
+            ]), text: entries.isEmpty ? "no consent changes" : entries.map {
+                "\(AuditLog.isoMillis($0.timeMillis))  \($0.granted ? "grant " : "revoke") \($0.purpose)  by \($0.actor)\($0.source.map { " via \($0)" } ?? "")  (policy \($0.policyVersion))"
+            }.joined(separator: "\n"))
+        }
+    }
+}
+
+extension ConsentEntry {
+    var json: JSONValue {
+        .object([("time", isoMillis(timeMillis)), ("purpose", .string(purpose)), ("granted", .bool(granted)),
+                 ("actor", .string(actor)), ("source", source.map { .string($0) } ?? .null), ("policy_version", .string(policyVersion))])
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Data-subject access export: everything held about a subject, decrypted (role privacy_officer).")
+    @OptionGroup var options: GlobalOptions
+    @Option(help: "The customer ID.") var subject: String
+    @Option(help: "Write the export to this file (mode 0600) instead of stdout.") var out: String?
+
+    func run() throws {
+        let e = try options.openVault().accessExport(customerID: subject)
+        let doc = JSONValue.object([
+            ("customer_id", .string(e.customerID)),
+            ("exported_at", isoMillis(AuditLog.nowMillis)),
+            ("pseudonym", .string(e.pseudonym)),
+            ("created_at", .string(DateParsing.iso8601(unixSeconds: e.createdAt))),
+            ("updated_at", .string(DateParsing.iso8601(unixSeconds: e.updatedAt))),
+            ("last_activity", .string(DateParsing.iso8601(unixSeconds: e.lastActivity))),
+        ] + e.profile.fields.map { ($0.name, $0.value.json) } + [
+            ("events", .array(e.events.map { .object([("kind", .string($0.kind)), ("item", .string($0.item)), ("value", .double($0.value)),
+                                                      ("time", .string(DateParsing.iso8601(unixSeconds: $0.time)))]) })),
+            ("consent", .array(e.consent.map(\.json))),
+            ("access_log", .array(e.auditEntries.map { (try? JSONValue.parse($0)) ?? .string($0) })),
+        ])
+        if let out {
+            let text = doc.rendered(pretty: true) + "\n"
+            let fd = open(out, O_CREAT | O_TRUNC | O_WRONLY, 0o600)
+            guard fd >= 0 else { throw VaultError(.configuration, "\(out): cannot write the export") }
+            let ok = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) == $0.count - 1 }
+            close(fd)
+            guard ok else { throw VaultError(.internalFailure, "\(out): write failed") }
+            options.emit(.object([("customer_id", .string(e.customerID)), ("out", .string(out))]), text: "wrote the access export to \(out) (mode 0600)")
+        } else {
+            print(doc.rendered(pretty: true))
+        }
+    }
+}
+
+struct Erase: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Crypto-shredding erasure; prints a receipt (role privacy_officer).")
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var who: SubjectOptions
+    @Option(help: "Why (recorded in the audit log).") var reason = "data-subject request"
+
+    func run() throws {
+        let receipts = try options.openVault().erase(who.selection, reason: reason)
+        func json(_ r: ErasureReceipt) -> JSONValue {
+            .object([("customer_id", .string(r.customerID)), ("erased_at", isoMillis(r.erasedAtMillis)), ("receipt", .string(r.receipt)),
+                     ("audit_sequence", .int(r.auditSequence)), ("reason", .string(r.reason)),
+                     ("removed", .object(r.removed.map { ($0.0, .int($0.1)) }))])
+        }
+        if receipts.count == 1, who.subject != nil {
+            let r = receipts[0]
+            options.emit(json(r), text: """
+                erased \(r.customerID) at \(AuditLog.isoMillis(r.erasedAtMillis)) (\(r.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", ")))
+                receipt: audit entry \(r.auditSequence), hash \(r.receipt)
+                """)
+        } else {
+            options.emit(.object([("erased", .int(Int64(receipts.count))), ("receipts", .array(receipts.map(json)))]),
+                         text: "erased \(receipts.count) subjects; receipts: " + receipts.map { "\($0.customerID) \($0.receipt)" }.joined(separator: "\n"))
+        }
+    }
+}
+
+struct Retention: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Retention sweeps (role privacy_officer).", subcommands: [Apply.self])
+
+    struct Apply: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Apply policy.yaml's retention rules.")
+        @OptionGroup var options: GlobalOptions
+        @Flag(name: .customLong("dry-run"), help: "Report the counts; change nothing.") var dryRun = false
+        @Option(name: .customLong("as-of"), help: "Apply as if today were this date (YYYY-MM-DD or ISO 8601 time).") var asOf: String?
+
+        func validate() throws {
+            if let asOf, DateParsing.unixSeconds(fromISO8601: Substring(asOf)) == nil {
+                throw ValidationError("--as-of \(asOf): not a date (YYYY-MM-DD) or ISO 8601 time")
+            }
+        }
+
+        func run() throws {
+            let r = try options.openVault().applyRetention(asOf: asOf.flatMap { DateParsing.unixSeconds(fromISO8601: Substring($0)) }, dryRun: dryRun)
+            options.emit(.object([("events_deleted", .int(Int64(r.eventsDeleted))), ("subjects_erased", .int(Int64(r.subjectsErased))), ("dry_run", .bool(dryRun))]),
+                         text: "\(dryRun ? "would delete" : "deleted") \(r.eventsDeleted) events and \(dryRun ? "erase" : "erased") \(r.subjectsErased) subjects")
+        }
+    }
+}

@@ -76,7 +76,7 @@ final class CLIStore {
 
     static let header = "customer_id,email,full_name,phone,birth_date,age,gender,country,annual_income"
     static func rows(_ n: Int) -> String {
-        ([header] + (0..<n).map { "C\($0),user\($0)@example.com,Test Person \($0),+49 30 \(1000 + $0),1980-01-0\(1 + $0 % 9),\(30 + $0 % 50),female,DE,\(1000 * $0)" })
+        ([header] + (0..<n).map { "C\($0),user\($0)@example.com,Test Person \($0),+49 30 \(1000 + $0),1980-01-0\(1 + $0 % 9),\(30 + $0 % 50),female,DE,\(1000 * ($0 % 250))" })
             .joined(separator: "\n") + "\n"
     }
 }

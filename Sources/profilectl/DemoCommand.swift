@@ -118,14 +118,39 @@ struct Demo: ParsableCommand {
         let leaked = [sample.email, sample.customerID, sample.fullName, sample.phone].filter { bytes.range(of: Data($0.utf8)) != nil }
         say("  scanning \(bytes.count) bytes of \(store) for this customer's e-mail, ID, name, phone: " + (leaked.isEmpty ? "none found" : "FOUND \(leaked.count)"))
 
-        step("7. The audit log: every read above, denied attempts included, hash-chained and signed")
+        step("7. Privacy operations (role privacy_officer)")
+        let officer = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "privacy_officer")))
+        say("$ profilectl consent grant --purpose analytics --subject \(sample.customerID) --source web-form --role privacy_officer")
+        say("  changed \(try officer.setConsent(.one(sample.customerID), purpose: "analytics", granted: true, source: "web-form"))")
+        say("$ profilectl consent status --subject \(sample.customerID) --role privacy_officer")
+        for s in try officer.consentStatus(customerID: sample.customerID) {
+            say("  \(s.purpose): \(s.state.granted ? "granted" : "not granted")\(s.needed ? "" : " (legal basis is not consent)")")
+        }
+        say("$ profilectl export --subject \(sample.customerID) --role privacy_officer")
+        let access = try officer.accessExport(customerID: sample.customerID)
+        say("  \(access.profile.fields.count) profile fields decrypted, \(access.events.count) events, \(access.consent.count) consent entries, \(access.auditEntries.count) access-log entries about them")
+        let gone = population.profile(7)
+        say("$ profilectl erase --subject \(gone.customerID) --reason 'art. 17 request' --role privacy_officer")
+        let receipt = try officer.erase(.one(gone.customerID), reason: "art. 17 request")[0]
+        say("  erased at \(AuditLog.isoMillis(receipt.erasedAtMillis)): " + receipt.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
+        say("  receipt (hash of audit entry \(receipt.auditSequence)): \(receipt.receipt)")
+        say("$ profilectl get --subject \(gone.customerID) --purpose customer_support --role support")
+        do { _ = try support.get(customerID: gone.customerID, purpose: "customer_support") } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode))")
+        }
+        say("$ profilectl ingest profiles \(profilesCSV)      # a stale re-import of the original file")
+        do { _ = try vault.ingestProfiles(path: profilesCSV, options: opts) } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode))")
+        }
+
+        step("8. The audit log: every operation above, denied attempts included, hash-chained and signed")
         let auditor = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "auditor")))
         let exportPath = folder + "/audit.jsonl", pemPath = folder + "/audit-public.pem"
         let exported = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: exportPath)
         say("$ profilectl audit export --out \(exportPath) --role auditor")
         say("  \(exported.entries) entries; signed head \(exported.head)")
         let lines = try String(contentsOfFile: exportPath, encoding: .utf8).split(separator: "\n")
-        say("  seq  time                      actor  role      operation        purpose           status  subject")
+        say("  seq  time                      actor  role             operation        purpose           status  subject")
         for line in lines {
             guard let e = try? JSONValue.parse(String(line)), e["metadata.sequence"] != nil else { continue }
             func f(_ k: String, _ w: Int) -> String {
@@ -138,7 +163,7 @@ struct Demo: ParsableCommand {
                 if k == "unmapped.subject", t.count > 16 { t = String(t.prefix(12)) + "…" }
                 return t.padding(toLength: w, withPad: " ", startingAt: 0)
             }
-            say("  " + f("metadata.sequence", 4) + " " + f("time_dt", 25) + " " + f("actor.user.name", 6) + " " + f("unmapped.role", 9) + " "
+            say("  " + f("metadata.sequence", 4) + " " + f("time_dt", 25) + " " + f("actor.user.name", 6) + " " + f("unmapped.role", 16) + " "
                 + f("api.operation", 16) + " " + f("unmapped.purpose", 17) + " " + f("status", 7) + " " + f("unmapped.subject", 14))
         }
         try auditor.auditPublicKeyPEM.write(toFile: pemPath, atomically: true, encoding: .utf8)
@@ -155,7 +180,7 @@ struct Demo: ParsableCommand {
         say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
         say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")
 
-        step("8. Status")
+        step("9. Status")
         say("$ profilectl status")
         let s = try vault.status()
         say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), audit entries \(s.auditEntries), file \(s.fileBytes) bytes")

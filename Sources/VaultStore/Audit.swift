@@ -201,7 +201,7 @@ extension ProfileStore {
                 checkpoints[row["seq"]] = ([UInt8](row["hash"] as Data), [UInt8](row["signature"] as Data))
             }
             var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected)
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq")
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry, prev_hash, hash, subject FROM audit ORDER BY seq")
             while let row = try rows.next() {
                 let seq: Int64 = row["seq"]
                 let text: String = row["entry"]
@@ -211,6 +211,13 @@ extension ProfileStore {
                 }
                 if stated != seq {
                     v.fail(min(seq, stated), "row \(seq) holds entry \(stated): entries were reordered or moved")
+                    break
+                }
+                // The subject column (an index for access exports) must agree with the entry.
+                let column = (row["subject"] as Data?).map { AuditLog.hex([UInt8]($0)) }
+                let statedSubject = entry["unmapped.subject"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+                if column != statedSubject {
+                    v.fail(seq, "the subject index of entry \(seq) disagrees with the entry: it was altered")
                     break
                 }
                 let hash = [UInt8](row["hash"] as Data)

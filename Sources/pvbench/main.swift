@@ -30,6 +30,8 @@ func usage() -> Never {
                pvbench seal BYTES SECONDS                   # AES-256-GCM seal ops/s, one thread
                pvbench audit N POLICYDIR KEYRING            # audit append / export / verify rates
                pvbench get PROFILES.csv POLICYDIR KEYRING N # latency an audited get adds
+               pvbench erase PROFILES.csv POLICYDIR KEYRING N
+               pvbench rotate PROFILES.csv POLICYDIR KEYRING
 
         """.utf8))
     exit(64)
@@ -129,6 +131,41 @@ case "get":
     let audited = Date().timeIntervalSince(t0) / Double(n)
     emit([("mode", .string("get")), ("calls", .int(Int64(n))), ("bare_ms", .double(bare * 1000)), ("audited_ms", .double(audited * 1000)),
           ("added_ms", .double((audited - bare) * 1000))])
+
+case "erase", "rotate":
+    // pvbench erase PROFILES.csv POLICYDIR KEYRING N: bulk erasure of N subjects (batches of
+    //   500, WAL checkpoint per batch) -> subjects/s.
+    // pvbench rotate PROFILES.csv POLICYDIR KEYRING: keys rotate over every subject -> DEKs/s.
+    guard args.count >= 4 else { usage() }
+    let dir = NSTemporaryDirectory() + "pvbench-\(mode)-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let keyring = dir + "/keyring.json"
+    try FileManager.default.copyItem(atPath: args[3], toPath: keyring)
+    chmod(keyring, 0o600)
+    let config = VaultConfiguration(storePath: dir + "/s.sqlite", keysPath: keyring, policyDirectory: args[2], actor: Actor(name: "bench", role: "privacy_officer"))
+    let vault = try Vault.initialize(config)
+    var o = IngestOptions()
+    o.format = .csv
+    let t0 = Date()
+    let ingested = try vault.store.ingestProfiles(path: args[1], options: o)
+    let ingestSeconds = Date().timeIntervalSince(t0)
+    if mode == "erase" {
+        guard args.count >= 5, let n = Int(args[4]) else { usage() }
+        let list = dir + "/ids.txt"
+        try (0..<n).map { DemoPopulation.customerID($0 * max(1, ingested.inserted / n)) }.joined(separator: "\n").write(toFile: list, atomically: true, encoding: .utf8)
+        let t1 = Date()
+        let receipts = try vault.erase(.file(list), reason: "bench")
+        let s = Date().timeIntervalSince(t1)
+        emit([("mode", .string("erase")), ("store_subjects", .int(Int64(ingested.inserted))), ("erased", .int(Int64(receipts.count))),
+              ("seconds", .double(s)), ("subjects_per_s", .double(Double(receipts.count) / s))])
+    } else {
+        let t1 = Date()
+        let r = try vault.rotateKeys(resume: false)
+        let s = Date().timeIntervalSince(t1)
+        emit([("mode", .string("rotate")), ("subjects", .int(Int64(ingested.inserted))), ("ingest_seconds", .double(ingestSeconds)),
+              ("rewrapped", .int(Int64(r.rewrapped))), ("seconds", .double(s)), ("deks_per_s", .double(Double(r.rewrapped) / s))])
+    }
 
 default:
     usage()

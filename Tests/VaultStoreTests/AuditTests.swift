@@ -229,3 +229,12 @@ import VaultCrypto
         }
     }
 }
+
+extension AuditTests {
+    @Test func subjectIndexThatDisagreesWithItsEntryIsCaught() throws {
+        let t = try populated()
+        try sql(t, Self.dropTriggers + "UPDATE audit SET subject = NULL WHERE seq = 6")
+        let v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == 6)
+    }
+}

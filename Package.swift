@@ -28,10 +28,11 @@ let package = Package(
         .target(name: "VaultCrypto", dependencies: ["COpenSSL"], swiftSettings: settings),
         .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
         .target(name: "VaultAudit", dependencies: ["VaultCrypto"], swiftSettings: settings),
+        .target(name: "DifferentialPrivacy", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .target(
             name: "VaultStore",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultAudit",
+                "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -40,7 +41,7 @@ let package = Package(
         .target(
             name: "ProfileVault",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit",
+                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
@@ -48,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "profilectl",
             dependencies: [
-                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore",
+                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -57,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "pvbench",
             dependencies: [
-                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit",
+                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -66,6 +67,7 @@ let package = Package(
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
         .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCrypto"], swiftSettings: settings),
+        .testTarget(name: "DifferentialPrivacyTests", dependencies: ["DifferentialPrivacy", "VaultCrypto"], swiftSettings: settings),
         .testTarget(
             name: "VaultStoreTests",
             dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", .product(name: "GRDB", package: "GRDB.swift")],
@@ -73,7 +75,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProfileVaultTests",
-            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit"],
+            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy"],
             swiftSettings: settings
         ),
     ]

@@ -78,9 +78,11 @@ extension ProfileStore {
 
     /// Reads a `--subjects FILE`: one customer ID per line, blank lines skipped.
     public static func readSubjectList(path: String) throws -> [(line: Int, id: String)] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // Read through a file handle, so pipes and process substitutions work too.
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() ?? Data() else {
             throw VaultError(.notFound, "\(path): no such file")
         }
+        try? handle.close()
         guard let text = String(data: data, encoding: .utf8) else {
             throw VaultError(.invalidInput, "\(path): not UTF-8 text")
         }

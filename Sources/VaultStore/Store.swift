@@ -315,6 +315,7 @@ public final class ProfileStore: Sendable {
         }
         registerAuditMigration(&m)
         registerPrivacyMigration(&m)
+        registerDPMigration(&m)
         return m
     }
 

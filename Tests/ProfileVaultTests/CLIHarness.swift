@@ -48,7 +48,8 @@ enum CLI {
 }
 
 /// A folder with a 0600 keyring, an initialised store and the repository's policies.
-final class CLIStore {
+/// `@unchecked Sendable`: `env` is set in `init` (tests may adjust copies, never the shared one).
+final class CLIStore: @unchecked Sendable {
     let dir: String
     var env: [String: String]
 

@@ -136,7 +136,7 @@ final class ProfileSealer {
                 if let bk = blindKeys[i] {
                     var norm = Normalization.lookupValue(text, for: f)
                     if !norm.isEmpty {
-                        blind.append((piiFieldIDs[i], norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) }))
+                        blind.append((piiFieldIDs[i], ProfileStore.blindIndexEntry(norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) })))
                     }
                 }
             } else {
@@ -313,7 +313,7 @@ extension ProfileStore {
         let now = Int64(Date().timeIntervalSince1970)
         let (ins, upd) = try pool.write { db -> (Int, Int) in
             let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE pseudonym = ?")
-            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?)")
+            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(pseudonym) DO NOTHING")
             let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?) WHERE id = ?")
             let deletePII = try db.cachedStatement(sql: "DELETE FROM pii WHERE subject_id = ?")
             let deleteBlind = try db.cachedStatement(sql: "DELETE FROM blind_index WHERE subject_id = ?")
@@ -326,14 +326,15 @@ extension ProfileStore {
             for p in batch {
                 let pseudo = Data(p.pseudonym)
                 let id: Int64
-                if let existing = try Int64.fetchOne(find, arguments: [pseudo]) {
+                // Insert first: for a new subject this is the only search of the pseudonym index.
+                try insertSubject.execute(arguments: [pseudo, Int64(p.kekVersion), Data(p.wrappedDEK), now, now, now])
+                if db.changesCount == 0, let existing = try Int64.fetchOne(find, arguments: [pseudo]) {
                     id = existing
                     try updateSubject.execute(arguments: [Int64(p.kekVersion), Data(p.wrappedDEK), now, now, id])
                     try deletePII.execute(arguments: [id])
                     try deleteBlind.execute(arguments: [id])
                     upd += 1
                 } else {
-                    try insertSubject.execute(arguments: [pseudo, Int64(p.kekVersion), Data(p.wrappedDEK), now, now, now])
                     id = db.lastInsertedRowID
                     ins += 1
                     if allowReingest {

@@ -1,13 +1,16 @@
 import Foundation
 
 /// A privacy parameter as the mechanism uses it: epsilon rounded *down* to a multiple of
-/// 2^-20, so the noise is never smaller than the epsilon asked for implies; the budget is
-/// charged epsilon rounded *up* to the same grid, so the accountant never undercounts.
+/// 2^-20 (`noiseUnits / 2^20`), so the noise is never smaller than the epsilon asked for
+/// implies. The budget is charged exactly that rounded epsilon, which is the privacy loss the
+/// release actually has (charging the unrounded value would make ten queries of 0.4 not fit
+/// a budget of 4.0, since 0.4 has no exact binary form).
 public struct Epsilon: Sendable, Equatable, CustomStringConvertible {
     public static let unitsPerOne: UInt64 = 1 << 20
     /// floor(epsilon * 2^20): the numerator of the epsilon the noise is calibrated to.
     public let noiseUnits: UInt64
-    /// ceil(epsilon * 2^20): what the budget is charged.
+    /// What the budget is charged: the noise epsilon of the whole release. For a release split
+    /// into parts, the parts' noise units add up to at most this.
     public let chargeUnits: UInt64
     public let requested: Double
 
@@ -16,7 +19,7 @@ public struct Epsilon: Sendable, Equatable, CustomStringConvertible {
         let scaled = epsilon * Double(Self.unitsPerOne)
         guard scaled >= 1 else { return nil }
         noiseUnits = UInt64(scaled.rounded(.down))
-        chargeUnits = UInt64(scaled.rounded(.up))
+        chargeUnits = noiseUnits
         requested = epsilon
     }
 

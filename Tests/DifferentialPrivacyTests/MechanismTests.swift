@@ -88,10 +88,12 @@ struct MechanismTests {
         #expect(abs(sq / Double(n) - variance) / variance < 0.05)
     }
 
-    @Test func epsilonRoundsNoiseDownAndChargeUp() throws {
+    @Test func epsilonRoundsNoiseDownAndChargesTheTrueLoss() throws {
         let e = try #require(Epsilon(0.1))
-        #expect(e.noiseValue <= 0.1)
-        #expect(Double(e.chargeUnits) / Double(Epsilon.unitsPerOne) >= 0.1)
+        #expect(e.noiseValue <= 0.1 && e.noiseValue > 0.1 - 1e-6)
+        #expect(e.chargeUnits == e.noiseUnits)
+        // Ten charges of 0.4 fit a budget of 4.0 exactly.
+        #expect(10 * Epsilon(0.4)!.chargeUnits <= UInt64(4.0 * Double(Epsilon.unitsPerOne)))
         #expect(Epsilon(0) == nil && Epsilon(-1) == nil && Epsilon(.nan) == nil && Epsilon(.infinity) == nil)
         let half = e.split(2)
         #expect(half.noiseUnits * 2 <= e.noiseUnits)

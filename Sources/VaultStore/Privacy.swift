@@ -123,18 +123,20 @@ extension ProfileStore {
                 let current = try db.cachedStatement(sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?")
                 let ledger = try db.cachedStatement(sql: "INSERT INTO consent(subject_id, purpose, granted, time, actor, source, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 let state = try db.cachedStatement(sql: "INSERT OR REPLACE INTO consent_state(subject_id, purpose, granted, since) VALUES (?, ?, ?, ?)")
-                var records: [AuditRecord] = []
                 var n = 0
                 for (_, row) in chunk {
                     let was = try Bool.fetchOne(current, arguments: [purpose, row.id])
                     if was == granted || (was == nil && !granted) { continue }   // no change: nothing to record
                     try ledger.execute(arguments: [row.id, purpose, granted, now, audit.actor, source, policyVersion])
                     try state.execute(arguments: [row.id, purpose, granted, now])
-                    records.append(audit.record(granted ? "consent.grant" : "consent.revoke", .update, purpose: purpose,
-                                                subject: row.pseudonym, detail: source.map { "source \($0)" }))
                     n += 1
                 }
-                try appendAudit(db, records)
+                // One subject: an entry naming its pseudonym. A bulk change: one entry per batch
+                // with its counts (the ledger holds the per-subject detail).
+                let single = resolved.count == 1 ? chunk.first?.row.pseudonym : nil
+                try appendAudit(db, [audit.record(granted ? "consent.grant" : "consent.revoke", .update, purpose: purpose,
+                                                  subject: single, detail: source.map { "source \($0)" },
+                                                  counts: [("changed", Int64(n)), ("unchanged", Int64(chunk.count - n))])])
                 return n
             }
         }

@@ -143,14 +143,45 @@ struct Demo: ParsableCommand {
             say("  error: \(e.message)   (exit \(e.exitCode))")
         }
 
-        step("8. The audit log: every operation above, denied attempts included, hash-chained and signed")
+        step("8. Differentially private queries (role trainer): the only way analysts see the data")
+        let everyone = folder + "/consenting.txt"
+        try (0..<customers).filter { $0 % 10 != 3 && $0 != 7 }.map { DemoPopulation.customerID($0) }.joined(separator: "\n").write(toFile: everyone, atomically: true, encoding: .utf8)
+        say("$ profilectl consent grant --purpose analytics --subjects \(everyone) --role privacy_officer   # 90% consent")
+        say("  changed \(try officer.setConsent(.file(everyone), purpose: "analytics", granted: true, source: "demo"))")
+        let trainer = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "trainer")))
+        func show(_ title: String, _ r: Vault.QueryRequest) throws {
+            say("$ profilectl query \(title)")
+            let res = try trainer.query(r)
+            if let v = res.value {
+                say(String(format: "  %.2f   95%% interval [%.2f, %.2f]   epsilon %g, noise scale %.3g, budget left %.3g", v.value, v.ci95.0, v.ci95.1, res.epsilon, res.scale, res.budget.left))
+            } else {
+                say("  " + res.groups.map { String(format: "%@ %.1f", $0.key, $0.value.value) }.joined(separator: "   "))
+                say(String(format: "  epsilon %g, noise scale %.3g, budget left %.3g", res.epsilon, res.scale, res.budget.left))
+            }
+        }
+        try show("count --purpose analytics --epsilon 0.5", .init(kind: .count, purpose: "analytics", epsilon: 0.5))
+        try show("mean --attribute age --where country=DE --purpose analytics --epsilon 0.5",
+                 .init(kind: .mean, purpose: "analytics", epsilon: 0.5, attribute: "age", whereClause: "country=DE"))
+        try show("histogram --attribute country --purpose analytics --epsilon 0.5", .init(kind: .histogram, purpose: "analytics", epsilon: 0.5, attribute: "country"))
+        try show("mean --attribute annual_income --group-by gender --purpose analytics --epsilon 1",
+                 .init(kind: .mean, purpose: "analytics", epsilon: 1, attribute: "annual_income", groupBy: "gender"))
+        try show("sum --events purchase --purpose analytics --epsilon 0.5", .init(kind: .sum, purpose: "analytics", epsilon: 0.5, events: "purchase"))
+        say("$ profilectl query count --purpose analytics --epsilon 2      # more than is left")
+        do { _ = try trainer.query(.init(kind: .count, purpose: "analytics", epsilon: 2)) } catch let e as VaultError {
+            say("  error: \(e.message)   (exit \(e.exitCode); nothing computed, nothing spent)")
+        }
+        say("$ profilectl budget status --role trainer")
+        for b in try trainer.budgetStatus() { say(String(format: "  %@: spent %.3g of %.3g", b.purpose, b.spent, b.limit)) }
+
+        step("9. The audit log: every operation above, denied attempts included, hash-chained and signed")
         let auditor = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "auditor")))
         let exportPath = folder + "/audit.jsonl", pemPath = folder + "/audit-public.pem"
         let exported = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: exportPath)
         say("$ profilectl audit export --out \(exportPath) --role auditor")
         say("  \(exported.entries) entries; signed head \(exported.head)")
         let lines = try String(contentsOfFile: exportPath, encoding: .utf8).split(separator: "\n")
-        say("  seq  time                      actor  role             operation        purpose           status  subject")
+        var tally: [String: Int] = [:]
+        var rows: [String] = []
         for line in lines {
             guard let e = try? JSONValue.parse(String(line)), e["metadata.sequence"] != nil else { continue }
             func f(_ k: String, _ w: Int) -> String {
@@ -163,9 +194,13 @@ struct Demo: ParsableCommand {
                 if k == "unmapped.subject", t.count > 16 { t = String(t.prefix(12)) + "…" }
                 return t.padding(toLength: w, withPad: " ", startingAt: 0)
             }
-            say("  " + f("metadata.sequence", 4) + " " + f("time_dt", 25) + " " + f("actor.user.name", 6) + " " + f("unmapped.role", 16) + " "
-                + f("api.operation", 16) + " " + f("unmapped.purpose", 17) + " " + f("status", 7) + " " + f("unmapped.subject", 14))
+            tally[f("api.operation", 40).trimmingCharacters(in: .whitespaces) + " " + f("status", 8).trimmingCharacters(in: .whitespaces), default: 0] += 1
+            rows.append("  " + f("metadata.sequence", 4) + " " + f("time_dt", 25) + " " + f("unmapped.role", 16) + " "
+                        + f("api.operation", 16) + " " + f("unmapped.purpose", 17) + " " + f("status", 7) + " " + f("unmapped.epsilon", 8) + " " + f("unmapped.subject", 14))
         }
+        say("  entries by operation and outcome: " + tally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        say("  seq  time                      role             operation        purpose           status  epsilon  subject")
+        for r in rows.suffix(12) { say(r) }
         try auditor.auditPublicKeyPEM.write(toFile: pemPath, atomically: true, encoding: .utf8)
         say("$ profilectl audit public-key --out \(pemPath)")
         let key = try Ed25519PublicKey(pemRepresentation: auditor.auditPublicKeyPEM)
@@ -180,7 +215,7 @@ struct Demo: ParsableCommand {
         say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
         say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")
 
-        step("9. Status")
+        step("10. Status")
         say("$ profilectl status")
         let s = try vault.status()
         say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), audit entries \(s.auditEntries), file \(s.fileBytes) bytes")

@@ -87,9 +87,38 @@ struct StoreAggregateSource: AggregateSource {
         return "\(d)"
     }
 
+    /// The SQL for one subject value's contribution: round((clamp(x, lo, hi) - c) / g), written
+    /// as cheaply as its inputs allow (this runs once per row of a million-row scan): integer
+    /// literals and no rounding when everything is integral, `* (1/g)` (exact: g is a power of
+    /// two), and `CAST(v + 0.5 AS INTEGER)` (round half up) when the value cannot be negative.
+    /// Every form equals `CAST(round(...) AS INTEGER)`, SQLite's round-half-away-from-zero.
+    ///
+    /// `stored` is the range every stored value is known to lie in: the schema's bounds, which
+    /// ingest enforces (values outside are rejected or clamped) and which cannot change under a
+    /// store (they are part of its schema fingerprint). When it lies within [lo, hi], clamping
+    /// is the identity on every stored value and is left out of the SQL.
+    static func contribution(_ x: String, lower lo: Double, upper hi: Double, center c: Double, grid g: Double, integral: Bool,
+                             stored: ClosedRange<Double>?) -> String {
+        func lit(_ d: Double) -> String { integral && d == d.rounded() && abs(d) < 9e15 ? String(Int64(d)) : literal(d) }
+        let exact = integral && g == 1 && c == c.rounded()
+        var e: String
+        if let stored, stored.lowerBound >= lo, stored.upperBound <= hi {
+            e = x
+        } else {
+            // CASE compiles to comparisons in the VM; min()/max() are function calls, slower.
+            // NULL falls through to ELSE and stays NULL (SUM skips it).
+            e = "(CASE WHEN \(x) < \(lit(lo)) THEN \(lit(lo)) WHEN \(x) > \(lit(hi)) THEN \(lit(hi)) ELSE \(x) END)"
+        }
+        if c != 0 { e = "(\(e) - \(exact ? lit(c) : literal(c)))" }
+        if g != 1 { e = "(\(e) * \(literal(1 / g)))" }
+        if exact { return e }
+        return lo - c >= 0 ? "CAST(\(e) + 0.5 AS INTEGER)" : "CAST(round(\(e)) AS INTEGER)"
+    }
+
     func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         let schema = store.schema
         let attrNames = Set(schema.attributeFields.map(\.name))
+        let integralAttrs = Set(schema.attributeFields.filter { [.int, .bool, .date].contains($0.type) }.map(\.name))
         func column(_ name: String) throws -> String {
             guard attrNames.contains(name) else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
             return "a." + ProfileStore.quoted(name)
@@ -126,9 +155,11 @@ struct StoreAggregateSource: AggregateSource {
                 selects.append("COUNT(\(try column(name)))")
             case let .attribute(name, lo, hi, center, grid):
                 let x = try column(name)
-                selects.append("COALESCE(SUM(CAST(round((min(max(\(x), \(Self.literal(lo))), \(Self.literal(hi))) - \(Self.literal(center))) / \(Self.literal(grid))) AS INTEGER)), 0)")
+                selects.append("COALESCE(SUM(\(Self.contribution(x, lower: lo, upper: hi, center: center, grid: grid, integral: integralAttrs.contains(name), stored: schema.field(named: name)?.numericBounds))), 0)")
             case let .events(kind, lo, hi, center, grid, k):
-                let expr = "CAST(round((min(max(value, \(Self.literal(lo))), \(Self.literal(hi))) - \(Self.literal(center))) / \(Self.literal(grid))) AS INTEGER)"
+                // events.value is a REAL column whatever the kind's type: never the integer-only form.
+                let expr = Self.contribution("value", lower: lo, upper: hi, center: center, grid: grid, integral: false,
+                                             stored: schema.eventKind(named: kind)?.value.bounds)
                 let alias = eventAlias(kind, k, valueExpr: expr)
                 selects.append("COALESCE(SUM(\(alias).v), 0)")
             case let .eventCount(kind, k):
@@ -150,8 +181,7 @@ struct StoreAggregateSource: AggregateSource {
         if let g = r.groupBy {
             let col = try column(g.attribute)
             groupColumn = col
-            wheres.append("\(col) IN (\(g.domain.map { _ in "?" }.joined(separator: ", ")))")
-            whereArgs.append(contentsOf: g.domain.map { $0 as any DatabaseValueConvertible })
+            _ = g   // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
         }
         var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }

@@ -263,9 +263,14 @@ public final class ProfileStore: Sendable {
     /// A canonical description of the schema's storage shape; a store refuses a schema whose
     /// fingerprint differs from the one it was created with.
     static func schemaFingerprint(_ schema: Schema) -> String {
+        // Bounds and domains are part of it: the DP layer relies on every stored value lying
+        // within the schema's bounds (ingest enforces them), so they cannot change under a store.
+        func b(_ r: ClosedRange<Double>?) -> String { r.map { "[\($0.lowerBound),\($0.upperBound)]" } ?? "" }
         var parts = ["id:\(schema.subjectIDField)"]
-        for f in schema.fields { parts.append("f:\(f.name):\(f.type.rawValue):\(f.pii ? "pii" : "attr"):\(f.lookup ? "lookup" : "")") }
-        for e in schema.events { parts.append("e:\(e.name):\(e.value.type.rawValue)") }
+        for f in schema.fields {
+            parts.append("f:\(f.name):\(f.type.rawValue):\(f.pii ? "pii" : "attr"):\(f.lookup ? "lookup" : ""):\(b(f.bounds)):\(f.domain?.joined(separator: "|") ?? "")")
+        }
+        for e in schema.events { parts.append("e:\(e.name):\(e.value.type.rawValue):\(b(e.value.bounds))") }
         return parts.joined(separator: ";")
     }
 

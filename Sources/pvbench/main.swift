@@ -1,6 +1,7 @@
 // pvbench: measurement modes for bench/*.sh. Each mode runs in its own process so peak RSS
 // (getrusage ru_maxrss) belongs to that mode alone. Output: one JSON object on stdout.
 import Foundation
+import DifferentialPrivacy
 import GRDB
 import Logging
 import ProfileVault
@@ -32,6 +33,8 @@ func usage() -> Never {
                pvbench get PROFILES.csv POLICYDIR KEYRING N # latency an audited get adds
                pvbench erase PROFILES.csv POLICYDIR KEYRING N
                pvbench rotate PROFILES.csv POLICYDIR KEYRING
+               pvbench noise N                              # discrete Laplace samples/s
+               pvbench query PROFILES.csv POLICYDIR KEYRING [REPS]   # DP queries vs raw SQL
 
         """.utf8))
     exit(64)
@@ -166,6 +169,60 @@ case "erase", "rotate":
         emit([("mode", .string("rotate")), ("subjects", .int(Int64(ingested.inserted))), ("ingest_seconds", .double(ingestSeconds)),
               ("rewrapped", .int(Int64(r.rewrapped))), ("seconds", .double(s)), ("deks_per_s", .double(Double(r.rewrapped) / s))])
     }
+
+case "noise":
+    // pvbench noise N: discrete Laplace samples per second (scale 2^10 / 0.5, CSPRNG).
+    guard args.count >= 2, let n = Int(args[1]) else { usage() }
+    var rng = CSPRNGWords()
+    let t0 = Date()
+    var acc: Int64 = 0
+    for _ in 0..<n { acc &+= DiscreteLaplace().sample(scaleNumerator: 1 << 30, scaleDenominator: 1 << 19, using: &rng) }
+    let s = Date().timeIntervalSince(t0)
+    emit([("mode", .string("noise")), ("samples", .int(Int64(n))), ("samples_per_s", .double(Double(n) / s)), ("checksum", .int(acc & 1))])
+
+case "query":
+    // pvbench query PROFILES.csv POLICYDIR KEYRING [REPS]: a DP count with --where, a DP sum and
+    // a DP grouped mean over every subject (all consenting), each against the same aggregate
+    // as plain SQL on the same file (same joins and filters, no clamping, no noise, no budget).
+    guard args.count >= 4 else { usage() }
+    let reps = args.count > 4 ? Int(args[4]) ?? 5 : 5
+    let dir = NSTemporaryDirectory() + "pvbench-query-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    func config(_ role: String) -> VaultConfiguration {
+        VaultConfiguration(storePath: dir + "/s.sqlite", keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: role))
+    }
+    let vault = try Vault.initialize(config("privacy_officer"))
+    var o = IngestOptions()
+    o.format = .csv
+    let ingested = try vault.store.ingestProfiles(path: args[1], options: o)
+    let ids = dir + "/ids.txt"
+    try (0..<ingested.inserted).map { DemoPopulation.customerID($0) }.joined(separator: "\n").write(toFile: ids, atomically: true, encoding: .utf8)
+    _ = try vault.setConsent(.file(ids), purpose: "model_training", granted: true, source: "bench")
+    let trainer = try Vault.open(config("trainer"))
+    let raw = try DatabasePool(path: dir + "/s.sqlite")
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    func time(_ body: () throws -> Void) rethrows -> Double {
+        var xs: [Double] = []
+        for _ in 0..<reps { let t = Date(); try body(); xs.append(Date().timeIntervalSince(t) * 1000) }
+        return median(xs)
+    }
+    let consent = "FROM attributes a JOIN consent_state cs ON cs.subject_id = a.subject_id AND cs.purpose = 'model_training' AND cs.granted = 1"
+    let cases: [(String, Vault.QueryRequest, String)] = [
+        ("count_where", .init(kind: .count, purpose: "model_training", epsilon: 0.01, whereClause: "country=DE,age>=30"),
+         "SELECT COUNT(*) \(consent) WHERE a.\"country\" = 'DE' AND a.\"age\" >= 30"),
+        ("sum", .init(kind: .sum, purpose: "model_training", epsilon: 0.01, attribute: "annual_income"),
+         "SELECT SUM(a.\"annual_income\") \(consent)"),
+        ("grouped_mean", .init(kind: .mean, purpose: "model_training", epsilon: 0.01, attribute: "age", groupBy: "country"),
+         "SELECT a.\"country\", AVG(a.\"age\") \(consent) GROUP BY a.\"country\""),
+    ]
+    var out: [(String, JSONValue)] = [("mode", .string("query")), ("subjects", .int(Int64(ingested.inserted))), ("reps", .int(Int64(reps)))]
+    for (name, request, sql) in cases {
+        let sqlMs = try time { _ = try raw.read { db in try Row.fetchAll(db, sql: sql) } }
+        let dpMs = try time { _ = try trainer.query(request) }
+        out.append((name, .object([("dp_ms", .double(dpMs)), ("raw_sql_ms", .double(sqlMs)), ("ratio", .double(dpMs / sqlMs))])))
+    }
+    emit(out)
 
 default:
     usage()

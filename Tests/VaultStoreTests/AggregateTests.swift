@@ -36,6 +36,18 @@ import Testing
         #expect(r[3] == 12)
     }
 
+    @Test func schemaBoundsNeedNoClampAndGiveTheSameSums() throws {
+        let t = try store()
+        let ages = (0..<12).map { Int64(Fixtures.row($0)[5])! }
+        let incomes = (0..<12).map { Double(Fixtures.row($0)[8])! }
+        let r = try sums(t, [.attribute(name: "age", lower: 18, upper: 100, center: 59, grid: 1),
+                             .attribute(name: "annual_income", lower: 0, upper: 250_000, center: 125_000, grid: 2)])[""]!
+        #expect(r[0] == ages.map { $0 - 59 }.reduce(0, +))
+        #expect(r[1] == incomes.map { Int64((($0 - 125_000) / 2).rounded(.toNearestOrAwayFromZero)) }.reduce(0, +))
+        #expect(StoreAggregateSource.contribution("x", lower: 18, upper: 100, center: 59, grid: 1, integral: true, stored: 18...100) == "(x - 59)")
+        #expect(StoreAggregateSource.contribution("x", lower: 30, upper: 60, center: 0, grid: 1, integral: true, stored: 18...100).contains("CASE"))
+    }
+
     @Test func eachSubjectContributesAtMostTheCapOfItsMostRecentEvents() throws {
         let t = try store()
         let k = 3

@@ -322,35 +322,50 @@ extension ProfileStore {
             let insertAttrs = try db.cachedStatement(sql: attrSQL)
             let unsuppress = try db.cachedStatement(sql: "DELETE FROM suppressed WHERE pseudonym = ?")
             var ins = 0, upd = 0, reingested = 0
-            var attrArgs = [DatabaseValue](repeating: .null, count: attrCols.count + 1)
+            let find_ = RawStatement(find, db), insertSubject_ = RawStatement(insertSubject, db)
+            let updateSubject_ = RawStatement(updateSubject, db), deletePII_ = RawStatement(deletePII, db)
+            let deleteBlind_ = RawStatement(deleteBlind, db), insertPII_ = RawStatement(insertPII, db)
+            let insertBlind_ = RawStatement(insertBlind, db), insertAttrs_ = RawStatement(insertAttrs, db)
+            let unsuppress_ = RawStatement(unsuppress, db)
+            for s in [find_, insertSubject_, updateSubject_, deletePII_, deleteBlind_, insertPII_, insertBlind_, insertAttrs_, unsuppress_] { s.reset() }
             for p in batch {
-                let pseudo = Data(p.pseudonym)
                 let id: Int64
                 // Insert first: for a new subject this is the only search of the pseudonym index.
-                try insertSubject.execute(arguments: [pseudo, Int64(p.kekVersion), Data(p.wrappedDEK), now, now, now])
-                if db.changesCount == 0, let existing = try Int64.fetchOne(find, arguments: [pseudo]) {
+                insertSubject_.bind(1, blob: p.pseudonym)
+                insertSubject_.bind(2, Int64(p.kekVersion))
+                insertSubject_.bind(3, blob: p.wrappedDEK)
+                insertSubject_.bind(4, now); insertSubject_.bind(5, now); insertSubject_.bind(6, now)
+                try insertSubject_.step()
+                if insertSubject_.changes == 0 {
+                    find_.bind(1, blob: p.pseudonym)
+                    guard let existing = try find_.step() else { throw VaultError(.internalFailure, "subject vanished during ingest") }
                     id = existing
-                    try updateSubject.execute(arguments: [Int64(p.kekVersion), Data(p.wrappedDEK), now, now, id])
-                    try deletePII.execute(arguments: [id])
-                    try deleteBlind.execute(arguments: [id])
+                    updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
+                    updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
+                    try updateSubject_.step()
+                    deletePII_.bind(1, id); try deletePII_.step()
+                    deleteBlind_.bind(1, id); try deleteBlind_.step()
                     upd += 1
                 } else {
                     id = db.lastInsertedRowID
                     ins += 1
                     if allowReingest {
-                        try unsuppress.execute(arguments: [pseudo])
-                        reingested += db.changesCount
+                        unsuppress_.bind(1, blob: p.pseudonym)
+                        try unsuppress_.step()
+                        reingested += unsuppress_.changes
                     }
                 }
                 for (field, blob) in p.pii {
-                    try insertPII.execute(arguments: [id, field, Data(blob)])
+                    insertPII_.bind(1, id); insertPII_.bind(2, Int64(field)); insertPII_.bind(3, blob: blob)
+                    try insertPII_.step()
                 }
                 for (field, mac) in p.blind {
-                    try insertBlind.execute(arguments: [field, Data(mac), id])
+                    insertBlind_.bind(1, Int64(field)); insertBlind_.bind(2, blob: mac); insertBlind_.bind(3, id)
+                    try insertBlind_.step()
                 }
-                attrArgs[0] = id.databaseValue
-                for (i, v) in p.attributes.enumerated() { attrArgs[i + 1] = v.databaseValue }
-                try insertAttrs.execute(arguments: StatementArguments(attrArgs))
+                insertAttrs_.bind(1, id)
+                for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
+                try insertAttrs_.step()
             }
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [

@@ -36,7 +36,7 @@ audit_copy() {
 yams_objects() {
   local dir
   for dir in "$repo/.build-rel/x86_64-unknown-linux-gnu/debug" "$repo/.build-rel/debug"; do
-    if [ -d "$dir/Yams.build" ] && [ -d "$dir/CYaml.build" ] && [ -d "$dir/Modules" ]; then
+    if [ -d "$dir/Yams.build" ] && [ -d "$dir/CYaml.build/src" ] && [ -d "$dir/Modules" ]; then
       echo "$dir"; return 0
     fi
   done
@@ -54,7 +54,7 @@ build() {
     policy)
       local y; y=$(yams_objects) || { echo "no Yams build in .build-rel" >"$log"; return 2; }
       swiftc "${flags[@]}" -I "$y/Modules" -I "$repo/.build-rel/checkouts/Yams/Sources/CYaml/include" \
-        fuzz/targets/policy.swift Sources/VaultPolicy/*.swift "$y"/Yams.build/*.o "$y"/CYaml.build/*.o -o "$out/policy" ;;
+        fuzz/targets/policy.swift Sources/VaultPolicy/*.swift "$y"/Yams.build/*.o "$y"/CYaml.build/src/*.o -o "$out/policy" ;;
     *) echo "unknown target $t" >"$log"; return 2 ;;
   esac >"$log" 2>&1
 }

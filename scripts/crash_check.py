@@ -25,11 +25,13 @@ def gen(out, n, seed=1):
         for i in range(n):
             cid = "C-%07d" % i
             given, fam = rnd.choice(GIVEN), rnd.choice(FAMILY)
-            email = "%s.%d@example.org" % (given.lower().replace("'", ""), i) if i % 17 else ""
-            phone = "+49 30 %07d" % i if i % 11 else ""
+            # Every field is required by policies/schema.yaml; the checker still handles empty
+            # optional PII fields (no pii row expected for them).
+            email = "%s.%d@example.org" % (given.lower().replace("'", ""), i)
+            phone = "+49 30 %07d" % i
             age = rnd.randint(18, 99)
-            birth = "%04d-%02d-%02d" % (2026 - age, rnd.randint(1, 12), rnd.randint(1, 28)) if i % 13 else ""
-            name = "%s %s" % (given, fam) if i % 19 else ""
+            birth = "%04d-%02d-%02d" % (2026 - age, rnd.randint(1, 12), rnd.randint(1, 28))
+            name = "%s %s" % (given, fam)
             w.writerow([cid, email, name, phone, birth, age, rnd.choice(["female", "male", "other", "unknown"]),
                         rnd.choice(["DE", "FR", "GB", "US", "other"]), "%.2f" % rnd.uniform(0, 250000)])
 

@@ -218,9 +218,13 @@ public struct ChainVerifier {
             failure = ((lastSequence ?? 0) + 1, "entry without a sequence number")
             return false
         }
+        guard seq >= 1, seq < Int64.max else {
+            failure = ((lastSequence ?? 0) &+ 1, "sequence number \(seq) is out of range")
+            return false
+        }
         if firstSequence == nil { firstSequence = seq }
         count += 1
-        if let last = lastSequence, seq != last + 1 {
+        if let last = lastSequence, last < Int64.max - 1, seq != last + 1 {
             failure = (last + 1, seq <= last
                 ? "an entry claiming sequence \(seq) follows \(last): entries inserted, duplicated or reordered"
                 : "sequence jumps from \(last) to \(seq): entries deleted or reordered")
@@ -237,7 +241,7 @@ public struct ChainVerifier {
         }
         if let sig = checkpointSignature {
             guard publicKey.isValidSignature(sig, for: AuditLog.checkpointMessage(sequence: seq, hash: h)) else {
-                failure = (lastVerifiedCheckpoint + 1, "checkpoint signature at \(seq) does not verify: entries after \(lastVerifiedCheckpoint) were rewritten")
+                failure = (lastVerifiedCheckpoint &+ 1, "checkpoint signature at \(seq) does not verify: entries after \(lastVerifiedCheckpoint) were rewritten")
                 return false
             }
             lastVerifiedCheckpoint = seq

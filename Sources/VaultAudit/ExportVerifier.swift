@@ -62,8 +62,8 @@ public enum AuditExportVerifier {
             }
             let entry = JSONValue.object(entryPairs)
             if verifier == nil {
-                guard case .int(let seq)? = entry["metadata.sequence"] else {
-                    return result(nil, 1, "line \(lineNo): entry without a sequence number")
+                guard case .int(let seq)? = entry["metadata.sequence"], seq >= 1, seq < Int64.max else {
+                    return result(nil, 1, "line \(lineNo): entry without a valid sequence number")
                 }
                 verifier = ChainVerifier(publicKey: publicKey, startingAfter: prev, sequence: seq - 1, expecting: expected)
             }
@@ -76,8 +76,9 @@ public enum AuditExportVerifier {
               case .int(let first)? = head["first_sequence"], case .int(let last)? = head["last_sequence"],
               case .string(let prevHex)? = head["previous"], let previous = AuditLog.unhex(prevHex),
               case .string(let hashHex)? = head["hash"], let headHash = AuditLog.unhex(hashHex),
-              case .string(let sigHex)? = head["signature"], let signature = AuditLog.unhex(sigHex) else {
-            return result(verifier, (verifier?.last ?? 0) + 1, "no signed head record at the end: the export was truncated")
+              case .string(let sigHex)? = head["signature"], let signature = AuditLog.unhex(sigHex),
+              first >= 1, first < Int64.max, last >= first - 1, last < Int64.max else {
+            return result(verifier, (verifier?.last ?? 0) &+ 1, "no valid signed head record at the end: the export was truncated or altered")
         }
         guard publicKey.isValidSignature(signature, for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: last, head: headHash)) else {
             return result(verifier, (verifier?.lastCheckpoint ?? first - 1) + 1, "the signed head does not verify with this public key: the export was rewritten or signed by another store")

@@ -109,7 +109,10 @@ struct YAMLSource {
     /// Yams reports a duplicate key at its *first* occurrence; find the second one (the line the
     /// user has to fix) and its path, by scanning the text and re-parsing with it renamed.
     private func duplicateDiagnostic(key: String, first: Mark) -> PolicyDiagnostic {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.unicodeScalars) }
+        // Yams (libyaml) breaks lines at LF, CR and CRLF: so must this scan, or line numbers and
+        // columns from its marks point past the end of a line.
+        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        let lines = normalized.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.unicodeScalars) }
         let keyScalars = Array(key.unicodeScalars)
         let second = Self.findSecondOccurrence(
             of: keyScalars, lines: lines, firstLine: first.line - 1, firstColumn: first.column - 1)
@@ -138,7 +141,7 @@ struct YAMLSource {
     static func findSecondOccurrence(
         of key: [Unicode.Scalar], lines: [[Unicode.Scalar]], firstLine: Int, firstColumn: Int
     ) -> (Int, Int, Int)? {
-        guard firstLine < lines.count else { return nil }
+        guard firstLine >= 0, firstLine < lines.count, firstColumn >= 0, firstColumn <= lines[firstLine].count else { return nil }
         let firstText = lines[firstLine]
         // Flow mapping if the token is preceded by `{` or `,` on its line.
         var k = firstColumn - 1

@@ -193,6 +193,13 @@ extension ProfileStore {
     /// Canonical column order for profile records: the subject ID, then the schema fields.
     var profileColumns: [String] { [schema.subjectIDField] + schema.fields.map(\.name) }
 
+    /// Declared types of the profile columns (the customer ID is text).
+    var profileTypes: [String: FieldType] {
+        var t: [String: FieldType] = [schema.subjectIDField: .string]
+        for f in schema.fields { t[f.name] = f.type }
+        return t
+    }
+
     func validateProfile(_ raw: RawRecord, file: String) -> Result<ValidProfile, RecordIssue> {
         if let p = raw.problem { return .failure(p) }
         guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else {
@@ -237,7 +244,7 @@ extension ProfileStore {
 
         if !options.skipInvalid {
             // Pass 1: the whole file must be valid before anything is written.
-            let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
+            let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required, types: profileTypes)
             var n = 0
             while let raw = try reader.next() {
                 if case .failure(let issue) = validate(raw) {
@@ -248,7 +255,7 @@ extension ProfileStore {
             }
         }
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
-        let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required)
+        let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required, types: profileTypes)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)
@@ -444,7 +451,8 @@ extension ProfileStore {
         }
 
         if !options.skipInvalid {
-            let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required)
+            let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required,
+                                          types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
             try pool.read { db in
                 var n = 0
                 while let raw = try reader.next() {
@@ -461,7 +469,8 @@ extension ProfileStore {
             }
         }
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
-        let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required)
+        let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required,
+                                          types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
         var done = false
         var n = 0
         while !done {

@@ -1,4 +1,5 @@
 import Foundation
+import VaultAudit
 public import VaultPolicy
 #if canImport(Glibc)
 import Glibc
@@ -56,7 +57,11 @@ final class RecordReader {
     /// - Parameters:
     ///   - columns: the canonical column names, in the order `RawRecord.values` uses.
     ///   - required: columns a CSV header must contain.
-    init(path: String, format: InputFormat, columns: [String], required: Set<String>) throws {
+    /// Declared type of each column (for JSON Lines, whose values carry a type of their own).
+    let types: [String: FieldType]
+
+    init(path: String, format: InputFormat, columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
+        self.types = types
         self.path = path
         self.format = format
         self.columns = columns
@@ -75,7 +80,11 @@ final class RecordReader {
             for (i, rawName) in header.fields.enumerated() {
                 let name = Normalization.trimmed(rawName.hasPrefix("\u{FEFF}") ? String(rawName.dropFirst()) : rawName)
                 guard let target = index[name] else {
-                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1) \"\(name.prefix(64))\": not a field of the schema (expected one of \(columns.joined(separator: ", ")))")
+                    // Never echo the cell: when the header line is missing, it is a customer's data.
+                    let known = header.fields.filter { index[Normalization.trimmed($0)] != nil }.count
+                    let hint = known == 0 ? "the first line is not a header: a CSV file must start with a line naming the fields (\(columns.joined(separator: ", ")))"
+                                          : "not a field of the schema (expected one of \(columns.joined(separator: ", ")))"
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1): \(hint)")
                 }
                 guard seen.insert(name).inserted else {
                     throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice")
@@ -135,36 +144,32 @@ final class RecordReader {
             RawRecord(line: line, values: values, problem: RecordIssue(file: path, line: line, field: field, reason: reason))
         }
         guard String(validating: bytes, as: UTF8.self) != nil else { return bad(nil, "invalid UTF-8") }
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
-        } catch {
-            return bad(nil, "not a valid JSON object")
-        }
-        guard let dict = object as? [String: Any] else { return bad(nil, "each line must be one JSON object") }
+        // The strict parser (RFC 8259, duplicate keys refused) keeps JSON's types apart:
+        // JSONSerialization turns `true` into the number 1 on Linux.
+        guard let object = try? JSONValue.parse(bytes) else { return bad(nil, "not a valid JSON object") }
+        guard case .object(let pairs) = object else { return bad(nil, "each line must be one JSON object") }
         var index: [String: Int] = [:]
         for (i, c) in columns.enumerated() { index[c] = i }
-        for (key, value) in dict {
+        for (key, value) in pairs {
             guard let i = index[key] else {
                 return bad(String(key.prefix(64)), "not a field of the schema")
             }
+            let kind = types[key]
             switch value {
-            case is NSNull:
+            case .null:
                 values[i] = ""
-            case let s as String:
+            case .string(let s):
                 values[i] = s
-            case let n as NSNumber:
-                #if canImport(Darwin)
-                if CFGetTypeID(n) == CFBooleanGetTypeID() { values[i] = n.boolValue ? "true" : "false"; continue }
-                #endif
-                if let d = value as? Double, d.rounded() != d || abs(d) >= 1e15 {
-                    values[i] = String(d)
-                } else {
-                    values[i] = n.stringValue
-                }
-            case let b as Bool:
+            case .int(let n):
+                guard kind == nil || kind == .int || kind == .float else { return bad(key, "expected \(kind!.rawValue), found a number") }
+                values[i] = String(n)
+            case .double(let d):
+                guard kind == nil || kind == .int || kind == .float else { return bad(key, "expected \(kind!.rawValue), found a number") }
+                values[i] = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
+            case .bool(let b):
+                guard kind == .bool else { return bad(key, "expected \(kind.map(\.rawValue) ?? "a string"), found true or false") }
                 values[i] = b ? "true" : "false"
-            default:
+            case .array, .object:
                 return bad(key, "nested arrays and objects are not allowed")
             }
         }

@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
         .target(name: "VaultAudit", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .target(name: "DifferentialPrivacy", dependencies: ["VaultCrypto"], swiftSettings: settings),
+        // Models see the data only through DP releases: their module cannot import the store.
+        .target(name: "PrivateModels", dependencies: ["DifferentialPrivacy"], swiftSettings: settings),
         .target(
             name: "VaultStore",
             dependencies: [
@@ -42,7 +44,7 @@ let package = Package(
         .target(
             name: "ProfileVault",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy",
+                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy", "PrivateModels", "Yams",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
@@ -50,7 +52,7 @@ let package = Package(
         .executableTarget(
             name: "profilectl",
             dependencies: [
-                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy",
+                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy", "PrivateModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,6 +70,7 @@ let package = Package(
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
         .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCrypto"], swiftSettings: settings),
+        .testTarget(name: "PrivateModelsTests", dependencies: ["PrivateModels", "DifferentialPrivacy"], swiftSettings: settings),
         .testTarget(name: "DifferentialPrivacyTests", dependencies: ["DifferentialPrivacy", "VaultCrypto"], swiftSettings: settings),
         .testTarget(
             name: "VaultStoreTests",
@@ -76,7 +79,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProfileVaultTests",
-            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy"],
+            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy", "PrivateModels"],
             swiftSettings: settings
         ),
     ]

@@ -111,3 +111,156 @@ public struct QueryEngine: Sendable {
         return ReleasedValue(value: value, ci95: (clamp(center + candidates.min()!), clamp(center + candidates.max()!)))
     }
 }
+
+// MARK: - Training sessions
+
+/// A privacy budget charged once (for a whole training job) and spent by a model in several
+/// releases. Every release is `BoundedSum.release` with the coordinates' documented L1 bounds;
+/// the session adds up the noise epsilon of every release (sequential composition) and
+/// refuses a release that would take the total past the charged epsilon. The population is
+/// fixed by the session (consent purpose), and only the attributes and event kinds the gate
+/// granted can be named. Used from one thread.
+public final class PrivateSession {
+    public let epsilon: Epsilon
+    public let delta: Double
+    let source: any AggregateSource
+    let consentPurpose: String?
+    let attributes: Set<String>
+    let eventKinds: Set<String>
+    private var usedUnits: UInt64 = 0
+    private var usedDelta: Double = 0
+    private var rng = CSPRNGWords()
+    /// One line per release, for the record: what was released and with which epsilon.
+    /// One entry per release: what, its total noise epsilon (sum of its coordinates' shares),
+    /// and each coordinate's per-subject L1 bound in the coordinate's units.
+    public private(set) var ledger: [(what: String, epsilon: Double, bounds: [Double])] = []
+
+    /// `epsilon` must already be charged (see `QueryEngine.openSession`); `delta` is the total
+    /// delta the model may use for private partition selection (0: none).
+    public init(source: any AggregateSource, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0,
+                attributes: Set<String>, eventKinds: Set<String>) {
+        self.source = source
+        self.consentPurpose = consentPurpose
+        self.epsilon = epsilon
+        self.delta = delta
+        self.attributes = attributes
+        self.eventKinds = eventKinds
+    }
+
+    /// Noise units not yet spent.
+    public var remaining: Epsilon? { epsilon.share(Double(epsilon.noiseUnits - usedUnits) / Double(epsilon.noiseUnits)) }
+    public var spentValue: Double { Double(usedUnits) / Double(Epsilon.unitsPerOne) }
+
+    /// A share of the session's whole epsilon (fraction of the total).
+    public func share(_ fraction: Double) throws -> Epsilon {
+        guard let e = epsilon.share(fraction) else { throw SessionError("epsilon share \(fraction) of \(epsilon) is below the 2^-20 resolution") }
+        return e
+    }
+
+    func check(_ request: AggregateRequest) throws {
+        var names = request.nonNull + request.predicates.map(\.attribute)
+        var kinds: [String] = []
+        switch request.grouping {
+        case let .attribute(n, _)?: names.append(n)
+        case let .nearest(f, _)?, let .cell(f, _)?: names += f.map(\.name)
+        default: break
+        }
+        for c in request.coordinates {
+            switch c {
+            case .subjects: break
+            case let .nonNull(n), let .attribute(n, _, _, _, _): names.append(n)
+            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _), let .itemPairWeight(k, _, _): kinds.append(k)
+            case let .product(l, r, _): names.append(l.name); if let r { names.append(r.name) }
+            }
+        }
+        for n in names where !attributes.contains(n) { throw SessionError("the job was not granted attribute \(n)") }
+        for k in kinds where !eventKinds.contains(k) { throw SessionError("the job was not granted events \(k)") }
+    }
+
+    func take(_ shares: [Epsilon]) throws {
+        let units = shares.reduce(UInt64(0)) { $0 + $1.noiseUnits }
+        guard usedUnits + units <= epsilon.noiseUnits else {
+            throw SessionError("the model asked for more epsilon than the job was granted (\(epsilon))")
+        }
+        usedUnits += units
+    }
+
+    /// Releases every coordinate of the request (coordinate i with epsilon `shares[i]`) for
+    /// every key of the grouping's public domain ("" when ungrouped), in domain order.
+    public func release(_ request: AggregateRequest, shares: [Epsilon], label: String) throws -> [(key: String, values: [NoisyValue])] {
+        precondition(shares.count == request.coordinates.count, "one epsilon share per coordinate")
+        var r = request
+        r.consentPurpose = consentPurpose
+        try check(r)
+        let keys: [String]
+        if let g = r.grouping {
+            guard let d = g.domain else { throw SessionError("a grouping with keys from the data needs releaseSelected") }
+            keys = d
+        } else {
+            keys = [""]
+        }
+        try take(shares)
+        let sums = try source.boundedSums(r)
+        var out: [(key: String, values: [NoisyValue])] = []
+        out.reserveCapacity(keys.count)
+        for key in keys {
+            let exact = sums[key] ?? [Int64](repeating: 0, count: r.coordinates.count)
+            var values: [NoisyValue] = []
+            for (i, c) in r.coordinates.enumerated() {
+                values += BoundedSum.release(sums: [exact[i]], bound: c.bound, epsilon: shares[i], grid: c.grid, using: &rng)
+            }
+            out.append((key, values))
+        }
+        ledger.append(("\(label) (\(keys.count) groups)", shares.reduce(0) { $0 + $1.noiseValue }, r.coordinates.map { Double($0.bound) * $0.grid }))
+        return out
+    }
+
+    /// Private partition selection (for groupings whose keys come from the data, e.g. the
+    /// items of events): one coordinate, each key present in the data gets its noisy sum,
+    /// and only keys whose noisy value exceeds
+    /// `threshold = 1 + b * ln(m / (2 delta))` (b = bound / epsilon the noise scale,
+    /// m = bound, the number of keys one subject can touch, each by at most 1) are released.
+    /// A key only one subject holds is released with probability at most
+    /// (1/2) exp(-(threshold - 1) / b) = delta / m; a subject holds at most m keys, so the
+    /// release is (epsilon, delta)-DP (Korolova et al. 2009; Desfontaines et al. 2022).
+    public func releaseSelected(_ request: AggregateRequest, epsilon share: Epsilon, delta: Double, label: String) throws -> (released: [(key: String, value: NoisyValue)], threshold: Double) {
+        precondition(request.coordinates.count == 1)
+        guard case .itemPresence? = request.coordinates.first else { throw SessionError("partition selection counts item presence only") }
+        guard delta > 0, usedDelta + delta <= self.delta * (1 + 1e-9) else { throw SessionError("the model asked for more delta than the job allows (\(self.delta))") }
+        var r = request
+        r.consentPurpose = consentPurpose
+        if case .items? = r.grouping { r.grouping = .items(vocabulary: nil) } else { throw SessionError("partition selection needs an item grouping") }
+        try check(r)
+        try take([share])
+        usedDelta += delta
+        let c = r.coordinates[0]
+        let m = Double(c.bound)
+        let b = m * Double(Epsilon.unitsPerOne) / Double(share.noiseUnits)
+        let threshold = 1 + b * log(m / (2 * delta))
+        let sums = try source.boundedSums(r)
+        var out: [(key: String, value: NoisyValue)] = []
+        for key in sums.keys.sorted() {
+            guard let exact = sums[key]?.first, exact > 0 else { continue }
+            let v = BoundedSum.release(sums: [exact], bound: c.bound, epsilon: share, grid: 1, using: &rng)[0]
+            if v.value > threshold { out.append((key, v)) }
+        }
+        ledger.append(("\(label) (partition selection, delta \(delta), threshold \(String(format: "%.1f", threshold)))", share.noiseValue, [m]))
+        return (out, threshold)
+    }
+}
+
+public struct SessionError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+extension QueryEngine {
+    /// Charges `epsilon` once for a whole training job (check-and-spend with the job's audit
+    /// entry; `BudgetExceeded` when it does not fit) and opens the session the model spends it in.
+    public func openSession(purpose: String, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0, limit: Double, periodSeconds: Int,
+                            attributes: Set<String>, eventKinds: Set<String>) throws -> (PrivateSession, BudgetState) {
+        let budget = try accountant.spend(purpose: purpose, epsilon: epsilon, limit: limit, periodSeconds: periodSeconds)
+        return (PrivateSession(source: source, consentPurpose: consentPurpose, epsilon: epsilon, delta: delta,
+                               attributes: attributes, eventKinds: eventKinds), budget)
+    }
+}

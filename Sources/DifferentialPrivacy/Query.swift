@@ -30,6 +30,20 @@ public enum Coordinate: Sendable, Equatable {
     case events(kind: String, lower: Double, upper: Double, center: Double, grid: Double, maxContributions: Int)
     /// min(number of the subject's events of this kind, maxContributions).
     case eventCount(kind: String, maxContributions: Int)
+    /// round(z(a) * z(b) / grid) with z(x) = 2 (clamp(x, lower, upper) - lower) / (upper - lower) - 1
+    /// in [-1, 1] (`right` nil: z(a) alone). An entry of the sufficient statistics XᵀX, Xᵀy of
+    /// a regression on features scaled to [-1, 1]. The population must exclude subjects with a
+    /// null in either attribute (`AggregateRequest.nonNull`). Bound 1 / grid.
+    case product(left: ScaledFeature, right: ScaledFeature?, grid: Double)
+    /// Item grouping only (`Grouping.items`): 1 for each of the subject's at most `maxItems`
+    /// distinct items of this event kind (the most recently used first), in that item's group.
+    /// One subject touches at most `maxItems` groups, each by 1: L1 bound `maxItems` over all groups.
+    case itemPresence(kind: String, maxItems: Int)
+    /// Item-pair grouping only (`Grouping.itemPairs`): with n the number of the subject's distinct
+    /// items of this kind in the vocabulary (at most `maxItems`, the most recent), every unordered
+    /// pair of them gets floor(unit / (n - 1)). The n(n-1)/2 pairs sum to at most n * unit / 2:
+    /// L1 bound floor(maxItems * unit / 2) over all groups.
+    case itemPairWeight(kind: String, maxItems: Int, unit: Int)
 
     /// The largest absolute value one subject can contribute, in grid units.
     public var bound: UInt64 {
@@ -39,31 +53,116 @@ public enum Coordinate: Sendable, Equatable {
         case let .attribute(_, lo, hi, c, g): return max(units(lo - c, g), units(hi - c, g))
         case let .events(_, lo, hi, c, g, k): return UInt64(k) * max(units(lo - c, g), units(hi - c, g))
         case let .eventCount(_, k): return UInt64(k)
+        case let .product(_, _, g): return units(1, g)
+        case let .itemPresence(_, m): return UInt64(m)
+        case let .itemPairWeight(_, m, u): return UInt64(m) * UInt64(u) / 2
+        }
+    }
+
+    /// The grid step of the released value (1 for counts).
+    public var grid: Double {
+        switch self {
+        case let .attribute(_, _, _, _, g), let .events(_, _, _, _, g, _), let .product(_, _, g): return g
+        case let .itemPairWeight(_, _, u): return 1 / Double(u)
+        default: return 1
         }
     }
 }
 
-/// What the aggregate source must sum: the population (consent, predicates), an optional
-/// grouping over a public domain, and the coordinates.
+/// A numeric attribute with its public bounds, as models see it.
+public struct ScaledFeature: Sendable, Equatable, Hashable, Codable {
+    public var name: String
+    public var lower: Double
+    public var upper: Double
+    public init(name: String, lower: Double, upper: Double) {
+        self.name = name
+        self.lower = lower
+        self.upper = upper
+    }
+    /// clamp(x) mapped to [0, 1].
+    public func unit(_ x: Double) -> Double { (min(upper, max(lower, x)) - lower) / (upper - lower) }
+    /// A point of [0, 1] back in the attribute's units.
+    public func value(unit u: Double) -> Double { lower + u * (upper - lower) }
+}
+
+/// How subjects are grouped. Except for the item groupings, a subject belongs to at most one
+/// group, so the concatenation of its vectors over all groups has the same L1 norm as its
+/// vector: the coordinate bounds hold for the whole release.
+public enum Grouping: Sendable, Equatable {
+    /// By a categorical attribute, over exactly `domain` (null or outside: no group).
+    case attribute(name: String, domain: [String])
+    /// By the nearest of `centroids` (points of [0,1]^d, d = features.count) in squared Euclidean
+    /// distance over the features scaled to [0, 1] (clamped to their bounds). Distances are
+    /// compared after rounding down to multiples of 2^-40; ties go to the lowest index. Keys
+    /// "0"..."k-1". Subjects with a null feature belong to no group.
+    case nearest(features: [ScaledFeature], centroids: [[Double]])
+    /// By the cell of a regular grid with `bins` cells per axis over the features scaled to
+    /// [0, 1]: bin_j = min(bins - 1, floor(unit_j * bins)), key = sum_j bin_j * bins^j as text
+    /// ("0"..."bins^d - 1"). Subjects with a null feature belong to no group.
+    case cell(features: [ScaledFeature], bins: Int)
+    /// By event item: one group per item of `vocabulary` (all present, zeros included); with a
+    /// nil vocabulary, the groups are the items found in the data (only for private partition
+    /// selection, `PrivateSession.releaseSelected`). Coordinate: `itemPresence` only.
+    case items(vocabulary: [String]?)
+    /// By unordered pair of vocabulary items, key "i|j" with i < j the items' indexes in
+    /// `vocabulary`; only pairs found in the data are returned (absent pairs are exact zeros).
+    /// Coordinate: `itemPairWeight` only.
+    case itemPairs(vocabulary: [String])
+
+    /// The public key space (nil when keys come from the data).
+    public var domain: [String]? {
+        switch self {
+        case let .attribute(_, d): return d
+        case let .nearest(_, c): return c.indices.map(String.init)
+        case let .cell(f, b): return (0..<Self.cellCount(dimensions: f.count, bins: b)).map(String.init)
+        case let .items(v): return v
+        case let .itemPairs(v):
+            var keys: [String] = []
+            keys.reserveCapacity(v.count * (v.count - 1) / 2)
+            for i in v.indices { for j in (i + 1)..<max(i + 1, v.count) { keys.append("\(i)|\(j)") } }
+            return keys
+        }
+    }
+
+    public static func cellCount(dimensions d: Int, bins b: Int) -> Int {
+        var n = 1
+        for _ in 0..<d { n = n.multipliedReportingOverflow(by: b).partialValue }
+        return n
+    }
+}
+
+/// What the aggregate source must sum: the population (consent, predicates, non-null
+/// attributes), an optional grouping, and the coordinates.
 public struct AggregateRequest: Sendable, Equatable {
     /// Only subjects with active consent for this purpose (nil: no consent needed).
     public var consentPurpose: String?
     public var predicates: [WhereCondition]
+    /// Only subjects whose value of each of these attributes is not null.
+    public var nonNull: [String]
+    public var grouping: Grouping?
+    public var coordinates: [Coordinate]
+
     /// Group by this categorical attribute, over exactly `domain` (subjects whose value is
     /// null or outside the domain belong to no group).
-    public var groupBy: (attribute: String, domain: [String])?
-    public var coordinates: [Coordinate]
+    public var groupBy: (attribute: String, domain: [String])? {
+        get { if case let .attribute(n, d)? = grouping { return (n, d) } else { return nil } }
+        set { grouping = newValue.map { .attribute(name: $0.attribute, domain: $0.domain) } }
+    }
 
     public init(consentPurpose: String?, predicates: [WhereCondition], groupBy: (attribute: String, domain: [String])?, coordinates: [Coordinate]) {
         self.consentPurpose = consentPurpose
         self.predicates = predicates
-        self.groupBy = groupBy
+        self.nonNull = []
+        self.grouping = groupBy.map { .attribute(name: $0.attribute, domain: $0.domain) }
         self.coordinates = coordinates
     }
 
-    public static func == (a: AggregateRequest, b: AggregateRequest) -> Bool {
-        a.consentPurpose == b.consentPurpose && a.predicates == b.predicates && a.coordinates == b.coordinates
-            && a.groupBy?.attribute == b.groupBy?.attribute && a.groupBy?.domain == b.groupBy?.domain
+    public init(consentPurpose: String?, predicates: [WhereCondition] = [], nonNull: [String] = [], grouping: Grouping?, coordinates: [Coordinate]) {
+        self.consentPurpose = consentPurpose
+        self.predicates = predicates
+        self.nonNull = nonNull
+        self.grouping = grouping
+        self.coordinates = coordinates
     }
 }
 

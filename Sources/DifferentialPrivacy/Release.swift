@@ -29,6 +29,16 @@ public struct Epsilon: Sendable, Equatable, CustomStringConvertible {
         Epsilon(noiseUnits: noiseUnits / UInt64(parts), chargeUnits: chargeUnits, requested: requested / Double(parts))
     }
 
+    /// A share of `fraction` (0 < fraction <= 1) of this epsilon, its noise units rounded down
+    /// (nil when the share rounds to zero units). Shares of one release whose fractions add up
+    /// to at most 1 have noise epsilons adding up to at most this one's.
+    public func share(_ fraction: Double) -> Epsilon? {
+        guard fraction > 0, fraction <= 1 else { return nil }
+        let units = UInt64((Double(noiseUnits) * fraction).rounded(.down))
+        guard units > 0 else { return nil }
+        return Epsilon(noiseUnits: units, chargeUnits: chargeUnits, requested: requested * fraction)
+    }
+
     private init(noiseUnits: UInt64, chargeUnits: UInt64, requested: Double) {
         self.noiseUnits = noiseUnits
         self.chargeUnits = chargeUnits

@@ -115,7 +115,119 @@ struct StoreAggregateSource: AggregateSource {
         return lo - c >= 0 ? "CAST(\(e) + 0.5 AS INTEGER)" : "CAST(round(\(e)) AS INTEGER)"
     }
 
+    /// z(x) = 2 (clamp(x) - lo) / (hi - lo) - 1 in SQL.
+    static func signedUnit(_ x: String, _ f: ScaledFeature, stored: ClosedRange<Double>?) -> String {
+        var e = x
+        if !(stored.map { $0.lowerBound >= f.lower && $0.upperBound <= f.upper } ?? false) {
+            e = "(CASE WHEN \(x) < \(literal(f.lower)) THEN \(literal(f.lower)) WHEN \(x) > \(literal(f.upper)) THEN \(literal(f.upper)) ELSE \(x) END)"
+        }
+        return "((\(e) - \(literal(f.lower))) * \(literal(2 / (f.upper - f.lower))) - 1.0)"
+    }
+
+    /// clamp(x) scaled to [0, 1] in SQL.
+    static func unit(_ x: String, _ f: ScaledFeature, stored: ClosedRange<Double>?) -> String {
+        var e = x
+        if !(stored.map { $0.lowerBound >= f.lower && $0.upperBound <= f.upper } ?? false) {
+            e = "(CASE WHEN \(x) < \(literal(f.lower)) THEN \(literal(f.lower)) WHEN \(x) > \(literal(f.upper)) THEN \(literal(f.upper)) ELSE \(x) END)"
+        }
+        return "((\(e) - \(literal(f.lower))) * \(literal(1 / (f.upper - f.lower))))"
+    }
+
+    /// The group key of `Grouping.nearest`: each squared distance is rounded down to a multiple
+    /// of 2^-40, multiplied by 64 (k <= 64) plus the centroid's index, and SQLite's scalar
+    /// min() picks the smallest: the nearest centroid, ties to the lowest index; `% 64` is the index.
+    static func nearestKey(units: [String], centroids: [[Double]]) -> String {
+        precondition(centroids.count <= 64 && !centroids.isEmpty)
+        let terms = centroids.enumerated().map { (i, c) -> String in
+            let d = zip(units, c).map { u, v in "(\(u) - \(literal(v))) * (\(u) - \(literal(v)))" }.joined(separator: " + ")
+            return "CAST((\(d)) * 1099511627776.0 AS INTEGER) * 64 + \(i)"
+        }
+        if terms.count == 1 { return "0" }
+        return "(min(\(terms.joined(separator: ", "))) % 64)"
+    }
+
+    static func cellKey(units: [String], bins: Int) -> String {
+        var parts: [String] = []
+        var weight = 1
+        for u in units {
+            parts.append("min(\(bins - 1), CAST(\(u) * \(bins).0 AS INTEGER)) * \(weight)")
+            weight *= bins
+        }
+        return "(" + parts.joined(separator: " + ") + ")"
+    }
+
+    /// Item groupings: one statement over the subjects' capped distinct items.
+    func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
+            throw VaultError(.usage, "an item grouping takes exactly one item coordinate and no predicates")
+        }
+        let kind: String, maxItems: Int
+        var unit = 1
+        switch r.coordinates[0] {
+        case let .itemPresence(k, m): kind = k; maxItems = m
+        case let .itemPairWeight(k, m, u): kind = k; maxItems = m; unit = u
+        default: throw VaultError(.usage, "an item grouping takes an item coordinate")
+        }
+        guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
+        var args: [any DatabaseValueConvertible] = [kind]
+        var vocabFilter = ""
+        var vocabulary: [String]? = nil
+        switch r.grouping {
+        case let .items(v)?: vocabulary = v
+        case let .itemPairs(v)?: vocabulary = v
+        default: break
+        }
+        if let v = vocabulary {
+            let data = try JSONSerialization.data(withJSONObject: v)
+            vocabFilter = " AND item IN (SELECT value FROM json_each(?))"
+            args.append(String(decoding: data, as: UTF8.self))
+        }
+        var consent = ""
+        if let p = r.consentPurpose {
+            consent = " JOIN consent_state cs ON cs.subject_id = d.subject_id AND cs.purpose = ? AND cs.granted = 1"
+            args.append(p)
+        }
+        // The subject's distinct items, most recently used first (ties by item), at most maxItems.
+        let capped = """
+            SELECT subject_id, item FROM (
+                SELECT d.subject_id, d.item, ROW_NUMBER() OVER (PARTITION BY d.subject_id ORDER BY d.t DESC, d.item) AS rn
+                FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(vocabFilter) GROUP BY subject_id, item) d\(consent))
+            WHERE rn <= \(maxItems)
+            """
+        let sql: String
+        if case .itemPairs = r.grouping {
+            sql = """
+                WITH s AS (\(capped)), n AS (SELECT subject_id, COUNT(*) AS c FROM s GROUP BY subject_id HAVING COUNT(*) >= 2)
+                SELECT x.item AS a, y.item AS b, SUM(\(unit) / (n.c - 1)) FROM s x JOIN s y ON x.subject_id = y.subject_id AND x.item < y.item
+                JOIN n ON n.subject_id = x.subject_id GROUP BY x.item, y.item
+                """
+        } else {
+            sql = "SELECT item, COUNT(*) FROM (\(capped)) GROUP BY item"
+        }
+        return try store.pool.read { db in
+            var out: [String: [Int64]] = [:]
+            if case let .itemPairs(v)? = r.grouping {
+                var index: [String: Int] = [:]
+                for (i, item) in v.enumerated() { index[item] = i }
+                for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue })) {
+                    guard let i = index[row[0] as String], let j = index[row[1] as String] else { continue }
+                    out["\(min(i, j))|\(max(i, j))"] = [row[2] as Int64]
+                }
+            } else {
+                if let v = vocabulary { for item in v { out[item] = [0] } }
+                for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue })) {
+                    out[row[0] as String] = [row[1] as Int64]
+                }
+            }
+            return out
+        }
+    }
+
     func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        switch r.grouping {
+        case .items?, .itemPairs?: return try itemSums(r)
+        default: break
+        }
         let schema = store.schema
         let attrNames = Set(schema.attributeFields.map(\.name))
         let integralAttrs = Set(schema.attributeFields.filter { [.int, .bool, .date].contains($0.type) }.map(\.name))
@@ -165,6 +277,12 @@ struct StoreAggregateSource: AggregateSource {
             case let .eventCount(kind, k):
                 let alias = eventAlias(kind, k, valueExpr: nil)
                 selects.append("COALESCE(SUM(\(alias).n), 0)")
+            case let .product(l, rr, grid):
+                var e = Self.signedUnit(try column(l.name), l, stored: schema.field(named: l.name)?.numericBounds)
+                if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: schema.field(named: rr.name)?.numericBounds)))" }
+                selects.append("COALESCE(SUM(CAST(round(\(e) * \(Self.literal(1 / grid))) AS INTEGER)), 0)")
+            case .itemPresence, .itemPairWeight:
+                throw VaultError(.usage, "item coordinates need an item grouping")
             }
         }
         var wheres: [String] = []
@@ -177,22 +295,39 @@ struct StoreAggregateSource: AggregateSource {
             case .text(let t): whereArgs.append(t)
             }
         }
+        for n in r.nonNull { wheres.append("\(try column(n)) IS NOT NULL") }
         var groupColumn: String?
-        if let g = r.groupBy {
-            let col = try column(g.attribute)
-            groupColumn = col
-            _ = g   // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
+        switch r.grouping {
+        case let .attribute(name, _)?:
+            // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
+            groupColumn = try column(name)
+        case let .nearest(features, centroids)?:
+            guard !centroids.isEmpty, centroids.count <= 64, centroids.allSatisfy({ $0.count == features.count }) else {
+                throw VaultError(.usage, "nearest-centroid grouping needs 1 to 64 centroids of the features' dimension")
+            }
+            let units = try features.map { Self.unit(try column($0.name), $0, stored: schema.field(named: $0.name)?.numericBounds) }
+            for f in features { wheres.append("\(try column(f.name)) IS NOT NULL") }
+            groupColumn = "CAST(\(Self.nearestKey(units: units, centroids: centroids)) AS TEXT)"
+        case let .cell(features, bins)?:
+            guard bins >= 1, Grouping.cellCount(dimensions: features.count, bins: bins) <= 1 << 20 else {
+                throw VaultError(.usage, "grid grouping has too many cells")
+            }
+            let units = try features.map { Self.unit(try column($0.name), $0, stored: schema.field(named: $0.name)?.numericBounds) }
+            for f in features { wheres.append("\(try column(f.name)) IS NOT NULL") }
+            groupColumn = "CAST(\(Self.cellKey(units: units, bins: bins)) AS TEXT)"
+        default:
+            break
         }
         var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }
-        if let groupColumn { sql += " GROUP BY \(groupColumn)" }
+        if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
         // Argument order follows the SQL text: consent join, event joins, then WHERE.
         let allArgs = args + joinArgs + whereArgs
         let offset = groupColumn == nil ? 0 : 1
         return try store.pool.read { db in
             var out: [String: [Int64]] = [:]
-            if let g = r.groupBy {
-                for key in g.domain { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
+            if let domain = r.grouping?.domain {
+                for key in domain { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
             } else {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
@@ -202,6 +337,39 @@ struct StoreAggregateSource: AggregateSource {
                 out[key] = (0..<r.coordinates.count).map { row[$0 + offset] as Int64 }
             }
             return out
+        }
+    }
+}
+
+// MARK: - A subject's own items (for `recommend`)
+
+/// One subject's own interactions as `recommend` needs them: nothing is released to anyone
+/// but the subject's own recommendation, and the caller checks consent and audits the read.
+public struct SubjectItems: Sendable {
+    public var customerID: String
+    public var pseudonym: [UInt8]
+    /// nil: no such subject.
+    public var items: Set<String>?
+    public var consent: Bool
+}
+
+extension ProfileStore {
+    /// The distinct items of `kind` each subject has events for, with its consent for
+    /// `purpose` (nil purpose: consent not needed, reported true), in one read transaction.
+    public func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?) throws -> [SubjectItems] {
+        let pseudos = try customerIDs.map { try pseudonym(ofCustomerID: $0) }
+        return try pool.read { db in
+            try zip(customerIDs, pseudos).map { id, pseudo in
+                guard let s = try subjectRow(db, pseudonym: pseudo) else {
+                    return SubjectItems(customerID: id, pseudonym: pseudo, items: nil, consent: false)
+                }
+                var consent = true
+                if let consentPurpose {
+                    consent = try Bool.fetchOne(db, sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?", arguments: [consentPurpose, s.id]) ?? false
+                }
+                let items = consent ? Set(try String.fetchAll(db, sql: "SELECT DISTINCT item FROM events WHERE subject_id = ? AND kind = ?", arguments: [s.id, kind])) : []
+                return SubjectItems(customerID: id, pseudonym: pseudo, items: items, consent: consent)
+            }
         }
     }
 }

@@ -1,0 +1,162 @@
+public import DifferentialPrivacy
+public import Foundation
+
+/// The model kinds this module trains (SPEC §6).
+public enum ModelKind: String, Sendable, CaseIterable, Codable {
+    case segments, kmeans, linear_regression, logistic_regression, recommender
+}
+
+/// One DP release a model made, for the artifact's record of how the job's epsilon was split.
+public struct ReleaseRecord: Codable, Sendable, Equatable {
+    public var release: String
+    public var epsilon: Double
+    /// Per coordinate, the per-subject L1 bound (over all groups) in the coordinate's units.
+    public var l1Bounds: [Double]
+}
+
+/// The `privacy` block of a model artifact (SPEC §6).
+public struct PrivacyBlock: Codable, Sendable, Equatable {
+    public var purpose: String
+    public var epsilon: Double
+    public var delta: Double
+    public var mechanism: String
+    public var contributionBounds: [String: Double]
+    public var policyVersion: String
+    public var job: String
+    public var trainedAt: String
+    public var budgetSplit: [ReleaseRecord]
+    public init(purpose: String, epsilon: Double, delta: Double, mechanism: String, contributionBounds: [String: Double],
+                policyVersion: String, job: String, trainedAt: String, budgetSplit: [ReleaseRecord]) {
+        self.purpose = purpose
+        self.epsilon = epsilon
+        self.delta = delta
+        self.mechanism = mechanism
+        self.contributionBounds = contributionBounds
+        self.policyVersion = policyVersion
+        self.job = job
+        self.trainedAt = trainedAt
+        self.budgetSplit = budgetSplit
+    }
+}
+
+/// A segment of a `segments` model.
+public struct Segment: Codable, Sendable, Equatable {
+    public var key: String
+    public var size: Double
+    public var means: [String: Double]
+}
+
+/// A trained model as JSON: kind, features in order, the kind's parameters, the privacy block.
+/// Everything in it is post-processing of DP releases.
+public struct ModelArtifact: Codable, Sendable {
+    public var model: ModelKind
+    public var features: [String]
+    /// Public bounds of each feature, [lower, upper], in feature order.
+    public var featureBounds: [[Double]]
+    public var params: [String: Double]
+    // kmeans
+    public var centroids: [[Double]]?
+    public var clusterSizes: [Double]?
+    // linear_regression, logistic_regression
+    public var target: String?
+    public var coefficients: [Double]?
+    public var intercept: Double?
+    // segments
+    public var segmentBy: String?
+    public var segments: [Segment]?
+    // recommender
+    public var events: String?
+    public var items: [String]?
+    public var itemSource: String?
+    public var popularity: [Double]?
+    public var neighborItems: [[Int]]?
+    public var neighborScores: [[Double]]?
+    public var privacy: PrivacyBlock?
+
+    public init(model: ModelKind, features: [ScaledFeature], params: [String: Double]) {
+        self.model = model
+        self.features = features.map(\.name)
+        self.featureBounds = features.map { [$0.lower, $0.upper] }
+        self.params = params
+    }
+
+    public var scaledFeatures: [ScaledFeature] {
+        zip(features, featureBounds).map { ScaledFeature(name: $0, lower: $1.first ?? 0, upper: $1.last ?? 1) }
+    }
+
+    public func encoded() throws -> Data {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.nonConformingFloatEncodingStrategy = .throw
+        return try e.encode(self)
+    }
+
+    public static func decode(_ data: Data) throws -> ModelArtifact {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return try d.decode(ModelArtifact.self, from: data)
+    }
+}
+
+/// What a training job hands a model: the gate has checked it all against schema and policy.
+public struct TrainingSpec: Sendable {
+    public var features: [ScaledFeature]
+    /// Features whose values are integers (used to pick an exact grid).
+    public var integral: Set<String>
+    public var target: ScaledFeature?
+    public var events: String?
+    public var params: [String: Double]
+    /// segments: the categorical attribute and its public domain.
+    public var segmentBy: (name: String, domain: [String])?
+    /// segments: the k-means model whose clusters are the segments.
+    public var clusters: ModelArtifact?
+    /// recommender: a declared catalog (nil: private selection).
+    public var catalog: [String]?
+    public init(features: [ScaledFeature], integral: Set<String> = [], target: ScaledFeature? = nil, events: String? = nil,
+                params: [String: Double] = [:], segmentBy: (name: String, domain: [String])? = nil, clusters: ModelArtifact? = nil,
+                catalog: [String]? = nil) {
+        self.features = features
+        self.integral = integral
+        self.target = target
+        self.events = events
+        self.params = params
+        self.segmentBy = segmentBy
+        self.clusters = clusters
+        self.catalog = catalog
+    }
+
+    func param(_ name: String, _ fallback: Double) -> Double { params[name] ?? fallback }
+}
+
+public struct ModelError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Trains a model of `kind` inside a session (the job's charged epsilon).
+public enum Trainer {
+    public static func fit(_ kind: ModelKind, spec: TrainingSpec, session: PrivateSession,
+                           progress: (String) -> Void = { _ in }) throws -> ModelArtifact {
+        var a: ModelArtifact
+        switch kind {
+        case .kmeans: a = try KMeans.fit(spec: spec, session: session, progress: progress)
+        case .segments: a = try Segments.fit(spec: spec, session: session)
+        case .linear_regression: a = try Regression.fit(spec: spec, session: session, logistic: false)
+        case .logistic_regression: a = try Regression.fit(spec: spec, session: session, logistic: true)
+        case .recommender: a = try Recommender.fit(spec: spec, session: session, progress: progress)
+        }
+        a.privacy = PrivacyBlock(purpose: "", epsilon: session.epsilon.requested, delta: 0, mechanism: "", contributionBounds: [:],
+                                 policyVersion: "", job: "", trainedAt: "",
+                                 budgetSplit: session.ledger.map { ReleaseRecord(release: $0.what, epsilon: $0.epsilon, l1Bounds: $0.bounds) })
+        return a
+    }
+
+    /// The grid and centre of a centred sum of a feature (as `mean` queries use).
+    static func centredCoordinate(_ f: ScaledFeature, integral: Bool) -> Coordinate {
+        let c = (f.lower + f.upper) / 2
+        let g = BoundedSum.grid(forBound: (f.upper - f.lower) / 2,
+                                integral: integral && (f.upper - f.lower).truncatingRemainder(dividingBy: 2) == 0)
+        return .attribute(name: f.name, lower: f.lower, upper: f.upper, center: c, grid: g)
+    }
+}

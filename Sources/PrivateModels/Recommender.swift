@@ -1,0 +1,96 @@
+public import DifferentialPrivacy
+import Foundation
+
+/// Item-based recommender from noisy item popularity and item-item co-occurrence.
+///
+/// Each subject's distinct items of the event kind are capped at `max_items_per_subject` (m,
+/// the most recently used). Budget split of the job's epsilon E:
+/// - 30%: item popularity, each subject adding 1 to each of its <= m items (L1 bound m).
+///   With a declared catalog (`items_from`), one noisy count per catalog item. Without one,
+///   private partition selection: only items whose noisy count exceeds
+///   1 + (m/ε₁)·ln(m/(2δ)) are named ((ε₁, δ)-DP, δ the job's `delta`, default 1e-6).
+/// - 70%: co-occurrence among the V most popular released items (`vocabulary_size`, default
+///   200): with n a subject's distinct items among them (<= m), each unordered pair gets
+///   1/(n - 1) (on a grid of 1/1024), so each item a subject holds spreads one unit over its
+///   partners and the subject's total is n/2 <= m/2 (L1 bound m/2).
+/// Similarity sim(i, j) = max(0, C_ij) / sqrt(P_i P_j) (P the noisy popularity, floored);
+/// each item keeps its `neighbors` (default 50) most similar items.
+public enum Recommender {
+    public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
+        guard let kind = spec.events else { throw ModelError("recommender needs events: (an event kind)") }
+        let m = Int(spec.param("max_items_per_subject", 20))
+        let v = Int(spec.param("vocabulary_size", 200))
+        let l = Int(spec.param("neighbors", 50))
+        guard m >= 2 && m <= 1000 else { throw ModelError("recommender: max_items_per_subject must be between 2 and 1000") }
+        guard v >= 2 && v <= 2000 else { throw ModelError("recommender: vocabulary_size must be between 2 and 2000") }
+        let popEps = try session.share(0.3), coEps = try session.share(0.7)
+        var items: [(String, Double)]
+        var threshold: Double? = nil
+        if let catalog = spec.catalog {
+            progress("recommender: noisy popularity of \(catalog.count) catalog items")
+            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
+                                        shares: [popEps], label: "recommender: item popularity (catalog)")
+            items = r.map { ($0.key, $0.values[0].value) }
+        } else {
+            progress("recommender: private selection of items")
+            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
+                                                epsilon: popEps, delta: session.delta, label: "recommender: item popularity")
+            items = r.released.map { ($0.key, $0.value.value) }
+            threshold = r.threshold
+        }
+        items.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        let names = items.map(\.0)
+        let pop = items.map { max(0, $0.1) }
+        let vocab = Array(names.prefix(v))
+        var neighborItems = [[Int]](repeating: [], count: names.count)
+        var neighborScores = [[Double]](repeating: [], count: names.count)
+        if vocab.count >= 2 {
+            progress("recommender: noisy co-occurrence of the \(vocab.count) most popular items")
+            let unit = 1024
+            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .itemPairs(vocabulary: vocab),
+                                                         coordinates: [.itemPairWeight(kind: kind, maxItems: m, unit: unit)]),
+                                        shares: [coEps], label: "recommender: item-item co-occurrence")
+            let floorP = max(1, 2 * Double(m) / popEps.noiseValue)
+            var sims = [[(Int, Double)]](repeating: [], count: vocab.count)
+            for (key, values) in r {
+                let parts = key.split(separator: "|")
+                guard parts.count == 2, let i = Int(parts[0]), let j = Int(parts[1]) else { continue }
+                let c = values[0].value
+                guard c > 0 else { continue }
+                let s = c / (max(pop[i], floorP) * max(pop[j], floorP)).squareRoot()
+                sims[i].append((j, s))
+                sims[j].append((i, s))
+            }
+            for i in vocab.indices {
+                let top = sims[i].sorted { $0.1 > $1.1 }.prefix(l)
+                neighborItems[i] = top.map(\.0)
+                neighborScores[i] = top.map { ($0.1 * 1e6).rounded() / 1e6 }
+            }
+        }
+        var a = ModelArtifact(model: .recommender, features: [], params: ["max_items_per_subject": Double(m), "vocabulary_size": Double(vocab.count), "neighbors": Double(l)])
+        if let threshold { a.params["selection_threshold"] = threshold }
+        a.events = kind
+        a.items = names
+        a.itemSource = spec.catalog == nil ? "private_selection" : "catalog"
+        a.popularity = pop.map { ($0 * 1000).rounded() / 1000 }
+        a.neighborItems = neighborItems
+        a.neighborScores = neighborScores
+        return a
+    }
+
+    /// Top-N items for a subject who has interacted with `owned` (never returned): item-based
+    /// scores sum(sim(i, j) for i owned), ties and cold subjects by popularity.
+    public static func recommend(_ a: ModelArtifact, owned: Set<String>, top: Int) -> [String] {
+        guard let items = a.items, let pop = a.popularity else { return [] }
+        let ni = a.neighborItems ?? [], ns = a.neighborScores ?? []
+        let maxPop = max(1, pop.max() ?? 1)
+        var score = [Double](repeating: 0, count: items.count)
+        for (i, name) in items.enumerated() where owned.contains(name) && i < ni.count {
+            for (j, s) in zip(ni[i], ns[i]) where j < score.count { score[j] += s }
+        }
+        for j in items.indices { score[j] += 1e-3 * pop[j] / maxPop }
+        return items.indices.filter { !owned.contains(items[$0]) }
+            .sorted { score[$0] != score[$1] ? score[$0] > score[$1] : $0 < $1 }
+            .prefix(max(0, top)).map { items[$0] }
+    }
+}

@@ -1,0 +1,105 @@
+public import DifferentialPrivacy
+import Foundation
+
+/// Linear and logistic regression from noisy sufficient statistics.
+///
+/// Features and target are clamped to their bounds and scaled to z in [-1, 1]. One release:
+/// the upper triangle of ZᵀZ (Z with a column of ones: the count, the sums of z_i, the sums of
+/// z_i z_j) and Zᵀz_y: T = 1 + d + d(d+1)/2 + d coordinates, each bounded by 1 per subject, the
+/// job's epsilon split equally (each coordinate's noise scale T / E).
+///
+/// - linear: ridge (AdaSSP-style, Wang 2018): λ = 2·sqrt(2)·b·sqrt(p) with b = T/E the
+///   noise scale and p = d + 1, an upper estimate of the noise matrix's spectral norm that
+///   depends on public quantities only; if the regularised noisy matrix is still not positive
+///   definite, λ doubles until its Cholesky factorisation succeeds. So it never blows up.
+/// - logistic: the second-order Taylor expansion of the logistic loss at 0,
+///   log(1 + e^t) - y t ≈ log 2 + t/2 + t²/8 - y t, whose minimiser is
+///   (ZᵀZ/4 + λI) θ = Zᵀ(y - 1/2) = Zᵀz_y / 2 (y in {0,1}, z_y = 2y - 1): the same statistics.
+public enum Regression {
+    public static func fit(spec: TrainingSpec, session: PrivateSession, logistic: Bool) throws -> ModelArtifact {
+        let f = spec.features
+        guard let y = spec.target else { throw ModelError("regression needs a target") }
+        let d = f.count
+        guard d >= 1 else { throw ModelError("regression needs at least one feature") }
+        let p = d + 1
+        let g = BoundedSum.grid(forBound: 1, integral: false)
+        var coordinates: [Coordinate] = [.subjects]
+        var slots: [(Int, Int)] = [(0, 0)]   // (row, col) of ZᵀZ; col == p: Zᵀz_y
+        for i in 0..<d { coordinates.append(.product(left: f[i], right: nil, grid: g)); slots.append((0, i + 1)) }
+        for i in 0..<d { for j in i..<d { coordinates.append(.product(left: f[i], right: f[j], grid: g)); slots.append((i + 1, j + 1)) } }
+        coordinates.append(.product(left: y, right: nil, grid: g)); slots.append((0, p))
+        for i in 0..<d { coordinates.append(.product(left: f[i], right: y, grid: g)); slots.append((i + 1, p)) }
+        let t = coordinates.count
+        guard let each = session.epsilon.share(1 / Double(t)) else { throw ModelError("regression: epsilon too small") }
+        let r = try session.release(AggregateRequest(consentPurpose: nil, nonNull: f.map(\.name) + [y.name], grouping: nil, coordinates: coordinates),
+                                    shares: [Epsilon](repeating: each, count: t), label: "regression: sufficient statistics ZᵀZ, Zᵀy")
+        var a = [[Double]](repeating: [Double](repeating: 0, count: p), count: p)
+        var c = [Double](repeating: 0, count: p)
+        for (s, v) in zip(slots, r[0].values) {
+            if s.1 == p { c[s.0] = v.value } else { a[s.0][s.1] = v.value; a[s.1][s.0] = v.value }
+        }
+        let n = max(1, a[0][0])
+        let b = r[0].values[0].scale
+        var lambda = 2 * sqrt(2) * b * sqrt(Double(p))
+        var theta: [Double]
+        while true {
+            var m = a
+            for i in 0..<p { for j in 0..<p { m[i][j] = logistic ? a[i][j] / 4 : a[i][j] }; m[i][i] += lambda }
+            let rhs = logistic ? c.map { $0 / 2 } : c
+            if let s = LinearAlgebra.solveCholesky(m, rhs) { theta = s; break }
+            lambda = max(lambda * 2, 1e-6)
+            if lambda > 1e12 * max(1, n) { theta = [Double](repeating: 0, count: p); break }
+        }
+        // Back to the features' own units: z_j = s_j x_j + o_j.
+        var coef = [Double](repeating: 0, count: d)
+        var intercept = theta[0]
+        for j in 0..<d {
+            let s = 2 / (f[j].upper - f[j].lower), o = -2 * f[j].lower / (f[j].upper - f[j].lower) - 1
+            coef[j] = theta[j + 1] * s
+            intercept += theta[j + 1] * o
+        }
+        if !logistic {
+            // z_y = s_y y + o_y  =>  y = (z_y - o_y) / s_y.
+            let sy = 2 / (y.upper - y.lower), oy = -2 * y.lower / (y.upper - y.lower) - 1
+            coef = coef.map { $0 / sy }
+            intercept = (intercept - oy) / sy
+        }
+        var art = ModelArtifact(model: logistic ? .logistic_regression : .linear_regression, features: f, params: ["ridge_lambda": lambda])
+        art.target = y.name
+        art.coefficients = coef
+        art.intercept = intercept
+        return art
+    }
+
+    /// Prediction in the target's units (linear) or the probability (logistic).
+    public static func predict(_ a: ModelArtifact, _ x: [Double]) -> Double {
+        var s = a.intercept ?? 0
+        for (c, v) in zip(a.coefficients ?? [], x) { s += c * v }
+        return a.model == .logistic_regression ? 1 / (1 + exp(-s)) : s
+    }
+}
+
+enum LinearAlgebra {
+    /// Solves m x = b for symmetric m; nil when m is not (numerically) positive definite.
+    static func solveCholesky(_ m: [[Double]], _ b: [Double]) -> [Double]? {
+        let n = b.count
+        var l = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
+        for i in 0..<n {
+            for j in 0...i {
+                var s = m[i][j]
+                for k in 0..<j { s -= l[i][k] * l[j][k] }
+                if i == j {
+                    guard s > 1e-12 * max(1, abs(m[i][i])), s.isFinite else { return nil }
+                    l[i][i] = s.squareRoot()
+                } else {
+                    l[i][j] = s / l[j][j]
+                }
+            }
+        }
+        var y = [Double](repeating: 0, count: n)
+        for i in 0..<n { var s = b[i]; for k in 0..<i { s -= l[i][k] * y[k] }; y[i] = s / l[i][i] }
+        var x = [Double](repeating: 0, count: n)
+        for i in stride(from: n - 1, through: 0, by: -1) { var s = y[i]; for k in (i + 1)..<n { s -= l[k][i] * x[k] }; x[i] = s / l[i][i] }
+        return x.allSatisfy(\.isFinite) ? x : nil
+    }
+}

@@ -1,0 +1,335 @@
+public import Foundation
+public import DifferentialPrivacy
+public import PrivateModels
+import VaultPolicy
+import VaultStore
+import VaultAudit
+import Yams
+
+/// A training job file (SPEC §6), parsed but not yet checked against the policy.
+public struct TrainingJob: Sendable {
+    public var name: String
+    public var purpose: String
+    public var model: String
+    public var features: [String]
+    public var target: String?
+    public var events: String?
+    public var params: [String: Double]
+    /// segments: `params.by` (a categorical attribute) or `params.from_model` (a kmeans artifact).
+    public var segmentBy: String?
+    public var fromModel: String?
+    public var itemsFrom: String?
+    public var epsilon: Double
+    public var delta: Double
+    public var file: String
+    public var line: Int
+}
+
+extension Vault {
+    static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from"]
+    static let paramKeys: [String: Set<String>] = [
+        "kmeans": ["k", "iterations", "init_share"],
+        "segments": ["by", "from_model"],
+        "linear_regression": [], "logistic_regression": [],
+        "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors"],
+    ]
+
+    /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
+    /// Every problem is invalid input (exit 65) naming file, line and field.
+    public static func parseJobs(path: String) throws -> [TrainingJob] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw VaultError(.notFound, "\(path): no such file") }
+        guard data.count <= 1 << 20, let text = String(data: data, encoding: .utf8) else { throw VaultError(.invalidInput, "\(path): not a UTF-8 text file of at most 1 MiB") }
+        func fail(_ node: Node?, _ field: String?, _ reason: String) -> VaultError {
+            VaultError(.invalidInput, PolicyDiagnostic(file: path, line: node?.mark?.line, field: field, reason: reason).description)
+        }
+        if let tab = text.split(separator: "\n", omittingEmptySubsequences: false).firstIndex(where: { $0.prefix { $0 == " " || $0 == "\t" }.contains("\t") }) {
+            throw VaultError(.invalidInput, PolicyDiagnostic(file: path, line: tab + 1, reason: "tab character used for indentation (indent with spaces)").description)
+        }
+        var docs: [Node] = []
+        do {
+            for d in try Yams.compose_all(yaml: text) { docs.append(d) }
+        } catch let e as YamlError {
+            throw VaultError(.invalidInput, "\(path): YAML error: \(String(describing: e).split(separator: "\n").first ?? "")")
+        } catch {
+            throw VaultError(.invalidInput, "\(path): YAML error")
+        }
+        guard !docs.isEmpty else { throw VaultError(.invalidInput, "\(path): the file holds no job") }
+        return try docs.map { root in
+            guard let map = root.mapping else { throw fail(root, nil, "a job is a mapping (job, purpose, model, features, epsilon, ...)") }
+            var seen: Set<String> = []
+            for (k, _) in map {
+                guard let key = k.string else { throw fail(k, nil, "keys are plain names") }
+                guard jobKeys.contains(key) else { throw fail(k, key, "unknown key (known: \(jobKeys.sorted().joined(separator: ", ")))") }
+                guard seen.insert(key).inserted else { throw fail(k, key, "duplicate key") }
+            }
+            func string(_ key: String, required: Bool) throws -> String? {
+                guard let n = map[key] else {
+                    if required { throw fail(root, key, "missing (a job needs job, purpose, model and epsilon)") }
+                    return nil
+                }
+                guard let s = n.scalar?.string, !s.isEmpty else { throw fail(n, key, "expected a non-empty string") }
+                return s
+            }
+            func number(_ n: Node, _ field: String) throws -> Double {
+                guard let s = n.scalar?.string, let d = Double(s), d.isFinite else { throw fail(n, field, "expected a number") }
+                return d
+            }
+            let name = try string("job", required: true)!
+            let model = try string("model", required: true)!
+            guard let known = paramKeys[model] else {
+                throw fail(map["model"], "model", "unknown model \(model) (known: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            guard let epsNode = map["epsilon"] else { throw fail(root, "epsilon", "missing (a job needs job, purpose, model and epsilon)") }
+            let eps = try number(epsNode, "epsilon")
+            guard eps > 0 else { throw fail(epsNode, "epsilon", "must be positive") }
+            var delta = 1e-6
+            if let dn = map["delta"] {
+                delta = try number(dn, "delta")
+                guard delta > 0 && delta < 1e-3 else { throw fail(dn, "delta", "must be in (0, 0.001)") }
+            }
+            var features: [String] = []
+            if let fn = map["features"] {
+                guard let seq = fn.sequence else { throw fail(fn, "features", "expected a list of attribute names") }
+                for (i, item) in seq.enumerated() {
+                    guard let s = item.scalar?.string, !s.isEmpty else { throw fail(item, "features[\(i)]", "expected an attribute name") }
+                    guard !features.contains(s) else { throw fail(item, "features[\(i)]", "\(s) is listed twice") }
+                    features.append(s)
+                }
+            }
+            var params: [String: Double] = [:]
+            var by: String?, fromModel: String?
+            if let pn = map["params"] {
+                guard let pm = pn.mapping else { throw fail(pn, "params", "expected a mapping") }
+                for (k, v) in pm {
+                    let key = k.string ?? "?"
+                    guard known.contains(key) else {
+                        throw fail(k, "params.\(key)", "not a parameter of \(model) (known: \(known.isEmpty ? "none" : known.sorted().joined(separator: ", ")))")
+                    }
+                    if key == "by" || key == "from_model" {
+                        guard let s = v.scalar?.string, !s.isEmpty else { throw fail(v, "params.\(key)", "expected a name") }
+                        if key == "by" { by = s } else { fromModel = s }
+                    } else {
+                        let x = try number(v, "params.\(key)")
+                        guard x > 0, x == x.rounded() || key == "init_share" else { throw fail(v, "params.\(key)", "expected a positive integer") }
+                        if key == "init_share" && !(x > 0 && x < 0.8) { throw fail(v, "params.\(key)", "expected a share in (0, 0.8)") }
+                        params[key] = x
+                    }
+                }
+            }
+            var job = TrainingJob(name: name, purpose: try string("purpose", required: true)!, model: model, features: features,
+                                  target: try string("target", required: false), events: try string("events", required: false),
+                                  params: params, segmentBy: by, fromModel: fromModel, itemsFrom: try string("items_from", required: false),
+                                  epsilon: eps, delta: delta, file: path, line: root.mark?.line ?? 1)
+            // What each model needs, as input errors.
+            switch model {
+            case "kmeans", "segments", "linear_regression", "logistic_regression":
+                if features.isEmpty { throw fail(root, "features", "\(model) needs features (a list of numeric attributes)") }
+            default: break
+            }
+            if (model == "linear_regression" || model == "logistic_regression") && job.target == nil { throw fail(root, "target", "\(model) needs a target attribute") }
+            if model == "recommender" && job.events == nil { throw fail(root, "events", "recommender needs events: (the event kind it learns from)") }
+            if model == "segments" && (by == nil) == (fromModel == nil) { throw fail(map["params"] ?? root, "params", "segments needs exactly one of params.by and params.from_model") }
+            if let f = job.itemsFrom, !f.hasPrefix("/") {
+                job.itemsFrom = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(f).path
+            }
+            if let f = job.fromModel, !f.hasPrefix("/") {
+                job.fromModel = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(f).path
+            }
+            return job
+        }
+    }
+
+    /// The result of a granted, finished job.
+    public struct TrainingResult: Sendable {
+        public var artifact: ModelArtifact
+        public var json: Data
+        public var budget: BudgetState
+    }
+
+    /// Runs a training job through the gate (SPEC §6): role `train`, a declared purpose with a
+    /// dp_budget whose `models:` lists the model, features (and target, events, segment
+    /// attribute) that exist, are no PII and lie in the purpose's `may_read` categories, and
+    /// an epsilon that fits the budget left. The budget is charged once for the whole job, in
+    /// the same transaction as the job's `train` audit entry; refusals are audited as denied.
+    /// Only subjects whose consent is active (for a consent purpose) are used.
+    public func train(jobFile: String, jobName: String? = nil, progress: @escaping (String) -> Void = { _ in }) throws -> TrainingResult {
+        let parsed = Result { () throws -> TrainingJob in
+            let jobs = try Vault.parseJobs(path: jobFile)
+            if let jobName {
+                guard let j = jobs.first(where: { $0.name == jobName }) else { throw VaultError(.invalidInput, "\(jobFile): no job named \(jobName)") }
+                return j
+            }
+            guard jobs.count == 1 else { throw VaultError(.invalidInput, "\(jobFile): holds \(jobs.count) jobs; choose one with --job NAME") }
+            return jobs[0]
+        }
+        let job = try? parsed.get()
+        // The role is checked first; a refusal or failure is audited (denied / error) with the
+        // job's purpose and the reason, which names the job.
+        return try audited("train", .other, permission: "train", purpose: job?.purpose) { context in
+            try runJob(try parsed.get(), context: context, progress: progress)
+        }
+    }
+
+    func runJob(_ job: TrainingJob, context: AuditContext, progress: @escaping (String) -> Void) throws -> TrainingResult {
+        func refuse(_ reason: String) -> VaultError {
+            VaultError(.denied, "job \(job.name) (model \(job.model)) refused: \(reason)")
+        }
+        guard let p = policy.purpose(job.purpose) else {
+            throw refuse("purpose \(job.purpose) is not declared in \(policy.file) (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
+        }
+        guard p.allowsModel(job.model) else {
+            throw refuse("model \(job.model) is not allowed for purpose \(p.name) (its models: \(p.models.isEmpty ? "none" : p.models.joined(separator: ", ")))")
+        }
+        guard let budget = p.dpBudget else { throw refuse("purpose \(p.name) has no dp_budget in \(policy.file)") }
+        guard let kind = ModelKind(rawValue: job.model) else { throw refuse("model \(job.model) is not one this store can train") }
+        guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be at least 2^-20") }
+
+        func readable(_ name: String, _ role: String) throws -> FieldSpec {
+            guard let f = schema.field(named: name) else {
+                throw VaultError(.invalidInput, "\(job.file): \(role): \(name) is not a field of the schema \(schema.file)")
+            }
+            if f.pii { throw refuse("\(role) \(name) is a PII field; PII is never used for training") }
+            guard p.mayReadAttribute(f) else { throw refuse("\(role) \(name) (category \(f.category)) is outside purpose \(p.name)'s may_read") }
+            return f
+        }
+        func numeric(_ name: String, _ role: String) throws -> (ScaledFeature, Bool) {
+            let f = try readable(name, role)
+            guard let b = f.numericBounds, [.int, .float, .bool].contains(f.type), b.upperBound > b.lowerBound else {
+                throw VaultError(.invalidInput, "\(job.file): \(role): \(name) is not a numeric attribute with bounds")
+            }
+            return (ScaledFeature(name: name, lower: b.lowerBound, upper: b.upperBound), f.type != .float)
+        }
+        var features: [ScaledFeature] = []
+        var integral: Set<String> = []
+        for name in job.features {
+            let (s, i) = try numeric(name, "feature")
+            features.append(s)
+            if i { integral.insert(name) }
+        }
+        var spec = TrainingSpec(features: features, integral: integral, params: job.params)
+        var attributes = Set(job.features)
+        var eventKinds: Set<String> = []
+        var fieldsTouched = job.features
+        if let t = job.target {
+            let (s, _) = try numeric(t, "target")
+            if kind == .logistic_regression && !(s.lower == 0 && s.upper == 1) {
+                throw VaultError(.invalidInput, "\(job.file): target: \(t) must be an int or bool attribute with bounds [0, 1] for logistic_regression")
+            }
+            spec.target = s
+            attributes.insert(t)
+            fieldsTouched.append(t)
+        }
+        if let by = job.segmentBy {
+            let f = try readable(by, "params.by")
+            guard f.type == .category, let domain = f.domain else { throw VaultError(.invalidInput, "\(job.file): params.by: \(by) is not a categorical attribute with a domain") }
+            spec.segmentBy = (by, domain)
+            attributes.insert(by)
+            fieldsTouched.append(by)
+        }
+        if let path = job.fromModel {
+            guard let data = FileManager.default.contents(atPath: path) else { throw VaultError(.notFound, "\(path): no such model file") }
+            guard let m = try? ModelArtifact.decode(data), m.model == .kmeans, m.centroids != nil else {
+                throw VaultError(.invalidInput, "\(job.file): params.from_model: \(path) is not a kmeans model artifact")
+            }
+            for (i, name) in m.features.enumerated() {
+                let (s, _) = try numeric(name, "params.from_model feature")
+                guard m.featureBounds.indices.contains(i), m.featureBounds[i] == [s.lower, s.upper] else {
+                    throw VaultError(.invalidInput, "\(job.file): params.from_model: feature \(name) has other bounds than the schema's")
+                }
+                attributes.insert(name)
+            }
+            spec.clusters = m
+        }
+        if let ev = job.events {
+            guard let e = schema.eventKind(named: ev) else { throw VaultError(.invalidInput, "\(job.file): events: \(ev) is not an event kind of the schema") }
+            guard p.mayReadEvents(e) else { throw refuse("events \(ev) (category \(e.category)) are outside purpose \(p.name)'s may_read") }
+            spec.events = ev
+            eventKinds.insert(ev)
+            fieldsTouched.append("events.\(ev)")
+        }
+        if let path = job.itemsFrom {
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw VaultError(.notFound, "\(path): no such catalog file (items_from)")
+            }
+            var seen: Set<String> = []
+            var catalog: [String] = []
+            for line in text.split(separator: "\n") {
+                let item = line.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !item.isEmpty && !item.hasPrefix("#") && seen.insert(item).inserted { catalog.append(item) }
+            }
+            guard !catalog.isEmpty else { throw VaultError(.invalidInput, "\(path): the catalog (items_from) lists no items") }
+            spec.catalog = catalog
+        }
+
+        let detail = "job \(job.name) model \(job.model)" + (job.itemsFrom == nil && kind == .recommender ? " delta \(job.delta)" : "")
+        let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
+        let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record))
+        let session: PrivateSession, state: BudgetState
+        do {
+            (session, state) = try engine.openSession(purpose: p.name, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+                                                      epsilon: eps, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
+                                                      limit: budget.epsilon, periodSeconds: budget.periodSeconds,
+                                                      attributes: attributes, eventKinds: eventKinds)
+        } catch let e as BudgetExceeded {
+            throw refuse("budget exceeded: \(e.description)")
+        }
+        var artifact: ModelArtifact
+        do {
+            artifact = try Trainer.fit(kind, spec: spec, session: session, progress: progress)
+        } catch let e as ModelError {
+            throw VaultError(.invalidInput, "\(job.file): \(e.description)")
+        } catch let e as SessionError {
+            throw VaultError(.internalFailure, "job \(job.name): \(e.description)")
+        }
+        var bounds: [String: Double] = ["subjects": 1]
+        for f in features { bounds[f.name] = f.upper - f.lower }
+        if let t = spec.target { bounds[t.name] = t.upper - t.lower }
+        if kind == .recommender { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 20 }
+        let iso = ISO8601DateFormatter()
+        artifact.privacy = PrivacyBlock(
+            purpose: p.name, epsilon: job.epsilon, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
+            mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
+            contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
+            budgetSplit: artifact.privacy?.budgetSplit ?? [])
+        let json = try artifact.encoded()
+        return TrainingResult(artifact: artifact, json: json, budget: state)
+    }
+
+    // MARK: - Recommend
+
+    /// Top-N items for each subject from a recommender artifact, scored from the subject's own
+    /// events under the model's purpose: role `recommend`, the purpose must still exist, each
+    /// subject's consent is checked (a subject without it gets no items and a reason), and
+    /// every subject's read is audited. Never returns an item the subject has interacted with.
+    public func recommend(modelPath: String, _ selection: SubjectSelection, top: Int) throws -> [(customerID: String, items: [String], reason: String?)] {
+        try audited("recommend", .read, permission: "recommend") { context in
+            guard let data = FileManager.default.contents(atPath: modelPath) else { throw VaultError(.notFound, "\(modelPath): no such model file") }
+            let model: ModelArtifact
+            do { model = try ModelArtifact.decode(data) } catch { throw VaultError(.invalidInput, "\(modelPath): not a model artifact") }
+            guard model.model == .recommender, let kind = model.events, let purposeName = model.privacy?.purpose else {
+                throw VaultError(.invalidInput, "\(modelPath): not a recommender model artifact")
+            }
+            guard top >= 1 && top <= 1000 else { throw VaultError(.usage, "--top must be between 1 and 1000") }
+            let p = try purpose(purposeName)
+            guard p.allowsModel("recommender") else { throw VaultError(.denied, "purpose \(p.name) no longer allows recommender models") }
+            guard let e = schema.eventKind(named: kind), p.mayReadEvents(e) else {
+                throw VaultError(.denied, "purpose \(p.name) may not read \(kind) events")
+            }
+            let (ids, _) = try resolveSelection(selection)
+            let rows = try store.subjectItems(customerIDs: ids.map(\.id), kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil)
+            if case .one = selection, let r = rows.first {
+                if r.items == nil { throw VaultError(.notFound, "no subject with this customer ID") }
+                if !r.consent { throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active") }
+            }
+            try store.audit(rows.filter { $0.items != nil }.map {
+                context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: ["events.\(kind)"],
+                               outcome: $0.consent ? .ok : .denied, detail: $0.consent ? "model \(model.privacy?.job ?? "")" : "no consent")
+            })
+            return rows.map { r in
+                guard let owned = r.items else { return (r.customerID, [], "no subject with this customer ID") }
+                guard r.consent else { return (r.customerID, [], "no consent for \(p.name)") }
+                return (r.customerID, Recommender.recommend(model, owned: owned, top: top), nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import DifferentialPrivacy
+import Foundation
+import Testing
+@testable import PrivateModels
+
+/// An in-memory aggregate source computing the documented per-subject maps over generated
+/// rows (the store's SQL is tested against the same maps in VaultStoreTests), and an
+/// accountant that only counts charges.
+final class MemorySource: AggregateSource, @unchecked Sendable {
+    var rows: [[String: Double]]
+    var items: [[String]] = []   // per subject, most recent first
+    var requests: [AggregateRequest] = []
+    init(rows: [[String: Double]]) { self.rows = rows }
+
+    func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        requests.append(r)
+        var out: [String: [Int64]] = [:]
+        for key in r.grouping?.domain ?? [""] { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
+        func add(_ key: String, _ i: Int, _ v: Int64) { out[key, default: [Int64](repeating: 0, count: r.coordinates.count)][i] += v }
+        if case .items? = r.grouping, case let .itemPresence(_, m) = r.coordinates[0] {
+            for s in items { for item in s.prefix(m) { add(item, 0, 1) } }
+            return out
+        }
+        for row in rows {
+            guard r.nonNull.allSatisfy({ row[$0] != nil }) else { continue }
+            var key = ""
+            switch r.grouping {
+            case let .nearest(f, c)?: key = String(KMeans.nearest(f.map { $0.unit(row[$0.name]!) }, c))
+            case let .cell(f, b)?:
+                var k = 0, w = 1
+                for x in f { k += min(b - 1, Int(x.unit(row[x.name]!) * Double(b))) * w; w *= b }
+                key = String(k)
+            case nil: key = ""
+            default: fatalError("not needed here")
+            }
+            for (i, c) in r.coordinates.enumerated() {
+                switch c {
+                case .subjects: add(key, i, 1)
+                case let .attribute(n, lo, hi, ctr, g): add(key, i, Int64(((min(hi, max(lo, row[n]!)) - ctr) / g).rounded(.toNearestOrAwayFromZero)))
+                case let .product(l, rr, g):
+                    let z = { (f: ScaledFeature) in 2 * f.unit(row[f.name]!) - 1 }
+                    add(key, i, Int64((z(l) * (rr.map(z) ?? 1) / g).rounded(.toNearestOrAwayFromZero)))
+                default: fatalError("not needed here")
+                }
+            }
+        }
+        return out
+    }
+}
+
+struct NullAccountant: BudgetAccountant {
+    func spend(purpose: String, epsilon: Epsilon, limit: Double, periodSeconds: Int) throws -> BudgetState {
+        BudgetState(purpose: purpose, limit: limit, spent: epsilon.noiseValue, periodStart: 0)
+    }
+}
+
+func session(_ source: MemorySource, epsilon: Double, attributes: Set<String>, events: Set<String> = [], delta: Double = 0) -> PrivateSession {
+    PrivateSession(source: source, consentPurpose: "model_training", epsilon: Epsilon(epsilon)!, delta: delta, attributes: attributes, eventKinds: events)
+}
+
+/// A deterministic generator for test data (not for noise).
+struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779B97F4A7C15; var z = s; z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9; z = (z ^ (z >> 27)) &* 0x94D049BB133111EB; return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53) } }
+
+@Suite struct ModelTests {
+    let age = ScaledFeature(name: "age", lower: 18, upper: 100)
+    let income = ScaledFeature(name: "income", lower: 0, upper: 250_000)
+
+    @Test func kmeansRecoversWellSeparatedClustersAtHighEpsilon() throws {
+        var g = SplitMix(s: 1)
+        let truth: [[Double]] = [[25, 30_000], [50, 200_000], [85, 100_000]]
+        var rows: [[String: Double]] = []
+        for i in 0..<3000 {
+            let c = truth[i % 3]
+            rows.append(["age": c[0] + (g.next() - 0.5) * 6, "income": c[1] + (g.next() - 0.5) * 20_000])
+        }
+        let src = MemorySource(rows: rows)
+        let s = session(src, epsilon: 20, attributes: ["age", "income"])
+        let a = try Trainer.fit(.kmeans, spec: TrainingSpec(features: [age, income], params: ["k": 3, "iterations": 4]), session: s)
+        let found = try #require(a.centroids)
+        #expect(found.count == 3)
+        for t in truth {
+            let best = found.map { abs($0[0] - t[0]) / 82 + abs($0[1] - t[1]) / 250_000 }.min()!
+            #expect(best < 0.03, "no centroid near \(t): \(found)")
+        }
+        // Every release went to consenting subjects only, and the job's epsilon was not exceeded.
+        #expect(src.requests.allSatisfy { $0.consentPurpose == "model_training" })
+        #expect(s.spentValue <= 20 + 1e-9)
+        #expect(a.privacy?.budgetSplit.reduce(0) { $0 + $1.epsilon } ?? 99 <= 20 + 1e-9)
+    }
+
+    @Test func linearRegressionRecoversCoefficientsAndNeverBlowsUp() throws {
+        var g = SplitMix(s: 2)
+        var rows: [[String: Double]] = []
+        for _ in 0..<5000 {
+            let a = 18 + g.next() * 82, inc = g.next() * 250_000
+            rows.append(["age": a, "income": inc, "y": 1000 + 10 * a + 0.01 * inc + (g.next() - 0.5) * 100])
+        }
+        let y = ScaledFeature(name: "y", lower: 0, upper: 5000)
+        let a = try Trainer.fit(.linear_regression, spec: TrainingSpec(features: [age, income], target: y),
+                                session: session(MemorySource(rows: rows), epsilon: 10, attributes: ["age", "income", "y"]))
+        let c = try #require(a.coefficients)
+        #expect(abs(c[0] - 10) < 1.5 && abs(c[1] - 0.01) < 0.0015, "\(c)")
+        // Tiny epsilon: ridge and the positive-definite fix keep it finite.
+        for eps in [0.01, 0.1] {
+            let b = try Trainer.fit(.linear_regression, spec: TrainingSpec(features: [age, income], target: y),
+                                    session: session(MemorySource(rows: Array(rows.prefix(50))), epsilon: eps, attributes: ["age", "income", "y"]))
+            #expect((b.coefficients ?? [.nan]).allSatisfy(\.isFinite) && (b.intercept ?? .nan).isFinite)
+        }
+    }
+
+    @Test func logisticRegressionRanksByTheSignal() throws {
+        var g = SplitMix(s: 3)
+        var rows: [[String: Double]] = []
+        for _ in 0..<4000 {
+            let a = 18 + g.next() * 82
+            rows.append(["age": a, "income": g.next() * 250_000, "y": g.next() < 1 / (1 + exp(-(a - 60) / 8)) ? 1 : 0])
+        }
+        let y = ScaledFeature(name: "y", lower: 0, upper: 1)
+        let m = try Trainer.fit(.logistic_regression, spec: TrainingSpec(features: [age, income], target: y),
+                                session: session(MemorySource(rows: rows), epsilon: 5, attributes: ["age", "income", "y"]))
+        #expect(Regression.predict(m, [90, 1000]) > Regression.predict(m, [20, 1000]))
+    }
+
+    @Test func sessionRefusesOverspendingAndUngrantedAttributes() throws {
+        let src = MemorySource(rows: [["age": 30]])
+        let s = session(src, epsilon: 1, attributes: ["age"])
+        let req = AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.subjects])
+        _ = try s.release(req, shares: [try s.share(0.6)], label: "a")
+        #expect(throws: SessionError.self) { try s.release(req, shares: [try s.share(0.6)], label: "b") }
+        let income = AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.attribute(name: "income", lower: 0, upper: 1, center: 0, grid: 1)])
+        #expect(throws: SessionError.self) { try s.release(income, shares: [try s.share(0.1)], label: "c") }
+        #expect(src.requests.count == 1)   // refused releases computed nothing
+    }
+
+    @Test func recommenderNeverReturnsOwnedItemsAndNamesOnlyCatalogItems() throws {
+        let src = MemorySource(rows: [])
+        var g = SplitMix(s: 4)
+        src.items = (0..<2000).map { i in
+            let base = (i % 2) * 5   // two tastes: items 0-4 and 5-9
+            return (0..<3).map { _ in "SKU-\(base + Int(g.next() * 5))" } + (g.next() < 0.01 ? ["RARE-\(i)"] : [])
+        }
+        let catalog = (0..<10).map { "SKU-\($0)" } + ["SKU-NEVER"]
+        let s = session(src, epsilon: 10, attributes: [], events: ["purchase"])
+        // The in-memory source does not compute pairs; the catalog path's popularity is enough here.
+        let pop = try s.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [.itemPresence(kind: "purchase", maxItems: 5)]),
+                                shares: [try s.share(0.3)], label: "popularity")
+        #expect(pop.map(\.key) == catalog)   // catalog items only, zeros included, no RARE-*
+        var a = ModelArtifact(model: .recommender, features: [], params: [:])
+        a.items = catalog
+        a.popularity = pop.map { max(0, $0.values[0].value) }
+        a.neighborItems = [[1, 2, 3]] + [[Int]](repeating: [], count: 10)
+        a.neighborScores = [[0.9, 0.8, 0.7]] + [[Double]](repeating: [], count: 10)
+        for owned in [Set(["SKU-0"]), Set(["SKU-0", "SKU-1", "SKU-2"]), Set(catalog.prefix(10)), []] {
+            let r = Recommender.recommend(a, owned: owned, top: 5)
+            #expect(r.allSatisfy { !owned.contains($0) && catalog.contains($0) })
+            #expect(r.count == min(5, catalog.count - owned.count))
+        }
+        #expect(Recommender.recommend(a, owned: ["SKU-0"], top: 2) == ["SKU-1", "SKU-2"])
+        // Private selection drops items held by few subjects (RARE-*), keeps the popular ones.
+        let s2 = session(src, epsilon: 10, attributes: [], events: ["purchase"], delta: 1e-6)
+        let sel = try s2.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: "purchase", maxItems: 5)]),
+                                         epsilon: try s2.share(1), delta: 1e-6, label: "selection")
+        #expect(sel.released.allSatisfy { $0.key.hasPrefix("SKU-") } && sel.released.count == 10)
+    }
+
+    @Test func modelsCannotSeeTheStore() throws {
+        // PrivateModels depends on DifferentialPrivacy only (Package.swift), and imports nothing else.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let manifest = try String(contentsOf: root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        #expect(manifest.contains(#".target(name: "PrivateModels", dependencies: ["DifferentialPrivacy"]"#))
+        let dir = root.appendingPathComponent("Sources/PrivateModels")
+        for file in try FileManager.default.contentsOfDirectory(atPath: dir.path) where file.hasSuffix(".swift") {
+            let text = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            for line in text.split(separator: "\n") where line.contains("import ") && !line.contains("//") {
+                let module = line.split(separator: " ").last.map(String.init) ?? ""
+                #expect(["DifferentialPrivacy", "Foundation"].contains(module), "\(file) imports \(module)")
+            }
+        }
+    }
+}

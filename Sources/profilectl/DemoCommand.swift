@@ -173,7 +173,51 @@ struct Demo: ParsableCommand {
         say("$ profilectl budget status --role trainer")
         for b in try trainer.budgetStatus() { say(String(format: "  %@: spent %.3g of %.3g", b.purpose, b.spent, b.limit)) }
 
-        step("9. The audit log: every operation above, denied attempts included, hash-chained and signed")
+        step("9. Training jobs (role trainer): models trained on DP releases only")
+        say("$ profilectl consent grant --purpose model_training --subjects \(everyone) --role privacy_officer")
+        say("  changed \(try officer.setConsent(.file(everyone), purpose: "model_training", granted: true, source: "demo"))")
+        let kmJob = folder + "/segment-customers.yaml"
+        try """
+            job: segment-customers
+            purpose: model_training
+            model: kmeans
+            features: [age, annual_income]
+            params: { k: 4, iterations: 5 }
+            epsilon: 1.0
+
+            """.write(toFile: kmJob, atomically: true, encoding: .utf8)
+        say("$ profilectl train \(kmJob) --out \(folder)/segments.json --role trainer")
+        let km = try trainer.train(jobFile: kmJob)
+        try km.json.write(to: URL(fileURLWithPath: folder + "/segments.json"))
+        for (i, c) in (km.artifact.centroids ?? []).enumerated() {
+            let size = km.artifact.clusterSizes.map { i < $0.count ? String(format: "%.0f", $0[i]) : "?" } ?? "?"
+            say(String(format: "  segment %d: age %.1f, annual income %.0f   (noisy size %@)", i, c[0], c.count > 1 ? c[1] : 0, size))
+        }
+        say(String(format: "  epsilon %.2g charged once for the job; model_training budget left %.3g", km.artifact.privacy?.epsilon ?? 0, km.budget.left))
+        let catalog = folder + "/catalog.txt"
+        try (0..<400).map { String(format: "SKU-%04d", $0) }.joined(separator: "\n").write(toFile: catalog, atomically: true, encoding: .utf8)
+        let recJob = folder + "/recommend-products.yaml"
+        try """
+            job: recommend-products
+            purpose: model_training
+            model: recommender
+            events: purchase
+            items_from: catalog.txt
+            params: { max_items_per_subject: 20 }
+            epsilon: 1.0
+
+            """.write(toFile: recJob, atomically: true, encoding: .utf8)
+        say("$ profilectl train \(recJob) --out \(folder)/recommender.json --role trainer")
+        let rec = try trainer.train(jobFile: recJob)
+        let recPath = folder + "/recommender.json"
+        try rec.json.write(to: URL(fileURLWithPath: recPath))
+        say("  \(rec.artifact.items?.count ?? 0) catalog items; budget left \(String(format: "%.3g", rec.budget.left))")
+        say("$ profilectl recommend --model \(recPath) --subject \(sample.customerID) --top 5 --role trainer")
+        for r in try trainer.recommend(modelPath: recPath, .one(sample.customerID), top: 5) {
+            say("  {\"customer_id\":\"\(r.customerID)\",\"items\":[\(r.items.map { "\"\($0)\"" }.joined(separator: ","))]}")
+        }
+
+        step("10. The audit log: every operation above, denied attempts included, hash-chained and signed")
         let auditor = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "auditor")))
         let exportPath = folder + "/audit.jsonl", pemPath = folder + "/audit-public.pem"
         let exported = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: exportPath)
@@ -215,7 +259,7 @@ struct Demo: ParsableCommand {
         say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
         say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")
 
-        step("10. Status")
+        step("11. Status")
         say("$ profilectl status")
         let s = try vault.status()
         say("  subjects \(s.subjects), events \(s.events), key versions \(s.keyVersions.map(String.init).joined(separator: ",")), audit entries \(s.auditEntries), file \(s.fileBytes) bytes")

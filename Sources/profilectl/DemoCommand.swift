@@ -22,7 +22,7 @@ struct Demo: ParsableCommand {
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
             folder = (dir as NSString).standardizingPath
         } else {
-            var template = Array((NSTemporaryDirectory() + "/profilevault-demo.XXXXXX").utf8CString)
+            var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent("profilevault-demo.XXXXXX")).utf8CString)
             guard let p = mkdtemp(&template) else { throw VaultError(.internalFailure, "cannot create a temporary folder") }
             folder = String(cString: p)
         }

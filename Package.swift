@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -49,10 +51,21 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // The HTTP service (SPEC §8): a thin shell over ProfileVault, like the CLI.
+        .target(
+            name: "VaultServer",
+            dependencies: [
+                "ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
         .executableTarget(
             name: "profilectl",
             dependencies: [
-                "ProfileVault", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy", "PrivateModels",
+                "ProfileVault", "VaultServer", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy", "PrivateModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,6 +88,16 @@ let package = Package(
         .testTarget(
             name: "VaultStoreTests",
             dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "VaultServerTests",
+            dependencies: [
+                "VaultServer", "ProfileVault", "VaultStore", "VaultCrypto", "VaultAudit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: settings
         ),
         .testTarget(

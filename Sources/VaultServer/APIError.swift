@@ -1,0 +1,63 @@
+public import Hummingbird
+import Foundation
+import VaultAudit
+import VaultStore
+
+/// An error answer: an HTTP status and a message for the client, sent as `{"error": "..."}`.
+///
+/// Messages name the field and the reason, never a value from the request (which may be
+/// personal data); 5xx answers carry a generic message and the request id only.
+public struct APIError: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var message: String
+
+    public init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    public var description: String { "\(status.code) \(message)" }
+
+    static func badRequest(_ m: String) -> APIError { APIError(.badRequest, m) }
+
+    /// The answer for any error a route throws. `VaultError` kinds map as: usage and invalid
+    /// input 400, not found 404, denied 403; configuration, integrity and internal failures
+    /// 500 with a generic message (their detail is for the operator's log, not the client).
+    static func from(_ error: any Error) -> APIError {
+        switch error {
+        case let e as APIError:
+            return e
+        case let e as VaultError:
+            switch e.kind {
+            case .usage, .invalidInput: return APIError(.badRequest, clientMessage(e.message))
+            case .notFound: return APIError(.notFound, clientMessage(e.message))
+            case .denied: return APIError(.forbidden, clientMessage(e.message))
+            case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
+            case .configuration, .internalFailure: return APIError(.internalServerError, "internal error")
+            }
+        case let e as any HTTPResponseError:
+            switch e.status {
+            case .contentTooLarge: return APIError(.contentTooLarge, "request body too large")
+            case .notFound: return APIError(.notFound, "no such route")
+            default: return APIError(e.status, e.status.reasonPhrase.lowercased())
+            }
+        default:
+            return APIError(.internalServerError, "internal error")
+        }
+    }
+
+    /// VaultError messages are written for the CLI; drop the CLI-only hints.
+    static func clientMessage(_ m: String) -> String {
+        m.replacingOccurrences(of: " (--role)", with: "")
+    }
+
+    /// The JSON answer.
+    func response(requestID: String) -> Response {
+        var fields: [(String, JSONValue)] = [("error", .string(message))]
+        if status.code >= 500 { fields.append(("request_id", .string(requestID))) }
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        return Response(status: status, headers: headers,
+                        body: .init(byteBuffer: ByteBuffer(string: JSONValue.object(fields).rendered(pretty: false) + "\n")))
+    }
+}

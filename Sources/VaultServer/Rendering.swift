@@ -1,0 +1,83 @@
+import Foundation
+import DifferentialPrivacy
+import ProfileVault
+import VaultAudit
+import VaultPolicy
+import VaultStore
+
+/// The answers' JSON shapes: the same as the CLI's `--json` forms (SPEC §10), so a script can
+/// switch between `profilectl` and the service without changing its parser.
+enum Render {
+    static func num(_ d: Double) -> JSONValue { .double((d * 1e6).rounded() / 1e6) }
+    static func isoMillis(_ ms: Int64?) -> JSONValue { ms.map { .string(AuditLog.isoMillis($0)) } ?? .null }
+
+    static func value(_ v: ProfileValue) -> JSONValue {
+        switch v {
+        case .null: .null
+        case .int(let i): .int(i)
+        case .float(let d): .double(d)
+        case .text(let s): .string(s)
+        case .bool(let b): .bool(b)
+        }
+    }
+
+    static func profile(_ view: ProfileView) -> JSONValue {
+        .object([("customer_id", .string(view.customerID))] + view.fields.map { ($0.name, value($0.value)) })
+    }
+
+    static func ingest(_ r: IngestReport) -> JSONValue {
+        .object([
+            ("inserted", .int(Int64(r.inserted))),
+            ("updated", .int(Int64(r.updated))),
+            ("rejected", .int(Int64(r.rejected))),
+            ("seconds", .double((r.seconds * 1000).rounded() / 1000)),
+        ])
+    }
+
+    static func consentEntry(_ e: ConsentEntry) -> JSONValue {
+        .object([("time", isoMillis(e.timeMillis)), ("purpose", .string(e.purpose)), ("granted", .bool(e.granted)),
+                 ("actor", .string(e.actor)), ("source", e.source.map { .string($0) } ?? .null), ("policy_version", .string(e.policyVersion))])
+    }
+
+    static func accessExport(_ e: AccessExport) -> JSONValue {
+        .object([
+            ("customer_id", .string(e.customerID)),
+            ("exported_at", isoMillis(AuditLog.nowMillis)),
+            ("pseudonym", .string(e.pseudonym)),
+            ("created_at", .string(DateParsing.iso8601(unixSeconds: e.createdAt))),
+            ("updated_at", .string(DateParsing.iso8601(unixSeconds: e.updatedAt))),
+            ("last_activity", .string(DateParsing.iso8601(unixSeconds: e.lastActivity))),
+        ] + e.profile.fields.map { ($0.name, value($0.value)) } + [
+            ("events", .array(e.events.map { .object([("kind", .string($0.kind)), ("item", .string($0.item)), ("value", .double($0.value)),
+                                                      ("time", .string(DateParsing.iso8601(unixSeconds: $0.time)))]) })),
+            ("consent", .array(e.consent.map(consentEntry))),
+            ("access_log", .array(e.auditEntries.map { (try? JSONValue.parse($0)) ?? .string($0) })),
+        ])
+    }
+
+    static func receipt(_ r: ErasureReceipt) -> JSONValue {
+        .object([("customer_id", .string(r.customerID)), ("erased_at", isoMillis(r.erasedAtMillis)), ("receipt", .string(r.receipt)),
+                 ("audit_sequence", .int(r.auditSequence)), ("reason", .string(r.reason)),
+                 ("removed", .object(r.removed.map { ($0.0, .int($0.1)) }))])
+    }
+
+    static func query(_ r: QueryResult) -> JSONValue {
+        func ci(_ v: ReleasedValue) -> JSONValue { .array([num(v.ci95.0), num(v.ci95.1)]) }
+        let common: [(String, JSONValue)] = [
+            ("epsilon", .double(r.epsilon)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
+            ("budget_spent", num(r.budget.spent)), ("mechanism", .string("discrete Laplace, user-level")),
+            ("contribution_bounds", .object(r.contributionBounds.sorted { $0.key < $1.key }.map { ($0.key, num($0.value)) })),
+        ]
+        if let v = r.value {
+            return .object([("value", num(v.value)), ("ci95", ci(v))] + common)
+        }
+        return .object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value))])) }))] + common)
+    }
+
+    static func budget(_ states: [BudgetState]) -> JSONValue {
+        .object([("purposes", .object(states.map { s in
+            (s.purpose, .object([("limit", num(s.limit)), ("spent", num(s.spent)), ("left", num(s.left)),
+                                 ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))
+        }))])
+    }
+}

@@ -1,0 +1,22 @@
+public import Hummingbird
+import Foundation
+
+/// The request context of the service: Hummingbird's core storage plus the caller's identity
+/// (resolved from the bearer token by ``ServiceMiddleware``) and a request id.
+public struct VaultRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The token's identity; nil when the request carried no token or an unknown one.
+    public var identity: TokenIdentity?
+    /// Why `identity` is nil (for the 401 answer of a route that needs a token).
+    public var authProblem: String = "missing bearer token (Authorization: Bearer TOKEN)"
+    /// This request's id, also sent back as the `x-request-id` header.
+    public var requestID: String = ""
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.identity = nil
+    }
+
+    /// Bodies are read with explicit per-route limits (``ServiceOptions``); this is the ceiling.
+    public var maxUploadSize: Int { 64 << 20 }
+}

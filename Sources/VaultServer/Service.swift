@@ -1,0 +1,509 @@
+public import Hummingbird
+public import Logging
+public import ProfileVault
+import DifferentialPrivacy
+import Foundation
+import VaultAudit
+import VaultPolicy
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Limits of the service.
+public struct ServiceOptions: Sendable {
+    /// Largest body of `POST /v1/profiles` and `POST /v1/events` (413 above it).
+    public var maxIngestBodyBytes = 16 << 20
+    /// Largest body of the other routes (413 above it).
+    public var maxBodyBytes = 256 << 10
+    /// Most records in one ingest body.
+    public var maxRecords = 100_000
+    /// Where request bodies are staged for the ingest and job parsers, in a private 0700
+    /// directory per request, as 0600 files removed before the answer. Default: `/dev/shm`
+    /// (memory, never on disk) when it exists, else the temporary directory.
+    public var scratchDirectory: String?
+    /// Seconds before an idle connection is closed.
+    public var idleTimeoutSeconds: Int64 = 60
+
+    public init() {}
+}
+
+/// The routes of SPEC §8, as (method, path template); `docs/openapi.yaml` describes exactly
+/// these (a test checks it).
+public enum VaultRoutes {
+    public static let all: [(method: String, path: String)] = [
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/profiles"),
+        ("POST", "/v1/events"),
+        ("GET", "/v1/subjects/{customer_id}"),
+        ("POST", "/v1/subjects/{customer_id}/consent"),
+        ("GET", "/v1/subjects/{customer_id}/export"),
+        ("DELETE", "/v1/subjects/{customer_id}"),
+        ("POST", "/v1/queries"),
+        ("GET", "/v1/budget"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/audit"),
+    ]
+}
+
+/// Builds the service's router: every route of SPEC §8 over one opened `Vault` (one store,
+/// one `DatabasePool`). Each request acts through `vault.acting(as:)` with its token's actor
+/// and role, so it passes the same gate, consent checks, budget and audit log as the CLI.
+///
+/// Tests call this and `app.test(.router)`; ``buildApplication(vault:tokens:host:port:options:metrics:logger:)`` adds the socket.
+public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions = ServiceOptions(),
+                        metrics: ServiceMetrics = ServiceMetrics(),
+                        logger: Logger = Logger(label: "profilevault.http")) -> Router<VaultRequestContext> {
+    let service = VaultService(vault: vault, options: options, metrics: metrics)
+    let router = Router(context: VaultRequestContext.self)
+    // Middleware first: Hummingbird wraps each route with the middlewares added before it.
+    router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger))
+
+    router.get("/healthz") { _, _ in try await service.health() }
+    router.get("/metrics") { _, _ in await service.metricsText() }
+
+    router.post("/v1/profiles") { request, context -> Response in
+        let v = try await service.vault(context, permission: "ingest", action: "ingest.profiles")
+        let (lines, items) = try await service.records(request, what: "profile")
+        let report = try await redactingRecord(items) {
+            try await blocking {
+                try service.withScratchFile(lines, name: "profiles.jsonl") { path in
+                    var o = IngestOptions()
+                    o.format = .jsonl
+                    return try v.ingestProfiles(path: path, options: o)
+                }
+            }
+        }
+        return json(Render.ingest(report))
+    }
+
+    router.post("/v1/events") { request, context -> Response in
+        let v = try await service.vault(context, permission: "ingest", action: "ingest.events")
+        let (lines, items) = try await service.records(request, what: "event")
+        let report = try await redactingRecord(items) {
+            try await blocking {
+                try service.withScratchFile(lines, name: "events.jsonl") { path in
+                    var o = IngestOptions()
+                    o.format = .jsonl
+                    return try v.ingestEvents(path: path, options: o)
+                }
+            }
+        }
+        return json(Render.ingest(report))
+    }
+
+    router.get("/v1/subjects/{customer_id}") { request, context -> Response in
+        let v = try await service.vault(context, permission: "get", action: "get")
+        let id = try customerID(context)
+        guard let purpose = request.uri.queryParameters["purpose"].map(String.init), !purpose.isEmpty else {
+            throw APIError.badRequest("query parameter purpose is required (a purpose that may read PII, e.g. customer_support)")
+        }
+        return json(try await redacting([id]) { try await blocking { Render.profile(try v.get(customerID: id, purpose: purpose)) } })
+    }
+
+    router.post("/v1/subjects/{customer_id}/consent") { request, context -> Response in
+        let v = try await service.vault(context, permission: "consent", action: "consent.change")
+        let id = try customerID(context)
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["purpose", "granted", "source"])
+        let purpose = try body.string("purpose", required: true)!
+        guard let granted = try body.bool("granted") else { throw APIError.badRequest("granted: required (true or false)") }
+        let source = try body.string("source", required: false)
+        let n = try await redacting([id]) { try await blocking { try v.setConsent(.one(id), purpose: purpose, granted: granted, source: source) } }
+        return json(.object([("changed", .int(Int64(n))), ("purpose", .string(purpose)), ("granted", .bool(granted))]))
+    }
+
+    router.get("/v1/subjects/{customer_id}/export") { _, context -> Response in
+        let v = try await service.vault(context, permission: "export", action: "export")
+        let id = try customerID(context)
+        return json(try await redacting([id]) { try await blocking { Render.accessExport(try v.accessExport(customerID: id)) } })
+    }
+
+    router.delete("/v1/subjects/{customer_id}") { request, context -> Response in
+        let v = try await service.vault(context, permission: "erase", action: "erase")
+        let id = try customerID(context)
+        let given = request.uri.queryParameters["reason"].map(String.init) ?? ""
+        guard given.count <= 200 else { throw APIError.badRequest("query parameter reason: at most 200 characters") }
+        let reason = given.isEmpty ? "data-subject request" : given
+        let receipts = try await redacting([id]) { try await blocking { try v.erase(.one(id), reason: reason) } }
+        guard let r = receipts.first else { throw VaultError(.notFound, "no subject with this customer ID") }
+        return json(Render.receipt(r))
+    }
+
+    router.post("/v1/queries") { request, context -> Response in
+        let v = try await service.vault(context, permission: "query", action: "query")
+        let q = try queryRequest(try await service.jsonBody(request))
+        return json(try await redacting(whereValues(q.whereClause)) { try await blocking { Render.query(try v.query(q)) } })
+    }
+
+    router.get("/v1/budget") { _, context -> Response in
+        let v = try await service.vault(context, permission: "query", action: "budget.status")
+        return json(try await blocking { Render.budget(try v.budgetStatus()) })
+    }
+
+    router.post("/v1/jobs") { request, context -> Response in
+        let v = try await service.vault(context, permission: "train", action: "train")
+        let job = try jobDocument(try await service.jsonBody(request))
+        let artifact = try await blocking {
+            try service.withScratchFile(job.rendered(pretty: false) + "\n", name: "job.yaml", records: false) { path in
+                try v.train(jobFile: path).json
+            }
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: artifact)))
+    }
+
+    router.get("/v1/audit") { request, context -> Response in
+        let v = try await service.vault(context, permission: "audit", action: "audit.export")
+        let since = try request.uri.queryParameters["since"].map { try timeMillis(String($0), parameter: "since") }
+        let until = try request.uri.queryParameters["until"].map { try timeMillis(String($0), parameter: "until") }
+        let (data, entries, head) = try await blocking {
+            try service.withScratchPath(name: "audit.jsonl", records: false) { path -> (Data, Int, String) in
+                let r = try v.exportAudit(sinceMillis: since, untilMillis: until, format: .jsonl, to: path)
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw VaultError(.internalFailure, "audit export file vanished")
+                }
+                return (data, r.entries, r.head)
+            }
+        }
+        return Response(status: .ok,
+                        headers: [.contentType: "application/x-ndjson", HTTPFields.Element.Name("x-audit-entries")!: String(entries), HTTPFields.Element.Name("x-audit-head")!: head],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+    return router
+}
+
+/// The router plus a socket: an HTTP/1.1 server on `host:port`. `runService()` on it serves
+/// until SIGTERM or SIGINT, then lets in-flight requests finish.
+public func buildApplication(vault: Vault, tokens: TokenFile, host: String, port: Int, options: ServiceOptions = ServiceOptions(),
+                             metrics: ServiceMetrics = ServiceMetrics(),
+                             logger: Logger = Logger(label: "profilevault.http")) -> some ApplicationProtocol {
+    let router = buildRouter(vault: vault, tokens: tokens, options: options, metrics: metrics, logger: logger)
+    return Application(
+        router: router,
+        server: .http1(configuration: .init(idleTimeout: .seconds(options.idleTimeoutSeconds))),
+        configuration: .init(address: .hostname(host, port: port), serverName: nil),
+        logger: logger
+    )
+}
+
+// MARK: - The service's helpers
+
+/// The opened vault, the limits and the metrics shared by every route.
+final class VaultService: Sendable {
+    let base: Vault
+    let options: ServiceOptions
+    let metrics: ServiceMetrics
+    let scratchRoot: String
+
+    init(vault: Vault, options: ServiceOptions, metrics: ServiceMetrics) {
+        self.base = vault
+        self.options = options
+        self.metrics = metrics
+        if let d = options.scratchDirectory {
+            scratchRoot = d
+        } else {
+            var isDir: ObjCBool = false
+            scratchRoot = FileManager.default.fileExists(atPath: "/dev/shm", isDirectory: &isDir) && isDir.boolValue
+                && access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
+        }
+    }
+
+    /// The request's vault: 401 without a valid token; 403 (audited as denied) when the token's
+    /// role lacks `permission`. The vault checks the permission again in each operation.
+    func vault(_ context: VaultRequestContext, permission: String, action: String) async throws -> Vault {
+        guard let id = context.identity else { throw APIError(.unauthorized, context.authProblem) }
+        let v = base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role))
+        if !v.permits(permission) {
+            try await blocking { try v.authorize(permission, action: action) }
+            throw VaultError(.denied, "role \(id.role) may not \(permission)")   // authorize always throws here
+        }
+        return v
+    }
+
+    func health() async throws -> Response {
+        do {
+            try await blocking { () -> Void in
+                let p = self.base.policy
+                if let name = p.purposeOrder.first(where: { p.purpose($0)?.dpBudget != nil }), let b = p.purpose(name)?.dpBudget {
+                    _ = try self.base.store.budgetState(purpose: name, limit: b.epsilon, periodSeconds: b.periodSeconds)
+                } else {
+                    _ = try self.base.store.status()
+                }
+            }
+        } catch {
+            throw APIError(.serviceUnavailable, "store unreachable")
+        }
+        return json(.object([("status", .string("ok"))]))
+    }
+
+    func metricsText() async -> Response {
+        _ = try? await blocking { try self.metrics.refreshBudget(vault: self.base) }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
+    }
+
+    /// The body as one JSON document (400 when it is not; 413 above the limit).
+    func jsonBody(_ request: Request, limit: Int? = nil) async throws -> JSONValue {
+        var request = request
+        let buffer = try await request.collectBody(upTo: limit ?? options.maxBodyBytes)
+        let bytes = Array(buffer.readableBytesView)
+        guard !bytes.isEmpty else { throw APIError.badRequest("request body: expected a JSON document") }
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw APIError.badRequest("request body: not valid JSON (\(error.description))")
+        }
+    }
+
+    /// An ingest body: a non-empty JSON array of objects, as JSON Lines for the ingest parser
+    /// (which validates every record before writing any: the request is all or nothing).
+    func records(_ request: Request, what: String) async throws -> (String, [JSONValue]) {
+        let body = try await jsonBody(request, limit: options.maxIngestBodyBytes)
+        guard case .array(let items) = body, !items.isEmpty else {
+            throw APIError.badRequest("request body: expected a non-empty JSON array of \(what) objects")
+        }
+        guard items.count <= options.maxRecords else {
+            throw APIError.badRequest("request body: \(items.count) records; at most \(options.maxRecords) per request")
+        }
+        var lines = ""
+        for (i, item) in items.enumerated() {
+            guard case .object = item else { throw APIError.badRequest("record \(i + 1): expected a JSON object") }
+            lines += item.rendered(pretty: false)
+            lines += "\n"
+        }
+        return (lines, items)
+    }
+
+    /// Runs `body` with a path in a fresh private directory (0700), removed afterwards with
+    /// whatever was written there. Errors that name the path name `request body` instead.
+    func withScratchPath<T>(name: String, records: Bool = true, _ body: (String) throws -> T) throws -> T {
+        var template = Array((scratchRoot.hasSuffix("/") ? scratchRoot : scratchRoot + "/").utf8CString.dropLast()) + Array("profilevault-http.XXXXXX".utf8CString)
+        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
+            throw VaultError(.internalFailure, "cannot create a scratch directory")
+        }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/" + name
+        do {
+            return try body(path)
+        } catch let e as VaultError {
+            throw Self.relabel(e, path: path, records: records)
+        }
+    }
+
+    /// Writes `text` to a 0600 scratch file and runs `body` with its path.
+    func withScratchFile<T>(_ text: String, name: String, records: Bool = true, _ body: (String) throws -> T) throws -> T {
+        try withScratchPath(name: name, records: records) { path in
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw VaultError(.internalFailure, "cannot create a scratch file") }
+            let ok = text.utf8CString.withUnsafeBufferPointer { buf -> Bool in
+                var offset = 0
+                let count = buf.count - 1
+                while offset < count {
+                    let n = write(fd, buf.baseAddress! + offset, count - offset)
+                    if n < 0 { if errno == EINTR { continue }; return false }
+                    offset += n
+                }
+                return true
+            }
+            close(fd)
+            guard ok else { throw VaultError(.internalFailure, "cannot write a scratch file") }
+            return try body(path)
+        }
+    }
+
+    /// `PATH:LINE: reason` from the file parsers becomes `record LINE: reason` for an ingest
+    /// (line N of the staged JSON Lines is element N of the array) and `request body: reason`
+    /// otherwise; any other mention of the path becomes `request body`.
+    static func relabel(_ e: VaultError, path: String, records: Bool) -> VaultError {
+        var m = e.message
+        if m.hasPrefix(path + ":") {
+            let rest = m.dropFirst(path.count + 1)
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            if !digits.isEmpty, rest.dropFirst(digits.count).hasPrefix(":") {
+                // A job body is one JSON line: its line number says nothing.
+                m = (records ? "record \(digits):" : "request body:") + rest.dropFirst(digits.count + 1)
+            } else {
+                m = "request body:" + rest
+            }
+        }
+        m = m.replacingOccurrences(of: path, with: "request body")
+        return VaultError(e.kind, m)
+    }
+}
+
+/// Runs `body`; a `VaultError` it throws has each of `values` (request input that may be personal
+/// data, e.g. a `where` value) replaced by `(value)` in its message. Values shorter than four
+/// characters are left alone (they would garble the message and identify no one).
+func redacting<T>(_ values: [String], _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let e as VaultError {
+        var m = e.message
+        let all = values + values.filter { $0.count > 40 }.map { String($0.prefix(40)) }
+        for v in all.sorted(by: { $0.count > $1.count }) where v.count >= 4 {
+            m = m.replacingOccurrences(of: v, with: "(value)")
+        }
+        throw VaultError(e.kind, m)
+    }
+}
+
+/// Like ``redacting(_:_:)`` for an ingest: when the error names `record N`, that record's string
+/// values are taken out of the message.
+func redactingRecord<T>(_ items: [JSONValue], _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let e as VaultError {
+        guard e.message.hasPrefix("record "),
+              let n = Int(e.message.dropFirst(7).prefix { $0.isASCII && $0.isNumber }), items.indices.contains(n - 1),
+              case .object(let pairs) = items[n - 1] else { throw e }
+        let values = pairs.compactMap { pair -> String? in if case .string(let s) = pair.1 { s } else { nil } }
+        return try await redacting(values) { throw e }
+    }
+}
+
+/// The values of a `where` text's conditions (what follows each operator).
+func whereValues(_ text: String?) -> [String] {
+    guard let text else { return [] }
+    return text.split(separator: ",").compactMap { cond in
+        guard let i = cond.lastIndex(where: { "=<>".contains($0) }) else { return nil }
+        let v = cond[cond.index(after: i)...].trimmingCharacters(in: .whitespaces)
+        return v.isEmpty ? nil : v
+    }
+}
+
+/// Runs blocking store work (SQLite, OpenSSL) off the concurrency pool's threads.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try body() })
+        }
+    }
+}
+
+func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+             body: .init(byteBuffer: ByteBuffer(string: value.rendered(pretty: false) + "\n")))
+}
+
+/// The `{customer_id}` path parameter, percent-decoded.
+func customerID(_ context: VaultRequestContext) throws -> String {
+    let raw = try context.parameters.require("customer_id")
+    guard let id = raw.removingPercentEncoding, !id.isEmpty, id.utf8.count <= 1024 else {
+        throw APIError.badRequest("path parameter customer_id: not a valid percent-encoded ID")
+    }
+    return id
+}
+
+/// `since` / `until`: ISO 8601 date or time, or unix milliseconds.
+func timeMillis(_ text: String, parameter: String) throws -> Int64 {
+    if let ms = Int64(text) { return ms }
+    let f = ISO8601DateFormatter()
+    for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate]] {
+        f.formatOptions = options
+        if let d = f.date(from: text) { return Int64((d.timeIntervalSince1970 * 1000).rounded(.down)) }
+    }
+    throw APIError.badRequest("query parameter \(parameter): not an ISO 8601 date or time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z) or unix milliseconds")
+}
+
+/// The fields of a JSON object body, with the checks every body gets: an object, no unknown
+/// keys, each value of the expected type. Errors name the field, never its value.
+struct BodyFields {
+    let pairs: [String: JSONValue]
+
+    init(_ value: JSONValue, allowed: Set<String>) throws {
+        guard case .object(let list) = value else { throw APIError.badRequest("request body: expected a JSON object") }
+        var out: [String: JSONValue] = [:]
+        for (k, v) in list {
+            guard allowed.contains(k) else {
+                throw APIError.badRequest("request body: unknown field \(String(k.prefix(64)).debugDescription) (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            out[k] = v
+        }
+        pairs = out
+    }
+
+    func string(_ key: String, required: Bool) throws -> String? {
+        switch pairs[key] {
+        case nil, .null?:
+            if required { throw APIError.badRequest("\(key): required") }
+            return nil
+        case .string(let s)?:
+            guard !s.isEmpty else { throw APIError.badRequest("\(key): must not be empty") }
+            guard s.utf8.count <= 4096 else { throw APIError.badRequest("\(key): longer than 4096 bytes") }
+            return s
+        default:
+            throw APIError.badRequest("\(key): expected a string")
+        }
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        switch pairs[key] {
+        case nil, .null?: return nil
+        case .bool(let b)?: return b
+        default: throw APIError.badRequest("\(key): expected true or false")
+        }
+    }
+
+    func number(_ key: String) throws -> Double? {
+        switch pairs[key] {
+        case nil, .null?: return nil
+        case .int(let i)?: return Double(i)
+        case .double(let d)?: return d
+        default: throw APIError.badRequest("\(key): expected a number")
+        }
+    }
+}
+
+/// `POST /v1/queries`: `{"kind","purpose","epsilon","attribute","events","where","group_by","max_contributions"}`.
+/// `where` is the CLI's `--where` text (`country=DE,age>=30`) or an array of its conditions.
+func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "events", "where", "group_by", "max_contributions"])
+    let kindText = try f.string("kind", required: true)!
+    guard let kind = QueryKind(rawValue: kindText) else {
+        throw APIError.badRequest("kind: expected one of \(QueryKind.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    let purpose = try f.string("purpose", required: true)!
+    guard let epsilon = try f.number("epsilon") else { throw APIError.badRequest("epsilon: required (a positive number)") }
+    guard epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: must be a positive number") }
+    let attribute = try f.string("attribute", required: false)
+    let events = try f.string("events", required: false)
+    if attribute != nil && events != nil { throw APIError.badRequest("attribute, events: give one, not both") }
+    var whereClause: String?
+    switch f.pairs["where"] {
+    case nil, .null?: whereClause = nil
+    case .array(let items)?:
+        var conds: [String] = []
+        for (i, item) in items.enumerated() {
+            guard case .string(let s) = item, !s.isEmpty, !s.contains(",") else {
+                throw APIError.badRequest("where[\(i)]: expected a condition such as age>=30")
+            }
+            conds.append(s)
+        }
+        whereClause = conds.isEmpty ? nil : conds.joined(separator: ",")
+    default:
+        whereClause = try f.string("where", required: false)
+    }
+    var maxContributions = Vault.defaultMaxContributions
+    if let m = try f.number("max_contributions") {
+        guard m == m.rounded(), m >= 1, m <= 10_000 else { throw APIError.badRequest("max_contributions: an integer between 1 and 10000") }
+        maxContributions = Int(m)
+    }
+    return Vault.QueryRequest(kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
+                              whereClause: whereClause, groupBy: try f.string("group_by", required: false),
+                              maxContributions: maxContributions)
+}
+
+/// `POST /v1/jobs`: the JSON form of a job file. Keys that name files on the server
+/// (`items_from`, `params.from_model`) are refused: a client may not make the server read its
+/// files.
+func jobDocument(_ body: JSONValue) throws -> JSONValue {
+    guard case .object(let pairs) = body else { throw APIError.badRequest("request body: expected a JSON object (a training job)") }
+    for (k, v) in pairs {
+        if k == "items_from" { throw APIError.badRequest("items_from: not accepted over HTTP (it names a file on the server)") }
+        if k == "params", case .object(let ps) = v, ps.contains(where: { $0.0 == "from_model" }) {
+            throw APIError.badRequest("params.from_model: not accepted over HTTP (it names a file on the server)")
+        }
+    }
+    return body
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ProfileVault
+import VaultServer
+import VaultStore
+
+/// `serve --listen HOST:PORT --tokens FILE`: the HTTP service (SPEC §8) over the store named by
+/// the global options. Logs go to stderr; SIGTERM or SIGINT stops accepting connections, lets
+/// in-flight requests finish and closes the store.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the HTTP service (JSON over HTTP, bearer tokens mapped to actor and role).",
+        discussion: "Routes and bodies: docs/http.md and docs/openapi.yaml. Create tokens with `profilectl tokens add`.")
+
+    @OptionGroup var options: GlobalOptions
+    @Option(help: "Address to listen on, HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080).") var listen = "127.0.0.1:8080"
+    @Option(help: "The tokens file (from `profilectl tokens add`).") var tokens: String
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
+    @Option(name: .customLong("max-body-bytes"), help: "Largest ingest body in bytes (413 above it).") var maxBodyBytes = 16 << 20
+
+    func validate() throws {
+        _ = try Self.parseListen(listen)
+        if let logLevel, Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel): not a log level") }
+        guard maxBodyBytes >= 1024 && maxBodyBytes <= 1 << 30 else { throw ValidationError("--max-body-bytes must be between 1024 and 1073741824") }
+    }
+
+    static func parseListen(_ text: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":") else { throw ValidationError("--listen \(text): expected HOST:PORT") }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--listen \(text): expected HOST:PORT with a port from 0 to 65535")
+        }
+        return (host, port)
+    }
+
+    func run() throws {
+        let (host, port) = try Self.parseListen(listen)
+        let tokenFile = try TokenFile.load(path: tokens)
+        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
+                                                      policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
+        var logger = Logger(label: "profilevault.http")
+        logger.logLevel = logLevel.flatMap(Logger.Level.init(rawValue:))
+            ?? ProcessInfo.processInfo.environment["PROFILEVAULT_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        var serviceOptions = ServiceOptions()
+        serviceOptions.maxIngestBodyBytes = maxBodyBytes
+        let app = buildApplication(vault: vault, tokens: tokenFile, host: host, port: port, options: serviceOptions, logger: logger)
+        logger.info("serving", metadata: ["listen": .string("\(host):\(port)"), "tokens": .stringConvertible(tokenFile.identities.count)])
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { try await app.runService() } catch { outcome.set(error) }
+            done.signal()
+        }
+        done.wait()
+        do { try vault.store.close() } catch {
+            logger.error("the store did not close cleanly")
+        }
+        logger.info("stopped")
+        if let e = outcome.error { throw VaultError(.internalFailure, "the server stopped: \(e)") }
+    }
+}
+
+/// The server task's failure, handed to the waiting main thread.
+/// `@unchecked Sendable`: `error` is only touched under `lock`.
+final class Outcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: (any Error)?
+    func set(_ e: any Error) { lock.lock(); stored = e; lock.unlock() }
+    var error: (any Error)? { lock.lock(); defer { lock.unlock() }; return stored }
+}

@@ -11,6 +11,10 @@ n=20000
 [ "${1:-}" = "--profiles" ] && n=$2
 P=${PROFILECTL:-$repo/.build/debug/profilectl}
 G=${PVBENCH:-$repo/.build/debug/pvbench}
+# Relative paths are relative to where the script was started (it works in a temporary folder).
+case $P in /*) ;; *) P=$PWD/$P ;; esac
+case $G in /*) ;; *) G=$PWD/$G ;; esac
+[ -x "$P" ] && [ -x "$G" ] || { echo "concurrency-test: no profilectl or pvbench at $P, $G" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/pv-conc.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"

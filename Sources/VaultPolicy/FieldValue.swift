@@ -46,9 +46,13 @@ extension FieldSpec {
     }
 
     /// The value for messages: quoted for attributes, never shown for PII.
+    /// How an error names the bad value: quoted only when it looks like a number or a date
+    /// (digits and `+-.eE:T`, at most 32 bytes). Anything else, and any value of a PII field,
+    /// is just "value": a record whose columns are shifted can put a name or an e-mail into a
+    /// non-PII column, and error messages never echo PII.
     private func shown(_ b: UnsafeBufferPointer<UInt8>) -> String {
         if pii { return "value" }
-        return "value " + ValueParsing.quote(b)
+        return ValueParsing.safeQuote(b).map { "value " + $0 } ?? "value"
     }
 
     private func parseTrimmed(_ b: UnsafeBufferPointer<UInt8>) -> Result<FieldValue, ValueError> {
@@ -122,12 +126,12 @@ extension EventValueSpec {
             if type == .int {
                 switch ValueParsing.int64(b) {
                 case .value(let i): v = Double(i)
-                case .overflow: return .failure(ValueError(reason: "value \(ValueParsing.quote(b)) does not fit a 64-bit integer"))
-                case .syntax: return .failure(ValueError(reason: "value \(ValueParsing.quote(b)) is not an integer"))
+                case .overflow: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") does not fit a 64-bit integer".replacingOccurrences(of: "value  ", with: "value ")))
+                case .syntax: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "value  ", with: "value ")))
                 }
             } else {
                 guard let d = ValueParsing.double(b) else {
-                    return .failure(ValueError(reason: "value \(ValueParsing.quote(b)) is not a finite decimal number"))
+                    return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not a finite decimal number".replacingOccurrences(of: "value  ", with: "value ")))
                 }
                 v = d
             }
@@ -159,7 +163,7 @@ extension EventKindSpec {
             }
             if itemType == .int {
                 guard case .value(let v) = ValueParsing.int64(b) else {
-                    return .failure(ValueError(reason: "item \(ValueParsing.quote(b)) is not an integer"))
+                    return .failure(ValueError(reason: "item \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "item  ", with: "item ")))
                 }
                 return .success(String(v))
             }
@@ -316,6 +320,12 @@ enum ValueParsing {
     }
 
     /// The value quoted for a message, cut to 64 bytes.
+    /// `quote(b)` when every byte is a digit or one of `+-.eE:T` and there are at most 32, else nil.
+    static func safeQuote(_ b: UnsafeBufferPointer<UInt8>) -> String? {
+        guard b.count <= 32, b.allSatisfy({ ($0 >= 48 && $0 <= 57) || "+-.eE:T".utf8.contains($0) }) else { return nil }
+        return quote(b)
+    }
+
     static func quote(_ b: UnsafeBufferPointer<UInt8>) -> String {
         let cut = b.count > 64 ? UnsafeBufferPointer(rebasing: b[0..<64]) : b
         return "'" + String(decoding: cut, as: UTF8.self) + (b.count > 64 ? "...'" : "'")

@@ -415,7 +415,7 @@ extension ProfileStore {
         guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else { return bad("customer_id", "missing customer ID") }
         guard let kindText = raw.values[1].map(Normalization.trimmed), !kindText.isEmpty else { return bad("kind", "missing event kind") }
         guard let spec = schema.eventKind(named: kindText) else {
-            return bad("kind", "\"\(kindText.prefix(64))\" is not an event kind of the schema (\(schema.events.map(\.name).joined(separator: ", ")))")
+            return bad("kind", "not an event kind of the schema (\(schema.events.map(\.name).joined(separator: ", ")))")
         }
         guard let item = raw.values[2].map(Normalization.trimmed), !item.isEmpty else { return bad("item", "missing item") }
         if item.utf8.count > 65536 { return bad("item", "longer than 65536 bytes") }

@@ -72,7 +72,7 @@ extension Vault {
     public func accessExport(customerID: String) throws -> AccessExport {
         try audited("export", .read, permission: "export") { context in
             let pseudo = try store.pseudonym(ofCustomerID: customerID)
-            guard try store.accessExport(customerID: customerID) != nil else {
+            guard try store.exists(customerID: customerID) else {
                 throw VaultError(.notFound, "no subject with this customer ID")
             }
             try store.audit([context.record("export", .read, subject: pseudo, fields: [schema.subjectIDField] + schema.fields.map(\.name))])

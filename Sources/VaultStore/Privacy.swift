@@ -180,6 +180,12 @@ extension ProfileStore {
 
     // MARK: - Access export
 
+    /// Whether a subject with this customer ID is in the store (a pseudonym lookup, no decryption).
+    public func exists(customerID: String) throws -> Bool {
+        let pseudo = try pseudonym(ofCustomerID: customerID)
+        return try pool.read { db in try subjectRow(db, pseudonym: pseudo) != nil }
+    }
+
     /// Everything held about one subject, decrypted. Nil for an unknown (or erased) subject.
     public func accessExport(customerID: String) throws -> AccessExport? {
         let pseudo = try pseudonym(ofCustomerID: customerID)

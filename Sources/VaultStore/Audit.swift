@@ -78,9 +78,12 @@ extension ProfileStore {
         return (seq, prev)
     }
 
-    /// Appends entries in a transaction of their own (reads, denials, errors).
+    /// Appends entries that record no data change of their own (reads, denials, errors):
+    /// group-committed with those of concurrent callers, and durable when this returns.
     public func audit(_ records: [AuditRecord]) throws {
-        try pool.write { db in _ = try appendAudit(db, records) }
+        try auditCommits.append(records) { batch in
+            try pool.write { db in _ = try appendAudit(db, batch) }
+        }
     }
 
     /// Sequence number and hash (hex) of the newest entry; (0, zeros) for an empty log.

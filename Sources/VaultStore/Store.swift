@@ -98,6 +98,8 @@ public final class ProfileStore: Sendable {
     let pool: DatabasePool
     let keyBox: KeyBox
     var keys: StoreKeys { keyBox.current }
+    /// Group commit of read and denial audit entries (see `audit(_:)`).
+    let auditCommits = AuditGroupCommit()
     /// PII field name -> small integer id used in the `pii` and `blind_index` tables.
     let piiFieldIDs: [String: Int]
     /// Name of the pseudo-field that holds the encrypted external customer ID.

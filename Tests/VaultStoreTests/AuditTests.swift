@@ -238,3 +238,23 @@ extension AuditTests {
         #expect(!v.ok && v.firstBad == 6)
     }
 }
+
+extension AuditTests {
+    @Test func concurrentReadEntriesAreGroupCommittedAndAllDurable() throws {
+        let t = try TempStore()
+        let store = t.store
+        DispatchQueue.concurrentPerform(iterations: 200) { i in
+            try! store.audit([AuditContext(actor: "r\(i)", role: "support", requestID: "q\(i)").record("get", .read)])
+        }
+        #expect(try t.store.auditHead().entries == 200)
+        let checkpoints = try t.store.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM audit_checkpoints")! }
+        #expect(checkpoints >= 1 && checkpoints <= 200)
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        let actors = try t.store.pool.read { db in try String.fetchAll(db, sql: "SELECT entry FROM audit") }
+        let names = actors.compactMap { text -> String? in
+            if case .string(let s)? = (try? JSONValue.parse(text))?["actor.user.name"] { return s }
+            return nil
+        }
+        #expect(Set(names).count == 200)
+    }
+}

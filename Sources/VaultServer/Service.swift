@@ -75,7 +75,7 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
                 }
             }
         }
-        return json(Render.ingest(report))
+        return json(JSONForms.ingest(report))
     }
 
     router.post("/v1/events") { request, context -> Response in
@@ -90,7 +90,7 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
                 }
             }
         }
-        return json(Render.ingest(report))
+        return json(JSONForms.ingest(report))
     }
 
     router.get("/v1/subjects/{customer_id}") { request, context -> Response in
@@ -99,7 +99,7 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
         guard let purpose = request.uri.queryParameters["purpose"].map(String.init), !purpose.isEmpty else {
             throw APIError.badRequest("query parameter purpose is required (a purpose that may read PII, e.g. customer_support)")
         }
-        return json(try await redacting([id]) { try await blocking { Render.profile(try v.get(customerID: id, purpose: purpose)) } })
+        return json(try await redacting([id]) { try await blocking { JSONForms.profile(try v.get(customerID: id, purpose: purpose)) } })
     }
 
     router.post("/v1/subjects/{customer_id}/consent") { request, context -> Response in
@@ -116,7 +116,7 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
     router.get("/v1/subjects/{customer_id}/export") { _, context -> Response in
         let v = try await service.vault(context, permission: "export", action: "export")
         let id = try customerID(context)
-        return json(try await redacting([id]) { try await blocking { Render.accessExport(try v.accessExport(customerID: id)) } })
+        return json(try await redacting([id]) { try await blocking { JSONForms.accessExport(try v.accessExport(customerID: id)) } })
     }
 
     router.delete("/v1/subjects/{customer_id}") { request, context -> Response in
@@ -127,18 +127,18 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
         let reason = given.isEmpty ? "data-subject request" : given
         let receipts = try await redacting([id]) { try await blocking { try v.erase(.one(id), reason: reason) } }
         guard let r = receipts.first else { throw VaultError(.notFound, "no subject with this customer ID") }
-        return json(Render.receipt(r))
+        return json(JSONForms.receipt(r))
     }
 
     router.post("/v1/queries") { request, context -> Response in
         let v = try await service.vault(context, permission: "query", action: "query")
         let q = try queryRequest(try await service.jsonBody(request))
-        return json(try await redacting(whereValues(q.whereClause)) { try await blocking { Render.query(try v.query(q)) } })
+        return json(try await redacting(whereValues(q.whereClause)) { try await blocking { JSONForms.query(try v.query(q)) } })
     }
 
     router.get("/v1/budget") { _, context -> Response in
         let v = try await service.vault(context, permission: "query", action: "budget.status")
-        return json(try await blocking { Render.budget(try v.budgetStatus()) })
+        return json(try await blocking { JSONForms.budget(try v.budgetStatus()) })
     }
 
     router.post("/v1/jobs") { request, context -> Response in

@@ -4,15 +4,6 @@ import VaultAudit
 import VaultStore
 
 extension ProfileValue {
-    var json: JSONValue {
-        switch self {
-        case .null: .null
-        case .int(let i): .int(i)
-        case .float(let d): .double(d)
-        case .text(let s): .string(s)
-        case .bool(let b): .bool(b)
-        }
-    }
     var text: String {
         switch self {
         case .null: "(none)"
@@ -25,7 +16,6 @@ extension ProfileValue {
 }
 
 extension ProfileView {
-    var json: JSONValue { .object([("customer_id", .string(customerID))] + fields.map { ($0.name, $0.value.json) }) }
     var text: String {
         let width = max(11, fields.map(\.name.count).max() ?? 0)
         func pad(_ s: String) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
@@ -41,7 +31,7 @@ struct Get: ParsableCommand {
 
     func run() throws {
         let view = try options.openVault().get(customerID: subject, purpose: purpose)
-        options.emit(view.json, text: view.text)
+        options.emit(JSONForms.profile(view), text: view.text)
     }
 }
 

@@ -42,12 +42,7 @@ struct Ingest: ParsableCommand {
     }
 
     static func emit(_ r: IngestReport, options: GlobalOptions, kind: String) {
-        options.emit(.object([
-            ("inserted", .int(Int64(r.inserted))),
-            ("updated", .int(Int64(r.updated))),
-            ("rejected", .int(Int64(r.rejected))),
-            ("seconds", .double((r.seconds * 1000).rounded() / 1000)),
-        ]), text: String(format: "%@: %d inserted, %d updated, %d rejected in %.2f s", kind, r.inserted, r.updated, r.rejected, r.seconds))
+        options.emit(JSONForms.ingest(r), text: String(format: "%@: %d inserted, %d updated, %d rejected in %.2f s", kind, r.inserted, r.updated, r.rejected, r.seconds))
     }
 
     struct Profiles: ParsableCommand {

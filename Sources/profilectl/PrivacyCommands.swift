@@ -17,7 +17,6 @@ struct SubjectOptions: ParsableArguments {
     var selection: Vault.SubjectSelection { subject.map { .one($0) } ?? .file(subjects!) }
 }
 
-func isoMillis(_ ms: Int64?) -> JSONValue { ms.map { .string(AuditLog.isoMillis($0)) } ?? .null }
 
 struct Consent: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The consent ledger (role privacy_officer).",
@@ -58,7 +57,7 @@ struct Consent: ParsableCommand {
             options.emit(.object([
                 ("customer_id", .string(subject)),
                 ("purposes", .object(states.map { ($0.purpose, .object([
-                    ("granted", .bool($0.state.granted)), ("since", isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
+                    ("granted", .bool($0.state.granted)), ("since", JSONForms.isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
                 ])) })),
             ]), text: states.map { "\($0.purpose): \($0.state.granted ? "granted" : "not granted")\($0.state.sinceMillis.map { " since " + AuditLog.isoMillis($0) } ?? "")\($0.needed ? "" : " (legal basis is not consent)")" }.joined(separator: "\n"))
         }
@@ -73,7 +72,7 @@ struct Consent: ParsableCommand {
             let entries = try options.openVault().consentHistory(customerID: subject)
             options.emit(.object([
                 ("customer_id", .string(subject)),
-                ("entries", .array(entries.map(\.json))),
+                ("entries", .array(entries.map(JSONForms.consentEntry))),
             ]), text: entries.isEmpty ? "no consent changes" : entries.map {
                 "\(AuditLog.isoMillis($0.timeMillis))  \($0.granted ? "grant " : "revoke") \($0.purpose)  by \($0.actor)\($0.source.map { " via \($0)" } ?? "")  (policy \($0.policyVersion))"
             }.joined(separator: "\n"))
@@ -81,12 +80,6 @@ struct Consent: ParsableCommand {
     }
 }
 
-extension ConsentEntry {
-    var json: JSONValue {
-        .object([("time", isoMillis(timeMillis)), ("purpose", .string(purpose)), ("granted", .bool(granted)),
-                 ("actor", .string(actor)), ("source", source.map { .string($0) } ?? .null), ("policy_version", .string(policyVersion))])
-    }
-}
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Data-subject access export: everything held about a subject, decrypted (role privacy_officer).")
@@ -96,19 +89,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let e = try options.openVault().accessExport(customerID: subject)
-        let doc = JSONValue.object([
-            ("customer_id", .string(e.customerID)),
-            ("exported_at", isoMillis(AuditLog.nowMillis)),
-            ("pseudonym", .string(e.pseudonym)),
-            ("created_at", .string(DateParsing.iso8601(unixSeconds: e.createdAt))),
-            ("updated_at", .string(DateParsing.iso8601(unixSeconds: e.updatedAt))),
-            ("last_activity", .string(DateParsing.iso8601(unixSeconds: e.lastActivity))),
-        ] + e.profile.fields.map { ($0.name, $0.value.json) } + [
-            ("events", .array(e.events.map { .object([("kind", .string($0.kind)), ("item", .string($0.item)), ("value", .double($0.value)),
-                                                      ("time", .string(DateParsing.iso8601(unixSeconds: $0.time)))]) })),
-            ("consent", .array(e.consent.map(\.json))),
-            ("access_log", .array(e.auditEntries.map { (try? JSONValue.parse($0)) ?? .string($0) })),
-        ])
+        let doc = JSONForms.accessExport(e)
         if let out {
             let text = doc.rendered(pretty: true) + "\n"
             let fd = open(out, O_CREAT | O_TRUNC | O_WRONLY, 0o600)
@@ -131,11 +112,7 @@ struct Erase: ParsableCommand {
 
     func run() throws {
         let receipts = try options.openVault().erase(who.selection, reason: reason)
-        func json(_ r: ErasureReceipt) -> JSONValue {
-            .object([("customer_id", .string(r.customerID)), ("erased_at", isoMillis(r.erasedAtMillis)), ("receipt", .string(r.receipt)),
-                     ("audit_sequence", .int(r.auditSequence)), ("reason", .string(r.reason)),
-                     ("removed", .object(r.removed.map { ($0.0, .int($0.1)) }))])
-        }
+        let json = JSONForms.receipt
         if receipts.count == 1, who.subject != nil {
             let r = receipts[0]
             options.emit(json(r), text: """

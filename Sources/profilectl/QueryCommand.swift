@@ -31,19 +31,12 @@ struct Query: ParsableCommand {
             let r = try options.openVault().query(Vault.QueryRequest(
                 kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
                 whereClause: whereClause, groupBy: groupBy, maxContributions: maxContributions))
-            func num(_ d: Double) -> JSONValue { .double((d * 1e6).rounded() / 1e6) }
-            func ci(_ v: ReleasedValue) -> JSONValue { .array([num(v.ci95.0), num(v.ci95.1)]) }
-            let common: [(String, JSONValue)] = [
-                ("epsilon", .double(r.epsilon)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
-                ("budget_spent", num(r.budget.spent)), ("mechanism", .string("discrete Laplace, user-level")),
-                ("contribution_bounds", .object(r.contributionBounds.sorted { $0.key < $1.key }.map { ($0.key, num($0.value)) })),
-            ]
             if let v = r.value {
-                options.emit(.object([("value", num(v.value)), ("ci95", ci(v))] + common),
+                options.emit(JSONForms.query(r),
                              text: String(format: "%@ = %.4f   95%% interval [%.4f, %.4f]   epsilon %g, scale %.4g, budget left %.4g",
                                           kind.rawValue, v.value, v.ci95.0, v.ci95.1, r.epsilon, r.scale, r.budget.left))
             } else {
-                options.emit(.object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value))])) }))] + common),
+                options.emit(JSONForms.query(r),
                              text: r.groups.map { String(format: "%@: %.4f [%.4f, %.4f]", $0.key, $0.value.value, $0.value.ci95.0, $0.value.ci95.1) }.joined(separator: "\n")
                                 + String(format: "\nepsilon %g, scale %.4g, budget left %.4g", r.epsilon, r.scale, r.budget.left))
             }
@@ -81,11 +74,7 @@ struct Budget: ParsableCommand {
 
         func run() throws {
             let states = try options.openVault().budgetStatus()
-            func num(_ d: Double) -> JSONValue { .double((d * 1e6).rounded() / 1e6) }
-            options.emit(.object([("purposes", .object(states.map { s in
-                (s.purpose, .object([("limit", num(s.limit)), ("spent", num(s.spent)), ("left", num(s.left)),
-                                     ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))
-            }))]), text: states.map { String(format: "%@: spent %.4g of %.4g, %.4g left (period from %@)", $0.purpose, $0.spent, $0.limit, $0.left, DateParsing.iso8601(unixSeconds: $0.periodStart)) }.joined(separator: "\n"))
+            options.emit(JSONForms.budget(states), text: states.map { String(format: "%@: spent %.4g of %.4g, %.4g left (period from %@)", $0.purpose, $0.spent, $0.limit, $0.left, DateParsing.iso8601(unixSeconds: $0.periodStart)) }.joined(separator: "\n"))
         }
     }
 }

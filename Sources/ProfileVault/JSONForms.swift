@@ -1,17 +1,16 @@
 import Foundation
-import DifferentialPrivacy
-import ProfileVault
-import VaultAudit
+public import DifferentialPrivacy
+public import VaultAudit
 import VaultPolicy
-import VaultStore
+public import VaultStore
 
-/// The answers' JSON shapes: the same as the CLI's `--json` forms (SPEC §10), so a script can
-/// switch between `profilectl` and the service without changing its parser.
-enum Render {
-    static func num(_ d: Double) -> JSONValue { .double((d * 1e6).rounded() / 1e6) }
-    static func isoMillis(_ ms: Int64?) -> JSONValue { ms.map { .string(AuditLog.isoMillis($0)) } ?? .null }
+/// The JSON shapes of answers, shared by the CLI's `--json` forms (SPEC §10) and the HTTP
+/// service's bodies, so the two cannot drift apart.
+public enum JSONForms {
+    public static func num(_ d: Double) -> JSONValue { .double((d * 1e6).rounded() / 1e6) }
+    public static func isoMillis(_ ms: Int64?) -> JSONValue { ms.map { .string(AuditLog.isoMillis($0)) } ?? .null }
 
-    static func value(_ v: ProfileValue) -> JSONValue {
+    public static func value(_ v: ProfileValue) -> JSONValue {
         switch v {
         case .null: .null
         case .int(let i): .int(i)
@@ -21,11 +20,11 @@ enum Render {
         }
     }
 
-    static func profile(_ view: ProfileView) -> JSONValue {
+    public static func profile(_ view: ProfileView) -> JSONValue {
         .object([("customer_id", .string(view.customerID))] + view.fields.map { ($0.name, value($0.value)) })
     }
 
-    static func ingest(_ r: IngestReport) -> JSONValue {
+    public static func ingest(_ r: IngestReport) -> JSONValue {
         .object([
             ("inserted", .int(Int64(r.inserted))),
             ("updated", .int(Int64(r.updated))),
@@ -34,12 +33,12 @@ enum Render {
         ])
     }
 
-    static func consentEntry(_ e: ConsentEntry) -> JSONValue {
+    public static func consentEntry(_ e: ConsentEntry) -> JSONValue {
         .object([("time", isoMillis(e.timeMillis)), ("purpose", .string(e.purpose)), ("granted", .bool(e.granted)),
                  ("actor", .string(e.actor)), ("source", e.source.map { .string($0) } ?? .null), ("policy_version", .string(e.policyVersion))])
     }
 
-    static func accessExport(_ e: AccessExport) -> JSONValue {
+    public static func accessExport(_ e: AccessExport) -> JSONValue {
         .object([
             ("customer_id", .string(e.customerID)),
             ("exported_at", isoMillis(AuditLog.nowMillis)),
@@ -55,13 +54,13 @@ enum Render {
         ])
     }
 
-    static func receipt(_ r: ErasureReceipt) -> JSONValue {
+    public static func receipt(_ r: ErasureReceipt) -> JSONValue {
         .object([("customer_id", .string(r.customerID)), ("erased_at", isoMillis(r.erasedAtMillis)), ("receipt", .string(r.receipt)),
                  ("audit_sequence", .int(r.auditSequence)), ("reason", .string(r.reason)),
                  ("removed", .object(r.removed.map { ($0.0, .int($0.1)) }))])
     }
 
-    static func query(_ r: QueryResult) -> JSONValue {
+    public static func query(_ r: QueryResult) -> JSONValue {
         func ci(_ v: ReleasedValue) -> JSONValue { .array([num(v.ci95.0), num(v.ci95.1)]) }
         let common: [(String, JSONValue)] = [
             ("epsilon", .double(r.epsilon)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
@@ -74,7 +73,7 @@ enum Render {
         return .object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value))])) }))] + common)
     }
 
-    static func budget(_ states: [BudgetState]) -> JSONValue {
+    public static func budget(_ states: [BudgetState]) -> JSONValue {
         .object([("purposes", .object(states.map { s in
             (s.purpose, .object([("limit", num(s.limit)), ("spent", num(s.spent)), ("left", num(s.left)),
                                  ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))

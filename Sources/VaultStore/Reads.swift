@@ -43,12 +43,6 @@ public struct RawSubjectRows: Sendable {
     public var attributes: [(name: String, value: String)]
 }
 
-func hex(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out: [UInt8] = []
-    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-    return String(decoding: out, as: UTF8.self)
-}
 
 extension ProfileStore {
     /// The pseudonym of a customer ID under this store's identity key.
@@ -255,12 +249,12 @@ extension ProfileStore {
             var pii: [(String, String)] = []
             for row in try Row.fetchAll(db, sql: "SELECT field, ciphertext FROM pii WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
                 let d: Data = row["ciphertext"]
-                pii.append((names[row["field"]] ?? "?", hex(d)))
+                pii.append((names[row["field"]] ?? "?", AuditLog.hex([UInt8](d))))
             }
             var blind: [(String, String)] = []
             for row in try Row.fetchAll(db, sql: "SELECT field, mac FROM blind_index WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
                 let d: Data = row["mac"]
-                blind.append((names[row["field"]] ?? "?", hex(d)))
+                blind.append((names[row["field"]] ?? "?", AuditLog.hex([UInt8](d))))
             }
             var attrs: [(String, String)] = []
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM attributes WHERE subject_id = ?", arguments: [s.id]) {
@@ -269,7 +263,7 @@ extension ProfileStore {
                     attrs.append((f.name, v.isNull ? "NULL" : "\(v)"))
                 }
             }
-            return RawSubjectRows(pseudonymHex: hex(s.pseudonym), kekVersion: s.kekVersion, wrappedDEKHex: hex(s.wrappedDEK), pii: pii, blindIndex: blind, attributes: attrs)
+            return RawSubjectRows(pseudonymHex: AuditLog.hex(s.pseudonym), kekVersion: s.kekVersion, wrappedDEKHex: AuditLog.hex(s.wrappedDEK), pii: pii, blindIndex: blind, attributes: attrs)
         }
     }
 }

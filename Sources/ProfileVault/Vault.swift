@@ -160,10 +160,14 @@ public final class Vault: Sendable {
             guard fields.contains(where: \.pii) else {
                 throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in \(policy.file)); get needs a purpose that may")
             }
-            guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
+            // Existence and consent first: nothing is decrypted for a read that will be refused.
+            guard try store.exists(customerID: customerID) else {
                 throw VaultError(.notFound, "no subject with this customer ID")
             }
             try requireConsent(customerID: customerID, purpose: p)
+            guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
+                throw VaultError(.notFound, "no subject with this customer ID")
+            }
             // The read is released only once its audit entry is committed.
             try store.audit([context.record("get", .read, purpose: name, subject: try store.pseudonym(ofCustomerID: customerID),
                                             fields: [schema.subjectIDField] + view.fields.map(\.name))])

@@ -3,24 +3,64 @@ import Foundation
 
 /// Linear and logistic regression from noisy sufficient statistics.
 ///
-/// Features and target are clamped to their bounds and scaled to z in [-1, 1]. One release:
-/// the upper triangle of ZᵀZ (Z with a column of ones: the count, the sums of z_i, the sums of
-/// z_i z_j) and Zᵀz_y: T = 1 + d + d(d+1)/2 + d coordinates, each bounded by 1 per subject, the
-/// job's epsilon split equally (each coordinate's noise scale T / E).
+/// Two releases (the job's epsilon E split `rangeShare` / rest):
 ///
-/// - linear: ridge (AdaSSP-style, Wang 2018): λ = 2·sqrt(2)·b·sqrt(p) with b = T/E the
-///   noise scale and p = d + 1, an upper estimate of the noise matrix's spectral norm that
-///   depends on public quantities only; if the regularised noisy matrix is still not positive
-///   definite, λ doubles until its Cholesky factorisation succeeds. So it never blows up.
+/// 1. **Private clipping ranges.** Public bounds are often far wider than the data (a balance
+///    bounded by [-10,000, 110,000] mostly lies within a few thousand of 0), and the noise of
+///    the second release is fixed by the range while the signal shrinks with it. So the first
+///    release measures, for every feature (and a linear target), the count, Σz and Σz² on the
+///    public bounds (z in [-1, 1]; 1 + 2m coordinates, each bounded by 1, E·rangeShare split
+///    equally), and each range becomes mean ± 3 standard deviations (noisy), intersected with
+///    the public bounds, when that at least halves it. Post-processing of a DP release: free.
+/// 2. **Sufficient statistics** on the ranges so chosen: features and target clamped and scaled
+///    to z in [-1, 1], the upper triangle of ZᵀZ (Z with a column of ones: the count, the sums of
+///    z_i, the sums of z_i z_j) and Zᵀz_y: T = 1 + d + d(d+1)/2 + 1 + d coordinates, each
+///    bounded by 1 per subject, the rest of E split equally (noise scale b = T / E₂).
+///
+/// - linear: ridge (AdaSSP-style, Wang 2018): λ = 2·sqrt(2)·b·sqrt(p) with p = d + 1, an upper
+///   estimate of the noise matrix's spectral norm that depends on public quantities only; if
+///   the regularised noisy matrix is still not positive definite, λ doubles until its Cholesky
+///   factorisation succeeds. So it never blows up.
 /// - logistic: the second-order Taylor expansion of the logistic loss at 0,
 ///   log(1 + e^t) - y t ≈ log 2 + t/2 + t²/8 - y t, whose minimiser is
 ///   (ZᵀZ/4 + λI) θ = Zᵀ(y - 1/2) = Zᵀz_y / 2 (y in {0,1}, z_y = 2y - 1): the same statistics.
+///   The 0/1 target keeps its bounds.
+///
+/// The artifact's `feature_bounds` are the ranges used (inputs are clamped to them before the
+/// coefficients apply: `predict`); `params.range_share` records the split.
 public enum Regression {
+    /// Share of the job's epsilon spent on choosing the clipping ranges.
+    public static let rangeShare = 0.2
+
+    /// Release 1: noisy mean ± 3 sd of each feature, as a tightened range (or the public one).
+    static func privateRanges(_ fs: [ScaledFeature], session: PrivateSession, share: Epsilon) throws -> [ScaledFeature] {
+        let g = BoundedSum.grid(forBound: 1, integral: false)
+        var coordinates: [Coordinate] = [.subjects]
+        for f in fs { coordinates.append(.product(left: f, right: nil, grid: g)); coordinates.append(.product(left: f, right: f, grid: g)) }
+        guard let each = share.share(1 / Double(coordinates.count)) else { throw ModelError("regression: epsilon too small") }
+        let r = try session.release(AggregateRequest(consentPurpose: nil, nonNull: fs.map(\.name), grouping: nil, coordinates: coordinates),
+                                    shares: [Epsilon](repeating: each, count: coordinates.count), label: "regression: clipping ranges (count, Σz, Σz² per variable)")
+        let v = r[0].values.map(\.value)
+        let n = v[0]
+        return fs.enumerated().map { i, f in
+            guard n >= 2 else { return f }
+            let mean = min(1, max(-1, v[1 + 2 * i] / n))
+            let sd = max(0, v[2 + 2 * i] / n - mean * mean).squareRoot()
+            let lo = max(-1, mean - 3 * sd), hi = min(1, mean + 3 * sd)
+            guard hi - lo >= 1e-3, hi - lo <= 1 else { return f }     // keep the public range unless it at least halves
+            let unit = { (z: Double) in f.lower + (z + 1) / 2 * (f.upper - f.lower) }
+            return ScaledFeature(name: f.name, lower: unit(lo), upper: unit(hi))
+        }
+    }
+
     public static func fit(spec: TrainingSpec, session: PrivateSession, logistic: Bool) throws -> ModelArtifact {
-        let f = spec.features
-        guard let y = spec.target else { throw ModelError("regression needs a target") }
-        let d = f.count
+        guard let target = spec.target else { throw ModelError("regression needs a target") }
+        let d = spec.features.count
         guard d >= 1 else { throw ModelError("regression needs at least one feature") }
+        let rangeEps = try session.share(rangeShare)
+        let ranged = try privateRanges(logistic ? spec.features : spec.features + [target], session: session, share: rangeEps)
+        let f = Array(ranged.prefix(d))
+        let y = logistic ? target : ranged[d]
         let p = d + 1
         let g = BoundedSum.grid(forBound: 1, integral: false)
         var coordinates: [Coordinate] = [.subjects]
@@ -30,7 +70,7 @@ public enum Regression {
         coordinates.append(.product(left: y, right: nil, grid: g)); slots.append((0, p))
         for i in 0..<d { coordinates.append(.product(left: f[i], right: y, grid: g)); slots.append((i + 1, p)) }
         let t = coordinates.count
-        guard let each = session.epsilon.share(1 / Double(t)) else { throw ModelError("regression: epsilon too small") }
+        guard let each = try session.share(1 - rangeShare).share(1 / Double(t)) else { throw ModelError("regression: epsilon too small") }
         let r = try session.release(AggregateRequest(consentPurpose: nil, nonNull: f.map(\.name) + [y.name], grouping: nil, coordinates: coordinates),
                                     shares: [Epsilon](repeating: each, count: t), label: "regression: sufficient statistics ZᵀZ, Zᵀy")
         var a = [[Double]](repeating: [Double](repeating: 0, count: p), count: p)
@@ -64,17 +104,22 @@ public enum Regression {
             coef = coef.map { $0 / sy }
             intercept = (intercept - oy) / sy
         }
-        var art = ModelArtifact(model: logistic ? .logistic_regression : .linear_regression, features: f, params: ["ridge_lambda": lambda])
+        var art = ModelArtifact(model: logistic ? .logistic_regression : .linear_regression, features: f,
+                                params: ["ridge_lambda": lambda, "range_share": rangeShare, "target_lower": y.lower, "target_upper": y.upper])
         art.target = y.name
         art.coefficients = coef
         art.intercept = intercept
         return art
     }
 
-    /// Prediction in the target's units (linear) or the probability (logistic).
+    /// Prediction in the target's units (linear) or the probability (logistic), inputs clamped
+    /// to the artifact's feature bounds (the ranges the model was trained on).
     public static func predict(_ a: ModelArtifact, _ x: [Double]) -> Double {
         var s = a.intercept ?? 0
-        for (c, v) in zip(a.coefficients ?? [], x) { s += c * v }
+        for (i, (c, v)) in zip(a.coefficients ?? [], x).enumerated() {
+            let b = i < a.featureBounds.count ? a.featureBounds[i] : [-Double.infinity, Double.infinity]
+            s += c * min(b[1], max(b[0], v))
+        }
         return a.model == .logistic_regression ? 1 / (1 + exp(-s)) : s
     }
 }

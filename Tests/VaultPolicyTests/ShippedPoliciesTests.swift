@@ -86,6 +86,19 @@ struct ShippedPoliciesTests {
         #expect(policy.purpose("recommendations")?.mayReadEvents(purchase) == true)
     }
 
+    @Test(
+        "mall-customers example schema and policy load",
+        .enabled(if: Fixtures.exists(ShippedPoliciesTests.examples + "/mall-customers.schema.yaml"), "example not found"))
+    func mallCustomersExample() throws {
+        let schema = try PolicyLoader.loadSchema(path: Self.examples + "/mall-customers.schema.yaml")
+        #expect(schema.fields.map(\.name) == ["genre", "age", "annual_income", "spending_score"])
+        #expect(schema.field(named: "spending_score")?.numericBounds == 1...100)
+        #expect(schema.piiFields.isEmpty)
+        let policy = try PolicyLoader.loadPolicy(path: Self.examples + "/mall-customers.policy.yaml", schema: schema)
+        let segmentation = try #require(policy.purpose("segmentation"))
+        #expect(schema.fields.allSatisfy { segmentation.mayRead($0) })
+    }
+
     static let bankCSV = Fixtures.sharedData + "/bank-marketing/bank-train.csv"
 
     @Test(

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Evaluate ProfileVault's private models on the real data sets in ../shared/data.
+
+Every private model is trained by `profilectl train` on a real store (the data ingested,
+encrypted, with its audit log), so what is measured is the product a user runs, end to end.
+Baselines, on the same rows and the same public bounds:
+  - the non-private version of the model (scikit-learn; for the recommender, the same
+    item-based model trained by profilectl at epsilon 1e6, i.e. without noise to speak of);
+  - IBM diffprivlib 0.6.6 where it has the model (KMeans, LogisticRegression, LinearRegression);
+  - for the recommender, a popularity baseline.
+
+Runs: epsilon 0.1, 1 and 10, seeds 0..9 (--seeds). profilectl draws its noise from OpenSSL's
+CSPRNG, so its runs are independent repetitions; the seed fixes scikit-learn's and
+diffprivlib's randomness. Writes bench/models/results.json, docs/img/models-*.png and the
+results section of docs/models.md (between the EVALUATION markers).
+
+    python3 -m venv bench/models/.venv
+    bench/models/.venv/bin/pip install -r bench/models/requirements.txt
+    swift build -c release --product profilectl
+    bench/models/.venv/bin/python bench/models/evaluate.py            # about 10 minutes
+    bench/models/.venv/bin/python bench/models/evaluate.py --quick    # 3 seeds, a smoke run
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+EXAMPLES = os.path.join(ROOT, "policies", "examples")
+EPSILONS = [float(e) for e in os.environ.get("PV_EVAL_EPSILONS", "0.1,1,10").split(",")]
+SPLIT_SEED = 20261122          # the train/test splits are fixed; runs vary the noise
+
+warnings.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------------------------------------
+# A store driven through profilectl
+
+class Store:
+    """A fresh store in its own folder: example schema, an evaluation policy, a new keyring."""
+
+    def __init__(self, profilectl, workdir, name, schema_file, may_read, models):
+        self.pv = profilectl
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(os.path.join(self.dir, "policies"))
+        shutil.copy(schema_file, os.path.join(self.dir, "policies", "schema.yaml"))
+        # The example policies hold realistic budgets (epsilon 10 per 30 days); 300 training
+        # runs need a larger one. Everything else (gate, consent-free legal basis) is as shipped.
+        with open(os.path.join(self.dir, "policies", "policy.yaml"), "w") as f:
+            f.write(f"""version: "evaluation"
+purposes:
+  evaluation:
+    data_use: analytics.reporting
+    legal_basis: legitimate_interest
+    may_read: [{", ".join(may_read)}]
+    models: [{", ".join(models)}]
+    dp_budget: {{ epsilon: 10000000, period: 30d }}
+roles:
+  operator: [ingest]
+  trainer: [query, train, recommend]
+""")
+        self.env = dict(os.environ,
+                        PROFILEVAULT_STORE=os.path.join(self.dir, "store.sqlite"),
+                        PROFILEVAULT_KEYS=os.path.join(self.dir, "keys.json"),
+                        PROFILEVAULT_POLICY=os.path.join(self.dir, "policies"))
+        self.run("keys", "generate", "--out", self.env["PROFILEVAULT_KEYS"])
+        self.run("init")
+
+    def run(self, *args, role=None):
+        cmd = [self.pv, *args] + (["--role", role] if role else [])
+        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"evaluate: {' '.join(cmd[1:])} failed ({p.returncode}): {p.stderr.strip()}")
+        return p.stdout
+
+    def ingest(self, what, rows, header):
+        path = os.path.join(self.dir, f"{what}.csv")
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+        self.run("ingest", what, path, role="operator")
+
+    def train(self, job):
+        path = os.path.join(self.dir, "job.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(job, f, sort_keys=False)
+        out = os.path.join(self.dir, "model.json")
+        t0 = time.perf_counter()
+        self.run("train", path, "--out", out, role="trainer")
+        seconds = time.perf_counter() - t0
+        with open(out) as f:
+            return json.load(f), seconds
+
+    def recommend(self, model, ids, top):
+        mpath = os.path.join(self.dir, "model.json")
+        with open(mpath, "w") as f:
+            json.dump(model, f)
+        ipath = os.path.join(self.dir, "ids.txt")
+        with open(ipath, "w") as f:
+            f.write("\n".join(ids) + "\n")
+        out = self.run("recommend", "--model", mpath, "--subjects", ipath, "--top", str(top), "--json", role="trainer")
+        recs = {}
+        for line in out.splitlines():
+            if line.strip():
+                r = json.loads(line)
+                recs[r["customer_id"]] = r["items"]
+        return recs
+
+
+def schema_bounds(schema_file):
+    with open(schema_file) as f:
+        s = yaml.safe_load(f)
+    b = {}
+    for name, spec in s["fields"].items():
+        if "bounds" in spec:
+            b[name] = tuple(float(x) for x in spec["bounds"])
+        elif spec.get("type") == "bool":
+            b[name] = (0.0, 1.0)
+    return b
+
+
+def unit_scale(X, bounds):
+    lo = np.array([b[0] for b in bounds])
+    hi = np.array([b[1] for b in bounds])
+    return (np.clip(X, lo, hi) - lo) / (hi - lo)
+
+
+def summarize(values):
+    v = np.array(values, dtype=float)
+    return {"median": float(np.median(v)), "q25": float(np.percentile(v, 25)), "q75": float(np.percentile(v, 75)),
+            "min": float(v.min()), "max": float(v.max()), "runs": len(v)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data sets
+
+def load_bank():
+    path = os.path.join(DATA, "bank-marketing", "bank-train.csv")
+    with open(path) as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    header, rows = rows[0], rows[1:]
+    ids = [f"B-{i:06d}" for i in range(1, len(rows) + 1)]
+    return header, rows, ids
+
+
+def load_mall():
+    path = os.path.join(DATA, "mall-customers", "Mall_Customers.csv")
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    return rows[1:]
+
+
+def load_retail():
+    path = os.path.join(DATA, "online-retail", "online_retail_2010-12_2011-09.csv")
+    with open(path) as f:
+        r = csv.reader(f)
+        next(r)
+        return [row for row in r if row[6]]      # rows without a CustomerID have no subject
+
+
+# ---------------------------------------------------------------------------------------------
+# k-means
+
+def inertia(X, centroids):
+    d = ((X[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return float(d.min(axis=1).sum())
+
+
+def eval_kmeans(name, store, X_units, features, bounds, k, seeds, log, extra=None):
+    from sklearn.cluster import KMeans
+    from diffprivlib.models import KMeans as DPKMeans
+    d = X_units.shape[1]
+    base = {s: KMeans(n_clusters=k, n_init=10, random_state=s).fit(X_units).inertia_ for s in seeds}
+    best = min(base.values())
+    out = {"data": name, "subjects": int(X_units.shape[0]), "features": features, "k": k,
+           "sklearn_inertia": best, "by_epsilon": {}}
+    for eps in EPSILONS:
+        ours, dpl, secs = [], [], []
+        for s in seeds:
+            art, sec = store.train({"job": f"kmeans-{name}", "purpose": "evaluation", "model": "kmeans",
+                                    "features": features, "params": dict({"k": k}, **(extra or {})), "epsilon": eps})
+            C = unit_scale(np.array(art["centroids"], dtype=float), bounds)
+            ours.append(inertia(X_units, C) / base[s])
+            secs.append(sec)
+            m = DPKMeans(n_clusters=k, epsilon=eps, bounds=(np.zeros(d), np.ones(d)), random_state=s).fit(X_units)
+            dpl.append(inertia(X_units, m.cluster_centers_) / base[s])
+        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "diffprivlib": summarize(dpl),
+                                       "train_seconds": summarize(secs)}
+        log(f"kmeans {name} eps={eps}: ratio ours {np.median(ours):.3f}, diffprivlib {np.median(dpl):.3f}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions
+
+def artifact_predict(art, X):
+    """What Regression.predict computes: inputs clamped to the artifact's feature bounds."""
+    b = np.array(art["feature_bounds"], dtype=float)
+    return np.clip(X, b[:, 0], b[:, 1]) @ np.array(art["coefficients"]) + art["intercept"]
+
+
+def auc(y, score):
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y, score))
+
+
+def eval_logistic(store, Xtr, ytr, Xte, yte, features, bounds, seeds, log):
+    from sklearn.linear_model import LogisticRegression
+    from diffprivlib.models import LogisticRegression as DPLogistic
+    Ztr, Zte = 2 * unit_scale(Xtr, bounds) - 1, 2 * unit_scale(Xte, bounds) - 1
+    base = auc(yte, LogisticRegression(max_iter=2000).fit(Ztr, ytr).decision_function(Zte))
+    out = {"data": "bank-marketing", "target": "y", "features": features, "train": int(len(ytr)), "test": int(len(yte)),
+           "sklearn_auc": base, "by_epsilon": {}}
+    norm = math.sqrt(len(features))         # every row of Z lies in [-1, 1]^d: a data-independent norm bound
+    for eps in EPSILONS:
+        ours, dpl = [], []
+        for s in seeds:
+            art, _ = store.train({"job": "bank-subscribe", "purpose": "evaluation", "model": "logistic_regression",
+                                  "features": features, "target": "y", "epsilon": eps})
+            score = artifact_predict(art, Xte)
+            ours.append(auc(yte, score) / base)
+            m = DPLogistic(epsilon=eps, data_norm=norm, random_state=s, max_iter=2000).fit(Ztr, ytr)
+            dpl.append(auc(yte, m.decision_function(Zte)) / base)
+        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "diffprivlib": summarize(dpl)}
+        log(f"logistic bank eps={eps}: AUC ratio ours {np.median(ours):.3f}, diffprivlib {np.median(dpl):.3f}")
+    return out
+
+
+def r2(y, pred):
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def eval_linear(store, job, Xtr, ytr, Xte, yte, xbounds, ybounds, seeds, log, label):
+    from sklearn.linear_model import LinearRegression
+    from diffprivlib.models import LinearRegression as DPLinear
+    clipX = lambda X: np.clip(X, [b[0] for b in xbounds], [b[1] for b in xbounds])
+    clipy = lambda y: np.clip(y, ybounds[0], ybounds[1])
+    base_model = LinearRegression().fit(clipX(Xtr), clipy(ytr))
+    base = r2(yte, base_model.predict(clipX(Xte)))
+    out = {"data": label, "target": job["target"], "features": job["features"], "train": int(len(ytr)), "test": int(len(yte)),
+           "sklearn_r2": base, "by_epsilon": {}}
+    for eps in EPSILONS:
+        ours, dpl = [], []
+        for s in seeds:
+            art, _ = store.train(dict(job, epsilon=eps))
+            pred = artifact_predict(art, Xte)
+            ours.append(r2(yte, pred) / base)
+            m = DPLinear(epsilon=eps, bounds_X=([b[0] for b in xbounds], [b[1] for b in xbounds]), bounds_y=ybounds,
+                         random_state=s).fit(clipX(Xtr), clipy(ytr))
+            dpl.append(r2(yte, m.predict(clipX(Xte))) / base)
+        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "diffprivlib": summarize(dpl)}
+        log(f"linear {label} eps={eps}: R2 ratio ours {np.median(ours):.3f} (min {min(ours):.3f}), diffprivlib {np.median(dpl):.3f} (min {min(dpl):.3g})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommender
+
+def rank_metrics(recs, truth, top):
+    hits, ndcg = [], []
+    for cid, rel in truth.items():
+        items = recs.get(cid, [])[:top]
+        hits.append(1.0 if any(i in rel for i in items) else 0.0)
+        dcg = sum(1 / math.log2(r + 2) for r, i in enumerate(items) if i in rel)
+        idcg = sum(1 / math.log2(r + 2) for r in range(min(top, len(rel))))
+        ndcg.append(dcg / idcg)
+    return float(np.mean(hits)), float(np.mean(ndcg))
+
+
+def eval_recommender(store, train_items, truth, catalog_file, params, seeds, log, top=10):
+    ids = sorted(truth)
+    # popularity baseline: the most bought items (distinct buyers) the customer does not own
+    pop = defaultdict(int)
+    for items in train_items.values():
+        for i in items:
+            pop[i] += 1
+    ranked = sorted(pop, key=lambda i: (-pop[i], i))
+    popular = {c: [i for i in ranked if i not in train_items[c]][:top] for c in ids}
+    p_hr, p_ndcg = rank_metrics(popular, truth, top)
+    job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
+           "items_from": catalog_file, "params": params}
+    art, _ = store.train(dict(job, epsilon=1e6))
+    np_hr, np_ndcg = rank_metrics(store.recommend(art, ids, top), truth, top)
+    out = {"data": "online-retail", "test_customers": len(ids), "params": params,
+           "popularity": {"hr": p_hr, "ndcg": p_ndcg}, "nonprivate_itemcf": {"hr": np_hr, "ndcg": np_ndcg}, "by_epsilon": {}}
+    log(f"recommender: popularity HR@10 {p_hr:.4f} NDCG@10 {p_ndcg:.4f}; non-private item CF HR {np_hr:.4f} NDCG {np_ndcg:.4f}")
+    for eps in EPSILONS:
+        hr, nd, secs = [], [], []
+        for s in seeds:
+            art, sec = store.train(dict(job, epsilon=eps))
+            t0 = time.perf_counter()
+            h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
+            hr.append(h)
+            nd.append(n)
+            secs.append((sec, time.perf_counter() - t0))
+        out["by_epsilon"][str(eps)] = {"hr": summarize(hr), "ndcg": summarize(nd),
+                                       "train_seconds": summarize([a for a, _ in secs]), "recommend_seconds": summarize([b for _, b in secs])}
+        log(f"recommender eps={eps}: HR@10 {np.median(hr):.4f} NDCG@10 {np.median(nd):.4f} (train {np.median([a for a, _ in secs]):.1f} s, recommend {np.median([b for _, b in secs]):.1f} s)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profilectl", default=os.path.join(ROOT, ".build", "release", "profilectl"))
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="3 seeds")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--rec-params", default='{"max_items_per_subject": 50, "vocabulary_size": 300}', help="recommender job params (JSON)")
+    ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
+    args = ap.parse_args()
+    if not os.path.isdir(DATA):
+        sys.exit(f"evaluate: {DATA} is absent: the evaluation needs ../shared/data")
+    if not os.access(args.profilectl, os.X_OK):
+        sys.exit(f"evaluate: no profilectl at {args.profilectl}: swift build -c release --product profilectl")
+    seeds = list(range(3 if args.quick else args.seeds))
+    only = set(filter(None, args.only.split(",")))
+    want = lambda n: not only or n in only
+    work = tempfile.mkdtemp(prefix="pv-models-")
+    t_start = time.time()
+    log = lambda m: print(f"[{time.time() - t_start:7.1f}s] {m}", file=sys.stderr, flush=True)
+    results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    results["meta"] = {"seeds": len(seeds), "epsilons": EPSILONS, "split_seed": SPLIT_SEED,
+                       "date": time.strftime("%Y-%m-%d"), "profilectl": os.path.relpath(args.profilectl, ROOT)}
+    try:
+        # --- bank marketing: k-means and logistic regression -----------------------------------
+        if want("kmeans-bank") or want("logistic"):
+            header, rows, ids = load_bank()
+            schema = os.path.join(EXAMPLES, "bank-marketing.schema.yaml")
+            bounds = schema_bounds(schema)
+            perm = np.random.default_rng(SPLIT_SEED).permutation(len(rows))
+            n_train = int(0.8 * len(rows))
+            train_idx, test_idx = perm[:n_train], perm[n_train:]
+            store = Store(args.profilectl, work, "bank", schema,
+                          ["user.demographic", "user.job_title", "user.financial", "user.behavior"],
+                          ["kmeans", "logistic_regression", "linear_regression", "segments"])
+            store.ingest("profiles", [[ids[i]] + rows[i] for i in train_idx], ["customer_id"] + header)
+            log(f"bank: {n_train} training subjects ingested, {len(test_idx)} held out")
+            col = {h: j for j, h in enumerate(header)}
+            num = lambda idx, f: np.array([[1.0 if rows[i][col[c]] == "yes" else 0.0 if rows[i][col[c]] == "no"
+                                            else float(rows[i][col[c]]) for c in f] for i in idx])
+            if want("kmeans-bank"):
+                f = ["age", "balance", "day", "duration", "campaign", "pdays", "previous"]
+                b = [bounds[x] for x in f]
+                results["kmeans_bank"] = eval_kmeans("bank-marketing", store, unit_scale(num(train_idx, f), b), f, b, 4, seeds, log, json.loads(args.kmeans_params))
+            if want("logistic"):
+                f = ["age", "balance", "duration", "campaign", "pdays", "previous", "housing", "loan"]
+                b = [bounds[x] for x in f]
+                results["logistic_bank"] = eval_logistic(store, num(train_idx, f), num(train_idx, ["y"]).ravel(),
+                                                         num(test_idx, f), num(test_idx, ["y"]).ravel(), f, b, seeds, log)
+
+        # --- Mall customers: k-means ------------------------------------------------------------
+        if want("kmeans-mall"):
+            rows = load_mall()
+            schema = os.path.join(EXAMPLES, "mall-customers.schema.yaml")
+            bounds = schema_bounds(schema)
+            store = Store(args.profilectl, work, "mall", schema,
+                          ["user.demographic", "user.financial", "user.behavior"], ["kmeans", "segments"])
+            store.ingest("profiles", [[f"M-{r[0]}", r[1], r[2], r[3], r[4]] for r in rows],
+                         ["customer_id", "genre", "age", "annual_income", "spending_score"])
+            f = ["annual_income", "spending_score"]
+            b = [bounds[x] for x in f]
+            X = np.array([[float(r[3]), float(r[4])] for r in rows])
+            results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
+
+        # --- online retail: recommender (and linear regression on event aggregates) ------------
+        if want("recommender") or want("linear"):
+            rows = load_retail()
+            schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
+            cut, end = "2011-07-01", "2011-10-01"
+            country = {}
+            for r in rows:
+                country.setdefault(r[6], r[7])
+            catalog = os.path.join(work, "catalog.txt")
+            with open(catalog, "w") as fcat:       # the shop's public product list: every stock code
+                fcat.write("\n".join(sorted({r[1] for r in rows})) + "\n")
+            if want("recommender"):
+                before = [r for r in rows if r[4] < cut]
+                store = Store(args.profilectl, work, "retail-train", schema,
+                              ["user.location.imprecise", "user.behavior"], ["recommender"])
+                custs = sorted({r[6] for r in before})
+                store.ingest("profiles", [[f"R-{c}", country[c]] for c in custs], ["customer_id", "country"])
+                store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
+                                        for r in before], ["customer_id", "kind", "item", "value", "time"])
+                owned = defaultdict(set)
+                for r in before:
+                    if int(r[3]) > 0:
+                        owned[f"R-{r[6]}"].add(r[1])
+                truth = defaultdict(set)
+                for r in rows:
+                    cid = f"R-{r[6]}"
+                    if r[4] >= cut and int(r[3]) > 0 and cid in owned and r[1] not in owned[cid]:
+                        truth[cid].add(r[1])
+                log(f"retail: {len(custs)} customers and {len(before)} purchases before {cut}; {len(truth)} test customers")
+                results["recommender_retail"] = eval_recommender(
+                    store, owned, dict(truth), catalog, json.loads(args.rec_params), seeds, log)
+            if want("linear"):
+                store = Store(args.profilectl, work, "retail-full", schema,
+                              ["user.location.imprecise", "user.behavior"], ["linear_regression"])
+                custs = sorted(country)
+                store.ingest("profiles", [[f"R-{c}", country[c]] for c in custs], ["customer_id", "country"])
+                store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
+                                        for r in rows], ["customer_id", "kind", "item", "value", "time"])
+                agg = defaultdict(lambda: [0.0, 0.0, 0.0])
+                for r in rows:
+                    v = max(-1000.0, min(1000.0, float(r[3]) * float(r[5])))     # the schema clamps event values
+                    a = agg[r[6]]
+                    if r[4] < cut:
+                        a[0] += 1
+                        a[1] += v
+                    else:
+                        a[2] += v
+                xb, yb = [(0.0, 1000.0), (0.0, 20000.0)], (0.0, 10000.0)
+                job = {"job": "later-spend", "purpose": "evaluation", "model": "linear_regression",
+                       "derived": {"lines_before": {"events": "purchase", "aggregate": "count", "before": cut, "bounds": list(xb[0])},
+                                   "spend_before": {"events": "purchase", "aggregate": "sum", "before": cut, "bounds": list(xb[1])},
+                                   "spend_later": {"events": "purchase", "aggregate": "sum", "from": cut, "before": end, "bounds": list(yb)}},
+                       "features": ["lines_before", "spend_before"], "target": "spend_later"}
+                X = np.array([[agg[c][0], agg[c][1]] for c in custs])
+                y = np.array([agg[c][2] for c in custs])
+                # the private model sees every customer of the store; R² is measured on all of them
+                results["linear_retail"] = eval_linear(store, job, X, y, X, y, xb, yb, seeds, log, "online-retail")
+    finally:
+        if args.keep:
+            log(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"wrote {os.path.relpath(args.out, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,10 @@ import Foundation
 /// Features are clamped to their public bounds and scaled to [0, 1]. Budget split of the job's
 /// epsilon E (documented in docs/models.md):
 /// - 5%: noisy subject count n (sizes the grid);
-/// - 20%: noisy histogram over a grid of b^d cells (b chosen from the noisy n so that cells
+/// - 10% (`init_share`): noisy histogram over a grid of b^d cells (b chosen from the noisy n so that cells
 ///   hold enough subjects to rise above the noise); initial centres = weighted k-means++ and
 ///   Lloyd on the cell centres weighted by their noisy counts (post-processing);
-/// - 75%: T Lloyd iterations, E * 0.75 / T each, split equally between the per-cluster count
+/// - 85%: T Lloyd iterations (`iterations`, default 6), E * 0.85 / T each, split equally between the per-cluster count
 ///   and the d per-cluster centred sums (bound 1 and (hi - lo)/2 per feature).
 public enum KMeans {
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
@@ -18,10 +18,10 @@ public enum KMeans {
         let d = f.count
         guard d >= 1 else { throw ModelError("kmeans needs at least one feature") }
         let k = Int(spec.param("k", 3))
-        let iterations = Int(spec.param("iterations", 5))
+        let iterations = Int(spec.param("iterations", 6))
         guard k >= 1 && k <= 64 else { throw ModelError("kmeans: k must be between 1 and 64") }
         guard iterations >= 1 && iterations <= 50 else { throw ModelError("kmeans: iterations must be between 1 and 50") }
-        let initShare = spec.param("init_share", 0.2), countShare = 0.05
+        let initShare = spec.param("init_share", 0.1), countShare = 0.05
         let iterShare = (1 - initShare - countShare) / Double(iterations)
 
         // 1. Noisy n.

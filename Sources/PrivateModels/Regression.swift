@@ -8,10 +8,9 @@ import Foundation
 /// 1. **Private clipping ranges.** Public bounds are often far wider than the data (a balance
 ///    bounded by [-10,000, 110,000] mostly lies within a few thousand of 0), and the noise of
 ///    the second release is fixed by the range while the signal shrinks with it. So the first
-///    release measures, for every feature (and a linear target), the count, Σz and Σz² on the
-///    public bounds (z in [-1, 1]; 1 + 2m coordinates, each bounded by 1, E·rangeShare split
-///    equally), and each range becomes mean ± 3 standard deviations (noisy), intersected with
-///    the public bounds, when that at least halves it. Post-processing of a DP release: free.
+///    releases are a noisy 64-bin histogram of every feature (and a linear target) over its
+///    public bounds, and each range shrinks to the bins holding the middle 98% of the noisy mass
+///    when that at least halves it (`privateRanges`). Choosing from a DP release is free.
 /// 2. **Sufficient statistics** on the ranges so chosen: features and target clamped and scaled
 ///    to z in [-1, 1], the upper triangle of ZᵀZ (Z with a column of ones: the count, the sums of
 ///    z_i, the sums of z_i z_j) and Zᵀz_y: T = 1 + d + d(d+1)/2 + 1 + d coordinates, each
@@ -32,24 +31,33 @@ public enum Regression {
     /// Share of the job's epsilon spent on choosing the clipping ranges.
     public static let rangeShare = 0.2
 
-    /// Release 1: noisy mean ± 3 sd of each feature, as a tightened range (or the public one).
+    /// Bins of the per-variable histograms that choose the clipping ranges.
+    public static let rangeBins = 64
+
+    /// Release 1: per variable, a noisy histogram over `rangeBins` equal bins of its public
+    /// range (one count per subject: bound 1; the variables share `share` equally, sequential
+    /// composition). Each bin's count minus twice the noise scale (what noise alone gives) is its
+    /// weight; the range becomes [left edge of the bin where the weight reaches 0.5%, right edge
+    /// of the bin where it reaches 99.5%], when that at least halves the public range.
     static func privateRanges(_ fs: [ScaledFeature], session: PrivateSession, share: Epsilon) throws -> [ScaledFeature] {
-        let g = BoundedSum.grid(forBound: 1, integral: false)
-        var coordinates: [Coordinate] = [.subjects]
-        for f in fs { coordinates.append(.product(left: f, right: nil, grid: g)); coordinates.append(.product(left: f, right: f, grid: g)) }
-        guard let each = share.share(1 / Double(coordinates.count)) else { throw ModelError("regression: epsilon too small") }
-        let r = try session.release(AggregateRequest(consentPurpose: nil, nonNull: fs.map(\.name), grouping: nil, coordinates: coordinates),
-                                    shares: [Epsilon](repeating: each, count: coordinates.count), label: "regression: clipping ranges (count, Σz, Σz² per variable)")
-        let v = r[0].values.map(\.value)
-        let n = v[0]
-        return fs.enumerated().map { i, f in
-            guard n >= 2 else { return f }
-            let mean = min(1, max(-1, v[1 + 2 * i] / n))
-            let sd = max(0, v[2 + 2 * i] / n - mean * mean).squareRoot()
-            let lo = max(-1, mean - 3 * sd), hi = min(1, mean + 3 * sd)
-            guard hi - lo >= 1e-3, hi - lo <= 1 else { return f }     // keep the public range unless it at least halves
-            let unit = { (z: Double) in f.lower + (z + 1) / 2 * (f.upper - f.lower) }
-            return ScaledFeature(name: f.name, lower: unit(lo), upper: unit(hi))
+        guard let each = share.share(1 / Double(fs.count)) else { throw ModelError("regression: epsilon too small") }
+        return try fs.map { f in
+            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .cell(features: [f], bins: rangeBins), coordinates: [.subjects]),
+                                        shares: [each], label: "regression: clipping range of \(f.name) (\(rangeBins)-bin histogram)")
+            var w = [Double](repeating: 0, count: rangeBins)
+            for (key, v) in r { if let b = Int(key), b >= 0, b < rangeBins { w[b] = max(0, v[0].value - 2 * v[0].scale) } }
+            let total = w.reduce(0, +)
+            guard total > 0 else { return f }
+            var acc = 0.0, first = 0, last = rangeBins - 1
+            var sawFirst = false
+            for b in 0..<rangeBins {
+                acc += w[b]
+                if !sawFirst && acc >= 0.01 * total { first = b; sawFirst = true }
+                if acc >= 0.99 * total { last = b; break }
+            }
+            guard Double(last - first + 1) <= Double(rangeBins) / 2 else { return f }
+            let width = (f.upper - f.lower) / Double(rangeBins)
+            return ScaledFeature(name: f.name, lower: f.lower + Double(first) * width, upper: f.lower + Double(last + 1) * width)
         }
     }
 

@@ -301,6 +301,9 @@ def eval_recommender(store, train_items, truth, catalog_file, params, seeds, log
         hr, nd, secs = [], [], []
         for s in seeds:
             art, sec = store.train(dict(job, epsilon=eps))
+            if os.environ.get("PV_EVAL_DUMP"):
+                with open(os.environ["PV_EVAL_DUMP"], "w") as f:
+                    json.dump({"art": art, "owned": {c: sorted(train_items[c]) for c in ids}, "truth": {c: sorted(truth[c]) for c in ids}}, f)
             t0 = time.perf_counter()
             h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
             hr.append(h)
@@ -322,7 +325,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--rec-params", default='{"max_items_per_subject": 50, "vocabulary_size": 300}', help="recommender job params (JSON)")
+    ap.add_argument("--rec-params", default='{"max_items_per_subject": 10, "vocabulary_size": 300}', help="recommender job params (JSON)")
     ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
     args = ap.parse_args()
     if not os.path.isdir(DATA):
@@ -447,6 +450,8 @@ def main():
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     log(f"wrote {os.path.relpath(args.out, ROOT)}")
+    if os.path.abspath(args.out) == os.path.join(ROOT, "bench", "models", "results.json"):
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "models", "report.py")], check=True)
 
 
 if __name__ == "__main__":

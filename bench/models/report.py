@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Turn bench/models/results.json into docs/img/models-*.png and the evaluation section of
+docs/models.md (between the EVALUATION markers). Run by evaluate.py; can be rerun alone."""
+import json
+import os
+import sys
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BEGIN, END = "<!-- EVALUATION BEGIN (bench/models/report.py) -->", "<!-- EVALUATION END -->"
+
+
+def series(block, who, metric=None):
+    eps = sorted(block["by_epsilon"], key=float)
+    get = (lambda e: block["by_epsilon"][e][who]) if metric is None else (lambda e: block["by_epsilon"][e][metric])
+    return [float(e) for e in eps], [get(e)["median"] for e in eps], [get(e)["q25"] for e in eps], [get(e)["q75"] for e in eps]
+
+
+def plot(path, title, ylabel, lines, hlines=(), goal=None):
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for label, (x, m, lo, hi), style in lines:
+        ax.plot(x, m, style, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.2)
+    for label, y, style in hlines:
+        ax.axhline(y, linestyle=style, color="gray", linewidth=1)
+        ax.text(0.1, y, " " + label, va="bottom", fontsize=8, color="gray")
+    if goal is not None:
+        ax.axhline(goal[1], linestyle=":", color="red", linewidth=1)
+        ax.text(0.1, goal[1], " " + goal[0], va="top", fontsize=8, color="red")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fmt(s):
+    return f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}]"
+
+
+def main():
+    res_path = os.path.join(ROOT, "bench", "models", "results.json")
+    with open(res_path) as f:
+        r = json.load(f)
+    img = os.path.join(ROOT, "docs", "img")
+    os.makedirs(img, exist_ok=True)
+    md = [BEGIN, "", f"Measured {r['meta']['date']} by `bench/models/evaluate.py` ({r['meta']['seeds']} runs per epsilon; "
+          "median [25th, 75th percentile]; raw figures in `bench/models/results.json`).", ""]
+    rows = []
+    for key, title, goal in [("kmeans_bank", "k-means, bank marketing", 1.2), ("kmeans_mall", "k-means, Mall customers", None)]:
+        if key not in r:
+            continue
+        b = r[key]
+        plot(os.path.join(img, f"models-{key}.png"), f"{title}: n={b['subjects']}, d={len(b['features'])}, k={b['k']}",
+             "inertia / scikit-learn (n_init=10)",
+             [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
+             hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", goal) if goal else None)
+        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+            rows.append(f"| {title} ({', '.join(b['features'])}; k = {b['k']}) | {float(e):g} | inertia ratio | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'<= 1.2 at eps 1, below diffprivlib' if goal and float(e) == 1 else ''} |")
+    if "logistic_bank" in r:
+        b = r["logistic_bank"]
+        plot(os.path.join(img, "models-logistic_bank.png"), f"logistic regression of y, bank marketing (test AUC {b['sklearn_auc']:.3f} non-private)",
+             "test AUC / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
+             hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.95))
+        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+            rows.append(f"| logistic regression of y, bank marketing ({len(b['features'])} features) | {float(e):g} | test AUC / non-private ({b['sklearn_auc']:.3f}) | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.95, above diffprivlib' if float(e) == 1 else ''} |")
+    if "linear_retail" in r:
+        b = r["linear_retail"]
+        plot(os.path.join(img, "models-linear_retail.png"), f"linear regression of later spend, online retail (R² {b['sklearn_r2']:.3f} non-private)",
+             "R² / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
+             hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.9))
+        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+            rows.append(f"| linear regression of {b['target']}, online retail ({', '.join(b['features'])}) | {float(e):g} | R² / non-private ({b['sklearn_r2']:.3f}); min over runs: ours {v['profilevault']['min']:.3f}, diffprivlib {v['diffprivlib']['min']:.3g} | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.9, no blow-up' if float(e) == 1 else 'no blow-up'} |")
+    if "recommender_retail" in r:
+        b = r["recommender_retail"]
+        x, hr, hlo, hhi = series(b, None, "hr")
+        _, nd, nlo, nhi = series(b, None, "ndcg")
+        plot(os.path.join(img, "models-recommender_retail.png"), f"recommender, online retail ({b['test_customers']} test customers)",
+             "HR@10", [("ProfileVault HR@10", (x, hr, hlo, hhi), "o-")],
+             hlines=[("popularity", b["popularity"]["hr"], "--"), ("non-private item CF", b["nonprivate_itemcf"]["hr"], "-")])
+        for e in sorted(b["by_epsilon"], key=float):
+            v = b["by_epsilon"][e]
+            rows.append(f"| recommender, online retail: HR@10 | {float(e):g} | popularity {b['popularity']['hr']:.3f}, non-private item CF {b['nonprivate_itemcf']['hr']:.3f} | {fmt(v['hr'])} | (no recommender) | {'above popularity, >= 0.8 of non-private' if float(e) == 1 else ''} |")
+            rows.append(f"| recommender, online retail: NDCG@10 | {float(e):g} | popularity {b['popularity']['ndcg']:.3f}, non-private item CF {b['nonprivate_itemcf']['ndcg']:.3f} | {fmt(v['ndcg'])} | | |")
+    md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal |", "|---|---|---|---|---|---|"] + rows + [""]
+    for key in ["kmeans_bank", "kmeans_mall", "logistic_bank", "linear_retail", "recommender_retail"]:
+        if key in r:
+            md.append(f"![{key}](img/models-{key}.png)")
+    md += ["", END]
+    doc = os.path.join(ROOT, "docs", "models.md")
+    with open(doc) as f:
+        text = f.read()
+    block = "\n".join(md)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Evaluation on real data\n\n" + block + "\n"
+    with open(doc, "w") as f:
+        f.write(text)
+    print(f"report: wrote docs/img/models-*.png and the evaluation section of docs/models.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -118,8 +118,10 @@ public struct QueryEngine: Sendable {
 /// releases. Every release is `BoundedSum.release` with the coordinates' documented L1 bounds;
 /// the session adds up the noise epsilon of every release (sequential composition) and
 /// refuses a release that would take the total past the charged epsilon. The population is
-/// fixed by the session (consent purpose), and only the attributes and event kinds the gate
-/// granted can be named. Used from one thread.
+/// fixed by the session (consent purpose), and only the attributes, event kinds and derived
+/// attributes (job-declared per-subject event aggregates, whose definitions the session supplies
+/// to every request: a model cannot define its own) the gate granted can be named. Used from
+/// one thread.
 public final class PrivateSession {
     public let epsilon: Epsilon
     public let delta: Double
@@ -127,6 +129,7 @@ public final class PrivateSession {
     let consentPurpose: String?
     let attributes: Set<String>
     let eventKinds: Set<String>
+    let derived: [String: DerivedAttribute]
     private var usedUnits: UInt64 = 0
     private var usedDelta: Double = 0
     private var rng = CSPRNGWords()
@@ -136,15 +139,20 @@ public final class PrivateSession {
     public private(set) var ledger: [(what: String, epsilon: Double, bounds: [Double])] = []
 
     /// `epsilon` must already be charged (see `QueryEngine.openSession`); `delta` is the total
-    /// delta the model may use for private partition selection (0: none).
+    /// delta the model may use for private partition selection (0: none). `derived`: the granted
+    /// derived attributes (their names are granted with them; their event kinds must be in
+    /// `eventKinds`, or a request naming them is refused).
     public init(source: any AggregateSource, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0,
-                attributes: Set<String>, eventKinds: Set<String>) {
+                attributes: Set<String>, eventKinds: Set<String>, derived: [DerivedAttribute] = []) {
         self.source = source
         self.consentPurpose = consentPurpose
         self.epsilon = epsilon
         self.delta = delta
         self.attributes = attributes
         self.eventKinds = eventKinds
+        var d: [String: DerivedAttribute] = [:]
+        for a in derived { d[a.name] = a }
+        self.derived = d
     }
 
     /// Noise units not yet spent.
@@ -157,24 +165,21 @@ public final class PrivateSession {
         return e
     }
 
-    func check(_ request: AggregateRequest) throws {
-        var names = request.nonNull + request.predicates.map(\.attribute)
-        var kinds: [String] = []
-        switch request.grouping {
-        case let .attribute(n, _)?: names.append(n)
-        case let .nearest(f, _)?, let .cell(f, _)?: names += f.map(\.name)
-        default: break
+    /// The request as the source gets it: the session's population, and the granted definitions
+    /// of the derived attributes it names (any the model supplied are dropped). Throws when it
+    /// names an attribute, derived attribute or event kind the gate did not grant.
+    func prepared(_ request: AggregateRequest) throws -> AggregateRequest {
+        var r = request
+        r.consentPurpose = consentPurpose
+        r.derived = []
+        var (names, kinds) = r.names
+        for n in names where !attributes.contains(n) {
+            guard let d = derived[n] else { throw SessionError("the job was not granted attribute \(n)") }
+            if !r.derived.contains(d) { r.derived.append(d) }
+            kinds.append(d.eventKind)
         }
-        for c in request.coordinates {
-            switch c {
-            case .subjects: break
-            case let .nonNull(n), let .attribute(n, _, _, _, _): names.append(n)
-            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _), let .itemPairWeight(k, _, _): kinds.append(k)
-            case let .product(l, r, _): names.append(l.name); if let r { names.append(r.name) }
-            }
-        }
-        for n in names where !attributes.contains(n) { throw SessionError("the job was not granted attribute \(n)") }
         for k in kinds where !eventKinds.contains(k) { throw SessionError("the job was not granted events \(k)") }
+        return r
     }
 
     func take(_ shares: [Epsilon]) throws {
@@ -189,9 +194,7 @@ public final class PrivateSession {
     /// every key of the grouping's public domain ("" when ungrouped), in domain order.
     public func release(_ request: AggregateRequest, shares: [Epsilon], label: String) throws -> [(key: String, values: [NoisyValue])] {
         precondition(shares.count == request.coordinates.count, "one epsilon share per coordinate")
-        var r = request
-        r.consentPurpose = consentPurpose
-        try check(r)
+        let r = try prepared(request)
         let keys: [String]
         if let g = r.grouping {
             guard let d = g.domain else { throw SessionError("a grouping with keys from the data needs releaseSelected") }
@@ -227,10 +230,8 @@ public final class PrivateSession {
         precondition(request.coordinates.count == 1)
         guard case .itemPresence? = request.coordinates.first else { throw SessionError("partition selection counts item presence only") }
         guard delta > 0, usedDelta + delta <= self.delta * (1 + 1e-9) else { throw SessionError("the model asked for more delta than the job allows (\(self.delta))") }
-        var r = request
-        r.consentPurpose = consentPurpose
+        var r = try prepared(request)
         if case .items? = r.grouping { r.grouping = .items(vocabulary: nil) } else { throw SessionError("partition selection needs an item grouping") }
-        try check(r)
         try take([share])
         usedDelta += delta
         let c = r.coordinates[0]
@@ -258,9 +259,9 @@ extension QueryEngine {
     /// Charges `epsilon` once for a whole training job (check-and-spend with the job's audit
     /// entry; `BudgetExceeded` when it does not fit) and opens the session the model spends it in.
     public func openSession(purpose: String, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0, limit: Double, periodSeconds: Int,
-                            attributes: Set<String>, eventKinds: Set<String>) throws -> (PrivateSession, BudgetState) {
+                            attributes: Set<String>, eventKinds: Set<String>, derived: [DerivedAttribute] = []) throws -> (PrivateSession, BudgetState) {
         let budget = try accountant.spend(purpose: purpose, epsilon: epsilon, limit: limit, periodSeconds: periodSeconds)
         return (PrivateSession(source: source, consentPurpose: consentPurpose, epsilon: epsilon, delta: delta,
-                               attributes: attributes, eventKinds: eventKinds), budget)
+                               attributes: attributes, eventKinds: eventKinds, derived: derived), budget)
     }
 }

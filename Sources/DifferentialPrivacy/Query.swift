@@ -85,6 +85,67 @@ public struct ScaledFeature: Sendable, Equatable, Hashable, Codable {
     public func value(unit u: Double) -> Double { lower + u * (upper - lower) }
 }
 
+/// A per-subject aggregate of the subject's own events, declared by a training job and used
+/// where a numeric attribute is (SPEC §6: "a target may also be an event aggregate per
+/// subject"). The subject's value is
+///
+///     clamp(aggregate over its events of `eventKind` with from <= time < before, lower, upper)
+///
+/// where the aggregate of no events is 0: never null, so every subject of the population has
+/// one. Clamped to public bounds, it is bounded exactly like an attribute with schema bounds
+/// [lower, upper], and the `Coordinate` bounds of a coordinate naming it hold unchanged.
+public struct DerivedAttribute: Sendable, Equatable, Hashable {
+    public enum Aggregate: String, Sendable, CaseIterable {
+        /// The sum of the events' values.
+        case sum
+        /// The number of events.
+        case count
+        /// The number of distinct items among the events.
+        case distinctItems = "distinct_items"
+    }
+    public var name: String
+    public var eventKind: String
+    public var aggregate: Aggregate
+    /// Inclusive lower end of the time window (seconds since the epoch); nil: unbounded.
+    public var from: Int64?
+    /// Exclusive upper end of the time window (seconds since the epoch); nil: unbounded.
+    public var before: Int64?
+    public var lower: Double
+    public var upper: Double
+
+    public init(name: String, eventKind: String, aggregate: Aggregate, from: Int64? = nil, before: Int64? = nil, lower: Double, upper: Double) {
+        self.name = name
+        self.eventKind = eventKind
+        self.aggregate = aggregate
+        self.from = from
+        self.before = before
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// Whether every value is an integer (counts with integer bounds), for the exact grid.
+    public var integral: Bool { aggregate != .sum && lower == lower.rounded() && upper == upper.rounded() }
+
+    /// The feature as models see it: its name and declared bounds.
+    public var feature: ScaledFeature { ScaledFeature(name: name, lower: lower, upper: upper) }
+
+    /// Whether an event at `time` lies in the window.
+    public func inWindow(_ time: Int64) -> Bool { (from.map { time >= $0 } ?? true) && (before.map { time < $0 } ?? true) }
+
+    /// The documented map on one subject's events of any kind (the reference the store's SQL is
+    /// tested against).
+    public func value(of events: [(kind: String, item: String, value: Double, time: Int64)]) -> Double {
+        let mine = events.filter { $0.kind == eventKind && inWindow($0.time) }
+        let raw: Double
+        switch aggregate {
+        case .sum: raw = mine.reduce(0) { $0 + $1.value }
+        case .count: raw = Double(mine.count)
+        case .distinctItems: raw = Double(Set(mine.map(\.item)).count)
+        }
+        return min(upper, max(lower, raw))
+    }
+}
+
 /// How subjects are grouped. Except for the item groupings, a subject belongs to at most one
 /// group, so the concatenation of its vectors over all groups has the same L1 norm as its
 /// vector: the coordinate bounds hold for the whole release.
@@ -141,6 +202,10 @@ public struct AggregateRequest: Sendable, Equatable {
     public var nonNull: [String]
     public var grouping: Grouping?
     public var coordinates: [Coordinate]
+    /// Definitions of the derived attributes (per-subject event aggregates) the request may
+    /// name wherever it names an attribute. A `PrivateSession` replaces them with the ones the
+    /// gate granted.
+    public var derived: [DerivedAttribute]
 
     /// Group by this categorical attribute, over exactly `domain` (subjects whose value is
     /// null or outside the domain belong to no group).
@@ -155,14 +220,38 @@ public struct AggregateRequest: Sendable, Equatable {
         self.nonNull = []
         self.grouping = groupBy.map { .attribute(name: $0.attribute, domain: $0.domain) }
         self.coordinates = coordinates
+        self.derived = []
     }
 
-    public init(consentPurpose: String?, predicates: [WhereCondition] = [], nonNull: [String] = [], grouping: Grouping?, coordinates: [Coordinate]) {
+    public init(consentPurpose: String?, predicates: [WhereCondition] = [], nonNull: [String] = [], grouping: Grouping?, coordinates: [Coordinate],
+                derived: [DerivedAttribute] = []) {
         self.consentPurpose = consentPurpose
         self.predicates = predicates
         self.nonNull = nonNull
         self.grouping = grouping
         self.coordinates = coordinates
+        self.derived = derived
+    }
+
+    /// Every attribute (or derived attribute) name the request uses, and every event kind its
+    /// coordinates read directly.
+    public var names: (attributes: [String], eventKinds: [String]) {
+        var names = nonNull + predicates.map(\.attribute)
+        var kinds: [String] = []
+        switch grouping {
+        case let .attribute(n, _)?: names.append(n)
+        case let .nearest(f, _)?, let .cell(f, _)?: names += f.map(\.name)
+        default: break
+        }
+        for c in coordinates {
+            switch c {
+            case .subjects: break
+            case let .nonNull(n), let .attribute(n, _, _, _, _): names.append(n)
+            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _), let .itemPairWeight(k, _, _): kinds.append(k)
+            case let .product(l, r, _): names.append(l.name); if let r { names.append(r.name) }
+            }
+        }
+        return (names, kinds)
     }
 }
 

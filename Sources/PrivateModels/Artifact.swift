@@ -46,6 +46,25 @@ public struct Segment: Codable, Sendable, Equatable {
     public var means: [String: Double]
 }
 
+/// A job-declared per-subject event aggregate (a derived feature or target), as the artifact
+/// echoes it: the subject's value is the `aggregate` (sum of values, count, distinct_items) of
+/// its `events` with from <= time < before (ISO 8601, UTC; nil: unbounded), 0 without any,
+/// clamped to `bounds`.
+public struct DerivedFeatureRecord: Codable, Sendable, Equatable {
+    public var events: String
+    public var aggregate: String
+    public var from: String?
+    public var before: String?
+    public var bounds: [Double]
+    public init(events: String, aggregate: String, from: String?, before: String?, bounds: [Double]) {
+        self.events = events
+        self.aggregate = aggregate
+        self.from = from
+        self.before = before
+        self.bounds = bounds
+    }
+}
+
 /// A trained model as JSON: kind, features in order, the kind's parameters, the privacy block.
 /// Everything in it is post-processing of DP releases.
 public struct ModelArtifact: Codable, Sendable {
@@ -54,6 +73,8 @@ public struct ModelArtifact: Codable, Sendable {
     /// Public bounds of each feature, [lower, upper], in feature order.
     public var featureBounds: [[Double]]
     public var params: [String: Double]
+    /// Definitions of the features (or target) that are per-subject event aggregates, by name.
+    public var derived: [String: DerivedFeatureRecord]?
     // kmeans
     public var centroids: [[Double]]?
     public var clusterSizes: [Double]?

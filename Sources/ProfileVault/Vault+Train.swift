@@ -19,19 +19,30 @@ public struct TrainingJob: Sendable {
     public var segmentBy: String?
     public var fromModel: String?
     public var itemsFrom: String?
+    /// Job-declared per-subject event aggregates (`derived:`), usable as features and target.
+    public var derived: [DerivedFeature]
     public var epsilon: Double
     public var delta: Double
     public var file: String
     public var line: Int
+
+    /// One entry of `derived:` with where it is in the job file.
+    public struct DerivedFeature: Sendable {
+        public var attribute: DerivedAttribute
+        /// The lines of its name and of its `events:` value.
+        public var line: Int
+        public var eventsLine: Int
+    }
 }
 
 extension Vault {
-    static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from"]
+    static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "derived"]
+    static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
         "linear_regression": [], "logistic_regression": [],
-        "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors"],
+        "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share"],
     ]
 
     /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
@@ -96,6 +107,7 @@ extension Vault {
                     features.append(s)
                 }
             }
+            let derived = try parseDerived(map["derived"], fail: fail, number: number)
             var params: [String: Double] = [:]
             var by: String?, fromModel: String?
             if let pn = map["params"] {
@@ -119,7 +131,7 @@ extension Vault {
             var job = TrainingJob(name: name, purpose: try string("purpose", required: true)!, model: model, features: features,
                                   target: try string("target", required: false), events: try string("events", required: false),
                                   params: params, segmentBy: by, fromModel: fromModel, itemsFrom: try string("items_from", required: false),
-                                  epsilon: eps, delta: delta, file: path, line: root.mark?.line ?? 1)
+                                  derived: derived, epsilon: eps, delta: delta, file: path, line: root.mark?.line ?? 1)
             // What each model needs, as input errors.
             switch model {
             case "kmeans", "segments", "linear_regression", "logistic_regression":
@@ -137,6 +149,68 @@ extension Vault {
             }
             return job
         }
+    }
+
+    /// `derived:` — a mapping of names to `{ events: KIND, aggregate: sum | count | distinct_items,
+    /// from: DATE, before: DATE, bounds: [lo, hi] }` (from inclusive, before exclusive, both
+    /// optional; dates `YYYY-MM-DD` or ISO 8601 times, UTC unless a zone is given). Whether the
+    /// event kind exists and may be read is the gate's business (`runJob`).
+    static func parseDerived(_ node: Node?, fail: (Node?, String?, String) -> VaultError,
+                             number: (Node, String) throws -> Double) throws -> [TrainingJob.DerivedFeature] {
+        guard let node else { return [] }
+        guard let map = node.mapping, !map.isEmpty else {
+            throw fail(node, "derived", "expected a mapping of names to { events, aggregate, from, before, bounds }")
+        }
+        var out: [TrainingJob.DerivedFeature] = []
+        for (k, v) in map {
+            guard let name = k.string, isPlainName(name) else {
+                throw fail(k, "derived", "\(k.string ?? "?") is not a valid name (a lowercase letter, then lowercase letters, digits or _; at most 63 characters)")
+            }
+            let field = "derived.\(name)"
+            guard !out.contains(where: { $0.attribute.name == name }) else { throw fail(k, field, "duplicate name") }
+            guard let spec = v.mapping else { throw fail(v, field, "expected a mapping { events, aggregate, from, before, bounds }") }
+            var seen: Set<String> = []
+            for (sk, _) in spec {
+                let key = sk.string ?? "?"
+                guard derivedKeys.contains(key) else { throw fail(sk, "\(field).\(key)", "unknown key (known: \(derivedKeys.sorted().joined(separator: ", ")))") }
+                guard seen.insert(key).inserted else { throw fail(sk, "\(field).\(key)", "duplicate key") }
+            }
+            guard let en = spec["events"] else { throw fail(v, "\(field).events", "missing (the event kind whose events are aggregated)") }
+            guard let kind = en.scalar?.string, !kind.isEmpty else { throw fail(en, "\(field).events", "expected an event kind") }
+            guard let an = spec["aggregate"] else { throw fail(v, "\(field).aggregate", "missing (sum, count or distinct_items)") }
+            guard let aggregate = (an.scalar?.string).flatMap(DerivedAttribute.Aggregate.init(rawValue:)) else {
+                throw fail(an, "\(field).aggregate", "unknown aggregate \(an.scalar?.string ?? "") (known: \(DerivedAttribute.Aggregate.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            func time(_ key: String) throws -> Int64? {
+                guard let tn = spec[key] else { return nil }
+                guard let text = tn.scalar?.string, let t = DateParsing.unixSeconds(fromISO8601: Substring(text)) else {
+                    throw fail(tn, "\(field).\(key)", "expected a date (YYYY-MM-DD) or an ISO 8601 time")
+                }
+                return t
+            }
+            let from = try time("from"), before = try time("before")
+            if let from, let before, from >= before {
+                throw fail(spec["before"], "\(field).before", "must be later than from (the window is from <= time < before)")
+            }
+            guard let bn = spec["bounds"] else {
+                throw fail(v, "\(field).bounds", "missing: [lower, upper], public bounds the per-subject value is clamped to")
+            }
+            guard let seq = bn.sequence, seq.count == 2 else { throw fail(bn, "\(field).bounds", "expected [lower, upper]") }
+            let b = Array(seq)
+            let lo = try number(b[0], "\(field).bounds"), hi = try number(b[1], "\(field).bounds")
+            guard lo < hi, (hi - lo).isFinite else { throw fail(bn, "\(field).bounds", "expected lower < upper") }
+            out.append(TrainingJob.DerivedFeature(
+                attribute: DerivedAttribute(name: name, eventKind: kind, aggregate: aggregate, from: from, before: before, lower: lo, upper: hi),
+                line: k.mark?.line ?? 0, eventsLine: en.mark?.line ?? 0))
+        }
+        return out
+    }
+
+    /// `^[a-z][a-z0-9_]{0,62}$`, as schema field names.
+    static func isPlainName(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard let first = b.first, (0x61...0x7A).contains(first), b.count <= 63 else { return false }
+        return b.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
     }
 
     /// The result of a granted, finished job.
@@ -184,6 +258,27 @@ extension Vault {
         guard let kind = ModelKind(rawValue: job.model) else { throw refuse("model \(job.model) is not one this store can train") }
         guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be at least 2^-20") }
 
+        // Derived features: names of their own, event kinds that exist (else exit 65 naming the
+        // line) and that the purpose may read (else refused, 77).
+        var derived: [String: DerivedAttribute] = [:]
+        var usedDerived: Set<String> = []
+        func derivedError(_ d: TrainingJob.DerivedFeature, _ key: String?, line: Int? = nil, _ reason: String) -> VaultError {
+            VaultError(.invalidInput, PolicyDiagnostic(file: job.file, line: line ?? d.line, field: "derived.\(d.attribute.name)" + (key.map { ".\($0)" } ?? ""),
+                                                       reason: reason).description)
+        }
+        for d in job.derived {
+            let a = d.attribute
+            if schema.field(named: a.name) != nil || a.name == schema.subjectIDField || a.name == "subjects" {
+                throw derivedError(d, nil, "\(a.name) is already a field of the schema \(schema.file) (or reserved); a derived feature needs a name of its own")
+            }
+            guard let e = schema.eventKind(named: a.eventKind) else {
+                throw derivedError(d, "events", line: d.eventsLine, "\(a.eventKind) is not an event kind of the schema \(schema.file) (kinds: \(schema.events.map(\.name).joined(separator: ", ")))")
+            }
+            guard p.mayReadEvents(e) else {
+                throw refuse("derived feature \(a.name): events \(a.eventKind) (category \(e.category)) are outside purpose \(p.name)'s may_read")
+            }
+            derived[a.name] = a
+        }
         func readable(_ name: String, _ role: String) throws -> FieldSpec {
             guard let f = schema.field(named: name) else {
                 throw VaultError(.invalidInput, "\(job.file): \(role): \(name) is not a field of the schema \(schema.file)")
@@ -193,6 +288,10 @@ extension Vault {
             return f
         }
         func numeric(_ name: String, _ role: String) throws -> (ScaledFeature, Bool) {
+            if let d = derived[name] {
+                usedDerived.insert(name)
+                return (d.feature, d.integral)
+            }
             let f = try readable(name, role)
             guard let b = f.numericBounds, [.int, .float, .bool].contains(f.type), b.upperBound > b.lowerBound else {
                 throw VaultError(.invalidInput, "\(job.file): \(role): \(name) is not a numeric attribute with bounds")
@@ -207,24 +306,36 @@ extension Vault {
             if i { integral.insert(name) }
         }
         var spec = TrainingSpec(features: features, integral: integral, params: job.params)
-        var attributes = Set(job.features)
+        var attributes: Set<String> = []
         var eventKinds: Set<String> = []
-        var fieldsTouched = job.features
+        var fieldsTouched: [String] = []
+        /// Grants an attribute, or a derived feature's event kind, and records it as touched.
+        func touch(_ name: String) {
+            if let d = derived[name] {
+                eventKinds.insert(d.eventKind)
+                if !fieldsTouched.contains("events.\(d.eventKind)") { fieldsTouched.append("events.\(d.eventKind)") }
+            } else {
+                attributes.insert(name)
+                if !fieldsTouched.contains(name) { fieldsTouched.append(name) }
+            }
+        }
+        for name in job.features { touch(name) }
         if let t = job.target {
             let (s, _) = try numeric(t, "target")
             if kind == .logistic_regression && !(s.lower == 0 && s.upper == 1) {
                 throw VaultError(.invalidInput, "\(job.file): target: \(t) must be an int or bool attribute with bounds [0, 1] for logistic_regression")
             }
             spec.target = s
-            attributes.insert(t)
-            fieldsTouched.append(t)
+            touch(t)
         }
         if let by = job.segmentBy {
+            if derived[by] != nil {
+                throw VaultError(.invalidInput, "\(job.file): params.by: \(by) is a derived (numeric) feature; segments by needs a categorical attribute")
+            }
             let f = try readable(by, "params.by")
             guard f.type == .category, let domain = f.domain else { throw VaultError(.invalidInput, "\(job.file): params.by: \(by) is not a categorical attribute with a domain") }
             spec.segmentBy = (by, domain)
-            attributes.insert(by)
-            fieldsTouched.append(by)
+            touch(by)
         }
         if let path = job.fromModel {
             guard let data = FileManager.default.contents(atPath: path) else { throw VaultError(.notFound, "\(path): no such model file") }
@@ -232,11 +343,15 @@ extension Vault {
                 throw VaultError(.invalidInput, "\(job.file): params.from_model: \(path) is not a kmeans model artifact")
             }
             for (i, name) in m.features.enumerated() {
+                // A derived feature of the model must be declared by this job with the same definition.
+                if m.derived?[name] != derived[name].map(Self.record) {
+                    throw VaultError(.invalidInput, "\(job.file): params.from_model: feature \(name) is a derived feature of \(path); declare it under derived: exactly as there")
+                }
                 let (s, _) = try numeric(name, "params.from_model feature")
                 guard m.featureBounds.indices.contains(i), m.featureBounds[i] == [s.lower, s.upper] else {
                     throw VaultError(.invalidInput, "\(job.file): params.from_model: feature \(name) has other bounds than the schema's")
                 }
-                attributes.insert(name)
+                touch(name)
             }
             spec.clusters = m
         }
@@ -261,6 +376,11 @@ extension Vault {
             spec.catalog = catalog
         }
 
+        for d in job.derived where !usedDerived.contains(d.attribute.name) {
+            throw derivedError(d, nil, "declared but not used (name it in features, target or params.from_model's features)")
+        }
+        let grantedDerived = job.derived.map(\.attribute).filter { usedDerived.contains($0.name) }
+
         let detail = "job \(job.name) model \(job.model)" + (job.itemsFrom == nil && kind == .recommender ? " delta \(job.delta)" : "")
         let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
         let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record))
@@ -269,7 +389,7 @@ extension Vault {
             (session, state) = try engine.openSession(purpose: p.name, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                                                       epsilon: eps, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
                                                       limit: budget.epsilon, periodSeconds: budget.periodSeconds,
-                                                      attributes: attributes, eventKinds: eventKinds)
+                                                      attributes: attributes, eventKinds: eventKinds, derived: grantedDerived)
         } catch let e as BudgetExceeded {
             throw refuse("budget exceeded: \(e.description)")
         }
@@ -285,6 +405,9 @@ extension Vault {
         for f in features { bounds[f.name] = f.upper - f.lower }
         if let t = spec.target { bounds[t.name] = t.upper - t.lower }
         if kind == .recommender { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 20 }
+        if !grantedDerived.isEmpty {
+            artifact.derived = Dictionary(uniqueKeysWithValues: grantedDerived.map { ($0.name, Self.record($0)) })
+        }
         let iso = ISO8601DateFormatter()
         artifact.privacy = PrivacyBlock(
             purpose: p.name, epsilon: job.epsilon, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
@@ -293,6 +416,13 @@ extension Vault {
             budgetSplit: artifact.privacy?.budgetSplit ?? [])
         let json = try artifact.encoded()
         return TrainingResult(artifact: artifact, json: json, budget: state)
+    }
+
+    /// A derived feature as the artifact echoes it (times in ISO 8601, UTC).
+    static func record(_ d: DerivedAttribute) -> DerivedFeatureRecord {
+        DerivedFeatureRecord(events: d.eventKind, aggregate: d.aggregate.rawValue,
+                             from: d.from.map { DateParsing.iso8601(unixSeconds: $0) }, before: d.before.map { DateParsing.iso8601(unixSeconds: $0) },
+                             bounds: [d.lower, d.upper])
     }
 
     // MARK: - Recommend

@@ -87,6 +87,12 @@ struct StoreAggregateSource: AggregateSource {
         return "\(d)"
     }
 
+    /// An INTEGER literal for an integral value of an integral column (so its values stay
+    /// integers), a REAL literal otherwise.
+    static func literal(_ d: Double, integral: Bool) -> String {
+        integral && d == d.rounded() && abs(d) < 9e15 ? String(Int64(d)) : literal(d)
+    }
+
     /// The SQL for one subject value's contribution: round((clamp(x, lo, hi) - c) / g), written
     /// as cheaply as its inputs allow (this runs once per row of a million-row scan): integer
     /// literals and no rounding when everything is integral, `* (1/g)` (exact: g is a power of
@@ -230,10 +236,36 @@ struct StoreAggregateSource: AggregateSource {
         }
         let schema = store.schema
         let attrNames = Set(schema.attributeFields.map(\.name))
-        let integralAttrs = Set(schema.attributeFields.filter { [.int, .bool, .date].contains($0.type) }.map(\.name))
+        var integralAttrs = Set(schema.attributeFields.filter { [.int, .bool, .date].contains($0.type) }.map(\.name))
+        var derivedByName: [String: DerivedAttribute] = [:]
+        for d in r.derived {
+            guard schema.field(named: d.name) == nil, derivedByName.updateValue(d, forKey: d.name) == nil else {
+                throw VaultError(.usage, "derived attribute \(d.name) is defined twice or is a field of the schema")
+            }
+            guard d.lower < d.upper, d.lower.isFinite, d.upper.isFinite else { throw VaultError(.usage, "derived attribute \(d.name) needs finite bounds lower < upper") }
+            if d.integral { integralAttrs.insert(d.name) }
+        }
+        // Derived attributes: one LEFT JOIN per event kind on a GROUP BY subject_id subquery with
+        // one conditional aggregate per derived attribute, clamped there (once per subject).
+        // Subjects with no such events get the clamped 0. Built after the rest of the statement
+        // (only the names it uses), so they come last among the joins.
+        var derivedKinds: [String] = []                       // join order
+        var derivedColumns: [String: [DerivedAttribute]] = [:] // kind -> its used attributes, column order
         func column(_ name: String) throws -> String {
-            guard attrNames.contains(name) else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
-            return "a." + ProfileStore.quoted(name)
+            if attrNames.contains(name) { return "a." + ProfileStore.quoted(name) }
+            guard let d = derivedByName[name] else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
+            if derivedColumns[d.eventKind] == nil { derivedKinds.append(d.eventKind) }
+            var cols = derivedColumns[d.eventKind, default: []]
+            if !cols.contains(d) { cols.append(d) }
+            derivedColumns[d.eventKind] = cols
+            let zero = Self.literal(min(d.upper, max(d.lower, 0)), integral: d.integral)
+            return "COALESCE(d\(derivedKinds.firstIndex(of: d.eventKind)!).v\(cols.firstIndex(of: d)!), \(zero))"
+        }
+        /// The bounds every value of the column lies in: the schema's, which ingest enforces, or
+        /// a derived attribute's declared bounds, which its subquery clamps to.
+        func stored(_ name: String) -> ClosedRange<Double>? {
+            if let d = derivedByName[name] { return d.lower...d.upper }
+            return schema.field(named: name)?.numericBounds
         }
         var args: [any DatabaseValueConvertible] = []
         var joins: [String] = []
@@ -267,7 +299,7 @@ struct StoreAggregateSource: AggregateSource {
                 selects.append("COUNT(\(try column(name)))")
             case let .attribute(name, lo, hi, center, grid):
                 let x = try column(name)
-                selects.append("COALESCE(SUM(\(Self.contribution(x, lower: lo, upper: hi, center: center, grid: grid, integral: integralAttrs.contains(name), stored: schema.field(named: name)?.numericBounds))), 0)")
+                selects.append("COALESCE(SUM(\(Self.contribution(x, lower: lo, upper: hi, center: center, grid: grid, integral: integralAttrs.contains(name), stored: stored(name)))), 0)")
             case let .events(kind, lo, hi, center, grid, k):
                 // events.value is a REAL column whatever the kind's type: never the integer-only form.
                 let expr = Self.contribution("value", lower: lo, upper: hi, center: center, grid: grid, integral: false,
@@ -278,8 +310,8 @@ struct StoreAggregateSource: AggregateSource {
                 let alias = eventAlias(kind, k, valueExpr: nil)
                 selects.append("COALESCE(SUM(\(alias).n), 0)")
             case let .product(l, rr, grid):
-                var e = Self.signedUnit(try column(l.name), l, stored: schema.field(named: l.name)?.numericBounds)
-                if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: schema.field(named: rr.name)?.numericBounds)))" }
+                var e = Self.signedUnit(try column(l.name), l, stored: stored(l.name))
+                if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: stored(rr.name))))" }
                 selects.append("COALESCE(SUM(CAST(round(\(e) * \(Self.literal(1 / grid))) AS INTEGER)), 0)")
             case .itemPresence, .itemPairWeight:
                 throw VaultError(.usage, "item coordinates need an item grouping")
@@ -300,29 +332,50 @@ struct StoreAggregateSource: AggregateSource {
         switch r.grouping {
         case let .attribute(name, _)?:
             // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
+            guard derivedByName[name] == nil else { throw VaultError(.usage, "derived attribute \(name) is numeric; it cannot group") }
             groupColumn = try column(name)
         case let .nearest(features, centroids)?:
             guard !centroids.isEmpty, centroids.count <= 64, centroids.allSatisfy({ $0.count == features.count }) else {
                 throw VaultError(.usage, "nearest-centroid grouping needs 1 to 64 centroids of the features' dimension")
             }
-            let units = try features.map { Self.unit(try column($0.name), $0, stored: schema.field(named: $0.name)?.numericBounds) }
+            let units = try features.map { Self.unit(try column($0.name), $0, stored: stored($0.name)) }
             for f in features { wheres.append("\(try column(f.name)) IS NOT NULL") }
             groupColumn = "CAST(\(Self.nearestKey(units: units, centroids: centroids)) AS TEXT)"
         case let .cell(features, bins)?:
             guard bins >= 1, Grouping.cellCount(dimensions: features.count, bins: bins) <= 1 << 20 else {
                 throw VaultError(.usage, "grid grouping has too many cells")
             }
-            let units = try features.map { Self.unit(try column($0.name), $0, stored: schema.field(named: $0.name)?.numericBounds) }
+            let units = try features.map { Self.unit(try column($0.name), $0, stored: stored($0.name)) }
             for f in features { wheres.append("\(try column(f.name)) IS NOT NULL") }
             groupColumn = "CAST(\(Self.cellKey(units: units, bins: bins)) AS TEXT)"
         default:
             break
         }
+        var derivedArgs: [any DatabaseValueConvertible] = []
+        for (i, kind) in derivedKinds.enumerated() {
+            var aggregates: [String] = []
+            for (j, d) in derivedColumns[kind, default: []].enumerated() {
+                var window: [String] = []
+                if let from = d.from { window.append("time >= ?"); derivedArgs.append(from) }
+                if let before = d.before { window.append("time < ?"); derivedArgs.append(before) }
+                let w = window.joined(separator: " AND ")
+                let agg: String
+                switch d.aggregate {
+                case .sum: agg = w.isEmpty ? "TOTAL(value)" : "TOTAL(CASE WHEN \(w) THEN value END)"
+                case .count: agg = w.isEmpty ? "COUNT(*)" : "COUNT(CASE WHEN \(w) THEN 1 END)"
+                case .distinctItems: agg = w.isEmpty ? "COUNT(DISTINCT item)" : "COUNT(DISTINCT CASE WHEN \(w) THEN item END)"
+                }
+                // Scalar max/min: the aggregate appears once (its window parameters too).
+                aggregates.append("max(\(Self.literal(d.lower, integral: d.integral)), min(\(Self.literal(d.upper, integral: d.integral)), \(agg))) AS v\(j)")
+            }
+            joins.append("LEFT JOIN (SELECT subject_id, \(aggregates.joined(separator: ", ")) FROM events WHERE kind = ? GROUP BY subject_id) d\(i) ON d\(i).subject_id = a.subject_id")
+            derivedArgs.append(kind)
+        }
         var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }
         if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
-        // Argument order follows the SQL text: consent join, event joins, then WHERE.
-        let allArgs = args + joinArgs + whereArgs
+        // Argument order follows the SQL text: consent join, event joins, derived joins, then WHERE.
+        let allArgs = args + joinArgs + derivedArgs + whereArgs
         let offset = groupColumn == nil ? 0 : 1
         return try store.pool.read { db in
             var out: [String: [Int64]] = [:]

@@ -194,4 +194,147 @@ import VaultStore
         #expect(pairs == expectPairs)
         #expect(Coordinate.itemPairWeight(kind: "purchase", maxItems: 3, unit: 1024).bound == 1536)   // n/2 units of 1024, n <= 3
     }
+
+    // MARK: - Derived features (per-subject event aggregates)
+
+    /// The fixture plus, for subject Ci, k = i % 4 purchases of 10.5 in September and k of 20
+    /// on 2026-10-05: spend on 2026-10-05 is 20·k = (20 / 10.5) · spend before October.
+    func derivedStore() throws -> CLIStore {
+        let s = try store()
+        var ev = "customer_id,kind,item,value,time\n"
+        for i in 0..<60 {
+            for j in 0..<(i % 4) {
+                ev += "C\(i),purchase,SKU-S\(j),10.5,2026-09-0\(j + 1)T08:00:00Z\n"
+                ev += "C\(i),purchase,SKU-L\(j),20,2026-10-05T0\(j + 1):00:00Z\n"
+            }
+        }
+        #expect(try s.run(["ingest", "events", s.write("e2.csv", ev)]).status == 0)
+        return s
+    }
+
+    static let laterSpend = """
+        job: later-spend
+        purpose: model_training
+        model: linear_regression
+        derived:
+          spend_before:  { events: purchase, aggregate: sum,   before: 2026-10-01, bounds: [0, 40] }
+          orders_before: { events: purchase, aggregate: count, before: 2026-10-01, bounds: [0, 5] }
+          spend_later:   { events: purchase, aggregate: sum,   from: 2026-10-05, before: "2026-10-06T00:00:00Z", bounds: [0, 100] }
+        features: [orders_before, spend_before]
+        target: spend_later
+        epsilon: 6.0
+        ---
+        job: by-items
+        purpose: model_training
+        model: kmeans
+        derived:
+          n_items: { events: purchase, aggregate: distinct_items, bounds: [0, 10] }
+        features: [age, n_items]
+        params: { k: 2, iterations: 2 }
+        epsilon: 1.0
+        ---
+        job: items-by-country
+        purpose: model_training
+        model: segments
+        derived:
+          n_items: { events: purchase, aggregate: distinct_items, from: 2026-10-01, bounds: [0, 10] }
+        features: [n_items]
+        params: { by: country }
+        epsilon: 1.0
+
+        """
+
+    @Test func aRegressionOnDerivedFeaturesTrainsAndItsArtifactDefinesThem() throws {
+        let s = try derivedStore()
+        let p = try job(s, "later.yaml", Self.laterSpend)
+        let r = try s.run(["train", p, "--job", "later-spend", "--out", s.dir + "/l.json", "--role", "trainer", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/l.json"))) as? [String: Any])
+        #expect(m["model"] as? String == "linear_regression")
+        #expect(m["features"] as? [String] == ["orders_before", "spend_before"] && m["target"] as? String == "spend_later")
+        let derived = try #require(m["derived"] as? [String: [String: Any]])
+        #expect(Set(derived.keys) == ["spend_before", "orders_before", "spend_later"])
+        #expect(derived["spend_later"]?["events"] as? String == "purchase" && derived["spend_later"]?["aggregate"] as? String == "sum")
+        #expect(derived["spend_later"]?["from"] as? String == "2026-10-05T00:00:00Z" && derived["spend_later"]?["before"] as? String == "2026-10-06T00:00:00Z")
+        #expect(derived["orders_before"]?["aggregate"] as? String == "count" && derived["orders_before"]?["from"] == nil)
+        #expect(derived["orders_before"]?["bounds"] as? [Double] == [0, 5])
+        let fb = try #require(m["feature_bounds"] as? [[Double]])
+        #expect(fb.count == 2 && fb[0][0] >= 0 && fb[0][1] <= 5 && fb[1][0] >= 0 && fb[1][1] <= 40)
+        let privacy = try #require(m["privacy"] as? [String: Any])
+        #expect((privacy["contribution_bounds"] as? [String: Double])?["spend_later"] == 100)
+        // The derived values carry the signal spend_later = 20 k from (k, 10.5 k), k = 0...3:
+        // 59 subjects at epsilon 6, so the ridge shrinks the slope (40 runs: 11.8 to 21.2 per k;
+        // derived values all 0 would give about 0).
+        let coef = try #require(m["coefficients"] as? [Double]), b = try #require(m["intercept"] as? Double)
+        func predict(_ k: Double) -> Double {
+            let x = [k, 10.5 * k]
+            return (0..<2).reduce(b) { $0 + coef[$1] * min(fb[$1][1], max(fb[$1][0], x[$1])) }
+        }
+        let slope = (predict(3) - predict(0)) / 3
+        #expect(slope > 6 && slope < 30, "slope \(slope) per purchase line, coefficients \(coef)")
+        // The audit entry names the events read, not the derived names.
+        let granted = try auditEntries(s).filter { $0["api.operation"] as? String == "train" && $0["status"] as? String == "ok" }
+        #expect(granted.count == 1)
+        #expect(granted.first?["unmapped.fields"] as? [String] == ["events.purchase"])
+        // k-means and segments name derived features too (the nearest, cell and attribute groupings).
+        for (name, kind) in [("by-items", "kmeans"), ("items-by-country", "segments")] {
+            let k = try s.run(["train", p, "--job", name, "--out", s.dir + "/\(name).json", "--role", "trainer"])
+            #expect(k.status == 0, "\(name): \(k.stderr)")
+            let a = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/\(name).json"))) as? [String: Any])
+            #expect(a["model"] as? String == kind && (a["derived"] as? [String: Any])?.keys.sorted() == ["n_items"])
+        }
+        let bs = try s.run(["budget", "status", "--role", "trainer", "--json"])
+        #expect(((bs.json?["purposes"] as? [String: Any])?["model_training"] as? [String: Any])?["spent"] as? Double == 8)
+    }
+
+    @Test func derivedFeatureErrorsExit65NamingFileLineAndField() throws {
+        let s = try store()
+        func text(_ derived: String, features: String = "[x]", model: String = "linear_regression", extra: String = "target: age\n") -> String {
+            "job: j\npurpose: model_training\nmodel: \(model)\nderived:\n  \(derived)\nfeatures: \(features)\n\(extra)epsilon: 1\n"
+        }
+        let cases: [(String, String)] = [
+            (text("x: { events: clicks, aggregate: count, bounds: [0, 5] }"), "j.yaml:5: derived.x.events: clicks is not an event kind of the schema"),
+            (text("age: { events: purchase, aggregate: count, bounds: [0, 5] }", features: "[age]", extra: "target: annual_income\n"),
+             "j.yaml:5: derived.age: age is already a field of the schema"),
+            (text("x: { events: purchase, aggregate: count }"), "j.yaml:5: derived.x.bounds: missing"),
+            (text("x: { events: purchase, aggregate: count, bounds: [5, 1] }"), "j.yaml:5: derived.x.bounds: expected lower < upper"),
+            (text("x: { events: purchase, aggregate: count, bounds: [3, 3] }"), "j.yaml:5: derived.x.bounds: expected lower < upper"),
+            (text("x: { events: purchase, aggregate: count, bounds: [0] }"), "j.yaml:5: derived.x.bounds: expected [lower, upper]"),
+            (text("x: { events: purchase, aggregate: count, bounds: [0, .inf] }"), "j.yaml:5: derived.x.bounds: expected a number"),
+            (text("x: { events: purchase, aggregate: mean, bounds: [0, 5] }"), "j.yaml:5: derived.x.aggregate: unknown aggregate mean"),
+            (text("x: { events: purchase, bounds: [0, 5] }"), "j.yaml:5: derived.x.aggregate: missing"),
+            (text("x: { events: purchase, aggregate: sum, from: 2026-13-01, bounds: [0, 5] }"), "j.yaml:5: derived.x.from: expected a date"),
+            (text("x: { events: purchase, aggregate: sum, from: 2026-10-02, before: 2026-10-02, bounds: [0, 5] }"), "j.yaml:5: derived.x.before: must be later than from"),
+            (text("x: { events: purchase, aggregate: sum, window: 30d, bounds: [0, 5] }"), "j.yaml:5: derived.x.window: unknown key"),
+            (text("X-1: { events: purchase, aggregate: sum, bounds: [0, 5] }", features: "[age]"), "j.yaml:5: derived: X-1 is not a valid name"),
+            (text("x: { events: purchase, aggregate: sum, bounds: [0, 5] }", features: "[age]", extra: "target: annual_income\n"), "j.yaml:5: derived.x: declared but not used"),
+            (text("x: { events: purchase, aggregate: sum, bounds: [0, 5] }", features: "[age]", model: "segments", extra: "params: { by: x }\n"),
+             "params.by: x is a derived (numeric) feature"),
+        ]
+        for (t, reason) in cases {
+            let r = try s.run(["train", try job(s, "j.yaml", t), "--role", "trainer"])
+            #expect(r.status == 65 && r.stderr.contains(reason), "\(reason): \(r.status) \(r.stderr)")
+        }
+        // A block mapping: the line of the events value.
+        let block = "job: j\npurpose: model_training\nmodel: kmeans\nderived:\n  x:\n    aggregate: count\n    events: clicks\n    bounds: [0, 5]\nfeatures: [x]\nepsilon: 1\n"
+        let r = try s.run(["train", try job(s, "j.yaml", block), "--role", "trainer"])
+        #expect(r.status == 65 && r.stderr.contains("j.yaml:7: derived.x.events: clicks"), "\(r.stderr)")
+        let b = try s.run(["budget", "status", "--role", "trainer", "--json"])
+        #expect(((b.json?["purposes"] as? [String: Any])?["model_training"] as? [String: Any])?["spent"] as? Double == 0)
+    }
+
+    @Test func derivedEventsOutsideThePurposeAreRefusedAndAudited() throws {
+        let s = try store()
+        // narrow may read user.demographic only: purchases (user.behavior) are out.
+        let t = "job: j\npurpose: narrow\nmodel: kmeans\nderived:\n  n: { events: purchase, aggregate: count, bounds: [0, 5] }\nfeatures: [age, n]\nepsilon: 1\n"
+        let r = try s.run(["train", try job(s, "j.yaml", t), "--out", s.dir + "/m.json", "--role", "trainer"])
+        #expect(r.status == 77, "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("error:") && r.stderr.contains("derived feature n: events purchase (category user.behavior.purchase_history) are outside purpose narrow's may_read"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.dir + "/m.json"))
+        let denied = try auditEntries(s).filter { $0["api.operation"] as? String == "train" && $0["status"] as? String == "denied" }
+        #expect(denied.count == 1)
+        #expect((denied.first?["status_detail"] as? String)?.contains("derived feature n") == true)
+        let b = try s.run(["budget", "status", "--role", "trainer", "--json"])
+        #expect(((b.json?["purposes"] as? [String: Any])?["narrow"] as? [String: Any])?["spent"] as? Double == 0)
+    }
 }

@@ -2,6 +2,7 @@ import DifferentialPrivacy
 import Foundation
 import GRDB
 import Testing
+import VaultPolicy
 @testable import VaultStore
 
 /// The store computes exactly the per-subject map the DP layer's sensitivity proof assumes:
@@ -95,5 +96,147 @@ import Testing
         let entries = try t.store.pool.read { db in try String.fetchAll(db, sql: "SELECT entry FROM audit") }
         #expect(entries.count == 2)   // the two charges (this bare-store ingest is not audited)
         #expect(entries.filter { $0.contains(#""unmapped.epsilon":"1.5""#) }.count == 2)
+    }
+
+    // MARK: - Derived attributes (per-subject event aggregates)
+
+    static let t0 = DateParsing.unixSeconds(fromISO8601: "2026-03-01T00:00:00Z")!
+    static let day: Int64 = 86_400
+
+    /// 6 subjects around the window [t0, t0 + 1 day):
+    /// CUST-0 no events; CUST-1 purchases 1 s before, at, 1 s before the end of, and at the end
+    /// of the window (items A, B, A, C); CUST-2 five purchases of 900 in the window (items
+    /// P0...P4: above every bound below); CUST-3 only ratings in the window; CUST-4 purchases
+    /// outside the window only; CUST-5 two purchases of the same item in the window.
+    func derivedStore() throws -> (TempStore, [[(kind: String, item: String, value: Double, time: Int64)]]) {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<6)))
+        let t0 = Self.t0, day = Self.day
+        let events: [[(kind: String, item: String, value: Double, time: Int64)]] = [
+            [],
+            [("purchase", "A", 10.5, t0 - 1), ("purchase", "B", 20.25, t0), ("purchase", "A", 30.5, t0 + day - 1), ("purchase", "C", 40.75, t0 + day)],
+            (0..<5).map { ("purchase", "P\($0)", 900, t0 + Int64($0) * 3600) },
+            [("rating", "A", 4, t0 + 10), ("rating", "B", 5, t0 + 20)],
+            [("purchase", "A", 7.25, t0 - day), ("purchase", "B", 8.5, t0 + 2 * day)],
+            [("purchase", "Q", 1.5, t0 + 100), ("purchase", "Q", 2.5, t0 + 200)],
+        ]
+        var csv = "customer_id,kind,item,value,time\n"
+        for (i, evs) in events.enumerated() {
+            for e in evs {
+                let v = e.value == e.value.rounded() ? String(Int(e.value)) : String(e.value)   // ratings are int-valued
+                csv += "CUST-\(i),\(e.kind),\(e.item),\(v),\(DateParsing.iso8601(unixSeconds: e.time))\n"
+            }
+        }
+        _ = try t.store.ingestEvents(path: t.write("e.csv", csv))
+        return (t, events)
+    }
+
+    /// Per subject (a predicate on its unique age picks it out), the derived values, in grid units.
+    func perSubject(_ t: TempStore, _ derived: [DerivedAttribute], grid: Double = 0.25) throws -> [[Int64]] {
+        try (0..<6).map { i in
+            let age = Int64(Fixtures.row(i)[5])!
+            let r = AggregateRequest(consentPurpose: nil, predicates: [WhereCondition(attribute: "age", op: .eq, value: .int(age))], grouping: nil,
+                                     coordinates: [.subjects] + derived.map { .attribute(name: $0.name, lower: $0.lower, upper: $0.upper, center: 0, grid: $0.integral ? 1 : grid) },
+                                     derived: derived)
+            return try t.store.aggregateSource.boundedSums(r)[""]!
+        }
+    }
+
+    @Test func derivedSumCountAndDistinctItemsAreExactPerSubjectWithZeroForNoEvents() throws {
+        let (t, events) = try derivedStore()
+        let window = (from: Self.t0, before: Self.t0 + Self.day)
+        let d = [DerivedAttribute(name: "spend", eventKind: "purchase", aggregate: .sum, from: window.from, before: window.before, lower: 0, upper: 2000),
+                 DerivedAttribute(name: "orders", eventKind: "purchase", aggregate: .count, from: window.from, before: window.before, lower: 0, upper: 3),
+                 DerivedAttribute(name: "items", eventKind: "purchase", aggregate: .distinctItems, from: window.from, before: window.before, lower: 0, upper: 3),
+                 DerivedAttribute(name: "rated", eventKind: "rating", aggregate: .count, lower: 0, upper: 10)]
+        let got = try perSubject(t, d)
+        // [subjects, spend / 0.25, orders, items, ratings], by hand:
+        #expect(got[0] == [1, 0, 0, 0, 0])                            // no events at all: 0, not null
+        #expect(got[1] == [1, 203, 2, 2, 0])                          // (20.25 + 30.5) / 0.25: B at t0, A at the last second; not A at t0 - 1 nor C at the end
+        #expect(got[2] == [1, 8000, 3, 3, 0])                         // 4500, 5 and 5 clamped to 2000 (/ 0.25), 3, 3
+        #expect(got[3] == [1, 0, 0, 0, 2])                            // ratings are not purchases
+        #expect(got[4] == [1, 0, 0, 0, 0])                            // purchases only outside the window
+        #expect(got[5] == [1, 16, 2, 1, 0])                           // 4 / 0.25; two events of one item: one distinct item
+        // The same against the documented map.
+        for (i, evs) in events.enumerated() {
+            #expect(got[i].dropFirst().map { $0 } == d.map { Int64(($0.value(of: evs) / ($0.integral ? 1 : 0.25)).rounded()) }, "CUST-\(i)")
+        }
+    }
+
+    @Test func derivedWindowIsFromInclusiveAndBeforeExclusiveToTheSecond() throws {
+        let (t, _) = try derivedStore()
+        let t0 = Self.t0, day = Self.day
+        func cust1(_ from: Int64?, _ before: Int64?) throws -> [Int64] {
+            let d = [DerivedAttribute(name: "spend", eventKind: "purchase", aggregate: .sum, from: from, before: before, lower: 0, upper: 2000),
+                     DerivedAttribute(name: "orders", eventKind: "purchase", aggregate: .count, from: from, before: before, lower: 0, upper: 10)]
+            return Array(try perSubject(t, d)[1].dropFirst())
+        }
+        // CUST-1: 10.5 at t0 - 1, 20.25 at t0, 30.5 at t0 + day - 1, 40.75 at t0 + day.
+        #expect(try cust1(t0, t0 + day) == [203, 2])               // (20.25 + 30.5) / 0.25
+        #expect(try cust1(t0 + 1, t0 + day) == [122, 1])           // from one second later: t0 is out
+        #expect(try cust1(t0 - 1, t0 + day) == [245, 3])           // from one second earlier: t0 - 1 is in
+        #expect(try cust1(t0, t0 + day - 1) == [81, 1])            // before one second earlier: the last second is out
+        #expect(try cust1(t0, t0 + day + 1) == [366, 3])           // before one second later: t0 + day is in
+        #expect(try cust1(nil, t0) == [42, 1])                     // only before
+        #expect(try cust1(t0 + day, nil) == [163, 1])              // only from
+        #expect(try cust1(nil, nil) == [408, 4])                   // no window
+    }
+
+    @Test func derivedValuesAreClampedAndCombineWithConsentEventsPredicatesAndGroups() throws {
+        let (t, events) = try derivedStore()
+        // Bounds above 0: a subject without events gets the lower bound; narrower coordinate
+        // bounds than the declared ones clamp again (a model may tighten a range).
+        let spend = DerivedAttribute(name: "spend", eventKind: "purchase", aggregate: .sum, lower: 5, upper: 100)
+        let orders = DerivedAttribute(name: "orders", eventKind: "purchase", aggregate: .count, from: Self.t0, lower: 1, upper: 4)
+        let g = BoundedSum.grid(forBound: 1, integral: false)
+        let tight = ScaledFeature(name: "spend", lower: 10, upper: 50)
+        let ctx = AuditContext(actor: "t", role: "privacy_officer", requestID: "r")
+        _ = try t.store.setConsent([(1, "CUST-0"), (2, "CUST-1"), (3, "CUST-2"), (4, "CUST-4"), (5, "CUST-5")], file: nil, purpose: "analytics",
+                                   granted: true, source: nil, policyVersion: "x", audit: ctx)
+        // Every join and its bound parameters at once: consent, a capped event subquery, the
+        // derived subquery with its window, and a WHERE predicate.
+        let notAge = Int64(Fixtures.row(5)[5])!   // leaves out CUST-5; CUST-0 (no events) stays in
+        let coordinates: [Coordinate] = [
+            .subjects,
+            .attribute(name: "spend", lower: 5, upper: 100, center: 0, grid: 0.25),
+            .attribute(name: "orders", lower: 1, upper: 4, center: 0, grid: 1),
+            .product(left: tight, right: orders.feature, grid: g),
+            .eventCount(kind: "purchase", maxContributions: 2),
+            .nonNull(attribute: "spend"),
+        ]
+        let r = try t.store.aggregateSource.boundedSums(AggregateRequest(
+            consentPurpose: "analytics", predicates: [WhereCondition(attribute: "age", op: .ne, value: .int(notAge))], grouping: nil,
+            coordinates: coordinates, derived: [spend, orders]))[""]!
+        var expect = [Int64](repeating: 0, count: coordinates.count)
+        func z(_ f: ScaledFeature, _ x: Double) -> Double { 2 * f.unit(x) - 1 }
+        for i in [0, 1, 2, 4, 5] where Int64(Fixtures.row(i)[5])! != notAge {
+            let s = spend.value(of: events[i]), o = orders.value(of: events[i])
+            #expect(s >= 5 && s <= 100 && o >= 1 && o <= 4)
+            expect[0] += 1
+            expect[1] += Int64((s / 0.25).rounded())
+            expect[2] += Int64(o)
+            expect[3] += Int64((z(tight, s) * z(orders.feature, o) / g).rounded(.toNearestOrAwayFromZero))
+            expect[4] += Int64(min(2, events[i].filter { $0.kind == "purchase" }.count))
+            expect[5] += 1
+        }
+        #expect(expect[0] >= 3)
+        #expect(r == expect)
+        // By hand for two subjects: CUST-0 (no events) spend 5, orders 1; CUST-2 spend 100, orders 4.
+        #expect(spend.value(of: events[0]) == 5 && orders.value(of: events[0]) == 1)
+        #expect(spend.value(of: events[2]) == 100 && orders.value(of: events[2]) == 4)
+        // Groupings over a derived feature: each subject in its grid cell.
+        let cell = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .cell(features: [spend.feature], bins: 4),
+                                                                             coordinates: [.subjects], derived: [spend]))
+        var expectCell = ["0": [Int64(0)], "1": [0], "2": [0], "3": [0]]
+        for evs in events { expectCell[String(min(3, Int(spend.feature.unit(spend.value(of: evs)) * 4)))]![0] += 1 }
+        #expect(cell == expectCell)
+        // A derived name cannot shadow a schema attribute, and an undefined name is refused.
+        #expect(throws: VaultError.self) {
+            _ = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.nonNull(attribute: "age")],
+                                                                         derived: [DerivedAttribute(name: "age", eventKind: "purchase", aggregate: .count, lower: 0, upper: 1)]))
+        }
+        #expect(throws: VaultError.self) {
+            _ = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.nonNull(attribute: "spend")]))
+        }
     }
 }

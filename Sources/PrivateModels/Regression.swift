@@ -36,16 +36,20 @@ public enum Regression {
 
     /// Release 1: per variable, a noisy histogram over `rangeBins` equal bins of its public
     /// range (one count per subject: bound 1; the variables share `share` equally, sequential
-    /// composition). Each bin's count minus twice the noise scale (what noise alone gives) is its
-    /// weight; the range becomes [left edge of the bin where the weight reaches 0.5%, right edge
-    /// of the bin where it reaches 99.5%], when that at least halves the public range.
+    /// composition). Each bin's count minus ln(bins) noise scales (about the largest count noise
+    /// alone gives) is its weight; the range becomes [left edge of the bin where the cumulated
+    /// weight reaches 1%, right edge of the bin where it reaches 99%], when that at least halves
+    /// the public range.
     static func privateRanges(_ fs: [ScaledFeature], session: PrivateSession, share: Epsilon) throws -> [ScaledFeature] {
         guard let each = share.share(1 / Double(fs.count)) else { throw ModelError("regression: epsilon too small") }
         return try fs.map { f in
             let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .cell(features: [f], bins: rangeBins), coordinates: [.subjects]),
                                         shares: [each], label: "regression: clipping range of \(f.name) (\(rangeBins)-bin histogram)")
             var w = [Double](repeating: 0, count: rangeBins)
-            for (key, v) in r { if let b = Int(key), b >= 0, b < rangeBins { w[b] = max(0, v[0].value - 2 * v[0].scale) } }
+            // ln(bins) noise scales: about the largest of `rangeBins` pure-noise counts, so empty
+            // bins rarely keep weight (with 2 scales, ~7% of them did, enough to stretch a range).
+            let bar = log(Double(rangeBins)) * (r.first?.values[0].scale ?? 0)
+            for (key, v) in r { if let b = Int(key), b >= 0, b < rangeBins { w[b] = max(0, v[0].value - bar) } }
             let total = w.reduce(0, +)
             guard total > 0 else { return f }
             var acc = 0.0, first = 0, last = rangeBins - 1

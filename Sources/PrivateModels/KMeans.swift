@@ -32,7 +32,7 @@ public enum KMeans {
         // 2. Grid histogram for the initial centres.
         let initEps = try session.share(initShare)
         let scale = 1 / initEps.noiseValue
-        let targetCells = min(4096, max(pow(2, Double(d)), n * initEps.noiseValue / 8))
+        let targetCells = min(4096, max(pow(2, Double(d)), n * initEps.noiseValue))
         let bins = max(2, Int(pow(targetCells, 1 / Double(d)).rounded(.down)))
         progress("kmeans: initial centres from a noisy \(bins)^\(d) grid histogram")
         let hist = try session.release(AggregateRequest(consentPurpose: nil, grouping: .cell(features: f, bins: bins), coordinates: [.subjects]),

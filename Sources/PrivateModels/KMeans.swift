@@ -22,6 +22,7 @@ public enum KMeans {
         guard k >= 1 && k <= 64 else { throw ModelError("kmeans: k must be between 1 and 64") }
         guard iterations >= 1 && iterations <= 50 else { throw ModelError("kmeans: iterations must be between 1 and 50") }
         let initShare = spec.param("init_share", 0.1), countShare = 0.05
+        guard initShare > 0 && initShare <= 0.9 else { throw ModelError("kmeans: init_share must be above 0 and at most 0.9") }
         let iterShare = (1 - initShare - countShare) / Double(iterations)
 
         // 1. Noisy n.

@@ -36,7 +36,9 @@ public struct TrainingJob: Sendable {
 }
 
 extension Vault {
-    static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "derived"]
+    /// Parameters that take any number >= 0 (the others are positive integers).
+    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share"]
+        static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
@@ -122,7 +124,12 @@ extension Vault {
                         if key == "by" { by = s } else { fromModel = s }
                     } else {
                         let x = try number(v, "params.\(key)")
-                        guard x > 0, x == x.rounded() || key == "init_share" else { throw fail(v, "params.\(key)", "expected a positive integer") }
+                        if Self.realParams.contains(key) {
+                            // Ranges are checked by the model (it names the allowed one).
+                            guard x >= 0, x.isFinite else { throw fail(v, "params.\(key)", "expected a number >= 0") }
+                        } else {
+                            guard x > 0, x == x.rounded() else { throw fail(v, "params.\(key)", "expected a positive integer") }
+                        }
                         if key == "init_share" && !(x > 0 && x < 0.8) { throw fail(v, "params.\(key)", "expected a share in (0, 0.8)") }
                         params[key] = x
                     }

@@ -9,10 +9,13 @@ extension Vault {
     /// request through a `Vault` for the request's token: each one goes through the same
     /// `audited` / `require` gate as the CLI, with the token's actor and role recorded in the
     /// audit log. Creating one does no I/O.
-    public func acting(as actor: Actor) -> Vault {
+    ///
+    /// `requestID`, when given, is the request id of every audit entry the returned vault
+    /// writes (the HTTP request's `x-request-id`), instead of a fresh id per call.
+    public func acting(as actor: Actor, requestID: String? = nil) -> Vault {
         var c = configuration
         c.actor = actor
-        return Vault(configuration: c, schema: schema, policy: policy, store: store, logger: logger)
+        return Vault(configuration: c, schema: schema, policy: policy, store: store, logger: logger, requestID: requestID)
     }
 
     /// Refuses, and records the refusal in the audit log as `denied` under `action`, unless the

@@ -38,15 +38,21 @@ public final class Vault: Sendable {
     public let policy: Policy
     public let store: ProfileStore
     let logger: Logger
+    /// The request id every audit entry of this vault's calls carries; nil: each call makes its
+    /// own (a random UUID). The HTTP service sets its request's id (``acting(as:requestID:)``),
+    /// so the request log and the audit log join on it.
+    public let requestID: String?
 
     public var actor: Actor { configuration.actor }
 
-    init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: ProfileStore, logger: Logger) {
+    init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: ProfileStore, logger: Logger,
+         requestID: String? = nil) {
         self.configuration = configuration
         self.schema = schema
         self.policy = policy
         self.store = store
         self.logger = logger
+        self.requestID = requestID
     }
 
     // MARK: - Loading configuration
@@ -90,11 +96,12 @@ public final class Vault: Sendable {
     // MARK: - The gate
 
     /// Refuses (exit 77) unless the actor's role grants `permission`; the message names the
-    /// roles that do.
+    /// roles that do. Messages say "the policy", never the policy file's path: they also go to
+    /// HTTP clients, who must not learn the server's paths.
     public func require(_ permission: String) throws {
         let role = actor.role
         guard policy.roles[role] != nil else {
-            throw VaultError(.denied, "role \(role) is not defined in \(policy.file) (roles: \(policy.roles.keys.sorted().joined(separator: ", ")))")
+            throw VaultError(.denied, "role \(role) is not defined in the policy")
         }
         guard policy.role(role, allows: permission) else {
             let granting = policy.roles.filter { $0.value.contains(permission) }.keys.sorted()
@@ -105,7 +112,7 @@ public final class Vault: Sendable {
 
     func purpose(_ name: String) throws -> Purpose {
         guard let p = policy.purpose(name) else {
-            throw VaultError(.denied, "purpose \(name) is not declared in \(policy.file) (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
+            throw VaultError(.denied, "purpose \(name) is not declared in the policy (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
         }
         return p
     }
@@ -116,10 +123,11 @@ public final class Vault: Sendable {
 
     /// Runs an operation under the audit log: the permission check, the body (which appends
     /// its own `ok` entries inside its transactions), and on any failure one `denied` or
-    /// `error` entry saying why. Every entry of one call shares a request id.
+    /// `error` entry saying why. Every entry of one call shares a request id: ``requestID`` when
+    /// set, else a fresh one.
     func audited<T>(_ action: String, _ activity: AuditActivity, permission: String?, purpose: String? = nil,
                     _ body: (AuditContext) throws -> T) throws -> T {
-        let context = AuditContext(actor: actor.name, role: actor.role, requestID: UUID().uuidString.lowercased())
+        let context = AuditContext(actor: actor.name, role: actor.role, requestID: requestID ?? UUID().uuidString.lowercased())
         do {
             if let permission { try require(permission) }
             return try body(context)
@@ -158,18 +166,23 @@ public final class Vault: Sendable {
             let p = try purpose(name)
             let fields = schema.fields.filter { p.mayRead($0) }
             guard fields.contains(where: \.pii) else {
-                throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in \(policy.file)); get needs a purpose that may")
+                throw VaultError(.denied, "purpose \(name) may not read PII (no may_read_pii in the policy); get needs a purpose that may")
             }
-            // Existence and consent first: nothing is decrypted for a read that will be refused.
-            guard try store.exists(customerID: customerID) else {
+            // One pseudonym and one read transaction: existence and consent first, so nothing is
+            // decrypted for a read that will be refused.
+            let pseudonym = try store.pseudonym(ofCustomerID: customerID)
+            let view: ProfileView
+            switch try store.readProfile(pseudonym: pseudonym, fields: Set(fields.map(\.name)),
+                                         consentPurpose: p.legalBasis == .consent ? p.name : nil) {
+            case .notFound:
                 throw VaultError(.notFound, "no subject with this customer ID")
-            }
-            try requireConsent(customerID: customerID, purpose: p)
-            guard let view = try store.profile(customerID: customerID, fields: Set(fields.map(\.name))) else {
-                throw VaultError(.notFound, "no subject with this customer ID")
+            case .consentMissing:
+                throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active")
+            case .found(let v):
+                view = v
             }
             // The read is released only once its audit entry is committed.
-            try store.audit([context.record("get", .read, purpose: name, subject: try store.pseudonym(ofCustomerID: customerID),
+            try store.audit([context.record("get", .read, purpose: name, subject: pseudonym,
                                             fields: [schema.subjectIDField] + view.fields.map(\.name))])
             return view
         }

@@ -1,14 +1,37 @@
 internal import COpenSSL
 
+/// The AES-GCM ciphers, fetched once for the process.
+///
+/// `EVP_aes_256_gcm()` and friends are legacy handles: every `EVP_EncryptInit_ex` with one
+/// fetches the provider's implementation again, under OpenSSL's method-store lock. A fetched
+/// `EVP_CIPHER` skips that. `@unchecked Sendable`: fetched algorithms are immutable and
+/// reference-counted atomically, and OpenSSL 3 allows sharing them between threads. They live as
+/// long as the process (never freed).
+final class FetchedCipher: @unchecked Sendable {
+    static let aes128GCM = FetchedCipher("AES-128-GCM")
+    static let aes192GCM = FetchedCipher("AES-192-GCM")
+    static let aes256GCM = FetchedCipher("AES-256-GCM")
+    let name: String
+    let pointer: OpaquePointer?
+    private init(_ name: String) {
+        self.name = name
+        pointer = EVP_CIPHER_fetch(nil, name, nil)
+    }
+}
+
 /// AES-GCM under one fixed key (16, 24 or 32 bytes: AES-128/192/256), 12-byte nonces and
 /// 16-byte tags.
 ///
-/// The key is expanded once: the instance owns one `EVP_CIPHER_CTX` for sealing and one for
-/// opening, and each call only sets a new IV on them (`EVP_EncryptInit_ex(ctx, NULL, NULL,
-/// NULL, iv)`), so no per-call context allocation or key schedule happens.
+/// The key is expanded once per direction: the instance owns one `EVP_CIPHER_CTX` for sealing
+/// and one for opening, each created on first use (a key that only opens, such as a subject's
+/// DEK on a read, never sets up a sealing context), and each call only sets a new IV on them
+/// (`EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv)`), so no per-call context allocation or key
+/// schedule happens. The instance keeps a reference to the key's ``SecureBytes`` for that, and
+/// frees (cleanses) both contexts in `deinit`.
 ///
 /// **Not thread-safe.** The contexts are mutated by every call: use one instance per thread or
-/// task (it is deliberately not `Sendable`). Creating one costs about as much as a few seals.
+/// task (it is deliberately not `Sendable`), or ``SharedAESGCMKey`` for a key many threads use.
+/// Creating one costs about as much as a seal or two, paid on its first use in each direction.
 ///
 /// Nonces must never repeat under one key. Callers that do not manage nonces themselves
 /// should use ``Envelope``, which draws a fresh random 96-bit nonce for every seal.
@@ -21,48 +44,65 @@ public final class AESGCMKey {
     /// Key length in bytes: 16, 24 or 32.
     public let keyByteCount: Int
 
-    private let sealContext: OpaquePointer
-    private let openContext: OpaquePointer
+    private let key: SecureBytes
+    private let cipher: OpaquePointer
+    private var sealState: OpaquePointer?
+    private var openState: OpaquePointer?
 
-    /// Expands `key` (16, 24 or 32 bytes) into the two cipher contexts.
+    /// Checks the key's length (16, 24 or 32 bytes); the cipher contexts are keyed on first use.
     public init(_ key: SecureBytes) throws(CryptoError) {
-        let cipher: OpaquePointer?
+        let fetched: FetchedCipher
         switch key.count {
-        case 16: cipher = EVP_aes_128_gcm()
-        case 24: cipher = EVP_aes_192_gcm()
-        case 32: cipher = EVP_aes_256_gcm()
+        case 16: fetched = .aes128GCM
+        case 24: fetched = .aes192GCM
+        case 32: fetched = .aes256GCM
         default: throw .invalidKeySize(key.count)
         }
-        guard let cipher else { throw openSSLError("EVP_aes_gcm") }
-        guard let seal = EVP_CIPHER_CTX_new() else { throw openSSLError("EVP_CIPHER_CTX_new") }
-        guard let open = EVP_CIPHER_CTX_new() else {
-            EVP_CIPHER_CTX_free(seal)
-            throw openSSLError("EVP_CIPHER_CTX_new")
-        }
-        let failure: CryptoError? = key.withBytes { keyBytes -> CryptoError? in
-            let k = keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_EncryptInit_ex(seal, cipher, nil, k, nil) == 1 else { return openSSLError("EVP_EncryptInit_ex") }
-            guard EVP_DecryptInit_ex(open, cipher, nil, k, nil) == 1 else { return openSSLError("EVP_DecryptInit_ex") }
-            // 12 is OpenSSL's default IV length for GCM; set it explicitly so it never depends on that.
-            guard pv_gcm_set_ivlen(seal, Int32(Self.nonceByteCount)) == 1,
-                  pv_gcm_set_ivlen(open, Int32(Self.nonceByteCount)) == 1
-            else { return openSSLError("EVP_CIPHER_CTX_ctrl(GCM_SET_IVLEN)") }
-            return nil
-        }
-        if let failure {
-            EVP_CIPHER_CTX_free(seal)
-            EVP_CIPHER_CTX_free(open)
-            throw failure
-        }
+        guard let cipher = fetched.pointer else { throw openSSLError("EVP_CIPHER_fetch(\(fetched.name))") }
         self.keyByteCount = key.count
-        self.sealContext = seal
-        self.openContext = open
+        self.key = key
+        self.cipher = cipher
+    }
+
+    /// Another instance under the same (already validated) key, with contexts of its own.
+    init(sameKeyAs other: AESGCMKey) {
+        self.keyByteCount = other.keyByteCount
+        self.key = other.key
+        self.cipher = other.cipher
     }
 
     deinit {
         // EVP_CIPHER_CTX_free cleanses the expanded key schedule.
-        EVP_CIPHER_CTX_free(sealContext)
-        EVP_CIPHER_CTX_free(openContext)
+        if let sealState { EVP_CIPHER_CTX_free(sealState) }
+        if let openState { EVP_CIPHER_CTX_free(openState) }
+    }
+
+    /// The keyed context for one direction, created (key expanded, IV length set) on first use.
+    @inline(__always)
+    private func context(sealing: Bool) throws(CryptoError) -> OpaquePointer {
+        if let ready = sealing ? sealState : openState { return ready }
+        return try makeContext(sealing: sealing)
+    }
+
+    private func makeContext(sealing: Bool) throws(CryptoError) -> OpaquePointer {
+        guard let ctx = EVP_CIPHER_CTX_new() else { throw openSSLError("EVP_CIPHER_CTX_new") }
+        let failure: CryptoError? = key.withBytes { keyBytes -> CryptoError? in
+            let k = keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            if sealing {
+                guard EVP_EncryptInit_ex(ctx, cipher, nil, k, nil) == 1 else { return openSSLError("EVP_EncryptInit_ex") }
+            } else {
+                guard EVP_DecryptInit_ex(ctx, cipher, nil, k, nil) == 1 else { return openSSLError("EVP_DecryptInit_ex") }
+            }
+            // 12 is OpenSSL's default IV length for GCM; set it explicitly so it never depends on that.
+            guard pv_gcm_set_ivlen(ctx, Int32(Self.nonceByteCount)) == 1 else { return openSSLError("EVP_CIPHER_CTX_ctrl(GCM_SET_IVLEN)") }
+            return nil
+        }
+        if let failure {
+            EVP_CIPHER_CTX_free(ctx)
+            throw failure
+        }
+        if sealing { sealState = ctx } else { openState = ctx }
+        return ctx
     }
 
     // MARK: Sealing
@@ -124,7 +164,7 @@ public final class AESGCMKey {
         guard plaintext.count <= Int(Int32.max), aad.count <= Int(Int32.max) else {
             throw .invalidInput("plaintext and associated data must each be smaller than 2 GiB")
         }
-        let ctx = sealContext
+        let ctx = try context(sealing: true)
         guard EVP_EncryptInit_ex(ctx, nil, nil, nil, nonce.assumingMemoryBound(to: UInt8.self)) == 1 else {
             throw openSSLError("EVP_EncryptInit_ex")
         }
@@ -192,7 +232,7 @@ public final class AESGCMKey {
         guard ciphertext.count <= Int(Int32.max), aad.count <= Int(Int32.max) else {
             throw .invalidInput("ciphertext and associated data must each be smaller than 2 GiB")
         }
-        let ctx = openContext
+        let ctx = try context(sealing: false)
         guard EVP_DecryptInit_ex(ctx, nil, nil, nil, nonce.assumingMemoryBound(to: UInt8.self)) == 1 else {
             throw openSSLError("EVP_DecryptInit_ex")
         }
@@ -220,4 +260,50 @@ public final class AESGCMKey {
             }
         }
     }
+}
+
+/// AES-GCM under one fixed key, for many threads at once (e.g. a store's key-encryption key,
+/// which every read uses to unwrap a subject's DEK).
+///
+/// Keeps a pool of ``AESGCMKey`` instances under the key: ``withKey(_:)`` lends one to a single
+/// caller (or makes a new one when all are busy) and takes it back afterwards, so the key is
+/// expanded once per pooled instance, not once per call. Every pooled instance, and with it
+/// every keyed cipher context, is owned by this object and freed (cleansed) in its `deinit`.
+///
+/// `@unchecked Sendable`: the pool array is only touched under `lock`, and a lent instance is
+/// used by one caller at a time (it must not escape `withKey`'s body).
+public final class SharedAESGCMKey: @unchecked Sendable {
+    /// Idle instances kept for reuse; extra ones made for a burst of callers are freed after use.
+    static let maximumIdle = 64
+
+    /// Key length in bytes: 16, 24 or 32.
+    public let keyByteCount: Int
+
+    private let template: AESGCMKey
+    private let lock = CryptoLock()
+    private var idle: [AESGCMKey] = []
+
+    /// Checks the key's length as ``AESGCMKey/init(_:)`` does.
+    public init(_ key: SecureBytes) throws(CryptoError) {
+        template = try AESGCMKey(key)
+        keyByteCount = key.count
+    }
+
+    /// Runs `body` with an ``AESGCMKey`` under this key that no other caller uses meanwhile.
+    /// `body` must not keep the instance beyond the call.
+    public func withKey<R, E: Error>(_ body: (AESGCMKey) throws(E) -> R) throws(E) -> R {
+        let key = lock.withLock { idle.popLast() } ?? AESGCMKey(sameKeyAs: template)
+        defer {
+            lock.withLock {
+                if idle.count < Self.maximumIdle { idle.append(key) }
+            }
+        }
+        return try body(key)
+    }
+
+    /// Number of idle pooled instances (for tests).
+    var idleCount: Int { lock.withLock { idle.count } }
+
+    /// The idle pooled instances (for tests that check they go away with the key).
+    func idleKeysForTesting() -> [AESGCMKey] { lock.withLock { idle } }
 }

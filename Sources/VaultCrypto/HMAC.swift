@@ -1,5 +1,17 @@
 internal import COpenSSL
 
+/// The "HMAC" `EVP_MAC`, fetched once for the process.
+///
+/// Fetching walks OpenSSL's provider method store under a global lock; doing it once instead
+/// of per key keeps that lock off the request path. `@unchecked Sendable`: a fetched algorithm
+/// is immutable and reference-counted atomically, and OpenSSL 3 allows sharing it between
+/// threads. It lives as long as the process (never freed).
+final class FetchedMAC: @unchecked Sendable {
+    static let hmac = FetchedMAC("HMAC")
+    let pointer: OpaquePointer?
+    private init(_ name: String) { pointer = EVP_MAC_fetch(nil, name, nil) }
+}
+
 /// HMAC-SHA256 under one fixed key, reusable for many messages.
 ///
 /// Owns one keyed `EVP_MAC_CTX` (OpenSSL "HMAC", digest SHA-256). Each ``mac(_:)-5zl0d``
@@ -7,22 +19,18 @@ internal import COpenSSL
 /// (measured faster than `EVP_MAC_CTX_dup` of a template per message: see docs).
 ///
 /// **Not thread-safe**: the context is mutated by every call. Use one instance per thread or
-/// task (deliberately not `Sendable`).
+/// task (deliberately not `Sendable`), or ``SharedHMACSHA256Key`` for a key many threads use.
 public final class HMACSHA256Key {
     /// Length of a full HMAC-SHA256 tag.
     public static let byteCount = 32
 
-    private let mac: OpaquePointer
-    private let context: OpaquePointer
+    let context: OpaquePointer
 
     /// Keys a MAC context. Any key length is accepted, including 0 (keys longer than the
     /// 64-byte block are hashed first, as RFC 2104 says).
     public init(_ key: SecureBytes) throws(CryptoError) {
-        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else { throw openSSLError("EVP_MAC_fetch(HMAC)") }
-        guard let context = EVP_MAC_CTX_new(mac) else {
-            EVP_MAC_free(mac)
-            throw openSSLError("EVP_MAC_CTX_new")
-        }
+        guard let mac = FetchedMAC.hmac.pointer else { throw openSSLError("EVP_MAC_fetch(HMAC)") }
+        guard let context = EVP_MAC_CTX_new(mac) else { throw openSSLError("EVP_MAC_CTX_new") }
         var placeholder: UInt8 = 0  // OpenSSL reads a NULL key as "keep the old key"; an empty key needs a real pointer
         let rc = key.withBytes { k in
             withUnsafePointer(to: &placeholder) { empty in
@@ -32,16 +40,18 @@ public final class HMACSHA256Key {
         guard rc == 1 else {
             let error = openSSLError("EVP_MAC_init(HMAC-SHA256)")
             EVP_MAC_CTX_free(context)
-            EVP_MAC_free(mac)
             throw error
         }
-        self.mac = mac
+        self.context = context
+    }
+
+    /// Adopts a keyed context (an `EVP_MAC_CTX_dup` of another key's); frees it in `deinit`.
+    init(adopting context: OpaquePointer) {
         self.context = context
     }
 
     deinit {
-        EVP_MAC_CTX_free(context)  // cleanses the keyed state
-        EVP_MAC_free(mac)
+        EVP_MAC_CTX_free(context)  // cleanses the keyed state (the key copy and the pad digests)
     }
 
     /// The 32-byte HMAC-SHA256 of `message`.
@@ -75,6 +85,92 @@ public final class HMACSHA256Key {
         guard EVP_MAC_final(context, out, &length, Self.byteCount) == 1, length == Self.byteCount else {
             preconditionFailure("\(openSSLError("EVP_MAC_final"))")
         }
+    }
+
+    /// A new, independent instance under the same key (`EVP_MAC_CTX_dup`: copies the keyed
+    /// pad state, no key schedule or algorithm fetch). Reads this context only.
+    func duplicate() -> HMACSHA256Key {
+        guard let copy = EVP_MAC_CTX_dup(context) else { preconditionFailure("\(openSSLError("EVP_MAC_CTX_dup"))") }
+        return HMACSHA256Key(adopting: copy)
+    }
+}
+
+/// HMAC-SHA256 under one fixed key, for many threads at once (e.g. a store's pseudonym key,
+/// used by every request).
+///
+/// Keeps a keyed template context, set up once, and a pool of working contexts duplicated from
+/// it (`EVP_MAC_CTX_dup`): a call borrows an idle one (or duplicates a new one), re-initialises
+/// it for the message and returns it to the pool. So no call fetches the algorithm, allocates a
+/// context or re-derives the pads once the pool has warmed up to the number of concurrent callers.
+///
+/// Every context holding key material is owned by this object and freed (cleansed by
+/// `EVP_MAC_CTX_free`) in its `deinit`: nothing keyed outlives the key object. A borrowed
+/// context never leaves `mac(_:)`, which keeps the object alive while it runs.
+///
+/// `@unchecked Sendable`: the template is only read (duplicated), and only under `lock`; the
+/// pool array is only touched under `lock`; a borrowed context is used by one thread at a time.
+public final class SharedHMACSHA256Key: @unchecked Sendable {
+    /// Idle contexts kept for reuse; more concurrent callers than this still work, their extra
+    /// contexts are freed after use.
+    static let maximumIdle = 64
+
+    private let template: HMACSHA256Key
+    private let lock = CryptoLock()
+    private var idle: [HMACSHA256Key] = []
+
+    /// Keys the template context; the same key lengths as ``HMACSHA256Key/init(_:)``.
+    public init(_ key: SecureBytes) throws(CryptoError) {
+        template = try HMACSHA256Key(key)
+    }
+
+    /// The 32-byte HMAC-SHA256 of `message`. Safe to call from any number of threads at once.
+    public func mac(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+        let context = borrow()
+        defer { giveBack(context) }
+        return context.mac(message)
+    }
+
+    /// The 32-byte HMAC-SHA256 of `message`.
+    public func mac(_ message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { mac($0) }
+    }
+
+    /// Number of idle pooled contexts (for tests).
+    var idleCount: Int { lock.withLock { idle.count } }
+
+    /// The idle pooled contexts (for tests that check they go away with the key).
+    func idleContextsForTesting() -> [HMACSHA256Key] { lock.withLock { idle } }
+
+    private func borrow() -> HMACSHA256Key {
+        lock.withLock { idle.popLast() ?? template.duplicate() }
+    }
+
+    /// Returns a context to the pool; one beyond ``maximumIdle`` is freed (and cleansed) when
+    /// the caller's reference goes.
+    private func giveBack(_ context: HMACSHA256Key) {
+        lock.withLock {
+            if idle.count < Self.maximumIdle { idle.append(context) }
+        }
+    }
+}
+
+/// A mutex from OpenSSL (`CRYPTO_THREAD_lock_new`), so VaultCrypto needs no Foundation.
+/// `@unchecked Sendable`: it is a lock.
+final class CryptoLock: @unchecked Sendable {
+    private let lock: UnsafeMutableRawPointer
+
+    init() {
+        guard let lock = CRYPTO_THREAD_lock_new() else { preconditionFailure("CRYPTO_THREAD_lock_new failed") }
+        self.lock = lock
+    }
+
+    deinit { CRYPTO_THREAD_lock_free(lock) }
+
+    @inline(__always)
+    func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        guard CRYPTO_THREAD_write_lock(lock) == 1 else { preconditionFailure("CRYPTO_THREAD_write_lock failed") }
+        defer { CRYPTO_THREAD_unlock(lock) }
+        return try body()
     }
 }
 

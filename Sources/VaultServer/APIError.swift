@@ -35,6 +35,9 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
             case .configuration, .internalFailure: return APIError(.internalServerError, "internal error")
             }
+        case is CancellationError:
+            // The request's task was cancelled (its time limit, or the server shutting down).
+            return APIError(.serviceUnavailable, "request cancelled")
         case let e as any HTTPResponseError:
             switch e.status {
             case .contentTooLarge: return APIError(.contentTooLarge, "request body too large")

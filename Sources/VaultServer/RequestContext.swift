@@ -9,8 +9,12 @@ public struct VaultRequestContext: RequestContext {
     public var identity: TokenIdentity?
     /// Why `identity` is nil (for the 401 answer of a route that needs a token).
     public var authProblem: String = "missing bearer token (Authorization: Bearer TOKEN)"
-    /// This request's id, also sent back as the `x-request-id` header.
+    /// This request's id (the client's sane `x-request-id`, or a new one), also sent back as the
+    /// `x-request-id` header and recorded in the request's audit entries.
     public var requestID: String = ""
+    /// True when the request carried a bearer token but the tokens file is unusable right now
+    /// (``ReloadingTokenFile`` fails closed): routes that need a token answer 503.
+    public var tokensUnavailable = false
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -24,6 +24,13 @@ public struct ServiceOptions: Sendable {
     public var scratchDirectory: String?
     /// Seconds before an idle connection is closed.
     public var idleTimeoutSeconds: Int64 = 60
+    /// The time limit of one request, body included (`serve --request-timeout`): past it the
+    /// answer is 503 `request timed out`, while work already handed to the store may still
+    /// finish (docs/http.md). nil: no limit.
+    public var requestTimeout: Duration? = .seconds(30)
+    /// How often, at most, the tokens file is checked for a change (one `stat`); a changed file
+    /// is reread before the next request's token is checked.
+    public var tokensCheckInterval: Duration = .seconds(1)
 
     public init() {}
 }
@@ -52,13 +59,32 @@ public enum VaultRoutes {
 /// and role, so it passes the same gate, consent checks, budget and audit log as the CLI.
 ///
 /// Tests call this and `app.test(.router)`; ``buildApplication(vault:tokens:host:port:options:metrics:logger:)`` adds the socket.
+///
+/// The tokens file is reread when it changes on disk (checked at most every
+/// ``ServiceOptions/tokensCheckInterval``), starting from `tokens`.
 public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions = ServiceOptions(),
+                        metrics: ServiceMetrics = ServiceMetrics(),
+                        logger: Logger = Logger(label: "profilevault.http")) -> Router<VaultRequestContext> {
+    buildRouter(vault: vault, tokens: ReloadingTokenFile(tokens, checkEvery: options.tokensCheckInterval, logger: logger),
+                options: options, metrics: metrics, logger: logger)
+}
+
+/// As the `TokenFile` form, over a ``ReloadingTokenFile`` the caller keeps (e.g. to reload it
+/// on SIGHUP).
+public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: ServiceOptions = ServiceOptions(),
                         metrics: ServiceMetrics = ServiceMetrics(),
                         logger: Logger = Logger(label: "profilevault.http")) -> Router<VaultRequestContext> {
     let service = VaultService(vault: vault, options: options, metrics: metrics)
     let router = Router(context: VaultRequestContext.self)
     // Middleware first: Hummingbird wraps each route with the middlewares added before it.
-    router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger))
+    // Client messages never show where the server keeps its files.
+    let c = vault.configuration
+    let serverPaths: [(path: String, replacement: String)] = [
+        (vault.policy.file, "the policy"), (vault.schema.file, "the schema"), (c.policyDirectory, "the policy directory"),
+        (c.storePath, "the store"), (c.keysPath, "the keyring"), (tokens.path, "the tokens file"),
+    ]
+    router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger,
+                                             requestTimeout: options.requestTimeout, serverPaths: serverPaths))
 
     router.get("/healthz") { _, _ in try await service.health() }
     router.get("/metrics") { _, _ in await service.metricsText() }
@@ -178,6 +204,15 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
 public func buildApplication(vault: Vault, tokens: TokenFile, host: String, port: Int, options: ServiceOptions = ServiceOptions(),
                              metrics: ServiceMetrics = ServiceMetrics(),
                              logger: Logger = Logger(label: "profilevault.http")) -> some ApplicationProtocol {
+    buildApplication(vault: vault, tokens: ReloadingTokenFile(tokens, checkEvery: options.tokensCheckInterval, logger: logger),
+                     host: host, port: port, options: options, metrics: metrics, logger: logger)
+}
+
+/// As the `TokenFile` form, over a ``ReloadingTokenFile`` the caller keeps (`serve` rereads it
+/// on SIGHUP).
+public func buildApplication(vault: Vault, tokens: ReloadingTokenFile, host: String, port: Int, options: ServiceOptions = ServiceOptions(),
+                             metrics: ServiceMetrics = ServiceMetrics(),
+                             logger: Logger = Logger(label: "profilevault.http")) -> some ApplicationProtocol {
     let router = buildRouter(vault: vault, tokens: tokens, options: options, metrics: metrics, logger: logger)
     return Application(
         router: router,
@@ -209,11 +244,15 @@ final class VaultService: Sendable {
         }
     }
 
-    /// The request's vault: 401 without a valid token; 403 (audited as denied) when the token's
-    /// role lacks `permission`. The vault checks the permission again in each operation.
+    /// The request's vault: 401 without a valid token (503 while the tokens file is unusable);
+    /// 403 (audited as denied) when the token's role lacks `permission`. The vault checks the
+    /// permission again in each operation. Its audit entries carry the request's id.
     func vault(_ context: VaultRequestContext, permission: String, action: String) async throws -> Vault {
-        guard let id = context.identity else { throw APIError(.unauthorized, context.authProblem) }
-        let v = base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role))
+        guard let id = context.identity else {
+            if context.tokensUnavailable { throw APIError(.serviceUnavailable, "tokens cannot be checked right now; try again later") }
+            throw APIError(.unauthorized, context.authProblem)
+        }
+        let v = base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role), requestID: context.requestID)
         if !v.permits(permission) {
             try await blocking { try v.authorize(permission, action: action) }
             throw VaultError(.denied, "role \(id.role) may not \(permission)")   // authorize always throws here
@@ -373,11 +412,63 @@ func whereValues(_ text: String?) -> [String] {
 }
 
 /// Runs blocking store work (SQLite, OpenSSL) off the concurrency pool's threads.
+///
+/// When the calling task is cancelled (its request's time limit passed), this returns at once
+/// with `CancellationError`; `body`, once started, still runs to its end on its queue (a store
+/// operation is not interrupted half-way), and its result is dropped. A body not yet started
+/// when the task is cancelled is not started.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try body() })
+    let once = ResumeOnce<T>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            guard once.attach(continuation) else { return }   // already cancelled: resumed with CancellationError
+            DispatchQueue.global().async {
+                guard once.isPending else { return }
+                once.resume(with: Result { try body() })
+            }
         }
+    } onCancel: {
+        once.resume(with: .failure(CancellationError()))
+    }
+}
+
+/// A continuation resumed exactly once, by whichever comes first: the work's result or the
+/// task's cancellation.
+/// `@unchecked Sendable`: every stored property is only touched under `lock`.
+final class ResumeOnce<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, any Error>?
+    private var early: Result<T, any Error>?
+    private var finished = false
+
+    /// Attaches the continuation; false (and resumed at once) when a result came first.
+    func attach(_ c: CheckedContinuation<T, any Error>) -> Bool {
+        lock.lock()
+        if let early {
+            finished = true
+            lock.unlock()
+            c.resume(with: early)
+            return false
+        }
+        continuation = c
+        lock.unlock()
+        return true
+    }
+
+    var isPending: Bool { lock.withLock { !finished } }
+
+    func resume(with result: Result<T, any Error>) {
+        lock.lock()
+        guard !finished else { lock.unlock(); return }
+        guard let c = continuation else {
+            if early == nil { early = result }   // cancelled before the continuation existed
+            lock.unlock()
+            return
+        }
+        finished = true
+        continuation = nil
+        lock.unlock()
+        c.resume(with: result)
     }
 }
 

@@ -5,36 +5,67 @@ import VaultStore
 
 /// The one middleware of the service, outermost on every route (and on "no such route"):
 ///
-/// 1. gives the request an id (`x-request-id` on the answer);
-/// 2. resolves the bearer token, if any, to an identity (routes decide whether they need one);
-/// 3. turns every error into a JSON `{"error"}` answer (``APIError/from(_:)``);
-/// 4. records the request in the metrics and writes one log line: method, route template,
+/// 1. gives the request an id: the client's `x-request-id` when it is sane (1 to 64 characters
+///    of `A-Z a-z 0-9 . _ -`), else a new UUID; sent back as `x-request-id`, logged, and
+///    recorded in every audit entry the request writes;
+/// 2. resolves the bearer token, if any, to an identity (routes decide whether they need one)
+///    against the tokens file as it is now (``ReloadingTokenFile``);
+/// 3. gives the rest of the request a time limit (``ServiceOptions/requestTimeout``): past it,
+///    the answer is 503 `request timed out` (the work may still finish; see docs/http.md);
+/// 4. turns every error into a JSON `{"error"}` answer (``APIError/from(_:)``), with the
+///    server's own file paths (policy, schema, store, keyring) replaced by what they are;
+/// 5. records the request in the metrics and writes one log line: method, route template,
 ///    status, duration, request id, actor. Never the path, query, body or a customer ID.
 public struct ServiceMiddleware: RouterMiddleware {
     public typealias Context = VaultRequestContext
-    let tokens: TokenFile
+    let tokens: ReloadingTokenFile
     let metrics: ServiceMetrics
     let logger: Logger
+    let requestTimeout: Duration?
+    /// (server path, what to say instead) pairs, longest path first.
+    let serverPaths: [(path: String, replacement: String)]
 
+    /// A middleware over a tokens file that is reread when it changes (checked at most once per
+    /// second), with no time limit and no server paths to hide.
     public init(tokens: TokenFile, metrics: ServiceMetrics, logger: Logger) {
+        self.init(tokens: ReloadingTokenFile(tokens, logger: logger), metrics: metrics, logger: logger)
+    }
+
+    /// - Parameters:
+    ///   - requestTimeout: the time limit of a request (nil: none).
+    ///   - serverPaths: paths on the server that client messages must not show, each with what
+    ///     to say instead (e.g. the policy file's path and `the policy`). Paths without a `/`
+    ///     are ignored (too likely to be ordinary words).
+    public init(tokens: ReloadingTokenFile, metrics: ServiceMetrics, logger: Logger, requestTimeout: Duration? = nil,
+                serverPaths: [(path: String, replacement: String)] = []) {
         self.tokens = tokens
         self.metrics = metrics
         self.logger = logger
+        self.requestTimeout = requestTimeout
+        self.serverPaths = serverPaths.filter { $0.path.contains("/") && $0.path.count >= 4 }
+            .sorted { $0.path.count > $1.path.count }
     }
+
+    static let requestIDHeader = HTTPFields.Element.Name("x-request-id")!
+    static let timedOutMessage = "request timed out"
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let clock = ContinuousClock()
         let start = clock.now
         var context = context
-        let requestID = UUID().uuidString.lowercased()
+        let requestID = Self.requestID(fromHeader: request.headers[Self.requestIDHeader])
         context.requestID = requestID
         if let header = request.headers[.authorization] {
             let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             if parts.count == 2, parts[0].lowercased() == "bearer" {
-                if let id = tokens.identity(forToken: parts[1].trimmingCharacters(in: .whitespaces)) {
-                    context.identity = id
+                if let file = tokens.current() {
+                    if let id = file.identity(forToken: parts[1].trimmingCharacters(in: .whitespaces)) {
+                        context.identity = id
+                    } else {
+                        context.authProblem = "unknown token"
+                    }
                 } else {
-                    context.authProblem = "unknown token"
+                    context.tokensUnavailable = true
                 }
             } else {
                 context.authProblem = "the Authorization header is not of the form: Bearer TOKEN"
@@ -43,19 +74,27 @@ public struct ServiceMiddleware: RouterMiddleware {
         var response: Response
         var failure: APIError?
         do {
-            response = try await next(request, context)
+            if let requestTimeout {
+                let routeContext = context
+                response = try await withTimeLimit(requestTimeout) { try await next(request, routeContext) }
+            } else {
+                response = try await next(request, context)
+            }
         } catch {
-            let e = APIError.from(error)
+            var e = APIError.from(error)
+            if e.status.code < 500 { e.message = withoutServerPaths(e.message) }
             failure = e
             response = e.response(requestID: requestID)
-            if e.status.code >= 500 {
+            if e.status == .serviceUnavailable, e.message == Self.timedOutMessage {
+                logger.warning("request timed out; its work may still complete", metadata: ["request_id": .string(requestID)])
+            } else if e.status.code >= 500 {
                 // The error's kind only: messages of lower layers are not vetted for the log.
                 var kind = String(describing: type(of: error))
                 if let v = error as? VaultError { kind = "VaultError." + v.kind.rawValue }
                 logger.error("request failed", metadata: ["request_id": .string(requestID), "error_type": .string(kind)])
             }
         }
-        response.headers[HTTPFields.Element.Name("x-request-id")!] = requestID
+        response.headers[Self.requestIDHeader] = requestID
         let elapsed = clock.now - start
         let route = Self.routeLabel(context.endpointPath)
         metrics.record(route: route, method: request.method.rawValue, status: Int(response.status.code), duration: elapsed)
@@ -75,10 +114,74 @@ public struct ServiceMiddleware: RouterMiddleware {
         return response
     }
 
+    /// The client's request id when it is sane (1 to 64 characters, each `A-Z a-z 0-9 . _ -`),
+    /// else a new random one (a lowercase UUID). Anything else in the header is ignored: it
+    /// goes into logs and the audit log, so it may not carry spaces, quotes or control bytes.
+    static func requestID(fromHeader value: String?) -> String {
+        if let value, isSaneRequestID(value) { return value }
+        return UUID().uuidString.lowercased()
+    }
+
+    static func isSaneRequestID(_ value: String) -> Bool {
+        let bytes = value.utf8
+        guard (1...64).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
+    /// `message` with each of the server's paths replaced by what it is.
+    func withoutServerPaths(_ message: String) -> String {
+        var m = message
+        for (path, replacement) in serverPaths where m.contains(path) {
+            m = m.replacingOccurrences(of: path, with: replacement)
+        }
+        return m
+    }
+
     /// The route template, or `unmatched`: never the request's own path, which may carry a
     /// customer ID.
     static func routeLabel(_ endpoint: String?) -> String {
         guard let endpoint, endpoint != "NotFound" else { return "unmatched" }
         return endpoint
     }
+}
+
+/// Runs `operation` under a time limit: its answer when it finishes within `limit`, else
+/// `APIError(503, "request timed out")` as soon as the limit passes.
+///
+/// The operation runs in a child task that is cancelled at the limit. Work it handed to
+/// ``blocking(_:)`` (store and crypto work on a dispatch queue) is not interrupted: that child
+/// returns at once, and the work finishes in the background, its result discarded. So a
+/// timed-out request may still have taken effect (docs/http.md, "Time limit").
+func withTimeLimit<T: Sendable>(_ limit: Duration, _ operation: () async throws -> T) async throws -> T {
+    try await withoutActuallyEscaping(operation) { escapable in
+        let box = UncheckedSendableOperation(escapable)
+        return try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await box.operation() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw APIError(.serviceUnavailable, ServiceMiddleware.timedOutMessage)
+            }
+            // Whichever finishes first decides; the other is cancelled, and the group waits for it
+            // (briefly: both children return promptly when cancelled) before the closure escapes.
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+}
+
+/// Carries the route's closure into the time limit's child task.
+/// `@unchecked Sendable`: the closure is called once, by that one child task, while the task
+/// that owns it waits for the group; it does not outlive `withTimeLimit` (checked at run time
+/// by `withoutActuallyEscaping`).
+struct UncheckedSendableOperation<T>: @unchecked Sendable {
+    let operation: () async throws -> T
+    init(_ operation: @escaping () async throws -> T) { self.operation = operation }
 }

@@ -1,4 +1,5 @@
 import Foundation
+public import Logging
 import VaultStore
 import VaultAudit
 import VaultCrypto
@@ -55,10 +56,12 @@ public struct TokenFile: Sendable {
     /// regular file or whose mode grants anything to group or others. Every problem is a
     /// configuration error naming the file (exit 78 on the CLI).
     public static func load(path: String) throws -> TokenFile {
-        guard let file = try loadIfPresent(path: path) else {
-            throw VaultError(.configuration, "tokens file \(path): no such file (create one with: profilectl tokens add --tokens \(path) --actor NAME --role ROLE)")
-        }
+        guard let file = try loadIfPresent(path: path) else { throw missing(path: path) }
         return file
+    }
+
+    static func missing(path: String) -> VaultError {
+        VaultError(.configuration, "tokens file \(path): no such file (create one with: profilectl tokens add --tokens \(path) --actor NAME --role ROLE)")
     }
 
     /// Like ``load(path:)``, but an absent file is an empty token file (for `tokens add`).
@@ -67,6 +70,12 @@ public struct TokenFile: Sendable {
     }
 
     static func loadIfPresent(path: String) throws -> TokenFile? {
+        try loadIfPresentWithVersion(path: path)?.file
+    }
+
+    /// Like ``loadIfPresent(path:)``, with the ``FileVersion`` of the bytes it read (from the
+    /// same open file), so a reload can tell whether the file changed since.
+    static func loadIfPresentWithVersion(path: String) throws -> (file: TokenFile, version: FileVersion)? {
         func fail(_ reason: String) -> VaultError { VaultError(.configuration, "tokens file \(path): \(reason)") }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 {
@@ -77,6 +86,7 @@ public struct TokenFile: Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw fail("cannot stat: \(String(cString: strerror(errno)))") }
+        let version = FileVersion(st)
         let mode = UInt32(st.st_mode)
         guard mode & 0o170000 == 0o100000 else { throw fail("is not a regular file") }
         let permissions = mode & 0o7777
@@ -97,7 +107,7 @@ public struct TokenFile: Sendable {
             offset += n
         }
         bytes.removeSubrange(offset...)
-        return TokenFile(path: path, entries: try parse(bytes, fail: fail))
+        return (TokenFile(path: path, entries: try parse(bytes, fail: fail)), version)
     }
 
     static func parse(_ bytes: [UInt8], fail: (String) -> VaultError) throws -> [Entry] {
@@ -236,5 +246,133 @@ public struct TokenFile: Sendable {
             i += 2
         }
         return out
+    }
+}
+
+/// What identifies one version of a file without reading it: device, inode (an atomic rewrite
+/// by rename gives a new one), size, modification and status-change times (a `chmod` changes
+/// the latter), and mode.
+struct FileVersion: Equatable, Sendable {
+    var device: UInt64, inode: UInt64, size: Int64, mode: UInt32
+    var modified: Int64, modifiedNanoseconds: Int
+    var changed: Int64, changedNanoseconds: Int
+
+    init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        mode = UInt32(st.st_mode)
+        modified = Int64(st.st_mtim.tv_sec)
+        modifiedNanoseconds = Int(st.st_mtim.tv_nsec)
+        changed = Int64(st.st_ctim.tv_sec)
+        changedNanoseconds = Int(st.st_ctim.tv_nsec)
+    }
+
+    /// The version of the file at `path` now; nil when there is none (or it cannot be stat'ed).
+    static func current(path: String) -> FileVersion? {
+        var st = stat()
+        return stat(path, &st) == 0 ? FileVersion(st) : nil
+    }
+}
+
+/// The service's tokens, reread from the tokens file when it changes, so `profilectl tokens add`
+/// (or removing an entry) takes effect without a restart.
+///
+/// ``current()`` looks at the file's ``FileVersion`` (one `stat`) at most once per `checkEvery`
+/// (1 s in the service), and rereads it when it changed; ``reload()`` rereads it at once (the
+/// service calls it on SIGHUP). A reread applies every check ``TokenFile/load(path:)`` makes.
+///
+/// It fails closed: when the file is gone, unreadable, not valid, or readable by group or
+/// others, no token is accepted (``current()`` answers nil and the service answers 503 to routes
+/// that need a token) until a later version of the file loads; each such change is logged. The
+/// previous tokens are not kept: a file that was made readable by others may have leaked its
+/// hashes, and a token someone removed must stop working even if the edit broke the file.
+///
+/// `@unchecked Sendable`: `file`, `version` and `lastCheck` are only touched under `lock`;
+/// rereads are serialised by `reloadLock`.
+public final class ReloadingTokenFile: @unchecked Sendable {
+    public let path: String
+    let checkEvery: Duration
+    let logger: Logger
+    private let lock = NSLock()
+    private let reloadLock = NSLock()
+    private var file: TokenFile?
+    private var version: FileVersion?
+    private var lastCheck: ContinuousClock.Instant
+
+    /// Loads the file now (throws as ``TokenFile/load(path:)`` does: the service does not start
+    /// with an unusable tokens file).
+    public convenience init(path: String, checkEvery: Duration = .seconds(1), logger: Logger) throws {
+        guard let (file, version) = try TokenFile.loadIfPresentWithVersion(path: path) else { throw TokenFile.missing(path: path) }
+        self.init(file, version: version, checkEvery: checkEvery, logger: logger)
+    }
+
+    /// Starts from an already loaded file, taken to be the version of `file.path` on disk now
+    /// (or, when there is none, an in-memory file kept until one appears).
+    public convenience init(_ file: TokenFile, checkEvery: Duration = .seconds(1), logger: Logger) {
+        self.init(file, version: FileVersion.current(path: file.path), checkEvery: checkEvery, logger: logger)
+    }
+
+    init(_ file: TokenFile, version: FileVersion?, checkEvery: Duration, logger: Logger) {
+        self.path = file.path
+        self.file = file
+        self.version = version
+        self.checkEvery = checkEvery
+        self.logger = logger
+        self.lastCheck = ContinuousClock.now
+    }
+
+    /// The tokens to check a request against, after rereading the file if it is due and
+    /// changed; nil while the file is unusable (fail closed).
+    public func current() -> TokenFile? {
+        let now = ContinuousClock.now
+        let due: Bool = lock.withLock {
+            guard now - lastCheck >= checkEvery else { return false }
+            lastCheck = now
+            return true
+        }
+        if due { reload(force: false) }
+        return lock.withLock { file }
+    }
+
+    /// Rereads the file now, changed or not (SIGHUP). Returns whether tokens are usable after it.
+    @discardableResult
+    public func reload() -> Bool {
+        reload(force: true)
+        return lock.withLock { file != nil }
+    }
+
+    private func reload(force: Bool) {
+        reloadLock.lock()
+        defer { reloadLock.unlock() }
+        let seen = FileVersion.current(path: path)
+        // Unchanged: nothing to do, whether that version loaded or was refused (it is not
+        // retried, or logged again, until it changes).
+        if !force && seen == lock.withLock({ version }) { return }
+        var fresh: TokenFile?
+        var freshVersion = seen
+        var problem: String?
+        do {
+            if let (f, v) = try TokenFile.loadIfPresentWithVersion(path: path) {
+                fresh = f
+                freshVersion = v
+            } else {
+                problem = "tokens file \(path): no such file"
+            }
+        } catch let e as VaultError {
+            problem = e.message
+        } catch {
+            problem = "tokens file \(path): \(error)"
+        }
+        lock.withLock {
+            file = fresh
+            version = freshVersion
+        }
+        if let fresh {
+            logger.info("tokens file reloaded", metadata: ["tokens": .stringConvertible(fresh.entries.count)])
+        } else {
+            logger.error("tokens file unusable: no token is accepted until it is fixed",
+                         metadata: ["reason": .string(problem ?? "unknown")])
+        }
     }
 }

@@ -12,14 +12,25 @@ import Glibc
 /// fixed at `init`: pseudonyms must never change, or lookups and the suppression list break.
 /// KEKs come from every version of the keyring that is not retired; new DEKs are wrapped with
 /// the keyring's active version.
+///
+/// The keys every request uses are also held ready for use from many threads at once
+/// (``SharedHMACSHA256Key``, ``SharedAESGCMKey``): keyed once here instead of once per call.
+/// They belong to this value: when a keyring reload replaces it (``KeyBox/replace(_:)``) and the
+/// last reader lets go, their OpenSSL contexts are freed and cleansed with it.
 struct StoreKeys: Sendable {
     let identityVersion: UInt32
     let activeKEKVersion: UInt32
     let keks: [UInt32: SecureBytes]
+    /// The KEKs again, keyed for AES-GCM (unwrapping a DEK on every read).
+    let kekCiphers: [UInt32: SharedAESGCMKey]
     let pseudonym: SecureBytes
+    /// The pseudonym key, keyed for HMAC (one pseudonym per request).
+    let pseudonymMAC: SharedHMACSHA256Key
     /// Blind-index key per lookup field name: one key per field, so equal values in two fields
     /// do not produce equal index entries.
     let blindIndex: [String: SecureBytes]
+    /// The blind-index keys again, keyed for HMAC (lookups).
+    let blindIndexMACs: [String: SharedHMACSHA256Key]
     /// Signs audit checkpoints; derived from the identity version like the pseudonym key.
     let auditSigning: Ed25519PrivateKey
 
@@ -27,16 +38,25 @@ struct StoreKeys: Sendable {
         self.identityVersion = identityVersion
         self.activeKEKVersion = keyring.active
         var keks: [UInt32: SecureBytes] = [:]
+        var ciphers: [UInt32: SharedAESGCMKey] = [:]
         for v in keyring.versions where !keyring.isRetired(v) {
-            keks[v] = try keyring.derive(.kek, version: v)
+            let k = try keyring.derive(.kek, version: v)
+            keks[v] = k
+            ciphers[v] = try SharedAESGCMKey(k)
         }
         self.keks = keks
+        self.kekCiphers = ciphers
         self.pseudonym = try keyring.derive(.pseudonym, version: identityVersion)
+        self.pseudonymMAC = try SharedHMACSHA256Key(pseudonym)
         var bi: [String: SecureBytes] = [:]
+        var biMACs: [String: SharedHMACSHA256Key] = [:]
         for f in schema.fields where f.pii && f.lookup {
-            bi[f.name] = try keyring.derive(.blindIndex(field: f.name), version: identityVersion)
+            let k = try keyring.derive(.blindIndex(field: f.name), version: identityVersion)
+            bi[f.name] = k
+            biMACs[f.name] = try SharedHMACSHA256Key(k)
         }
         self.blindIndex = bi
+        self.blindIndexMACs = biMACs
         self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
     }
 
@@ -73,10 +93,21 @@ final class KeyBox: @unchecked Sendable {
     func kek(_ version: UInt32) -> SecureBytes? {
         let keys = current
         if let k = keys.keks[version] { return k }
+        return reloaded(identityVersion: keys.identityVersion)?.keks[version]
+    }
+
+    /// The KEK of `version` keyed for AES-GCM, with the same reload as ``kek(_:)``.
+    func kekCipher(_ version: UInt32) -> SharedAESGCMKey? {
+        let keys = current
+        if let k = keys.kekCiphers[version] { return k }
+        return reloaded(identityVersion: keys.identityVersion)?.kekCiphers[version]
+    }
+
+    private func reloaded(identityVersion: UInt32) -> StoreKeys? {
         guard let path = keyringPath, let ring = try? Keyring.load(path: path),
-              let fresh = try? StoreKeys(keyring: ring, identityVersion: keys.identityVersion, schema: schema) else { return nil }
+              let fresh = try? StoreKeys(keyring: ring, identityVersion: identityVersion, schema: schema) else { return nil }
         replace(fresh)
-        return fresh.keks[version]
+        return fresh
     }
 
     func replace(_ keys: StoreKeys) {

@@ -7,22 +7,27 @@ import VaultStore
 
 /// `serve --listen HOST:PORT --tokens FILE`: the HTTP service (SPEC §8) over the store named by
 /// the global options. Logs go to stderr; SIGTERM or SIGINT stops accepting connections, lets
-/// in-flight requests finish and closes the store.
+/// in-flight requests finish and closes the store. The tokens file is reread when it changes
+/// (checked at most once a second) and on SIGHUP.
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the HTTP service (JSON over HTTP, bearer tokens mapped to actor and role).",
-        discussion: "Routes and bodies: docs/http.md and docs/openapi.yaml. Create tokens with `profilectl tokens add`.")
+        discussion: "Routes and bodies: docs/http.md and docs/openapi.yaml. Create tokens with `profilectl tokens add`; the service rereads the tokens file when it changes (and on SIGHUP).")
 
     @OptionGroup var options: GlobalOptions
     @Option(help: "Address to listen on, HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080).") var listen = "127.0.0.1:8080"
     @Option(help: "The tokens file (from `profilectl tokens add`).") var tokens: String
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(name: .customLong("max-body-bytes"), help: "Largest ingest body in bytes (413 above it).") var maxBodyBytes = 16 << 20
+    @Option(name: .customLong("request-timeout"), help: "Seconds a request may run before it is answered 503 (its work may still finish).") var requestTimeout: Double = 30
 
     func validate() throws {
         _ = try Self.parseListen(listen)
         if let logLevel, Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel): not a log level") }
         guard maxBodyBytes >= 1024 && maxBodyBytes <= 1 << 30 else { throw ValidationError("--max-body-bytes must be between 1024 and 1073741824") }
+        guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 86_400 else {
+            throw ValidationError("--request-timeout must be between 0.001 and 86400 seconds")
+        }
     }
 
     static func parseListen(_ text: String) throws -> (host: String, port: Int) {
@@ -37,16 +42,23 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let (host, port) = try Self.parseListen(listen)
-        let tokenFile = try TokenFile.load(path: tokens)
-        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
-                                                      policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
         var logger = Logger(label: "profilevault.http")
         logger.logLevel = logLevel.flatMap(Logger.Level.init(rawValue:))
             ?? ProcessInfo.processInfo.environment["PROFILEVAULT_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         var serviceOptions = ServiceOptions()
         serviceOptions.maxIngestBodyBytes = maxBodyBytes
+        serviceOptions.requestTimeout = .milliseconds(Int64((requestTimeout * 1000).rounded()))
+        let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
+        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
+                                                      policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
+        // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { tokenFile.reload() }
+        hangup.resume()
+        defer { hangup.cancel() }
         let app = buildApplication(vault: vault, tokens: tokenFile, host: host, port: port, options: serviceOptions, logger: logger)
-        logger.info("serving", metadata: ["listen": .string("\(host):\(port)"), "tokens": .stringConvertible(tokenFile.identities.count)])
+        logger.info("serving", metadata: ["listen": .string("\(host):\(port)"), "tokens": .stringConvertible(tokenFile.current()?.identities.count ?? 0)])
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         Task {

@@ -55,6 +55,12 @@ struct WycheproofTests {
                     #expect(sealed.ciphertext == ct, "tcId \(v.tcId): ciphertext")
                     #expect(sealed.tag == tag, "tcId \(v.tcId): tag")
                     #expect(try key.open(ct, tag: tag, nonce: iv, aad: aad) == msg, "tcId \(v.tcId): open")
+                    // A fresh key whose first use is an open (its sealing context is never made),
+                    // and the shared (pooled) key, give the same answers.
+                    #expect(try AESGCMKey(SecureBytes(hexBytes(v.key))).open(ct, tag: tag, nonce: iv, aad: aad) == msg, "tcId \(v.tcId): open first")
+                    let shared = try SharedAESGCMKey(SecureBytes(hexBytes(v.key)))
+                    #expect(try shared.withKey { try $0.open(ct, tag: tag, nonce: iv, aad: aad) } == msg, "tcId \(v.tcId): shared open")
+                    #expect(try shared.withKey { try $0.seal(msg, nonce: iv, aad: aad) }.tag == tag, "tcId \(v.tcId): shared seal")
                     var appended: [UInt8] = [0xAA]
                     try msg.withUnsafeBytes { m in
                         try iv.withUnsafeBytes { n in
@@ -66,6 +72,9 @@ struct WycheproofTests {
                     invalid += 1
                     #expect(throws: CryptoError.authenticationFailed, "tcId \(v.tcId) (\(v.comment)) must be rejected") {
                         try key.open(ct, tag: tag, nonce: iv, aad: aad)
+                    }
+                    #expect(throws: CryptoError.authenticationFailed, "tcId \(v.tcId): shared open must reject") {
+                        try SharedAESGCMKey(SecureBytes(hexBytes(v.key))).withKey { try $0.open(ct, tag: tag, nonce: iv, aad: aad) }
                     }
                 }
             }
@@ -85,6 +94,10 @@ struct WycheproofTests {
                 let key = try HMACSHA256Key(SecureBytes(hexBytes(v.key)))
                 let mac = key.mac(hexBytes(v.msg))
                 #expect(mac.count == 32)
+                // The shared key (a duplicated template context) gives the same MAC, twice.
+                let shared = try SharedHMACSHA256Key(SecureBytes(hexBytes(v.key)))
+                #expect(shared.mac(hexBytes(v.msg)) == mac, "tcId \(v.tcId): shared")
+                #expect(shared.mac(hexBytes(v.msg)) == mac, "tcId \(v.tcId): shared, reused context")
                 let prefix = Array(mac.prefix(group.tagSize / 8))
                 let expected = hexBytes(v.tag)
                 switch v.result {

@@ -53,6 +53,19 @@ final class ServiceFixture: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
+    /// Every entry of the store's audit log, as exported to an auditor (JSON Lines, without the
+    /// signed head record).
+    func auditEntries() throws -> [JSONValue] {
+        let out = dir + "/audit-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        _ = try vault.acting(as: ProfileVault.Actor(name: "fixture-auditor", role: "auditor"))
+            .exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: out)
+        return try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap { line in
+            let v = try JSONValue.parse(String(line))
+            return v["head"] == nil ? v : nil
+        }
+    }
+
     var app: some ApplicationProtocol {
         Application(router: buildRouter(vault: vault, tokens: tokenFile, options: options, metrics: metrics, logger: Self.logger))
     }
@@ -83,8 +96,9 @@ struct Client: Sendable {
     }
 
     /// `as`: a role of the fixture (its token), nil for no token; `token` overrides.
-    func call(_ method: HTTPRequest.Method, _ uri: String, as role: String? = nil, token: String? = nil, body: String? = nil) async throws -> Answer {
-        var headers: HTTPFields = [:]
+    func call(_ method: HTTPRequest.Method, _ uri: String, as role: String? = nil, token: String? = nil, body: String? = nil,
+              headers extra: HTTPFields = [:]) async throws -> Answer {
+        var headers = extra
         if let t = token ?? role.flatMap({ tokens[$0] }) { headers[.authorization] = "Bearer \(t)" }
         if body != nil { headers[.contentType] = "application/json" }
         let r = try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })

@@ -58,7 +58,8 @@ extension ProfileStore {
     func appendAudit(_ db: Database, _ records: [AuditRecord]) throws -> (sequence: Int64, hash: [UInt8]) {
         var seq: Int64 = 0
         var prev = AuditLog.genesis
-        if let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") {
+        // Cached statements: this runs in every audited operation (prepared once per connection).
+        if let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")) {
             seq = row["seq"]
             prev = [UInt8](row["hash"] as Data)
         }
@@ -73,8 +74,8 @@ extension ProfileStore {
             prev = h
         }
         let signature = try keys.auditSigning.signature(for: AuditLog.checkpointMessage(sequence: seq, hash: prev))
-        try db.execute(sql: "INSERT INTO audit_checkpoints(seq, hash, signature, time) VALUES (?, ?, ?, ?)",
-                       arguments: [seq, Data(prev), Data(signature), now])
+        try db.cachedStatement(sql: "INSERT INTO audit_checkpoints(seq, hash, signature, time) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [seq, Data(prev), Data(signature), now])
         return (seq, prev)
     }
 

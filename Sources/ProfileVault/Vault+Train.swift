@@ -37,13 +37,13 @@ public struct TrainingJob: Sendable {
 
 extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
-    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share"]
+    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges"]
         static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
-        "linear_regression": [], "logistic_regression": [],
+        "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share"],
     ]
 

@@ -119,7 +119,9 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         }
         let x = ScaledFeature(name: "x", lower: 0, upper: 100_000)
         let y = ScaledFeature(name: "y", lower: 0, upper: 300_000)
-        let a = try Trainer.fit(.linear_regression, spec: TrainingSpec(features: [x], target: y),
+        var spec = TrainingSpec(features: [x], target: y)
+        spec.params["private_ranges"] = 1   // linear regression's default is the declared bounds
+        let a = try Trainer.fit(.linear_regression, spec: spec,
                                 session: session(MemorySource(rows: rows), epsilon: 1, attributes: ["x", "y"]))
         let b = try #require(a.featureBounds.first)
         #expect(b[0] >= 0 && b[1] <= 5000 && b[1] > 900, "range \(b)")

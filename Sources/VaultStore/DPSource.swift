@@ -79,6 +79,8 @@ struct StoreBudgetAccountant: BudgetAccountant {
 /// Exact integer sums of the per-subject vectors `Coordinate` defines, in one SQL statement.
 struct StoreAggregateSource: AggregateSource {
     let store: ProfileStore
+    /// Always use the SQL form (tests compare it with the Swift scan of `NearestScan.swift`).
+    var forceSQL = false
 
     /// A REAL literal with full precision (Swift prints the shortest round-tripping form,
     /// always with a `.` or an exponent).
@@ -232,6 +234,7 @@ struct StoreAggregateSource: AggregateSource {
     func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         switch r.grouping {
         case .items?, .itemPairs?: return try itemSums(r)
+        case .nearest? where !forceSQL && nearestScanApplies(r): return try nearestSums(r)
         default: break
         }
         let schema = store.schema

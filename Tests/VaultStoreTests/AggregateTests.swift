@@ -239,4 +239,39 @@ import VaultPolicy
             _ = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.nonNull(attribute: "spend")]))
         }
     }
+
+    /// The Swift scan for the nearest-centroid grouping (NearestScan.swift) computes exactly what
+    /// the SQL form does: same groups, same sums, with and without consent, with feature bounds
+    /// inside the stored ones (clamping on) and equal to them (off), and on exact ties.
+    @Test func nearestCentroidScanEqualsTheSQLForm() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<300)))
+        let ctx = AuditContext(actor: "t", role: "privacy_officer", requestID: "r")
+        let ids = (0..<300).filter { $0 % 3 != 0 }.enumerated().map { (line: $0.offset + 1, id: "CUST-\($0.element)") }
+        _ = try t.store.setConsent(ids, file: nil, purpose: "analytics", granted: true, source: nil, policyVersion: "x", audit: ctx)
+        let fast = t.store.aggregateSource as! StoreAggregateSource
+        var sql = fast
+        sql.forceSQL = true
+        var g = SystemRandomNumberGenerator()
+        for (ageBounds, incomeBounds) in [((18.0, 100.0), (0.0, 250_000.0)), ((30.0, 60.0), (10_000.0, 90_000.0))] {
+            let age = ScaledFeature(name: "age", lower: ageBounds.0, upper: ageBounds.1)
+            let income = ScaledFeature(name: "annual_income", lower: incomeBounds.0, upper: incomeBounds.1)
+            for k in [1, 3, 8] {
+                var centroids = (0..<k).map { _ in [Double.random(in: 0...1, using: &g), Double.random(in: 0...1, using: &g)] }
+                if k == 3 { centroids[2] = centroids[1] }   // an exact tie: the lower index wins
+                for consent in [nil, "analytics"] {
+                    let r = AggregateRequest(consentPurpose: consent, grouping: .nearest(features: [age, income], centroids: centroids),
+                                             coordinates: [.subjects, .nonNull(attribute: "age"),
+                                                           .attribute(name: "age", lower: age.lower, upper: age.upper, center: (age.lower + age.upper) / 2, grid: 1),
+                                                           .attribute(name: "annual_income", lower: income.lower, upper: income.upper,
+                                                                      center: (income.lower + income.upper) / 2, grid: 0.5)])
+                    #expect(fast.nearestScanApplies(r))
+                    let a = try fast.boundedSums(r), b = try sql.boundedSums(r)
+                    #expect(a == b, "k \(k) consent \(consent ?? "-") bounds \(ageBounds)")
+                    #expect(a.values.reduce(0) { $0 + $1[0] } == (consent == nil ? 300 : 200))
+                    if k == 3 { #expect(a["2"]?[0] == 0) }
+                }
+            }
+        }
+    }
 }

@@ -274,4 +274,30 @@ import VaultPolicy
             }
         }
     }
+
+    /// Item pairs: each subject's vocabulary items (most recent first, at most m) give every
+    /// unordered pair floor(unit / (n - 1)); pairs nobody holds are absent. Checked against a
+    /// direct computation on the fixture (CUST-i bought SKU-0 ... SKU-(i-1), SKU-j on day j + 1).
+    @Test func itemPairWeightsMatchTheDocumentedMap() throws {
+        let t = try store()
+        let vocab = ["SKU-0", "SKU-2", "SKU-3", "SKU-5", "SKU-9"]
+        for (m, unit) in [(3, 1024), (2, 1024), (5, 7)] {
+            let got = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .itemPairs(vocabulary: vocab),
+                                                                               coordinates: [.itemPairWeight(kind: "purchase", maxItems: m, unit: unit)]))
+            var want: [String: [Int64]] = [:]
+            for i in 0..<12 {
+                // vocabulary items the subject holds, most recent (highest j) first, capped at m
+                let held = vocab.indices.filter { Int(vocab[$0].dropFirst(4))! < i }.sorted { Int(vocab[$0].dropFirst(4))! > Int(vocab[$1].dropFirst(4))! }.prefix(m)
+                let items = Array(held)
+                guard items.count >= 2 else { continue }
+                for a in 0..<items.count {
+                    for b in (a + 1)..<items.count {
+                        let key = "\(min(items[a], items[b]))|\(max(items[a], items[b]))"
+                        want[key, default: [0]][0] += Int64(unit / (items.count - 1))
+                    }
+                }
+            }
+            #expect(got == want, "m \(m) unit \(unit): \(got) vs \(want)")
+        }
+    }
 }

@@ -2,22 +2,23 @@
 # Builds the libFuzzer targets in fuzz/targets/ (swiftc -sanitize=fuzzer,address, the module
 # sources compiled straight into each binary) and runs each for a bounded time.
 #
-# Usage: fuzz/run.sh [SECONDS] [TARGET...]      (default 60 s each, all targets)
-#   targets: csv json envelope keyring export policy
+# Usage: fuzz/run.sh [SECONDS] [TARGET...]      (default 60 s each, all targets; 0 = build only)
+#   targets: csv json envelope keyring export policy where jsonl
 # Seed corpora: fuzz/corpus/<target>/ (read only). New inputs found go to
 # .build-rel/fuzz/work/<target>/ (gitignored). Crashes are saved under fuzz/crashes/<target>/.
 # Prints one line per target: executions, new coverage, crashes. Exit 1 when any target crashed.
 #
-# The policy target needs Yams: it links the Yams and CYaml objects of a SwiftPM build in
-# .build-rel (run `swift build --scratch-path .build-rel --product profilectl` first); it is
-# skipped with a note when they are missing.
+# The policy, where and jsonl targets need Yams (they compile Sources/VaultPolicy): they link the
+# Yams and CYaml objects of a SwiftPM build in .build-rel (run
+# `swift build --scratch-path .build-rel --product profilectl` first); they are skipped with a
+# note when those are missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(csv json envelope keyring export policy)
+[ ${#targets[@]} -eq 0 ] && targets=(csv json envelope keyring export policy where jsonl)
 
 out=$repo/.build-rel/fuzz
 mkdir -p "$out/src"
@@ -30,6 +31,16 @@ audit_copy() {
   rm -rf "$out/src/VaultAudit"; mkdir -p "$out/src/VaultAudit"
   for f in Sources/VaultAudit/*.swift; do
     sed -e '/^public import VaultCrypto$/d' -e '/^import VaultCrypto$/d' "$f" >"$out/src/VaultAudit/$(basename "$f")"
+  done
+}
+
+# Copies of module sources with their imports of other project modules removed: compiled into
+# one module with those modules' sources, the imports would name modules that do not exist.
+strip_copy() {  # strip_copy NAME FILE...  -> $out/src/NAME/
+  local dir=$out/src/$1 f; shift
+  rm -rf "$dir"; mkdir -p "$dir"
+  for f in "$@"; do
+    sed -E '/^(public |package |internal )?import (VaultCrypto|VaultPolicy|VaultAudit|VaultStore|DifferentialPrivacy)$/d' "$f" >"$dir/$(basename "$f")"
   done
 }
 
@@ -51,10 +62,21 @@ build() {
     envelope) swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/envelope.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/envelope" ;;
     keyring) swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/keyring.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/keyring" ;;
     export) audit_copy && swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/export.swift "$out"/src/VaultAudit/*.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/export" ;;
-    policy)
-      local y; y=$(yams_objects) || { echo "no Yams build in .build-rel" >"$log"; return 2; }
-      swiftc "${flags[@]}" -I "$y/Modules" -I "$repo/.build-rel/checkouts/Yams/Sources/CYaml/include" \
-        fuzz/targets/policy.swift Sources/VaultPolicy/*.swift "$y"/Yams.build/*.o "$y"/CYaml.build/src/*.o -o "$out/policy" ;;
+    policy|where|jsonl)
+      local y; y=$(yams_objects) || { echo "no Yams build in .build-rel" >"$log"; return 3; }
+      local yams=(-I "$y/Modules" -I "$repo/.build-rel/checkouts/Yams/Sources/CYaml/include" "$y"/Yams.build/*.o "$y"/CYaml.build/src/*.o)
+      case "$t" in
+        policy) swiftc "${flags[@]}" "${yams[@]}" fuzz/targets/policy.swift Sources/VaultPolicy/*.swift -o "$out/policy" ;;
+        # WhereParser + WhereCondition (DifferentialPrivacy/Query.swift; its Epsilon is a shim) + VaultError.
+        where) strip_copy where Sources/ProfileVault/WhereParser.swift Sources/DifferentialPrivacy/Query.swift &&
+          swiftc "${flags[@]}" "${yams[@]}" fuzz/targets/where.swift fuzz/shims/where-epsilon.swift "$out"/src/where/*.swift \
+            Sources/VaultPolicy/*.swift Sources/VaultStore/VaultError.swift -o "$out/where" ;;
+        # RecordReader/LineReader with what they use from VaultStore, VaultAudit's JSON parser and VaultPolicy.
+        jsonl) strip_copy jsonl Sources/VaultStore/RecordSources.swift Sources/VaultStore/Normalization.swift &&
+          swiftc "${flags[@]}" "${yams[@]}" fuzz/targets/jsonl.swift "$out"/src/jsonl/*.swift Sources/VaultStore/CSVReader.swift \
+            Sources/VaultStore/VaultError.swift Sources/VaultAudit/JSONValue.swift Sources/VaultAudit/JSONParsing.swift \
+            Sources/VaultPolicy/*.swift -o "$out/jsonl" ;;
+      esac ;;
     *) echo "unknown target $t" >"$log"; return 2 ;;
   esac >"$log" 2>&1
 }
@@ -62,9 +84,14 @@ build() {
 status=0
 printf '%-9s %10s %8s %8s %8s  %s\n' target execs exec/s corpus crashes note
 for t in "${targets[@]}"; do
-  if ! build "$t"; then
+  build "$t"; rc=$?
+  if [ $rc -ne 0 ]; then
     printf '%-9s %10s %8s %8s %8s  %s\n' "$t" - - - - "build failed or skipped: $(grep -m1 -E 'error|no Yams' "$out/$t.build.log")"
-    [ "$t" = policy ] || status=1
+    [ $rc -eq 3 ] || status=1     # 3: skipped, no Yams build
+    continue
+  fi
+  if [ "$seconds" = 0 ]; then
+    printf '%-9s %10s %8s %8s %8s  %s\n' "$t" - - - - "built: $out/$t"
     continue
   fi
   seeds=fuzz/corpus/$t

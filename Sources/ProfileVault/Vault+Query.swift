@@ -31,58 +31,10 @@ extension Vault {
         }
     }
 
-    /// Parses `--where`: comma-separated conditions joined by AND, `attr OP value` with OP one of
-    /// `= != < <= > >=`, e.g. `country=DE,age>=30,age<50`. A malformed condition or unknown
-    /// attribute is a usage error (exit 64); a PII field is refused by policy (exit 77).
+    /// Parses `--where` (see `WhereParser.parse`). A malformed condition or unknown attribute is
+    /// a usage error (exit 64); a PII field is refused by policy (exit 77).
     public static func parseWhere(_ text: String, schema: Schema) throws -> [WhereCondition] {
-        var out: [WhereCondition] = []
-        for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let cond = raw.trimmingCharacters(in: .whitespaces)
-            guard !cond.isEmpty else { throw VaultError(.usage, "--where \(text): empty condition") }
-            guard let opStart = cond.firstIndex(where: { "=!<>".contains($0) }) else {
-                throw VaultError(.usage, "--where condition \"\(cond)\": expected attribute, operator (= != < <= > >=) and value")
-            }
-            let name = cond[..<opStart].trimmingCharacters(in: .whitespaces)
-            var rest = cond[opStart...]
-            let op: WhereCondition.Op
-            if let o = [WhereCondition.Op.le, .ge, .ne].first(where: { rest.hasPrefix($0.rawValue) }) { op = o } else if let o = [WhereCondition.Op.eq, .lt, .gt].first(where: { rest.hasPrefix($0.rawValue) }) { op = o } else {
-                throw VaultError(.usage, "--where condition \"\(cond)\": unknown operator")
-            }
-            rest = rest.dropFirst(op.rawValue.count)
-            let valueText = rest.trimmingCharacters(in: .whitespaces)
-            guard !name.isEmpty, !valueText.isEmpty, !valueText.contains(where: { "=!<>".contains($0) }) else {
-                throw VaultError(.usage, "--where condition \"\(cond)\": expected attribute, operator (= != < <= > >=) and value")
-            }
-            guard let field = schema.field(named: name) else {
-                throw VaultError(.usage, "--where condition \"\(cond)\": \(name) is not a field of the schema")
-            }
-            if field.pii { throw VaultError(.denied, "--where \(name): PII fields are never used in aggregates") }
-            let value: WhereCondition.Value
-            switch field.type {
-            case .int:
-                guard let i = Int64(valueText) else { throw VaultError(.usage, "--where condition \"\(cond)\": \(name) is an integer") }
-                value = .int(i)
-            case .float:
-                guard let d = Double(valueText), d.isFinite else { throw VaultError(.usage, "--where condition \"\(cond)\": \(name) is a number") }
-                value = .real(d)
-            case .bool:
-                guard let b = ["true": 1, "false": 0, "1": 1, "0": 0][valueText.lowercased()] else { throw VaultError(.usage, "--where condition \"\(cond)\": \(name) is true or false") }
-                value = .int(Int64(b))
-            case .date:
-                guard let d = DateParsing.days(fromISODate: Substring(valueText)) else { throw VaultError(.usage, "--where condition \"\(cond)\": \(name) is a date YYYY-MM-DD") }
-                value = .int(Int64(d))
-            case .category:
-                guard field.domain?.contains(valueText) == true else {
-                    throw VaultError(.usage, "--where condition \"\(cond)\": \(valueText.prefix(40)) is not in the domain of \(name) (\(field.domain?.joined(separator: ", ") ?? ""))")
-                }
-                if op != .eq && op != .ne { throw VaultError(.usage, "--where condition \"\(cond)\": a category compares with = or != only") }
-                value = .text(valueText)
-            case .string:
-                value = .text(valueText)
-            }
-            out.append(WhereCondition(attribute: name, op: op, value: value))
-        }
-        return out
+        try WhereParser.parse(text, schema: schema)
     }
 
     /// Runs a DP query: gate (role, purpose, categories), budget check-and-spend with its audit

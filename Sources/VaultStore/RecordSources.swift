@@ -102,6 +102,18 @@ final class RecordReader {
         }
     }
 
+    /// JSON Lines held in memory, read exactly as a file of these bytes would be (`name` stands
+    /// for the path in messages). `chunk` is how many bytes each refill of the line reader hands
+    /// over, as `read(2)` would: tests and the `jsonl` fuzz target use small ones to cross the
+    /// refill boundary anywhere.
+    init(jsonLines bytes: [UInt8], name: String, columns: [String], types: [String: FieldType], chunk: Int = 1 << 20) {
+        self.types = types
+        self.path = name
+        self.format = .jsonl
+        self.columns = columns
+        lines = LineReader(bytes: bytes, name: name, chunk: chunk)
+    }
+
     var bytesRead: Int { csv?.bytesRead ?? lines?.bytesRead ?? 0 }
     private var sawRecord = false
 
@@ -152,7 +164,11 @@ final class RecordReader {
         for (i, c) in columns.enumerated() { index[c] = i }
         for (key, value) in pairs {
             guard let i = index[key] else {
-                return bad(String(key.prefix(64)), "not a field of the schema")
+                // Named cut to 64 Unicode scalars (not characters: one can hold any number of
+                // combining marks), so a huge key is never echoed whole.
+                let scalars = key.unicodeScalars
+                let shown = scalars.count > 64 ? String(String.UnicodeScalarView(scalars.prefix(64))) + "…" : key
+                return bad(shown, "not a field of the schema")
             }
             let kind = types[key]
             switch value {
@@ -177,9 +193,12 @@ final class RecordReader {
     }
 }
 
-/// Streams the lines of a file as bytes, with bounded memory.
+/// Streams the lines of a file (or of bytes in memory) as bytes, with bounded memory.
 final class LineReader {
+    /// -1 when reading from `memory`.
     private let fd: Int32
+    private let memory: [UInt8]
+    private var memoryOffset = 0
     let path: String
     private var buffer: [UInt8]
     private var count = 0
@@ -201,10 +220,30 @@ final class LineReader {
             throw VaultError(.notFound, "\(path): is a directory")
         }
         self.fd = fd
+        memory = []
         buffer = [UInt8](repeating: 0, count: 1 << 20)
     }
 
-    deinit { close(fd) }
+    /// The lines of `bytes`, handed to the line scanner `chunk` bytes per refill.
+    init(bytes: [UInt8], name: String, chunk: Int = 1 << 20) {
+        path = name
+        fd = -1
+        memory = bytes
+        buffer = [UInt8](repeating: 0, count: max(1, chunk))
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Refills `buffer` from the file or from memory: the number of bytes, 0 at the end.
+    private func fill() -> Int {
+        if fd < 0 {
+            let n = min(buffer.count, memory.count - memoryOffset)
+            buffer.replaceSubrange(0..<n, with: memory[memoryOffset..<(memoryOffset + n)])
+            memoryOffset += n
+            return n
+        }
+        return buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    }
 
     func next() throws -> (Int, [UInt8])? {
         current.removeAll(keepingCapacity: true)
@@ -212,7 +251,7 @@ final class LineReader {
         while true {
             if position >= count {
                 if eof { break }
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                let n = fill()
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw VaultError(.internalFailure, "\(path): read failed")

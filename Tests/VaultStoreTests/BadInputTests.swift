@@ -125,4 +125,48 @@ import VaultPolicy
         let p = try t.write("bad.jsonl", bad)
         #expect(throws: VaultError(.invalidInput, "\(p):2: field full_name: missing required value")) { _ = try t.store.ingestProfiles(path: p) }
     }
+
+    /// F8 (jsonl fuzz target): an unknown JSON key was named cut to 64 characters, and one
+    /// character can hold any number of combining marks, so the error echoed a huge key whole.
+    @Test func unknownJSONKeyIsNamedCutToSixtyFourScalars() throws {
+        let t = try TempStore()
+        let key = "a" + String(repeating: "\u{301}", count: 5000)
+        let p = try t.write("k.jsonl", #"{"customer_id":"K1",""# + key + #"":1}"# + "\n")
+        do { _ = try t.store.ingestProfiles(path: p); Issue.record("accepted") } catch let e as VaultError {
+            #expect(e.kind == .invalidInput)
+            // (compared by bytes: "a" followed by combining marks is one character)
+            #expect(e.message.utf8.starts(with: "\(p):1: field a\u{301}".utf8), "\(e.message.prefix(100))")
+            #expect(e.message.hasSuffix(": not a field of the schema"))
+            #expect(e.message.unicodeScalars.count < p.unicodeScalars.count + 120, "\(e.message.unicodeScalars.count) scalars")
+        }
+        // A short unknown key is still named whole.
+        let q = try t.write("k2.jsonl", #"{"customer_id":"K1","shoe_size":44}"# + "\n")
+        #expect(throws: VaultError(.invalidInput, "\(q):1: field shoe_size: not a field of the schema")) { _ = try t.store.ingestProfiles(path: q) }
+        #expect(try t.counts() == [0, 0, 0, 0, 0])
+    }
+
+    /// The in-memory entry point of the JSON Lines reader (the jsonl fuzz target's) reads the
+    /// same records whatever the refill size, line numbers counting blank lines.
+    @Test func jsonLinesInMemoryReadsTheSameRecordsForEveryRefillSize() throws {
+        let text = "{\"customer_id\":\"A\",\"age\":30}\r\n\n  \n{\"customer_id\":\"B\",\"age\":true}\n{\"customer_id\":\"C\",\"shoe\":1}"
+        let columns = ["customer_id", "age"]
+        func read(_ chunk: Int) throws -> [(Int, [String?], String?)] {
+            let r = RecordReader(jsonLines: Array(text.utf8), name: "mem.jsonl", columns: columns, types: ["customer_id": .string, "age": .int], chunk: chunk)
+            var out: [(Int, [String?], String?)] = []
+            while let rec = try r.next() { out.append((rec.line, rec.values, rec.problem?.description)) }
+            return out
+        }
+        let whole = try read(1 << 20)
+        #expect(whole.map(\.0) == [1, 4, 5])
+        #expect(whole[0].1 == ["A", "30"] && whole[0].2 == nil)
+        #expect(whole[1].2 == "mem.jsonl:4: field age: expected int, found true or false")
+        #expect(whole[2].2 == "mem.jsonl:5: field shoe: not a field of the schema")
+        for chunk in 1...9 {
+            let r = try read(chunk)
+            #expect(r.map(\.0) == whole.map(\.0) && r.map(\.1) == whole.map(\.1) && r.map(\.2) == whole.map(\.2), "chunk \(chunk)")
+        }
+        #expect(throws: VaultError(.invalidInput, "mem.jsonl:1: the file is empty (no JSON records)")) {
+            _ = try RecordReader(jsonLines: Array(" \n\t\r\n".utf8), name: "mem.jsonl", columns: columns, types: [:], chunk: 2).next()
+        }
+    }
 }

@@ -107,7 +107,7 @@ struct StoreAggregateSource: AggregateSource {
     /// is the identity on every stored value and is left out of the SQL.
     static func contribution(_ x: String, lower lo: Double, upper hi: Double, center c: Double, grid g: Double, integral: Bool,
                              stored: ClosedRange<Double>?) -> String {
-        func lit(_ d: Double) -> String { integral && d == d.rounded() && abs(d) < 9e15 ? String(Int64(d)) : literal(d) }
+        func lit(_ d: Double) -> String { literal(d, integral: integral) }
         let exact = integral && g == 1 && c == c.rounded()
         var e: String
         if let stored, stored.lowerBound >= lo, stored.upperBound <= hi {

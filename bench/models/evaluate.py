@@ -39,7 +39,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 EXAMPLES = os.path.join(ROOT, "policies", "examples")
-EPSILONS = [float(e) for e in os.environ.get("PV_EVAL_EPSILONS", "0.1,1,10").split(",")]
+EPSILONS = [0.1, 1.0, 10.0]     # --epsilons changes it
 SPLIT_SEED = 20261122          # the train/test splits are fixed; runs vary the noise
 
 warnings.filterwarnings("ignore")
@@ -304,9 +304,6 @@ def eval_recommender(store, train_items, truth, catalog_file, params, seeds, log
         hr, nd, secs = [], [], []
         for s in seeds:
             art, sec = store.train(dict(job, epsilon=eps))
-            if os.environ.get("PV_EVAL_DUMP"):
-                with open(os.environ["PV_EVAL_DUMP"], "w") as f:
-                    json.dump({"art": art, "owned": {c: sorted(train_items[c]) for c in ids}, "truth": {c: sorted(truth[c]) for c in ids}}, f)
             t0 = time.perf_counter()
             h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
             hr.append(h)
@@ -325,12 +322,15 @@ def main():
     ap.add_argument("--profilectl", default=os.path.join(ROOT, ".build", "release", "profilectl"))
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 seeds")
+    ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
     ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--rec-params", default='{"max_items_per_subject": 10, "vocabulary_size": 300}', help="recommender job params (JSON)")
     ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
     args = ap.parse_args()
+    global EPSILONS
+    EPSILONS = [float(e) for e in args.epsilons.split(",")]
     if not os.path.isdir(DATA):
         sys.exit(f"evaluate: {DATA} is absent: the evaluation needs ../shared/data")
     if not os.access(args.profilectl, os.X_OK):

@@ -36,11 +36,14 @@ public enum Coordinate: Sendable, Equatable {
     /// null in either attribute (`AggregateRequest.nonNull`). Bound 1 / grid.
     case product(left: ScaledFeature, right: ScaledFeature?, grid: Double)
     /// Item grouping only (`Grouping.items`): 1 for each of the subject's at most `maxItems`
-    /// distinct items of this event kind (the most recently used first), in that item's group.
+    /// distinct items of this event kind (the most recently used first, ties broken by a fixed
+    /// hash of subject and item, not by the item code), in that item's group; `since` (seconds
+    /// since the epoch, inclusive) counts only events from then on.
     /// One subject touches at most `maxItems` groups, each by 1: L1 bound `maxItems` over all groups.
-    case itemPresence(kind: String, maxItems: Int)
+    case itemPresence(kind: String, maxItems: Int, since: Int64? = nil)
     /// Item-pair grouping only (`Grouping.itemPairs`): with n the number of the subject's distinct
-    /// items of this kind in the vocabulary (at most `maxItems`, the most recent), every unordered
+    /// items of this kind in the vocabulary (at most `maxItems`, the most recent, ties as for
+    /// `itemPresence`), every unordered
     /// pair of them gets floor(unit / (n - 1)). The n(n-1)/2 pairs sum to at most n * unit / 2:
     /// L1 bound floor(maxItems * unit / 2) over all groups.
     case itemPairWeight(kind: String, maxItems: Int, unit: Int)
@@ -54,7 +57,7 @@ public enum Coordinate: Sendable, Equatable {
         case let .events(_, lo, hi, c, g, k): return UInt64(k) * max(units(lo - c, g), units(hi - c, g))
         case let .eventCount(_, k): return UInt64(k)
         case let .product(_, _, g): return units(1, g)
-        case let .itemPresence(_, m): return UInt64(m)
+        case let .itemPresence(_, m, _): return UInt64(m)
         case let .itemPairWeight(_, m, u): return UInt64(m) * UInt64(u) / 2
         }
     }
@@ -247,7 +250,7 @@ public struct AggregateRequest: Sendable, Equatable {
             switch c {
             case .subjects: break
             case let .nonNull(n), let .attribute(n, _, _, _, _): names.append(n)
-            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _), let .itemPairWeight(k, _, _): kinds.append(k)
+            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _, _), let .itemPairWeight(k, _, _): kinds.append(k)
             case let .product(l, r, _): names.append(l.name); if let r { names.append(r.name) }
             }
         }

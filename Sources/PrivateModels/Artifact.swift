@@ -92,6 +92,12 @@ public struct ModelArtifact: Codable, Sendable {
     public var popularity: [Double]?
     public var neighborItems: [[Int]]?
     public var neighborScores: [[Double]]?
+    /// The start of the window the popularity was counted over (ISO 8601, UTC; nil: all events).
+    public var eventsSince: String?
+    /// Each item's TF-IDF vector of its catalog description (term ids, weights; aligned with
+    /// `items`): public catalog data, no budget spent.
+    public var contentTerms: [[Int]]?
+    public var contentWeights: [[Double]]?
     public var privacy: PrivacyBlock?
 
     public init(model: ModelKind, features: [ScaledFeature], params: [String: Double]) {
@@ -134,6 +140,10 @@ public struct TrainingSpec: Sendable {
     public var clusters: ModelArtifact?
     /// recommender: a declared catalog (nil: private selection).
     public var catalog: [String]?
+    /// recommender: the catalog's item descriptions, in catalog order (nil: none declared).
+    public var catalogText: [String]?
+    /// recommender: count popularity over events from this time on (seconds since the epoch).
+    public var eventsSince: Int64?
     public init(features: [ScaledFeature], integral: Set<String> = [], target: ScaledFeature? = nil, events: String? = nil,
                 params: [String: Double] = [:], segmentBy: (name: String, domain: [String])? = nil, clusters: ModelArtifact? = nil,
                 catalog: [String]? = nil) {

@@ -19,6 +19,8 @@ public struct TrainingJob: Sendable {
     public var segmentBy: String?
     public var fromModel: String?
     public var itemsFrom: String?
+    /// recommender: count popularity over the events from this time on (`events_since:`).
+    public var eventsSince: Int64?
     /// Job-declared per-subject event aggregates (`derived:`), usable as features and target.
     public var derived: [DerivedFeature]
     public var epsilon: Double
@@ -37,14 +39,16 @@ public struct TrainingJob: Sendable {
 
 extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
-    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges"]
-        static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "derived"]
+    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
+                                          "candidates", "content_weight"]
+        static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
         "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
-        "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share"],
+        "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
+                        "candidates", "content_weight", "content_neighbors"],
     ]
 
     /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
@@ -147,6 +151,13 @@ extension Vault {
             }
             if (model == "linear_regression" || model == "logistic_regression") && job.target == nil { throw fail(root, "target", "\(model) needs a target attribute") }
             if model == "recommender" && job.events == nil { throw fail(root, "events", "recommender needs events: (the event kind it learns from)") }
+            if let tn = map["events_since"] {
+                guard model == "recommender" else { throw fail(tn, "events_since", "only a recommender counts popularity over a window") }
+                guard let text = tn.scalar?.string, let t = DateParsing.unixSeconds(fromISO8601: Substring(text)) else {
+                    throw fail(tn, "events_since", "expected a date (YYYY-MM-DD) or an ISO 8601 time")
+                }
+                job.eventsSince = t
+            }
             if model == "segments" && (by == nil) == (fromModel == nil) { throw fail(map["params"] ?? root, "params", "segments needs exactly one of params.by and params.from_model") }
             if let f = job.itemsFrom, !f.hasPrefix("/") {
                 job.itemsFrom = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(f).path
@@ -366,21 +377,31 @@ extension Vault {
             guard let e = schema.eventKind(named: ev) else { throw VaultError(.invalidInput, "\(job.file): events: \(ev) is not an event kind of the schema") }
             guard p.mayReadEvents(e) else { throw refuse("events \(ev) (category \(e.category)) are outside purpose \(p.name)'s may_read") }
             spec.events = ev
+            spec.eventsSince = job.eventsSince
             eventKinds.insert(ev)
             fieldsTouched.append("events.\(ev)")
         }
         if let path = job.itemsFrom {
-            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: path), let content = String(data: data, encoding: .utf8) else {
                 throw VaultError(.notFound, "\(path): no such catalog file (items_from)")
             }
+            // One item per line; optionally a tab and the item's description (public catalog
+            // text, used for content similarity). Blank lines and lines starting with # are skipped.
             var seen: Set<String> = []
-            var catalog: [String] = []
-            for line in text.split(separator: "\n") {
-                let item = line.trimmingCharacters(in: .whitespacesAndNewlines)
-                if !item.isEmpty && !item.hasPrefix("#") && seen.insert(item).inserted { catalog.append(item) }
+            var catalog: [String] = [], text: [String] = []
+            var described = false
+            for line in content.split(separator: "\n") {
+                let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+                let item = parts[0].trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !item.isEmpty && !item.hasPrefix("#") && seen.insert(item).inserted else { continue }
+                catalog.append(item)
+                let d = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespacesAndNewlines) : ""
+                if !d.isEmpty { described = true }
+                text.append(d)
             }
             guard !catalog.isEmpty else { throw VaultError(.invalidInput, "\(path): the catalog (items_from) lists no items") }
             spec.catalog = catalog
+            if described { spec.catalogText = text }
         }
 
         for d in job.derived where !usedDerived.contains(d.attribute.name) {

@@ -164,6 +164,17 @@ struct StoreAggregateSource: AggregateSource {
         return "(" + parts.joined(separator: " + ") + ")"
     }
 
+    /// A fixed pseudo-random order of one subject's items (FNV-1a of the item, mixed with the
+    /// subject's row id by SplitMix64): deterministic, independent of the item code's order.
+    static func tieBreak(subject: Int64, item: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in item.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        var z = h ^ (UInt64(bitPattern: subject) &* 0x9e37_79b9_7f4a_7c15)
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
     /// Item groupings: one statement over the subjects' capped distinct items.
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
@@ -171,14 +182,19 @@ struct StoreAggregateSource: AggregateSource {
         }
         let kind: String, maxItems: Int
         var unit = 1
+        var since: Int64? = nil
         switch r.coordinates[0] {
-        case let .itemPresence(k, m): kind = k; maxItems = m
+        case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
         case let .itemPairWeight(k, m, u): kind = k; maxItems = m; unit = u
         default: throw VaultError(.usage, "an item grouping takes an item coordinate")
         }
         guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
         var args: [any DatabaseValueConvertible] = [kind]
-        var vocabFilter = ""
+        var filter = ""
+        if let since {
+            filter += " AND time >= ?"
+            args.append(since)
+        }
         var vocabulary: [String]? = nil
         switch r.grouping {
         case let .items(v)?: vocabulary = v
@@ -187,7 +203,7 @@ struct StoreAggregateSource: AggregateSource {
         }
         if let v = vocabulary {
             let data = try JSONSerialization.data(withJSONObject: v)
-            vocabFilter = " AND item IN (SELECT value FROM json_each(?))"
+            filter += " AND item IN (SELECT value FROM json_each(?))"
             args.append(String(decoding: data, as: UTF8.self))
         }
         var consent = ""
@@ -195,55 +211,62 @@ struct StoreAggregateSource: AggregateSource {
             consent = " JOIN consent_state cs ON cs.subject_id = d.subject_id AND cs.purpose = ? AND cs.granted = 1"
             args.append(p)
         }
-        // The subject's distinct items, most recently used first (ties by item), at most maxItems.
-        let capped = """
-            SELECT subject_id, item FROM (
-                SELECT d.subject_id, d.item, ROW_NUMBER() OVER (PARTITION BY d.subject_id ORDER BY d.t DESC, d.item) AS rn
-                FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(vocabFilter) GROUP BY subject_id, item) d\(consent))
-            WHERE rn <= \(maxItems)
+        // Every subject's distinct items with their last use; the cap is applied in Swift: the
+        // most recently used first, ties (the lines of one invoice share a time) broken by a
+        // fixed hash of subject and item. Breaking them by the item code, as an ORDER BY would,
+        // made the capped sample prefer low codes: on online retail that alone cost the
+        // popularity ranking 0.06-0.08 HR@10 (docs/models.md).
+        let sql = """
+            SELECT d.subject_id, d.item, d.t
+            FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d\(consent)
+            ORDER BY d.subject_id
             """
-        let sql: String
-        if case .itemPairs = r.grouping {
-            // The pairs are formed in Swift from each subject's capped items: as a SQL self-join
-            // of the (unindexed) capped CTE, SQLite re-evaluated it per row, and training time
-            // grew with the number of subjects holding vocabulary items (30 s on 3,000).
-            sql = "SELECT subject_id, item FROM (\(capped)) ORDER BY subject_id"
-        } else {
-            sql = "SELECT item, COUNT(*) FROM (\(capped)) GROUP BY item"
-        }
         return try store.pool.read { db in
             var out: [String: [Int64]] = [:]
+            var pairIndex: [String: Int] = [:]
+            var pairs: [Int: Int64] = [:]     // i * V + j, i < j
+            var presence: [String: Int64] = [:]
             if case let .itemPairs(v)? = r.grouping {
-                var index: [String: Int] = [:]
-                for (i, item) in v.enumerated() { index[item] = i }
-                // Per subject: its n capped items (n >= 2) give every unordered pair
-                // floor(unit / (n - 1)) (integer division, as documented for itemPairWeight).
-                var sums: [Int: Int64] = [:]     // i * V + j, i < j
-                var current: Int64? = nil
-                var items: [Int] = []
-                func flush() {
+                for (i, item) in v.enumerated() { pairIndex[item] = i }
+            }
+            var isPairs = false
+            if case .itemPairs? = r.grouping { isPairs = true }
+            let width = vocabulary?.count ?? 0
+            var current: Int64? = nil
+            var held: [(t: Int64, tie: UInt64, item: String)] = []
+            func flush() {
+                guard !held.isEmpty else { return }
+                held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
+                let capped = held.prefix(maxItems)
+                if isPairs {
+                    // Per subject: its n capped items (n >= 2) give every unordered pair
+                    // floor(unit / (n - 1)) (integer division, as documented for itemPairWeight).
+                    let items = capped.compactMap { pairIndex[$0.item] }
                     guard items.count >= 2 else { return }
                     let w = Int64(unit / (items.count - 1))
                     for a in 0..<items.count {
                         for b in (a + 1)..<items.count {
                             let i = min(items[a], items[b]), j = max(items[a], items[b])
-                            sums[i * v.count + j, default: 0] += w
+                            pairs[i * width + j, default: 0] += w
                         }
                     }
+                } else {
+                    for h in capped { presence[h.item, default: 0] += 1 }
                 }
-                let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
-                while let row = try cursor.next() {
-                    let subject: Int64 = row[0]
-                    if subject != current { flush(); items.removeAll(keepingCapacity: true); current = subject }
-                    if let i = index[row[1] as String] { items.append(i) }
-                }
-                flush()
-                for (key, total) in sums where total != 0 { out["\(key / v.count)|\(key % v.count)"] = [total] }
+            }
+            let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
+            while let row = try cursor.next() {
+                let subject: Int64 = row[0]
+                if subject != current { flush(); held.removeAll(keepingCapacity: true); current = subject }
+                let item: String = row[1]
+                held.append((row[2], Self.tieBreak(subject: subject, item: item), item))
+            }
+            flush()
+            if isPairs {
+                for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
             } else {
                 if let v = vocabulary { for item in v { out[item] = [0] } }
-                for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue })) {
-                    out[row[0] as String] = [row[1] as Int64]
-                }
+                for (item, n) in presence { out[item] = [n] }
             }
             return out
         }

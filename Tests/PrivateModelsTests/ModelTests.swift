@@ -17,7 +17,7 @@ final class MemorySource: AggregateSource, @unchecked Sendable {
         var out: [String: [Int64]] = [:]
         for key in r.grouping?.domain ?? [""] { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
         func add(_ key: String, _ i: Int, _ v: Int64) { out[key, default: [Int64](repeating: 0, count: r.coordinates.count)][i] += v }
-        if case .items? = r.grouping, case let .itemPresence(_, m) = r.coordinates[0] {
+        if case .items? = r.grouping, case let .itemPresence(_, m, _) = r.coordinates[0] {
             for s in items { for item in s.prefix(m) { add(item, 0, 1) } }
             return out
         }
@@ -187,6 +187,64 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         let sel = try s2.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: "purchase", maxItems: 5)]),
                                          epsilon: try s2.share(1), delta: 1e-6, label: "selection")
         #expect(sel.released.allSatisfy { $0.key.hasPrefix("SKU-") } && sel.released.count == 10)
+    }
+
+    /// Expected cosines from scikit-learn 1.7.2: TfidfVectorizer(sublinear_tf=True) on the same texts.
+    @Test func contentVectorsMatchScikitLearnsTfidf() throws {
+        let texts = ["JUMBO BAG RED RETROSPOT", "JUMBO BAG PINK POLKADOT", "RED RETROSPOT CAKE STAND",
+                     "WHITE HANGING HEART T-LIGHT HOLDER", "LUNCH BAG RED RETROSPOT", ""]
+        let v = ContentSimilarity.vectors(texts: texts)
+        let terms = v.map(\.terms), weights = v.map(\.weights)
+        func cos(_ owned: [Int]) -> [Double] { ContentSimilarity.profileScores(terms: terms, weights: weights, owned: owned, targets: 0..<6) }
+        let expected0: [Double] = [1, 0.44658, 0.383635, 0, 0.633935, 0]
+        for (got, want) in zip(cos([0]), expected0) { #expect(abs(got - want) < 1e-5, "\(got) vs \(want)") }
+        // A profile of two items: the normalised sum of their vectors.
+        let expected02: [Double] = [0.831756, 0.268456, 0.831756, 0, 0.595648, 0]
+        for (got, want) in zip(cos([0, 2]), expected02) { #expect(abs(got - want) < 1e-5, "\(got) vs \(want)") }
+        #expect(cos([5]) == [Double](repeating: 0, count: 6))   // an empty description: no profile
+        #expect(cos([]) == [Double](repeating: 0, count: 6))
+    }
+
+    @Test func recommenderRanksCandidatesByTheSubjectsOwnItemsDescriptions() throws {
+        var a = ModelArtifact(model: .recommender, features: [], params: ["popularity_weight": 5, "candidates": 4, "content_weight": 5])
+        a.items = ["WHITE HEART", "GLASS STAR", "PINK RETROSPOT BAG", "RED RETROSPOT BAG", "CAKE TIN"]   // by popularity
+        a.popularity = [50, 40, 30, 20, 10]
+        let v = ContentSimilarity.vectors(texts: a.items!)
+        a.contentTerms = v.map(\.terms)
+        a.contentWeights = v.map(\.weights)
+        // The owner of the red bag gets the pink one first, then the others by popularity; the
+        // fifth item is outside the 4 candidates and comes last.
+        #expect(Recommender.recommend(a, owned: ["RED RETROSPOT BAG"], top: 4) == ["PINK RETROSPOT BAG", "WHITE HEART", "GLASS STAR", "CAKE TIN"])
+        // Without content (or for a subject with no described items): popularity order.
+        a.params["content_weight"] = 0
+        #expect(Recommender.recommend(a, owned: ["RED RETROSPOT BAG"], top: 2) == ["WHITE HEART", "GLASS STAR"])
+        a.params["content_weight"] = 5
+        #expect(Recommender.recommend(a, owned: ["UNKNOWN"], top: 2) == ["WHITE HEART", "GLASS STAR"])
+    }
+
+    @Test func contentFromACatalogSpendsNoBudgetAndTheArtifactCarriesIt() throws {
+        let src = MemorySource(rows: [])
+        src.items = (0..<500).map { i in ["SKU-\(i % 4)", "SKU-\((i + 1) % 4)"] }
+        let s = session(src, epsilon: 1, attributes: [], events: ["purchase"])
+        var spec = TrainingSpec(features: [], events: "purchase", params: [:], catalog: ["SKU-0", "SKU-1", "SKU-2", "SKU-3"])
+        spec.catalogText = ["red bag", "pink bag", "glass star", ""]
+        spec.eventsSince = 1_300_000_000
+        let a = try Recommender.fit(spec: spec, session: s, progress: { _ in })
+        // One release (the popularity, all of epsilon): with descriptions there is no co-occurrence release.
+        #expect(src.requests.count == 1)
+        if case let .itemPresence(_, m, since)? = src.requests.first?.coordinates.first { #expect(m == 20 && since == 1_300_000_000) } else { Issue.record("no item presence") }
+        #expect(a.params["popularity_share"] == 1 && a.params["content_weight"] == 5 && a.params["candidates"] == 300)
+        #expect(a.contentTerms?.count == 4 && a.contentWeights?.count == 4)
+        let text = ["SKU-0": "red bag", "SKU-1": "pink bag", "SKU-2": "glass star", "SKU-3": ""]
+        let v = ContentSimilarity.vectors(texts: a.items!.map { text[$0]! })
+        #expect(a.contentTerms! == v.map(\.terms))   // aligned with the items (popularity order)
+        #expect(a.eventsSince == "2011-03-13T07:06:40Z")
+        // Without descriptions, 20% buys the co-occurrence (a second release).
+        let src2 = MemorySource(rows: [])
+        src2.items = src.items
+        spec.catalogText = nil
+        let b = try Recommender.fit(spec: spec, session: session(src2, epsilon: 1, attributes: [], events: ["purchase"]), progress: { _ in })
+        #expect(src2.requests.count == 2 && b.params["popularity_share"] == 0.8 && b.contentTerms == nil)
     }
 
     @Test func modelsCannotSeeTheStore() throws {

@@ -197,6 +197,63 @@ import VaultStore
         #expect(Coordinate.itemPairWeight(kind: "purchase", maxItems: 3, unit: 1024).bound == 1536)   // n/2 units of 1024, n <= 3
     }
 
+    /// The cap on a subject's items breaks ties of time (one invoice's lines) by a fixed hash of
+    /// subject and item, not by the item code; `since` counts only events from then on.
+    @Test func theItemCapBreaksTiesByHashAndTheWindowDropsOlderEvents() throws {
+        let s = try store()
+        var ev = "customer_id,kind,item,value,time\n"
+        for i in 1..<60 {
+            for j in 0..<10 { ev += "C\(i),purchase,TIE-\(j),1,2026-11-01T10:00:00Z\n" }   // one invoice of 10 lines
+            ev += "C\(i),purchase,OLD-\(i % 3),1,2026-01-01T10:00:00Z\n"
+        }
+        #expect(try s.run(["ingest", "events", s.write("ties.csv", ev)]).status == 0)
+        let v = try Vault.open(VaultConfiguration(storePath: s.env["PROFILEVAULT_STORE"]!, keysPath: s.env["PROFILEVAULT_KEYS"]!,
+                                                  policyDirectory: s.env["PROFILEVAULT_POLICY"]!, actor: Actor(name: "t", role: "trainer")))
+        let src = v.store.aggregateSource
+        let vocab = (0..<10).map { "TIE-\($0)" }
+        let req = AggregateRequest(consentPurpose: "model_training", grouping: .items(vocabulary: vocab), coordinates: [.itemPresence(kind: "purchase", maxItems: 2)])
+        let pres = try src.boundedSums(req)
+        #expect(pres.values.reduce(0) { $0 + $1[0] } == 59 * 2)
+        // By item code, TIE-0 and TIE-1 would take all 118; by hash, every item gets some.
+        #expect(pres.values.filter { $0[0] > 0 }.count >= 8, "\(pres)")
+        #expect(pres["TIE-0"]![0] + pres["TIE-1"]![0] < 60)
+        #expect(try src.boundedSums(req) == pres)   // deterministic
+        // The window: the January purchases are not counted from November on.
+        let old = ["OLD-0", "OLD-1", "OLD-2"]
+        let all = try src.boundedSums(AggregateRequest(consentPurpose: "model_training", grouping: .items(vocabulary: old), coordinates: [.itemPresence(kind: "purchase", maxItems: 100)]))
+        #expect(all.values.reduce(0) { $0 + $1[0] } == 59)
+        let since = try src.boundedSums(AggregateRequest(consentPurpose: "model_training", grouping: .items(vocabulary: old),
+                                                         coordinates: [.itemPresence(kind: "purchase", maxItems: 100, since: 1_790_000_000)]))   // 2026-09-21
+        #expect(since == ["OLD-0": [0], "OLD-1": [0], "OLD-2": [0]])
+    }
+
+    @Test func aRecommenderWithADescribedCatalogAndAWindowTrainsAndRecommends() throws {
+        let s = try store()
+        let catalog = try s.write("catalog.tsv", (0..<12).map { "SKU-\($0)\t\($0 % 2 == 0 ? "red retrospot bag" : "glass star") \($0)" }.joined(separator: "\n") + "\n# a comment\nSKU-NEW\n")
+        let p = try job(s, "r.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nevents_since: 2026-10-02\nepsilon: 2\n")
+        let r = try s.run(["train", p, "--out", s.dir + "/r.json", "--role", "trainer"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/r.json"))) as? [String: Any])
+        #expect(m["events_since"] as? String == "2026-10-02T00:00:00Z")
+        #expect((m["content_terms"] as? [Any])?.count == 13 && (m["items"] as? [String])?.count == 13)
+        let privacy = try #require(m["privacy"] as? [String: Any])
+        #expect((privacy["budget_split"] as? [Any])?.count == 1 && privacy["delta"] as? Double == 0)
+        let rec = try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--top", "5", "--role", "trainer", "--json"])
+        #expect(rec.status == 0, "\(rec.stderr)")
+        let owned = Set((0..<3).map { "SKU-\((1 + $0 * 7) % 12)" })
+        let items = (try JSONSerialization.jsonObject(with: Data(rec.stdout.utf8)) as? [String: Any])?["items"] as? [String] ?? []
+        #expect(items.count == 5 && owned.isDisjoint(with: items), "\(items)")
+        // Errors name file, line and field.
+        for (text, reason) in [
+            ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nevents_since: soon\nepsilon: 1\n", "j.yaml:5: events_since: expected a date"),
+            ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nevents_since: 2026-01-01\nepsilon: 1\n", "j.yaml:5: events_since: only a recommender"),
+            ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nparams: { candidates: 2.5 }\nepsilon: 1\n", "candidates must be a whole number"),
+        ] {
+            let e = try s.run(["train", try job(s, "j.yaml", text), "--role", "trainer"])
+            #expect((e.status == 65 || e.status == 64) && e.stderr.contains(reason), "\(e.status) \(e.stderr)")
+        }
+    }
+
     // MARK: - Derived features (per-subject event aggregates)
 
     /// The fixture plus, for subject Ci, k = i % 4 purchases of 10.5 in September and k of 20

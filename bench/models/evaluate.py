@@ -280,26 +280,46 @@ def rank_metrics(recs, truth, top):
     return float(np.mean(hits)), float(np.mean(ndcg))
 
 
-def eval_recommender(store, train_items, truth, catalog_file, params, seeds, log, top=10):
+# The non-private item-based CF of the goal: the last 10 distinct items of each customer, the 300
+# most popular items as vocabulary (fixed, whatever the private model's parameters are).
+NONPRIVATE_CF = {"max_items_per_subject": 10, "vocabulary_size": 300}
+
+
+def eval_recommender(store, train_items, recent_items, truth, catalog_file, params, since, seeds, log, top=10):
     ids = sorted(truth)
-    # popularity baseline: the most bought items (distinct buyers) the customer does not own
-    pop = defaultdict(int)
-    for items in train_items.values():
-        for i in items:
-            pop[i] += 1
-    ranked = sorted(pop, key=lambda i: (-pop[i], i))
-    popular = {c: [i for i in ranked if i not in train_items[c]][:top] for c in ids}
-    p_hr, p_ndcg = rank_metrics(popular, truth, top)
+
+    def popularity(holdings):
+        """The most bought items (distinct buyers) the customer does not own."""
+        pop = defaultdict(int)
+        for items in holdings.values():
+            for i in items:
+                pop[i] += 1
+        ranked = sorted(pop, key=lambda i: (-pop[i], i))
+        return {c: [i for i in ranked if i not in train_items[c]][:top] for c in ids}
+    # The baseline of the goal: all-time popularity. Beside it, for transparency, popularity over
+    # the same window the private model counts (events_since), non-private.
+    p_hr, p_ndcg = rank_metrics(popularity(train_items), truth, top)
+    r_hr, r_ndcg = rank_metrics(popularity(recent_items), truth, top)
     job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
            "items_from": catalog_file, "params": params}
-    # The non-private version: the same item-based model from exact counts (epsilon 1e6), scored
-    # the classic way (no noise to shrink, popularity only to break ties).
-    exact = dict(job, params=dict(params, similarity_threshold=0, popularity_weight=0.001))
+    if since:
+        job["events_since"] = since
+    # The non-private version: the classic item-based model from exact counts (epsilon 1e6):
+    # all-time popularity, no candidates or content, no noise to shrink, popularity only to
+    # break ties.
+    exact = {k: v for k, v in job.items() if k != "events_since"}
+    exact["params"] = dict(NONPRIVATE_CF, similarity_threshold=0, popularity_weight=0.001, candidates=0, content_weight=0, popularity_share=0.5)
     art, _ = store.train(dict(exact, epsilon=1e6))
     np_hr, np_ndcg = rank_metrics(store.recommend(art, ids, top), truth, top)
-    out = {"data": "online-retail", "test_customers": len(ids), "params": params,
-           "popularity": {"hr": p_hr, "ndcg": p_ndcg}, "nonprivate_itemcf": {"hr": np_hr, "ndcg": np_ndcg}, "by_epsilon": {}}
-    log(f"recommender: popularity HR@10 {p_hr:.4f} NDCG@10 {p_ndcg:.4f}; non-private item CF HR {np_hr:.4f} NDCG {np_ndcg:.4f}")
+    # And the private model's own recipe without noise (epsilon 1e6), for reference.
+    art, _ = store.train(dict(job, epsilon=1e6))
+    same_hr, same_ndcg = rank_metrics(store.recommend(art, ids, top), truth, top)
+    out = {"data": "online-retail", "test_customers": len(ids), "params": params, "events_since": since,
+           "popularity": {"hr": p_hr, "ndcg": p_ndcg}, "recent_popularity": {"hr": r_hr, "ndcg": r_ndcg},
+           "nonprivate_itemcf": {"hr": np_hr, "ndcg": np_ndcg}, "nonprivate_same_model": {"hr": same_hr, "ndcg": same_ndcg},
+           "by_epsilon": {}}
+    log(f"recommender: popularity HR@10 {p_hr:.4f} NDCG@10 {p_ndcg:.4f}; popularity since {since} HR {r_hr:.4f} NDCG {r_ndcg:.4f}; "
+        f"non-private item CF HR {np_hr:.4f} NDCG {np_ndcg:.4f}; same model non-private HR {same_hr:.4f} NDCG {same_ndcg:.4f}")
     for eps in EPSILONS:
         hr, nd, secs = [], [], []
         for s in seeds:
@@ -326,7 +346,8 @@ def main():
     ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--rec-params", default='{"max_items_per_subject": 10, "vocabulary_size": 300}', help="recommender job params (JSON)")
+    ap.add_argument("--rec-params", default='{}', help="recommender job params (JSON; default: the model's defaults)")
+    ap.add_argument("--rec-since", default="2011-05-01", help="the recommender job's events_since (two months before the cut; '' for none)")
     ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
     args = ap.parse_args()
     global EPSILONS
@@ -396,9 +417,12 @@ def main():
             country = {}
             for r in rows:
                 country.setdefault(r[6], r[7])
-            catalog = os.path.join(work, "catalog.txt")
-            with open(catalog, "w") as fcat:       # the shop's public product list: every stock code
-                fcat.write("\n".join(sorted({r[1] for r in rows})) + "\n")
+            catalog = os.path.join(work, "catalog.tsv")
+            described = {}
+            for r in rows:
+                described.setdefault(r[1], " ".join(r[2].split()))
+            with open(catalog, "w") as fcat:       # the shop's public product list: stock code, tab, description
+                fcat.write("".join(f"{i}\t{described[i]}\n" for i in sorted(described)))
             if want("recommender"):
                 before = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
@@ -407,10 +431,12 @@ def main():
                 store.ingest("profiles", [[f"R-{c}", country[c]] for c in custs], ["customer_id", "country"])
                 store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
                                         for r in before], ["customer_id", "kind", "item", "value", "time"])
-                owned = defaultdict(set)
+                owned, recent = defaultdict(set), defaultdict(set)
                 for r in before:
                     if int(r[3]) > 0:
                         owned[f"R-{r[6]}"].add(r[1])
+                        if args.rec_since and r[4] >= args.rec_since:
+                            recent[f"R-{r[6]}"].add(r[1])
                 truth = defaultdict(set)
                 for r in rows:
                     cid = f"R-{r[6]}"
@@ -418,7 +444,7 @@ def main():
                         truth[cid].add(r[1])
                 log(f"retail: {len(custs)} customers and {len(before)} purchases before {cut}; {len(truth)} test customers")
                 results["recommender_retail"] = eval_recommender(
-                    store, owned, dict(truth), catalog, json.loads(args.rec_params), seeds, log)
+                    store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
             if want("linear"):
                 store = Store(args.profilectl, work, "retail-full", schema,
                               ["user.location.imprecise", "user.behavior"], ["linear_regression"])

@@ -21,9 +21,9 @@ import Foundation
 /// Similarity sim(i, j) = max(0, C_ij - 3 noise scales) / sqrt(P_i P_j) (P the noisy
 /// popularity, floored); each item keeps its `neighbors` (default 50) most similar items.
 /// Content: when the catalog file gives descriptions (`ITEM<TAB>DESCRIPTION` lines), the artifact
-/// keeps every item's TF-IDF vector (public data, no budget); `recommend` ranks the `candidates`
-/// (default 300) most popular items by popularity rank plus `content_weight` (default 5) times
-/// the cosine between the item and the subject's own items.
+/// keeps every item's TF-IDF vector (public data, no budget); `recommend` adds to the score of
+/// the `candidates` (default 300) most popular items `content_weight` (default 5) times the
+/// cosine between the item and the subject's own items.
 public enum Recommender {
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("recommender needs events: (an event kind)") }
@@ -125,13 +125,13 @@ public enum Recommender {
 
     /// Top-N items for a subject who has interacted with `owned` (never returned). The score of
     /// item j, in units of the model's largest similarity S:
-    ///   sum(sim(i, j) for i owned)                          (item-based co-occurrence)
-    ///   + S * w * (1 - r_j / K) for the K = `candidates` most popular items (r_j its rank),
-    ///     S * w * 0.001 * P_j / P_max for the others          (w = `popularity_weight`)
-    ///   + S * w * c * cos(profile, j)                       (c = `content_weight`, candidates only;
-    ///     profile: the normalised sum of the TF-IDF vectors of the subject's items)
-    /// With K = 0 the popularity term is S * w * P_j / P_max for every item. Cold subjects and
-    /// items without significant neighbours fall back to popularity.
+    ///   sum(sim(i, j) for i owned)                    (item-based co-occurrence)
+    ///   + S * w * P_j / P_max                         (popularity; w = `popularity_weight`)
+    ///   + S * w * c * cos(profile, j)                 (content, for the K = `candidates` most
+    ///     popular items only; c = `content_weight`; profile: the normalised sum of the TF-IDF
+    ///     vectors of the subject's items)
+    /// Cold subjects and items without significant neighbours fall back to popularity. (Ranking
+    /// the candidates by popularity rank instead of value measured 0.01-0.03 HR@10 worse.)
     public static func recommend(_ a: ModelArtifact, owned: Set<String>, top: Int) -> [String] {
         guard let items = a.items, let pop = a.popularity else { return [] }
         let ni = a.neighborItems ?? [], ns = a.neighborScores ?? []
@@ -147,9 +147,7 @@ public enum Recommender {
             guard i < ni.count else { continue }
             for (j, s) in zip(ni[i], ns[i]) where j < score.count { score[j] += s }
         }
-        for j in items.indices {
-            if k == 0 { score[j] += w * pop[j] / maxPop } else if j < k { score[j] += w * (1 - Double(j) / Double(k)) } else { score[j] += w * 1e-3 * pop[j] / maxPop }
-        }
+        for j in items.indices { score[j] += w * pop[j] / maxPop }
         if c > 0, k > 0, let terms = a.contentTerms, let weights = a.contentWeights {
             let cos = ContentSimilarity.profileScores(terms: terms, weights: weights, owned: ownedIndex.sorted(), targets: 0..<k)
             for j in 0..<k { score[j] += w * c * cos[j] }

@@ -212,9 +212,12 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         let v = ContentSimilarity.vectors(texts: a.items!)
         a.contentTerms = v.map(\.terms)
         a.contentWeights = v.map(\.weights)
-        // The owner of the red bag gets the pink one first, then the others by popularity; the
-        // fifth item is outside the 4 candidates and comes last.
+        // The owner of the red bag gets the pink one first, then the others by popularity.
         #expect(Recommender.recommend(a, owned: ["RED RETROSPOT BAG"], top: 4) == ["PINK RETROSPOT BAG", "WHITE HEART", "GLASS STAR", "CAKE TIN"])
+        // Content counts for the candidates only: with 2, the pink bag (third) gets none.
+        a.params["candidates"] = 2
+        #expect(Recommender.recommend(a, owned: ["RED RETROSPOT BAG"], top: 2) == ["WHITE HEART", "GLASS STAR"])
+        a.params["candidates"] = 4
         // Without content (or for a subject with no described items): popularity order.
         a.params["content_weight"] = 0
         #expect(Recommender.recommend(a, owned: ["RED RETROSPOT BAG"], top: 2) == ["WHITE HEART", "GLASS STAR"])

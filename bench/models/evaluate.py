@@ -346,7 +346,7 @@ def main():
     ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--rec-params", default='{}', help="recommender job params (JSON; default: the model's defaults)")
+    ap.add_argument("--rec-params", default='{"max_items_per_subject": 5}', help="recommender job params (JSON)")
     ap.add_argument("--rec-since", default="2011-05-01", help="the recommender job's events_since (two months before the cut; '' for none)")
     ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
     args = ap.parse_args()

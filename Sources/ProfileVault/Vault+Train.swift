@@ -153,10 +153,15 @@ extension Vault {
             if model == "recommender" && job.events == nil { throw fail(root, "events", "recommender needs events: (the event kind it learns from)") }
             if let tn = map["events_since"] {
                 guard model == "recommender" else { throw fail(tn, "events_since", "only a recommender counts popularity over a window") }
-                guard let text = tn.scalar?.string, let t = DateParsing.unixSeconds(fromISO8601: Substring(text)) else {
-                    throw fail(tn, "events_since", "expected a date (YYYY-MM-DD) or an ISO 8601 time")
+                // A date or time, or a number of days before now (`60d`: the last 60 days).
+                let text = tn.scalar?.string ?? ""
+                if text.count >= 2, text.count <= 6, text.hasSuffix("d"), let days = Int(text.dropLast()), days > 0 {
+                    job.eventsSince = Int64(Date().timeIntervalSince1970) - Int64(days) * 86_400
+                } else if let t = DateParsing.unixSeconds(fromISO8601: Substring(text)) {
+                    job.eventsSince = t
+                } else {
+                    throw fail(tn, "events_since", "expected a date (YYYY-MM-DD), an ISO 8601 time or a number of days before now (60d)")
                 }
-                job.eventsSince = t
             }
             if model == "segments" && (by == nil) == (fromModel == nil) { throw fail(map["params"] ?? root, "params", "segments needs exactly one of params.by and params.from_model") }
             if let f = job.itemsFrom, !f.hasPrefix("/") {

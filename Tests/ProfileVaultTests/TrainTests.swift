@@ -243,6 +243,12 @@ import VaultStore
         let owned = Set((0..<3).map { "SKU-\((1 + $0 * 7) % 12)" })
         let items = (try JSONSerialization.jsonObject(with: Data(rec.stdout.utf8)) as? [String: Any])?["items"] as? [String] ?? []
         #expect(items.count == 5 && owned.isDisjoint(with: items), "\(items)")
+        // A number of days before now.
+        let p60 = try job(s, "r60.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nevents_since: 60d\nepsilon: 0.5\n")
+        #expect(try s.run(["train", p60, "--out", s.dir + "/r60.json", "--role", "trainer"]).status == 0)
+        let m60 = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/r60.json"))) as? [String: Any])
+        let since = try #require(ISO8601DateFormatter().date(from: m60["events_since"] as? String ?? ""))
+        #expect(abs(since.timeIntervalSinceNow + 60 * 86_400) < 600)
         // Errors name file, line and field.
         for (text, reason) in [
             ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nevents_since: soon\nepsilon: 1\n", "j.yaml:5: events_since: expected a date"),

@@ -2,17 +2,21 @@
 # Load test of the HTTP service on loopback (issue 7): GET subject and POST query (DP count)
 # from 16 concurrent connections with wrk, reporting req/s and p50/p99 latency.
 #
-#   bench/http-load.sh [--subjects N] [--seconds S]       (defaults: 100,000 subjects, 10 s each)
+#   bench/http-load.sh [--subjects N] [--seconds S] [--only get|query] [--perf FILE]
+#   (defaults: 100,000 subjects, 10 s each; --perf records the server with perf during the
+#   GET run, for `perf report -i FILE`)
 #
 # Needs wrk (apt-get install -y wrk). Builds profilectl and pvbench in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=100000 secs=10
+n=100000 secs=10 only="" perfout=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --subjects) n=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
-    *) echo "usage: $0 [--subjects N] [--seconds S]" >&2; exit 64 ;;
+    --only) only=$2; shift 2 ;;
+    --perf) perfout=$2; shift 2 ;;
+    *) echo "usage: $0 [--subjects N] [--seconds S] [--only get|query] [--perf FILE]" >&2; exit 64 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "error: wrk is needed: apt-get install -y wrk" >&2; exit 1; }
@@ -65,7 +69,17 @@ errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{name}: {rps:,.0f} req/s, p50 {ms(50):.2f} ms, p99 {ms(99):.2f} ms" + (f", {errors.group(1)} non-2xx" if errors else ""))
 PY
 }
-wrk -t 2 -c 16 -d "${secs}s" --latency -s "$work/get.lua" "http://127.0.0.1:$port" > "$work/get.txt"
-report "GET /v1/subjects/{id} ($n subjects, 16 connections)" "$work/get.txt"
-wrk -t 2 -c 16 -d "${secs}s" --latency -s "$work/query.lua" "http://127.0.0.1:$port/v1/queries" > "$work/query.txt"
-report "POST /v1/queries count --where ($n subjects, 16 connections)" "$work/query.txt"
+if [ "$only" != query ]; then
+  perfpid=""
+  if [ -n "$perfout" ]; then perf record -F 499 -g -p "$server" -o "$perfout" -- sleep "$secs" 2>/dev/null & perfpid=$!; fi
+  cpu0=$(awk '{print $14 + $15}' /proc/$server/stat)
+  wrk -t 2 -c 16 -d "${secs}s" --latency -s "$work/get.lua" "http://127.0.0.1:$port" > "$work/get.txt"
+  cpu1=$(awk '{print $14 + $15}' /proc/$server/stat)
+  [ -n "$perfpid" ] && wait "$perfpid"
+  report "GET /v1/subjects/{id} ($n subjects, 16 connections)" "$work/get.txt"
+  python3 -c "import re,sys; t=open('$work/get.txt').read(); n=int(re.search(r'(\d+) requests in', t).group(1)); print(f'  server CPU {($cpu1 - $cpu0) * 10 / n * 1000:.0f} us per GET ({($cpu1 - $cpu0) / 100:.1f} s over {n} requests)')"
+fi
+if [ "$only" != get ]; then
+  wrk -t 2 -c 16 -d "${secs}s" --latency -s "$work/query.lua" "http://127.0.0.1:$port/v1/queries" > "$work/query.txt"
+  report "POST /v1/queries count --where ($n subjects, 16 connections)" "$work/query.txt"
+fi

@@ -2,6 +2,7 @@ public import GRDB
 public import VaultCrypto
 public import VaultPolicy
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -131,6 +132,8 @@ public final class ProfileStore: Sendable {
     var keys: StoreKeys { keyBox.current }
     /// Group commit of read and denial audit entries (see `audit(_:)`).
     let auditCommits = AuditGroupCommit()
+    /// Background WAL checkpoints (`startBackgroundCheckpoints`), stopped by `close()`.
+    private let checkpointer = Mutex<WALCheckpointer?>(nil)
     /// PII field name -> small integer id used in the `pii` and `blind_index` tables.
     let piiFieldIDs: [String: Int]
     /// Name of the pseudo-field that holds the encrypted external customer ID.
@@ -358,7 +361,20 @@ public final class ProfileStore: Sendable {
     }
 
     /// Closes the pool; the store is unusable afterwards.
-    public func close() throws { try pool.close() }
+    public func close() throws {
+        checkpointer.withLock { c in c?.stop(); c = nil }
+        try pool.close()
+    }
+
+    /// For a long-running process with many small commits (`serve`): WAL checkpoints move off
+    /// the commits onto a thread of their own (see `WALCheckpointer`). `close()` stops it.
+    public func startBackgroundCheckpoints(every interval: Double = 0.05) throws {
+        try checkpointer.withLock { c in
+            guard c == nil else { return }
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
+            c = try WALCheckpointer(path: path, interval: interval)
+        }
+    }
 
     /// Writes the WAL back into the main file and truncates it.
     public func checkpoint() throws {

@@ -51,6 +51,7 @@ struct Serve: ParsableCommand {
         let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
         let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
                                                       policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
+        try vault.store.startBackgroundCheckpoints()
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

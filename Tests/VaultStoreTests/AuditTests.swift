@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 import VaultAudit
 import VaultCrypto
@@ -256,5 +257,60 @@ extension AuditTests {
             return nil
         }
         #expect(Set(names).count == 200)
+    }
+
+    /// The commit delay applies only under concurrent load: a thread appending in a loop is
+    /// never made to wait; overlapping callers are.
+    @Test func onlyOverlappingCallersDelayTheGroupCommit() throws {
+        let sequential = AuditGroupCommit(maxDelay: 0.0005)
+        var committed = 0
+        for _ in 0..<300 { try sequential.append([]) { _ in committed += 1 } }
+        #expect(committed == 300 && sequential.delayedLeaders == 0)
+
+        // 16 threads (the load test's 16 connections), 25 appends each.
+        let busy = AuditGroupCommit(maxDelay: 0.0005)
+        let batches = Mutex(0)
+        let group = DispatchGroup()
+        for _ in 0..<16 {
+            group.enter()
+            Thread {
+                for _ in 0..<25 {
+                    try! busy.append([AuditContext(actor: "a", role: "support", requestID: "r").record("get", .read)]) { _ in
+                        batches.withLock { $0 += 1 }
+                        usleep(200)   // a commit that takes a while, as an fsync does
+                    }
+                }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        #expect(busy.delayedLeaders > 0)
+        #expect(batches.withLock { $0 } < 400)
+    }
+
+    /// `serve` moves WAL checkpoints to a thread of their own: the writer no longer
+    /// checkpoints, the thread keeps the WAL short, and close() stops it with every entry kept.
+    @Test func backgroundCheckpointsKeepTheWALShortAndStopOnClose() throws {
+        func walBytes(_ t: TempStore, background: Bool) throws -> Int {
+            if background {
+                try t.store.startBackgroundCheckpoints(every: 0.002)
+            } else {
+                try t.store.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
+            }
+            let auto = try t.store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint")! }
+            #expect(auto == 0)
+            for i in 0..<400 {
+                try t.store.audit([AuditContext(actor: "r\(i)", role: "support", requestID: "q\(i)").record("get", .read)])
+                if i % 20 == 19 { usleep(5_000) }   // room for the checkpointer to run
+            }
+            return (try FileManager.default.attributesOfItem(atPath: t.store.path + "-wal")[.size] as? Int) ?? 0
+        }
+        let with = try TempStore(), without = try TempStore()
+        let short = try walBytes(with, background: true), long = try walBytes(without, background: false)
+        #expect(short * 2 < long, "WAL with background checkpoints \(short) bytes, without \(long)")
+        try with.store.close()
+        let reopened = try DatabaseQueue(path: with.store.path)
+        #expect(try reopened.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM audit")! } == 400)
+        #expect(try reopened.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check")! } == "ok")
     }
 }

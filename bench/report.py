@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's raw runs into bench/results.json and docs/benchmarks.md."""
+"""Turns bench/run.sh's raw runs into bench/results.json and docs/benchmarks.md (with PNG plots
+in docs/img/bench-*.png when matplotlib is installed).
+
+    report.py RUNS.jsonl PROFILES RUNS QUICK     (what bench/run.sh calls)
+    report.py --from-results                      (re-render the page and plots from bench/results.json)
+"""
 import json, os, platform, statistics, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kmeans_section import kmeans_lines
 
-runs_path, profiles, runs, quick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-rows = [json.loads(l) for l in open(runs_path) if l.strip()]
-def by(mode): return [r for r in rows if r.get("mode") == mode]
 med = statistics.median
 
 def cpu():
@@ -16,28 +18,39 @@ def cpu():
     except OSError: pass
     return platform.processor()
 
-plain, vault, peer = by("plain"), by("vault"), by("python")
-suite, audit, noise = by("suite")[0], by("audit")[0], by("noise")[0]
-seal, ossl = by("seal"), by("openssl")
-res = {
-  "machine": {"cpu": cpu(), "cores": os.cpu_count(), "os": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "swift": subprocess.run(["swift", "--version"], capture_output=True, text=True).stdout.splitlines()[0] if True else ""},
-  "ingest": {"profiles": profiles, "runs": runs,
-             "encrypted_rows_per_s": med([r["rate"] for r in vault]), "plain_rows_per_s": med([r["rate"] for r in plain]),
-             "python_peer_rows_per_s": med([r["rate"] for r in peer]), "peak_rss_mb": max(r["peak_rss_mib"] for r in vault)},
-  "get": {"subjects": suite["subjects"], "p50_ms": suite["get"]["p50_ms"], "p99_ms": suite["get"]["p99_ms"]},
-  "query": {"subjects": suite["subjects"], **{k: v for k, v in suite["query"].items()},
-            "dp_ms": suite["query"]["count_where"]["dp_ms"], "raw_sql_ms": suite["query"]["count_where"]["raw_sql_ms"]},
-  "erase": {"subjects_per_s": suite["erase"]["subjects_per_s"], "erased": suite["erase"]["erased"]},
-  "rotate": {"deks_per_s": suite["rotate"]["deks_per_s"], "rewrapped": suite["rotate"]["rewrapped"], "seconds": suite["rotate"]["seconds"]},
-  "audit": {"append_per_s": audit["append_per_s"], "verify_per_s": audit["verify_file_per_s"], "verify_store_per_s": audit["verify_store_per_s"], "entries": audit["entries"]},
-  "noise": {"samples_per_s": noise["samples_per_s"]},
-  "seal64": {"ops_per_s": med([r["ops_per_second"] for r in seal]), "openssl_speed_ops_per_s": med([r["ops_per_second"] for r in ossl])},
-  # k-means 1M x 8 against diffprivlib: measured by bench/models/kmeans_1m.py (its own venv).
-  "kmeans": (json.load(open("bench/models/results.json")).get("kmeans_1m") if os.path.exists("bench/models/results.json") else None),
-}
+def measure(runs_path, profiles, runs, quick):
+  rows = [json.loads(l) for l in open(runs_path) if l.strip()]
+  def by(mode): return [r for r in rows if r.get("mode") == mode]
+  plain, vault, peer = by("plain"), by("vault"), by("python")
+  suite, audit, noise = by("suite")[0], by("audit")[0], by("noise")[0]
+  seal, ossl = by("seal"), by("openssl")
+  return {
+    "machine": {"cpu": cpu(), "cores": os.cpu_count(), "os": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "swift": subprocess.run(["swift", "--version"], capture_output=True, text=True).stdout.splitlines()[0] if True else ""},
+    "ingest": {"profiles": profiles, "runs": runs,
+               "encrypted_rows_per_s": med([r["rate"] for r in vault]), "plain_rows_per_s": med([r["rate"] for r in plain]),
+               "python_peer_rows_per_s": med([r["rate"] for r in peer]), "peak_rss_mb": max(r["peak_rss_mib"] for r in vault)},
+    "get": {"subjects": suite["subjects"], "p50_ms": suite["get"]["p50_ms"], "p99_ms": suite["get"]["p99_ms"]},
+    "query": {"subjects": suite["subjects"], **{k: v for k, v in suite["query"].items()},
+              "dp_ms": suite["query"]["count_where"]["dp_ms"], "raw_sql_ms": suite["query"]["count_where"]["raw_sql_ms"]},
+    "erase": {"subjects_per_s": suite["erase"]["subjects_per_s"], "erased": suite["erase"]["erased"]},
+    "rotate": {"deks_per_s": suite["rotate"]["deks_per_s"], "rewrapped": suite["rotate"]["rewrapped"], "seconds": suite["rotate"]["seconds"]},
+    "audit": {"append_per_s": audit["append_per_s"], "verify_per_s": audit["verify_file_per_s"], "verify_store_per_s": audit["verify_store_per_s"], "entries": audit["entries"]},
+    "noise": {"samples_per_s": noise["samples_per_s"]},
+    "seal64": {"ops_per_s": med([r["ops_per_second"] for r in seal]), "openssl_speed_ops_per_s": med([r["ops_per_second"] for r in ossl])},
+    # k-means 1M x 8 against diffprivlib: measured by bench/models/kmeans_1m.py (its own venv).
+    "kmeans": (json.load(open("bench/models/results.json")).get("kmeans_1m") if os.path.exists("bench/models/results.json") else None),
+  }
+if sys.argv[1:] == ["--from-results"]:
+  res = json.load(open("bench/results.json"))
+  res["kmeans"] = (json.load(open("bench/models/results.json")).get("kmeans_1m") if os.path.exists("bench/models/results.json") else res.get("kmeans"))
+  profiles, runs, quick = res["ingest"]["profiles"], res["ingest"].get("runs", 1), res.get("quick", False)
+else:
+  profiles, runs, quick = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+  res = measure(sys.argv[1], profiles, runs, quick)
+  res["quick"] = quick
 i = res["ingest"]
-q = suite["query"]
+q = res["query"]
 goals = [
   ("encrypted ingest >= 0.5 x plain SQLite", i["encrypted_rows_per_s"] / i["plain_rows_per_s"], 0.5, ">="),
   ("encrypted ingest >= 3 x Python peer", i["encrypted_rows_per_s"] / i["python_peer_rows_per_s"], 3.0, ">="),
@@ -56,6 +69,49 @@ os.makedirs("bench", exist_ok=True)
 json.dump(res, open("bench/results.json", "w"), indent=2)
 
 def f(x, d=0): return f"{x:,.{d}f}"
+
+def plot_lines(res):
+  """Throughput and latency bars against the baselines of the same run (docs/img/bench-*.png)."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    print("report: matplotlib is not installed: no plots (pip install -r bench/peers/requirements.txt)", file=sys.stderr)
+    return []
+  os.makedirs("docs/img", exist_ok=True)
+  i, q = res["ingest"], res["query"]
+  def bars(path, title, unit, labels, values, colors):
+    fig, ax = plt.subplots(figsize=(5.5, 2.6), dpi=110)
+    y = range(len(labels))
+    ax.barh(list(y), values, color=colors)
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    for k, v in enumerate(values):
+      ax.text(v, k, f" {v:,.0f}" if v >= 100 else f" {v:,.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_xlabel(unit, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+  pv, base, peer = "#1f77b4", "#999999", "#ff7f0e"
+  bars("docs/img/bench-ingest.png", f"ingest, {i['profiles']:,} profiles", "profiles/s",
+       ["ProfileVault (encrypted)", "plain SQLite (no crypto)", "Python peer (sqlite3 + cryptography)"],
+       [i["encrypted_rows_per_s"], i["plain_rows_per_s"], i["python_peer_rows_per_s"]], [pv, base, peer])
+  names = [("count_where", "count --where"), ("sum", "sum"), ("grouped_mean", "mean --group-by")]
+  labels, values, colors = [], [], []
+  for k, n in names:
+    labels += [f"DP {n}", f"raw SQL {n}"]
+    values += [q[k]["dp_ms"], q[k]["raw_sql_ms"]]
+    colors += [pv, base]
+  bars("docs/img/bench-query.png", f"DP queries over {q.get('subjects', res['get'].get('subjects', 0)):,} subjects (lower is better)", "ms",
+       labels, values, colors)
+  return ["![ingest throughput against plain SQLite and the Python peer](img/bench-ingest.png)", "",
+          "![DP query latency against the same aggregate in raw SQL](img/bench-query.png)", "",
+          "Utility against epsilon for every model, beside its non-private version and diffprivlib: "
+          "[models.md](models.md#evaluation-on-real-data) (for example "
+          "[k-means](img/models-kmeans_bank.png), [recommender](img/models-recommender_retail.png)).", ""]
 md = [
   "# Benchmarks", "",
   f"Measured by `bench/run.sh{' --quick' if quick else ''}` on {res['machine']['date']}: {res['machine']['cpu']}, "
@@ -76,7 +132,7 @@ md += [
   f"| audit export verification, entries/s | {f(res['audit']['verify_per_s'])} (store: {f(res['audit']['verify_store_per_s'])}) | | | |",
   f"| discrete Laplace samples/s (CSPRNG) | {f(res['noise']['samples_per_s'])} | | >= 1,000,000 | {'yes' if res['noise']['samples_per_s'] >= 1e6 else 'no'} |",
   f"| AES-256-GCM seal, 64 B, ops/s | {f(res['seal64']['ops_per_s'])} | `openssl speed -evp aes-256-gcm -bytes 64` {f(res['seal64']['openssl_speed_ops_per_s'])} | {res['seal64']['ops_per_s']/res['seal64']['openssl_speed_ops_per_s']:.2f} (>= 0.55) | {'yes' if goals[-1][1] >= 0.55 else 'no'} |",
-  "", "## How each is measured", "",
+  "", *plot_lines(res), "## How each is measured", "",
   "- **ingest**: `pvbench vault` runs `Vault.ingestProfiles` (validation pass, then sealing and writing on two threads, audit entry per batch) on a generated CSV; `pvbench plain` parses and validates the same CSV with the same code and inserts the same rows as plaintext into the same table shapes with the same raw statement binding and batch size, no crypto; the Python peer (`bench/peers/ingest_peer.py`) is sqlite3 + `cryptography` with the same per-field AES-GCM, HMAC pseudonyms and blind indexes and no validation. Each runs in its own process; peak RSS is `ru_maxrss`.",
   "- **get**: 3,000 `Vault.get` calls for random subjects (role check, DEK unwrap, 3 field decryptions, audit entry committed and signed) in process.",
   "- **DP queries**: `Vault.query` (gate, budget transaction with audit entry, SQL over all-consenting subjects, noise) against the plain SQL aggregate with the same join and filter, interleaved, median of 5.",

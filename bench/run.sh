@@ -52,4 +52,4 @@ for i in $(seq "$runs"); do
   openssl speed -seconds 2 -evp aes-256-gcm -bytes 64 2>/dev/null \
     | awk 'tolower($1) == "aes-256-gcm" {v=$2; sub(/k$/,"",v); printf "{\"mode\":\"openssl\",\"ops_per_second\":%f}\n", v*1000/64}' >> "$out"
 done
-python3 bench/report.py "$out" "$profiles" "$runs" "$quick"
+"$py" bench/report.py "$out" "$profiles" "$runs" "$quick"

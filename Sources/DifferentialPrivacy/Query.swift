@@ -47,6 +47,11 @@ public enum Coordinate: Sendable, Equatable {
     /// pair of them gets floor(unit / (n - 1)). The n(n-1)/2 pairs sum to at most n * unit / 2:
     /// L1 bound floor(maxItems * unit / 2) over all groups.
     case itemPairWeight(kind: String, maxItems: Int, unit: Int)
+    /// Item-set grouping only (`Grouping.itemSets`): with the subject's distinct items of this
+    /// kind in the vocabulary capped at `maxItems` (the most recent, ties as for
+    /// `itemPresence`), 1 for every set of `size` of them (its support). A subject holds at
+    /// most C(maxItems, size) sets: L1 bound C(maxItems, size) over all groups.
+    case itemSetPresence(kind: String, maxItems: Int, size: Int)
 
     /// The largest absolute value one subject can contribute, in grid units.
     public var bound: UInt64 {
@@ -59,7 +64,16 @@ public enum Coordinate: Sendable, Equatable {
         case let .product(_, _, g): return units(1, g)
         case let .itemPresence(_, m, _): return UInt64(m)
         case let .itemPairWeight(_, m, u): return UInt64(m) * UInt64(u) / 2
+        case let .itemSetPresence(_, m, k): return Self.binomial(m, k)
         }
+    }
+
+    /// C(n, k), 0 when k > n.
+    public static func binomial(_ n: Int, _ k: Int) -> UInt64 {
+        guard k >= 0, k <= n else { return 0 }
+        var r: UInt64 = 1
+        for i in 0..<min(k, n - k) { r = r * UInt64(n - i) / UInt64(i + 1) }
+        return r
     }
 
     /// The grid step of the released value (1 for counts).
@@ -172,6 +186,10 @@ public enum Grouping: Sendable, Equatable {
     /// `vocabulary`; only pairs found in the data are returned (absent pairs are exact zeros).
     /// Coordinate: `itemPairWeight` only.
     case itemPairs(vocabulary: [String])
+    /// By set of `size` (2 or 3) vocabulary items, key "i|j" or "i|j|k" with i < j < k the
+    /// items' indexes in `vocabulary`; every set is a key (zeros included). Coordinate:
+    /// `itemSetPresence` only.
+    case itemSets(vocabulary: [String], size: Int)
 
     /// The public key space (nil when keys come from the data).
     public var domain: [String]? {
@@ -185,6 +203,23 @@ public enum Grouping: Sendable, Equatable {
             keys.reserveCapacity(v.count * (v.count - 1) / 2)
             for i in v.indices { for j in (i + 1)..<max(i + 1, v.count) { keys.append("\(i)|\(j)") } }
             return keys
+        case let .itemSets(v, size):
+            return Self.sets(count: v.count, size: size).map { $0.map(String.init).joined(separator: "|") }
+        }
+    }
+
+    /// Every set of `size` indexes below `count`, each ascending, in lexicographic order.
+    public static func sets(count: Int, size: Int) -> [[Int]] {
+        guard size >= 1, size <= count else { return [] }
+        var out: [[Int]] = []
+        var c = Array(0..<size)
+        while true {
+            out.append(c)
+            var i = size - 1
+            while i >= 0 && c[i] == count - size + i { i -= 1 }
+            if i < 0 { return out }
+            c[i] += 1
+            for j in (i + 1)..<size { c[j] = c[j - 1] + 1 }
         }
     }
 
@@ -250,7 +285,7 @@ public struct AggregateRequest: Sendable, Equatable {
             switch c {
             case .subjects: break
             case let .nonNull(n), let .attribute(n, _, _, _, _): names.append(n)
-            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _, _), let .itemPairWeight(k, _, _): kinds.append(k)
+            case let .events(k, _, _, _, _, _), let .eventCount(k, _), let .itemPresence(k, _, _), let .itemPairWeight(k, _, _), let .itemSetPresence(k, _, _): kinds.append(k)
             case let .product(l, r, _): names.append(l.name); if let r { names.append(r.name) }
             }
         }

@@ -3,7 +3,10 @@ public import Foundation
 
 /// The model kinds this module trains (SPEC §6).
 public enum ModelKind: String, Sendable, CaseIterable, Codable {
-    case segments, kmeans, linear_regression, logistic_regression, recommender
+    case segments, kmeans, linear_regression, logistic_regression, recommender, association_rules
+
+    /// Models that name event items (a catalog, or private selection with the job's delta).
+    public var namesItems: Bool { self == .recommender || self == .association_rules }
 }
 
 /// One DP release a model made, for the artifact's record of how the job's epsilon was split.
@@ -92,6 +95,8 @@ public struct ModelArtifact: Codable, Sendable {
     public var popularity: [Double]?
     public var neighborItems: [[Int]]?
     public var neighborScores: [[Double]]?
+    // association_rules (also events, items, item_source)
+    public var rules: [AssociationRule]?
     /// The start of the window the popularity was counted over (ISO 8601, UTC; nil: all events).
     public var eventsSince: String?
     /// Each item's TF-IDF vector of its catalog description (term ids, weights; aligned with
@@ -176,6 +181,7 @@ public enum Trainer {
         case .linear_regression: a = try Regression.fit(spec: spec, session: session, logistic: false)
         case .logistic_regression: a = try Regression.fit(spec: spec, session: session, logistic: true)
         case .recommender: a = try Recommender.fit(spec: spec, session: session, progress: progress)
+        case .association_rules: a = try AssociationRules.fit(spec: spec, session: session, progress: progress)
         }
         a.privacy = PrivacyBlock(purpose: "", epsilon: session.epsilon.requested, delta: 0, mechanism: "", contributionBounds: [:],
                                  policyVersion: "", job: "", trainedAt: "",

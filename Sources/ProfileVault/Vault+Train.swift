@@ -40,13 +40,15 @@ public struct TrainingJob: Sendable {
 extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
     static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
-                                          "candidates", "content_weight"]
+                                          "candidates", "content_weight", "support_threshold", "min_support", "min_confidence"]
         static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
         "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
+        "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
+                              "min_confidence", "max_rules"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
                         "candidates", "content_weight", "content_neighbors"],
     ]
@@ -150,7 +152,9 @@ extension Vault {
             default: break
             }
             if (model == "linear_regression" || model == "logistic_regression") && job.target == nil { throw fail(root, "target", "\(model) needs a target attribute") }
-            if model == "recommender" && job.events == nil { throw fail(root, "events", "recommender needs events: (the event kind it learns from)") }
+            if (model == "recommender" || model == "association_rules") && job.events == nil {
+                throw fail(root, "events", "\(model) needs events: (the event kind it learns from)")
+            }
             if let tn = map["events_since"] {
                 guard model == "recommender" else { throw fail(tn, "events_since", "only a recommender counts popularity over a window") }
                 // A date or time, or a number of days before now (`60d`: the last 60 days).
@@ -414,13 +418,13 @@ extension Vault {
         }
         let grantedDerived = job.derived.map(\.attribute).filter { usedDerived.contains($0.name) }
 
-        let detail = "job \(job.name) model \(job.model)" + (job.itemsFrom == nil && kind == .recommender ? " delta \(job.delta)" : "")
+        let detail = "job \(job.name) model \(job.model)" + (job.itemsFrom == nil && kind.namesItems ? " delta \(job.delta)" : "")
         let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
         let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record))
         let session: PrivateSession, state: BudgetState
         do {
             (session, state) = try engine.openSession(purpose: p.name, consentPurpose: p.legalBasis == .consent ? p.name : nil,
-                                                      epsilon: eps, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
+                                                      epsilon: eps, delta: kind.namesItems && spec.catalog == nil ? job.delta : 0,
                                                       limit: budget.epsilon, periodSeconds: budget.periodSeconds,
                                                       attributes: attributes, eventKinds: eventKinds, derived: grantedDerived)
         } catch let e as BudgetExceeded {
@@ -438,12 +442,13 @@ extension Vault {
         for f in features { bounds[f.name] = f.upper - f.lower }
         if let t = spec.target { bounds[t.name] = t.upper - t.lower }
         if kind == .recommender { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 20 }
+        if kind == .association_rules { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 5 }
         if !grantedDerived.isEmpty {
             artifact.derived = Dictionary(uniqueKeysWithValues: grantedDerived.map { ($0.name, Self.record($0)) })
         }
         let iso = ISO8601DateFormatter()
         artifact.privacy = PrivacyBlock(
-            purpose: p.name, epsilon: job.epsilon, delta: kind == .recommender && spec.catalog == nil ? job.delta : 0,
+            purpose: p.name, epsilon: job.epsilon, delta: kind.namesItems && spec.catalog == nil ? job.delta : 0,
             mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
             contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
             budgetSplit: artifact.privacy?.budgetSplit ?? [])

@@ -186,6 +186,7 @@ struct StoreAggregateSource: AggregateSource {
         switch r.coordinates[0] {
         case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
         case let .itemPairWeight(k, m, u): kind = k; maxItems = m; unit = u
+        case let .itemSetPresence(k, m, _): kind = k; maxItems = m
         default: throw VaultError(.usage, "an item grouping takes an item coordinate")
         }
         guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
@@ -199,7 +200,14 @@ struct StoreAggregateSource: AggregateSource {
         switch r.grouping {
         case let .items(v)?: vocabulary = v
         case let .itemPairs(v)?: vocabulary = v
+        case let .itemSets(v, _)?: vocabulary = v
         default: break
+        }
+        // The coordinate must match the grouping (the bound is the coordinate's).
+        switch (r.grouping, r.coordinates[0]) {
+        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight): break
+        case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
+        default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
         }
         if let v = vocabulary {
             let data = try JSONSerialization.data(withJSONObject: v)
@@ -226,11 +234,17 @@ struct StoreAggregateSource: AggregateSource {
             var pairIndex: [String: Int] = [:]
             var pairs: [Int: Int64] = [:]     // i * V + j, i < j
             var presence: [String: Int64] = [:]
+            var sets: [String: Int64] = [:]
             if case let .itemPairs(v)? = r.grouping {
                 for (i, item) in v.enumerated() { pairIndex[item] = i }
             }
             var isPairs = false
             if case .itemPairs? = r.grouping { isPairs = true }
+            var setSize = 0
+            if case let .itemSets(v, size)? = r.grouping {
+                setSize = size
+                for (i, item) in v.enumerated() { pairIndex[item] = i }
+            }
             let width = vocabulary?.count ?? 0
             var current: Int64? = nil
             var held: [(t: Int64, tie: UInt64, item: String)] = []
@@ -238,7 +252,13 @@ struct StoreAggregateSource: AggregateSource {
                 guard !held.isEmpty else { return }
                 held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
                 let capped = held.prefix(maxItems)
-                if isPairs {
+                if setSize > 0 {
+                    // Per subject: 1 for every set of setSize of its capped vocabulary items.
+                    let items = capped.compactMap { pairIndex[$0.item] }.sorted()
+                    for combo in Grouping.sets(count: items.count, size: setSize) {
+                        sets[combo.map { String(items[$0]) }.joined(separator: "|"), default: 0] += 1
+                    }
+                } else if isPairs {
                     // Per subject: its n capped items (n >= 2) give every unordered pair
                     // floor(unit / (n - 1)) (integer division, as documented for itemPairWeight).
                     let items = capped.compactMap { pairIndex[$0.item] }
@@ -262,7 +282,9 @@ struct StoreAggregateSource: AggregateSource {
                 held.append((row[2], Self.tieBreak(subject: subject, item: item), item))
             }
             flush()
-            if isPairs {
+            if setSize > 0 {
+                for (key, n) in sets { out[key] = [n] }
+            } else if isPairs {
                 for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
             } else {
                 if let v = vocabulary { for item in v { out[item] = [0] } }
@@ -274,7 +296,7 @@ struct StoreAggregateSource: AggregateSource {
 
     func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         switch r.grouping {
-        case .items?, .itemPairs?: return try itemSums(r)
+        case .items?, .itemPairs?, .itemSets?: return try itemSums(r)
         case .nearest? where !forceSQL && nearestScanApplies(r): return try nearestSums(r)
         default: break
         }
@@ -357,7 +379,7 @@ struct StoreAggregateSource: AggregateSource {
                 var e = Self.signedUnit(try column(l.name), l, stored: stored(l.name))
                 if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: stored(rr.name))))" }
                 selects.append("COALESCE(SUM(CAST(round(\(e) * \(Self.literal(1 / grid))) AS INTEGER)), 0)")
-            case .itemPresence, .itemPairWeight:
+            case .itemPresence, .itemPairWeight, .itemSetPresence:
                 throw VaultError(.usage, "item coordinates need an item grouping")
             }
         }

@@ -18,7 +18,19 @@ final class MemorySource: AggregateSource, @unchecked Sendable {
         for key in r.grouping?.domain ?? [""] { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
         func add(_ key: String, _ i: Int, _ v: Int64) { out[key, default: [Int64](repeating: 0, count: r.coordinates.count)][i] += v }
         if case .items? = r.grouping, case let .itemPresence(_, m, _) = r.coordinates[0] {
-            for s in items { for item in s.prefix(m) { add(item, 0, 1) } }
+            let vocab = r.grouping?.domain.map(Set.init)
+            for s in items { for item in s.filter({ vocab?.contains($0) ?? true }).prefix(m) { add(item, 0, 1) } }
+            return out
+        }
+        if case let .itemSets(v, size)? = r.grouping, case let .itemSetPresence(_, m, _) = r.coordinates[0] {
+            for s in items {
+                let held = s.compactMap { v.firstIndex(of: $0) }.prefix(m).sorted()
+                for c in Grouping.sets(count: held.count, size: size) { add(c.map { String(held[$0]) }.joined(separator: "|"), 0, 1) }
+            }
+            return out
+        }
+        if r.grouping == nil, r.coordinates == [.subjects], rows.isEmpty {
+            out[""] = [Int64(items.count)]
             return out
         }
         for row in rows {
@@ -248,6 +260,41 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         spec.catalogText = nil
         let b = try Recommender.fit(spec: spec, session: session(src2, epsilon: 1, attributes: [], events: ["purchase"]), progress: { _ in })
         #expect(src2.requests.count == 2 && b.params["popularity_share"] == 0.8 && b.contentTerms == nil)
+    }
+
+    /// Planted baskets: subjects who buy A and B almost always buy C; D and E go together; F
+    /// is popular with everything. At epsilon 10 the rules come out with the planted lift order.
+    @Test func associationRulesFindPlantedItemsetsFromNoisySupports() throws {
+        let src = MemorySource(rows: [])
+        var g = SplitMix(s: 9)
+        src.items = (0..<3000).map { i -> [String] in
+            var basket: [String] = []
+            if i % 3 == 0 { basket += g.next() < 0.9 ? ["A", "B", "C"] : ["A", "B"] }
+            if i % 3 == 1 { basket += ["D", "E"] }
+            if g.next() < 0.5 { basket.append("F") }
+            basket.append("N\(Int(g.next() * 40))")   // noise items
+            return basket
+        }
+        let catalog = ["A", "B", "C", "D", "E", "F"] + (0..<40).map { "N\($0)" }
+        var spec = TrainingSpec(features: [], events: "purchase", params: ["vocabulary_size": 10, "triple_vocabulary": 6], catalog: catalog)
+        spec.catalogText = nil
+        let a = try AssociationRules.fit(spec: spec, session: session(src, epsilon: 10, attributes: [], events: ["purchase"]), progress: { _ in })
+        let rules = try #require(a.rules)
+        func rule(_ x: [String], _ y: String) -> AssociationRule? { rules.first { Set($0.antecedent) == Set(x) && $0.consequent == y } }
+        let ab_c = try #require(rule(["A", "B"], "C"), "\(rules)")
+        #expect(abs(ab_c.confidence - 0.9) < 0.05)
+        #expect(abs(ab_c.lift - 0.9 / 0.3) < 0.3)
+        let d_e = try #require(rule(["D"], "E"))
+        #expect(d_e.confidence > 0.95 && abs(d_e.lift - 3) < 0.3)
+        // F is independent of everything: no well-supported rule into F clears lift 1.2 (rare
+        // noise items can, by chance: 75 buyers each).
+        #expect(!rules.contains { $0.consequent == "F" && $0.support >= 200 && $0.lift > 1.2 })
+        // The strongest rules are the planted ones.
+        #expect(rules.prefix(8).allSatisfy { ["A", "B", "C", "D", "E"].contains($0.consequent) && $0.lift > 2.5 }, "\(rules.prefix(8))")
+        // Releases: popularity, subjects, item, pair and triple supports; all of epsilon.
+        #expect(src.requests.count == 5)
+        #expect(a.params["max_items_per_subject"] == 5 && a.itemSource == "catalog")
+        #expect(rules == rules.sorted { $0.lift > $1.lift } || zip(rules, rules.dropFirst()).allSatisfy { $0.lift >= $1.lift })
     }
 
     @Test func modelsCannotSeeTheStore() throws {

@@ -195,6 +195,26 @@ import VaultStore
         }
         #expect(pairs == expectPairs)
         #expect(Coordinate.itemPairWeight(kind: "purchase", maxItems: 3, unit: 1024).bound == 1536)   // n/2 units of 1024, n <= 3
+        // Item sets (association rules): 1 per set of the subject's capped vocabulary items.
+        for (size, cap) in [(2, 2), (2, 3), (3, 3)] {
+            let sets = try src.boundedSums(AggregateRequest(consentPurpose: "model_training", grouping: .itemSets(vocabulary: vocab, size: size),
+                                                            coordinates: [.itemSetPresence(kind: "purchase", maxItems: cap, size: size)]))
+            var expectSets: [String: [Int64]] = [:]
+            for o in owned {
+                let idx = o.prefix(cap).map { vocab.firstIndex(of: $0)! }.sorted()
+                for c in Grouping.sets(count: idx.count, size: size) { expectSets[c.map { String(idx[$0]) }.joined(separator: "|"), default: [0]][0] += 1 }
+            }
+            #expect(sets == expectSets, "size \(size) cap \(cap)")
+        }
+        #expect(Coordinate.itemSetPresence(kind: "purchase", maxItems: 5, size: 3).bound == 10)
+        #expect(Grouping.itemSets(vocabulary: ["a", "b", "c", "d"], size: 3).domain == ["0|1|2", "0|1|3", "0|2|3", "1|2|3"])
+        // A coordinate that does not go with the grouping is refused (its bound would be wrong).
+        #expect(throws: (any Error).self) {
+            try src.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .itemSets(vocabulary: vocab, size: 3), coordinates: [.itemSetPresence(kind: "purchase", maxItems: 3, size: 2)]))
+        }
+        #expect(throws: (any Error).self) {
+            try src.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: vocab), coordinates: [.itemSetPresence(kind: "purchase", maxItems: 3, size: 2)]))
+        }
     }
 
     /// The cap on a subject's items breaks ties of time (one invoice's lines) by a fixed hash of
@@ -258,6 +278,28 @@ import VaultStore
             let e = try s.run(["train", try job(s, "j.yaml", text), "--role", "trainer"])
             #expect((e.status == 65 || e.status == 64) && e.stderr.contains(reason), "\(e.status) \(e.stderr)")
         }
+    }
+
+    @Test func associationRulesTrainFromTheStoreAndTheGateAppliesToThem() throws {
+        let s = try store()
+        let catalog = try s.write("catalog.txt", (0..<12).map { "SKU-\($0)" }.joined(separator: "\n") + "\n")
+        let p = try job(s, "ar.yaml", "job: baskets\npurpose: model_training\nmodel: association_rules\nevents: purchase\nitems_from: \(catalog)\nparams: { min_support: 0, support_threshold: 0, min_confidence: 0 }\nepsilon: 1\n")
+        let r = try s.run(["train", p, "--out", s.dir + "/ar.json", "--role", "trainer"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/ar.json"))) as? [String: Any])
+        #expect(m["model"] as? String == "association_rules" && (m["items"] as? [String])?.count == 12)
+        let privacy = try #require(m["privacy"] as? [String: Any])
+        #expect((privacy["budget_split"] as? [Any])?.count == 5 && privacy["epsilon"] as? Double == 1)
+        #expect((privacy["contribution_bounds"] as? [String: Double])?["max_items_per_subject"] == 5)
+        for rule in m["rules"] as? [[String: Any]] ?? [] {
+            #expect((rule["antecedent"] as? [String])?.isEmpty == false && rule["consequent"] is String && rule["lift"] is Double)
+        }
+        // A purpose that does not list the model refuses it (77, audited); no events: 65.
+        let narrow = try job(s, "n.yaml", "job: baskets\npurpose: narrow\nmodel: association_rules\nevents: purchase\nepsilon: 1\n")
+        #expect(try s.run(["train", narrow, "--role", "trainer"]).status == 77)
+        let noEvents = try job(s, "e.yaml", "job: baskets\npurpose: model_training\nmodel: association_rules\nepsilon: 1\n")
+        let e = try s.run(["train", noEvents, "--role", "trainer"])
+        #expect(e.status == 65 && e.stderr.contains("association_rules needs events"), "\(e.stderr)")
     }
 
     // MARK: - Derived features (per-subject event aggregates)

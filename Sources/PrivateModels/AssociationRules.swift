@@ -1,0 +1,134 @@
+public import DifferentialPrivacy
+import Foundation
+
+/// One rule of an `association_rules` model: subjects holding `antecedent` also hold
+/// `consequent`, with supports from noisy counts.
+public struct AssociationRule: Codable, Sendable, Equatable {
+    public var antecedent: [String]
+    public var consequent: String
+    /// Noisy number of (capped) subjects holding antecedent and consequent.
+    public var support: Double
+    /// support / support(antecedent).
+    public var confidence: Double
+    /// confidence / (support(consequent) / subjects).
+    public var lift: Double
+}
+
+/// Apriori-style association rules from noisy supports (issue 10).
+///
+/// Each subject's distinct items of the event kind are capped: among the vocabulary, the m
+/// (`max_items_per_subject`, default 5) most recently used, ties by a fixed hash. Budget split
+/// of the job's epsilon E:
+/// - 25%: item popularity over the catalog (`items_from`) or private partition selection
+///   (cap m over all items); the V (`vocabulary_size`, default 50) most popular form the
+///   vocabulary.
+/// - 5%: the number of consenting subjects N (bound 1).
+/// - 20%: item supports within the vocabulary (bound m).
+/// - 30%: pair supports, every pair of the vocabulary (bound C(m, 2)).
+/// - 20%: triple supports among the V3 (`triple_vocabulary`, default 15) most popular items
+///   (bound C(m, 3)).
+/// An itemset is frequent when its noisy support exceeds `support_threshold` (default 3) noise
+/// scales and `min_support` (default 10) subjects; a triple also needs its three pairs
+/// frequent (the Apriori property). Rules X -> y from every frequent pair and triple, with
+/// confidence = s(X ∪ y) / s(X) >= `min_confidence` (default 0.3); the `max_rules` (default
+/// 100) with the highest lift are kept. Everything after the releases is post-processing.
+public enum AssociationRules {
+    public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
+        guard let kind = spec.events else { throw ModelError("association_rules needs events: (an event kind)") }
+        let m = Int(spec.param("max_items_per_subject", 5))
+        let v = Int(spec.param("vocabulary_size", 50))
+        let v3 = Int(spec.param("triple_vocabulary", 15))
+        let tau = spec.param("support_threshold", 3)
+        let minSupport = spec.param("min_support", 10)
+        let minConfidence = spec.param("min_confidence", 0.3)
+        let maxRules = Int(spec.param("max_rules", 100))
+        guard m >= 2 && m <= 20 else { throw ModelError("association_rules: max_items_per_subject must be between 2 and 20") }
+        guard v >= 2 && v <= 300 else { throw ModelError("association_rules: vocabulary_size must be between 2 and 300") }
+        guard v3 >= 0 && v3 <= min(v, 60) else { throw ModelError("association_rules: triple_vocabulary must be between 0 and min(vocabulary_size, 60)") }
+        guard minConfidence >= 0 && minConfidence <= 1 else { throw ModelError("association_rules: min_confidence must be between 0 and 1") }
+        guard maxRules >= 1 && maxRules <= 10_000 else { throw ModelError("association_rules: max_rules must be between 1 and 10000") }
+
+        // 1. The vocabulary: the most popular items.
+        let popEps = try session.share(0.25)
+        var ranked: [(String, Double)]
+        var threshold: Double? = nil
+        if let catalog = spec.catalog {
+            progress("association_rules: noisy popularity of \(catalog.count) catalog items")
+            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
+                                        shares: [popEps], label: "association_rules: item popularity (catalog)")
+            ranked = r.map { ($0.key, $0.values[0].value) }
+        } else {
+            progress("association_rules: private selection of items")
+            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
+                                                epsilon: popEps, delta: session.delta, label: "association_rules: item popularity")
+            ranked = r.released.map { ($0.key, $0.value.value) }
+            threshold = r.threshold
+        }
+        ranked.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        let vocab = Array(ranked.prefix(v).map(\.0))
+        var a = ModelArtifact(model: .association_rules, features: [], params: ["max_items_per_subject": Double(m), "vocabulary_size": Double(vocab.count),
+                                                                                "triple_vocabulary": Double(min(v3, vocab.count)), "support_threshold": tau,
+                                                                                "min_support": minSupport, "min_confidence": minConfidence, "max_rules": Double(maxRules)])
+        if let threshold { a.params["selection_threshold"] = threshold }
+        a.events = kind
+        a.items = vocab
+        a.itemSource = spec.catalog == nil ? "private_selection" : "catalog"
+        a.rules = []
+        // The remaining releases are charged even for a tiny vocabulary, so the split is the same.
+        let nEps = try session.share(0.05), itemEps = try session.share(0.2), pairEps = try session.share(0.3), tripleEps = try session.share(0.2)
+        guard vocab.count >= 2 else { return a }
+
+        // 2. Subjects, item supports, pair and triple supports within the vocabulary.
+        progress("association_rules: noisy supports of \(vocab.count) items and their pairs")
+        let n = try session.release(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.subjects]), shares: [nEps],
+                                    label: "association_rules: subjects")[0].values[0].value
+        let items = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: vocab), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
+                                        shares: [itemEps], label: "association_rules: item supports")
+        let pairs = try session.release(AggregateRequest(consentPurpose: nil, grouping: .itemSets(vocabulary: vocab, size: 2),
+                                                         coordinates: [.itemSetPresence(kind: kind, maxItems: m, size: 2)]),
+                                        shares: [pairEps], label: "association_rules: pair supports")
+        let tripleVocab = Array(vocab.prefix(v3))
+        var triples: [(key: String, values: [NoisyValue])] = []
+        if tripleVocab.count >= 3 {
+            progress("association_rules: noisy supports of the triples of the \(tripleVocab.count) most popular items")
+            triples = try session.release(AggregateRequest(consentPurpose: nil, grouping: .itemSets(vocabulary: tripleVocab, size: 3),
+                                                           coordinates: [.itemSetPresence(kind: kind, maxItems: m, size: 3)]),
+                                          shares: [tripleEps], label: "association_rules: triple supports")
+        }
+        let total = max(1, n)
+        var support: [Int: Double] = [:]
+        for (i, r) in items.enumerated() { support[i] = r.values[0].value }
+        func frequent(_ x: NoisyValue) -> Bool { x.value > tau * x.scale && x.value >= minSupport }
+        var pairSupport: [[Int]: Double] = [:]
+        for r in pairs where frequent(r.values[0]) {
+            pairSupport[r.key.split(separator: "|").compactMap { Int($0) }] = r.values[0].value
+        }
+        var rules: [AssociationRule] = []
+        func add(_ antecedent: [Int], _ consequent: Int, _ s: Double, _ sa: Double?) {
+            guard let sa, sa > 0, let sc = support[consequent], sc > 0 else { return }
+            let confidence = min(1, s / sa)
+            guard confidence >= minConfidence else { return }
+            func r6(_ x: Double) -> Double { (x * 1e6).rounded() / 1e6 }
+            rules.append(AssociationRule(antecedent: antecedent.map { vocab[$0] }, consequent: vocab[consequent], support: r6(s),
+                                         confidence: r6(confidence), lift: r6(confidence / min(1, sc / total))))
+        }
+        for (p, s) in pairSupport {
+            add([p[0]], p[1], s, support[p[0]])
+            add([p[1]], p[0], s, support[p[1]])
+        }
+        for r in triples where frequent(r.values[0]) {
+            let t = r.key.split(separator: "|").compactMap { Int($0) }
+            guard t.count == 3 else { continue }
+            let s = r.values[0].value
+            let ab = pairSupport[[t[0], t[1]]], ac = pairSupport[[t[0], t[2]]], bc = pairSupport[[t[1], t[2]]]
+            guard ab != nil, ac != nil, bc != nil else { continue }   // Apriori: every subset frequent
+            add([t[0], t[1]], t[2], s, ab)
+            add([t[0], t[2]], t[1], s, ac)
+            add([t[1], t[2]], t[0], s, bc)
+        }
+        rules.sort { $0.lift != $1.lift ? $0.lift > $1.lift : ($0.confidence != $1.confidence ? $0.confidence > $1.confidence : ($0.antecedent + [$0.consequent]).lexicographicallyPrecedes($1.antecedent + [$1.consequent])) }
+        a.rules = Array(rules.prefix(maxRules))
+        a.params["subjects"] = (n * 1000).rounded() / 1000
+        return a
+    }
+}

@@ -16,6 +16,7 @@ import VaultStore
         try FileManager.default.createDirectory(atPath: pol, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: CLI.repoRoot + "/policies/schema.yaml", toPath: pol + "/schema.yaml")
         var policy = try String(contentsOfFile: CLI.repoRoot + "/policies/policy.yaml", encoding: .utf8)
+        policy = policy.replacingOccurrences(of: "logistic_regression, recommender]", with: "logistic_regression, recommender, association_rules]")
         policy = policy.replacingOccurrences(of: "  customer_support:", with: """
               narrow:
                 data_use: personalize

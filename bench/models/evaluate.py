@@ -336,6 +336,44 @@ def eval_recommender(store, train_items, recent_items, truth, catalog_file, para
 
 
 # ---------------------------------------------------------------------------------------------
+# Association rules
+
+def eval_rules(store, catalog_file, described, params, seeds, log, top=20):
+    """Top rules (by lift) at each epsilon against the same recipe from exact counts (epsilon
+    10^6): precision of the top `top`, and the relative lift error of the rules both have."""
+    job = {"job": "baskets", "purpose": "evaluation", "model": "association_rules", "events": "purchase",
+           "items_from": catalog_file, "params": params}
+    key = lambda r: (tuple(sorted(r["antecedent"])), r["consequent"])
+    exact_art, _ = store.train(dict(job, epsilon=1e6))
+    exact = exact_art["rules"]
+    exact_top = {key(r) for r in exact[:top]}
+    exact_by = {key(r): r for r in exact}
+    name = lambda i: f"{i} {described.get(i, '')}".strip()
+    out = {"data": "online-retail", "params": params, "top": top, "subjects": exact_art["params"].get("subjects"),
+           "exact_rules": len(exact), "exact_top": [dict(r, antecedent=[name(i) for i in r["antecedent"]], consequent=name(r["consequent"])) for r in exact[:10]],
+           "by_epsilon": {}}
+    log(f"rules: exact recipe gives {len(exact)} rules; top: " + "; ".join(f"{'+'.join(r['antecedent'])}->{r['consequent']} lift {r['lift']:.1f}" for r in exact[:5]))
+    for eps in EPSILONS:
+        prec, err, count, example = [], [], [], None
+        for s in seeds:
+            art, _ = store.train(dict(job, epsilon=eps))
+            rs = art["rules"]
+            prec.append(len({key(r) for r in rs[:top]} & exact_top) / top)
+            e = [abs(r["lift"] - exact_by[key(r)]["lift"]) / exact_by[key(r)]["lift"] for r in rs[:top] if key(r) in exact_by]
+            if e:
+                err.append(float(np.median(e)))
+            count.append(len(rs))
+            if example is None:
+                example = [dict(r, antecedent=[name(i) for i in r["antecedent"]], consequent=name(r["consequent"]),
+                                exact_lift=exact_by[key(r)]["lift"] if key(r) in exact_by else None,
+                                exact_confidence=exact_by[key(r)]["confidence"] if key(r) in exact_by else None) for r in rs[:10]]
+        out["by_epsilon"][str(eps)] = {"precision": summarize(prec), "lift_error": summarize(err) if err else None,
+                                       "rules": summarize(count), "example_top": example}
+        log(f"rules eps={eps}: precision@{top} {np.median(prec):.2f}, median lift error {np.median(err) if err else float('nan'):.3f}, {np.median(count):.0f} rules")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,7 +381,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
-    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, rules")
+    ap.add_argument("--rules-params", default='{"min_support": 50}', help="association_rules job params (JSON)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--rec-params", default='{"max_items_per_subject": 5}', help="recommender job params (JSON)")
@@ -410,7 +449,7 @@ def main():
             results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
 
         # --- online retail: recommender (and linear regression on event aggregates) ------------
-        if want("recommender") or want("linear"):
+        if want("recommender") or want("linear") or want("rules"):
             rows = load_retail()
             schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
             cut, end = "2011-07-01", "2011-10-01"
@@ -445,6 +484,13 @@ def main():
                 log(f"retail: {len(custs)} customers and {len(before)} purchases before {cut}; {len(truth)} test customers")
                 results["recommender_retail"] = eval_recommender(
                     store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
+            if want("rules"):
+                store = Store(args.profilectl, work, "retail-rules", schema,
+                              ["user.location.imprecise", "user.behavior"], ["association_rules"])
+                store.ingest("profiles", [[f"R-{c}", country[c]] for c in sorted(country)], ["customer_id", "country"])
+                store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
+                                        for r in rows if int(r[3]) > 0], ["customer_id", "kind", "item", "value", "time"])
+                results["rules_retail"] = eval_rules(store, catalog, described, json.loads(args.rules_params), seeds, log)
             if want("linear"):
                 store = Store(args.profilectl, work, "retail-full", schema,
                               ["user.location.imprecise", "user.behavior"], ["linear_regression"])

@@ -107,6 +107,28 @@ def main():
                     goal = f"above popularity, >= 0.8 of non-private ({bar:.3f}): {'met' if met else 'NOT met'} (ratio {m / b['nonprivate_itemcf'][metric]:.3f}, worst run {worst:.3f})"
                 rows.append(f"| recommender, online retail: {name} | {float(e):g} | {base(metric)} | {fmt(v[metric])} | (no recommender) | {goal} |")
     md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal |", "|---|---|---|---|---|---|"] + rows + [""]
+    if "rules_retail" in r:
+        b = r["rules_retail"]
+        md += [f"**Association rules, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
+               f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts "
+               f"({b['exact_rules']} rules); diffprivlib has no association rules.", "",
+               "| epsilon | rules released | precision of the top 20 | median relative lift error (rules in both) |", "|---|---|---|---|"]
+        for e in sorted(b["by_epsilon"], key=float):
+            v = b["by_epsilon"][e]
+            err = fmt(v["lift_error"]) if v.get("lift_error") else "-"
+            md.append(f"| {float(e):g} | {fmt(v['rules'])} | {fmt(v['precision'])} | {err} |")
+        md += ["", "Top rules from exact counts, and one run at epsilon 10:", "",
+               "| rule (exact) | support | confidence | lift |", "|---|---|---|---|"]
+        for x in b["exact_top"][:6]:
+            md.append(f"| {' + '.join(x['antecedent'])} -> {x['consequent']} | {x['support']:.0f} | {x['confidence']:.2f} | {x['lift']:.1f} |")
+        ex = (b["by_epsilon"].get("10.0") or {}).get("example_top") or []
+        if ex:
+            md += ["", "| rule (epsilon 10) | noisy support | confidence (exact) | lift (exact) |", "|---|---|---|---|"]
+            for x in ex[:6]:
+                ec = f" ({x['exact_confidence']:.2f})" if x.get("exact_confidence") is not None else " (not an exact rule)"
+                el = f" ({x['exact_lift']:.1f})" if x.get("exact_lift") is not None else ""
+                md.append(f"| {' + '.join(x['antecedent'])} -> {x['consequent']} | {x['support']:.0f} | {x['confidence']:.2f}{ec} | {x['lift']:.1f}{el} |")
+        md.append("")
     for key in ["kmeans_bank", "kmeans_mall", "logistic_bank", "linear_retail", "linear_retail_2f", "recommender_retail"]:
         if key in r:
             md.append(f"![{key}](img/models-{key}.png)")

@@ -29,8 +29,12 @@ public struct IngestOptions: Sendable {
     public var skipInvalid = false
     /// Where rejected records go (with `skipInvalid`): CSV of line, field, reason.
     public var rejectsPath: String?
-    /// Records per transaction.
-    public var batchSize = 4096
+    /// Records per transaction. 16,384: a batch dirties the random-key index pages it touches
+    /// (pseudonym, blind indexes) once, so larger batches write far less WAL per record; on
+    /// 1,000,000 profiles 4,096 -> 16,384 took ingest from 15,400 to 25,000 profiles/s at a peak
+    /// RSS of 191 MB (32,768: 27,000/s at 273 MB). docs/benchmarks.md.
+    public static let defaultBatchSize = 16_384
+    public var batchSize = IngestOptions.defaultBatchSize
     public var progress: (@Sendable (IngestProgress) -> Void)?
     /// Who ingests: each committed batch appends one audit entry with its counts, in the
     /// batch's own transaction. Nil only for benchmarks and tests of the bare store.

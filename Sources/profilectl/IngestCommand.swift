@@ -12,7 +12,7 @@ struct Ingest: ParsableCommand {
         @Option(help: "csv or jsonl (default: from the file name).") var format: String?
         @Flag(help: "Write the good records; put the bad ones with reasons in --rejects.") var skipInvalid = false
         @Option(help: "With --skip-invalid: the file that receives rejected records (line, field, reason).") var rejects: String?
-        @Option(help: "Records per transaction.") var batchSize = 4096
+        @Option(help: "Records per transaction.") var batchSize = IngestOptions.defaultBatchSize
         @Flag(help: "Accept customer IDs of erased subjects as new subjects (otherwise such a record is refused).") var allowReingest = false
 
         func validate() throws {

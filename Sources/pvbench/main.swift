@@ -61,7 +61,7 @@ case "plain":
     guard args.count >= 4 else { usage() }
     let (schema, _) = try PolicyLoader.load(directory: args[3])
     let t0 = Date()
-    let n = try PlainBaseline.ingest(csv: args[1], db: args[2], schema: schema, batchSize: 4096)
+    let n = try PlainBaseline.ingest(csv: args[1], db: args[2], schema: schema, batchSize: IngestOptions.defaultBatchSize)
     let s = Date().timeIntervalSince(t0)
     emit([("mode", .string("plain")), ("profiles", .int(Int64(n))), ("seconds", .double(s)), ("rate", .double(Double(n) / s))])
 

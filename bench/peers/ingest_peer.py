@@ -6,7 +6,9 @@ subject wrapped by a KEK (AES-GCM), every PII field AES-256-GCM with a random no
 associated data (subject, field), HMAC blind indexes for e-mail and phone, the same tables and
 batch size as ProfileVault. No validation beyond parsing (it would only slow the peer down).
 
-usage: ingest_peer.py PROFILES.csv DB  -> prints {"mode":"python","profiles","seconds","rate","peak_rss_mib"}
+usage: ingest_peer.py PROFILES.csv DB [BATCH]  -> prints {"mode":"python","profiles","seconds","rate","peak_rss_mib"}
+(BATCH: rows per transaction, default 16384, ProfileVault's default; bench/run.sh passes the
+same value to all three ingests)
 """
 import csv, hashlib, hmac, json, os, resource, sqlite3, sys, time
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -15,7 +17,7 @@ PII = ["email", "full_name", "phone", "birth_date"]
 LOOKUP = {"email": lambda v: v.strip().lower(), "phone": lambda v: "".join(ch for ch in v if ch.isdigit())}
 ATTRS = ["age", "gender", "country", "annual_income"]
 
-def main(src, path):
+def main(src, path, batch_size=16384):
     for suffix in ("", "-wal", "-shm"):
         try: os.remove(path + suffix)
         except FileNotFoundError: pass
@@ -55,11 +57,11 @@ def main(src, path):
             batch.clear()
         for r in rows:
             batch.append(r); n += 1
-            if len(batch) >= 4096: flush()
+            if len(batch) >= batch_size: flush()
         if batch: flush()
     s = time.time() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"mode": "python", "profiles": n, "seconds": s, "rate": n / s, "peak_rss_mib": rss}))
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 16384)

@@ -53,21 +53,8 @@ public enum AssociationRules {
 
         // 1. The vocabulary: the most popular items.
         let popEps = try session.share(0.25)
-        var ranked: [(String, Double)]
-        var threshold: Double? = nil
-        if let catalog = spec.catalog {
-            progress("association_rules: noisy popularity of \(catalog.count) catalog items")
-            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
-                                        shares: [popEps], label: "association_rules: item popularity (catalog)")
-            ranked = r.map { ($0.key, $0.values[0].value) }
-        } else {
-            progress("association_rules: private selection of items")
-            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: kind, maxItems: m)]),
-                                                epsilon: popEps, delta: session.delta, label: "association_rules: item popularity")
-            ranked = r.released.map { ($0.key, $0.value.value) }
-            threshold = r.threshold
-        }
-        ranked.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        let (ranked, threshold) = try ItemPopularity.release(model: "association_rules", kind: kind, maxItems: m, since: nil,
+                                                              spec: spec, session: session, epsilon: popEps, progress: progress)
         let vocab = Array(ranked.prefix(v).map(\.0))
         var a = ModelArtifact(model: .association_rules, features: [], params: ["max_items_per_subject": Double(m), "vocabulary_size": Double(vocab.count),
                                                                                 "triple_vocabulary": Double(min(v3, vocab.count)), "support_threshold": tau,

@@ -49,21 +49,8 @@ public enum Recommender {
         guard v >= 2 && v <= 2000 else { throw ModelError("recommender: vocabulary_size must be between 2 and 2000") }
         let popEps = try session.share(popularityShare)
         let coEps = popularityShare < 1 ? try session.share(1 - popularityShare) : nil
-        var items: [(String, Double)]
-        var threshold: Double? = nil
-        if let catalog = spec.catalog {
-            progress("recommender: noisy popularity of \(catalog.count) catalog items")
-            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [.itemPresence(kind: kind, maxItems: m, since: spec.eventsSince)]),
-                                        shares: [popEps], label: "recommender: item popularity (catalog)")
-            items = r.map { ($0.key, $0.values[0].value) }
-        } else {
-            progress("recommender: private selection of items")
-            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: kind, maxItems: m, since: spec.eventsSince)]),
-                                                epsilon: popEps, delta: session.delta, label: "recommender: item popularity")
-            items = r.released.map { ($0.key, $0.value.value) }
-            threshold = r.threshold
-        }
-        items.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        let (items, threshold) = try ItemPopularity.release(model: "recommender", kind: kind, maxItems: m, since: spec.eventsSince,
+                                                            spec: spec, session: session, epsilon: popEps, progress: progress)
         let names = items.map(\.0)
         let pop = items.map { max(0, $0.1) }
         let vocab = Array(names.prefix(v))
@@ -155,5 +142,31 @@ public enum Recommender {
         return items.indices.filter { !ownedIndex.contains($0) }
             .sorted { score[$0] != score[$1] ? score[$0] > score[$1] : $0 < $1 }
             .prefix(max(0, top)).map { items[$0] }
+    }
+}
+
+/// The noisy popularity of event items, most popular first (ties by item), for the models
+/// that name items: one noisy count per catalog item (`items_from`), or, without a catalog,
+/// private partition selection ((ε, δ)-DP, δ the job's `delta`; `threshold` is its bar).
+enum ItemPopularity {
+    static func release(model: String, kind: String, maxItems m: Int, since: Int64?, spec: TrainingSpec, session: PrivateSession,
+                        epsilon: Epsilon, progress: (String) -> Void) throws -> (ranked: [(String, Double)], threshold: Double?) {
+        let presence = Coordinate.itemPresence(kind: kind, maxItems: m, since: since)
+        var ranked: [(String, Double)]
+        var threshold: Double? = nil
+        if let catalog = spec.catalog {
+            progress("\(model): noisy popularity of \(catalog.count) catalog items")
+            let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [presence]),
+                                        shares: [epsilon], label: "\(model): item popularity (catalog)")
+            ranked = r.map { ($0.key, $0.values[0].value) }
+        } else {
+            progress("\(model): private selection of items")
+            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [presence]),
+                                                epsilon: epsilon, delta: session.delta, label: "\(model): item popularity")
+            ranked = r.released.map { ($0.key, $0.value.value) }
+            threshold = r.threshold
+        }
+        ranked.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        return (ranked, threshold)
     }
 }

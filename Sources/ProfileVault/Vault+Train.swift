@@ -441,8 +441,8 @@ extension Vault {
         var bounds: [String: Double] = ["subjects": 1]
         for f in features { bounds[f.name] = f.upper - f.lower }
         if let t = spec.target { bounds[t.name] = t.upper - t.lower }
-        if kind == .recommender { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 20 }
-        if kind == .association_rules { bounds["max_items_per_subject"] = job.params["max_items_per_subject"] ?? 5 }
+        // The models that name items record their cap (the job's, or their default) in params.
+        if kind.namesItems, let m = artifact.params["max_items_per_subject"] { bounds["max_items_per_subject"] = m }
         if !grantedDerived.isEmpty {
             artifact.derived = Dictionary(uniqueKeysWithValues: grantedDerived.map { ($0.name, Self.record($0)) })
         }

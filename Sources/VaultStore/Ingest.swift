@@ -29,11 +29,15 @@ public struct IngestOptions: Sendable {
     public var skipInvalid = false
     /// Where rejected records go (with `skipInvalid`): CSV of line, field, reason.
     public var rejectsPath: String?
-    /// Records per transaction. 16,384: a batch dirties the random-key index pages it touches
-    /// (pseudonym, blind indexes) once, so larger batches write far less WAL per record; on
-    /// 1,000,000 profiles 4,096 -> 16,384 took ingest from 15,400 to 25,000 profiles/s at a peak
-    /// RSS of 191 MB (32,768: 27,000/s at 273 MB). docs/benchmarks.md.
-    public static let defaultBatchSize = 16_384
+    /// Records per transaction. A transaction dirties the random-key index pages it touches
+    /// (pseudonym key, blind indexes) once, so larger ones write far less WAL per record; the
+    /// records reach the writer in chunks of `pipelineChunk`, so memory does not grow with it.
+    /// 1,000,000 profiles, one run each (`pvbench vault`): 16,384: 23,600/s; 65,536: 25,600/s;
+    /// 131,072: 26,800/s, peak RSS 136 MB for all three. 65,536 holds the write lock about 2.5 s
+    /// per commit. docs/benchmarks.md.
+    public static let defaultBatchSize = 65_536
+    /// Records the parser hands the writer at a time (a transaction arrives in such chunks).
+    static let pipelineChunk = 4_096
     public var batchSize = IngestOptions.defaultBatchSize
     public var progress: (@Sendable (IngestProgress) -> Void)?
     /// Who ingests: each committed batch appends one audit entry with its counts, in the
@@ -69,6 +73,8 @@ struct ProfileBatch: Sendable {
     var rejected = 0
     var firstLine = 0
     var lastLine = 0
+    /// The last chunk of its transaction (the pipeline hands a transaction over in chunks).
+    var closesTransaction = false
 }
 
 /// Inserted and updated counts, added to by the writer thread.
@@ -267,9 +273,9 @@ extension ProfileStore {
         let allowReingest = options.allowReingest
         let counts = WriterCounts()
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
-            while let batch = channel.take() {
+            while let first = channel.take() {
                 do {
-                    let (ins, upd) = try writeProfiles(batch, audit: audit, allowReingest: allowReingest)
+                    let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -277,9 +283,12 @@ extension ProfileStore {
                 }
             }
         }
+        // A transaction of `batchSize` records reaches the writer in chunks of at most
+        // `pipelineChunk`, so the records in memory stay few however large the transaction.
+        let chunkSize = min(options.batchSize, IngestOptions.pipelineChunk)
         var batch = ProfileBatch()
-        batch.profiles.reserveCapacity(options.batchSize)
-        var n = 0
+        batch.profiles.reserveCapacity(chunkSize)
+        var n = 0, inTransaction = 0
         do {
             while let raw = try reader.next() {
                 if batch.firstLine == 0 { batch.firstLine = raw.line }
@@ -293,14 +302,18 @@ extension ProfileStore {
                     batch.profiles.append(try sealer.seal(p))
                 }
                 n += 1
-                if batch.profiles.count + batch.rejected >= options.batchSize {
+                inTransaction += 1
+                if inTransaction == options.batchSize || batch.profiles.count + batch.rejected == chunkSize {
+                    batch.closesTransaction = inTransaction == options.batchSize
+                    if batch.closesTransaction { inTransaction = 0 }
                     try channel.put(batch)
                     batch = ProfileBatch()
-                    batch.profiles.reserveCapacity(options.batchSize)
+                    batch.profiles.reserveCapacity(chunkSize)
                     options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
                 }
             }
-            if !batch.profiles.isEmpty || batch.rejected > 0 { try channel.put(batch) }
+            batch.closesTransaction = true
+            if !batch.profiles.isEmpty || batch.rejected > 0 || inTransaction > 0 { try channel.put(batch) }
         } catch {
             channel.close()
             writer.join()
@@ -316,15 +329,16 @@ extension ProfileStore {
     }
 
     /// One transaction: a subject is either written whole or not at all, and the batch's audit
-    /// entry commits with it.
-    func writeProfiles(_ work: ProfileBatch, audit: AuditContext?, allowReingest: Bool = false) throws -> (inserted: Int, updated: Int) {
-        let batch = work.profiles
+    /// entry commits with it. The transaction holds `first` and the chunks `next()` hands over
+    /// up to and including the one that `closesTransaction` (or until `next()` returns nil).
+    func writeProfiles(_ first: ProfileBatch, then next: () -> ProfileBatch? = { nil }, audit: AuditContext?,
+                       allowReingest: Bool = false) throws -> (inserted: Int, updated: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
         let (ins, upd) = try pool.write { db -> (Int, Int) in
-            let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE pseudonym = ?")
-            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(pseudonym) DO NOTHING")
+            let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE \(Self.pseudonymMatch)")
+            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?)")
             let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?) WHERE id = ?")
             let deletePII = try db.cachedStatement(sql: "DELETE FROM pii WHERE subject_id = ?")
             let deleteBlind = try db.cachedStatement(sql: "DELETE FROM blind_index WHERE subject_id = ?")
@@ -339,49 +353,56 @@ extension ProfileStore {
             let insertBlind_ = RawStatement(insertBlind, db), insertAttrs_ = RawStatement(insertAttrs, db)
             let unsuppress_ = RawStatement(unsuppress, db)
             for s in [find_, insertSubject_, updateSubject_, deletePII_, deleteBlind_, insertPII_, insertBlind_, insertAttrs_, unsuppress_] { s.reset() }
-            for p in batch {
-                let id: Int64
-                // Insert first: for a new subject this is the only search of the pseudonym index.
-                insertSubject_.bind(1, blob: p.pseudonym)
-                insertSubject_.bind(2, Int64(p.kekVersion))
-                insertSubject_.bind(3, blob: p.wrappedDEK)
-                insertSubject_.bind(4, now); insertSubject_.bind(5, now); insertSubject_.bind(6, now)
-                try insertSubject_.step()
-                if insertSubject_.changes == 0 {
+            var rejected = 0, lastLine = first.lastLine
+            var chunk: ProfileBatch? = first
+            while let work = chunk {
+                rejected += work.rejected
+                if work.lastLine > 0 { lastLine = work.lastLine }
+                for p in work.profiles {
+                    let id: Int64
+                    // Find, then insert: the pseudonym index is not UNIQUE (it holds 8-byte keys),
+                    // so this writer, the only one that adds subjects, keeps pseudonyms unique.
                     find_.bind(1, blob: p.pseudonym)
-                    guard let existing = try find_.step() else { throw VaultError(.internalFailure, "subject vanished during ingest") }
-                    id = existing
-                    updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
-                    updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
-                    try updateSubject_.step()
-                    deletePII_.bind(1, id); try deletePII_.step()
-                    deleteBlind_.bind(1, id); try deleteBlind_.step()
-                    upd += 1
-                } else {
-                    id = db.lastInsertedRowID
-                    ins += 1
-                    if allowReingest {
-                        unsuppress_.bind(1, blob: p.pseudonym)
-                        try unsuppress_.step()
-                        reingested += unsuppress_.changes
+                    if let existing = try find_.step() {
+                        id = existing
+                        updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
+                        updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
+                        try updateSubject_.step()
+                        deletePII_.bind(1, id); try deletePII_.step()
+                        deleteBlind_.bind(1, id); try deleteBlind_.step()
+                        upd += 1
+                    } else {
+                        insertSubject_.bind(1, blob: p.pseudonym)
+                        insertSubject_.bind(2, Int64(p.kekVersion))
+                        insertSubject_.bind(3, blob: p.wrappedDEK)
+                        insertSubject_.bind(4, now); insertSubject_.bind(5, now); insertSubject_.bind(6, now)
+                        try insertSubject_.step()
+                        id = db.lastInsertedRowID
+                        ins += 1
+                        if allowReingest {
+                            unsuppress_.bind(1, blob: p.pseudonym)
+                            try unsuppress_.step()
+                            reingested += unsuppress_.changes
+                        }
                     }
+                    for (field, blob) in p.pii {
+                        insertPII_.bind(1, id); insertPII_.bind(2, Int64(field)); insertPII_.bind(3, blob: blob)
+                        try insertPII_.step()
+                    }
+                    for (field, mac) in p.blind {
+                        insertBlind_.bind(1, Int64(field)); insertBlind_.bind(2, blob: mac); insertBlind_.bind(3, id)
+                        try insertBlind_.step()
+                    }
+                    insertAttrs_.bind(1, id)
+                    for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
+                    try insertAttrs_.step()
                 }
-                for (field, blob) in p.pii {
-                    insertPII_.bind(1, id); insertPII_.bind(2, Int64(field)); insertPII_.bind(3, blob: blob)
-                    try insertPII_.step()
-                }
-                for (field, mac) in p.blind {
-                    insertBlind_.bind(1, Int64(field)); insertBlind_.bind(2, blob: mac); insertBlind_.bind(3, id)
-                    try insertBlind_.step()
-                }
-                insertAttrs_.bind(1, id)
-                for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
-                try insertAttrs_.step()
+                chunk = work.closesTransaction ? nil : next()
             }
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
-                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(work.rejected)),
-                    ("first_line", Int64(work.firstLine)), ("last_line", Int64(work.lastLine)), ("reingested", Int64(reingested)),
+                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),
+                    ("first_line", Int64(first.firstLine)), ("last_line", Int64(lastLine)), ("reingested", Int64(reingested)),
                 ])])
             }
             return (ins, upd)
@@ -446,7 +467,7 @@ extension ProfileStore {
         func resolve(_ e: ValidEvent, _ db: Database) throws -> Int64? {
             if let id = idCache[e.customerID] { return id }
             let pseudo = sealer.pseudonym(of: e.customerID)
-            guard let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM subjects WHERE pseudonym = ?"), arguments: [Data(pseudo)]) else {
+            guard let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM subjects WHERE \(Self.pseudonymMatch)"), arguments: [Data(pseudo)]) else {
                 return nil
             }
             if idCache.count > 200_000 { idCache.removeAll(keepingCapacity: true) }

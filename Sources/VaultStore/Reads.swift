@@ -76,7 +76,7 @@ extension ProfileStore {
     // (`cachedStatement`): parsing SQL was a tenth of a GET's CPU time when they were not.
 
     func subjectRow(_ db: Database, pseudonym: [UInt8]) throws -> SubjectRow? {
-        let statement = try db.cachedStatement(sql: "SELECT id, kek_version, wrapped_dek FROM subjects WHERE pseudonym = ?")
+        let statement = try db.cachedStatement(sql: "SELECT id, kek_version, wrapped_dek FROM subjects WHERE \(Self.pseudonymMatch)")
         guard let row = try Row.fetchOne(statement, arguments: [Data(pseudonym)]) else {
             return nil
         }
@@ -236,10 +236,12 @@ extension ProfileStore {
         }
     }
 
-    /// A blind-index entry: the HMAC truncated to 128 bits. Collisions between distinct values
-    /// are negligible (2^-128 per pair), matches are confirmed by decrypting the customer ID,
-    /// and the index is half the size, which keeps bulk ingest fast.
-    static func blindIndexEntry(_ mac: [UInt8]) -> [UInt8] { Array(mac.prefix(16)) }
+    /// A blind-index entry: the HMAC truncated to 64 bits. Every match is confirmed by
+    /// decrypting the field, so a collision (about n^2 / 2^65 for n values: 3e-8 at a million)
+    /// costs one decryption and never a wrong answer; the short key keeps the index small, which
+    /// is what bulk ingest pays for (docs/benchmarks.md).
+    static let blindIndexBytes = 8
+    static func blindIndexEntry(_ mac: [UInt8]) -> [UInt8] { Array(mac.prefix(blindIndexBytes)) }
 
     /// The lookup field of a data category (`user.contact.email`, `user.contact.phone_number`).
     public func lookupField(category: String) -> FieldSpec? {

@@ -140,7 +140,7 @@ public final class ProfileStore: Sendable {
     public var subjectIDField: String { schema.subjectIDField }
 
     /// The storage format this code writes.
-    public static let storeFormatVersion = 1
+    public static let storeFormatVersion = 2
 
     private init(path: String, schema: Schema, pool: DatabasePool, keys: KeyBox, piiFieldIDs: [String: Int]) {
         self.path = path
@@ -357,8 +357,44 @@ public final class ProfileStore: Sendable {
         registerAuditMigration(&m)
         registerPrivacyMigration(&m)
         registerDPMigration(&m)
+        m.registerMigration("v5-compact-lookup-keys") { db in
+            // Random-key indexes are what bulk ingest pays for: every batch rewrites most of their
+            // pages. The pseudonym index now holds its first 8 bytes (an expression index, no
+            // stored copy; uniqueness is the ingest writer's find-then-insert, and lookups
+            // compare the whole pseudonym), and blind-index entries are 64-bit MACs (matches are
+            // confirmed by decrypting). Existing stores are rebuilt once, ids unchanged.
+            try db.execute(sql: """
+                CREATE TABLE subjects_v5(
+                    id INTEGER PRIMARY KEY,
+                    pseudonym BLOB NOT NULL,
+                    kek_version INTEGER NOT NULL,
+                    wrapped_dek BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_activity INTEGER NOT NULL);
+                INSERT INTO subjects_v5(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+                    SELECT id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity FROM subjects ORDER BY id;
+                DROP TABLE subjects;
+                ALTER TABLE subjects_v5 RENAME TO subjects;
+                CREATE INDEX subjects_pseudonym ON subjects(\(pseudonymKey));
+                CREATE TABLE blind_index_v5(
+                    field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL,
+                    PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
+                INSERT OR IGNORE INTO blind_index_v5(field, mac, subject_id)
+                    SELECT field, substr(mac, 1, \(blindIndexBytes)), subject_id FROM blind_index;
+                DROP TABLE blind_index;
+                ALTER TABLE blind_index_v5 RENAME TO blind_index;
+                CREATE INDEX blind_index_subject ON blind_index(subject_id);
+                UPDATE meta SET value = '2' WHERE key = 'store_format';
+                """)
+        }
         return m
     }
+
+    /// The indexed key of a pseudonym (its first 8 bytes), and the condition that finds a subject
+    /// by the whole pseudonym bound as `?1` through that index.
+    static let pseudonymKey = "substr(pseudonym, 1, 8)"
+    static let pseudonymMatch = "\(pseudonymKey) = substr(?1, 1, 8) AND pseudonym = ?1"
 
     /// Closes the pool; the store is unusable afterwards.
     public func close() throws {

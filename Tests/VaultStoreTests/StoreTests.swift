@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import GRDB
 import Testing
+import VaultAudit
 import VaultCrypto
 import VaultPolicy
 @testable import VaultStore
@@ -59,6 +60,83 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         _ = try t.store.ingestProfiles(path: t.write("u.csv", Fixtures.header + "\n" + Fixtures.csvLine(changed) + "\n"))
         #expect(try t.store.find(field: "email", value: "NEW.address@example.net ") == ["CUST-3"])
         #expect(try t.store.find(field: "email", value: Fixtures.row(3)[1]).isEmpty)   // old index entry gone
+    }
+
+    /// A transaction larger than the pipeline's chunk (4,096 records): a customer repeated
+    /// within it, across chunks, and across transactions is one subject with the last values;
+    /// each transaction writes one audit entry whose lines and counts span all its chunks.
+    @Test func transactionsSpanChunksAndRepeatedCustomersStayOneSubject() throws {
+        let t = try TempStore()
+        var rows = (0..<9_000).map { Fixtures.row($0) }
+        var early = Fixtures.row(1); early[1] = "early@example.org"
+        var late = Fixtures.row(1); late[1] = "late@example.org"
+        rows[4_500] = early   // line 4,502: the second chunk of the first transaction, replaces CUST-4500
+        rows[8_999] = late    // line 9,001: the second transaction
+        let csv = ([Fixtures.header] + rows.map(Fixtures.csvLine)).joined(separator: "\n") + "\n"
+        var o = IngestOptions()
+        o.batchSize = 6_000
+        o.audit = AuditContext(actor: "tester", role: "operator", requestID: "r")
+        let r = try t.store.ingestProfiles(path: t.write("p.csv", csv), options: o)
+        #expect(r.inserted == 8_998 && r.updated == 2)
+        #expect(try t.counts()[0] == 8_998)
+        #expect(try t.store.find(field: "email", value: "late@example.org") == ["CUST-1"])
+        #expect(try t.store.find(field: "email", value: "early@example.org").isEmpty)
+        #expect(try t.store.find(field: "email", value: Fixtures.row(1)[1]).isEmpty)
+        let entries = try t.store.pool.read { db in try String.fetchAll(db, sql: "SELECT entry FROM audit ORDER BY seq") }.map { try JSONValue.parse($0) }
+        #expect(entries.count == 2)
+        let c = entries.map { $0["unmapped.counts"] }
+        #expect(c[0]?["first_line"] == .int(2) && c[0]?["last_line"] == .int(6_001) && c[0]?["inserted"] == .int(5_999) && c[0]?["updated"] == .int(1))
+        #expect(c[1]?["first_line"] == .int(6_002) && c[1]?["last_line"] == .int(9_001) && c[1]?["inserted"] == .int(2_999) && c[1]?["updated"] == .int(1))
+    }
+
+    /// A store written before format 2 (full-length pseudonym index, 16-byte blind-index MACs)
+    /// is rebuilt once on open: same ids, lookups and reads work, nothing else changes.
+    @Test func anOlderStoreIsMigratedToCompactLookupKeys() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<50)))
+        let before = try t.counts()
+        let ids = try t.store.pool.read { db in try Row.fetchAll(db, sql: "SELECT id, pseudonym FROM subjects ORDER BY id").map { [$0["id"] as Int64: $0["pseudonym"] as Data] } }
+        // Put the store back in the shape of format 1: the old tables, 16-byte MACs (the first 8
+        // bytes are the HMAC's, as they were), the migration not yet recorded.
+        try t.store.pool.writeWithoutTransaction { db in
+            try db.execute(sql: """
+                DROP INDEX subjects_pseudonym;
+                CREATE TABLE s1(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL UNIQUE, kek_version INTEGER NOT NULL, wrapped_dek BLOB NOT NULL,
+                    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_activity INTEGER NOT NULL);
+                INSERT INTO s1 SELECT id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity FROM subjects;
+                DROP TABLE subjects; ALTER TABLE s1 RENAME TO subjects;
+                CREATE TABLE b1(field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
+                """)
+            for row in try Row.fetchAll(db, sql: "SELECT field, mac, subject_id FROM blind_index") {
+                let mac: Data = row["mac"]
+                try db.execute(sql: "INSERT INTO b1 VALUES (?, ?, ?)", arguments: [row["field"] as Int64, mac + Data((0..<8).map { UInt8($0) }), row["subject_id"] as Int64])
+            }
+            try db.execute(sql: """
+                DROP TABLE blind_index; ALTER TABLE b1 RENAME TO blind_index;
+                CREATE INDEX blind_index_subject ON blind_index(subject_id);
+                UPDATE meta SET value = '1' WHERE key = 'store_format';
+                DELETE FROM grdb_migrations WHERE identifier = 'v5-compact-lookup-keys';
+                """)
+            #expect(try Int.fetchAll(db, sql: "SELECT DISTINCT length(mac) FROM blind_index") == [16])
+        }
+        try t.store.close()
+        let s = try ProfileStore.open(path: t.store.path, keyring: t.keyring, schema: Fixtures.schema)
+        defer { try? s.close() }
+        let (after, macLengths, indexes, format) = try s.pool.read { db in
+            (try ["subjects", "pii", "blind_index", "attributes", "events"].map { try Int.fetchOne(db, sql: "SELECT count(*) FROM \($0)") ?? -1 },
+             try Int.fetchAll(db, sql: "SELECT DISTINCT length(mac) FROM blind_index"),
+             try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'subjects'"),
+             try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'store_format'"))
+        }
+        #expect(after == before && macLengths == [8] && indexes == ["subjects_pseudonym"] && format == "2", "\(after) \(before) \(macLengths) \(indexes) \(String(describing: format))")
+        #expect(try s.pool.read { db in try Row.fetchAll(db, sql: "SELECT id, pseudonym FROM subjects ORDER BY id").map { [$0["id"] as Int64: $0["pseudonym"] as Data] } } == ids)
+        #expect(try s.find(field: "email", value: Fixtures.row(7)[1]) == ["CUST-7"])
+        #expect(try s.profile(customerID: "CUST-7", fields: ["email"]) != nil)
+        // The lookup uses the expression index (a full scan would be a silent slowdown).
+        let plan = try s.pool.read { db in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT id FROM subjects WHERE \(ProfileStore.pseudonymMatch)", arguments: [Data(count: 32)]).map { $0["detail"] as String } }
+        #expect(plan.contains { $0.contains("USING INDEX subjects_pseudonym") }, "\(plan)")
+        let r = try s.ingestProfiles(path: t.write("q.csv", Fixtures.profilesCSV(40..<60)))
+        #expect(r.inserted == 10 && r.updated == 10)
     }
 
     @Test func blindIndexLookupNormalisesEmailAndPhone() throws {

@@ -3,11 +3,11 @@
 
 Python sqlite3 plus the `cryptography` package: HMAC-SHA256 pseudonyms, a random AES-256 DEK per
 subject wrapped by a KEK (AES-GCM), every PII field AES-256-GCM with a random nonce and
-associated data (subject, field), HMAC blind indexes for e-mail and phone, the same tables and
-batch size as ProfileVault. No validation beyond parsing (it would only slow the peer down).
+associated data (subject, field), HMAC blind indexes for e-mail and phone, the same tables,
+indexes (an 8-byte pseudonym key, 64-bit blind-index MACs) and batch size as ProfileVault. No validation beyond parsing (it would only slow the peer down).
 
 usage: ingest_peer.py PROFILES.csv DB [BATCH]  -> prints {"mode":"python","profiles","seconds","rate","peak_rss_mib"}
-(BATCH: rows per transaction, default 16384, ProfileVault's default; bench/run.sh passes the
+(BATCH: rows per transaction, default 65536, ProfileVault's default; bench/run.sh passes the
 same value to all three ingests)
 """
 import csv, hashlib, hmac, json, os, resource, sqlite3, sys, time
@@ -17,7 +17,7 @@ PII = ["email", "full_name", "phone", "birth_date"]
 LOOKUP = {"email": lambda v: v.strip().lower(), "phone": lambda v: "".join(ch for ch in v if ch.isdigit())}
 ATTRS = ["age", "gender", "country", "annual_income"]
 
-def main(src, path, batch_size=16384):
+def main(src, path, batch_size=65536):
     for suffix in ("", "-wal", "-shm"):
         try: os.remove(path + suffix)
         except FileNotFoundError: pass
@@ -25,7 +25,8 @@ def main(src, path, batch_size=16384):
     db.execute("PRAGMA journal_mode=WAL"); db.execute("PRAGMA synchronous=FULL"); db.execute("PRAGMA secure_delete=ON")
     db.execute("PRAGMA cache_size=-65536")
     db.executescript("""
-      CREATE TABLE subjects(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL UNIQUE, kek_version INTEGER, wrapped_dek BLOB, created_at INTEGER, updated_at INTEGER, last_activity INTEGER);
+      CREATE TABLE subjects(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL, kek_version INTEGER, wrapped_dek BLOB, created_at INTEGER, updated_at INTEGER, last_activity INTEGER);
+      CREATE INDEX subjects_pseudonym ON subjects(substr(pseudonym, 1, 8));
       CREATE TABLE pii(subject_id INTEGER NOT NULL, field INTEGER NOT NULL, ciphertext BLOB NOT NULL, PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
       CREATE TABLE blind_index(field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
       CREATE INDEX blind_index_subject ON blind_index(subject_id);
@@ -44,14 +45,19 @@ def main(src, path, batch_size=16384):
                 dek = os.urandom(32); aead = AESGCM(dek)
                 nonce = os.urandom(12)
                 wrapped = nonce + kek.encrypt(nonce, dek, b"dek" + pseudo)
-                cur = db.execute("INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?,1,?,?,?,?) ON CONFLICT(pseudonym) DO NOTHING", (pseudo, wrapped, now, now, now))
-                sid = cur.lastrowid
+                found = db.execute("SELECT id FROM subjects WHERE substr(pseudonym, 1, 8) = substr(?1, 1, 8) AND pseudonym = ?1", (pseudo,)).fetchone()
+                if found:   # an update: the same as ProfileVault's upsert
+                    sid = found[0]
+                    db.execute("UPDATE subjects SET wrapped_dek = ?, updated_at = ? WHERE id = ?", (wrapped, now, sid))
+                    db.execute("DELETE FROM pii WHERE subject_id = ?", (sid,)); db.execute("DELETE FROM blind_index WHERE subject_id = ?", (sid,))
+                else:
+                    sid = db.execute("INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?,1,?,?,?,?)", (pseudo, wrapped, now, now, now)).lastrowid
                 fields = [("customer_id", r["customer_id"])] + [(k, r[k]) for k in PII]
                 for i, (name, value) in enumerate(fields):
                     nonce = os.urandom(12)
                     db.execute("INSERT INTO pii VALUES (?,?,?)", (sid, i, b"\x01" + nonce + aead.encrypt(nonce, value.encode(), pseudo + name.encode())))
                     if name in LOOKUP:
-                        db.execute("INSERT OR IGNORE INTO blind_index VALUES (?,?,?)", (i, hmac.new(blind_key, LOOKUP[name](value).encode(), hashlib.sha256).digest()[:16], sid))
+                        db.execute("INSERT OR IGNORE INTO blind_index VALUES (?,?,?)", (i, hmac.new(blind_key, LOOKUP[name](value).encode(), hashlib.sha256).digest()[:8], sid))
                 db.execute("INSERT OR REPLACE INTO attributes VALUES (?,?,?,?,?)", (sid, int(r["age"]), r["gender"], r["country"], float(r["annual_income"])))
             db.execute("COMMIT")
             batch.clear()
@@ -64,4 +70,4 @@ def main(src, path, batch_size=16384):
     print(json.dumps({"mode": "python", "profiles": n, "seconds": s, "rate": n / s, "peak_rss_mib": rss}))
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 16384)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 65536)

@@ -35,7 +35,7 @@ public enum Coordinate: Sendable, Equatable {
     /// a regression on features scaled to [-1, 1]. The population must exclude subjects with a
     /// null in either attribute (`AggregateRequest.nonNull`). Bound 1 / grid.
     case product(left: ScaledFeature, right: ScaledFeature?, grid: Double)
-    /// Item grouping only (`Grouping.items`): 1 for each of the subject's at most `maxItems`
+    /// Item grouping only (`Grouping.items`, `Grouping.segmentItems`): 1 for each of the subject's at most `maxItems`
     /// distinct items of this event kind (the most recently used first, ties broken by a fixed
     /// hash of subject and item, not by the item code), in that item's group; `since` (seconds
     /// since the epoch, inclusive) counts only events from then on.
@@ -190,6 +190,12 @@ public enum Grouping: Sendable, Equatable {
     /// items' indexes in `vocabulary`; every set is a key (zeros included). Coordinate:
     /// `itemSetPresence` only.
     case itemSets(vocabulary: [String], size: Int)
+    /// By (segment, item): the segment is the subject's value of the categorical attribute
+    /// `attribute` over exactly `domain` (null or outside: no group), the item one of
+    /// `vocabulary`; key "s|i", the indexes in `domain` and `vocabulary`, every pair a key
+    /// (zeros included). Coordinate: `itemPresence` only (with the cap applied to the subject's
+    /// vocabulary items). A subject is in one segment, so its L1 bound is the coordinate's.
+    case segmentItems(attribute: String, domain: [String], vocabulary: [String])
 
     /// The public key space (nil when keys come from the data).
     public var domain: [String]? {
@@ -205,6 +211,8 @@ public enum Grouping: Sendable, Equatable {
             return keys
         case let .itemSets(v, size):
             return Self.sets(count: v.count, size: size).map { $0.map(String.init).joined(separator: "|") }
+        case let .segmentItems(_, d, v):
+            return d.indices.flatMap { s in v.indices.map { "\(s)|\($0)" } }
         }
     }
 

@@ -103,6 +103,11 @@ public struct ModelArtifact: Codable, Sendable {
     /// `items`): public catalog data, no budget spent.
     public var contentTerms: [[Int]]?
     public var contentWeights: [[Double]]?
+    /// Recommender with `by:` (segment-based): the segments (the attribute's domain, named in
+    /// `segment_by`) and, per segment, the noisy popularity of the first
+    /// `segment_popularity[s].count` items of `items`.
+    public var segmentKeys: [String]?
+    public var segmentPopularity: [[Double]]?
     public var privacy: PrivacyBlock?
 
     public init(model: ModelKind, features: [ScaledFeature], params: [String: Double]) {

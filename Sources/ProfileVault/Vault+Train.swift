@@ -40,7 +40,8 @@ public struct TrainingJob: Sendable {
 extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
     static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
-                                          "candidates", "content_weight", "support_threshold", "min_support", "min_confidence"]
+                                          "candidates", "content_weight", "support_threshold", "min_support", "min_confidence",
+                                          "segment_share", "segment_prior"]
         static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
@@ -50,7 +51,7 @@ extension Vault {
         "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
                               "min_confidence", "max_rules"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
-                        "candidates", "content_weight", "content_neighbors"],
+                        "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary"],
     ]
 
     /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
@@ -483,20 +484,25 @@ extension Vault {
             guard let e = schema.eventKind(named: kind), p.mayReadEvents(e) else {
                 throw VaultError(.denied, "purpose \(p.name) may not read \(kind) events")
             }
+            // A segment-based model ranks by the subject's segment: the purpose must still read it.
+            if let by = model.segmentBy {
+                guard let f = schema.field(named: by), p.mayReadAttribute(f) else { throw VaultError(.denied, "purpose \(p.name) may not read \(by)") }
+            }
             let (ids, _) = try resolveSelection(selection)
-            let rows = try store.subjectItems(customerIDs: ids.map(\.id), kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil)
+            let rows = try store.subjectItems(customerIDs: ids.map(\.id), kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+                                              segmentAttribute: model.segmentBy)
             if case .one = selection, let r = rows.first {
                 if r.items == nil { throw VaultError(.notFound, "no subject with this customer ID") }
                 if !r.consent { throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active") }
             }
             try store.audit(rows.filter { $0.items != nil }.map {
-                context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: ["events.\(kind)"],
+                context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: ["events.\(kind)"] + (model.segmentBy.map { [$0] } ?? []),
                                outcome: $0.consent ? .ok : .denied, detail: $0.consent ? "model \(model.privacy?.job ?? "")" : "no consent")
             })
             return rows.map { r in
                 guard let owned = r.items else { return (r.customerID, [], "no subject with this customer ID") }
                 guard r.consent else { return (r.customerID, [], "no consent for \(p.name)") }
-                return (r.customerID, Recommender.recommend(model, owned: owned, top: top), nil)
+                return (r.customerID, Recommender.recommend(model, owned: owned, segment: r.segment, top: top), nil)
             }
         }
     }

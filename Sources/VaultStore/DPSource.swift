@@ -201,11 +201,12 @@ struct StoreAggregateSource: AggregateSource {
         case let .items(v)?: vocabulary = v
         case let .itemPairs(v)?: vocabulary = v
         case let .itemSets(v, _)?: vocabulary = v
+        case let .segmentItems(_, _, v)?: vocabulary = v
         default: break
         }
         // The coordinate must match the grouping (the bound is the coordinate's).
         switch (r.grouping, r.coordinates[0]) {
-        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight): break
+        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight), (.segmentItems?, .itemPresence): break
         case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
         default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
         }
@@ -219,13 +220,24 @@ struct StoreAggregateSource: AggregateSource {
             consent = " JOIN consent_state cs ON cs.subject_id = d.subject_id AND cs.purpose = ? AND cs.granted = 1"
             args.append(p)
         }
+        // Segment by item: the subject's attribute value rides along on every row (NULL: no group).
+        var segmentColumn = "NULL"
+        var segmentIndex: [String: Int] = [:]
+        if case let .segmentItems(attribute, domain, _)? = r.grouping {
+            guard let f = store.schema.attributeFields.first(where: { $0.name == attribute }), f.type == .category else {
+                throw VaultError(.usage, "segment grouping needs a categorical attribute; \(attribute) is not one")
+            }
+            consent += " JOIN attributes a ON a.subject_id = d.subject_id"
+            segmentColumn = "a.\(ProfileStore.quoted(f.name))"
+            for (i, v) in domain.enumerated() { segmentIndex[v] = i }
+        }
         // Every subject's distinct items with their last use; the cap is applied in Swift: the
         // most recently used first, ties (the lines of one invoice share a time) broken by a
         // fixed hash of subject and item. Breaking them by the item code, as an ORDER BY would,
         // made the capped sample prefer low codes: on online retail that alone cost the
         // popularity ranking 0.06-0.08 HR@10 (docs/models.md).
         let sql = """
-            SELECT d.subject_id, d.item, d.t
+            SELECT d.subject_id, d.item, d.t, \(segmentColumn)
             FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d\(consent)
             ORDER BY d.subject_id
             """
@@ -246,13 +258,23 @@ struct StoreAggregateSource: AggregateSource {
                 for (i, item) in v.enumerated() { pairIndex[item] = i }
             }
             let width = vocabulary?.count ?? 0
+            var isSegments = false
+            if case let .segmentItems(_, _, v)? = r.grouping {
+                isSegments = true
+                for (i, item) in v.enumerated() { pairIndex[item] = i }
+            }
             var current: Int64? = nil
+            var currentSegment: Int? = nil
             var held: [(t: Int64, tie: UInt64, item: String)] = []
             func flush() {
                 guard !held.isEmpty else { return }
                 held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
                 let capped = held.prefix(maxItems)
-                if setSize > 0 {
+                if isSegments {
+                    // Per subject: 1 for each of its capped items, in its one segment's row.
+                    guard let s = currentSegment else { return }
+                    for h in capped { if let i = pairIndex[h.item] { pairs[s * width + i, default: 0] += 1 } }
+                } else if setSize > 0 {
                     // Per subject: 1 for every set of setSize of its capped vocabulary items.
                     let items = capped.compactMap { pairIndex[$0.item] }.sorted()
                     for combo in Grouping.sets(count: items.count, size: setSize) {
@@ -277,12 +299,17 @@ struct StoreAggregateSource: AggregateSource {
             let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
             while let row = try cursor.next() {
                 let subject: Int64 = row[0]
-                if subject != current { flush(); held.removeAll(keepingCapacity: true); current = subject }
+                if subject != current {
+                    flush(); held.removeAll(keepingCapacity: true); current = subject
+                    currentSegment = isSegments ? (row[3] as String?).flatMap { segmentIndex[$0] } : nil
+                }
                 let item: String = row[1]
                 held.append((row[2], Self.tieBreak(subject: subject, item: item), item))
             }
             flush()
-            if setSize > 0 {
+            if case let .segmentItems(_, domain, _)? = r.grouping {
+                for s in domain.indices { for i in 0..<width { out["\(s)|\(i)"] = [pairs[s * width + i] ?? 0] } }
+            } else if setSize > 0 {
                 for (key, n) in sets { out[key] = [n] }
             } else if isPairs {
                 for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
@@ -296,7 +323,7 @@ struct StoreAggregateSource: AggregateSource {
 
     func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         switch r.grouping {
-        case .items?, .itemPairs?, .itemSets?: return try itemSums(r)
+        case .items?, .itemPairs?, .itemSets?, .segmentItems?: return try itemSums(r)
         case .nearest? where !forceSQL && nearestScanApplies(r): return try nearestSums(r)
         default: break
         }
@@ -470,13 +497,21 @@ public struct SubjectItems: Sendable {
     /// nil: no such subject.
     public var items: Set<String>?
     public var consent: Bool
+    /// The subject's value of the requested segment attribute (nil: not asked, null or no consent).
+    public var segment: String? = nil
 }
 
 extension ProfileStore {
     /// The distinct items of `kind` each subject has events for, with its consent for
     /// `purpose` (nil purpose: consent not needed, reported true), in one read transaction.
-    public func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?) throws -> [SubjectItems] {
+    public func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?, segmentAttribute: String? = nil) throws -> [SubjectItems] {
         let pseudos = try customerIDs.map { try pseudonym(ofCustomerID: $0) }
+        let segmentSQL = try segmentAttribute.map { name -> String in
+            guard let f = schema.attributeFields.first(where: { $0.name == name }), f.type == .category else {
+                throw VaultError(.usage, "\(name) is not a categorical attribute")
+            }
+            return "SELECT \(Self.quoted(f.name)) FROM attributes WHERE subject_id = ?"
+        }
         return try pool.read { db in
             try zip(customerIDs, pseudos).map { id, pseudo in
                 guard let s = try subjectRow(db, pseudonym: pseudo) else {
@@ -487,7 +522,8 @@ extension ProfileStore {
                     consent = try Bool.fetchOne(db, sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?", arguments: [consentPurpose, s.id]) ?? false
                 }
                 let items = consent ? Set(try String.fetchAll(db, sql: "SELECT DISTINCT item FROM events WHERE subject_id = ? AND kind = ?", arguments: [s.id, kind])) : []
-                return SubjectItems(customerID: id, pseudonym: pseudo, items: items, consent: consent)
+                let segment = try segmentSQL.flatMap { consent ? try String.fetchOne(db, sql: $0, arguments: [s.id]) : nil }
+                return SubjectItems(customerID: id, pseudonym: pseudo, items: items, consent: consent, segment: segment)
             }
         }
     }

@@ -142,6 +142,54 @@ import VaultStore
         #expect(try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--role", "operator"]).status == 77)
     }
 
+    /// Segment-based recommendations (`by:` a categorical attribute): the subject's segment
+    /// popularity ranks first. Even subjects are female and mostly bought SKU-F, odd ones male
+    /// and mostly SKU-M; the few without their segment's item get it first, the other segment's
+    /// not. Epsilon 500 (noise scale 0.02) and prior 1, so the test is about the mechanics.
+    @Test func segmentRecommendationsRankByTheSubjectsSegment() throws {
+        let s = try store(modelTrainingBudget: "1000.0")
+        let profiles = CLIStore.rows(60).split(separator: "\n").enumerated().map { i, line in
+            i == 0 || i % 2 == 1 ? String(line) : line.replacingOccurrences(of: ",female,", with: ",male,")   // line i is C(i-1)
+        }.joined(separator: "\n") + "\n"
+        #expect(try s.run(["ingest", "profiles", s.write("g.csv", profiles)]).status == 0)
+        var ev = "customer_id,kind,item,value,time\n"
+        for i in 0..<60 where i % 10 >= 2 { ev += "C\(i),purchase,\(i % 2 == 0 ? "SKU-F" : "SKU-M"),5,2026-10-05T12:00:00Z\n" }
+        #expect(try s.run(["ingest", "events", s.write("g-e.csv", ev)]).status == 0)
+        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + ["SKU-F", "SKU-M"]).joined(separator: "\n") + "\n")
+        let p = try job(s, "seg.yaml", """
+            job: seg
+            purpose: model_training
+            model: recommender
+            events: purchase
+            items_from: \(catalog)
+            params: { by: gender, max_items_per_subject: 5, popularity_share: 1, segment_prior: 1 }
+            epsilon: 500
+            """)
+        let t = try s.run(["train", p, "--out", s.dir + "/seg.json", "--role", "trainer"])
+        #expect(t.status == 0, "\(t.stderr)")
+        let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/seg.json"))) as? [String: Any])
+        #expect(m["segment_by"] as? String == "gender" && m["segment_keys"] as? [String] == ["female", "male", "other", "unknown"])
+        let table = try #require(m["segment_popularity"] as? [[Double]])
+        #expect(table.count == 4 && table[2].allSatisfy { abs($0) < 1 } && table[3].allSatisfy { abs($0) < 1 })   // nobody in other/unknown
+        let splits = ((m["privacy"] as? [String: Any])?["budget_split"] as? [[String: Any]] ?? []).compactMap { $0["release"] as? String }
+        #expect(splits.contains("recommender: item popularity per gender (56 groups)"), "\(splits)")   // 4 segments x 14 items
+        func first(_ id: String) throws -> String? {
+            let r = try s.run(["recommend", "--model", s.dir + "/seg.json", "--subject", id, "--top", "3", "--role", "trainer", "--json"])
+            #expect(r.status == 0, "\(r.stderr)")
+            return ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any])?["items"].flatMap { ($0 as? [String])?.first }
+        }
+        #expect(try first("C20") == "SKU-F")   // female, without SKU-F (C0 has no consent)
+        #expect(try first("C21") == "SKU-M")   // male, without SKU-M
+        #expect(try first("C11") == "SKU-M")
+        // The read of the segment is audited with the events.
+        let rec = try auditEntries(s).filter { $0["api.operation"] as? String == "recommend" && $0["status"] as? String == "ok" }
+        #expect(!rec.isEmpty && rec.allSatisfy { ($0["unmapped.fields"] as? [String] ?? []).contains("gender") }, "\(rec.first ?? [:])")
+        // A numeric attribute cannot segment: input error naming the key.
+        let bad = try job(s, "bad.yaml", "job: b\npurpose: model_training\nmodel: recommender\nevents: purchase\nparams: { by: age }\nepsilon: 1\n")
+        let r = try s.run(["train", bad, "--out", s.dir + "/b.json", "--role", "trainer"])
+        #expect(r.status == 65 && r.stderr.contains("params.by"), "\(r.stderr)")
+    }
+
     @Test func theStoreComputesTheModelGroupingsExactly() throws {
         let s = try store()
         let v = try Vault.open(VaultConfiguration(storePath: s.env["PROFILEVAULT_STORE"]!, keysPath: s.env["PROFILEVAULT_KEYS"]!,

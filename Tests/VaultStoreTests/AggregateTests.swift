@@ -300,4 +300,33 @@ import VaultPolicy
             #expect(got == want, "m \(m) unit \(unit): \(got) vs \(want)")
         }
     }
+    /// Segment by item: each subject's capped vocabulary items counted in its one segment
+    /// (subjects outside the domain in none), every (segment, item) key present.
+    @Test func segmentItemPresenceMatchesTheDocumentedMap() throws {
+        let t = try store()
+        let vocab = ["SKU-0", "SKU-2", "SKU-3", "SKU-5", "SKU-9"]
+        let genders = ["female", "male", "other", "unknown"]   // CUST-i has genders[i % 4]
+        let domain = ["female", "male", "other"]
+        for m in [2, 20] {
+            let got = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .segmentItems(attribute: "gender", domain: domain, vocabulary: vocab),
+                                                                               coordinates: [.itemPresence(kind: "purchase", maxItems: m)]))
+            var want: [String: [Int64]] = [:]
+            for s in domain.indices { for i in vocab.indices { want["\(s)|\(i)"] = [0] } }
+            for i in 0..<12 {
+                guard let s = domain.firstIndex(of: genders[i % 4]) else { continue }
+                let held = vocab.indices.filter { Int(vocab[$0].dropFirst(4))! < i }.sorted { Int(vocab[$0].dropFirst(4))! > Int(vocab[$1].dropFirst(4))! }.prefix(m)
+                for item in held { want["\(s)|\(item)"]![0] += 1 }
+            }
+            #expect(got == want, "m \(m): \(got) vs \(want)")
+        }
+        // The grouping takes only item presence, and only a categorical attribute.
+        #expect(throws: (any Error).self) {
+            try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .segmentItems(attribute: "gender", domain: domain, vocabulary: vocab),
+                                                                     coordinates: [.itemPairWeight(kind: "purchase", maxItems: 3, unit: 1024)]))
+        }
+        #expect(throws: (any Error).self) {
+            try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .segmentItems(attribute: "age", domain: ["1"], vocabulary: vocab),
+                                                                     coordinates: [.itemPresence(kind: "purchase", maxItems: 3)]))
+        }
+    }
 }

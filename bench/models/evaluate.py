@@ -335,6 +335,49 @@ def eval_recommender(store, train_items, recent_items, truth, catalog_file, para
     return out
 
 
+def eval_segment_recommender(store, train_items, recent_items, truth, segment_of, catalog_file, params, since, seeds, log, top=10):
+    """Segment-based recommendations (by country) against the item-based recommender, same
+    job otherwise, same seeds; non-private: popularity within the customer's country."""
+    ids = sorted(truth)
+    pop = defaultdict(lambda: defaultdict(int))
+    glob = defaultdict(int)
+    for c, items in recent_items.items():
+        for i in items:
+            pop[segment_of[c]][i] += 1
+            glob[i] += 1
+    def seg_rank(c):
+        p = pop[segment_of[c]]
+        ranked = sorted(glob, key=lambda i: (-p.get(i, 0), -glob[i], i))
+        return [i for i in ranked if i not in train_items[c]][:top]
+    np_hr, np_ndcg = rank_metrics({c: seg_rank(c) for c in ids}, truth, top)
+    job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
+           "items_from": catalog_file, "params": params}
+    if since:
+        job["events_since"] = since
+    seg_job = dict(job, params=dict(params, by="country"))
+    segs = defaultdict(int)
+    for c in ids:
+        segs[segment_of[c]] += 1
+    out = {"data": "online-retail", "test_customers": len(ids), "segments": "country", "params": params, "events_since": since,
+           "test_customers_by_segment": dict(sorted(segs.items(), key=lambda kv: -kv[1])[:5]),
+           "nonprivate_segment_popularity": {"hr": np_hr, "ndcg": np_ndcg}, "by_epsilon": {}}
+    log(f"segment recommender: non-private popularity within country HR@10 {np_hr:.4f} NDCG@10 {np_ndcg:.4f}")
+    for eps in EPSILONS:
+        row = {}
+        for name, j in (("segment", seg_job), ("item_based", job)):
+            hr, nd = [], []
+            for _ in seeds:
+                art, _ = store.train(dict(j, epsilon=eps))
+                h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
+                hr.append(h)
+                nd.append(n)
+            row[name] = {"hr": summarize(hr), "ndcg": summarize(nd)}
+        out["by_epsilon"][str(eps)] = row
+        log(f"segment recommender eps={eps}: segment HR@10 {row['segment']['hr']['median']:.4f} NDCG {row['segment']['ndcg']['median']:.4f}; "
+            f"item-based HR@10 {row['item_based']['hr']['median']:.4f} NDCG {row['item_based']['ndcg']['median']:.4f}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Association rules
 
@@ -381,7 +424,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
-    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, rules")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, segment-rec, rules")
     ap.add_argument("--rules-params", default='{"min_support": 50}', help="association_rules job params (JSON)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -449,7 +492,7 @@ def main():
             results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
 
         # --- online retail: recommender (and linear regression on event aggregates) ------------
-        if want("recommender") or want("linear") or want("rules"):
+        if want("recommender") or want("linear") or want("rules") or want("segment-rec"):
             rows = load_retail()
             schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
             cut, end = "2011-07-01", "2011-10-01"
@@ -462,7 +505,7 @@ def main():
                 described.setdefault(r[1], " ".join(r[2].split()))
             with open(catalog, "w") as fcat:       # the shop's public product list: stock code, tab, description
                 fcat.write("".join(f"{i}\t{described[i]}\n" for i in sorted(described)))
-            if want("recommender"):
+            if want("recommender") or want("segment-rec"):
                 before = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
                               ["user.location.imprecise", "user.behavior"], ["recommender"])
@@ -482,8 +525,13 @@ def main():
                     if r[4] >= cut and int(r[3]) > 0 and cid in owned and r[1] not in owned[cid]:
                         truth[cid].add(r[1])
                 log(f"retail: {len(custs)} customers and {len(before)} purchases before {cut}; {len(truth)} test customers")
-                results["recommender_retail"] = eval_recommender(
-                    store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
+                if want("recommender"):
+                    results["recommender_retail"] = eval_recommender(
+                        store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
+                if want("segment-rec"):
+                    results["segment_recommender_retail"] = eval_segment_recommender(
+                        store, owned, recent if args.rec_since else owned, dict(truth), {f"R-{c}": country[c] for c in country}, catalog,
+                        json.loads(args.rec_params), args.rec_since or None, seeds, log)
             if want("rules"):
                 store = Store(args.profilectl, work, "retail-rules", schema,
                               ["user.location.imprecise", "user.behavior"], ["association_rules"])

@@ -196,6 +196,11 @@ public enum Grouping: Sendable, Equatable {
     /// (zeros included). Coordinate: `itemPresence` only (with the cap applied to the subject's
     /// vocabulary items). A subject is in one segment, so its L1 bound is the coordinate's.
     case segmentItems(attribute: String, domain: [String], vocabulary: [String])
+    /// By the leaf of an oblivious decision tree: level l tests `features[l] >= cuts[l]` (the
+    /// attribute's stored value, in its own units), key = sum over levels of bit_l * 2^l as text
+    /// ("0"..."2^d - 1"). The cuts are chosen without looking at the data (random forest), so
+    /// the partition is public. Subjects with a null feature belong to no leaf.
+    case thresholds(features: [String], cuts: [Double])
 
     /// The public key space (nil when keys come from the data).
     public var domain: [String]? {
@@ -213,6 +218,8 @@ public enum Grouping: Sendable, Equatable {
             return Self.sets(count: v.count, size: size).map { $0.map(String.init).joined(separator: "|") }
         case let .segmentItems(_, d, v):
             return d.indices.flatMap { s in v.indices.map { "\(s)|\($0)" } }
+        case let .thresholds(_, cuts):
+            return (0..<(1 << min(cuts.count, 20))).map(String.init)
         }
     }
 

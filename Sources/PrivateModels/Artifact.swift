@@ -3,7 +3,7 @@ public import Foundation
 
 /// The model kinds this module trains (SPEC §6).
 public enum ModelKind: String, Sendable, CaseIterable, Codable {
-    case segments, kmeans, linear_regression, logistic_regression, recommender, association_rules
+    case segments, kmeans, linear_regression, logistic_regression, recommender, association_rules, random_forest
 
     /// Models that name event items (a catalog, or private selection with the job's delta).
     public var namesItems: Bool { self == .recommender || self == .association_rules }
@@ -95,6 +95,8 @@ public struct ModelArtifact: Codable, Sendable {
     public var popularity: [Double]?
     public var neighborItems: [[Int]]?
     public var neighborScores: [[Double]]?
+    // random_forest (also target)
+    public var trees: [RandomTree]?
     // association_rules (also events, items, item_source)
     public var rules: [AssociationRule]?
     /// The start of the window the popularity was counted over (ISO 8601, UTC; nil: all events).
@@ -106,6 +108,9 @@ public struct ModelArtifact: Codable, Sendable {
     /// Recommender with `by:` (segment-based): the segments (the attribute's domain, named in
     /// `segment_by`) and, per segment, the noisy popularity of the first
     /// `segment_popularity[s].count` items of `items`.
+    /// Recommender with `factors: k`: each vocabulary item's factor vector (aligned with the
+    /// first items of `items`; similarity = dot product).
+    public var itemFactors: [[Double]]?
     public var segmentKeys: [String]?
     public var segmentPopularity: [[Double]]?
     public var privacy: PrivacyBlock?
@@ -187,6 +192,7 @@ public enum Trainer {
         case .logistic_regression: a = try Regression.fit(spec: spec, session: session, logistic: true)
         case .recommender: a = try Recommender.fit(spec: spec, session: session, progress: progress)
         case .association_rules: a = try AssociationRules.fit(spec: spec, session: session, progress: progress)
+        case .random_forest: a = try RandomForest.fit(spec: spec, session: session, progress: progress)
         }
         a.privacy = PrivacyBlock(purpose: "", epsilon: session.epsilon.requested, delta: 0, mechanism: "", contributionBounds: [:],
                                  policyVersion: "", job: "", trainedAt: "",

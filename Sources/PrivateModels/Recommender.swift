@@ -24,6 +24,11 @@ import Foundation
 /// keeps every item's TF-IDF vector (public data, no budget); `recommend` adds to the score of
 /// the `candidates` (default 300) most popular items `content_weight` (default 5) times the
 /// cosine between the item and the subject's own items.
+/// Matrix factorisation (`factors: k`, McSherry & Mironov 2009): instead of thresholding each
+/// noisy co-occurrence, the normalised co-occurrence matrix C_ij / sqrt(P_i P_j) of the
+/// vocabulary is replaced by its projection on its top k eigenvectors (the noise spreads over all
+/// V directions, the signal sits in a few); item factors F = U sqrt(Lambda) go into the artifact
+/// and the similarities are F_i . F_j. Post-processing of the same release: no extra budget.
 /// Segments (`by:` a categorical attribute, "customers like you bought"): a share
 /// `segment_share` (default 0.5) of the popularity budget releases, for every segment of the
 /// attribute's public domain, the noisy popularity of the `segment_vocabulary` (default 300)
@@ -42,7 +47,8 @@ public enum Recommender {
         // With descriptions, content is the personalisation and all of epsilon buys popularity;
         // without, 20% buys the co-occurrence (docs/models.md has both measured).
         let described = spec.catalogText != nil && spec.catalog != nil
-        let popularityShare = spec.param("popularity_share", described ? 1 : 0.8)
+        let factors = Int(spec.param("factors", 0))
+        let popularityShare = spec.param("popularity_share", described && factors == 0 ? 1 : 0.8)
         let candidates = Int(spec.param("candidates", 300))
         let contentWeight = spec.param("content_weight", 5)
         guard popularityShare >= 0.05 && popularityShare <= 1 else { throw ModelError("recommender: popularity_share must be between 0.05 and 1") }
@@ -54,6 +60,8 @@ public enum Recommender {
         guard popularityWeight >= 0 && popularityWeight <= 1000 else { throw ModelError("recommender: popularity_weight must be between 0 and 1000") }
         guard m >= 2 && m <= 1000 else { throw ModelError("recommender: max_items_per_subject must be between 2 and 1000") }
         guard v >= 2 && v <= 2000 else { throw ModelError("recommender: vocabulary_size must be between 2 and 2000") }
+        guard factors >= 0 && factors <= 100 else { throw ModelError("recommender: factors must be between 0 (no factorisation) and 100") }
+        guard factors == 0 || popularityShare < 1 else { throw ModelError("recommender: factors factorises the co-occurrence; popularity_share must be below 1") }
         let segmentShare = spec.segmentBy == nil ? 0 : spec.param("segment_share", 0.5)
         let segmentPrior = spec.param("segment_prior", 200)
         let segmentVocabulary = Int(spec.param("segment_vocabulary", 300))
@@ -70,6 +78,7 @@ public enum Recommender {
         let names = items.map(\.0)
         let pop = items.map { max(0, $0.1) }
         let vocab = Array(names.prefix(v))
+        var itemFactors: [[Double]]? = nil
         var neighborItems = [[Int]](repeating: [], count: names.count)
         var neighborScores = [[Double]](repeating: [], count: names.count)
         if vocab.count >= 2, let coEps {
@@ -80,17 +89,44 @@ public enum Recommender {
                                         shares: [coEps], label: "recommender: item-item co-occurrence")
             let floorP = max(1, 2 * Double(m) / popEps.noiseValue)
             var sims = [[(Int, Double)]](repeating: [], count: vocab.count)
-            for (key, values) in r {
-                let parts = key.split(separator: "|")
-                guard parts.count == 2, let i = Int(parts[0]), let j = Int(parts[1]) else { continue }
-                // Shrink by the noise: with ~V²/2 released pairs, pure noise puts many of them
-                // above 0 (half) and a few above any fixed bar, so only the part of a count
-                // above `similarity_threshold` noise scales counts as similarity.
-                let c = values[0].value - thresholdScales * values[0].scale
-                guard c > 0 else { continue }
-                let s = c / (max(pop[i], floorP) * max(pop[j], floorP)).squareRoot()
-                sims[i].append((j, s))
-                sims[j].append((i, s))
+            if factors > 0 {
+                // Matrix factorisation: the normalised noisy co-occurrence, not thresholded, is
+                // projected on its top `factors` eigenvectors; similarities are the low-rank
+                // reconstruction F_i . F_j (positive part), F = U sqrt(Lambda) the item factors.
+                let n = vocab.count
+                var matrix = [Double](repeating: 0, count: n * n)
+                for (key, values) in r {
+                    let parts = key.split(separator: "|")
+                    guard parts.count == 2, let i = Int(parts[0]), let j = Int(parts[1]), i < n, j < n, i != j else { continue }
+                    let x = values[0].value / (max(pop[i], floorP) * max(pop[j], floorP)).squareRoot()
+                    matrix[i * n + j] = x
+                    matrix[j * n + i] = x
+                }
+                let (values, vectors) = LowRank.topEigen(matrix, n: n, k: min(factors, n))
+                let kept = values.indices.filter { values[$0] > 0 }
+                let f = (0..<n).map { i in kept.map { vectors[$0][i] * values[$0].squareRoot() } }
+                itemFactors = f.map { $0.map { ($0 * 1e6).rounded() / 1e6 } }
+                for i in 0..<n {
+                    for j in (i + 1)..<n {
+                        let s = zip(f[i], f[j]).reduce(0) { $0 + $1.0 * $1.1 }
+                        guard s > 0 else { continue }
+                        sims[i].append((j, s))
+                        sims[j].append((i, s))
+                    }
+                }
+            } else {
+                for (key, values) in r {
+                    let parts = key.split(separator: "|")
+                    guard parts.count == 2, let i = Int(parts[0]), let j = Int(parts[1]) else { continue }
+                    // Shrink by the noise: with ~V²/2 released pairs, pure noise puts many of them
+                    // above 0 (half) and a few above any fixed bar, so only the part of a count
+                    // above `similarity_threshold` noise scales counts as similarity.
+                    let c = values[0].value - thresholdScales * values[0].scale
+                    guard c > 0 else { continue }
+                    let s = c / (max(pop[i], floorP) * max(pop[j], floorP)).squareRoot()
+                    sims[i].append((j, s))
+                    sims[j].append((i, s))
+                }
             }
             for i in vocab.indices {
                 let top = sims[i].sorted { $0.1 > $1.1 }.prefix(l)
@@ -127,6 +163,10 @@ public enum Recommender {
                                                                           "popularity_share": popularityShare, "candidates": Double(candidates),
                                                                           "content_weight": contentTerms == nil ? 0 : contentWeight])
         if let threshold { a.params["selection_threshold"] = threshold }
+        if let itemFactors {
+            a.params["factors"] = Double(factors)
+            a.itemFactors = itemFactors
+        }
         if let (by, domain) = spec.segmentBy, let segmentPopularity {
             a.segmentBy = by
             a.segmentKeys = domain

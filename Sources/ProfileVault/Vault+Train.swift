@@ -41,17 +41,18 @@ extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
     static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
                                           "candidates", "content_weight", "support_threshold", "min_support", "min_confidence",
-                                          "segment_share", "segment_prior"]
+                                          "segment_share", "segment_prior", "leaf_prior"]
         static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
         "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
+        "random_forest": ["trees", "depth", "leaf_prior"],
         "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
                               "min_confidence", "max_rules"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
-                        "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary"],
+                        "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary", "factors"],
     ]
 
     /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
@@ -148,11 +149,11 @@ extension Vault {
                                   derived: derived, epsilon: eps, delta: delta, file: path, line: root.mark?.line ?? 1)
             // What each model needs, as input errors.
             switch model {
-            case "kmeans", "segments", "linear_regression", "logistic_regression":
+            case "kmeans", "segments", "linear_regression", "logistic_regression", "random_forest":
                 if features.isEmpty { throw fail(root, "features", "\(model) needs features (a list of numeric attributes)") }
             default: break
             }
-            if (model == "linear_regression" || model == "logistic_regression") && job.target == nil { throw fail(root, "target", "\(model) needs a target attribute") }
+            if (model == "linear_regression" || model == "logistic_regression" || model == "random_forest") && job.target == nil { throw fail(root, "target", "\(model) needs a target attribute") }
             if (model == "recommender" || model == "association_rules") && job.events == nil {
                 throw fail(root, "events", "\(model) needs events: (the event kind it learns from)")
             }
@@ -350,8 +351,8 @@ extension Vault {
         for name in job.features { touch(name) }
         if let t = job.target {
             let (s, _) = try numeric(t, "target")
-            if kind == .logistic_regression && !(s.lower == 0 && s.upper == 1) {
-                throw VaultError(.invalidInput, "\(job.file): target: \(t) must be an int or bool attribute with bounds [0, 1] for logistic_regression")
+            if (kind == .logistic_regression || kind == .random_forest) && !(s.lower == 0 && s.upper == 1) {
+                throw VaultError(.invalidInput, "\(job.file): target: \(t) must be an int or bool attribute with bounds [0, 1] for \(kind.rawValue)")
             }
             spec.target = s
             touch(t)

@@ -441,6 +441,17 @@ struct StoreAggregateSource: AggregateSource {
             let units = try features.map { Self.unit(try column($0.name), $0, stored: stored($0.name)) }
             for f in features { wheres.append("\(try column(f.name)) IS NOT NULL") }
             groupColumn = "CAST(\(Self.cellKey(units: units, bins: bins)) AS TEXT)"
+        case let .thresholds(features, cuts)?:
+            guard !features.isEmpty, features.count == cuts.count, features.count <= 16, cuts.allSatisfy(\.isFinite) else {
+                throw VaultError(.usage, "tree grouping needs 1 to 16 levels, one finite cut per feature")
+            }
+            var bits: [String] = []
+            for (l, (name, cut)) in zip(features, cuts).enumerated() {
+                let c = try column(name)
+                wheres.append("\(c) IS NOT NULL")
+                bits.append("(CASE WHEN \(c) >= \(Self.literal(cut, integral: false)) THEN \(1 << l) ELSE 0 END)")
+            }
+            groupColumn = "CAST((" + bits.joined(separator: " + ") + ") AS TEXT)"
         default:
             break
         }

@@ -22,6 +22,14 @@ final class MemorySource: AggregateSource, @unchecked Sendable {
             for s in items { for item in s.filter({ vocab?.contains($0) ?? true }).prefix(m) { add(item, 0, 1) } }
             return out
         }
+        if case let .itemPairs(v)? = r.grouping, case let .itemPairWeight(_, m, unit) = r.coordinates[0] {
+            for s in items {
+                let held = Array(s.compactMap { v.firstIndex(of: $0) }.prefix(m))
+                guard held.count >= 2 else { continue }
+                for a in 0..<held.count { for b in (a + 1)..<held.count { add("\(min(held[a], held[b]))|\(max(held[a], held[b]))", 0, Int64(unit / (held.count - 1))) } }
+            }
+            return out
+        }
         if case let .itemSets(v, size)? = r.grouping, case let .itemSetPresence(_, m, _) = r.coordinates[0] {
             for s in items {
                 let held = s.compactMap { v.firstIndex(of: $0) }.prefix(m).sorted()
@@ -42,6 +50,10 @@ final class MemorySource: AggregateSource, @unchecked Sendable {
                 var k = 0, w = 1
                 for x in f { k += min(b - 1, Int(x.unit(row[x.name]!) * Double(b))) * w; w *= b }
                 key = String(k)
+            case let .thresholds(f, c)?:
+                var leaf = 0
+                for l in f.indices where row[f[l]]! >= c[l] { leaf |= 1 << l }
+                key = String(leaf)
             case nil: key = ""
             default: fatalError("not needed here")
             }
@@ -173,6 +185,94 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         let income = AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.attribute(name: "income", lower: 0, upper: 1, center: 0, grid: 1)])
         #expect(throws: SessionError.self) { try s.release(income, shares: [try s.share(0.1)], label: "c") }
         #expect(src.requests.count == 1)   // refused releases computed nothing
+    }
+
+    /// Jacobi: V diag(values) Vᵀ gives the matrix back, V orthonormal.
+    @Test func jacobiDecomposesASymmetricMatrix() {
+        let m: [Double] = [4, 1, -2, 1, 2, 0, -2, 0, 3]
+        let (values, v) = LowRank.jacobi(m, n: 3)
+        for i in 0..<3 {
+            for j in 0..<3 {
+                let back = (0..<3).reduce(0.0) { $0 + v[i * 3 + $1] * values[$1] * v[j * 3 + $1] }
+                #expect(abs(back - m[i * 3 + j]) < 1e-9)
+                let dot = (0..<3).reduce(0.0) { $0 + v[$1 * 3 + i] * v[$1 * 3 + j] }
+                #expect(abs(dot - (i == j ? 1 : 0)) < 1e-9)
+            }
+        }
+    }
+
+    /// Subspace iteration finds the largest signed eigenvalues (a larger negative one is not
+    /// among them) and their vectors, on a 40 x 40 matrix with known spectrum.
+    @Test func topEigenFindsTheLargestEigenpairs() {
+        let n = 40
+        var g = SplitMix(s: 11)
+        var basis = (0..<n).map { _ in (0..<n).map { _ in g.next() - 0.5 } }
+        LowRank.orthonormalise(&basis)
+        let spectrum = [5.0, 3.0, -7.0] + [Double](repeating: 0.01, count: n - 3)
+        var a = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { a[i * n + j] = (0..<n).reduce(0) { $0 + basis[$1][i] * spectrum[$1] * basis[$1][j] } } }
+        let (values, vectors) = LowRank.topEigen(a, n: n, k: 2)
+        #expect(abs(values[0] - 5) < 1e-6 && abs(values[1] - 3) < 1e-6, "\(values)")
+        for (f, want) in [(0, 0), (1, 1)] {
+            let cos = zip(vectors[f], basis[want]).reduce(0) { $0 + $1.0 * $1.1 }
+            #expect(abs(abs(cos) - 1) < 1e-6)
+        }
+    }
+
+    /// Two tastes (items 0-4 and 5-9 bought together): the factorised co-occurrence keeps each
+    /// item's neighbours within its taste; the artifact holds one factor row per vocabulary item.
+    @Test func matrixFactorisationRecommenderKeepsTheTastesApart() throws {
+        let src = MemorySource(rows: [])
+        var g = SplitMix(s: 7)
+        src.items = (0..<4000).map { i in
+            let base = (i % 2) * 5
+            return Array(Set((0..<4).map { _ in "SKU-\(base + Int(g.next() * 5))" })).sorted()
+        }
+        let catalog = (0..<10).map { "SKU-\($0)" }
+        var spec = TrainingSpec(features: [], events: "purchase", params: ["factors": 2, "popularity_share": 0.5, "max_items_per_subject": 4], catalog: catalog)
+        spec.catalogText = nil
+        let a = try Recommender.fit(spec: spec, session: session(src, epsilon: 20, attributes: [], events: ["purchase"]), progress: { _ in })
+        let f = try #require(a.itemFactors)
+        #expect(f.count == 10 && f.allSatisfy { $0.count >= 1 && $0.count <= 2 })
+        let items = try #require(a.items), ni = try #require(a.neighborItems)
+        for (i, name) in items.enumerated() {
+            let taste = Int(name.dropFirst(4))! / 5
+            let near = ni[i].prefix(3).map { Int(items[$0].dropFirst(4))! / 5 }
+            #expect(near.count == 3 && near.allSatisfy { $0 == taste }, "\(name): \(ni[i].map { items[$0] })")
+        }
+        #expect(a.params["factors"] == 2)
+        // factors needs the co-occurrence release.
+        spec.params["popularity_share"] = 1
+        #expect(throws: (any Error).self) { try Recommender.fit(spec: spec, session: session(src, epsilon: 20, attributes: [], events: ["purchase"]), progress: { _ in }) }
+    }
+
+    /// y = 1 exactly when x > 50: the forest's leaves recover it; one release per tree, within
+    /// epsilon; integral features get half-integer cuts inside their bounds.
+    @Test func randomForestLearnsAThresholdFromNoisyLeafCounts() throws {
+        var g = SplitMix(s: 3)
+        let rows = (0..<6000).map { _ -> [String: Double] in
+            let x = (g.next() * 100).rounded(.down), z = (g.next() * 10).rounded(.down)
+            return ["x": x, "z": z, "y": x > 50 ? 1 : 0]
+        }
+        let src = MemorySource(rows: rows)
+        let x = ScaledFeature(name: "x", lower: 0, upper: 100), z = ScaledFeature(name: "z", lower: 0, upper: 10)
+        var spec = TrainingSpec(features: [x, z], target: ScaledFeature(name: "y", lower: 0, upper: 1), params: ["trees": 20, "depth": 4])
+        spec.integral = ["x", "z", "y"]
+        let a = try Trainer.fit(.random_forest, spec: spec, session: session(src, epsilon: 50, attributes: ["x", "z", "y"]))
+        let trees = try #require(a.trees)
+        #expect(trees.count == 20 && trees.allSatisfy { $0.cuts.count == 4 && $0.leafProbabilities.count == 16 })
+        #expect(trees.allSatisfy { t in zip(t.features, t.cuts).allSatisfy { f, c in c.truncatingRemainder(dividingBy: 1) == 0.5 && c > 0 && c < (f == "x" ? 100 : 10) } })
+        #expect(src.requests.count == 20)
+        #expect(a.privacy?.budgetSplit.reduce(0) { $0 + $1.epsilon } ?? 99 <= 50 + 1e-9)
+        // Trees that split on x near 50 separate the classes; the mean over 20 trees ranks them.
+        #expect(RandomForest.predict(a, ["x": 95, "z": 5]) > RandomForest.predict(a, ["x": 5, "z": 5]) + 0.3)
+        var auc = 0.0, pairs = 0.0
+        let test = rows.prefix(400)
+        for p in test where p["y"] == 1 { for q in test where q["y"] == 0 {
+            let sp = RandomForest.predict(a, p), sq = RandomForest.predict(a, q)
+            auc += sp > sq ? 1 : sp == sq ? 0.5 : 0; pairs += 1
+        } }
+        #expect(auc / pairs > 0.9, "AUC \(auc / pairs)")
     }
 
     @Test func recommenderNeverReturnsOwnedItemsAndNamesOnlyCatalogItems() throws {

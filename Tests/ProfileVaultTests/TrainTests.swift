@@ -1,5 +1,6 @@
 import DifferentialPrivacy
 import Foundation
+import PrivateModels
 import ProfileVault
 import Testing
 import VaultStore
@@ -16,7 +17,7 @@ import VaultStore
         try FileManager.default.createDirectory(atPath: pol, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: CLI.repoRoot + "/policies/schema.yaml", toPath: pol + "/schema.yaml")
         var policy = try String(contentsOfFile: CLI.repoRoot + "/policies/policy.yaml", encoding: .utf8)
-        policy = policy.replacingOccurrences(of: "logistic_regression, recommender]", with: "logistic_regression, recommender, association_rules]")
+        policy = policy.replacingOccurrences(of: "logistic_regression, recommender]", with: "logistic_regression, recommender, association_rules, random_forest]")
         policy = policy.replacingOccurrences(of: "  customer_support:", with: """
               narrow:
                 data_use: personalize
@@ -188,6 +189,40 @@ import VaultStore
         let bad = try job(s, "bad.yaml", "job: b\npurpose: model_training\nmodel: recommender\nevents: purchase\nparams: { by: age }\nepsilon: 1\n")
         let r = try s.run(["train", bad, "--out", s.dir + "/b.json", "--role", "trainer"])
         #expect(r.status == 65 && r.stderr.contains("params.by"), "\(r.stderr)")
+    }
+
+    /// A random forest of a derived 0/1 target (bought in November: the subjects aged 55 and
+    /// over) from the CLI: one release per tree, the artifact's trees predict it, the gate
+    /// refuses a target that is not 0/1.
+    @Test func randomForestTrainsFromTheCLIOnADerivedTarget() throws {
+        let s = try store(modelTrainingBudget: "1000.0")
+        var ev = "customer_id,kind,item,value,time\n"
+        for i in 0..<60 where 30 + i % 50 >= 55 { ev += "C\(i),purchase,SKU-LATE,5,2026-11-02T12:00:00Z\n" }
+        #expect(try s.run(["ingest", "events", s.write("late.csv", ev)]).status == 0)
+        let p = try job(s, "rf.yaml", """
+            job: propensity
+            purpose: model_training
+            model: random_forest
+            derived:
+              late: { events: purchase, aggregate: count, from: 2026-11-01, bounds: [0, 1] }
+            features: [age]
+            target: late
+            params: { trees: 8, depth: 3 }
+            epsilon: 400
+            """)
+        let r = try s.run(["train", p, "--out", s.dir + "/rf.json", "--role", "trainer"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let a = try ModelArtifact.decode(Data(contentsOf: URL(fileURLWithPath: s.dir + "/rf.json")))
+        #expect(a.model == .random_forest && a.trees?.count == 8 && a.target == "late")
+        #expect(a.privacy?.budgetSplit.count == 8)
+        #expect(RandomForest.predict(a, ["age": 75]) > RandomForest.predict(a, ["age": 35]) + 0.3,
+                "\(RandomForest.predict(a, ["age": 75])) vs \(RandomForest.predict(a, ["age": 35]))")
+        let bad = try job(s, "rf2.yaml", "job: p\npurpose: model_training\nmodel: random_forest\nfeatures: [age]\ntarget: annual_income\nepsilon: 1\n")
+        let b = try s.run(["train", bad, "--out", s.dir + "/x.json", "--role", "trainer"])
+        #expect(b.status == 65 && b.stderr.contains("bounds [0, 1] for random_forest"), "\(b.stderr)")
+        let none = try job(s, "rf3.yaml", "job: p\npurpose: model_training\nmodel: random_forest\nfeatures: [age]\nepsilon: 1\n")
+        let n = try s.run(["train", none, "--out", s.dir + "/x.json", "--role", "trainer"])
+        #expect(n.status == 65 && n.stderr.contains("random_forest needs a target"), "\(n.stderr)")
     }
 
     @Test func theStoreComputesTheModelGroupingsExactly() throws {

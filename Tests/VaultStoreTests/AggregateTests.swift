@@ -329,4 +329,24 @@ import VaultPolicy
                                                                      coordinates: [.itemPresence(kind: "purchase", maxItems: 3)]))
         }
     }
+    /// Oblivious-tree leaves: bit l set when feature l >= its cut (stored value, own units).
+    @Test func thresholdLeavesMatchTheDocumentedMap() throws {
+        let t = try store()
+        let features = ["age", "annual_income", "age"], cuts = [40.5, 600.0, 60.5]
+        let got = try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .thresholds(features: features, cuts: cuts),
+                                                                           coordinates: [.subjects]))
+        var want: [String: [Int64]] = [:]
+        for leaf in 0..<8 { want[String(leaf)] = [0] }
+        for i in 0..<12 {
+            let r = Fixtures.row(i)
+            let x = ["age": Double(r[5])!, "annual_income": Double(r[8])!]
+            var leaf = 0
+            for l in 0..<3 where x[features[l]]! >= cuts[l] { leaf |= 1 << l }
+            want[String(leaf)]![0] += 1
+        }
+        #expect(got == want, "\(got) vs \(want)")
+        #expect(throws: (any Error).self) {
+            try t.store.aggregateSource.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .thresholds(features: ["age"], cuts: []), coordinates: [.subjects]))
+        }
+    }
 }

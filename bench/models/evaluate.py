@@ -239,6 +239,45 @@ def eval_logistic(store, Xtr, ytr, Xte, yte, features, bounds, seeds, log):
     return out
 
 
+def forest_predict(art, X, features):
+    """P(y = 1) from a random_forest artifact: the mean over trees of the leaf probability."""
+    col = {f: j for j, f in enumerate(features)}
+    out = np.zeros(len(X))
+    for t in art["trees"]:
+        leaf = np.zeros(len(X), dtype=int)
+        for l, (f, c) in enumerate(zip(t["features"], t["cuts"])):
+            leaf |= (X[:, col[f]] >= c).astype(int) << l
+        out += np.array(t["leaf_probabilities"])[leaf]
+    return out / len(art["trees"])
+
+
+def eval_forest(store, Xtr, ytr, Xte, yte, features, bounds, seeds, log, params):
+    """Random forest from noisy leaf counts against diffprivlib's RandomForestClassifier (same
+    trees and depth), ProfileVault's logistic regression, and scikit-learn's forest, by AUC."""
+    from sklearn.ensemble import RandomForestClassifier
+    from diffprivlib.models import RandomForestClassifier as DPForest
+    trees, depth = int(params.get("trees", 10)), int(params.get("depth", 5))
+    base = auc(yte, RandomForestClassifier(n_estimators=100, random_state=0).fit(Xtr, ytr).predict_proba(Xte)[:, 1])
+    out = {"data": "bank-marketing", "target": "y", "features": features, "params": params, "train": int(len(ytr)), "test": int(len(yte)),
+           "sklearn_forest_auc": base, "by_epsilon": {}}
+    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    for eps in EPSILONS:
+        ours, dpl, logit = [], [], []
+        for s in seeds:
+            art, _ = store.train({"job": "bank-propensity", "purpose": "evaluation", "model": "random_forest",
+                                  "features": features, "target": "y", "params": params, "epsilon": eps})
+            ours.append(auc(yte, forest_predict(art, Xte, features)))
+            art, _ = store.train({"job": "bank-subscribe", "purpose": "evaluation", "model": "logistic_regression",
+                                  "features": features, "target": "y", "epsilon": eps})
+            logit.append(auc(yte, artifact_predict(art, Xte)))
+            m = DPForest(n_estimators=trees, max_depth=depth, epsilon=eps, bounds=(lo, hi), classes=[0, 1], random_state=s)
+            m.fit(np.clip(Xtr, lo, hi), ytr)
+            dpl.append(auc(yte, m.predict_proba(np.clip(Xte, lo, hi))[:, 1]))
+        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "profilevault_logistic": summarize(logit), "diffprivlib": summarize(dpl)}
+        log(f"forest bank eps={eps}: AUC ours {np.median(ours):.3f}, our logistic {np.median(logit):.3f}, diffprivlib forest {np.median(dpl):.3f} (sklearn forest {base:.3f})")
+    return out
+
+
 def r2(y, pred):
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
@@ -378,6 +417,39 @@ def eval_segment_recommender(store, train_items, recent_items, truth, segment_of
     return out
 
 
+def eval_mf_recommender(store, truth, catalog_file, params, since, seeds, log, factors, top=10):
+    """Matrix factorisation (factors: k, popularity_share 0.8) against the item-based
+    recommender with the same share (thresholded co-occurrence) and with its default (all of
+    epsilon on popularity, content from the catalog), same runs."""
+    ids = sorted(truth)
+    job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
+           "items_from": catalog_file, "params": params}
+    if since:
+        job["events_since"] = since
+    variants = [("matrix_factorization", dict(params, factors=factors, popularity_share=0.8)),
+                ("item_based_cooccurrence", dict(params, popularity_share=0.8)),
+                ("item_based_default", dict(params))]
+    out = {"data": "online-retail", "test_customers": len(ids), "params": params, "factors": factors, "events_since": since,
+           "variants": {n: p for n, p in variants}, "by_epsilon": {}}
+    # Non-private: the same factorisation of exact counts (epsilon 1e6).
+    art, _ = store.train(dict(job, params=variants[0][1], epsilon=1e6))
+    out["nonprivate_mf"] = dict(zip(["hr", "ndcg"], rank_metrics(store.recommend(art, ids, top), truth, top)))
+    log(f"mf recommender: non-private factorisation HR@10 {out['nonprivate_mf']['hr']:.4f} NDCG@10 {out['nonprivate_mf']['ndcg']:.4f}")
+    for eps in EPSILONS:
+        row = {}
+        for name, p in variants:
+            hr, nd = [], []
+            for _ in seeds:
+                art, _ = store.train(dict(job, params=p, epsilon=eps))
+                h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
+                hr.append(h)
+                nd.append(n)
+            row[name] = {"hr": summarize(hr), "ndcg": summarize(nd)}
+        out["by_epsilon"][str(eps)] = row
+        log(f"mf recommender eps={eps}: " + "; ".join(f"{n} HR@10 {v['hr']['median']:.4f} NDCG {v['ndcg']['median']:.4f}" for n, v in row.items()))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Association rules
 
@@ -422,9 +494,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profilectl", default=os.path.join(ROOT, ".build", "release", "profilectl"))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--factors", type=int, default=5, help="the matrix-factorisation recommender's factors (mf-rec)")
+    ap.add_argument("--forest-params", default='{"trees": 10, "depth": 5}', help="the random_forest job's params (forest)")
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
-    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, segment-rec, rules")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, segment-rec, mf-rec, rules, forest")
     ap.add_argument("--rules-params", default='{"min_support": 50}', help="association_rules job params (JSON)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -452,7 +526,7 @@ def main():
                        "date": time.strftime("%Y-%m-%d"), "profilectl": os.path.relpath(args.profilectl, ROOT)}
     try:
         # --- bank marketing: k-means and logistic regression -----------------------------------
-        if want("kmeans-bank") or want("logistic"):
+        if want("kmeans-bank") or want("logistic") or want("forest"):
             header, rows, ids = load_bank()
             schema = os.path.join(EXAMPLES, "bank-marketing.schema.yaml")
             bounds = schema_bounds(schema)
@@ -461,7 +535,7 @@ def main():
             train_idx, test_idx = perm[:n_train], perm[n_train:]
             store = Store(args.profilectl, work, "bank", schema,
                           ["user.demographic", "user.job_title", "user.financial", "user.behavior"],
-                          ["kmeans", "logistic_regression", "linear_regression", "segments"])
+                          ["kmeans", "logistic_regression", "linear_regression", "segments", "random_forest"])
             store.ingest("profiles", [[ids[i]] + rows[i] for i in train_idx], ["customer_id"] + header)
             log(f"bank: {n_train} training subjects ingested, {len(test_idx)} held out")
             col = {h: j for j, h in enumerate(header)}
@@ -476,6 +550,11 @@ def main():
                 b = [bounds[x] for x in f]
                 results["logistic_bank"] = eval_logistic(store, num(train_idx, f), num(train_idx, ["y"]).ravel(),
                                                          num(test_idx, f), num(test_idx, ["y"]).ravel(), f, b, seeds, log)
+            if want("forest"):
+                f = ["age", "balance", "duration", "campaign", "pdays", "previous", "housing", "loan"]
+                b = [bounds[x] for x in f]
+                results["forest_bank"] = eval_forest(store, num(train_idx, f), num(train_idx, ["y"]).ravel(),
+                                                     num(test_idx, f), num(test_idx, ["y"]).ravel(), f, b, seeds, log, json.loads(args.forest_params))
 
         # --- Mall customers: k-means ------------------------------------------------------------
         if want("kmeans-mall"):
@@ -492,7 +571,7 @@ def main():
             results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
 
         # --- online retail: recommender (and linear regression on event aggregates) ------------
-        if want("recommender") or want("linear") or want("rules") or want("segment-rec"):
+        if want("recommender") or want("linear") or want("rules") or want("segment-rec") or want("mf-rec"):
             rows = load_retail()
             schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
             cut, end = "2011-07-01", "2011-10-01"
@@ -505,7 +584,7 @@ def main():
                 described.setdefault(r[1], " ".join(r[2].split()))
             with open(catalog, "w") as fcat:       # the shop's public product list: stock code, tab, description
                 fcat.write("".join(f"{i}\t{described[i]}\n" for i in sorted(described)))
-            if want("recommender") or want("segment-rec"):
+            if want("recommender") or want("segment-rec") or want("mf-rec"):
                 before = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
                               ["user.location.imprecise", "user.behavior"], ["recommender"])
@@ -528,6 +607,9 @@ def main():
                 if want("recommender"):
                     results["recommender_retail"] = eval_recommender(
                         store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
+                if want("mf-rec"):
+                    results["mf_recommender_retail"] = eval_mf_recommender(
+                        store, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log, args.factors)
                 if want("segment-rec"):
                     results["segment_recommender_retail"] = eval_segment_recommender(
                         store, owned, recent if args.rec_since else owned, dict(truth), {f"R-{c}": country[c] for c in country}, catalog,

@@ -129,6 +129,34 @@ def main():
                 el = f" ({x['exact_lift']:.1f})" if x.get("exact_lift") is not None else ""
                 md.append(f"| {' + '.join(x['antecedent'])} -> {x['consequent']} | {x['support']:.0f} | {x['confidence']:.2f}{ec} | {x['lift']:.1f}{el} |")
         md.append("")
+    if "segment_recommender_retail" in r:
+        b = r["segment_recommender_retail"]
+        top = ", ".join(f"{k} {v}" for k, v in b.get("test_customers_by_segment", {}).items())
+        md += [f"**Segment-based recommendations, online retail** (segments: {b['segments']}; {b['test_customers']} test customers, "
+               f"the largest segments: {top}; job params `{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the recommender "
+               f"with `by: {b['segments']}` against the same job without it, same runs. Non-private popularity within the customer's "
+               f"{b['segments']} (same window): HR@10 {b['nonprivate_segment_popularity']['hr']:.3f}, NDCG@10 "
+               f"{b['nonprivate_segment_popularity']['ndcg']:.3f}.", "",
+               "| epsilon | segment-based HR@10 | item-based HR@10 | segment-based NDCG@10 | item-based NDCG@10 |", "|---|---|---|---|---|"]
+        for e in sorted(b["by_epsilon"], key=float):
+            v = b["by_epsilon"][e]
+            md.append(f"| {float(e):g} | {fmt(v['segment']['hr'])} | {fmt(v['item_based']['hr'])} | {fmt(v['segment']['ndcg'])} | {fmt(v['item_based']['ndcg'])} |")
+        md.append("")
+    if "mf_recommender_retail" in r:
+        b = r["mf_recommender_retail"]
+        names = {"matrix_factorization": f"matrix factorisation (factors {b['factors']}, 20% of epsilon on co-occurrence)",
+                 "item_based_cooccurrence": "item-based, same 20% on co-occurrence (thresholded)",
+                 "item_based_default": "item-based default (all on popularity, content from the catalog)"}
+        md += [f"**Matrix factorisation recommender, online retail** ({b['test_customers']} test customers; job params "
+               f"`{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the co-occurrence projected on its top "
+               f"{b['factors']} eigenvectors (McSherry & Mironov) against the thresholded item-based similarities from the same "
+               f"release, same runs. The same factorisation of exact counts: HR@10 {b['nonprivate_mf']['hr']:.3f}, NDCG@10 "
+               f"{b['nonprivate_mf']['ndcg']:.3f}.", "",
+               "| epsilon | model | HR@10 | NDCG@10 |", "|---|---|---|---|"]
+        for e in sorted(b["by_epsilon"], key=float):
+            for n, v in b["by_epsilon"][e].items():
+                md.append(f"| {float(e):g} | {names.get(n, n)} | {fmt(v['hr'])} | {fmt(v['ndcg'])} |")
+        md.append("")
     for key in ["kmeans_bank", "kmeans_mall", "logistic_bank", "linear_retail", "linear_retail_2f", "recommender_retail"]:
         if key in r:
             md.append(f"![{key}](img/models-{key}.png)")

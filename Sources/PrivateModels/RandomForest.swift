@@ -1,0 +1,96 @@
+public import DifferentialPrivacy
+import Foundation
+
+/// One oblivious random tree: level l sends a subject right when `features[l] >= cuts[l]`; the
+/// leaf index is the sum of bit_l * 2^l. Leaf statistics are noisy.
+public struct RandomTree: Codable, Sendable, Equatable {
+    public var features: [String]
+    public var cuts: [Double]
+    /// Per leaf: noisy subject count (floored at 0) and the smoothed probability of target 1.
+    public var leafCounts: [Double]
+    public var leafProbabilities: [Double]
+}
+
+/// Random forest classifier from noisy leaf counts (the construction of diffprivlib's
+/// RandomForestClassifier and of Fletcher & Islam's survey: trees whose splits are drawn
+/// without looking at the data, so only the leaves' class counts need noise).
+///
+/// Each of the T = `trees` (default 10) trees has `depth` (default 5) levels; every level draws
+/// a feature uniformly and a cut uniformly inside the feature's public bounds (a half-integer
+/// for integral features), from the operating system's generator: data-independent, so the
+/// partition reveals nothing. Per tree one release over its 2^depth leaves (grouping
+/// `thresholds`): the subject count and the centred target sum, E/(2T) each. A subject is in
+/// one leaf per tree, so each release is E/T-DP and the forest E-DP (sequential composition).
+/// Leaf probability: (positives + a·p) / (count + a), positives = count/2 + centred sum clamped
+/// to [0, count], p the tree's overall noisy rate, a = `leaf_prior` (default 10): a leaf with few
+/// subjects is mostly noise at small epsilon and falls back to the tree's rate.
+/// Prediction: the mean over trees of the subject's leaf probability.
+public enum RandomForest {
+    public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
+        guard let target = spec.target, target.lower == 0, target.upper == 1 else {
+            throw ModelError("random_forest needs a target with bounds [0, 1] (an int or bool attribute)")
+        }
+        let f = spec.features
+        guard !f.isEmpty else { throw ModelError("random_forest needs features") }
+        let t = Int(spec.param("trees", 10)), depth = Int(spec.param("depth", 5))
+        let prior = spec.param("leaf_prior", 10)
+        guard t >= 1 && t <= 200 else { throw ModelError("random_forest: trees must be between 1 and 200") }
+        guard depth >= 1 && depth <= 12 else { throw ModelError("random_forest: depth must be between 1 and 12") }
+        guard prior >= 0 && prior <= 1e6 else { throw ModelError("random_forest: leaf_prior must be between 0 and 1e6") }
+        guard let each = session.epsilon.share(1 / Double(2 * t)) else { throw ModelError("random_forest: epsilon too small for \(t) trees") }
+        let countCoordinate = Coordinate.subjects
+        let targetCoordinate = Trainer.centredCoordinate(target, integral: spec.integral.contains(target.name))
+        var rng = SystemRandomNumberGenerator()
+        var trees: [RandomTree] = []
+        for k in 0..<t {
+            progress("random_forest: tree \(k + 1) of \(t), \(1 << depth) leaves")
+            var names: [String] = [], cuts: [Double] = []
+            for _ in 0..<depth {
+                let x = f[Int.random(in: 0..<f.count, using: &rng)]
+                var cut = Double.random(in: x.lower...x.upper, using: &rng)
+                if spec.integral.contains(x.name) {
+                    // Between two integers, never on one, and inside the bounds' range.
+                    cut = min(x.upper - 0.5, max(x.lower + 0.5, (cut - 0.5).rounded() + 0.5))
+                }
+                names.append(x.name)
+                cuts.append(cut)
+            }
+            let r = try session.release(AggregateRequest(consentPurpose: nil, nonNull: f.map(\.name) + [target.name],
+                                                         grouping: .thresholds(features: names, cuts: cuts),
+                                                         coordinates: [countCoordinate, targetCoordinate]),
+                                        shares: [each, each], label: "random_forest: tree \(k + 1) leaf counts and target sums")
+            var counts = [Double](repeating: 0, count: 1 << depth), positives = counts
+            for (key, v) in r {
+                guard let leaf = Int(key), leaf < counts.count else { continue }
+                let n = max(0, v[0].value)
+                counts[leaf] = n
+                positives[leaf] = min(n, max(0, n / 2 + v[1].value))
+            }
+            let total = counts.reduce(0, +)
+            let rate = total > 0 ? min(1, max(0, positives.reduce(0, +) / total)) : 0.5
+            let probs = counts.indices.map { i in
+                counts[i] + prior > 0 ? (positives[i] + prior * rate) / (counts[i] + prior) : rate
+            }
+            trees.append(RandomTree(features: names, cuts: cuts.map { ($0 * 1e9).rounded() / 1e9 },
+                                    leafCounts: counts.map { ($0 * 1000).rounded() / 1000 },
+                                    leafProbabilities: probs.map { ($0 * 1e6).rounded() / 1e6 }))
+        }
+        var a = ModelArtifact(model: .random_forest, features: f, params: ["trees": Double(t), "depth": Double(depth), "leaf_prior": prior])
+        a.target = target.name
+        a.trees = trees
+        return a
+    }
+
+    /// The leaf of one tree for the feature values `x` (by name).
+    static func leaf(_ tree: RandomTree, _ x: [String: Double]) -> Int {
+        var leaf = 0
+        for (l, (name, cut)) in zip(tree.features, tree.cuts).enumerated() where (x[name] ?? -.infinity) >= cut { leaf |= 1 << l }
+        return leaf
+    }
+
+    /// P(target = 1) for the feature values `x`: the mean of the trees' leaf probabilities.
+    public static func predict(_ a: ModelArtifact, _ x: [String: Double]) -> Double {
+        guard let trees = a.trees, !trees.isEmpty else { return 0.5 }
+        return trees.reduce(0) { $0 + $1.leafProbabilities[leaf($1, x)] } / Double(trees.count)
+    }
+}

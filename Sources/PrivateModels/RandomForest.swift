@@ -15,12 +15,15 @@ public struct RandomTree: Codable, Sendable, Equatable {
 /// RandomForestClassifier and of Fletcher & Islam's survey: trees whose splits are drawn
 /// without looking at the data, so only the leaves' class counts need noise).
 ///
-/// Each of the T = `trees` (default 10) trees has `depth` (default 5) levels; every level draws
-/// a feature uniformly and a cut uniformly inside the feature's public bounds (a half-integer
-/// for integral features), from the operating system's generator: data-independent, so the
-/// partition reveals nothing. Per tree one release over its 2^depth leaves (grouping
-/// `thresholds`): the subject count and the centred target sum, E/(2T) each. A subject is in
-/// one leaf per tree, so each release is E/T-DP and the forest E-DP (sequential composition).
+/// Each of the T = `trees` (default 30) trees has `depth` (default 5) levels; every level draws
+/// a feature uniformly and a cut uniformly inside the feature's range (a half-integer for
+/// integral features), from the operating system's generator. The range is the public bounds,
+/// or by default (`private_ranges`: 1) the bins holding the middle 98% of a noisy 64-bin
+/// histogram per feature (20% of E, shared by the features, as the regressions do); given those,
+/// the partition is independent of the data. Per tree one release over its 2^depth leaves
+/// (grouping `thresholds`): the subject count and the centred target sum, each 0.8·E/(2T) (E/(2T)
+/// without private ranges). A subject is in one leaf per tree, so each tree's release is
+/// 0.8·E/T-DP and the forest E-DP (sequential composition).
 /// Leaf probability: (positives + a·p) / (count + a), positives = count/2 + centred sum clamped
 /// to [0, count], p the tree's overall noisy rate, a = `leaf_prior` (default 10): a leaf with few
 /// subjects is mostly noise at small epsilon and falls back to the tree's rate.
@@ -32,12 +35,18 @@ public enum RandomForest {
         }
         let f = spec.features
         guard !f.isEmpty else { throw ModelError("random_forest needs features") }
-        let t = Int(spec.param("trees", 10)), depth = Int(spec.param("depth", 5))
+        let t = Int(spec.param("trees", 30)), depth = Int(spec.param("depth", 5))
         let prior = spec.param("leaf_prior", 10)
         guard t >= 1 && t <= 200 else { throw ModelError("random_forest: trees must be between 1 and 200") }
         guard depth >= 1 && depth <= 12 else { throw ModelError("random_forest: depth must be between 1 and 12") }
         guard prior >= 0 && prior <= 1e6 else { throw ModelError("random_forest: leaf_prior must be between 0 and 1e6") }
-        guard let each = session.epsilon.share(1 / Double(2 * t)) else { throw ModelError("random_forest: epsilon too small for \(t) trees") }
+        // Where to cut: uniform over the public bounds wastes most cuts on empty tails (bank
+        // balances span [-10000, 110000], most lie near 0), so by default 20% of epsilon first
+        // narrows each feature to the bins holding the middle 98% of a noisy histogram (the
+        // regressions' private ranges) and the cuts are drawn inside those.
+        let privateRanges = spec.param("private_ranges", 1) != 0
+        let ranges = privateRanges ? try Regression.privateRanges(f, session: session, share: try session.share(0.2), model: "random_forest") : f
+        guard let each = session.epsilon.share((privateRanges ? 0.8 : 1) / Double(2 * t)) else { throw ModelError("random_forest: epsilon too small for \(t) trees") }
         let countCoordinate = Coordinate.subjects
         let targetCoordinate = Trainer.centredCoordinate(target, integral: spec.integral.contains(target.name))
         var rng = SystemRandomNumberGenerator()
@@ -46,7 +55,7 @@ public enum RandomForest {
             progress("random_forest: tree \(k + 1) of \(t), \(1 << depth) leaves")
             var names: [String] = [], cuts: [Double] = []
             for _ in 0..<depth {
-                let x = f[Int.random(in: 0..<f.count, using: &rng)]
+                let x = ranges[Int.random(in: 0..<ranges.count, using: &rng)]
                 var cut = Double.random(in: x.lower...x.upper, using: &rng)
                 if spec.integral.contains(x.name) {
                     // Between two integers, never on one, and inside the bounds' range.

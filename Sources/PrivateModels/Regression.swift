@@ -41,11 +41,11 @@ public enum Regression {
     /// alone gives) is its weight; the range becomes [left edge of the bin where the cumulated
     /// weight reaches 1%, right edge of the bin where it reaches 99%], when that at least halves
     /// the public range.
-    static func privateRanges(_ fs: [ScaledFeature], session: PrivateSession, share: Epsilon) throws -> [ScaledFeature] {
-        guard let each = share.share(1 / Double(fs.count)) else { throw ModelError("regression: epsilon too small") }
+    static func privateRanges(_ fs: [ScaledFeature], session: PrivateSession, share: Epsilon, model: String = "regression") throws -> [ScaledFeature] {
+        guard let each = share.share(1 / Double(fs.count)) else { throw ModelError("\(model): epsilon too small") }
         return try fs.map { f in
             let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .cell(features: [f], bins: rangeBins), coordinates: [.subjects]),
-                                        shares: [each], label: "regression: clipping range of \(f.name) (\(rangeBins)-bin histogram)")
+                                        shares: [each], label: "\(model): clipping range of \(f.name) (\(rangeBins)-bin histogram)")
             var w = [Double](repeating: 0, count: rangeBins)
             // ln(bins) noise scales: about the largest of `rangeBins` pure-noise counts, so empty
             // bins rarely keep weight (with 2 scales, ~7% of them did, enough to stretch a range).

@@ -48,7 +48,7 @@ extension Vault {
         "kmeans": ["k", "iterations", "init_share"],
         "segments": ["by", "from_model"],
         "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
-        "random_forest": ["trees", "depth", "leaf_prior"],
+        "random_forest": ["trees", "depth", "leaf_prior", "private_ranges"],
         "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
                               "min_confidence", "max_rules"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",

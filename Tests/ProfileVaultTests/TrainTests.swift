@@ -207,14 +207,15 @@ import VaultStore
               late: { events: purchase, aggregate: count, from: 2026-11-01, bounds: [0, 1] }
             features: [age]
             target: late
-            params: { trees: 8, depth: 3 }
+            params: { trees: 30, depth: 3, leaf_prior: 1 }
             epsilon: 400
             """)
         let r = try s.run(["train", p, "--out", s.dir + "/rf.json", "--role", "trainer"])
         #expect(r.status == 0, "\(r.stderr)")
         let a = try ModelArtifact.decode(Data(contentsOf: URL(fileURLWithPath: s.dir + "/rf.json")))
-        #expect(a.model == .random_forest && a.trees?.count == 8 && a.target == "late")
-        #expect(a.privacy?.budgetSplit.count == 8)
+        #expect(a.model == .random_forest && a.trees?.count == 30 && a.target == "late")
+        let releases = a.privacy?.budgetSplit.map(\.release) ?? []
+        #expect(releases.count == 31 && releases[0].hasPrefix("random_forest: clipping range of age"), "\(releases)")   // the range, then 30 trees
         #expect(RandomForest.predict(a, ["age": 75]) > RandomForest.predict(a, ["age": 35]) + 0.3,
                 "\(RandomForest.predict(a, ["age": 75])) vs \(RandomForest.predict(a, ["age": 35]))")
         let bad = try job(s, "rf2.yaml", "job: p\npurpose: model_training\nmodel: random_forest\nfeatures: [age]\ntarget: annual_income\nepsilon: 1\n")

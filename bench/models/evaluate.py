@@ -256,7 +256,7 @@ def eval_forest(store, Xtr, ytr, Xte, yte, features, bounds, seeds, log, params)
     trees and depth), ProfileVault's logistic regression, and scikit-learn's forest, by AUC."""
     from sklearn.ensemble import RandomForestClassifier
     from diffprivlib.models import RandomForestClassifier as DPForest
-    trees, depth = int(params.get("trees", 10)), int(params.get("depth", 5))
+    trees, depth = int(params.get("trees", 30)), int(params.get("depth", 5))
     base = auc(yte, RandomForestClassifier(n_estimators=100, random_state=0).fit(Xtr, ytr).predict_proba(Xte)[:, 1])
     out = {"data": "bank-marketing", "target": "y", "features": features, "params": params, "train": int(len(ytr)), "test": int(len(yte)),
            "sklearn_forest_auc": base, "by_epsilon": {}}
@@ -495,7 +495,7 @@ def main():
     ap.add_argument("--profilectl", default=os.path.join(ROOT, ".build", "release", "profilectl"))
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--factors", type=int, default=5, help="the matrix-factorisation recommender's factors (mf-rec)")
-    ap.add_argument("--forest-params", default='{"trees": 10, "depth": 5}', help="the random_forest job's params (forest)")
+    ap.add_argument("--forest-params", default='{"trees": 30, "depth": 5}', help="the random_forest job's params (forest)")
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
     ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, segment-rec, mf-rec, rules, forest")

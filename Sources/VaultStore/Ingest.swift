@@ -66,8 +66,8 @@ struct SealedProfile: Sendable {
     var attributes: [FieldValue]
 }
 
-/// One transaction's worth of sealed profiles, with the lines it covers and how many of them
-/// were rejected (with `--skip-invalid`).
+/// One chunk of a transaction's sealed profiles (the parser hands a transaction to the writer
+/// in chunks), with the lines it covers and how many of them were rejected (with `--skip-invalid`).
 struct ProfileBatch: Sendable {
     var profiles: [SealedProfile] = []
     var rejected = 0

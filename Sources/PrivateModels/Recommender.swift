@@ -165,6 +165,7 @@ public enum Recommender {
         if let threshold { a.params["selection_threshold"] = threshold }
         if let itemFactors {
             a.params["factors"] = Double(factors)
+            a.params["similarity_threshold"] = nil   // the factorisation replaces the threshold
             a.itemFactors = itemFactors
         }
         if let (by, domain) = spec.segmentBy, let segmentPopularity {

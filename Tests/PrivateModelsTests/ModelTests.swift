@@ -240,7 +240,7 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
             let near = ni[i].prefix(3).map { Int(items[$0].dropFirst(4))! / 5 }
             #expect(near.count == 3 && near.allSatisfy { $0 == taste }, "\(name): \(ni[i].map { items[$0] })")
         }
-        #expect(a.params["factors"] == 2)
+        #expect(a.params["factors"] == 2 && a.params["similarity_threshold"] == nil)   // no threshold was applied
         // factors needs the co-occurrence release.
         spec.params["popularity_share"] = 1
         #expect(throws: (any Error).self) { try Recommender.fit(spec: spec, session: session(src, epsilon: 20, attributes: [], events: ["purchase"]), progress: { _ in }) }

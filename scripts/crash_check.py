@@ -77,10 +77,15 @@ def check(store, keyring, csv_path, batch):
             expected[ps] = (cid, fields, blind)
 
     subjects = con.execute("SELECT id, pseudonym FROM subjects").fetchall()
-    pii = {}
-    for sid, fid in con.execute("SELECT subject_id, field FROM pii"):
-        pii.setdefault(sid, set()).add(fid)
-    blind = dict(con.execute("SELECT subject_id, count(*) FROM blind_index GROUP BY subject_id").fetchall())
+    # Store format 3: one pii row per subject, column c<id> per PII field, m<id> per lookup field.
+    cols = [r[1] for r in con.execute("PRAGMA table_info(pii)")]
+    cts = [c for c in cols if c.startswith("c")]
+    macs = [c for c in cols if c.startswith("m")]
+    pii, blind = {}, {}
+    for row in con.execute("SELECT subject_id, %s FROM pii" % ", ".join(cts + macs)):
+        sid, values = row[0], row[1:]
+        pii[sid] = {int(c[1:]) for c, v in zip(cts, values[:len(cts)]) if v is not None}
+        blind[sid] = sum(1 for v in values[len(cts):] if v is not None)
     attrs = set(r[0] for r in con.execute("SELECT subject_id FROM attributes"))
     ids = set()
     present = []
@@ -92,11 +97,11 @@ def check(store, keyring, csv_path, batch):
         if pii.get(sid, set()) != fields:
             fail("subject %s (row %d) is incomplete: pii fields %s, expected %s" % (cid, sid, sorted(pii.get(sid, set())), sorted(fields)))
         if blind.get(sid, 0) != nblind:
-            fail("subject %s (row %d): %d blind-index rows, expected %d" % (cid, sid, blind.get(sid, 0), nblind))
+            fail("subject %s (row %d): %d blind-index entries, expected %d" % (cid, sid, blind.get(sid, 0), nblind))
         if sid not in attrs:
             fail("subject %s (row %d) has no attributes row" % (cid, sid))
         present.append(cid)
-    for table, col in (("pii", "subject_id"), ("blind_index", "subject_id"), ("attributes", "subject_id")):
+    for table, col in (("pii", "subject_id"), ("attributes", "subject_id")):
         orphans = con.execute("SELECT count(*) FROM %s WHERE %s NOT IN (SELECT id FROM subjects)" % (table, col)).fetchone()[0]
         if orphans:
             fail("%d orphaned rows in %s" % (orphans, table))

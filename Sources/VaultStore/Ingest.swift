@@ -61,8 +61,9 @@ struct SealedProfile: Sendable {
     var pseudonym: [UInt8]
     var kekVersion: UInt32
     var wrappedDEK: [UInt8]
-    var pii: [(field: Int, blob: [UInt8])]
-    var blind: [(field: Int, mac: [UInt8])]
+    /// The `pii` row's values in `PIIColumns.valueColumns` order: ciphertexts, then blind-index
+    /// MACs; nil where the field is empty.
+    var piiRow: [[UInt8]?]
     var attributes: [FieldValue]
 }
 
@@ -99,8 +100,11 @@ final class ProfileSealer {
     let kek: AESGCMKey
     let kekVersion: UInt32
     let blindKeys: [Int: HMACSHA256Key]   // by schema field index
-    let piiFieldIDs: [Int]                // schema field index -> pii field id (or -1)
-    let subjectFieldID: Int
+    /// By schema field index: the field's position in the `pii` row (ciphertext) or -1, and its
+    /// MAC's position or -1.
+    let ciphertextSlot: [Int]
+    let macSlot: [Int]
+    let rowWidth: Int
 
     init(store: ProfileStore) throws {
         schema = store.schema
@@ -110,15 +114,20 @@ final class ProfileSealer {
             throw VaultError(.configuration, "the keyring's active version \(kekVersion) is retired")
         }
         kek = try AESGCMKey(kekBytes)
+        let columns = store.piiColumns.valueColumns
+        func slot(_ column: String?) -> Int { column.flatMap { c in columns.firstIndex { $0.column == c } } ?? -1 }
         var bk: [Int: HMACSHA256Key] = [:]
-        var ids: [Int] = []
+        var cs: [Int] = [], ms: [Int] = []
         for (i, f) in store.schema.fields.enumerated() {
             if f.pii, f.lookup, let k = store.keys.blindIndex[f.name] { bk[i] = try HMACSHA256Key(k) }
-            ids.append(f.pii ? (store.piiFieldIDs[f.name] ?? -1) : -1)
+            let id = f.pii ? store.piiFieldIDs[f.name] : nil
+            cs.append(slot(id.flatMap { store.piiColumns.ciphertextColumn(id: $0) }))
+            ms.append(slot(id.flatMap { store.piiColumns.macColumn(id: $0) }))
         }
         blindKeys = bk
-        piiFieldIDs = ids
-        subjectFieldID = store.piiFieldIDs[store.schema.subjectIDField] ?? 0
+        ciphertextSlot = cs
+        macSlot = ms
+        rowWidth = columns.count
     }
 
     func pseudonym(of customerID: String) -> [UInt8] {
@@ -131,10 +140,9 @@ final class ProfileSealer {
         let dek = SecureBytes.random(count: 32)
         let dekKey = try AESGCMKey(dek)
         let wrapped = try Envelope.wrapDEK(dek, subject: pseudonym, kekVersion: kekVersion, kek: kek)
-        var pii: [(Int, [UInt8])] = []
-        pii.reserveCapacity(piiFieldIDs.count + 1)
-        pii.append((subjectFieldID, try Envelope.sealField(Array(p.customerID.utf8), field: schema.subjectIDField, subject: pseudonym, dek: dekKey)))
-        var blind: [(Int, [UInt8])] = []
+        var row = [[UInt8]?](repeating: nil, count: rowWidth)
+        // Slot 0 is the customer ID (pii field id 0, the first column).
+        row[0] = try Envelope.sealField(Array(p.customerID.utf8), field: schema.subjectIDField, subject: pseudonym, dek: dekKey)
         var attrs: [FieldValue] = []
         attrs.reserveCapacity(p.values.count)
         for (i, f) in schema.fields.enumerated() {
@@ -142,18 +150,18 @@ final class ProfileSealer {
             if f.pii {
                 guard v != .null else { continue }
                 let text = FieldValue.plaintext(v)
-                pii.append((piiFieldIDs[i], try Envelope.sealField(Array(text.utf8), field: f.name, subject: pseudonym, dek: dekKey)))
+                row[ciphertextSlot[i]] = try Envelope.sealField(Array(text.utf8), field: f.name, subject: pseudonym, dek: dekKey)
                 if let bk = blindKeys[i] {
                     var norm = Normalization.lookupValue(text, for: f)
                     if !norm.isEmpty {
-                        blind.append((piiFieldIDs[i], ProfileStore.blindIndexEntry(norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) })))
+                        row[macSlot[i]] = ProfileStore.blindIndexEntry(norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) })
                     }
                 }
             } else {
                 attrs.append(v)
             }
         }
-        return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, pii: pii, blind: blind, attributes: attrs)
+        return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, piiRow: row, attributes: attrs)
     }
 }
 
@@ -340,19 +348,16 @@ extension ProfileStore {
             let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE \(Self.pseudonymMatch)")
             let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?)")
             let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?) WHERE id = ?")
-            let deletePII = try db.cachedStatement(sql: "DELETE FROM pii WHERE subject_id = ?")
-            let deleteBlind = try db.cachedStatement(sql: "DELETE FROM blind_index WHERE subject_id = ?")
-            let insertPII = try db.cachedStatement(sql: "INSERT INTO pii(subject_id, field, ciphertext) VALUES (?, ?, ?)")
-            let insertBlind = try db.cachedStatement(sql: "INSERT OR IGNORE INTO blind_index(field, mac, subject_id) VALUES (?, ?, ?)")
+            // One `pii` row per subject (ciphertexts and blind-index MACs): an update replaces it whole.
+            let piiSQL = "INSERT OR REPLACE INTO pii(subject_id, \(piiColumns.valueColumns.map(\.column).joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: piiColumns.valueColumns.count)))"
+            let insertPII = try db.cachedStatement(sql: piiSQL)
             let insertAttrs = try db.cachedStatement(sql: attrSQL)
             let unsuppress = try db.cachedStatement(sql: "DELETE FROM suppressed WHERE pseudonym = ?")
             var ins = 0, upd = 0, reingested = 0
             let find_ = RawStatement(find, db), insertSubject_ = RawStatement(insertSubject, db)
-            let updateSubject_ = RawStatement(updateSubject, db), deletePII_ = RawStatement(deletePII, db)
-            let deleteBlind_ = RawStatement(deleteBlind, db), insertPII_ = RawStatement(insertPII, db)
-            let insertBlind_ = RawStatement(insertBlind, db), insertAttrs_ = RawStatement(insertAttrs, db)
-            let unsuppress_ = RawStatement(unsuppress, db)
-            for s in [find_, insertSubject_, updateSubject_, deletePII_, deleteBlind_, insertPII_, insertBlind_, insertAttrs_, unsuppress_] { s.reset() }
+            let updateSubject_ = RawStatement(updateSubject, db), insertPII_ = RawStatement(insertPII, db)
+            let insertAttrs_ = RawStatement(insertAttrs, db), unsuppress_ = RawStatement(unsuppress, db)
+            for s in [find_, insertSubject_, updateSubject_, insertPII_, insertAttrs_, unsuppress_] { s.reset() }
             var rejected = 0, lastLine = first.lastLine
             var chunk: ProfileBatch? = first
             while let work = chunk {
@@ -368,8 +373,6 @@ extension ProfileStore {
                         updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
                         updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
                         try updateSubject_.step()
-                        deletePII_.bind(1, id); try deletePII_.step()
-                        deleteBlind_.bind(1, id); try deleteBlind_.step()
                         upd += 1
                     } else {
                         insertSubject_.bind(1, blob: p.pseudonym)
@@ -385,14 +388,11 @@ extension ProfileStore {
                             reingested += unsuppress_.changes
                         }
                     }
-                    for (field, blob) in p.pii {
-                        insertPII_.bind(1, id); insertPII_.bind(2, Int64(field)); insertPII_.bind(3, blob: blob)
-                        try insertPII_.step()
+                    insertPII_.bind(1, id)
+                    for (i, value) in p.piiRow.enumerated() {
+                        if let value { insertPII_.bind(Int32(i + 2), blob: value) } else { insertPII_.bindNull(Int32(i + 2)) }
                     }
-                    for (field, mac) in p.blind {
-                        insertBlind_.bind(1, Int64(field)); insertBlind_.bind(2, blob: mac); insertBlind_.bind(3, id)
-                        try insertBlind_.step()
-                    }
+                    try insertPII_.step()
                     insertAttrs_.bind(1, id)
                     for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
                     try insertAttrs_.step()

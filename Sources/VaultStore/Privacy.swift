@@ -219,10 +219,16 @@ extension ProfileStore {
                 var out: [ErasureReceipt] = []
                 for (id, s) in chunk {
                     var removed: [(String, Int64)] = []
-                    for (table, label) in [("pii", "pii_fields"), ("blind_index", "blind_index_entries"), ("attributes", "attribute_rows"),
-                                           ("events", "events"), ("consent", "consent_entries"), ("consent_state", "consent_states")] {
+                    // The subject's `pii` row holds its encrypted fields and its blind-index entries.
+                    let (fieldCount, macCount) = piiColumns.storedCountExpressions
+                    let stored = try Row.fetchOne(db, sql: "SELECT \(fieldCount), \(macCount) FROM pii WHERE subject_id = ?", arguments: [s.id])
+                    removed.append(("pii_fields", stored?[0] ?? 0))
+                    removed.append(("blind_index_entries", stored?[1] ?? 0))
+                    let tables: [(String, String?)] = [("pii", nil), ("attributes", "attribute_rows"), ("events", "events"),
+                                                       ("consent", "consent_entries"), ("consent_state", "consent_states")]
+                    for (table, label) in tables {
                         try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
-                        removed.append((label, Int64(db.changesCount)))
+                        if let label { removed.append((label, Int64(db.changesCount))) }
                     }
                     try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
                     removed.append(("wrapped_data_key", Int64(db.changesCount)))

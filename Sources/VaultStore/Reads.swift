@@ -182,10 +182,11 @@ extension ProfileStore {
     func profile(_ db: Database, subject s: SubjectRow, fields wanted: Set<String>) throws -> ProfileView {
         let dek = try dek(for: s)
         var blobs: [Int: [UInt8]] = [:]
-        let piiRows = try db.cachedStatement(sql: "SELECT field, ciphertext FROM pii WHERE subject_id = ?")
-        for row in try Row.fetchAll(piiRows, arguments: [s.id]) {
-            let d: Data = row["ciphertext"]
-            blobs[row["field"]] = [UInt8](d)
+        let piiRow = try db.cachedStatement(sql: "SELECT \(piiColumns.ciphertext.map(\.column).joined(separator: ", ")) FROM pii WHERE subject_id = ?")
+        if let row = try Row.fetchOne(piiRow, arguments: [s.id]) {
+            for (i, c) in piiColumns.ciphertext.enumerated() {
+                if let d = row[i] as Data? { blobs[c.id] = [UInt8](d) }
+            }
         }
         guard let idBlob = blobs[piiFieldIDs[schema.subjectIDField] ?? 0] else {
             throw VaultError(.integrity, "subject has no stored customer ID (row missing)")
@@ -214,23 +215,25 @@ extension ProfileStore {
     /// Blind-index lookup: the customer IDs of subjects whose lookup field `field` equals `value`
     /// after normalisation. Never scans plaintext; the store holds none.
     public func find(field: String, value: String) throws -> [String] {
-        guard let spec = schema.field(named: field), spec.pii, spec.lookup, let mac = keys.blindIndexMACs[field], let fid = piiFieldIDs[field] else {
+        guard let spec = schema.field(named: field), spec.pii, spec.lookup, let mac = keys.blindIndexMACs[field], let fid = piiFieldIDs[field],
+              let macColumn = piiColumns.macColumn(id: fid), let valueColumn = piiColumns.ciphertextColumn(id: fid),
+              let idColumn = piiColumns.ciphertextColumn(id: piiFieldIDs[schema.subjectIDField] ?? 0) else {
             throw VaultError(.configuration, "field \(field) is not a lookup field of the schema")
         }
         var norm = Normalization.lookupValue(value, for: spec)
         if norm.isEmpty { return [] }
         let digest = ProfileStore.blindIndexEntry(norm.withUTF8 { mac.mac(UnsafeRawBufferPointer($0)) })
         return try pool.read { db in
-            let ids = try Int64.fetchAll(db, sql: "SELECT subject_id FROM blind_index WHERE field = ? AND mac = ? ORDER BY subject_id", arguments: [fid, Data(digest)])
+            let ids = try Int64.fetchAll(db, sql: "SELECT subject_id FROM pii WHERE \(macColumn) = ? ORDER BY subject_id", arguments: [Data(digest)])
             var out: [String] = []
             for id in ids {
-                guard let s = try subjectRow(db, id: id) else { continue }
+                guard let s = try subjectRow(db, id: id),
+                      let row = try Row.fetchOne(db, sql: "SELECT \(valueColumn), \(idColumn) FROM pii WHERE subject_id = ?", arguments: [id]),
+                      let stored = row[0] as Data?, let idBlob = row[1] as Data? else { continue }
                 let dek = try dek(for: s)
                 // Confirm the match on the decrypted value (the index holds truncated MACs).
-                guard let stored = try Data.fetchOne(db, sql: "SELECT ciphertext FROM pii WHERE subject_id = ? AND field = ?", arguments: [id, fid]),
-                      Normalization.lookupValue(try openPII([UInt8](stored), field: field, subject: s, dek: dek), for: spec) == norm else { continue }
-                guard let blob = try Data.fetchOne(db, sql: "SELECT ciphertext FROM pii WHERE subject_id = ? AND field = ?", arguments: [id, piiFieldIDs[schema.subjectIDField] ?? 0]) else { continue }
-                out.append(try openPII([UInt8](blob), field: schema.subjectIDField, subject: s, dek: dek))
+                guard Normalization.lookupValue(try openPII([UInt8](stored), field: field, subject: s, dek: dek), for: spec) == norm else { continue }
+                out.append(try openPII([UInt8](idBlob), field: schema.subjectIDField, subject: s, dek: dek))
             }
             return out
         }
@@ -283,19 +286,13 @@ extension ProfileStore {
     /// The raw rows for one subject, without decrypting anything.
     public func rawRows(customerID: String) throws -> RawSubjectRows? {
         let pseudo = try pseudonym(ofCustomerID: customerID)
-        var names: [Int: String] = [:]
-        for (k, v) in piiFieldIDs { names[v] = k }
         return try pool.read { db -> RawSubjectRows? in
             guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
             var pii: [(String, String)] = []
-            for row in try Row.fetchAll(db, sql: "SELECT field, ciphertext FROM pii WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
-                let d: Data = row["ciphertext"]
-                pii.append((names[row["field"]] ?? "?", AuditLog.hex([UInt8](d))))
-            }
             var blind: [(String, String)] = []
-            for row in try Row.fetchAll(db, sql: "SELECT field, mac FROM blind_index WHERE subject_id = ? ORDER BY field", arguments: [s.id]) {
-                let d: Data = row["mac"]
-                blind.append((names[row["field"]] ?? "?", AuditLog.hex([UInt8](d))))
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM pii WHERE subject_id = ?", arguments: [s.id]) {
+                for c in piiColumns.ciphertext { if let d = row[c.column] as Data? { pii.append((c.field, AuditLog.hex([UInt8](d)))) } }
+                for c in piiColumns.macs { if let d = row[c.column] as Data? { blind.append((c.field, AuditLog.hex([UInt8](d)))) } }
             }
             var attrs: [(String, String)] = []
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM attributes WHERE subject_id = ?", arguments: [s.id]) {

@@ -134,13 +134,16 @@ public final class ProfileStore: Sendable {
     let auditCommits = AuditGroupCommit()
     /// Background WAL checkpoints (`startBackgroundCheckpoints`), stopped by `close()`.
     private let checkpointer = Mutex<WALCheckpointer?>(nil)
-    /// PII field name -> small integer id used in the `pii` and `blind_index` tables.
+    /// PII field name -> small integer id: the `pii` table's columns are `c<id>` (ciphertext)
+    /// and, for lookup fields, `m<id>` (blind-index MAC). See `PIIColumns`.
     let piiFieldIDs: [String: Int]
+    /// The `pii` table's layout for this schema.
+    let piiColumns: PIIColumns
     /// Name of the pseudo-field that holds the encrypted external customer ID.
     public var subjectIDField: String { schema.subjectIDField }
 
     /// The storage format this code writes.
-    public static let storeFormatVersion = 2
+    public static let storeFormatVersion = 3
 
     private init(path: String, schema: Schema, pool: DatabasePool, keys: KeyBox, piiFieldIDs: [String: Int]) {
         self.path = path
@@ -148,6 +151,7 @@ public final class ProfileStore: Sendable {
         self.pool = pool
         self.keyBox = keys
         self.piiFieldIDs = piiFieldIDs
+        self.piiColumns = PIIColumns(schema: schema)
     }
 
     // MARK: - Opening and creating
@@ -201,9 +205,8 @@ public final class ProfileStore: Sendable {
                 try db.execute(
                     sql: "INSERT INTO key_versions(version, key_check, added_at, retired) VALUES (?, ?, ?, 0)",
                     arguments: [Int64(identity), Data(check), now])
-                try db.execute(sql: "INSERT INTO pii_fields(id, name) VALUES (0, ?)", arguments: [schema.subjectIDField])
-                for (i, f) in schema.piiFields.enumerated() {
-                    try db.execute(sql: "INSERT INTO pii_fields(id, name) VALUES (?, ?)", arguments: [i + 1, f.name])
+                for (name, id) in PIIColumns.fieldIDs(schema) {
+                    try db.execute(sql: "INSERT INTO pii_fields(id, name) VALUES (?, ?)", arguments: [id, name])
                 }
             }
             try pool.close()
@@ -256,6 +259,10 @@ public final class ProfileStore: Sendable {
             guard constantTimeEqual(storedCheck, c) else {
                 throw VaultError(.integrity, "keyring \(keyring.path ?? "?") does not match the store \(path): key version \(v) fails its key check")
             }
+        }
+        guard piiIDs == Dictionary(uniqueKeysWithValues: PIIColumns.fieldIDs(schema)) else {
+            // The `pii` columns are named by these ids; the schema fingerprint makes this unreachable.
+            throw VaultError(.configuration, "\(path): the store's PII field table does not match the schema")
         }
         let keys = try StoreKeys(keyring: keyring, identityVersion: identity, schema: schema)
         try migrator(schema: schema).migrate(pool)
@@ -386,6 +393,26 @@ public final class ProfileStore: Sendable {
                 ALTER TABLE blind_index_v5 RENAME TO blind_index;
                 CREATE INDEX blind_index_subject ON blind_index(subject_id);
                 UPDATE meta SET value = '2' WHERE key = 'store_format';
+                """)
+        }
+        m.registerMigration("v6-one-pii-row") { db in
+            // One `pii` row per subject (a column per PII field) with each lookup field's
+            // blind-index MAC beside its ciphertext, indexed: ingest writes one row and one index
+            // entry per lookup field instead of a row per field, a blind-index row per lookup
+            // field and its subject index (docs/benchmarks.md). Existing stores are rebuilt once.
+            let c = PIIColumns(schema: schema)
+            let pivot = c.ciphertext.map { "max(CASE field WHEN \($0.id) THEN ciphertext END)" }.joined(separator: ", ")
+            let macs = c.macs.map { "\($0.column) = (SELECT mac FROM blind_index b WHERE b.subject_id = pii_v6.subject_id AND b.field = \($0.id))" }
+            try db.execute(sql: """
+                CREATE TABLE pii_v6(\(c.tableColumns));
+                INSERT INTO pii_v6(subject_id, \(c.ciphertext.map(\.column).joined(separator: ", ")))
+                    SELECT subject_id, \(pivot) FROM pii GROUP BY subject_id ORDER BY subject_id;
+                \(macs.isEmpty ? "" : "UPDATE pii_v6 SET " + macs.joined(separator: ", ") + ";")
+                DROP TABLE pii;
+                DROP TABLE blind_index;
+                ALTER TABLE pii_v6 RENAME TO pii;
+                \(c.indexDefinitions)
+                UPDATE meta SET value = '3' WHERE key = 'store_format';
                 """)
         }
         return m

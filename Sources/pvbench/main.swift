@@ -322,14 +322,21 @@ enum PlainBaseline {
         }
         let pool = try DatabasePool(path: path, configuration: config)
         let attrs = schema.attributeFields
+        // Columns: c0 (customer ID), c<id> per PII field (ids 1, 2, ... in schema order), m<id> per lookup field.
+        var piiID: [Int: Int] = [:]
+        for (i, f) in schema.fields.enumerated() where f.pii { piiID[i] = piiID.count + 1 }
+        let lookups = schema.fields.indices.filter { schema.fields[$0].pii && schema.fields[$0].lookup }
+        let piiColumns = ["c0"] + (0..<piiID.count).map { "c\($0 + 1)" } + lookups.map { "m\(piiID[$0]!)" }
+        let macSlot = Dictionary(uniqueKeysWithValues: lookups.enumerated().map { ($1, 1 + piiID.count + $0) })
         try pool.write { db in
             try db.execute(sql: """
                 CREATE TABLE subjects(id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
                     updated_at INTEGER NOT NULL, last_activity INTEGER NOT NULL);
-                CREATE TABLE pii(subject_id INTEGER NOT NULL, field INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
-                CREATE TABLE blind_index(field INTEGER NOT NULL, value TEXT NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, value, subject_id)) WITHOUT ROWID;
-                CREATE INDEX blind_index_subject ON blind_index(subject_id);
                 """)
+            // The store's layout (format 3) with plaintext: one pii row per subject, a column per
+            // PII field, the normalised lookup values beside them, each indexed.
+            try db.execute(sql: "CREATE TABLE pii(subject_id INTEGER PRIMARY KEY, " + piiColumns.map { "\($0) TEXT" }.joined(separator: ", ") + ")")
+            for m in piiColumns where m.hasPrefix("m") { try db.execute(sql: "CREATE INDEX pii_\(m) ON pii(\(m)) WHERE \(m) IS NOT NULL") }
             try db.execute(sql: "CREATE TABLE attributes(subject_id INTEGER PRIMARY KEY" + attrs.map { ", \"\($0.name)\"" }.joined() + ")")
         }
         let reader = try CSVReader(path: csv)
@@ -348,8 +355,7 @@ enum PlainBaseline {
                 // GRDB's argument boxing: the ratio measures crypto and format, nothing else.
                 let find = RawStatement(try db.cachedStatement(sql: "SELECT id FROM subjects WHERE customer_id = ?"), db)
                 let ins = RawStatement(try db.cachedStatement(sql: "INSERT INTO subjects(customer_id, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?) ON CONFLICT(customer_id) DO NOTHING"), db)
-                let pii = RawStatement(try db.cachedStatement(sql: "INSERT OR REPLACE INTO pii VALUES (?, ?, ?)"), db)
-                let bi = RawStatement(try db.cachedStatement(sql: "INSERT OR IGNORE INTO blind_index VALUES (?, ?, ?)"), db)
+                let pii = RawStatement(try db.cachedStatement(sql: "INSERT OR REPLACE INTO pii VALUES (?" + String(repeating: ", ?", count: piiColumns.count) + ")"), db)
                 let at = RawStatement(try db.cachedStatement(sql: attrSQL), db)
                 for (cid, values) in batch {
                     let id: Int64
@@ -361,8 +367,8 @@ enum PlainBaseline {
                     } else {
                         id = db.lastInsertedRowID
                     }
-                    pii.bind(1, id); pii.bind(2, Int64(0)); pii.bind(3, text: cid)
-                    try pii.step()
+                    pii.bind(1, id); pii.bind(2, text: cid)
+                    for k in 1..<piiColumns.count { pii.bindNull(Int32(k + 2)) }
                     var a: Int32 = 2
                     for (i, f) in schema.fields.enumerated() {
                         let v = values[i]
@@ -370,17 +376,14 @@ enum PlainBaseline {
                             if v == .null { continue }
                             let text: String
                             switch v { case .text(let s): text = s; case .date(let d): text = DateParsing.isoDate(days: d); default: text = "\(v)" }
-                            pii.bind(1, id); pii.bind(2, Int64(i + 1)); pii.bind(3, text: text)
-                            try pii.step()
-                            if f.lookup {
-                                bi.bind(1, Int64(i + 1)); bi.bind(2, text: Normalization.lookupValue(text, for: f)); bi.bind(3, id)
-                                try bi.step()
-                            }
+                            pii.bind(Int32(piiID[i]! + 2), text: text)
+                            if let m = macSlot[i] { pii.bind(Int32(m + 2), text: Normalization.lookupValue(text, for: f)) }
                         } else {
                             at.bind(a, v)
                             a += 1
                         }
                     }
+                    try pii.step()
                     at.bind(1, id)
                     try at.step()
                 }

@@ -71,9 +71,6 @@ final class TempStore {
 
     var allFields: Set<String> { Set(Fixtures.schema.fields.map(\.name)) }
 
-    func counts() throws -> [Int] {
-        try store.pool.read { db in
-            try ["subjects", "pii", "blind_index", "attributes", "events"].map { try Int.fetchOne(db, sql: "SELECT count(*) FROM \($0)") ?? -1 }
-        }
-    }
+    /// Subjects, encrypted PII fields, blind-index entries, attribute rows, events.
+    func counts() throws -> [Int] { try store.storedCounts() }
 }

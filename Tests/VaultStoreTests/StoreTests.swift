@@ -89,54 +89,81 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         #expect(c[1]?["first_line"] == .int(6_002) && c[1]?["last_line"] == .int(9_001) && c[1]?["inserted"] == .int(2_999) && c[1]?["updated"] == .int(1))
     }
 
-    /// A store written before format 2 (full-length pseudonym index, 16-byte blind-index MACs)
-    /// is rebuilt once on open: same ids, lookups and reads work, nothing else changes.
-    @Test func anOlderStoreIsMigratedToCompactLookupKeys() throws {
+    /// A store written in format 1 (full-length pseudonym index, 16-byte blind-index MACs, a
+    /// `pii` row per field, a `blind_index` table) or format 2 (8-byte keys, the same tables) is
+    /// rebuilt once on open into format 3 (one `pii` row per subject with its MACs): same ids,
+    /// same ciphertexts and MACs, lookups and reads work, and they use their indexes.
+    @Test(arguments: [1, 2]) func anOlderStoreIsMigratedToTheCurrentFormat(from format: Int) throws {
         let t = try TempStore()
         _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<50)))
+        _ = try t.store.ingestProfiles(path: t.write("q.csv", Fixtures.header + "\nCUST-50,nobody@example.org,Nobody,none,1990-01-01,30,other,DE,1\n"))
         let before = try t.counts()
-        let ids = try t.store.pool.read { db in try Row.fetchAll(db, sql: "SELECT id, pseudonym FROM subjects ORDER BY id").map { [$0["id"] as Int64: $0["pseudonym"] as Data] } }
-        // Put the store back in the shape of format 1: the old tables, 16-byte MACs (the first 8
-        // bytes are the HMAC's, as they were), the migration not yet recorded.
+        func snapshot(_ db: Database) throws -> [[Data?]] {
+            try Row.fetchAll(db, sql: "SELECT s.id, s.pseudonym, c0, c1, c2, c3, c4, m1, m3 FROM subjects s JOIN pii ON pii.subject_id = s.id ORDER BY s.id")
+                .map { row in [Data(String(row[0] as Int64).utf8)] + (1..<9).map { row[$0] as Data? } }
+        }
+        let rowsBefore = try t.store.pool.read(snapshot)
+        // CUST-50's phone has no digits: no blind-index entry (a NULL MAC).
+        #expect(rowsBefore.count == 51 && rowsBefore[50][7] != nil && rowsBefore[50][8] == nil && before[2] == 101)
+        // Put the store back in the shape of the older format: the narrow tables (a pii row per
+        // non-empty field; format 1 stored 16-byte MACs whose first 8 bytes are the same), the
+        // later migrations not yet recorded.
         try t.store.pool.writeWithoutTransaction { db in
             try db.execute(sql: """
-                DROP INDEX subjects_pseudonym;
-                CREATE TABLE s1(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL UNIQUE, kek_version INTEGER NOT NULL, wrapped_dek BLOB NOT NULL,
-                    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_activity INTEGER NOT NULL);
-                INSERT INTO s1 SELECT id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity FROM subjects;
-                DROP TABLE subjects; ALTER TABLE s1 RENAME TO subjects;
+                CREATE TABLE p1(subject_id INTEGER NOT NULL, field INTEGER NOT NULL, ciphertext BLOB NOT NULL, PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
                 CREATE TABLE b1(field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
                 """)
-            for row in try Row.fetchAll(db, sql: "SELECT field, mac, subject_id FROM blind_index") {
-                let mac: Data = row["mac"]
-                try db.execute(sql: "INSERT INTO b1 VALUES (?, ?, ?)", arguments: [row["field"] as Int64, mac + Data((0..<8).map { UInt8($0) }), row["subject_id"] as Int64])
+            for id in 0...4 { try db.execute(sql: "INSERT INTO p1 SELECT subject_id, \(id), c\(id) FROM pii WHERE c\(id) IS NOT NULL") }
+            for id in [1, 3] {
+                for row in try Row.fetchAll(db, sql: "SELECT subject_id, m\(id) FROM pii WHERE m\(id) IS NOT NULL") {
+                    let mac: Data = row[1]
+                    try db.execute(sql: "INSERT INTO b1 VALUES (?, ?, ?)", arguments: [id, format == 1 ? mac + Data((0..<8).map { UInt8($0) }) : mac, row[0] as Int64])
+                }
             }
             try db.execute(sql: """
-                DROP TABLE blind_index; ALTER TABLE b1 RENAME TO blind_index;
+                DROP TABLE pii; ALTER TABLE p1 RENAME TO pii; ALTER TABLE b1 RENAME TO blind_index;
                 CREATE INDEX blind_index_subject ON blind_index(subject_id);
-                UPDATE meta SET value = '1' WHERE key = 'store_format';
-                DELETE FROM grdb_migrations WHERE identifier = 'v5-compact-lookup-keys';
+                UPDATE meta SET value = '\(format)' WHERE key = 'store_format';
+                DELETE FROM grdb_migrations WHERE identifier = 'v6-one-pii-row';
                 """)
-            #expect(try Int.fetchAll(db, sql: "SELECT DISTINCT length(mac) FROM blind_index") == [16])
+            if format == 1 {
+                try db.execute(sql: """
+                    DROP INDEX subjects_pseudonym;
+                    CREATE TABLE s1(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL UNIQUE, kek_version INTEGER NOT NULL, wrapped_dek BLOB NOT NULL,
+                        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_activity INTEGER NOT NULL);
+                    INSERT INTO s1 SELECT id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity FROM subjects;
+                    DROP TABLE subjects; ALTER TABLE s1 RENAME TO subjects;
+                    DELETE FROM grdb_migrations WHERE identifier = 'v5-compact-lookup-keys';
+                    """)
+            }
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM pii") == before[1])
+            #expect(try Int.fetchAll(db, sql: "SELECT DISTINCT length(mac) FROM blind_index") == [format == 1 ? 16 : 8])
         }
         try t.store.close()
         let s = try ProfileStore.open(path: t.store.path, keyring: t.keyring, schema: Fixtures.schema)
         defer { try? s.close() }
-        let (after, macLengths, indexes, format) = try s.pool.read { db in
-            (try ["subjects", "pii", "blind_index", "attributes", "events"].map { try Int.fetchOne(db, sql: "SELECT count(*) FROM \($0)") ?? -1 },
-             try Int.fetchAll(db, sql: "SELECT DISTINCT length(mac) FROM blind_index"),
-             try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'subjects'"),
+        let (rowsAfter, tables, indexes, storeFormat) = try s.pool.read { db in
+            (try snapshot(db),
+             try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN ('pii', 'blind_index') ORDER BY name"),
+             try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('subjects', 'pii') ORDER BY name"),
              try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'store_format'"))
         }
-        #expect(after == before && macLengths == [8] && indexes == ["subjects_pseudonym"] && format == "2", "\(after) \(before) \(macLengths) \(indexes) \(String(describing: format))")
-        #expect(try s.pool.read { db in try Row.fetchAll(db, sql: "SELECT id, pseudonym FROM subjects ORDER BY id").map { [$0["id"] as Int64: $0["pseudonym"] as Data] } } == ids)
+        #expect(try s.storedCounts() == before)
+        #expect(rowsAfter == rowsBefore)
+        #expect(tables == ["pii"] && indexes == ["pii_m1", "pii_m3", "subjects_pseudonym"] && storeFormat == "3",
+                "\(tables) \(indexes) \(String(describing: storeFormat))")
         #expect(try s.find(field: "email", value: Fixtures.row(7)[1]) == ["CUST-7"])
+        #expect(try s.find(field: "phone", value: Fixtures.row(8)[3]) == ["CUST-8"])
         #expect(try s.profile(customerID: "CUST-7", fields: ["email"]) != nil)
-        // The lookup uses the expression index (a full scan would be a silent slowdown).
-        let plan = try s.pool.read { db in try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT id FROM subjects WHERE \(ProfileStore.pseudonymMatch)", arguments: [Data(count: 32)]).map { $0["detail"] as String } }
-        #expect(plan.contains { $0.contains("USING INDEX subjects_pseudonym") }, "\(plan)")
-        let r = try s.ingestProfiles(path: t.write("q.csv", Fixtures.profilesCSV(40..<60)))
-        #expect(r.inserted == 10 && r.updated == 10)
+        // Lookups use their indexes (a full scan would be a silent slowdown).
+        let plans = try s.pool.read { db in
+            try ["SELECT id FROM subjects WHERE \(ProfileStore.pseudonymMatch)", "SELECT subject_id FROM pii WHERE m1 = ?1 ORDER BY subject_id"].map { sql in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: [Data(count: 8)]).map { $0["detail"] as String }.joined(separator: "; ")
+            }
+        }
+        #expect(plans[0].contains("USING INDEX subjects_pseudonym") && plans[1].contains("USING COVERING INDEX pii_m1"), "\(plans)")
+        let r = try s.ingestProfiles(path: t.write("r.csv", Fixtures.profilesCSV(40..<60)))
+        #expect(r.inserted == 9 && r.updated == 11)
     }
 
     @Test func blindIndexLookupNormalisesEmailAndPhone() throws {
@@ -164,10 +191,10 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         let t = try TempStore()
         _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
         try t.store.pool.write { db in
-            let blob = try Data.fetchOne(db, sql: "SELECT ciphertext FROM pii WHERE subject_id = 1 AND field = 1")!
+            let blob = try Data.fetchOne(db, sql: "SELECT c1 FROM pii WHERE subject_id = 1")!
             var bytes = [UInt8](blob)
             bytes[bytes.count / 2] ^= 0x01
-            try db.execute(sql: "UPDATE pii SET ciphertext = ? WHERE subject_id = 1 AND field = 1", arguments: [Data(bytes)])
+            try db.execute(sql: "UPDATE pii SET c1 = ? WHERE subject_id = 1", arguments: [Data(bytes)])
         }
         #expect(throws: VaultError(.integrity, "field email: ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")) {
             _ = try t.store.profile(customerID: "CUST-0", fields: ["email"])
@@ -197,8 +224,8 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
         // Copy subject 1's e-mail ciphertext over subject 2's e-mail, and subject 2's phone over its name.
         try t.store.pool.write { db in
-            try db.execute(sql: "UPDATE pii SET ciphertext = (SELECT ciphertext FROM pii WHERE subject_id = 1 AND field = 1) WHERE subject_id = 2 AND field = 1")
-            try db.execute(sql: "UPDATE pii SET ciphertext = (SELECT ciphertext FROM pii WHERE subject_id = 3 AND field = 3) WHERE subject_id = 3 AND field = 2")
+            try db.execute(sql: "UPDATE pii SET c1 = (SELECT c1 FROM pii WHERE subject_id = 1) WHERE subject_id = 2")
+            try db.execute(sql: "UPDATE pii SET c2 = c3 WHERE subject_id = 3")
         }
         for (id, field) in [("CUST-1", "email"), ("CUST-2", "full_name")] {
             do {

@@ -4,7 +4,9 @@
 Python sqlite3 plus the `cryptography` package: HMAC-SHA256 pseudonyms, a random AES-256 DEK per
 subject wrapped by a KEK (AES-GCM), every PII field AES-256-GCM with a random nonce and
 associated data (subject, field), HMAC blind indexes for e-mail and phone, the same tables,
-indexes (an 8-byte pseudonym key, 64-bit blind-index MACs) and batch size as ProfileVault. No validation beyond parsing (it would only slow the peer down).
+indexes and batch size as ProfileVault (store format 3: an 8-byte pseudonym key; one pii row per
+subject with a column per field and the 64-bit blind-index MACs beside, each MAC column indexed).
+No validation beyond parsing (it would only slow the peer down).
 
 usage: ingest_peer.py PROFILES.csv DB [BATCH]  -> prints {"mode":"python","profiles","seconds","rate","peak_rss_mib"}
 (BATCH: rows per transaction, default 65536, ProfileVault's default; bench/run.sh passes the
@@ -27,9 +29,9 @@ def main(src, path, batch_size=65536):
     db.executescript("""
       CREATE TABLE subjects(id INTEGER PRIMARY KEY, pseudonym BLOB NOT NULL, kek_version INTEGER, wrapped_dek BLOB, created_at INTEGER, updated_at INTEGER, last_activity INTEGER);
       CREATE INDEX subjects_pseudonym ON subjects(substr(pseudonym, 1, 8));
-      CREATE TABLE pii(subject_id INTEGER NOT NULL, field INTEGER NOT NULL, ciphertext BLOB NOT NULL, PRIMARY KEY(subject_id, field)) WITHOUT ROWID;
-      CREATE TABLE blind_index(field INTEGER NOT NULL, mac BLOB NOT NULL, subject_id INTEGER NOT NULL, PRIMARY KEY(field, mac, subject_id)) WITHOUT ROWID;
-      CREATE INDEX blind_index_subject ON blind_index(subject_id);
+      CREATE TABLE pii(subject_id INTEGER PRIMARY KEY, c0 BLOB, c1 BLOB, c2 BLOB, c3 BLOB, c4 BLOB, m1 BLOB, m3 BLOB);
+      CREATE INDEX pii_m1 ON pii(m1) WHERE m1 IS NOT NULL;
+      CREATE INDEX pii_m3 ON pii(m3) WHERE m3 IS NOT NULL;
       CREATE TABLE attributes(subject_id INTEGER PRIMARY KEY, age INTEGER, gender TEXT, country TEXT, annual_income REAL);
     """)
     pseudo_key, blind_key, kek = os.urandom(32), os.urandom(32), AESGCM(os.urandom(32))
@@ -49,15 +51,16 @@ def main(src, path, batch_size=65536):
                 if found:   # an update: the same as ProfileVault's upsert
                     sid = found[0]
                     db.execute("UPDATE subjects SET wrapped_dek = ?, updated_at = ? WHERE id = ?", (wrapped, now, sid))
-                    db.execute("DELETE FROM pii WHERE subject_id = ?", (sid,)); db.execute("DELETE FROM blind_index WHERE subject_id = ?", (sid,))
                 else:
                     sid = db.execute("INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?,1,?,?,?,?)", (pseudo, wrapped, now, now, now)).lastrowid
                 fields = [("customer_id", r["customer_id"])] + [(k, r[k]) for k in PII]
+                cts = []; macs = []
                 for i, (name, value) in enumerate(fields):
                     nonce = os.urandom(12)
-                    db.execute("INSERT INTO pii VALUES (?,?,?)", (sid, i, b"\x01" + nonce + aead.encrypt(nonce, value.encode(), pseudo + name.encode())))
+                    cts.append(b"\x01" + nonce + aead.encrypt(nonce, value.encode(), pseudo + name.encode()))
                     if name in LOOKUP:
-                        db.execute("INSERT OR IGNORE INTO blind_index VALUES (?,?,?)", (i, hmac.new(blind_key, LOOKUP[name](value).encode(), hashlib.sha256).digest()[:8], sid))
+                        macs.append(hmac.new(blind_key, LOOKUP[name](value).encode(), hashlib.sha256).digest()[:8])
+                db.execute("INSERT OR REPLACE INTO pii VALUES (?,?,?,?,?,?,?,?)", (sid, *cts, *macs))
                 db.execute("INSERT OR REPLACE INTO attributes VALUES (?,?,?,?,?)", (sid, int(r["age"]), r["gender"], r["country"], float(r["annual_income"])))
             db.execute("COMMIT")
             batch.clear()

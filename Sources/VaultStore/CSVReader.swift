@@ -30,7 +30,10 @@ public final class CSVReader {
     private let fd: Int32
     public let path: String
     private let delimiter: UInt8
-    private var buffer: [UInt8]
+    /// The read buffer. A `let` pointer, and the parse loop below works on locals: every access
+    /// to a class's `var` is checked for exclusivity at run time, which cost more than the
+    /// parsing itself at a few accesses per byte.
+    private let buffer: UnsafeMutableRawBufferPointer
     private var count = 0
     private var position = 0
     private var eof = false
@@ -56,17 +59,20 @@ public final class CSVReader {
             throw VaultError(.notFound, "\(path): is a directory")
         }
         self.fd = fd
-        self.buffer = [UInt8](repeating: 0, count: bufferSize)
+        self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bufferSize), alignment: 1)
         fieldBytes.reserveCapacity(256)
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        buffer.deallocate()
+    }
 
     private func refill() throws(VaultError) {
         position = 0
         count = 0
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let n = read(fd, buffer.baseAddress, buffer.count)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw VaultError(.internalFailure, "\(path): read failed (\(String(cString: strerror(errno))))")
@@ -82,8 +88,15 @@ public final class CSVReader {
 
     /// The next record, or nil at the end of the file.
     public func next() throws(VaultError) -> CSVRecord? {
+        // The state lives in locals for the loop and goes back into the object on every exit.
+        var fields = self.fields, fieldBytes = self.fieldBytes
+        self.fields = []
+        self.fieldBytes = []
         fields.removeAll(keepingCapacity: true)
         fieldBytes.removeAll(keepingCapacity: true)
+        var position = self.position, count = self.count, line = self.line, skipLF = self.skipLF
+        let delimiter = self.delimiter
+        let bytes = UnsafeRawBufferPointer(buffer)
         var state = State.startField
         var startLine = line
         var problem: CSVProblem?
@@ -99,14 +112,28 @@ public final class CSVReader {
             }
             fieldBytes.removeAll(keepingCapacity: true)
         }
+        func finish() -> CSVRecord {
+            let record = CSVRecord(line: startLine, fields: fields, problem: problem)
+            self.position = position
+            self.line = line
+            self.skipLF = skipLF
+            self.fields = fields
+            self.fieldBytes = fieldBytes
+            return record
+        }
 
         while true {
             if position >= count {
                 if eof { break }
-                try refill()
+                do { try refill() } catch {
+                    self.position = self.count
+                    throw error
+                }
+                position = 0
+                count = self.count
                 if count == 0 { break }
             }
-            let byte = buffer[position]
+            let byte = bytes[position]
             position += 1
             if skipLF {
                 skipLF = false
@@ -129,7 +156,7 @@ public final class CSVReader {
                     endField()
                     line += 1
                     if byte == 0x0D { skipLF = true }
-                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                    return finish()
                 } else {
                     fieldBytes.append(byte)
                     state = .unquoted
@@ -142,7 +169,7 @@ public final class CSVReader {
                     endField()
                     line += 1
                     if byte == 0x0D { skipLF = true }
-                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                    return finish()
                 } else {
                     if byte == 0x22, problem == nil {
                         problem = CSVProblem(column: fields.count, reason: "quote character inside an unquoted field")
@@ -167,7 +194,7 @@ public final class CSVReader {
                     endField()
                     line += 1
                     if byte == 0x0D { skipLF = true }
-                    return CSVRecord(line: startLine, fields: fields, problem: problem)
+                    return finish()
                 } else {
                     if problem == nil {
                         problem = CSVProblem(column: fields.count, reason: "unexpected character after a closing quote")
@@ -178,13 +205,16 @@ public final class CSVReader {
             }
         }
         // End of file.
-        if !sawAnything { return nil }
+        if !sawAnything {
+            _ = finish()
+            return nil
+        }
         if state == .quoted {
             if problem == nil {
                 problem = CSVProblem(column: fields.count, reason: "quoted field opened on line \(quoteLine) is never closed")
             }
         }
         endField()
-        return CSVRecord(line: startLine, fields: fields, problem: problem)
+        return finish()
     }
 }

@@ -36,9 +36,15 @@ public struct IngestOptions: Sendable {
     /// 131,072: 26,800/s, peak RSS 136 MB for all three. 65,536 holds the write lock about 2.5 s
     /// per commit. docs/benchmarks.md.
     public static let defaultBatchSize = 65_536
+    /// While the validation pass still runs, the first transaction may grow to this many
+    /// records before the writer waits for it (it commits only after validation passes).
+    static let maxHeldForValidation = 262_144
     /// Records the parser hands the writer at a time (a transaction arrives in such chunks).
     static let pipelineChunk = 4_096
     public var batchSize = IngestOptions.defaultBatchSize
+    /// How far the first transaction may grow while the validation pass still runs (tests set
+    /// it to 0 for transaction boundaries that do not depend on timing).
+    var holdForValidation = IngestOptions.maxHeldForValidation
     public var progress: (@Sendable (IngestProgress) -> Void)?
     /// Who ingests: each committed batch appends one audit entry with its counts, in the
     /// batch's own transaction. Nil only for benchmarks and tests of the bare store.
@@ -250,27 +256,50 @@ extension ProfileStore {
         var report = IngestReport()
 
         let suppressed = options.allowReingest ? [:] : try suppressionList()
-        let checker = suppressed.isEmpty ? nil : try ProfileSealer(store: self)
-        func validate(_ raw: RawRecord) -> Result<ValidProfile, RecordIssue> {
-            let r = validateProfile(raw, file: path)
-            if case .success(let p) = r, let checker, let erased = suppressed[Data(checker.pseudonym(of: p.customerID))] {
-                return .failure(RecordIssue(file: path, line: p.line, field: schema.subjectIDField,
-                    reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
-            }
-            return r
-        }
-
-        if !options.skipInvalid {
-            // Pass 1: the whole file must be valid before anything is written.
-            let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required, types: profileTypes)
-            var n = 0
-            while let raw = try reader.next() {
-                if case .failure(let issue) = validate(raw) {
-                    throw VaultError(.invalidInput, issue.description)
+        /// A validator per thread: the suppression check's HMAC context is not shared.
+        let makeValidator: @Sendable () throws -> (RawRecord) -> Result<ValidProfile, RecordIssue> = { [self] in
+            let checker = suppressed.isEmpty ? nil : try ProfileSealer(store: self)
+            return { [self] raw in
+                let r = validateProfile(raw, file: path)
+                if case .success(let p) = r, let checker, let erased = suppressed[Data(checker.pseudonym(of: p.customerID))] {
+                    return .failure(RecordIssue(file: path, line: p.line, field: schema.subjectIDField,
+                        reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
                 }
-                n += 1
-                if n % 8192 == 0 { options.progress?(IngestProgress(phase: "validating", records: n, bytes: reader.bytesRead, totalBytes: total)) }
+                return r
             }
+        }
+        let validate = try makeValidator()
+
+        // The whole file must be valid before anything commits (unless `skipInvalid`). Pass 1
+        // reads it on a thread of its own while this thread already parses and seals and the
+        // writer fills its first transaction; the writer commits only once the gate has passed.
+        let gate: ValidationGate
+        var validator: WorkerThread?
+        if options.skipInvalid {
+            gate = .passed()
+        } else {
+            gate = ValidationGate()
+            let g = gate
+            let (columns, types) = (profileColumns, profileTypes)
+            validator = WorkerThread(name: "profilevault-ingest-validator") {
+                do {
+                    let pass1 = try RecordReader(path: path, format: format, columns: columns, required: required, types: types)
+                    let check = try makeValidator()
+                    var n = 0
+                    while let raw = try pass1.next() {
+                        if case .failure(let issue) = check(raw) { throw VaultError(.invalidInput, issue.description) }
+                        n += 1
+                        if n % 4096 == 0, g.isCancelled { throw CancellationError() }
+                    }
+                    g.settle(.success(()))
+                } catch {
+                    g.settle(.failure(error))
+                }
+            }
+        }
+        defer {
+            gate.cancel()
+            validator?.join()
         }
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
         let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required, types: profileTypes)
@@ -279,11 +308,13 @@ extension ProfileStore {
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)
         let audit = options.audit
         let allowReingest = options.allowReingest
+        let openLimit = max(options.batchSize, options.holdForValidation)
         let counts = WriterCounts()
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let first = channel.take() {
                 do {
-                    let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest)
+                    let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest,
+                                                       gate: gate, openLimit: openLimit)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -303,6 +334,12 @@ extension ProfileStore {
                 batch.lastLine = raw.line
                 switch validate(raw) {
                 case .failure(let issue):
+                    if !options.skipInvalid {
+                        // Pass 1 has found this record too (or an earlier one): its error is the
+                        // file's first. Were the gate open, the file changed since pass 1 read it.
+                        try gate.wait()
+                        throw VaultError(.invalidInput, issue.description)
+                    }
                     report.rejected += 1
                     batch.rejected += 1
                     rejects?.write(issue)
@@ -339,8 +376,11 @@ extension ProfileStore {
     /// One transaction: a subject is either written whole or not at all, and the batch's audit
     /// entry commits with it. The transaction holds `first` and the chunks `next()` hands over
     /// up to and including the one that `closesTransaction` (or until `next()` returns nil).
+    /// While `gate` (the validation pass) is still running, the transaction stays open past
+    /// such a chunk until it holds `openLimit` records; it commits only once the gate has
+    /// passed, and rolls back when it fails.
     func writeProfiles(_ first: ProfileBatch, then next: () -> ProfileBatch? = { nil }, audit: AuditContext?,
-                       allowReingest: Bool = false) throws -> (inserted: Int, updated: Int) {
+                       allowReingest: Bool = false, gate: ValidationGate? = nil, openLimit: Int = 0) throws -> (inserted: Int, updated: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
@@ -358,10 +398,11 @@ extension ProfileStore {
             let updateSubject_ = RawStatement(updateSubject, db), insertPII_ = RawStatement(insertPII, db)
             let insertAttrs_ = RawStatement(insertAttrs, db), unsuppress_ = RawStatement(unsuppress, db)
             for s in [find_, insertSubject_, updateSubject_, insertPII_, insertAttrs_, unsuppress_] { s.reset() }
-            var rejected = 0, lastLine = first.lastLine
+            var rejected = 0, lastLine = first.lastLine, held = 0
             var chunk: ProfileBatch? = first
             while let work = chunk {
                 rejected += work.rejected
+                held += work.profiles.count + work.rejected
                 if work.lastLine > 0 { lastLine = work.lastLine }
                 for p in work.profiles {
                     let id: Int64
@@ -397,8 +438,10 @@ extension ProfileStore {
                     for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
                     try insertAttrs_.step()
                 }
-                chunk = work.closesTransaction ? nil : next()
+                let holdOpen = gate.map { !$0.isSettled && held < openLimit } ?? false
+                chunk = work.closesTransaction && !holdOpen ? nil : next()
             }
+            try gate?.wait()
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
                     ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),

@@ -77,3 +77,58 @@ final class WorkerThread: @unchecked Sendable {
 
     func join() { done.wait() }
 }
+
+/// The outcome of the validation pass that reads the whole input beside the write pipeline:
+/// the writer may fill its first transaction while validation runs, but commits nothing until
+/// it has passed, so a bad record anywhere in the file still leaves the store untouched.
+///
+/// `@unchecked Sendable`: every mutable field is read and written only while `condition` is
+/// locked.
+final class ValidationGate: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var outcome: Result<Void, any Error>?
+    private var cancelled = false
+
+    /// A gate that is already open (nothing to validate: `--skip-invalid`).
+    static func passed() -> ValidationGate {
+        let g = ValidationGate()
+        g.settle(.success(()))
+        return g
+    }
+
+    /// Records the validation pass's result; the first call wins.
+    func settle(_ result: Result<Void, any Error>) {
+        condition.lock()
+        if outcome == nil { outcome = result }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var isSettled: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return outcome != nil
+    }
+
+    /// Blocks until the validation pass has finished; throws its failure.
+    func wait() throws {
+        condition.lock()
+        while outcome == nil { condition.wait() }
+        let o = outcome!
+        condition.unlock()
+        try o.get()
+    }
+
+    /// Tells the validation pass to stop early (the ingest failed for another reason).
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.unlock()
+    }
+
+    var isCancelled: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return cancelled
+    }
+}

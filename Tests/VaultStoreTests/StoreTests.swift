@@ -75,6 +75,7 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         let csv = ([Fixtures.header] + rows.map(Fixtures.csvLine)).joined(separator: "\n") + "\n"
         var o = IngestOptions()
         o.batchSize = 6_000
+        o.holdForValidation = 0   // transaction boundaries that do not depend on the validation pass's timing
         o.audit = AuditContext(actor: "tester", role: "operator", requestID: "r")
         let r = try t.store.ingestProfiles(path: t.write("p.csv", csv), options: o)
         #expect(r.inserted == 8_998 && r.updated == 2)
@@ -87,6 +88,48 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
         let c = entries.map { $0["unmapped.counts"] }
         #expect(c[0]?["first_line"] == .int(2) && c[0]?["last_line"] == .int(6_001) && c[0]?["inserted"] == .int(5_999) && c[0]?["updated"] == .int(1))
         #expect(c[1]?["first_line"] == .int(6_002) && c[1]?["last_line"] == .int(9_001) && c[1]?["inserted"] == .int(2_999) && c[1]?["updated"] == .int(1))
+    }
+
+    /// Pass 1 (validation) runs beside the write pipeline: a bad record at the end of a file of
+    /// many transactions still leaves the store untouched, whether the writer waits for the
+    /// validation at its first commit or holds its first transaction open meanwhile. A good
+    /// file's transactions still end on batch boundaries, and the audit entries cover every line.
+    @Test(arguments: [0, IngestOptions.maxHeldForValidation]) func validationBesideThePipelineStillRefusesTheWholeFile(hold: Int) throws {
+        let t = try TempStore()
+        var o = IngestOptions()
+        o.batchSize = 100
+        o.holdForValidation = hold
+        o.audit = AuditContext(actor: "tester", role: "operator", requestID: "r")
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<10)), options: o)
+        let (counts, head) = (try t.counts(), try t.store.auditHead())
+        var rows = (100..<20_100).map { Fixtures.row($0) }
+        rows[19_990][5] = "old"   // age, line 19,992
+        let bad = ([Fixtures.header] + rows.map(Fixtures.csvLine)).joined(separator: "\n") + "\n"
+        do {
+            _ = try t.store.ingestProfiles(path: t.write("bad.csv", bad), options: o)
+            Issue.record("a file with a bad record was accepted")
+        } catch let e as VaultError {
+            #expect(e.kind == .invalidInput && e.message.contains("bad.csv:19992") && e.message.contains("age"), "\(e)")
+        }
+        #expect(try t.counts() == counts)
+        #expect(try t.store.auditHead() == head)
+        #expect(try t.store.profile(customerID: "CUST-100", fields: ["email"]) == nil)
+
+        let r = try t.store.ingestProfiles(path: t.write("good.csv", Fixtures.profilesCSV(100..<20_100)), options: o)
+        #expect(r.inserted == 20_000)
+        let entries = try t.store.pool.read { db in try String.fetchAll(db, sql: "SELECT entry FROM audit ORDER BY seq") }
+            .map { try JSONValue.parse($0)["unmapped.counts"] }.dropFirst()
+        var next: Int64 = 2
+        for (k, c) in entries.enumerated() {
+            guard case .int(let first)? = c?["first_line"], case .int(let last)? = c?["last_line"], case .int(let ins)? = c?["inserted"] else {
+                Issue.record("entry \(k) lacks its counts"); break
+            }
+            #expect(first == next && ins == last - first + 1)
+            #expect(k == entries.count - 1 || ins % 100 == 0, "a transaction ended off a batch boundary: \(ins)")
+            next = last + 1
+        }
+        #expect(next == 20_002)
+        if hold == 0 { #expect(entries.count == 200) }
     }
 
     /// A store written in format 1 (full-length pseudonym index, 16-byte blind-index MACs, a

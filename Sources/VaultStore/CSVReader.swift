@@ -103,14 +103,18 @@ public final class CSVReader {
         var sawAnything = false
         var quoteLine = line
 
+        var highBits: UInt8 = 0   // OR of the field's bytes: ASCII needs no UTF-8 validation
         func endField() {
-            if let s = String(validating: fieldBytes, as: UTF8.self) {
+            if highBits & 0x80 == 0 {
+                fields.append(String(decoding: fieldBytes, as: UTF8.self))
+            } else if let s = String(validating: fieldBytes, as: UTF8.self) {
                 fields.append(s)
             } else {
                 fields.append("")
                 if problem == nil { problem = CSVProblem(column: fields.count - 1, reason: "invalid UTF-8") }
             }
             fieldBytes.removeAll(keepingCapacity: true)
+            highBits = 0
         }
         func finish() -> CSVRecord {
             let record = CSVRecord(line: startLine, fields: fields, problem: problem)
@@ -158,7 +162,7 @@ public final class CSVReader {
                     if byte == 0x0D { skipLF = true }
                     return finish()
                 } else {
-                    fieldBytes.append(byte)
+                    fieldBytes.append(byte); highBits |= byte
                     state = .unquoted
                 }
             case .unquoted:
@@ -174,18 +178,18 @@ public final class CSVReader {
                     if byte == 0x22, problem == nil {
                         problem = CSVProblem(column: fields.count, reason: "quote character inside an unquoted field")
                     }
-                    fieldBytes.append(byte)
+                    fieldBytes.append(byte); highBits |= byte
                 }
             case .quoted:
                 if byte == 0x22 {
                     state = .quoteInQuoted
                 } else {
                     if byte == 0x0A { line += 1 }
-                    fieldBytes.append(byte)
+                    fieldBytes.append(byte); highBits |= byte
                 }
             case .quoteInQuoted:
                 if byte == 0x22 {
-                    fieldBytes.append(byte)
+                    fieldBytes.append(byte); highBits |= byte
                     state = .quoted
                 } else if byte == delimiter {
                     endField()
@@ -199,7 +203,7 @@ public final class CSVReader {
                     if problem == nil {
                         problem = CSVProblem(column: fields.count, reason: "unexpected character after a closing quote")
                     }
-                    fieldBytes.append(byte)
+                    fieldBytes.append(byte); highBits |= byte
                     state = .unquoted
                 }
             }

@@ -151,20 +151,22 @@ final class ProfileSealer {
         row[0] = try Envelope.sealField(Array(p.customerID.utf8), field: schema.subjectIDField, subject: pseudonym, dek: dekKey)
         var attrs: [FieldValue] = []
         attrs.reserveCapacity(p.values.count)
-        for (i, f) in schema.fields.enumerated() {
-            let v = p.values[i]
-            if f.pii {
-                guard v != .null else { continue }
-                let text = FieldValue.plaintext(v)
-                row[ciphertextSlot[i]] = try Envelope.sealField(Array(text.utf8), field: f.name, subject: pseudonym, dek: dekKey)
-                if let bk = blindKeys[i] {
-                    var norm = Normalization.lookupValue(text, for: f)
-                    if !norm.isEmpty {
-                        row[macSlot[i]] = ProfileStore.blindIndexEntry(norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) })
+        try schema.fields.withUnsafeBufferPointer { fields in   // no FieldSpec copies (see validateProfile)
+            for i in 0..<fields.count {
+                let v = p.values[i]
+                if fields[i].pii {
+                    guard v != .null else { continue }
+                    let text = FieldValue.plaintext(v)
+                    row[ciphertextSlot[i]] = try Envelope.sealField(Array(text.utf8), field: fields[i].name, subject: pseudonym, dek: dekKey)
+                    if let bk = blindKeys[i] {
+                        var norm = Normalization.lookupValue(text, for: fields[i])
+                        if !norm.isEmpty {
+                            row[macSlot[i]] = ProfileStore.blindIndexEntry(norm.withUTF8 { bk.mac(UnsafeRawBufferPointer($0)) })
+                        }
                     }
+                } else {
+                    attrs.append(v)
                 }
-            } else {
-                attrs.append(v)
             }
         }
         return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, piiRow: row, attributes: attrs)
@@ -235,14 +237,19 @@ extension ProfileStore {
         }
         var values: [FieldValue] = []
         values.reserveCapacity(schema.fields.count)
-        for (i, f) in schema.fields.enumerated() {
-            let text = raw.values[i + 1] ?? ""
-            do {
-                values.append(try f.parse(Substring(text)))
-            } catch {
-                return .failure(RecordIssue(file: file, line: raw.line, field: f.name, reason: error.reason))
+        // Through a buffer pointer: iterating the array would copy every FieldSpec (and retain
+        // and release its strings and arrays) for every record.
+        let failure: RecordIssue? = schema.fields.withUnsafeBufferPointer { fields in
+            for i in 0..<fields.count {
+                do throws(ValueError) {
+                    values.append(try fields[i].parse(Substring(raw.values[i + 1] ?? "")))
+                } catch {
+                    return RecordIssue(file: file, line: raw.line, field: fields[i].name, reason: error.reason)
+                }
             }
+            return nil
         }
+        if let failure { return .failure(failure) }
         return .success(ValidProfile(line: raw.line, customerID: id, values: values))
     }
 
@@ -310,11 +317,12 @@ extension ProfileStore {
         let allowReingest = options.allowReingest
         let openLimit = max(options.batchSize, options.holdForValidation)
         let counts = WriterCounts()
+        let retired = RetiredChunks<ProfileBatch>()
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let first = channel.take() {
                 do {
                     let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest,
-                                                       gate: gate, openLimit: openLimit)
+                                                       gate: gate, openLimit: openLimit, retired: retired)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -352,6 +360,7 @@ extension ProfileStore {
                     batch.closesTransaction = inTransaction == options.batchSize
                     if batch.closesTransaction { inTransaction = 0 }
                     try channel.put(batch)
+                    retired.drain()
                     batch = ProfileBatch()
                     batch.profiles.reserveCapacity(chunkSize)
                     options.progress?(IngestProgress(phase: "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
@@ -380,7 +389,8 @@ extension ProfileStore {
     /// such a chunk until it holds `openLimit` records; it commits only once the gate has
     /// passed, and rolls back when it fails.
     func writeProfiles(_ first: ProfileBatch, then next: () -> ProfileBatch? = { nil }, audit: AuditContext?,
-                       allowReingest: Bool = false, gate: ValidationGate? = nil, openLimit: Int = 0) throws -> (inserted: Int, updated: Int) {
+                       allowReingest: Bool = false, gate: ValidationGate? = nil, openLimit: Int = 0,
+                       retired: RetiredChunks<ProfileBatch>? = nil) throws -> (inserted: Int, updated: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
@@ -438,6 +448,7 @@ extension ProfileStore {
                     for (i, v) in p.attributes.enumerated() { insertAttrs_.bind(Int32(i + 2), v) }
                     try insertAttrs_.step()
                 }
+                retired?.retire(work)
                 let holdOpen = gate.map { !$0.isSettled && held < openLimit } ?? false
                 chunk = work.closesTransaction && !holdOpen ? nil : next()
             }

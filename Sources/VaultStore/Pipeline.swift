@@ -78,6 +78,31 @@ final class WorkerThread: @unchecked Sendable {
     func join() { done.wait() }
 }
 
+/// Chunks the writer is done with, freed by the producer: a chunk of sealed profiles is a few
+/// dozen thousand small arrays, and freeing them cost the writer (the ingest's bottleneck)
+/// about a tenth of its time, while the producer has time to spare.
+///
+/// `@unchecked Sendable`: `items` is only touched under `lock`.
+final class RetiredChunks<Element>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [Element] = []
+
+    func retire(_ item: Element) {
+        lock.lock()
+        items.append(item)
+        lock.unlock()
+    }
+
+    /// Drops the retired chunks on the calling thread.
+    func drain() {
+        lock.lock()
+        let old = items
+        items = []
+        lock.unlock()
+        _ = old
+    }
+}
+
 /// The outcome of the validation pass that reads the whole input beside the write pipeline:
 /// the writer may fill its first transaction while validation runs, but commits nothing until
 /// it has passed, so a bad record anywhere in the file still leaves the store untouched.

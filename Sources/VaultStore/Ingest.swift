@@ -318,11 +318,12 @@ extension ProfileStore {
         let openLimit = max(options.batchSize, options.holdForValidation)
         let counts = WriterCounts()
         let retired = RetiredChunks<ProfileBatch>()
+        let filter = SubjectFilter(expectedNew: total / 64)
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let first = channel.take() {
                 do {
                     let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest,
-                                                       gate: gate, openLimit: openLimit, retired: retired)
+                                                       gate: gate, openLimit: openLimit, retired: retired, filter: filter)
                     counts.add(inserted: ins, updated: upd)
                 } catch {
                     channel.fail(error)
@@ -390,7 +391,7 @@ extension ProfileStore {
     /// passed, and rolls back when it fails.
     func writeProfiles(_ first: ProfileBatch, then next: () -> ProfileBatch? = { nil }, audit: AuditContext?,
                        allowReingest: Bool = false, gate: ValidationGate? = nil, openLimit: Int = 0,
-                       retired: RetiredChunks<ProfileBatch>? = nil) throws -> (inserted: Int, updated: Int) {
+                       retired: RetiredChunks<ProfileBatch>? = nil, filter: SubjectFilter? = nil) throws -> (inserted: Int, updated: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
@@ -408,6 +409,7 @@ extension ProfileStore {
             let updateSubject_ = RawStatement(updateSubject, db), insertPII_ = RawStatement(insertPII, db)
             let insertAttrs_ = RawStatement(insertAttrs, db), unsuppress_ = RawStatement(unsuppress, db)
             for s in [find_, insertSubject_, updateSubject_, insertPII_, insertAttrs_, unsuppress_] { s.reset() }
+            try filter?.prepare(db)
             var rejected = 0, lastLine = first.lastLine, held = 0
             var chunk: ProfileBatch? = first
             while let work = chunk {
@@ -418,8 +420,13 @@ extension ProfileStore {
                     let id: Int64
                     // Find, then insert: the pseudonym index is not UNIQUE (it holds 8-byte keys),
                     // so this writer, the only one that adds subjects, keeps pseudonyms unique.
-                    find_.bind(1, blob: p.pseudonym)
-                    if let existing = try find_.step() {
+                    // The filter lets a pseudonym that is certainly new skip the lookup.
+                    var existing: Int64?
+                    if filter?.mayContain(p.pseudonym) ?? true {
+                        find_.bind(1, blob: p.pseudonym)
+                        existing = try find_.step()
+                    }
+                    if let existing {
                         id = existing
                         updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
                         updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
@@ -433,6 +440,7 @@ extension ProfileStore {
                         try insertSubject_.step()
                         id = db.lastInsertedRowID
                         ins += 1
+                        try filter?.inserted(p.pseudonym, db)
                         if allowReingest {
                             unsuppress_.bind(1, blob: p.pseudonym)
                             try unsuppress_.step()
@@ -453,6 +461,7 @@ extension ProfileStore {
                 chunk = work.closesTransaction && !holdOpen ? nil : next()
             }
             try gate?.wait()
+            if ins > 0 { filter?.wrote(epoch: try SubjectFilter.recordEpoch(db)) }
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
                     ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),

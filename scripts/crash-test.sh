@@ -3,9 +3,9 @@
 # same file completes it"). For each trial: a fresh store, `profilectl ingest profiles` of a
 # generated file, SIGKILL at a random moment, then checks:
 #   1. `profilectl status` exits 0 (the store opens);
-#   2. PRAGMA integrity_check == ok, no orphaned pii/blind_index/attributes rows;
-#   3. every subject present is complete: its pii rows are exactly customer_id + the non-empty
-#      PII fields of its CSV record, its blind-index rows match, it has an attributes row; the
+#   2. PRAGMA integrity_check == ok, no orphaned pii/attributes rows;
+#   3. every subject present is complete: its pii row holds exactly customer_id + the non-empty
+#      PII fields of its CSV record, its blind-index MACs match, it has an attributes row; the
 #      subjects present are a whole number of batches, the first records of the file; the audit
 #      log's ingest entries account for exactly these subjects;
 #   4. a sample of subjects decrypts (`get --role support --purpose customer_support`) to the

@@ -45,6 +45,8 @@ public struct IngestOptions: Sendable {
     /// How far the first transaction may grow while the validation pass still runs (tests set
     /// it to 0 for transaction boundaries that do not depend on timing).
     var holdForValidation = IngestOptions.maxHeldForValidation
+    /// Whether the writer uses a `SubjectFilter` (nil: only for large inputs; tests force it).
+    var subjectFilter: Bool?
     public var progress: (@Sendable (IngestProgress) -> Void)?
     /// Who ingests: each committed batch appends one audit entry with its counts, in the
     /// batch's own transaction. Nil only for benchmarks and tests of the bare store.
@@ -318,7 +320,11 @@ extension ProfileStore {
         let openLimit = max(options.batchSize, options.holdForValidation)
         let counts = WriterCounts()
         let retired = RetiredChunks<ProfileBatch>()
-        let filter = SubjectFilter(expectedNew: total / 64)
+        let filter = switch options.subjectFilter {
+        case nil: SubjectFilter.forInput(bytes: total)
+        case true?: SubjectFilter(expectedNew: max(total / 64, 1))
+        case false?: nil as SubjectFilter?
+        }
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let first = channel.take() {
                 do {

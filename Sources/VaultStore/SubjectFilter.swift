@@ -65,13 +65,23 @@ final class SubjectFilter: @unchecked Sendable {
     // `@unchecked Sendable`: created by the ingest call and then used only on its writer thread.
     private var bloom: PseudonymBloom?
     private var epoch: String?
+    /// Set when the store holds many times more subjects than the input can add: loading their
+    /// keys would cost more than the lookups it saves.
+    private var disabled = false
     /// New subjects the ingest may add (from the input's size), to size the filter once.
     private let expectedNew: Int
 
     init(expectedNew: Int) { self.expectedNew = expectedNew }
 
+    /// A filter for an input of `bytes` bytes, or nil for a small one (a few lookups cost less
+    /// than loading the store's keys): inputs of at least 50,000 records at 64 bytes or more each.
+    static func forInput(bytes: Int) -> SubjectFilter? {
+        bytes / 64 >= 50_000 ? SubjectFilter(expectedNew: bytes / 64) : nil
+    }
+
     /// At the start of a write transaction: makes sure the filter holds every stored pseudonym.
     func prepare(_ db: Database) throws {
+        if disabled { return }
         let current = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'subjects_epoch'")
         if bloom == nil || current != epoch { try rebuild(db, extra: expectedNew) }
     }
@@ -100,6 +110,11 @@ final class SubjectFilter: @unchecked Sendable {
 
     private func rebuild(_ db: Database, extra: Int) throws {
         let n = try Int.fetchOne(db, sql: "SELECT count(*) FROM subjects") ?? 0
+        if n > 8 * max(extra, 1) {
+            bloom = nil
+            disabled = true
+            return
+        }
         var b = PseudonymBloom(expected: n + extra)
         let keys = try Row.fetchCursor(db, sql: "SELECT \(ProfileStore.pseudonymKey) FROM subjects")
         while let row = try keys.next() {

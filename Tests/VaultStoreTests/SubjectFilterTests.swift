@@ -40,6 +40,7 @@ import VaultCrypto
         var o = IngestOptions()
         o.batchSize = 100
         o.holdForValidation = 0
+        o.subjectFilter = true   // the input is small: without this the writer would not use a filter
         o.progress = { p in
             // After the first chunk, and before the chunk with CUST-1500 can be sealed.
             guard p.records >= 100, p.records < 1_500, !ran.withLock({ let r = $0; $0 = true; return r }) else { return }
@@ -54,6 +55,12 @@ import VaultCrypto
         #expect(n == 2_000 && distinct == 2_000)
         #expect(try t.store.find(field: "email", value: Fixtures.row(1_503)[1]) == ["CUST-1503"])
         #expect(try t.store.find(field: "email", value: "other.3@example.org").isEmpty)
+    }
+
+    /// Only inputs of at least 50,000 records' worth of bytes use a filter.
+    @Test func smallInputsDoNotLoadTheFilter() {
+        #expect(SubjectFilter.forInput(bytes: 64 * 50_000 - 1) == nil)
+        #expect(SubjectFilter.forInput(bytes: 64 * 50_000) != nil)
     }
 
     /// Each inserting transaction records a fresh epoch; one that only updates does not.

@@ -148,6 +148,10 @@ func expectKind(_ kind: VaultError.Kind, _ fragment: String = "", _ body: () thr
         let receipts = try officer.erase(.one("C1"), reason: "request 42")
         #expect(receipts.count == 1 && receipts[0].customerID == "C1")
         #expect(receipts[0].removed.first { $0.0 == "events" }?.1 == 2)
+        // The one `pii` row held the customer ID and the PII fields, and the lookup fields' MACs.
+        #expect(raw.pii.count >= 2 && raw.blindIndex.count >= 1)
+        #expect(receipts[0].removed.first { $0.0 == "pii_fields" }?.1 == Int64(raw.pii.count))
+        #expect(receipts[0].removed.first { $0.0 == "blind_index_entries" }?.1 == Int64(raw.blindIndex.count))
         expectKind(.notFound) { _ = try support.get(customerID: "C1", purpose: "customer_support") }
         expectKind(.notFound) { _ = try support.find(.email, value: "user1@example.com") }
         expectKind(.notFound) { _ = try officer.accessExport(customerID: "C1") }

@@ -60,7 +60,7 @@ struct PIIColumns: Sendable {
 
 extension ProfileStore {
     /// Stored row counts, without decrypting: subjects, encrypted PII fields, blind-index
-    /// entries, attribute rows, events (for tests, the crash check and `erase` receipts).
+    /// entries, attribute rows, events (for tests; `erase` receipts count one row with `storedCountExpressions`).
     func storedCounts() throws -> [Int] {
         let (f, m) = piiColumns.storedCountExpressions
         return try pool.read { db in

@@ -19,6 +19,17 @@ def series(block, who, metric=None):
     return [float(e) for e in eps], [get(e)["median"] for e in eps], [get(e)["q25"] for e in eps], [get(e)["q75"] for e in eps]
 
 
+def by_eps(block):
+    """(epsilon as a float, its results) for every epsilon of a block, in increasing order."""
+    return sorted(((float(e), v) for e, v in block["by_epsilon"].items()), key=lambda t: t[0])
+
+
+def eps_table(intro, columns, block, cells):
+    """A paragraph, then a table with an epsilon column and a row per epsilon of `block`."""
+    return ([intro, "", "| epsilon | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+            + [f"| {e:g} | " + " | ".join(cells(v)) + " |" for e, v in by_eps(block)])
+
+
 def plot(path, title, ylabel, lines, hlines=(), goal=None, ylim=None):
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     for label, (x, m, lo, hi), style in lines:
@@ -63,14 +74,14 @@ def main():
              "inertia / scikit-learn (n_init=10)",
              [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", goal) if goal else None)
-        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+        for e, v in by_eps(b):
             rows.append(f"| {title} ({', '.join(b['features'])}; k = {b['k']}) | {float(e):g} | inertia ratio | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'<= 1.2 at eps 1, below diffprivlib' if goal and float(e) == 1 else ''} |")
     if "logistic_bank" in r:
         b = r["logistic_bank"]
         plot(os.path.join(img, "models-logistic_bank.png"), f"logistic regression of y, bank marketing (test AUC {b['sklearn_auc']:.3f} non-private)",
              "test AUC / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.95))
-        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+        for e, v in by_eps(b):
             rows.append(f"| logistic regression of y, bank marketing ({len(b['features'])} features) | {float(e):g} | test AUC / non-private ({b['sklearn_auc']:.3f}) | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.95, above diffprivlib' if float(e) == 1 else ''} |")
     for lkey in ["linear_retail", "linear_retail_2f"]:
         if lkey not in r:
@@ -79,7 +90,7 @@ def main():
         plot(os.path.join(img, f"models-{lkey}.png"), f"linear regression of later spend from {' and '.join(b['features'])} (R² {b['sklearn_r2']:.3f} non-private)",
              "R² / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.9), ylim=(-0.5, 1.1))
-        for e, v in sorted(b["by_epsilon"].items(), key=lambda kv: float(kv[0])):
+        for e, v in by_eps(b):
             rows.append(f"| linear regression of {b['target']}, online retail ({', '.join(b['features'])}) | {float(e):g} | R² / non-private ({b['sklearn_r2']:.3f}); min over runs: ours {v['profilevault']['min']:.3f}, diffprivlib {v['diffprivlib']['min']:.3g} | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.9, no blow-up' if float(e) == 1 else 'no blow-up'} |")
     if "recommender_retail" in r:
         b = r["recommender_retail"]
@@ -96,8 +107,7 @@ def main():
             if b.get("recent_popularity") and b.get("events_since"):
                 t += f"; for reference: popularity since {b['events_since']} {b['recent_popularity'][metric]:.3f}, this model non-private {b['nonprivate_same_model'][metric]:.3f}"
             return t
-        for e in sorted(b["by_epsilon"], key=float):
-            v = b["by_epsilon"][e]
+        for e, v in by_eps(b):
             for metric, name in [("hr", "HR@10"), ("ndcg", "NDCG@10")]:
                 goal = ""
                 if float(e) == 1:
@@ -109,14 +119,12 @@ def main():
     md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal |", "|---|---|---|---|---|---|"] + rows + [""]
     if "rules_retail" in r:
         b = r["rules_retail"]
-        md += [f"**Association rules, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
-               f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts "
-               f"({b['exact_rules']} rules); diffprivlib has no association rules.", "",
-               "| epsilon | rules released | precision of the top 20 | median relative lift error (rules in both) |", "|---|---|---|---|"]
-        for e in sorted(b["by_epsilon"], key=float):
-            v = b["by_epsilon"][e]
-            err = fmt(v["lift_error"]) if v.get("lift_error") else "-"
-            md.append(f"| {float(e):g} | {fmt(v['rules'])} | {fmt(v['precision'])} | {err} |")
+        md += eps_table(
+            f"**Association rules, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
+            f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts "
+            f"({b['exact_rules']} rules); diffprivlib has no association rules.",
+            ["rules released", "precision of the top 20", "median relative lift error (rules in both)"], b,
+            lambda v: [fmt(v["rules"]), fmt(v["precision"]), fmt(v["lift_error"]) if v.get("lift_error") else "-"])
         md += ["", "Top rules from exact counts, and one run at epsilon 10:", "",
                "| rule (exact) | support | confidence | lift |", "|---|---|---|---|"]
         for x in b["exact_top"][:6]:
@@ -132,27 +140,23 @@ def main():
     if "segment_recommender_retail" in r:
         b = r["segment_recommender_retail"]
         top = ", ".join(f"{k} {v}" for k, v in b.get("test_customers_by_segment", {}).items())
-        md += [f"**Segment-based recommendations, online retail** (segments: {b['segments']}; {b['test_customers']} test customers, "
-               f"the largest segments: {top}; job params `{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the recommender "
-               f"with `by: {b['segments']}` against the same job without it, same runs. Non-private popularity within the customer's "
-               f"{b['segments']} (same window): HR@10 {b['nonprivate_segment_popularity']['hr']:.3f}, NDCG@10 "
-               f"{b['nonprivate_segment_popularity']['ndcg']:.3f}.", "",
-               "| epsilon | segment-based HR@10 | item-based HR@10 | segment-based NDCG@10 | item-based NDCG@10 |", "|---|---|---|---|---|"]
-        for e in sorted(b["by_epsilon"], key=float):
-            v = b["by_epsilon"][e]
-            md.append(f"| {float(e):g} | {fmt(v['segment']['hr'])} | {fmt(v['item_based']['hr'])} | {fmt(v['segment']['ndcg'])} | {fmt(v['item_based']['ndcg'])} |")
-        md.append("")
+        md += eps_table(
+            f"**Segment-based recommendations, online retail** (segments: {b['segments']}; {b['test_customers']} test customers, "
+            f"the largest segments: {top}; job params `{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the recommender "
+            f"with `by: {b['segments']}` against the same job without it, same runs. Non-private popularity within the customer's "
+            f"{b['segments']} (same window): HR@10 {b['nonprivate_segment_popularity']['hr']:.3f}, NDCG@10 "
+            f"{b['nonprivate_segment_popularity']['ndcg']:.3f}.",
+            ["segment-based HR@10", "item-based HR@10", "segment-based NDCG@10", "item-based NDCG@10"], b,
+            lambda v: [fmt(v["segment"]["hr"]), fmt(v["item_based"]["hr"]), fmt(v["segment"]["ndcg"]), fmt(v["item_based"]["ndcg"])]) + [""]
     if "forest_bank" in r:
         b = r["forest_bank"]
-        md += [f"**Random forest, bank marketing** (propensity of `y`; {b['train']:,} training and {b['test']:,} test customers; "
-               f"features {', '.join(b['features'])}; job params `{json.dumps(b['params'])}`, diffprivlib's RandomForestClassifier with "
-               f"the same trees and depth and the schema's bounds): AUC on the test customers; scikit-learn's forest (100 trees, "
-               f"non-private) {b['sklearn_forest_auc']:.3f}.", "",
-               "| epsilon | ProfileVault random_forest | ProfileVault logistic_regression | diffprivlib 0.6.6 RandomForestClassifier |", "|---|---|---|---|"]
-        for e in sorted(b["by_epsilon"], key=float):
-            v = b["by_epsilon"][e]
-            md.append(f"| {float(e):g} | {fmt(v['profilevault'])} | {fmt(v['profilevault_logistic'])} | {fmt(v['diffprivlib'])} |")
-        md.append("")
+        md += eps_table(
+            f"**Random forest, bank marketing** (propensity of `y`; {b['train']:,} training and {b['test']:,} test customers; "
+            f"features {', '.join(b['features'])}; job params `{json.dumps(b['params'])}`, diffprivlib's RandomForestClassifier with "
+            f"the same trees and depth and the schema's bounds): AUC on the test customers; scikit-learn's forest (100 trees, "
+            f"non-private) {b['sklearn_forest_auc']:.3f}.",
+            ["ProfileVault random_forest", "ProfileVault logistic_regression", "diffprivlib 0.6.6 RandomForestClassifier"], b,
+            lambda v: [fmt(v["profilevault"]), fmt(v["profilevault_logistic"]), fmt(v["diffprivlib"])]) + [""]
     if "mf_recommender_retail" in r:
         b = r["mf_recommender_retail"]
         names = {"matrix_factorization": f"matrix factorisation (factors {b['factors']}, 20% of epsilon on co-occurrence)",
@@ -164,9 +168,9 @@ def main():
                f"release, same runs. The same factorisation of exact counts: HR@10 {b['nonprivate_mf']['hr']:.3f}, NDCG@10 "
                f"{b['nonprivate_mf']['ndcg']:.3f}.", "",
                "| epsilon | model | HR@10 | NDCG@10 |", "|---|---|---|---|"]
-        for e in sorted(b["by_epsilon"], key=float):
-            for n, v in b["by_epsilon"][e].items():
-                md.append(f"| {float(e):g} | {names.get(n, n)} | {fmt(v['hr'])} | {fmt(v['ndcg'])} |")
+        for e, models in by_eps(b):
+            for n, v in models.items():
+                md.append(f"| {e:g} | {names.get(n, n)} | {fmt(v['hr'])} | {fmt(v['ndcg'])} |")
         md.append("")
     for key in ["kmeans_bank", "kmeans_mall", "logistic_bank", "linear_retail", "linear_retail_2f", "recommender_retail"]:
         if key in r:

@@ -46,7 +46,7 @@ struct PIIColumns: Sendable {
     /// Every column after `subject_id`, in table order (ciphertexts, then MACs).
     var valueColumns: [Column] { ciphertext + macs }
 
-    /// Position of a PII field's ciphertext column among `ciphertext` (its id).
+    /// The name of a PII field's ciphertext column, and of its MAC column (lookup fields only), by field id.
     func ciphertextColumn(id: Int) -> String? { ciphertext.first { $0.id == id }?.column }
     func macColumn(id: Int) -> String? { macs.first { $0.id == id }?.column }
 

@@ -94,6 +94,7 @@ let package = Package(
             name: "VaultServerTests",
             dependencies: [
                 "VaultServer", "ProfileVault", "VaultStore", "VaultCrypto", "VaultAudit",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Independent verifier of a ProfileVault audit export (JSON Lines), from docs/audit.md alone.
 
-usage: scripts/verify-audit-export.py EXPORT.jsonl PUBLIC-KEY.pem [--expect-head HEX]
+usage: scripts/verify-audit-export.py EXPORT.jsonl PUBLIC-KEY.pem [--expect-head HEX|HEADS.jsonl]
+
+--expect-head takes a head hash from an earlier export, or a file of published heads
+(`profilectl audit head --json`, `serve --publish-heads`): each head's signature must verify,
+the entry at its sequence number must have its hash, and the export must reach the newest.
 
 Prints one JSON object {"ok","entries","first_bad","reason"}; exit 0 when ok, 1 otherwise.
 Needs Python 3.9+ and the `cryptography` package (Ed25519).
@@ -42,14 +46,29 @@ def main():
         except (InvalidSignature, ValueError): return False
     def done(ok, n, bad=None, reason=None):
         print(json.dumps({"ok": ok, "entries": n, "first_bad": bad, "reason": reason})); sys.exit(0 if ok else 1)
+    def cp_message(seq, digest, t, pseq, pdig):
+        if t is None: return "profilevault-audit-checkpoint/v1 %d %s" % (seq, digest)
+        return "profilevault-audit-checkpoint/v2 %d %s %d %d %s" % (seq, digest, t, pseq, pdig)
+    published = {}
+    if expect is not None and not (len(expect) == 64 and all(c in "0123456789abcdefABCDEF" for c in expect)):
+        for i, line in enumerate(open(expect, "rb"), 1):
+            if not line.strip(): continue
+            hd = json.loads(line)
+            msg = cp_message(hd["seq"], hd["hash"], hd.get("time_ms"), hd.get("previous_seq"), hd.get("previous"))
+            if not verify(hd["signature"], msg): done(False, 0, None, "published head on line %d does not verify" % i)
+            if published.get(hd["seq"], hd["hash"]) != hd["hash"]: done(False, 0, hd["seq"], "published heads disagree: forked")
+            published[hd["seq"]] = hd["hash"]
+        expect = None
     prev = start_prev = first = last = None
     n, head, last_cp, seen_expected = 0, None, None, False
+    prev_cp = None   # (seq, digest, chained) of the last checkpoint seen in this export
     for line in open(path, "rb"):
         if not line.strip(): continue
         obj = json.loads(line)
         if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")
         if "head" in obj: head = obj["head"]; continue
         p, h, sig = obj.pop("prev_hash"), obj.pop("hash"), obj.pop("checkpoint_signature", None)
+        ct, cps, cpd = obj.pop("checkpoint_time", None), obj.pop("checkpoint_previous_sequence", None), obj.pop("checkpoint_previous", None)
         seq = obj["metadata.sequence"]
         if first is None:
             first, prev, start_prev, last, last_cp = seq, p, p, seq - 1, seq - 1
@@ -60,8 +79,15 @@ def main():
         digest = hashlib.sha256(bytes.fromhex(prev) + canon(obj).encode("utf-8")).hexdigest()
         if digest != h: done(False, n, seq, "entry modified")
         if sig is not None:
-            if not verify(sig, "profilevault-audit-checkpoint/v1 %d %s" % (seq, digest)): done(False, n, last_cp + 1, "checkpoint signature")
+            msg = cp_message(seq, digest, ct, cps, cpd)
+            if not verify(sig, msg): done(False, n, last_cp + 1, "checkpoint signature")
+            chained = ct is not None
+            if prev_cp is not None:
+                if prev_cp[2] and not chained: done(False, n, prev_cp[0] + 1, "unchained checkpoint after chained ones")
+                if chained and (cps != prev_cp[0] or cpd != prev_cp[1]): done(False, n, prev_cp[0] + 1, "checkpoint chain broken: a checkpoint was deleted")
+            prev_cp = (seq, hashlib.sha256(msg.encode() + bytes.fromhex(sig)).hexdigest(), chained)
             last_cp = seq
+        if seq in published and published[seq] != digest: done(False, n, seq, "differs from the published head")
         prev, last = digest, seq
         seen_expected = seen_expected or digest == expect
     if head is None: done(False, n, (last or 0) + 1, "no signed head: truncated")
@@ -71,6 +97,7 @@ def main():
     if (last if last is not None else head["first_sequence"] - 1) != head["last_sequence"]: done(False, n, (last or 0) + 1, "tail cut")
     if prev is not None and prev != head["hash"]: done(False, n, None, "head hash")
     if expect is not None and not seen_expected: done(False, n, (last or 0) + 1, "expected head missing")
+    if published and max(published) > (last if last is not None else 0): done(False, n, (last or 0) + 1, "published head beyond the end: truncated")
     done(True, n)
 
 main()

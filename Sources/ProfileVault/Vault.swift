@@ -225,6 +225,33 @@ public final class Vault: Sendable {
         return try store.verifyAudit(expectHead: expectHead)
     }
 
+    /// The newest signed head of the audit log, verified before it is shown (role permission
+    /// `audit`); nil for an empty log. An auditor publishes it outside the store: a later
+    /// `audit verify --expect-head` against it detects a tail truncated to an older checkpoint.
+    public func signedAuditHead() throws -> AuditCheckpoint? {
+        try require("audit")
+        return try store.signedAuditHead()
+    }
+
+    /// Appends every new signed head to `path` (one JSON line each), starting with the current
+    /// one: `serve --publish-heads FILE`.
+    public func publishAuditHeads(to path: String) throws {
+        try store.publishAuditHeads(to: path)
+    }
+
+    /// Whether the audit log's head is covered by a checkpoint that verifies (the health check):
+    /// nil when it is, else why not.
+    public func auditHeadProblem() -> String? {
+        do {
+            _ = try store.signedAuditHead()
+            return nil
+        } catch let e as VaultError where e.kind == .integrity {
+            return e.message
+        } catch {
+            return "the audit log could not be read"
+        }
+    }
+
     /// The audit public key, PEM (needs no role: it is public).
     public var auditPublicKeyPEM: String { store.auditPublicKey.pemRepresentation }
 }

@@ -83,7 +83,9 @@ public enum AuditLog {
         SHA256.hash(previous, entry.canonicalBytes())
     }
 
-    /// The bytes an Ed25519 checkpoint signature covers: the head of the chain at `sequence`.
+    /// The bytes a v1 checkpoint signature covered: the head of the chain at `sequence`. Stores
+    /// made before checkpoints were chained hold such checkpoints; new ones are v2
+    /// (``AuditCheckpoint``).
     public static func checkpointMessage(sequence: Int64, hash: [UInt8]) -> [UInt8] {
         Array("profilevault-audit-checkpoint/v1 \(sequence) \(hex(hash))".utf8)
     }
@@ -155,7 +157,7 @@ public enum AuditLog {
         "metadata.sequence", "time", "time_dt", "class_uid", "category_uid", "activity_id", "actor.user.name",
         "api.operation", "api.request.uid", "status", "status_id", "status_detail", "unmapped.role",
         "unmapped.purpose", "unmapped.subject", "unmapped.fields", "unmapped.epsilon", "unmapped.counts",
-        "prev_hash", "hash", "checkpoint_signature",
+        "prev_hash", "hash", "checkpoint_signature", "checkpoint_time", "checkpoint_previous_sequence", "checkpoint_previous",
     ]
 }
 
@@ -181,7 +183,8 @@ public struct AuditVerification: Sendable, Equatable {
 }
 
 /// Verifies a chain of entries, given in order, against their stated hashes and any
-/// checkpoint signatures. Shared by the store verifier and the export verifier.
+/// checkpoints (signature and link to the checkpoint before). Shared by the store verifier and
+/// the export verifier.
 public struct ChainVerifier {
     let publicKey: Ed25519PublicKey
     private(set) var previous: [UInt8]
@@ -189,21 +192,29 @@ public struct ChainVerifier {
     private(set) var count = 0
     /// Last sequence covered by a verified checkpoint signature.
     private(set) var lastVerifiedCheckpoint: Int64
+    /// The last checkpoint seen, and whether the one before the first is known (a whole log
+    /// starts from none; an export slice starts after checkpoints it does not hold).
+    private(set) var lastCheckpointSeen: AuditCheckpoint?
+    private var previousCheckpointKnown: Bool
     public private(set) var failure: (sequence: Int64, reason: String)?
-    /// A head from an earlier export that must occur in this chain (`--expect-head`).
-    let expected: [UInt8]?
+    /// What an auditor expects to find (`--expect-head`).
+    let expectation: AuditExpectation?
     public private(set) var sawExpected: Bool
     public var firstSequence: Int64?
     public var startPrevious: [UInt8]
 
-    public init(publicKey: Ed25519PublicKey, startingAfter previous: [UInt8], sequence: Int64?, expecting: [UInt8]? = nil) {
+    /// `wholeLog`: the chain starts at the log's first entry, so its first checkpoint must
+    /// link to none.
+    public init(publicKey: Ed25519PublicKey, startingAfter previous: [UInt8], sequence: Int64?,
+                expecting: AuditExpectation? = nil, wholeLog: Bool = false) {
         self.publicKey = publicKey
-        self.expected = expecting
-        self.sawExpected = expecting == previous
+        self.expectation = expecting
+        self.sawExpected = expecting?.hash == nil || expecting?.hash == previous
         self.previous = previous
         self.startPrevious = previous
         self.lastSequence = sequence
         self.lastVerifiedCheckpoint = sequence ?? 0
+        self.previousCheckpointKnown = wholeLog
     }
 
     public var head: [UInt8] { previous }
@@ -212,10 +223,10 @@ public struct ChainVerifier {
 
     /// Feeds one entry. Returns false once a failure is recorded (later entries are ignored).
     @discardableResult
-    public mutating func add(entry: JSONValue, statedPrevious: [UInt8]?, statedHash: [UInt8]?, checkpointSignature: [UInt8]?) -> Bool {
+    public mutating func add(entry: JSONValue, statedPrevious: [UInt8]?, statedHash: [UInt8]?, checkpoint: AuditCheckpoint?) -> Bool {
         guard failure == nil else { return false }
         guard case .int(let seq)? = entry["metadata.sequence"] else {
-            failure = ((lastSequence ?? 0) + 1, "entry without a sequence number")
+            failure = ((lastSequence ?? 0) &+ 1, "entry without a sequence number")
             return false
         }
         guard seq >= 1, seq < Int64.max else {
@@ -239,15 +250,28 @@ public struct ChainVerifier {
             failure = (seq, "hash does not match the entry's content: the entry was modified")
             return false
         }
-        if let sig = checkpointSignature {
-            guard publicKey.isValidSignature(sig, for: AuditLog.checkpointMessage(sequence: seq, hash: h)) else {
+        if let cp = checkpoint {
+            guard cp.sequence == seq, cp.hash == h, cp.isValid(publicKey: publicKey) else {
                 failure = (lastVerifiedCheckpoint &+ 1, "checkpoint signature at \(seq) does not verify: entries after \(lastVerifiedCheckpoint) were rewritten")
                 return false
             }
+            if let why = cp.linkFailure(after: lastCheckpointSeen, knownPrevious: previousCheckpointKnown || lastCheckpointSeen != nil) {
+                failure = ((lastCheckpointSeen?.sequence ?? 0) &+ 1, why)
+                return false
+            }
+            lastCheckpointSeen = cp
             lastVerifiedCheckpoint = seq
         }
+        if expectation?.forks.contains(seq) == true {
+            failure = (seq, "two heads signed by this store disagree about entry \(seq) (\(expectation?.label ?? "")): the log was cut back and continued")
+            return false
+        }
+        if let want = expectation?.heads[seq], want != h {
+            failure = (seq, "entry \(seq) differs from the head published for it (\(expectation?.label ?? "")): the log was rewritten")
+            return false
+        }
         previous = h
-        if h == expected { sawExpected = true }
+        if let want = expectation?.hash, h == want { sawExpected = true }
         lastSequence = seq
         return true
     }
@@ -255,6 +279,18 @@ public struct ChainVerifier {
     /// Records a failure found outside the per-entry checks.
     public mutating func fail(_ sequence: Int64, _ reason: String) {
         if failure == nil { failure = (sequence, reason) }
+    }
+
+    /// Checks, once every entry is fed, that the chain holds what the auditor expected:
+    /// the bare head somewhere, and every published head up to the newest.
+    public mutating func finishExpectation() {
+        guard failure == nil, let expectation else { return }
+        let end = lastSequence ?? 0
+        if expectation.hash != nil, !sawExpected {
+            fail(end &+ 1, "\(expectation.label) is not in this log: it was truncated or rewritten")
+        } else if let newest = expectation.newest, newest > end {
+            fail(end &+ 1, "\(expectation.label) include entry \(newest) but the log ends at \(end): its tail was truncated")
+        }
     }
 
     public var lastCheckpoint: Int64 { lastVerifiedCheckpoint }

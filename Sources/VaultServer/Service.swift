@@ -273,6 +273,13 @@ final class VaultService: Sendable {
         } catch {
             throw APIError(.serviceUnavailable, "store unreachable")
         }
+        // A log whose head no valid checkpoint covers fails every audited operation: say so.
+        if let problem = try? await blocking({ self.base.auditHeadProblem() }) {
+            _ = problem   // the reason stays in the server (audit verify names the entry)
+            var response = json(.object([("status", .string("degraded")), ("audit", .string("integrity failure"))]))
+            response.status = .serviceUnavailable
+            return response
+        }
         return json(.object([("status", .string("ok"))]))
     }
 

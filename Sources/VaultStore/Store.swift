@@ -132,6 +132,8 @@ public final class ProfileStore: Sendable {
     var keys: StoreKeys { keyBox.current }
     /// Group commit of read and denial audit entries (see `audit(_:)`).
     let auditCommits = AuditGroupCommit()
+    /// The last verified checkpoint and the published-heads file (see `verifiedHead`).
+    let auditHeads = AuditHeadState()
     /// Background WAL checkpoints (`startBackgroundCheckpoints`), stopped by `close()`.
     private let checkpointer = Mutex<WALCheckpointer?>(nil)
     /// PII field name -> small integer id: the `pii` table's columns are `c<id>` (ciphertext)
@@ -415,6 +417,7 @@ public final class ProfileStore: Sendable {
                 UPDATE meta SET value = '3' WHERE key = 'store_format';
                 """)
         }
+        registerAuditChainMigration(&m)
         return m
     }
 

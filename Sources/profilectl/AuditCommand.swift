@@ -18,8 +18,8 @@ func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
 
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Auditor tools: export, verify, public key.",
-        subcommands: [Export.self, Verify.self, PublicKey.self])
+        commandName: "audit", abstract: "Auditor tools: export, verify, signed head, public key.",
+        subcommands: [Export.self, Verify.self, Head.self, PublicKey.self])
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Export the access log (JSON Lines or CSV), ending with a signed head.")
@@ -52,7 +52,9 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var options: GlobalOptions
         @Option(help: "A JSON Lines export to verify instead of the store.") var file: String?
         @Option(name: .customLong("public-key"), help: "The audit public key (PEM) for --file.") var publicKey: String?
-        @Option(name: .customLong("expect-head"), help: "A head hash from an earlier export: detects a truncated tail.") var expectHead: String?
+        @Option(name: .customLong("expect-head"), help: ArgumentHelp(
+            "A head hash from an earlier export, or a file of published heads (audit head, serve --publish-heads): detects a truncated or rolled-back tail.",
+            valueName: "HASH|FILE")) var expectHead: String?
 
         func validate() throws {
             if (file == nil) != (publicKey == nil) { throw ValidationError("--file and --public-key go together") }
@@ -89,6 +91,26 @@ struct AuditCommand: ParsableCommand {
             if !result.ok {
                 FileHandle.standardError.write(Data("error: audit log does not verify: first bad entry \(result.firstBad.map(String.init) ?? "?"): \(result.reason ?? "")\n".utf8))
                 throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Head: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the newest signed head of the audit log, verified; publish it outside the store.",
+            discussion: "Keep the output (or serve --publish-heads FILE) on another host: audit verify --expect-head FILE later detects a log truncated back to an older checkpoint or a store restored from an older copy. Exit 1 when the head is not covered by a checkpoint that verifies.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() throws {
+            let vault = try options.openVault()
+            guard let head = try vault.signedAuditHead() else {
+                throw VaultError(.notFound, "the audit log is empty: there is no signed head yet")
+            }
+            // One line, so `audit head --json >> heads.jsonl` keeps a file --expect-head reads.
+            if options.json {
+                print(head.published.canonicalString())
+            } else {
+                print("entry \(head.sequence) head \(AuditLog.hex(head.hash)) checkpoint \(AuditLog.hex(head.digest))")
             }
         }
     }

@@ -17,6 +17,9 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: GlobalOptions
     @Option(help: "Address to listen on, HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080).") var listen = "127.0.0.1:8080"
     @Option(help: "The tokens file (from `profilectl tokens add`).") var tokens: String
+    @Option(name: .customLong("publish-heads"), help: ArgumentHelp(
+        "Append every new signed audit head, one JSON line each, to this file (keep it on another host; audit verify --expect-head FILE reads it).",
+        valueName: "FILE")) var publishHeads: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(name: .customLong("max-body-bytes"), help: "Largest ingest body in bytes (413 above it).") var maxBodyBytes = 16 << 20
     @Option(name: .customLong("request-timeout"), help: "Seconds a request may run before it is answered 503 (its work may still finish).") var requestTimeout: Double = 30
@@ -52,6 +55,7 @@ struct Serve: ParsableCommand {
         let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
                                                       policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
         try vault.store.startBackgroundCheckpoints()
+        if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

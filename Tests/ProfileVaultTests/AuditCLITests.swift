@@ -75,6 +75,32 @@ import Testing
         #expect(try python(s.dir + "/b.jsonl") == 1)
     }
 
+    @Test func signedHeadIsPrintedAndAcceptedAsAnExpectation() throws {
+        let s = try CLIStore()
+        _ = try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(3))])
+        let denied = try s.run(["audit", "head", "--json"])
+        #expect(denied.status == 77)
+        let h = try s.run(["audit", "head", "--json", "--role", "auditor"])
+        #expect(h.status == 0, "\(h.stderr)")
+        for k in ["seq", "hash", "signature", "time", "time_ms", "previous_seq", "previous", "checkpoint"] {
+            #expect(h.json?[k] != nil, "\(k) missing: \(h.stdout)")
+        }
+        let heads = try s.write("heads.jsonl", h.stdout)
+        _ = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"])
+        let v = try s.run(["audit", "verify", "--role", "auditor", "--json", "--expect-head", heads])
+        #expect(v.status == 0 && v.json?["ok"] as? Bool == true, "\(v.stdout) \(v.stderr)")
+        _ = try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor"])
+        _ = try s.run(["audit", "public-key", "--out", s.dir + "/k.pem"])
+        let fv = try CLI.run(["audit", "verify", "--file", s.dir + "/a.jsonl", "--public-key", s.dir + "/k.pem", "--expect-head", heads])
+        #expect(fv.status == 0, "\(fv.stderr)")
+        // An edited heads file is refused, not trusted.
+        let edited = try s.write("edited.jsonl", h.stdout.replacingOccurrences(of: "\"seq\":", with: "\"seq\":1"))
+        let bad = try s.run(["audit", "verify", "--role", "auditor", "--expect-head", edited])
+        #expect(bad.status == 64 && bad.stderr.hasPrefix("error: "), "\(bad.stderr)")
+        let missing = try s.run(["audit", "verify", "--role", "auditor", "--expect-head", s.dir + "/nothing"])
+        #expect(missing.status == 64)
+    }
+
     @Test func badVerifyArgumentsAreUsageErrors() throws {
         let s = try CLIStore()
         let r = try s.run(["audit", "verify", "--file", s.dir + "/x.jsonl"])

@@ -315,3 +315,187 @@ extension AuditTests {
         #expect(try reopened.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check")! } == "ok")
     }
 }
+
+/// Attacks on the log by someone who can edit the file (sqlite3 and SHA-256) but does not hold
+/// the keyring: the store must never sign over what they wrote, and what they cannot hide from
+/// the file alone (a tail cut back to an older checkpoint) is caught by published heads.
+extension AuditTests {
+    /// The forgery of issue 16: delete an actor's entries made after the auditor's last export,
+    /// renumber, recompute the chain, delete the checkpoints from the first changed entry.
+    func forge(_ t: TempStore, deletingActor actor: String) throws {
+        try sql(t, Self.dropTriggers)
+        try t.store.pool.writeWithoutTransaction { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT seq, entry, subject FROM audit ORDER BY seq")
+            var kept: [(entry: JSONValue, subject: Data?)] = []
+            var firstChanged: Int64?
+            for row in rows {
+                let seq: Int64 = row["seq"]
+                let entry = try JSONValue.parse(row["entry"] as String)
+                if entry["actor.user.name"] == .string(actor) {
+                    if firstChanged == nil { firstChanged = seq }
+                    continue
+                }
+                kept.append((entry, row["subject"]))
+            }
+            guard let firstChanged else { return }
+            try db.execute(sql: "DELETE FROM audit WHERE seq >= ?", arguments: [firstChanged])
+            try db.execute(sql: "DELETE FROM audit_checkpoints WHERE seq >= ?", arguments: [firstChanged])
+            var prev = try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [firstChanged - 1]).map { [UInt8]($0) } ?? AuditLog.genesis
+            for (i, k) in kept.enumerated() where Int64(i + 1) >= firstChanged {
+                let seq = Int64(i + 1)
+                guard case .object(var pairs) = k.entry else { continue }
+                pairs = pairs.map { $0.0 == "metadata.sequence" ? ($0.0, .int(seq)) : $0 }
+                let text = JSONValue.object(pairs).canonicalString()
+                let h = SHA256.hash(prev, Array(text.utf8))
+                try db.execute(sql: "INSERT INTO audit(seq, time, entry, prev_hash, hash, subject) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [seq, AuditLog.nowMillis, text, Data(prev), Data(h), k.subject])
+                prev = h
+            }
+            try db.execute(sql: """
+                CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                """)
+        }
+    }
+
+    func expectIntegrityFailure(_ body: () throws -> Void, _ what: String) {
+        do {
+            try body()
+            Issue.record("\(what): succeeded over a forged log")
+        } catch let e as VaultError {
+            #expect(e.kind == .integrity, "\(what): \(e)")
+        } catch {
+            Issue.record("\(what): \(error)")
+        }
+    }
+
+    @Test func forgedLogIsNeverSignedOver() throws {
+        let t = try populated()
+        let auditorExport = try exported(t)
+        let mallory = AuditContext(actor: "mallory", role: "support", requestID: "m")
+        for i in 0..<3 {
+            try t.store.audit([mallory.record("get", .read, purpose: "customer_support", subject: try t.store.pseudonym(ofCustomerID: "CUST-\(i)"))])
+            try t.store.audit([Self.context.record("get", .read)])
+        }
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        try forge(t, deletingActor: "mallory")
+        let forged = try t.store.auditHead()
+        #expect(forged.entries == 11)
+
+        // The next operation of anyone, the auditor's export included, fails; nothing is appended.
+        expectIntegrityFailure({ try t.store.audit([Self.context.record("get", .read)]) }, "a read's audit entry")
+        expectIntegrityFailure({ _ = try t.store.signedAuditHead() }, "audit head")
+        let out = t.dir + "/after-forgery.jsonl"
+        expectIntegrityFailure({ _ = try t.store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: out) }, "audit export")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        expectIntegrityFailure({
+            try t.store.pool.write { db in _ = try t.store.appendAudit(db, [Self.context.record("erase", .delete)]) }
+        }, "an audited write")
+        #expect(try t.store.auditHead() == forged)
+        let checkpoints = try t.store.pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit_checkpoints") }
+        #expect(checkpoints == 8)   // the forger deleted those from the first changed entry on; none was re-signed
+
+        // Verification names the first uncovered entry, with or without the auditor's head.
+        var v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == 9, "\(v)")
+        v = try t.store.verifyAudit(expectHead: auditorExport.head)
+        #expect(!v.ok && v.firstBad == 9, "\(v)")
+    }
+
+    @Test func deletedCheckpointInTheMiddleBreaksTheCheckpointChain() throws {
+        let t = try populated()
+        try sql(t, Self.dropTriggers + "DELETE FROM audit_checkpoints WHERE seq = 5")
+        let v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == 5, "\(v)")
+        #expect(v.reason?.contains("checkpoint 6 links to checkpoint 5") == true, "\(v)")
+        // An export over the gap refuses to sign it.
+        let out = t.dir + "/gap.jsonl"
+        expectIntegrityFailure({ _ = try t.store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: out) }, "export over a deleted checkpoint")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func uncoveredOrOrphanedTailFailsTheNextOperation() throws {
+        // An entry inserted after the head, with a correct hash but no signature.
+        let t = try populated()
+        try sql(t, Self.dropTriggers)
+        try t.store.pool.writeWithoutTransaction { db in
+            let head = [UInt8](try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = 8")!)
+            let text = Self.context.record("get", .read).entry(sequence: 9, timeMillis: AuditLog.nowMillis).canonicalString()
+            try db.execute(sql: "INSERT INTO audit(seq, time, entry, prev_hash, hash) VALUES (9, 0, ?, ?, ?)",
+                           arguments: [text, Data(head), Data(SHA256.hash(head, Array(text.utf8)))])
+        }
+        expectIntegrityFailure({ try t.store.audit([Self.context.record("get", .read)]) }, "append after an unsigned entry")
+        #expect(try t.store.auditHead().entries == 9)
+
+        // The newest entry deleted, its checkpoint kept.
+        let u = try populated()
+        try sql(u, Self.dropTriggers + "DELETE FROM audit WHERE seq = 8")
+        expectIntegrityFailure({ try u.store.audit([Self.context.record("get", .read)]) }, "append after a deleted head")
+
+        // The newest entry rewritten in place (hash column left alone).
+        let w = try populated()
+        try sql(w, Self.dropTriggers + "UPDATE audit SET entry = replace(entry, '\"tester\"', '\"mallory\"') WHERE seq = 8")
+        expectIntegrityFailure({ try w.store.audit([Self.context.record("get", .read)]) }, "append after a rewritten head")
+    }
+
+    @Test func checkpointsAreChainedAndTheHeadIsPublished() throws {
+        let t = try populated()
+        let heads = t.dir + "/heads.jsonl"
+        try t.store.publishAuditHeads(to: heads)
+        for _ in 0..<4 { try t.store.audit([Self.context.record("get", .read)]) }
+        let lines = try String(contentsOfFile: heads, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 5)   // the head at start, then one per commit
+        let published = try lines.map { try #require(AuditCheckpoint.parsePublished(try JSONValue.parse(String($0)))) }
+        #expect(published.map(\.sequence) == [8, 9, 10, 11, 12])
+        for (a, b) in zip(published, published.dropFirst()) {
+            #expect(b.isValid(publicKey: t.store.auditPublicKey))
+            #expect(b.linkFailure(after: a) == nil)
+        }
+        #expect(try t.store.signedAuditHead() == published.last)
+        #expect(try t.store.verifyAudit(expectHead: heads).ok)
+        let export = try exported(t)
+        #expect(try AuditExportVerifier.verify(path: export.path, publicKey: export.key, expectHead: heads).ok)
+
+        // Cut the tail back to an older checkpoint, entries and checkpoints alike: the file alone
+        // cannot tell, the published heads can.
+        try sql(t, Self.dropTriggers + "DELETE FROM audit WHERE seq > 10; DELETE FROM audit_checkpoints WHERE seq > 10;")
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        var v = try t.store.verifyAudit(expectHead: heads)
+        #expect(!v.ok && v.firstBad == 11, "\(v)")
+        // ... even after the store goes on from there (a fork: entry 11 exists again, differently).
+        try t.store.audit([AuditContext(actor: "other", role: "support", requestID: "x").record("get", .read)])
+        v = try t.store.verifyAudit(expectHead: heads)
+        #expect(!v.ok && v.firstBad == 11, "\(v)")
+
+        // A head file someone edited is refused, not trusted.
+        var edited = lines.map(String.init)
+        edited[0] = edited[0].replacingOccurrences(of: "\"seq\":8", with: "\"seq\":7")
+        try (edited.joined(separator: "\n") + "\n").write(toFile: t.dir + "/edited-heads.jsonl", atomically: true, encoding: .utf8)
+        #expect(throws: VaultError.self) { _ = try t.store.verifyAudit(expectHead: t.dir + "/edited-heads.jsonl") }
+        #expect(throws: VaultError.self) { _ = try t.store.verifyAudit(expectHead: t.dir + "/no-such-file") }
+    }
+
+    @Test func legacyUnchainedCheckpointsStillVerifyAndChainedOnesFollowThem() throws {
+        let t = try populated()
+        // Make entries 1-8 look like a store written before chaining: v1 signatures, no links.
+        try sql(t, Self.dropTriggers)
+        let key = t.store.keys.auditSigning
+        try t.store.pool.writeWithoutTransaction { db in
+            for row in try Row.fetchAll(db, sql: "SELECT seq, hash FROM audit_checkpoints") {
+                let seq: Int64 = row["seq"]
+                let sig = try key.signature(for: AuditLog.checkpointMessage(sequence: seq, hash: [UInt8](row["hash"] as Data)))
+                try db.execute(sql: "UPDATE audit_checkpoints SET signature = ?, checkpoint_time = NULL, prev_seq = NULL, prev_digest = NULL WHERE seq = ?",
+                               arguments: [Data(sig), seq])
+            }
+        }
+        t.store.auditHeads.trusted.withLock { $0 = nil }
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        try t.store.audit([Self.context.record("get", .read)])
+        try t.store.audit([Self.context.record("get", .read)])
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        let e = try exported(t)
+        #expect(try AuditExportVerifier.verify(path: e.path, publicKey: e.key, expectHead: nil).ok)
+    }
+}

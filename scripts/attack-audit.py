@@ -15,7 +15,7 @@ store file, sqlite3 and SHA-256, and no keyring.
    alone; `audit verify --expect-head HEADS` must see it.
 Exit 0 when every attack fails; 1 with the first attack that worked.
 """
-import hashlib, json, os, shutil, sqlite3, subprocess, sys, tempfile
+import hashlib, json, os, shutil, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P = os.path.abspath(os.environ.get("PROFILECTL", os.path.join(repo, ".build/debug/profilectl")))
@@ -86,6 +86,39 @@ try:
     for i in range(4):
         run("get", "--subject", "C%d" % i, "--purpose", "customer_support", role="support", actor="mallory")
         run("get", "--subject", "C%d" % i, "--purpose", "customer_support", role="support", actor="sam")
+    # The service publishes every head it signs (serve --publish-heads).
+    rc, out, err = run("tokens", "add", "--tokens", "tokens.json", "--json", role="support", actor="svc")
+    must(rc == 0, "tokens add: " + err)
+    token = json.loads(out)["token"]
+    sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
+    srv = subprocess.Popen([P, "serve", "--listen", "127.0.0.1:%d" % port, "--tokens", work + "/tokens.json",
+                            "--publish-heads", work + "/served-heads.jsonl"], env=env, cwd=work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        up = False
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as r: up = r.status == 200; break
+            except Exception:
+                if srv.poll() is not None: break
+                time.sleep(0.2)
+        must(up, "serve --publish-heads did not come up")
+        for i in range(2):
+            req = urllib.request.Request("http://127.0.0.1:%d/v1/subjects/C%d?purpose=customer_support" % (port, i),
+                                         headers={"Authorization": "Bearer " + token})
+            with urllib.request.urlopen(req, timeout=10) as r: must(r.status == 200, "GET through the service")
+    finally:
+        srv.terminate()
+        try: srv.wait(10)
+        except subprocess.TimeoutExpired: srv.kill()
+    served = [json.loads(l) for l in open(work + "/served-heads.jsonl") if l.strip()]
+    must(len(served) == 3, "serve --publish-heads wrote %d heads, want 3 (start-up and two reads)" % len(served))
+    must(oct(os.stat(work + "/served-heads.jsonl").st_mode & 0o777) == "0o600", "the heads file is not 0600")
+    rc, out, _ = run("audit", "head", "--json", role="auditor", actor="audra")
+    must(json.loads(out)["seq"] == served[-1]["seq"] and json.loads(out)["hash"] == served[-1]["hash"], "the last published head is not the store's head")
+    with open(work + "/heads.jsonl", "a") as f:
+        for h in served: f.write(json.dumps(h) + "\n")
+
     db = work + "/s.sqlite"
     # The published heads file grows with the honest log: the last honest head goes there too.
     rc, out, _ = run("audit", "head", "--json", role="auditor", actor="audra")

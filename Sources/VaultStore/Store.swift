@@ -434,6 +434,12 @@ public final class ProfileStore: Sendable {
 
     /// For a long-running process with many small commits (`serve`): WAL checkpoints move off
     /// the commits onto a thread of their own (see `WALCheckpointer`). `close()` stops it.
+    /// Waits for the background checkpointer's next full pass (tests).
+    func waitForBackgroundCheckpoint() {
+        let c = checkpointer.withLock { $0 }
+        c?.waitForNextPass()
+    }
+
     public func startBackgroundCheckpoints(every interval: Double = 0.05) throws {
         try checkpointer.withLock { c in
             guard c == nil else { return }

@@ -17,6 +17,8 @@ final class WALCheckpointer: @unchecked Sendable {
     private let condition = NSCondition()
     private var stopped = false
     private var finished = false
+    /// Checkpoints run so far (tests wait for the next one instead of sleeping).
+    private var passes = 0
     private let queue: DatabaseQueue
     private let interval: TimeInterval
 
@@ -42,9 +44,20 @@ final class WALCheckpointer: @unchecked Sendable {
             condition.unlock()
             _ = try? queue.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)") }
             condition.lock()
+            passes += 1
+            condition.broadcast()
         }
         finished = true
         condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until a checkpoint that started after this call has finished (at most `timeout`).
+    func waitForNextPass(timeout: TimeInterval = 10) {
+        condition.lock()
+        let target = passes + 2   // the pass in progress may have started before the call
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while passes < target && !stopped && condition.wait(until: deadline) {}
         condition.unlock()
     }
 

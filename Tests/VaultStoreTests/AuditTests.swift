@@ -302,7 +302,9 @@ extension AuditTests {
             #expect(auto == 0)
             for i in 0..<400 {
                 try t.store.audit([AuditContext(actor: "r\(i)", role: "support", requestID: "q\(i)").record("get", .read)])
-                if i % 20 == 19 { usleep(5_000) }   // room for the checkpointer to run
+                // Room for the checkpointer: wait for a pass that started after these appends
+                // (not a fixed sleep, which a loaded machine may not honour).
+                if i % 20 == 19 { if background { t.store.waitForBackgroundCheckpoint() } else { usleep(5_000) } }
             }
             return (try FileManager.default.attributesOfItem(atPath: t.store.path + "-wal")[.size] as? Int) ?? 0
         }

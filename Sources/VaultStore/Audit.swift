@@ -314,7 +314,7 @@ extension ProfileStore {
             // to the first checkpoint at or after its last entry.
             let end = lo + Int64(count) - 1
             if count > 0 || previous != AuditLog.genesis {
-                var covering = lastCheckpoint.flatMap { $0.sequence == end && end >= 1 ? $0 : nil }
+                var covering = lastCheckpoint.flatMap { $0.sequence == end && end >= 1 && $0.hash == head ? $0 : nil }
                 if covering == nil {
                     var running = head
                     var expected = end + 1

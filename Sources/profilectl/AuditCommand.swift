@@ -76,7 +76,8 @@ struct AuditCommand: ParsableCommand {
                     throw VaultError(.invalidInput, error.description)
                 }
             } else {
-                result = try options.openVault().verifyAudit(expectHead: expectHead)
+                // Read-only: verifies even while a changed policy waits to be applied.
+                result = try options.openVault(checkPolicy: false).verifyAudit(expectHead: expectHead)
             }
             options.emit(.object([
                 ("ok", .bool(result.ok)),

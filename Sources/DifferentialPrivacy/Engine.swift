@@ -256,11 +256,14 @@ public struct SessionError: Error, Sendable, CustomStringConvertible {
 }
 
 extension QueryEngine {
-    /// Charges `epsilon` once for a whole training job (check-and-spend with the job's audit
-    /// entry; `BudgetExceeded` when it does not fit) and opens the session the model spends it in.
-    public func openSession(purpose: String, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0, limit: Double, periodSeconds: Int,
+    /// Charges `epsilon` and `delta` once for a whole training job (check-and-spend with the
+    /// job's audit entry; `BudgetExceeded` when either does not fit, `deltaLimit` being the
+    /// purpose's delta per period) and opens the session the model spends them in.
+    public func openSession(purpose: String, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0, limit: Double,
+                            deltaLimit: Double = 0, periodSeconds: Int,
                             attributes: Set<String>, eventKinds: Set<String>, derived: [DerivedAttribute] = []) throws -> (PrivateSession, BudgetState) {
-        let budget = try accountant.spend(purpose: purpose, epsilon: epsilon, limit: limit, periodSeconds: periodSeconds)
+        let budget = try accountant.spend(purpose: purpose, epsilon: epsilon, delta: delta, limit: limit, deltaLimit: deltaLimit,
+                                          periodSeconds: periodSeconds)
         return (PrivateSession(source: source, consentPurpose: consentPurpose, epsilon: epsilon, delta: delta,
                                attributes: attributes, eventKinds: eventKinds, derived: derived), budget)
     }

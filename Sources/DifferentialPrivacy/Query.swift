@@ -323,11 +323,17 @@ public struct BudgetState: Sendable, Equatable {
     public var spent: Double
     public var periodStart: Int64
     public var left: Double { max(0, limit - spent) }
-    public init(purpose: String, limit: Double, spent: Double, periodStart: Int64) {
+    /// The purpose's delta per period (0: pure DP only) and what this period has spent of it.
+    public var deltaLimit: Double
+    public var deltaSpent: Double
+    public var deltaLeft: Double { max(0, deltaLimit - deltaSpent) }
+    public init(purpose: String, limit: Double, spent: Double, periodStart: Int64, deltaLimit: Double = 0, deltaSpent: Double = 0) {
         self.purpose = purpose
         self.limit = limit
         self.spent = spent
         self.periodStart = periodStart
+        self.deltaLimit = deltaLimit
+        self.deltaSpent = deltaSpent
     }
 }
 
@@ -336,18 +342,50 @@ public struct BudgetState: Sendable, Equatable {
 /// spending anything when the charge does not fit.
 public protocol BudgetAccountant: Sendable {
     func spend(purpose: String, epsilon: Epsilon, limit: Double, periodSeconds: Int) throws -> BudgetState
+    /// Charges epsilon and delta together (basic composition: both add up within a period),
+    /// checked against both limits in the same atomic step. The default implementation is for
+    /// accountants that do not keep delta: it grants only `delta == 0`.
+    func spend(purpose: String, epsilon: Epsilon, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState
+}
+
+extension BudgetAccountant {
+    public func spend(purpose: String, epsilon: Epsilon, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState {
+        guard delta == 0 else {
+            throw BudgetExceeded(state: BudgetState(purpose: purpose, limit: limit, spent: 0, periodStart: 0), requested: epsilon.requested,
+                                 requestedDelta: delta)
+        }
+        return try spend(purpose: purpose, epsilon: epsilon, limit: limit, periodSeconds: periodSeconds)
+    }
 }
 
 public struct BudgetExceeded: Error, Sendable, CustomStringConvertible {
     public var state: BudgetState
     public var requested: Double
+    /// The delta the refused charge asked for (0: none).
+    public var requestedDelta: Double
+    /// True when delta, not epsilon, did not fit.
+    public var deltaExceeded: Bool
     public var description: String {
-        "purpose \(state.purpose) has \(Self.fmt(state.left)) of its epsilon \(Self.fmt(state.limit)) left in this period; the query asks for \(Self.fmt(requested))"
+        if deltaExceeded {
+            if state.deltaLimit == 0 {
+                return "purpose \(state.purpose) allows pure DP only (dp_budget.delta 0); this asks for delta \(Self.fmt(requestedDelta))"
+            }
+            return "purpose \(state.purpose) has \(Self.fmt(state.deltaLeft)) of its delta \(Self.fmt(state.deltaLimit)) left in this period; this asks for delta \(Self.fmt(requestedDelta))"
+        }
+        return "purpose \(state.purpose) has \(Self.fmt(state.left)) of its epsilon \(Self.fmt(state.limit)) left in this period; the query asks for \(Self.fmt(requested))"
     }
     static func fmt(_ d: Double) -> String { String(format: "%.4g", d) }
-    public init(state: BudgetState, requested: Double) {
+    public init(state: BudgetState, requested: Double, requestedDelta: Double = 0) {
         self.state = state
         self.requested = requested
+        self.requestedDelta = requestedDelta
+        self.deltaExceeded = requestedDelta > state.deltaLeft
+    }
+    public init(state: BudgetState, requested: Double, requestedDelta: Double, deltaExceeded: Bool) {
+        self.state = state
+        self.requested = requested
+        self.requestedDelta = requestedDelta
+        self.deltaExceeded = deltaExceeded
     }
 }
 

@@ -50,7 +50,7 @@ purposes:
     legal_basis: consent
     may_read: [user.demographic, user.location.imprecise, user.financial, user.behavior]
     models: [segments, kmeans, linear_regression, logistic_regression, recommender]
-    dp_budget: { epsilon: 10.0, period: 30d }
+    dp_budget: { epsilon: 10.0, delta: 1.0e-5, period: 30d }   # delta: private item selection (no items_from)
   customer_support:
     data_use: essential.service
     legal_basis: contract
@@ -62,7 +62,7 @@ roles:
   operator: [ingest]
   support: [get]
   trainer: [query, train, recommend]
-  privacy_officer: [consent, erase, export, retention, keys]
+  privacy_officer: [consent, erase, export, retention, keys, policy]
   auditor: [audit]
 """#
 }

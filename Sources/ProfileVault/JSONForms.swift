@@ -76,6 +76,7 @@ public enum JSONForms {
     public static func budget(_ states: [BudgetState]) -> JSONValue {
         .object([("purposes", .object(states.map { s in
             (s.purpose, .object([("limit", num(s.limit)), ("spent", num(s.spent)), ("left", num(s.left)),
+                                 ("delta_limit", .double(s.deltaLimit)), ("delta_spent", .double(s.deltaSpent)), ("delta_left", .double(s.deltaLeft)),
                                  ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))
         }))])
     }

@@ -97,7 +97,7 @@ extension Vault {
                               predicates: predicates, groupBy: groupBy, epsilon: eps)
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: fields,
                                         detail: q.whereClause.map { "where \($0)" })
-            let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record))
+            let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
             do {
                 return try engine.run(dpq, purpose: p.name, limit: budget.epsilon, periodSeconds: budget.periodSeconds)
             } catch let e as BudgetExceeded {
@@ -106,12 +106,12 @@ extension Vault {
         }
     }
 
-    /// Budget spent and left per purpose with a dp_budget.
+    /// Budget (epsilon and delta) spent and left per purpose with a dp_budget.
     public func budgetStatus() throws -> [BudgetState] {
         try require("query")
         return try policy.purposeOrder.compactMap { name -> BudgetState? in
             guard let b = policy.purpose(name)?.dpBudget else { return nil }
-            return try store.budgetState(purpose: name, limit: b.epsilon, periodSeconds: b.periodSeconds)
+            return try store.budgetState(purpose: name, limit: b.epsilon, deltaLimit: b.delta, periodSeconds: b.periodSeconds)
         }
     }
 }

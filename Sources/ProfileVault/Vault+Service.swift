@@ -15,7 +15,8 @@ extension Vault {
     public func acting(as actor: Actor, requestID: String? = nil) -> Vault {
         var c = configuration
         c.actor = actor
-        return Vault(configuration: c, schema: schema, policy: policy, store: store, logger: logger, requestID: requestID)
+        return Vault(configuration: c, schema: schema, policy: policy, store: store, logger: logger, requestID: requestID,
+                     policyFiles: policyFiles)
     }
 
     /// Refuses, and records the refusal in the audit log as `denied` under `action`, unless the

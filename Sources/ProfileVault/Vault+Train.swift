@@ -286,6 +286,11 @@ extension Vault {
         guard let budget = p.dpBudget else { throw refuse("purpose \(p.name) has no dp_budget in \(policy.file)") }
         guard let kind = ModelKind(rawValue: job.model) else { throw refuse("model \(job.model) is not one this store can train") }
         guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be at least 2^-20") }
+        // Delta: only private partition selection (an item model without a catalog) uses it.
+        let jobDelta = kind.namesItems && job.itemsFrom == nil ? job.delta : 0
+        if jobDelta > 0 && budget.delta == 0 {
+            throw refuse("purpose \(p.name) allows pure DP only (dp_budget.delta 0), and this job needs delta \(job.delta) for private item selection; declare its items (items_from) or give the purpose a delta")
+        }
 
         // Derived features: names of their own, event kinds that exist (else exit 65 naming the
         // line) and that the purpose may read (else refused, 77).
@@ -420,14 +425,15 @@ extension Vault {
         }
         let grantedDerived = job.derived.map(\.attribute).filter { usedDerived.contains($0.name) }
 
-        let detail = "job \(job.name) model \(job.model)" + (job.itemsFrom == nil && kind.namesItems ? " delta \(job.delta)" : "")
+        // The accountant adds "delta D" to the detail when the job charges delta.
+        let detail = "job \(job.name) model \(job.model)"
         let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
-        let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record))
+        let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
         let session: PrivateSession, state: BudgetState
         do {
             (session, state) = try engine.openSession(purpose: p.name, consentPurpose: p.legalBasis == .consent ? p.name : nil,
-                                                      epsilon: eps, delta: kind.namesItems && spec.catalog == nil ? job.delta : 0,
-                                                      limit: budget.epsilon, periodSeconds: budget.periodSeconds,
+                                                      epsilon: eps, delta: jobDelta,
+                                                      limit: budget.epsilon, deltaLimit: budget.delta, periodSeconds: budget.periodSeconds,
                                                       attributes: attributes, eventKinds: eventKinds, derived: grantedDerived)
         } catch let e as BudgetExceeded {
             throw refuse("budget exceeded: \(e.description)")
@@ -450,7 +456,7 @@ extension Vault {
         }
         let iso = ISO8601DateFormatter()
         artifact.privacy = PrivacyBlock(
-            purpose: p.name, epsilon: job.epsilon, delta: kind.namesItems && spec.catalog == nil ? job.delta : 0,
+            purpose: p.name, epsilon: job.epsilon, delta: jobDelta,
             mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
             contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
             budgetSplit: artifact.privacy?.budgetSplit ?? [])

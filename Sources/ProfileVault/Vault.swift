@@ -42,17 +42,27 @@ public final class Vault: Sendable {
     /// own (a random UUID). The HTTP service sets its request's id (``acting(as:requestID:)``),
     /// so the request log and the audit log join on it.
     public let requestID: String?
+    /// The policy files with their SHA-256s, when this vault loaded them (always, through
+    /// ``open(_:logger:checkPolicy:)`` and ``initialize(_:logger:)``).
+    public let policyFiles: PolicyFiles?
 
     public var actor: Actor { configuration.actor }
 
     init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: ProfileStore, logger: Logger,
-         requestID: String? = nil) {
+         requestID: String? = nil, policyFiles: PolicyFiles? = nil) {
         self.configuration = configuration
         self.schema = schema
         self.policy = policy
         self.store = store
         self.logger = logger
         self.requestID = requestID
+        self.policyFiles = policyFiles
+    }
+
+    /// The SHA-256s of the policy this vault runs under, for budget charges (see
+    /// `ProfileStore.budgetAccountant(audit:policy:)`).
+    var policyDigest: (sha256: String, schemaSHA256: String)? {
+        policyFiles.map { ($0.sha256, $0.schemaSHA256) }
     }
 
     // MARK: - Loading configuration
@@ -76,21 +86,33 @@ public final class Vault: Sendable {
         }
     }
 
-    /// Creates a new store for the policies' schema.
+    /// Creates a new store for the policies' schema and records the policy files as the first
+    /// policy in force (audited as `policy.apply`).
     public static func initialize(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault")) throws -> Vault {
-        let (schema, policy) = try loadPolicies(directory: config.policyDirectory)
+        let files = try loadPolicyFiles(directory: config.policyDirectory)
+        let (schema, policy) = (files.schema, files.policy)
         let keyring = try loadKeyring(path: config.keysPath)
         let store = try ProfileStore.create(path: config.storePath, keyring: keyring, schema: schema, policyVersion: policy.version)
+        let vault = Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger, policyFiles: files)
+        let context = AuditContext(actor: config.actor.name, role: config.actor.role, requestID: UUID().uuidString.lowercased())
+        _ = try vault.recordPolicy(files, context: context, initial: true)
         logger.info("store created", metadata: ["store": .string(config.storePath)])
-        return Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger)
+        return vault
     }
 
-    /// Opens an existing store with its keyring and policies.
-    public static func open(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault")) throws -> Vault {
-        let (schema, policy) = try loadPolicies(directory: config.policyDirectory)
+    /// Opens an existing store with its keyring and policies. With `checkPolicy` (every
+    /// command but `policy apply` and the read-only audit verification), the policy files must
+    /// be the policy the store records as in force, else a configuration error (78) names the
+    /// command that applies them.
+    public static func open(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault"), checkPolicy: Bool = true) throws -> Vault {
+        let files = try loadPolicyFiles(directory: config.policyDirectory)
+        let (schema, policy) = (files.schema, files.policy)
         let keyring = try loadKeyring(path: config.keysPath)
         let store = try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)
-        return Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger)
+        if checkPolicy {
+            do { try requireInForce(files, store: store) } catch { try? store.close(); throw error }
+        }
+        return Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger, policyFiles: files)
     }
 
     // MARK: - The gate

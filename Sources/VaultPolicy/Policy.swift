@@ -3,18 +3,31 @@ public enum LegalBasis: String, Sendable {
     case consent, contract, legal_obligation, legitimate_interest
 }
 
-/// A purpose's differential-privacy budget: `epsilon` per period.
+/// A purpose's differential-privacy budget: `epsilon` and `delta` per period.
 public struct DPBudget: Sendable, Equatable {
     public let epsilon: Double
     public let periodSeconds: Int
     /// The period as written, e.g. `30d`.
     public let periodText: String
+    /// The delta of (epsilon, delta)-DP releases per period (0: pure DP only). Written as
+    /// `dp_budget.delta`; when absent, ``defaultDelta`` for a purpose that lists a model of
+    /// ``approximateDPModels``, else 0.
+    public let delta: Double
 
-    public init(epsilon: Double, periodSeconds: Int, periodText: String) {
+    public init(epsilon: Double, periodSeconds: Int, periodText: String, delta: Double = 0) {
         self.epsilon = epsilon
         self.periodSeconds = periodSeconds
         self.periodText = periodText
+        self.delta = delta
     }
+
+    /// Models whose training may use an (epsilon, delta) mechanism: private partition selection
+    /// of event items when the job declares no catalog (`items_from`).
+    public static let approximateDPModels: Set<String> = ["recommender", "association_rules"]
+    /// `dp_budget.delta` when the purpose lists such a model and the key is absent.
+    public static let defaultDelta = 1e-6
+    /// The largest `dp_budget.delta` accepted (a job's delta is below 0.001 as well).
+    public static let maxDelta = 1e-3
 }
 
 /// A purpose of processing and what it may read.

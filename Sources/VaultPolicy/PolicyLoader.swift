@@ -16,6 +16,19 @@ public enum PolicyLoader {
         return (schema, policy)
     }
 
+    /// ``load(directory:)``, with the exact text of both files as read (their UTF-8 bytes are
+    /// the files' bytes): the store records their SHA-256 as the policy in force.
+    public static func loadWithText(directory: String) throws(PolicyDiagnostic)
+        -> (schema: Schema, policy: Policy, schemaText: String, policyText: String)
+    {
+        let dir = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let schemaSource = try YAMLSource.read(path: dir + "/schema.yaml")
+        let schema = try parseSchema(source: schemaSource)
+        let policySource = try YAMLSource.read(path: dir + "/policy.yaml")
+        let policy = try parsePolicy(source: policySource, schema: schema)
+        return (schema, policy, schemaSource.text, policySource.text)
+    }
+
     /// Loads and validates a schema file.
     public static func loadSchema(path: String) throws(PolicyDiagnostic) -> Schema {
         let source = try YAMLSource.read(path: path)
@@ -355,14 +368,23 @@ public enum PolicyLoader {
         var budget: DPBudget? = nil
         if let n = e["dp_budget"] {
             let bpath = path + ".dp_budget"
-            let b = try r.object(n, bpath, allowed: ["epsilon", "period"], required: ["epsilon", "period"])
+            let b = try r.object(n, bpath, allowed: ["epsilon", "delta", "period"], required: ["epsilon", "period"])
             let epsNode = b["epsilon"]!
             let epsilon = try r.number(epsNode, bpath + ".epsilon")
             guard epsilon > 0 else {
                 throw r.fail(epsNode, bpath + ".epsilon", "epsilon must be > 0, found \(formatNumber(epsilon))")
             }
             let period = try r.duration(b["period"]!, bpath + ".period")
-            budget = DPBudget(epsilon: epsilon, periodSeconds: period.seconds, periodText: period.text)
+            // delta: 0 is pure DP only; absent, the default when a model may need it.
+            var delta = models.contains(where: DPBudget.approximateDPModels.contains) ? DPBudget.defaultDelta : 0
+            if let deltaNode = b["delta"] {
+                delta = try r.number(deltaNode, bpath + ".delta")
+                guard delta == 0 || (delta >= 1e-15 && delta <= DPBudget.maxDelta) else {
+                    throw r.fail(deltaNode, bpath + ".delta",
+                                 "delta must be 0 (pure DP only) or between 1e-15 and \(formatNumber(DPBudget.maxDelta)), found \(formatNumber(delta))")
+                }
+            }
+            budget = DPBudget(epsilon: epsilon, periodSeconds: period.seconds, periodText: period.text, delta: delta)
         }
         if !models.isEmpty, budget == nil {
             throw r.fail(e.keyNode("models"), path + ".models", "a purpose that trains models needs a dp_budget")

@@ -100,5 +100,6 @@ public enum Taxonomy {
     public static let permissions: Set<String> = [
         "ingest", "get", "query", "train", "recommend", "consent", "erase", "export", "retention", "keys",
         "audit",
+        "policy",
     ]
 }

@@ -17,13 +17,15 @@ extension ProfileStore {
     /// The DP layer's view of this store: exact bounded sums computed in SQL.
     public var aggregateSource: any AggregateSource { StoreAggregateSource(store: self) }
 
-    /// A budget accountant that appends `audit` (with the epsilon charged) in the same
-    /// transaction as the charge.
-    public func budgetAccountant(audit: AuditRecord) -> any BudgetAccountant {
-        StoreBudgetAccountant(store: self, audit: audit)
+    /// A budget accountant that appends `audit` (with the epsilon charged, and the delta when
+    /// one is) in the same transaction as the charge. With `policy` (the SHA-256s the caller
+    /// loaded), a charge is refused (configuration) when the policy the store records as in
+    /// force is another: a process started under a superseded policy cannot spend under it.
+    public func budgetAccountant(audit: AuditRecord, policy: (sha256: String, schemaSHA256: String)? = nil) -> any BudgetAccountant {
+        StoreBudgetAccountant(store: self, audit: audit, policy: policy)
     }
 
-    /// Start of the current budget period: periods are consecutive windows of the purpose's
+    /// Start of the current budget window: windows are consecutive intervals of the purpose's
     /// period length, counted from the store's creation.
     func periodStart(periodSeconds: Int, now: Int64, _ db: Database) throws -> Int64 {
         let created = Int64(try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'created_at'") ?? "0") ?? 0
@@ -31,47 +33,114 @@ extension ProfileStore {
         return created + max(0, (now - created) / p) * p
     }
 
-    /// Budget of a purpose in its current period (nothing spent yet: 0).
+    /// What the window [start, start + periodSeconds) has spent: every ledger row whose own
+    /// window overlaps it counts in full, whatever period length that row was charged under
+    /// (docs/differential-privacy.md, "Budget periods"). A row of length 0 (charged before
+    /// period lengths were recorded, and not yet fixed by a policy record) counts as one of
+    /// this period's length.
+    static func windowSpent(_ db: Database, purpose: String, start: Int64, periodSeconds: Int) throws -> (epsilon: Int64, delta: Int64) {
+        let row = try Row.fetchOne(db.cachedStatement(sql: """
+            SELECT COALESCE(SUM(spent_units), 0), COALESCE(SUM(spent_delta_units), 0) FROM budget
+            WHERE purpose = ?1 AND period_start < ?2 + ?3
+              AND period_start + (CASE period_seconds WHEN 0 THEN ?3 ELSE period_seconds END) > ?2
+            """), arguments: [purpose, start, Int64(max(1, periodSeconds))])
+        return (row?[0] ?? 0, row?[1] ?? 0)
+    }
+
+    /// Budget of a purpose in its current window (nothing spent yet: 0).
     public func budgetState(purpose: String, limit: Double, periodSeconds: Int) throws -> BudgetState {
+        try budgetState(purpose: purpose, limit: limit, deltaLimit: 0, periodSeconds: periodSeconds)
+    }
+
+    /// Budget of a purpose in its current window, epsilon and delta.
+    public func budgetState(purpose: String, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState {
         try pool.read { db in
             let start = try periodStart(periodSeconds: periodSeconds, now: Int64(Date().timeIntervalSince1970), db)
-            let units = try Int64.fetchOne(db, sql: "SELECT spent_units FROM budget WHERE purpose = ? AND period_start = ?", arguments: [purpose, start]) ?? 0
-            return BudgetState(purpose: purpose, limit: limit, spent: Double(units) / Double(Epsilon.unitsPerOne), periodStart: start)
+            let spent = try Self.windowSpent(db, purpose: purpose, start: start, periodSeconds: periodSeconds)
+            return BudgetState(purpose: purpose, limit: limit, spent: Double(spent.epsilon) / Double(Epsilon.unitsPerOne), periodStart: start,
+                               deltaLimit: deltaLimit, deltaSpent: DeltaUnits.value(spent.delta))
         }
     }
 }
 
+/// Delta is accounted in integer units of 10^-15, so sums are exact. A limit rounds down and a
+/// charge rounds up, except that a value within 10^-3 of a unit (the floating-point error of a
+/// decimal such as 1e-6) is that unit: deltas written with at most 15 decimals are exact.
+public enum DeltaUnits {
+    public static let perOne = 1e15
+
+    static func units(_ d: Double, up: Bool) -> Int64? {
+        guard d.isFinite, d >= 0, d <= 1 else { return nil }
+        let x = d * perOne
+        let r = x.rounded()
+        if abs(x - r) < 1e-3 { return Int64(exactly: r) }
+        return Int64(exactly: up ? x.rounded(.up) : x.rounded(.down))
+    }
+    /// A charge: nil for a delta outside [0, 1].
+    public static func charge(_ d: Double) -> Int64? { units(d, up: true) }
+    /// A limit: nil for a delta outside [0, 1].
+    public static func limit(_ d: Double) -> Int64? { units(d, up: false) }
+    public static func value(_ u: Int64) -> Double { Double(u) / perOne }
+}
+
 /// Check-and-spend in one IMMEDIATE transaction: SQLite's write lock serialises it across
-/// threads and processes, so two queries can never both see the same remainder. The audit
-/// entry of the query commits in the same transaction.
+/// threads and processes, so two queries can never both see the same remainder, of epsilon or
+/// of delta. The audit entry of the query commits in the same transaction.
 struct StoreBudgetAccountant: BudgetAccountant {
     let store: ProfileStore
     let audit: AuditRecord
+    var policy: (sha256: String, schemaSHA256: String)? = nil
 
     func spend(purpose: String, epsilon: Epsilon, limit: Double, periodSeconds: Int) throws -> BudgetState {
+        try spend(purpose: purpose, epsilon: epsilon, delta: 0, limit: limit, deltaLimit: 0, periodSeconds: periodSeconds)
+    }
+
+    func spend(purpose: String, epsilon: Epsilon, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState {
         let limitUnits = Int64((limit * Double(Epsilon.unitsPerOne)).rounded(.down))
+        guard let deltaCharge = DeltaUnits.charge(delta), let deltaLimitUnits = DeltaUnits.limit(deltaLimit) else {
+            throw VaultError(.usage, "delta must be between 0 and 1")
+        }
+        guard periodSeconds >= 1 else { throw VaultError(.configuration, "a budget period must be longer than zero") }
         return try store.pool.writeWithoutTransaction { db -> BudgetState in
             var state: BudgetState?
             var exceeded: BudgetExceeded?
             try db.inTransaction(.immediate) {
+                if let policy {
+                    let inForce = try ProfileStore.latestPolicy(db)
+                    guard inForce?.sha256 == policy.sha256, inForce?.schemaSHA256 == policy.schemaSHA256 else {
+                        throw VaultError(.configuration, "the policy in force changed since this process loaded the policy files; restart it to charge budget under the policy in force")
+                    }
+                }
                 let start = try store.periodStart(periodSeconds: periodSeconds, now: Int64(Date().timeIntervalSince1970), db)
-                let spent = try Int64.fetchOne(db, sql: "SELECT spent_units FROM budget WHERE purpose = ? AND period_start = ?", arguments: [purpose, start]) ?? 0
-                let after = spent + Int64(epsilon.chargeUnits)
-                if after > limitUnits {
-                    exceeded = BudgetExceeded(state: BudgetState(purpose: purpose, limit: limit, spent: Double(spent) / Double(Epsilon.unitsPerOne), periodStart: start),
-                                              requested: epsilon.requested)
+                let spent = try ProfileStore.windowSpent(db, purpose: purpose, start: start, periodSeconds: periodSeconds)
+                let (after, afterOverflow) = spent.epsilon.addingReportingOverflow(Int64(epsilon.chargeUnits))
+                let (deltaAfter, deltaOverflow) = spent.delta.addingReportingOverflow(deltaCharge)
+                let current = BudgetState(purpose: purpose, limit: limit, spent: Double(spent.epsilon) / Double(Epsilon.unitsPerOne), periodStart: start,
+                                          deltaLimit: deltaLimit, deltaSpent: DeltaUnits.value(spent.delta))
+                if afterOverflow || after > limitUnits {
+                    exceeded = BudgetExceeded(state: current, requested: epsilon.requested, requestedDelta: delta, deltaExceeded: false)
                     return .rollback
                 }
-                try db.execute(sql: "INSERT INTO budget(purpose, period_start, spent_units) VALUES (?, ?, ?) ON CONFLICT(purpose, period_start) DO UPDATE SET spent_units = excluded.spent_units",
-                               arguments: [purpose, start, after])
+                if deltaOverflow || deltaAfter > deltaLimitUnits {
+                    exceeded = BudgetExceeded(state: current, requested: epsilon.requested, requestedDelta: delta, deltaExceeded: true)
+                    return .rollback
+                }
+                try db.execute(sql: """
+                    INSERT INTO budget(purpose, period_start, period_seconds, spent_units, spent_delta_units) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(purpose, period_start, period_seconds) DO UPDATE SET
+                        spent_units = spent_units + excluded.spent_units, spent_delta_units = spent_delta_units + excluded.spent_delta_units
+                    """, arguments: [purpose, start, Int64(periodSeconds), Int64(epsilon.chargeUnits), deltaCharge])
                 var record = audit
                 record.epsilon = epsilon.requested
+                if delta > 0 { record.detail = (record.detail.map { $0 + "; " } ?? "") + "delta \(AuditLog.decimal(delta))" }
                 try store.appendAudit(db, [record])
-                state = BudgetState(purpose: purpose, limit: limit, spent: Double(after) / Double(Epsilon.unitsPerOne), periodStart: start)
+                state = BudgetState(purpose: purpose, limit: limit, spent: Double(after) / Double(Epsilon.unitsPerOne), periodStart: start,
+                                    deltaLimit: deltaLimit, deltaSpent: DeltaUnits.value(deltaAfter))
                 return .commit
             }
             if let exceeded { throw exceeded }
-            return state!
+            guard let state else { throw VaultError(.internalFailure, "the budget transaction ended without a result") }
+            return state
         }
     }
 }

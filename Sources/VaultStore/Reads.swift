@@ -40,6 +40,8 @@ public struct StoreStatus: Sendable {
     public var auditEntries: Int64
     /// Hash of the newest audit entry (hex); 64 zeros for an empty log.
     public var auditHead: String
+    /// The policy in force (nil: none recorded yet, e.g. a store made by an older version).
+    public var policy: PolicyRecord? = nil
 }
 
 /// What the database file holds for one subject, as raw bytes (for the demo and for audits of
@@ -279,7 +281,7 @@ extension ProfileStore {
                                identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
                                schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0,
                                policyVersion: meta["policy_version"] ?? "", fileBytes: pageCount * pageSize,
-                               auditEntries: auditEntries, auditHead: auditHead)
+                               auditEntries: auditEntries, auditHead: auditHead, policy: try latestPolicy(db))
         }
     }
 

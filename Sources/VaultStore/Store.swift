@@ -417,6 +417,7 @@ public final class ProfileStore: Sendable {
                 UPDATE meta SET value = '3' WHERE key = 'store_format';
                 """)
         }
+        registerPolicyMigration(&m)
         registerAuditChainMigration(&m)
         return m
     }

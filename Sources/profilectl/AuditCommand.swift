@@ -78,7 +78,8 @@ struct AuditCommand: ParsableCommand {
                     throw VaultError(.invalidInput, error.description)
                 }
             } else {
-                result = try options.openVault().verifyAudit(expectHead: expectHead)
+                // Read-only: verifies even while a changed policy waits to be applied.
+                result = try options.openVault(checkPolicy: false).verifyAudit(expectHead: expectHead)
             }
             options.emit(.object([
                 ("ok", .bool(result.ok)),
@@ -102,7 +103,8 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() throws {
-            let vault = try options.openVault()
+            // Read-only, like verify: an auditor can take the head while a changed policy waits.
+            let vault = try options.openVault(checkPolicy: false)
             guard let head = try vault.signedAuditHead() else {
                 throw VaultError(.notFound, "the audit log is empty: there is no signed head yet")
             }

@@ -53,7 +53,9 @@ struct GlobalOptions: ParsableArguments {
         VaultConfiguration(storePath: try storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
     }
 
-    func openVault() throws -> Vault { try Vault.open(configuration()) }
+    /// Opens the vault; `checkPolicy: false` only for `policy apply` and the read-only audit
+    /// verification (every other command refuses a policy that is not the one in force).
+    func openVault(checkPolicy: Bool = true) throws -> Vault { try Vault.open(configuration(), checkPolicy: checkPolicy) }
 
     /// Prints the JSON document with `--json`, the text otherwise.
     func emit(_ json: JSONValue, text: @autoclosure () -> String) {

@@ -74,7 +74,7 @@ struct Budget: ParsableCommand {
 
         func run() throws {
             let states = try options.openVault().budgetStatus()
-            options.emit(JSONForms.budget(states), text: states.map { String(format: "%@: spent %.4g of %.4g, %.4g left (period from %@)", $0.purpose, $0.spent, $0.limit, $0.left, DateParsing.iso8601(unixSeconds: $0.periodStart)) }.joined(separator: "\n"))
+            options.emit(JSONForms.budget(states), text: states.map { String(format: "%@: spent %.4g of %.4g, %.4g left; delta spent %.3g of %.3g, %.3g left (period from %@)", $0.purpose, $0.spent, $0.limit, $0.left, $0.deltaSpent, $0.deltaLimit, $0.deltaLeft, DateParsing.iso8601(unixSeconds: $0.periodStart)) }.joined(separator: "\n"))
         }
     }
 }

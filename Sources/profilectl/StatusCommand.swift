@@ -18,11 +18,16 @@ struct Status: ParsableCommand {
             ("schema_version", .int(Int64(s.schemaVersion))),
             ("policy_version", .string(s.policyVersion)),
             ("file_bytes", .int(s.fileBytes)),
+            ("policy", s.policy.map { p in .object([("version", .string(p.version)), ("sha256", .string(p.sha256)),
+                                                    ("schema_sha256", .string(p.schemaSHA256)),
+                                                    ("applied_at", .string(AuditLog.isoMillis(p.appliedAtMillis))),
+                                                    ("actor", .string(p.actor))]) } ?? .null),
         ]), text: """
             subjects:      \(s.subjects)
             events:        \(s.events)
             key versions:  \(s.keyVersions.map(String.init).joined(separator: ", ")) (identity version \(s.identityKeyVersion))
             schema:        version \(s.schemaVersion); policy \(s.policyVersion)
+            policy:        \(s.policy.map { "version \($0.version), sha256 \($0.sha256), applied \(AuditLog.isoMillis($0.appliedAtMillis)) by \($0.actor)" } ?? "none recorded (run `\(Vault.applyCommand)`)")
             audit log:     \(s.auditEntries) entries, head \(s.auditHead)
             file size:     \(s.fileBytes) bytes
             """)

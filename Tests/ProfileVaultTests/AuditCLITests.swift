@@ -10,7 +10,7 @@ import Testing
         _ = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support", "--actor", "sam"])
         _ = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--actor", "eve"])   // denied: operator
         let st = try s.run(["status", "--json"])
-        #expect(st.json?["audit_entries"] as? Int == 3)
+        #expect(st.json?["audit_entries"] as? Int == 4)   // init's policy record, the ingest and the two gets
         let head = try #require(st.json?["audit_head"] as? String)
         #expect(head.count == 64)
 
@@ -20,7 +20,7 @@ import Testing
 
         let ex = try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor", "--json"])
         #expect(ex.status == 0, "\(ex.stderr)")
-        #expect(ex.json?["entries"] as? Int == 5)   // 3 above + the denied export + the export itself
+        #expect(ex.json?["entries"] as? Int == 6)   // 4 above + the denied export + the export itself
         let text = try String(contentsOfFile: s.dir + "/a.jsonl", encoding: .utf8)
         #expect(text.contains(#""actor.user.name":"eve""#) && text.contains(#""status":"denied""#))
         #expect(!text.contains("user1@example.com") && !text.contains("\"C1\""))
@@ -31,14 +31,14 @@ import Testing
         // Verification of the file needs neither keyring nor store.
         let v = try CLI.run(["audit", "verify", "--file", s.dir + "/a.jsonl", "--public-key", s.dir + "/k.pem", "--json"])
         #expect(v.status == 0, "\(v.stderr)")
-        #expect(v.json?["ok"] as? Bool == true && v.json?["entries"] as? Int == 5)
+        #expect(v.json?["ok"] as? Bool == true && v.json?["entries"] as? Int == 6)
         #expect(v.json?.keys.contains("first_bad") == true)
 
         try text.replacingOccurrences(of: #""actor.user.name":"eve""#, with: #""actor.user.name":"sam""#)
             .write(toFile: s.dir + "/b.jsonl", atomically: true, encoding: .utf8)
         let bad = try CLI.run(["audit", "verify", "--file", s.dir + "/b.jsonl", "--public-key", s.dir + "/k.pem", "--json"])
         #expect(bad.status == 1)
-        #expect(bad.json?["ok"] as? Bool == false && bad.json?["first_bad"] as? Int == 3)
+        #expect(bad.json?["ok"] as? Bool == false && bad.json?["first_bad"] as? Int == 4)
         #expect(bad.stderr.hasPrefix("error: "))
 
         let store = try s.run(["audit", "verify", "--role", "auditor", "--json", "--expect-head", head])

@@ -28,9 +28,9 @@ import VaultStore
               customer_support:
             """)
         if let b = modelTrainingBudget {
-            let shipped = "dp_budget: { epsilon: 10.0, period: 30d }"
+            let shipped = "dp_budget: { epsilon: 10.0, delta: 1.0e-5, period: 30d }"
             precondition(policy.contains(shipped), "the shipped model_training budget changed")
-            policy = policy.replacingOccurrences(of: shipped, with: "dp_budget: { epsilon: \(b), period: 30d }")
+            policy = policy.replacingOccurrences(of: shipped, with: "dp_budget: { epsilon: \(b), delta: 1.0e-5, period: 30d }")
         }
         try policy.write(toFile: pol + "/policy.yaml", atomically: true, encoding: .utf8)
         s.env["PROFILEVAULT_POLICY"] = pol

@@ -46,7 +46,7 @@ struct ShippedPoliciesTests {
         #expect(policy.retention.map(\.after) == [.eventTime, .lastActivity])
         #expect(policy.roles["operator"] == ["ingest"])
         #expect(policy.roles["trainer"] == ["query", "train", "recommend"])
-        #expect(policy.roles["privacy_officer"] == ["consent", "erase", "export", "retention", "keys"])
+        #expect(policy.roles["privacy_officer"] == ["consent", "erase", "export", "retention", "keys", "policy"])
         #expect(policy.role("auditor", allows: "audit"))
         #expect(!policy.role("support", allows: "train"))
         #expect(!policy.role("nobody", allows: "get"))

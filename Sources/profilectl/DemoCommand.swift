@@ -212,8 +212,11 @@ struct Demo: ParsableCommand {
         let recPath = folder + "/recommender.json"
         try rec.json.write(to: URL(fileURLWithPath: recPath))
         say("  \(rec.artifact.items?.count ?? 0) catalog items; budget left \(String(format: "%.3g", rec.budget.left))")
-        say("$ profilectl recommend --model \(recPath) --subject \(sample.customerID) --top 5 --role trainer")
-        for r in try trainer.recommend(modelPath: recPath, .one(sample.customerID), top: 5) {
+        // Serving a subject is the app's (serve_recommendations), not the trainer's: analysis and
+        // serving are separate roles.
+        let app = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "app")))
+        say("$ profilectl recommend --model \(recPath) --subject \(sample.customerID) --top 5 --role app")
+        for r in try app.recommend(modelPath: recPath, .one(sample.customerID), top: 5) {
             say("  {\"customer_id\":\"\(r.customerID)\",\"items\":[\(r.items.map { "\"\($0)\"" }.joined(separator: ","))]}")
         }
 

@@ -94,6 +94,22 @@ import VaultAudit
         }
     }
 
+    /// Issue 16 item 8 over HTTP: job and query answers carry "warnings"; a job's artifact its MAC.
+    @Test func jobAndQueryAnswersCarryWarnings() async throws {
+        let f = try ServiceFixture()
+        try await f.test { c in
+            try await c.seed()
+            let job = try await c.call(.post, "/v1/jobs", as: "trainer",
+                                       body: #"{"job":"km","purpose":"model_training","model":"kmeans","features":["age"],"params":{"k":2},"epsilon":0.5}"#)
+            #expect(job.status == .ok, "\(job.text)")
+            guard case .array? = job.json?["warnings"], case .string(let mac)? = job.json?["mac"] else { Issue.record("\(job.text)"); return }
+            #expect(mac.hasPrefix("hmac-sha256:") && mac.count == 12 + 64)
+            #expect(job.json?["privacy"]?["noisy_subjects"] != nil)
+            let q = try await c.call(.post, "/v1/queries", as: "trainer", body: #"{"kind":"count","purpose":"analytics","epsilon":0.1}"#)
+            guard case .array? = q.json?["warnings"] else { Issue.record("\(q.text)"); return }
+        }
+    }
+
     @Test func unknownAndUnconsentedSubjectsGetTheSameAnswer() async throws {
         let f = try ServiceFixture()
         try await f.test { c in

@@ -188,6 +188,7 @@ struct Demo: ParsableCommand {
             """.write(toFile: kmJob, atomically: true, encoding: .utf8)
         say("$ profilectl train \(kmJob) --out \(folder)/segments.json --role trainer")
         let km = try trainer.train(jobFile: kmJob)
+        for w in km.warnings { say("  warning: \(w)") }
         try km.json.write(to: URL(fileURLWithPath: folder + "/segments.json"))
         for (i, c) in (km.artifact.centroids ?? []).enumerated() {
             let size = km.artifact.clusterSizes.map { i < $0.count ? String(format: "%.0f", $0[i]) : "?" } ?? "?"
@@ -209,6 +210,7 @@ struct Demo: ParsableCommand {
             """.write(toFile: recJob, atomically: true, encoding: .utf8)
         say("$ profilectl train \(recJob) --out \(folder)/recommender.json --role trainer")
         let rec = try trainer.train(jobFile: recJob)
+        for w in rec.warnings { say("  warning: \(w)") }
         let recPath = folder + "/recommender.json"
         try rec.json.write(to: URL(fileURLWithPath: recPath))
         say("  \(rec.artifact.items?.count ?? 0) catalog items; budget left \(String(format: "%.3g", rec.budget.left))")

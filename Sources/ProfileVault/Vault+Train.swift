@@ -514,9 +514,10 @@ extension Vault {
     public static let unavailableSubject = "no recommendations for this customer ID"
 
     /// Top-N items for each subject from a recommender artifact, scored from the subject's own
-    /// events under the model's purpose: permission `serve_recommendations` (role app), the
-    /// artifact's MAC must verify, `top` must be within ``maxTop(vocabulary:)`` (usage error,
-    /// before any subject is read), the purpose must still exist and allow the model, and each
+    /// events under the model's purpose: permission `serve_recommendations` (role app), `top`
+    /// at most 100 (usage error, before anything is read), the artifact's MAC must verify, at
+    /// most ``maxTop(vocabulary:)`` items are returned (a larger `top` is cut to that), the
+    /// purpose must still exist and allow the model, and each
     /// subject's consent is checked. A subject that is unknown, erased or without consent gets
     /// the same answer (``unavailableSubject``: empty items and that reason; for a single
     /// subject, exit 77 with that message). Every existing subject's read is audited. Never
@@ -525,7 +526,7 @@ extension Vault {
         try recommend(model: .file(modelPath), selection, top: top)
     }
 
-    /// `top` nil: 10, or the model's cap when that is smaller.
+    /// `top` nil: 10. Either way at most the model's cap.
     public func recommend(model source: ArtifactSource, _ selection: SubjectSelection, top requested: Int?) throws -> [(customerID: String, items: [String], reason: String?)] {
         try audited("recommend", .read, permission: "serve_recommendations") { context in
             let topName: String
@@ -541,11 +542,9 @@ extension Vault {
             guard model.model == .recommender, let kind = model.events, let purposeName = model.privacy?.purpose, let vocabulary = model.items else {
                 throw VaultError(.invalidInput, "\(label): not a recommender model artifact")
             }
-            let cap = Self.maxTop(vocabulary: vocabulary.count)
-            let top = requested ?? min(10, cap)
-            guard top >= 1, top <= cap else {
-                throw VaultError(.usage, "\(topName) \(top) is above what this model allows (\(cap): at most \(Self.maxRecommendations) and at most a tenth of its \(vocabulary.count) items)")
-            }
+            // A tenth of the vocabulary: more is cut to that (0 for a model of under 10 items,
+            // which serves nothing), as the answer is cut to the items a subject does not have.
+            let top = min(requested ?? 10, Self.maxTop(vocabulary: vocabulary.count))
             let p = try purpose(purposeName)
             guard p.allowsModel("recommender") else { throw VaultError(.denied, "purpose \(p.name) no longer allows recommender models") }
             guard let e = schema.eventKind(named: kind), p.mayReadEvents(e) else {

@@ -40,12 +40,12 @@ struct Train: ParsableCommand {
 struct Recommend: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Top-N items for subjects from a recommender model (permission serve_recommendations, role app), never items they already have.",
-        discussion: "The model must carry a MAC that verifies under this store's keyring (exit 1 otherwise). --top is at most 100 and at most a tenth of the model's items (exit 64 otherwise). An unknown, erased or unconsented subject gets one and the same answer. Output: one line per subject, JSON Lines with --json: {\"customer_id\",\"items\"}.")
+        discussion: "The model must carry a MAC that verifies under this store's keyring (exit 1 otherwise). --top is at most 100 (exit 64 above); at most a tenth of the model's items are returned. An unknown, erased or unconsented subject gets one and the same answer. Output: one line per subject, JSON Lines with --json: {\"customer_id\",\"items\"}.")
 
     @OptionGroup var options: GlobalOptions
     @Option(help: "The recommender model artifact.") var model: String
     @OptionGroup var who: SubjectOptions
-    @Option(help: "How many items per subject (default 10, or the model's cap when smaller): at most 100 and at most a tenth of the model's items.") var top: Int?
+    @Option(help: "How many items per subject (default 10; at most 100): at most a tenth of the model's items are returned.") var top: Int?
 
     func validate() throws {
         if let top, !(top >= 1 && top <= Vault.maxRecommendations) { throw ValidationError("--top must be between 1 and \(Vault.maxRecommendations)") }

@@ -24,19 +24,26 @@ extension TrainTests {
         try s.run(["recommend", "--model", model] + args + ["--role", role, "--json"])
     }
 
-    @Test func theTrainerMayNotRecommendAndTopIsCappedBeforeAnyDataIsRead() throws {
+    @Test func theTrainerMayNotRecommendAndTopIsCapped() throws {
         let s = try store()
         let (model, catalog) = try recommender(s)
         // The review's attack, as the trainer: denied.
         let asTrainer = try recommend(s, model, ["--subject", "C1", "--top", "10"], role: "trainer")
         #expect(asTrainer.status == 77 && asTrainer.stderr.contains("serve_recommendations"), "\(asTrainer.stderr)")
-        // As the app, --top 1000 and anything above a tenth of the 100 items: refused (64), naming --top.
+        // As the app, --top 1000 (the review's attack) and anything above 100: refused (64),
+        // naming --top, before any subject is read.
         let reads = try auditEntries(s).filter { $0["api.operation"] as? String == "recommend" && $0["status"] as? String == "ok" }.count
-        for top in ["1000", "101", "11"] {
+        for top in ["1000", "101"] {
             let r = try recommend(s, model, ["--subject", "C1", "--top", top])
             #expect(r.status == 64 && r.stderr.contains("--top") && r.stdout.isEmpty, "--top \(top): \(r.status) \(r.stderr)")
         }
         #expect(try auditEntries(s).filter { $0["api.operation"] as? String == "recommend" && $0["status"] as? String == "ok" }.count == reads)
+        // Above a tenth of the model's 100 items: cut to 10.
+        for top in ["11", "100"] {
+            let r = try recommend(s, model, ["--subject", "C1", "--top", top])
+            let items = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["items"] as? [String]
+            #expect(r.status == 0 && items?.count == 10, "--top \(top): \(r.status) \(r.stdout) \(r.stderr)")
+        }
         // At the cap, the catalog minus the answer is far from any subject's purchase set.
         let ids = try s.write("ids.txt", (1..<60).map { "C\($0)" }.joined(separator: "\n"))
         let r = try recommend(s, model, ["--subjects", ids, "--top", "10"])
@@ -50,12 +57,14 @@ extension TrainTests {
             let complement = Set(catalog).subtracting(answer)
             #expect(complement.count >= 90 && complement != owned)
         }
-        // A model whose vocabulary is under 10 items serves nothing (a tenth of it is 0).
-        let tiny = try s.write("tiny.txt", "SKU-0\nSKU-1\nSKU-2\n")
+        // A model whose vocabulary is under 10 items serves nothing (a tenth of it is 0): with 3
+        // items, two unowned, the old answer named the one item C1 has not bought of the three.
+        let tiny = try s.write("tiny.txt", "SKU-0\nSKU-1\nSKU-8\n")
         let tj = try job(s, "tiny.yaml", "job: tiny\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(tiny)\nepsilon: 1\n")
         #expect(try s.run(["train", tj, "--out", s.dir + "/tiny.json", "--role", "trainer"]).status == 0)
-        let t = try recommend(s, s.dir + "/tiny.json", ["--subject", "C1"])
-        #expect(t.status == 64 && t.stderr.contains("--top"), "\(t.stderr)")
+        let t = try recommend(s, s.dir + "/tiny.json", ["--subject", "C1", "--top", "3"])
+        let tItems = (try? JSONSerialization.jsonObject(with: Data(t.stdout.utf8)) as? [String: Any])?["items"] as? [String]
+        #expect(t.status == 0 && tItems == [], "\(t.stdout) \(t.stderr)")
     }
 
     /// Every hand-edit of an artifact is refused (exit 1) before anything is scored: an item,

@@ -61,6 +61,7 @@ public struct QueryEngine: Sendable {
         let alpha = twoParts ? 0.025 : 0.05     // Bonferroni: the ratio's interval holds with >= 95%
         var released: [(String, ReleasedValue)] = []
         var mainScale = 0.0
+        var counts: [NoisyValue] = []
         for key in keys {
             let exact = sums[key] ?? [Int64](repeating: 0, count: plan.count)
             var noisy: [NoisyValue] = []
@@ -73,6 +74,12 @@ public struct QueryEngine: Sendable {
                 noisy += BoundedSum.release(sums: [exact[i]], bound: coordinate.bound, epsilon: eps, grid: grid, alpha: alpha, using: &rng)
             }
             mainScale = noisy[0].scale
+            // The noisy count of the answer (a count's value, a mean's denominator), for the
+            // "almost nobody" warning.
+            switch plan[twoParts ? 1 : 0].0 {
+            case .subjects, .nonNull, .eventCount: counts.append(noisy[twoParts ? 1 : 0])
+            default: break
+            }
             if twoParts {
                 switch plan[0].0 {
                 case let .attribute(_, lo, hi, c, _), let .events(_, lo, hi, c, _, _):
@@ -95,8 +102,13 @@ public struct QueryEngine: Sendable {
             bounds["coordinate_\(i)"] = Double(c.bound) * g
         }
         let grouped = q.groupBy != nil
-        return QueryResult(value: grouped ? nil : released.first?.1, groups: grouped ? released : [],
-                           epsilon: q.epsilon.requested, scale: mainScale, budget: budget, contributionBounds: bounds)
+        var result = QueryResult(value: grouped ? nil : released.first?.1, groups: grouped ? released : [],
+                                 epsilon: q.epsilon.requested, scale: mainScale, budget: budget, contributionBounds: bounds)
+        if !counts.isEmpty {
+            result.noisyCount = counts.reduce(0) { $0 + $1.value }
+            result.noisyCountScale = counts.reduce(0) { $0 + $1.scale * $1.scale }.squareRoot()
+        }
+        return result
     }
 
     /// mean = centre + S / C, clamped to the bounds; the interval takes the extremes of S and C
@@ -137,6 +149,23 @@ public final class PrivateSession {
     /// One entry per release: what, its total noise epsilon (sum of its coordinates' shares),
     /// and each coordinate's per-subject L1 bound in the coordinate's units.
     public private(set) var ledger: [(what: String, epsilon: Double, bounds: [Double])] = []
+    /// The noisy subject counts the releases made, derived without extra budget: for each
+    /// release with a `subjects` coordinate over a partition (no grouping, or an attribute,
+    /// nearest-centroid, cell or threshold grouping: a subject is in at most one group), the sum
+    /// of that coordinate over the groups, and its noise scale sqrt(sum of the groups' b^2).
+    public private(set) var subjectCounts: [NoisyCount] = []
+    /// The noisy event counts: for each release of `itemPresence` (catalog, segment or selected
+    /// items), the sum over the released items (the subjects' distinct items, each subject's
+    /// capped at maxItems), with its noise scale as above.
+    public private(set) var eventCounts: [NoisyCount] = []
+
+    /// A noisy count derived from a release: value and noise scale (Laplace b, or the root sum
+    /// of squares of the summed values' b).
+    public struct NoisyCount: Sendable, Equatable {
+        public var value: Double
+        public var scale: Double
+        public var release: String
+    }
 
     /// `epsilon` must already be charged (see `QueryEngine.openSession`); `delta` is the total
     /// delta the model may use for private partition selection (0: none). `derived`: the granted
@@ -215,7 +244,27 @@ public final class PrivateSession {
             out.append((key, values))
         }
         ledger.append(("\(label) (\(keys.count) groups)", shares.reduce(0) { $0 + $1.noiseValue }, r.coordinates.map { Double($0.bound) * $0.grid }))
+        recordCounts(r, out.map(\.values), label: label)
         return out
+    }
+
+    /// Adds the release's derivable subject and event counts (see ``subjectCounts``).
+    func recordCounts(_ r: AggregateRequest, _ values: [[NoisyValue]], label: String) {
+        let partition: Bool
+        switch r.grouping {
+        case nil, .attribute?, .nearest?, .cell?, .thresholds?: partition = true
+        default: partition = false
+        }
+        for (i, c) in r.coordinates.enumerated() {
+            let column = values.compactMap { i < $0.count ? $0[i] : nil }
+            let total = NoisyCount(value: column.reduce(0) { $0 + $1.value },
+                                   scale: column.reduce(0) { $0 + $1.scale * $1.scale }.squareRoot(), release: label)
+            switch c {
+            case .subjects where partition: subjectCounts.append(total)
+            case .itemPresence: eventCounts.append(total)
+            default: break
+            }
+        }
     }
 
     /// Private partition selection (for groupings whose keys come from the data, e.g. the
@@ -246,6 +295,9 @@ public final class PrivateSession {
             if v.value > threshold { out.append((key, v)) }
         }
         ledger.append(("\(label) (partition selection, delta \(delta), threshold \(String(format: "%.1f", threshold)))", share.noiseValue, [m]))
+        // The released items only: nothing released counts 0 events, with one item's noise scale.
+        eventCounts.append(NoisyCount(value: out.reduce(0) { $0 + $1.value.value },
+                                      scale: max(b, out.reduce(0) { $0 + $1.value.scale * $1.value.scale }.squareRoot()), release: label))
         return (out, threshold)
     }
 }

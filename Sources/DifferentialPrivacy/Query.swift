@@ -438,4 +438,8 @@ public struct QueryResult: Sendable {
     public var budget: BudgetState
     /// Per-subject contribution bounds, for the record.
     public var contributionBounds: [String: Double]
+    /// The noisy count behind the answer (a count's value, a mean's denominator; summed over the
+    /// groups) and its noise scale (root sum of the groups' squared scales); nil for a sum.
+    public var noisyCount: Double? = nil
+    public var noisyCountScale: Double? = nil
 }

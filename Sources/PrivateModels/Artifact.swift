@@ -28,6 +28,14 @@ public struct PrivacyBlock: Codable, Sendable, Equatable {
     public var job: String
     public var trainedAt: String
     public var budgetSplit: [ReleaseRecord]
+    /// The noisy number of subjects the job trained on (derived from one of its releases, the
+    /// most precise) and that count's noise scale; `train` warns below 5 scales.
+    public var noisySubjects: Double?
+    public var noisySubjectsScale: Double?
+    /// Models that learn from events: the noisy number of (subject, distinct item) interactions
+    /// counted (each subject's capped at max_items_per_subject), and its noise scale.
+    public var noisyEvents: Double?
+    public var noisyEventsScale: Double?
     public init(purpose: String, epsilon: Double, delta: Double, mechanism: String, contributionBounds: [String: Double],
                 policyVersion: String, job: String, trainedAt: String, budgetSplit: [ReleaseRecord]) {
         self.purpose = purpose
@@ -114,6 +122,12 @@ public struct ModelArtifact: Codable, Sendable {
     public var segmentKeys: [String]?
     public var segmentPopularity: [[Double]]?
     public var privacy: PrivacyBlock?
+    /// What `train` warned about (e.g. a noisy subject count under 5 noise scales: the model is
+    /// mostly noise); empty when nothing.
+    public var warnings: [String]?
+    /// The artifact's MAC (`hmac-sha256:` and 64 hex digits) over its canonical form without
+    /// this key, under the store's model-artifact key; set by `train`, checked by every loader.
+    public var mac: String?
 
     public init(model: ModelKind, features: [ScaledFeature], params: [String: Double]) {
         self.model = model

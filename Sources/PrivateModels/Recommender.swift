@@ -7,6 +7,9 @@ import Foundation
 /// Each subject's distinct items of the event kind are capped at `max_items_per_subject` (m,
 /// the most recently used, ties broken by a fixed hash). Budget split of the job's epsilon E
 /// (`popularity_share`, default 1 when the catalog gives descriptions, else 0.8):
+/// - first, 5% (`subjectCountShare`) for a noisy count of the subjects (the artifact's
+///   `privacy.noisy_subjects`, so a job over almost nobody says so); the shares below are of
+///   the remaining 95%;
 /// - 80%: item popularity, each subject adding 1 to each of its <= m items (L1 bound m), counted
 ///   over the events from `events_since:` on when the job sets it (recent popularity ranks the
 ///   items a shop sells now; on online retail two months beat all history by 0.08 HR@10).
@@ -37,6 +40,9 @@ import Foundation
 /// (c_sj + α g_j) / (n_s + α), with g_j the global share, n_s the segment's noisy total and
 /// α = `segment_prior` (default 200 pseudo-counts), so a small segment's noise is not trusted.
 public enum Recommender {
+    /// The share of the job's epsilon spent on the noisy subject count.
+    public static let subjectCountShare = 0.05
+
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("recommender needs events: (an event kind)") }
         let m = Int(spec.param("max_items_per_subject", 20))
@@ -70,9 +76,16 @@ public enum Recommender {
             guard segmentPrior >= 0 && segmentPrior <= 1e9 else { throw ModelError("recommender: segment_prior must be between 0 and 1e9") }
             guard segmentVocabulary >= 1 && segmentVocabulary <= 5000 else { throw ModelError("recommender: segment_vocabulary must be between 1 and 5000") }
         }
-        let popEps = try session.share(popularityShare * (1 - segmentShare))
-        let segEps = segmentShare > 0 ? try session.share(popularityShare * segmentShare) : nil
-        let coEps = popularityShare < 1 ? try session.share(1 - popularityShare) : nil
+        // A noisy subject count (`subjectCountShare` of epsilon; the shares below split the
+        // rest): nothing else the recommender releases counts subjects, and the artifact reports
+        // how many it learnt from (privacy.noisy_subjects).
+        progress("recommender: noisy subject count")
+        _ = try session.release(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.subjects]),
+                                shares: [try session.share(subjectCountShare)], label: "recommender: subject count")
+        let rest = 1 - subjectCountShare
+        let popEps = try session.share(rest * popularityShare * (1 - segmentShare))
+        let segEps = segmentShare > 0 ? try session.share(rest * popularityShare * segmentShare) : nil
+        let coEps = popularityShare < 1 ? try session.share(rest * (1 - popularityShare)) : nil
         let (items, threshold) = try ItemPopularity.release(model: "recommender", kind: kind, maxItems: m, since: spec.eventsSince,
                                                             spec: spec, session: session, epsilon: popEps, progress: progress)
         let names = items.map(\.0)

@@ -61,7 +61,8 @@ retention:
 roles:
   operator: [ingest]
   support: [get]
-  trainer: [query, train, recommend]
+  app: [serve_recommendations, score]          # serving a subject; not analysis
+  trainer: [query, train]
   privacy_officer: [consent, erase, export, retention, keys, policy]
   auditor: [audit]
 """#

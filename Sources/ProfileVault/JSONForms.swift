@@ -66,11 +66,20 @@ public enum JSONForms {
             ("epsilon", .double(r.epsilon)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
             ("budget_spent", num(r.budget.spent)), ("mechanism", .string("discrete Laplace, user-level")),
             ("contribution_bounds", .object(r.contributionBounds.sorted { $0.key < $1.key }.map { ($0.key, num($0.value)) })),
+            ("warnings", .array(queryWarnings(r).map { .string($0) })),
         ]
         if let v = r.value {
             return .object([("value", num(v.value)), ("ci95", ci(v))] + common)
         }
         return .object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value))])) }))] + common)
+    }
+
+    /// A query's warnings: its noisy count (a count's value, a mean's denominator, summed over
+    /// groups) under 5 noise scales. A sum has no count and no warning.
+    public static func queryWarnings(_ r: QueryResult) -> [String] {
+        guard let c = r.noisyCount, let b = r.noisyCountScale,
+              let w = Vault.fewWarning(c, scale: b, what: "count", hint: "has anyone consented to the purpose? does the where clause match anyone?") else { return [] }
+        return [w]
     }
 
     public static func budget(_ states: [BudgetState]) -> JSONValue {

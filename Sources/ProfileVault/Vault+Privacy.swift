@@ -18,6 +18,8 @@ extension Vault {
     public enum SubjectSelection: Sendable {
         case one(String)
         case file(String)
+        /// Customer IDs given inline (an HTTP body's array).
+        case list([String])
     }
 
     func resolveSelection(_ s: SubjectSelection) throws -> (ids: [(line: Int, id: String)], file: String?) {
@@ -27,6 +29,9 @@ extension Vault {
             let ids = try ProfileStore.readSubjectList(path: path)
             guard !ids.isEmpty else { throw VaultError(.invalidInput, "\(path): no customer IDs in the file") }
             return (ids, path)
+        case .list(let ids):
+            guard !ids.isEmpty else { throw VaultError(.invalidInput, "no customer IDs given") }
+            return (ids.enumerated().map { ($0.offset + 1, Normalization.customerID($0.element)) }, nil)
         }
     }
 

@@ -247,6 +247,9 @@ extension Vault {
         public var artifact: ModelArtifact
         public var json: Data
         public var budget: BudgetState
+        /// The job's warnings (also the artifact's `warnings`), e.g. a noisy subject count under
+        /// 5 noise scales.
+        public var warnings: [String] = []
     }
 
     /// Runs a training job through the gate (SPEC §6): role `train`, a declared purpose with a
@@ -372,8 +375,8 @@ extension Vault {
             touch(by)
         }
         if let path = job.fromModel {
-            guard let data = FileManager.default.contents(atPath: path) else { throw VaultError(.notFound, "\(path): no such model file") }
-            guard let m = try? ModelArtifact.decode(data), m.model == .kmeans, m.centroids != nil else {
+            let m = try loadArtifact(.file(path))   // refused unless its MAC verifies
+            guard m.model == .kmeans, m.centroids != nil else {
                 throw VaultError(.invalidInput, "\(job.file): params.from_model: \(path) is not a kmeans model artifact")
             }
             for (i, name) in m.features.enumerated() {
@@ -460,8 +463,39 @@ extension Vault {
             mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
             contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
             budgetSplit: artifact.privacy?.budgetSplit ?? [])
-        let json = try artifact.encoded()
-        return TrainingResult(artifact: artifact, json: json, budget: state)
+        // How many subjects (and events) the job learnt from, as its releases say (noisy): a
+        // count under 5 noise scales means almost nobody, and the model is mostly noise.
+        var warnings: [String] = []
+        let subjects = session.subjectCounts.min { $0.scale < $1.scale }
+        artifact.privacy?.noisySubjects = subjects.map { Self.rounded($0.value) }
+        artifact.privacy?.noisySubjectsScale = subjects.map { Self.rounded($0.scale) }
+        if let c = subjects, let w = Self.fewWarning(c.value, scale: c.scale, what: "subject count",
+                                                    hint: p.legalBasis == .consent ? "have subjects consented to purpose \(p.name)?" : "does the store hold the subjects?") {
+            warnings.append(w)
+        }
+        if spec.events != nil {
+            let events = session.eventCounts.min { $0.scale < $1.scale }
+            artifact.privacy?.noisyEvents = events.map { Self.rounded($0.value) }
+            artifact.privacy?.noisyEventsScale = events.map { Self.rounded($0.scale) }
+            if let c = events, let w = Self.fewWarning(c.value, scale: c.scale, what: "event count (\(spec.events ?? "") items)",
+                                                      hint: job.eventsSince != nil ? "does events_since leave any events?" : "are there \(spec.events ?? "") events?") {
+                warnings.append(w)
+            }
+        }
+        artifact.warnings = warnings
+        let (sealedArtifact, json) = try sealed(artifact)
+        return TrainingResult(artifact: sealedArtifact, json: json, budget: state, warnings: warnings)
+    }
+
+    /// Values in the artifact and the warnings: six decimals.
+    static func rounded(_ x: Double) -> Double { (x * 1e6).rounded() / 1e6 }
+
+    /// The warning for a noisy count under 5 noise scales (nil when it is not): the release
+    /// cannot tell it from zero, and whatever was learnt from it is mostly noise.
+    public static func fewWarning(_ value: Double, scale: Double, what: String, hint: String) -> String? {
+        guard scale > 0, value < 5 * scale else { return nil }
+        return "the noisy \(what) (\(String(format: "%.1f", value))) is under 5 noise scales (5 x \(String(format: "%.3g", scale))): "
+            + "almost nobody is in it, so the result is mostly noise (\(hint))"
     }
 
     /// A derived feature as the artifact echoes it (times in ISO 8601, UTC).
@@ -473,19 +507,50 @@ extension Vault {
 
     // MARK: - Recommend
 
+    /// The largest `--top`: at most this many items, and at most a tenth of the model's
+    /// vocabulary, so an answer never lists most of the items a subject does not have (whose
+    /// complement would be the subject's purchase set).
+    public static let maxRecommendations = 100
+
+    /// The `--top` a model allows: min(100, floor(vocabulary / 10)).
+    public static func maxTop(vocabulary: Int) -> Int { min(maxRecommendations, vocabulary / 10) }
+
+    /// What every subject that cannot be served gets, whether it is unknown, erased or has not
+    /// consented: one answer, so the answer does not reveal which (SPEC §12).
+    public static let unavailableSubject = "no recommendations for this customer ID"
+
     /// Top-N items for each subject from a recommender artifact, scored from the subject's own
-    /// events under the model's purpose: role `recommend`, the purpose must still exist, each
-    /// subject's consent is checked (a subject without it gets no items and a reason), and
-    /// every subject's read is audited. Never returns an item the subject has interacted with.
-    public func recommend(modelPath: String, _ selection: SubjectSelection, top: Int) throws -> [(customerID: String, items: [String], reason: String?)] {
-        try audited("recommend", .read, permission: "recommend") { context in
-            guard let data = FileManager.default.contents(atPath: modelPath) else { throw VaultError(.notFound, "\(modelPath): no such model file") }
-            let model: ModelArtifact
-            do { model = try ModelArtifact.decode(data) } catch { throw VaultError(.invalidInput, "\(modelPath): not a model artifact") }
-            guard model.model == .recommender, let kind = model.events, let purposeName = model.privacy?.purpose else {
-                throw VaultError(.invalidInput, "\(modelPath): not a recommender model artifact")
+    /// events under the model's purpose: permission `serve_recommendations` (role app), `top`
+    /// at most 100 (usage error, before anything is read), the artifact's MAC must verify, at
+    /// most ``maxTop(vocabulary:)`` items are returned (a larger `top` is cut to that), the
+    /// purpose must still exist and allow the model, and each
+    /// subject's consent is checked. A subject that is unknown, erased or without consent gets
+    /// the same answer (``unavailableSubject``: empty items and that reason; for a single
+    /// subject, exit 77 with that message). Every existing subject's read is audited. Never
+    /// returns an item the subject has interacted with.
+    public func recommend(modelPath: String, _ selection: SubjectSelection, top: Int?) throws -> [(customerID: String, items: [String], reason: String?)] {
+        try recommend(model: .file(modelPath), selection, top: top)
+    }
+
+    /// `top` nil: 10. Either way at most the model's cap.
+    public func recommend(model source: ArtifactSource, _ selection: SubjectSelection, top requested: Int?) throws -> [(customerID: String, items: [String], reason: String?)] {
+        try audited("recommend", .read, permission: "serve_recommendations") { context in
+            let topName: String
+            let label: String
+            switch source {
+            case .file(let path): topName = "--top"; label = path
+            case .body(_, let l): topName = "top"; label = l
             }
-            guard top >= 1 && top <= 1000 else { throw VaultError(.usage, "--top must be between 1 and 1000") }
+            if let requested, !(requested >= 1 && requested <= Self.maxRecommendations) {
+                throw VaultError(.usage, "\(topName) must be between 1 and \(Self.maxRecommendations)")
+            }
+            let model = try loadArtifact(source)
+            guard model.model == .recommender, let kind = model.events, let purposeName = model.privacy?.purpose, let vocabulary = model.items else {
+                throw VaultError(.invalidInput, "\(label): not a recommender model artifact")
+            }
+            // A tenth of the vocabulary: more is cut to that (0 for a model of under 10 items,
+            // which serves nothing), as the answer is cut to the items a subject does not have.
+            let top = min(requested ?? 10, Self.maxTop(vocabulary: vocabulary.count))
             let p = try purpose(purposeName)
             guard p.allowsModel("recommender") else { throw VaultError(.denied, "purpose \(p.name) no longer allows recommender models") }
             guard let e = schema.eventKind(named: kind), p.mayReadEvents(e) else {
@@ -498,17 +563,16 @@ extension Vault {
             let (ids, _) = try resolveSelection(selection)
             let rows = try store.subjectItems(customerIDs: ids.map(\.id), kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                                               segmentAttribute: model.segmentBy)
-            if case .one = selection, let r = rows.first {
-                if r.items == nil { throw VaultError(.notFound, "no subject with this customer ID") }
-                if !r.consent { throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active") }
+            if case .one = selection, let r = rows.first, r.items == nil || !r.consent {
+                // Unknown, erased and unconsented subjects: one status, one message.
+                throw VaultError(.denied, Self.unavailableSubject)
             }
             try store.audit(rows.filter { $0.items != nil }.map {
                 context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: ["events.\(kind)"] + (model.segmentBy.map { [$0] } ?? []),
                                outcome: $0.consent ? .ok : .denied, detail: $0.consent ? "model \(model.privacy?.job ?? "")" : "no consent")
             })
             return rows.map { r in
-                guard let owned = r.items else { return (r.customerID, [], "no subject with this customer ID") }
-                guard r.consent else { return (r.customerID, [], "no consent for \(p.name)") }
+                guard let owned = r.items, r.consent else { return (r.customerID, [], Self.unavailableSubject) }
                 return (r.customerID, Recommender.recommend(model, owned: owned, segment: r.segment, top: top), nil)
             }
         }

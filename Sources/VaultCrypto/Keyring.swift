@@ -22,6 +22,9 @@ public enum KeyPurpose: Sendable, Hashable {
     case keyCheck
     /// Pseudonym key for exports under one purpose, so exports of two purposes cannot be joined.
     case exportPseudonym(purpose: String)
+    /// MAC key of model artifacts: `train` seals each artifact, and nothing loads one whose MAC
+    /// does not verify under this key.
+    case modelArtifact
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -32,6 +35,7 @@ public enum KeyPurpose: Sendable, Hashable {
         case .auditSigning: return "audit-signing"
         case .keyCheck: return "key-check"
         case .exportPseudonym(let purpose): return "export-pseudonym:\(purpose)"
+        case .modelArtifact: return "model-artifact"
         }
     }
 }

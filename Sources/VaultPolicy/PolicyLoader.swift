@@ -287,6 +287,9 @@ public enum PolicyLoader {
             try r.identifier(pair.name, pair.key, path, what: "role")
             var permissions: Set<String> = []
             for (i, (permission, node)) in try r.stringList(pair.value, path).enumerated() {
+                if let advice = Taxonomy.retiredPermissions[permission] {
+                    throw r.fail(node, path + "[\(i)]", "permission '\(permission)' no longer exists: \(advice)")
+                }
                 guard Taxonomy.permissions.contains(permission) else {
                     throw r.fail(
                         node, path + "[\(i)]",

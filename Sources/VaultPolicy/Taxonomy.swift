@@ -98,8 +98,16 @@ public enum Taxonomy {
 
     /// The permissions a role may hold.
     public static let permissions: Set<String> = [
-        "ingest", "get", "query", "train", "recommend", "consent", "erase", "export", "retention", "keys",
+        "ingest", "get", "query", "train", "consent", "erase", "export", "retention", "keys",
         "audit",
         "policy",
+        // Serving a subject (role `app`), not analysis: recommendations and scores for one subject.
+        "serve_recommendations", "score",
+    ]
+
+    /// Permission names that no longer exist, with what replaced them (a policy naming one is
+    /// refused with this advice rather than granted nothing silently).
+    public static let retiredPermissions: [String: String] = [
+        "recommend": "recommend was replaced by serve_recommendations, held by role app (recommending for a subject is serving that subject, not analysis; trainer keeps query and train)",
     ]
 }

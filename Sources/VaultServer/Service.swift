@@ -50,6 +50,7 @@ public enum VaultRoutes {
         ("POST", "/v1/queries"),
         ("GET", "/v1/budget"),
         ("POST", "/v1/jobs"),
+        ("POST", "/v1/recommendations"),
         ("GET", "/v1/audit"),
     ]
 }
@@ -177,6 +178,25 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(bytes: artifact)))
+    }
+
+    router.post("/v1/recommendations") { request, context -> Response in
+        let v = try await service.vault(context, permission: "serve_recommendations", action: "recommend")
+        let r = try recommendationRequest(try await service.jsonBody(request, limit: service.options.maxIngestBodyBytes))
+        let ids: [String]
+        switch r.selection {
+        case .one(let id): ids = [id]
+        case .list(let list): ids = list
+        case .file: ids = []
+        }
+        let rows = try await redacting(ids) {
+            try await blocking { try v.recommend(model: .body(r.model, label: "model"), r.selection, top: r.top) }
+        }
+        return json(.object([("recommendations", .array(rows.map { row in
+            var fields: [(String, JSONValue)] = [("customer_id", .string(row.customerID)), ("items", .array(row.items.map { .string($0) }))]
+            if let reason = row.reason { fields.append(("error", .string(reason))) }
+            return .object(fields)
+        }))]))
     }
 
     router.get("/v1/audit") { request, context -> Response in
@@ -604,4 +624,41 @@ func jobDocument(_ body: JSONValue) throws -> JSONValue {
         }
     }
     return body
+}
+
+/// `POST /v1/recommendations`: `{"model": <the artifact JSON train wrote>, "subject": ID}` or
+/// `{"model", "subjects": [ID, ...]}`, optional `"top"`. The model travels in the body (the
+/// server reads no file a client names); its MAC must verify under the store's keyring.
+func recommendationRequest(_ body: JSONValue) throws -> (model: JSONValue, selection: Vault.SubjectSelection, top: Int?) {
+    let f = try BodyFields(body, allowed: ["model", "subject", "subjects", "top"])
+    guard let model = f.pairs["model"], model != .null else { throw APIError.badRequest("model: required (the model artifact JSON that train wrote)") }
+    guard case .object = model else { throw APIError.badRequest("model: expected a JSON object (a model artifact)") }
+    let subject = try f.string("subject", required: false)
+    var selection: Vault.SubjectSelection
+    switch f.pairs["subjects"] {
+    case nil, .null?:
+        guard let subject else { throw APIError.badRequest("subject, subjects: give one (a customer ID, or an array of them)") }
+        selection = .one(subject)
+    case .array(let items)?:
+        guard subject == nil else { throw APIError.badRequest("subject, subjects: give one, not both") }
+        guard !items.isEmpty, items.count <= 1000 else { throw APIError.badRequest("subjects: expected 1 to 1000 customer IDs") }
+        var ids: [String] = []
+        for (i, item) in items.enumerated() {
+            guard case .string(let s) = item, !s.isEmpty, s.utf8.count <= 1024 else {
+                throw APIError.badRequest("subjects[\(i)]: expected a non-empty customer ID (a string of at most 1024 bytes)")
+            }
+            ids.append(s)
+        }
+        selection = .list(ids)
+    default:
+        throw APIError.badRequest("subjects: expected an array of customer IDs")
+    }
+    var top: Int?
+    if let t = try f.number("top") {
+        guard t == t.rounded(), t >= 1, t <= Double(Vault.maxRecommendations) else {
+            throw APIError.badRequest("top: an integer between 1 and \(Vault.maxRecommendations)")
+        }
+        top = Int(t)
+    }
+    return (model, selection, top)
 }

@@ -34,6 +34,9 @@ struct StoreKeys: Sendable {
     let blindIndexMACs: [String: SharedHMACSHA256Key]
     /// Signs audit checkpoints; derived from the identity version like the pseudonym key.
     let auditSigning: Ed25519PrivateKey
+    /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
+    /// key, so artifacts stay valid across key rotations.
+    let modelArtifactMAC: SharedHMACSHA256Key
 
     init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -59,6 +62,7 @@ struct StoreKeys: Sendable {
         self.blindIndex = bi
         self.blindIndexMACs = biMACs
         self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
+        self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
     }
 
     static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {

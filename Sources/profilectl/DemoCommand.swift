@@ -188,6 +188,7 @@ struct Demo: ParsableCommand {
             """.write(toFile: kmJob, atomically: true, encoding: .utf8)
         say("$ profilectl train \(kmJob) --out \(folder)/segments.json --role trainer")
         let km = try trainer.train(jobFile: kmJob)
+        for w in km.warnings { say("  warning: \(w)") }
         try km.json.write(to: URL(fileURLWithPath: folder + "/segments.json"))
         for (i, c) in (km.artifact.centroids ?? []).enumerated() {
             let size = km.artifact.clusterSizes.map { i < $0.count ? String(format: "%.0f", $0[i]) : "?" } ?? "?"
@@ -209,11 +210,15 @@ struct Demo: ParsableCommand {
             """.write(toFile: recJob, atomically: true, encoding: .utf8)
         say("$ profilectl train \(recJob) --out \(folder)/recommender.json --role trainer")
         let rec = try trainer.train(jobFile: recJob)
+        for w in rec.warnings { say("  warning: \(w)") }
         let recPath = folder + "/recommender.json"
         try rec.json.write(to: URL(fileURLWithPath: recPath))
         say("  \(rec.artifact.items?.count ?? 0) catalog items; budget left \(String(format: "%.3g", rec.budget.left))")
-        say("$ profilectl recommend --model \(recPath) --subject \(sample.customerID) --top 5 --role trainer")
-        for r in try trainer.recommend(modelPath: recPath, .one(sample.customerID), top: 5) {
+        // Serving a subject is the app's (serve_recommendations), not the trainer's: analysis and
+        // serving are separate roles.
+        let app = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "app")))
+        say("$ profilectl recommend --model \(recPath) --subject \(sample.customerID) --top 5 --role app")
+        for r in try app.recommend(modelPath: recPath, .one(sample.customerID), top: 5) {
             say("  {\"customer_id\":\"\(r.customerID)\",\"items\":[\(r.items.map { "\"\($0)\"" }.joined(separator: ","))]}")
         }
 

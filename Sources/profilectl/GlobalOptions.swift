@@ -73,3 +73,8 @@ var stderrIsTerminal: Bool { isatty(2) != 0 }
 func note(_ s: String) {
     if stderrIsTerminal { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 }
+
+/// A warning about the result (always printed on stderr, terminal or not): `warning: ...`.
+func warn(_ s: String) {
+    FileHandle.standardError.write(Data(("warning: " + s + "\n").utf8))
+}

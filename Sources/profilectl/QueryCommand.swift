@@ -31,6 +31,7 @@ struct Query: ParsableCommand {
             let r = try options.openVault().query(Vault.QueryRequest(
                 kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
                 whereClause: whereClause, groupBy: groupBy, maxContributions: maxContributions))
+            for w in JSONForms.queryWarnings(r) { warn(w) }
             if let v = r.value {
                 options.emit(JSONForms.query(r),
                              text: String(format: "%@ = %.4f   95%% interval [%.4f, %.4f]   epsilon %g, scale %.4g, budget left %.4g",

@@ -18,6 +18,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let vault = try options.openVault()
         let r = try vault.train(jobFile: jobFile, jobName: job, progress: { note($0) })
+        for w in r.warnings { warn(w) }
         guard let out else {
             FileHandle.standardOutput.write(r.json)
             FileHandle.standardOutput.write(Data("\n".utf8))
@@ -30,23 +31,24 @@ struct Train: ParsableCommand {
         }
         let eps = r.artifact.privacy?.epsilon ?? 0
         options.emit(.object([("model", .string(r.artifact.model.rawValue)), ("epsilon", .double(eps)), ("out", .string(out)),
-                              ("job", .string(r.artifact.privacy?.job ?? "")), ("budget_left", .double((r.budget.left * 1e6).rounded() / 1e6))]),
+                              ("job", .string(r.artifact.privacy?.job ?? "")), ("budget_left", .double((r.budget.left * 1e6).rounded() / 1e6)),
+                              ("warnings", .array(r.warnings.map { .string($0) }))]),
                      text: "trained \(r.artifact.model.rawValue) (job \(r.artifact.privacy?.job ?? "")), epsilon \(eps), written to \(out); budget left \(String(format: "%.4g", r.budget.left))")
     }
 }
 
 struct Recommend: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Top-N items for subjects from a recommender model (role trainer), never items they already have.",
-        discussion: "Output: one line per subject, JSON Lines with --json: {\"customer_id\",\"items\"}.")
+        abstract: "Top-N items for subjects from a recommender model (permission serve_recommendations, role app), never items they already have.",
+        discussion: "The model must carry a MAC that verifies under this store's keyring (exit 1 otherwise). --top is at most 100 (exit 64 above); at most a tenth of the model's items are returned. An unknown, erased or unconsented subject gets one and the same answer. Output: one line per subject, JSON Lines with --json: {\"customer_id\",\"items\"}.")
 
     @OptionGroup var options: GlobalOptions
     @Option(help: "The recommender model artifact.") var model: String
     @OptionGroup var who: SubjectOptions
-    @Option(help: "How many items per subject (default 10).") var top = 10
+    @Option(help: "How many items per subject (default 10; at most 100): at most a tenth of the model's items are returned.") var top: Int?
 
     func validate() throws {
-        guard top >= 1 && top <= 1000 else { throw ValidationError("--top must be between 1 and 1000") }
+        if let top, !(top >= 1 && top <= Vault.maxRecommendations) { throw ValidationError("--top must be between 1 and \(Vault.maxRecommendations)") }
     }
 
     func run() throws {

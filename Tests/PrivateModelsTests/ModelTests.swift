@@ -352,21 +352,22 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         spec.catalogText = ["red bag", "pink bag", "glass star", ""]
         spec.eventsSince = 1_300_000_000
         let a = try Recommender.fit(spec: spec, session: s, progress: { _ in })
-        // One release (the popularity, all of epsilon): with descriptions there is no co-occurrence release.
-        #expect(src.requests.count == 1)
-        if case let .itemPresence(_, m, since)? = src.requests.first?.coordinates.first { #expect(m == 20 && since == 1_300_000_000) } else { Issue.record("no item presence") }
+        // The subject count (5%), then one popularity release (the rest of epsilon): with
+        // descriptions there is no co-occurrence release.
+        #expect(src.requests.count == 2 && src.requests.first?.coordinates == [.subjects])
+        if case let .itemPresence(_, m, since)? = src.requests.last?.coordinates.first { #expect(m == 20 && since == 1_300_000_000) } else { Issue.record("no item presence") }
         #expect(a.params["popularity_share"] == 1 && a.params["content_weight"] == 5 && a.params["candidates"] == 300)
         #expect(a.contentTerms?.count == 4 && a.contentWeights?.count == 4)
         let text = ["SKU-0": "red bag", "SKU-1": "pink bag", "SKU-2": "glass star", "SKU-3": ""]
         let v = ContentSimilarity.vectors(texts: a.items!.map { text[$0]! })
         #expect(a.contentTerms! == v.map(\.terms))   // aligned with the items (popularity order)
         #expect(a.eventsSince == "2011-03-13T07:06:40Z")
-        // Without descriptions, 20% buys the co-occurrence (a second release).
+        // Without descriptions, 20% of the rest buys the co-occurrence (a third release).
         let src2 = MemorySource(rows: [])
         src2.items = src.items
         spec.catalogText = nil
         let b = try Recommender.fit(spec: spec, session: session(src2, epsilon: 1, attributes: [], events: ["purchase"]), progress: { _ in })
-        #expect(src2.requests.count == 2 && b.params["popularity_share"] == 0.8 && b.contentTerms == nil)
+        #expect(src2.requests.count == 3 && b.params["popularity_share"] == 0.8 && b.contentTerms == nil)
     }
 
     /// Planted baskets: subjects who buy A and B almost always buy C; D and E go together; F

@@ -120,13 +120,15 @@ import VaultStore
 
     @Test func recommenderFromACatalogNeverRecommendsOwnedItems() throws {
         let s = try store()
-        let catalog = try s.write("catalog.txt", (0..<12).map { "SKU-\($0)" }.joined(separator: "\n") + "\nSKU-NEW\n")
+        // 100 items, so --top may be 10 (a tenth of the vocabulary).
+        let padding = (0..<87).map { "PAD-\($0)" }
+        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + padding).joined(separator: "\n") + "\nSKU-NEW\n")
         let p = try job(s, "r.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nparams: { max_items_per_subject: 5 }\nepsilon: 2\n")
         #expect(try s.run(["train", p, "--out", s.dir + "/r.json", "--role", "trainer"]).status == 0)
         let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/r.json"))) as? [String: Any])
-        #expect(Set(m["items"] as? [String] ?? []) == Set((0..<12).map { "SKU-\($0)" } + ["SKU-NEW"]))
+        #expect(Set(m["items"] as? [String] ?? []) == Set((0..<12).map { "SKU-\($0)" } + padding + ["SKU-NEW"]))
         let ids = try s.write("all.txt", (0..<60).map { "C\($0)" }.joined(separator: "\n"))
-        let r = try s.run(["recommend", "--model", s.dir + "/r.json", "--subjects", ids, "--top", "20", "--role", "trainer", "--json"])
+        let r = try s.run(["recommend", "--model", s.dir + "/r.json", "--subjects", ids, "--top", "10", "--role", "app", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(lines.count == 60)
@@ -135,11 +137,13 @@ import VaultStore
             let i = Int(id.dropFirst())!
             let owned = Set((0..<3).map { "SKU-\((i + $0 * 7) % 12)" })
             let items = l["items"] as? [String] ?? []
-            if i == 0 { #expect(items.isEmpty && l["error"] != nil); continue }   // no consent
+            if i == 0 { #expect(items.isEmpty && l["error"] as? String == Vault.unavailableSubject); continue }   // no consent
             #expect(items.count == 10 && owned.isDisjoint(with: items), "\(id): \(items)")
         }
         // One subject without consent: refused.
-        #expect(try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C0", "--role", "trainer"]).status == 77)
+        #expect(try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C0", "--role", "app"]).status == 77)
+        // Serving is the app's: the trainer (analysis) and the operator may not.
+        #expect(try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--role", "trainer"]).status == 77)
         #expect(try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--role", "operator"]).status == 77)
     }
 
@@ -156,7 +160,8 @@ import VaultStore
         var ev = "customer_id,kind,item,value,time\n"
         for i in 0..<60 where i % 10 >= 2 { ev += "C\(i),purchase,\(i % 2 == 0 ? "SKU-F" : "SKU-M"),5,2026-10-05T12:00:00Z\n" }
         #expect(try s.run(["ingest", "events", s.write("g-e.csv", ev)]).status == 0)
-        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + ["SKU-F", "SKU-M"]).joined(separator: "\n") + "\n")
+        // 30 items, so --top may be 3.
+        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + ["SKU-F", "SKU-M"] + (0..<16).map { "PAD-\($0)" }).joined(separator: "\n") + "\n")
         let p = try job(s, "seg.yaml", """
             job: seg
             purpose: model_training
@@ -173,9 +178,9 @@ import VaultStore
         let table = try #require(m["segment_popularity"] as? [[Double]])
         #expect(table.count == 4 && table[2].allSatisfy { abs($0) < 1 } && table[3].allSatisfy { abs($0) < 1 })   // nobody in other/unknown
         let splits = ((m["privacy"] as? [String: Any])?["budget_split"] as? [[String: Any]] ?? []).compactMap { $0["release"] as? String }
-        #expect(splits.contains("recommender: item popularity per gender (56 groups)"), "\(splits)")   // 4 segments x 14 items
+        #expect(splits.contains("recommender: item popularity per gender (120 groups)"), "\(splits)")   // 4 segments x 30 items
         func first(_ id: String) throws -> String? {
-            let r = try s.run(["recommend", "--model", s.dir + "/seg.json", "--subject", id, "--top", "3", "--role", "trainer", "--json"])
+            let r = try s.run(["recommend", "--model", s.dir + "/seg.json", "--subject", id, "--top", "3", "--role", "app", "--json"])
             #expect(r.status == 0, "\(r.stderr)")
             return ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any])?["items"].flatMap { ($0 as? [String])?.first }
         }
@@ -339,16 +344,20 @@ import VaultStore
 
     @Test func aRecommenderWithADescribedCatalogAndAWindowTrainsAndRecommends() throws {
         let s = try store()
-        let catalog = try s.write("catalog.tsv", (0..<12).map { "SKU-\($0)\t\($0 % 2 == 0 ? "red retrospot bag" : "glass star") \($0)" }.joined(separator: "\n") + "\n# a comment\nSKU-NEW\n")
+        // 50 items, so --top may be 5.
+        let catalog = try s.write("catalog.tsv", (0..<12).map { "SKU-\($0)\t\($0 % 2 == 0 ? "red retrospot bag" : "glass star") \($0)" }.joined(separator: "\n") + "\n# a comment\nSKU-NEW\n"
+                                  + (0..<37).map { "PAD-\($0)" }.joined(separator: "\n") + "\n")
         let p = try job(s, "r.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nevents_since: 2026-10-02\nepsilon: 2\n")
         let r = try s.run(["train", p, "--out", s.dir + "/r.json", "--role", "trainer"])
         #expect(r.status == 0, "\(r.stderr)")
         let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/r.json"))) as? [String: Any])
         #expect(m["events_since"] as? String == "2026-10-02T00:00:00Z")
-        #expect((m["content_terms"] as? [Any])?.count == 13 && (m["items"] as? [String])?.count == 13)
+        #expect((m["content_terms"] as? [Any])?.count == 50 && (m["items"] as? [String])?.count == 50)
         let privacy = try #require(m["privacy"] as? [String: Any])
-        #expect((privacy["budget_split"] as? [Any])?.count == 1 && privacy["delta"] as? Double == 0)
-        let rec = try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--top", "5", "--role", "trainer", "--json"])
+        // The subject count (5% of epsilon) and the catalog's popularity.
+        let split = (privacy["budget_split"] as? [[String: Any]] ?? []).compactMap { $0["release"] as? String }
+        #expect(split.count == 2 && split[0].hasPrefix("recommender: subject count") && privacy["delta"] as? Double == 0, "\(split)")
+        let rec = try s.run(["recommend", "--model", s.dir + "/r.json", "--subject", "C1", "--top", "5", "--role", "app", "--json"])
         #expect(rec.status == 0, "\(rec.stderr)")
         let owned = Set((0..<3).map { "SKU-\((1 + $0 * 7) % 12)" })
         let items = (try JSONSerialization.jsonObject(with: Data(rec.stdout.utf8)) as? [String: Any])?["items"] as? [String] ?? []

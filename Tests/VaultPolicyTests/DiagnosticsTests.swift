@@ -178,10 +178,10 @@ struct PolicyDiagnosticsTests {
                 line: 17, field: "purposes.customer_support.data_use", "duplicate key 'data_use' (first defined at line 15)"),
         BadFile("duplicate key in a retention rule", Fixtures.policy(replacing: 19, with: "  - { category: user.behavior,  keep: 730d,  after: event_time, keep: 10d }"),
                 line: 19, field: "retention[0].keep", "duplicate key 'keep'"),
-        BadFile("duplicate role", P + "  operator: [get]\n", line: 27, field: "roles.operator", "duplicate key 'operator' (first defined at line 22)"),
+        BadFile("duplicate role", P + "  operator: [get]\n", line: 28, field: "roles.operator", "duplicate key 'operator' (first defined at line 22)"),
         BadFile("tab indentation", Fixtures.policy(replacing: 5, with: "\t\tlegal_basis: consent"),
                 line: 5, field: nil, "tab character used for indentation"),
-        BadFile("unknown top-level key", P + "budgets: {}\n", line: 27, field: "budgets", "unknown key 'budgets'"),
+        BadFile("unknown top-level key", P + "budgets: {}\n", line: 28, field: "budgets", "unknown key 'budgets'"),
         BadFile("unknown purpose key", Fixtures.policy(replacing: 17, with: "    may_write: [user.contact.email]"),
                 line: 17, field: "purposes.customer_support.may_write", "unknown key 'may_write'"),
         BadFile("missing legal_basis", Fixtures.policy(replacing: 16, with: ""),
@@ -193,6 +193,10 @@ struct PolicyDiagnosticsTests {
                 line: 12, field: "purposes.model_training.models", "needs a dp_budget"),
         BadFile("unknown permission", Fixtures.policy(replacing: 23, with: "  support: [get, delete]"),
                 line: 23, field: "roles.support[1]", "unknown permission 'delete'"),
+        // Issue 16: recommending is serving (serve_recommendations, role app); an old policy
+        // giving the trainer `recommend` is refused with that advice, not silently disarmed.
+        BadFile("retired permission recommend", Fixtures.policy(replacing: 25, with: "  trainer: [query, train, recommend]"),
+                line: 25, field: "roles.trainer[2]", "permission 'recommend' no longer exists: recommend was replaced by serve_recommendations"),
         BadFile("retention category unknown", Fixtures.policy(replacing: 19, with: "  - { category: user.behaviour, keep: 730d, after: event_time }"),
                 line: 19, field: "retention[0].category", "unknown data category 'user.behaviour' (did you mean 'user.behavior'?)"),
         BadFile("retention after unknown", Fixtures.policy(replacing: 20, with: "  - { category: user.contact, keep: 1095d, after: creation }"),

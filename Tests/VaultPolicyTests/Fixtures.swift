@@ -59,7 +59,8 @@ enum Fixtures {
         roles:
           operator: [ingest]
           support: [get]
-          trainer: [query, train, recommend]
+          app: [serve_recommendations, score]          # serving a subject; not analysis
+          trainer: [query, train]
           privacy_officer: [consent, erase, export, retention, keys]
           auditor: [audit]
 

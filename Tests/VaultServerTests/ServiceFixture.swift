@@ -17,7 +17,7 @@ final class ServiceFixture: @unchecked Sendable {
         for _ in 0..<3 { url.deleteLastPathComponent() }
         return url.path
     }()
-    static let roles = ["operator", "support", "trainer", "privacy_officer", "auditor", "nobody"]
+    static let roles = ["operator", "support", "trainer", "app", "privacy_officer", "auditor", "nobody"]
 
     static let logger: Logger = {
         var l = Logger(label: "profilevault.http.test")

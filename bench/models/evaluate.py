@@ -69,7 +69,8 @@ purposes:
     dp_budget: {{ epsilon: 10000000, period: 30d }}
 roles:
   operator: [ingest]
-  trainer: [query, train, recommend]
+  app: [serve_recommendations, score]
+  trainer: [query, train]
 """)
         self.env = dict(os.environ,
                         PROFILEVAULT_STORE=os.path.join(self.dir, "store.sqlite"),
@@ -111,7 +112,7 @@ roles:
         ipath = os.path.join(self.dir, "ids.txt")
         with open(ipath, "w") as f:
             f.write("\n".join(ids) + "\n")
-        out = self.run("recommend", "--model", mpath, "--subjects", ipath, "--top", str(top), "--json", role="trainer")
+        out = self.run("recommend", "--model", mpath, "--subjects", ipath, "--top", str(top), "--json", role="app")
         recs = {}
         for line in out.splitlines():
             if line.strip():

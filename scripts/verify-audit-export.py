@@ -34,6 +34,29 @@ def canon(v):
         return "{" + ",".join(canon(k) + ":" + canon(v[k]) for k in keys) + "}"
     raise ValueError("floats do not occur in audit entries")
 
+class Malformed(Exception):
+    pass
+
+def no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d: raise Malformed("duplicate key %r" % k)
+        d[k] = v
+    return d
+
+def loads(line):
+    return json.loads(line, object_pairs_hook=no_duplicates, parse_constant=lambda c: (_ for _ in ()).throw(Malformed(c)))
+
+def integer(v, what):
+    if type(v) is not int: raise Malformed("%s is not an integer" % what)
+    return v
+
+def hexstr(v, what, n=None):
+    if type(v) is not str: raise Malformed("%s is not a string" % what)
+    b = bytes.fromhex(v)
+    if n is not None and len(b) != n: raise Malformed("%s is not %d bytes" % (what, n))
+    return v.lower()
+
 def main():
     args = sys.argv[1:]
     expect = None
@@ -51,25 +74,38 @@ def main():
         return "profilevault-audit-checkpoint/v2 %d %s %d %d %s" % (seq, digest, t, pseq, pdig)
     published = {}
     if expect is not None and not (len(expect) == 64 and all(c in "0123456789abcdefABCDEF" for c in expect)):
+        forks = set()
         for i, line in enumerate(open(expect, "rb"), 1):
             if not line.strip(): continue
-            hd = json.loads(line)
-            msg = cp_message(hd["seq"], hd["hash"], hd.get("time_ms"), hd.get("previous_seq"), hd.get("previous"))
-            if not verify(hd["signature"], msg): done(False, 0, None, "published head on line %d does not verify" % i)
-            if published.get(hd["seq"], hd["hash"]) != hd["hash"]: done(False, 0, hd["seq"], "published heads disagree: forked")
-            published[hd["seq"]] = hd["hash"]
+            hd = loads(line)
+            seq = integer(hd["seq"], "seq")
+            h = hexstr(hd["hash"], "hash", 32)
+            t = hd.get("time_ms")
+            msg = cp_message(seq, h, integer(t, "time_ms") if t is not None else None,
+                             integer(hd["previous_seq"], "previous_seq") if t is not None else None,
+                             hexstr(hd["previous"], "previous", 32) if t is not None else None)
+            if not verify(hexstr(hd["signature"], "signature"), msg): done(False, 0, None, "published head on line %d does not verify" % i)
+            if published.get(seq, h) != h: forks.add(seq)
+            published[seq] = h
+        if not published: done(False, 0, None, "the published heads file holds no head")
         expect = None
+    else:
+        forks = set()
+        if expect is not None: expect = expect.lower()
     prev = start_prev = first = last = None
     n, head, last_cp, seen_expected = 0, None, None, False
     prev_cp = None   # (seq, digest, chained) of the last checkpoint seen in this export
     for line in open(path, "rb"):
         if not line.strip(): continue
-        obj = json.loads(line)
+        obj = loads(line)
+        if type(obj) is not dict: raise Malformed("a line is not a JSON object")
         if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")
         if "head" in obj: head = obj["head"]; continue
         p, h, sig = obj.pop("prev_hash"), obj.pop("hash"), obj.pop("checkpoint_signature", None)
         ct, cps, cpd = obj.pop("checkpoint_time", None), obj.pop("checkpoint_previous_sequence", None), obj.pop("checkpoint_previous", None)
-        seq = obj["metadata.sequence"]
+        seq = integer(obj["metadata.sequence"], "metadata.sequence")
+        p, h = hexstr(p, "prev_hash", 32), hexstr(h, "hash", 32)
+        if ct is not None: ct, cps, cpd = integer(ct, "checkpoint_time"), integer(cps, "checkpoint_previous_sequence"), hexstr(cpd, "checkpoint_previous", 32)
         if first is None:
             first, prev, start_prev, last, last_cp = seq, p, p, seq - 1, seq - 1
             seen_expected = expect == p
@@ -87,6 +123,7 @@ def main():
                 if chained and (cps != prev_cp[0] or cpd != prev_cp[1]): done(False, n, prev_cp[0] + 1, "checkpoint chain broken: a checkpoint was deleted")
             prev_cp = (seq, hashlib.sha256(msg.encode() + bytes.fromhex(sig)).hexdigest(), chained)
             last_cp = seq
+        if seq in forks: done(False, n, seq, "two published heads disagree about this entry: the log was cut back and continued")
         if seq in published and published[seq] != digest: done(False, n, seq, "differs from the published head")
         prev, last = digest, seq
         seen_expected = seen_expected or digest == expect
@@ -100,4 +137,10 @@ def main():
     if published and max(published) > (last if last is not None else 0): done(False, n, (last or 0) + 1, "published head beyond the end: truncated")
     done(True, n)
 
-main()
+try:
+    main()
+except SystemExit:
+    raise
+except (Malformed, KeyError, ValueError, TypeError, AttributeError) as e:
+    print(json.dumps({"ok": False, "entries": None, "first_bad": None, "reason": "malformed export or heads file: %s" % e}))
+    sys.exit(1)

@@ -374,8 +374,8 @@ public enum PolicyLoader {
             let b = try r.object(n, bpath, allowed: ["epsilon", "delta", "period"], required: ["epsilon", "period"])
             let epsNode = b["epsilon"]!
             let epsilon = try r.number(epsNode, bpath + ".epsilon")
-            guard epsilon > 0 else {
-                throw r.fail(epsNode, bpath + ".epsilon", "epsilon must be > 0, found \(formatNumber(epsilon))")
+            guard epsilon > 0, epsilon <= 1e6 else {
+                throw r.fail(epsNode, bpath + ".epsilon", "epsilon must be > 0 and at most 1e6, found \(formatNumber(epsilon))")
             }
             let period = try r.duration(b["period"]!, bpath + ".period")
             // delta: 0 is pure DP only; absent, the default when a model may need it.

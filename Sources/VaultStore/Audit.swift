@@ -106,10 +106,48 @@ extension ProfileStore {
 
     static let checkpointColumns = "seq, hash, signature, checkpoint_time, prev_seq, prev_digest"
 
-    static func checkpoint(_ row: Row) -> AuditCheckpoint {
-        AuditCheckpoint(sequence: row["seq"], hash: [UInt8](row["hash"] as Data), signature: [UInt8](row["signature"] as Data),
-                        timeMillis: row["checkpoint_time"], previousSequence: row["prev_seq"],
-                        previousDigest: (row["prev_digest"] as Data?).map { [UInt8]($0) })
+    /// A checkpoint row, decoded without trapping: a column of the wrong type (an edited file)
+    /// is an integrity error. The three chain columns are all NULL (v1) or all set (v2).
+    static func checkpoint(_ row: Row, seqColumn: String = "seq", hashColumn: String = "hash") throws -> AuditCheckpoint {
+        let seq = row.auditInt(seqColumn) ?? 0
+        func bad(_ what: String) -> VaultError {
+            VaultError(.integrity, "the audit checkpoint at entry \(seq) has \(what): the file was edited")
+        }
+        guard let seq = row.auditInt(seqColumn) else { throw bad("no integer sequence number") }
+        guard let hash = row.auditBlob(hashColumn), hash.count == 32 else { throw bad("no 32-byte hash") }
+        guard let signature = row.auditBlob("signature") else { throw bad("no signature") }
+        let nulls = ["checkpoint_time", "prev_seq", "prev_digest"].filter { row.auditIsNull($0) }.count
+        if nulls == 3 {
+            return AuditCheckpoint(sequence: seq, hash: hash, signature: signature, timeMillis: nil, previousSequence: nil, previousDigest: nil)
+        }
+        guard nulls == 0, let time = row.auditInt("checkpoint_time"), let prevSeq = row.auditInt("prev_seq"),
+              let prevDigest = row.auditBlob("prev_digest"), prevDigest.count == 32 else {
+            throw bad("a malformed link to the checkpoint before it")
+        }
+        return AuditCheckpoint(sequence: seq, hash: hash, signature: signature, timeMillis: time, previousSequence: prevSeq, previousDigest: prevDigest)
+    }
+
+    /// An audit row's columns, decoded without trapping (integrity error otherwise).
+    struct StoredEntry {
+        var seq: Int64
+        var time: Int64
+        var text: String
+        var previous: [UInt8]
+        var hash: [UInt8]
+
+        init(_ row: Row) throws {
+            let seq = row.auditInt("seq") ?? 0
+            guard let s = row.auditInt("seq"), let time = row.auditInt("time"), let text = row.auditText("entry"),
+                  let previous = row.auditBlob("prev_hash"), previous.count == 32,
+                  let hash = row.auditBlob("hash"), hash.count == 32 else {
+                throw VaultError(.integrity, "audit entry \(seq) has a column of the wrong type: the file was edited")
+            }
+            self.seq = s
+            self.time = time
+            self.text = text
+            self.previous = previous
+            self.hash = hash
+        }
     }
 
     /// The verified head of the log: the newest entry, which must be exactly the newest
@@ -122,27 +160,27 @@ extension ProfileStore {
     /// checkpoint this process did not sign or verify before (``AuditHeadState``).
     func verifiedHead(_ db: Database) throws -> (sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?) {
         let cpRow = try Row.fetchOne(try db.cachedStatement(sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"))
-        let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT seq, entry, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"))
+        let row = try Row.fetchOne(try db.cachedStatement(sql: "SELECT seq, time, entry, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1"))
         guard let row else {
             if cpRow != nil {
                 throw VaultError(.integrity, "the audit log is empty but holds signed checkpoints: its entries were deleted")
             }
             return (0, AuditLog.genesis, nil)
         }
-        let seq: Int64 = row["seq"]
+        let stored = try StoredEntry(row)
+        let seq = stored.seq
         guard let cpRow else {
             throw VaultError(.integrity, "audit entries up to \(seq) are not covered by a signed checkpoint: they were inserted or their checkpoints deleted")
         }
-        let cp = Self.checkpoint(cpRow)
+        let cp = try Self.checkpoint(cpRow)
         if seq > cp.sequence {
             throw VaultError(.integrity, "audit entries \(cp.sequence + 1) to \(seq) are not covered by a signed checkpoint: they were inserted or rewritten, or their checkpoints deleted")
         }
         if seq < cp.sequence {
             throw VaultError(.integrity, "the audit log ends at entry \(seq) but a checkpoint signs entry \(cp.sequence): entries were deleted from its tail")
         }
-        let hash = [UInt8](row["hash"] as Data)
-        let text: String = row["entry"]
-        guard cp.hash == hash, SHA256.hash([UInt8](row["prev_hash"] as Data), Array(text.utf8)) == hash else {
+        let hash = stored.hash
+        guard cp.hash == hash, SHA256.hash(stored.previous, Array(stored.text.utf8)) == hash else {
             throw VaultError(.integrity, "audit entry \(seq) does not match its signed checkpoint: it was rewritten")
         }
         let digest = cp.digest
@@ -218,7 +256,10 @@ extension ProfileStore {
             guard let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") else {
                 return (0, AuditLog.hex(AuditLog.genesis))
             }
-            return (row["seq"], AuditLog.hex([UInt8](row["hash"] as Data)))
+            guard let seq = row.auditInt("seq"), let hash = row.auditBlob("hash") else {
+                throw VaultError(.integrity, "the newest audit entry has a column of the wrong type: the file was edited")
+            }
+            return (seq, AuditLog.hex(hash))
         }
     }
 
@@ -249,11 +290,22 @@ extension ProfileStore {
             if let p = try Data.fetchOne(db, sql: "SELECT prev_hash FROM audit WHERE seq = ?", arguments: [lo]) { previous = [UInt8](p) }
             // The checkpoint before the slice (the first one inside links to it).
             var lastCheckpoint = try Row.fetchOne(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC LIMIT 1",
-                                                  arguments: [lo]).map(Self.checkpoint)
+                                                  arguments: [lo]).map { try Self.checkpoint($0) }
             var checkpoints: [Int64: AuditCheckpoint] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq BETWEEN ? AND ?", arguments: [lo, hi]) {
-                let cp = Self.checkpoint(row)
+                let cp = try Self.checkpoint(row)
                 checkpoints[cp.sequence] = cp
+            }
+            // The slice is chosen by the `time` column, which no hash covers: the entries on
+            // either side of it must agree with their own (hashed) time, or an edited column
+            // could move an entry out of the slice unnoticed. (Checked again for each exported
+            // entry below.)
+            for neighbour in [lo - 1, hi + 1] where neighbour >= 1 {
+                guard let row = try Row.fetchOne(db, sql: "SELECT seq, time, entry, prev_hash, hash FROM audit WHERE seq = ?", arguments: [neighbour]) else { continue }
+                let e = try StoredEntry(row)
+                guard case .int(e.time)? = (try? JSONValue.parse(e.text))?["time"] else {
+                    throw VaultError(.integrity, "audit entry \(neighbour): its time column differs from the entry's time: the file was edited; nothing was exported (run audit verify)")
+                }
             }
             guard let out = OutputStream(toFileAtPath: path, append: false) else {
                 throw VaultError(.configuration, "\(path): cannot write the export")
@@ -278,18 +330,22 @@ extension ProfileStore {
             var head = previous
             var count = 0
             var buffer = ""
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", arguments: [lo, hi])
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, time, entry, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", arguments: [lo, hi])
             while let row = try rows.next() {
-                let seq: Int64 = row["seq"]
-                let entryText: String = row["entry"]
-                let prev = [UInt8](row["prev_hash"] as Data)
-                let hash = [UInt8](row["hash"] as Data)
+                let stored = try StoredEntry(row)
+                let seq = stored.seq
+                let entryText = stored.text
+                let prev = stored.previous
+                let hash = stored.hash
                 guard seq == lo + Int64(count) else { throw broken(seq, "sequence numbers are not contiguous") }
                 guard prev == head, SHA256.hash(prev, Array(entryText.utf8)) == hash else {
                     throw broken(seq, "its hash does not match its content and the entry before it")
                 }
-                guard case .object(var pairs) = try JSONValue.parse(entryText), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
+                guard case .object(var pairs)? = try? JSONValue.parse(entryText), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
                     throw broken(seq, "not a valid audit entry")
+                }
+                guard case .int(stored.time)? = JSONValue.object(pairs)["time"] else {
+                    throw broken(seq, "its time column differs from the entry's time")
                 }
                 pairs.append(("prev_hash", .string(AuditLog.hex(prev))))
                 pairs.append(("hash", .string(AuditLog.hex(hash))))
@@ -313,28 +369,26 @@ extension ProfileStore {
             // The slice must end under a checkpoint whose signature verifies: follow the chain
             // to the first checkpoint at or after its last entry.
             let end = lo + Int64(count) - 1
-            if count > 0 || previous != AuditLog.genesis {
+            if count > 0 || lo > 1 {
                 var covering = lastCheckpoint.flatMap { $0.sequence == end && end >= 1 && $0.hash == head ? $0 : nil }
                 if covering == nil {
                     var running = head
                     var expected = end + 1
                     let tail = try Row.fetchCursor(db, sql: """
-                        SELECT a.seq, a.entry, a.prev_hash, a.hash, c.seq AS cseq, c.hash AS chash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
+                        SELECT a.seq, a.time, a.entry, a.prev_hash, a.hash, c.seq AS cseq, c.hash AS chash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
                         FROM audit a LEFT JOIN audit_checkpoints c ON c.seq = a.seq WHERE a.seq >= ? ORDER BY a.seq
                         """, arguments: [max(end + 1, 1)])
                     while let row = try tail.next() {
-                        let seq: Int64 = row["seq"]
-                        let text: String = row["entry"]
-                        let hash = [UInt8](row["hash"] as Data)
-                        guard seq == expected, [UInt8](row["prev_hash"] as Data) == running, SHA256.hash(running, Array(text.utf8)) == hash else {
+                        let stored = try StoredEntry(row)
+                        let seq = stored.seq
+                        let hash = stored.hash
+                        guard seq == expected, stored.previous == running, SHA256.hash(running, Array(stored.text.utf8)) == hash else {
                             throw broken(seq, "its hash does not match its content and the entry before it")
                         }
                         running = hash
                         expected += 1
-                        if row["cseq"] as Int64? != nil {
-                            let cp = AuditCheckpoint(sequence: seq, hash: [UInt8](row["chash"] as Data), signature: [UInt8](row["signature"] as Data),
-                                                     timeMillis: row["checkpoint_time"], previousSequence: row["prev_seq"],
-                                                     previousDigest: (row["prev_digest"] as Data?).map { [UInt8]($0) })
+                        if !row.auditIsNull("cseq") {
+                            let cp = try Self.checkpoint(row, seqColumn: "cseq", hashColumn: "chash")
                             try accept(cp, hash: hash)
                             covering = cp
                             break
@@ -401,16 +455,34 @@ extension ProfileStore {
             }
         }
         return try pool.read { db in
-            var checkpoints: [Int64: AuditCheckpoint] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints") {
-                let cp = Self.checkpoint(row)
-                checkpoints[cp.sequence] = cp
-            }
             var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected, wholeLog: true)
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry, prev_hash, hash, subject FROM audit ORDER BY seq")
+            func result() -> AuditVerification {
+                AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
+                                  reason: v.failure?.reason, head: AuditLog.hex(v.head))
+            }
+            var checkpoints: [Int64: AuditCheckpoint] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints ORDER BY seq") {
+                do {
+                    let cp = try Self.checkpoint(row)
+                    guard cp.sequence >= 1 else {
+                        v.fail(1, "a checkpoint for entry \(cp.sequence), which no entry can have: it was inserted")
+                        return result()
+                    }
+                    checkpoints[cp.sequence] = cp
+                } catch let e as VaultError {
+                    v.fail(max(1, row.auditInt("seq") ?? 1), e.message)
+                    return result()
+                }
+            }
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, time, entry, prev_hash, hash, subject FROM audit ORDER BY seq")
             while let row = try rows.next() {
-                let seq: Int64 = row["seq"]
-                let text: String = row["entry"]
+                let stored: StoredEntry
+                do { stored = try StoredEntry(row) } catch let e as VaultError {
+                    v.fail(max(1, row.auditInt("seq") ?? 1), e.message)
+                    break
+                }
+                let seq = stored.seq
+                let text = stored.text
                 guard let entry = try? JSONValue.parse(text), case .int(let stated)? = entry["metadata.sequence"] else {
                     v.fail(seq, "entry \(seq) is not a valid audit entry: it was modified")
                     break
@@ -419,20 +491,29 @@ extension ProfileStore {
                     v.fail(min(seq, stated), "row \(seq) holds entry \(stated): entries were reordered or moved")
                     break
                 }
+                // The time column (which selects export slices) must agree with the entry.
+                guard case .int(stored.time)? = entry["time"] else {
+                    v.fail(seq, "the time column of entry \(seq) disagrees with the entry: it was altered")
+                    break
+                }
                 // The subject column (an index for access exports) must agree with the entry.
-                let column = (row["subject"] as Data?).map { AuditLog.hex([UInt8]($0)) }
+                if !row.auditIsNull("subject") && row.auditBlob("subject") == nil {
+                    v.fail(seq, "the subject index of entry \(seq) is not a pseudonym: it was altered")
+                    break
+                }
+                let column = row.auditBlob("subject").map { AuditLog.hex($0) }
                 let statedSubject = entry["unmapped.subject"].flatMap { if case .string(let s) = $0 { s } else { nil } }
                 if column != statedSubject {
                     v.fail(seq, "the subject index of entry \(seq) disagrees with the entry: it was altered")
                     break
                 }
-                let hash = [UInt8](row["hash"] as Data)
+                let hash = stored.hash
                 let cp = checkpoints[seq]
                 if let cp, cp.hash != hash {
                     v.fail(seq, "checkpoint \(seq) records another head than the entry's hash: the entry was rewritten")
                     break
                 }
-                if !v.add(entry: entry, statedPrevious: [UInt8](row["prev_hash"] as Data), statedHash: hash, checkpoint: cp) { break }
+                if !v.add(entry: entry, statedPrevious: stored.previous, statedHash: hash, checkpoint: cp) { break }
             }
             let last = v.last ?? 0
             if v.failure == nil, let beyond = checkpoints.keys.filter({ $0 > last }).min() {
@@ -442,8 +523,26 @@ extension ProfileStore {
                 v.fail(v.lastCheckpoint + 1, "entries after \(v.lastCheckpoint) are not covered by a signed checkpoint: they were inserted or their checkpoint deleted")
             }
             v.finishExpectation()
-            return AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
-                                     reason: v.failure?.reason, head: AuditLog.hex(v.head))
+            return result()
         }
+    }
+}
+
+extension Row {
+    /// A column's value without GRDB's trapping conversions: the audit tables are read back
+    /// from a file an attacker may have edited, and a wrong type must be an integrity error.
+    func auditValue(_ column: String) -> DatabaseValue { self[column] ?? .null }
+    func auditIsNull(_ column: String) -> Bool { auditValue(column).isNull }
+    func auditInt(_ column: String) -> Int64? {
+        if case .int64(let i) = auditValue(column).storage { return i }
+        return nil
+    }
+    func auditBlob(_ column: String) -> [UInt8]? {
+        if case .blob(let d) = auditValue(column).storage { return [UInt8](d) }
+        return nil
+    }
+    func auditText(_ column: String) -> String? {
+        if case .string(let s) = auditValue(column).storage { return s }
+        return nil
     }
 }

@@ -76,8 +76,12 @@ public enum DeltaUnits {
         if abs(x - r) < 1e-3 { return Int64(exactly: r) }
         return Int64(exactly: up ? x.rounded(.up) : x.rounded(.down))
     }
-    /// A charge: nil for a delta outside [0, 1].
-    public static func charge(_ d: Double) -> Int64? { units(d, up: true) }
+    /// A charge: nil for a delta outside [0, 1]. A positive delta below one unit is charged one
+    /// unit: every delta a release uses is paid for, however small.
+    public static func charge(_ d: Double) -> Int64? {
+        guard let u = units(d, up: true) else { return nil }
+        return d > 0 ? max(1, u) : u
+    }
     /// A limit: nil for a delta outside [0, 1].
     public static func limit(_ d: Double) -> Int64? { units(d, up: false) }
     public static func value(_ u: Int64) -> Double { Double(u) / perOne }

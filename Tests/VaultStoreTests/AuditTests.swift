@@ -501,3 +501,63 @@ extension AuditTests {
         #expect(try AuditExportVerifier.verify(path: e.path, publicKey: e.key, expectHead: nil).ok)
     }
 }
+
+/// The second round of attacks on the file (an adversarial review of the first fix): unsigned
+/// columns, empty slices and columns of the wrong type.
+extension AuditTests {
+    @Test func anEditedTimeColumnCannotMoveAnEntryOutOfAnExport() throws {
+        let t = try populated()
+        let times = try t.store.pool.read { db in try Int64.fetchAll(db, sql: "SELECT time FROM audit ORDER BY seq") }
+        // Entry 6 (a read) pushed before the slice by its unhashed time column.
+        try sql(t, Self.dropTriggers + "UPDATE audit SET time = 0 WHERE seq = 6")
+        let out = t.dir + "/slice.jsonl"
+        expectIntegrityFailure({ _ = try t.store.exportAudit(sinceMillis: times[4] + 1, untilMillis: nil, format: .jsonl, to: out) }, "export over an edited time")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == 6, "\(v)")
+    }
+
+    @Test func anEmptySliceDoesNotSignAForgedPreviousHash() throws {
+        let t = try populated()
+        try sql(t, Self.dropTriggers + "UPDATE audit SET prev_hash = zeroblob(32) WHERE seq = 4")
+        let times = try t.store.pool.read { db in try Int64.fetchAll(db, sql: "SELECT time FROM audit ORDER BY seq") }
+        let out = t.dir + "/empty.jsonl"
+        // A range that selects no entry but starts at entry 4: the hash before it must be proved.
+        expectIntegrityFailure({ _ = try t.store.exportAudit(sinceMillis: times[3], untilMillis: times[2], format: .jsonl, to: out) }, "empty slice")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func columnsOfTheWrongTypeAreIntegrityErrorsNotCrashes() throws {
+        for edit in ["UPDATE audit_checkpoints SET prev_seq = 1e300 WHERE seq = 8",
+                     "UPDATE audit_checkpoints SET checkpoint_time = 'abc' WHERE seq = 3",
+                     "UPDATE audit_checkpoints SET prev_digest = NULL WHERE seq = 8",
+                     "UPDATE audit SET hash = 42 WHERE seq = 8",
+                     "UPDATE audit SET entry = x'00ff' WHERE seq = 5",
+                     "UPDATE audit SET time = 'yesterday' WHERE seq = 2",
+                     "UPDATE audit SET subject = 7 WHERE seq = 6"] {
+            let t = try populated()
+            try sql(t, Self.dropTriggers + edit)
+            let v = try t.store.verifyAudit(expectHead: nil)
+            #expect(!v.ok, "\(edit): \(v)")
+            if !edit.contains("subject") {   // exports do not read the subject index
+                expectIntegrityFailure({ _ = try t.store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: t.dir + "/x.jsonl") }, edit)
+            }
+        }
+        // At the head, every operation refuses (and none traps).
+        for edit in ["UPDATE audit_checkpoints SET prev_seq = 1e300 WHERE seq = 8", "UPDATE audit SET hash = 42 WHERE seq = 8",
+                     "UPDATE audit SET entry = x'00ff' WHERE seq = 8"] {
+            let t = try populated()
+            try sql(t, Self.dropTriggers + edit)
+            expectIntegrityFailure({ try t.store.audit([Self.context.record("get", .read)]) }, edit)
+            _ = try? t.store.auditHead()   // status reads the head's hash: an error or a value, never a trap
+        }
+    }
+
+    @Test func aCheckpointInsertedBeforeTheFirstEntryIsCaught() throws {
+        let t = try populated()
+        // INSERT is not blocked by the triggers (they refuse UPDATE and DELETE).
+        try sql(t, "INSERT INTO audit_checkpoints(seq, hash, signature, time) VALUES (0, zeroblob(32), zeroblob(64), 0)")
+        let v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == 1, "\(v)")
+    }
+}

@@ -548,8 +548,6 @@ extension Vault {
             guard model.model == .recommender, let kind = model.events, let purposeName = model.privacy?.purpose, let vocabulary = model.items else {
                 throw VaultError(.invalidInput, "\(label): not a recommender model artifact")
             }
-            // A tenth of the vocabulary: more is cut to that (0 for a model of under 10 items,
-            // which serves nothing), as the answer is cut to the items a subject does not have.
             let top = min(requested ?? 10, Self.maxTop(vocabulary: vocabulary.count))
             let p = try purpose(purposeName)
             guard p.allowsModel("recommender") else { throw VaultError(.denied, "purpose \(p.name) no longer allows recommender models") }
@@ -561,16 +559,24 @@ extension Vault {
                 guard let f = schema.field(named: by), p.mayReadAttribute(f) else { throw VaultError(.denied, "purpose \(p.name) may not read \(by)") }
             }
             let (ids, _) = try resolveSelection(selection)
-            let rows = try store.subjectItems(customerIDs: ids.map(\.id), kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+            // Each subject once: a list repeating one ID would otherwise write its entries again
+            // and again (and time them).
+            var seen = Set<String>()
+            let unique = ids.map(\.id).filter { seen.insert($0).inserted }
+            let rows = try store.subjectItems(customerIDs: unique, kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                                               segmentAttribute: model.segmentBy)
+            // One entry per subject asked about, served or not, in one commit: unknown, erased
+            // and unconsented subjects cost the same work as each other.
+            let fields = ["events.\(kind)"] + (model.segmentBy.map { [$0] } ?? [])
+            try store.audit(rows.map {
+                let served = $0.items != nil && $0.consent
+                return context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: served ? fields : [],
+                                      outcome: served ? .ok : .denied, detail: served ? "model \(model.privacy?.job ?? "")" : Self.unavailableSubject)
+            })
             if case .one = selection, let r = rows.first, r.items == nil || !r.consent {
                 // Unknown, erased and unconsented subjects: one status, one message.
                 throw VaultError(.denied, Self.unavailableSubject)
             }
-            try store.audit(rows.filter { $0.items != nil }.map {
-                context.record("recommend", .read, purpose: p.name, subject: $0.pseudonym, fields: ["events.\(kind)"] + (model.segmentBy.map { [$0] } ?? []),
-                               outcome: $0.consent ? .ok : .denied, detail: $0.consent ? "model \(model.privacy?.job ?? "")" : "no consent")
-            })
             return rows.map { r in
                 guard let owned = r.items, r.consent else { return (r.customerID, [], Self.unavailableSubject) }
                 return (r.customerID, Recommender.recommend(model, owned: owned, segment: r.segment, top: top), nil)

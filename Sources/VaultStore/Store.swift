@@ -423,6 +423,7 @@ public final class ProfileStore: Sendable {
         }
         registerPolicyMigration(&m)
         registerAuditChainMigration(&m)
+        registerStoreIDMigration(&m)
         return m
     }
 

@@ -151,7 +151,10 @@ extension TrainTests {
             #expect(Set(runs.map(\.stdout)).count == 1 && Set(runs.map(\.stderr)).count == 1, "\(runs.map(\.stderr))")
         }
         let denied = try auditEntries(s).filter { $0["api.operation"] as? String == "recommend" && $0["status"] as? String == "denied" }
-        #expect(denied.count == 6 && Set(denied.map { $0["status_detail"] as? String ?? "" }) == [Vault.unavailableSubject], "\(denied)")
+        // Each call: one entry for the subject asked about (with its pseudonym, whether or not
+        // it exists) and the call's denial: the same work and the same detail for all three.
+        #expect(denied.count == 12 && Set(denied.map { $0["status_detail"] as? String ?? "" }) == [Vault.unavailableSubject], "\(denied)")
+        #expect(denied.filter { $0["unmapped.subject"] is String }.count == 6)
         let ids = try s.write("mixed.txt", subjects.joined(separator: "\n") + "\n")
         let list = try recommend(s, model, ["--subjects", ids])
         #expect(list.status == 0, "\(list.stderr)")

@@ -28,7 +28,10 @@ extension ProfileStore {
     func periodStart(periodSeconds: Int, now: Int64, _ db: Database) throws -> Int64 {
         let created = Int64(try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'created_at'") ?? "0") ?? 0
         let p = Int64(max(1, periodSeconds))
-        return created + max(0, (now - created) / p) * p
+        // Checked arithmetic: a created_at far from now (a store edited by hand) must not trap.
+        let (elapsed, o1) = now.subtractingReportingOverflow(created)
+        guard !o1, elapsed >= 0 else { return min(created, now) }
+        return created + (elapsed / p) * p
     }
 
     /// Budget of a purpose in its current period (nothing spent yet: 0).
@@ -49,29 +52,31 @@ struct StoreBudgetAccountant: BudgetAccountant {
     let audit: AuditRecord
 
     func spend(purpose: String, epsilon: Epsilon, limit: Double, periodSeconds: Int) throws -> BudgetState {
-        let limitUnits = Int64((limit * Double(Epsilon.unitsPerOne)).rounded(.down))
+        // A policy limit beyond 2^40 epsilon is as good as unlimited; clamped, it cannot trap.
+        let limitUnits = Int64((min(max(limit, 0), 0x1p40) * Double(Epsilon.unitsPerOne)).rounded(.down))
         return try store.pool.writeWithoutTransaction { db -> BudgetState in
             var state: BudgetState?
             var exceeded: BudgetExceeded?
             try db.inTransaction(.immediate) {
                 let start = try store.periodStart(periodSeconds: periodSeconds, now: Int64(Date().timeIntervalSince1970), db)
                 let spent = try Int64.fetchOne(db, sql: "SELECT spent_units FROM budget WHERE purpose = ? AND period_start = ?", arguments: [purpose, start]) ?? 0
-                let after = spent + Int64(epsilon.chargeUnits)
-                if after > limitUnits {
+                let (after, overflow) = spent.addingReportingOverflow(Int64(clamping: epsilon.chargeUnits))
+                if overflow || after > limitUnits {
                     exceeded = BudgetExceeded(state: BudgetState(purpose: purpose, limit: limit, spent: Double(spent) / Double(Epsilon.unitsPerOne), periodStart: start),
-                                              requested: epsilon.requested)
+                                              requested: epsilon.chargedValue)
                     return .rollback
                 }
                 try db.execute(sql: "INSERT INTO budget(purpose, period_start, spent_units) VALUES (?, ?, ?) ON CONFLICT(purpose, period_start) DO UPDATE SET spent_units = excluded.spent_units",
                                arguments: [purpose, start, after])
                 var record = audit
-                record.epsilon = epsilon.requested
+                record.epsilon = epsilon.chargedValue   // what is charged, as results and artifacts report it
                 try store.appendAudit(db, [record])
                 state = BudgetState(purpose: purpose, limit: limit, spent: Double(after) / Double(Epsilon.unitsPerOne), periodStart: start)
                 return .commit
             }
             if let exceeded { throw exceeded }
-            return state!
+            guard let state else { throw VaultError(.internalFailure, "the budget transaction ended without a state") }
+            return state
         }
     }
 }
@@ -82,10 +87,24 @@ struct StoreAggregateSource: AggregateSource {
     /// Always use the SQL form (tests compare it with the Swift scan of `NearestScan.swift`).
     var forceSQL = false
 
+    /// One exact sum of the statement, which must be an integer (never NULL, REAL or text: the
+    /// SQL sums integer contributions). Anything else is an integrity failure whose message
+    /// shows no value.
+    static func integerSum(_ v: DatabaseValue) throws -> Int64 {
+        switch v.storage {
+        case .int64(let i): return i
+        case .double(let d): if let i = Int64(exactly: d) { return i }
+        default: break
+        }
+        throw VaultError(.integrity, "an aggregate of the store is not an integer (the store may have been edited)")
+    }
+
     /// A REAL literal with full precision (Swift prints the shortest round-tripping form,
     /// always with a `.` or an exponent).
     static func literal(_ d: Double) -> String {
-        precondition(d.isFinite, "bounds and grids are finite")
+        // Bounds and grids are finite (checked where they are declared); should one not be, SQLite
+        // reads 9e999 as an infinity, the value Swift would have computed.
+        guard d.isFinite else { return d.isNaN ? "NULL" : (d > 0 ? "9e999" : "-9e999") }
         return "\(d)"
     }
 
@@ -145,12 +164,12 @@ struct StoreAggregateSource: AggregateSource {
     /// of 2^-40, multiplied by 64 (k <= 64) plus the centroid's index, and SQLite's scalar
     /// min() picks the smallest: the nearest centroid, ties to the lowest index; `% 64` is the index.
     static func nearestKey(units: [String], centroids: [[Double]]) -> String {
-        precondition(centroids.count <= 64 && !centroids.isEmpty)
+        // Callers check 1...64 centroids; fewer than two: the one group there is.
         let terms = centroids.enumerated().map { (i, c) -> String in
             let d = zip(units, c).map { u, v in "(\(u) - \(literal(v))) * (\(u) - \(literal(v)))" }.joined(separator: " + ")
             return "CAST((\(d)) * 1099511627776.0 AS INTEGER) * 64 + \(i)"
         }
-        if terms.count == 1 { return "0" }
+        if terms.count <= 1 { return "0" }
         return "(min(\(terms.joined(separator: ", "))) % 64)"
     }
 
@@ -491,7 +510,7 @@ struct StoreAggregateSource: AggregateSource {
             for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue })) {
                 let key: String = groupColumn == nil ? "" : (row[0] as String?) ?? ""
                 guard out[key] != nil else { continue }
-                out[key] = (0..<r.coordinates.count).map { row[$0 + offset] as Int64 }
+                out[key] = try (0..<r.coordinates.count).map { try Self.integerSum(row[$0 + offset]) }
             }
             return out
         }

@@ -21,7 +21,7 @@ public enum ModelParameters {
 
     /// Model -> parameter -> rule. `by` and `from_model` (names, not numbers) are not listed.
     public static let rules: [ModelKind: [String: Rule]] = [
-        .kmeans: ["k": int(1...64), "iterations": int(1...50), "init_share": real(0...0.9)],
+        .kmeans: ["k": int(1...64), "iterations": int(1...50), "init_share": real(0.001...0.9)],
         .segments: [:],
         .linear_regression: ["private_ranges": int(0...1)],
         .logistic_regression: ["private_ranges": int(0...1)],

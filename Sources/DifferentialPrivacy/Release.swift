@@ -156,9 +156,11 @@ public enum BoundedSum {
         let lnp = -Double(max(1, s)) / Double(max(1, t))
         let p = exp(lnp)
         let needed = (log(alpha * (1 + p) / 2) / lnp).rounded(.up)   // k + 1 >= needed
-        // Non-finite or beyond Int64 only for a degenerate alpha or scale: report the widest.
+        // Non-finite or beyond Int64 only for a degenerate alpha or scale: the widest, or 0
+        // (alpha >= 1 needs no interval).
         guard needed.isFinite, needed < 9.2e18 else { return needed > 0 || needed.isNaN ? .max : 0 }
-        return max(0, Int64(needed) - 1)
+        guard needed >= 1 else { return 0 }
+        return Int64(needed) - 1
     }
 
     /// A grid step for values with per-subject bound `realBound` (in the value's units): a

@@ -416,6 +416,7 @@ public struct QueryResult: Sendable {
     public var value: ReleasedValue?
     /// Per group key, for grouped queries and histograms, in domain order.
     public var groups: [(key: String, value: ReleasedValue)]
+    /// The epsilon charged (`Epsilon.chargedValue`: the asked-for epsilon rounded down to 2^-20).
     public var epsilon: Double
     /// Noise scale (Laplace b) of the main released coordinate, in the measure's units.
     public var scale: Double

@@ -3,12 +3,12 @@
 # sources compiled straight into each binary) and runs each for a bounded time.
 #
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]      (default 60 s each, all targets; 0 = build only)
-#   targets: csv json envelope keyring export policy where jsonl
+#   targets: csv json envelope keyring export policy where jsonl dp
 # Seed corpora: fuzz/corpus/<target>/ (read only). New inputs found go to
 # .build-rel/fuzz/work/<target>/ (gitignored). Crashes are saved under fuzz/crashes/<target>/.
 # Prints one line per target: executions, new coverage, crashes. Exit 1 when any target crashed.
 #
-# The policy, where and jsonl targets need Yams (they compile Sources/VaultPolicy): they link the
+# The policy, where, jsonl and dp targets need Yams (they compile Sources/VaultPolicy): they link the
 # Yams and CYaml objects of a SwiftPM build in .build-rel (run
 # `swift build --scratch-path .build-rel --product profilectl` first); they are skipped with a
 # note when those are missing.
@@ -18,7 +18,7 @@ repo=$(pwd)
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(csv json envelope keyring export policy where jsonl)
+[ ${#targets[@]} -eq 0 ] && targets=(csv json envelope keyring export policy where jsonl dp)
 
 out=$repo/.build-rel/fuzz
 mkdir -p "$out/src"
@@ -40,7 +40,7 @@ strip_copy() {  # strip_copy NAME FILE...  -> $out/src/NAME/
   local dir=$out/src/$1 f; shift
   rm -rf "$dir"; mkdir -p "$dir"
   for f in "$@"; do
-    sed -E '/^(public |package |internal )?import (VaultCrypto|VaultPolicy|VaultAudit|VaultStore|DifferentialPrivacy)$/d' "$f" >"$dir/$(basename "$f")"
+    sed -E '/^(public |package |internal )?import (VaultCrypto|VaultPolicy|VaultAudit|VaultStore|DifferentialPrivacy|PrivateModels)$/d' "$f" >"$dir/$(basename "$f")"
   done
 }
 
@@ -62,7 +62,7 @@ build() {
     envelope) swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/envelope.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/envelope" ;;
     keyring) swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/keyring.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/keyring" ;;
     export) audit_copy && swiftc "${flags[@]}" -I Sources/COpenSSL fuzz/targets/export.swift "$out"/src/VaultAudit/*.swift Sources/VaultCrypto/*.swift -lcrypto -lssl -o "$out/export" ;;
-    policy|where|jsonl)
+    policy|where|jsonl|dp)
       local y; y=$(yams_objects) || { echo "no Yams build in .build-rel" >"$log"; return 3; }
       local yams=(-I "$y/Modules" -I "$repo/.build-rel/checkouts/Yams/Sources/CYaml/include" "$y"/Yams.build/*.o "$y"/CYaml.build/src/*.o)
       case "$t" in
@@ -76,6 +76,14 @@ build() {
           swiftc "${flags[@]}" "${yams[@]}" fuzz/targets/jsonl.swift "$out"/src/jsonl/*.swift Sources/VaultStore/CSVReader.swift \
             Sources/VaultStore/VaultError.swift Sources/VaultAudit/JSONValue.swift Sources/VaultAudit/JSONParsing.swift \
             Sources/VaultPolicy/*.swift -o "$out/jsonl" ;;
+        # The DP planner and release path, the models, and the job-file part of Vault+Train.swift
+        # (up to its "MARK: - Gate" line, closed with a brace; `Vault` is a shim) with what they use.
+        dp) strip_copy dp Sources/DifferentialPrivacy/*.swift Sources/PrivateModels/*.swift &&
+          awk '/MARK: - Gate/ { exit } { print }' Sources/ProfileVault/Vault+Train.swift >"$out/src/dp-jobfile.swift" &&
+          echo "}" >>"$out/src/dp-jobfile.swift" && strip_copy dp-job "$out/src/dp-jobfile.swift" &&
+          swiftc "${flags[@]}" "${yams[@]}" -I Sources/COpenSSL fuzz/targets/dp.swift fuzz/shims/dp-vault.swift "$out"/src/dp/*.swift \
+            "$out"/src/dp-job/*.swift Sources/VaultCrypto/*.swift Sources/VaultPolicy/*.swift Sources/VaultStore/VaultError.swift \
+            -lcrypto -lssl -o "$out/dp" ;;
       esac ;;
     *) echo "unknown target $t" >"$log"; return 2 ;;
   esac >"$log" 2>&1

@@ -19,39 +19,61 @@ public struct QueryEngine: Sendable {
     /// - mean: two coordinates released separately with epsilon/2 each: the sum of values
     ///   centred on the middle of the bounds (bound (upper - lower) / 2, times the cap for events)
     ///   and the number of contributing values (bound 1, or the cap); mean = centre + sum / count.
-    public static func plan(_ q: DPQuery) -> [(Coordinate, Epsilon)] {
+    ///
+    /// Throws `DPParameterError` for a query that cannot be released (bounds that are not finite
+    /// numbers lower <= upper within +/-2^53, a cap below 1, a mean whose epsilon/2 is below
+    /// 2^-20, a coordinate bound above `BoundedSum.maxBound`). `run` plans before it charges.
+    public static func plan(_ q: DPQuery) throws -> [(Coordinate, Epsilon)] {
+        switch q.measure {
+        case .subjects: break
+        case let .attribute(_, lo, hi, _): try BoundedSum.checkBounds(lower: lo, upper: hi)
+        case let .events(_, lo, hi, _, k):
+            try BoundedSum.checkBounds(lower: lo, upper: hi)
+            guard k >= 1 else { throw DPParameterError("max_contributions", "must be at least 1") }
+        }
+        func halves() throws -> Epsilon {
+            guard let half = q.epsilon.split(2) else {
+                throw DPParameterError("epsilon", "a mean releases a sum and a count with epsilon/2 each, and each needs at least 2^-20: epsilon must be at least 2^-19")
+            }
+            return half
+        }
+        let plan: [(Coordinate, Epsilon)]
         switch (q.kind, q.measure) {
         case (.count, _), (.histogram, _):
             switch q.measure {
-            case .events(let kind, _, _, _, let k): return [(.eventCount(kind: kind, maxContributions: k), q.epsilon)]
-            default: return [(.subjects, q.epsilon)]
+            case .events(let kind, _, _, _, let k): plan = [(.eventCount(kind: kind, maxContributions: k), q.epsilon)]
+            default: plan = [(.subjects, q.epsilon)]
             }
         case (.sum, .subjects), (.mean, .subjects):
-            return [(.subjects, q.epsilon)]
+            plan = [(.subjects, q.epsilon)]
         case (.sum, let .attribute(name, lo, hi, integral)):
             let g = BoundedSum.grid(forBound: max(abs(lo), abs(hi)), integral: integral)
-            return [(.attribute(name: name, lower: lo, upper: hi, center: 0, grid: g), q.epsilon)]
+            plan = [(.attribute(name: name, lower: lo, upper: hi, center: 0, grid: g), q.epsilon)]
         case (.sum, let .events(kind, lo, hi, integral, k)):
             let g = BoundedSum.grid(forBound: max(abs(lo), abs(hi)), integral: integral)
-            return [(.events(kind: kind, lower: lo, upper: hi, center: 0, grid: g, maxContributions: k), q.epsilon)]
+            plan = [(.events(kind: kind, lower: lo, upper: hi, center: 0, grid: g, maxContributions: k), q.epsilon)]
         case (.mean, let .attribute(name, lo, hi, integral)):
             let c = (lo + hi) / 2
             let g = BoundedSum.grid(forBound: (hi - lo) / 2, integral: integral && (hi - lo).truncatingRemainder(dividingBy: 2) == 0)
-            let half = q.epsilon.split(2)
-            return [(.attribute(name: name, lower: lo, upper: hi, center: c, grid: g), half), (.nonNull(attribute: name), half)]
+            let half = try halves()
+            plan = [(.attribute(name: name, lower: lo, upper: hi, center: c, grid: g), half), (.nonNull(attribute: name), half)]
         case (.mean, let .events(kind, lo, hi, integral, k)):
             let c = (lo + hi) / 2
             let g = BoundedSum.grid(forBound: (hi - lo) / 2, integral: integral && (hi - lo).truncatingRemainder(dividingBy: 2) == 0)
-            let half = q.epsilon.split(2)
-            return [(.events(kind: kind, lower: lo, upper: hi, center: c, grid: g, maxContributions: k), half),
+            let half = try halves()
+            plan = [(.events(kind: kind, lower: lo, upper: hi, center: c, grid: g, maxContributions: k), half),
                     (.eventCount(kind: kind, maxContributions: k), half)]
         }
+        for (c, _) in plan { _ = try BoundedSum.scaleNumerator(bound: c.bound) }
+        return plan
     }
 
-    /// Runs a query: budget first (a refused charge throws `BudgetExceeded` and nothing is
-    /// computed), then exact sums, then noise. `onCharged` runs right after the charge.
+    /// Runs a query: plan first (a query that cannot be released throws `DPParameterError`
+    /// and nothing is charged), then the budget (a refused charge throws `BudgetExceeded` and
+    /// nothing is computed), then exact sums, then noise. The result reports the epsilon
+    /// charged (`Epsilon.chargedValue`).
     public func run(_ q: DPQuery, purpose: String, limit: Double, periodSeconds: Int) throws -> QueryResult {
-        let plan = Self.plan(q)
+        let plan = try Self.plan(q)
         let budget = try accountant.spend(purpose: purpose, epsilon: q.epsilon, limit: limit, periodSeconds: periodSeconds)
         let request = AggregateRequest(consentPurpose: q.consentPurpose, predicates: q.predicates, groupBy: q.groupBy, coordinates: plan.map(\.0))
         let sums = try source.boundedSums(request)
@@ -63,15 +85,11 @@ public struct QueryEngine: Sendable {
         var mainScale = 0.0
         var counts: [NoisyValue] = []
         for key in keys {
-            let exact = sums[key] ?? [Int64](repeating: 0, count: plan.count)
+            var exact = sums[key] ?? []
+            if exact.count != plan.count { exact = [Int64](repeating: 0, count: plan.count) }   // a source's missing group is zeros
             var noisy: [NoisyValue] = []
             for (i, (coordinate, eps)) in plan.enumerated() {
-                let grid: Double
-                switch coordinate {
-                case let .attribute(_, _, _, _, g), let .events(_, _, _, _, g, _): grid = g
-                default: grid = 1
-                }
-                noisy += BoundedSum.release(sums: [exact[i]], bound: coordinate.bound, epsilon: eps, grid: grid, alpha: alpha, using: &rng)
+                noisy += try BoundedSum.release(sums: [exact[i]], bound: coordinate.bound, epsilon: eps, grid: coordinate.grid, alpha: alpha, using: &rng)
             }
             mainScale = noisy[0].scale
             // The noisy count of the answer (a count's value, a mean's denominator), for the
@@ -80,30 +98,21 @@ public struct QueryEngine: Sendable {
             case .subjects, .nonNull, .eventCount: counts.append(noisy[twoParts ? 1 : 0])
             default: break
             }
-            if twoParts {
-                switch plan[0].0 {
-                case let .attribute(_, lo, hi, c, _), let .events(_, lo, hi, c, _, _):
-                    released.append((key, Self.mean(sum: noisy[0], count: noisy[1], center: c, lower: lo, upper: hi)))
-                default:
-                    preconditionFailure("a two-part plan is always a mean")
-                }
-            } else {
+            switch (twoParts, plan[0].0) {
+            case let (true, .attribute(_, lo, hi, c, _)), let (true, .events(_, lo, hi, c, _, _)):
+                released.append((key, Self.mean(sum: noisy[0], count: noisy[1], center: c, lower: lo, upper: hi)))
+            default:   // one part (a two-part plan is always a mean of the two cases above)
                 let n = noisy[0]
                 released.append((key, ReleasedValue(value: n.value, ci95: (n.value - n.halfWidth, n.value + n.halfWidth))))
             }
         }
         var bounds: [String: Double] = [:]
         for (i, (c, _)) in plan.enumerated() {
-            let g: Double
-            switch c {
-            case let .attribute(_, _, _, _, gg), let .events(_, _, _, _, gg, _): g = gg
-            default: g = 1
-            }
-            bounds["coordinate_\(i)"] = Double(c.bound) * g
+            bounds["coordinate_\(i)"] = Double(c.bound) * c.grid
         }
         let grouped = q.groupBy != nil
         var result = QueryResult(value: grouped ? nil : released.first?.1, groups: grouped ? released : [],
-                                 epsilon: q.epsilon.requested, scale: mainScale, budget: budget, contributionBounds: bounds)
+                                 epsilon: q.epsilon.chargedValue, scale: mainScale, budget: budget, contributionBounds: bounds)
         if !counts.isEmpty {
             result.noisyCount = counts.reduce(0) { $0 + $1.value }
             result.noisyCountScale = counts.reduce(0) { $0 + $1.scale * $1.scale }.squareRoot()
@@ -120,7 +129,7 @@ public struct QueryEngine: Sendable {
         let cLo = c.value - c.halfWidth, cHi = c.value + c.halfWidth
         guard cLo > 0 else { return ReleasedValue(value: value, ci95: (lower, upper)) }
         let candidates = [(s.value - s.halfWidth) / cLo, (s.value - s.halfWidth) / cHi, (s.value + s.halfWidth) / cLo, (s.value + s.halfWidth) / cHi]
-        return ReleasedValue(value: value, ci95: (clamp(center + candidates.min()!), clamp(center + candidates.max()!)))
+        return ReleasedValue(value: value, ci95: (clamp(center + (candidates.min() ?? 0)), clamp(center + (candidates.max() ?? 0))))
     }
 }
 
@@ -142,6 +151,11 @@ public final class PrivateSession {
     let attributes: Set<String>
     let eventKinds: Set<String>
     let derived: [String: DerivedAttribute]
+    /// A dry run reads nothing and samples nothing: every release checks and spends the
+    /// session's epsilon exactly as a real one would and returns zeros (partition selection
+    /// selects nothing). The gate dry-runs a model before it charges the job, so a job whose
+    /// epsilon cannot be split as the model splits it is refused before anything is charged.
+    public let dryRun: Bool
     private var usedUnits: UInt64 = 0
     private var usedDelta: Double = 0
     private var rng = CSPRNGWords()
@@ -172,7 +186,8 @@ public final class PrivateSession {
     /// derived attributes (their names are granted with them; their event kinds must be in
     /// `eventKinds`, or a request naming them is refused).
     public init(source: any AggregateSource, consentPurpose: String?, epsilon: Epsilon, delta: Double = 0,
-                attributes: Set<String>, eventKinds: Set<String>, derived: [DerivedAttribute] = []) {
+                attributes: Set<String>, eventKinds: Set<String>, derived: [DerivedAttribute] = [], dryRun: Bool = false) {
+        self.dryRun = dryRun
         self.source = source
         self.consentPurpose = consentPurpose
         self.epsilon = epsilon
@@ -212,8 +227,13 @@ public final class PrivateSession {
     }
 
     func take(_ shares: [Epsilon]) throws {
-        let units = shares.reduce(UInt64(0)) { $0 + $1.noiseUnits }
-        guard usedUnits + units <= epsilon.noiseUnits else {
+        var units: UInt64 = 0
+        for e in shares {
+            let (sum, overflow) = units.addingReportingOverflow(e.noiseUnits)
+            guard !overflow else { throw SessionError("the model asked for more epsilon than the job was granted (\(epsilon))") }
+            units = sum
+        }
+        guard units <= epsilon.noiseUnits - usedUnits else {
             throw SessionError("the model asked for more epsilon than the job was granted (\(epsilon))")
         }
         usedUnits += units
@@ -221,8 +241,9 @@ public final class PrivateSession {
 
     /// Releases every coordinate of the request (coordinate i with epsilon `shares[i]`) for
     /// every key of the grouping's public domain ("" when ungrouped), in domain order.
+    /// Everything is checked (grants, shares, bounds) before the session's epsilon is spent.
     public func release(_ request: AggregateRequest, shares: [Epsilon], label: String) throws -> [(key: String, values: [NoisyValue])] {
-        precondition(shares.count == request.coordinates.count, "one epsilon share per coordinate")
+        guard shares.count == request.coordinates.count else { throw SessionError("\(label): one epsilon share per coordinate") }
         let r = try prepared(request)
         let keys: [String]
         if let g = r.grouping {
@@ -231,15 +252,24 @@ public final class PrivateSession {
         } else {
             keys = [""]
         }
+        for c in r.coordinates { _ = try BoundedSum.scaleNumerator(bound: c.bound) }
         try take(shares)
+        if dryRun {
+            ledger.append(("\(label) (\(keys.count) groups)", shares.reduce(0) { $0 + $1.noiseValue }, r.coordinates.map { Double($0.bound) * $0.grid }))
+            let zeros = zip(r.coordinates, shares).map { c, e in
+                NoisyValue(value: 0, scale: Double(max(1, c.bound)) / e.noiseValue * c.grid, halfWidth: 0)
+            }
+            return keys.map { ($0, zeros) }
+        }
         let sums = try source.boundedSums(r)
         var out: [(key: String, values: [NoisyValue])] = []
         out.reserveCapacity(keys.count)
         for key in keys {
-            let exact = sums[key] ?? [Int64](repeating: 0, count: r.coordinates.count)
+            var exact = sums[key] ?? []
+            if exact.count != r.coordinates.count { exact = [Int64](repeating: 0, count: r.coordinates.count) }
             var values: [NoisyValue] = []
             for (i, c) in r.coordinates.enumerated() {
-                values += BoundedSum.release(sums: [exact[i]], bound: c.bound, epsilon: shares[i], grid: c.grid, using: &rng)
+                values += try BoundedSum.release(sums: [exact[i]], bound: c.bound, epsilon: shares[i], grid: c.grid, using: &rng)
             }
             out.append((key, values))
         }
@@ -268,37 +298,48 @@ public final class PrivateSession {
     }
 
     /// Private partition selection (for groupings whose keys come from the data, e.g. the
-    /// items of events): one coordinate, each key present in the data gets its noisy sum,
-    /// and only keys whose noisy value exceeds
-    /// `threshold = 1 + b * ln(m / (2 delta))` (b = bound / epsilon the noise scale,
-    /// m = bound, the number of keys one subject can touch, each by at most 1) are released.
-    /// A key only one subject holds is released with probability at most
-    /// (1/2) exp(-(threshold - 1) / b) = delta / m; a subject holds at most m keys, so the
-    /// release is (epsilon, delta)-DP (Korolova et al. 2009; Desfontaines et al. 2022).
+    /// items of events): one coordinate, each key present in the data gets its noisy count
+    /// exact + Y, Y ~ DiscreteLaplace(m / epsilon') (m = bound, the number of keys one subject
+    /// can touch, each by at most 1), and only keys with exact + Y >= T are released, T from
+    /// `BoundedSum.selectionThreshold`: the smallest integer (or one above it) for which the
+    /// exact discrete-Laplace tail gives P(1 + Y >= T) = p^(T-1) / (1 + p) <= delta / m,
+    /// p = exp(-epsilon'/m). A key only one subject holds (exact count 1) is released with
+    /// probability at most delta / m; a subject holds at most m such keys, so the release is
+    /// (epsilon, delta)-DP (Korolova et al. 2009; Desfontaines et al. 2022). The comparison is
+    /// made on the exact integers. Returns T as the threshold.
     public func releaseSelected(_ request: AggregateRequest, epsilon share: Epsilon, delta: Double, label: String) throws -> (released: [(key: String, value: NoisyValue)], threshold: Double) {
-        precondition(request.coordinates.count == 1)
-        guard case .itemPresence? = request.coordinates.first else { throw SessionError("partition selection counts item presence only") }
+        guard request.coordinates.count == 1, case .itemPresence? = request.coordinates.first else {
+            throw SessionError("partition selection counts item presence only (one coordinate)")
+        }
         guard delta > 0, usedDelta + delta <= self.delta * (1 + 1e-9) else { throw SessionError("the model asked for more delta than the job allows (\(self.delta))") }
         var r = try prepared(request)
         if case .items? = r.grouping { r.grouping = .items(vocabulary: nil) } else { throw SessionError("partition selection needs an item grouping") }
+        let c = r.coordinates[0]
+        let threshold = try BoundedSum.selectionThreshold(bound: c.bound, epsilon: share, delta: delta)
+        let t = try BoundedSum.scaleNumerator(bound: c.bound), s = share.noiseUnits
         try take([share])
         usedDelta += delta
-        let c = r.coordinates[0]
-        let m = Double(c.bound)
-        let b = m * Double(Epsilon.unitsPerOne) / Double(share.noiseUnits)
-        let threshold = 1 + b * log(m / (2 * delta))
+        if dryRun {
+            ledger.append(("\(label) (partition selection, delta \(delta), threshold \(threshold))", share.noiseValue, [Double(c.bound)]))
+            return ([], Double(threshold))
+        }
+        let scale = Double(t) / Double(s)
+        let halfWidth = Double(BoundedSum.halfWidthUnits(scaleNumerator: t, scaleDenominator: s, alpha: 0.05))
+        let sampler = DiscreteLaplace()
         let sums = try source.boundedSums(r)
         var out: [(key: String, value: NoisyValue)] = []
         for key in sums.keys.sorted() {
             guard let exact = sums[key]?.first, exact > 0 else { continue }
-            let v = BoundedSum.release(sums: [exact], bound: c.bound, epsilon: share, grid: 1, using: &rng)[0]
-            if v.value > threshold { out.append((key, v)) }
+            let noise = sampler.sampleNoise(scaleNumerator: t, scaleDenominator: s, using: &rng)
+            // exact + Y >= T, on the integers (T <= 2^62 + 1 and exact >= 1: T - exact cannot overflow).
+            guard noise.isAtLeast(threshold - exact) else { continue }
+            out.append((key, NoisyValue(value: noise.added(to: exact), scale: scale, halfWidth: halfWidth)))
         }
-        ledger.append(("\(label) (partition selection, delta \(delta), threshold \(String(format: "%.1f", threshold)))", share.noiseValue, [m]))
+        ledger.append(("\(label) (partition selection, delta \(delta), threshold \(threshold))", share.noiseValue, [Double(c.bound)]))
         // The released items only: nothing released counts 0 events, with one item's noise scale.
         eventCounts.append(NoisyCount(value: out.reduce(0) { $0 + $1.value.value },
-                                      scale: max(b, out.reduce(0) { $0 + $1.value.scale * $1.value.scale }.squareRoot()), release: label))
-        return (out, threshold)
+                                      scale: max(scale, out.reduce(0) { $0 + $1.value.scale * $1.value.scale }.squareRoot()), release: label))
+        return (out, Double(threshold))
     }
 }
 

@@ -53,26 +53,43 @@ public enum Coordinate: Sendable, Equatable {
     /// most C(maxItems, size) sets: L1 bound C(maxItems, size) over all groups.
     case itemSetPresence(kind: String, maxItems: Int, size: Int)
 
-    /// The largest absolute value one subject can contribute, in grid units.
+    /// The largest absolute value one subject can contribute, in grid units. Saturates at
+    /// `UInt64.max` (never traps) for bounds that do not fit, non-finite or non-positive grids
+    /// and negative caps; `BoundedSum.release` refuses any bound above `BoundedSum.maxBound`.
     public var bound: UInt64 {
-        func units(_ x: Double, _ g: Double) -> UInt64 { UInt64((abs(x) / g).rounded(.toNearestOrAwayFromZero)) }
+        func units(_ x: Double, _ g: Double) -> UInt64 {
+            let u = (abs(x) / g).rounded(.toNearestOrAwayFromZero)
+            guard g > 0, u >= 0, u < 18_446_744_073_709_551_616.0 else { return .max }   // NaN fails too
+            return UInt64(u)
+        }
+        func count(_ k: Int) -> UInt64 { UInt64(exactly: k) ?? .max }
+        func times(_ a: UInt64, _ b: UInt64) -> UInt64 {
+            let (r, overflow) = a.multipliedReportingOverflow(by: b)
+            return overflow ? .max : r
+        }
         switch self {
         case .subjects, .nonNull: return 1
         case let .attribute(_, lo, hi, c, g): return max(units(lo - c, g), units(hi - c, g))
-        case let .events(_, lo, hi, c, g, k): return UInt64(k) * max(units(lo - c, g), units(hi - c, g))
-        case let .eventCount(_, k): return UInt64(k)
+        case let .events(_, lo, hi, c, g, k): return times(count(k), max(units(lo - c, g), units(hi - c, g)))
+        case let .eventCount(_, k): return count(k)
         case let .product(_, _, g): return units(1, g)
-        case let .itemPresence(_, m, _): return UInt64(m)
-        case let .itemPairWeight(_, m, u): return UInt64(m) * UInt64(u) / 2
+        case let .itemPresence(_, m, _): return count(m)
+        case let .itemPairWeight(_, m, u): return times(count(m), count(u)) / 2
         case let .itemSetPresence(_, m, k): return Self.binomial(m, k)
         }
     }
 
-    /// C(n, k), 0 when k > n.
+    /// C(n, k), 0 when k < 0 or k > n, `UInt64.max` when it does not fit.
     public static func binomial(_ n: Int, _ k: Int) -> UInt64 {
         guard k >= 0, k <= n else { return 0 }
         var r: UInt64 = 1
-        for i in 0..<min(k, n - k) { r = r * UInt64(n - i) / UInt64(i + 1) }
+        for i in 0..<min(k, n - k) {
+            // r = C(n, i) -> C(n, i + 1) = r * (n - i) / (i + 1), exact, with a 128-bit product.
+            let p = r.multipliedFullWidth(by: UInt64(n - i))
+            let d = UInt64(i + 1)
+            guard p.high < d else { return .max }
+            r = d.dividingFullWidth(p).quotient
+        }
         return r
     }
 
@@ -207,7 +224,7 @@ public enum Grouping: Sendable, Equatable {
         switch self {
         case let .attribute(_, d): return d
         case let .nearest(_, c): return c.indices.map(String.init)
-        case let .cell(f, b): return (0..<Self.cellCount(dimensions: f.count, bins: b)).map(String.init)
+        case let .cell(f, b): return (0..<min(Self.cellCount(dimensions: f.count, bins: b), 1 << 20)).map(String.init)   // the source refuses more cells
         case let .items(v): return v
         case let .itemPairs(v):
             var keys: [String] = []
@@ -238,9 +255,14 @@ public enum Grouping: Sendable, Equatable {
         }
     }
 
+    /// bins^d, `Int.max` when it overflows (or for a negative count).
     public static func cellCount(dimensions d: Int, bins b: Int) -> Int {
         var n = 1
-        for _ in 0..<d { n = n.multipliedReportingOverflow(by: b).partialValue }
+        for _ in 0..<max(0, d) {
+            let (p, overflow) = n.multipliedReportingOverflow(by: b)
+            if overflow || p < 0 { return .max }
+            n = p
+        }
         return n
     }
 }
@@ -351,7 +373,7 @@ public protocol BudgetAccountant: Sendable {
 extension BudgetAccountant {
     public func spend(purpose: String, epsilon: Epsilon, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState {
         guard delta == 0 else {
-            throw BudgetExceeded(state: BudgetState(purpose: purpose, limit: limit, spent: 0, periodStart: 0), requested: epsilon.requested,
+            throw BudgetExceeded(state: BudgetState(purpose: purpose, limit: limit, spent: 0, periodStart: 0), requested: epsilon.chargedValue,
                                  requestedDelta: delta)
         }
         return try spend(purpose: purpose, epsilon: epsilon, limit: limit, periodSeconds: periodSeconds)
@@ -432,6 +454,7 @@ public struct QueryResult: Sendable {
     public var value: ReleasedValue?
     /// Per group key, for grouped queries and histograms, in domain order.
     public var groups: [(key: String, value: ReleasedValue)]
+    /// The epsilon charged (`Epsilon.chargedValue`: the asked-for epsilon rounded down to 2^-20).
     public var epsilon: Double
     /// Noise scale (Laplace b) of the main released coordinate, in the measure's units.
     public var scale: Double

@@ -208,7 +208,7 @@ public enum Trainer {
         case .association_rules: a = try AssociationRules.fit(spec: spec, session: session, progress: progress)
         case .random_forest: a = try RandomForest.fit(spec: spec, session: session, progress: progress)
         }
-        a.privacy = PrivacyBlock(purpose: "", epsilon: session.epsilon.requested, delta: 0, mechanism: "", contributionBounds: [:],
+        a.privacy = PrivacyBlock(purpose: "", epsilon: session.epsilon.chargedValue, delta: 0, mechanism: "", contributionBounds: [:],
                                  policyVersion: "", job: "", trainedAt: "",
                                  budgetSplit: session.ledger.map { ReleaseRecord(release: $0.what, epsilon: $0.epsilon, l1Bounds: $0.bounds) })
         return a

@@ -38,13 +38,13 @@ public struct AssociationRule: Codable, Sendable, Equatable {
 public enum AssociationRules {
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("association_rules needs events: (an event kind)") }
-        let m = Int(spec.param("max_items_per_subject", 5))
-        let v = Int(spec.param("vocabulary_size", 50))
-        let v3 = Int(spec.param("triple_vocabulary", 15))
+        let m = spec.integer("max_items_per_subject", 5)
+        let v = spec.integer("vocabulary_size", 50)
+        let v3 = spec.integer("triple_vocabulary", 15)
         let tau = spec.param("support_threshold", 1)
         let minSupport = spec.param("min_support", 10)
         let minConfidence = spec.param("min_confidence", 0.3)
-        let maxRules = Int(spec.param("max_rules", 100))
+        let maxRules = spec.integer("max_rules", 100)
         guard m >= 2 && m <= 20 else { throw ModelError("association_rules: max_items_per_subject must be between 2 and 20") }
         guard v >= 2 && v <= 300 else { throw ModelError("association_rules: vocabulary_size must be between 2 and 300") }
         guard v3 >= 0 && v3 <= min(v, 60) else { throw ModelError("association_rules: triple_vocabulary must be between 0 and min(vocabulary_size, 60)") }

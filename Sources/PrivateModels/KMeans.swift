@@ -17,8 +17,8 @@ public enum KMeans {
         let f = spec.features
         let d = f.count
         guard d >= 1 else { throw ModelError("kmeans needs at least one feature") }
-        let k = Int(spec.param("k", 3))
-        let iterations = Int(spec.param("iterations", 6))
+        let k = spec.integer("k", 3)
+        let iterations = spec.integer("iterations", 6)
         guard k >= 1 && k <= 64 else { throw ModelError("kmeans: k must be between 1 and 64") }
         guard iterations >= 1 && iterations <= 50 else { throw ModelError("kmeans: iterations must be between 1 and 50") }
         let initShare = spec.param("init_share", 0.1), countShare = 0.05

@@ -35,7 +35,7 @@ public enum RandomForest {
         }
         let f = spec.features
         guard !f.isEmpty else { throw ModelError("random_forest needs features") }
-        let t = Int(spec.param("trees", 30)), depth = Int(spec.param("depth", 5))
+        let t = spec.integer("trees", 30), depth = spec.integer("depth", 5)
         let prior = spec.param("leaf_prior", 10)
         guard t >= 1 && t <= 200 else { throw ModelError("random_forest: trees must be between 1 and 200") }
         guard depth >= 1 && depth <= 12 else { throw ModelError("random_forest: depth must be between 1 and 12") }

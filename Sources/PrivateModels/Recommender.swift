@@ -45,17 +45,18 @@ public enum Recommender {
 
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("recommender needs events: (an event kind)") }
-        let m = Int(spec.param("max_items_per_subject", 20))
-        let v = Int(spec.param("vocabulary_size", 200))
-        let l = Int(spec.param("neighbors", 50))
+        let m = spec.integer("max_items_per_subject", 20)
+        let v = spec.integer("vocabulary_size", 200)
+        let l = spec.integer("neighbors", 50)
+        guard l >= 1 && l <= 2000 else { throw ModelError("recommender: neighbors must be between 1 and 2000") }
         let thresholdScales = spec.param("similarity_threshold", 3)
         let popularityWeight = spec.param("popularity_weight", 5)
         // With descriptions, content is the personalisation and all of epsilon buys popularity;
         // without, 20% buys the co-occurrence (docs/models.md has both measured).
         let described = spec.catalogText != nil && spec.catalog != nil
-        let factors = Int(spec.param("factors", 0))
+        let factors = spec.integer("factors", 0)
         let popularityShare = spec.param("popularity_share", described && factors == 0 ? 1 : 0.8)
-        let candidates = Int(spec.param("candidates", 300))
+        let candidates = spec.integer("candidates", 300)
         let contentWeight = spec.param("content_weight", 5)
         guard popularityShare >= 0.05 && popularityShare <= 1 else { throw ModelError("recommender: popularity_share must be between 0.05 and 1") }
         guard candidates >= 0 && candidates <= 10_000 && Double(candidates) == spec.param("candidates", 300) else {
@@ -70,7 +71,7 @@ public enum Recommender {
         guard factors == 0 || popularityShare < 1 else { throw ModelError("recommender: factors factorises the co-occurrence; popularity_share must be below 1") }
         let segmentShare = spec.segmentBy == nil ? 0 : spec.param("segment_share", 0.5)
         let segmentPrior = spec.param("segment_prior", 200)
-        let segmentVocabulary = Int(spec.param("segment_vocabulary", 300))
+        let segmentVocabulary = spec.integer("segment_vocabulary", 300)
         if spec.segmentBy != nil {
             guard segmentShare >= 0.05 && segmentShare <= 0.95 else { throw ModelError("recommender: segment_share must be between 0.05 and 0.95") }
             guard segmentPrior >= 0 && segmentPrior <= 1e9 else { throw ModelError("recommender: segment_prior must be between 0 and 1e9") }
@@ -212,25 +213,30 @@ public enum Recommender {
     /// Cold subjects and items without significant neighbours fall back to popularity. (Ranking
     /// the candidates by popularity rank instead of value measured 0.01-0.03 HR@10 worse.)
     public static func recommend(_ a: ModelArtifact, owned: Set<String>, segment: String? = nil, top: Int) -> [String] {
-        guard let items = a.items, var pop = a.popularity else { return [] }
+        // An artifact's arrays are checked against each other, not trusted: nothing below indexes
+        // past them or converts an out-of-range number (a malformed artifact ranks nothing).
+        guard let items = a.items, var pop = a.popularity, pop.count == items.count, pop.allSatisfy(\.isFinite) else { return [] }
         if let segment, let s = a.segmentKeys?.firstIndex(of: segment), let table = a.segmentPopularity, s < table.count {
-            pop = segmentPopularity(global: pop, segment: table[s], prior: a.params["segment_prior"] ?? 0)
+            let shrunk = segmentPopularity(global: pop, segment: table[s], prior: a.params["segment_prior"] ?? 0)
+            if shrunk.allSatisfy(\.isFinite) { pop = shrunk }
         }
         let ni = a.neighborItems ?? [], ns = a.neighborScores ?? []
         let maxPop = max(1, pop.max() ?? 1)
         let maxSim = max(1e-9, ns.lazy.compactMap(\.first).max() ?? 0)
         let w = (a.params["popularity_weight"] ?? 1e-3 / maxSim) * maxSim
-        let k = min(items.count, max(0, Int(a.params["candidates"] ?? 0)))
+        let candidates = a.params["candidates"] ?? 0
+        let k = candidates.isFinite ? Int(min(Double(items.count), max(0, candidates.rounded(.down)))) : 0
         let c = a.params["content_weight"] ?? 0
         var score = [Double](repeating: 0, count: items.count)
         var ownedIndex = Set<Int>()
         for (i, name) in items.enumerated() where owned.contains(name) {
             ownedIndex.insert(i)
-            guard i < ni.count else { continue }
-            for (j, s) in zip(ni[i], ns[i]) where j < score.count { score[j] += s }
+            guard i < ni.count, i < ns.count else { continue }
+            for (j, s) in zip(ni[i], ns[i]) where j >= 0 && j < score.count { score[j] += s }
         }
         for j in items.indices { score[j] += w * pop[j] / maxPop }
-        if c > 0, k > 0, let terms = a.contentTerms, let weights = a.contentWeights {
+        if c > 0, k > 0, let terms = a.contentTerms, let weights = a.contentWeights, terms.count >= k, weights.count >= k,
+           zip(terms, weights).allSatisfy({ $0.count == $1.count }) {
             let cos = ContentSimilarity.profileScores(terms: terms, weights: weights, owned: ownedIndex.sorted(), targets: 0..<k)
             for j in 0..<k { score[j] += w * c * cos[j] }
         }

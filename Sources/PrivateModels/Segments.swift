@@ -8,6 +8,21 @@ import Foundation
 /// (bound (hi - lo)/2), the job's epsilon split equally over the d + 1 coordinates. Since a
 /// subject is in one segment, the whole release is E-DP. mean = centre + sum / count.
 public enum Segments {
+    /// Why a k-means artifact cannot define segments (nil: it can): 1 to 64 centroids, each with
+    /// one finite number per feature, and every feature's bounds two finite numbers lower < upper.
+    /// The gate checks this before the job's budget is charged.
+    public static func clustersProblem(_ m: ModelArtifact) -> String? {
+        guard let c = m.centroids, !c.isEmpty, c.count <= 64 else { return "the artifact has no centroids (1 to 64)" }
+        guard !m.features.isEmpty, m.featureBounds.count == m.features.count,
+              m.featureBounds.allSatisfy({ $0.count == 2 && $0[0].isFinite && $0[1].isFinite && $0[0] < $0[1] }) else {
+            return "the artifact's feature bounds are not one pair lower < upper per feature"
+        }
+        guard c.allSatisfy({ $0.count == m.features.count && $0.allSatisfy(\.isFinite) }) else {
+            return "the artifact's centroids do not have one finite number per feature"
+        }
+        return nil
+    }
+
     public static func fit(spec: TrainingSpec, session: PrivateSession) throws -> ModelArtifact {
         let f = spec.features
         let grouping: Grouping
@@ -16,6 +31,7 @@ public enum Segments {
             grouping = .attribute(name: s.name, domain: s.domain)
             by = s.name
         } else if let m = spec.clusters, let c = m.centroids {
+            if let problem = clustersProblem(m) { throw ModelError("segments: params.from_model: \(problem)") }
             let mf = m.scaledFeatures
             grouping = .nearest(features: mf, centroids: c.map { p in p.indices.map { mf[$0].unit(p[$0]) } })
             by = "kmeans"

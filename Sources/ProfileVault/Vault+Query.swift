@@ -46,7 +46,7 @@ extension Vault {
                 throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in \(policy.file): it may not run DP queries")
             }
             guard let eps = Epsilon(q.epsilon) else {
-                throw VaultError(.usage, "--epsilon \(q.epsilon): must be a positive number (at least 2^-20)")
+                throw VaultError(.usage, "--epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000")
             }
             guard q.maxContributions >= 1 && q.maxContributions <= 10_000 else {
                 throw VaultError(.usage, "--max-contributions must be between 1 and 10000")
@@ -95,6 +95,12 @@ extension Vault {
             }
             let dpq = DPQuery(kind: q.kind, measure: measure, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                               predicates: predicates, groupBy: groupBy, epsilon: eps)
+            // Everything the release needs is checked before the budget is charged.
+            do {
+                _ = try QueryEngine.plan(dpq)
+            } catch let e as DPParameterError {
+                throw VaultError(.usage, Self.queryParameterMessage(e, measure: measure))
+            }
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: fields,
                                         detail: q.whereClause.map { "where \($0)" })
             let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
@@ -102,6 +108,21 @@ extension Vault {
                 return try engine.run(dpq, purpose: p.name, limit: budget.epsilon, periodSeconds: budget.periodSeconds)
             } catch let e as BudgetExceeded {
                 throw VaultError(.denied, "budget exceeded: \(e.description)")
+            }
+        }
+    }
+
+    /// A refused plan as a usage error naming the flag (the HTTP body field has the same name
+    /// without the dashes): epsilon, max contributions, or the schema bounds of the measure.
+    static func queryParameterMessage(_ e: DPParameterError, measure: Measure) -> String {
+        switch e.field {
+        case "epsilon": return "--epsilon: \(e.reason)"
+        case "max_contributions": return "--max-contributions: \(e.reason)"
+        default:
+            switch measure {
+            case let .attribute(name, _, _, _): return "--attribute \(name): its schema bounds cannot be released: \(e.reason)"
+            case let .events(kind, _, _, _, _): return "--events \(kind): its schema bounds cannot be released (with --max-contributions): \(e.reason)"
+            case .subjects: return "query: \(e.description)"
             }
         }
     }

@@ -60,6 +60,12 @@ extension Vault {
     public static func parseJobs(path: String) throws -> [TrainingJob] {
         guard let data = FileManager.default.contents(atPath: path) else { throw VaultError(.notFound, "\(path): no such file") }
         guard data.count <= 1 << 20, let text = String(data: data, encoding: .utf8) else { throw VaultError(.invalidInput, "\(path): not a UTF-8 text file of at most 1 MiB") }
+        return try parseJobs(text: text, path: path)
+    }
+
+    /// `parseJobs(path:)` on the file's text (`path` names the file in messages and anchors
+    /// relative `items_from` / `from_model` paths). The job fuzz target calls this.
+    public static func parseJobs(text: String, path: String) throws -> [TrainingJob] {
         func fail(_ node: Node?, _ field: String?, _ reason: String) -> VaultError {
             VaultError(.invalidInput, PolicyDiagnostic(file: path, line: node?.mark?.line, field: field, reason: reason).description)
         }
@@ -103,6 +109,7 @@ extension Vault {
             guard let epsNode = map["epsilon"] else { throw fail(root, "epsilon", "missing (a job needs job, purpose, model and epsilon)") }
             let eps = try number(epsNode, "epsilon")
             guard eps > 0 else { throw fail(epsNode, "epsilon", "must be positive") }
+            guard Epsilon(eps) != nil else { throw fail(epsNode, "epsilon", "must be a number from 2^-20 (about 9.54e-07) to 1000000") }
             var delta = 1e-6
             if let dn = map["delta"] {
                 delta = try number(dn, "delta")
@@ -139,6 +146,10 @@ extension Vault {
                             guard x > 0, x == x.rounded() else { throw fail(v, "params.\(key)", "expected a positive integer") }
                         }
                         if key == "init_share" && !(x > 0 && x < 0.8) { throw fail(v, "params.\(key)", "expected a share in (0, 0.8)") }
+                        // The model's own range, so no number (1e300, 2^-1074) reaches a model it would break.
+                        if let kind = ModelKind(rawValue: model), let problem = ModelParameters.problem(kind, key, x) {
+                            throw fail(v, "params.\(key)", problem)
+                        }
                         params[key] = x
                     }
                 }
@@ -228,6 +239,11 @@ extension Vault {
             let b = Array(seq)
             let lo = try number(b[0], "\(field).bounds"), hi = try number(b[1], "\(field).bounds")
             guard lo < hi, (hi - lo).isFinite else { throw fail(bn, "\(field).bounds", "expected lower < upper") }
+            do {
+                try BoundedSum.checkBounds(lower: lo, upper: hi, minimumSpan: BoundedSum.minimumDeclaredSpan)
+            } catch let e as DPParameterError {
+                throw fail(bn, "\(field).bounds", e.reason)
+            }
             out.append(TrainingJob.DerivedFeature(
                 attribute: DerivedAttribute(name: name, eventKind: kind, aggregate: aggregate, from: from, before: before, lower: lo, upper: hi),
                 line: k.mark?.line ?? 0, eventsLine: en.mark?.line ?? 0))
@@ -241,6 +257,8 @@ extension Vault {
         guard let first = b.first, (0x61...0x7A).contains(first), b.count <= 63 else { return false }
         return b.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
     }
+
+    // MARK: - Gate (fuzz/run.sh compiles this file up to this line for the dp target)
 
     /// The result of a granted, finished job.
     public struct TrainingResult: Sendable {
@@ -288,7 +306,7 @@ extension Vault {
         }
         guard let budget = p.dpBudget else { throw refuse("purpose \(p.name) has no dp_budget in \(policy.file)") }
         guard let kind = ModelKind(rawValue: job.model) else { throw refuse("model \(job.model) is not one this store can train") }
-        guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be at least 2^-20") }
+        guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000") }
         // Delta: only private partition selection (an item model without a catalog) uses it.
         let jobDelta = kind.namesItems && job.itemsFrom == nil ? job.delta : 0
         if jobDelta > 0 && budget.delta == 0 {
@@ -379,6 +397,7 @@ extension Vault {
             guard m.model == .kmeans, m.centroids != nil else {
                 throw VaultError(.invalidInput, "\(job.file): params.from_model: \(path) is not a kmeans model artifact")
             }
+            if let problem = Segments.clustersProblem(m) { throw VaultError(.invalidInput, "\(job.file): params.from_model: \(path): \(problem)") }
             for (i, name) in m.features.enumerated() {
                 // A derived feature of the model must be declared by this job with the same definition.
                 if m.derived?[name] != derived[name].map(Self.record) {
@@ -428,6 +447,21 @@ extension Vault {
         }
         let grantedDerived = job.derived.map(\.attribute).filter { usedDerived.contains($0.name) }
 
+        // A dry run of the model (no data read, nothing sampled, nothing charged) checks that the
+        // job's epsilon and parameters can be spent as the model spends them: a job that would
+        // fail after the charge is refused here instead.
+        do {
+            let dry = PrivateSession(source: store.aggregateSource, consentPurpose: p.legalBasis == .consent ? p.name : nil, epsilon: eps,
+                                     delta: jobDelta,
+                                     attributes: attributes, eventKinds: eventKinds, derived: grantedDerived, dryRun: true)
+            _ = try Trainer.fit(kind, spec: spec, session: dry)
+        } catch let e as ModelError {
+            throw VaultError(.invalidInput, "\(job.file): \(e.description)")
+        } catch let e as SessionError {
+            throw VaultError(.invalidInput, "\(job.file): epsilon \(job.epsilon) cannot be split as model \(job.model) needs: \(e.description)")
+        } catch let e as DPParameterError {
+            throw VaultError(.invalidInput, "\(job.file): \(e.description)")
+        }
         // The accountant adds "delta D" to the detail when the job charges delta.
         let detail = "job \(job.name) model \(job.model)"
         let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
@@ -448,6 +482,8 @@ extension Vault {
             throw VaultError(.invalidInput, "\(job.file): \(e.description)")
         } catch let e as SessionError {
             throw VaultError(.internalFailure, "job \(job.name): \(e.description)")
+        } catch let e as DPParameterError {
+            throw VaultError(.internalFailure, "job \(job.name): \(e.description)")
         }
         var bounds: [String: Double] = ["subjects": 1]
         for f in features { bounds[f.name] = f.upper - f.lower }
@@ -459,7 +495,7 @@ extension Vault {
         }
         let iso = ISO8601DateFormatter()
         artifact.privacy = PrivacyBlock(
-            purpose: p.name, epsilon: job.epsilon, delta: jobDelta,
+            purpose: p.name, epsilon: eps.chargedValue, delta: jobDelta,
             mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
             contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
             budgetSplit: artifact.privacy?.budgetSplit ?? [])

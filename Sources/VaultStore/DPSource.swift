@@ -30,7 +30,10 @@ extension ProfileStore {
     func periodStart(periodSeconds: Int, now: Int64, _ db: Database) throws -> Int64 {
         let created = Int64(try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'created_at'") ?? "0") ?? 0
         let p = Int64(max(1, periodSeconds))
-        return created + max(0, (now - created) / p) * p
+        // Checked arithmetic: a created_at far from now (a store edited by hand) must not trap.
+        let (elapsed, o1) = now.subtractingReportingOverflow(created)
+        guard !o1, elapsed >= 0 else { return min(created, now) }
+        return created + (elapsed / p) * p
     }
 
     /// What the window [start, start + periodSeconds) has spent: every ledger row whose own
@@ -100,7 +103,8 @@ struct StoreBudgetAccountant: BudgetAccountant {
     }
 
     func spend(purpose: String, epsilon: Epsilon, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState {
-        let limitUnits = Int64((limit * Double(Epsilon.unitsPerOne)).rounded(.down))
+        // A policy limit beyond 2^40 epsilon is as good as unlimited; clamped, it cannot trap.
+        let limitUnits = Int64((min(max(limit, 0), 0x1p40) * Double(Epsilon.unitsPerOne)).rounded(.down))
         guard let deltaCharge = DeltaUnits.charge(delta), let deltaLimitUnits = DeltaUnits.limit(deltaLimit) else {
             throw VaultError(.usage, "delta must be between 0 and 1")
         }
@@ -117,16 +121,16 @@ struct StoreBudgetAccountant: BudgetAccountant {
                 }
                 let start = try store.periodStart(periodSeconds: periodSeconds, now: Int64(Date().timeIntervalSince1970), db)
                 let spent = try ProfileStore.windowSpent(db, purpose: purpose, start: start, periodSeconds: periodSeconds)
-                let (after, afterOverflow) = spent.epsilon.addingReportingOverflow(Int64(epsilon.chargeUnits))
+                let (after, afterOverflow) = spent.epsilon.addingReportingOverflow(Int64(clamping: epsilon.chargeUnits))
                 let (deltaAfter, deltaOverflow) = spent.delta.addingReportingOverflow(deltaCharge)
                 let current = BudgetState(purpose: purpose, limit: limit, spent: Double(spent.epsilon) / Double(Epsilon.unitsPerOne), periodStart: start,
                                           deltaLimit: deltaLimit, deltaSpent: DeltaUnits.value(spent.delta))
                 if afterOverflow || after > limitUnits {
-                    exceeded = BudgetExceeded(state: current, requested: epsilon.requested, requestedDelta: delta, deltaExceeded: false)
+                    exceeded = BudgetExceeded(state: current, requested: epsilon.chargedValue, requestedDelta: delta, deltaExceeded: false)
                     return .rollback
                 }
                 if deltaOverflow || deltaAfter > deltaLimitUnits {
-                    exceeded = BudgetExceeded(state: current, requested: epsilon.requested, requestedDelta: delta, deltaExceeded: true)
+                    exceeded = BudgetExceeded(state: current, requested: epsilon.chargedValue, requestedDelta: delta, deltaExceeded: true)
                     return .rollback
                 }
                 try db.execute(sql: """
@@ -135,7 +139,7 @@ struct StoreBudgetAccountant: BudgetAccountant {
                         spent_units = spent_units + excluded.spent_units, spent_delta_units = spent_delta_units + excluded.spent_delta_units
                     """, arguments: [purpose, start, Int64(periodSeconds), Int64(epsilon.chargeUnits), deltaCharge])
                 var record = audit
-                record.epsilon = epsilon.requested
+                record.epsilon = epsilon.chargedValue   // what is charged, as results and artifacts report it
                 if delta > 0 { record.detail = (record.detail.map { $0 + "; " } ?? "") + "delta \(AuditLog.decimal(delta))" }
                 try store.appendAudit(db, [record])
                 state = BudgetState(purpose: purpose, limit: limit, spent: Double(after) / Double(Epsilon.unitsPerOne), periodStart: start,
@@ -155,10 +159,24 @@ struct StoreAggregateSource: AggregateSource {
     /// Always use the SQL form (tests compare it with the Swift scan of `NearestScan.swift`).
     var forceSQL = false
 
+    /// One exact sum of the statement, which must be an integer (never NULL, REAL or text: the
+    /// SQL sums integer contributions). Anything else is an integrity failure whose message
+    /// shows no value.
+    static func integerSum(_ v: DatabaseValue) throws -> Int64 {
+        switch v.storage {
+        case .int64(let i): return i
+        case .double(let d): if let i = Int64(exactly: d) { return i }
+        default: break
+        }
+        throw VaultError(.integrity, "an aggregate of the store is not an integer (the store may have been edited)")
+    }
+
     /// A REAL literal with full precision (Swift prints the shortest round-tripping form,
     /// always with a `.` or an exponent).
     static func literal(_ d: Double) -> String {
-        precondition(d.isFinite, "bounds and grids are finite")
+        // Bounds and grids are finite (checked where they are declared); should one not be, SQLite
+        // reads 9e999 as an infinity, the value Swift would have computed.
+        guard d.isFinite else { return d.isNaN ? "NULL" : (d > 0 ? "9e999" : "-9e999") }
         return "\(d)"
     }
 
@@ -218,12 +236,12 @@ struct StoreAggregateSource: AggregateSource {
     /// of 2^-40, multiplied by 64 (k <= 64) plus the centroid's index, and SQLite's scalar
     /// min() picks the smallest: the nearest centroid, ties to the lowest index; `% 64` is the index.
     static func nearestKey(units: [String], centroids: [[Double]]) -> String {
-        precondition(centroids.count <= 64 && !centroids.isEmpty)
+        // Callers check 1...64 centroids; fewer than two: the one group there is.
         let terms = centroids.enumerated().map { (i, c) -> String in
             let d = zip(units, c).map { u, v in "(\(u) - \(literal(v))) * (\(u) - \(literal(v)))" }.joined(separator: " + ")
             return "CAST((\(d)) * 1099511627776.0 AS INTEGER) * 64 + \(i)"
         }
-        if terms.count == 1 { return "0" }
+        if terms.count <= 1 { return "0" }
         return "(min(\(terms.joined(separator: ", "))) % 64)"
     }
 
@@ -564,7 +582,7 @@ struct StoreAggregateSource: AggregateSource {
             for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue })) {
                 let key: String = groupColumn == nil ? "" : (row[0] as String?) ?? ""
                 guard out[key] != nil else { continue }
-                out[key] = (0..<r.coordinates.count).map { row[$0 + offset] as Int64 }
+                out[key] = try (0..<r.coordinates.count).map { try Self.integerSum(row[$0 + offset]) }
             }
             return out
         }

@@ -36,14 +36,16 @@ extension StoreAggregateSource {
     }
 
     func nearestSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
-        guard case let .nearest(features, centroids)? = r.grouping else { preconditionFailure("nearest grouping") }
-        // Columns to read: the features, then every other attribute a coordinate names.
-        var columns = features.map(\.name)
+        guard case let .nearest(features, centroids)? = r.grouping else { throw VaultError(.usage, "a nearest-centroid scan needs a nearest grouping") }
+        // Columns to read: the features (each once), then every other attribute a coordinate names.
+        var columns: [String] = []
+        for f in features where !columns.contains(f.name) { columns.append(f.name) }
         for c in r.coordinates {
             if case let .nonNull(n) = c, !columns.contains(n) { columns.append(n) }
             if case let .attribute(n, _, _, _, _) = c, !columns.contains(n) { columns.append(n) }
         }
         let index = Dictionary(uniqueKeysWithValues: columns.enumerated().map { ($1, $0) })
+        let featureColumn = features.map { index[$0.name] ?? 0 }
         var sql = "SELECT " + columns.map { "a." + ProfileStore.quoted($0) }.joined(separator: ", ") + " FROM attributes a"
         var args: [any DatabaseValueConvertible] = []
         if let p = r.consentPurpose {
@@ -64,9 +66,9 @@ extension StoreAggregateSource {
         let contributions = r.coordinates.map { c -> Contribution in
             switch c {
             case .subjects: return .one
-            case let .nonNull(n): return .nonNull(index[n]!)
-            case let .attribute(n, lo, hi, c, g): return .attribute(column: index[n]!, lo: lo, hi: hi, c: c, inverseGrid: 1 / g)
-            default: preconditionFailure("checked by nearestScanApplies")
+            case let .nonNull(n): return .nonNull(index[n] ?? 0)
+            case let .attribute(n, lo, hi, c, g): return .attribute(column: index[n] ?? 0, lo: lo, hi: hi, c: c, inverseGrid: 1 / g)
+            default: return .one   // not reached: nearestScanApplies admits only the three cases above
             }
         }
         let k = centroids.count, d = features.count, m = r.coordinates.count
@@ -92,7 +94,7 @@ extension StoreAggregateSource {
                 }
                 for j in 0..<d {
                     let f = units[j]
-                    var v = x[j]
+                    var v = x[featureColumn[j]]
                     if f.clamp { v = v < f.lower ? f.lower : (v > f.upper ? f.upper : v) }
                     u[j] = (v - f.lower) * f.inverse
                 }
@@ -100,19 +102,28 @@ extension StoreAggregateSource {
                 for c in 0..<k {
                     var dist = 0.0
                     for j in 0..<d { let t = u[j] - flat[c * d + j]; dist += t * t }
-                    let key = Int64(dist * 1_099_511_627_776.0) * 64 + Int64(c)
+                    // dist <= d for values in their bounds; a value outside them (a store written
+                    // around the ingest checks) must not trap the conversion.
+                    let q = dist * 1_099_511_627_776.0
+                    let key = (q < 0x1p56 ? Int64(q) : Int64(1) << 56) * 64 + Int64(c)
                     if key < best { best = key }
                 }
                 let g = Int(best % 64) * m
                 for (i, c) in contributions.enumerated() {
+                    var add: Int64 = 0
                     switch c {
-                    case .one: sums[g + i] += 1
-                    case let .nonNull(col): if present[col] { sums[g + i] += 1 }
+                    case .one: add = 1
+                    case let .nonNull(col): add = present[col] ? 1 : 0
                     case let .attribute(col, lo, hi, ctr, ig):
                         guard present[col] else { continue }
                         let v = min(hi, max(lo, x[col]))
-                        sums[g + i] += Int64(((v - ctr) * ig).rounded(.toNearestOrAwayFromZero))
+                        let units = ((v - ctr) * ig).rounded(.toNearestOrAwayFromZero)
+                        guard let n = Int64(exactly: units) else { throw VaultError(.integrity, "a stored value does not fit the aggregate's grid") }
+                        add = n
                     }
+                    let (sum, overflow) = sums[g + i].addingReportingOverflow(add)
+                    guard !overflow else { throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }
+                    sums[g + i] = sum
                 }
             }
         }

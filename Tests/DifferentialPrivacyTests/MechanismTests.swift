@@ -97,7 +97,7 @@ struct MechanismTests {
         // Ten charges of 0.4 fit a budget of 4.0 exactly.
         #expect(10 * Epsilon(0.4)!.chargeUnits <= UInt64(4.0 * Double(Epsilon.unitsPerOne)))
         #expect(Epsilon(0) == nil && Epsilon(-1) == nil && Epsilon(.nan) == nil && Epsilon(.infinity) == nil)
-        let half = e.split(2)
+        let half = try #require(e.split(2))
         #expect(half.noiseUnits * 2 <= e.noiseUnits)
     }
 
@@ -118,7 +118,7 @@ struct MechanismTests {
         var covered = 0, total = 0.0
         let n = 4000
         for _ in 0..<n {
-            let v = BoundedSum.release(sums: [truth], bound: 1, epsilon: eps, grid: 1, using: &rng)[0]
+            let v = try BoundedSum.release(sums: [truth], bound: 1, epsilon: eps, grid: 1, using: &rng)[0]
             total += v.value
             if abs(v.value - Double(truth)) <= v.halfWidth { covered += 1 }
             #expect(v.scale == 2)
@@ -137,8 +137,8 @@ struct MechanismTests {
         var a: [Int64: Int] = [:], b: [Int64: Int] = [:]
         var rng = SplitMix(state: 2024)
         for _ in 0..<n {
-            a[Int64(BoundedSum.release(sums: [10], bound: bound, epsilon: eps, grid: 1, using: &rng)[0].value), default: 0] += 1
-            b[Int64(BoundedSum.release(sums: [10 + Int64(bound)], bound: bound, epsilon: eps, grid: 1, using: &rng)[0].value), default: 0] += 1
+            a[Int64(try BoundedSum.release(sums: [10], bound: bound, epsilon: eps, grid: 1, using: &rng)[0].value), default: 0] += 1
+            b[Int64(try BoundedSum.release(sums: [10 + Int64(bound)], bound: bound, epsilon: eps, grid: 1, using: &rng)[0].value), default: 0] += 1
         }
         var worst = 0.0, checked = 0
         for (o, ca) in a {
@@ -193,14 +193,14 @@ struct MechanismTests {
         #expect(source.calls == 0)
     }
 
-    @Test func plansBoundEachSubjectsContribution() {
+    @Test func plansBoundEachSubjectsContribution() throws {
         let e = Epsilon(1)!
-        let sum = QueryEngine.plan(DPQuery(kind: .sum, measure: .attribute(name: "x", lower: -5, upper: 20, integral: true), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
+        let sum = try QueryEngine.plan(DPQuery(kind: .sum, measure: .attribute(name: "x", lower: -5, upper: 20, integral: true), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
         #expect(sum.count == 1 && sum[0].0.bound == 20)
-        let mean = QueryEngine.plan(DPQuery(kind: .mean, measure: .attribute(name: "age", lower: 18, upper: 100, integral: true), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
+        let mean = try QueryEngine.plan(DPQuery(kind: .mean, measure: .attribute(name: "age", lower: 18, upper: 100, integral: true), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
         #expect(mean.count == 2 && mean[0].0.bound == 41 && mean[1].0.bound == 1)
         #expect(mean[0].1.noiseUnits + mean[1].1.noiseUnits <= e.noiseUnits)
-        let ev = QueryEngine.plan(DPQuery(kind: .sum, measure: .events(kind: "purchase", lower: 0, upper: 1000, integral: false, maxContributions: 10), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
+        let ev = try QueryEngine.plan(DPQuery(kind: .sum, measure: .events(kind: "purchase", lower: 0, upper: 1000, integral: false, maxContributions: 10), consentPurpose: nil, predicates: [], groupBy: nil, epsilon: e))
         if case let .events(_, _, _, _, g, k) = ev[0].0 {
             #expect(k == 10)
             #expect(Double(ev[0].0.bound) * g >= 10 * 1000 * 0.999 && Double(ev[0].0.bound) * g <= 10 * 1000 * 1.001)

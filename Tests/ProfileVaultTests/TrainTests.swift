@@ -372,7 +372,7 @@ import VaultStore
         for (text, reason) in [
             ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nevents_since: soon\nepsilon: 1\n", "j.yaml:5: events_since: expected a date"),
             ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nevents_since: 2026-01-01\nepsilon: 1\n", "j.yaml:5: events_since: only a recommender"),
-            ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nparams: { candidates: 2.5 }\nepsilon: 1\n", "candidates must be a whole number"),
+            ("job: j\npurpose: model_training\nmodel: recommender\nevents: purchase\nparams: { candidates: 2.5 }\nepsilon: 1\n", "j.yaml:5: params.candidates: expected a whole number"),
         ] {
             let e = try s.run(["train", try job(s, "j.yaml", text), "--role", "trainer"])
             #expect((e.status == 65 || e.status == 64) && e.stderr.contains(reason), "\(e.status) \(e.stderr)")

@@ -165,19 +165,44 @@ public final class Vault: Sendable {
         }
     }
 
+    /// Ingests a profile file (CSV or JSON Lines), as `profilectl ingest profiles`.
     public func ingestProfiles(path: String, options: IngestOptions) throws -> IngestReport {
+        try ingestProfiles(from: .file(path), options: options)
+    }
+
+    /// Ingests profiles held in memory, one JSON object per record (an HTTP body's array):
+    /// nothing is written anywhere but the store. Errors name `record N` (from 1) and the field.
+    public func ingestProfiles(records: [JSONValue], options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        try ingestProfiles(from: .objects(records), options: options)
+    }
+
+    /// Ingests profiles from a file or from records in memory: every record is validated before
+    /// any is written (unless `options.skipInvalid`).
+    public func ingestProfiles(from source: RecordSource, options: IngestOptions) throws -> IngestReport {
         try audited("ingest.profiles", .create, permission: "ingest") { context in
             var o = options
             o.audit = context
-            return try store.ingestProfiles(path: path, options: o)
+            return try store.ingestProfiles(source, options: o)
         }
     }
 
+    /// Ingests an events file (CSV or JSON Lines), as `profilectl ingest events`.
     public func ingestEvents(path: String, options: IngestOptions) throws -> IngestReport {
+        try ingestEvents(from: .file(path), options: options)
+    }
+
+    /// Ingests events held in memory, one JSON object per record: nothing is written anywhere
+    /// but the store. Errors name `record N` (from 1) and the field.
+    public func ingestEvents(records: [JSONValue], options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        try ingestEvents(from: .objects(records), options: options)
+    }
+
+    /// Ingests events from a file or from records in memory.
+    public func ingestEvents(from source: RecordSource, options: IngestOptions) throws -> IngestReport {
         try audited("ingest.events", .create, permission: "ingest") { context in
             var o = options
             o.audit = context
-            return try store.ingestEvents(path: path, options: o)
+            return try store.ingestEvents(source, options: o)
         }
     }
 

@@ -18,9 +18,11 @@ public struct ServiceOptions: Sendable {
     public var maxBodyBytes = 256 << 10
     /// Most records in one ingest body.
     public var maxRecords = 100_000
-    /// Where request bodies are staged for the ingest and job parsers, in a private 0700
-    /// directory per request, as 0600 files removed before the answer. Default: `/dev/shm`
-    /// (memory, never on disk) when it exists, else the temporary directory.
+    /// Where the few files a request still needs on disk (a training job's YAML, an audit
+    /// export) are staged, in a private 0700 directory per request (`ScratchSpace`), as 0600
+    /// files removed before the answer; stale ones a dead process left are swept at start-up.
+    /// Ingest bodies never come here. Default: `/dev/shm` (memory, never on disk) when it
+    /// exists, else the temporary directory.
     public var scratchDirectory: String?
     /// Seconds before an idle connection is closed.
     public var idleTimeoutSeconds: Int64 = 60
@@ -75,7 +77,7 @@ public func buildRouter(vault: Vault, tokens: TokenFile, options: ServiceOptions
 public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: ServiceOptions = ServiceOptions(),
                         metrics: ServiceMetrics = ServiceMetrics(),
                         logger: Logger = Logger(label: "profilevault.http")) -> Router<VaultRequestContext> {
-    let service = VaultService(vault: vault, options: options, metrics: metrics)
+    let service = VaultService(vault: vault, options: options, metrics: metrics, logger: logger)
     let router = Router(context: VaultRequestContext.self)
     // Middleware first: Hummingbird wraps each route with the middlewares added before it.
     // Client messages never show where the server keeps its files.
@@ -90,32 +92,22 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     router.get("/healthz") { _, _ in try await service.health() }
     router.get("/metrics") { _, _ in await service.metricsText() }
 
+    // Ingest bodies are ingested from memory (the parsed array, record by record): no byte of
+    // them is written anywhere but the store.
     router.post("/v1/profiles") { request, context -> Response in
         let v = try await service.vault(context, permission: "ingest", action: "ingest.profiles")
-        let (lines, items) = try await service.records(request, what: "profile")
+        let items = try await service.records(request, what: "profile")
         let report = try await redactingRecord(items) {
-            try await blocking {
-                try service.withScratchFile(lines, name: "profiles.jsonl") { path in
-                    var o = IngestOptions()
-                    o.format = .jsonl
-                    return try v.ingestProfiles(path: path, options: o)
-                }
-            }
+            try await blocking { try v.ingestProfiles(records: items) }
         }
         return json(JSONForms.ingest(report))
     }
 
     router.post("/v1/events") { request, context -> Response in
         let v = try await service.vault(context, permission: "ingest", action: "ingest.events")
-        let (lines, items) = try await service.records(request, what: "event")
+        let items = try await service.records(request, what: "event")
         let report = try await redactingRecord(items) {
-            try await blocking {
-                try service.withScratchFile(lines, name: "events.jsonl") { path in
-                    var o = IngestOptions()
-                    o.format = .jsonl
-                    return try v.ingestEvents(path: path, options: o)
-                }
-            }
+            try await blocking { try v.ingestEvents(records: items) }
         }
         return json(JSONForms.ingest(report))
     }
@@ -172,7 +164,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         let v = try await service.vault(context, permission: "train", action: "train")
         let job = try jobDocument(try await service.jsonBody(request))
         let artifact = try await blocking {
-            try service.withScratchFile(job.rendered(pretty: false) + "\n", name: "job.yaml", records: false) { path in
+            try service.withScratchFile(job.rendered(pretty: false) + "\n", name: "job.yaml") { path in
                 try v.train(jobFile: path).json
             }
         }
@@ -204,7 +196,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         let since = try request.uri.queryParameters["since"].map { try timeMillis(String($0), parameter: "since") }
         let until = try request.uri.queryParameters["until"].map { try timeMillis(String($0), parameter: "until") }
         let (data, entries, head) = try await blocking {
-            try service.withScratchPath(name: "audit.jsonl", records: false) { path -> (Data, Int, String) in
+            try service.withScratchPath(name: "audit.jsonl") { path -> (Data, Int, String) in
                 let r = try v.exportAudit(sinceMillis: since, untilMillis: until, format: .jsonl, to: path)
                 guard let data = FileManager.default.contents(atPath: path) else {
                     throw VaultError(.internalFailure, "audit export file vanished")
@@ -251,17 +243,13 @@ final class VaultService: Sendable {
     let metrics: ServiceMetrics
     let scratchRoot: String
 
-    init(vault: Vault, options: ServiceOptions, metrics: ServiceMetrics) {
+    /// Sweeps the stale scratch directories a dead process left (``ScratchSpace/sweep(roots:logger:)``).
+    init(vault: Vault, options: ServiceOptions, metrics: ServiceMetrics, logger: Logger? = nil) {
         self.base = vault
         self.options = options
         self.metrics = metrics
-        if let d = options.scratchDirectory {
-            scratchRoot = d
-        } else {
-            var isDir: ObjCBool = false
-            scratchRoot = FileManager.default.fileExists(atPath: "/dev/shm", isDirectory: &isDir) && isDir.boolValue
-                && access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
-        }
+        scratchRoot = options.scratchDirectory ?? ScratchSpace.defaultRoot
+        ScratchSpace.sweep(roots: ScratchSpace.sweepRoots(configured: options.scratchDirectory), logger: logger)
     }
 
     /// The request's vault: 401 without a valid token (503 while the tokens file is unusable);
@@ -322,9 +310,9 @@ final class VaultService: Sendable {
         }
     }
 
-    /// An ingest body: a non-empty JSON array of objects, as JSON Lines for the ingest parser
+    /// An ingest body: a non-empty JSON array of objects, one per record, for the ingest parser
     /// (which validates every record before writing any: the request is all or nothing).
-    func records(_ request: Request, what: String) async throws -> (String, [JSONValue]) {
+    func records(_ request: Request, what: String) async throws -> [JSONValue] {
         let body = try await jsonBody(request, limit: options.maxIngestBodyBytes)
         guard case .array(let items) = body, !items.isEmpty else {
             throw APIError.badRequest("request body: expected a non-empty JSON array of \(what) objects")
@@ -332,34 +320,29 @@ final class VaultService: Sendable {
         guard items.count <= options.maxRecords else {
             throw APIError.badRequest("request body: \(items.count) records; at most \(options.maxRecords) per request")
         }
-        var lines = ""
         for (i, item) in items.enumerated() {
             guard case .object = item else { throw APIError.badRequest("record \(i + 1): expected a JSON object") }
-            lines += item.rendered(pretty: false)
-            lines += "\n"
         }
-        return (lines, items)
+        return items
     }
 
-    /// Runs `body` with a path in a fresh private directory (0700), removed afterwards with
-    /// whatever was written there. Errors that name the path name `request body` instead.
-    func withScratchPath<T>(name: String, records: Bool = true, _ body: (String) throws -> T) throws -> T {
-        var template = Array((scratchRoot.hasSuffix("/") ? scratchRoot : scratchRoot + "/").utf8CString.dropLast()) + Array("profilevault-http.XXXXXX".utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }).map({ String(cString: $0) }) else {
-            throw VaultError(.internalFailure, "cannot create a scratch directory")
-        }
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+    /// Runs `body` with a path in a fresh private directory (``ScratchSpace``: mkdtemp, 0700),
+    /// removed afterwards with whatever was written there, whether `body` returns or throws.
+    /// Errors that name the path name `request body` instead.
+    func withScratchPath<T>(name: String, _ body: (String) throws -> T) throws -> T {
+        let dir = try ScratchSpace.create(in: scratchRoot)
+        defer { ScratchSpace.remove(dir) }
         let path = dir + "/" + name
         do {
             return try body(path)
         } catch let e as VaultError {
-            throw Self.relabel(e, path: path, records: records)
+            throw Self.relabel(e, path: path)
         }
     }
 
     /// Writes `text` to a 0600 scratch file and runs `body` with its path.
-    func withScratchFile<T>(_ text: String, name: String, records: Bool = true, _ body: (String) throws -> T) throws -> T {
-        try withScratchPath(name: name, records: records) { path in
+    func withScratchFile<T>(_ text: String, name: String, _ body: (String) throws -> T) throws -> T {
+        try withScratchPath(name: name) { path in
             let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else { throw VaultError(.internalFailure, "cannot create a scratch file") }
             let ok = text.utf8CString.withUnsafeBufferPointer { buf -> Bool in
@@ -378,17 +361,16 @@ final class VaultService: Sendable {
         }
     }
 
-    /// `PATH:LINE: reason` from the file parsers becomes `record LINE: reason` for an ingest
-    /// (line N of the staged JSON Lines is element N of the array) and `request body: reason`
-    /// otherwise; any other mention of the path becomes `request body`.
-    static func relabel(_ e: VaultError, path: String, records: Bool) -> VaultError {
+    /// `PATH:LINE: reason` from the file parsers becomes `request body: reason` (a job body
+    /// is one JSON line: its line number says nothing); any other mention of the path becomes
+    /// `request body`.
+    static func relabel(_ e: VaultError, path: String) -> VaultError {
         var m = e.message
         if m.hasPrefix(path + ":") {
             let rest = m.dropFirst(path.count + 1)
             let digits = rest.prefix { $0.isASCII && $0.isNumber }
             if !digits.isEmpty, rest.dropFirst(digits.count).hasPrefix(":") {
-                // A job body is one JSON line: its line number says nothing.
-                m = (records ? "record \(digits):" : "request body:") + rest.dropFirst(digits.count + 1)
+                m = "request body:" + rest.dropFirst(digits.count + 1)
             } else {
                 m = "request body:" + rest
             }

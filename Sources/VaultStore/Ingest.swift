@@ -260,9 +260,17 @@ extension ProfileStore {
     /// Ingests a profile file: validate everything first (unless `skipInvalid`), then write in
     /// batched transactions. Upsert by customer ID: a record replaces the whole stored profile.
     public func ingestProfiles(path: String, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        try ingestProfiles(.file(path), options: options)
+    }
+
+    /// Ingests profiles from `source` (a file, or JSON objects in memory, which nothing writes
+    /// to disk): as ``ingestProfiles(path:options:)``; messages about records in memory name
+    /// `record N`.
+    public func ingestProfiles(_ source: RecordSource, options: IngestOptions = IngestOptions()) throws -> IngestReport {
         let started = Date()
-        let format = options.format ?? InputFormat.guess(path: path)
-        let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let path = source.name
+        let format = options.format
+        let total = source.byteCount
         let required: Set<String> = [schema.subjectIDField]
         var report = IngestReport()
 
@@ -300,7 +308,7 @@ extension ProfileStore {
                 _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)   // who 0: on Linux, the calling thread only
                 #endif
                 do {
-                    let pass1 = try RecordReader(path: path, format: format, columns: columns, required: required, types: types)
+                    let pass1 = try RecordReader(source: source, format: format, columns: columns, required: required, types: types)
                     let check = try makeValidator()
                     var n = 0
                     while let raw = try pass1.next() {
@@ -319,7 +327,7 @@ extension ProfileStore {
             validator?.join()
         }
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
-        let reader = try RecordReader(path: path, format: format, columns: profileColumns, required: required, types: profileTypes)
+        let reader = try RecordReader(source: source, format: format, columns: profileColumns, required: required, types: profileTypes)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)
@@ -537,9 +545,16 @@ extension ProfileStore {
     /// subject already in the store. Idempotent: an event identical in subject, kind, item,
     /// value and time to a stored one is not stored twice (it counts as `updated`).
     public func ingestEvents(path: String, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        try ingestEvents(.file(path), options: options)
+    }
+
+    /// Ingests events from `source` (a file, or JSON objects in memory, which nothing writes to
+    /// disk): as ``ingestEvents(path:options:)``; messages about records in memory name `record N`.
+    public func ingestEvents(_ source: RecordSource, options: IngestOptions = IngestOptions()) throws -> IngestReport {
         let started = Date()
-        let format = options.format ?? InputFormat.guess(path: path)
-        let total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let path = source.name
+        let format = options.format
+        let total = source.byteCount
         let required = Set(Self.eventColumns)
         let sealer = try ProfileSealer(store: self)
         var report = IngestReport()
@@ -557,7 +572,7 @@ extension ProfileStore {
         }
 
         if !options.skipInvalid {
-            let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required,
+            let reader = try RecordReader(source: source, format: format, columns: Self.eventColumns, required: required,
                                           types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
             try pool.read { db in
                 var n = 0
@@ -575,7 +590,7 @@ extension ProfileStore {
             }
         }
         let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
-        let reader = try RecordReader(path: path, format: format, columns: Self.eventColumns, required: required,
+        let reader = try RecordReader(source: source, format: format, columns: Self.eventColumns, required: required,
                                           types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
         var done = false
         var n = 0

@@ -1,5 +1,5 @@
 import Foundation
-import VaultAudit
+public import VaultAudit
 public import VaultPolicy
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +17,34 @@ public enum InputFormat: String, Sendable, CaseIterable {
     }
 }
 
+/// Where an ingest reads its records: a file (CSV or JSON Lines, as the CLI reads it), or JSON
+/// objects already in memory (an HTTP body's array), which are never written anywhere.
+public enum RecordSource: Sendable {
+    /// A CSV or JSON Lines file; the format is `IngestOptions.format`, else guessed from the name.
+    case file(String)
+    /// One JSON object per record, keyed as in a JSON Lines file. Messages name `record N`
+    /// (element N of the list, from 1) instead of a file and line.
+    case objects([JSONValue])
+
+    /// The name messages use for the input: the path, or "" for records in memory (then
+    /// ``RecordIssue`` says `record N`).
+    var name: String {
+        switch self {
+        case .file(let path): path
+        case .objects: ""
+        }
+    }
+
+    /// The input's size in bytes (a file's, an estimate for records in memory), for progress
+    /// and for sizing the ingest's subject filter.
+    var byteCount: Int {
+        switch self {
+        case .file(let path): (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        case .objects(let list): list.count.multipliedReportingOverflow(by: 128).overflow ? Int.max : list.count * 128
+        }
+    }
+}
+
 /// One input record, its values placed in a fixed column order chosen by the caller
 /// (`nil` = the column is absent from the file or the JSON object).
 struct RawRecord {
@@ -29,14 +57,17 @@ struct RawRecord {
 
 /// Why one record is bad: file, line, field and reason. Never carries a value of the record.
 public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The input file; "" for records held in memory, where `line` is the record's number
+    /// (from 1) and the description starts `record N:`.
     public var file: String
     public var line: Int
     public var field: String?
     public var reason: String
 
     public var description: String {
-        if let field { return "\(file):\(line): field \(field): \(reason)" }
-        return "\(file):\(line): \(reason)"
+        let at = file.isEmpty ? "record \(line)" : "\(file):\(line)"
+        if let field { return "\(at): field \(field): \(reason)" }
+        return "\(at): \(reason)"
     }
 }
 
@@ -114,6 +145,32 @@ final class RecordReader {
         lines = LineReader(bytes: bytes, name: name, chunk: chunk)
     }
 
+    /// JSON objects held in memory, one per record: each is read as a JSON Lines line holding
+    /// it would be (same types, same errors), without rendering or parsing any text. Records
+    /// are numbered from 1 and the path is "" (messages say `record N`).
+    init(objects: [JSONValue], columns: [String], types: [String: FieldType]) {
+        self.types = types
+        self.path = ""
+        self.format = .jsonl
+        self.columns = columns
+        self.objects = objects
+    }
+
+    /// The reader of `source` (a file opened for reading, or the records in memory).
+    convenience init(source: RecordSource, format: InputFormat?, columns: [String], required: Set<String>,
+                     types: [String: FieldType]) throws {
+        switch source {
+        case .file(let path):
+            try self.init(path: path, format: format ?? InputFormat.guess(path: path), columns: columns, required: required, types: types)
+        case .objects(let list):
+            self.init(objects: list, columns: columns, types: types)
+        }
+    }
+
+    /// Records in memory (`init(objects:)`) and the index of the next one.
+    private var objects: [JSONValue]?
+    private var objectIndex = 0
+
     var bytesRead: Int { csv?.bytesRead ?? lines?.bytesRead ?? 0 }
     private var sawRecord = false
 
@@ -136,6 +193,15 @@ final class RecordReader {
             for (i, v) in rec.fields.enumerated() { values[mapping[i]] = v }
             return RawRecord(line: rec.line, values: values, problem: nil)
         case .jsonl:
+            if let objects {
+                guard objectIndex < objects.count else {
+                    if objects.isEmpty { throw VaultError(.invalidInput, "no records (an empty list)") }
+                    return nil
+                }
+                objectIndex += 1
+                sawRecord = true
+                return record(objectIndex, objects[objectIndex - 1])
+            }
             while true {
                 guard let (lineNo, bytes) = try lines!.next() else {
                     if !sawRecord {
@@ -151,7 +217,7 @@ final class RecordReader {
     }
 
     private func parseJSONLine(_ line: Int, _ bytes: [UInt8]) -> RawRecord {
-        var values = [String?](repeating: nil, count: columns.count)
+        let values = [String?](repeating: nil, count: columns.count)
         func bad(_ field: String?, _ reason: String) -> RawRecord {
             RawRecord(line: line, values: values, problem: RecordIssue(file: path, line: line, field: field, reason: reason))
         }
@@ -159,9 +225,26 @@ final class RecordReader {
         // The strict parser (RFC 8259, duplicate keys refused) keeps JSON's types apart:
         // JSONSerialization turns `true` into the number 1 on Linux.
         guard let object = try? JSONValue.parse(bytes) else { return bad(nil, "not a valid JSON object") }
-        guard case .object(let pairs) = object else { return bad(nil, "each line must be one JSON object") }
+        return record(line, object)
+    }
+
+    /// Column name -> canonical column index.
+    private lazy var columnIndex: [String: Int] = {
         var index: [String: Int] = [:]
         for (i, c) in columns.enumerated() { index[c] = i }
+        return index
+    }()
+
+    /// The record a JSON value (a parsed line, or an object in memory) holds.
+    private func record(_ line: Int, _ object: JSONValue) -> RawRecord {
+        var values = [String?](repeating: nil, count: columns.count)
+        func bad(_ field: String?, _ reason: String) -> RawRecord {
+            RawRecord(line: line, values: values, problem: RecordIssue(file: path, line: line, field: field, reason: reason))
+        }
+        guard case .object(let pairs) = object else {
+            return bad(nil, objects == nil ? "each line must be one JSON object" : "expected a JSON object")
+        }
+        let index = columnIndex
         for (key, value) in pairs {
             guard let i = index[key] else {
                 // Named cut to 64 Unicode scalars (not characters: one can hold any number of
@@ -170,6 +253,8 @@ final class RecordReader {
                 let shown = scalars.count > 64 ? String(String.UnicodeScalarView(scalars.prefix(64))) + "…" : key
                 return bad(shown, "not a field of the schema")
             }
+            // (A parsed line cannot repeat a key: the parser refuses it. An object built in memory can.)
+            guard values[i] == nil else { return bad(key, "appears twice in the object") }
             let kind = types[key]
             switch value {
             case .null:

@@ -47,7 +47,8 @@ final class ServiceFixture: @unchecked Sendable {
         tokenFile = try TokenFile.load(path: dir + "/tokens.json")
         tokens = t
         var o = options
-        o.scratchDirectory = dir
+        // Scratch files (jobs, audit exports) go beside the store unless the test chose a place.
+        if o.scratchDirectory == nil { o.scratchDirectory = dir }
         self.options = o
     }
 

@@ -381,8 +381,15 @@ final class VaultService: Sendable {
     /// `PATH:LINE: reason` from the file parsers becomes `record LINE: reason` for an ingest
     /// (line N of the staged JSON Lines is element N of the array) and `request body: reason`
     /// otherwise; any other mention of the path becomes `request body`.
+    /// The same for the error's `detail`, which names the file by its last path component.
     static func relabel(_ e: VaultError, path: String, records: Bool) -> VaultError {
-        var m = e.message
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return VaultError(e.kind, relabel(e.message, path: path, records: records),
+                          detail: relabel(e.detail, path: name, records: records))
+    }
+
+    static func relabel(_ message: String, path: String, records: Bool) -> String {
+        var m = message
         if m.hasPrefix(path + ":") {
             let rest = m.dropFirst(path.count + 1)
             let digits = rest.prefix { $0.isASCII && $0.isNumber }
@@ -393,8 +400,7 @@ final class VaultService: Sendable {
                 m = "request body:" + rest
             }
         }
-        m = m.replacingOccurrences(of: path, with: "request body")
-        return VaultError(e.kind, m)
+        return m.replacingOccurrences(of: path, with: "request body")
     }
 }
 
@@ -407,10 +413,12 @@ func redacting<T>(_ values: [String], _ body: () async throws -> T) async throws
     } catch let e as VaultError {
         var m = e.message
         let all = values + values.filter { $0.count > 40 }.map { String($0.prefix(40)) }
+        var d = e.detail
         for v in all.sorted(by: { $0.count > $1.count }) where v.count >= 4 {
             m = m.replacingOccurrences(of: v, with: "(value)")
+            d = d.replacingOccurrences(of: v, with: "(value)")
         }
-        throw VaultError(e.kind, m)
+        throw VaultError(e.kind, m, detail: d)
     }
 }
 

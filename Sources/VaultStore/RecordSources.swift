@@ -33,10 +33,19 @@ public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
     public var line: Int
     public var field: String?
     public var reason: String
+    /// The reason without any value (nil: `reason` holds none), for ``detail``.
+    public var detailReason: String? = nil
 
     public var description: String {
         if let field { return "\(file):\(line): field \(field): \(reason)" }
         return "\(file):\(line): \(reason)"
+    }
+
+    /// The issue as the audit log records it (`VaultError.detail`): the reason without a value.
+    public var detail: String {
+        let r = detailReason ?? reason
+        if let field { return "\(file):\(line): field \(field): \(r)" }
+        return "\(file):\(line): \(r)"
     }
 }
 
@@ -82,9 +91,12 @@ final class RecordReader {
                 guard let target = index[name] else {
                     // Never echo the cell: when the header line is missing, it is a customer's data.
                     let known = header.fields.filter { index[Normalization.trimmed($0)] != nil }.count
+                    // A real header (some column is known) names columns, which are not personal
+                    // data: the unknown one is quoted when it is short printable text.
                     let hint = known == 0 ? "the first line is not a header: a CSV file must start with a line naming the fields (\(columns.joined(separator: ", ")))"
                                           : "not a field of the schema (expected one of \(columns.joined(separator: ", ")))"
-                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1): \(hint)")
+                    let shown = known > 0 ? Self.columnName(name).map { " \"\($0)\"" } ?? "" : ""
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1)\(shown): \(hint)")
                 }
                 guard seen.insert(name).inserted else {
                     throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice")
@@ -100,6 +112,15 @@ final class RecordReader {
             let reader = try LineReader(path: path)
             lines = reader
         }
+    }
+
+    /// A header cell as an error names it: at most 64 characters of letters, digits and
+    /// `_ . - space`; nil for anything else (never quoted).
+    static func columnName(_ name: String) -> String? {
+        guard !name.isEmpty, name.count <= 64,
+              name.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_.- ".unicodeScalars.contains($0) })
+        else { return nil }
+        return name
     }
 
     /// JSON Lines held in memory, read exactly as a file of these bytes would be (`name` stands

@@ -43,7 +43,7 @@ extension Vault {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             let p = try purpose(q.purpose)
             guard let budget = p.dpBudget else {
-                throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in \(policy.file): it may not run DP queries")
+                throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in the policy: it may not run DP queries")
             }
             guard let eps = Epsilon(q.epsilon) else {
                 throw VaultError(.usage, "--epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000")

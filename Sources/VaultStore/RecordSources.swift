@@ -114,10 +114,10 @@ final class RecordReader {
         }
     }
 
-    /// A header cell as an error names it: at most 64 characters of letters, digits and
-    /// `_ . - space`; nil for anything else (never quoted).
+    /// A header cell (or JSON key) as an error names it: at most 64 Unicode scalars, each a
+    /// letter, digit or one of `_ . - space`; nil for anything else (never quoted).
     static func columnName(_ name: String) -> String? {
-        guard !name.isEmpty, name.count <= 64,
+        guard !name.isEmpty, name.unicodeScalars.count <= 64,
               name.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_.- ".unicodeScalars.contains($0) })
         else { return nil }
         return name
@@ -185,10 +185,12 @@ final class RecordReader {
         for (i, c) in columns.enumerated() { index[c] = i }
         for (key, value) in pairs {
             guard let i = index[key] else {
-                // Named cut to 64 Unicode scalars (not characters: one can hold any number of
-                // combining marks), so a huge key is never echoed whole.
-                let scalars = key.unicodeScalars
-                let shown = scalars.count > 64 ? String(String.UnicodeScalarView(scalars.prefix(64))) + "…" : key
+                // Named only when it is a plain name of at most 64 characters (as a CSV header
+                // column is): a key holding an e-mail, a control character or a huge string is
+                // never echoed.
+                guard let shown = Self.columnName(key) else {
+                    return bad(nil, "a key that is not a field of the schema (not shown: not a plain name of at most 64 characters)")
+                }
                 return bad(shown, "not a field of the schema")
             }
             let kind = types[key]

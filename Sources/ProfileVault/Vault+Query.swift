@@ -43,7 +43,7 @@ extension Vault {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             let p = try purpose(q.purpose)
             guard let budget = p.dpBudget else {
-                throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in \(policy.file): it may not run DP queries")
+                throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in the policy: it may not run DP queries")
             }
             guard let eps = Epsilon(q.epsilon) else {
                 throw VaultError(.usage, "--epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000")
@@ -52,7 +52,9 @@ extension Vault {
                 throw VaultError(.usage, "--max-contributions must be between 1 and 10000")
             }
             func readableAttribute(_ name: String, role: String) throws -> FieldSpec {
-                guard let f = schema.field(named: name) else { throw VaultError(.usage, "\(role) \(name): not a field of the schema") }
+                guard let f = schema.field(named: name) else {
+                    throw VaultError(.usage, "\(role) \(name): not a field of the schema", detail: "\(role): not a field of the schema")
+                }
                 if f.pii { throw VaultError(.denied, "\(role) \(name): PII fields are never aggregated") }
                 guard p.mayReadAttribute(f) else {
                     throw VaultError(.denied, "purpose \(q.purpose) may not read \(name) (category \(f.category))")
@@ -77,7 +79,9 @@ extension Vault {
             }
             var measure = Measure.subjects
             if let kind = q.events {
-                guard let e = schema.eventKind(named: kind) else { throw VaultError(.usage, "--events \(kind): not an event kind of the schema") }
+                guard let e = schema.eventKind(named: kind) else {
+                    throw VaultError(.usage, "--events \(kind): not an event kind of the schema", detail: "--events: not an event kind of the schema")
+                }
                 guard p.mayReadEvents(e) else { throw VaultError(.denied, "purpose \(q.purpose) may not read \(kind) events (category \(e.category))") }
                 measure = .events(kind: kind, lower: e.value.bounds.lowerBound, upper: e.value.bounds.upperBound,
                                   integral: e.value.type == .int, maxContributions: q.maxContributions)
@@ -101,8 +105,10 @@ extension Vault {
             } catch let e as DPParameterError {
                 throw VaultError(.usage, Self.queryParameterMessage(e, measure: measure))
             }
+            // The entry names each condition's attribute and operator, never its value (a
+            // `where` may hold anything a caller typed).
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: fields,
-                                        detail: q.whereClause.map { "where \($0)" })
+                                        detail: predicates.isEmpty ? nil : Self.whereDetail(predicates))
             let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
             do {
                 return try engine.run(dpq, purpose: p.name, limit: budget.epsilon, periodSeconds: budget.periodSeconds)
@@ -110,6 +116,11 @@ extension Vault {
                 throw VaultError(.denied, "budget exceeded: \(e.description)")
             }
         }
+    }
+
+    /// `where age >= ?, country = ?`: the conditions as the audit log records them.
+    static func whereDetail(_ predicates: [WhereCondition]) -> String {
+        "where " + predicates.map { "\($0.attribute) \($0.op.rawValue) ?" }.joined(separator: ", ")
     }
 
     /// A refused plan as a usage error naming the flag (the HTTP body field has the same name

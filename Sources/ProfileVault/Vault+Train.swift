@@ -299,7 +299,10 @@ extension Vault {
             VaultError(.denied, "job \(job.name) (model \(job.model)) refused: \(reason)")
         }
         guard let p = policy.purpose(job.purpose) else {
-            throw refuse("purpose \(job.purpose) is not declared in \(policy.file) (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
+            // The recorded detail does not repeat the undeclared name (see `purpose(_:)`).
+            let declared = "(purposes: \(policy.purposeOrder.joined(separator: ", ")))"
+            let e = refuse("purpose \(job.purpose) is not declared in \(policy.file) \(declared)")
+            throw VaultError(e.kind, e.message, detail: refuse("undeclared purpose \(declared)").detail)
         }
         guard p.allowsModel(job.model) else {
             throw refuse("model \(job.model) is not allowed for purpose \(p.name) (its models: \(p.models.isEmpty ? "none" : p.models.joined(separator: ", ")))")

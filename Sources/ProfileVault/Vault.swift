@@ -132,11 +132,25 @@ public final class Vault: Sendable {
         }
     }
 
+    /// The declared purpose `name`; an undeclared one is refused (77). The CLI's message quotes
+    /// the name when it is short printable text (at most 64 characters of letters, digits and
+    /// `_ . -`); the recorded detail never does: a mistyped purpose may be anything.
     func purpose(_ name: String) throws -> Purpose {
         guard let p = policy.purpose(name) else {
-            throw VaultError(.denied, "purpose \(name) is not declared in the policy (purposes: \(policy.purposeOrder.joined(separator: ", ")))")
+            let declared = "(purposes: \(policy.purposeOrder.joined(separator: ", ")))"
+            let shown = Self.printableName(name).map { "purpose \($0)" } ?? "the purpose given"
+            throw VaultError(.denied, "\(shown) is not declared in the policy \(declared)",
+                             detail: "undeclared purpose \(declared)")
         }
         return p
+    }
+
+    /// `name` when it is at most 64 characters of ASCII letters, digits and `_ . -`, else nil.
+    static func printableName(_ name: String) -> String? {
+        guard !name.isEmpty, name.utf8.count <= 64,
+              name.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x5F || $0 == 0x2E || $0 == 0x2D })
+        else { return nil }
+        return name
     }
 
     // MARK: - Operations
@@ -156,8 +170,11 @@ public final class Vault: Sendable {
         } catch {
             let e = error as? VaultError ?? VaultError(.internalFailure, "\(error)")
             let outcome: AuditOutcome = e.kind == .denied ? .denied : .error
+            // The entry records the error's `detail` (no input value, no server directory), and a
+            // purpose only when the policy declares it: an undeclared one is input, recorded as null.
+            let recordedPurpose = purpose.flatMap { policy.purpose($0) != nil ? $0 : nil }
             do {
-                try store.audit([context.record(action, activity, purpose: purpose, outcome: outcome, detail: e.message)])
+                try store.audit([context.record(action, activity, purpose: recordedPurpose, outcome: outcome, detail: e.detail)])
             } catch {
                 logger.error("could not append the audit entry for a failed operation", metadata: ["action": .string(action)])
             }

@@ -26,44 +26,50 @@ public enum WhereParser {
                 throw VaultError(.usage, "--where: condition \(n + 1) is empty (two commas in a row, or a comma at the start or end)")
             }
             let quoted = "--where condition \"\(cut(cond, quotedLimit))\""
+            // What is recorded (the audit entry) and told HTTP clients: the condition's number,
+            // never its text.
+            let at = "--where condition \(n + 1)"
             guard let opStart = cond.firstIndex(where: { "=!<>".contains($0) }) else {
-                throw VaultError(.usage, "\(quoted): expected attribute, operator (= != < <= > >=) and value")
+                throw VaultError(.usage, "\(quoted): expected attribute, operator (= != < <= > >=) and value", detail: "\(at): expected attribute, operator (= != < <= > >=) and value")
             }
             let name = cond[..<opStart].trimmingCharacters(in: .whitespaces)
             let field = schema.field(named: name)
             if let field, field.pii { throw VaultError(.denied, "--where \(field.name): PII fields are never used in aggregates") }
+            if name == schema.subjectIDField {
+                throw VaultError(.denied, "--where \(name): the customer ID is PII; PII fields are never used in aggregates")
+            }
             var rest = cond[opStart...]
             let op: WhereCondition.Op
             if let o = [WhereCondition.Op.le, .ge, .ne].first(where: { rest.hasPrefix($0.rawValue) }) { op = o } else if let o = [WhereCondition.Op.eq, .lt, .gt].first(where: { rest.hasPrefix($0.rawValue) }) { op = o } else {
-                throw VaultError(.usage, "\(quoted): unknown operator")
+                throw VaultError(.usage, "\(quoted): unknown operator", detail: "\(at): unknown operator")
             }
             rest = rest.dropFirst(op.rawValue.count)
             let valueText = rest.trimmingCharacters(in: .whitespaces)
             guard !name.isEmpty, !valueText.isEmpty, !valueText.contains(where: { "=!<>".contains($0) }) else {
-                throw VaultError(.usage, "\(quoted): expected attribute, operator (= != < <= > >=) and value")
+                throw VaultError(.usage, "\(quoted): expected attribute, operator (= != < <= > >=) and value", detail: "\(at): expected attribute, operator (= != < <= > >=) and value")
             }
             guard let field else {
-                throw VaultError(.usage, "\(quoted): \(cut(name, shownLimit)) is not a field of the schema")
+                throw VaultError(.usage, "\(quoted): \(cut(name, shownLimit)) is not a field of the schema", detail: "\(at): not a field of the schema")
             }
             let value: WhereCondition.Value
             switch field.type {
             case .int:
-                guard let i = Int64(valueText) else { throw VaultError(.usage, "\(quoted): \(field.name) is an integer") }
+                guard let i = Int64(valueText) else { throw VaultError(.usage, "\(quoted): \(field.name) is an integer", detail: "\(at): \(field.name) is an integer") }
                 value = .int(i)
             case .float:
-                guard let d = Double(valueText), d.isFinite else { throw VaultError(.usage, "\(quoted): \(field.name) is a number") }
+                guard let d = Double(valueText), d.isFinite else { throw VaultError(.usage, "\(quoted): \(field.name) is a number", detail: "\(at): \(field.name) is a number") }
                 value = .real(d)
             case .bool:
-                guard let b = ["true": 1, "false": 0, "1": 1, "0": 0][valueText.lowercased()] else { throw VaultError(.usage, "\(quoted): \(field.name) is true or false") }
+                guard let b = ["true": 1, "false": 0, "1": 1, "0": 0][valueText.lowercased()] else { throw VaultError(.usage, "\(quoted): \(field.name) is true or false", detail: "\(at): \(field.name) is true or false") }
                 value = .int(Int64(b))
             case .date:
-                guard let d = DateParsing.days(fromISODate: Substring(valueText)) else { throw VaultError(.usage, "\(quoted): \(field.name) is a date YYYY-MM-DD") }
+                guard let d = DateParsing.days(fromISODate: Substring(valueText)) else { throw VaultError(.usage, "\(quoted): \(field.name) is a date YYYY-MM-DD", detail: "\(at): \(field.name) is a date YYYY-MM-DD") }
                 value = .int(Int64(d))
             case .category:
                 guard let v = field.domain?.first(where: { $0.utf8.elementsEqual(valueText.utf8) }) else {
-                    throw VaultError(.usage, "\(quoted): \(cut(valueText, shownLimit)) is not in the domain of \(field.name) (\(field.domain?.joined(separator: ", ") ?? ""))")
+                    throw VaultError(.usage, "\(quoted): \(cut(valueText, shownLimit)) is not in the domain of \(field.name) (\(field.domain?.joined(separator: ", ") ?? ""))", detail: "\(at): value is not in the domain of \(field.name) (\(field.domain?.joined(separator: ", ") ?? ""))")
                 }
-                if op != .eq && op != .ne { throw VaultError(.usage, "\(quoted): a category compares with = or != only") }
+                if op != .eq && op != .ne { throw VaultError(.usage, "\(quoted): a category compares with = or != only", detail: "\(at): a category compares with = or != only") }
                 value = .text(v)
             case .string:
                 value = .text(valueText)

@@ -9,10 +9,16 @@ public enum FieldValue: Sendable, Equatable {
     case bool(Bool)
 }
 
-/// Why a raw value was refused. For a PII field the reason never contains the value.
+/// Why a raw value was refused. For a PII field the reason never contains the value; `detail`
+/// (what the audit log records) never contains any value.
 public struct ValueError: Error, Sendable, Equatable, CustomStringConvertible {
     public let reason: String
-    public init(reason: String) { self.reason = reason }
+    /// The reason without the value: "value is not an integer".
+    public let detail: String
+    public init(reason: String, detail: String? = nil) {
+        self.reason = reason
+        self.detail = detail ?? reason
+    }
     public var description: String { reason }
 }
 
@@ -32,6 +38,7 @@ extension FieldSpec {
                 return .null
             }
             if n > maxLength { throw ValueError(reason: "longer than \(maxLength) bytes") }
+            if let c = ControlCharacter.first(in: raw.utf8) { throw ControlCharacter.refusal(c) }
             return .text(String(raw))
         }
         let result: Result<FieldValue, ValueError> = DateParsing.withBytes(raw) { all in
@@ -64,41 +71,47 @@ extension FieldSpec {
                 let lo = Int64(bounds.lowerBound), hi = Int64(bounds.upperBound)
                 if v >= lo && v <= hi { return .success(.int(v)) }
                 if onOutOfBounds == .clamp { return .success(.int(v < lo ? lo : hi)) }
-                return .failure(ValueError(reason: outOfBounds(b, bounds)))
+                return .failure(refused(b, outOfBounds(bounds)))
             case .overflow:
-                return .failure(ValueError(reason: "\(shown(b)) does not fit a 64-bit integer"))
+                return .failure(refused(b, "does not fit a 64-bit integer"))
             case .syntax:
-                return .failure(ValueError(reason: "\(shown(b)) is not an integer"))
+                return .failure(refused(b, "is not an integer"))
             }
         case .float:
             guard let v = ValueParsing.double(b) else {
-                return .failure(ValueError(reason: "\(shown(b)) is not a finite decimal number"))
+                return .failure(refused(b, "is not a finite decimal number"))
             }
             guard let bounds else { return .success(.float(v)) }
             if bounds.contains(v) { return .success(.float(v)) }
             if onOutOfBounds == .clamp { return .success(.float(min(max(v, bounds.lowerBound), bounds.upperBound))) }
-            return .failure(ValueError(reason: outOfBounds(b, bounds)))
+            return .failure(refused(b, outOfBounds(bounds)))
         case .date:
             guard b.count == 10, let d = DateParsing.parseDate(b, 0) else {
-                return .failure(ValueError(reason: "\(shown(b)) is not a calendar date YYYY-MM-DD"))
+                return .failure(refused(b, "is not a calendar date YYYY-MM-DD"))
             }
             return .success(.date(Int32(d)))
         case .bool:
             guard let v = ValueParsing.bool(b) else {
-                return .failure(ValueError(reason: "\(shown(b)) is not a boolean (true/false, yes/no, 1/0)"))
+                return .failure(refused(b, "is not a boolean (true/false, yes/no, 1/0)"))
             }
             return .success(.bool(v))
         case .category:
             if let v = lookupDomain(b) { return .success(.text(v)) }
             if onOutOfBounds == .clamp { return .success(.text("other")) }
-            return .failure(ValueError(reason: "\(shown(b)) is not in the domain of \(name)"))
+            return .failure(refused(b, "is not in the domain of \(name)"))
         case .string:
             return .success(.text(String(decoding: b, as: UTF8.self)))
         }
     }
 
-    private func outOfBounds(_ b: UnsafeBufferPointer<UInt8>, _ bounds: ClosedRange<Double>) -> String {
-        "\(shown(b)) is outside bounds [\(formatNumber(bounds.lowerBound)), \(formatNumber(bounds.upperBound))]"
+    private func outOfBounds(_ bounds: ClosedRange<Double>) -> String {
+        "is outside bounds [\(formatNumber(bounds.lowerBound)), \(formatNumber(bounds.upperBound))]"
+    }
+
+    /// The refusal of `b`: the message names the value as ``shown(_:)`` does, the detail says
+    /// just "value".
+    private func refused(_ b: UnsafeBufferPointer<UInt8>, _ why: String) -> ValueError {
+        ValueError(reason: "\(shown(b)) \(why)", detail: "value \(why)")
     }
 
     /// The domain's own string for these bytes (no allocation for small domains).
@@ -126,12 +139,12 @@ extension EventValueSpec {
             if type == .int {
                 switch ValueParsing.int64(b) {
                 case .value(let i): v = Double(i)
-                case .overflow: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") does not fit a 64-bit integer".replacingOccurrences(of: "value  ", with: "value ")))
-                case .syntax: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "value  ", with: "value ")))
+                case .overflow: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") does not fit a 64-bit integer".replacingOccurrences(of: "value  ", with: "value "), detail: "value does not fit a 64-bit integer"))
+                case .syntax: return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "value  ", with: "value "), detail: "value is not an integer"))
                 }
             } else {
                 guard let d = ValueParsing.double(b) else {
-                    return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not a finite decimal number".replacingOccurrences(of: "value  ", with: "value ")))
+                    return .failure(ValueError(reason: "value \(ValueParsing.safeQuote(b) ?? "") is not a finite decimal number".replacingOccurrences(of: "value  ", with: "value "), detail: "value is not a finite decimal number"))
                 }
                 v = d
             }
@@ -140,7 +153,8 @@ extension EventValueSpec {
             return .failure(
                 ValueError(
                     reason:
-                        "value \(ValueParsing.quote(b)) is outside bounds [\(formatNumber(bounds.lowerBound)), \(formatNumber(bounds.upperBound))]"
+                        "value \(ValueParsing.quote(b)) is outside bounds [\(formatNumber(bounds.lowerBound)), \(formatNumber(bounds.upperBound))]",
+                    detail: "value is outside bounds [\(formatNumber(bounds.lowerBound)), \(formatNumber(bounds.upperBound))]"
                 ))
         }
         return try result.get()
@@ -161,9 +175,10 @@ extension EventKindSpec {
             if b.count > Self.maxItemLength {
                 return .failure(ValueError(reason: "item longer than \(Self.maxItemLength) bytes"))
             }
+            if let c = ControlCharacter.first(in: b) { return .failure(ControlCharacter.refusal(c, what: "item")) }
             if itemType == .int {
                 guard case .value(let v) = ValueParsing.int64(b) else {
-                    return .failure(ValueError(reason: "item \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "item  ", with: "item ")))
+                    return .failure(ValueError(reason: "item \(ValueParsing.safeQuote(b) ?? "") is not an integer".replacingOccurrences(of: "item  ", with: "item "), detail: "item is not an integer"))
                 }
                 return .success(String(v))
             }
@@ -329,5 +344,21 @@ enum ValueParsing {
     static func quote(_ b: UnsafeBufferPointer<UInt8>) -> String {
         let cut = b.count > 64 ? UnsafeBufferPointer(rebasing: b[0..<64]) : b
         return "'" + String(decoding: cut, as: UTF8.self) + (b.count > 64 ? "...'" : "'")
+    }
+}
+
+/// C0 control characters in text values.
+public enum ControlCharacter {
+    /// The first C0 control character (U+0000 to U+001F) other than tab, if any: string values
+    /// refuse them (a NUL cuts a C string short; line breaks and escapes forge log and CSV lines).
+    public static func first(in bytes: some Sequence<UInt8>) -> UInt8? {
+        bytes.first { $0 < 0x20 && $0 != 0x09 }
+    }
+
+    /// The refusal of a control character: its code point, never the value.
+    public static func refusal(_ c: UInt8, what: String = "value") -> ValueError {
+        let hex = String(c, radix: 16, uppercase: true)
+        let reason = "\(what) contains the control character U+\(String(repeating: "0", count: 4 - hex.count))\(hex) (only tab is allowed)"
+        return ValueError(reason: reason, detail: reason)
     }
 }

@@ -23,15 +23,17 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     /// The answer for any error a route throws. `VaultError` kinds map as: usage and invalid
     /// input 400, not found 404, denied 403; configuration, integrity and internal failures
     /// 500 with a generic message (their detail is for the operator's log, not the client).
+    /// A 4xx answer says the error's `detail` (what the audit log records: no input value, no
+    /// server directory), never its CLI `message`, which may quote a short value.
     static func from(_ error: any Error) -> APIError {
         switch error {
         case let e as APIError:
             return e
         case let e as VaultError:
             switch e.kind {
-            case .usage, .invalidInput: return APIError(.badRequest, clientMessage(e.message))
-            case .notFound: return APIError(.notFound, clientMessage(e.message))
-            case .denied: return APIError(.forbidden, clientMessage(e.message))
+            case .usage, .invalidInput: return APIError(.badRequest, clientMessage(e.detail))
+            case .notFound: return APIError(.notFound, clientMessage(e.detail))
+            case .denied: return APIError(.forbidden, clientMessage(e.detail))
             case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
             case .configuration, .internalFailure: return APIError(.internalServerError, "internal error")
             }

@@ -363,9 +363,15 @@ final class VaultService: Sendable {
 
     /// `PATH:LINE: reason` from the file parsers becomes `request body: reason` (a job body
     /// is one JSON line: its line number says nothing); any other mention of the path becomes
-    /// `request body`.
+    /// `request body`. The same for the error's `detail`, which names the file by its last
+    /// path component.
     static func relabel(_ e: VaultError, path: String) -> VaultError {
-        var m = e.message
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return VaultError(e.kind, relabel(e.message, path: path), detail: relabel(e.detail, path: name))
+    }
+
+    static func relabel(_ message: String, path: String) -> String {
+        var m = message
         if m.hasPrefix(path + ":") {
             let rest = m.dropFirst(path.count + 1)
             let digits = rest.prefix { $0.isASCII && $0.isNumber }
@@ -375,8 +381,7 @@ final class VaultService: Sendable {
                 m = "request body:" + rest
             }
         }
-        m = m.replacingOccurrences(of: path, with: "request body")
-        return VaultError(e.kind, m)
+        return m.replacingOccurrences(of: path, with: "request body")
     }
 }
 
@@ -389,10 +394,12 @@ func redacting<T>(_ values: [String], _ body: () async throws -> T) async throws
     } catch let e as VaultError {
         var m = e.message
         let all = values + values.filter { $0.count > 40 }.map { String($0.prefix(40)) }
+        var d = e.detail
         for v in all.sorted(by: { $0.count > $1.count }) where v.count >= 4 {
             m = m.replacingOccurrences(of: v, with: "(value)")
+            d = d.replacingOccurrences(of: v, with: "(value)")
         }
-        throw VaultError(e.kind, m)
+        throw VaultError(e.kind, m, detail: d)
     }
 }
 

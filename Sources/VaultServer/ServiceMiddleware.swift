@@ -97,9 +97,10 @@ public struct ServiceMiddleware: RouterMiddleware {
         response.headers[Self.requestIDHeader] = requestID
         let elapsed = clock.now - start
         let route = Self.routeLabel(context.endpointPath)
-        metrics.record(route: route, method: request.method.rawValue, status: Int(response.status.code), duration: elapsed)
+        let method = Self.methodLabel(request.method.rawValue)
+        metrics.record(route: route, method: method, status: Int(response.status.code), duration: elapsed)
         var metadata: Logger.Metadata = [
-            "method": .string(request.method.rawValue),
+            "method": .string(method),
             "route": .string(route),
             "status": .stringConvertible(response.status.code),
             "duration_ms": .string(String(format: "%.2f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
@@ -143,6 +144,12 @@ public struct ServiceMiddleware: RouterMiddleware {
             m = m.replacingOccurrences(of: path, with: replacement)
         }
         return m
+    }
+
+    /// The request's method when it is a standard one, else `other`: a client's made-up method
+    /// (any token) never becomes a metrics label or log value.
+    static func methodLabel(_ method: String) -> String {
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"].contains(method) ? method : "other"
     }
 
     /// The route template, or `unmatched`: never the request's own path, which may carry a

@@ -239,6 +239,10 @@ extension ProfileStore {
         if id.utf8.count > 1024 {
             return .failure(RecordIssue(file: file, line: raw.line, field: schema.subjectIDField, reason: "longer than 1024 bytes"))
         }
+        if let c = ControlCharacter.first(in: id.utf8) {
+            return .failure(RecordIssue(file: file, line: raw.line, field: schema.subjectIDField,
+                                        reason: ControlCharacter.refusal(c).reason))
+        }
         var values: [FieldValue] = []
         values.reserveCapacity(schema.fields.count)
         // Through a buffer pointer: iterating the array would copy every FieldSpec (and retain
@@ -248,7 +252,7 @@ extension ProfileStore {
                 do throws(ValueError) {
                     values.append(try fields[i].parse(Substring(raw.values[i + 1] ?? "")))
                 } catch {
-                    return RecordIssue(file: file, line: raw.line, field: fields[i].name, reason: error.reason)
+                    return RecordIssue(file: file, line: raw.line, field: fields[i].name, reason: error.reason, detailReason: error.detail)
                 }
             }
             return nil
@@ -312,7 +316,7 @@ extension ProfileStore {
                     let check = try makeValidator()
                     var n = 0
                     while let raw = try pass1.next() {
-                        if case .failure(let issue) = check(raw) { throw VaultError(.invalidInput, issue.description) }
+                        if case .failure(let issue) = check(raw) { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
                         n += 1
                         if n % 4096 == 0, g.isCancelled { throw CancellationError() }
                     }
@@ -369,7 +373,7 @@ extension ProfileStore {
                         // Pass 1 has found this record too (or an earlier one): its error is the
                         // file's first. Were the gate open, the file changed since pass 1 read it.
                         try gate.wait()
-                        throw VaultError(.invalidInput, issue.description)
+                        throw VaultError(.invalidInput, issue.description, detail: issue.detail)
                     }
                     report.rejected += 1
                     batch.rejected += 1
@@ -523,8 +527,8 @@ extension ProfileStore {
 
     func validateEvent(_ raw: RawRecord, file: String) -> Result<ValidEvent, RecordIssue> {
         if let p = raw.problem { return .failure(p) }
-        func bad(_ f: String, _ r: String) -> Result<ValidEvent, RecordIssue> {
-            .failure(RecordIssue(file: file, line: raw.line, field: f, reason: r))
+        func bad(_ f: String, _ r: String, detail: String? = nil) -> Result<ValidEvent, RecordIssue> {
+            .failure(RecordIssue(file: file, line: raw.line, field: f, reason: r, detailReason: detail))
         }
         guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else { return bad("customer_id", "missing customer ID") }
         guard let kindText = raw.values[1].map(Normalization.trimmed), !kindText.isEmpty else { return bad("kind", "missing event kind") }
@@ -533,8 +537,9 @@ extension ProfileStore {
         }
         guard let item = raw.values[2].map(Normalization.trimmed), !item.isEmpty else { return bad("item", "missing item") }
         if item.utf8.count > 65536 { return bad("item", "longer than 65536 bytes") }
+        if let c = ControlCharacter.first(in: item.utf8) { return bad("item", ControlCharacter.refusal(c, what: "item").reason) }
         let value: Double
-        do { value = try spec.value.parse(Substring(raw.values[3] ?? "")) } catch { return bad("value", error.reason) }
+        do { value = try spec.value.parse(Substring(raw.values[3] ?? "")) } catch { return bad("value", error.reason, detail: error.detail) }
         guard let timeText = raw.values[4], let time = DateParsing.unixSeconds(fromISO8601: Substring(Normalization.trimmed(timeText))) else {
             return bad("time", "not an ISO 8601 time (e.g. 2026-10-01T12:00:00Z)")
         }
@@ -578,7 +583,7 @@ extension ProfileStore {
                 var n = 0
                 while let raw = try reader.next() {
                     switch validateEvent(raw, file: path) {
-                    case .failure(let issue): throw VaultError(.invalidInput, issue.description)
+                    case .failure(let issue): throw VaultError(.invalidInput, issue.description, detail: issue.detail)
                     case .success(let e):
                         if try resolve(e, db) == nil {
                             throw VaultError(.invalidInput, RecordIssue(file: path, line: e.line, field: "customer_id", reason: "no subject with this customer ID in the store").description)

@@ -63,11 +63,21 @@ public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
     public var line: Int
     public var field: String?
     public var reason: String
+    /// The reason without any value (nil: `reason` holds none), for ``detail``.
+    public var detailReason: String? = nil
 
     public var description: String {
         let at = file.isEmpty ? "record \(line)" : "\(file):\(line)"
         if let field { return "\(at): field \(field): \(reason)" }
         return "\(at): \(reason)"
+    }
+
+    /// The issue as the audit log records it (`VaultError.detail`): the reason without a value.
+    public var detail: String {
+        let r = detailReason ?? reason
+        let at = file.isEmpty ? "record \(line)" : "\(file):\(line)"
+        if let field { return "\(at): field \(field): \(r)" }
+        return "\(at): \(r)"
     }
 }
 
@@ -113,9 +123,12 @@ final class RecordReader {
                 guard let target = index[name] else {
                     // Never echo the cell: when the header line is missing, it is a customer's data.
                     let known = header.fields.filter { index[Normalization.trimmed($0)] != nil }.count
+                    // A real header (some column is known) names columns, which are not personal
+                    // data: the unknown one is quoted when it is short printable text.
                     let hint = known == 0 ? "the first line is not a header: a CSV file must start with a line naming the fields (\(columns.joined(separator: ", ")))"
                                           : "not a field of the schema (expected one of \(columns.joined(separator: ", ")))"
-                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1): \(hint)")
+                    let shown = known > 0 ? Self.columnName(name).map { " \"\($0)\"" } ?? "" : ""
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1)\(shown): \(hint)")
                 }
                 guard seen.insert(name).inserted else {
                     throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice")
@@ -131,6 +144,15 @@ final class RecordReader {
             let reader = try LineReader(path: path)
             lines = reader
         }
+    }
+
+    /// A header cell (or JSON key) as an error names it: at most 64 Unicode scalars, each a
+    /// letter, digit or one of `_ . - space`; nil for anything else (never quoted).
+    static func columnName(_ name: String) -> String? {
+        guard !name.isEmpty, name.unicodeScalars.count <= 64,
+              name.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic || ("0"..."9").contains($0) || "_.- ".unicodeScalars.contains($0) })
+        else { return nil }
+        return name
     }
 
     /// JSON Lines held in memory, read exactly as a file of these bytes would be (`name` stands
@@ -247,10 +269,12 @@ final class RecordReader {
         let index = columnIndex
         for (key, value) in pairs {
             guard let i = index[key] else {
-                // Named cut to 64 Unicode scalars (not characters: one can hold any number of
-                // combining marks), so a huge key is never echoed whole.
-                let scalars = key.unicodeScalars
-                let shown = scalars.count > 64 ? String(String.UnicodeScalarView(scalars.prefix(64))) + "…" : key
+                // Named only when it is a plain name of at most 64 characters (as a CSV header
+                // column is): a key holding an e-mail, a control character or a huge string is
+                // never echoed.
+                guard let shown = Self.columnName(key) else {
+                    return bad(nil, "a key that is not a field of the schema (not shown: not a plain name of at most 64 characters)")
+                }
                 return bad(shown, "not a field of the schema")
             }
             // (A parsed line cannot repeat a key: the parser refuses it. An object built in memory can.)

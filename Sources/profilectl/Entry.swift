@@ -31,12 +31,40 @@ enum Entry {
             if code == .success {
                 Profilectl.exit(withError: error)   // --help and --version print and exit 0
             }
+            if let unknown = unknownCommand(Array(CommandLine.arguments.dropFirst())) {
+                fail(unknown, code: 64)
+            }
             var message = Profilectl.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             if message.lowercased().hasPrefix("error: ") { message = String(message.dropFirst(7)) }
             if let first = message.first { message = first.lowercased() + message.dropFirst() }
             // ArgumentParser's own validation failures are usage errors (64).
             fail(message, code: code.rawValue == 0 ? 1 : code.rawValue)
         }
+    }
+
+    /// `unknown command 'frobnicate' (commands: ...)` when the arguments name a subcommand that
+    /// does not exist (the first word that is not an option, under a command that has
+    /// subcommands), else nil. ArgumentParser would report the word as an unexpected argument,
+    /// or an option after it as unknown, which does not say what is wrong. The word is quoted
+    /// when it is at most 64 printable ASCII characters.
+    static func unknownCommand(_ args: [String]) -> String? {
+        var command: any ParsableCommand.Type = Profilectl.self
+        var path: [String] = []
+        for word in args {
+            let subcommands = command.configuration.subcommands
+            guard !subcommands.isEmpty, !word.hasPrefix("-") else { return nil }
+            if word == "help" { return nil }
+            guard let next = subcommands.first(where: { $0._commandName == word || $0.configuration.aliases.contains(word) }) else {
+                let shown = word.utf8.count <= 64 && !word.isEmpty && word.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+                    ? "'\(word)'" : "(not shown: not a short printable word)"
+                let names = subcommands.map { $0._commandName }.joined(separator: ", ")
+                let under = path.isEmpty ? "" : " of \(path.joined(separator: " "))"
+                return "unknown command \(shown)\(under) (commands: \(names))"
+            }
+            command = next
+            path.append(word)
+        }
+        return nil
     }
 
     static func fail(_ message: String, code: Int32) -> Never {

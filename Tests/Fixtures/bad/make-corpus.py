@@ -71,7 +71,7 @@ profiles_csv("csv-too-few-columns", "a record with 8 fields", ",".join(bad_row()
 profiles_csv("csv-field-over-64k", "a full name of 70,000 bytes", bad_row(full_name="N" * 70000), ["field full_name"])
 profiles_csv("csv-customer-id-over-1k", "a customer ID of 2,000 bytes", bad_row(customer_id="C" * 2000), ["field customer_id"], secrets=[SECRET_MAIL, SECRET_NAME, SECRET_PHONE, "C" * 100])
 profiles_csv("csv-empty-file", "an empty file", None, ["empty"], line=None, raw="")
-profiles_csv("csv-unknown-column", "a header column that is not in the schema", None, ["header column 10", "not a field"], line=1,
+profiles_csv("csv-unknown-column", "a header column that is not in the schema", None, ["header column 10", '"favourite_colour"', "not a field"], line=1,
              raw=HEADER + ",favourite_colour\n" + GOOD1 + ",blue\n")
 profiles_csv("csv-duplicate-column", "the email column twice", None, ["email", "twice"], line=1,
              raw=HEADER + ",email\n" + GOOD1 + ",x@example.net\n")
@@ -81,7 +81,7 @@ profiles_csv("csv-no-header", "a file without its header line: the first record 
              raw="\n".join([bad_row(), GOOD1]) + "\n")
 profiles_csv("csv-crlf-line-number", "CRLF line ends; the bad record is on line 4", None, ["field age"], line=4,
              raw="\r\n".join([HEADER, GOOD1, GOOD2, bad_row(age="17")]) + "\r\n")
-profiles_csv("csv-multiline-field-line-number", "a quoted name spanning two lines before the bad record (line 4)", None, ["field birth_date"], line=4,
+profiles_csv("csv-multiline-field-line-number", "a quoted name spanning two lines (a line feed: a control character) on line 2, before a bad record on line 4", None, ["field full_name", "U+000A"], line=2,
              raw="\n".join([HEADER, GOOD1.replace("Neue Person", '"Neue\nPerson"'), bad_row(birth_date="1980-13-01")]) + "\n")
 cases["csv-invalid-utf8"] = ({"description": "invalid UTF-8 in the name", "args": ["ingest", "profiles", "$CASE/profiles.csv"], "expect_exit": 65,
                              "stderr_contains": ["profiles.csv:3", "field full_name", "UTF-8"], "must_not_contain": [SECRET_ID, SECRET_MAIL]},
@@ -252,6 +252,19 @@ _h = hashlib.sha256(bytes(32) + _e.encode()).hexdigest()
 case("audit-export-sequence-max", "a correctly hashed entry with sequence Int64.max, then another entry", ["audit", "verify", "--file", "$CASE/e.jsonl", "--public-key", "$CASE/pub.pem"], 1, [],
      {"e.jsonl": '{"metadata.sequence":9223372036854775807,"prev_hash":"%s","hash":"%s"}\n{"metadata.sequence":1,"prev_hash":"%s","hash":"%s"}\n' % ("00" * 32, _h, _h, _h),
       "pub.pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"})
+
+# ---- control characters, unknown commands (issue 17.6) ------------------------------------
+profiles_csv("csv-nul-in-email", "an e-mail with a NUL byte", bad_row(email="anna.secret\0@example.org"), ["field email", "U+0000"],
+             secrets=[SECRET_ID, "anna.secret", SECRET_NAME, SECRET_PHONE])
+profiles_csv("csv-escape-in-name", "a name with an ANSI escape (ESC [2J)", bad_row(full_name="Anna \x1b[2JGeheimnis"), ["field full_name", "U+001B"],
+             secrets=[SECRET_ID, SECRET_MAIL, "Geheimnis", SECRET_PHONE])
+profiles_jsonl("jsonl-nul-in-name", "an escaped NUL (\\u0000) in a JSON name", jrow(full_name="Anna\0Geheimnis"), ["field full_name", "U+0000"],
+               secrets=[SECRET_ID, SECRET_MAIL, "Geheimnis", SECRET_PHONE])
+profiles_jsonl("jsonl-newline-in-customer-id", "a customer ID with a line feed (a forged second line)", jrow(customer_id="CX-SECRET-7\nerror: forged"),
+               ["field customer_id", "U+000A"], secrets=["CX-SECRET-7", "forged", SECRET_MAIL, SECRET_NAME, SECRET_PHONE])
+events("events-nul-in-item", "an event item with a NUL byte", 'C1,purchase,"sku\0secret",5,2026-10-01T12:00:00Z', ["field item", "U+0000"], secrets=["secret"])
+case("cli-unknown-command", "a command that does not exist, followed by --json", ["frobnicate", "--json"], 64, ["unknown command 'frobnicate'"])
+case("cli-unknown-subcommand", "a subcommand of audit that does not exist", ["audit", "frobnicate"], 64, ["unknown command 'frobnicate' of audit"])
 
 for d in os.listdir(ROOT):
     p = os.path.join(ROOT, d)

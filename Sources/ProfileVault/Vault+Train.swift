@@ -18,6 +18,7 @@ public struct TrainingJob: Sendable {
     /// segments: `params.by` (a categorical attribute) or `params.from_model` (a kmeans artifact).
     public var segmentBy: String?
     public var fromModel: String?
+    /// `items_from:` the name of a catalog the policy declares (`catalogs:` in policy.yaml).
     public var itemsFrom: String?
     /// recommender: count popularity over the events from this time on (`events_since:`).
     public var eventsSince: Int64?
@@ -64,7 +65,8 @@ extension Vault {
     }
 
     /// `parseJobs(path:)` on the file's text (`path` names the file in messages and anchors
-    /// relative `items_from` / `from_model` paths). The job fuzz target calls this.
+    /// a relative `from_model` path; `items_from` names a catalog of the policy). The job fuzz
+    /// target calls this.
     public static func parseJobs(text: String, path: String) throws -> [TrainingJob] {
         func fail(_ node: Node?, _ field: String?, _ reason: String) -> VaultError {
             VaultError(.invalidInput, PolicyDiagnostic(file: path, line: node?.mark?.line, field: field, reason: reason).description)
@@ -181,8 +183,12 @@ extension Vault {
                 }
             }
             if model == "segments" && (by == nil) == (fromModel == nil) { throw fail(map["params"] ?? root, "params", "segments needs exactly one of params.by and params.from_model") }
-            if let f = job.itemsFrom, !f.hasPrefix("/") {
-                job.itemsFrom = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(f).path
+            // items_from names a catalog the policy declares (catalogs: in policy.yaml), never a
+            // file: a job must not make train read what it likes (the keyring) into an artifact.
+            if let f = job.itemsFrom, !isPlainName(f) {
+                throw fail(map["items_from"], "items_from",
+                           "expected the name of a catalog declared in the policy, not a path; declare the file in policy.yaml "
+                           + "(catalogs: { products: catalogs/products.tsv }, relative to the policy directory) and write items_from: products")
             }
             if let f = job.fromModel, !f.hasPrefix("/") {
                 job.fromModel = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(f).path
@@ -422,27 +428,12 @@ extension Vault {
             eventKinds.insert(ev)
             fieldsTouched.append("events.\(ev)")
         }
-        if let path = job.itemsFrom {
-            guard let data = FileManager.default.contents(atPath: path), let content = String(data: data, encoding: .utf8) else {
-                throw VaultError(.notFound, "\(path): no such catalog file (items_from)")
-            }
+        if let name = job.itemsFrom {
             // One item per line; optionally a tab and the item's description (public catalog
-            // text, used for content similarity). Blank lines and lines starting with # are skipped.
-            var seen: Set<String> = []
-            var catalog: [String] = [], text: [String] = []
-            var described = false
-            for line in content.split(separator: "\n") {
-                let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
-                let item = parts[0].trimmingCharacters(in: .whitespacesAndNewlines)
-                guard !item.isEmpty && !item.hasPrefix("#") && seen.insert(item).inserted else { continue }
-                catalog.append(item)
-                let d = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespacesAndNewlines) : ""
-                if !d.isEmpty { described = true }
-                text.append(d)
-            }
-            guard !catalog.isEmpty else { throw VaultError(.invalidInput, "\(path): the catalog (items_from) lists no items") }
-            spec.catalog = catalog
-            if described { spec.catalogText = text }
+            // text, used for content similarity). See readCatalog(named:for:).
+            let contents = try readCatalog(named: name, for: job)
+            spec.catalog = contents.items
+            spec.catalogText = contents.descriptions
         }
 
         for d in job.derived where !usedDerived.contains(d.attribute.name) {

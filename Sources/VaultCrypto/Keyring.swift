@@ -46,7 +46,8 @@ public struct KeyringError: Error, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
         /// The file does not exist.
         case notFound
-        /// The file is readable or writable by group or others, or is not a regular file.
+        /// The file is readable or writable by group or others, is owned by another user, or is
+        /// not a regular file.
         case insecurePermissions
         /// The file is not a valid keyring; `reason` names the field.
         case malformed
@@ -183,6 +184,23 @@ public struct Keyring: Sendable {
                       Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec))
     }
 
+    // MARK: The example keyring
+
+    /// SHA-256 (hex) of the key-check key (``KeyPurpose/keyCheck``) of the example keyring's
+    /// secret (`keys-example/keyring.json`, embedded for `profilectl demo`). That secret is
+    /// public; a keyring holding it, under any path and any version number, protects nothing.
+    static let exampleKeyCheckFingerprint = "8226f6f3423e06fc2b7faef46a56539c221a95e445f776e18347ac8ca3d29921"
+
+    /// Whether any version of this keyring holds the public example secret (a copy of
+    /// `keys-example/keyring.json`, rotated or not). Recognised by content, not by path or note.
+    public var isExample: Bool {
+        versions.contains { version in
+            guard let check = try? derive(.keyCheck, version: version) else { return false }
+            let digest = check.withUnsafeBytes { SHA256.hash($0) }
+            return digest.map { String(format: "%02x", $0) }.joined() == Self.exampleKeyCheckFingerprint
+        }
+    }
+
     // MARK: Loading
 
     private struct FileModel: Decodable {
@@ -205,9 +223,10 @@ public struct Keyring: Sendable {
 
     /// Reads and validates a keyring file.
     ///
-    /// Refuses, before reading a byte, a file that is not a regular file or whose mode grants
-    /// anything to group or others (`mode & 0o077 != 0`), like ssh does with private keys; the
-    /// error says which `chmod` fixes it. Malformed content names the offending field.
+    /// Refuses, before reading a byte, a file that is not a regular file, whose mode grants
+    /// anything to group or others (`mode & 0o077 != 0`), like ssh does with private keys, or
+    /// that another user owns (``SecretFile/problem(mode:owner:euid:path:)``); the error says
+    /// which `chmod` or `chown` fixes it. Malformed content names the offending field.
     public static func load(path: String) throws(KeyringError) -> Keyring {
         func fail(_ kind: KeyringError.Kind, _ reason: String) -> KeyringError {
             KeyringError(kind: kind, path: path, reason: reason)
@@ -224,14 +243,8 @@ public struct Keyring: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw fail(.io, "cannot stat: \(String(cString: strerror(errno)))") }
         let mode = UInt32(st.st_mode)
-        guard mode & 0o170000 == 0o100000 else {
-            throw fail(.insecurePermissions, "is not a regular file")
-        }
-        let permissions = mode & 0o7777
-        if permissions & 0o077 != 0 {
-            let what = permissions & 0o044 != 0 ? "is readable by group or others" : "is accessible by group or others"
-            throw fail(.insecurePermissions,
-                       "\(what) (mode \(String(format: "%04o", permissions))); run: chmod 600 \(path)")
+        if let problem = SecretFile.problem(mode: mode, owner: UInt32(st.st_uid), euid: UInt32(geteuid()), path: path) {
+            throw fail(.insecurePermissions, problem)
         }
         guard Int(st.st_size) <= maximumFileSize else { throw fail(.malformed, "file is larger than 1 MiB; not a keyring") }
 
@@ -457,4 +470,25 @@ private func posixWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -
 @inline(__always)
 func OPENSSL_cleanse_bytes(_ buffer: UnsafeMutableRawBufferPointer) {
     if let base = buffer.baseAddress, buffer.count > 0 { OPENSSL_cleanse(base, buffer.count) }
+}
+
+/// The checks every secret file (keyring, tokens file) passes before a byte of it is read.
+public enum SecretFile {
+    /// Why a secret file with this mode and owner must not be used, or nil when it may: it must
+    /// be a regular file, grant nothing to group or others (`mode & 0o077 == 0`), and be owned
+    /// by the effective user (`owner == euid`; another user's file is one that user can read,
+    /// replace or chmod behind our back). The reason names the path and the command that fixes
+    /// it. `mode` and `owner` are `st_mode` and `st_uid` of an `fstat` of the opened file.
+    public static func problem(mode: UInt32, owner: UInt32, euid: UInt32, path: String) -> String? {
+        guard mode & 0o170000 == 0o100000 else { return "is not a regular file" }
+        let permissions = mode & 0o7777
+        if permissions & 0o077 != 0 {
+            let what = permissions & 0o044 != 0 ? "is readable by group or others" : "is accessible by group or others"
+            return "\(what) (mode \(String(format: "%04o", permissions))); run: chmod 600 \(path)"
+        }
+        if owner != euid {
+            return "is owned by uid \(owner), not by the user running this (uid \(euid)); run: chown \(euid) \(path) (or run as its owner)"
+        }
+        return nil
+    }
 }

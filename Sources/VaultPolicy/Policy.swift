@@ -123,10 +123,12 @@ public struct Policy: Sendable {
     /// Role name -> permissions.
     public let roles: [String: Set<String>]
     public let file: String
+    /// Catalogs training jobs may name (`catalogs:`; `items_from: NAME`), by name.
+    public let catalogs: [String: CatalogDeclaration]
 
     public init(
         version: String, purposes: [String: Purpose], purposeOrder: [String], retention: [RetentionRule],
-        roles: [String: Set<String>], file: String
+        roles: [String: Set<String>], file: String, catalogs: [String: CatalogDeclaration] = [:]
     ) {
         self.version = version
         self.purposes = purposes
@@ -134,6 +136,13 @@ public struct Policy: Sendable {
         self.retention = retention
         self.roles = roles
         self.file = file
+        self.catalogs = catalogs
+    }
+
+    /// The directory policy.yaml is in: declared catalog paths are relative to it.
+    public var directory: String {
+        guard let slash = file.lastIndex(of: "/") else { return "." }
+        return slash == file.startIndex ? "/" : String(file[..<slash])
     }
 
     /// The purpose with this name, if declared.

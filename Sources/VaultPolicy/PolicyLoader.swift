@@ -26,6 +26,7 @@ public enum PolicyLoader {
         let schema = try parseSchema(source: schemaSource)
         let policySource = try YAMLSource.read(path: dir + "/policy.yaml")
         let policy = try parsePolicy(source: policySource, schema: schema)
+        try checkCatalogFiles(policy)
         return (schema, policy, schemaSource.text, policySource.text)
     }
 
@@ -38,7 +39,9 @@ public enum PolicyLoader {
     /// Loads a policy file and validates it against `schema`.
     public static func loadPolicy(path: String, schema: Schema) throws(PolicyDiagnostic) -> Policy {
         let source = try YAMLSource.read(path: path)
-        return try parsePolicy(source: source, schema: schema)
+        let policy = try parsePolicy(source: source, schema: schema)
+        try checkCatalogFiles(policy)
+        return policy
     }
 
     /// Parses schema YAML held in memory; `file` names it in diagnostics.
@@ -234,7 +237,7 @@ public enum PolicyLoader {
         let root = try source.compose()
         let r = NodeReader(file: source.file)
         let top = try r.object(
-            root, "", allowed: ["version", "purposes", "retention", "roles"], required: ["version", "purposes", "roles"])
+            root, "", allowed: ["version", "purposes", "retention", "roles", "catalogs"], required: ["version", "purposes", "roles"])
 
         let versionNode = top["version"]!
         guard case .scalar(let vs) = versionNode, !vs.string.isEmpty,
@@ -300,9 +303,38 @@ public enum PolicyLoader {
             roles[pair.name] = permissions
         }
 
+        let catalogs = try top["catalogs"].map { n throws(PolicyDiagnostic) in try parseCatalogs(n, r) } ?? [:]
+
         return Policy(
             version: version, purposes: purposes, purposeOrder: order, retention: retention, roles: roles,
-            file: source.file)
+            file: source.file, catalogs: catalogs)
+    }
+
+    /// `catalogs: { NAME: PATH }`: public item lists training jobs may name (`items_from: NAME`).
+    /// A path must be relative to the policy directory and stay in it (checked here as text;
+    /// ``checkCatalogFiles(_:)`` follows symbolic links).
+    static func parseCatalogs(_ node: Node, _ r: NodeReader) throws(PolicyDiagnostic) -> [String: CatalogDeclaration] {
+        var out: [String: CatalogDeclaration] = [:]
+        for pair in try r.mapping(node, "catalogs").pairs {
+            let path = "catalogs." + pair.name
+            try r.identifier(pair.name, pair.key, path, what: "catalog")
+            guard out[pair.name] == nil else { throw r.fail(pair.key, path, "duplicate catalog name") }
+            let file = try r.string(pair.value, path)
+            if let problem = CatalogFile.pathProblem(file) { throw r.fail(pair.value, path, problem) }
+            out[pair.name] = CatalogDeclaration(name: pair.name, path: file, line: pair.value.mark?.line ?? pair.key.mark?.line ?? 0)
+        }
+        return out
+    }
+
+    /// Refuses a declared catalog whose file leads outside the policy directory through a
+    /// symbolic link (exit 78, policy.yaml's line and field). A catalog file that does not exist
+    /// yet passes: `train` reads it, and checks it again, when a job names it.
+    static func checkCatalogFiles(_ policy: Policy) throws(PolicyDiagnostic) {
+        for declaration in policy.catalogs.values.sorted(by: { $0.line < $1.line }) {
+            if case .refused(let reason) = CatalogFile.resolve(declaration.path, policyDirectory: policy.directory) {
+                throw PolicyDiagnostic(file: policy.file, line: declaration.line, field: "catalogs." + declaration.name, reason: reason)
+            }
+        }
     }
 
     static func parsePurpose(

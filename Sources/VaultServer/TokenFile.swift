@@ -23,8 +23,9 @@ public struct TokenIdentity: Sendable, Equatable {
 ///  "tokens": [{"id": "3f9a0c1d2e4b", "sha256": "<64 hex>", "actor": "alice", "role": "trainer", "created": "2026-11-22T13:00:00Z"}]}
 /// ```
 ///
-/// Like the keyring, a file that grants anything to group or others is refused (whoever reads
-/// the hashes can at least enumerate actors and roles), and it is rewritten atomically
+/// Like the keyring, a file that grants anything to group or others, or that another user owns,
+/// is refused (whoever reads the hashes can at least enumerate actors and roles), and it is
+/// rewritten atomically
 /// (`FILE.new-*` with mode 0600, fsync, rename).
 public struct TokenFile: Sendable {
     public static let format = "profilevault-tokens"
@@ -53,7 +54,8 @@ public struct TokenFile: Sendable {
     // MARK: - Loading
 
     /// Reads and validates a token file. Refuses, before reading a byte, a file that is not a
-    /// regular file or whose mode grants anything to group or others. Every problem is a
+    /// regular file, whose mode grants anything to group or others, or that another user owns
+    /// (`SecretFile.problem`). Every problem is a
     /// configuration error naming the file (exit 78 on the CLI).
     public static func load(path: String) throws -> TokenFile {
         guard let file = try loadIfPresent(path: path) else { throw missing(path: path) }
@@ -87,12 +89,8 @@ public struct TokenFile: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw fail("cannot stat: \(String(cString: strerror(errno)))") }
         let version = FileVersion(st)
-        let mode = UInt32(st.st_mode)
-        guard mode & 0o170000 == 0o100000 else { throw fail("is not a regular file") }
-        let permissions = mode & 0o7777
-        if permissions & 0o077 != 0 {
-            let what = permissions & 0o044 != 0 ? "is readable by group or others" : "is accessible by group or others"
-            throw fail("\(what) (mode \(String(format: "%04o", permissions))); run: chmod 600 \(path)")
+        if let problem = SecretFile.problem(mode: UInt32(st.st_mode), owner: UInt32(st.st_uid), euid: UInt32(geteuid()), path: path) {
+            throw fail(problem)
         }
         guard Int(st.st_size) <= maximumFileSize else { throw fail("larger than 4 MiB; not a tokens file") }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))

@@ -45,7 +45,11 @@ struct Demo: ParsableCommand {
         try fm.createDirectory(atPath: policies, withIntermediateDirectories: true)
         try (EmbeddedDefaults.schemaYAML + "\n").write(toFile: policies + "/schema.yaml", atomically: true, encoding: .utf8)
         try (EmbeddedDefaults.policyYAML + "\n").write(toFile: policies + "/policy.yaml", atomically: true, encoding: .utf8)
-        say("copied the EXAMPLE keyring to \(keys) (mode 0600) and the default policies to \(policies)/")
+        // The catalog `products` the policy declares (catalogs/products.tsv): the demo's 400 items
+        // with their descriptions.
+        try fm.createDirectory(atPath: policies + "/catalogs", withIntermediateDirectories: true)
+        try (EmbeddedDefaults.productsCatalog + "\n").write(toFile: policies + "/catalogs/products.tsv", atomically: true, encoding: .utf8)
+        say("copied the EXAMPLE keyring to \(keys) (mode 0600) and the default policies and their catalog to \(policies)/")
         say("(a real deployment runs `profilectl keys generate --out PATH` and keeps that file apart from the store)")
 
         step("2. Generate \(customers) customers and their purchases (deterministic)")
@@ -195,15 +199,13 @@ struct Demo: ParsableCommand {
             say(String(format: "  segment %d: age %.1f, annual income %.0f   (noisy size %@)", i, c[0], c.count > 1 ? c[1] : 0, size))
         }
         say(String(format: "  epsilon %.2g charged once for the job; model_training budget left %.3g", km.artifact.privacy?.epsilon ?? 0, km.budget.left))
-        let catalog = folder + "/catalog.txt"
-        try (0..<400).map { String(format: "SKU-%04d", $0) }.joined(separator: "\n").write(toFile: catalog, atomically: true, encoding: .utf8)
         let recJob = folder + "/recommend-products.yaml"
         try """
             job: recommend-products
             purpose: model_training
             model: recommender
             events: purchase
-            items_from: catalog.txt
+            items_from: products
             params: { max_items_per_subject: 20 }
             epsilon: 1.0
 
@@ -271,6 +273,7 @@ struct Demo: ParsableCommand {
         say()
         say("Try it yourself:")
         say("  export PROFILEVAULT_STORE=\(store) PROFILEVAULT_KEYS=\(keys) PROFILEVAULT_POLICY=\(policies)")
+        say("  (the commands warn that this is the public example keyring; --allow-example-keys silences it, for demos only)")
         say("  swift run -c release profilectl get --subject \(sample.customerID) --purpose customer_support --role support --json")
     }
 }

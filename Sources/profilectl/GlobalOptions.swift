@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ProfileVault
 import VaultAudit
+import VaultCrypto
 import VaultStore
 #if canImport(Glibc)
 import Glibc
@@ -27,12 +28,18 @@ struct GlobalOptions: ParsableArguments {
     @Flag(help: "Machine-readable output: one JSON document on stdout.")
     var json = false
 
+    @Flag(name: .customLong("allow-example-keys"),
+          help: "Accept the public example keyring (keys-example/): no warning, and serve runs with it. For demos only, never for real data.")
+    var allowExampleKeys = false
+
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
     func storePath() throws -> String {
         guard let s = store ?? environment["PROFILEVAULT_STORE"], !s.isEmpty else {
             throw VaultError(.usage, "no store given: pass --store PATH or set PROFILEVAULT_STORE")
         }
+        // Every command that works on a store (status and policy status too, which read no key).
+        if let k = keys ?? environment["PROFILEVAULT_KEYS"], !k.isEmpty { try checkExampleKeys(path: k, refuse: false) }
         return s
     }
 
@@ -51,6 +58,19 @@ struct GlobalOptions: ParsableArguments {
 
     func configuration() throws -> VaultConfiguration {
         VaultConfiguration(storePath: try storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
+    }
+
+    /// The public example keyring (`keys-example/keyring.json` or any copy of it, recognised by
+    /// its content: ``Keyring/isExample``) protects nothing. `serve` refuses it (`refuse`, exit
+    /// 78); every other command that works on a store warns on stderr (``storePath()``: one
+    /// `warning:` line; stdout and `--json` are untouched). `--allow-example-keys` silences both, for demos. A keyring
+    /// that cannot be loaded is left to the command's own load, which reports why.
+    func checkExampleKeys(path: String, refuse: Bool) throws {
+        guard !allowExampleKeys, let ring = try? Keyring.load(path: path), ring.isExample else { return }
+        if refuse {
+            throw VaultError(.configuration, "keyring \(path): the example keyring is public: generate one with profilectl keys generate (--allow-example-keys runs with it anyway, for demos only)")
+        }
+        warn("keyring \(path) is the public example keyring: anyone can decrypt what it protects; generate one with profilectl keys generate (--allow-example-keys silences this, for demos only)")
     }
 
     /// Opens the vault; `checkPolicy: false` only for `policy apply` and the read-only audit

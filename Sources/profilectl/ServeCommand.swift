@@ -51,8 +51,10 @@ struct Serve: ParsableCommand {
         var serviceOptions = ServiceOptions()
         serviceOptions.maxIngestBodyBytes = maxBodyBytes
         serviceOptions.requestTimeout = .milliseconds(Int64((requestTimeout * 1000).rounded()))
+        let keysPath = try options.keysPath()
+        try options.checkExampleKeys(path: keysPath, refuse: true)
         let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
-        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: try options.keysPath(),
+        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: keysPath,
                                                       policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
         try vault.store.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }

@@ -60,7 +60,7 @@ extension TrainTests {
 
     @Test func aRecommenderOverAnEmptyWindowWarnsAboutItsEvents() throws {
         let s = try store(modelTrainingBudget: "1000.0")
-        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + (0..<88).map { "PAD-\($0)" }).joined(separator: "\n") + "\n")
+        let catalog = try s.catalog(((0..<12).map { "SKU-\($0)" } + (0..<88).map { "PAD-\($0)" }).joined(separator: "\n") + "\n")
         // Every purchase is in October 2026: a window from 2027 on holds none.
         let empty = try job(s, "r.yaml", "job: r\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nevents_since: 2027-01-01\nepsilon: 0.5\n")
         var warned = 0
@@ -120,7 +120,7 @@ extension TrainTests {
         let env = ["PROFILEVAULT_STORE": dir + "/store.sqlite", "PROFILEVAULT_KEYS": dir + "/keyring.json", "PROFILEVAULT_POLICY": dir + "/policies"]
         for name in ["income-from-age", "profile-by-country", "recommend-by-country", "recommend-products", "segment-customers"] {
             let out = dir + "/\(name).json"
-            let r = try CLI.run(["train", CLI.repoRoot + "/policies/examples/jobs/\(name).yaml", "--out", out, "--role", "trainer", "--json"], env: env)
+            let r = try CLI.run(["train", CLI.repoRoot + "/policies/examples/jobs/\(name).yaml", "--out", out, "--role", "trainer", "--json", "--allow-example-keys"], env: env)
             #expect(r.status == 0 && (r.json?["warnings"] as? [String]) == [] && !r.stderr.contains("warning"), "\(name): \(r.stderr)")
             let p = try artifact(out)["privacy"] as? [String: Any] ?? [:]
             #expect((p["noisy_subjects"] as? Double ?? 0) > 8000, "\(name): \(p)")

@@ -75,6 +75,17 @@ final class CLIStore: @unchecked Sendable {
         return p
     }
 
+    /// Writes `text` as the catalog `products` the shipped policy declares
+    /// (`catalogs/products.tsv` in this store's own policy directory) and returns its name, for
+    /// a job's `items_from:`. Never writes into the repository's policies.
+    func catalog(_ text: String) throws -> String {
+        let policies = env["PROFILEVAULT_POLICY"] ?? ""
+        precondition(!policies.isEmpty && policies.hasPrefix(dir + "/"), "catalog(_:) needs a store with its own policy directory")
+        try FileManager.default.createDirectory(atPath: policies + "/catalogs", withIntermediateDirectories: true)
+        try text.write(toFile: policies + "/catalogs/products.tsv", atomically: true, encoding: .utf8)
+        return "products"
+    }
+
     static let header = "customer_id,email,full_name,phone,birth_date,age,gender,country,annual_income"
     static func rows(_ n: Int) -> String {
         ([header] + (0..<n).map { "C\($0),user\($0)@example.com,Test Person \($0),+49 30 \(1000 + $0),1980-01-0\(1 + $0 % 9),\(30 + $0 % 50),female,DE,\(1000 * ($0 % 250))" })

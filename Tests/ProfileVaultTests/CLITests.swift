@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ProfileVault
 
 /// The CLI contract of SPEC §8 and §10: forms, `--json` shapes, exit statuses, `error:` lines.
 @Suite struct CLITests {
@@ -44,6 +45,35 @@ import Testing
             let o = try s.run(args)
             #expect(o.status == 0 && o.json != nil, "\(args): \(o.stdout)")
         }
+    }
+
+    @Test func theExampleKeyringIsRefusedByServeAndWarnedAboutElsewhere() throws {
+        let s = try CLIStore(initialise: false)
+        // A copy of the public example keyring under an innocent name, mode 0600.
+        let keys = s.dir + "/keyring.json"
+        #expect(FileManager.default.createFile(atPath: keys, contents: Data((EmbeddedDefaults.keyringJSON + "\n").utf8),
+                                               attributes: [.posixPermissions: 0o600]))
+        let warning = "warning: keyring \(keys) is the public example keyring: anyone can decrypt what it protects; generate one with profilectl keys generate (--allow-example-keys silences this, for demos only)\n"
+        let i = try s.run(["init", "--json"])
+        #expect(i.status == 0 && i.json?["store"] != nil, "\(i.stderr)")
+        #expect(i.stderr == warning)
+        // --json: still exactly one JSON document on stdout; the warning is stderr's only line.
+        let st = try s.run(["status", "--json"])
+        #expect(st.status == 0 && st.json?["subjects"] != nil, "\(st.stdout)")
+        #expect(st.stderr == warning)
+        let quiet = try s.run(["status", "--json", "--allow-example-keys"])
+        #expect(quiet.status == 0 && quiet.json != nil && quiet.stderr.isEmpty, "\(quiet.stderr)")
+        // serve refuses before it listens (78), whatever the tokens file.
+        let serve = try s.run(["serve", "--listen", "127.0.0.1:0", "--tokens", s.dir + "/tokens.json"])
+        #expect(serve.status == 78)
+        #expect(serve.stderr == "error: keyring \(keys): the example keyring is public: generate one with profilectl keys generate (--allow-example-keys runs with it anyway, for demos only)\n")
+        // --allow-example-keys lets serve past the check: it then stops at the missing tokens file.
+        let allowed = try s.run(["serve", "--allow-example-keys", "--listen", "127.0.0.1:0", "--tokens", s.dir + "/tokens.json"])
+        #expect(allowed.status == 78 && allowed.stderr.contains("tokens file") && !allowed.stderr.contains("example"), "\(allowed.stderr)")
+        // A generated keyring draws no warning (the other CLI tests assert empty stderr with one).
+        let g = try CLIStore()
+        let gs = try g.run(["status", "--json"])
+        #expect(gs.status == 0 && gs.stderr.isEmpty, "\(gs.stderr)")
     }
 
     @Test func exitStatusesFollowTheSpec() throws {
@@ -128,5 +158,6 @@ import Testing
         #expect(r.stdout.contains("none found"))
         #expect(r.stdout.contains("pii[email]"))
         #expect(r.stdout.contains("300 inserted"))
+        #expect(!r.stderr.contains("example keyring"), "demo uses the example keyring without a warning")
     }
 }

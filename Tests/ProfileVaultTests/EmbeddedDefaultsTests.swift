@@ -7,7 +7,8 @@ import Testing
 @Suite struct EmbeddedDefaultsTests {
     @Test(arguments: [("keys-example/keyring.json", EmbeddedDefaults.keyringJSON),
                       ("policies/schema.yaml", EmbeddedDefaults.schemaYAML),
-                      ("policies/policy.yaml", EmbeddedDefaults.policyYAML)])
+                      ("policies/policy.yaml", EmbeddedDefaults.policyYAML),
+                      ("policies/catalogs/products.tsv", EmbeddedDefaults.productsCatalog)])
     func embeddedCopyMatchesTheFile(path: String, embedded: String) throws {
         let file = try String(contentsOfFile: CLI.repoRoot + "/" + path, encoding: .utf8)
         #expect(embedded + "\n" == file, "\(path) changed: run scripts/embed-defaults.sh")

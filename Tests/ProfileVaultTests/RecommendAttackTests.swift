@@ -11,7 +11,7 @@ extension TrainTests {
     /// may be at most 10; `by` trains the segment-based mode (by gender).
     func recommender(_ s: CLIStore, name: String = "r", by: String? = nil) throws -> (path: String, catalog: [String]) {
         let items = (0..<12).map { "SKU-\($0)" } + (0..<88).map { "PAD-\($0)" }
-        let catalog = try s.write("catalog-\(name).txt", items.joined(separator: "\n") + "\n")
+        let catalog = try s.catalog(items.joined(separator: "\n") + "\n")
         let params = by.map { "params: { by: \($0), max_items_per_subject: 5 }\n" } ?? "params: { max_items_per_subject: 5 }\n"
         let p = try job(s, "\(name).yaml", "job: \(name)\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\n\(params)epsilon: 2\n")
         let out = s.dir + "/\(name).json"
@@ -59,7 +59,7 @@ extension TrainTests {
         }
         // A model whose vocabulary is under 10 items serves nothing (a tenth of it is 0): with 3
         // items, two unowned, the old answer named the one item C1 has not bought of the three.
-        let tiny = try s.write("tiny.txt", "SKU-0\nSKU-1\nSKU-8\n")
+        let tiny = try s.catalog("SKU-0\nSKU-1\nSKU-8\n")
         let tj = try job(s, "tiny.yaml", "job: tiny\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(tiny)\nepsilon: 1\n")
         #expect(try s.run(["train", tj, "--out", s.dir + "/tiny.json", "--role", "trainer"]).status == 0)
         let t = try recommend(s, s.dir + "/tiny.json", ["--subject", "C1", "--top", "3"])

@@ -122,7 +122,7 @@ import VaultStore
         let s = try store()
         // 100 items, so --top may be 10 (a tenth of the vocabulary).
         let padding = (0..<87).map { "PAD-\($0)" }
-        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + padding).joined(separator: "\n") + "\nSKU-NEW\n")
+        let catalog = try s.catalog(((0..<12).map { "SKU-\($0)" } + padding).joined(separator: "\n") + "\nSKU-NEW\n")
         let p = try job(s, "r.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nparams: { max_items_per_subject: 5 }\nepsilon: 2\n")
         #expect(try s.run(["train", p, "--out", s.dir + "/r.json", "--role", "trainer"]).status == 0)
         let m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.dir + "/r.json"))) as? [String: Any])
@@ -161,7 +161,7 @@ import VaultStore
         for i in 0..<60 where i % 10 >= 2 { ev += "C\(i),purchase,\(i % 2 == 0 ? "SKU-F" : "SKU-M"),5,2026-10-05T12:00:00Z\n" }
         #expect(try s.run(["ingest", "events", s.write("g-e.csv", ev)]).status == 0)
         // 30 items, so --top may be 3.
-        let catalog = try s.write("catalog.txt", ((0..<12).map { "SKU-\($0)" } + ["SKU-F", "SKU-M"] + (0..<16).map { "PAD-\($0)" }).joined(separator: "\n") + "\n")
+        let catalog = try s.catalog(((0..<12).map { "SKU-\($0)" } + ["SKU-F", "SKU-M"] + (0..<16).map { "PAD-\($0)" }).joined(separator: "\n") + "\n")
         let p = try job(s, "seg.yaml", """
             job: seg
             purpose: model_training
@@ -345,7 +345,7 @@ import VaultStore
     @Test func aRecommenderWithADescribedCatalogAndAWindowTrainsAndRecommends() throws {
         let s = try store()
         // 50 items, so --top may be 5.
-        let catalog = try s.write("catalog.tsv", (0..<12).map { "SKU-\($0)\t\($0 % 2 == 0 ? "red retrospot bag" : "glass star") \($0)" }.joined(separator: "\n") + "\n# a comment\nSKU-NEW\n"
+        let catalog = try s.catalog((0..<12).map { "SKU-\($0)\t\($0 % 2 == 0 ? "red retrospot bag" : "glass star") \($0)" }.joined(separator: "\n") + "\n# a comment\nSKU-NEW\n"
                                   + (0..<37).map { "PAD-\($0)" }.joined(separator: "\n") + "\n")
         let p = try job(s, "r.yaml", "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nevents_since: 2026-10-02\nepsilon: 2\n")
         let r = try s.run(["train", p, "--out", s.dir + "/r.json", "--role", "trainer"])
@@ -381,7 +381,7 @@ import VaultStore
 
     @Test func associationRulesTrainFromTheStoreAndTheGateAppliesToThem() throws {
         let s = try store()
-        let catalog = try s.write("catalog.txt", (0..<12).map { "SKU-\($0)" }.joined(separator: "\n") + "\n")
+        let catalog = try s.catalog((0..<12).map { "SKU-\($0)" }.joined(separator: "\n") + "\n")
         let p = try job(s, "ar.yaml", "job: baskets\npurpose: model_training\nmodel: association_rules\nevents: purchase\nitems_from: \(catalog)\nparams: { min_support: 0, support_threshold: 0, min_confidence: 0 }\nepsilon: 1\n")
         let r = try s.run(["train", p, "--out", s.dir + "/ar.json", "--role", "trainer"])
         #expect(r.status == 0, "\(r.stderr)")

@@ -50,6 +50,53 @@ struct KeyringTests {
         #expect(try Keyring.load(path: path).versions == [1])
     }
 
+    @Test func anotherUsersFileIsRefusedByTheCheckItself() {
+        let regular: UInt32 = 0o100000
+        #expect(SecretFile.problem(mode: regular | 0o600, owner: 1000, euid: 1000, path: "/k") == nil)
+        #expect(SecretFile.problem(mode: regular | 0o400, owner: 0, euid: 0, path: "/k") == nil)
+        let other = SecretFile.problem(mode: regular | 0o600, owner: 65534, euid: 1000, path: "/srv/keyring.json")
+        #expect(other == "is owned by uid 65534, not by the user running this (uid 1000); run: chown 1000 /srv/keyring.json (or run as its owner)")
+        // Root is not exempt: a root process refuses a keyring someone else owns (and could swap).
+        #expect(SecretFile.problem(mode: regular | 0o600, owner: 1000, euid: 0, path: "/k")?.contains("owned by uid 1000") == true)
+        // Mode problems are reported first; a directory is no secret file.
+        #expect(SecretFile.problem(mode: regular | 0o644, owner: 65534, euid: 0, path: "/k")?.contains("chmod 600 /k") == true)
+        #expect(SecretFile.problem(mode: 0o040000 | 0o700, owner: 0, euid: 0, path: "/k") == "is not a regular file")
+    }
+
+    @Test func aKeyringOwnedByAnotherUserIsRefused() throws {
+        guard geteuid() == 0 else {
+            print("SKIP aKeyringOwnedByAnotherUserIsRefused: needs root to chown a file to another uid (the unit test above covers the check)")
+            return
+        }
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("keyring.json").path
+        try Keyring.generate(note: nil).write(to: path)
+        #expect(chown(path, 65534, 65534) == 0)
+        let error = #expect(throws: KeyringError.self) { try Keyring.load(path: path) }
+        #expect(error?.kind == .insecurePermissions)
+        #expect(error?.description == "keyring \(path): is owned by uid 65534, not by the user running this (uid 0); run: chown 0 \(path) (or run as its owner)")
+        #expect(chown(path, 0, 0) == 0)
+        #expect(try Keyring.load(path: path).versions == [1])
+    }
+
+    @Test func theExampleKeyringIsRecognisedByContentNotPath() throws {
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // <root>/Tests/VaultCryptoTests/KeyringTests.swift -> <root>/keys-example/keyring.json
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var text = try String(contentsOf: root.appendingPathComponent("keys-example/keyring.json"), encoding: .utf8)
+        // A copy under another name, with its note removed: still the example.
+        text = text.replacingOccurrences(of: #""note": "EXAMPLE ONLY"#, with: #""note": "production"#)
+        let path = try writeRaw(text, in: dir)
+        var copy = try Keyring.load(path: path)
+        #expect(copy.isExample)
+        // Rotating it to a fresh version does not make it private: version 1 is still public.
+        copy.addVersion()
+        #expect(copy.isExample)
+        #expect(!Keyring.generate(note: "EXAMPLE ONLY").isExample)
+    }
+
     @Test func refusesToOverwriteAndRefusesNonRegularFiles() throws {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -16,12 +16,23 @@ import VaultAudit
             #"{"customer_id":"C\#(i)","kind":"purchase","item":"SKU-\#(i * 3 + j)","value":5,"time":"2026-10-0\#(j + 1)T12:00:00Z"}"#
         } }
         #expect(try await c.call(.post, "/v1/events", as: "operator", body: "[" + ev.joined(separator: ",") + "]").status == .ok)
-        let catalog = f.dir + "/catalog.txt"
-        try (0..<100).map { "SKU-\($0)" }.joined(separator: "\n").write(toFile: catalog, atomically: true, encoding: .utf8)
+        // The catalog `products` of a copy of the shipped policies (the same files, so the same
+        // policy in force), holding these 100 items.
+        let policies = f.dir + "/policies"
+        try FileManager.default.createDirectory(atPath: policies + "/catalogs", withIntermediateDirectories: true)
+        for file in ["schema.yaml", "policy.yaml"] {
+            try FileManager.default.copyItem(atPath: ServiceFixture.repoRoot + "/policies/" + file, toPath: policies + "/" + file)
+        }
+        try (0..<100).map { "SKU-\($0)" }.joined(separator: "\n").write(toFile: policies + "/catalogs/products.tsv", atomically: true, encoding: .utf8)
         let job = f.dir + "/rec.yaml"
-        try "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: \(catalog)\nepsilon: 1\n"
+        try "job: rec\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: products\nepsilon: 1\n"
             .write(toFile: job, atomically: true, encoding: .utf8)
-        let r = try f.vault.acting(as: ProfileVault.Actor(name: "t", role: "trainer")).train(jobFile: job)
+        var config = f.vault.configuration
+        config.policyDirectory = policies
+        config.actor = ProfileVault.Actor(name: "t", role: "trainer")
+        let trainer = try Vault.open(config)
+        defer { try? trainer.store.close() }
+        let r = try trainer.train(jobFile: job)
         return String(decoding: r.json, as: UTF8.self)
     }
 

@@ -121,6 +121,25 @@ import Glibc
         }
     }
 
+    @Test func aTokensFileOwnedByAnotherUserIsRefused() throws {
+        guard geteuid() == 0 else {
+            print("SKIP aTokensFileOwnedByAnotherUserIsRefused: needs root to chown a file to another uid (SecretFile.problem is unit-tested in KeyringTests)")
+            return
+        }
+        let f = try ServiceFixture()
+        let path = f.dir + "/tokens.json"
+        #expect(chown(path, 65534, 65534) == 0)
+        do {
+            _ = try TokenFile.load(path: path)
+            Issue.record("a tokens file owned by uid 65534 was loaded")
+        } catch let e as VaultError {
+            #expect(e.kind == .configuration)
+            #expect(e.message == "tokens file \(path): is owned by uid 65534, not by the user running this (uid 0); run: chown 0 \(path) (or run as its owner)")
+        }
+        #expect(chown(path, 0, 0) == 0)
+        #expect(try TokenFile.load(path: path).identities.count == ServiceFixture.roles.count)
+    }
+
     @Test func aTokensFileReadableByOthersIsRefused() throws {
         let f = try ServiceFixture()
         let path = f.dir + "/tokens.json"

@@ -51,11 +51,18 @@ warnings.filterwarnings("ignore")
 class Store:
     """A fresh store in its own folder: example schema, an evaluation policy, a new keyring."""
 
-    def __init__(self, profilectl, workdir, name, schema_file, may_read, models):
+    def __init__(self, profilectl, workdir, name, schema_file, may_read, models, catalog=None):
         self.pv = profilectl
         self.dir = os.path.join(workdir, name)
         os.makedirs(os.path.join(self.dir, "policies"))
         shutil.copy(schema_file, os.path.join(self.dir, "policies", "schema.yaml"))
+        # A job names a catalog the policy declares (items_from: products), never a file: the
+        # catalog is copied into the policy directory and declared there.
+        catalogs = ""
+        if catalog:
+            os.makedirs(os.path.join(self.dir, "policies", "catalogs"))
+            shutil.copy(catalog, os.path.join(self.dir, "policies", "catalogs", "products.tsv"))
+            catalogs = "catalogs:\n  products: catalogs/products.tsv\n"
         # The example policies hold realistic budgets (epsilon 10 per 30 days); 300 training
         # runs need a larger one. Everything else (gate, consent-free legal basis) is as shipped.
         with open(os.path.join(self.dir, "policies", "policy.yaml"), "w") as f:
@@ -71,7 +78,7 @@ roles:
   operator: [ingest]
   app: [serve_recommendations, score]
   trainer: [query, train]
-""")
+""" + catalogs)
         self.env = dict(os.environ,
                         PROFILEVAULT_STORE=os.path.join(self.dir, "store.sqlite"),
                         PROFILEVAULT_KEYS=os.path.join(self.dir, "keys.json"),
@@ -341,7 +348,7 @@ def eval_recommender(store, train_items, recent_items, truth, catalog_file, para
     p_hr, p_ndcg = rank_metrics(popularity(train_items), truth, top)
     r_hr, r_ndcg = rank_metrics(popularity(recent_items), truth, top)
     job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
-           "items_from": catalog_file, "params": params}
+           "items_from": "products", "params": params}
     if since:
         job["events_since"] = since
     # The non-private version: the classic item-based model from exact counts (epsilon 1e6):
@@ -391,7 +398,7 @@ def eval_segment_recommender(store, train_items, recent_items, truth, segment_of
         return [i for i in ranked if i not in train_items[c]][:top]
     np_hr, np_ndcg = rank_metrics({c: seg_rank(c) for c in ids}, truth, top)
     job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
-           "items_from": catalog_file, "params": params}
+           "items_from": "products", "params": params}
     if since:
         job["events_since"] = since
     seg_job = dict(job, params=dict(params, by="country"))
@@ -424,7 +431,7 @@ def eval_mf_recommender(store, truth, catalog_file, params, since, seeds, log, f
     epsilon on popularity, content from the catalog), same runs."""
     ids = sorted(truth)
     job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase",
-           "items_from": catalog_file, "params": params}
+           "items_from": "products", "params": params}
     if since:
         job["events_since"] = since
     variants = [("matrix_factorization", dict(params, factors=factors, popularity_share=0.8)),
@@ -458,7 +465,7 @@ def eval_rules(store, catalog_file, described, params, seeds, log, top=20):
     """Top rules (by lift) at each epsilon against the same recipe from exact counts (epsilon
     10^6): precision of the top `top`, and the relative lift error of the rules both have."""
     job = {"job": "baskets", "purpose": "evaluation", "model": "association_rules", "events": "purchase",
-           "items_from": catalog_file, "params": params}
+           "items_from": "products", "params": params}
     key = lambda r: (tuple(sorted(r["antecedent"])), r["consequent"])
     exact_art, _ = store.train(dict(job, epsilon=1e6))
     exact = exact_art["rules"]
@@ -588,7 +595,7 @@ def main():
             if want("recommender") or want("segment-rec") or want("mf-rec"):
                 before = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
-                              ["user.location.imprecise", "user.behavior"], ["recommender"])
+                              ["user.location.imprecise", "user.behavior"], ["recommender"], catalog=catalog)
                 custs = sorted({r[6] for r in before})
                 store.ingest("profiles", [[f"R-{c}", country[c]] for c in custs], ["customer_id", "country"])
                 store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
@@ -617,7 +624,7 @@ def main():
                         json.loads(args.rec_params), args.rec_since or None, seeds, log)
             if want("rules"):
                 store = Store(args.profilectl, work, "retail-rules", schema,
-                              ["user.location.imprecise", "user.behavior"], ["association_rules"])
+                              ["user.location.imprecise", "user.behavior"], ["association_rules"], catalog=catalog)
                 store.ingest("profiles", [[f"R-{c}", country[c]] for c in sorted(country)], ["customer_id", "country"])
                 store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
                                         for r in rows if int(r[3]) > 0], ["customer_id", "kind", "item", "value", "time"])

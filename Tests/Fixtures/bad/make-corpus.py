@@ -212,7 +212,26 @@ kr("keyring-active-missing", "active version 3 not in keys", keyring(dict(BASE, 
 kr("keyring-wrong-format", "format: something-else", keyring(dict(BASE, format="pgp")), ["keyring.json", "format"], secrets=[GOODSECRET])
 kr("keyring-empty", "an empty keyring file", "", ["keyring.json"])
 kr("keyring-duplicate-version", "version 1 twice", keyring(dict(BASE, keys=BASE["keys"] * 2)), ["keyring.json"], secrets=[GOODSECRET])
-kr("keyring-other-store", "a well-formed keyring that is not the store's", keyring(BASE), ["keyring"], expect=1, secrets=[GOODSECRET])
+# Not the example secret (a copy of the example keyring draws a warning line first: below).
+OTHERSECRET = "3c1f0b7e9a52d8640e2f7a19b6c3d5e8f0a1b2c3d4e5f60718293a4b5c6d7e8f"
+kr("keyring-other-store", "a well-formed keyring that is not the store's", keyring(dict(BASE, keys=[dict(BASE["keys"][0], secret=OTHERSECRET)])), ["keyring"], expect=1, secrets=[OTHERSECRET])
+case("keyring-example-serve", "serve with a copy of the public example keyring", ["serve", "--listen", "127.0.0.1:0", "--tokens", "$TMP/tokens.json"], 78,
+     ["keyring.json", "the example keyring is public: generate one with profilectl keys generate"], {"keyring.json": keyring(BASE)},
+     keyring_file="keyring.json", must_not_contain=[GOODSECRET])
+
+# ---- training jobs: items_from names a declared catalog, never a file ----------------------
+JOB = "job: steal\npurpose: model_training\nmodel: recommender\nevents: purchase\nitems_from: %s\nepsilon: 1\n"
+case("job-items-from-keyring-path", "items_from naming a file (the keyring) instead of a declared catalog", ["train", "$CASE/job.yaml", "--role", "trainer"], 65,
+     ["job.yaml:5", "items_from", "not a path"], {"job.yaml": JOB % "../../keyring.json"})
+case("job-items-from-undeclared", "items_from naming a catalog the policy does not declare", ["train", "$CASE/job.yaml", "--role", "trainer"], 65,
+     ["job.yaml", "items_from", "not a catalog declared in the policy"], {"job.yaml": JOB % "keyring"})
+_cat = POLICY.split("\n").index("  products: catalogs/products.tsv") + 1
+for _name, _path, _why in [("policy-catalog-dotdot", "../keys-example/keyring.json", "leaves the policy directory"),
+                           ("policy-catalog-absolute", "/etc/passwd", "absolute path")]:
+    case(_name, "a declared catalog path outside the policy directory (%s)" % _path, ["budget", "status", "--role", "trainer"], 78,
+         ["policy.yaml:%d" % _cat, "catalogs.products", _why],
+         {"replacement-policy.yaml": POLICY.replace("  products: catalogs/products.tsv", "  products: " + _path)},
+         policy_files={"policy.yaml": "replacement-policy.yaml"})
 case("keyring-missing-file", "the keyring path does not exist", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support", "--keys", "$TMP/nope.json"], 78, ["nope.json"])
 case("keyring-is-directory", "the keyring path is a directory", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support", "--keys", "$TMP"], 78, ["regular file"])
 

@@ -92,7 +92,7 @@ import Testing
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as! Int
         #expect(mode == 0o600)
         let again = try CLI.run(["keys", "generate", "--out", path])
-        #expect(again.status == 78)
+        #expect(again.status == 73)
     }
 
     @Test func wrongKeyringIsAnIntegrityFailure() throws {

@@ -243,7 +243,7 @@ case("cli-no-store", "no --store and no PROFILEVAULT_STORE", ["status"], 64, ["s
 case("cli-init-existing-store", "init over an existing store", ["init"], 78, ["exists"])
 case("cli-init-bad-schema", "init with a broken schema leaves no store", ["init", "--store", "$TMP/new.sqlite"], 78, ["schema.yaml"],
      {"replacement-schema.yaml": SCHEMA.replace("bounds: [18, 100]", "bounds: [100, 18]")}, policy_files={"schema.yaml": "replacement-schema.yaml"}, no_store=True)
-case("cli-keys-generate-existing", "keys generate over an existing file", ["keys", "generate", "--out", "$KEYS"], 78, ["exists"])
+case("cli-keys-generate-existing", "keys generate over an existing file", ["keys", "generate", "--out", "$KEYS"], 73, ["exists"])
 case("cli-status-missing-store", "status of a store that does not exist", ["status", "--store", "$TMP/absent.sqlite"], 66, ["absent.sqlite"], no_store_path="$TMP/absent.sqlite")
 case("cli-audit-verify-missing-file", "audit verify --file of a missing export", ["audit", "verify", "--file", "$TMP/none.jsonl", "--public-key", "$CASE/pub.pem"], 66, ["none.jsonl"], {"pub.pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"})
 case("cli-audit-verify-bad-pem", "audit verify with a public key that is not PEM", ["audit", "verify", "--file", "$CASE/e.jsonl", "--public-key", "$CASE/pub.pem"], 78, ["pub.pem"], {"e.jsonl": "{}\n", "pub.pem": "not a key\n"})

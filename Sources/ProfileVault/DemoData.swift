@@ -1,5 +1,6 @@
 import Foundation
 public import VaultPolicy
+import VaultStore
 
 /// A small, fast, seedable PRNG (SplitMix64) for reproducible generated data. Not for keys.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
@@ -154,18 +155,13 @@ public struct DemoPopulation: Sendable {
     }
 
     /// Writes `profiles.csv` and `events.csv` for the population; returns the event count.
+    /// Both are ``OutputFile``s: new files (mode 0600) unless `force`, never a keyring, a
+    /// store or a tokens file.
     @discardableResult
-    public func writeCSV(profilesPath: String, eventsPath: String?) throws -> Int {
-        guard let p = OutputStream(toFileAtPath: profilesPath, append: false) else {
-            throw CocoaError(.fileWriteUnknown)
-        }
-        p.open(); defer { p.close() }
-        let e = eventsPath.flatMap { OutputStream(toFileAtPath: $0, append: false) }
-        e?.open(); defer { e?.close() }
-        func put(_ s: OutputStream, _ text: String) {
-            var bytes = Array(text.utf8)
-            _ = bytes.withUnsafeMutableBufferPointer { s.write($0.baseAddress!, maxLength: $0.count) }
-        }
+    public func writeCSV(profilesPath: String, eventsPath: String?, force: Bool = false) throws -> Int {
+        let p = try OutputFile(path: profilesPath, force: force, protecting: [], what: "the profiles file")
+        let e = try eventsPath.map { try OutputFile(path: $0, force: force, protecting: [], what: "the events file") }
+        func put(_ s: OutputFile, _ text: String) throws { try s.write(text) }
         var chunk = Self.csvLine(Self.profileHeader)
         var eventChunk = Self.csvLine(["customer_id", "kind", "item", "value", "time"])
         var eventCount = 0
@@ -174,11 +170,13 @@ public struct DemoPopulation: Sendable {
             if e != nil {
                 for ev in events(i) { eventChunk += Self.csvLine(ev.csvFields); eventCount += 1 }
             }
-            if chunk.utf8.count > 1 << 20 { put(p, chunk); chunk = "" }
-            if eventChunk.utf8.count > 1 << 20, let e { put(e, eventChunk); eventChunk = "" }
+            if chunk.utf8.count > 1 << 20 { try put(p, chunk); chunk = "" }
+            if eventChunk.utf8.count > 1 << 20, let e { try put(e, eventChunk); eventChunk = "" }
         }
-        put(p, chunk)
-        if let e { put(e, eventChunk) }
+        try put(p, chunk)
+        if let e { try put(e, eventChunk) }
+        try p.commit()
+        try e?.commit()
         return eventCount
     }
 }

@@ -21,6 +21,9 @@ public struct VaultConfiguration: Sendable {
     public var keysPath: String
     public var policyDirectory: String
     public var actor: Actor
+    /// Files no output may replace besides the store, the keyring and the policy files (which
+    /// ``Vault/protectedFiles`` always names): `serve` adds its tokens file.
+    public var protectedFiles: [ProtectedFile] = []
     public init(storePath: String, keysPath: String, policyDirectory: String, actor: Actor) {
         self.storePath = storePath
         self.keysPath = keysPath
@@ -182,6 +185,22 @@ public final class Vault: Sendable {
         }
     }
 
+    // MARK: - Output files
+
+    /// The files no output of this vault may replace, even with `--force` (SPEC §12): the
+    /// keyring, the store with its `-wal` and `-shm`, `schema.yaml` and `policy.yaml`, and
+    /// the configuration's ``VaultConfiguration/protectedFiles`` (the tokens file of `serve`).
+    public var protectedFiles: [ProtectedFile] {
+        [ProtectedFile.keyring(configuration.keysPath)] + ProtectedFile.store(configuration.storePath)
+            + ProtectedFile.policy(directory: configuration.policyDirectory) + configuration.protectedFiles
+    }
+
+    /// Opens an output file (``OutputFile``): new and 0600 unless `force`, never one of
+    /// ``protectedFiles`` (exit 73 otherwise). Every CLI output goes through here.
+    public func createOutput(_ path: String, force: Bool, what: String = "the output file") throws -> OutputFile {
+        try OutputFile(path: path, force: force, protecting: protectedFiles, what: what)
+    }
+
     /// Ingests a profile file (CSV or JSON Lines), as `profilectl ingest profiles`.
     public func ingestProfiles(path: String, options: IngestOptions) throws -> IngestReport {
         try ingestProfiles(from: .file(path), options: options)
@@ -198,6 +217,7 @@ public final class Vault: Sendable {
     public func ingestProfiles(from source: RecordSource, options: IngestOptions) throws -> IngestReport {
         try audited("ingest.profiles", .create, permission: "ingest") { context in
             var o = options
+            o.protectedFiles += protectedFiles
             o.audit = context
             return try store.ingestProfiles(source, options: o)
         }
@@ -218,6 +238,7 @@ public final class Vault: Sendable {
     public func ingestEvents(from source: RecordSource, options: IngestOptions) throws -> IngestReport {
         try audited("ingest.events", .create, permission: "ingest") { context in
             var o = options
+            o.protectedFiles += protectedFiles
             o.audit = context
             return try store.ingestEvents(source, options: o)
         }
@@ -275,11 +296,14 @@ public final class Vault: Sendable {
     // MARK: - Audit
 
     /// Exports the audit log (role permission `audit`); the export itself is audited first,
-    /// so it appears in the file it writes.
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String) throws -> (entries: Int, head: String) {
+    /// so it appears in the file it writes. The file is an ``OutputFile`` (new and 0600 unless
+    /// `force`, never one of ``protectedFiles``), opened before anything is recorded.
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String,
+                            force: Bool = false) throws -> (entries: Int, head: String) {
         try audited("audit.export", .read, permission: "audit") { context in
+            let file = try OutputFile(path: path, force: force, protecting: store.ownFiles + protectedFiles, what: "the audit export")
             try store.audit([context.record("audit.export", .read, detail: "format \(format.rawValue)")])
-            return try store.exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: path)
+            return try store.exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
         }
     }
 
@@ -300,7 +324,7 @@ public final class Vault: Sendable {
     /// Appends every new signed head to `path` (one JSON line each), starting with the current
     /// one: `serve --publish-heads FILE`.
     public func publishAuditHeads(to path: String) throws {
-        try store.publishAuditHeads(to: path)
+        try store.publishAuditHeads(to: path, protecting: protectedFiles)
     }
 
     /// Whether the audit log's head is covered by a checkpoint that verifies (the health check):

@@ -21,7 +21,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     static func badRequest(_ m: String) -> APIError { APIError(.badRequest, m) }
 
     /// The answer for any error a route throws. `VaultError` kinds map as: usage and invalid
-    /// input 400, not found 404, denied 403; configuration, integrity and internal failures
+    /// input 400, not found 404, denied 403; configuration, integrity, output-file and internal failures
     /// 500 with a generic message (their detail is for the operator's log, not the client).
     /// A 4xx answer says the error's `detail` (what the audit log records: no input value, no
     /// server directory), never its CLI `message`, which may quote a short value.
@@ -35,7 +35,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             case .notFound: return APIError(.notFound, clientMessage(e.detail))
             case .denied: return APIError(.forbidden, clientMessage(e.detail))
             case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
-            case .configuration, .internalFailure: return APIError(.internalServerError, "internal error")
+            case .configuration, .cannotCreate, .internalFailure: return APIError(.internalServerError, "internal error")
             }
         case is CancellationError:
             // The request's task was cancelled (its time limit, or the server shutting down).

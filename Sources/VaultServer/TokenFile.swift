@@ -1,6 +1,6 @@
 import Foundation
 public import Logging
-import VaultStore
+public import VaultStore
 import VaultAudit
 import VaultCrypto
 #if canImport(Glibc)
@@ -159,8 +159,10 @@ public struct TokenFile: Sendable {
 
     // MARK: - Saving
 
-    /// Atomically replaces the file with the current entries (mode 0600).
-    public func save() throws {
+    /// Atomically replaces the file with the current entries (mode 0600). Refused (exit 73)
+    /// when the path is one of `protecting` (the keyring, the store, a policy file), compared
+    /// by device and inode, checked again just before the rename.
+    public func save(protecting: [ProtectedFile] = []) throws {
         let doc = JSONValue.object([
             ("format", .string(Self.format)),
             ("version", .int(Int64(Self.formatVersion))),
@@ -169,11 +171,11 @@ public struct TokenFile: Sendable {
                          ("role", .string(e.role)), ("created", .string(e.created))])
             })),
         ])
-        try Self.atomicWrite(Array((doc.rendered(pretty: true) + "\n").utf8), to: path)
+        try Self.atomicWrite(Array((doc.rendered(pretty: true) + "\n").utf8), to: path, protecting: protecting)
     }
 
-    static func atomicWrite(_ content: [UInt8], to path: String) throws {
-        func fail(_ reason: String) -> VaultError { VaultError(.configuration, "tokens file \(path): \(reason)") }
+    static func atomicWrite(_ content: [UInt8], to path: String, protecting: [ProtectedFile] = []) throws {
+        func fail(_ reason: String) -> VaultError { VaultError(.cannotCreate, "tokens file \(path): \(reason)") }
         let temporary = path + ".new-" + hex(SecureRandom.bytes(4))
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw fail("cannot create \(temporary): \(String(cString: strerror(errno)))") }
@@ -194,6 +196,9 @@ public struct TokenFile: Sendable {
                 offset += n
             }
             guard fsync(fd) == 0 else { throw fail("cannot fsync: \(String(cString: strerror(errno)))") }
+        }
+        if let reason = OutputFile.protectedReason(path, protecting: protecting, sniff: false) {
+            throw fail("cannot replace it: \(reason)")
         }
         guard rename(temporary, path) == 0 else { throw fail("cannot rename into place: \(String(cString: strerror(errno)))") }
         ok = true

@@ -35,12 +35,17 @@ final class AuditHeadState: Sendable {
 }
 
 /// Appends published heads, one JSON line each, to a file opened once (O_APPEND, 0600 when
-/// created, never through a symbolic link).
+/// created, never through a symbolic link, never one of the protected files).
 final class HeadPublisher: Sendable {
     let fd: Int32
     let path: String
 
-    init(path: String) throws {
+    init(path: String, protecting: [ProtectedFile]) throws {
+        // Appending is on purpose (an existing heads file grows), so this is no `OutputFile`;
+        // but the keyring, the store or a policy file is refused all the same (exit 73).
+        if let reason = OutputFile.protectedReason(path, protecting: protecting) {
+            throw VaultError(.cannotCreate, "\(path): cannot use it as the published-heads file: \(reason)")
+        }
         let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw VaultError(.configuration, "\(path): cannot open the published-heads file for appending") }
         var st = stat()
@@ -236,8 +241,8 @@ extension ProfileStore {
     /// auditor keeps that file on another host and checks the store against it later
     /// (`audit verify --expect-head FILE`), which detects a tail truncated back to an older
     /// checkpoint, or a store rolled back to an older copy.
-    public func publishAuditHeads(to path: String) throws {
-        let publisher = try HeadPublisher(path: path)
+    public func publishAuditHeads(to path: String, protecting: [ProtectedFile] = []) throws {
+        let publisher = try HeadPublisher(path: path, protecting: ownFiles + protecting)
         if let head = try signedAuditHead() { publisher.publish(head) }
         auditHeads.publisher.withLock { $0 = publisher }
     }
@@ -271,16 +276,30 @@ extension ProfileStore {
     /// in the slice must match its entry and link to the one before it, and the chain is
     /// followed past the slice's end to the first checkpoint at or after it, whose signature
     /// must verify. Otherwise the export fails with an integrity error and its file is removed.
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String) throws -> (entries: Int, head: String) {
+    ///
+    /// The file is an ``OutputFile``: new (0600) unless `force`, and never one of the store's
+    /// own files or `protecting` (exit 73 otherwise, before anything is read).
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String,
+                            force: Bool = false, protecting: [ProtectedFile] = []) throws -> (entries: Int, head: String) {
+        let file = try OutputFile(path: path, force: force, protecting: ownFiles + protecting, what: "the audit export")
+        return try exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
+    }
+
+    /// Like ``exportAudit(sinceMillis:untilMillis:format:to:force:protecting:)`` into a file
+    /// already opened; committed on success, discarded (only what it created is removed: the
+    /// new file, or the temporary file of a replacement) on any failure.
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
         do {
-            return try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: path)
+            let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
+            try file.commit()
+            return r
         } catch {
-            try? FileManager.default.removeItem(atPath: path)
+            file.discard()
             throw error
         }
     }
 
-    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to path: String) throws -> (entries: Int, head: String) {
+    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: OutputFile) throws -> (entries: Int, head: String) {
         let signer = keys.auditSigning
         let publicKey = auditPublicKey
         return try pool.read { db in
@@ -307,16 +326,7 @@ extension ProfileStore {
                     throw VaultError(.integrity, "audit entry \(neighbour): its time column differs from the entry's time: the file was edited; nothing was exported (run audit verify)")
                 }
             }
-            guard let out = OutputStream(toFileAtPath: path, append: false) else {
-                throw VaultError(.configuration, "\(path): cannot write the export")
-            }
-            out.open()
-            defer { out.close() }
-            func put(_ s: String) throws {
-                let bytes = Array(s.utf8)
-                let n = bytes.withUnsafeBufferPointer { out.write($0.baseAddress!, maxLength: $0.count) }
-                if n != bytes.count { throw VaultError(.internalFailure, "\(path): write failed") }
-            }
+            func put(_ s: String) throws { try out.write(s) }
             func broken(_ seq: Int64, _ why: String) -> VaultError {
                 VaultError(.integrity, "audit entry \(seq): \(why); nothing was exported (run audit verify)")
             }
@@ -419,7 +429,7 @@ extension ProfileStore {
                                         ("prev_hash", AuditLog.hex(previous))] {
                     if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
                 }
-                buffer += cells.joined(separator: ",") + "\n"
+                buffer += CSVCell.row(cells) + "\n"
             }
             try put(buffer)
             return (count, AuditLog.hex(head))
@@ -436,10 +446,8 @@ extension ProfileStore {
             case .array(let items)?: cell = items.map { if case .string(let s) = $0 { s } else { $0.canonicalString() } }.joined(separator: ";")
             case let other?: cell = other.canonicalString()
             }
-            if cell.contains(",") || cell.contains("\"") || cell.contains("\n") {
-                return "\"" + cell.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-            }
-            return cell
+            // Formula-safe (a leading = + - @ is neutralised) and control characters escaped.
+            return CSVCell.field(cell)
         }.joined(separator: ",")
     }
 

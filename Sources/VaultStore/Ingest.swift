@@ -27,8 +27,14 @@ public struct IngestOptions: Sendable {
     public var format: InputFormat?
     /// Write the good records and report the bad ones instead of refusing the whole file.
     public var skipInvalid = false
-    /// Where rejected records go (with `skipInvalid`): CSV of line, field, reason.
+    /// Where rejected records go (with `skipInvalid`): CSV of line, field, reason. A new file
+    /// (exit 73 if it exists) unless `rejectsForce`; never the store or `protectedFiles`.
     public var rejectsPath: String?
+    /// Replace an existing rejects file (`--force`).
+    public var rejectsForce = false
+    /// Files the rejects file may never be, besides the store's own (the keyring, the policy
+    /// files, the tokens file; ``Vault`` fills it in).
+    public var protectedFiles: [ProtectedFile] = []
     /// Records per transaction. A transaction dirties the random-key index pages it touches
     /// (pseudonym key, blind indexes) once, so larger ones write far less WAL per record; the
     /// records reach the writer in chunks of `pipelineChunk`, so memory does not grow with it.
@@ -202,18 +208,39 @@ extension FieldValue {
     }
 }
 
-/// Writes rejected records (line, field, reason) to a CSV file created with mode 0600.
+/// Writes rejected records (line, field, reason) to a CSV file: an ``OutputFile`` (new, 0600,
+/// unless `rejectsForce`; never a protected file), its cells formula-safe (``CSVCell``). The
+/// file is in place once the ingest finishes (``finish()``); an ingest that fails leaves none.
 final class RejectsWriter {
-    private let handle: FileHandle
-    init(path: String) throws {
-        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o600)
-        guard fd >= 0 else { throw VaultError(.configuration, "\(path): cannot write the rejects file") }
-        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        handle.write(Data("line,field,reason\n".utf8))
+    private let file: OutputFile
+    private var failure: (any Error)?
+
+    init(path: String, force: Bool, protecting: [ProtectedFile]) throws {
+        file = try OutputFile(path: path, force: force, protecting: protecting, what: "the rejects file")
+        try file.write("line,field,reason\n")
     }
+
+    convenience init?(_ options: IngestOptions, store: ProfileStore) throws {
+        guard let path = options.rejectsPath else { return nil }
+        try self.init(path: path, force: options.rejectsForce, protecting: store.ownFiles + options.protectedFiles)
+    }
+
     func write(_ issue: RecordIssue) {
-        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-        handle.write(Data("\(issue.line),\(q(issue.field ?? "")),\(q(issue.reason))\n".utf8))
+        guard failure == nil else { return }
+        do {
+            try file.write(String(issue.line) + "," + CSVCell.row([issue.field ?? "", issue.reason], alwaysQuote: true) + "\n")
+        } catch {
+            failure = error
+        }
+    }
+
+    /// Puts the file in place; a write that failed on the way fails the ingest here.
+    func finish() throws {
+        if let failure {
+            file.discard()
+            throw failure
+        }
+        try file.commit()
     }
 }
 
@@ -330,7 +357,7 @@ extension ProfileStore {
             gate.cancel()
             validator?.join()
         }
-        let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
+        let rejects = try RejectsWriter(options, store: self)
         let reader = try RecordReader(source: source, format: format, columns: profileColumns, required: required, types: profileTypes)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
@@ -405,6 +432,7 @@ extension ProfileStore {
         if let failure = channel.consumerFailure { throw failure }
         (report.inserted, report.updated) = counts.value
         options.progress?(IngestProgress(phase: "done", records: n, bytes: reader.bytesRead, totalBytes: total))
+        try rejects?.finish()
         report.seconds = Date().timeIntervalSince(started)
         return report
     }
@@ -594,7 +622,7 @@ extension ProfileStore {
                 }
             }
         }
-        let rejects = try options.rejectsPath.map { try RejectsWriter(path: $0) }
+        let rejects = try RejectsWriter(options, store: self)
         let reader = try RecordReader(source: source, format: format, columns: Self.eventColumns, required: required,
                                           types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
         var done = false
@@ -642,6 +670,7 @@ extension ProfileStore {
             report.rejected += rej
             options.progress?(IngestProgress(phase: done ? "done" : "ingesting", records: n, bytes: reader.bytesRead, totalBytes: total))
         }
+        try rejects?.finish()
         report.seconds = Date().timeIntervalSince(started)
         return report
     }

@@ -1,6 +1,6 @@
 /// The one error type that crosses module boundaries above the crypto and policy layers.
 ///
-/// `kind` is a closed set that maps one-to-one onto the CLI exit statuses of SPEC §8; `message`
+/// `kind` is a closed set that maps one-to-one onto the CLI exit statuses of SPEC §8 (and 73 of SPEC §12); `message`
 /// names the input (file, line, field) and the reason. A message never contains a PII value:
 /// every place that builds one takes care to name fields, never to echo their contents.
 ///
@@ -25,6 +25,9 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         case configuration
         /// A ciphertext or the audit chain does not verify; a keyring that does not match (exit 1).
         case integrity
+        /// An output file could not be created: it exists (without --force), it is a protected
+        /// file (keyring, store, tokens, policy), or the system refused (exit 73, SPEC §12).
+        case cannotCreate
         /// Anything else: I/O and SQLite failures (exit 1 as well, but reported differently).
         case internalFailure
     }
@@ -89,6 +92,7 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         case .notFound: 66
         case .denied: 77
         case .configuration: 78
+        case .cannotCreate: 73
         case .integrity, .internalFailure: 1
         }
     }

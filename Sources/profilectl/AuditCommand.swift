@@ -27,7 +27,8 @@ struct AuditCommand: ParsableCommand {
         @Option(help: "Entries at or after this time (ISO 8601 or unix ms).") var since: String?
         @Option(help: "Entries at or before this time (ISO 8601 or unix ms).") var until: String?
         @Option(help: "jsonl or csv.") var format = "jsonl"
-        @Option(help: "The export file.") var out: String
+        @Option(help: "The export file (a new file, mode 0600).") var out: String
+        @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
 
         func validate() throws {
             guard AuditExportFormat(rawValue: format) != nil else { throw ValidationError("--format must be jsonl or csv, not \(format)") }
@@ -39,7 +40,7 @@ struct AuditCommand: ParsableCommand {
             let vault = try options.openVault()
             let r = try vault.exportAudit(sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
                                           untilMillis: try until.map { try parseTimeMillis($0, option: "--until") },
-                                          format: AuditExportFormat(rawValue: format)!, to: out)
+                                          format: AuditExportFormat(rawValue: format)!, to: out, force: force)
             options.emit(.object([("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("out", .string(out))]),
                          text: "exported \(r.entries) entries to \(out); signed head \(r.head)")
         }
@@ -120,15 +121,14 @@ struct AuditCommand: ParsableCommand {
     struct PublicKey: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "public-key", abstract: "Write the audit public key (PEM) for auditors.")
         @OptionGroup var options: GlobalOptions
-        @Option(help: "Where to write the PEM file.") var out: String
+        @Option(help: "Where to write the PEM file (a new file, mode 0600).") var out: String
+        @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
 
         func run() throws {
             let vault = try options.openVault()
-            do {
-                try vault.auditPublicKeyPEM.write(toFile: out, atomically: true, encoding: .utf8)
-            } catch {
-                throw VaultError(.configuration, "\(out): cannot write the public key")
-            }
+            let file = try vault.createOutput(out, force: force, what: "the public key file")
+            try file.write(vault.auditPublicKeyPEM)
+            try file.commit()
             options.emit(.object([("path", .string(out))]), text: "wrote the audit public key to \(out)")
         }
     }

@@ -31,24 +31,23 @@ struct Demo: ParsableCommand {
             throw VaultError(.configuration, "\(store) already exists: run the demo in a fresh folder (--dir)")
         }
         func say(_ s: String = "") { print(s); fflush(nil) }
+        /// Every file the demo writes is new (mode 0600): an existing one is never replaced
+        /// (exit 73 naming it), so `--dir` cannot clobber a real keyring or store.
+        func put(_ text: String, _ path: String) throws { try OutputFile.write(text, to: path, force: false, protecting: []) }
         func step(_ s: String) { say(); say("== " + s) }
 
         say("ProfileVault demo in \(folder)")
         step("1. Example keyring and policies")
         let keys = folder + "/keyring.json"
-        try? fm.removeItem(atPath: keys)
-        let fd = open(keys, O_CREAT | O_EXCL | O_WRONLY, 0o600)
-        guard fd >= 0 else { throw VaultError(.configuration, "\(keys): cannot create") }
-        _ = (EmbeddedDefaults.keyringJSON + "\n").utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
-        close(fd)
+        try put(EmbeddedDefaults.keyringJSON + "\n", keys)
         let policies = folder + "/policies"
         try fm.createDirectory(atPath: policies, withIntermediateDirectories: true)
-        try (EmbeddedDefaults.schemaYAML + "\n").write(toFile: policies + "/schema.yaml", atomically: true, encoding: .utf8)
-        try (EmbeddedDefaults.policyYAML + "\n").write(toFile: policies + "/policy.yaml", atomically: true, encoding: .utf8)
+        try put(EmbeddedDefaults.schemaYAML + "\n", policies + "/schema.yaml")
+        try put(EmbeddedDefaults.policyYAML + "\n", policies + "/policy.yaml")
         // The catalog `products` the policy declares (catalogs/products.tsv): the demo's 400 items
         // with their descriptions.
         try fm.createDirectory(atPath: policies + "/catalogs", withIntermediateDirectories: true)
-        try (EmbeddedDefaults.productsCatalog + "\n").write(toFile: policies + "/catalogs/products.tsv", atomically: true, encoding: .utf8)
+        try put(EmbeddedDefaults.productsCatalog + "\n", policies + "/catalogs/products.tsv")
         say("copied the EXAMPLE keyring to \(keys) (mode 0600) and the default policies and their catalog to \(policies)/")
         say("(a real deployment runs `profilectl keys generate --out PATH` and keeps that file apart from the store)")
 
@@ -76,7 +75,7 @@ struct Demo: ParsableCommand {
         var bad = DemoPopulation.profileHeader.joined(separator: ",") + "\n"
         bad += population.profile(0).csvFields.joined(separator: ",") + "\n"
         bad += "C-9999999,new@example.com,New Person,+49 30 1,2000-02-30,26,female,DE,1000\n"
-        try bad.write(toFile: badCSV, atomically: true, encoding: .utf8)
+        try put(bad, badCSV)
         say("$ profilectl ingest profiles \(badCSV)      # one impossible birth date")
         do {
             _ = try vault.ingestProfiles(path: badCSV, options: opts)
@@ -149,7 +148,7 @@ struct Demo: ParsableCommand {
 
         step("8. Differentially private queries (role trainer): the only way analysts see the data")
         let everyone = folder + "/consenting.txt"
-        try (0..<customers).filter { $0 % 10 != 3 && $0 != 7 }.map { DemoPopulation.customerID($0) }.joined(separator: "\n").write(toFile: everyone, atomically: true, encoding: .utf8)
+        try put((0..<customers).filter { $0 % 10 != 3 && $0 != 7 }.map { DemoPopulation.customerID($0) }.joined(separator: "\n"), everyone)
         say("$ profilectl consent grant --purpose analytics --subjects \(everyone) --role privacy_officer   # 90% consent")
         say("  changed \(try officer.setConsent(.file(everyone), purpose: "analytics", granted: true, source: "demo"))")
         let trainer = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "trainer")))
@@ -181,7 +180,7 @@ struct Demo: ParsableCommand {
         say("$ profilectl consent grant --purpose model_training --subjects \(everyone) --role privacy_officer")
         say("  changed \(try officer.setConsent(.file(everyone), purpose: "model_training", granted: true, source: "demo"))")
         let kmJob = folder + "/segment-customers.yaml"
-        try """
+        try put("""
             job: segment-customers
             purpose: model_training
             model: kmeans
@@ -189,18 +188,18 @@ struct Demo: ParsableCommand {
             params: { k: 4, iterations: 5 }
             epsilon: 1.0
 
-            """.write(toFile: kmJob, atomically: true, encoding: .utf8)
+            """, kmJob)
         say("$ profilectl train \(kmJob) --out \(folder)/segments.json --role trainer")
         let km = try trainer.train(jobFile: kmJob)
         for w in km.warnings { say("  warning: \(w)") }
-        try km.json.write(to: URL(fileURLWithPath: folder + "/segments.json"))
+        try OutputFile.write([UInt8](km.json), to: folder + "/segments.json", force: false, protecting: [])
         for (i, c) in (km.artifact.centroids ?? []).enumerated() {
             let size = km.artifact.clusterSizes.map { i < $0.count ? String(format: "%.0f", $0[i]) : "?" } ?? "?"
             say(String(format: "  segment %d: age %.1f, annual income %.0f   (noisy size %@)", i, c[0], c.count > 1 ? c[1] : 0, size))
         }
         say(String(format: "  epsilon %.2g charged once for the job; model_training budget left %.3g", km.artifact.privacy?.epsilon ?? 0, km.budget.left))
         let recJob = folder + "/recommend-products.yaml"
-        try """
+        try put("""
             job: recommend-products
             purpose: model_training
             model: recommender
@@ -209,12 +208,12 @@ struct Demo: ParsableCommand {
             params: { max_items_per_subject: 20 }
             epsilon: 1.0
 
-            """.write(toFile: recJob, atomically: true, encoding: .utf8)
+            """, recJob)
         say("$ profilectl train \(recJob) --out \(folder)/recommender.json --role trainer")
         let rec = try trainer.train(jobFile: recJob)
         for w in rec.warnings { say("  warning: \(w)") }
         let recPath = folder + "/recommender.json"
-        try rec.json.write(to: URL(fileURLWithPath: recPath))
+        try OutputFile.write([UInt8](rec.json), to: recPath, force: false, protecting: [])
         say("  \(rec.artifact.items?.count ?? 0) catalog items; budget left \(String(format: "%.3g", rec.budget.left))")
         // Serving a subject is the app's (serve_recommendations), not the trainer's: analysis and
         // serving are separate roles.
@@ -252,7 +251,7 @@ struct Demo: ParsableCommand {
         say("  entries by operation and outcome: " + tally.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         say("  seq  time                      role             operation        purpose           status  epsilon  subject")
         for r in rows.suffix(12) { say(r) }
-        try auditor.auditPublicKeyPEM.write(toFile: pemPath, atomically: true, encoding: .utf8)
+        try put(auditor.auditPublicKeyPEM, pemPath)
         say("$ profilectl audit public-key --out \(pemPath)")
         let key = try Ed25519PublicKey(pemRepresentation: auditor.auditPublicKeyPEM)
         let check = try AuditExportVerifier.verify(path: exportPath, publicKey: key, expectHead: nil)
@@ -261,7 +260,7 @@ struct Demo: ParsableCommand {
         var tampered = try String(contentsOfFile: exportPath, encoding: .utf8)
         tampered = tampered.replacingOccurrences(of: "\"actor.user.name\":\"demo\"", with: "\"actor.user.name\":\"someone-else\"")
         let tamperedPath = folder + "/audit-tampered.jsonl"
-        try tampered.write(toFile: tamperedPath, atomically: true, encoding: .utf8)
+        try put(tampered, tamperedPath)
         let badCheck = try AuditExportVerifier.verify(path: tamperedPath, publicKey: key, expectHead: nil)
         say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
         say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")

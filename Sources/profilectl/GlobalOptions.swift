@@ -56,6 +56,15 @@ struct GlobalOptions: ParsableArguments {
         Actor(name: actor ?? environment["USER"] ?? "cli", role: role ?? "operator")
     }
 
+    /// The files no output may replace that these options name, for a command that opens no
+    /// vault (`tokens add`); one that does uses `Vault.protectedFiles`.
+    var protectedFiles: [ProtectedFile] {
+        var files = ProtectedFile.policy(directory: policyDirectory)
+        if let k = keys ?? environment["PROFILEVAULT_KEYS"], !k.isEmpty { files.append(.keyring(k)) }
+        if let s = store ?? environment["PROFILEVAULT_STORE"], !s.isEmpty { files += ProtectedFile.store(s) }
+        return files
+    }
+
     func configuration() throws -> VaultConfiguration {
         VaultConfiguration(storePath: try storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
     }

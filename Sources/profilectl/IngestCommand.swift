@@ -11,13 +11,15 @@ struct Ingest: ParsableCommand {
         @Argument(help: "The input file.") var file: String
         @Option(help: "csv or jsonl (default: from the file name).") var format: String?
         @Flag(help: "Write the good records; put the bad ones with reasons in --rejects.") var skipInvalid = false
-        @Option(help: "With --skip-invalid: the file that receives rejected records (line, field, reason).") var rejects: String?
+        @Option(help: "With --skip-invalid: the file that receives rejected records (line, field, reason; a new file, mode 0600).") var rejects: String?
+        @Flag(help: "Replace an existing --rejects file (never the keyring, the store or a policy file).") var force = false
         @Option(help: "Records per transaction.") var batchSize = IngestOptions.defaultBatchSize
         @Flag(help: "Accept customer IDs of erased subjects as new subjects (otherwise such a record is refused).") var allowReingest = false
 
         func validate() throws {
             if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv or jsonl, not \(format)") }
             if rejects != nil && !skipInvalid { throw ValidationError("--rejects needs --skip-invalid") }
+            if force && rejects == nil { throw ValidationError("--force needs --rejects") }
             if batchSize < 1 || batchSize > 1_000_000 { throw ValidationError("--batch-size must be between 1 and 1000000") }
         }
 
@@ -26,6 +28,7 @@ struct Ingest: ParsableCommand {
             o.format = format.flatMap(InputFormat.init(rawValue:))
             o.skipInvalid = skipInvalid
             o.rejectsPath = rejects
+            o.rejectsForce = force
             o.batchSize = batchSize
             o.allowReingest = allowReingest
             if stderrIsTerminal {

@@ -65,7 +65,9 @@ struct Keys: ParsableCommand {
             do {
                 try ring.write(to: out)
             } catch {
-                throw VaultError(.configuration, error.description)
+                // An output file that could not be created (it exists: a keyring is never
+                // replaced, not even with --force, which this command does not take): exit 73.
+                throw VaultError(.cannotCreate, error.description)
             }
             options.emit(.object([
                 ("path", .string(out)),

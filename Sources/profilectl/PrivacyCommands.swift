@@ -85,18 +85,22 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Data-subject access export: everything held about a subject, decrypted (role privacy_officer).")
     @OptionGroup var options: GlobalOptions
     @Option(help: "The customer ID.") var subject: String
-    @Option(help: "Write the export to this file (mode 0600) instead of stdout.") var out: String?
+    @Option(help: "Write the export to this file (a new file, mode 0600) instead of stdout.") var out: String?
+    @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
+
+    func validate() throws {
+        if force && out == nil { throw ValidationError("--force needs --out") }
+    }
 
     func run() throws {
-        let e = try options.openVault().accessExport(customerID: subject)
+        let vault = try options.openVault()
+        // The output is opened first: a refused path (exit 73) decrypts and audits nothing.
+        let file = try out.map { try vault.createOutput($0, force: force, what: "the access export") }
+        let e = try vault.accessExport(customerID: subject)
         let doc = JSONForms.accessExport(e)
-        if let out {
-            let text = doc.rendered(pretty: true) + "\n"
-            let fd = open(out, O_CREAT | O_TRUNC | O_WRONLY, 0o600)
-            guard fd >= 0 else { throw VaultError(.configuration, "\(out): cannot write the export") }
-            let ok = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) == $0.count - 1 }
-            close(fd)
-            guard ok else { throw VaultError(.internalFailure, "\(out): write failed") }
+        if let out, let file {
+            try file.write(doc.rendered(pretty: true) + "\n")
+            try file.commit()
             options.emit(.object([("customer_id", .string(e.customerID)), ("out", .string(out))]), text: "wrote the access export to \(out) (mode 0600)")
         } else {
             print(doc.rendered(pretty: true))

@@ -54,8 +54,10 @@ struct Serve: ParsableCommand {
         let keysPath = try options.keysPath()
         try options.checkExampleKeys(path: keysPath, refuse: true)
         let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
-        let vault = try Vault.open(VaultConfiguration(storePath: try options.storePath(), keysPath: keysPath,
-                                                      policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none")))
+        var configuration = VaultConfiguration(storePath: try options.storePath(), keysPath: keysPath,
+                                               policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none"))
+        configuration.protectedFiles = [.tokens(tokens)]   // --publish-heads may never be the tokens file
+        let vault = try Vault.open(configuration)
         try vault.store.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).

@@ -34,9 +34,15 @@ struct Tokens: ParsableCommand {
             if let policy = try? Vault.loadPolicies(directory: options.policyDirectory).policy, policy.roles[role] == nil {
                 throw VaultError(.usage, "--role \(role): not a role of \(policy.file) (roles: \(policy.roles.keys.sorted().joined(separator: ", ")))")
             }
+            // The tokens file is rewritten (0600, atomically), so it may never be the keyring,
+            // the store or a policy file (exit 73), whatever the path looks like.
+            let protected = options.protectedFiles
+            if let reason = OutputFile.protectedReason(tokens, protecting: protected, sniff: false) {
+                throw VaultError(.cannotCreate, "\(tokens): cannot use it as the tokens file: \(reason)")
+            }
             var file = try TokenFile.loadOrEmpty(path: tokens)
             let token = file.add(actor: actor, role: role)
-            try file.save()
+            try file.save(protecting: protected)
             let id = file.identities.last!.tokenID
             options.emit(.object([("token", .string(token)), ("id", .string(id)), ("actor", .string(actor)), ("role", .string(role))]),
                          text: "\(token)\n(token \(id) for \(actor) as \(role); shown once, only its hash is stored in \(tokens))")

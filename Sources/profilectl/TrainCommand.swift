@@ -14,21 +14,25 @@ struct Train: ParsableCommand {
     @Argument(help: "The job file (YAML).") var jobFile: String
     @Option(help: "Write the model artifact (JSON) here; without it the artifact goes to stdout.") var out: String?
     @Option(help: "The job to run when the file holds several (by its `job:` name).") var job: String?
+    @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
+
+    func validate() throws {
+        if force && out == nil { throw ValidationError("--force needs --out") }
+    }
 
     func run() throws {
         let vault = try options.openVault()
+        // The output is opened before training: a refused path (exit 73) charges no budget.
+        let file = try out.map { try vault.createOutput($0, force: force, what: "the model file") }
         let r = try vault.train(jobFile: jobFile, jobName: job, progress: { note($0) })
         for w in r.warnings { warn(w) }
-        guard let out else {
+        guard let out, let file else {
             FileHandle.standardOutput.write(r.json)
             FileHandle.standardOutput.write(Data("\n".utf8))
             return
         }
-        do {
-            try r.json.write(to: URL(fileURLWithPath: out), options: .atomic)
-        } catch {
-            throw VaultError(.invalidInput, "\(out): cannot write the model file")
-        }
+        try file.write([UInt8](r.json))
+        try file.commit()
         let eps = r.artifact.privacy?.epsilon ?? 0
         options.emit(.object([("model", .string(r.artifact.model.rawValue)), ("epsilon", .double(eps)), ("out", .string(out)),
                               ("job", .string(r.artifact.privacy?.job ?? "")), ("budget_left", .double((r.budget.left * 1e6).rounded() / 1e6)),

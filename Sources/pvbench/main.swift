@@ -54,7 +54,7 @@ switch mode {
 case "gen":
     guard args.count >= 3, let n = Int(args[1]) else { usage() }
     let t0 = Date()
-    let events = try DemoPopulation(count: n).writeCSV(profilesPath: args[2], eventsPath: args.count > 3 ? args[3] : nil)
+    let events = try DemoPopulation(count: n).writeCSV(profilesPath: args[2], eventsPath: args.count > 3 ? args[3] : nil, force: true)
     emit([("profiles", .int(Int64(n))), ("events", .int(Int64(events))), ("seconds", .double(Date().timeIntervalSince(t0)))])
 
 case "plain":

@@ -244,6 +244,14 @@ case("cli-rejects-without-skip", "--rejects without --skip-invalid", ["ingest", 
 case("cli-get-no-purpose", "get without --purpose", ["get", "--subject", "C1", "--role", "support"], 64, ["purpose"])
 case("cli-ingest-missing-file", "ingest a file that does not exist", ["ingest", "profiles", "$TMP/absent.csv"], 66, ["absent.csv"])
 case("cli-ingest-directory", "ingest a directory", ["ingest", "profiles", "$TMP"], 66, ["directory"])
+
+# ---- output files (issue 17.1): never the keyring, the store or its WAL, even with --force (exit 73)
+_mixed = {"p.csv": HEADER + "\n" + GOOD1 + "\n" + bad_row(birth_date="2000-02-30") + "\n"}
+case("output-rejects-onto-keyring", "ingest --skip-invalid --rejects $KEYS --force: would replace the keyring", ["ingest", "profiles", "$CASE/p.csv", "--skip-invalid", "--rejects", "$KEYS", "--force"], 73, ["keyring.json", "the keyring", "even with --force"], _mixed, must_not_contain=[SECRET_ID, SECRET_MAIL, SECRET_NAME, SECRET_PHONE])
+case("output-audit-export-onto-store", "audit export --out $STORE --force: would destroy the store", ["audit", "export", "--out", "$STORE", "--force", "--role", "auditor"], 73, ["store.sqlite", "the store"])
+case("output-export-onto-wal", "export --out $STORE-wal --force: the store's write-ahead log", ["export", "--subject", "C1", "--out", "$STORE-wal", "--force", "--role", "privacy_officer"], 73, ["store.sqlite-wal"])
+case("output-tokens-onto-keyring", "tokens add --tokens $KEYS: the tokens file would replace the keyring", ["tokens", "add", "--tokens", "$KEYS", "--actor", "a", "--role", "support"], 73, ["keyring.json", "the keyring"])
+case("output-public-key-onto-directory", "audit public-key --out $TMP: an existing directory", ["audit", "public-key", "--out", "$TMP"], 73, ["it is a directory"])
 case("cli-get-unknown-subject", "get a subject that is not stored", ["get", "--subject", "CX-NOBODY-1", "--purpose", "customer_support", "--role", "support"], 66, ["no subject"], must_not_contain=["CX-NOBODY-1"])
 case("cli-find-no-match", "find an e-mail nobody has", ["find", "--email", "nobody.here@example.org", "--role", "support"], 66, ["no subject"], must_not_contain=["nobody.here@example.org"])
 case("cli-unknown-role", "--role nobody", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "nobody"], 77, ["nobody"])
@@ -254,7 +262,7 @@ case("cli-no-store", "no --store and no PROFILEVAULT_STORE", ["status"], 64, ["s
 case("cli-init-existing-store", "init over an existing store", ["init"], 78, ["exists"])
 case("cli-init-bad-schema", "init with a broken schema leaves no store", ["init", "--store", "$TMP/new.sqlite"], 78, ["schema.yaml"],
      {"replacement-schema.yaml": SCHEMA.replace("bounds: [18, 100]", "bounds: [100, 18]")}, policy_files={"schema.yaml": "replacement-schema.yaml"}, no_store=True)
-case("cli-keys-generate-existing", "keys generate over an existing file", ["keys", "generate", "--out", "$KEYS"], 78, ["exists"])
+case("cli-keys-generate-existing", "keys generate over an existing file", ["keys", "generate", "--out", "$KEYS"], 73, ["exists"])
 case("cli-status-missing-store", "status of a store that does not exist", ["status", "--store", "$TMP/absent.sqlite"], 66, ["absent.sqlite"], no_store_path="$TMP/absent.sqlite")
 case("cli-audit-verify-missing-file", "audit verify --file of a missing export", ["audit", "verify", "--file", "$TMP/none.jsonl", "--public-key", "$CASE/pub.pem"], 66, ["none.jsonl"], {"pub.pem": "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"})
 case("cli-audit-verify-bad-pem", "audit verify with a public key that is not PEM", ["audit", "verify", "--file", "$CASE/e.jsonl", "--public-key", "$CASE/pub.pem"], 78, ["pub.pem"], {"e.jsonl": "{}\n", "pub.pem": "not a key\n"})

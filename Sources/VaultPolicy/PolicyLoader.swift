@@ -82,6 +82,11 @@ public enum PolicyLoader {
                     pair.key, path,
                     "'\(pair.name)' is the subject_id field; it must not also be listed in fields")
             }
+            if Schema.reservedFieldNames.contains(pair.name) {
+                throw r.fail(
+                    pair.key, path,
+                    "'\(pair.name)' is a key the product itself writes in get and export answers (reserved: \(Schema.reservedFieldNames.sorted().joined(separator: ", "))); rename the field")
+            }
             fields.append(try parseField(name: pair.name, key: pair.key, node: pair.value, path: path, r))
         }
 
@@ -125,6 +130,11 @@ public enum PolicyLoader {
         let lookup = try e["lookup"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".lookup") } ?? false
         let required = try e["required"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".required") } ?? true
 
+        if !pii, let root = Taxonomy.identifyingRoot(of: category) {
+            throw r.fail(
+                e["category"], path,
+                "category '\(category)' identifies a person (\(root)) but the field is not PII; add pii: true (it is then stored only encrypted and never aggregated)")
+        }
         if lookup, !pii {
             throw r.fail(
                 e.keyNode("lookup"), path + ".lookup",
@@ -209,6 +219,11 @@ public enum PolicyLoader {
     {
         let e = try r.object(node, path, allowed: ["category", "item", "value"], required: ["category", "item", "value"])
         let category = try r.category(e["category"]!, path + ".category")
+        if let root = Taxonomy.identifyingRoot(of: category) {
+            throw r.fail(
+                e["category"], path + ".category",
+                "category '\(category)' identifies a person (\(root)); events are stored in plaintext and cannot be PII: declare it as a pii: true field instead")
+        }
         let itemType = try fieldType(e["item"]!, path + ".item", r, allowed: [.string, .int])
         let vpath = path + ".value"
         let v = try r.object(e["value"]!, vpath, allowed: ["type", "bounds", "on_out_of_bounds"], required: ["type", "bounds"])

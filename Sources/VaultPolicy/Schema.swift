@@ -145,6 +145,16 @@ public struct Schema: Sendable {
         self.eventIndex = ei
     }
 
+    /// Names no field may take: the keys the product itself writes beside a subject's fields in
+    /// the JSON of `get` and `export` (`customer_id`, `pseudonym`, `exported_at`, `created_at`,
+    /// `updated_at`, `last_activity`, `events`, `consent`, `access_log`, see `JSONForms`) and
+    /// the names reserved for its own sections (`subject`, `privacy`). A field of one of these
+    /// names would give the answer a duplicate key and hide either the field or the product's value.
+    public static let reservedFieldNames: Set<String> = [
+        "customer_id", "pseudonym", "exported_at", "created_at", "updated_at", "last_activity",
+        "events", "consent", "access_log", "subject", "privacy",
+    ]
+
     /// The field with this name, if any.
     public func field(named name: String) -> FieldSpec? {
         fieldIndex[name].map { fields[$0] }

@@ -187,6 +187,16 @@ case("schema-cr-duplicate-flow-key", "a CR-only line break, then a flow mapping 
 case("policy-cr-duplicate-flow-key", "policy.yaml: a CR-only line break, then a flow mapping with a duplicate key (fuzz finding)", ["init", "--store", "$TMP/new.sqlite"], 78,
      ["policy.yaml"], {"replacement-policy.yaml": "\r{y,y}\n"}, policy_files={"policy.yaml": "replacement-policy.yaml"}, no_store=True)
 
+# Issue 17.7 and 17.8: schemas that would leak by mistake.
+case("schema-email-not-pii", "an e-mail field declared without pii: true (would be stored in plaintext)", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"], 78,
+     ["schema.yaml:6", "fields.email", "user.contact.email", "add pii: true"],
+     {"replacement-schema.yaml": SCHEMA.replace("category: user.contact.email,          pii: true, lookup: true", "category: user.contact.email")},
+     policy_files={"schema.yaml": "replacement-schema.yaml"})
+case("schema-field-named-consent", "a field named consent (a key of the export answer)", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"], 78,
+     ["schema.yaml:14", "fields.consent", "rename the field"],
+     {"replacement-schema.yaml": SCHEMA.replace("events:\n", "  consent:       { type: bool,     category: user.privacy_preferences }\nevents:\n", 1)},
+     policy_files={"schema.yaml": "replacement-schema.yaml"})
+
 # ---- keyring files -----------------------------------------------------------------------
 GOODSECRET = "6e8d7b2d891c49b95cb345e5857394ddb7a60d3aeba1961b4803ddfe13728fb9"
 

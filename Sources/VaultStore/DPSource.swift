@@ -182,6 +182,14 @@ struct StoreAggregateSource: AggregateSource {
         }
     }
 
+    /// The SQL condition true for an event row whose value or time is not what ingest writes:
+    /// a value that is not a number or lies outside the kind's bounds, a time that is not an integer.
+    static func eventDamageCondition(_ kind: EventKindSpec?) -> String {
+        var c = "typeof(value) NOT IN ('integer', 'real') OR typeof(time) <> 'integer'"
+        if let b = kind?.value.bounds { c += " OR value < \(literal(b.lowerBound)) OR value > \(literal(b.upperBound))" }
+        return "(\(c))"
+    }
+
     static func integerSum(_ v: DatabaseValue) throws -> Int64 {
         switch v.storage {
         case .int64(let i): return i
@@ -501,9 +509,10 @@ struct StoreAggregateSource: AggregateSource {
             let alias = "e\(eventJoins.count)"
             eventJoins[key] = alias
             let v = valueExpr.map { "SUM(\($0)) AS v" } ?? "0 AS v"
+            // `bad`: a subject whose counted events hold what ingest never writes (checked below).
             joins.append("""
-                LEFT JOIN (SELECT subject_id, \(v), COUNT(*) AS n FROM (
-                    SELECT subject_id, value, ROW_NUMBER() OVER (PARTITION BY subject_id ORDER BY time DESC, id DESC) AS rn
+                LEFT JOIN (SELECT subject_id, \(v), COUNT(*) AS n, MIN(CASE WHEN \(Self.eventDamageCondition(schema.eventKind(named: kind))) THEN subject_id END) AS bad FROM (
+                    SELECT subject_id, value, time, ROW_NUMBER() OVER (PARTITION BY subject_id ORDER BY time DESC, id DESC) AS rn
                     FROM events WHERE kind = ?) WHERE rn <= \(k) GROUP BY subject_id) \(alias) ON \(alias).subject_id = a.subject_id
                 """)
             joinArgs.append(kind)
@@ -597,6 +606,7 @@ struct StoreAggregateSource: AggregateSource {
                 // Scalar max/min: the aggregate appears once (its window parameters too).
                 aggregates.append("max(\(Self.literal(d.lower, integral: d.integral)), min(\(Self.literal(d.upper, integral: d.integral)), \(agg))) AS v\(j)")
             }
+            aggregates.append("MIN(CASE WHEN \(Self.eventDamageCondition(schema.eventKind(named: kind))) THEN subject_id END) AS bad")
             joins.append("LEFT JOIN (SELECT subject_id, \(aggregates.joined(separator: ", ")) FROM events WHERE kind = ? GROUP BY subject_id) d\(i) ON d\(i).subject_id = a.subject_id")
             derivedArgs.append(kind)
         }
@@ -604,8 +614,13 @@ struct StoreAggregateSource: AggregateSource {
         // holds what ingest never writes (text in a number, a number outside its bounds: an
         // edited store). Such a value would otherwise be counted by SQLite's conversions (text
         // as 0) or break the sensitivity the clamp elision relies on; it is an integrity error.
+        // The event subqueries report theirs in their `bad` column.
+        var checks: [String] = []
         let damage = usedAttributes.compactMap { name in schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0) } }
-        if !damage.isEmpty { selects.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
+        if !damage.isEmpty { checks.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
+        for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
+        for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }
+        selects += checks
         var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }
         if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
@@ -620,10 +635,10 @@ struct StoreAggregateSource: AggregateSource {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
             let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
-            if !damage.isEmpty {
-                for row in rows {
-                    if let id = Stored.int(row.stored(at: offset + r.coordinates.count)) {
-                        throw VaultError(.integrity, "subject row \(id): an attribute holds a value of the wrong type or outside its bounds: the store was altered")
+            for row in rows {
+                for c in checks.indices {
+                    if let id = Stored.int(row.stored(at: offset + r.coordinates.count + c)) {
+                        throw VaultError(.integrity, "subject row \(id): an attribute or event holds a value of the wrong type or outside its bounds: the store was altered")
                     }
                 }
             }

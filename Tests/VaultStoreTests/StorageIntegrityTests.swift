@@ -127,10 +127,30 @@ import VaultCrypto
         }
     }
 
-    @Test func anEventOfTheWrongTypeIsAnIntegrityErrorInTheExport() throws {
+    @Test func anEventOfTheWrongTypeIsAnIntegrityErrorInTheExportAndInAggregates() throws {
         let t = try populated()
+        let source = t.store.aggregateSource
         try sql(t, "UPDATE events SET time = 'yesterday' WHERE subject_id = 1")
         expectIntegrity(["subject row 1", "event's time"]) { _ = try t.store.accessExport(customerID: "CUST-0") }
+        // Item sums read the time: text there traps GRDB's Int64 conversion, now an integrity error.
+        expectIntegrity(["subject row 1", "event's time"]) {
+            _ = try source.boundedSums(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [.itemPresence(kind: "purchase", maxItems: 5)]))
+        }
+        // Text in a value: SQLite would sum it as 0 and count the event.
+        try sql(t, "UPDATE events SET time = 0, value = 'a lot' WHERE subject_id = 1")
+        expectIntegrity(["subject row 1"]) {
+            _ = try source.boundedSums(AggregateRequest(consentPurpose: nil, predicates: [], groupBy: nil,
+                                                        coordinates: [.events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 10)]))
+        }
+        expectIntegrity(["subject row 1"]) {
+            _ = try source.boundedSums(AggregateRequest(consentPurpose: nil, grouping: nil,
+                                                        coordinates: [.attribute(name: "spend", lower: 0, upper: 1000, center: 0, grid: 1)],
+                                                        derived: [DerivedAttribute(name: "spend", eventKind: "purchase", aggregate: .sum, lower: 0, upper: 1000)]))
+        }
+        // An intact store sums the same request (the check flags only the edited row).
+        try sql(t, "UPDATE events SET value = 19.99 WHERE subject_id = 1")
+        #expect(try source.boundedSums(AggregateRequest(consentPurpose: nil, predicates: [], groupBy: nil,
+                                                        coordinates: [.events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 10)]))[""] == [20])
         try sql(t, "UPDATE events SET time = 0, value = x'01' WHERE subject_id = 1")
         expectIntegrity(["subject row 1", "event's value"]) { _ = try t.store.accessExport(customerID: "CUST-0") }
     }

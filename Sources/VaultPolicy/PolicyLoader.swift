@@ -69,20 +69,24 @@ public enum PolicyLoader {
         let subject = try r.object(top["subject_id"]!, "subject_id", allowed: ["field", "category"], required: ["field", "category"])
         let subjectFieldNode = subject["field"]!
         let subjectField = try r.string(subjectFieldNode, "subject_id.field")
-        try r.identifier(subjectField, subjectFieldNode, "subject_id.field", what: "field")
+        try r.fieldName(subjectField, subjectFieldNode, "subject_id.field")
         let subjectCategory = try r.category(subject["category"]!, "subject_id.category")
 
         var fields: [FieldSpec] = []
+        var folded: [String: String] = [:]   // lower-cased name -> the field's name (SQL ignores case)
         let fieldEntries = try r.mapping(top["fields"]!, "fields")
         for pair in fieldEntries.pairs {
             let path = "fields." + pair.name
-            try r.identifier(pair.name, pair.key, path, what: "field")
+            try r.fieldName(pair.name, pair.key, path)
+            if let other = folded.updateValue(pair.name, forKey: pair.name.lowercased()) {
+                throw r.fail(pair.key, path, "'\(pair.name)' differs from field '\(other)' only by case (column names ignore case); rename one")
+            }
             if pair.name == subjectField {
                 throw r.fail(
                     pair.key, path,
                     "'\(pair.name)' is the subject_id field; it must not also be listed in fields")
             }
-            if Schema.reservedFieldNames.contains(pair.name) {
+            if Schema.reservedFieldNames.contains(pair.name.lowercased()) {
                 throw r.fail(
                     pair.key, path,
                     "'\(pair.name)' is a key the product itself writes in get and export answers (reserved: \(Schema.reservedFieldNames.sorted().joined(separator: ", "))); rename the field")

@@ -98,8 +98,15 @@ struct SchemaDiagnosticsTests {
                 line: 10, field: "fields.country.lookup", "lookup applies only to PII fields"),
         BadFile("subject_id field also in fields", S.replacingOccurrences(of: "fields:\n", with: "fields:\n  customer_id: { type: string, category: user.unique_id, pii: true }\n"),
                 line: 4, field: "fields.customer_id", "is the subject_id field"),
-        BadFile("field name with upper case", Fixtures.schema(replacing: 8, with: "  Age: { type: int, category: user.demographic.age_range, bounds: [18, 100] }"),
-                line: 8, field: "fields.Age", "invalid field name 'Age'"),
+        BadFile("field name starting with a digit", Fixtures.schema(replacing: 8, with: "  1age: { type: int, category: user.demographic.age_range, bounds: [18, 100] }"),
+                line: 8, field: "fields.1age", "invalid field name '1age'"),
+        // Issue 17.9: upper case is allowed, but SQL column names ignore case.
+        BadFile("two fields that differ only by case", S.replacingOccurrences(of: "events:\n", with: "  Age: { type: int, category: user.demographic.age_range, bounds: [0, 120] }\nevents:\n"),
+                line: 12, field: "fields.Age", "'Age' differs from field 'age' only by case"),
+        BadFile("a field named like the attributes key column", S.replacingOccurrences(of: "events:\n", with: "  Subject_ID: { type: int, category: user.behavior, bounds: [0, 1] }\nevents:\n"),
+                line: 12, field: "fields.Subject_ID", "rename the field"),
+        BadFile("Consent in another case is reserved too", S.replacingOccurrences(of: "events:\n", with: "  Consent: { type: bool, category: user.privacy_preferences }\nevents:\n"),
+                line: 12, field: "fields.Consent", "rename the field"),
         BadFile("field name with a dash", Fixtures.schema(replacing: 5, with: "  full-name: { type: string, category: user.name, pii: true }"),
                 line: 5, field: "fields.full-name", "invalid field name 'full-name'"),
         BadFile("field name too long", Fixtures.schema(replacing: 5, with: "  a\(String(repeating: "b", count: 63)): { type: string, category: user.name, pii: true }"),
@@ -161,6 +168,14 @@ struct SchemaDiagnosticsTests {
     @Test("an invalid schema is rejected with file, line, field and reason", arguments: cases)
     func invalidSchema(_ c: BadFile) {
         check(Fixtures.schemaError(c.yaml), c, file: "schema.yaml")
+    }
+
+    @Test("field names may use upper case, as CSV exports do (issue 17.9)")
+    func upperCaseFieldNames() throws {
+        let yaml = S.replacingOccurrences(of: "events:\n", with: "  SeniorCitizen: { type: bool, category: user.demographic }\n  MonthlyCharges: { type: float, category: user.financial, bounds: [0, 200] }\nevents:\n")
+        let schema = try PolicyLoader.parseSchema(yaml: yaml, file: "schema.yaml")
+        #expect(schema.field(named: "SeniorCitizen")?.type == .bool)
+        #expect(schema.field(named: "MonthlyCharges")?.bounds == 0...200)
     }
 
     @Test("the SPEC schema itself loads")

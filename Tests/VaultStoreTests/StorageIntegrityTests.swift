@@ -4,6 +4,7 @@ import Testing
 import DifferentialPrivacy
 import VaultAudit
 import VaultCrypto
+import VaultPolicy
 @testable import VaultStore
 
 /// Issue 17.10: a store edited with raw SQL (a NULL where a required ciphertext belongs, a
@@ -153,5 +154,30 @@ import VaultCrypto
                                                         coordinates: [.events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 10)]))[""] == [20])
         try sql(t, "UPDATE events SET time = 0, value = x'01' WHERE subject_id = 1")
         expectIntegrity(["subject row 1", "event's value"]) { _ = try t.store.accessExport(customerID: "CUST-0") }
+    }
+}
+
+/// Issue 17.9: a CSV's own upper-case column names are field names; nothing needs renaming.
+@Suite struct UpperCaseFieldTests {
+    @Test func upperCaseFieldsIngestReadAndAggregate() throws {
+        let schema = try PolicyLoader.parseSchema(yaml: """
+            version: 1
+            subject_id: { field: customerID, category: user.unique_id }
+            fields:
+              Email: { type: string, category: user.contact.email, pii: true, lookup: true }
+              SeniorCitizen: { type: bool, category: user.demographic }
+              MonthlyCharges: { type: float, category: user.financial, bounds: [0, 200] }
+
+            """, file: "schema.yaml")
+        let t = try TempStore(schema: schema)
+        let csv = "customerID,Email,SeniorCitizen,MonthlyCharges\n7590-VHVEG,a@example.com,0,29.85\n5575-GNVDE,b@example.com,1,56.95\n"
+        #expect(try t.store.ingestProfiles(path: t.write("telco.csv", csv)).inserted == 2)
+        let view = try #require(try t.store.profile(customerID: "5575-GNVDE", fields: ["Email", "SeniorCitizen", "MonthlyCharges"]))
+        #expect(view.fields.map(\.value) == [.text("b@example.com"), .bool(true), .float(56.95)])
+        #expect(try t.store.find(field: "Email", value: "A@example.com") == ["7590-VHVEG"])
+        let sums = try t.store.aggregateSource.boundedSums(AggregateRequest(
+            consentPurpose: nil, predicates: [WhereCondition(attribute: "SeniorCitizen", op: .eq, value: .int(1))], groupBy: nil,
+            coordinates: [.subjects, .attribute(name: "MonthlyCharges", lower: 0, upper: 200, center: 0, grid: 1)]))
+        #expect(sums[""] == [1, 57])
     }
 }

@@ -60,14 +60,14 @@ final class RecordReader {
     /// Declared type of each column (for JSON Lines, whose values carry a type of their own).
     let types: [String: FieldType]
 
-    init(path: String, format: InputFormat, columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
+    init(path: String, format: InputFormat, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
         self.types = types
         self.path = path
         self.format = format
         self.columns = columns
         switch format {
         case .csv:
-            let reader = try CSVReader(path: path)
+            let reader = try CSVReader(path: path, delimiter: delimiter)
             guard let header = try reader.next() else {
                 throw VaultError(.invalidInput, "\(path):1: the file is empty (a CSV file needs a header line naming the fields)")
             }

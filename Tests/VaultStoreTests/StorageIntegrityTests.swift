@@ -181,3 +181,20 @@ import VaultPolicy
         #expect(sums[""] == [1, 57])
     }
 }
+
+/// Issue 17.9: a `;`-separated file (the bank-marketing data set) ingests with `delimiter`.
+@Suite struct DelimiterTests {
+    @Test func semicolonSeparatedProfilesIngestWithTheDelimiterAndAreRefusedWithout() throws {
+        let t = try TempStore()
+        let rows = (0..<3).map { Fixtures.row($0).map { $0.contains(";") || $0.contains("\"") ? "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : $0 }.joined(separator: ";") }
+        let path = try t.write("p.csv", ([Fixtures.header.replacingOccurrences(of: ",", with: ";")] + rows).joined(separator: "\n") + "\n")
+        // Read with the default ',' the header is one unknown column: refused, nothing written.
+        #expect(throws: VaultError.self) { _ = try t.store.ingestProfiles(path: path) }
+        #expect(try t.counts()[0] == 0)
+        var o = IngestOptions()
+        o.delimiter = UInt8(ascii: ";")
+        #expect(try t.store.ingestProfiles(path: path, options: o).inserted == 3)
+        // A comma inside a value is data under ';' ("O'Brien, Siobhan" of row 2).
+        #expect(try t.store.profile(customerID: "CUST-2", fields: ["full_name"])?.fields.first?.value == .text(Fixtures.row(2)[2]))
+    }
+}

@@ -230,6 +230,8 @@ case("keyring-is-directory", "the keyring path is a directory", ["get", "--subje
 case("cli-unknown-flag", "an unknown flag", ["status", "--frobnicate"], 64, ["frobnicate"])
 case("cli-batch-size-zero", "--batch-size 0", ["ingest", "profiles", "$CASE/p.csv", "--batch-size", "0"], 64, ["batch-size"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-batch-size-text", "--batch-size lots", ["ingest", "profiles", "$CASE/p.csv", "--batch-size", "lots"], 64, ["batch-size"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
+case("cli-delimiter-two-chars", "--delimiter ';;' (one character only)", ["ingest", "profiles", "$CASE/p.csv", "--delimiter", ";;"], 64, ["--delimiter"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
+case("cli-delimiter-quote", "--delimiter '\"' (the quote character)", ["ingest", "profiles", "$CASE/p.csv", "--delimiter", "\""], 64, ["--delimiter"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-format-unknown", "--format xml", ["ingest", "profiles", "$CASE/p.csv", "--format", "xml"], 64, ["format"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-rejects-without-skip", "--rejects without --skip-invalid", ["ingest", "profiles", "$CASE/p.csv", "--rejects", "$TMP/r.csv"], 64, ["--skip-invalid"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-get-no-purpose", "get without --purpose", ["get", "--subject", "C1", "--role", "support"], 64, ["purpose"])

@@ -211,6 +211,28 @@ struct NodeReader {
         return previous[b.count]
     }
 
+    /// Field names: `^[A-Za-z][A-Za-z0-9_]{0,62}$`, so that a CSV export's own column names
+    /// (`SeniorCitizen`, `MonthlyCharges`) need no renaming. They become quoted SQL column
+    /// names; SQLite compares those without regard to case, so the loader refuses two fields
+    /// that differ only by case.
+    static func isFieldName(_ s: String) -> Bool {
+        let u = s.utf8
+        guard let first = u.first, u.count <= 63, (first >= 0x61 && first <= 0x7A) || (first >= 0x41 && first <= 0x5A) else { return false }
+        for b in u.dropFirst() {
+            let ok = (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) || b == 0x5F
+            if !ok { return false }
+        }
+        return true
+    }
+
+    func fieldName(_ name: String, _ keyNode: Node, _ path: String) throws(PolicyDiagnostic) {
+        guard Self.isFieldName(name) else {
+            throw fail(
+                keyNode, path,
+                "invalid field name '\(name)' (use letters, digits and _, starting with a letter, at most 63 characters)")
+        }
+    }
+
     /// Names that become SQL identifiers or CLI tokens: `^[a-z][a-z0-9_]{0,62}$`.
     static func isIdentifier(_ s: String) -> Bool {
         let u = s.utf8

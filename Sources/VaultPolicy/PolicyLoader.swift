@@ -72,18 +72,27 @@ public enum PolicyLoader {
         let subject = try r.object(top["subject_id"]!, "subject_id", allowed: ["field", "category"], required: ["field", "category"])
         let subjectFieldNode = subject["field"]!
         let subjectField = try r.string(subjectFieldNode, "subject_id.field")
-        try r.identifier(subjectField, subjectFieldNode, "subject_id.field", what: "field")
+        try r.fieldName(subjectField, subjectFieldNode, "subject_id.field")
         let subjectCategory = try r.category(subject["category"]!, "subject_id.category")
 
         var fields: [FieldSpec] = []
+        var folded: [String: String] = [:]   // lower-cased name -> the field's name (SQL ignores case)
         let fieldEntries = try r.mapping(top["fields"]!, "fields")
         for pair in fieldEntries.pairs {
             let path = "fields." + pair.name
-            try r.identifier(pair.name, pair.key, path, what: "field")
+            try r.fieldName(pair.name, pair.key, path)
+            if let other = folded.updateValue(pair.name, forKey: pair.name.lowercased()) {
+                throw r.fail(pair.key, path, "'\(pair.name)' differs from field '\(other)' only by case (column names ignore case); rename one")
+            }
             if pair.name == subjectField {
                 throw r.fail(
                     pair.key, path,
                     "'\(pair.name)' is the subject_id field; it must not also be listed in fields")
+            }
+            if Schema.reservedFieldNames.contains(pair.name.lowercased()) {
+                throw r.fail(
+                    pair.key, path,
+                    "'\(pair.name)' is a key the product itself writes in get and export answers (reserved: \(Schema.reservedFieldNames.sorted().joined(separator: ", "))); rename the field")
             }
             fields.append(try parseField(name: pair.name, key: pair.key, node: pair.value, path: path, r))
         }
@@ -128,6 +137,11 @@ public enum PolicyLoader {
         let lookup = try e["lookup"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".lookup") } ?? false
         let required = try e["required"].map { n throws(PolicyDiagnostic) in try r.bool(n, path + ".required") } ?? true
 
+        if !pii, let root = Taxonomy.identifyingRoot(of: category) {
+            throw r.fail(
+                e["category"], path,
+                "category '\(category)' identifies a person (\(root)) but the field is not PII; add pii: true (it is then stored only encrypted and never aggregated)")
+        }
         if lookup, !pii {
             throw r.fail(
                 e.keyNode("lookup"), path + ".lookup",
@@ -212,6 +226,11 @@ public enum PolicyLoader {
     {
         let e = try r.object(node, path, allowed: ["category", "item", "value"], required: ["category", "item", "value"])
         let category = try r.category(e["category"]!, path + ".category")
+        if let root = Taxonomy.identifyingRoot(of: category) {
+            throw r.fail(
+                e["category"], path + ".category",
+                "category '\(category)' identifies a person (\(root)); events are stored in plaintext and cannot be PII: declare it as a pii: true field instead")
+        }
         let itemType = try fieldType(e["item"]!, path + ".item", r, allowed: [.string, .int])
         let vpath = path + ".value"
         let v = try r.object(e["value"]!, vpath, allowed: ["type", "bounds", "on_out_of_bounds"], required: ["type", "bounds"])

@@ -13,7 +13,7 @@ public enum OutOfBounds: String, Sendable {
 
 /// One field of the profile schema.
 public struct FieldSpec: Sendable, Equatable {
-    /// The field name; also the SQL column name, so it matches `^[a-z][a-z0-9_]{0,62}$`.
+    /// The field name; also the (quoted) SQL column name, so it matches `^[A-Za-z][A-Za-z0-9_]{0,62}$`.
     public let name: String
     public let type: FieldType
     /// Its fideslang data category.
@@ -144,6 +144,18 @@ public struct Schema: Sendable {
         self.fieldIndex = fi
         self.eventIndex = ei
     }
+
+    /// Names no field may take: the keys the product itself writes beside a subject's fields in
+    /// the JSON of `get` and `export` (`customer_id`, `pseudonym`, `exported_at`, `created_at`,
+    /// `updated_at`, `last_activity`, `events`, `consent`, `access_log`, see `JSONForms`) and
+    /// the names reserved for its own sections (`subject`, `privacy`). A field of one of these
+    /// names would give the answer a duplicate key and hide either the field or the product's value.
+    /// Also `subject_id`, the key column of the attributes table. The loader compares names
+    /// lower-cased (`Consent` is refused too).
+    public static let reservedFieldNames: Set<String> = [
+        "customer_id", "pseudonym", "exported_at", "created_at", "updated_at", "last_activity",
+        "events", "consent", "access_log", "subject", "privacy", "subject_id",
+    ]
 
     /// The field with this name, if any.
     public func field(named name: String) -> FieldSpec? {

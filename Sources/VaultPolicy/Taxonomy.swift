@@ -16,6 +16,20 @@ public enum Taxonomy {
         return c[c.index(c.startIndex, offsetBy: p.count)] == UInt8(ascii: ".")
     }
 
+    /// The data categories that identify a person, with all their children: a field of one of
+    /// them must be declared `pii: true` (stored only encrypted, never aggregated, never in a
+    /// `where`); an event kind of one of them is refused (event items and values are stored in
+    /// plaintext). Checked when a schema loads.
+    public static let identifyingCategories: [String] = [
+        "user.contact", "user.name", "user.unique_id", "user.government_id", "user.demographic.date_of_birth",
+        "user.financial.bank_account", "user.financial.credit_card", "user.device", "user.location.precise",
+    ]
+
+    /// The identifying category (of ``identifyingCategories``) that covers `category`, if any.
+    public static func identifyingRoot(of category: String) -> String? {
+        identifyingCategories.first { covers($0, category) }
+    }
+
     /// The fideslang default data categories.
     public static let dataCategories: Set<String> = [
         "user",

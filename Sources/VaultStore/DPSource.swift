@@ -2,6 +2,7 @@ import Foundation
 public import DifferentialPrivacy
 public import GRDB
 public import VaultAudit
+import VaultPolicy
 
 extension ProfileStore {
     static func registerDPMigration(_ m: inout DatabaseMigrator) {
@@ -162,6 +163,33 @@ struct StoreAggregateSource: AggregateSource {
     /// One exact sum of the statement, which must be an integer (never NULL, REAL or text: the
     /// SQL sums integer contributions). Anything else is an integrity failure whose message
     /// shows no value.
+    /// The SQL condition true when a stored attribute of field `f` holds what ingest never
+    /// writes: another storage class than the type's, or a number outside the declared bounds.
+    static func damageCondition(_ x: String, _ f: FieldSpec) -> String? {
+        switch f.type {
+        case .int, .date:
+            var c = "typeof(\(x)) NOT IN ('integer', 'null')"
+            if let b = f.bounds { c += " OR \(x) < \(literal(b.lowerBound, integral: true)) OR \(x) > \(literal(b.upperBound, integral: true))" }
+            return "(\(c))"
+        case .bool:
+            return "(typeof(\(x)) NOT IN ('integer', 'null') OR \(x) NOT IN (0, 1))"
+        case .float:
+            var c = "typeof(\(x)) NOT IN ('integer', 'real', 'null')"
+            if let b = f.bounds { c += " OR \(x) < \(literal(b.lowerBound)) OR \(x) > \(literal(b.upperBound))" }
+            return "(\(c))"
+        case .category, .string:
+            return "(typeof(\(x)) NOT IN ('text', 'null'))"
+        }
+    }
+
+    /// The SQL condition true for an event row whose value or time is not what ingest writes:
+    /// a value that is not a number or lies outside the kind's bounds, a time that is not an integer.
+    static func eventDamageCondition(_ kind: EventKindSpec?) -> String {
+        var c = "typeof(value) NOT IN ('integer', 'real') OR typeof(time) <> 'integer'"
+        if let b = kind?.value.bounds { c += " OR value < \(literal(b.lowerBound)) OR value > \(literal(b.upperBound))" }
+        return "(\(c))"
+    }
+
     static func integerSum(_ v: DatabaseValue) throws -> Int64 {
         switch v.storage {
         case .int64(let i): return i
@@ -389,13 +417,23 @@ struct StoreAggregateSource: AggregateSource {
             }
             let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
             while let row = try cursor.next() {
-                let subject: Int64 = row[0]
+                // Decoded by storage class: an edited events row is an integrity error, not a trap.
+                guard let subject = Stored.int(row.stored(at: 0)) else {
+                    throw VaultError(.integrity, "an event's subject column holds \(Stored.kind(row.stored(at: 0))), not a row id: the store was altered")
+                }
                 if subject != current {
                     flush(); held.removeAll(keepingCapacity: true); current = subject
-                    currentSegment = isSegments ? (row[3] as String?).flatMap { segmentIndex[$0] } : nil
+                    if isSegments {
+                        let g = row.stored(at: 3)
+                        if !g.isNull, Stored.text(g) == nil { throw Stored.damaged(subject: subject, "its segment attribute", g, expected: "text") }
+                        currentSegment = Stored.text(g).flatMap { segmentIndex[$0] }
+                    } else {
+                        currentSegment = nil
+                    }
                 }
-                let item: String = row[1]
-                held.append((row[2], Self.tieBreak(subject: subject, item: item), item))
+                guard let item = Stored.text(row.stored(at: 1)) else { throw Stored.damaged(subject: subject, "an event's item", row.stored(at: 1), expected: "text") }
+                guard let t = Stored.int(row.stored(at: 2)) else { throw Stored.damaged(subject: subject, "an event's time", row.stored(at: 2), expected: "an integer") }
+                held.append((t, Self.tieBreak(subject: subject, item: item), item))
             }
             flush()
             if case let .segmentItems(_, domain, _)? = r.grouping {
@@ -435,8 +473,12 @@ struct StoreAggregateSource: AggregateSource {
         // (only the names it uses), so they come last among the joins.
         var derivedKinds: [String] = []                       // join order
         var derivedColumns: [String: [DerivedAttribute]] = [:] // kind -> its used attributes, column order
+        var usedAttributes: [String] = []
         func column(_ name: String) throws -> String {
-            if attrNames.contains(name) { return "a." + ProfileStore.quoted(name) }
+            if attrNames.contains(name) {
+                if !usedAttributes.contains(name) { usedAttributes.append(name) }
+                return "a." + ProfileStore.quoted(name)
+            }
             guard let d = derivedByName[name] else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
             if derivedColumns[d.eventKind] == nil { derivedKinds.append(d.eventKind) }
             var cols = derivedColumns[d.eventKind, default: []]
@@ -467,9 +509,10 @@ struct StoreAggregateSource: AggregateSource {
             let alias = "e\(eventJoins.count)"
             eventJoins[key] = alias
             let v = valueExpr.map { "SUM(\($0)) AS v" } ?? "0 AS v"
+            // `bad`: a subject whose counted events hold what ingest never writes (checked below).
             joins.append("""
-                LEFT JOIN (SELECT subject_id, \(v), COUNT(*) AS n FROM (
-                    SELECT subject_id, value, ROW_NUMBER() OVER (PARTITION BY subject_id ORDER BY time DESC, id DESC) AS rn
+                LEFT JOIN (SELECT subject_id, \(v), COUNT(*) AS n, MIN(CASE WHEN \(Self.eventDamageCondition(schema.eventKind(named: kind))) THEN subject_id END) AS bad FROM (
+                    SELECT subject_id, value, time, ROW_NUMBER() OVER (PARTITION BY subject_id ORDER BY time DESC, id DESC) AS rn
                     FROM events WHERE kind = ?) WHERE rn <= \(k) GROUP BY subject_id) \(alias) ON \(alias).subject_id = a.subject_id
                 """)
             joinArgs.append(kind)
@@ -563,9 +606,21 @@ struct StoreAggregateSource: AggregateSource {
                 // Scalar max/min: the aggregate appears once (its window parameters too).
                 aggregates.append("max(\(Self.literal(d.lower, integral: d.integral)), min(\(Self.literal(d.upper, integral: d.integral)), \(agg))) AS v\(j)")
             }
+            aggregates.append("MIN(CASE WHEN \(Self.eventDamageCondition(schema.eventKind(named: kind))) THEN subject_id END) AS bad")
             joins.append("LEFT JOIN (SELECT subject_id, \(aggregates.joined(separator: ", ")) FROM events WHERE kind = ? GROUP BY subject_id) d\(i) ON d\(i).subject_id = a.subject_id")
             derivedArgs.append(kind)
         }
+        // One more column, computed in the same scan: the first subject row whose used attribute
+        // holds what ingest never writes (text in a number, a number outside its bounds: an
+        // edited store). Such a value would otherwise be counted by SQLite's conversions (text
+        // as 0) or break the sensitivity the clamp elision relies on; it is an integrity error.
+        // The event subqueries report theirs in their `bad` column.
+        var checks: [String] = []
+        let damage = usedAttributes.compactMap { name in schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0) } }
+        if !damage.isEmpty { checks.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
+        for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
+        for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }
+        selects += checks
         var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }
         if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
@@ -579,8 +634,18 @@ struct StoreAggregateSource: AggregateSource {
             } else {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
-            for row in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue })) {
-                let key: String = groupColumn == nil ? "" : (row[0] as String?) ?? ""
+            let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
+            for row in rows {
+                for c in checks.indices {
+                    if let id = Stored.int(row.stored(at: offset + r.coordinates.count + c)) {
+                        throw VaultError(.integrity, "subject row \(id): an attribute or event holds a value of the wrong type or outside its bounds: the store was altered")
+                    }
+                }
+            }
+            for row in rows {
+                let g = groupColumn == nil ? DatabaseValue.null : row.stored(at: 0)
+                if !g.isNull, Stored.text(g) == nil { throw VaultError(.integrity, "a group attribute of the store holds \(Stored.kind(g)), not text: the store was altered") }
+                let key = Stored.text(g) ?? ""
                 guard out[key] != nil else { continue }
                 out[key] = try (0..<r.coordinates.count).map { try Self.integerSum(row[$0 + offset]) }
             }

@@ -35,6 +35,9 @@ public struct IngestOptions: Sendable {
     /// Files the rejects file may never be, besides the store's own (the keyring, the policy
     /// files, the tokens file; ``Vault`` fills it in).
     public var protectedFiles: [ProtectedFile] = []
+    /// The CSV field separator (one ASCII byte other than `"`, CR and LF): `,` by default, `;`
+    /// for files such as the bank-marketing data set. Ignored for JSON Lines.
+    public var delimiter: UInt8 = UInt8(ascii: ",")
     /// Records per transaction. A transaction dirties the random-key index pages it touches
     /// (pseudonym key, blind indexes) once, so larger ones write far less WAL per record; the
     /// records reach the writer in chunks of `pipelineChunk`, so memory does not grow with it.
@@ -331,6 +334,7 @@ extension ProfileStore {
             gate = ValidationGate()
             let g = gate
             let (columns, types) = (profileColumns, profileTypes)
+            let delimiter = options.delimiter
             validator = WorkerThread(name: "profilevault-ingest-validator") {
                 #if os(Linux)
                 // Lower priority: the writer is the ingest's bottleneck, and three busy threads
@@ -339,7 +343,7 @@ extension ProfileStore {
                 _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)   // who 0: on Linux, the calling thread only
                 #endif
                 do {
-                    let pass1 = try RecordReader(source: source, format: format, columns: columns, required: required, types: types)
+                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types)
                     let check = try makeValidator()
                     var n = 0
                     while let raw = try pass1.next() {
@@ -358,7 +362,7 @@ extension ProfileStore {
             validator?.join()
         }
         let rejects = try RejectsWriter(options, store: self)
-        let reader = try RecordReader(source: source, format: format, columns: profileColumns, required: required, types: profileTypes)
+        let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: profileColumns, required: required, types: profileTypes)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)
@@ -605,7 +609,7 @@ extension ProfileStore {
         }
 
         if !options.skipInvalid {
-            let reader = try RecordReader(source: source, format: format, columns: Self.eventColumns, required: required,
+            let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: Self.eventColumns, required: required,
                                           types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
             try pool.read { db in
                 var n = 0
@@ -623,7 +627,7 @@ extension ProfileStore {
             }
         }
         let rejects = try RejectsWriter(options, store: self)
-        let reader = try RecordReader(source: source, format: format, columns: Self.eventColumns, required: required,
+        let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: Self.eventColumns, required: required,
                                           types: ["customer_id": .string, "kind": .string, "item": .string, "time": .string])
         var done = false
         var n = 0

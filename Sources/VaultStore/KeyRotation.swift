@@ -59,10 +59,16 @@ extension ProfileStore {
             var updates: [(id: Int64, old: Int64, wrapped: Data)] = []
             updates.reserveCapacity(rows.count)
             for row in rows {
-                let id: Int64 = row["id"]
-                let v: Int64 = row["kek_version"]
-                let pseudo = [UInt8](row["pseudonym"] as Data)
-                let old = UInt32(v)
+                // Decoded without trapping conversions: a damaged row stops the rotation with
+                // an integrity error naming it, before anything of this batch is written.
+                let subject = try SubjectRow.decode(row)
+                if let damage = subject.keyDamage {
+                    throw VaultError(.integrity, damage.message + "; rotation stopped, nothing of this batch written")
+                }
+                let id = subject.id
+                let pseudo = subject.pseudonym
+                let old = subject.kekVersion
+                let v = Int64(old)
                 if oldKEKs[old] == nil {
                     guard let k = keyBox.kek(old) else {
                         throw VaultError(.integrity, "subject DEKs are wrapped with key version \(old), which the keyring does not hold")
@@ -71,7 +77,8 @@ extension ProfileStore {
                 }
                 let dek: SecureBytes
                 do {
-                    dek = try Envelope.unwrapDEK([UInt8](row["wrapped_dek"] as Data), subject: pseudo, kekVersion: old, kek: oldKEKs[old]!)
+                    guard let oldKEK = oldKEKs[old] else { throw VaultError(.internalFailure, "key version \(old) was not loaded") }
+                    dek = try Envelope.unwrapDEK(subject.wrappedDEK, subject: pseudo, kekVersion: old, kek: oldKEK)
                 } catch {
                     throw VaultError(.integrity, "a wrapped data key (subject row \(id)) does not verify; rotation stopped, nothing of this batch written")
                 }
@@ -98,8 +105,13 @@ extension ProfileStore {
     public func keyStatus(keyring: Keyring) throws -> KeyStatus {
         try pool.read { db in
             var per: [UInt32: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT kek_version, count(*) AS n FROM subjects GROUP BY kek_version") {
-                per[UInt32(row["kek_version"] as Int64)] = row["n"]
+            for row in try Row.fetchAll(db, sql: "SELECT kek_version, count(*) AS n, min(id) AS first FROM subjects GROUP BY kek_version") {
+                let v = row.stored("kek_version")
+                guard let i = Stored.int(v), let version = UInt32(exactly: i) else {
+                    let first = Stored.int(row.stored("first")) ?? 0
+                    throw VaultError(.integrity, "subject row \(first): its key version column holds \(Stored.kind(v)) that is not a key version: the store was altered")
+                }
+                per[version] = Stored.int(row.stored("n")).flatMap { Int(exactly: $0) } ?? 0
             }
             return KeyStatus(active: keyring.active, versions: keyring.versions.filter { !keyring.isRetired($0) },
                              retired: keyring.versions.filter { keyring.isRetired($0) },

@@ -45,6 +45,12 @@ extension StoreAggregateSource {
             if case let .attribute(n, _, _, _, _) = c, !columns.contains(n) { columns.append(n) }
         }
         let index = Dictionary(uniqueKeysWithValues: columns.enumerated().map { ($1, $0) })
+        // Columns read as numbers (features, attribute coordinates): a stored value of another
+        // storage class (text or a blob, from an edited store) is an integrity error, never read
+        // by SQLite's text-to-number conversion as 0.
+        var numeric = [Bool](repeating: false, count: columns.count)
+        for f in features { if let i = index[f.name] { numeric[i] = true } }
+        for c in r.coordinates { if case let .attribute(n, _, _, _, _) = c, let i = index[n] { numeric[i] = true } }
         let featureColumn = features.map { index[$0.name] ?? 0 }
         var sql = "SELECT " + columns.map { "a." + ProfileStore.quoted($0) }.joined(separator: ", ") + " FROM attributes a"
         var args: [any DatabaseValueConvertible] = []
@@ -89,7 +95,11 @@ extension StoreAggregateSource {
                     throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
                 }
                 for i in 0..<columns.count {
-                    present[i] = sqlite3_column_type(s, Int32(i)) != SQLITE_NULL
+                    let type = sqlite3_column_type(s, Int32(i))
+                    if numeric[i], type != SQLITE_NULL, type != SQLITE_INTEGER, type != SQLITE_FLOAT {
+                        throw VaultError(.integrity, "attribute \(columns[i]) of a subject holds text or a blob, not a number: the store was altered")
+                    }
+                    present[i] = type != SQLITE_NULL
                     x[i] = present[i] ? sqlite3_column_double(s, Int32(i)) : 0
                 }
                 for j in 0..<d {

@@ -192,13 +192,26 @@ extension ProfileStore {
         return try pool.read { db -> AccessExport? in
             guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
             let view = try profile(db, subject: s, fields: Set(schema.fields.map(\.name)))
-            let times = try Row.fetchOne(db, sql: "SELECT created_at, updated_at, last_activity FROM subjects WHERE id = ?", arguments: [s.id])!
+            guard let times = try Row.fetchOne(db, sql: "SELECT created_at, updated_at, last_activity FROM subjects WHERE id = ?", arguments: [s.id]) else { return nil }
+            func time(_ column: String) throws -> Int64 {
+                let v = times.stored(column)
+                guard let t = Stored.int(v) else { throw Stored.damaged(subject: s.id, "the \(column) column", v, expected: "an integer") }
+                return t
+            }
+            let (createdAt, updatedAt, lastActivity) = (try time("created_at"), try time("updated_at"), try time("last_activity"))
+            // Every column decoded by its storage class: an edited row is an integrity error, not a trap.
             let events = try Row.fetchAll(db, sql: "SELECT kind, item, value, time FROM events WHERE subject_id = ? ORDER BY time, id", arguments: [s.id]).map {
-                (kind: $0["kind"] as String, item: $0["item"] as String, value: $0["value"] as Double, time: $0["time"] as Int64)
+                row -> (kind: String, item: String, value: Double, time: Int64) in
+                let k = row.stored("kind"), i = row.stored("item"), v = row.stored("value"), t = row.stored("time")
+                guard let kind = Stored.text(k) else { throw Stored.damaged(subject: s.id, "an event's kind", k, expected: "text") }
+                guard let item = Stored.text(i) else { throw Stored.damaged(subject: s.id, "an event's item", i, expected: "text") }
+                guard let value = Stored.number(v) else { throw Stored.damaged(subject: s.id, "an event's value", v, expected: "a number") }
+                guard let time = Stored.int(t) else { throw Stored.damaged(subject: s.id, "an event's time", t, expected: "an integer") }
+                return (kind, item, value, time)
             }
             let audit = try String.fetchAll(db, sql: "SELECT entry FROM audit WHERE subject = ? ORDER BY seq", arguments: [Data(pseudo)])
-            return AccessExport(customerID: view.customerID, pseudonym: AuditLog.hex(pseudo), createdAt: times["created_at"],
-                                updatedAt: times["updated_at"], lastActivity: times["last_activity"], profile: view,
+            return AccessExport(customerID: view.customerID, pseudonym: AuditLog.hex(pseudo), createdAt: createdAt,
+                                updatedAt: updatedAt, lastActivity: lastActivity, profile: view,
                                 events: events, consent: try consentHistory(db, subjectID: s.id), auditEntries: audit)
         }
     }
@@ -304,9 +317,9 @@ extension ProfileStore {
         var subjectsErased = 0
         if let cutoff = subjectCutoff {
             let victims = try pool.read { db in
+                // Erasure needs only the row id and the pseudonym: a damaged key column does not stop it.
                 try Row.fetchAll(db, sql: "SELECT id, pseudonym, kek_version, wrapped_dek FROM subjects WHERE last_activity < ? ORDER BY id", arguments: [cutoff]).map { row -> SubjectRow in
-                    let p: Data = row["pseudonym"], w: Data = row["wrapped_dek"], v: Int64 = row["kek_version"]
-                    return SubjectRow(id: row["id"], pseudonym: [UInt8](p), kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+                    try SubjectRow.decode(row)
                 }
             }
             subjectsErased = victims.count

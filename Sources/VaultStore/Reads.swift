@@ -72,6 +72,36 @@ extension ProfileStore {
         var pseudonym: [UInt8]
         var kekVersion: UInt32
         var wrappedDEK: [UInt8]
+        /// Set when the row's key version or wrapped DEK is not what the store writes (a
+        /// negative or oversized version, an integer where the blob belongs): every read that
+        /// needs the DEK fails with it as an integrity error. Erasure still works (it needs
+        /// only the row id and the pseudonym).
+        var keyDamage: VaultError? = nil
+
+        /// Decodes the key columns of a subject row without trapping conversions.
+        static func decode(id: Int64, pseudonym: [UInt8], kekVersion kv: DatabaseValue, wrappedDEK wv: DatabaseValue) -> SubjectRow {
+            var damage: VaultError?
+            var version: UInt32 = 0
+            if let i = Stored.int(kv), let v = UInt32(exactly: i) {
+                version = v
+            } else if let i = Stored.int(kv) {
+                damage = VaultError(.integrity, "subject row \(id): its key version \(i) is not a key version (0 to \(UInt32.max)): the store was altered")
+            } else {
+                damage = Stored.damaged(subject: id, "the key version column", kv, expected: "an integer")
+            }
+            let wrapped = Stored.blob(wv)
+            if wrapped == nil, damage == nil { damage = Stored.damaged(subject: id, "the wrapped data key column", wv, expected: "a blob") }
+            return SubjectRow(id: id, pseudonym: pseudonym, kekVersion: version, wrappedDEK: wrapped ?? [], keyDamage: damage)
+        }
+
+        /// Decodes `id, pseudonym, kek_version, wrapped_dek` of a subject row.
+        static func decode(_ row: Row) throws -> SubjectRow {
+            let idValue = row.stored("id")
+            guard let id = Stored.int(idValue) else { throw VaultError(.integrity, "a subject row id holds \(Stored.kind(idValue)): the store was altered") }
+            let p = row.stored("pseudonym")
+            guard let pseudonym = Stored.blob(p) else { throw Stored.damaged(subject: id, "the pseudonym column", p, expected: "a blob") }
+            return decode(id: id, pseudonym: pseudonym, kekVersion: row.stored("kek_version"), wrappedDEK: row.stored("wrapped_dek"))
+        }
     }
 
     // The statements of the per-request reads are prepared once per connection
@@ -82,9 +112,9 @@ extension ProfileStore {
         guard let row = try Row.fetchOne(statement, arguments: [Data(pseudonym)]) else {
             return nil
         }
-        let v: Int64 = row["kek_version"]
-        let w: Data = row["wrapped_dek"]
-        return SubjectRow(id: row["id"], pseudonym: pseudonym, kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+        let idValue = row.stored("id")
+        guard let id = Stored.int(idValue) else { throw VaultError(.integrity, "a subject row id holds \(Stored.kind(idValue)): the store was altered") }
+        return SubjectRow.decode(id: id, pseudonym: pseudonym, kekVersion: row.stored("kek_version"), wrappedDEK: row.stored("wrapped_dek"))
     }
 
     func subjectRow(_ db: Database, id: Int64) throws -> SubjectRow? {
@@ -92,10 +122,9 @@ extension ProfileStore {
         guard let row = try Row.fetchOne(statement, arguments: [id]) else {
             return nil
         }
-        let p: Data = row["pseudonym"]
-        let v: Int64 = row["kek_version"]
-        let w: Data = row["wrapped_dek"]
-        return SubjectRow(id: id, pseudonym: [UInt8](p), kekVersion: UInt32(v), wrappedDEK: [UInt8](w))
+        let p = row.stored("pseudonym")
+        guard let pseudonym = Stored.blob(p) else { throw Stored.damaged(subject: id, "the pseudonym column", p, expected: "a blob") }
+        return SubjectRow.decode(id: id, pseudonym: pseudonym, kekVersion: row.stored("kek_version"), wrappedDEK: row.stored("wrapped_dek"))
     }
 
     /// Unwraps a subject's DEK; a wrong KEK or a modified blob is an integrity error.
@@ -104,8 +133,9 @@ extension ProfileStore {
     /// owned by the returned instance alone (its contexts are freed and cleansed with it), so no
     /// subject's key schedule stays behind in a pooled context after the read.
     func dek(for s: SubjectRow) throws -> AESGCMKey {
+        if let damage = s.keyDamage { throw damage }
         guard let kek = keyBox.kekCipher(s.kekVersion) else {
-            throw VaultError(.integrity, "subject's data key is wrapped with key version \(s.kekVersion), which the keyring does not hold (retired or missing)")
+            throw VaultError(.integrity, "subject row \(s.id): its data key is wrapped with key version \(s.kekVersion), which the keyring does not hold (retired or missing)")
         }
         do {
             let dek = try kek.withKey { (k: AESGCMKey) throws(CryptoError) -> SecureBytes in
@@ -113,7 +143,7 @@ extension ProfileStore {
             }
             return try AESGCMKey(dek)
         } catch {
-            throw VaultError(.integrity, "the subject's wrapped data key does not verify (modified ciphertext or wrong keyring)")
+            throw VaultError(.integrity, "subject row \(s.id): the subject's wrapped data key does not verify (modified ciphertext or wrong keyring)")
         }
     }
 
@@ -121,13 +151,13 @@ extension ProfileStore {
         do {
             let bytes = try Envelope.openField(blob, field: field, subject: subject.pseudonym, dek: dek)
             guard let s = String(validating: bytes, as: UTF8.self) else {
-                throw VaultError(.integrity, "field \(field): decrypted value is not UTF-8")
+                throw VaultError(.integrity, "subject row \(subject.id): field \(field): decrypted value is not UTF-8")
             }
             return s
         } catch let e as VaultError {
             throw e
         } catch {
-            throw VaultError(.integrity, "field \(field): ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")
+            throw VaultError(.integrity, "subject row \(subject.id): field \(field): ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")
         }
     }
 
@@ -140,19 +170,24 @@ extension ProfileStore {
         }
     }
 
-    static func profileValue(_ dbv: DatabaseValue, type: FieldType) -> ProfileValue {
-        switch dbv.storage {
-        case .null: return .null
-        case .int64(let i):
-            switch type {
-            case .date: return .text(DateParsing.isoDate(days: Int32(truncatingIfNeeded: i)))
-            case .bool: return .bool(i != 0)
-            case .float: return .float(Double(i))
-            default: return .int(i)
-            }
-        case .double(let d): return .float(d)
-        case .string(let s): return .text(s)
-        case .blob: return .null
+    /// A stored attribute as its field's type. A value of another storage class than ingest
+    /// writes for the type (text in an int column, a blob anywhere, a real in a bool) is an
+    /// integrity error naming the subject's row and the field, never the value.
+    static func profileValue(_ dbv: DatabaseValue, field f: FieldSpec, subject id: Int64) throws -> ProfileValue {
+        switch (dbv.storage, f.type) {
+        case (.null, _): return .null
+        case (.int64(let i), .date):
+            guard let days = Int32(exactly: i) else { throw Stored.damaged(subject: id, "field \(f.name)", dbv, expected: "a day number") }
+            return .text(DateParsing.isoDate(days: days))
+        case (.int64(let i), .bool):
+            guard i == 0 || i == 1 else { throw Stored.damaged(subject: id, "field \(f.name)", dbv, expected: "0 or 1") }
+            return .bool(i != 0)
+        case (.int64(let i), .float): return .float(Double(i))
+        case (.int64(let i), .int): return .int(i)
+        case (.double(let d), .float): return .float(d)
+        case (.string(let s), .category), (.string(let s), .string): return .text(s)
+        default:
+            throw Stored.damaged(subject: id, "field \(f.name)", dbv, expected: "a \(f.type.rawValue) value")
         }
     }
 
@@ -187,11 +222,14 @@ extension ProfileStore {
         let piiRow = try db.cachedStatement(sql: "SELECT \(piiColumns.ciphertext.map(\.column).joined(separator: ", ")) FROM pii WHERE subject_id = ?")
         if let row = try Row.fetchOne(piiRow, arguments: [s.id]) {
             for (i, c) in piiColumns.ciphertext.enumerated() {
-                if let d = row[i] as Data? { blobs[c.id] = [UInt8](d) }
+                let v = row.stored(at: i)
+                if v.isNull { continue }
+                guard let d = Stored.blob(v) else { throw Stored.damaged(subject: s.id, "the ciphertext of field \(c.field)", v, expected: "a blob") }
+                blobs[c.id] = d
             }
         }
         guard let idBlob = blobs[piiFieldIDs[schema.subjectIDField] ?? 0] else {
-            throw VaultError(.integrity, "subject has no stored customer ID (row missing)")
+            throw VaultError(.integrity, "subject row \(s.id): subject has no stored customer ID (row missing)")
         }
         let customerID = try openPII(idBlob, field: schema.subjectIDField, subject: s, dek: dek)
         let attrNames = schema.attributeFields.filter { wanted.contains($0.name) }
@@ -204,11 +242,16 @@ extension ProfileStore {
         var out: [(String, ProfileValue)] = []
         for f in schema.fields where wanted.contains(f.name) {
             if f.pii {
-                guard let fid = piiFieldIDs[f.name], let blob = blobs[fid] else { out.append((f.name, .null)); continue }
+                guard let fid = piiFieldIDs[f.name], let blob = blobs[fid] else {
+                    // Ingest refuses a record without a required field: its absence is damage.
+                    if f.required { throw VaultError(.integrity, "subject row \(s.id): required field \(f.name) has no stored ciphertext: the store was altered") }
+                    out.append((f.name, .null))
+                    continue
+                }
                 out.append((f.name, ProfileStore.profileValue(try openPII(blob, field: f.name, subject: s, dek: dek), type: f.type)))
             } else {
                 let dbv: DatabaseValue = attrRow?[f.name] ?? .null
-                out.append((f.name, ProfileStore.profileValue(dbv, type: f.type)))
+                out.append((f.name, try ProfileStore.profileValue(dbv, field: f, subject: s.id)))
             }
         }
         return ProfileView(customerID: customerID, fields: out)
@@ -230,8 +273,14 @@ extension ProfileStore {
             var out: [String] = []
             for id in ids {
                 guard let s = try subjectRow(db, id: id),
-                      let row = try Row.fetchOne(db, sql: "SELECT \(valueColumn), \(idColumn) FROM pii WHERE subject_id = ?", arguments: [id]),
-                      let stored = row[0] as Data?, let idBlob = row[1] as Data? else { continue }
+                      let row = try Row.fetchOne(db, sql: "SELECT \(valueColumn), \(idColumn) FROM pii WHERE subject_id = ?", arguments: [id]) else { continue }
+                // A blind-index entry without its ciphertext, or a non-blob, is damage.
+                guard let stored = Stored.blob(row.stored(at: 0)) else {
+                    throw Stored.damaged(subject: id, "the ciphertext of field \(field)", row.stored(at: 0), expected: "a blob")
+                }
+                guard let idBlob = Stored.blob(row.stored(at: 1)) else {
+                    throw Stored.damaged(subject: id, "the ciphertext of field \(schema.subjectIDField)", row.stored(at: 1), expected: "a blob")
+                }
                 let dek = try dek(for: s)
                 // Confirm the match on the decrypted value (the index holds truncated MACs).
                 guard Normalization.lookupValue(try openPII([UInt8](stored), field: field, subject: s, dek: dek), for: spec) == norm else { continue }
@@ -273,7 +322,8 @@ extension ProfileStore {
             var auditHead = AuditLog.hex(AuditLog.genesis)
             if try db.tableExists("audit"), let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") {
                 auditEntries = row["seq"]
-                auditHead = AuditLog.hex([UInt8](row["hash"] as Data))
+                // A non-blob hash (an edited log) shows as no head; `audit verify` names the damage.
+                auditHead = row.auditBlob("hash").map(AuditLog.hex) ?? ""
             }
             let pageCount = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
             let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0
@@ -290,11 +340,12 @@ extension ProfileStore {
         let pseudo = try pseudonym(ofCustomerID: customerID)
         return try pool.read { db -> RawSubjectRows? in
             guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
+            if let damage = s.keyDamage { throw damage }
             var pii: [(String, String)] = []
             var blind: [(String, String)] = []
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM pii WHERE subject_id = ?", arguments: [s.id]) {
-                for c in piiColumns.ciphertext { if let d = row[c.column] as Data? { pii.append((c.field, AuditLog.hex([UInt8](d)))) } }
-                for c in piiColumns.macs { if let d = row[c.column] as Data? { blind.append((c.field, AuditLog.hex([UInt8](d)))) } }
+                for c in piiColumns.ciphertext { if let d = Stored.blob(row.stored(c.column)) { pii.append((c.field, AuditLog.hex(d))) } }
+                for c in piiColumns.macs { if let d = Stored.blob(row.stored(c.column)) { blind.append((c.field, AuditLog.hex(d))) } }
             }
             var attrs: [(String, String)] = []
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM attributes WHERE subject_id = ?", arguments: [s.id]) {

@@ -101,14 +101,14 @@ final class RecordReader {
     /// Declared type of each column (for JSON Lines, whose values carry a type of their own).
     let types: [String: FieldType]
 
-    init(path: String, format: InputFormat, columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
+    init(path: String, format: InputFormat, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
         self.types = types
         self.path = path
         self.format = format
         self.columns = columns
         switch format {
         case .csv:
-            let reader = try CSVReader(path: path)
+            let reader = try CSVReader(path: path, delimiter: delimiter)
             guard let header = try reader.next() else {
                 throw VaultError(.invalidInput, "\(path):1: the file is empty (a CSV file needs a header line naming the fields)")
             }
@@ -179,11 +179,11 @@ final class RecordReader {
     }
 
     /// The reader of `source` (a file opened for reading, or the records in memory).
-    convenience init(source: RecordSource, format: InputFormat?, columns: [String], required: Set<String>,
+    convenience init(source: RecordSource, format: InputFormat?, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>,
                      types: [String: FieldType]) throws {
         switch source {
         case .file(let path):
-            try self.init(path: path, format: format ?? InputFormat.guess(path: path), columns: columns, required: required, types: types)
+            try self.init(path: path, format: format ?? InputFormat.guess(path: path), delimiter: delimiter, columns: columns, required: required, types: types)
         case .objects(let list):
             self.init(objects: list, columns: columns, types: types)
         }

@@ -15,12 +15,23 @@ struct Ingest: ParsableCommand {
         @Flag(help: "Replace an existing --rejects file (never the keyring, the store or a policy file).") var force = false
         @Option(help: "Records per transaction.") var batchSize = IngestOptions.defaultBatchSize
         @Flag(help: "Accept customer IDs of erased subjects as new subjects (otherwise such a record is refused).") var allowReingest = false
+        @Option(help: "CSV field separator: one ASCII character other than a quote or a line break (default ',').") var delimiter = ","
 
         func validate() throws {
             if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv or jsonl, not \(format)") }
             if rejects != nil && !skipInvalid { throw ValidationError("--rejects needs --skip-invalid") }
             if force && rejects == nil { throw ValidationError("--force needs --rejects") }
             if batchSize < 1 || batchSize > 1_000_000 { throw ValidationError("--batch-size must be between 1 and 1000000") }
+            guard Self.delimiterByte(delimiter) != nil else {
+                throw ValidationError("--delimiter must be one ASCII character other than a quote or a line break, such as ';' or a tab")
+            }
+        }
+
+        /// The byte of a `--delimiter`: one ASCII character, not `"`, CR, LF or NUL; `\t` names a tab.
+        static func delimiterByte(_ text: String) -> UInt8? {
+            let t = text == "\\t" ? "\t" : text
+            guard t.utf8.count == 1, let b = t.utf8.first, b < 0x80, b != UInt8(ascii: "\""), b != 0x0A, b != 0x0D, b != 0 else { return nil }
+            return b
         }
 
         var ingestOptions: IngestOptions {
@@ -31,6 +42,7 @@ struct Ingest: ParsableCommand {
             o.rejectsForce = force
             o.batchSize = batchSize
             o.allowReingest = allowReingest
+            o.delimiter = Self.delimiterByte(delimiter) ?? UInt8(ascii: ",")
             if stderrIsTerminal {
                 let started = Date()
                 o.progress = { p in

@@ -98,8 +98,15 @@ struct SchemaDiagnosticsTests {
                 line: 10, field: "fields.country.lookup", "lookup applies only to PII fields"),
         BadFile("subject_id field also in fields", S.replacingOccurrences(of: "fields:\n", with: "fields:\n  customer_id: { type: string, category: user.unique_id, pii: true }\n"),
                 line: 4, field: "fields.customer_id", "is the subject_id field"),
-        BadFile("field name with upper case", Fixtures.schema(replacing: 8, with: "  Age: { type: int, category: user.demographic.age_range, bounds: [18, 100] }"),
-                line: 8, field: "fields.Age", "invalid field name 'Age'"),
+        BadFile("field name starting with a digit", Fixtures.schema(replacing: 8, with: "  1age: { type: int, category: user.demographic.age_range, bounds: [18, 100] }"),
+                line: 8, field: "fields.1age", "invalid field name '1age'"),
+        // Issue 17.9: upper case is allowed, but SQL column names ignore case.
+        BadFile("two fields that differ only by case", S.replacingOccurrences(of: "events:\n", with: "  Age: { type: int, category: user.demographic.age_range, bounds: [0, 120] }\nevents:\n"),
+                line: 12, field: "fields.Age", "'Age' differs from field 'age' only by case"),
+        BadFile("a field named like the attributes key column", S.replacingOccurrences(of: "events:\n", with: "  Subject_ID: { type: int, category: user.behavior, bounds: [0, 1] }\nevents:\n"),
+                line: 12, field: "fields.Subject_ID", "rename the field"),
+        BadFile("Consent in another case is reserved too", S.replacingOccurrences(of: "events:\n", with: "  Consent: { type: bool, category: user.privacy_preferences }\nevents:\n"),
+                line: 12, field: "fields.Consent", "rename the field"),
         BadFile("field name with a dash", Fixtures.schema(replacing: 5, with: "  full-name: { type: string, category: user.name, pii: true }"),
                 line: 5, field: "fields.full-name", "invalid field name 'full-name'"),
         BadFile("field name too long", Fixtures.schema(replacing: 5, with: "  a\(String(repeating: "b", count: 63)): { type: string, category: user.name, pii: true }"),
@@ -116,6 +123,44 @@ struct SchemaDiagnosticsTests {
                 line: 9, field: nil, "YAML syntax error"),
         BadFile("YAML syntax: mapping value in a plain scalar", Fixtures.schema(replacing: 8, with: "  age: type: int"),
                 line: 8, field: nil, "YAML syntax error: mapping values are not allowed"),
+        // Issue 17.7: an identifying category without pii: true would be stored in plaintext
+        // and usable in --where.
+        BadFile("e-mail without pii", Fixtures.schema(replacing: 4, with: "  email: { type: string, category: user.contact.email }"),
+                line: 4, field: "fields.email", "category 'user.contact.email' identifies a person (user.contact) but the field is not PII; add pii: true"),
+        BadFile("e-mail with pii: false and lookup", Fixtures.schema(replacing: 4, with: "  email: { type: string, category: user.contact.email, pii: false, lookup: true }"),
+                line: 4, field: "fields.email", "add pii: true"),
+        BadFile("name without pii", Fixtures.schema(replacing: 5, with: "  full_name: { type: string, category: user.name.last }"),
+                line: 5, field: "fields.full_name", "category 'user.name.last' identifies a person (user.name)"),
+        BadFile("birth date as an attribute", Fixtures.schema(replacing: 7, with: "  birth_date: { type: date, category: user.demographic.date_of_birth }"),
+                line: 7, field: "fields.birth_date", "(user.demographic.date_of_birth) but the field is not PII; add pii: true"),
+        BadFile("IP address as a category attribute", Fixtures.schema(replacing: 10, with: "  country: { type: category, category: user.device.ip_address, domain: [a, b] }"),
+                line: 10, field: "fields.country", "(user.device)"),
+        BadFile("precise location as a number", Fixtures.schema(replacing: 11, with: "  annual_income: { type: float, category: user.location.precise, bounds: [0, 1] }"),
+                line: 11, field: "fields.annual_income", "(user.location.precise)"),
+        BadFile("government ID child", Fixtures.schema(replacing: 5, with: "  full_name: { type: string, category: user.government_id.passport_number }"),
+                line: 5, field: "fields.full_name", "(user.government_id)"),
+        BadFile("pseudonymous unique id", Fixtures.schema(replacing: 5, with: "  full_name: { type: string, category: user.unique_id.pseudonymous }"),
+                line: 5, field: "fields.full_name", "(user.unique_id)"),
+        BadFile("credit card number", Fixtures.schema(replacing: 5, with: "  full_name: { type: string, category: user.financial.credit_card }"),
+                line: 5, field: "fields.full_name", "(user.financial.credit_card)"),
+        BadFile("bank account (block style: the category's line)",
+                S.replacingOccurrences(of: "events:\n", with: "  iban:\n    type: string\n    category: user.financial.bank_account\nevents:\n"),
+                line: 14, field: "fields.iban", "(user.financial.bank_account)"),
+        BadFile("event kind of an identifying category", Fixtures.schema(replacing: 14, with: "  rating: { category: user.contact.email, item: string, value: { type: int, bounds: [1, 5] } }"),
+                line: 14, field: "events.rating.category", "events are stored in plaintext"),
+        // Issue 17.8: a field named like a key of the product's own answers.
+        BadFile("field named consent", S.replacingOccurrences(of: "events:\n", with: "  consent: { type: bool, category: user.privacy_preferences }\nevents:\n"),
+                line: 12, field: "fields.consent", "'consent' is a key the product itself writes in get and export answers"),
+        BadFile("field named customer_id beside another subject_id field",
+                S.replacingOccurrences(of: "field: customer_id", with: "field: client_id")
+                    .replacingOccurrences(of: "events:\n", with: "  customer_id: { type: string, category: user.unique_id, pii: true }\nevents:\n"),
+                line: 12, field: "fields.customer_id", "reserved: access_log, consent, created_at, customer_id"),
+        BadFile("field named events", Fixtures.schema(replacing: 9, with: "  events: { type: category, category: user.behavior, domain: [a, b] }"),
+                line: 9, field: "fields.events", "'events' is a key"),
+        BadFile("field named pseudonym", Fixtures.schema(replacing: 5, with: "  pseudonym: { type: string, category: user.name, pii: true }"),
+                line: 5, field: "fields.pseudonym", "rename the field"),
+        BadFile("field named last_activity", Fixtures.schema(replacing: 8, with: "  last_activity: { type: int, category: user.behavior, bounds: [0, 9] }"),
+                line: 8, field: "fields.last_activity", "'last_activity' is a key"),
         BadFile("empty file", "", line: 1, field: nil, "the file is empty"),
         BadFile("top level not a mapping", "- a\n- b\n", line: 1, field: nil, "expected a mapping"),
     ]
@@ -123,6 +168,14 @@ struct SchemaDiagnosticsTests {
     @Test("an invalid schema is rejected with file, line, field and reason", arguments: cases)
     func invalidSchema(_ c: BadFile) {
         check(Fixtures.schemaError(c.yaml), c, file: "schema.yaml")
+    }
+
+    @Test("field names may use upper case, as CSV exports do (issue 17.9)")
+    func upperCaseFieldNames() throws {
+        let yaml = S.replacingOccurrences(of: "events:\n", with: "  SeniorCitizen: { type: bool, category: user.demographic }\n  MonthlyCharges: { type: float, category: user.financial, bounds: [0, 200] }\nevents:\n")
+        let schema = try PolicyLoader.parseSchema(yaml: yaml, file: "schema.yaml")
+        #expect(schema.field(named: "SeniorCitizen")?.type == .bool)
+        #expect(schema.field(named: "MonthlyCharges")?.bounds == 0...200)
     }
 
     @Test("the SPEC schema itself loads")

@@ -239,7 +239,7 @@ func contains(_ haystack: Data, _ needle: String) -> Bool {
             bytes[bytes.count / 2] ^= 0x01
             try db.execute(sql: "UPDATE pii SET c1 = ? WHERE subject_id = 1", arguments: [Data(bytes)])
         }
-        #expect(throws: VaultError(.integrity, "field email: ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")) {
+        #expect(throws: VaultError(.integrity, "subject row 1: field email: ciphertext does not verify (modified, moved from another subject or field, or wrong keyring)")) {
             _ = try t.store.profile(customerID: "CUST-0", fields: ["email"])
         }
         // Other subjects are unaffected.

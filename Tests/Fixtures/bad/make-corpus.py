@@ -187,6 +187,16 @@ case("schema-cr-duplicate-flow-key", "a CR-only line break, then a flow mapping 
 case("policy-cr-duplicate-flow-key", "policy.yaml: a CR-only line break, then a flow mapping with a duplicate key (fuzz finding)", ["init", "--store", "$TMP/new.sqlite"], 78,
      ["policy.yaml"], {"replacement-policy.yaml": "\r{y,y}\n"}, policy_files={"policy.yaml": "replacement-policy.yaml"}, no_store=True)
 
+# Issue 17.7 and 17.8: schemas that would leak by mistake.
+case("schema-email-not-pii", "an e-mail field declared without pii: true (would be stored in plaintext)", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"], 78,
+     ["schema.yaml:6", "fields.email", "user.contact.email", "add pii: true"],
+     {"replacement-schema.yaml": SCHEMA.replace("category: user.contact.email,          pii: true, lookup: true", "category: user.contact.email")},
+     policy_files={"schema.yaml": "replacement-schema.yaml"})
+case("schema-field-named-consent", "a field named consent (a key of the export answer)", ["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"], 78,
+     ["schema.yaml:14", "fields.consent", "rename the field"],
+     {"replacement-schema.yaml": SCHEMA.replace("events:\n", "  consent:       { type: bool,     category: user.privacy_preferences }\nevents:\n", 1)},
+     policy_files={"schema.yaml": "replacement-schema.yaml"})
+
 # ---- keyring files -----------------------------------------------------------------------
 GOODSECRET = "6e8d7b2d891c49b95cb345e5857394ddb7a60d3aeba1961b4803ddfe13728fb9"
 
@@ -239,6 +249,8 @@ case("keyring-is-directory", "the keyring path is a directory", ["get", "--subje
 case("cli-unknown-flag", "an unknown flag", ["status", "--frobnicate"], 64, ["frobnicate"])
 case("cli-batch-size-zero", "--batch-size 0", ["ingest", "profiles", "$CASE/p.csv", "--batch-size", "0"], 64, ["batch-size"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-batch-size-text", "--batch-size lots", ["ingest", "profiles", "$CASE/p.csv", "--batch-size", "lots"], 64, ["batch-size"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
+case("cli-delimiter-two-chars", "--delimiter ';;' (one character only)", ["ingest", "profiles", "$CASE/p.csv", "--delimiter", ";;"], 64, ["--delimiter"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
+case("cli-delimiter-quote", "--delimiter '\"' (the quote character)", ["ingest", "profiles", "$CASE/p.csv", "--delimiter", "\""], 64, ["--delimiter"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-format-unknown", "--format xml", ["ingest", "profiles", "$CASE/p.csv", "--format", "xml"], 64, ["format"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-rejects-without-skip", "--rejects without --skip-invalid", ["ingest", "profiles", "$CASE/p.csv", "--rejects", "$TMP/r.csv"], 64, ["--skip-invalid"], {"p.csv": HEADER + "\n" + GOOD1 + "\n"})
 case("cli-get-no-purpose", "get without --purpose", ["get", "--subject", "C1", "--role", "support"], 64, ["purpose"])

@@ -94,7 +94,19 @@ public enum PolicyLoader {
                     pair.key, path,
                     "'\(pair.name)' is a key the product itself writes in get and export answers (reserved: \(Schema.reservedFieldNames.sorted().joined(separator: ", "))); rename the field")
             }
-            fields.append(try parseField(name: pair.name, key: pair.key, node: pair.value, path: path, r))
+            let field = try parseField(name: pair.name, key: pair.key, node: pair.value, path: path, r)
+            fields.append(field)
+        }
+        // Input column names (a field's `column:` or its name) must be unique, and differ from
+        // the subject_id field's.
+        var inputColumns: [String: String] = [subjectField: subjectField]
+        for (pair, field) in zip(fieldEntries.pairs, fields) {
+            let col = field.column ?? field.name
+            if let other = inputColumns.updateValue(field.name, forKey: col), other != field.name {
+                let node = (try? r.mapping(pair.value, "fields." + pair.name))?["column"] ?? pair.key
+                throw r.fail(node, "fields." + pair.name + (field.column == nil ? "" : ".column"),
+                             "input column \"\(col)\" is already the column of \(other == subjectField ? "the subject_id field" : "field " + other); give one of them another column")
+            }
         }
 
         var events: [EventKindSpec] = []
@@ -112,7 +124,7 @@ public enum PolicyLoader {
     }
 
     static let fieldKeys = [
-        "type", "category", "pii", "lookup", "required", "bounds", "domain", "on_out_of_bounds", "max_length",
+        "type", "category", "pii", "lookup", "required", "bounds", "domain", "on_out_of_bounds", "max_length", "column",
     ]
 
     static func fieldType(_ node: Node, _ path: String, _ r: NodeReader, allowed: [FieldType]) throws(PolicyDiagnostic)
@@ -216,9 +228,23 @@ public enum PolicyLoader {
             }
         }
 
+        var column: String? = nil
+        if let c = e["column"] {
+            let cpath = path + ".column"
+            let text = try r.string(c, cpath)
+            // A header cell as files write it: 1 to 64 characters, no control character, no
+            // quote or separator, no space at either end.
+            guard !text.isEmpty, text.unicodeScalars.count <= 64,
+                  !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || "\",;".unicodeScalars.contains($0) }),
+                  text.first != " ", text.last != " " else {
+                throw r.fail(c, cpath, "a column name is 1 to 64 characters without control characters, quotes, commas, semicolons or spaces at either end")
+            }
+            if text != name { column = text }
+        }
+
         return FieldSpec(
             name: name, type: type, category: category, pii: pii, lookup: lookup, required: required, bounds: bounds,
-            domain: domain, onOutOfBounds: onOutOfBounds, maxLength: maxLength, line: key.mark?.line ?? 0)
+            domain: domain, onOutOfBounds: onOutOfBounds, maxLength: maxLength, line: key.mark?.line ?? 0, column: column)
     }
 
     static func parseEvent(name: String, key: Node, node: Node, path: String, _ r: NodeReader) throws(PolicyDiagnostic)

@@ -33,6 +33,9 @@ public struct FieldSpec: Sendable, Equatable {
     public let maxLength: Int
     /// The line of the field's declaration in the schema file.
     public let line: Int
+    /// The name of the field's column in input files (CSV header, JSON Lines key) when it
+    /// differs from `name` (`column: SeniorCitizen`); nil: the field's own name.
+    public let column: String?
 
     /// The default `max_length` (64 KiB).
     public static let defaultMaxLength = 65536
@@ -40,8 +43,10 @@ public struct FieldSpec: Sendable, Equatable {
     public init(
         name: String, type: FieldType, category: String, pii: Bool = false, lookup: Bool = false,
         required: Bool = true, bounds: ClosedRange<Double>? = nil, domain: [String]? = nil,
-        onOutOfBounds: OutOfBounds = .reject, maxLength: Int = FieldSpec.defaultMaxLength, line: Int = 0
+        onOutOfBounds: OutOfBounds = .reject, maxLength: Int = FieldSpec.defaultMaxLength, line: Int = 0,
+        column: String? = nil
     ) {
+        self.column = column
         self.name = name
         self.type = type
         self.category = category
@@ -72,7 +77,7 @@ public struct FieldSpec: Sendable, Equatable {
     public static func == (lhs: FieldSpec, rhs: FieldSpec) -> Bool {
         lhs.name == rhs.name && lhs.type == rhs.type && lhs.category == rhs.category && lhs.pii == rhs.pii
             && lhs.lookup == rhs.lookup && lhs.required == rhs.required && lhs.bounds == rhs.bounds
-            && lhs.domain == rhs.domain && lhs.onOutOfBounds == rhs.onOutOfBounds
+            && lhs.domain == rhs.domain && lhs.onOutOfBounds == rhs.onOutOfBounds && lhs.column == rhs.column
             && lhs.maxLength == rhs.maxLength && lhs.line == rhs.line
     }
 }

@@ -252,6 +252,10 @@ extension ProfileStore {
 
     /// Canonical column order for profile records: the subject ID, then the schema fields.
     var profileColumns: [String] { [schema.subjectIDField] + schema.fields.map(\.name) }
+    /// Input column name -> field name, for fields that declare `column:` in the schema.
+    var profileAliases: [String: String] {
+        Dictionary(schema.fields.compactMap { f in f.column.map { ($0, f.name) } }, uniquingKeysWith: { a, _ in a })
+    }
 
     /// Declared types of the profile columns (the customer ID is text).
     var profileTypes: [String: FieldType] {
@@ -333,7 +337,7 @@ extension ProfileStore {
         } else {
             gate = ValidationGate()
             let g = gate
-            let (columns, types) = (profileColumns, profileTypes)
+            let (columns, types, aliases) = (profileColumns, profileTypes, profileAliases)
             let delimiter = options.delimiter
             validator = WorkerThread(name: "profilevault-ingest-validator") {
                 #if os(Linux)
@@ -343,7 +347,8 @@ extension ProfileStore {
                 _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)   // who 0: on Linux, the calling thread only
                 #endif
                 do {
-                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types)
+                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types,
+                                                 aliases: aliases)
                     let check = try makeValidator()
                     var n = 0
                     while let raw = try pass1.next() {
@@ -362,7 +367,7 @@ extension ProfileStore {
             validator?.join()
         }
         let rejects = try RejectsWriter(options, store: self)
-        let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: profileColumns, required: required, types: profileTypes)
+        let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: profileColumns, required: required, types: profileTypes, aliases: profileAliases)
         let sealer = try ProfileSealer(store: self)
         // Pipeline: this thread parses, validates and seals; a writer thread commits batches.
         let channel = BoundedChannel<ProfileBatch>(capacity: 2)

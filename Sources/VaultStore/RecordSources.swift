@@ -88,6 +88,8 @@ public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
 final class RecordReader {
     let path: String
     let columns: [String]
+    /// Input column name -> the field's name, for fields that declare `column:`.
+    let aliases: [String: String]
     private let format: InputFormat
     private var csv: CSVReader?
     private var lines: LineReader?
@@ -101,11 +103,13 @@ final class RecordReader {
     /// Declared type of each column (for JSON Lines, whose values carry a type of their own).
     let types: [String: FieldType]
 
-    init(path: String, format: InputFormat, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>, types: [String: FieldType] = [:]) throws {
+    init(path: String, format: InputFormat, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>, types: [String: FieldType] = [:],
+         aliases: [String: String] = [:]) throws {
         self.types = types
         self.path = path
         self.format = format
         self.columns = columns
+        self.aliases = aliases
         switch format {
         case .csv:
             let reader = try CSVReader(path: path, delimiter: delimiter)
@@ -115,9 +119,8 @@ final class RecordReader {
             if let p = header.problem {
                 throw VaultError(.invalidInput, "\(path):\(header.line): header: \(p.reason)")
             }
-            var index: [String: Int] = [:]
-            for (i, c) in columns.enumerated() { index[c] = i }
-            var seen: Set<String> = []
+            let index = Self.index(columns, aliases)
+            var seen: Set<Int> = []
             for (i, rawName) in header.fields.enumerated() {
                 let name = Normalization.trimmed(rawName.hasPrefix("\u{FEFF}") ? String(rawName.dropFirst()) : rawName)
                 guard let target = index[name] else {
@@ -130,13 +133,14 @@ final class RecordReader {
                     let shown = known > 0 ? Self.columnName(name).map { " \"\($0)\"" } ?? "" : ""
                     throw VaultError(.invalidInput, "\(path):\(header.line): header column \(i + 1)\(shown): \(hint)")
                 }
-                guard seen.insert(name).inserted else {
-                    throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice")
+                guard seen.insert(target).inserted else {
+                    throw VaultError(.invalidInput, "\(path):\(header.line): header: column \"\(name)\" appears twice (or with the field's other name)")
                 }
                 mapping.append(target)
             }
-            for r in columns where required.contains(r) && !seen.contains(r) {
-                throw VaultError(.invalidInput, "\(path):\(header.line): header: required column \"\(r)\" is missing")
+            let shownName = Dictionary(aliases.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+            for (i, r) in columns.enumerated() where required.contains(r) && !seen.contains(i) {
+                throw VaultError(.invalidInput, "\(path):\(header.line): header: required column \"\(shownName[r] ?? r)\" is missing")
             }
             headerCount = header.fields.count
             csv = reader
@@ -144,6 +148,15 @@ final class RecordReader {
             let reader = try LineReader(path: path)
             lines = reader
         }
+    }
+
+    /// Input column name -> canonical column index: each column's own name, and the input name
+    /// a field declares (`column:` in the schema, `aliases` maps it to the field's name).
+    static func index(_ columns: [String], _ aliases: [String: String]) -> [String: Int] {
+        var index: [String: Int] = [:]
+        for (i, c) in columns.enumerated() { index[c] = i }
+        for (alias, canonical) in aliases { if let i = index[canonical] { index[alias] = i } }
+        return index
     }
 
     /// A header cell (or JSON key) as an error names it: at most 64 Unicode scalars, each a
@@ -164,28 +177,31 @@ final class RecordReader {
         self.path = name
         self.format = .jsonl
         self.columns = columns
+        self.aliases = [:]
         lines = LineReader(bytes: bytes, name: name, chunk: chunk)
     }
 
     /// JSON objects held in memory, one per record: each is read as a JSON Lines line holding
     /// it would be (same types, same errors), without rendering or parsing any text. Records
     /// are numbered from 1 and the path is "" (messages say `record N`).
-    init(objects: [JSONValue], columns: [String], types: [String: FieldType]) {
+    init(objects: [JSONValue], columns: [String], types: [String: FieldType], aliases: [String: String] = [:]) {
         self.types = types
         self.path = ""
         self.format = .jsonl
         self.columns = columns
+        self.aliases = aliases
         self.objects = objects
     }
 
     /// The reader of `source` (a file opened for reading, or the records in memory).
     convenience init(source: RecordSource, format: InputFormat?, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>,
-                     types: [String: FieldType]) throws {
+                     types: [String: FieldType], aliases: [String: String] = [:]) throws {
         switch source {
         case .file(let path):
-            try self.init(path: path, format: format ?? InputFormat.guess(path: path), delimiter: delimiter, columns: columns, required: required, types: types)
+            try self.init(path: path, format: format ?? InputFormat.guess(path: path), delimiter: delimiter, columns: columns, required: required, types: types,
+                          aliases: aliases)
         case .objects(let list):
-            self.init(objects: list, columns: columns, types: types)
+            self.init(objects: list, columns: columns, types: types, aliases: aliases)
         }
     }
 
@@ -251,11 +267,7 @@ final class RecordReader {
     }
 
     /// Column name -> canonical column index.
-    private lazy var columnIndex: [String: Int] = {
-        var index: [String: Int] = [:]
-        for (i, c) in columns.enumerated() { index[c] = i }
-        return index
-    }()
+    private lazy var columnIndex: [String: Int] = Self.index(columns, aliases)
 
     /// The record a JSON value (a parsed line, or an object in memory) holds.
     private func record(_ line: Int, _ object: JSONValue) -> RawRecord {
@@ -279,23 +291,24 @@ final class RecordReader {
             }
             // (A parsed line cannot repeat a key: the parser refuses it. An object built in memory can.)
             guard values[i] == nil else { return bad(key, "appears twice in the object") }
-            let kind = types[key]
+            let field = columns[i]   // the schema's name, also when the key is its column: alias
+            let kind = types[field]
             switch value {
             case .null:
                 values[i] = ""
             case .string(let s):
                 values[i] = s
             case .int(let n):
-                guard kind == nil || kind == .int || kind == .float else { return bad(key, "expected \(kind!.rawValue), found a number") }
+                guard kind == nil || kind == .int || kind == .float else { return bad(field, "expected \(kind!.rawValue), found a number") }
                 values[i] = String(n)
             case .double(let d):
-                guard kind == nil || kind == .int || kind == .float else { return bad(key, "expected \(kind!.rawValue), found a number") }
+                guard kind == nil || kind == .int || kind == .float else { return bad(field, "expected \(kind!.rawValue), found a number") }
                 values[i] = d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
             case .bool(let b):
-                guard kind == .bool else { return bad(key, "expected \(kind.map(\.rawValue) ?? "a string"), found true or false") }
+                guard kind == .bool else { return bad(field, "expected \(kind.map(\.rawValue) ?? "a string"), found true or false") }
                 values[i] = b ? "true" : "false"
             case .array, .object:
-                return bad(key, "nested arrays and objects are not allowed")
+                return bad(field, "nested arrays and objects are not allowed")
             }
         }
         return RawRecord(line: line, values: values, problem: nil)

@@ -198,3 +198,62 @@ import VaultPolicy
         #expect(try t.store.profile(customerID: "CUST-2", fields: ["full_name"])?.fields.first?.value == .text(Fixtures.row(2)[2]))
     }
 }
+
+/// Issue 17.9: a field may name its source column (`column: SeniorCitizen`), so a CRM export
+/// ingests as it is while the schema keeps its own names.
+@Suite struct SourceColumnTests {
+    static let schemaYAML = """
+        version: 1
+        subject_id: { field: customer_id, category: user.unique_id }
+        fields:
+          email: { type: string, category: user.contact.email, pii: true, lookup: true, column: "E-Mail Address" }
+          senior_citizen: { type: bool, category: user.demographic, column: SeniorCitizen }
+          monthly_charges: { type: float, category: user.financial, bounds: [0, 200], column: MonthlyCharges }
+
+        """
+
+    @Test func aFieldReadsItsDeclaredColumnInCSVAndJSONLines() throws {
+        let schema = try PolicyLoader.parseSchema(yaml: Self.schemaYAML, file: "schema.yaml")
+        #expect(schema.fields.map(\.column) == ["E-Mail Address", "SeniorCitizen", "MonthlyCharges"])
+        let t = try TempStore(schema: schema)
+        let csv = "customer_id,E-Mail Address,SeniorCitizen,MonthlyCharges\n7590-VHVEG,a@example.com,0,29.85\n"
+        #expect(try t.store.ingestProfiles(path: t.write("telco.csv", csv)).inserted == 1)
+        var o = IngestOptions()
+        o.format = .jsonl
+        let jsonl = #"{"customer_id":"5575-GNVDE","E-Mail Address":"b@example.com","SeniorCitizen":true,"MonthlyCharges":56.95}"# + "\n"
+        #expect(try t.store.ingestProfiles(path: t.write("telco.jsonl", jsonl), options: o).inserted == 1)
+        let view = try #require(try t.store.profile(customerID: "5575-GNVDE", fields: ["email", "senior_citizen", "monthly_charges"]))
+        #expect(view.fields.map(\.value) == [.text("b@example.com"), .bool(true), .float(56.95)])
+        // The field's own name is accepted too; both at once is one column twice.
+        #expect(try t.store.ingestProfiles(path: t.write("own.csv", "customer_id,email,senior_citizen,monthly_charges\nX-1,c@example.com,1,10\n")).inserted == 1)
+        #expect(throws: VaultError.self) {
+            _ = try t.store.ingestProfiles(path: t.write("both.csv", "customer_id,email,SeniorCitizen,senior_citizen,MonthlyCharges\nX-2,d@example.com,1,1,10\n"))
+        }
+        // A file without the required e-mail column is refused, naming the field.
+        do {
+            _ = try t.store.ingestProfiles(path: t.write("missing.csv", "customer_id,SeniorCitizen,MonthlyCharges\nX-3,1,10\n"))
+            Issue.record("a file without the e-mail column was accepted")
+        } catch let e as VaultError {
+            #expect(e.message.contains("field email"), "\(e.message)")
+        }
+        #expect(try t.counts()[0] == 3)
+    }
+
+    @Test func columnNamesAreCheckedAtLoad() throws {
+        func refused(_ yaml: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            do {
+                _ = try PolicyLoader.parseSchema(yaml: yaml, file: "schema.yaml")
+                Issue.record("accepted", sourceLocation: sourceLocation)
+            } catch {
+                #expect(error.description.contains(fragment), "\(error.description)", sourceLocation: sourceLocation)
+            }
+        }
+        let base = "version: 1\nsubject_id: { field: customer_id, category: user.unique_id }\nfields:\n"
+        refused(base + "  a: { type: bool, category: user.demographic, column: X }\n  b: { type: bool, category: user.demographic, column: X }\n", "already the column of field a")
+        refused(base + "  a: { type: bool, category: user.demographic }\n  b: { type: bool, category: user.demographic, column: a }\n", "already the column of field a")
+        refused(base + "  a: { type: bool, category: user.demographic, column: customer_id }\n", "the subject_id field")
+        refused(base + "  a: { type: bool, category: user.demographic, column: \"x,y\" }\n", "fields.a.column")
+        refused(base + "  a: { type: bool, category: user.demographic, column: \"\" }\n", "fields.a.column")
+        refused(base + "  a: { type: bool, category: user.demographic, column: \" padded\" }\n", "fields.a.column")
+    }
+}

@@ -230,19 +230,22 @@ public final class ProfileStore: Sendable {
     public static func open(path: String, keyring: Keyring, schema: Schema) throws -> ProfileStore {
         let pool = try openPool(path: path)
         let (meta, piiIDs, checks) = try pool.read { db -> ([String: String], [String: Int], [UInt32: [UInt8]]) in
-            var meta: [String: String] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") {
-                meta[row["key"]] = row["value"]
-            }
+            // Decoded without GRDB's trapping conversions: a value of the wrong type (a file
+            // edited with sqlite3) is an integrity error, never a crash.
+            let meta = try Self.readMeta(db)
             var ids: [String: Int] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT id, name FROM pii_fields") {
-                ids[row["name"]] = row["id"]
+                guard let id = row.auditInt("id").flatMap({ Int(exactly: $0) }), let name = row.auditText("name") else {
+                    throw VaultError(.integrity, "\(path): the pii_fields table holds a value of the wrong type: the file was edited")
+                }
+                ids[name] = id
             }
             var checks: [UInt32: [UInt8]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT version, key_check FROM key_versions") {
-                let v: Int64 = row["version"]
-                let d: Data = row["key_check"]
-                checks[UInt32(v)] = [UInt8](d)
+                guard let v = row.auditInt("version").flatMap({ UInt32(exactly: $0) }), let d = row.auditBlob("key_check") else {
+                    throw VaultError(.integrity, "\(path): the key_versions table holds a value of the wrong type: the file was edited")
+                }
+                checks[v] = d
             }
             return (meta, ids, checks)
         }
@@ -302,11 +305,19 @@ public final class ProfileStore: Sendable {
     /// Reads the store's metadata without any key (for `status`).
     public static func readMeta(path: String) throws -> [String: String] {
         let pool = try openPool(path: path)
-        return try pool.read { db in
-            var meta: [String: String] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") { meta[row["key"]] = row["value"] }
-            return meta
+        return try pool.read { db in try readMeta(db) }
+    }
+
+    /// The meta table, decoded without trapping (a value that is not text is an integrity error).
+    static func readMeta(_ db: Database) throws -> [String: String] {
+        var meta: [String: String] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") {
+            guard let k = row.auditText("key"), let v = row.auditText("value") else {
+                throw VaultError(.integrity, "the store's meta table holds a value of the wrong type: the file was edited")
+            }
+            meta[k] = v
         }
+        return meta
     }
 
     /// A canonical description of the schema's storage shape; a store refuses a schema whose

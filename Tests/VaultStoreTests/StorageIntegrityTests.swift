@@ -257,3 +257,22 @@ import VaultPolicy
         refused(base + "  a: { type: bool, category: user.demographic, column: \" padded\" }\n", "fields.a.column")
     }
 }
+
+/// Issue 17.10, the store's own tables: a value of the wrong type in `meta`, `key_versions` or
+/// `pii_fields` makes opening the store an integrity error, never a trap.
+@Suite struct StoreTablesIntegrityTests {
+    @Test func wrongTypesInTheStoresOwnTablesAreIntegrityErrors() throws {
+        for edit in ["UPDATE key_versions SET key_check = 5", "UPDATE key_versions SET version = -1",
+                     "UPDATE meta SET value = x'00' WHERE key = 'identity_key_version'",   // (an integer becomes text: the column has TEXT affinity)
+                     "UPDATE pii_fields SET name = 12 WHERE id = (SELECT min(id) FROM pii_fields)"] {
+            let t = try TempStore()
+            try t.store.pool.writeWithoutTransaction { db in try db.execute(sql: edit) }
+            do {
+                _ = try ProfileStore.open(path: t.store.path, keyring: t.keyring, schema: Fixtures.schema)
+                Issue.record("\(edit): the store opened")
+            } catch let e as VaultError {
+                #expect(e.kind == .integrity || e.kind == .configuration, "\(edit): \(e)")
+            }
+        }
+    }
+}

@@ -544,7 +544,12 @@ extension ProfileStore {
     func suppressionList() throws -> [Data: Int64] {
         try pool.read { db in
             var out: [Data: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT pseudonym, erased_at FROM suppressed") { out[row["pseudonym"]] = row["erased_at"] }
+            for row in try Row.fetchAll(db, sql: "SELECT pseudonym, erased_at FROM suppressed") {
+                guard let p = row.auditBlob("pseudonym"), let at = row.auditInt("erased_at") else {
+                    throw VaultError(.integrity, "the suppression list holds a value of the wrong type: the file was edited")
+                }
+                out[Data(p)] = at
+            }
             return out
         }
     }

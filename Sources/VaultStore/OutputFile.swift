@@ -183,6 +183,10 @@ public final class OutputFile {
         guard n > 0 else { return nil }
         head.removeSubrange(n...)
         if head.starts(with: Array("SQLite format 3\u{0}".utf8)) { return "an SQLite database (a store?)" }
+        // A write-ahead log: magic 0x377f0682 or 0x377f0683, big-endian.
+        if head.count >= 4, head[0] == 0x37, head[1] == 0x7f, head[2] == 0x06, head[3] == 0x82 || head[3] == 0x83 {
+            return "an SQLite write-ahead log (of a store?)"
+        }
         let text = String(decoding: head, as: UTF8.self)
         if text.contains("\"profilevault-keyring\"") { return "a ProfileVault keyring" }
         if text.contains("\"profilevault-tokens\"") { return "a ProfileVault tokens file" }
@@ -246,8 +250,20 @@ public struct ProtectedFile: Sendable, Equatable {
     public static func keyring(_ path: String) -> ProtectedFile { ProtectedFile(path, "the keyring") }
     public static func tokens(_ path: String) -> ProtectedFile { ProtectedFile(path, "the tokens file") }
     /// The store and its `-wal` and `-shm` files.
+    /// The store and the files SQLite keeps beside it. SQLite follows a symbolic link to the
+    /// database and keeps `-wal`, `-shm` and `-journal` beside the file it reached, so those are
+    /// protected at both the given path and the resolved one.
     public static func store(_ path: String) -> [ProtectedFile] {
-        [ProtectedFile(path, "the store"), ProtectedFile(path + "-wal", "the store's write-ahead log"), ProtectedFile(path + "-shm", "the store's shared-memory file")]
+        var bases = [path]
+        if let real = realpath(path, nil) {
+            let resolved = String(cString: real)
+            free(real)
+            if resolved != path { bases.append(resolved) }
+        }
+        return bases.flatMap { base in
+            [ProtectedFile(base, "the store"), ProtectedFile(base + "-wal", "the store's write-ahead log"),
+             ProtectedFile(base + "-shm", "the store's shared-memory file"), ProtectedFile(base + "-journal", "the store's rollback journal")]
+        }
     }
     /// `schema.yaml` and `policy.yaml` of a policy directory.
     public static func policy(directory: String) -> [ProtectedFile] {

@@ -62,16 +62,20 @@ extension ProfileStore {
         }
     }
 
-    static func policyRecord(_ row: Row) -> PolicyRecord {
-        PolicyRecord(sequence: row["seq"], version: row["version"], sha256: row["sha256"], schemaSHA256: row["schema_sha256"],
-                     appliedAtMillis: row["applied_at"], actor: row["actor"], role: row["role"], summary: row["summary"],
-                     changes: row["changes"])
+    static func policyRecord(_ row: Row) throws -> PolicyRecord {
+        guard let seq = row.auditInt("seq"), let version = row.auditText("version"), let sha = row.auditText("sha256"),
+              let schemaSHA = row.auditText("schema_sha256"), let at = row.auditInt("applied_at"), let actor = row.auditText("actor"),
+              let role = row.auditText("role"), let summary = row.auditText("summary"), let changes = row.auditText("changes") else {
+            throw VaultError(.integrity, "the policy history holds a value of the wrong type: the file was edited")
+        }
+        return PolicyRecord(sequence: seq, version: version, sha256: sha, schemaSHA256: schemaSHA, appliedAtMillis: at, actor: actor,
+                            role: role, summary: summary, changes: changes)
     }
 
     /// The policy in force: the newest record (nil: none recorded yet).
     static func latestPolicy(_ db: Database) throws -> PolicyRecord? {
         guard try db.tableExists("policy_history") else { return nil }
-        return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM policy_history ORDER BY seq DESC LIMIT 1")).map(policyRecord)
+        return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM policy_history ORDER BY seq DESC LIMIT 1")).map { try policyRecord($0) }
     }
 
     /// The policy in force (nil: none recorded yet).
@@ -86,7 +90,7 @@ extension ProfileStore {
 
     static func policyHistory(_ db: Database) throws -> [PolicyRecord] {
         guard try db.tableExists("policy_history") else { return [] }
-        return try Row.fetchAll(db, sql: "SELECT * FROM policy_history ORDER BY seq").map(policyRecord)
+        return try Row.fetchAll(db, sql: "SELECT * FROM policy_history ORDER BY seq").map { try policyRecord($0) }
     }
 
     /// The policy history read without any key (for `status` and `policy status|history`).

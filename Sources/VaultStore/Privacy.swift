@@ -158,7 +158,12 @@ extension ProfileStore {
             guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
             var out: [String: ConsentState] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT purpose, granted, since FROM consent_state WHERE subject_id = ?", arguments: [s.id]) {
-                out[row["purpose"]] = ConsentState(granted: row["granted"], sinceMillis: row["since"])
+                // Decoded without traps: a value of the wrong type is an integrity error.
+                guard let purpose = row.auditText("purpose"), let granted = row.auditInt("granted"), granted == 0 || granted == 1,
+                      let since = row.auditInt("since") else {
+                    throw VaultError(.integrity, "subject row \(s.id): its consent state holds a value of the wrong type: the file was edited")
+                }
+                out[purpose] = ConsentState(granted: granted == 1, sinceMillis: since)
             }
             return out
         }
@@ -174,7 +179,12 @@ extension ProfileStore {
 
     func consentHistory(_ db: Database, subjectID: Int64) throws -> [ConsentEntry] {
         try Row.fetchAll(db, sql: "SELECT purpose, granted, time, actor, source, policy_version FROM consent WHERE subject_id = ? ORDER BY id", arguments: [subjectID]).map {
-            ConsentEntry(purpose: $0["purpose"], granted: $0["granted"], timeMillis: $0["time"], actor: $0["actor"], source: $0["source"], policyVersion: $0["policy_version"])
+            guard let purpose = $0.auditText("purpose"), let granted = $0.auditInt("granted"), granted == 0 || granted == 1,
+                  let time = $0.auditInt("time"), let actor = $0.auditText("actor"), let version = $0.auditText("policy_version"),
+                  $0.auditIsNull("source") || $0.auditText("source") != nil else {
+                throw VaultError(.integrity, "subject row \(subjectID): its consent ledger holds a value of the wrong type: the file was edited")
+            }
+            return ConsentEntry(purpose: purpose, granted: granted == 1, timeMillis: time, actor: actor, source: $0.auditText("source"), policyVersion: version)
         }
     }
 

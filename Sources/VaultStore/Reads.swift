@@ -315,9 +315,11 @@ extension ProfileStore {
         try pool.read { db in
             let subjects = try Int.fetchOne(db, sql: "SELECT count(*) FROM subjects") ?? 0
             let events = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
-            let versions = try Int64.fetchAll(db, sql: "SELECT version FROM key_versions WHERE retired = 0 ORDER BY version").map { UInt32($0) }
-            var meta: [String: String] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") { meta[row["key"]] = row["value"] }
+            let versions = try Int64.fetchAll(db, sql: "SELECT version FROM key_versions WHERE retired = 0 ORDER BY version").map {
+                guard let v = UInt32(exactly: $0) else { throw VaultError(.integrity, "the key_versions table holds key version \($0): the file was edited") }
+                return v
+            }
+            let meta = try ProfileStore.readMeta(db)
             var auditEntries: Int64 = 0
             var auditHead = AuditLog.hex(AuditLog.genesis)
             if try db.tableExists("audit"), let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") {

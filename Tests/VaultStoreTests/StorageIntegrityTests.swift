@@ -276,3 +276,40 @@ import VaultPolicy
         }
     }
 }
+
+/// An adversarial review of issue 17: the consent, suppression and policy tables, edited with
+/// sqlite3 (INSERT is not blocked by the append-only triggers), read back as integrity errors.
+@Suite struct LedgerTablesIntegrityTests {
+    func expectIntegrity(_ what: String, _ body: () throws -> Void) {
+        do { try body(); Issue.record("\(what): no error") } catch let e as VaultError {
+            #expect(e.kind == .integrity, "\(what): \(e)")
+        } catch { Issue.record("\(what): \(error)") }
+    }
+
+    @Test func wrongTypesInLedgersAreIntegrityErrors() throws {
+        let t = try TempStore()
+        _ = try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3)))
+        try t.store.pool.writeWithoutTransaction { db in
+            try db.execute(sql: "INSERT INTO consent_state(subject_id, purpose, granted, since) VALUES (1, 'analytics', 1, 'abc')")
+            try db.execute(sql: "INSERT INTO consent(subject_id, purpose, granted, time, actor, source, policy_version) VALUES (2, 'analytics', 1, 'x', 'a', NULL, 'v')")
+            try db.execute(sql: "INSERT INTO suppressed(pseudonym, erased_at, reason) VALUES (x'00', 'x', 'r')")
+            try db.execute(sql: "INSERT INTO policy_history(seq, version, sha256, schema_sha256, applied_at, actor, role, summary, changes) VALUES (99, 'v', 's', 's', 'x', 'a', 'r', '{}', '[]')")
+        }
+        expectIntegrity("consent status") { _ = try t.store.consentState(customerID: "CUST-0") }
+        expectIntegrity("consent history") { _ = try t.store.consentHistory(customerID: "CUST-1") }
+        expectIntegrity("ingest over a damaged suppression list") { _ = try t.store.ingestProfiles(path: t.write("q.csv", Fixtures.profilesCSV(3..<4))) }
+        expectIntegrity("policy history") { _ = try t.store.policyHistory() }
+    }
+
+    /// SQLite keeps `-wal` beside the file a symbolic link reaches: an output may not replace it.
+    @Test func theWALOfAStoreOpenedThroughASymlinkIsProtected() throws {
+        let t = try TempStore()
+        let linkDir = t.dir + "/L"
+        try FileManager.default.createDirectory(atPath: linkDir, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: linkDir + "/link.sqlite", withDestinationPath: t.store.path)
+        let protected = ProtectedFile.store(linkDir + "/link.sqlite")
+        for target in [t.store.path + "-wal", t.store.path + "-shm", t.store.path + "-journal"] {
+            #expect(throws: VaultError.self, "\(target)") { _ = try OutputFile(path: target, force: true, protecting: protected) }
+        }
+    }
+}

@@ -43,7 +43,18 @@ extension Vault {
     static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
                                           "candidates", "content_weight", "support_threshold", "min_support", "min_confidence",
                                           "segment_share", "segment_prior", "leaf_prior"]
-        static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
+    static let plainNameKeys: Set<String> = ["job", "purpose", "model", "events", "target"]   // items_from: its own check (a catalog name)
+
+    /// A name a job may give and messages may repeat: 1 to 64 of `A-Z a-z 0-9 _ . -`, starting
+    /// with a letter or digit.
+    static func isPlainLabel(_ s: String) -> Bool {
+        let u = Array(s.utf8)
+        guard (1...64).contains(u.count), let first = u.first,
+              (0x30...0x39).contains(first) || (0x41...0x5A).contains(first) || (0x61...0x7A).contains(first) else { return false }
+        return u.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || $0 == 0x5F || $0 == 0x2E || $0 == 0x2D }
+    }
+
+    static let jobKeys: Set<String> = ["job", "purpose", "model", "features", "target", "events", "params", "epsilon", "delta", "items_from", "events_since", "derived"]
     static let derivedKeys: Set<String> = ["events", "aggregate", "from", "before", "bounds"]
     static let paramKeys: [String: Set<String>] = [
         "kmeans": ["k", "iterations", "init_share"],
@@ -97,7 +108,17 @@ extension Vault {
                     return nil
                 }
                 guard let s = n.scalar?.string, !s.isEmpty else { throw fail(n, key, "expected a non-empty string") }
+                if Self.plainNameKeys.contains(key) { try plain(s, n, key) }
                 return s
+            }
+            /// Names a job gives (job, purpose, model, events, target, features, params.by,
+            /// items_from) are plain: messages, HTTP answers and the audit log may then name
+            /// them, and a value pasted in their place (an e-mail, a phone number) is refused
+            /// without being repeated.
+            func plain(_ s: String, _ n: Node, _ field: String) throws {
+                guard Self.isPlainLabel(s) else {
+                    throw fail(n, field, "expected a plain name (letters, digits, _ . -; at most 64 characters, starting with a letter or digit); not shown")
+                }
             }
             func number(_ n: Node, _ field: String) throws -> Double {
                 guard let s = n.scalar?.string, let d = Double(s), d.isFinite else { throw fail(n, field, "expected a number") }
@@ -122,6 +143,7 @@ extension Vault {
                 guard let seq = fn.sequence else { throw fail(fn, "features", "expected a list of attribute names") }
                 for (i, item) in seq.enumerated() {
                     guard let s = item.scalar?.string, !s.isEmpty else { throw fail(item, "features[\(i)]", "expected an attribute name") }
+                    try plain(s, item, "features[\(i)]")
                     guard !features.contains(s) else { throw fail(item, "features[\(i)]", "\(s) is listed twice") }
                     features.append(s)
                 }
@@ -138,6 +160,7 @@ extension Vault {
                     }
                     if key == "by" || key == "from_model" {
                         guard let s = v.scalar?.string, !s.isEmpty else { throw fail(v, "params.\(key)", "expected a name") }
+                        if key == "by" { try plain(s, v, "params.by") }
                         if key == "by" { by = s } else { fromModel = s }
                     } else {
                         let x = try number(v, "params.\(key)")

@@ -40,3 +40,25 @@ import VaultStore
         }
     }
 }
+
+/// Names in a job (job, purpose, model, events, target, features, params.by) are plain: a value
+/// pasted in their place is refused without being repeated, so it reaches neither the CLI line,
+/// the HTTP answer nor the audit entry (an adversarial review of issue 17).
+@Suite struct JobNameLeakTests {
+    @Test func aValuePastedAsANameIsRefusedUnrepeated() throws {
+        let secret = "alice@example.com +1 555 123 4567"
+        for (key, doc) in [("features[0]", "job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [\"\(secret)\"]\nepsilon: 1\n"),
+                           ("model", "job: j\npurpose: model_training\nmodel: \"\(secret)\"\nepsilon: 1\n"),
+                           ("job", "job: \"\(secret)\"\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nepsilon: 1\n"),
+                           ("target", "job: j\npurpose: model_training\nmodel: linear_regression\nfeatures: [age]\ntarget: \"\(secret)\"\nepsilon: 1\n"),
+                           ("params.by", "job: j\npurpose: model_training\nmodel: segments\nfeatures: [age]\nparams: { by: \"\(secret)\" }\nepsilon: 1\n")] {
+            do {
+                _ = try Vault.parseJobs(text: doc, path: "job.yaml")
+                Issue.record("\(key): accepted")
+            } catch let e as VaultError {
+                #expect(e.kind == .invalidInput && e.message.contains(key), "\(key): \(e.message)")
+                #expect(!e.message.contains("alice") && !e.detail.contains("alice") && !e.message.contains("555"), "\(key): \(e.message)")
+            }
+        }
+    }
+}

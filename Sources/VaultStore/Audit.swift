@@ -539,17 +539,17 @@ extension ProfileStore {
 extension Row {
     /// A column's value without GRDB's trapping conversions: the audit tables are read back
     /// from a file an attacker may have edited, and a wrong type must be an integrity error.
-    func auditValue(_ column: String) -> DatabaseValue { self[column] ?? .null }
-    func auditIsNull(_ column: String) -> Bool { auditValue(column).isNull }
-    func auditInt(_ column: String) -> Int64? {
+    @inline(never) func auditValue(_ column: String) -> DatabaseValue { self[column] ?? .null }
+    @inline(never) func auditIsNull(_ column: String) -> Bool { auditValue(column).isNull }
+    @inline(never) func auditInt(_ column: String) -> Int64? {
         if case .int64(let i) = auditValue(column).storage { return i }
         return nil
     }
-    func auditBlob(_ column: String) -> [UInt8]? {
+    @inline(never) func auditBlob(_ column: String) -> [UInt8]? {
         if case .blob(let d) = auditValue(column).storage { return [UInt8](d) }
         return nil
     }
-    func auditText(_ column: String) -> String? {
+    @inline(never) func auditText(_ column: String) -> String? {
         if case .string(let s) = auditValue(column).storage { return s }
         return nil
     }

@@ -4,9 +4,13 @@ import GRDB
 /// trapping conversions (`row["x"] as Data` traps on an integer): the store is a file an
 /// attacker may edit, and a value of the wrong storage class must read as an integrity error
 /// naming the subject's row, never as a crash, a silent null or a number counted by accident.
+///
+/// The helpers are `@inline(never)`: inlined into their callers, the switch over
+/// `DatabaseValue.storage` crashed the Swift 6.3.1 optimiser (CopyPropagation, "Found ownership
+/// error") in release builds.
 enum Stored {
     /// The storage class of a value, for messages (never the value itself).
-    static func kind(_ v: DatabaseValue) -> String {
+    @inline(never) static func kind(_ v: DatabaseValue) -> String {
         switch v.storage {
         case .null: "NULL"
         case .int64: "an integer"
@@ -16,23 +20,23 @@ enum Stored {
         }
     }
 
-    static func blob(_ v: DatabaseValue) -> [UInt8]? {
+    @inline(never) static func blob(_ v: DatabaseValue) -> [UInt8]? {
         if case .blob(let d) = v.storage { return [UInt8](d) }
         return nil
     }
 
-    static func int(_ v: DatabaseValue) -> Int64? {
+    @inline(never) static func int(_ v: DatabaseValue) -> Int64? {
         if case .int64(let i) = v.storage { return i }
         return nil
     }
 
-    static func text(_ v: DatabaseValue) -> String? {
+    @inline(never) static func text(_ v: DatabaseValue) -> String? {
         if case .string(let s) = v.storage { return s }
         return nil
     }
 
     /// An integer or a real number, as a Double.
-    static func number(_ v: DatabaseValue) -> Double? {
+    @inline(never) static func number(_ v: DatabaseValue) -> Double? {
         switch v.storage {
         case .int64(let i): Double(i)
         case .double(let d): d
@@ -41,7 +45,7 @@ enum Stored {
     }
 
     /// The integrity error for a column of a subject's row that holds the wrong kind of value.
-    static func damaged(subject id: Int64, _ what: String, _ v: DatabaseValue, expected: String) -> VaultError {
+    @inline(never) static func damaged(subject id: Int64, _ what: String, _ v: DatabaseValue, expected: String) -> VaultError {
         VaultError(.integrity, "subject row \(id): \(what) holds \(kind(v)), not \(expected): the store was altered")
     }
 }

@@ -28,15 +28,17 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(name: "VaultCrypto", dependencies: ["COpenSSL"], swiftSettings: settings),
+        // The value types every layer and every interface shares: errors and JSON documents.
+        .target(name: "VaultValues", swiftSettings: settings),
         .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
-        .target(name: "VaultAudit", dependencies: ["VaultCrypto"], swiftSettings: settings),
+        .target(name: "VaultAudit", dependencies: ["VaultValues", "VaultCrypto"], swiftSettings: settings),
         .target(name: "DifferentialPrivacy", dependencies: ["VaultCrypto"], swiftSettings: settings),
         // Models see the data only through DP releases: their module cannot import the store.
         .target(name: "PrivateModels", dependencies: ["DifferentialPrivacy"], swiftSettings: settings),
         .target(
             name: "VaultStore",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
+                "VaultValues", "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -46,7 +48,7 @@ let package = Package(
         .target(
             name: "ProfileVault",
             dependencies: [
-                "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy", "PrivateModels", "Yams",
+                "VaultValues", "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy", "PrivateModels", "Yams",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
@@ -55,7 +57,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy",
+                "ProfileVault", "VaultValues", "VaultPolicy", "DifferentialPrivacy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -65,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "profilectl",
             dependencies: [
-                "ProfileVault", "VaultServer", "VaultPolicy", "VaultCrypto", "VaultAudit", "VaultStore", "DifferentialPrivacy", "PrivateModels",
+                "ProfileVault", "VaultValues", "VaultServer", "VaultPolicy", "DifferentialPrivacy", "PrivateModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "pvbench",
             dependencies: [
-                "ProfileVault", "VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
+                "ProfileVault", "VaultValues", "VaultPolicy", "DifferentialPrivacy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],

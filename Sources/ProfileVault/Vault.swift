@@ -39,7 +39,7 @@ public final class Vault: Sendable {
     public let configuration: VaultConfiguration
     public let schema: Schema
     public let policy: Policy
-    public let store: ProfileStore
+    let store: ProfileStore
     let logger: Logger
     /// The request id every audit entry of this vault's calls carries; nil: each call makes its
     /// own (a random UUID). The HTTP service sets its request's id (``acting(as:requestID:)``),

@@ -1,7 +1,6 @@
 public import Hummingbird
 import Foundation
-import VaultAudit
-import VaultStore
+import VaultValues
 
 /// An error answer: an HTTP status and a message for the client, sent as `{"error": "..."}`.
 ///

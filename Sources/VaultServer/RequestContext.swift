@@ -1,5 +1,7 @@
 public import Hummingbird
 import Foundation
+public import ProfileVault
+import VaultValues
 
 /// The request context of the service: Hummingbird's core storage plus the caller's identity
 /// (resolved from the bearer token by ``ServiceMiddleware``) and a request id.

@@ -1,8 +1,8 @@
 import Foundation
 public import Logging
-import VaultStore
 #if canImport(Glibc)
 import Glibc
+import VaultValues
 #endif
 
 /// The service's private scratch directories, for the few request bodies and answers that a

@@ -3,11 +3,10 @@ public import Logging
 public import ProfileVault
 import DifferentialPrivacy
 import Foundation
-import VaultAudit
 import VaultPolicy
-import VaultStore
 #if canImport(Glibc)
 import Glibc
+import VaultValues
 #endif
 
 /// Limits of the service.
@@ -270,14 +269,7 @@ final class VaultService: Sendable {
 
     func health() async throws -> Response {
         do {
-            try await blocking { () -> Void in
-                let p = self.base.policy
-                if let name = p.purposeOrder.first(where: { p.purpose($0)?.dpBudget != nil }), let b = p.purpose(name)?.dpBudget {
-                    _ = try self.base.store.budgetState(purpose: name, limit: b.epsilon, periodSeconds: b.periodSeconds)
-                } else {
-                    _ = try self.base.store.status()
-                }
-            }
+            try await blocking { try self.base.healthProbe() }
         } catch {
             throw APIError(.serviceUnavailable, "store unreachable")
         }

@@ -2,7 +2,7 @@ import Foundation
 public import Prometheus
 import ProfileVault
 import VaultPolicy
-import VaultStore
+import VaultValues
 
 /// The service's Prometheus metrics, in a registry of its own (no process-global bootstrap, so
 /// every application and test has its own).
@@ -40,9 +40,8 @@ public final class ServiceMetrics: Sendable {
 
     /// Refreshes the budget gauges from the store (a read of the budget table; no subject data).
     func refreshBudget(vault: Vault) throws {
-        for name in vault.policy.purposeOrder {
-            guard let b = vault.policy.purpose(name)?.dpBudget else { continue }
-            let s = try vault.store.budgetState(purpose: name, limit: b.epsilon, periodSeconds: b.periodSeconds)
+        for s in try vault.budgetSnapshot() {
+            let name = s.purpose
             registry.makeGauge(
                 descriptor: MetricNameDescriptor(namespace: "profilevault", subsystem: "budget", metricName: "spent", unitName: "epsilon",
                                                  helpText: "Privacy budget spent in the current period, per purpose"),

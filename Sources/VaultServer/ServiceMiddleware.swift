@@ -1,7 +1,8 @@
 public import Hummingbird
 public import Logging
 import Foundation
-import VaultStore
+public import ProfileVault
+import VaultValues
 
 /// The one middleware of the service, outermost on every route (and on "no such route"):
 ///

@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
-import VaultCrypto
-import VaultStore
+import VaultValues
 
 /// Parses `--since` / `--until`: ISO 8601 date or time, or unix milliseconds.
 func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
@@ -68,16 +66,7 @@ struct AuditCommand: ParsableCommand {
                 guard let pem = try? String(contentsOfFile: publicKey, encoding: .utf8) else {
                     throw VaultError(.notFound, "\(publicKey): cannot read the public key")
                 }
-                let key: Ed25519PublicKey
-                do { key = try Ed25519PublicKey(pemRepresentation: pem) } catch {
-                    throw VaultError(.configuration, "\(publicKey): not an Ed25519 public key in PEM form")
-                }
-                guard FileManager.default.fileExists(atPath: file) else { throw VaultError(.notFound, "\(file): no such file") }
-                do {
-                    result = try AuditExportVerifier.verify(path: file, publicKey: key, expectHead: expectHead)
-                } catch {
-                    throw VaultError(.invalidInput, error.description)
-                }
+                result = try Vault.verifyAuditExport(path: file, publicKeyPEM: pem, keyName: publicKey, expectHead: expectHead)
             } else {
                 // Read-only: verifies even while a changed policy waits to be applied.
                 result = try options.openVault(checkPolicy: false).verifyAudit(expectHead: expectHead)
@@ -113,7 +102,7 @@ struct AuditCommand: ParsableCommand {
             if options.json {
                 print(head.published.canonicalString())
             } else {
-                print("entry \(head.sequence) head \(AuditLog.hex(head.hash)) checkpoint \(AuditLog.hex(head.digest))")
+                print("entry \(head.sequence) head \(Vault.hex(head.hash)) checkpoint \(Vault.hex(head.digest))")
             }
         }
     }

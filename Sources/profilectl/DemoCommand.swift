@@ -1,11 +1,9 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
-import VaultCrypto
-import VaultStore
 #if canImport(Glibc)
 import Glibc
+import VaultValues
 #endif
 
 /// The whole story on a fresh embedded store: generate, ingest, read, look up, show the raw
@@ -106,7 +104,10 @@ struct Demo: ParsableCommand {
         say("  " + (try support.find(.phone, value: sample.phone)).joined(separator: ", "))
 
         step("6. What the database file holds for \(sample.customerID): ciphertext only")
-        if let raw = try vault.store.rawRows(customerID: sample.customerID) {
+        // The stored-rows view needs a role that may already read the subject's whole record
+        // (export, the privacy officer's); it is audited like that read.
+        let officer = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "privacy_officer")))
+        if let raw = try officer.storedRows(customerID: sample.customerID) {
             func short(_ h: String) -> String { h.count > 72 ? String(h.prefix(72)) + "… (\(h.count / 2) bytes)" : h }
             say("  subjects.pseudonym    \(raw.pseudonymHex)")
             say("  subjects.wrapped_dek  \(short(raw.wrappedDEKHex))  (KEK version \(raw.kekVersion))")
@@ -116,13 +117,12 @@ struct Demo: ParsableCommand {
             say("  (attributes are plaintext but reachable only through the DP query layer; the customer ID, name,")
             say("   e-mail, phone and birth date exist only as AES-256-GCM ciphertext under this subject's own key)")
         }
-        try vault.store.checkpoint()
+        try vault.checkpoint()
         let bytes = try Data(contentsOf: URL(fileURLWithPath: store))
         let leaked = [sample.email, sample.customerID, sample.fullName, sample.phone].filter { bytes.range(of: Data($0.utf8)) != nil }
         say("  scanning \(bytes.count) bytes of \(store) for this customer's e-mail, ID, name, phone: " + (leaked.isEmpty ? "none found" : "FOUND \(leaked.count)"))
 
         step("7. Privacy operations (role privacy_officer)")
-        let officer = try Vault.open(VaultConfiguration(storePath: store, keysPath: keys, policyDirectory: policies, actor: Actor(name: "demo", role: "privacy_officer")))
         say("$ profilectl consent grant --purpose analytics --subject \(sample.customerID) --source web-form --role privacy_officer")
         say("  changed \(try officer.setConsent(.one(sample.customerID), purpose: "analytics", granted: true, source: "web-form"))")
         say("$ profilectl consent status --subject \(sample.customerID) --role privacy_officer")
@@ -135,7 +135,7 @@ struct Demo: ParsableCommand {
         let gone = population.profile(7)
         say("$ profilectl erase --subject \(gone.customerID) --reason 'art. 17 request' --role privacy_officer")
         let receipt = try officer.erase(.one(gone.customerID), reason: "art. 17 request")[0]
-        say("  erased at \(AuditLog.isoMillis(receipt.erasedAtMillis)): " + receipt.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
+        say("  erased at \(Vault.isoTime(millis: receipt.erasedAtMillis)): " + receipt.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", "))
         say("  receipt (hash of audit entry \(receipt.auditSequence)): \(receipt.receipt)")
         say("$ profilectl get --subject \(gone.customerID) --purpose customer_support --role support")
         do { _ = try support.get(customerID: gone.customerID, purpose: "customer_support") } catch let e as VaultError {
@@ -253,15 +253,14 @@ struct Demo: ParsableCommand {
         for r in rows.suffix(12) { say(r) }
         try put(auditor.auditPublicKeyPEM, pemPath)
         say("$ profilectl audit public-key --out \(pemPath)")
-        let key = try Ed25519PublicKey(pemRepresentation: auditor.auditPublicKeyPEM)
-        let check = try AuditExportVerifier.verify(path: exportPath, publicKey: key, expectHead: nil)
+        let check = try Vault.verifyAuditExport(path: exportPath, publicKeyPEM: auditor.auditPublicKeyPEM, keyName: pemPath, expectHead: nil)
         say("$ profilectl audit verify --file \(exportPath) --public-key \(pemPath)      # no keyring needed")
         say("  ok \(check.ok), \(check.entries) entries")
         var tampered = try String(contentsOfFile: exportPath, encoding: .utf8)
         tampered = tampered.replacingOccurrences(of: "\"actor.user.name\":\"demo\"", with: "\"actor.user.name\":\"someone-else\"")
         let tamperedPath = folder + "/audit-tampered.jsonl"
         try put(tampered, tamperedPath)
-        let badCheck = try AuditExportVerifier.verify(path: tamperedPath, publicKey: key, expectHead: nil)
+        let badCheck = try Vault.verifyAuditExport(path: tamperedPath, publicKeyPEM: auditor.auditPublicKeyPEM, keyName: pemPath, expectHead: nil)
         say("$ profilectl audit verify --file \(tamperedPath) --public-key \(pemPath)   # actor names edited")
         say("  ok \(badCheck.ok), first bad entry \(badCheck.firstBad.map(String.init) ?? "-"): \(badCheck.reason ?? "")   (exit 1)")
 

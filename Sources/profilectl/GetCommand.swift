@@ -1,7 +1,6 @@
 import ArgumentParser
 import ProfileVault
-import VaultAudit
-import VaultStore
+import VaultValues
 
 extension ProfileValue {
     var text: String {

@@ -1,11 +1,9 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
-import VaultCrypto
-import VaultStore
 #if canImport(Glibc)
 import Glibc
+import VaultValues
 #endif
 
 /// The options every command takes (SPEC §8).
@@ -75,7 +73,7 @@ struct GlobalOptions: ParsableArguments {
     /// `warning:` line; stdout and `--json` are untouched). `--allow-example-keys` silences both, for demos. A keyring
     /// that cannot be loaded is left to the command's own load, which reports why.
     func checkExampleKeys(path: String, refuse: Bool) throws {
-        guard !allowExampleKeys, let ring = try? Keyring.load(path: path), ring.isExample else { return }
+        guard !allowExampleKeys, Vault.isExampleKeyring(path: path) else { return }
         if refuse {
             throw VaultError(.configuration, "keyring \(path): the example keyring is public: generate one with profilectl keys generate (--allow-example-keys runs with it anyway, for demos only)")
         }

@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
-import VaultStore
+import VaultValues
 
 struct Ingest: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Ingest profiles or events (CSV or JSON Lines).", subcommands: [Profiles.self, Events.self])

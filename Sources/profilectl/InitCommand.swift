@@ -1,7 +1,6 @@
 import ArgumentParser
 import ProfileVault
-import VaultAudit
-import VaultStore
+import VaultValues
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a store for the schema and policy.")
@@ -11,10 +10,10 @@ struct Init: ParsableCommand {
         let vault = try Vault.initialize(options.configuration())
         let status = try vault.status()
         options.emit(.object([
-            ("store", .string(vault.store.path)),
+            ("store", .string(vault.storePath)),
             ("schema_version", .int(Int64(vault.schema.version))),
             ("policy_version", .string(vault.policy.version)),
             ("identity_key_version", .int(Int64(status.identityKeyVersion))),
-        ]), text: "created store \(vault.store.path) (schema version \(vault.schema.version), policy \(vault.policy.version))")
+        ]), text: "created store \(vault.storePath) (schema version \(vault.schema.version), policy \(vault.policy.version))")
     }
 }

@@ -1,9 +1,6 @@
 import ArgumentParser
 import ProfileVault
-import VaultAudit
-import VaultCrypto
-import VaultAudit
-import VaultStore
+import VaultValues
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Key management.", subcommands: [Generate.self, Rotate.self, Retire.self, Status.self])
@@ -61,14 +58,9 @@ struct Keys: ParsableCommand {
         @Option(help: "Where to write the keyring.") var out: String
 
         func run() throws {
-            let ring = Keyring.generate(note: "ProfileVault keyring. Keep it secret, mode 0600, apart from the store and its backups.")
-            do {
-                try ring.write(to: out)
-            } catch {
-                // An output file that could not be created (it exists: a keyring is never
-                // replaced, not even with --force, which this command does not take): exit 73.
-                throw VaultError(.cannotCreate, error.description)
-            }
+            // A keyring is never replaced, not even with --force, which this command does not
+            // take: an existing --out is exit 73.
+            let ring = try Vault.generateKeyring(at: out, note: "ProfileVault keyring. Keep it secret, mode 0600, apart from the store and its backups.")
             options.emit(.object([
                 ("path", .string(out)),
                 ("versions", .array(ring.versions.map { .int(Int64($0)) })),

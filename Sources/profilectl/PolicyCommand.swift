@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
-import VaultStore
+import VaultValues
 
 /// `profilectl policy apply|status|history`: the policy the store runs under (SPEC §12).
 struct PolicyCommand: ParsableCommand {
@@ -15,7 +14,7 @@ struct PolicyCommand: ParsableCommand {
             ("version", r.map { .string($0.version) } ?? .null),
             ("sha256", r.map { .string($0.sha256) } ?? .null),
             ("schema_sha256", r.map { .string($0.schemaSHA256) } ?? .null),
-            ("applied_at", r.map { .string(AuditLog.isoMillis($0.appliedAtMillis)) } ?? .null),
+            ("applied_at", r.map { .string(Vault.isoTime(millis: $0.appliedAtMillis)) } ?? .null),
             ("actor", r.map { .string($0.actor) } ?? .null),
             ("role", r.map { .string($0.role) } ?? .null),
             ("changes", .array(changes.map(\.json))),
@@ -23,7 +22,7 @@ struct PolicyCommand: ParsableCommand {
     }
 
     static func describe(_ r: PolicyRecord) -> String {
-        "version \(r.version), sha256 \(r.sha256), applied \(AuditLog.isoMillis(r.appliedAtMillis)) by \(r.actor) (\(r.role))"
+        "version \(r.version), sha256 \(r.sha256), applied \(Vault.isoTime(millis: r.appliedAtMillis)) by \(r.actor) (\(r.role))"
     }
 
     struct Apply: ParsableCommand {
@@ -71,7 +70,7 @@ struct PolicyCommand: ParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() throws {
-            let history = try ProfileStore.policyHistory(path: options.storePath())
+            let history = try Vault.policyHistory(storePath: options.storePath())
             let entries: [JSONValue] = history.map { r in
                 PolicyCommand.recordJSON(r, changes: Vault.changes(of: r), extra: [("sequence", .int(r.sequence))])
             }

@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
 import VaultPolicy
-import VaultStore
+import VaultValues
 
 /// `--subject ID` or `--subjects FILE`, exactly one.
 struct SubjectOptions: ParsableArguments {
@@ -59,7 +58,7 @@ struct Consent: ParsableCommand {
                 ("purposes", .object(states.map { ($0.purpose, .object([
                     ("granted", .bool($0.state.granted)), ("since", JSONForms.isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
                 ])) })),
-            ]), text: states.map { "\($0.purpose): \($0.state.granted ? "granted" : "not granted")\($0.state.sinceMillis.map { " since " + AuditLog.isoMillis($0) } ?? "")\($0.needed ? "" : " (legal basis is not consent)")" }.joined(separator: "\n"))
+            ]), text: states.map { "\($0.purpose): \($0.state.granted ? "granted" : "not granted")\($0.state.sinceMillis.map { " since " + Vault.isoTime(millis: $0) } ?? "")\($0.needed ? "" : " (legal basis is not consent)")" }.joined(separator: "\n"))
         }
     }
 
@@ -74,7 +73,7 @@ struct Consent: ParsableCommand {
                 ("customer_id", .string(subject)),
                 ("entries", .array(entries.map(JSONForms.consentEntry))),
             ]), text: entries.isEmpty ? "no consent changes" : entries.map {
-                "\(AuditLog.isoMillis($0.timeMillis))  \($0.granted ? "grant " : "revoke") \($0.purpose)  by \($0.actor)\($0.source.map { " via \($0)" } ?? "")  (policy \($0.policyVersion))"
+                "\(Vault.isoTime(millis: $0.timeMillis))  \($0.granted ? "grant " : "revoke") \($0.purpose)  by \($0.actor)\($0.source.map { " via \($0)" } ?? "")  (policy \($0.policyVersion))"
             }.joined(separator: "\n"))
         }
     }
@@ -120,7 +119,7 @@ struct Erase: ParsableCommand {
         if receipts.count == 1, who.subject != nil {
             let r = receipts[0]
             options.emit(json(r), text: """
-                erased \(r.customerID) at \(AuditLog.isoMillis(r.erasedAtMillis)) (\(r.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", ")))
+                erased \(r.customerID) at \(Vault.isoTime(millis: r.erasedAtMillis)) (\(r.removed.map { "\($0.0) \($0.1)" }.joined(separator: ", ")))
                 receipt: audit entry \(r.auditSequence), hash \(r.receipt)
                 """)
         } else {

@@ -2,9 +2,8 @@ import ArgumentParser
 import DifferentialPrivacy
 import Foundation
 import ProfileVault
-import VaultAudit
 import VaultPolicy
-import VaultStore
+import VaultValues
 
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(

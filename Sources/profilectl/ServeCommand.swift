@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import ProfileVault
 import VaultServer
-import VaultStore
+import VaultValues
 
 /// `serve --listen HOST:PORT --tokens FILE`: the HTTP service (SPEC §8) over the store named by
 /// the global options. Logs go to stderr; SIGTERM or SIGINT stops accepting connections, lets
@@ -58,7 +58,7 @@ struct Serve: ParsableCommand {
                                                policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none"))
         configuration.protectedFiles = [.tokens(tokens)]   // --publish-heads may never be the tokens file
         let vault = try Vault.open(configuration)
-        try vault.store.startBackgroundCheckpoints()
+        try vault.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
@@ -75,7 +75,7 @@ struct Serve: ParsableCommand {
             done.signal()
         }
         done.wait()
-        do { try vault.store.close() } catch {
+        do { try vault.close() } catch {
             logger.error("the store did not close cleanly")
         }
         logger.info("stopped")

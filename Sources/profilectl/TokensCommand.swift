@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
-import VaultAudit
 import VaultServer
-import VaultStore
+import VaultValues
 
 /// `tokens add`: bearer tokens for the HTTP service (SPEC §10). Needs no role of the policy:
 /// it touches no subject's data; whoever can write the tokens file decides who may call the

@@ -2,8 +2,7 @@ import ArgumentParser
 import Foundation
 import PrivateModels
 import ProfileVault
-import VaultAudit
-import VaultStore
+import VaultValues
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(

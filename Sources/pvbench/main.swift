@@ -4,13 +4,11 @@ import Foundation
 import DifferentialPrivacy
 import GRDB
 import Logging
-import ProfileVault
-import VaultAudit
-import VaultCrypto
+@_spi(Benchmark) import ProfileVault
 import VaultPolicy
-import VaultStore
 #if canImport(Glibc)
 import Glibc
+import VaultValues
 #endif
 
 func peakRSSKiB() -> Int {
@@ -89,24 +87,17 @@ case "audit":
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let vault = try Vault.initialize(VaultConfiguration(storePath: dir + "/s.sqlite", keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: "auditor")))
-    let ctx = AuditContext(actor: "bench", role: "operator", requestID: "bench")
-    let subject = [UInt8](repeating: 7, count: 32)
     var t0 = Date()
-    var left = n
-    while left > 0 {
-        let k = min(1000, left)
-        try vault.store.audit((0..<k).map { _ in ctx.record("get", .read, purpose: "customer_support", subject: subject, fields: ["email", "phone"]) })
-        left -= k
-    }
+    try vault.benchmarkAppendAudit(count: n, batch: 1000)
     let append = Date().timeIntervalSince(t0)
     t0 = Date()
-    _ = try vault.store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: dir + "/a.jsonl")
+    try vault.benchmarkExportAudit(to: dir + "/a.jsonl")
     let export = Date().timeIntervalSince(t0)
     t0 = Date()
-    let v = try AuditExportVerifier.verify(path: dir + "/a.jsonl", publicKey: vault.store.auditPublicKey, expectHead: nil)
+    let v = try vault.benchmarkVerifyExport(path: dir + "/a.jsonl")
     let verifyFile = Date().timeIntervalSince(t0)
     t0 = Date()
-    let vs = try vault.store.verifyAudit(expectHead: nil)
+    let vs = try vault.benchmarkVerifyStore()
     let verifyStore = Date().timeIntervalSince(t0)
     guard v.ok, vs.ok else { fatalError("verification failed") }
     emit([("mode", .string("audit")), ("entries", .int(Int64(n))), ("append_per_s", .double(Double(n) / append)),
@@ -124,11 +115,11 @@ case "get":
     let vault = try Vault.initialize(config)
     var o = IngestOptions()
     o.format = .csv
-    _ = try vault.store.ingestProfiles(path: args[1], options: o)
-    let count = try vault.store.status().subjects
+    _ = try vault.benchmarkIngestProfiles(path: args[1], options: o)
+    let count = try vault.status().subjects
     let fields = Set(vault.schema.fields.filter { $0.pii }.map(\.name))
     var t0 = Date()
-    for i in 0..<n { _ = try vault.store.profile(customerID: DemoPopulation.customerID(i % count), fields: fields) }
+    for i in 0..<n { _ = try vault.benchmarkBareRead(customerID: DemoPopulation.customerID(i % count), fields: fields) }
     let bare = Date().timeIntervalSince(t0) / Double(n)
     t0 = Date()
     for i in 0..<n { _ = try vault.get(customerID: DemoPopulation.customerID(i % count), purpose: "customer_support") }
@@ -152,7 +143,7 @@ case "erase", "rotate":
     var o = IngestOptions()
     o.format = .csv
     let t0 = Date()
-    let ingested = try vault.store.ingestProfiles(path: args[1], options: o)
+    let ingested = try vault.benchmarkIngestProfiles(path: args[1], options: o)
     let ingestSeconds = Date().timeIntervalSince(t0)
     if mode == "erase" {
         guard args.count >= 5, let n = Int(args[4]) else { usage() }
@@ -188,7 +179,7 @@ case "suite":
     let officer = try Vault.initialize(config("privacy_officer"))
     var o = IngestOptions()
     o.format = .csv
-    let n = try officer.store.ingestProfiles(path: args[1], options: o).inserted
+    let n = try officer.benchmarkIngestProfiles(path: args[1], options: o).inserted
     var out: [(String, JSONValue)] = [("mode", .string("suite")), ("subjects", .int(Int64(n)))]
 
     // get: in-process latency through the Vault layer (gate + decrypt + audit entry committed).
@@ -275,7 +266,7 @@ case "query":
     let vault = try Vault.initialize(config("privacy_officer"))
     var o = IngestOptions()
     o.format = .csv
-    let ingested = try vault.store.ingestProfiles(path: args[1], options: o)
+    let ingested = try vault.benchmarkIngestProfiles(path: args[1], options: o)
     let ids = dir + "/ids.txt"
     try (0..<ingested.inserted).map { DemoPopulation.customerID($0) }.joined(separator: "\n").write(toFile: ids, atomically: true, encoding: .utf8)
     _ = try vault.setConsent(.file(ids), purpose: "model_training", granted: true, source: "bench")

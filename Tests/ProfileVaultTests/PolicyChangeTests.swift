@@ -1,5 +1,5 @@
 import Foundation
-import ProfileVault
+@testable import ProfileVault
 import Testing
 import VaultAudit
 import VaultCrypto

@@ -1,7 +1,7 @@
 import DifferentialPrivacy
 import Foundation
 import PrivateModels
-import ProfileVault
+@testable import ProfileVault
 import Testing
 import VaultStore
 

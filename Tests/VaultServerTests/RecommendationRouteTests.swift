@@ -1,6 +1,6 @@
 import Foundation
 import HummingbirdTesting
-import ProfileVault
+@testable import ProfileVault
 import Testing
 import VaultAudit
 

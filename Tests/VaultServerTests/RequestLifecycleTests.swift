@@ -2,7 +2,7 @@ import Dispatch
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-import ProfileVault
+@testable import ProfileVault
 import Testing
 import VaultAudit
 import VaultCrypto

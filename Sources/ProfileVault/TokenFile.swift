@@ -1,8 +1,8 @@
 import Foundation
 public import Logging
-public import VaultStore
-import VaultAudit
 import VaultCrypto
+import VaultAudit
+public import VaultStore
 #if canImport(Glibc)
 import Glibc
 #endif

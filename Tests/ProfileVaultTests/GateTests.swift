@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+
+/// The sealed gate (issue 18): profilectl, VaultServer and pvbench reach the store only through
+/// `Vault`. SwiftPM's `--explicit-target-dependency-import-check` lets a target import anything
+/// in its dependency closure (ProfileVault depends on the store, so the store is in every
+/// interface's closure), so this test reads the interfaces' sources: it fails when one of them
+/// imports VaultStore, VaultCrypto or VaultAudit in any form, names a type of theirs by module,
+/// declares them as a dependency in Package.swift, or uses the benchmark's SPI outside pvbench.
+@Suite struct GateTests {
+    static let interfaces = ["profilectl", "VaultServer", "pvbench"]
+    static let sealed = ["VaultStore", "VaultCrypto", "VaultAudit"]
+
+    static func sources(_ target: String) throws -> [(path: String, text: String)] {
+        let dir = CLI.repoRoot + "/Sources/" + target
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }.sorted()
+        return try names.map { ("Sources/\(target)/\($0)", try String(contentsOfFile: dir + "/" + $0, encoding: .utf8)) }
+    }
+
+    /// Every line of `text` that imports or names `module`, with its number.
+    static func offending(_ text: String, module: String) -> [Int] {
+        var hits: [Int] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("//") { continue }
+            let words = line.split(whereSeparator: { !$0.isLetter && !$0.isNumber && $0 != "_" && $0 != "." }).map(String.init)
+            // `import M`, `@testable import M`, `import struct M.T`, `@_exported public import M`.
+            if let k = words.firstIndex(of: "import"), words[(k + 1)...].contains(where: { $0 == module || $0.hasPrefix(module + ".") }) {
+                hits.append(i + 1)
+            } else if words.contains(where: { $0.hasPrefix(module + ".") }) {
+                hits.append(i + 1)   // a module-qualified name, e.g. VaultStore.ProfileStore
+            }
+        }
+        return hits
+    }
+
+    @Test func interfacesImportNothingBelowTheGate() throws {
+        var found: [String] = []
+        for target in Self.interfaces {
+            for (path, text) in try Self.sources(target) {
+                for module in Self.sealed {
+                    found += Self.offending(text, module: module).map { "\(path):\($0): \(module)" }
+                }
+            }
+        }
+        #expect(found.isEmpty, "interfaces reach below the Vault gate:\n\(found.joined(separator: "\n"))")
+    }
+
+    @Test func theCheckCatchesEveryFormOfImport() {
+        for line in ["import VaultStore", "@testable import VaultStore", "public import VaultStore", "@preconcurrency import VaultStore",
+                     "import struct VaultStore.ProfileStore", "@_exported import VaultStore", "let s: VaultStore.ProfileStore? = nil"] {
+            #expect(Self.offending("import Foundation\n" + line, module: "VaultStore") == [2], "\(line)")
+        }
+        #expect(Self.offending("import VaultStoreKit\n// import VaultStore\nimport ProfileVault", module: "VaultStore").isEmpty)
+    }
+
+    @Test func packageDeclaresNoSealedDependencyForAnInterface() throws {
+        let manifest = try String(contentsOfFile: CLI.repoRoot + "/Package.swift", encoding: .utf8)
+        for target in Self.interfaces {
+            // The target's declaration up to the next target.
+            guard let start = manifest.range(of: "name: \"\(target)\"") else {
+                Issue.record("Package.swift declares no target \(target)"); continue
+            }
+            let rest = manifest[start.upperBound...]
+            let end = rest.range(of: ".target(")?.lowerBound ?? rest.range(of: ".executableTarget(")?.lowerBound ?? rest.range(of: ".testTarget(")?.lowerBound ?? rest.endIndex
+            let block = String(rest[..<end])
+            for module in Self.sealed {
+                #expect(!block.contains("\"\(module)\""), "Package.swift: \(target) depends on \(module)")
+            }
+        }
+    }
+
+    @Test func onlyTheBenchmarkUsesTheBenchmarkSPI() throws {
+        let root = CLI.repoRoot + "/Sources"
+        var users: [String] = []
+        for target in try FileManager.default.contentsOfDirectory(atPath: root) where target != "ProfileVault" {
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: root + "/" + target) else { continue }
+            for f in files where f.hasSuffix(".swift") {
+                let text = try String(contentsOfFile: root + "/" + target + "/" + f, encoding: .utf8)
+                if text.contains("@_spi(Benchmark)") { users.append(target + "/" + f) }
+            }
+        }
+        #expect(users == ["pvbench/main.swift"])
+    }
+}

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import VaultAudit
+@testable import ProfileVault
 
 /// The sealed gate (issue 18): profilectl, VaultServer and pvbench reach the store only through
 /// `Vault`. SwiftPM's `--explicit-target-dependency-import-check` lets a target import anything
@@ -81,5 +83,61 @@ import Testing
             }
         }
         #expect(users == ["pvbench/main.swift"])
+    }
+}
+
+/// The methods the sealed gate added for the interfaces keep the gate's checks.
+@Suite struct GateMethodTests {
+    /// The audit log's entries as parsed JSON objects.
+    static func auditEntries(_ f: VaultFixture) throws -> [JSONValue] {
+        let path = f.dir + "/gate-\(UUID().uuidString).jsonl"
+        _ = try f.vault("auditor").exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: path)
+        return try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
+    }
+
+    @Test func storedRowsNeedExportAndAreAudited() throws {
+        let f = try VaultFixture(profiles: 3)
+        // Every role without `export` is refused, and the refusal is recorded.
+        for role in ["operator", "support", "app", "trainer", "auditor"] {
+            #expect(throws: VaultError.self) { _ = try f.vault(role).storedRows(customerID: "C1") }
+            do { _ = try f.vault(role).storedRows(customerID: "C1") } catch let e as VaultError { #expect(e.kind == .denied) }
+        }
+        let rows = try #require(try f.vault("privacy_officer").storedRows(customerID: "C1"))
+        // Ciphertext only: the row view holds no plaintext PII of the subject.
+        let shown = ([rows.pseudonymHex, rows.wrappedDEKHex] + rows.pii.map(\.ciphertextHex) + rows.blindIndex.map(\.macHex)).joined()
+        #expect(!shown.contains("C1") && !shown.contains("@"))
+        #expect(try f.vault("privacy_officer").storedRows(customerID: "nobody") == nil)
+        let entries = try Self.auditEntries(f).filter { $0["api.operation"] == .string("inspect.stored") }
+        let outcomes = entries.compactMap { e -> String? in if case .string(let s)? = e["status"] { return s }; return nil }
+        #expect(outcomes.filter { $0 == "denied" }.count == 10)   // 5 roles, twice each
+        #expect(outcomes.filter { $0 == "ok" }.count == 1 && outcomes.count == 11)   // the unknown subject's view reads nothing
+    }
+
+    @Test func healthAndBudgetSnapshotReadNoSubject() throws {
+        let f = try VaultFixture(profiles: 3)
+        let v = try f.vault("none")
+        try v.healthProbe()
+        let snapshot = try v.budgetSnapshot()
+        #expect(!snapshot.isEmpty && snapshot.allSatisfy { $0.spent == 0 && $0.limit > 0 })
+        // The role-checked form refuses the same role.
+        #expect(throws: VaultError.self) { _ = try v.budgetStatus() }
+    }
+
+    @Test func keyringGenerationNeverReplacesAFile() throws {
+        let f = try VaultFixture(profiles: 0)
+        let before = try Data(contentsOf: URL(fileURLWithPath: f.keys))
+        do {
+            _ = try Vault.generateKeyring(at: f.keys, note: "x")
+            Issue.record("an existing keyring was replaced")
+        } catch let e as VaultError {
+            #expect(e.kind == .cannotCreate)
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: f.keys)) == before)
+        #expect(!Vault.isExampleKeyring(path: f.keys))
+        // A copy of the example keyring, private as a keyring must be, is still the example.
+        let copy = f.dir + "/example.json"
+        try FileManager.default.copyItem(atPath: CLI.repoRoot + "/keys-example/keyring.json", toPath: copy)
+        chmod(copy, 0o600)
+        #expect(Vault.isExampleKeyring(path: copy))
     }
 }

@@ -5,6 +5,7 @@ import VaultPolicy
 import VaultStore
 import VaultAudit
 import Yams
+public import VaultValues
 
 /// A training job file (SPEC §6), parsed but not yet checked against the policy.
 public struct TrainingJob: Sendable {
@@ -315,12 +316,35 @@ extension Vault {
             guard jobs.count == 1 else { throw VaultError(.invalidInput, "\(jobFile): holds \(jobs.count) jobs; choose one with --job NAME") }
             return jobs[0]
         }
+        return try train(parsed, progress: progress)
+    }
+
+    /// Runs a job already parsed, or the parser's failure: the HTTP service parses its body in
+    /// memory (``parseJob(json:)``) and hands the result here, so a body that does not parse is
+    /// audited like a job file that does not. The role is checked first; a refusal or failure
+    /// is audited (denied / error) with the job's purpose and the reason, which names the job.
+    public func train(_ parsed: Result<TrainingJob, any Error>, progress: @escaping (String) -> Void = { _ in }) throws -> TrainingResult {
         let job = try? parsed.get()
-        // The role is checked first; a refusal or failure is audited (denied / error) with the
-        // job's purpose and the reason, which names the job.
         return try audited("train", .other, permission: "train", purpose: job?.purpose) { context in
             try runJob(try parsed.get(), context: context, progress: progress)
         }
+    }
+
+    /// One job from its JSON form (an HTTP body), parsed in memory by the job file's parser
+    /// (JSON is YAML), so both accept and refuse the same jobs; messages name `request body`.
+    public static func parseJob(json: JSONValue) throws -> TrainingJob {
+        let jobs: [TrainingJob]
+        do {
+            jobs = try parseJobs(text: json.rendered(pretty: false) + "\n", path: "request body")
+        } catch let e as VaultError {
+            // The body is one JSON line: `request body:1: reason` says nothing by its line.
+            func unline(_ m: String) -> String {
+                m.hasPrefix("request body:1:") ? "request body:" + m.dropFirst("request body:1:".count) : m
+            }
+            throw VaultError(e.kind, unline(e.message), detail: unline(e.detail))
+        }
+        guard jobs.count == 1 else { throw VaultError(.invalidInput, "request body: holds \(jobs.count) jobs; send one") }
+        return jobs[0]
     }
 
     func runJob(_ job: TrainingJob, context: AuditContext, progress: @escaping (String) -> Void) throws -> TrainingResult {

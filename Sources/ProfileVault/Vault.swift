@@ -307,6 +307,16 @@ public final class Vault: Sendable {
         }
     }
 
+    /// The audit export in memory (role permission `audit`; the HTTP service's `GET
+    /// /v1/audit`): audited first like the file form, so it holds its own entry; no file is
+    /// written anywhere.
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
+        try audited("audit.export", .read, permission: "audit") { context in
+            try store.audit([context.record("audit.export", .read, detail: "format \(format.rawValue)")])
+            return try store.exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format)
+        }
+    }
+
     /// Verifies the store's log with the keyring's audit key (role permission `audit`).
     public func verifyAudit(expectHead: String?) throws -> AuditVerification {
         try require("audit")

@@ -1,19 +1,16 @@
 import Foundation
 public import Logging
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
-/// The service's private scratch directories, for the few request bodies and answers that a
-/// file-based parser or writer still needs on disk (a training job's YAML, an audit export).
-/// Ingest bodies never come here: they are ingested from memory.
-///
-/// Each use gets a fresh directory `profilevault-scratch.<pid>.XXXXXX`, created by `mkdtemp`
-/// (mode 0700, owned by the server's user), whose files are created 0600, and which is removed
-/// with everything in it when the use ends, on success and on error. A process that dies in
-/// between (killed, crashed) leaves one behind; ``sweep(roots:logger:)`` removes those when the
-/// service starts.
+/// The private scratch directories earlier versions of the service staged request files in (a
+/// training job's YAML, an audit export). No request writes a file any more: ingest bodies,
+/// jobs and audit exports stay in memory. A process of such a version that died mid-request
+/// (killed, crashed) left a directory `profilevault-scratch.<pid>.XXXXXX` (or the older
+/// `profilevault-http.XXXXXX`) behind, possibly holding request data; ``sweep(roots:logger:)``
+/// removes those when the service starts.
 public enum ScratchSpace {
     /// The name of every scratch directory starts with this, followed by the creating
     /// process's id, a dot and `mkdtemp`'s six characters.
@@ -42,29 +39,6 @@ public enum ScratchSpace {
         return roots
     }
 
-    /// Creates a fresh private directory under `root` (mkdtemp: mode 0700, a name no one else
-    /// could have taken) and returns its path.
-    static func create(in root: String) throws -> String {
-        let base = root.hasSuffix("/") ? root : root + "/"
-        var template = Array((base + prefix + "\(getpid()).XXXXXX").utf8CString)
-        guard let dir = template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap { mkdtemp($0) } }).map({ String(cString: $0) }) else {
-            throw VaultError(.internalFailure, "cannot create a scratch directory")
-        }
-        return dir
-    }
-
-    /// Removes a scratch directory and everything in it; false when it could not.
-    @discardableResult
-    static func remove(_ dir: String) -> Bool {
-        do {
-            try FileManager.default.removeItem(atPath: dir)
-            return true
-        } catch {
-            var st = stat()
-            return lstat(dir, &st) != 0   // already gone
-        }
-    }
-
     /// Whether the entry `name` of a scratch root, with `lstat` result `st`, is a scratch
     /// directory left by a process that is gone: a real directory (not a link) of this
     /// product's naming, owned by this process's user, and either naming a process id that is
@@ -84,6 +58,18 @@ public enum ScratchSpace {
             return now - modified >= legacyAge
         }
         return false
+    }
+
+    /// Removes a scratch directory and everything in it; false when it could not.
+    @discardableResult
+    static func remove(_ dir: String) -> Bool {
+        do {
+            try FileManager.default.removeItem(atPath: dir)
+            return true
+        } catch {
+            var st = stat()
+            return lstat(dir, &st) != 0   // already gone
+        }
     }
 
     /// Removes the stale scratch directories (``isStale(name:_:now:)``) directly under each of

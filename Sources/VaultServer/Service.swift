@@ -4,9 +4,9 @@ public import ProfileVault
 import DifferentialPrivacy
 import Foundation
 import VaultPolicy
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
 /// Limits of the service.
@@ -17,11 +17,10 @@ public struct ServiceOptions: Sendable {
     public var maxBodyBytes = 256 << 10
     /// Most records in one ingest body.
     public var maxRecords = 100_000
-    /// Where the few files a request still needs on disk (a training job's YAML, an audit
-    /// export) are staged, in a private 0700 directory per request (`ScratchSpace`), as 0600
-    /// files removed before the answer; stale ones a dead process left are swept at start-up.
-    /// Ingest bodies never come here. Default: `/dev/shm` (memory, never on disk) when it
-    /// exists, else the temporary directory.
+    /// No request writes a file (ingest bodies, jobs and audit exports stay in memory); this
+    /// names where earlier versions staged request files in private directories, which the
+    /// service sweeps at start-up when a dead process left one (`ScratchSpace`). Default:
+    /// `/dev/shm` when it exists, else the temporary directory.
     public var scratchDirectory: String?
     /// Seconds before an idle connection is closed.
     public var idleTimeoutSeconds: Int64 = 60
@@ -162,11 +161,8 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     router.post("/v1/jobs") { request, context -> Response in
         let v = try await service.vault(context, permission: "train", action: "train")
         let job = try jobDocument(try await service.jsonBody(request))
-        let artifact = try await blocking {
-            try service.withScratchFile(job.rendered(pretty: false) + "\n", name: "job.yaml") { path in
-                try v.train(jobFile: path).json
-            }
-        }
+        // Parsed in memory; a body that does not parse is audited by train like a bad job file.
+        let artifact = try await blocking { try v.train(Result { try Vault.parseJob(json: job) }).json }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(bytes: artifact)))
     }
@@ -194,15 +190,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         let v = try await service.vault(context, permission: "audit", action: "audit.export")
         let since = try request.uri.queryParameters["since"].map { try timeMillis(String($0), parameter: "since") }
         let until = try request.uri.queryParameters["until"].map { try timeMillis(String($0), parameter: "until") }
-        let (data, entries, head) = try await blocking {
-            try service.withScratchPath(name: "audit.jsonl") { path -> (Data, Int, String) in
-                let r = try v.exportAudit(sinceMillis: since, untilMillis: until, format: .jsonl, to: path)
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw VaultError(.internalFailure, "audit export file vanished")
-                }
-                return (data, r.entries, r.head)
-            }
-        }
+        let (data, entries, head) = try await blocking { try v.exportAudit(sinceMillis: since, untilMillis: until, format: .jsonl) }
         return Response(status: .ok,
                         headers: [.contentType: "application/x-ndjson", HTTPFields.Element.Name("x-audit-entries")!: String(entries), HTTPFields.Element.Name("x-audit-head")!: head],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -240,14 +228,12 @@ final class VaultService: Sendable {
     let base: Vault
     let options: ServiceOptions
     let metrics: ServiceMetrics
-    let scratchRoot: String
 
     /// Sweeps the stale scratch directories a dead process left (``ScratchSpace/sweep(roots:logger:)``).
     init(vault: Vault, options: ServiceOptions, metrics: ServiceMetrics, logger: Logger? = nil) {
         self.base = vault
         self.options = options
         self.metrics = metrics
-        scratchRoot = options.scratchDirectory ?? ScratchSpace.defaultRoot
         ScratchSpace.sweep(roots: ScratchSpace.sweepRoots(configured: options.scratchDirectory), logger: logger)
     }
 
@@ -318,63 +304,6 @@ final class VaultService: Sendable {
         return items
     }
 
-    /// Runs `body` with a path in a fresh private directory (``ScratchSpace``: mkdtemp, 0700),
-    /// removed afterwards with whatever was written there, whether `body` returns or throws.
-    /// Errors that name the path name `request body` instead.
-    func withScratchPath<T>(name: String, _ body: (String) throws -> T) throws -> T {
-        let dir = try ScratchSpace.create(in: scratchRoot)
-        defer { ScratchSpace.remove(dir) }
-        let path = dir + "/" + name
-        do {
-            return try body(path)
-        } catch let e as VaultError {
-            throw Self.relabel(e, path: path)
-        }
-    }
-
-    /// Writes `text` to a 0600 scratch file and runs `body` with its path.
-    func withScratchFile<T>(_ text: String, name: String, _ body: (String) throws -> T) throws -> T {
-        try withScratchPath(name: name) { path in
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard fd >= 0 else { throw VaultError(.internalFailure, "cannot create a scratch file") }
-            let ok = text.utf8CString.withUnsafeBufferPointer { buf -> Bool in
-                var offset = 0
-                let count = buf.count - 1
-                while offset < count {
-                    let n = write(fd, buf.baseAddress! + offset, count - offset)
-                    if n < 0 { if errno == EINTR { continue }; return false }
-                    offset += n
-                }
-                return true
-            }
-            close(fd)
-            guard ok else { throw VaultError(.internalFailure, "cannot write a scratch file") }
-            return try body(path)
-        }
-    }
-
-    /// `PATH:LINE: reason` from the file parsers becomes `request body: reason` (a job body
-    /// is one JSON line: its line number says nothing); any other mention of the path becomes
-    /// `request body`. The same for the error's `detail`, which names the file by its last
-    /// path component.
-    static func relabel(_ e: VaultError, path: String) -> VaultError {
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        return VaultError(e.kind, relabel(e.message, path: path), detail: relabel(e.detail, path: name))
-    }
-
-    static func relabel(_ message: String, path: String) -> String {
-        var m = message
-        if m.hasPrefix(path + ":") {
-            let rest = m.dropFirst(path.count + 1)
-            let digits = rest.prefix { $0.isASCII && $0.isNumber }
-            if !digits.isEmpty, rest.dropFirst(digits.count).hasPrefix(":") {
-                m = "request body:" + rest.dropFirst(digits.count + 1)
-            } else {
-                m = "request body:" + rest
-            }
-        }
-        return m.replacingOccurrences(of: path, with: "request body")
-    }
 }
 
 /// Runs `body`; a `VaultError` it throws has each of `values` (request input that may be personal

@@ -299,14 +299,27 @@ extension ProfileStore {
         }
     }
 
-    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: OutputFile) throws -> (entries: Int, head: String) {
+    /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
+        let sink = MemoryExportSink()
+        let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: sink)
+        return (sink.bytes, r.entries, r.head)
+    }
+
+    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: some AuditExportSink) throws -> (entries: Int, head: String) {
         let signer = keys.auditSigning
         let publicKey = auditPublicKey
         return try pool.read { db in
-            let lo = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM audit WHERE time >= ?", arguments: [sinceMillis ?? Int64.min]) ?? 1
+            // A `since` after the newest entry selects nothing: the slice starts after the end.
+            let lo = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM audit WHERE time >= ?", arguments: [sinceMillis ?? Int64.min])
+                ?? ((try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit") ?? 0) + 1)
             let hi = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit WHERE time <= ?", arguments: [untilMillis ?? Int64.max]) ?? 0
             var previous = AuditLog.genesis
-            if let p = try Data.fetchOne(db, sql: "SELECT prev_hash FROM audit WHERE seq = ?", arguments: [lo]) { previous = [UInt8](p) }
+            if let p = try Data.fetchOne(db, sql: "SELECT prev_hash FROM audit WHERE seq = ?", arguments: [lo]) {
+                previous = [UInt8](p)
+            } else if lo > 1, let h = try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [lo - 1]) {
+                previous = [UInt8](h)   // an empty slice after the end continues from the head
+            }
             // The checkpoint before the slice (the first one inside links to it).
             var lastCheckpoint = try Row.fetchOne(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC LIMIT 1",
                                                   arguments: [lo]).map { try Self.checkpoint($0) }
@@ -553,4 +566,17 @@ extension Row {
         if case .string(let s) = auditValue(column).storage { return s }
         return nil
     }
+}
+
+/// Where an audit export goes: a new output file, or memory.
+public protocol AuditExportSink: AnyObject {
+    func write(_ text: String) throws
+}
+
+extension OutputFile: AuditExportSink {}
+
+/// An export held in memory.
+final class MemoryExportSink: AuditExportSink {
+    private(set) var bytes: [UInt8] = []
+    func write(_ text: String) throws { bytes.append(contentsOf: text.utf8) }
 }

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
 /// The whole story on a fresh embedded store: generate, ingest, read, look up, show the raw

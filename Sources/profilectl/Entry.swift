@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
 /// Runs the command line and turns every failure into one `error:` line on stderr and the exit

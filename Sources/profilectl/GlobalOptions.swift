@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import ProfileVault
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
 /// The options every command takes (SPEC §8).

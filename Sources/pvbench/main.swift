@@ -6,9 +6,9 @@ import GRDB
 import Logging
 @_spi(Benchmark) import ProfileVault
 import VaultPolicy
+import VaultValues
 #if canImport(Glibc)
 import Glibc
-import VaultValues
 #endif
 
 func peakRSSKiB() -> Int {

@@ -141,3 +141,29 @@ import VaultAudit
         #expect(Vault.isExampleKeyring(path: copy))
     }
 }
+
+/// The audit export as a value: the HTTP service's in-memory form matches the file form, and a
+/// `since` after the newest entry selects nothing (it once fell back to the whole log).
+@Suite struct AuditExportSinkTests {
+    @Test func memoryExportMatchesTheFileAndAFutureSinceIsEmpty() throws {
+        let f = try VaultFixture(profiles: 3)
+        let auditor = try f.vault("auditor")
+        let mem = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl)
+        let path = f.dir + "/a.jsonl"
+        let file = try auditor.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: path)
+        // The file form was exported after the memory form, so it holds one entry more (its own).
+        #expect(file.entries == mem.entries + 1)
+        let fileText = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(fileText.hasPrefix(String(decoding: mem.bytes.dropLast(), as: UTF8.self).split(separator: "\n").dropLast().joined(separator: "\n")))
+        let pem = auditor.auditPublicKeyPEM
+        let memPath = f.dir + "/m.jsonl"
+        try Data(mem.bytes).write(to: URL(fileURLWithPath: memPath))
+        #expect(try Vault.verifyAuditExport(path: memPath, publicKeyPEM: pem, keyName: "k", expectHead: nil).ok)
+
+        let future = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+        let empty = try auditor.exportAudit(sinceMillis: future, untilMillis: nil, format: .jsonl)
+        #expect(empty.entries == 0)
+        let emptyFile = try auditor.exportAudit(sinceMillis: future, untilMillis: nil, format: .jsonl, to: f.dir + "/e.jsonl")
+        #expect(emptyFile.entries == 0)
+    }
+}

@@ -82,9 +82,10 @@ import Glibc
         #expect(left.isEmpty, "scratch left: \(left)")
     }
 
-    /// The ingest routes never touch the scratch directory: with one that cannot be created,
-    /// profiles and events are still ingested and a bad body still names its record and field
-    /// (before, the body was staged there as a JSON Lines file and the request failed with 500).
+    /// No route touches the scratch directory: with one that cannot be created, profiles and
+    /// events are still ingested, a bad body still names its record and field, and the audit
+    /// export answers (before, bodies and exports were staged there and the request failed
+    /// with 500).
     @Test func ingestOverHTTPNeedsNoScratchFile() async throws {
         let file = NSTemporaryDirectory() + "pv-not-a-directory-" + UUID().uuidString
         try Data("not a directory".utf8).write(to: URL(fileURLWithPath: file))
@@ -104,9 +105,8 @@ import Glibc
             let b = try await c.call(.post, "/v1/profiles", as: "operator", body: bad)
             #expect(b.status == .badRequest)
             #expect(b.error?.hasPrefix("record 1: field ") == true, "\(b.text)")
-            // The scratch directory is indeed unusable: the audit export, which still needs a
-            // file, fails.
-            #expect(try await c.call(.get, "/v1/audit", as: "auditor").status == .internalServerError)
+            // Nor do the audit export and a training job: they too run in memory.
+            #expect(try await c.call(.get, "/v1/audit", as: "auditor").status == .ok)
         }
         #expect(!FileManager.default.fileExists(atPath: file + "/scratch"))
     }
@@ -158,18 +158,24 @@ import Glibc
         if let othersDir { #expect(fm.fileExists(atPath: othersDir), "another user's directory was removed") }
     }
 
-    /// The scratch directories the audit export and jobs still use are private and gone after
-    /// the answer, on success and on failure.
-    @Test func scratchDirectoriesOfOtherRoutesArePrivateAndRemoved() async throws {
+    /// The audit export and jobs run in memory: the service's directory gains no file, a bad
+    /// job body is refused naming `request body` (no line number: the body is one JSON line),
+    /// and the refusal is audited like a bad job file.
+    @Test func jobsAndAuditExportsWriteNoFile() async throws {
         let f = try ServiceFixture()
+        let before = Set(try FileManager.default.contentsOfDirectory(atPath: f.dir))
         try await f.test { c in
             try await c.seed()
-            let a = try await c.call(.get, "/v1/audit", as: "auditor")
-            #expect(a.status == .ok)
             let bad = try await c.call(.post, "/v1/jobs", as: "trainer", body: #"{"name":"x","kind":"no-such-kind"}"#)
             #expect(bad.status == .badRequest, "\(bad.text)")
+            #expect(bad.error?.hasPrefix("request body: ") == true, "\(bad.text)")
+            let a = try await c.call(.get, "/v1/audit", as: "auditor")
+            #expect(a.status == .ok)
+            let train = a.text.split(separator: "\n").filter { $0.contains(#""api.operation":"train""#) }
+            #expect(train.count == 1 && train[0].contains(#""status":"error""#), "\(train)")
         }
-        let left = try FileManager.default.contentsOfDirectory(atPath: f.dir).filter { $0.hasPrefix("profilevault-") }
-        #expect(left.isEmpty, "scratch left: \(left)")
+        let after = Set(try FileManager.default.contentsOfDirectory(atPath: f.dir))
+        // Only the store's own files may appear (its -wal and -shm).
+        #expect(after.subtracting(before).allSatisfy { $0.contains(".sqlite") }, "new files: \(after.subtracting(before))")
     }
 }

@@ -31,7 +31,8 @@ extension Vault {
 
     /// The audit log exported as JSON Lines to a new file, without the export's own entry.
     @_spi(Benchmark) public func benchmarkExportAudit(to path: String) throws {
-        _ = try store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: path)
+        let file = try OutputFile(path: path, force: false, protecting: store.ownFiles, what: "the audit export")
+        _ = try store.exportAudit(sinceMillis: nil, untilMillis: nil, format: .jsonl, to: file)
     }
 
     /// An export verified with this store's audit public key.
@@ -51,6 +52,6 @@ extension Vault {
 
     /// Ingest without the role check (the benchmark's vaults act in other roles).
     @_spi(Benchmark) public func benchmarkIngestProfiles(path: String, options: IngestOptions) throws -> IngestReport {
-        try store.ingestProfiles(path: path, options: options)
+        try store.ingestProfiles(.file(path), options: options)
     }
 }

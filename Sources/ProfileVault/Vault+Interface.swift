@@ -95,13 +95,13 @@ extension Vault {
     public func checkpoint() throws { try store.checkpoint() }
 
     /// Keeps the write-ahead log short while a long-running service writes (`serve`).
-    public func startBackgroundCheckpoints() throws { try store.startBackgroundCheckpoints() }
+    public func startBackgroundCheckpoints() throws { try store.startBackgroundCheckpoints(every: 0.05) }
 
     /// Closes the store: the last checkpoint; the vault is unusable afterwards.
     public func close() throws { try store.close() }
 
-    /// The store file this vault opened.
-    public var storePath: String { store.path }
+    /// Where the store is, as the configuration named it.
+    public var storePath: String { store.location }
 
     /// One cheap read, without a role: the first declared budget's ledger row, else the
     /// store's counts. The service's health check (`/healthz`) asks whether the store answers,

@@ -210,7 +210,7 @@ extension Vault {
 
     /// Refuses (configuration, 78) unless the store records exactly these files as the policy
     /// in force.
-    static func requireInForce(_ files: PolicyFiles, store: ProfileStore) throws {
+    static func requireInForce(_ files: PolicyFiles, store: any StorageEngine) throws {
         guard let record = try store.latestPolicy() else {
             throw VaultError(.configuration, "the store records no policy in force (it was made by an older version); a privacy officer records the current one with `\(applyCommand)`")
         }

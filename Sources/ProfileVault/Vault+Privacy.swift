@@ -128,7 +128,7 @@ extension Vault {
                 try store.audit([context.record("keys.rotate", .update, detail: "new key version \(ring.active)")])
             }
             try store.adopt(keyring: ring)
-            let n = try store.rewrapAll(audit: context, progress: progress)
+            let n = try store.rewrapAll(batchSize: 10_000, audit: context, progress: progress)
             return RotationResult(active: ring.active, versions: ring.versions.filter { !ring.isRetired($0) }, rewrapped: n)
         }
     }

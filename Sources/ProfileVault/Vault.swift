@@ -39,7 +39,7 @@ public final class Vault: Sendable {
     public let configuration: VaultConfiguration
     public let schema: Schema
     public let policy: Policy
-    let store: ProfileStore
+    let store: any StorageEngine
     let logger: Logger
     /// The request id every audit entry of this vault's calls carries; nil: each call makes its
     /// own (a random UUID). The HTTP service sets its request's id (``acting(as:requestID:)``),
@@ -51,7 +51,7 @@ public final class Vault: Sendable {
 
     public var actor: Actor { configuration.actor }
 
-    init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: ProfileStore, logger: Logger,
+    init(configuration: VaultConfiguration, schema: Schema, policy: Policy, store: any StorageEngine, logger: Logger,
          requestID: String? = nil, policyFiles: PolicyFiles? = nil) {
         self.configuration = configuration
         self.schema = schema

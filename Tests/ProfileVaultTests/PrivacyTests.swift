@@ -99,7 +99,7 @@ func expectKind(_ kind: VaultError.Kind, _ fragment: String = "", _ body: () thr
         #expect(status.first { $0.purpose == "analytics" }?.state.granted == false)
         #expect(status.first { $0.purpose == "customer_support" }?.needed == false)
         #expect(throws: (any Error).self) {
-            try officer.store.pool.write { db in try db.execute(sql: "UPDATE consent SET granted = 1") }
+            try (officer.store as! ProfileStore).pool.write { db in try db.execute(sql: "UPDATE consent SET granted = 1") }
         }
     }
 

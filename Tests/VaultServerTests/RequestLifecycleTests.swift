@@ -150,7 +150,7 @@ import Glibc
         try await f.test { c in
             try await c.seed()
             let held = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
-            let store = f.vault.store
+            let store = f.vault.store as! ProfileStore   // the SQLite engine: hold its write lock
             DispatchQueue.global().async {
                 try? store.pool.write { _ in
                     held.signal()

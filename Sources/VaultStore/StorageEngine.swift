@@ -1,0 +1,95 @@
+public import DifferentialPrivacy
+public import VaultAudit
+public import VaultCrypto
+public import VaultPolicy
+
+/// The seam between the `Vault` gate and a storage engine, named after what the gate needs:
+/// subjects and their sealed PII, events, the consent ledger and state, erasure and retention,
+/// key custody of the wrapped data keys, the budget ledger, the audit chain with its signed
+/// checkpoints, the policy ledger, and the aggregate source of the DP layer.
+///
+/// `ProfileStore` (SQLite, the embedded default) implements it; `Vault` holds an
+/// `any StorageEngine` and calls nothing else of the store. Every method is synchronous:
+/// `Vault` is, and an engine on an asynchronous driver waits on its own event loops, never on
+/// the caller's (the HTTP service calls the vault from dispatch threads, the CLI from its main
+/// thread).
+///
+/// What an engine must keep, whatever its storage (the conformance tests check these on each):
+/// - a subject's PII only as AES-256-GCM ciphertext under the subject's own data key, wrapped
+///   by the keyring; customer IDs only as keyed pseudonyms and blind indexes;
+/// - erasure deletes the wrapped key and the subject's rows in one transaction;
+/// - the budget ledger never grants past a limit, whatever runs concurrently;
+/// - the audit chain is one chain: each append verifies the head it extends, and an operation's
+///   entries commit with its effects;
+/// - aggregates are exact integer sums over consenting subjects (`AggregateSource`), equal to
+///   those of the reference engine before noise.
+public protocol StorageEngine: AnyObject, Sendable {
+    /// Where the engine keeps the data, as the configuration named it (a file path, a URL).
+    var location: String { get }
+    var schema: Schema { get }
+    /// The files an output may never replace (the SQLite file and its -wal/-shm; none for a
+    /// server database).
+    var ownFiles: [ProtectedFile] { get }
+
+    // MARK: Life
+    func close() throws
+    /// Moves what the engine buffers into its durable form (SQLite: the WAL into the file).
+    func checkpoint() throws
+    func startBackgroundCheckpoints(every interval: Double) throws
+    func status() throws -> StoreStatus
+
+    // MARK: Subjects, PII and events
+    func pseudonym(ofCustomerID id: String) throws -> [UInt8]
+    func exists(customerID: String) throws -> Bool
+    func lookupField(category: String) -> FieldSpec?
+    func find(field: String, value: String) throws -> [String]
+    func profile(customerID: String, fields wanted: Set<String>) throws -> ProfileView?
+    func readProfile(pseudonym: [UInt8], fields wanted: Set<String>, consentPurpose: String?) throws -> ProfileRead
+    func rawRows(customerID: String) throws -> RawSubjectRows?
+    func ingestProfiles(_ source: RecordSource, options: IngestOptions) throws -> IngestReport
+    func ingestEvents(_ source: RecordSource, options: IngestOptions) throws -> IngestReport
+    func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?, segmentAttribute: String?) throws -> [SubjectItems]
+
+    // MARK: Consent, access, erasure, retention
+    func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,
+                    source: String?, policyVersion: String, audit: AuditContext) throws -> Int
+    func hasConsent(customerID: String, purpose: String) throws -> Bool
+    func consentState(customerID: String) throws -> [String: ConsentState]?
+    func consentHistory(customerID: String) throws -> [ConsentEntry]?
+    func accessExport(customerID: String) throws -> AccessExport?
+    func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt]
+    func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport
+
+    // MARK: Key custody
+    func adopt(keyring: Keyring) throws
+    func rewrapAll(batchSize: Int, audit: AuditContext, progress: ((Int) -> Void)?) throws -> Int
+    func keyStatus(keyring: Keyring) throws -> KeyStatus
+    func subjects(wrappedWith version: UInt32) throws -> Int
+    func markRetired(_ version: UInt32, audit: AuditContext) throws
+    /// The MAC binding a model artifact to this store (its random id and the keyring).
+    func modelArtifactMAC(_ message: [UInt8]) -> [UInt8]
+
+    // MARK: The DP layer
+    var aggregateSource: any AggregateSource { get }
+    func budgetAccountant(audit: AuditRecord, policy: (sha256: String, schemaSHA256: String)?) -> any BudgetAccountant
+    func budgetState(purpose: String, limit: Double, periodSeconds: Int) throws -> BudgetState
+    func budgetState(purpose: String, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState
+
+    // MARK: The audit chain
+    var auditPublicKey: Ed25519PublicKey { get }
+    func audit(_ records: [AuditRecord]) throws
+    func signedAuditHead() throws -> AuditCheckpoint?
+    func publishAuditHeads(to path: String, protecting: [ProtectedFile]) throws
+    func verifyAudit(expectHead: String?) throws -> AuditVerification
+    func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String)
+    func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String)
+
+    // MARK: The policy ledger
+    func latestPolicy() throws -> PolicyRecord?
+    func policyHistory() throws -> [PolicyRecord]
+    func recordPolicy(_ record: PolicyRecord, previous: Int64?, periods: [String: Int], audit: AuditRecord) throws -> PolicyRecord
+}
+
+extension ProfileStore: StorageEngine {
+    public var location: String { path }
+}

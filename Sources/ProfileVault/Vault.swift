@@ -188,11 +188,19 @@ public final class Vault: Sendable {
     // MARK: - Output files
 
     /// The files no output of this vault may replace, even with `--force` (SPEC §12): the
-    /// keyring, the store with its `-wal` and `-shm`, `schema.yaml` and `policy.yaml`, and
+    /// keyring, the store with its `-wal` and `-shm`, `schema.yaml` and `policy.yaml`, the
+    /// policy's declared catalogs, and
     /// the configuration's ``VaultConfiguration/protectedFiles`` (the tokens file of `serve`).
     public var protectedFiles: [ProtectedFile] {
         [ProtectedFile.keyring(configuration.keysPath)] + ProtectedFile.store(configuration.storePath)
-            + ProtectedFile.policy(directory: configuration.policyDirectory) + configuration.protectedFiles
+            + ProtectedFile.policy(directory: configuration.policyDirectory) + catalogFiles + configuration.protectedFiles
+    }
+
+    /// The catalog files the policy declares (`catalogs:`): an output over one would change
+    /// what the next training job reads as public item names.
+    var catalogFiles: [ProtectedFile] {
+        let dir = policy.directory.hasSuffix("/") ? policy.directory : policy.directory + "/"
+        return policy.catalogs.values.sorted { $0.name < $1.name }.map { ProtectedFile(dir + $0.path, "a catalog file of the policy") }
     }
 
     /// Opens an output file (``OutputFile``): new and 0600 unless `force`, never one of

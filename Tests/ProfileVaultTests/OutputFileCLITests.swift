@@ -38,12 +38,17 @@ import Glibc
         let pol = s.dir + "/pol"
         try FileManager.default.createDirectory(atPath: pol, withIntermediateDirectories: true)
         for f in ["schema.yaml", "policy.yaml"] { try FileManager.default.copyItem(atPath: CLI.repoRoot + "/policies/" + f, toPath: pol + "/" + f) }
-        let policyBytes = Self.bytes(pol + "/policy.yaml")
-        for target in [store, store + "-wal", s.dir + "/keyring.json", pol + "/policy.yaml", pol + "/schema.yaml"] {
+        // The policy declares catalogs.products: its file is protected too (an output over it
+        // would change the item names the next job publishes).
+        try FileManager.default.createDirectory(atPath: pol + "/catalogs", withIntermediateDirectories: true)
+        try "SKU-1\nSKU-2\n".write(toFile: pol + "/catalogs/products.tsv", atomically: true, encoding: .utf8)
+        let policyBytes = Self.bytes(pol + "/policy.yaml"), catalogBytes = Self.bytes(pol + "/catalogs/products.tsv")
+        for target in [store, store + "-wal", s.dir + "/keyring.json", pol + "/policy.yaml", pol + "/schema.yaml", pol + "/catalogs/products.tsv"] {
             let r = try s.run(["audit", "export", "--out", target, "--force", "--role", "auditor", "--policy", pol])
             #expect(r.status == 73 && r.stderr.contains("even with --force"), "\(target): \(r.stderr)")
         }
         #expect(Self.bytes(pol + "/policy.yaml") == policyBytes)
+        #expect(Self.bytes(pol + "/catalogs/products.tsv") == catalogBytes)
         let v = try s.run(["audit", "verify", "--role", "auditor", "--json"])
         #expect(v.status == 0 && v.json?["ok"] as? Bool == true, "\(v.stdout) \(v.stderr)")
         let st = try s.run(["status", "--json"])

@@ -18,6 +18,10 @@ final class AuditCommitQueue: Sendable {
     /// Entries and transactions committed (for tests and figures).
     let stats = Mutex<(entries: Int, transactions: Int)>((0, 0))
 
+    /// Callers queued behind the commit in flight, and whether one is in flight (for tests).
+    var pending: Int { state.withLock { $0.queue.count } }
+    var inFlight: Bool { state.withLock { $0.leaderActive } }
+
     func append(_ records: [AuditRecord], commit: @escaping @Sendable ([AuditRecord]) async throws -> Void) async throws {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             let lead = state.withLock { s -> Bool in

@@ -25,6 +25,8 @@ public final class PostgresEngine: Sendable {
 
     public let location: PostgresLocation
     let client: PostgresClient
+    /// The same settings for one connection outside the pool (``probe()``).
+    let direct: PostgresConnection.Configuration
     let runner: Task<Void, Never>
     let logger: Logger
     let auditKey: Ed25519PrivateKey
@@ -44,46 +46,100 @@ public final class PostgresEngine: Sendable {
         guard (1...1000).contains(maximumConnections) else {
             throw PostgresStoreError(.configuration, "the PostgreSQL pool size must be between 1 and 1000")
         }
+        let tls = try Self.tls(location)
         var config: PostgresClient.Configuration
+        var direct: PostgresConnection.Configuration
         switch location.endpoint {
         case .tcp(let host, let port):
-            config = .init(host: host, port: port, username: location.user, password: password, database: location.database,
-                           tls: try Self.tls(location))
+            let clientTLS: PostgresClient.Configuration.TLS
+            let connectionTLS: PostgresConnection.Configuration.TLS
+            switch tls {
+            case nil:
+                clientTLS = .disable
+                connectionTLS = .disable
+            case let (required, settings)?:
+                let context: NIOSSLContext
+                do { context = try NIOSSLContext(configuration: settings) } catch {
+                    throw PostgresStoreError(.configuration, "\(location.description): cannot set up TLS (is sslrootcert a readable PEM file?)")
+                }
+                clientTLS = required ? .require(settings) : .prefer(settings)
+                connectionTLS = required ? .require(context) : .prefer(context)
+            }
+            config = .init(host: host, port: port, username: location.user, password: password, database: location.database, tls: clientTLS)
+            direct = .init(host: host, port: port, username: location.user, password: password, database: location.database, tls: connectionTLS)
         case .unixSocket:
             // libpq never uses TLS on a unix socket; neither does PostgresNIO.
-            config = .init(unixSocketPath: location.socketPath ?? "", username: location.user, password: password, database: location.database)
+            let path = location.socketPath ?? ""
+            config = .init(unixSocketPath: path, username: location.user, password: password, database: location.database)
+            direct = .init(unixSocketPath: path, username: location.user, password: password, database: location.database)
         }
         config.options.maximumConnections = maximumConnections
         config.options.minimumConnections = 0
-        if let name = location.applicationName { config.options.additionalStartupParameters = [("application_name", name)] }
+        if let name = location.applicationName {
+            config.options.additionalStartupParameters = [("application_name", name)]
+            direct.options.additionalStartupParameters = [("application_name", name)]
+        }
         self.location = location
         self.auditKey = auditSigningKey
         self.logger = logger
+        self.direct = direct
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
         self.runner = Task { await client.run() }
     }
 
-    static func tls(_ location: PostgresLocation) throws(PostgresStoreError) -> PostgresClient.Configuration.TLS {
+    /// Opens an engine for a service node: connects once directly, so a wrong location, password
+    /// or certificate is refused at once with the server's reason (the pool would retry it for a
+    /// minute and report only that it gave up), and checks the schema version (``checkSchema()``).
+    public static func open(location: PostgresLocation, password: String?, auditSigningKey: Ed25519PrivateKey,
+                            maximumConnections: Int = 8, logger: Logger = Logger(label: "profilevault.postgres")) async throws -> PostgresEngine {
+        let engine = try PostgresEngine(location: location, password: password, auditSigningKey: auditSigningKey,
+                                        maximumConnections: maximumConnections, logger: logger)
+        do {
+            try await engine.probe()
+            try await engine.checkSchema()
+        } catch {
+            await engine.close()
+            throw error
+        }
+        return engine
+    }
+
+    /// One direct connection and `SELECT 1`: the server's answer to this location and password.
+    public func probe() async throws {
+        do {
+            let conn = try await PostgresConnection.connect(configuration: direct, id: 0, logger: logger)
+            do { _ = try await conn.query("SELECT 1", logger: logger).collect() } catch {
+                try? await conn.close()
+                throw error
+            }
+            try? await conn.close()
+        } catch {
+            throw PostgresStoreError.wrap(error, "connecting to \(location.description)")
+        }
+    }
+
+    /// The TLS settings of `sslmode` (nil: no TLS), and whether TLS is required.
+    static func tls(_ location: PostgresLocation) throws(PostgresStoreError) -> (required: Bool, TLSConfiguration)? {
         var tls = TLSConfiguration.makeClientConfiguration()
         if let root = location.sslRootCert { tls.trustRoots = .file(root) }
         switch location.sslMode {
         case .disable:
-            return .disable
+            return nil
         case .prefer:
             // As libpq: encrypt when the server offers it, without checking who it is.
             tls.certificateVerification = .none
-            return .prefer(tls)
+            return (false, tls)
         case .require:
             // As libpq: encryption required, the certificate not checked (use verify-full).
             tls.certificateVerification = .none
-            return .require(tls)
+            return (true, tls)
         case .verifyCA:
             tls.certificateVerification = .noHostnameVerification
-            return .require(tls)
+            return (true, tls)
         case .verifyFull:
             tls.certificateVerification = .fullVerification
-            return .require(tls)
+            return (true, tls)
         }
     }
 

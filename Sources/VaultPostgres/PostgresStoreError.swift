@@ -60,6 +60,10 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable, Equa
                 return PostgresStoreError(.internalFailure, "\(what): PostgreSQL client error (\(e.code))")
             }
         }
+        // The pool's own error (its module is not imported here): it gave up connecting.
+        if String(describing: type(of: error)) == "ConnectionPoolError" {
+            return PostgresStoreError(.configuration, "\(what): no connection to the PostgreSQL server could be made (\(error)); check the location, the password and the server")
+        }
         if let e = error as? PostgresDecodingError {
             return PostgresStoreError(.integrity, "\(what): a column holds a value of another type than the schema's (\(e.code)): the database was edited")
         }

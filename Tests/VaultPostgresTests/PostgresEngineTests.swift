@@ -34,6 +34,7 @@ import VaultStore
             try await engine.initialize(.init(serviceRole: db.serviceRole))
             #expect(try await engine.appliedMigrations().map(\.version) == [1, 2])
             #expect(try await engine.meta()["store_id"] == storeID)
+            #expect(try await engine.meta()["policy_version"] == nil)
             #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == 2)
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
@@ -200,6 +201,72 @@ import VaultStore
                 #expect(e.kind == .integrity && e.message.contains("150"))
             }
             for n in nodes { await n.close() }
+        }
+    }
+
+    /// Group commit, made deterministic: another session holds the head row, so this node's
+    /// first append waits on it; 20 appends queued meanwhile go out together in the next
+    /// transaction (2 transactions for 21 entries), each returning only once committed.
+    @Test func appendsQueuedBehindACommitGoOutInOneTransaction() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            let node = try db.nodeEngine(pool: 2)
+            let blocker = try db.ownerEngine(pool: 1)
+            let (locked, lockedC) = AsyncStream.makeStream(of: Void.self)
+            let (release, releaseC) = AsyncStream.makeStream(of: Void.self)
+            let holder = Task {
+                try await blocker.transaction("holding the head") { conn in
+                    try await blocker.exec(conn, "SELECT seq FROM profilevault.audit_head WHERE id = 1 FOR UPDATE")
+                    lockedC.yield()
+                    for await _ in release { break }
+                }
+            }
+            for await _ in locked { break }
+            /// Waits (at most 20 s) for a state the test builds step by step.
+            func until(_ what: String, _ condition: () -> Bool) async throws {
+                for _ in 0..<4000 where !condition() { try await Task.sleep(for: .milliseconds(5)) }
+                try #require(condition(), "never reached: \(what)")
+            }
+            let first = Task { try await node.audit([record("first")]) }
+            try await until("the first append in flight") { node.commits.inFlight && node.commits.pending == 0 }
+            let rest = (0..<20).map { i in Task { try await node.audit([record("queued\(i)")]) } }
+            try await until("20 appends queued") { node.commits.pending == 20 }
+            #expect(try await db.count("SELECT count(*) FROM profilevault.audit_log") == 0)
+            releaseC.yield()
+            try await holder.value
+            try await first.value
+            for t in rest { try await t.value }
+            #expect(node.auditCommitStats == (entries: 21, transactions: 2))
+            let v = try await node.verifyAudit()
+            #expect(v.ok && v.entries == 21)
+            await node.close()
+            await blocker.close()
+        }
+    }
+
+    /// A wrong password is a configuration error that does not repeat it.
+    @Test func aWrongPasswordIsRefusedWithoutRepeatingIt() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            let wrong = "wrong-\(db.nodePassword)"
+            do {
+                let node = try await PostgresEngine.open(location: db.node, password: wrong, auditSigningKey: testAuditKey)
+                await node.close()
+                Issue.record("a wrong password was accepted")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration && e.sqlState == "28P01", "\(e)")
+                #expect(!e.message.contains(wrong) && !e.message.contains(db.nodePassword))
+            }
+            // Nothing listening there: refused at once too.
+            var nowhere = db.node
+            nowhere.endpoint = .unixSocket(directory: "/nonexistent", port: 5432)
+            await #expect(throws: PostgresStoreError.self) {
+                _ = try await PostgresEngine.open(location: nowhere, password: nil, auditSigningKey: testAuditKey)
+            }
+            // The right one opens (and checks the schema).
+            let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
+            try await node.audit([record("x")])
+            await node.close()
         }
     }
 

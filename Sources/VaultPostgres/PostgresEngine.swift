@@ -163,10 +163,12 @@ public final class PostgresEngine: Sendable {
         _ = try await conn.query(query, logger: logger).collect()
     }
 
-    /// Runs `body` in one transaction (READ COMMITTED unless `begin` says otherwise): committed
-    /// when it returns, rolled back when it throws. Errors come out as ``PostgresStoreError``
-    /// naming `what`.
-    func transaction<T: Sendable>(_ what: String, begin: PostgresQuery = "BEGIN",
+    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
+    /// READ COMMITTED, named rather than left to the server's default (a DBA's
+    /// `default_transaction_isolation = serializable` would make every concurrent append fail
+    /// on the head row instead of waiting for it), unless `begin` says otherwise. Errors come
+    /// out as ``PostgresStoreError`` naming `what`.
+    func transaction<T: Sendable>(_ what: String, begin: PostgresQuery = "BEGIN ISOLATION LEVEL READ COMMITTED",
                                   _ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await client.withConnection { conn -> T in

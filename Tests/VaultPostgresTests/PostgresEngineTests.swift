@@ -270,6 +270,34 @@ import VaultStore
         }
     }
 
+    /// A DBA's stricter default isolation does not turn waiting on the head row into failures:
+    /// the engine names READ COMMITTED for its writes.
+    @Test func appendsWaitOnTheHeadUnderASerializableDefault() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            try await db.superuser(["ALTER DATABASE \(db.name) SET default_transaction_isolation = 'serializable'"])
+            let nodes = try (0..<3).map { _ in try db.nodeEngine(pool: 3) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for n in 0..<3 {
+                    for i in 0..<15 {
+                        group.addTask {
+                            if i % 3 == 0 {
+                                _ = try? await nodes[n].charge(purpose: "p", epsilon: 0.25, limit: 2, periodSeconds: 3_600, audit: record("c\(n)"))
+                            } else {
+                                try await nodes[n].audit([record("node\(n)-\(i)")])
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let v = try await nodes[0].verifyAudit()
+            #expect(v.ok && v.entries == 45, "\(v)")
+            #expect(try await db.count("SELECT sum(spent_units)::bigint FROM profilevault.dp_budget") == 8 * (1 << 18))
+            for n in nodes { await n.close() }
+        }
+    }
+
     @Test func aDeletedTailOrAMovedHeadIsFound() async throws {
         try await TestDatabase.with { db in
             try await db.initialize()

@@ -215,7 +215,6 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
                 "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.dp_budget TO \(r)",
-                "GRANT EXECUTE ON FUNCTION profilevault.refuse_audit_change(), profilevault.audit_head_advances(), profilevault.dp_budget_only_grows() TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

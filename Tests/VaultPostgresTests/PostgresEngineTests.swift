@@ -390,6 +390,23 @@ import VaultStore
         }
     }
 
+    /// Values are bound, never spliced: a purpose, actor or request id written as SQL is stored
+    /// and audited as text, and the tables are intact.
+    @Test func valuesAreBoundNeverSpliced() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            let node = try db.nodeEngine()
+            let evil = "x'); DROP TABLE profilevault.audit_log; -- $1 \\ \u{0}?"
+            let r = AuditRecord(actor: evil, role: evil, action: evil, activity: .other, purpose: evil, fields: [evil], requestID: evil, detail: evil)
+            _ = try await node.charge(purpose: "p'; TRUNCATE profilevault.dp_budget; --", epsilon: 0.5, limit: 1, periodSeconds: 60, audit: r)
+            try await node.audit([r])
+            #expect(try await db.count("SELECT count(*) FROM profilevault.dp_budget WHERE purpose = 'p''; TRUNCATE profilevault.dp_budget; --'") == 1)
+            let v = try await node.verifyAudit()
+            #expect(v.ok && v.entries == 2, "\(v)")
+            await node.close()
+        }
+    }
+
     /// The delta units are the SQLite ledger's, to the unit.
     @Test func deltaUnitsMatchTheSQLiteLedger() {
         for d in [0, 1e-15, 5e-16, 1e-6, 6e-7, 1.2e-6, 0.3, 1, 1.0000001, -1e-9, .nan, .infinity, 3.3e-10, 1e-16] {

@@ -95,7 +95,13 @@ SUPERUSER=pvadmin
 PGPASSWORD="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 export PGPASSWORD
 ( umask 077; printf '%s\n' "$PGPASSWORD" > "$DIR/pwfile" )
-if [ -n "$RUNAS" ]; then chown -R "$RUNAS" "$DIR"; fi
+if [ -n "$RUNAS" ]; then
+    chown -R "$RUNAS" "$DIR"
+    if ! runuser -u "$RUNAS" -- test -w "$DIR"; then
+        say "the user $RUNAS cannot reach $DIR (a private TMPDIR?); run with TMPDIR=/tmp"
+        exit 1
+    fi
+fi
 
 as_server_user "$PGBIN/initdb" -D "$DIR/data" -U "$SUPERUSER" --pwfile="$DIR/pwfile" \
     --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 \

@@ -46,6 +46,32 @@ import VaultStore
         }
     }
 
+    /// A database left at version 1 (as a build before the ledger would leave it): a node
+    /// refuses it, naming the version; the owner's init migrates it to the latest.
+    @Test func anOlderSchemaIsRefusedByNodesAndMigratedByInit() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            try await db.superuser([
+                "DROP TABLE profilevault.dp_budget",
+                "DROP FUNCTION profilevault.dp_budget_only_grows()",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 2",
+            ])
+            do {
+                let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
+                await node.close()
+                Issue.record("a node opened a schema at version 1")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration && e.message.contains("version 1") && e.message.contains("init"))
+            }
+            try await db.initialize()
+            let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
+            #expect(try await node.appliedMigrations().map(\.version) == [1, 2])
+            _ = try await node.charge(purpose: "p", epsilon: 1, limit: 1, periodSeconds: 60, audit: record("after-migration"))
+            #expect(try await node.verifyAudit().ok)
+            await node.close()
+        }
+    }
+
     @Test func initRefusesAServiceRoleThatCannotBeRestrained() async throws {
         try await TestDatabase.with { db in
             let engine = try db.ownerEngine()

@@ -96,6 +96,8 @@ struct TestDatabase: Sendable {
             throw error
         }
         await engine.close()
+        let exists = try await Self.count(owner, ownerPassword, "SELECT count(*) FROM pg_roles WHERE rolname = '\(node.user)'")
+        guard exists == 0 else { return }
         try await superuser([
             "CREATE ROLE \(node.user) LOGIN PASSWORD '\(nodePassword)'",
             "GRANT \(serviceRole) TO \(node.user)",
@@ -124,7 +126,11 @@ struct TestDatabase: Sendable {
 
     /// One integer from a query run as the superuser.
     func count(_ sql: String) async throws -> Int64 {
-        let engine = try ownerEngine(pool: 1)
+        try await Self.count(owner, ownerPassword, sql)
+    }
+
+    static func count(_ location: PostgresLocation, _ password: String?, _ sql: String) async throws -> Int64 {
+        let engine = try PostgresEngine(location: location, password: password, auditSigningKey: testAuditKey, maximumConnections: 1)
         do {
             let n = try await engine.transaction("test count") { conn -> Int64 in
                 guard let row = try await engine.rows(conn, PostgresQuery(unsafeSQL: sql)).first else { return -1 }

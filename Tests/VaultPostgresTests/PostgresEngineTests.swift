@@ -9,8 +9,9 @@ import VaultStore
 
 /// The PostgreSQL engine against a real server (issue 18 §2-§3): migrations and roles, the one
 /// audit chain of the cluster, the budget ledger that no node overspends. Each test works in a
-/// database of its own (``TestDatabase``).
-@Suite struct PostgresEngineTests {
+/// database of its own (``TestDatabase``); one at a time, so a server with the default
+/// max_connections (100) is enough.
+@Suite(.serialized) struct PostgresEngineTests {
     @Test func migrationsAreVersionedAndIdempotent() async throws {
         try await TestDatabase.with { db in
             let engine = try db.ownerEngine()

@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(
@@ -41,6 +42,17 @@ let package = Package(
                 "VaultValues", "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        // The PostgreSQL engine's cluster-critical pieces (issue 18 §2): location, pool,
+        // migrations and roles, the cluster-wide audit chain and budget ledger.
+        .target(
+            name: "VaultPostgres",
+            dependencies: [
+                "VaultCrypto", "VaultAudit", "DifferentialPrivacy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
@@ -99,6 +111,16 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "VaultPostgresTests",
+            // VaultStore only to check that both engines count delta alike.
+            dependencies: [
+                "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings

@@ -1,0 +1,267 @@
+import Foundation
+import PostgresNIO
+import VaultAudit
+import VaultCrypto
+
+/// One versioned schema change: its statements run in one transaction, with the row that
+/// records it in `profilevault.schema_migrations`.
+struct PostgresMigration: Sendable {
+    let version: Int32
+    let name: String
+    let statements: [PostgresQuery]
+}
+
+extension PostgresEngine {
+    /// Lock keys (`pg_advisory_xact_lock(namespace, key)`): migrations, and one lock per budget purpose.
+    static let lockNamespaceMigrations: Int32 = 0x5056_4D00   // "PVM"
+    static let lockNamespaceBudget: Int32 = 0x5056_4200       // "PVB"
+
+    /// The migrations, oldest first. Never edit one that has shipped: add the next version.
+    static let migrations: [PostgresMigration] = [
+        PostgresMigration(version: 1, name: "meta-and-audit-chain", statements: [
+            "CREATE TABLE profilevault.meta(key text PRIMARY KEY, value text NOT NULL)",
+            // The audit chain, as the SQLite store keeps it: the entry's canonical JSON as text
+            // (its bytes are what the hash covers, so not jsonb, which would reformat it), the
+            // hash of the entry before it and its own; `subject` indexes access exports.
+            """
+            CREATE TABLE profilevault.audit_log(
+                seq bigint PRIMARY KEY CHECK (seq >= 1), time bigint NOT NULL, entry text NOT NULL,
+                prev_hash bytea NOT NULL CHECK (length(prev_hash) = 32), hash bytea NOT NULL CHECK (length(hash) = 32),
+                subject bytea)
+            """,
+            "CREATE INDEX audit_log_time ON profilevault.audit_log(time)",
+            "CREATE INDEX audit_log_subject ON profilevault.audit_log(subject) WHERE subject IS NOT NULL",
+            """
+            CREATE TABLE profilevault.audit_checkpoints(
+                seq bigint PRIMARY KEY CHECK (seq >= 1), hash bytea NOT NULL, signature bytea NOT NULL, time bigint NOT NULL,
+                checkpoint_time bigint, prev_seq bigint, prev_digest bytea)
+            """,
+            // One row: the newest entry of the cluster's one chain. Every append locks it (FOR
+            // UPDATE), so appends from all nodes serialise on it.
+            """
+            CREATE TABLE profilevault.audit_head(
+                id smallint PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL CHECK (seq >= 0),
+                hash bytea NOT NULL CHECK (length(hash) = 32), time bigint NOT NULL)
+            """,
+            "INSERT INTO profilevault.audit_head(id, seq, hash, time) VALUES (1, 0, decode(repeat('00', 32), 'hex'), 0)",
+            // The second wall behind REVOKE: even a role holding UPDATE or DELETE (the owner)
+            // cannot rewrite the chain without first disabling these triggers. They raise
+            // P0001, not 42501, so a test can tell them from the privilege check.
+            """
+            CREATE FUNCTION profilevault.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'the audit log is append-only';
+            END $$
+            """,
+            """
+            CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_log
+                FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+            """
+            CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON profilevault.audit_log
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+            """
+            CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_checkpoints
+                FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+            """
+            CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON profilevault.audit_checkpoints
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+            // The head only moves forward, onto an entry that exists with that hash: the
+            // service role (which must UPDATE it) cannot rewind it or point it elsewhere.
+            """
+            CREATE FUNCTION profilevault.audit_head_advances() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.id <> OLD.id OR NEW.seq <= OLD.seq OR NEW.time < OLD.time
+                   OR NOT EXISTS (SELECT 1 FROM profilevault.audit_log a WHERE a.seq = NEW.seq AND a.hash = NEW.hash) THEN
+                    RAISE EXCEPTION 'the audit head only moves forward, onto an entry of the log';
+                END IF;
+                RETURN NEW;
+            END $$
+            """,
+            """
+            CREATE TRIGGER audit_head_forward BEFORE UPDATE ON profilevault.audit_head
+                FOR EACH ROW EXECUTE FUNCTION profilevault.audit_head_advances()
+            """,
+            """
+            CREATE TRIGGER audit_head_kept BEFORE DELETE ON profilevault.audit_head
+                FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+            """
+            CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON profilevault.audit_head
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+        ]),
+        PostgresMigration(version: 2, name: "dp-budget-ledger", statements: [
+            // Spent epsilon in units of 2^-20 and delta in units of 10^-15, as the SQLite
+            // ledger keeps them: integer sums are exact, so a budget that fits ten charges fits
+            // exactly ten. Each row records the period length it was charged under.
+            """
+            CREATE TABLE profilevault.dp_budget(
+                purpose text NOT NULL, period_start bigint NOT NULL, period_seconds bigint NOT NULL CHECK (period_seconds >= 1),
+                spent_units bigint NOT NULL DEFAULT 0 CHECK (spent_units >= 0),
+                delta_spent_units bigint NOT NULL DEFAULT 0 CHECK (delta_spent_units >= 0),
+                PRIMARY KEY (purpose, period_start, period_seconds))
+            """,
+            // The ledger only grows: what was spent cannot be given back by an UPDATE, and rows
+            // cannot be deleted (REVOKE for the service role; this trigger for anyone).
+            """
+            CREATE FUNCTION profilevault.dp_budget_only_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP <> 'UPDATE' OR NEW.purpose <> OLD.purpose OR NEW.period_start <> OLD.period_start
+                   OR NEW.period_seconds <> OLD.period_seconds
+                   OR NEW.spent_units < OLD.spent_units OR NEW.delta_spent_units < OLD.delta_spent_units THEN
+                    RAISE EXCEPTION 'the budget ledger only grows';
+                END IF;
+                RETURN NEW;
+            END $$
+            """,
+            """
+            CREATE TRIGGER dp_budget_grows BEFORE UPDATE OR DELETE ON profilevault.dp_budget
+                FOR EACH ROW EXECUTE FUNCTION profilevault.dp_budget_only_grows()
+            """,
+            """
+            CREATE TRIGGER dp_budget_no_truncate BEFORE TRUNCATE ON profilevault.dp_budget
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+        ]),
+    ]
+
+    public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
+
+    /// What ``initialize(_:)`` sets up.
+    public struct InitOptions: Sendable {
+        /// The role the service nodes run as (they log in as members of it: `GRANT ROLE TO
+        /// login`). Created NOLOGIN when missing.
+        public var serviceRole: String
+        public var schemaVersion: String?
+        public var policyVersion: String?
+        public init(serviceRole: String = "profilevault_service", schemaVersion: String? = nil, policyVersion: String? = nil) {
+            self.serviceRole = serviceRole
+            self.schemaVersion = schemaVersion
+            self.policyVersion = policyVersion
+        }
+    }
+
+    /// Creates or migrates the schema and grants the service role exactly what a node needs.
+    /// Run as the owner role (the one that owns the tables; never the service role). Safe to
+    /// run again and from two processes at once: each migration runs once, in one transaction,
+    /// under an advisory lock; the grants are set again to the same.
+    ///
+    /// The service role gets: USAGE on the schema; SELECT on `meta` and `schema_migrations`;
+    /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
+    /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
+    /// on `dp_budget`. Never UPDATE, DELETE or TRUNCATE on the audit tables, nor DELETE or
+    /// TRUNCATE anywhere. PUBLIC gets nothing.
+    public func initialize(_ options: InitOptions = InitOptions()) async throws {
+        let role = options.serviceRole
+        guard Self.isPlainRoleName(role) else {
+            throw PostgresStoreError(.configuration, "the service role name must be 1-63 lower-case letters, digits or _ (not pg_...)")
+        }
+        guard role != location.user else {
+            throw PostgresStoreError(.configuration, "the service role must not be the role that owns the schema (\(location.user)): run init as the owner and the nodes as the service role")
+        }
+        try await transaction("creating the schema") { conn in
+            try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceMigrations), 0)")
+            try await exec(conn, "CREATE SCHEMA IF NOT EXISTS profilevault")
+            try await exec(conn, "REVOKE ALL ON SCHEMA profilevault FROM PUBLIC")
+            try await exec(conn, """
+                CREATE TABLE IF NOT EXISTS profilevault.schema_migrations(
+                    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """)
+        }
+        for m in Self.migrations {
+            try await transaction("migration \(m.version) (\(m.name))") { conn in
+                try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceMigrations), 0)")
+                let done = try await rows(conn, "SELECT 1 FROM profilevault.schema_migrations WHERE version = \(m.version)")
+                guard done.isEmpty else { return }
+                for s in m.statements { try await exec(conn, s) }
+                try await exec(conn, "INSERT INTO profilevault.schema_migrations(version, name) VALUES (\(m.version), \(m.name))")
+            }
+        }
+        let storeID = AuditLog.hex(SecureRandom.bytes(16))
+        try await transaction("recording the store's metadata and granting the service role") { conn in
+            try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceMigrations), 0)")
+            var meta: [(String, String)] = [("store_id", storeID), ("store_format", "1")]
+            if let v = options.schemaVersion { meta.append(("schema_version", v)) }
+            if let v = options.policyVersion { meta.append(("policy_version", v)) }
+            for (k, v) in meta {
+                try await exec(conn, "INSERT INTO profilevault.meta(key, value) VALUES (\(k), \(v)) ON CONFLICT (key) DO NOTHING")
+            }
+            // Budget windows count from the store's creation, on the server's clock (one clock
+            // for every node).
+            try await exec(conn, """
+                INSERT INTO profilevault.meta(key, value)
+                VALUES ('created_at', floor(extract(epoch FROM statement_timestamp()))::bigint::text) ON CONFLICT (key) DO NOTHING
+                """)
+            let existing = try await rows(conn, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = \(role)")
+            if let row = existing.first {
+                let (superuser, bypass) = try row.decode((Bool, Bool).self)
+                if superuser || bypass {
+                    throw PostgresStoreError(.configuration, "the service role \(role) is a superuser or bypasses row security: no grant can restrain it; use a plain role")
+                }
+            } else {
+                try await exec(conn, PostgresQuery(unsafeSQL: "CREATE ROLE \(Self.quoted(role)) NOLOGIN"))
+            }
+            let r = Self.quoted(role)
+            for sql in [
+                "REVOKE ALL ON ALL TABLES IN SCHEMA profilevault FROM PUBLIC",
+                "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA profilevault FROM PUBLIC",
+                "REVOKE ALL ON ALL TABLES IN SCHEMA profilevault FROM \(r)",
+                "GRANT USAGE ON SCHEMA profilevault TO \(r)",
+                "GRANT SELECT ON profilevault.meta, profilevault.schema_migrations TO \(r)",
+                "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
+                "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",
+                "GRANT SELECT, INSERT, UPDATE ON profilevault.dp_budget TO \(r)",
+            ] {
+                try await exec(conn, PostgresQuery(unsafeSQL: sql))
+            }
+        }
+    }
+
+    /// `"name"`: only ever called on a name ``isPlainRoleName(_:)`` accepted.
+    static func quoted(_ name: String) -> String { "\"" + name + "\"" }
+
+    /// The schema versions applied, oldest first (empty: not initialised).
+    public func appliedMigrations() async throws -> [(version: Int32, name: String)] {
+        try await transaction("reading the schema version") { conn in
+            let exists = try await rows(conn, "SELECT to_regclass('profilevault.schema_migrations') IS NOT NULL")
+            guard let e = exists.first, try e.decode(Bool.self) else { return [(Int32, String)]() }
+            var out: [(Int32, String)] = []
+            for row in try await rows(conn, "SELECT version, name FROM profilevault.schema_migrations ORDER BY version") {
+                out.append(try row.decode((Int32, String).self))
+            }
+            return out
+        }.map { (version: $0.0, name: $0.1) }
+    }
+
+    /// Checks that the database holds this engine's schema at the version it knows: a node
+    /// refuses to start against a database that is not initialised (run init) or that a newer
+    /// version migrated (configuration errors).
+    public func checkSchema() async throws {
+        let applied = try await appliedMigrations()
+        guard let newest = applied.last?.version else {
+            throw PostgresStoreError(.configuration, "\(location.description): no ProfileVault schema here; run profilectl init --store with this location first")
+        }
+        if newest < Self.latestSchemaVersion {
+            throw PostgresStoreError(.configuration, "\(location.description): the schema is at version \(newest) and this build needs \(Self.latestSchemaVersion); run profilectl init --store with this location (as the owner role) to migrate it")
+        }
+        if newest > Self.latestSchemaVersion {
+            throw PostgresStoreError(.configuration, "\(location.description): the schema is at version \(newest), newer than this build knows (\(Self.latestSchemaVersion)); upgrade profilectl")
+        }
+    }
+
+    /// The store's metadata (store id, created_at, schema and policy versions).
+    public func meta() async throws -> [String: String] {
+        try await transaction("reading the store's metadata") { conn in
+            var out: [String: String] = [:]
+            for row in try await rows(conn, "SELECT key, value FROM profilevault.meta") {
+                let (k, v) = try row.decode((String, String).self)
+                out[k] = v
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,298 @@
+import Foundation
+import PostgresNIO
+import Synchronization
+public import VaultAudit
+import VaultCrypto
+
+/// Group commit for audit entries without a data change of their own: callers that arrive while
+/// this process has a commit in flight are written together in the next transaction (one head
+/// lock, one signed checkpoint, one commit for all of them). Every caller returns only once its
+/// own entries are committed. Leader/follower: the first caller with nothing in flight starts a
+/// task that commits batches until the queue is empty.
+final class AuditCommitQueue: Sendable {
+    private struct State {
+        var queue: [([AuditRecord], CheckedContinuation<Void, any Error>)] = []
+        var leaderActive = false
+    }
+    private let state = Mutex(State())
+    /// Entries and transactions committed (for tests and figures).
+    let stats = Mutex<(entries: Int, transactions: Int)>((0, 0))
+
+    /// Callers queued behind the commit in flight, and whether one is in flight (for tests).
+    var pending: Int { state.withLock { $0.queue.count } }
+    var inFlight: Bool { state.withLock { $0.leaderActive } }
+
+    func append(_ records: [AuditRecord], commit: @escaping @Sendable ([AuditRecord]) async throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let lead = state.withLock { s -> Bool in
+                s.queue.append((records, c))
+                if s.leaderActive { return false }
+                s.leaderActive = true
+                return true
+            }
+            if lead { Task { await self.drain(commit) } }
+        }
+    }
+
+    private func drain(_ commit: @Sendable ([AuditRecord]) async throws -> Void) async {
+        while true {
+            let batch = state.withLock { s -> [([AuditRecord], CheckedContinuation<Void, any Error>)]? in
+                if s.queue.isEmpty { s.leaderActive = false; return nil }
+                defer { s.queue.removeAll() }
+                return s.queue
+            }
+            guard let batch else { return }
+            do {
+                let records = batch.flatMap(\.0)
+                try await commit(records)
+                stats.withLock { $0.entries += records.count; $0.transactions += 1 }
+                for (_, c) in batch { c.resume() }
+            } catch {
+                for (_, c) in batch { c.resume(throwing: error) }
+            }
+        }
+    }
+}
+
+extension PostgresEngine {
+    /// The verified head of the chain, locked for this transaction.
+    struct LockedHead {
+        var sequence: Int64
+        var hash: [UInt8]
+        var checkpoint: AuditCheckpoint?
+        /// The time new entries get: the server's clock, never before the head's.
+        var now: Int64
+    }
+
+    /// Locks the head row (`SELECT ... FOR UPDATE`: every node's append waits here for the one
+    /// before it to commit) and checks it as the SQLite store checks its head: the head names
+    /// the newest entry, whose hash matches its text and the newest checkpoint, whose signature
+    /// verifies; nothing lies beyond it. A tampered chain fails the operation (integrity).
+    func lockHead(_ conn: PostgresConnection) async throws -> LockedHead {
+        guard let headRow = try await rows(conn, "SELECT seq, hash, time FROM profilevault.audit_head WHERE id = 1 FOR UPDATE").first else {
+            throw PostgresStoreError(.integrity, "the audit head row is missing: the database was edited")
+        }
+        let (seq, hashBuffer, headTime) = try headRow.decode((Int64, ByteBuffer, Int64).self)
+        let hash = hashBuffer.bytes
+        // A second statement, so it reads what the append before this one committed (READ
+        // COMMITTED takes a new snapshot per statement; the locking one saw the row only).
+        guard let row = try await rows(conn, """
+            SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint,
+                   a.entry, a.prev_hash, a.hash,
+                   c.seq, c.hash, c.signature, c.time, c.checkpoint_time, c.prev_seq, c.prev_digest,
+                   (SELECT max(seq) FROM profilevault.audit_log), (SELECT max(seq) FROM profilevault.audit_checkpoints)
+            FROM (SELECT 1) AS one
+            LEFT JOIN profilevault.audit_log a ON a.seq = \(seq)
+            LEFT JOIN profilevault.audit_checkpoints c ON c.seq = \(seq)
+            """).first else {
+            throw PostgresStoreError(.internalFailure, "reading the audit head returned no row")
+        }
+        let (serverNow, text, prev, entryHash, cpSeq, cpHash, cpSig, _, cpTime, cpPrevSeq, cpPrevDigest, maxEntry, maxCheckpoint) =
+            try row.decode((Int64, String?, ByteBuffer?, ByteBuffer?, Int64?, ByteBuffer?, ByteBuffer?, Int64?, Int64?, Int64?, ByteBuffer?, Int64?, Int64?).self)
+        let now = max(serverNow, headTime)
+        if let maxEntry, maxEntry > seq {
+            throw PostgresStoreError(.integrity, "audit entries \(seq + 1) to \(maxEntry) lie beyond the audit head: they were inserted behind its back")
+        }
+        if let maxCheckpoint, maxCheckpoint > seq {
+            throw PostgresStoreError(.integrity, "a checkpoint for entry \(maxCheckpoint) lies beyond the audit head at \(seq): the log was cut back")
+        }
+        if seq == 0 {
+            guard hash == AuditLog.genesis, maxEntry == nil, maxCheckpoint == nil else {
+                throw PostgresStoreError(.integrity, "the audit head says the log is empty but it is not: the head was rewound")
+            }
+            return LockedHead(sequence: 0, hash: AuditLog.genesis, checkpoint: nil, now: now)
+        }
+        guard let text, let prev, let entryHash else {
+            throw PostgresStoreError(.integrity, "the audit head names entry \(seq), which is missing: entries were deleted from its tail")
+        }
+        guard entryHash.bytes == hash, SHA256.hash(prev.bytes, Array(text.utf8)) == hash else {
+            throw PostgresStoreError(.integrity, "audit entry \(seq) does not match the audit head: it was rewritten")
+        }
+        guard cpSeq == seq, let cpHash, let cpSig else {
+            throw PostgresStoreError(.integrity, "audit entry \(seq) is not covered by a signed checkpoint: it was inserted or its checkpoint deleted")
+        }
+        let cp = try Self.checkpoint(sequence: seq, hash: cpHash.bytes, signature: cpSig.bytes, time: cpTime, prevSeq: cpPrevSeq, prevDigest: cpPrevDigest?.bytes)
+        guard cp.hash == hash else {
+            throw PostgresStoreError(.integrity, "audit entry \(seq) does not match its signed checkpoint: it was rewritten")
+        }
+        let digest = cp.digest
+        if trustedCheckpoint.withLock({ $0 }) != digest {
+            guard cp.isValid(publicKey: auditPublicKey) else {
+                throw PostgresStoreError(.integrity, "the audit checkpoint at entry \(seq) does not verify with the store's key: the log was rewritten")
+            }
+            trustedCheckpoint.withLock { $0 = digest }
+        }
+        return LockedHead(sequence: seq, hash: hash, checkpoint: cp, now: now)
+    }
+
+    /// A checkpoint from its columns: the three chain columns are all NULL (v1) or all set (v2).
+    static func checkpoint(sequence: Int64, hash: [UInt8], signature: [UInt8], time: Int64?, prevSeq: Int64?, prevDigest: [UInt8]?) throws -> AuditCheckpoint {
+        guard hash.count == 32 else {
+            throw PostgresStoreError(.integrity, "the audit checkpoint at entry \(sequence) has no 32-byte hash: the database was edited")
+        }
+        switch (time, prevSeq, prevDigest) {
+        case (nil, nil, nil):
+            return AuditCheckpoint(sequence: sequence, hash: hash, signature: signature, timeMillis: nil, previousSequence: nil, previousDigest: nil)
+        case let (t?, ps?, pd?) where pd.count == 32:
+            return AuditCheckpoint(sequence: sequence, hash: hash, signature: signature, timeMillis: t, previousSequence: ps, previousDigest: pd)
+        default:
+            throw PostgresStoreError(.integrity, "the audit checkpoint at entry \(sequence) has a malformed link to the checkpoint before it: the database was edited")
+        }
+    }
+
+    /// Appends `records` inside the caller's transaction: locks and verifies the head, inserts
+    /// the entries (the same canonical JSON and hash chain as the SQLite store), signs a
+    /// checkpoint of the new head linked to the one before, and moves the head. Returns the new
+    /// head; the caller commits.
+    @discardableResult
+    func appendLocked(_ conn: PostgresConnection, _ records: [AuditRecord]) async throws -> (sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?) {
+        let head = try await lockHead(conn)
+        guard !records.isEmpty else { return (head.sequence, head.hash, head.checkpoint) }
+        guard head.sequence <= Int64.max - Int64(records.count) - 1 else {
+            throw PostgresStoreError(.internalFailure, "the audit log has run out of sequence numbers")
+        }
+        var seq = head.sequence
+        var prev = head.hash
+        let now = head.now
+        var seqs: [Int64] = [], texts: [String] = [], prevs: [String] = [], hashes: [String] = [], subjects: [String] = []
+        for r in records {
+            seq += 1
+            let canonical = r.entry(sequence: seq, timeMillis: now).canonicalBytes()
+            let h = SHA256.hash(prev, canonical)
+            seqs.append(seq)
+            texts.append(String(decoding: canonical, as: UTF8.self))
+            prevs.append(AuditLog.hex(prev))
+            hashes.append(AuditLog.hex(h))
+            subjects.append(r.subject.map(AuditLog.hex) ?? "")
+            prev = h
+        }
+        try await exec(conn, """
+            INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
+            SELECT s, \(now), e, decode(p, 'hex'), decode(h, 'hex'), decode(NULLIF(sub, ''), 'hex')
+            FROM unnest(\(seqs)::bigint[], \(texts)::text[], \(prevs)::text[], \(hashes)::text[], \(subjects)::text[]) AS t(s, e, p, h, sub)
+            """)
+        let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: auditKey)
+        try await exec(conn, """
+            INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
+            VALUES (\(seq), \(bytea(prev)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea)))
+            """)
+        try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
+        return (seq, prev, cp)
+    }
+
+    /// Appends entries that record no data change of their own (reads, denials, errors), group
+    /// committed with this process's concurrent callers; committed when this returns. All nodes
+    /// append to the one chain: the head row lock orders them.
+    public func audit(_ records: [AuditRecord]) async throws {
+        guard !records.isEmpty else { return }
+        try await commits.append(records) { [self] batch in
+            let cp = try await transaction("appending to the audit log") { conn in
+                try await appendLocked(conn, batch).checkpoint
+            }
+            if let cp { trustedCheckpoint.withLock { $0 = cp.digest } }
+        }
+    }
+
+    /// Entries and transactions the group commit has written in this process.
+    public var auditCommitStats: (entries: Int, transactions: Int) { commits.stats.withLock { $0 } }
+
+    /// Sequence number and hash (hex) of the newest entry, as the head row says.
+    public func auditHead() async throws -> (entries: Int64, head: String) {
+        try await transaction("reading the audit head") { conn in
+            guard let row = try await rows(conn, "SELECT seq, hash FROM profilevault.audit_head WHERE id = 1").first else {
+                throw PostgresStoreError(.integrity, "the audit head row is missing: the database was edited")
+            }
+            let (seq, hash) = try row.decode((Int64, ByteBuffer).self)
+            return (seq, AuditLog.hex(hash.bytes))
+        }
+    }
+
+    /// Verifies the whole chain with the same ``ChainVerifier`` as the SQLite store and the
+    /// export verifier: every entry's hash and link, every checkpoint's signature and link, the
+    /// time and subject columns against the entry, nothing beyond the newest checkpoint, and the
+    /// head row naming the last entry. Reads one snapshot (REPEATABLE READ), so nodes appending
+    /// meanwhile do not disturb it. `expectHead`: as `audit verify --expect-head`.
+    public func verifyAudit(expectHead: String? = nil) async throws -> AuditVerification {
+        let publicKey = auditPublicKey
+        var expected: AuditExpectation?
+        if let expectHead {
+            do { expected = try AuditExpectation.parse(expectHead, publicKey: publicKey) } catch {
+                throw PostgresStoreError(.usage, error.description)
+            }
+        }
+        let expectation = expected
+        return try await transaction("verifying the audit log", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
+            var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expectation, wholeLog: true)
+            func result() -> AuditVerification {
+                AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
+                                  reason: v.failure?.reason, head: AuditLog.hex(v.head))
+            }
+            var checkpoints: [Int64: AuditCheckpoint] = [:]
+            for row in try await rows(conn, "SELECT seq, hash, signature, checkpoint_time, prev_seq, prev_digest FROM profilevault.audit_checkpoints ORDER BY seq") {
+                let (seq, hash, sig, time, prevSeq, prevDigest) = try row.decode((Int64, ByteBuffer, ByteBuffer, Int64?, Int64?, ByteBuffer?).self)
+                do {
+                    checkpoints[seq] = try Self.checkpoint(sequence: seq, hash: hash.bytes, signature: sig.bytes, time: time, prevSeq: prevSeq, prevDigest: prevDigest?.bytes)
+                } catch let e as PostgresStoreError {
+                    v.fail(max(1, seq), e.message)
+                    return result()
+                }
+            }
+            let entries = try await conn.query("SELECT seq, time, entry, prev_hash, hash, subject FROM profilevault.audit_log ORDER BY seq", logger: logger)
+            for try await row in entries {
+                let (seq, time, text, prevBuffer, hashBuffer, subject) = try row.decode((Int64, Int64, String, ByteBuffer, ByteBuffer, ByteBuffer?).self)
+                if v.failure != nil { continue }   // drain the rows; the first failure stands
+                guard let entry = try? JSONValue.parse(text), case .int(let stated)? = entry["metadata.sequence"] else {
+                    v.fail(seq, "entry \(seq) is not a valid audit entry: it was modified")
+                    continue
+                }
+                if stated != seq {
+                    v.fail(min(seq, stated), "row \(seq) holds entry \(stated): entries were reordered or moved")
+                    continue
+                }
+                guard case .int(time)? = entry["time"] else {
+                    v.fail(seq, "the time column of entry \(seq) disagrees with the entry: it was altered")
+                    continue
+                }
+                let column = subject.map { AuditLog.hex($0.bytes) }
+                let statedSubject = entry["unmapped.subject"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+                if column != statedSubject {
+                    v.fail(seq, "the subject index of entry \(seq) disagrees with the entry: it was altered")
+                    continue
+                }
+                let hash = hashBuffer.bytes
+                let cp = checkpoints[seq]
+                if let cp, cp.hash != hash {
+                    v.fail(seq, "checkpoint \(seq) records another head than the entry's hash: the entry was rewritten")
+                    continue
+                }
+                // The stored text is what the hash covers: a text that parses to the same
+                // entry but differs in bytes is a modification too.
+                if Array(text.utf8) != entry.canonicalBytes() {
+                    v.fail(seq, "entry \(seq) is not in canonical form: it was modified")
+                    continue
+                }
+                v.add(entry: entry, statedPrevious: prevBuffer.bytes, statedHash: hash, checkpoint: cp)
+            }
+            let last = v.last ?? 0
+            if v.failure == nil, let beyond = checkpoints.keys.filter({ $0 > last }).min() {
+                v.fail(last + 1, "a signed checkpoint exists for entry \(beyond) but the log ends at \(last): entries were deleted from the tail")
+            }
+            if v.failure == nil, last > v.lastCheckpoint {
+                v.fail(v.lastCheckpoint + 1, "entries after \(v.lastCheckpoint) are not covered by a signed checkpoint: they were inserted or their checkpoint deleted")
+            }
+            if v.failure == nil {
+                let head = try await rows(conn, "SELECT seq, hash FROM profilevault.audit_head WHERE id = 1").first
+                if let head {
+                    let (seq, hash) = try head.decode((Int64, ByteBuffer).self)
+                    if seq != last || hash.bytes != v.head {
+                        v.fail(min(seq, last) + 1, "the audit head names entry \(seq) but the log ends at \(last): the head was moved")
+                    }
+                } else {
+                    v.fail(last + 1, "the audit head row is missing: the database was edited")
+                }
+            }
+            v.finishExpectation()
+            return result()
+        }
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+public import Logging
+import PostgresNIO
+import Synchronization
+import VaultAudit
+public import VaultCrypto
+
+/// The PostgreSQL storage engine's cluster-critical core (issue 18 §2): a connection pool, the
+/// versioned schema with its least-privilege roles, the audit chain that every node appends to,
+/// and the budget ledger that no node can overspend. Several processes (service nodes) each
+/// open their own engine against one database; everything that must be right across them is
+/// decided by PostgreSQL inside one transaction (a row lock on the audit head, a conditional
+/// `UPDATE` of the budget row), never by a node's memory.
+///
+/// Every statement is a fixed text whose values are bound parameters (`PostgresQuery`
+/// interpolation binds them); the only identifier ever spliced into SQL is the service role's
+/// name in `GRANT`/`REVOKE`, which cannot be bound and is checked against
+/// ``PostgresEngine/isPlainRoleName(_:)`` and quoted first.
+///
+/// The pool runs as a service: `PostgresClient.run()` in a task of the engine's own, cancelled
+/// by ``close()``.
+public final class PostgresEngine: Sendable {
+    /// Every table lives in this schema (owned by the role that ran ``initialize(_:)``).
+    public static let schema = "profilevault"
+
+    public let location: PostgresLocation
+    let client: PostgresClient
+    /// The same settings for one connection outside the pool (``probe()``).
+    let direct: PostgresConnection.Configuration
+    let runner: Task<Void, Never>
+    let logger: Logger
+    let auditKey: Ed25519PrivateKey
+    /// Digest of the newest checkpoint this process signed or verified: the hot path verifies a
+    /// checkpoint's signature only when another node wrote the head (as the SQLite store does).
+    let trustedCheckpoint = Mutex<[UInt8]?>(nil)
+    let commits = AuditCommitQueue()
+
+    /// The public half of the audit signing key: what verifies the chain's checkpoints.
+    public var auditPublicKey: Ed25519PublicKey { auditKey.publicKey }
+
+    /// Connects a pool of at most `maximumConnections` to `location`, authenticating with
+    /// `password` (``PostgresLocation/password(environment:)`` finds it as libpq does; nil for
+    /// trust or peer authentication). Nothing is sent to the server until the first operation.
+    public init(location: PostgresLocation, password: String?, auditSigningKey: Ed25519PrivateKey,
+                maximumConnections: Int = 8, logger: Logger = Logger(label: "profilevault.postgres")) throws(PostgresStoreError) {
+        guard (1...1000).contains(maximumConnections) else {
+            throw PostgresStoreError(.configuration, "the PostgreSQL pool size must be between 1 and 1000")
+        }
+        let tls = try Self.tls(location)
+        var config: PostgresClient.Configuration
+        var direct: PostgresConnection.Configuration
+        switch location.endpoint {
+        case .tcp(let host, let port):
+            let clientTLS: PostgresClient.Configuration.TLS
+            let connectionTLS: PostgresConnection.Configuration.TLS
+            switch tls {
+            case nil:
+                clientTLS = .disable
+                connectionTLS = .disable
+            case let (required, settings)?:
+                let context: NIOSSLContext
+                do { context = try NIOSSLContext(configuration: settings) } catch {
+                    throw PostgresStoreError(.configuration, "\(location.description): cannot set up TLS (is sslrootcert a readable PEM file?)")
+                }
+                clientTLS = required ? .require(settings) : .prefer(settings)
+                connectionTLS = required ? .require(context) : .prefer(context)
+            }
+            config = .init(host: host, port: port, username: location.user, password: password, database: location.database, tls: clientTLS)
+            direct = .init(host: host, port: port, username: location.user, password: password, database: location.database, tls: connectionTLS)
+        case .unixSocket:
+            // libpq never uses TLS on a unix socket; neither does PostgresNIO.
+            let path = location.socketPath ?? ""
+            config = .init(unixSocketPath: path, username: location.user, password: password, database: location.database)
+            direct = .init(unixSocketPath: path, username: location.user, password: password, database: location.database)
+        }
+        config.options.maximumConnections = maximumConnections
+        config.options.minimumConnections = 0
+        if let name = location.applicationName {
+            config.options.additionalStartupParameters = [("application_name", name)]
+            direct.options.additionalStartupParameters = [("application_name", name)]
+        }
+        self.location = location
+        self.auditKey = auditSigningKey
+        self.logger = logger
+        self.direct = direct
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        self.client = client
+        self.runner = Task { await client.run() }
+    }
+
+    /// Opens an engine for a service node: connects once directly, so a wrong location, password
+    /// or certificate is refused at once with the server's reason (the pool would retry it for a
+    /// minute and report only that it gave up), and checks the schema version (``checkSchema()``).
+    public static func open(location: PostgresLocation, password: String?, auditSigningKey: Ed25519PrivateKey,
+                            maximumConnections: Int = 8, logger: Logger = Logger(label: "profilevault.postgres")) async throws -> PostgresEngine {
+        let engine = try PostgresEngine(location: location, password: password, auditSigningKey: auditSigningKey,
+                                        maximumConnections: maximumConnections, logger: logger)
+        do {
+            try await engine.probe()
+            try await engine.checkSchema()
+        } catch {
+            await engine.close()
+            throw error
+        }
+        return engine
+    }
+
+    /// One direct connection and `SELECT 1`: the server's answer to this location and password.
+    public func probe() async throws {
+        do {
+            let conn = try await PostgresConnection.connect(configuration: direct, id: 0, logger: logger)
+            do { _ = try await conn.query("SELECT 1", logger: logger).collect() } catch {
+                try? await conn.close()
+                throw error
+            }
+            try? await conn.close()
+        } catch {
+            throw PostgresStoreError.wrap(error, "connecting to \(location.description)")
+        }
+    }
+
+    /// The TLS settings of `sslmode` (nil: no TLS), and whether TLS is required.
+    static func tls(_ location: PostgresLocation) throws(PostgresStoreError) -> (required: Bool, TLSConfiguration)? {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let root = location.sslRootCert { tls.trustRoots = .file(root) }
+        switch location.sslMode {
+        case .disable:
+            return nil
+        case .prefer:
+            // As libpq: encrypt when the server offers it, without checking who it is.
+            tls.certificateVerification = .none
+            return (false, tls)
+        case .require:
+            // As libpq: encryption required, the certificate not checked (use verify-full).
+            tls.certificateVerification = .none
+            return (true, tls)
+        case .verifyCA:
+            tls.certificateVerification = .noHostnameVerification
+            return (true, tls)
+        case .verifyFull:
+            tls.certificateVerification = .fullVerification
+            return (true, tls)
+        }
+    }
+
+    /// Stops the pool: its connections close and later operations fail.
+    public func close() async {
+        runner.cancel()
+        await runner.value
+    }
+
+    deinit { runner.cancel() }
+
+    // MARK: - Statements and transactions
+
+    /// Runs one statement and reads all of its rows.
+    func rows(_ conn: PostgresConnection, _ query: PostgresQuery) async throws -> [PostgresRow] {
+        try await conn.query(query, logger: logger).collect()
+    }
+
+    /// Runs one statement, discarding its rows.
+    func exec(_ conn: PostgresConnection, _ query: PostgresQuery) async throws {
+        _ = try await conn.query(query, logger: logger).collect()
+    }
+
+    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
+    /// READ COMMITTED, named rather than left to the server's default (a DBA's
+    /// `default_transaction_isolation = serializable` would make every concurrent append fail
+    /// on the head row instead of waiting for it), unless `begin` says otherwise. Errors come
+    /// out as ``PostgresStoreError`` naming `what`.
+    func transaction<T: Sendable>(_ what: String, begin: PostgresQuery = "BEGIN ISOLATION LEVEL READ COMMITTED",
+                                  _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await client.withConnection { conn -> T in
+                try await exec(conn, begin)
+                do {
+                    let value = try await body(conn)
+                    try await exec(conn, "COMMIT")
+                    return value
+                } catch {
+                    _ = try? await exec(conn, "ROLLBACK")
+                    throw error
+                }
+            }
+        } catch {
+            throw PostgresStoreError.wrap(error, what)
+        }
+    }
+
+    /// A role name that may be spliced into `GRANT`/`REVOKE` (which take no parameters): 1 to
+    /// 63 lower-case letters, digits and `_`, starting with a letter or `_`, not `pg_...` (names
+    /// PostgreSQL reserves) and not `public`.
+    public static func isPlainRoleName(_ name: String) -> Bool {
+        let u = Array(name.utf8)
+        guard (1...63).contains(u.count), !name.hasPrefix("pg_"), name != "public" else { return false }
+        guard let first = u.first, (0x61...0x7A).contains(first) || first == 0x5F else { return false }
+        return u.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
+    }
+}
+
+/// Bytes as PostgreSQL's `bytea` parameter.
+func bytea(_ b: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: b) }
+
+extension ByteBuffer {
+    var bytes: [UInt8] { Array(readableBytesView) }
+}

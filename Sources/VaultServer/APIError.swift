@@ -1,6 +1,6 @@
 public import Hummingbird
 import Foundation
-import VaultValues
+public import VaultValues
 
 /// An error answer: an HTTP status and a message for the client, sent as `{"error": "..."}`.
 ///
@@ -9,6 +9,9 @@ import VaultValues
 public struct APIError: Error, Sendable, CustomStringConvertible {
     public var status: HTTPResponse.Status
     public var message: String
+    /// Where in the request the problem is (`{"record": N, "field": F}`), for 4xx answers
+    /// about a body's records; never a value.
+    public var location: VaultError.Location?
 
     public init(_ status: HTTPResponse.Status, _ message: String) {
         self.status = status
@@ -30,7 +33,10 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             return e
         case let e as VaultError:
             switch e.kind {
-            case .usage, .invalidInput: return APIError(.badRequest, clientMessage(e.detail))
+            case .usage, .invalidInput:
+                var a = APIError(.badRequest, clientMessage(e.detail))
+                a.location = e.location
+                return a
             case .notFound: return APIError(.notFound, clientMessage(e.detail))
             case .denied: return APIError(.forbidden, clientMessage(e.detail))
             case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
@@ -58,6 +64,18 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     /// The JSON answer.
     func response(requestID: String) -> Response {
         var fields: [(String, JSONValue)] = [("error", .string(message))]
+        if let location, status.code < 500 {
+            var at: [(String, JSONValue)] = []
+            if let file = location.file {
+                // A file of the server is named by its last component only.
+                at.append(("file", .string(file.split(separator: "/").last.map(String.init) ?? file)))
+                if let line = location.line { at.append(("line", .int(Int64(line)))) }
+            } else if let line = location.line {
+                at.append(("record", .int(Int64(line))))
+            }
+            if let field = location.field { at.append(("field", .string(field))) }
+            if !at.isEmpty { fields.append(("location", .object(at))) }
+        }
         if status.code >= 500 { fields.append(("request_id", .string(requestID))) }
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }

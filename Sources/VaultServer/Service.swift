@@ -313,14 +313,7 @@ func redacting<T>(_ values: [String], _ body: () async throws -> T) async throws
     do {
         return try await body()
     } catch let e as VaultError {
-        var m = e.message
-        let all = values + values.filter { $0.count > 40 }.map { String($0.prefix(40)) }
-        var d = e.detail
-        for v in all.sorted(by: { $0.count > $1.count }) where v.count >= 4 {
-            m = m.replacingOccurrences(of: v, with: "(value)")
-            d = d.replacingOccurrences(of: v, with: "(value)")
-        }
-        throw VaultError(e.kind, m, detail: d)
+        throw e.removing(values: values + values.filter { $0.count > 40 }.map { String($0.prefix(40)) })
     }
 }
 

@@ -352,7 +352,7 @@ extension ProfileStore {
                     let check = try makeValidator()
                     var n = 0
                     while let raw = try pass1.next() {
-                        if case .failure(let issue) = check(raw) { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
+                        if case .failure(let issue) = check(raw) { throw issue.error() }
                         n += 1
                         if n % 4096 == 0, g.isCancelled { throw CancellationError() }
                     }
@@ -409,7 +409,7 @@ extension ProfileStore {
                         // Pass 1 has found this record too (or an earlier one): its error is the
                         // file's first. Were the gate open, the file changed since pass 1 read it.
                         try gate.wait()
-                        throw VaultError(.invalidInput, issue.description, detail: issue.detail)
+                        throw issue.error()
                     }
                     report.rejected += 1
                     batch.rejected += 1
@@ -625,7 +625,7 @@ extension ProfileStore {
                 var n = 0
                 while let raw = try reader.next() {
                     switch validateEvent(raw, file: path) {
-                    case .failure(let issue): throw VaultError(.invalidInput, issue.description, detail: issue.detail)
+                    case .failure(let issue): throw issue.error()
                     case .success(let e):
                         if try resolve(e, db) == nil {
                             throw VaultError(.invalidInput, RecordIssue(file: path, line: e.line, field: "customer_id", reason: "no subject with this customer ID in the store").description)

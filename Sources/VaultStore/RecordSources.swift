@@ -72,6 +72,12 @@ public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
         return "\(at): \(reason)"
     }
 
+    /// The issue as a `VaultError` of `kind`, with its structured location.
+    public func error(_ kind: VaultError.Kind = .invalidInput) -> VaultError {
+        VaultError(kind, reason: detailReason ?? reason, shownReason: reason,
+                   at: VaultError.Location(file: file, line: line, field: field))
+    }
+
     /// The issue as the audit log records it (`VaultError.detail`): the reason without a value.
     public var detail: String {
         let r = detailReason ?? reason

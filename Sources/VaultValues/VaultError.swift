@@ -32,15 +32,89 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         case internalFailure
     }
 
+    /// Where in the input the problem is: a file's line or an in-memory record, and a field.
+    /// The HTTP service sends it as the answer's `location` object, so a client finds the
+    /// failing record and field without parsing text.
+    public struct Location: Sendable, Equatable {
+        /// The input file as given; nil for input held in memory (an HTTP body).
+        public var file: String?
+        /// The line of `file`, or the record's number (from 1) in memory.
+        public var line: Int?
+        public var field: String?
+
+        public init(file: String?, line: Int?, field: String?) {
+            self.file = file.flatMap { $0.isEmpty ? nil : $0 }
+            self.line = line
+            self.field = field
+        }
+
+        /// `FILE:LINE: field F`, `record N: field F` (with `fileName`, the file's last path
+        /// component only, for what is recorded and sent).
+        func text(fileName: Bool) -> String {
+            var at: String
+            if let file {
+                at = fileName ? (file.split(separator: "/").last.map(String.init) ?? file) : file
+                if let line { at += ":\(line)" }
+            } else if let line {
+                at = "record \(line)"
+            } else {
+                at = ""
+            }
+            if let field { at += at.isEmpty ? "field \(field)" : ": field \(field)" }
+            return at
+        }
+    }
+
     public let kind: Kind
     public let message: String
     /// The reason without any input value or server directory: for the audit log and HTTP answers.
     public let detail: String
+    /// Where in the input, when the thrower knew it as a structure (ingest records, job and
+    /// policy files); nil otherwise (`message` may still name a place in its text).
+    public let location: Location?
+    /// The reason alone, without the location and without any input value.
+    public let reason: String
 
     public init(_ kind: Kind, _ message: String, detail: String? = nil) {
         self.kind = kind
         self.message = message
         self.detail = Self.redacted(detail ?? message)
+        self.location = nil
+        self.reason = self.detail
+    }
+
+    private init(kind: Kind, message: String, detail: String, location: Location?, reason: String) {
+        self.kind = kind
+        self.message = message
+        self.detail = detail
+        self.location = location
+        self.reason = reason
+    }
+
+    /// This error with each of `values` (request input that may be personal data) replaced by
+    /// `(value)` in every text, longest first; values shorter than four characters are left
+    /// alone (they would garble the text and identify no one). The location is kept.
+    public func removing(values: [String]) -> VaultError {
+        var m = message, d = detail, r = reason
+        for v in values.sorted(by: { $0.count > $1.count }) where v.count >= 4 {
+            m = m.replacingOccurrences(of: v, with: "(value)")
+            d = d.replacingOccurrences(of: v, with: "(value)")
+            r = r.replacingOccurrences(of: v, with: "(value)")
+        }
+        return VaultError(kind: kind, message: m, detail: d, location: location, reason: r)
+    }
+
+    /// An error at a place in the input. `reason` holds no input value; `shownReason` (the
+    /// caller's terminal only) may quote a short value that is not personal data, as
+    /// `message` always could. The input value itself is never kept: what is recorded and
+    /// sent is built from `location` and `reason` alone.
+    public init(_ kind: Kind, reason: String, shownReason: String? = nil, at location: Location) {
+        self.kind = kind
+        self.location = location
+        self.reason = Self.redacted(reason)
+        let at = location.text(fileName: false), atName = location.text(fileName: true)
+        self.message = at.isEmpty ? (shownReason ?? reason) : "\(at): \(shownReason ?? reason)"
+        self.detail = atName.isEmpty ? self.reason : "\(atName): \(self.reason)"
     }
 
     /// `text` with each single-quoted segment (`'...'`, how messages quote an input value)
@@ -83,6 +157,12 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     public var description: String { message }
+
+    /// Two errors are equal when they say the same: kind, message and detail (the structured
+    /// `location` and `reason` are derived from the same words).
+    public static func == (a: VaultError, b: VaultError) -> Bool {
+        a.kind == b.kind && a.message == b.message && a.detail == b.detail
+    }
 
     /// The exit status of SPEC §8 for this error.
     public var exitCode: Int32 {

@@ -55,3 +55,27 @@ import VaultAudit
         }
     }
 }
+
+/// Issue 18: a 400 about one record of a body says where, as a structure: the record's number
+/// and the field, never the value.
+@Suite struct ErrorLocationRouteTests {
+    @Test func aBadRecordIsLocatedByNumberAndField() async throws {
+        let f = try ServiceFixture()
+        try await f.test { c in
+            let body = #"[{"customer_id":"CL-1","email":"a@example.org","full_name":"A B","phone":"+49 1","birth_date":"1980-01-01","age":40,"gender":"female","country":"DE","annual_income":1},"#
+                + #"{"customer_id":"CL-2","email":"b@example.org","full_name":"B C","phone":"+49 2","birth_date":"1980-01-01","age":"4915112345678","gender":"female","country":"DE","annual_income":1}]"#
+            let r = try await c.call(.post, "/v1/profiles", as: "operator", body: body)
+            #expect(r.status == .badRequest)
+            guard case .object(let at)? = r.json?["location"] else {
+                Issue.record("no location object: \(r.text)"); return
+            }
+            #expect(at.count == 2)
+            #expect(r.json?["location"]?["record"] == .int(2))
+            #expect(r.json?["location"]?["field"] == .string("age"))
+            #expect(!r.text.contains("4915112345678") && !r.text.contains("CL-2"))
+            // An answer that is not about a record has no location.
+            let q = try await c.call(.post, "/v1/queries", as: "trainer", body: #"{"kind":"count","purpose":"analytics","epsilon":"x"}"#)
+            #expect(q.status == .badRequest && q.json?["location"] == nil, "\(q.text)")
+        }
+    }
+}

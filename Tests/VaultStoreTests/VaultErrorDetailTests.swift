@@ -47,3 +47,33 @@ import VaultPolicy
         #expect(try email.parse("a\tb@example.org") == .text("a\tb@example.org"))
     }
 }
+
+/// Issue 18: an error at a place in the input carries the place as a structure, and its reason
+/// apart from any value.
+@Suite struct VaultErrorLocationTests {
+    @Test func aRecordIssueKeepsItsPlaceAndNoValue() {
+        let issue = RecordIssue(file: "/srv/in/p.csv", line: 7, field: "age",
+                                reason: "value '+4915112345678' is not an integer", detailReason: "value is not an integer")
+        let e = issue.error()
+        #expect(e.kind == .invalidInput)
+        #expect(e.location == VaultError.Location(file: "/srv/in/p.csv", line: 7, field: "age"))
+        #expect(e.reason == "value is not an integer")
+        // The terminal line names the file as given; what is recorded and sent names the file only.
+        #expect(e.message == "/srv/in/p.csv:7: field age: value '+4915112345678' is not an integer")
+        #expect(e.detail == "p.csv:7: field age: value is not an integer")
+        #expect(!e.detail.contains("4915112345678") && !e.reason.contains("4915112345678"))
+    }
+
+    @Test func aRecordInMemoryIsNamedByItsNumber() {
+        let e = RecordIssue(file: "", line: 3, field: "email", reason: "missing required value").error()
+        #expect(e.location == VaultError.Location(file: nil, line: 3, field: "email"))
+        #expect(e.message == "record 3: field email: missing required value")
+        #expect(e.detail == e.message)
+    }
+
+    @Test func aQuotedValueInTheReasonIsRedactedEvenWhenTheThrowerForgot() {
+        let e = VaultError(.invalidInput, reason: "value 'alice@example.com' is not allowed", at: .init(file: nil, line: 1, field: "x"))
+        #expect(e.detail == "record 1: field x: value (value) is not allowed")
+        #expect(e.reason == "value (value) is not allowed")
+    }
+}

@@ -217,8 +217,7 @@ struct StoreAggregateSource: AggregateSource {
     /// The SQL for one subject value's contribution: round((clamp(x, lo, hi) - c) / g), written
     /// as cheaply as its inputs allow (this runs once per row of a million-row scan): integer
     /// literals and no rounding when everything is integral, `* (1/g)` (exact: g is a power of
-    /// two), and `CAST(v + 0.5 AS INTEGER)` (round half up) when the value cannot be negative.
-    /// Every form equals `CAST(round(...) AS INTEGER)`, SQLite's round-half-away-from-zero.
+    /// two), and `roundedInteger` (round half away from zero, exactly) otherwise.
     ///
     /// `stored` is the range every stored value is known to lie in: the schema's bounds, which
     /// ingest enforces (values outside are rejected or clamped) and which cannot change under a
@@ -239,7 +238,22 @@ struct StoreAggregateSource: AggregateSource {
         if c != 0 { e = "(\(e) - \(exact ? lit(c) : literal(c)))" }
         if g != 1 { e = "(\(e) * \(literal(1 / g)))" }
         if exact { return e }
-        return lo - c >= 0 ? "CAST(\(e) + 0.5 AS INTEGER)" : "CAST(round(\(e)) AS INTEGER)"
+        return roundedInteger(e, nonNegative: lo - c >= 0)
+    }
+
+    /// round(e) half away from zero as an SQL integer, exact for every double e.
+    ///
+    /// Neither `CAST(e + 0.5 AS INTEGER)` nor SQLite's `round(e)` is: for e = ±0.49999999999999994
+    /// (the double next to 1/2) both give ±1, as e + 0.5 rounds up to 1.0 in floating point;
+    /// and e + 0.5 takes odd integers above 2^52 to their even neighbour.
+    /// Adding h = 0.49999999999999994 (1/2 - 2^-54) instead and truncating is exact for every
+    /// e >= 0: below a tie e + h stays under the next integer, and from a tie on it reaches it
+    /// (docs/differential-privacy.md, "The reference sums"). A value that may be negative is
+    /// rounded by its magnitude (`e` appears twice, so only there).
+    static func roundedInteger(_ e: String, nonNegative: Bool) -> String {
+        let h = "0.49999999999999994"
+        if nonNegative { return "CAST(\(e) + \(h) AS INTEGER)" }
+        return "(CASE WHEN \(e) < 0 THEN -CAST(\(h) - \(e) AS INTEGER) ELSE CAST(\(e) + \(h) AS INTEGER) END)"
     }
 
     /// z(x) = 2 (clamp(x) - lo) / (hi - lo) - 1 in SQL.
@@ -439,6 +453,8 @@ struct StoreAggregateSource: AggregateSource {
             if case let .segmentItems(_, domain, _)? = r.grouping {
                 for s in domain.indices { for i in 0..<width { out["\(s)|\(i)"] = [pairs[s * width + i] ?? 0] } }
             } else if setSize > 0 {
+                // Every set of the vocabulary is a key, zeros included (`Grouping.itemSets`).
+                for key in r.grouping?.domain ?? [] { out[key] = [0] }
                 for (key, n) in sets { out[key] = [n] }
             } else if isPairs {
                 for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
@@ -539,7 +555,7 @@ struct StoreAggregateSource: AggregateSource {
             case let .product(l, rr, grid):
                 var e = Self.signedUnit(try column(l.name), l, stored: stored(l.name))
                 if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: stored(rr.name))))" }
-                selects.append("COALESCE(SUM(CAST(round(\(e) * \(Self.literal(1 / grid))) AS INTEGER)), 0)")
+                selects.append("COALESCE(SUM(\(Self.roundedInteger("(\(e) * \(Self.literal(1 / grid)))", nonNegative: false))), 0)")
             case .itemPresence, .itemPairWeight, .itemSetPresence:
                 throw VaultError(.usage, "item coordinates need an item grouping")
             }

@@ -564,6 +564,15 @@ struct StoreAggregateSource: AggregateSource {
         var whereArgs: [any DatabaseValueConvertible] = []
         for p in r.predicates {
             wheres.append("\(try column(p.attribute)) \(p.op.rawValue) ?")
+            // A number compares with a finite number, text with text (as the gate builds them);
+            // SQLite would otherwise convert one to the other by column affinity.
+            let textual = schema.field(named: p.attribute).map { $0.type == .category || $0.type == .string } ?? false
+            switch p.value {
+            case .text: guard textual else { throw VaultError(.usage, "condition on \(p.attribute): a number compares with a number") }
+            case .int: guard !textual else { throw VaultError(.usage, "condition on \(p.attribute): text compares with text") }
+            case .real(let d):
+                guard !textual, d.isFinite else { throw VaultError(.usage, "condition on \(p.attribute): compares with a finite number") }
+            }
             switch p.value {
             case .int(let i): whereArgs.append(i)
             case .real(let d): whereArgs.append(d)

@@ -190,7 +190,7 @@ public struct ReferenceAggregateSource: AggregateSource {
 
     /// Compares two stored values as a predicate does: numbers by value (exactly, integers with
     /// reals), text by its UTF-8 bytes (SQLite's BINARY collation). nil for a number against
-    /// text, which the gate never builds (the reference refuses it).
+    /// text (`subjectSums` refuses such a condition before comparing anything).
     static func compare(_ a: Value, _ b: WhereCondition.Value) -> Int? {
         switch (a, b) {
         case let (.text(x), .text(y)):
@@ -315,6 +315,17 @@ public struct ReferenceAggregateSource: AggregateSource {
             switch c {
             case .itemPresence, .itemPairWeight, .itemSetPresence: throw VaultError(.usage, "item coordinates need an item grouping")
             default: break
+            }
+        }
+        // A condition compares a number attribute (derived ones included) with a finite number,
+        // a category or string with text.
+        for p in r.predicates {
+            guard attributes.contains(p.attribute) || derived[p.attribute] != nil else { throw VaultError(.usage, "\(p.attribute) is not an attribute of the schema") }
+            let textual = schema.field(named: p.attribute).map { $0.type == .category || $0.type == .string } ?? false
+            switch p.value {
+            case .text: guard textual else { throw VaultError(.usage, "condition on \(p.attribute): a number compares with a number") }
+            case .int: guard !textual else { throw VaultError(.usage, "condition on \(p.attribute): text compares with text") }
+            case .real(let d): guard !textual, d.isFinite else { throw VaultError(.usage, "condition on \(p.attribute): compares with a finite number") }
             }
         }
         // The group of a subject: nil for none.

@@ -341,6 +341,13 @@ enum Conformance {
     static let refused: [(String, AggregateRequest)] = [
         ("unknown attribute", req([attr("nonesuch", 0, 1)])),
         ("unknown predicate attribute", req([.subjects], where: [w("nonesuch", .eq, .int(1))])),
+        // Constants of another type than the attribute's (SQLite's affinity would convert "45" to 45).
+        ("text constant on a number", req([.subjects], where: [w("age", .eq, .text("45"))])),
+        ("text constant on a derived number", req([.subjects], where: [w("spend", .ge, .text("0"))], derived: [spend])),
+        ("number constant on a category", req([.subjects], where: [w("tier", .eq, .int(1))])),
+        ("real constant on a category", req([.subjects], where: [w("tier", .ne, .real(1))])),
+        ("NaN constant", req([.subjects], where: [w("score", .ne, .real(.nan))])),
+        ("infinite constant", req([.subjects], where: [w("score", .lt, .real(.infinity))])),
         ("item coordinate without item grouping", req([.itemPresence(kind: "purchase", maxItems: 2)])),
         ("item grouping with two coordinates", req([.itemPresence(kind: "purchase", maxItems: 2), .subjects], grouping: .items(vocabulary: ["I0"]))),
         ("item grouping with a predicate", req([.itemPresence(kind: "purchase", maxItems: 2)], where: [w("age", .eq, .int(45))], grouping: .items(vocabulary: ["I0"]))),

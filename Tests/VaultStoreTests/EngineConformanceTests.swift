@@ -259,6 +259,8 @@ enum Conformance {
             .events(kind: "huge", lower: -twoTo53, upper: twoTo53, center: 0, grid: 1, maxContributions: 10),
             .events(kind: "huge", lower: -twoTo53, upper: twoTo53, center: 0, grid: 0x1p33, maxContributions: 3),
             .events(kind: "nonesuch", lower: 0, upper: 1, center: 0, grid: 1, maxContributions: 3),
+            .eventCount(kind: "purchase", maxContributions: 0), .eventCount(kind: "purchase", maxContributions: -1),
+            .events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 0),
             .eventCount(kind: "purchase", maxContributions: 1), .eventCount(kind: "purchase", maxContributions: 3),
             .eventCount(kind: "adjust", maxContributions: 100), .eventCount(kind: "rating", maxContributions: 2), .eventCount(kind: "huge", maxContributions: 10),
         ]
@@ -423,6 +425,45 @@ enum Answer: Equatable, CustomStringConvertible {
         #expect(subjects.contains { $0.consent["analytics"] == false } && subjects.contains { $0.consent["analytics"] == true })
         #expect(subjects.contains { s in Set(s.events.map(\.time)).count < s.events.count })    // ties on time
         #expect(try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects]))[""] == [Int64(subjects.count)])
+    }
+
+    /// Item samples with ties: eight subjects, each with six items used last at the same second
+    /// (and one older item), capped at 1 to 3. Which items count is the tie rule alone; with
+    /// other tie keys the reference gives other sums, so the comparison tests the rule.
+    @Test(arguments: TestEngine.allCases)
+    func itemTiesFollowTheFixedHashOrder(engine: TestEngine) throws {
+        let e = try engine.make(schema: Conformance.schema)
+        var reference = ReferenceAggregateSource(schema: Conformance.schema)
+        let ids = (0..<8).map { "T-\($0)" }
+        _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email", "tier"], ids.map { [$0, "", "gold"] })), options: IngestOptions())
+        var rows: [[String]] = []
+        for id in ids {
+            reference.upsert(customerID: id, attributes: ["tier": .text("gold")])
+            for (j, item) in (Conformance.items + ["OLD"]).enumerated() {
+                let t = item == "OLD" ? Conformance.t0 - 10 : Conformance.t0
+                rows.append([id, "purchase", item, String(j), DateParsing.iso8601(unixSeconds: t)])
+                reference.addEvent(customerID: id, .init(kind: "purchase", item: item, value: Double(j), time: t))
+            }
+        }
+        _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], rows)), options: IngestOptions())
+        for id in ids { reference.setTieKey(customerID: id, try e.itemTieKey(id)) }
+        var otherTies = reference
+        for s in reference.subjects { otherTies.setTieKey(customerID: s.customerID, s.tieKey &+ 1_000_003) }
+        let vocabulary = Conformance.items + ["OLD"]
+        for m in 1...3 {
+            let requests = [
+                Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .items(vocabulary: vocabulary)),
+                Conformance.req([.itemPairWeight(kind: "purchase", maxItems: m + 1, unit: 6)], grouping: .itemPairs(vocabulary: vocabulary)),
+                Conformance.req([.itemSetPresence(kind: "purchase", maxItems: m + 2, size: 3)], grouping: .itemSets(vocabulary: vocabulary, size: 3)),
+                Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .segmentItems(attribute: "tier", domain: Conformance.tiers, vocabulary: vocabulary)),
+            ]
+            for r in requests {
+                let want = try reference.boundedSums(r)
+                #expect(try e.engine.aggregateSource.boundedSums(r) == want, "\(engine): cap \(m), \(r.grouping.map { "\($0)" } ?? "")")
+                #expect(try otherTies.boundedSums(r) != want)
+                #expect(want["OLD"] == nil || want["OLD"] == [0])              // the older item never makes a capped sample
+            }
+        }
     }
 
     // MARK: Attacks

@@ -586,6 +586,11 @@ struct StoreAggregateSource: AggregateSource {
             // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
             guard derivedByName[name] == nil else { throw VaultError(.usage, "derived attribute \(name) is numeric; it cannot group") }
             groupColumn = try column(name)
+            // Group keys are text: a numeric attribute is refused here, whether or not a stored
+            // value would reach the key check below.
+            guard let f = schema.field(named: name), f.type == .category || f.type == .string else {
+                throw VaultError(.usage, "\(name) is not a categorical attribute")
+            }
         case let .nearest(features, centroids)?:
             guard !centroids.isEmpty, centroids.count <= 64, centroids.allSatisfy({ $0.count == features.count }) else {
                 throw VaultError(.usage, "nearest-centroid grouping needs 1 to 64 centroids of the features' dimension")

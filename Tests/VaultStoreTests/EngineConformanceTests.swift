@@ -360,6 +360,8 @@ enum Conformance {
         ("derived twice", req([.subjects], derived: [spend, spend])),
         ("derived shadowing a field", req([.subjects], derived: [DerivedAttribute(name: "age", eventKind: "purchase", aggregate: .count, lower: 0, upper: 1)])),
         ("derived with empty bounds", req([.subjects], derived: [DerivedAttribute(name: "x", eventKind: "purchase", aggregate: .count, lower: 1, upper: 1)])),
+        ("group by a number", req([.subjects], grouping: .attribute(name: "age", domain: ["18", "45"]))),
+        ("group by a bool", req([.subjects], grouping: .attribute(name: "vip", domain: ["0", "1"]))),
         ("group by derived", req([.subjects], grouping: .attribute(name: "spend", domain: ["1"]), derived: [spend])),
         ("no centroids", req([.subjects], grouping: .nearest(features: [age], centroids: []))),
         ("centroid of another dimension", req([.subjects], grouping: .nearest(features: [age], centroids: [[0.5, 0.5]]))),

@@ -399,6 +399,7 @@ struct StoreAggregateSource: AggregateSource {
             var current: Int64? = nil
             var currentSegment: Int? = nil
             var held: [(t: Int64, tie: UInt64, item: String)] = []
+            var overflow = false   // a pair weight sum beyond 64 bits (a huge `unit`): refused below
             func flush() {
                 guard !held.isEmpty else { return }
                 held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
@@ -422,7 +423,9 @@ struct StoreAggregateSource: AggregateSource {
                     for a in 0..<items.count {
                         for b in (a + 1)..<items.count {
                             let i = min(items[a], items[b]), j = max(items[a], items[b])
-                            pairs[i * width + j, default: 0] += w
+                            let (sum, o) = pairs[i * width + j, default: 0].addingReportingOverflow(w)
+                            if o { overflow = true }
+                            pairs[i * width + j] = sum
                         }
                     }
                 } else {
@@ -450,6 +453,7 @@ struct StoreAggregateSource: AggregateSource {
                 held.append((t, Self.tieBreak(subject: subject, item: item), item))
             }
             flush()
+            if overflow { throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }
             if case let .segmentItems(_, domain, _)? = r.grouping {
                 for s in domain.indices { for i in 0..<width { out["\(s)|\(i)"] = [pairs[s * width + i] ?? 0] } }
             } else if setSize > 0 {
@@ -664,7 +668,13 @@ struct StoreAggregateSource: AggregateSource {
             } else {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
-            let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
+            let rows: [Row]
+            do {
+                rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
+            } catch let error as DatabaseError where error.message == "integer overflow" {
+                // SQLite's SUM refuses to wrap; the reference refuses the same sums.
+                throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers")
+            }
             for row in rows {
                 for c in checks.indices {
                     if let id = Stored.int(row.stored(at: offset + r.coordinates.count + c)) {

@@ -361,6 +361,7 @@ public struct ReferenceAggregateSource: AggregateSource {
                     var d = 0.0
                     for j in u.indices { d += (u[j] - c[j]) * (u[j] - c[j]) }
                     let truncated = (d * 1_099_511_627_776.0).rounded(.towardZero)
+                    guard !truncated.isNaN else { return nil }   // lower == upper: no group (SQL: a NULL key)
                     if truncated < bestDistance { best = i; bestDistance = truncated }
                 }
                 return String(best)
@@ -374,7 +375,10 @@ public struct ReferenceAggregateSource: AggregateSource {
                 var k = 0, weight = 1
                 for f in features {
                     guard let x = try number(s, f.name) else { return nil }
-                    k += min(bins - 1, Int((Self.unit(x, f) * Double(bins)).rounded(.towardZero))) * weight
+                    // Not finite only for a feature with lower == upper: no cell (SQL: a NULL key).
+                    let v = (Self.unit(x, f) * Double(bins)).rounded(.towardZero)
+                    guard v.isFinite, abs(v) < 0x1p52 else { return nil }
+                    k += min(bins - 1, Int(v)) * weight
                     weight *= bins
                 }
                 return String(k)

@@ -296,6 +296,9 @@ enum Conformance {
             ("cell derived", .cell(features: [ScaledFeature(name: "orders", lower: 0, upper: 3)], bins: 4)),
             ("thresholds", .thresholds(features: ["age", "score", "vip"], cuts: [45, 0.5, 1])),
             ("thresholds derived", .thresholds(features: ["net", "big"], cuts: [0, 0])),
+            // A feature with lower == upper scales by 1/0: no subject has a cell or a centroid (no trap).
+            ("cell degenerate", .cell(features: [ScaledFeature(name: "age", lower: 50, upper: 50)], bins: 2)),
+            ("nearest degenerate", .nearest(features: [ScaledFeature(name: "score", lower: 1, upper: 1)], centroids: [[0], [1]])),
         ]
         var out: [(String, AggregateRequest)] = []
         for c in counts + attributes + events + products { out.append(("\(c)", req([c]))) }
@@ -314,6 +317,7 @@ enum Conformance {
         }
         out.append(("group nearest, count and attributes only (the Swift scan)", req([.subjects, .nonNull(attribute: "age"), attributes[0], attributes[7]],
                                                                                       grouping: groupings[5].1)))
+        out.append(("group nearest degenerate (the Swift scan)", req([.subjects, attributes[6]], grouping: groupings.first { $0.0 == "nearest degenerate" }!.1)))
         out.append(("group nearest, consent (the Swift scan)", req([.subjects, attributes[6]], consent: "analytics", grouping: groupings[7].1)))
         out.append(("everything at once", req([.subjects, attributes[2], events[2], events[12], derivedCoordinates[0], products[0]],
                                               consent: "analytics", where: [w("age", .ge, .int(25)), w("spend", .ge, .real(0))],

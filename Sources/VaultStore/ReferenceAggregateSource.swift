@@ -434,6 +434,8 @@ public struct ReferenceAggregateSource: AggregateSource {
                         guard let b = try number(s, right.name) else { add = 0; break }
                         z = z * Self.signedUnit(b, right)
                     }
+                    // z is NaN only for a feature with lower == upper (0 * 2/0): it contributes 0.
+                    if z.isNaN { add = 0; break }
                     guard let n = Self.roundedInteger(z / grid) else { throw Self.overflow() }
                     add = n
                 case .itemPresence, .itemPairWeight, .itemSetPresence:

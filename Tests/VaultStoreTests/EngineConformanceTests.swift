@@ -267,6 +267,7 @@ enum Conformance {
         let products: [Coordinate] = [
             .product(left: age, right: score, grid: 0x1p-16), .product(left: age, right: nil, grid: 0x1p-10), .product(left: narrowScore, right: narrowScore, grid: 0x1p-16),
             .product(left: score, right: nil, grid: 1),
+            .product(left: ScaledFeature(name: "age", lower: 40, upper: 40), right: score, grid: 0x1p-16),   // lower == upper: 0
         ]
         let derivedCoordinates: [Coordinate] = allDerived.map { attr($0.name, $0.lower, $0.upper, 0, $0.integral ? 1 : 0.25) }
             + [.nonNull(attribute: "spend"), attr("spend", 100, 200, 150, 0.5),

@@ -217,8 +217,7 @@ struct StoreAggregateSource: AggregateSource {
     /// The SQL for one subject value's contribution: round((clamp(x, lo, hi) - c) / g), written
     /// as cheaply as its inputs allow (this runs once per row of a million-row scan): integer
     /// literals and no rounding when everything is integral, `* (1/g)` (exact: g is a power of
-    /// two), and `CAST(v + 0.5 AS INTEGER)` (round half up) when the value cannot be negative.
-    /// Every form equals `CAST(round(...) AS INTEGER)`, SQLite's round-half-away-from-zero.
+    /// two), and `roundedInteger` (round half away from zero, exactly) otherwise.
     ///
     /// `stored` is the range every stored value is known to lie in: the schema's bounds, which
     /// ingest enforces (values outside are rejected or clamped) and which cannot change under a
@@ -239,7 +238,22 @@ struct StoreAggregateSource: AggregateSource {
         if c != 0 { e = "(\(e) - \(exact ? lit(c) : literal(c)))" }
         if g != 1 { e = "(\(e) * \(literal(1 / g)))" }
         if exact { return e }
-        return lo - c >= 0 ? "CAST(\(e) + 0.5 AS INTEGER)" : "CAST(round(\(e)) AS INTEGER)"
+        return roundedInteger(e, nonNegative: lo - c >= 0)
+    }
+
+    /// round(e) half away from zero as an SQL integer, exact for every double e.
+    ///
+    /// Neither `CAST(e + 0.5 AS INTEGER)` nor SQLite's `round(e)` is: for e = ±0.49999999999999994
+    /// (the double next to 1/2) both give ±1, as e + 0.5 rounds up to 1.0 in floating point;
+    /// and e + 0.5 takes odd integers above 2^52 to their even neighbour.
+    /// Adding h = 0.49999999999999994 (1/2 - 2^-54) instead and truncating is exact for every
+    /// e >= 0: below a tie e + h stays under the next integer, and from a tie on it reaches it
+    /// (docs/differential-privacy.md, "The reference sums"). A value that may be negative is
+    /// rounded by its magnitude (`e` appears twice, so only there).
+    static func roundedInteger(_ e: String, nonNegative: Bool) -> String {
+        let h = "0.49999999999999994"
+        if nonNegative { return "CAST(\(e) + \(h) AS INTEGER)" }
+        return "(CASE WHEN \(e) < 0 THEN -CAST(\(h) - \(e) AS INTEGER) ELSE CAST(\(e) + \(h) AS INTEGER) END)"
     }
 
     /// z(x) = 2 (clamp(x) - lo) / (hi - lo) - 1 in SQL.
@@ -385,6 +399,7 @@ struct StoreAggregateSource: AggregateSource {
             var current: Int64? = nil
             var currentSegment: Int? = nil
             var held: [(t: Int64, tie: UInt64, item: String)] = []
+            var overflow = false   // a pair weight sum beyond 64 bits (a huge `unit`): refused below
             func flush() {
                 guard !held.isEmpty else { return }
                 held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
@@ -408,7 +423,9 @@ struct StoreAggregateSource: AggregateSource {
                     for a in 0..<items.count {
                         for b in (a + 1)..<items.count {
                             let i = min(items[a], items[b]), j = max(items[a], items[b])
-                            pairs[i * width + j, default: 0] += w
+                            let (sum, o) = pairs[i * width + j, default: 0].addingReportingOverflow(w)
+                            if o { overflow = true }
+                            pairs[i * width + j] = sum
                         }
                     }
                 } else {
@@ -436,9 +453,12 @@ struct StoreAggregateSource: AggregateSource {
                 held.append((t, Self.tieBreak(subject: subject, item: item), item))
             }
             flush()
+            if overflow { throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }
             if case let .segmentItems(_, domain, _)? = r.grouping {
                 for s in domain.indices { for i in 0..<width { out["\(s)|\(i)"] = [pairs[s * width + i] ?? 0] } }
             } else if setSize > 0 {
+                // Every set of the vocabulary is a key, zeros included (`Grouping.itemSets`).
+                for key in r.grouping?.domain ?? [] { out[key] = [0] }
                 for (key, n) in sets { out[key] = [n] }
             } else if isPairs {
                 for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
@@ -539,7 +559,7 @@ struct StoreAggregateSource: AggregateSource {
             case let .product(l, rr, grid):
                 var e = Self.signedUnit(try column(l.name), l, stored: stored(l.name))
                 if let rr { e = "(\(e) * \(Self.signedUnit(try column(rr.name), rr, stored: stored(rr.name))))" }
-                selects.append("COALESCE(SUM(CAST(round(\(e) * \(Self.literal(1 / grid))) AS INTEGER)), 0)")
+                selects.append("COALESCE(SUM(\(Self.roundedInteger("(\(e) * \(Self.literal(1 / grid)))", nonNegative: false))), 0)")
             case .itemPresence, .itemPairWeight, .itemSetPresence:
                 throw VaultError(.usage, "item coordinates need an item grouping")
             }
@@ -548,6 +568,15 @@ struct StoreAggregateSource: AggregateSource {
         var whereArgs: [any DatabaseValueConvertible] = []
         for p in r.predicates {
             wheres.append("\(try column(p.attribute)) \(p.op.rawValue) ?")
+            // A number compares with a finite number, text with text (as the gate builds them);
+            // SQLite would otherwise convert one to the other by column affinity.
+            let textual = schema.field(named: p.attribute).map { $0.type == .category || $0.type == .string } ?? false
+            switch p.value {
+            case .text: guard textual else { throw VaultError(.usage, "condition on \(p.attribute): a number compares with a number") }
+            case .int: guard !textual else { throw VaultError(.usage, "condition on \(p.attribute): text compares with text") }
+            case .real(let d):
+                guard !textual, d.isFinite else { throw VaultError(.usage, "condition on \(p.attribute): compares with a finite number") }
+            }
             switch p.value {
             case .int(let i): whereArgs.append(i)
             case .real(let d): whereArgs.append(d)
@@ -561,6 +590,11 @@ struct StoreAggregateSource: AggregateSource {
             // groups outside the domain (none can be stored: ingest checks the domain) are dropped below
             guard derivedByName[name] == nil else { throw VaultError(.usage, "derived attribute \(name) is numeric; it cannot group") }
             groupColumn = try column(name)
+            // Group keys are text: a numeric attribute is refused here, whether or not a stored
+            // value would reach the key check below.
+            guard let f = schema.field(named: name), f.type == .category || f.type == .string else {
+                throw VaultError(.usage, "\(name) is not a categorical attribute")
+            }
         case let .nearest(features, centroids)?:
             guard !centroids.isEmpty, centroids.count <= 64, centroids.allSatisfy({ $0.count == features.count }) else {
                 throw VaultError(.usage, "nearest-centroid grouping needs 1 to 64 centroids of the features' dimension")
@@ -634,7 +668,13 @@ struct StoreAggregateSource: AggregateSource {
             } else {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
-            let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
+            let rows: [Row]
+            do {
+                rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
+            } catch let error as DatabaseError where error.message == "integer overflow" {
+                // SQLite's SUM refuses to wrap; the reference refuses the same sums.
+                throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers")
+            }
             for row in rows {
                 for c in checks.indices {
                     if let id = Stored.int(row.stored(at: offset + r.coordinates.count + c)) {

@@ -109,15 +109,20 @@ extension StoreAggregateSource {
                     u[j] = (v - f.lower) * f.inverse
                 }
                 var best = Int64.max
+                var noGroup = false
                 for c in 0..<k {
                     var dist = 0.0
                     for j in 0..<d { let t = u[j] - flat[c * d + j]; dist += t * t }
+                    // NaN only for a feature with lower == upper (0 * 1/0): no group, as the SQL
+                    // form's NULL key and the reference.
+                    if dist.isNaN { noGroup = true; break }
                     // dist <= d for values in their bounds; a value outside them (a store written
                     // around the ingest checks) must not trap the conversion.
                     let q = dist * 1_099_511_627_776.0
                     let key = (q < 0x1p56 ? Int64(q) : Int64(1) << 56) * 64 + Int64(c)
                     if key < best { best = key }
                 }
+                if noGroup { continue }
                 let g = Int(best % 64) * m
                 for (i, c) in contributions.enumerated() {
                     var add: Int64 = 0

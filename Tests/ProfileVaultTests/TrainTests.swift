@@ -294,7 +294,8 @@ import VaultStore
         for (size, cap) in [(2, 2), (2, 3), (3, 3)] {
             let sets = try src.boundedSums(AggregateRequest(consentPurpose: "model_training", grouping: .itemSets(vocabulary: vocab, size: size),
                                                             coordinates: [.itemSetPresence(kind: "purchase", maxItems: cap, size: size)]))
-            var expectSets: [String: [Int64]] = [:]
+            // Every set of the vocabulary is a key, zeros included (`Grouping.itemSets`).
+            var expectSets = [String: [Int64]](uniqueKeysWithValues: (Grouping.itemSets(vocabulary: vocab, size: size).domain ?? []).map { ($0, [Int64(0)]) })
             for o in owned {
                 let idx = o.prefix(cap).map { vocab.firstIndex(of: $0)! }.sorted()
                 for c in Grouping.sets(count: idx.count, size: size) { expectSets[c.map { String(idx[$0]) }.joined(separator: "|"), default: [0]][0] += 1 }

@@ -1,0 +1,542 @@
+public import DifferentialPrivacy
+public import VaultPolicy
+
+/// The reference aggregate source: the specification of the exact integer sums every storage
+/// engine's `AggregateSource` must return, written as plain loops over plain values (no SQL).
+///
+/// It holds a population as ingest leaves it in a store: subjects (customer ID, attribute
+/// values as the schema types them, events in ingest order, consent state per purpose; erased
+/// subjects are simply absent) and computes `boundedSums` from the rules of
+/// docs/differential-privacy.md, one function per rule. The engine conformance suite
+/// (`Tests/VaultStoreTests/EngineConformanceTests.swift`) ingests the same data into an engine
+/// through its public API and into this source, and requires equal answers for every request
+/// shape.
+///
+/// Floating point: where a rule's value is not an integer, it is evaluated in IEEE double with
+/// the operations in the order the doc comment gives (the order the SQLite engine uses), then
+/// rounded half away from zero; grids are powers of two (`BoundedSum.grid`), so dividing by
+/// the grid is exact. Sums are checked 64-bit integer additions.
+public struct ReferenceAggregateSource: AggregateSource {
+    /// A stored attribute value. Ingest stores int, date (days since 1970-01-01) and bool (0, 1)
+    /// attributes as integers, float attributes as reals, categories and strings as text.
+    public enum Value: Sendable, Equatable {
+        case int(Int64)
+        case real(Double)
+        case text(String)
+
+        /// The stored form of a validated ingest value (nil: null).
+        public init?(_ v: FieldValue) {
+            switch v {
+            case .null: return nil
+            case .int(let i): self = .int(i)
+            case .float(let d): self = .real(d)
+            case .text(let s): self = .text(s)
+            case .date(let d): self = .int(Int64(d))
+            case .bool(let b): self = .int(b ? 1 : 0)
+            }
+        }
+
+        var number: Double? {
+            switch self {
+            case .int(let i): return Double(i)
+            case .real(let d): return d
+            case .text: return nil
+            }
+        }
+    }
+
+    public struct Event: Sendable, Equatable {
+        public var kind: String
+        public var item: String
+        public var value: Double
+        /// Seconds since the epoch.
+        public var time: Int64
+        public init(kind: String, item: String, value: Double, time: Int64) {
+            self.kind = kind
+            self.item = item
+            self.value = value
+            self.time = time
+        }
+    }
+
+    public struct Subject: Sendable {
+        public var customerID: String
+        /// Attribute name -> stored value; an absent name is null.
+        public var attributes: [String: Value]
+        /// In ingest order (later events after earlier ones, whatever their times).
+        public var events: [Event]
+        /// Purpose -> the subject's current consent (absent: never given).
+        public var consent: [String: Bool]
+        /// The number the item tie-break hashes with the item (`itemTieBreak`). The rule needs a
+        /// per-subject number fixed at ingest; the SQLite engine uses the subject's row id, which
+        /// is what `upsert` assigns by default (one more than the largest present, as SQLite's
+        /// INTEGER PRIMARY KEY does). Another engine's conformance run sets its own.
+        public var tieKey: Int64
+    }
+
+    public let schema: Schema
+    /// In ingest order.
+    public private(set) var subjects: [Subject] = []
+
+    public init(schema: Schema) { self.schema = schema }
+
+    // MARK: - The population
+
+    /// Ingest of one profile: a new subject, or a replacement of an existing subject's attributes
+    /// (its events and consent stay), as `ingestProfiles` does. `attributes` holds the values
+    /// ingest validated (nil and absent names: null).
+    public mutating func upsert(customerID: String, attributes: [String: FieldValue]) {
+        var values: [String: Value] = [:]
+        for (name, v) in attributes { if let s = Value(v) { values[name] = s } }
+        if let i = subjects.firstIndex(where: { $0.customerID == customerID }) {
+            subjects[i].attributes = values
+        } else {
+            let key = (subjects.map(\.tieKey).max() ?? 0) + 1
+            subjects.append(Subject(customerID: customerID, attributes: values, events: [], consent: [:], tieKey: key))
+        }
+    }
+
+    /// Ingest of one event: an event identical in kind, item, value and time to one the subject
+    /// has is not stored twice. Returns false (nothing stored) when there is no such subject.
+    @discardableResult
+    public mutating func addEvent(customerID: String, _ e: Event) -> Bool {
+        guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return false }
+        if !subjects[i].events.contains(e) { subjects[i].events.append(e) }
+        return true
+    }
+
+    public mutating func setConsent(customerID: String, purpose: String, granted: Bool) {
+        guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return }
+        subjects[i].consent[purpose] = granted
+    }
+
+    /// Erasure: the subject, its events and consent are gone from every sum.
+    public mutating func erase(customerID: String) {
+        subjects.removeAll { $0.customerID == customerID }
+    }
+
+    public mutating func setTieKey(customerID: String, _ key: Int64) {
+        guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return }
+        subjects[i].tieKey = key
+    }
+
+    // MARK: - The rules
+
+    /// round(x) half away from zero, as an exact integer (nil when it does not fit 64 bits).
+    static func roundedInteger(_ x: Double) -> Int64? { Int64(exactly: x.rounded(.toNearestOrAwayFromZero)) }
+
+    static func clamp(_ x: Double, _ lo: Double, _ hi: Double) -> Double { min(hi, max(lo, x)) }
+
+    static func overflow() -> VaultError { VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }
+
+    /// `Coordinate.attribute`: round((clamp(x, lo, hi) - c) / g) for a value x; 0 for null.
+    static func attributeContribution(_ x: Double?, lower lo: Double, upper hi: Double, center c: Double, grid g: Double) throws -> Int64 {
+        guard let x else { return 0 }
+        guard let n = roundedInteger((clamp(x, lo, hi) - c) / g) else { throw overflow() }
+        return n
+    }
+
+    /// `Coordinate.product`'s z(x) = (clamp(x, lo, hi) - lo) * (2 / (hi - lo)) - 1, in [-1, 1].
+    static func signedUnit(_ x: Double, _ f: ScaledFeature) -> Double {
+        (clamp(x, f.lower, f.upper) - f.lower) * (2 / (f.upper - f.lower)) - 1
+    }
+
+    /// A feature scaled to [0, 1] (nearest and cell groupings):
+    /// (clamp(x, lo, hi) - lo) * (1 / (hi - lo)).
+    static func unit(_ x: Double, _ f: ScaledFeature) -> Double {
+        (clamp(x, f.lower, f.upper) - f.lower) * (1 / (f.upper - f.lower))
+    }
+
+    /// A subject's events of `kind`, the most recent first: by time, descending; events of the
+    /// same time, the later ingested first.
+    static func mostRecentFirst(_ s: Subject, kind: String) -> [Event] {
+        let mine = s.events.enumerated().filter { $0.element.kind == kind }
+        return mine.sorted { a, b in a.element.time != b.element.time ? a.element.time > b.element.time : a.offset > b.offset }.map(\.element)
+    }
+
+    /// `Coordinate.events`: over the subject's at most k most recent events of the kind, the sum
+    /// of round((clamp(v, lo, hi) - c) / g); 0 with no events.
+    static func eventsContribution(_ s: Subject, kind: String, lower lo: Double, upper hi: Double, center c: Double, grid g: Double, cap k: Int) throws -> Int64 {
+        var total: Int64 = 0
+        for e in mostRecentFirst(s, kind: kind).prefix(max(0, k)) {
+            let (t, o) = total.addingReportingOverflow(try attributeContribution(e.value, lower: lo, upper: hi, center: c, grid: g))
+            guard !o else { throw overflow() }
+            total = t
+        }
+        return total
+    }
+
+    /// `Coordinate.eventCount`: min(number of the subject's events of the kind, k).
+    static func eventCount(_ s: Subject, kind: String, cap k: Int) -> Int64 {
+        Int64(min(s.events.filter { $0.kind == kind }.count, max(0, k)))
+    }
+
+    /// `DerivedAttribute`: clamp(A(events of the kind with from <= time < before), lo, hi), A the
+    /// sum of the values (added in ingest order), the count, or the number of distinct items; A
+    /// of no events is 0. Never null.
+    static func derivedValue(_ s: Subject, _ d: DerivedAttribute) -> Double {
+        let mine = s.events.filter { $0.kind == d.eventKind && d.inWindow($0.time) }
+        let raw: Double
+        switch d.aggregate {
+        case .sum:
+            var t = 0.0
+            for e in mine { t += e.value }
+            raw = t
+        case .count: raw = Double(mine.count)
+        case .distinctItems: raw = Double(Set(mine.map(\.item)).count)
+        }
+        return clamp(raw, d.lower, d.upper)
+    }
+
+    /// Compares two stored values as a predicate does: numbers by value (exactly, integers with
+    /// reals), text by its UTF-8 bytes (SQLite's BINARY collation). nil for a number against
+    /// text (`subjectSums` refuses such a condition before comparing anything).
+    static func compare(_ a: Value, _ b: WhereCondition.Value) -> Int? {
+        switch (a, b) {
+        case let (.text(x), .text(y)):
+            let (u, v) = (Array(x.utf8), Array(y.utf8))
+            return u == v ? 0 : (u.lexicographicallyPrecedes(v) ? -1 : 1)
+        case let (.int(x), .int(y)): return x == y ? 0 : (x < y ? -1 : 1)
+        case let (.int(x), .real(y)): return compareExactly(x, y)
+        case let (.real(x), .int(y)): return compareExactly(y, x).map { -$0 }
+        case let (.real(x), .real(y)): return x == y ? 0 : (x < y ? -1 : 1)
+        default: return nil
+        }
+    }
+
+    /// An integer against a real, exactly (a real beyond 2^63 or NaN compares by its sign).
+    static func compareExactly(_ i: Int64, _ d: Double) -> Int? {
+        guard !d.isNaN else { return nil }
+        if d >= 9_223_372_036_854_775_808.0 { return -1 }
+        if d < -9_223_372_036_854_775_808.0 { return 1 }
+        let f = d.rounded(.down)
+        let fi = Int64(f)   // exact: f is integral and within range
+        if i != fi { return i < fi ? -1 : 1 }
+        return f == d ? 0 : -1   // i == floor(d) < d when d has a fraction
+    }
+
+    /// `WhereCondition`: the subject's value compared with the constant; a null is never selected.
+    static func holds(_ x: Value?, _ p: WhereCondition) throws -> Bool {
+        guard let x else { return false }
+        guard let c = compare(x, p.value) else {
+            throw VaultError(.usage, "condition on \(p.attribute): a number compares with a number, text with text")
+        }
+        switch p.op {
+        case .eq: return c == 0
+        case .ne: return c != 0
+        case .lt: return c < 0
+        case .le: return c <= 0
+        case .gt: return c > 0
+        case .ge: return c >= 0
+        }
+    }
+
+    /// The fixed tie order of one subject's items: FNV-1a of the item's UTF-8 bytes, mixed with
+    /// the subject's tie key by SplitMix64's finaliser.
+    public static func itemTieBreak(subjectKey: Int64, item: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in item.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        var z = h ^ (UInt64(bitPattern: subjectKey) &* 0x9e37_79b9_7f4a_7c15)
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    /// The item groupings' sample of one subject: its distinct items of the kind (only those in
+    /// `vocabulary` when given, only events at or after `since` when given), each with the time
+    /// of its last use, the most recently used first, ties by `itemTieBreak` ascending, then by
+    /// the item; the first `maxItems`.
+    static func cappedItems(_ s: Subject, kind: String, since: Int64?, vocabulary: Set<String>?, maxItems: Int) -> [String] {
+        var last: [String: Int64] = [:]
+        for e in s.events where e.kind == kind && (since.map { e.time >= $0 } ?? true) && (vocabulary?.contains(e.item) ?? true) {
+            last[e.item] = max(last[e.item] ?? .min, e.time)
+        }
+        struct Used { let item: String; let t: Int64; let tie: UInt64 }
+        var used: [Used] = []
+        for (item, t) in last { used.append(Used(item: item, t: t, tie: itemTieBreak(subjectKey: s.tieKey, item: item))) }
+        used.sort { a, b in
+            if a.t != b.t { return a.t > b.t }
+            if a.tie != b.tie { return a.tie < b.tie }
+            return a.item < b.item
+        }
+        return used.prefix(maxItems).map { $0.item }
+    }
+
+    // MARK: - boundedSums
+
+    public func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        switch r.grouping {
+        case .items?, .itemPairs?, .itemSets?, .segmentItems?: return try itemSums(r)
+        default: return try subjectSums(r)
+        }
+    }
+
+    /// The subjects of the population: consent (active for the purpose, when one is given),
+    /// every predicate, every non-null requirement.
+    func population(_ r: AggregateRequest, value: (Subject, String) throws -> Value?) throws -> [Subject] {
+        var out: [Subject] = []
+        for s in subjects {
+            if let p = r.consentPurpose, s.consent[p] != true { continue }
+            var keep = true
+            for p in r.predicates {
+                if try !Self.holds(try value(s, p.attribute), p) { keep = false }
+            }
+            for n in r.nonNull {
+                if try value(s, n) == nil { keep = false }
+            }
+            if keep { out.append(s) }
+        }
+        return out
+    }
+
+    /// Every grouping but the item groupings: each subject of the population adds its vector to
+    /// at most one group; the groups of the public domain are all present (zeros included).
+    func subjectSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        var derived: [String: DerivedAttribute] = [:]
+        for d in r.derived {
+            guard schema.field(named: d.name) == nil, derived.updateValue(d, forKey: d.name) == nil else {
+                throw VaultError(.usage, "derived attribute \(d.name) is defined twice or is a field of the schema")
+            }
+            guard d.lower < d.upper, d.lower.isFinite, d.upper.isFinite else { throw VaultError(.usage, "derived attribute \(d.name) needs finite bounds lower < upper") }
+        }
+        let attributes = Set(schema.attributeFields.map(\.name))
+        /// A subject's value of an attribute (nil: null) or of a derived attribute (never null).
+        func value(_ s: Subject, _ name: String) throws -> Value? {
+            if attributes.contains(name) { return s.attributes[name] }
+            guard let d = derived[name] else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
+            return .real(Self.derivedValue(s, d))
+        }
+        func number(_ s: Subject, _ name: String) throws -> Double? {
+            guard let v = try value(s, name) else { return nil }
+            guard let x = v.number else { throw VaultError(.usage, "\(name) is not numeric") }
+            return x
+        }
+        for c in r.coordinates {
+            switch c {
+            case .itemPresence, .itemPairWeight, .itemSetPresence: throw VaultError(.usage, "item coordinates need an item grouping")
+            default: break
+            }
+        }
+        // A condition compares a number attribute (derived ones included) with a finite number,
+        // a category or string with text.
+        for p in r.predicates {
+            guard attributes.contains(p.attribute) || derived[p.attribute] != nil else { throw VaultError(.usage, "\(p.attribute) is not an attribute of the schema") }
+            let textual = schema.field(named: p.attribute).map { $0.type == .category || $0.type == .string } ?? false
+            switch p.value {
+            case .text: guard textual else { throw VaultError(.usage, "condition on \(p.attribute): a number compares with a number") }
+            case .int: guard !textual else { throw VaultError(.usage, "condition on \(p.attribute): text compares with text") }
+            case .real(let d): guard !textual, d.isFinite else { throw VaultError(.usage, "condition on \(p.attribute): compares with a finite number") }
+            }
+        }
+        // The group of a subject: nil for none.
+        let key: (Subject) throws -> String?
+        switch r.grouping {
+        case nil:
+            key = { _ in "" }
+        case let .attribute(name, domain)?:
+            // By the attribute's text value, only within the domain (null or outside: no group).
+            guard derived[name] == nil else { throw VaultError(.usage, "derived attribute \(name) is numeric; it cannot group") }
+            guard let f = schema.field(named: name), attributes.contains(name) else { throw VaultError(.usage, "\(name) is not an attribute of the schema") }
+            guard f.type == .category || f.type == .string else { throw VaultError(.usage, "\(name) is not a categorical attribute") }
+            let inDomain = Set(domain)
+            key = { s in
+                guard case let .text(t)? = s.attributes[name], inDomain.contains(t) else { return nil }
+                return t
+            }
+        case let .nearest(features, centroids)?:
+            // The nearest centroid to the features in [0, 1]: squared distance summed over the
+            // features in order, truncated to a multiple of 2^-40; ties to the lowest index.
+            guard !centroids.isEmpty, centroids.count <= 64, centroids.allSatisfy({ $0.count == features.count }) else {
+                throw VaultError(.usage, "nearest-centroid grouping needs 1 to 64 centroids of the features' dimension")
+            }
+            key = { s in
+                var u: [Double] = []
+                for f in features {
+                    guard let x = try number(s, f.name) else { return nil }
+                    u.append(Self.unit(x, f))
+                }
+                var best = 0
+                var bestDistance = Double.infinity
+                for (i, c) in centroids.enumerated() {
+                    var d = 0.0
+                    for j in u.indices { d += (u[j] - c[j]) * (u[j] - c[j]) }
+                    let truncated = (d * 1_099_511_627_776.0).rounded(.towardZero)
+                    guard !truncated.isNaN else { return nil }   // lower == upper: no group (SQL: a NULL key)
+                    if truncated < bestDistance { best = i; bestDistance = truncated }
+                }
+                return String(best)
+            }
+        case let .cell(features, bins)?:
+            // bin_j = min(bins - 1, floor(unit_j * bins)), key = sum_j bin_j * bins^j.
+            guard bins >= 1, Grouping.cellCount(dimensions: features.count, bins: bins) <= 1 << 20 else {
+                throw VaultError(.usage, "grid grouping has too many cells")
+            }
+            key = { s in
+                var k = 0, weight = 1
+                for f in features {
+                    guard let x = try number(s, f.name) else { return nil }
+                    // Not finite only for a feature with lower == upper: no cell (SQL: a NULL key).
+                    let v = (Self.unit(x, f) * Double(bins)).rounded(.towardZero)
+                    guard v.isFinite, abs(v) < 0x1p52 else { return nil }
+                    k += min(bins - 1, Int(v)) * weight
+                    weight *= bins
+                }
+                return String(k)
+            }
+        case let .thresholds(features, cuts)?:
+            // Level l sets bit l when the stored value (unclamped) is >= its cut.
+            guard !features.isEmpty, features.count == cuts.count, features.count <= 16, cuts.allSatisfy(\.isFinite) else {
+                throw VaultError(.usage, "tree grouping needs 1 to 16 levels, one finite cut per feature")
+            }
+            key = { s in
+                var k = 0
+                for (l, (name, cut)) in zip(features, cuts).enumerated() {
+                    guard let x = try value(s, name) else { return nil }
+                    guard let c = Self.compare(x, .real(cut)) else { throw VaultError(.usage, "\(name) is not numeric") }
+                    if c >= 0 { k |= 1 << l }
+                }
+                return String(k)
+            }
+        case .items?, .itemPairs?, .itemSets?, .segmentItems?:
+            throw VaultError(.usage, "an item grouping takes an item coordinate")
+        }
+        var out: [String: [Int64]] = [:]
+        let zeros = [Int64](repeating: 0, count: r.coordinates.count)
+        if let domain = r.grouping?.domain {
+            for k in domain { out[k] = zeros }
+        } else {
+            out[""] = zeros
+        }
+        // Names are checked even for an empty population, as an engine's statement would be.
+        for name in r.names.attributes where !attributes.contains(name) && derived[name] == nil {
+            throw VaultError(.usage, "\(name) is not an attribute of the schema")
+        }
+        for s in try population(r, value: value) {
+            guard let k = try key(s), var sums = out[k] else { continue }
+            for (i, c) in r.coordinates.enumerated() {
+                let add: Int64
+                switch c {
+                case .subjects:
+                    add = 1
+                case let .nonNull(name):
+                    add = try value(s, name) == nil ? 0 : 1
+                case let .attribute(name, lo, hi, center, grid):
+                    add = try Self.attributeContribution(try number(s, name), lower: lo, upper: hi, center: center, grid: grid)
+                case let .events(kind, lo, hi, center, grid, k):
+                    add = try Self.eventsContribution(s, kind: kind, lower: lo, upper: hi, center: center, grid: grid, cap: k)
+                case let .eventCount(kind, k):
+                    add = Self.eventCount(s, kind: kind, cap: k)
+                case let .product(left, right, grid):
+                    // round(z(a) * z(b) / g) (z(a) alone without b); 0 when a value is null.
+                    guard let a = try number(s, left.name) else { add = 0; break }
+                    var z = Self.signedUnit(a, left)
+                    if let right {
+                        guard let b = try number(s, right.name) else { add = 0; break }
+                        z = z * Self.signedUnit(b, right)
+                    }
+                    // z is NaN only for a feature with lower == upper (0 * 2/0): it contributes 0.
+                    if z.isNaN { add = 0; break }
+                    guard let n = Self.roundedInteger(z / grid) else { throw Self.overflow() }
+                    add = n
+                case .itemPresence, .itemPairWeight, .itemSetPresence:
+                    throw VaultError(.usage, "item coordinates need an item grouping")
+                }
+                let (t, o) = sums[i].addingReportingOverflow(add)
+                guard !o else { throw Self.overflow() }
+                sums[i] = t
+            }
+            out[k] = sums
+        }
+        return out
+    }
+
+    /// The item groupings: each consenting subject's capped sample of distinct items
+    /// (`cappedItems`) counts in the item, pair, set or (segment, item) groups.
+    func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+        guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
+            throw VaultError(.usage, "an item grouping takes exactly one item coordinate and no predicates")
+        }
+        let kind: String, maxItems: Int
+        var since: Int64? = nil
+        switch r.coordinates[0] {
+        case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
+        case let .itemPairWeight(k, m, _): kind = k; maxItems = m
+        case let .itemSetPresence(k, m, _): kind = k; maxItems = m
+        default: throw VaultError(.usage, "an item grouping takes an item coordinate")
+        }
+        guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
+        switch (r.grouping, r.coordinates[0]) {
+        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight), (.segmentItems?, .itemPresence): break
+        case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
+        default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
+        }
+        /// An item's index in a vocabulary (a value listed twice: its last index).
+        func indexes(_ v: [String]) -> [String: Int] {
+            var out: [String: Int] = [:]
+            for (i, item) in v.enumerated() { out[item] = i }
+            return out
+        }
+        func add(_ out: inout [String: [Int64]], _ key: String, _ n: Int64) throws {
+            let (t, o) = (out[key]?[0] ?? 0).addingReportingOverflow(n)
+            guard !o else { throw Self.overflow() }
+            out[key] = [t]
+        }
+        var population = subjects
+        if let p = r.consentPurpose { population = population.filter { $0.consent[p] == true } }
+        var out: [String: [Int64]] = [:]
+        switch (r.grouping, r.coordinates[0]) {
+        case let (.items(vocabulary)?, _):
+            // 1 for each item of the sample; every vocabulary item is a key (zeros included);
+            // without a vocabulary, the keys are the items sampled.
+            for item in vocabulary ?? [] { out[item] = [0] }
+            for s in population {
+                for item in Self.cappedItems(s, kind: kind, since: since, vocabulary: vocabulary.map(Set.init), maxItems: maxItems) {
+                    try add(&out, item, 1)
+                }
+            }
+        case let (.itemPairs(vocabulary)?, .itemPairWeight(_, _, unit)):
+            // With n >= 2 items in the sample, each unordered pair gets floor(unit / (n - 1));
+            // keys "i|j" (i < j, vocabulary indexes), only pairs whose sum is not zero.
+            let index = indexes(vocabulary)
+            for s in population {
+                let items = Self.cappedItems(s, kind: kind, since: nil, vocabulary: Set(vocabulary), maxItems: maxItems).compactMap { index[$0] }
+                guard items.count >= 2 else { continue }
+                let w = Int64(unit / (items.count - 1))
+                for a in items.indices {
+                    for b in items.indices where b > a {
+                        try add(&out, "\(min(items[a], items[b]))|\(max(items[a], items[b]))", w)
+                    }
+                }
+            }
+            out = out.filter { $0.value[0] != 0 }
+        case let (.itemSets(vocabulary, size)?, _):
+            // 1 for every set of `size` items of the sample; keys "i|j(|k)" ascending vocabulary
+            // indexes; every set of the vocabulary is a key (zeros included).
+            for key in r.grouping?.domain ?? [] { out[key] = [0] }
+            let index = indexes(vocabulary)
+            for s in population {
+                let items = Self.cappedItems(s, kind: kind, since: nil, vocabulary: Set(vocabulary), maxItems: maxItems).compactMap { index[$0] }.sorted()
+                for combo in Grouping.sets(count: items.count, size: size) {
+                    try add(&out, combo.map { String(items[$0]) }.joined(separator: "|"), 1)
+                }
+            }
+        case let (.segmentItems(attribute, domain, vocabulary)?, _):
+            // The subject's segment: its value of the categorical attribute, when in the domain
+            // (else no group); 1 in "s|i" for each item i of its sample; every pair is a key.
+            guard let f = schema.attributeFields.first(where: { $0.name == attribute }), f.type == .category else {
+                throw VaultError(.usage, "segment grouping needs a categorical attribute; \(attribute) is not one")
+            }
+            for key in r.grouping?.domain ?? [] { out[key] = [0] }
+            let segment = indexes(domain), index = indexes(vocabulary)
+            for s in population {
+                guard case let .text(t)? = s.attributes[attribute], let seg = segment[t] else { continue }
+                for item in Self.cappedItems(s, kind: kind, since: since, vocabulary: Set(vocabulary), maxItems: maxItems) {
+                    if let i = index[item] { try add(&out, "\(seg)|\(i)", 1) }
+                }
+            }
+        default:
+            throw VaultError(.usage, "this item coordinate does not go with this item grouping")
+        }
+        return out
+    }
+}

@@ -57,7 +57,7 @@ extension PostgresProfiles {
             let work = batch, rejected = rejectedInBatch, first = firstLine, last = lastLine
             let audit = options.audit, allowReingest = options.allowReingest
             let (ins, upd) = try Self.wait("ingesting profiles") {
-                try await self.writeProfiles(work, rejected: rejected, firstLine: first, lastLine: last, audit: audit, allowReingest: allowReingest)
+                try await self.writeProfiles(work, file: path, rejected: rejected, firstLine: first, lastLine: last, audit: audit, allowReingest: allowReingest)
             }
             report.inserted += ins
             report.updated += upd
@@ -93,10 +93,25 @@ extension PostgresProfiles {
 
     /// One transaction of sealed profiles and its audit entry (appended last, so the head row
     /// is locked only while the transaction commits).
-    func writeProfiles(_ profiles: [SealedProfile], rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
+    ///
+    /// The transaction holds the subjects lock shared (ingests on every node run side by side)
+    /// and checks the suppression list again: an erasure holds that lock exclusively, so a
+    /// customer erased on another node after this ingest read the list is refused here, not
+    /// brought back.
+    func writeProfiles(_ profiles: [SealedProfile], file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
                        allowReingest: Bool) async throws -> (inserted: Int, updated: Int) {
         let now = Int64(Date().timeIntervalSince1970)
         return try await engine.transaction("ingesting profiles") { conn in
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
+            if !allowReingest, !profiles.isEmpty {
+                let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\(profiles.map { bytea($0.pseudonym) })::bytea[])")
+                if !erased.isEmpty {
+                    let set = Set(try erased.map { try $0.decode(ByteBuffer.self).bytes })
+                    let line = profiles.first { set.contains($0.pseudonym) }?.line ?? firstLine
+                    throw PostgresStoreError(.invalidInput, RecordIssue.make(file: file, line: line, field: schema.subjectIDField,
+                        reason: "this customer was erased while the ingest ran; a stale import cannot bring them back (--allow-reingest records them as a new subject)").description)
+                }
+            }
             var ins = 0, upd = 0, reingested = 0
             var start = 0
             while start < profiles.count {
@@ -195,6 +210,9 @@ extension PostgresProfiles {
         func sum(_ cs: [PIIColumns.Column]) -> String { cs.isEmpty ? "0" : cs.map { "(\($0.column) IS NOT NULL)::int" }.joined(separator: " + ") }
         return (sum(piiColumns.ciphertext), sum(piiColumns.macs))
     }
+
+    /// Advisory lock (namespace, 0): ingest batches hold it shared, erasures exclusively.
+    static let lockNamespaceSubjects: Int32 = 0x5056_5300   // "PVS"
 
     static func mistyped(_ f: FieldSpec) -> PostgresStoreError {
         PostgresStoreError(.internalFailure, "field \(f.name): a validated value of another type than the field's")
@@ -381,6 +399,8 @@ extension PostgresProfiles {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         return try await engine.transaction("erasing subjects") { conn in
+            // Exclusive: no ingest batch is in flight on any node while subjects are erased.
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
             var out: [ErasureReceipt] = []
             for (customerID, p) in subjects {
                 // The lock waits for ingests holding this subject and makes theirs wait for us.

@@ -321,6 +321,19 @@ let context = AuditContext(actor: "tester", role: "admin", requestID: "req-1")
             // customer 3 (no phone); one erased; one event left.
             let left: [Int64] = try await onThread { try b.storedCounts() }
             #expect(left == [9, 44, 17, 9, 1])
+            // An ingest on the other node that read the suppression list before this erasure
+            // (simulated: its sealed batch reaches the writer now) is refused in its transaction.
+            let sealer = try ProfileSealer(schema: repositorySchema, keys: b.keys, piiFieldIDs: b.piiFieldIDs, piiColumns: b.piiColumns)
+            guard case .success(let valid) = ProfileStore.validateProfile(RawRecord(line: 7, values: Rows.row(5), problem: nil), file: "stale.csv",
+                                                                          schema: repositorySchema) else { Issue.record("row 5 is invalid"); return }
+            let stale = try sealer.seal(valid)
+            do {
+                _ = try await b.writeProfiles([stale], file: "stale.csv", rejected: 0, firstLine: 7, lastLine: 7, audit: context, allowReingest: false)
+                Issue.record("an erased customer was written back by a batch sealed before the erasure")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .invalidInput && e.message.contains("stale.csv:7") && e.message.contains("erased"))
+            }
+            #expect(try await onThread { try b.exists(customerID: Rows.id(5)) } == false)
             // A stale import is refused on the other node; --allow-reingest makes a new subject.
             await #expect(throws: VaultError.self) { try await onThread { try b.ingestProfiles(.file(file), options: o) } }
             var allow = o
@@ -334,6 +347,40 @@ let context = AuditContext(actor: "tester", role: "admin", requestID: "req-1")
             #expect(v.ok && v.entries >= r.auditSequence)
             await a.engine.close()
             await b.engine.close()
+        }
+    }
+
+    /// Rows edited in the database (a ciphertext moved to another subject, a wrapped key
+    /// swapped, a key version that is no version) are integrity errors on read, never another
+    /// customer's data and never a crash.
+    @Test func editedRowsAreIntegrityErrors() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node()
+            let file = try cluster.write("p.csv", Rows.csv(0..<3))
+            _ = try await onThread { try pg.ingestProfiles(.file(file), options: IngestOptions()) }
+            let all = Set(repositorySchema.fields.map(\.name))
+            let ids = (0..<3).map { AuditLog.hex(try! pg.pseudonym(ofCustomerID: Rows.id($0))) }
+            func subject(_ i: Int) -> String { "(SELECT id FROM profilevault.subjects WHERE pseudonym = '\\x\(ids[i])'::bytea)" }
+            func expectIntegrity(_ i: Int, _ what: String) async {
+                do {
+                    _ = try await onThread { try pg.profile(customerID: Rows.id(i), fields: all) }
+                    Issue.record("\(what) was not noticed")
+                } catch let e as VaultError {
+                    #expect(e.kind == .integrity, "\(what)")
+                } catch {
+                    Issue.record("\(what): \(error)")
+                }
+            }
+            // Customer 0's e-mail ciphertext copied onto customer 1.
+            try await cluster.db.superuser(["UPDATE profilevault.pii SET c1 = (SELECT c1 FROM profilevault.pii WHERE subject_id = \(subject(0))) WHERE subject_id = \(subject(1))"])
+            await expectIntegrity(1, "a ciphertext moved between subjects")
+            // Customer 2's wrapped key replaced by customer 0's.
+            try await cluster.db.superuser(["UPDATE profilevault.subjects SET wrapped_dek = (SELECT wrapped_dek FROM profilevault.subjects WHERE id = \(subject(0))) WHERE id = \(subject(2))"])
+            await expectIntegrity(2, "a wrapped key moved between subjects")
+            // Customer 0's key version set to one the keyring lacks.
+            try await cluster.db.superuser(["UPDATE profilevault.subjects SET kek_version = 4294967295 WHERE id = \(subject(0))"])
+            await expectIntegrity(0, "an unknown key version")
+            await pg.engine.close()
         }
     }
 

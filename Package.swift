@@ -51,7 +51,9 @@ let package = Package(
         .target(
             name: "VaultPostgres",
             dependencies: [
-                "VaultCrypto", "VaultAudit", "DifferentialPrivacy",
+                "VaultValues", "VaultCrypto", "VaultPolicy", "VaultAudit", "DifferentialPrivacy",
+                // The validation and sealing of records, shared with the SQLite engine (package access).
+                "VaultStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -117,9 +119,9 @@ let package = Package(
         ),
         .testTarget(
             name: "VaultPostgresTests",
-            // VaultStore only to check that both engines count delta alike.
+            // VaultStore: both engines must count delta alike and hold the same profiles.
             dependencies: [
-                "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore",
+                "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore", "VaultPolicy", "VaultValues",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

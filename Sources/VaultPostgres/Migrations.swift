@@ -127,6 +127,46 @@ extension PostgresEngine {
                 FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
             """,
         ]),
+        PostgresMigration(version: 3, name: "subjects-pii-events", statements: [
+            // The keyring's versions as the SQLite store keeps them: a key check per version, so a
+            // node with another keyring is refused before it writes (``PostgresProfiles``).
+            """
+            CREATE TABLE profilevault.key_versions(
+                version bigint PRIMARY KEY CHECK (version BETWEEN 0 AND 4294967295), key_check bytea NOT NULL,
+                added_at bigint NOT NULL, retired boolean NOT NULL DEFAULT false)
+            """,
+            // PII field name -> id: the `pii` table's columns are c<id> and m<id> (PIIColumns).
+            "CREATE TABLE profilevault.pii_fields(id integer PRIMARY KEY CHECK (id >= 0), name text NOT NULL UNIQUE)",
+            // A subject: its keyed pseudonym (never the customer ID) and its data key, wrapped by
+            // the keyring's KEK. Deleting the row is the crypto-shredding of the subject.
+            """
+            CREATE TABLE profilevault.subjects(
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                pseudonym bytea NOT NULL UNIQUE CHECK (length(pseudonym) = 32),
+                kek_version bigint NOT NULL CHECK (kek_version BETWEEN 0 AND 4294967295),
+                wrapped_dek bytea NOT NULL,
+                created_at bigint NOT NULL, updated_at bigint NOT NULL, last_activity bigint NOT NULL)
+            """,
+            // Events, deduplicated as SQLite's `events_identity` (subject, kind, time, item,
+            // value): the item through its SHA-256 (`item_hash`, written by the engine), since an
+            // item may be 64 KiB and a btree entry holds at most about 2.7 KiB. The foreign key
+            // refuses an event for a subject erased meanwhile (no orphan rows after an erasure).
+            """
+            CREATE TABLE profilevault.events(
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                subject_id bigint NOT NULL REFERENCES profilevault.subjects(id),
+                kind text NOT NULL, item text NOT NULL, item_hash bytea NOT NULL CHECK (length(item_hash) = 32),
+                value double precision NOT NULL, time bigint NOT NULL)
+            """,
+            "CREATE UNIQUE INDEX events_identity ON profilevault.events(subject_id, kind, time, item_hash, value)",
+            "CREATE INDEX events_kind_time ON profilevault.events(kind, time)",
+            // Erased subjects' pseudonyms: a stale import cannot bring them back.
+            "CREATE TABLE profilevault.suppressed(pseudonym bytea PRIMARY KEY, erased_at bigint NOT NULL, reason text NOT NULL)",
+            // The schema-dependent tables (`pii`: a ciphertext column per PII field and a MAC column
+            // per lookup field; `attributes`: a typed column per attribute) are created from the
+            // schema by ``PostgresProfiles/create(owner:schema:keyring:options:)``, as the SQLite
+            // store creates its `attributes` table when the store is created.
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -153,8 +193,10 @@ extension PostgresEngine {
     /// The service role gets: USAGE on the schema; SELECT on `meta` and `schema_migrations`;
     /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
     /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
-    /// on `dp_budget`. Never UPDATE, DELETE or TRUNCATE on the audit tables, nor DELETE or
-    /// TRUNCATE anywhere. PUBLIC gets nothing.
+    /// on `dp_budget`; SELECT on `key_versions` and `pii_fields`; SELECT, INSERT, UPDATE and
+    /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
+    /// `events` (DELETE only where erasure needs it). Never UPDATE, DELETE or TRUNCATE on the
+    /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
         guard Self.isPlainRoleName(role) else {
@@ -215,9 +257,20 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
                 "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.dp_budget TO \(r)",
+                // Ingest inserts and updates subjects (upsert); erasure deletes them. The key
+                // tables are written by the owner only.
+                "GRANT SELECT ON profilevault.key_versions, profilevault.pii_fields TO \(r)",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.subjects TO \(r)",
+                // Events are never updated: inserted (deduplicated), deleted by erasure and retention.
+                "GRANT SELECT, INSERT, DELETE ON profilevault.events TO \(r)",
+                // Erasure adds (or refreshes) a pseudonym; --allow-reingest removes one.
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.suppressed TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }
+            // The schema's tables, once created (PostgresProfiles): the REVOKE above took
+            // their grants too.
+            try await PostgresProfiles.grantProfileTables(conn, role: r, engine: self)
         }
     }
 

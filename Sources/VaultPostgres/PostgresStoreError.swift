@@ -1,3 +1,4 @@
+public import VaultValues
 import PostgresNIO
 
 /// The error every VaultPostgres operation throws. `kind` mirrors `VaultError.Kind` (same names,
@@ -48,6 +49,7 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable, Equa
                 let kind: Kind = switch state {
                 case "42501": .denied                       // insufficient_privilege
                 case "28000", "28P01", "3D000": .configuration // authorization, password, no such database
+                case "23503": .notFound                     // foreign_key_violation: a subject erased meanwhile
                 default: .internalFailure
                 }
                 return PostgresStoreError(kind, "\(what): PostgreSQL refused it (\(state ?? "?")): \(message)", sqlState: state)
@@ -68,5 +70,30 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable, Equa
             return PostgresStoreError(.integrity, "\(what): a column holds a value of another type than the schema's (\(e.code)): the database was edited")
         }
         return PostgresStoreError(.internalFailure, "\(what): \(type(of: error))")
+    }
+}
+
+
+extension PostgresStoreError {
+    /// The same error as the gate's `VaultError` (same kind, same message, which never holds a
+    /// bound value): what the synchronous ``PostgresProfiles`` methods throw, as the SQLite
+    /// engine does.
+    public var vaultError: VaultError {
+        let k: VaultError.Kind = switch kind {
+        case .usage: .usage
+        case .invalidInput: .invalidInput
+        case .notFound: .notFound
+        case .denied: .denied
+        case .configuration: .configuration
+        case .integrity: .integrity
+        case .internalFailure: .internalFailure
+        }
+        return VaultError(k, message)
+    }
+
+    /// Any error of an engine operation as a `VaultError`.
+    static func vaultError(_ error: any Error, _ what: String) -> VaultError {
+        if let e = error as? VaultError { return e }
+        return wrap(error, what).vaultError
     }
 }

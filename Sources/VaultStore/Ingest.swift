@@ -68,22 +68,22 @@ public struct IngestOptions: Sendable {
 }
 
 /// A profile that passed validation: normalised customer ID and one value per schema field.
-struct ValidProfile {
-    var line: Int
-    var customerID: String
-    var values: [FieldValue]
+package struct ValidProfile: Sendable {
+    package var line: Int
+    package var customerID: String
+    package var values: [FieldValue]
 }
 
 /// A profile ready to write: everything sensitive is already sealed or keyed.
-struct SealedProfile: Sendable {
-    var line: Int
-    var pseudonym: [UInt8]
-    var kekVersion: UInt32
-    var wrappedDEK: [UInt8]
+package struct SealedProfile: Sendable {
+    package var line: Int
+    package var pseudonym: [UInt8]
+    package var kekVersion: UInt32
+    package var wrappedDEK: [UInt8]
     /// The `pii` row's values in `PIIColumns.valueColumns` order: ciphertexts, then blind-index
     /// MACs; nil where the field is empty.
-    var piiRow: [[UInt8]?]
-    var attributes: [FieldValue]
+    package var piiRow: [[UInt8]?]
+    package var attributes: [FieldValue]
 }
 
 /// One chunk of a transaction's sealed profiles (the parser hands a transaction to the writer
@@ -112,8 +112,9 @@ final class WriterCounts: @unchecked Sendable {
 }
 
 /// Per-thread crypto state for sealing profiles: OpenSSL contexts are reused across records
-/// but never shared between threads.
-final class ProfileSealer {
+/// but never shared between threads. Shared by both engines: it takes the keys and the PII
+/// column layout, not a store.
+package final class ProfileSealer {
     let schema: Schema
     let pseudonymKey: HMACSHA256Key
     let kek: AESGCMKey
@@ -125,23 +126,27 @@ final class ProfileSealer {
     let macSlot: [Int]
     let rowWidth: Int
 
-    init(store: ProfileStore) throws {
-        schema = store.schema
-        pseudonymKey = try HMACSHA256Key(store.keys.pseudonym)
-        kekVersion = store.keys.activeKEKVersion
-        guard let kekBytes = store.keys.keks[kekVersion] else {
+    convenience init(store: ProfileStore) throws {
+        try self.init(schema: store.schema, keys: store.keys, piiFieldIDs: store.piiFieldIDs, piiColumns: store.piiColumns)
+    }
+
+    package init(schema: Schema, keys: StoreKeys, piiFieldIDs: [String: Int], piiColumns: PIIColumns) throws {
+        self.schema = schema
+        pseudonymKey = try HMACSHA256Key(keys.pseudonym)
+        kekVersion = keys.activeKEKVersion
+        guard let kekBytes = keys.keks[kekVersion] else {
             throw VaultError(.configuration, "the keyring's active version \(kekVersion) is retired")
         }
         kek = try AESGCMKey(kekBytes)
-        let columns = store.piiColumns.valueColumns
+        let columns = piiColumns.valueColumns
         func slot(_ column: String?) -> Int { column.flatMap { c in columns.firstIndex { $0.column == c } } ?? -1 }
         var bk: [Int: HMACSHA256Key] = [:]
         var cs: [Int] = [], ms: [Int] = []
-        for (i, f) in store.schema.fields.enumerated() {
-            if f.pii, f.lookup, let k = store.keys.blindIndex[f.name] { bk[i] = try HMACSHA256Key(k) }
-            let id = f.pii ? store.piiFieldIDs[f.name] : nil
-            cs.append(slot(id.flatMap { store.piiColumns.ciphertextColumn(id: $0) }))
-            ms.append(slot(id.flatMap { store.piiColumns.macColumn(id: $0) }))
+        for (i, f) in schema.fields.enumerated() {
+            if f.pii, f.lookup, let k = keys.blindIndex[f.name] { bk[i] = try HMACSHA256Key(k) }
+            let id = f.pii ? piiFieldIDs[f.name] : nil
+            cs.append(slot(id.flatMap { piiColumns.ciphertextColumn(id: $0) }))
+            ms.append(slot(id.flatMap { piiColumns.macColumn(id: $0) }))
         }
         blindKeys = bk
         ciphertextSlot = cs
@@ -149,12 +154,12 @@ final class ProfileSealer {
         rowWidth = columns.count
     }
 
-    func pseudonym(of customerID: String) -> [UInt8] {
+    package func pseudonym(of customerID: String) -> [UInt8] {
         var id = customerID
         return id.withUTF8 { pseudonymKey.mac(UnsafeRawBufferPointer($0)) }
     }
 
-    func seal(_ p: ValidProfile) throws -> SealedProfile {
+    package func seal(_ p: ValidProfile) throws -> SealedProfile {
         let pseudonym = pseudonym(of: p.customerID)
         let dek = SecureBytes.random(count: 32)
         let dekKey = try AESGCMKey(dek)
@@ -188,7 +193,7 @@ final class ProfileSealer {
 
 extension FieldValue {
     /// The text a PII value is encrypted as.
-    static func plaintext(_ v: FieldValue) -> String {
+    package static func plaintext(_ v: FieldValue) -> String {
         switch v {
         case .null: ""
         case .int(let i): String(i)
@@ -214,7 +219,7 @@ extension FieldValue {
 /// Writes rejected records (line, field, reason) to a CSV file: an ``OutputFile`` (new, 0600,
 /// unless `rejectsForce`; never a protected file), its cells formula-safe (``CSVCell``). The
 /// file is in place once the ingest finishes (``finish()``); an ingest that fails leaves none.
-final class RejectsWriter {
+package final class RejectsWriter {
     private let file: OutputFile
     private var failure: (any Error)?
 
@@ -224,11 +229,17 @@ final class RejectsWriter {
     }
 
     convenience init?(_ options: IngestOptions, store: ProfileStore) throws {
-        guard let path = options.rejectsPath else { return nil }
-        try self.init(path: path, force: options.rejectsForce, protecting: store.ownFiles + options.protectedFiles)
+        try self.init(options, ownFiles: store.ownFiles)
     }
 
-    func write(_ issue: RecordIssue) {
+    /// The rejects file `options` asks for (nil: none), never one of `ownFiles` (the engine's
+    /// own files) nor of `options.protectedFiles`.
+    package convenience init?(_ options: IngestOptions, ownFiles: [ProtectedFile]) throws {
+        guard let path = options.rejectsPath else { return nil }
+        try self.init(path: path, force: options.rejectsForce, protecting: ownFiles + options.protectedFiles)
+    }
+
+    package func write(_ issue: RecordIssue) {
         guard failure == nil else { return }
         do {
             try file.write(String(issue.line) + "," + CSVCell.row([issue.field ?? "", issue.reason], alwaysQuote: true) + "\n")
@@ -238,7 +249,7 @@ final class RejectsWriter {
     }
 
     /// Puts the file in place; a write that failed on the way fails the ingest here.
-    func finish() throws {
+    package func finish() throws {
         if let failure {
             file.discard()
             throw failure
@@ -251,20 +262,29 @@ extension ProfileStore {
     // MARK: - Profiles
 
     /// Canonical column order for profile records: the subject ID, then the schema fields.
-    var profileColumns: [String] { [schema.subjectIDField] + schema.fields.map(\.name) }
+    var profileColumns: [String] { Self.profileColumns(schema) }
+    package static func profileColumns(_ schema: Schema) -> [String] { [schema.subjectIDField] + schema.fields.map(\.name) }
     /// Input column name -> field name, for fields that declare `column:` in the schema.
-    var profileAliases: [String: String] {
+    var profileAliases: [String: String] { Self.profileAliases(schema) }
+    package static func profileAliases(_ schema: Schema) -> [String: String] {
         Dictionary(schema.fields.compactMap { f in f.column.map { ($0, f.name) } }, uniquingKeysWith: { a, _ in a })
     }
 
     /// Declared types of the profile columns (the customer ID is text).
-    var profileTypes: [String: FieldType] {
+    var profileTypes: [String: FieldType] { Self.profileTypes(schema) }
+    package static func profileTypes(_ schema: Schema) -> [String: FieldType] {
         var t: [String: FieldType] = [schema.subjectIDField: .string]
         for f in schema.fields { t[f.name] = f.type }
         return t
     }
 
     func validateProfile(_ raw: RawRecord, file: String) -> Result<ValidProfile, RecordIssue> {
+        Self.validateProfile(raw, file: file, schema: schema)
+    }
+
+    /// Validates one profile record against `schema` (both engines): the customer ID and one
+    /// parsed value per field, or the record's first problem.
+    package static func validateProfile(_ raw: RawRecord, file: String, schema: Schema) -> Result<ValidProfile, RecordIssue> {
         if let p = raw.problem { return .failure(p) }
         guard let rawID = raw.values[0], !Normalization.customerID(rawID).isEmpty else {
             return .failure(RecordIssue(file: file, line: raw.line, field: schema.subjectIDField, reason: "missing customer ID"))
@@ -556,18 +576,23 @@ extension ProfileStore {
 
     // MARK: - Events
 
-    static let eventColumns = ["customer_id", "kind", "item", "value", "time"]
+    package static let eventColumns = ["customer_id", "kind", "item", "value", "time"]
 
-    struct ValidEvent {
-        var line: Int
-        var customerID: String
-        var kind: String
-        var item: String
-        var value: Double
-        var time: Int64
+    package struct ValidEvent: Sendable {
+        package var line: Int
+        package var customerID: String
+        package var kind: String
+        package var item: String
+        package var value: Double
+        package var time: Int64
     }
 
     func validateEvent(_ raw: RawRecord, file: String) -> Result<ValidEvent, RecordIssue> {
+        Self.validateEvent(raw, file: file, schema: schema)
+    }
+
+    /// Validates one event record against `schema` (both engines).
+    package static func validateEvent(_ raw: RawRecord, file: String, schema: Schema) -> Result<ValidEvent, RecordIssue> {
         if let p = raw.problem { return .failure(p) }
         func bad(_ f: String, _ r: String, detail: String? = nil) -> Result<ValidEvent, RecordIssue> {
             .failure(RecordIssue(file: file, line: raw.line, field: f, reason: r, detailReason: detail))

@@ -27,7 +27,7 @@ public enum Normalization {
         return trimmed(raw)
     }
 
-    static func trimmed(_ raw: String) -> String {
+    package static func trimmed(_ raw: String) -> String {
         let scalars = raw.unicodeScalars
         guard let first = scalars.firstIndex(where: { !isSpace($0) }) else { return "" }
         let last = scalars.lastIndex(where: { !isSpace($0) })!

@@ -1,5 +1,5 @@
 import GRDB
-import VaultPolicy
+public import VaultPolicy
 
 /// The layout of the `pii` table (store format 3): one row per subject, keyed by
 /// `subject_id INTEGER PRIMARY KEY`, with a ciphertext column `c<id>` per PII field (id 0 is the
@@ -10,23 +10,23 @@ import VaultPolicy
 /// subject index) is what bulk ingest pays least for: one table row and one index entry per
 /// lookup field (docs/benchmarks.md). Absent values are NULL. Column names carry ids, never
 /// field names, so a schema's field names need no quoting here.
-struct PIIColumns: Sendable {
-    struct Column: Sendable {
-        let id: Int
-        let field: String
-        let column: String
+package struct PIIColumns: Sendable {
+    package struct Column: Sendable {
+        package let id: Int
+        package let field: String
+        package let column: String
     }
     /// Every PII field's ciphertext column, by id (the customer ID first).
-    let ciphertext: [Column]
+    package let ciphertext: [Column]
     /// The lookup fields' MAC columns, by id.
-    let macs: [Column]
+    package let macs: [Column]
 
     /// PII field name and id: the customer ID is 0, the schema's PII fields 1, 2, ... in order.
-    static func fieldIDs(_ schema: Schema) -> [(String, Int)] {
+    package static func fieldIDs(_ schema: Schema) -> [(String, Int)] {
         [(schema.subjectIDField, 0)] + schema.piiFields.enumerated().map { ($1.name, $0 + 1) }
     }
 
-    init(schema: Schema) {
+    package init(schema: Schema) {
         let lookup = Set(schema.fields.filter { $0.pii && $0.lookup }.map(\.name))
         let ids = Self.fieldIDs(schema)
         ciphertext = ids.map { Column(id: $1, field: $0, column: "c\($1)") }
@@ -44,15 +44,15 @@ struct PIIColumns: Sendable {
     }
 
     /// Every column after `subject_id`, in table order (ciphertexts, then MACs).
-    var valueColumns: [Column] { ciphertext + macs }
+    package var valueColumns: [Column] { ciphertext + macs }
 
     /// The name of a PII field's ciphertext column, and of its MAC column (lookup fields only), by field id.
-    func ciphertextColumn(id: Int) -> String? { ciphertext.first { $0.id == id }?.column }
-    func macColumn(id: Int) -> String? { macs.first { $0.id == id }?.column }
+    package func ciphertextColumn(id: Int) -> String? { ciphertext.first { $0.id == id }?.column }
+    package func macColumn(id: Int) -> String? { macs.first { $0.id == id }?.column }
 
     /// Two SQL expressions over a `pii` row: how many encrypted fields it holds and how many
     /// blind-index entries (the counts an erasure reports).
-    var storedCountExpressions: (fields: String, macs: String) {
+    package var storedCountExpressions: (fields: String, macs: String) {
         func sum(_ cs: [Column]) -> String { cs.isEmpty ? "0" : cs.map { "(\($0.column) IS NOT NULL)" }.joined(separator: " + ") }
         return (sum(ciphertext), sum(macs))
     }

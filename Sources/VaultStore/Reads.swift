@@ -161,7 +161,7 @@ extension ProfileStore {
         }
     }
 
-    static func profileValue(_ text: String, type: FieldType) -> ProfileValue {
+    package static func profileValue(_ text: String, type: FieldType) -> ProfileValue {
         switch type {
         case .int: Int64(text).map(ProfileValue.int) ?? .text(text)
         case .float: Double(text).map(ProfileValue.float) ?? .text(text)
@@ -294,8 +294,8 @@ extension ProfileStore {
     /// decrypting the field, so a collision (about n^2 / 2^65 for n values: 3e-8 at a million)
     /// costs one decryption and never a wrong answer; the short key keeps the index small, which
     /// is what bulk ingest pays for (docs/benchmarks.md).
-    static let blindIndexBytes = 8
-    static func blindIndexEntry(_ mac: [UInt8]) -> [UInt8] { Array(mac.prefix(blindIndexBytes)) }
+    package static let blindIndexBytes = 8
+    package static func blindIndexEntry(_ mac: [UInt8]) -> [UInt8] { Array(mac.prefix(blindIndexBytes)) }
 
     /// The lookup field of a data category (`user.contact.email`, `user.contact.phone_number`).
     public func lookupField(category: String) -> FieldSpec? {

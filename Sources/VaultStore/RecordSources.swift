@@ -28,7 +28,7 @@ public enum RecordSource: Sendable {
 
     /// The name messages use for the input: the path, or "" for records in memory (then
     /// ``RecordIssue`` says `record N`).
-    var name: String {
+    package var name: String {
         switch self {
         case .file(let path): path
         case .objects: ""
@@ -37,7 +37,7 @@ public enum RecordSource: Sendable {
 
     /// The input's size in bytes (a file's, an estimate for records in memory), for progress
     /// and for sizing the ingest's subject filter.
-    var byteCount: Int {
+    package var byteCount: Int {
         switch self {
         case .file(let path): (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         case .objects(let list): list.count.multipliedReportingOverflow(by: 128).overflow ? Int.max : list.count * 128
@@ -47,12 +47,12 @@ public enum RecordSource: Sendable {
 
 /// One input record, its values placed in a fixed column order chosen by the caller
 /// (`nil` = the column is absent from the file or the JSON object).
-struct RawRecord {
-    var line: Int
-    var values: [String?]
+package struct RawRecord {
+    package var line: Int
+    package var values: [String?]
     /// A structural problem with the record (broken quoting, invalid UTF-8, wrong column count,
     /// malformed JSON): the record is bad as a whole.
-    var problem: RecordIssue?
+    package var problem: RecordIssue?
 }
 
 /// Why one record is bad: file, line, field and reason. Never carries a value of the record.
@@ -91,7 +91,7 @@ public struct RecordIssue: Error, Sendable, Equatable, CustomStringConvertible {
 ///
 /// Header problems (unknown, duplicate or missing columns, an empty file) are file-level errors
 /// and throw; record problems are reported on the record so a caller can reject just that one.
-final class RecordReader {
+package final class RecordReader {
     let path: String
     let columns: [String]
     /// Input column name -> the field's name, for fields that declare `column:`.
@@ -200,7 +200,7 @@ final class RecordReader {
     }
 
     /// The reader of `source` (a file opened for reading, or the records in memory).
-    convenience init(source: RecordSource, format: InputFormat?, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>,
+    package convenience init(source: RecordSource, format: InputFormat?, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>,
                      types: [String: FieldType], aliases: [String: String] = [:]) throws {
         switch source {
         case .file(let path):
@@ -215,10 +215,10 @@ final class RecordReader {
     private var objects: [JSONValue]?
     private var objectIndex = 0
 
-    var bytesRead: Int { csv?.bytesRead ?? lines?.bytesRead ?? 0 }
+    package var bytesRead: Int { csv?.bytesRead ?? lines?.bytesRead ?? 0 }
     private var sawRecord = false
 
-    func next() throws -> RawRecord? {
+    package func next() throws -> RawRecord? {
         switch format {
         case .csv:
             guard let rec = try csv!.next() else { return nil }

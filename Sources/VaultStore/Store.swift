@@ -18,27 +18,27 @@ import Glibc
 /// (``SharedHMACSHA256Key``, ``SharedAESGCMKey``): keyed once here instead of once per call.
 /// They belong to this value: when a keyring reload replaces it (``KeyBox/replace(_:)``) and the
 /// last reader lets go, their OpenSSL contexts are freed and cleansed with it.
-struct StoreKeys: Sendable {
-    let identityVersion: UInt32
-    let activeKEKVersion: UInt32
-    let keks: [UInt32: SecureBytes]
+package struct StoreKeys: Sendable {
+    package let identityVersion: UInt32
+    package let activeKEKVersion: UInt32
+    package let keks: [UInt32: SecureBytes]
     /// The KEKs again, keyed for AES-GCM (unwrapping a DEK on every read).
-    let kekCiphers: [UInt32: SharedAESGCMKey]
-    let pseudonym: SecureBytes
+    package let kekCiphers: [UInt32: SharedAESGCMKey]
+    package let pseudonym: SecureBytes
     /// The pseudonym key, keyed for HMAC (one pseudonym per request).
-    let pseudonymMAC: SharedHMACSHA256Key
+    package let pseudonymMAC: SharedHMACSHA256Key
     /// Blind-index key per lookup field name: one key per field, so equal values in two fields
     /// do not produce equal index entries.
-    let blindIndex: [String: SecureBytes]
+    package let blindIndex: [String: SecureBytes]
     /// The blind-index keys again, keyed for HMAC (lookups).
-    let blindIndexMACs: [String: SharedHMACSHA256Key]
+    package let blindIndexMACs: [String: SharedHMACSHA256Key]
     /// Signs audit checkpoints; derived from the identity version like the pseudonym key.
     let auditSigning: Ed25519PrivateKey
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
     let modelArtifactMAC: SharedHMACSHA256Key
 
-    init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
+    package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
         self.activeKEKVersion = keyring.active
         var keks: [UInt32: SecureBytes] = [:]
@@ -65,7 +65,7 @@ struct StoreKeys: Sendable {
         self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
     }
 
-    static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
+    package static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
         let key = try keyring.derive(.keyCheck, version: version)
         return try HMACSHA256.mac(key: key, message: Array("profilevault key check v1".utf8))
     }
@@ -322,7 +322,7 @@ public final class ProfileStore: Sendable {
 
     /// A canonical description of the schema's storage shape; a store refuses a schema whose
     /// fingerprint differs from the one it was created with.
-    static func schemaFingerprint(_ schema: Schema) -> String {
+    package static func schemaFingerprint(_ schema: Schema) -> String {
         // Bounds and domains are part of it: the DP layer relies on every stored value lying
         // within the schema's bounds (ingest enforces them), so they cannot change under a store.
         func b(_ r: ClosedRange<Double>?) -> String { r.map { "[\($0.lowerBound),\($0.upperBound)]" } ?? "" }

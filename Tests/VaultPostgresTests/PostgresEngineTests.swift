@@ -24,7 +24,7 @@ import VaultStore
             async let b: Void = other.initialize(.init(serviceRole: db.serviceRole))
             _ = try await (a, b)
             let applied = try await engine.appliedMigrations()
-            #expect(applied.map(\.version) == [1, 2])
+            #expect(applied.map(\.version) == [1, 2, 3])
             #expect(applied.map(\.version).last == PostgresEngine.latestSchemaVersion)
             try await engine.checkSchema()
             let meta = try await engine.meta()
@@ -33,10 +33,10 @@ import VaultStore
             // Again, after some data: nothing changes, nothing is lost.
             try await engine.audit([record("owner", "init")])
             try await engine.initialize(.init(serviceRole: db.serviceRole))
-            #expect(try await engine.appliedMigrations().map(\.version) == [1, 2])
+            #expect(try await engine.appliedMigrations().map(\.version) == [1, 2, 3])
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == 2)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == 3)
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.
@@ -56,6 +56,9 @@ import VaultStore
                 "DROP TABLE profilevault.dp_budget",
                 "DROP FUNCTION profilevault.dp_budget_only_grows()",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 2",
+                // And version 3 (subjects, PII and events), which came after the ledger.
+                "DROP TABLE profilevault.events, profilevault.suppressed, profilevault.subjects, profilevault.key_versions, profilevault.pii_fields",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 3",
             ])
             do {
                 let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
@@ -66,7 +69,7 @@ import VaultStore
             }
             try await db.initialize()
             let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
-            #expect(try await node.appliedMigrations().map(\.version) == [1, 2])
+            #expect(try await node.appliedMigrations().map(\.version) == [1, 2, 3])
             _ = try await node.charge(purpose: "p", epsilon: 1, limit: 1, periodSeconds: 60, audit: record("after-migration"))
             #expect(try await node.verifyAudit().ok)
             await node.close()

@@ -1,0 +1,452 @@
+import Foundation
+import PostgresNIO
+import VaultAudit
+import VaultCrypto
+import VaultPolicy
+public import VaultStore
+import VaultValues
+
+extension PostgresProfiles {
+    // MARK: - Profiles
+
+    /// Ingests profiles from `source` with the SQLite engine's semantics: the whole input is
+    /// validated first (unless `skipInvalid`), so one bad record writes nothing; then records
+    /// are written in transactions of `options.batchSize`, each with its audit entry (the
+    /// cluster's one chain) committed in it. Upsert by customer ID: a record replaces the whole
+    /// stored profile and wraps a new data key. Erased customers are refused unless
+    /// `allowReingest`. Bulk writes: one `unnest` statement per column set and 4,096 records,
+    /// every value a bound array.
+    public func ingestProfiles(_ source: RecordSource, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        let started = Date()
+        let path = source.name
+        let schema = self.schema
+        let columns = ProfileStore.profileColumns(schema), types = ProfileStore.profileTypes(schema)
+        let aliases = ProfileStore.profileAliases(schema)
+        let required: Set<String> = [schema.subjectIDField]
+        guard options.batchSize >= 1 else { throw VaultError(.usage, "the batch size must be at least 1") }
+        let suppressed = options.allowReingest ? [:] : try Self.wait("reading the suppression list") { try await self.suppressionList() }
+        let sealer = try ProfileSealer(schema: schema, keys: keys, piiFieldIDs: piiFieldIDs, piiColumns: piiColumns)
+        func validate(_ raw: RawRecord) -> Result<ValidProfile, RecordIssue> {
+            let r = ProfileStore.validateProfile(raw, file: path, schema: schema)
+            if case .success(let p) = r, !suppressed.isEmpty, let erased = suppressed[sealer.pseudonym(of: p.customerID)] {
+                return .failure(RecordIssue.make(file: path, line: p.line, field: schema.subjectIDField,
+                    reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
+            }
+            return r
+        }
+        func reader() throws -> RecordReader {
+            try RecordReader(source: source, format: options.format, delimiter: options.delimiter, columns: columns, required: required,
+                             types: types, aliases: aliases)
+        }
+        if !options.skipInvalid {
+            let pass1 = try reader()
+            var n = 0
+            while let raw = try pass1.next() {
+                if case .failure(let issue) = validate(raw) { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
+                n += 1
+                if n % 8192 == 0 { options.progress?(IngestProgress.make(phase: "validating", records: n, bytes: pass1.bytesRead, totalBytes: source.byteCount)) }
+            }
+        }
+        let rejects = try RejectsWriter(options, ownFiles: ownFiles)
+        let input = try reader()
+        var report = IngestReport()
+        var batch: [SealedProfile] = []
+        var rejectedInBatch = 0, firstLine = 0, lastLine = 0, inTransaction = 0, n = 0
+        func commit() throws {
+            guard inTransaction > 0 else { return }
+            let work = batch, rejected = rejectedInBatch, first = firstLine, last = lastLine
+            let audit = options.audit, allowReingest = options.allowReingest
+            let (ins, upd) = try Self.wait("ingesting profiles") {
+                try await self.writeProfiles(work, file: path, rejected: rejected, firstLine: first, lastLine: last, audit: audit, allowReingest: allowReingest)
+            }
+            report.inserted += ins
+            report.updated += upd
+            batch.removeAll(keepingCapacity: true)
+            rejectedInBatch = 0
+            firstLine = 0
+            inTransaction = 0
+            options.progress?(IngestProgress.make(phase: "ingesting", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
+        }
+        while let raw = try input.next() {
+            if firstLine == 0 { firstLine = raw.line }
+            lastLine = raw.line
+            switch validate(raw) {
+            case .failure(let issue):
+                // Without skipInvalid pass 1 found no bad record: the file changed since.
+                if !options.skipInvalid { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
+                report.rejected += 1
+                rejectedInBatch += 1
+                rejects?.write(issue)
+            case .success(let p):
+                batch.append(try sealer.seal(p))
+            }
+            n += 1
+            inTransaction += 1
+            if inTransaction == options.batchSize { try commit() }
+        }
+        try commit()
+        options.progress?(IngestProgress.make(phase: "done", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
+        try rejects?.finish()
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// One transaction of sealed profiles and its audit entry (appended last, so the head row
+    /// is locked only while the transaction commits).
+    ///
+    /// The transaction holds the subjects lock shared (ingests on every node run side by side)
+    /// and checks the suppression list again: an erasure holds that lock exclusively, so a
+    /// customer erased on another node after this ingest read the list is refused here, not
+    /// brought back.
+    func writeProfiles(_ profiles: [SealedProfile], file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
+                       allowReingest: Bool) async throws -> (inserted: Int, updated: Int) {
+        let now = Int64(Date().timeIntervalSince1970)
+        return try await engine.transaction("ingesting profiles") { conn in
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
+            if !allowReingest, !profiles.isEmpty {
+                let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\(profiles.map { bytea($0.pseudonym) })::bytea[])")
+                if !erased.isEmpty {
+                    let set = Set(try erased.map { try $0.decode(ByteBuffer.self).bytes })
+                    let line = profiles.first { set.contains($0.pseudonym) }?.line ?? firstLine
+                    throw PostgresStoreError(.invalidInput, RecordIssue.make(file: file, line: line, field: schema.subjectIDField,
+                        reason: "this customer was erased while the ingest ran; a stale import cannot bring them back (--allow-reingest records them as a new subject)").description)
+                }
+            }
+            var ins = 0, upd = 0, reingested = 0
+            var start = 0
+            while start < profiles.count {
+                // One statement holds each pseudonym once (an upsert may not touch a row twice):
+                // a customer repeated in the file goes to the next statement, in file order.
+                var seen = Set<[UInt8]>()
+                var end = start
+                while end < profiles.count, end - start < Self.statementRows, seen.insert(profiles[end].pseudonym).inserted { end += 1 }
+                let (i, u, r) = try await writeChunk(conn, profiles[start..<end], now: now, allowReingest: allowReingest)
+                ins += i
+                upd += u
+                reingested += r
+                start = end
+            }
+            if let audit {
+                try await engine.appendLocked(conn, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
+                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),
+                    ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)), ("reingested", Int64(reingested)),
+                ])])
+            }
+            return (ins, upd)
+        }
+    }
+
+    func writeChunk(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, now: Int64,
+                    allowReingest: Bool) async throws -> (inserted: Int, updated: Int, reingested: Int) {
+        let pseudonyms = chunk.map { bytea($0.pseudonym) }
+        let versions = chunk.map { Int64($0.kekVersion) }
+        let wrapped = chunk.map { bytea($0.wrappedDEK) }
+        // xmax = 0: the row was inserted by this statement (not updated).
+        let returned = try await engine.rows(conn, """
+            INSERT INTO profilevault.subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+            SELECT p, k, w, \(now), \(now), \(now)
+            FROM unnest(\(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) WITH ORDINALITY AS t(p, k, w, n) ORDER BY n
+            ON CONFLICT (pseudonym) DO UPDATE SET kek_version = EXCLUDED.kek_version, wrapped_dek = EXCLUDED.wrapped_dek,
+                updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity)
+            RETURNING pseudonym, id, (xmax = 0)
+            """)
+        var ids: [[UInt8]: Int64] = [:]
+        var inserted: [ByteBuffer] = []
+        for row in returned {
+            let (p, id, isNew) = try row.decode((ByteBuffer, Int64, Bool).self)
+            ids[p.bytes] = id
+            if isNew { inserted.append(p) }
+        }
+        var subjectIDs: [Int64] = []
+        subjectIDs.reserveCapacity(chunk.count)
+        for p in chunk {
+            guard let id = ids[p.pseudonym] else { throw PostgresStoreError(.internalFailure, "the subject upsert returned no row for a record") }
+            subjectIDs.append(id)
+        }
+        // The `pii` row: a ciphertext column per PII field and a MAC column per lookup field;
+        // an absent value travels as an empty bytea and is stored as NULL.
+        var pii = PostgresBindings(capacity: 1 + piiColumns.valueColumns.count)
+        try pii.append(subjectIDs)
+        let empty = ByteBuffer()
+        for c in piiColumns.valueColumns.indices {
+            try pii.append(chunk.map { $0.piiRow[c].map(bytea) ?? empty })
+        }
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: piiUpsert, binds: pii))
+        // The attributes: per field, its values and whether each is present.
+        var attrs = PostgresBindings(capacity: 1 + 2 * schema.attributeFields.count)
+        try attrs.append(subjectIDs)
+        for (i, f) in schema.attributeFields.enumerated() {
+            let present = chunk.map { $0.attributes[i] != .null }
+            switch f.type {
+            case .int:
+                try attrs.append(try chunk.map { p throws -> Int64 in
+                    switch p.attributes[i] { case .int(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
+            case .float:
+                try attrs.append(try chunk.map { p throws -> Double in
+                    switch p.attributes[i] { case .float(let v): v; case .int(let v): Double(v); case .null: 0; default: throw Self.mistyped(f) } })
+            case .date:
+                try attrs.append(try chunk.map { p throws -> Int32 in
+                    switch p.attributes[i] { case .date(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
+            case .bool:
+                try attrs.append(try chunk.map { p throws -> Bool in
+                    switch p.attributes[i] { case .bool(let v): v; case .null: false; default: throw Self.mistyped(f) } })
+            case .string, .category:
+                try attrs.append(try chunk.map { p throws -> String in
+                    switch p.attributes[i] { case .text(let v): v; case .null: ""; default: throw Self.mistyped(f) } })
+            }
+            try attrs.append(present)
+        }
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: attributesUpsert, binds: attrs))
+        var reingested = 0
+        if allowReingest, !inserted.isEmpty {
+            reingested = try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(inserted)::bytea[]) RETURNING 1").count
+        }
+        return (inserted.count, chunk.count - inserted.count, reingested)
+    }
+
+    /// How many encrypted fields and blind-index entries a `pii` row holds (PostgreSQL adds no
+    /// booleans: each test is cast to an integer).
+    var storedCountExpressions: (fields: String, macs: String) {
+        func sum(_ cs: [PIIColumns.Column]) -> String { cs.isEmpty ? "0" : cs.map { "(\($0.column) IS NOT NULL)::int" }.joined(separator: " + ") }
+        return (sum(piiColumns.ciphertext), sum(piiColumns.macs))
+    }
+
+    /// Advisory lock (namespace, 0): ingest batches hold it shared, erasures exclusively.
+    static let lockNamespaceSubjects: Int32 = 0x5056_5300   // "PVS"
+
+    static func mistyped(_ f: FieldSpec) -> PostgresStoreError {
+        PostgresStoreError(.internalFailure, "field \(f.name): a validated value of another type than the field's")
+    }
+
+    // MARK: - Events
+
+    /// Ingests events (`customer_id,kind,item,value,time`) with the SQLite engine's semantics:
+    /// every event must belong to a subject already in the store; validated first (unless
+    /// `skipInvalid`); idempotent (an event identical in subject, kind, item, value and time to
+    /// a stored one is not stored again and counts as `updated`); transactions of
+    /// `options.batchSize` records, each with its audit entry.
+    public func ingestEvents(_ source: RecordSource, options: IngestOptions = IngestOptions()) throws -> IngestReport {
+        let started = Date()
+        let path = source.name
+        let schema = self.schema
+        let columns = ProfileStore.eventColumns
+        let types: [String: FieldType] = ["customer_id": .string, "kind": .string, "item": .string, "time": .string]
+        guard options.batchSize >= 1 else { throw VaultError(.usage, "the batch size must be at least 1") }
+        func reader() throws -> RecordReader {
+            try RecordReader(source: source, format: options.format, delimiter: options.delimiter, columns: columns, required: Set(columns), types: types)
+        }
+        if !options.skipInvalid {
+            // Every record valid, and every customer a subject (checked in sets of 4,096).
+            let pass1 = try reader()
+            var pending: [(line: Int, pseudonym: [UInt8])] = []
+            func checkPending() throws {
+                guard !pending.isEmpty else { return }
+                let known = try knownPseudonyms(Set(pending.map(\.pseudonym)))
+                if let missing = pending.first(where: { !known.contains($0.pseudonym) }) {
+                    throw VaultError(.invalidInput, RecordIssue.make(file: path, line: missing.line, field: "customer_id", reason: "no subject with this customer ID in the store").description)
+                }
+                pending.removeAll(keepingCapacity: true)
+            }
+            while let raw = try pass1.next() {
+                switch ProfileStore.validateEvent(raw, file: path, schema: schema) {
+                case .failure(let issue): throw VaultError(.invalidInput, issue.description, detail: issue.detail)
+                case .success(let e): pending.append((e.line, try pseudonym(ofCustomerID: e.customerID)))
+                }
+                if pending.count == Self.statementRows { try checkPending() }
+            }
+            try checkPending()
+        }
+        let rejects = try RejectsWriter(options, ownFiles: ownFiles)
+        let input = try reader()
+        var report = IngestReport()
+        var done = false, n = 0
+        while !done {
+            var events: [(line: Int, pseudonym: [UInt8], event: ProfileStore.ValidEvent)] = []
+            var rejected = 0, inBatch = 0, firstLine = 0, lastLine = 0
+            while inBatch < options.batchSize {
+                guard let raw = try input.next() else { done = true; break }
+                n += 1
+                inBatch += 1
+                if firstLine == 0 { firstLine = raw.line }
+                lastLine = raw.line
+                switch ProfileStore.validateEvent(raw, file: path, schema: schema) {
+                case .failure(let issue):
+                    rejected += 1
+                    rejects?.write(issue)
+                case .success(let e):
+                    events.append((e.line, try pseudonym(ofCustomerID: e.customerID), e))
+                }
+            }
+            guard inBatch > 0 else { break }
+            let work = events, audit = options.audit, first = firstLine, last = lastLine, rejectedBefore = rejected
+            let (ins, dup, unknown) = try Self.wait("ingesting events") {
+                try await self.writeEvents(work, rejected: rejectedBefore, firstLine: first, lastLine: last, audit: audit)
+            }
+            for line in unknown {
+                rejects?.write(RecordIssue.make(file: path, line: line, field: "customer_id", reason: "no subject with this customer ID in the store"))
+            }
+            report.inserted += ins
+            report.updated += dup
+            report.rejected += rejected + unknown.count
+            options.progress?(IngestProgress.make(phase: done ? "done" : "ingesting", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
+        }
+        try rejects?.finish()
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// Which of `pseudonyms` are subjects now.
+    func knownPseudonyms(_ pseudonyms: Set<[UInt8]>) throws -> Set<[UInt8]> {
+        let list = pseudonyms.map(bytea)
+        return try Self.wait("looking up subjects") { [engine] in
+            try await engine.transaction("looking up subjects") { conn in
+                var out = Set<[UInt8]>()
+                for row in try await engine.rows(conn, "SELECT pseudonym FROM profilevault.subjects WHERE pseudonym = ANY(\(list)::bytea[])") {
+                    out.insert(try row.decode(ByteBuffer.self).bytes)
+                }
+                return out
+            }
+        }
+    }
+
+    /// One transaction of events and its audit entry. Returns the inserted and duplicate counts
+    /// and the lines whose customer is not (or no longer) a subject.
+    func writeEvents(_ events: [(line: Int, pseudonym: [UInt8], event: ProfileStore.ValidEvent)], rejected: Int, firstLine: Int, lastLine: Int,
+                     audit: AuditContext?) async throws -> (inserted: Int, duplicates: Int, unknown: [Int]) {
+        try await engine.transaction("ingesting events") { conn in
+            var ins = 0, dup = 0
+            var unknown: [Int] = []
+            var start = 0
+            while start < events.count {
+                let chunk = events[start..<min(start + Self.statementRows, events.count)]
+                start += chunk.count
+                let wanted = Array(Set(chunk.map(\.pseudonym))).map(bytea)
+                var ids: [[UInt8]: Int64] = [:]
+                // FOR KEY SHARE: an erasure of one of these subjects waits for this transaction.
+                for row in try await engine.rows(conn, "SELECT pseudonym, id FROM profilevault.subjects WHERE pseudonym = ANY(\(wanted)::bytea[]) FOR KEY SHARE") {
+                    let (p, id) = try row.decode((ByteBuffer, Int64).self)
+                    ids[p.bytes] = id
+                }
+                var sid: [Int64] = [], kind: [String] = [], item: [String] = [], hash: [ByteBuffer] = [], value: [Double] = [], time: [Int64] = []
+                for e in chunk {
+                    guard let id = ids[e.pseudonym] else { unknown.append(e.line); continue }
+                    sid.append(id)
+                    kind.append(e.event.kind)
+                    item.append(e.event.item)
+                    hash.append(bytea(SHA256.hash(Array(e.event.item.utf8))))
+                    value.append(e.event.value)
+                    time.append(e.event.time)
+                }
+                guard !sid.isEmpty else { continue }
+                let added = try await engine.rows(conn, """
+                    INSERT INTO profilevault.events(subject_id, kind, item, item_hash, value, time)
+                    SELECT s, k, i, h, v, t FROM unnest(\(sid)::bigint[], \(kind)::text[], \(item)::text[], \(hash)::bytea[], \(value)::float8[], \(time)::bigint[])
+                        WITH ORDINALITY AS u(s, k, i, h, v, t, n) ORDER BY n
+                    ON CONFLICT DO NOTHING
+                    RETURNING subject_id, time
+                    """)
+                var newest: [Int64: Int64] = [:]
+                for row in added {
+                    let (s, t) = try row.decode((Int64, Int64).self)
+                    newest[s] = max(newest[s] ?? Int64.min, t)
+                }
+                ins += added.count
+                dup += sid.count - added.count
+                if !newest.isEmpty {
+                    let (ks, vs) = (Array(newest.keys), newest.keys.map { newest[$0] ?? 0 })
+                    try await engine.exec(conn, """
+                        UPDATE profilevault.subjects s SET last_activity = greatest(s.last_activity, u.t)
+                        FROM unnest(\(ks)::bigint[], \(vs)::bigint[]) AS u(id, t) WHERE s.id = u.id
+                        """)
+                }
+            }
+            if let audit {
+                try await engine.appendLocked(conn, [audit.record("ingest.events", .create, counts: [
+                    ("inserted", Int64(ins)), ("duplicates", Int64(dup)), ("rejected", Int64(rejected + unknown.count)),
+                    ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)),
+                ])])
+            }
+            return (ins, dup, unknown)
+        }
+    }
+
+    // MARK: - Erasure
+
+    /// Crypto-shredding erasure (as on SQLite): every customer ID must be a subject (an unknown
+    /// one refuses the call before anything is erased); then, per subject, in one transaction
+    /// with its audit entry: its row is locked, its `pii`, `attributes` and `events` rows and
+    /// its `subjects` row (the wrapped data key) are deleted, and its pseudonym goes on the
+    /// suppression list. Batches of 500 subjects per transaction. Another node's next read
+    /// finds no subject. What PostgreSQL keeps afterwards (dead tuples, WAL, replicas, backups)
+    /// holds the subject's data only under the deleted key: docs/deployment.md.
+    public func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt] {
+        var resolved: [(id: String, pseudonym: [UInt8])] = []
+        for (_, id) in customerIDs { resolved.append((id, try pseudonym(ofCustomerID: id))) }
+        let known = try knownPseudonyms(Set(resolved.map(\.pseudonym)))
+        for ((line, _), r) in zip(customerIDs, resolved) where !known.contains(r.pseudonym) {
+            if let file { throw VaultError(.notFound, "\(file):\(line): no subject with this customer ID") }
+            throw VaultError(.notFound, "no subject with this customer ID")
+        }
+        var receipts: [ErasureReceipt] = []
+        for start in stride(from: 0, to: resolved.count, by: 500) {
+            let chunk = Array(resolved[start..<min(start + 500, resolved.count)])
+            receipts += try Self.wait("erasing subjects") { try await self.erase(chunk, reason: reason, audit: audit) }
+        }
+        return receipts
+    }
+
+    func erase(_ subjects: [(id: String, pseudonym: [UInt8])], reason: String, audit: AuditContext) async throws -> [ErasureReceipt] {
+        let (fieldCount, macCount) = storedCountExpressions
+        let fields = [schema.subjectIDField] + schema.fields.map(\.name)
+        return try await engine.transaction("erasing subjects") { conn in
+            // Exclusive: no ingest batch is in flight on any node while subjects are erased.
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
+            var out: [ErasureReceipt] = []
+            for (customerID, p) in subjects {
+                // The lock waits for ingests holding this subject and makes theirs wait for us.
+                guard let row = try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first else {
+                    throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
+                }
+                let id = try row.decode(Int64.self)
+                var removed: [(String, Int64)] = []
+                let stored = try await engine.rows(conn, PostgresQuery(unsafeSQL: "SELECT (\(fieldCount))::bigint, (\(macCount))::bigint FROM profilevault.pii WHERE subject_id = $1",
+                                                                    binds: { var b = PostgresBindings(); b.append(id); return b }()))
+                var counts: (Int64, Int64) = (0, 0)
+                if let r = stored.first { counts = try r.decode((Int64, Int64).self) }
+                removed.append(("pii_fields", counts.0))
+                removed.append(("blind_index_entries", counts.1))
+                _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
+                removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
+                removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
+                removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
+                let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis
+                try await engine.exec(conn, """
+                    INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason) VALUES (\(bytea(p)), \(now), \(reason))
+                    ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason
+                    """)
+                let head = try await engine.appendLocked(conn, [audit.record("erase", .delete, subject: p, fields: fields,
+                                                                             detail: "reason \(reason)", counts: removed)])
+                out.append(ErasureReceipt.make(customerID: customerID, erasedAtMillis: now, reason: reason, removed: removed,
+                                          auditSequence: head.sequence, receipt: AuditLog.hex(head.hash)))
+            }
+            return out
+        }
+    }
+
+    /// Stored row counts without decrypting (for tests): subjects, encrypted PII fields,
+    /// blind-index entries, attribute rows, events.
+    func storedCounts() throws -> [Int64] {
+        let (f, m) = storedCountExpressions
+        return try Self.wait("counting rows") { [engine] in
+            try await engine.transaction("counting rows") { conn in
+                guard let row = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
+                    SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT coalesce(sum(\(f)), 0)::bigint FROM profilevault.pii),
+                           (SELECT coalesce(sum(\(m)), 0)::bigint FROM profilevault.pii), (SELECT count(*) FROM profilevault.attributes),
+                           (SELECT count(*) FROM profilevault.events)
+                    """)).first else { return [] }
+                let (a, b, c, d, e) = try row.decode((Int64, Int64, Int64, Int64, Int64).self)
+                return [a, b, c, d, e]
+            }
+        }
+    }
+}

@@ -56,20 +56,38 @@ import VaultAudit
         #expect(Self.offending("import VaultStoreKit\n// import VaultStore\nimport ProfileVault", module: "VaultStore").isEmpty)
     }
 
+    /// Each interface's target declaration in Package.swift, from `.target(` or
+    /// `.executableTarget(` with its name up to the next declaration of any kind (not the
+    /// product of the same name, which comes first).
+    static func targetBlock(_ manifest: String, _ target: String) -> String? {
+        let starts = [".target(", ".executableTarget(", ".testTarget(", ".systemLibrary("]
+        var searchFrom = manifest.startIndex
+        while let open = starts.compactMap({ manifest.range(of: $0, range: searchFrom..<manifest.endIndex) }).min(by: { $0.lowerBound < $1.lowerBound }) {
+            let rest = manifest[open.upperBound...]
+            let next = starts.compactMap { rest.range(of: $0)?.lowerBound }.min() ?? manifest.endIndex
+            let block = String(manifest[open.lowerBound..<next])
+            let head = block.drop { $0 != "(" }.dropFirst().drop { $0 == " " || $0 == "\n" }
+            if head.hasPrefix("name: \"\(target)\"") { return block }
+            searchFrom = open.upperBound
+        }
+        return nil
+    }
+
     @Test func packageDeclaresNoSealedDependencyForAnInterface() throws {
         let manifest = try String(contentsOfFile: CLI.repoRoot + "/Package.swift", encoding: .utf8)
         for target in Self.interfaces {
-            // The target's declaration up to the next target.
-            guard let start = manifest.range(of: "name: \"\(target)\"") else {
+            guard let block = Self.targetBlock(manifest, target) else {
                 Issue.record("Package.swift declares no target \(target)"); continue
             }
-            let rest = manifest[start.upperBound...]
-            let end = rest.range(of: ".target(")?.lowerBound ?? rest.range(of: ".executableTarget(")?.lowerBound ?? rest.range(of: ".testTarget(")?.lowerBound ?? rest.endIndex
-            let block = String(rest[..<end])
+            #expect(block.contains("\"ProfileVault\""), "\(target): \(block)")
             for module in Self.sealed {
                 #expect(!block.contains("\"\(module)\""), "Package.swift: \(target) depends on \(module)")
             }
         }
+        // The check itself finds a sealed dependency where there is one.
+        let planted = manifest.replacingOccurrences(of: "name: \"pvbench\",\n            dependencies: [", with: "name: \"pvbench\",\n            dependencies: [\"VaultStore\", ")
+        #expect(planted != manifest)
+        #expect(Self.targetBlock(planted, "pvbench")?.contains("\"VaultStore\"") == true)
     }
 
     @Test func onlyTheBenchmarkUsesTheBenchmarkSPI() throws {

@@ -170,6 +170,7 @@ extension PostgresEngine {
         try await transaction("creating the schema") { conn in
             try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceMigrations), 0)")
             try await exec(conn, "CREATE SCHEMA IF NOT EXISTS profilevault")
+            try await refuseForeignObjects(conn)
             try await exec(conn, "REVOKE ALL ON SCHEMA profilevault FROM PUBLIC")
             try await exec(conn, """
                 CREATE TABLE IF NOT EXISTS profilevault.schema_migrations(
@@ -262,6 +263,30 @@ extension PostgresEngine {
         }
         if privileged {
             throw PostgresStoreError(.configuration, "the service role \(role) holds, through a role it is a member of (such as pg_write_all_data), UPDATE, DELETE or TRUNCATE on the audit tables or another privilege a node must not have: revoke that membership")
+        }
+    }
+
+    /// Refuses (configuration) a schema `profilevault` that is not this role's own: one that
+    /// another role created first (its owner may drop, rename or replace any table in it, and
+    /// a `schema_migrations` it wrote would make init skip the migrations, so the nodes would
+    /// use tables without triggers), or that holds a table, view, sequence or function another
+    /// role owns. Run before anything is created or granted in it.
+    func refuseForeignObjects(_ conn: PostgresConnection) async throws {
+        guard let row = try await rows(conn, """
+            SELECT pg_get_userbyid(n.nspowner) = current_user,
+                   EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relowner <> n.nspowner)
+                     OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid AND p.proowner <> n.nspowner)
+                     OR EXISTS (SELECT 1 FROM pg_type t WHERE t.typnamespace = n.oid AND t.typowner <> n.nspowner)
+            FROM pg_namespace n WHERE n.nspname = 'profilevault'
+            """).first else {
+            throw PostgresStoreError(.internalFailure, "the schema profilevault was not created")
+        }
+        let (ours, foreign) = try row.decode((Bool, Bool).self)
+        guard ours else {
+            throw PostgresStoreError(.configuration, "the schema profilevault exists and belongs to another role than \(location.user): its owner could replace the tables; drop it or run init as its owner")
+        }
+        guard !foreign else {
+            throw PostgresStoreError(.configuration, "the schema profilevault holds an object another role owns: it was planted; drop it before init")
         }
     }
 

@@ -157,3 +157,47 @@ extension PostgresEngineTests {
         }
     }
 }
+
+extension PostgresEngineTests {
+    /// A co-tenant of the database creates the schema `profilevault` before init (or plants a
+    /// `schema_migrations` of its own claiming every version is applied). Init must not build
+    /// the store in it: the schema's owner could drop or replace any table, and a planted
+    /// migrations table would make init skip the migrations, so the nodes would run on tables
+    /// without triggers or grants. Init refuses both, and creates nothing.
+    @Test func initRefusesASchemaSomeoneElsePlanted() async throws {
+        let (base, superPassword) = try TestDatabase.base()
+        let cotenant = "pvco_" + AuditLog.hex(SecureRandom.bytes(6))
+        try await TestDatabase.with { db in
+            let engine = try db.ownerEngine()
+            try await db.superuser(["CREATE ROLE \(cotenant) NOLOGIN", "CREATE SCHEMA profilevault AUTHORIZATION \(cotenant)"])
+            do {
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                Issue.record("init built the store in a schema another role owns")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration && e.message.contains("another role"), "\(e.message)")
+            }
+            #expect(try await db.count("SELECT count(*) FROM pg_class WHERE relnamespace = 'profilevault'::regnamespace") == 0)
+            // The schema is the owner's, but a table in it is planted by the co-tenant.
+            try await db.superuser([
+                "DROP SCHEMA profilevault",
+                "CREATE SCHEMA profilevault",
+                "CREATE TABLE profilevault.schema_migrations(version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                "INSERT INTO profilevault.schema_migrations(version, name) VALUES (1, 'x'), (2, 'y')",
+                "ALTER TABLE profilevault.schema_migrations OWNER TO \(cotenant)",
+            ])
+            do {
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                Issue.record("init accepted a schema with a planted migrations table")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration && e.message.contains("another role"), "\(e.message)")
+            }
+            #expect(try await db.count("SELECT count(*) FROM pg_class WHERE relnamespace = 'profilevault'::regnamespace AND relname = 'audit_log'") == 0)
+            // Its own schema, cleared: init builds the store.
+            try await db.superuser(["DROP TABLE profilevault.schema_migrations"])
+            try await engine.initialize(.init(serviceRole: db.serviceRole))
+            #expect(try await engine.appliedMigrations().map(\.version) == [1, 2])
+            await engine.close()
+        }
+        try await TestDatabase.superuser(base, superPassword, ["DROP ROLE IF EXISTS \(cotenant)"])
+    }
+}

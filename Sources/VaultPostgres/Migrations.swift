@@ -264,6 +264,16 @@ extension PostgresEngine {
         if privileged {
             throw PostgresStoreError(.configuration, "the service role \(role) holds, through a role it is a member of (such as pg_write_all_data), UPDATE, DELETE or TRUNCATE on the audit tables or another privilege a node must not have: revoke that membership")
         }
+        // PostgreSQL 15 lets a superuser GRANT SET ON PARAMETER: `session_replication_role =
+        // replica` switches every ordinary trigger off for the session, so the ledger (which
+        // the role may UPDATE) would lose its only wall. (Before 15 only a superuser may set it.)
+        guard let version = try await rows(conn, "SELECT current_setting('server_version_num')::int").first,
+              try version.decode(Int32.self) >= 150_000 else { return }
+        if let p = try await rows(conn, """
+            SELECT has_parameter_privilege(r.oid, 'session_replication_role', 'SET') FROM pg_roles r WHERE r.rolname = \(role)
+            """).first, try p.decode(Bool.self) {
+            throw PostgresStoreError(.configuration, "the service role \(role) may SET session_replication_role, which switches the triggers off: REVOKE SET ON PARAMETER session_replication_role from it")
+        }
     }
 
     /// Refuses (configuration) a schema `profilevault` that is not this role's own: one that

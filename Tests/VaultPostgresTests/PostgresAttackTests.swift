@@ -67,7 +67,9 @@ extension PostgresEngineTests {
     /// REVOKE removes only what was granted to the service role itself. A role that is a
     /// member of `pg_write_all_data` (UPDATE and DELETE on every table), that has CREATEROLE
     /// (on PostgreSQL 15 it may grant itself the owner), or that may SET ROLE to a superuser,
-    /// is not restrained by the grants: init refuses each, and grants nothing.
+    /// is not restrained by the grants; nor is one that may SET session_replication_role
+    /// (replica mode fires no trigger, and the role may UPDATE the ledger): init refuses each,
+    /// and grants nothing.
     @Test func initRefusesAServiceRoleWithPowersThroughItsMemberships() async throws {
         try await TestDatabase.with { db in
             let engine = try db.ownerEngine()
@@ -76,6 +78,9 @@ extension PostgresEngineTests {
                 ("GRANT pg_write_all_data TO \(db.serviceRole)", "REVOKE pg_write_all_data FROM \(db.serviceRole)"),
                 ("ALTER ROLE \(db.serviceRole) CREATEROLE", "ALTER ROLE \(db.serviceRole) NOCREATEROLE"),
                 ("GRANT \(db.owner.user) TO \(db.serviceRole)", "REVOKE \(db.owner.user) FROM \(db.serviceRole)"),
+                // `session_replication_role = replica` switches the triggers off for the session.
+                ("GRANT SET ON PARAMETER session_replication_role TO \(db.serviceRole)",
+                 "REVOKE SET ON PARAMETER session_replication_role FROM \(db.serviceRole)"),
             ] {
                 try await db.superuser([grant])
                 do {

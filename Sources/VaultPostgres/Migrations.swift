@@ -238,7 +238,7 @@ extension PostgresEngine {
     /// audit tables, INSERT, DELETE, TRUNCATE, TRIGGER or REFERENCES on the head and the
     /// ledger, any write on `meta` and `schema_migrations`. REVOKE removes only what was
     /// granted to the role itself, so this is checked, not assumed.
-    func refuseUnrestrainable(_ conn: PostgresConnection, _ role: String) async throws {
+    func refuseUnrestrainable(_ conn: PostgresConnection, _ role: String, as what: String = "the service role") async throws {
         guard let row = try await rows(conn, """
             SELECT
               EXISTS (SELECT 1 FROM pg_roles s
@@ -256,13 +256,13 @@ extension PostgresEngine {
             """).first else { return }
         let (powerful, owner, privileged) = try row.decode((Bool, Bool, Bool).self)
         if powerful {
-            throw PostgresStoreError(.configuration, "the service role \(role) is, or may act as, a superuser, a role that bypasses row security or a CREATEROLE role: no grant can restrain it; use a plain role")
+            throw PostgresStoreError(.configuration, "\(what) \(role) is, or may act as, a superuser, a role that bypasses row security or a CREATEROLE role: no grant can restrain it; use a plain role")
         }
         if owner {
-            throw PostgresStoreError(.configuration, "the service role \(role) is a member of the role that owns the schema (\(location.user) or another): an owner can disable the triggers; use a plain role")
+            throw PostgresStoreError(.configuration, "\(what) \(role) is a member of the role that owns the schema (\(location.user) or another): an owner can disable the triggers; use a plain role")
         }
         if privileged {
-            throw PostgresStoreError(.configuration, "the service role \(role) holds, through a role it is a member of (such as pg_write_all_data), UPDATE, DELETE or TRUNCATE on the audit tables or another privilege a node must not have: revoke that membership")
+            throw PostgresStoreError(.configuration, "\(what) \(role) holds, through a role it is a member of (such as pg_write_all_data), UPDATE, DELETE or TRUNCATE on the audit tables or another privilege a node must not have: revoke that membership")
         }
         // PostgreSQL 15 lets a superuser GRANT SET ON PARAMETER: `session_replication_role =
         // replica` switches every ordinary trigger off for the session, so the ledger (which
@@ -272,7 +272,7 @@ extension PostgresEngine {
         if let p = try await rows(conn, """
             SELECT has_parameter_privilege(r.oid, 'session_replication_role', 'SET') FROM pg_roles r WHERE r.rolname = \(role)
             """).first, try p.decode(Bool.self) {
-            throw PostgresStoreError(.configuration, "the service role \(role) may SET session_replication_role, which switches the triggers off: REVOKE SET ON PARAMETER session_replication_role from it")
+            throw PostgresStoreError(.configuration, "\(what) \(role) may SET session_replication_role, which switches the triggers off: REVOKE SET ON PARAMETER session_replication_role from it")
         }
     }
 

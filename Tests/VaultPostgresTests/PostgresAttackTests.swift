@@ -206,3 +206,39 @@ extension PostgresEngineTests {
         try await TestDatabase.superuser(base, superPassword, ["DROP ROLE IF EXISTS \(cotenant)"])
     }
 }
+
+extension PostgresEngineTests {
+    /// Init checks the service role once; a node's login role is the deployer's, and grants
+    /// change after init. A node that logs in as the owner (or a superuser), or as a login role
+    /// later given `pg_write_all_data`, holds UPDATE and DELETE on the audit rows and could
+    /// disable the triggers: the REVOKE would mean nothing. `open` refuses such a role
+    /// (configuration), and opens once the membership is gone.
+    @Test func aNodeRunningAsARoleTheGrantsDoNotRestrainIsRefused() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            do {
+                let owner = try await PostgresEngine.open(location: db.owner, password: db.ownerPassword, auditSigningKey: testAuditKey)
+                await owner.close()
+                Issue.record("a node opened as the owner (a superuser here)")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration, "\(e.message)")
+            }
+            try await db.superuser(["GRANT pg_write_all_data TO \(db.node.user)"])
+            do {
+                let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
+                await node.close()
+                Issue.record("a node opened as a member of pg_write_all_data")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .configuration && e.message.contains("pg_write_all_data"), "\(e.message)")
+            }
+            try await db.superuser(["REVOKE pg_write_all_data FROM \(db.node.user)"])
+            let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
+            try await node.audit([record("ok")])
+            await node.close()
+            // The owner's own tools may still open it, saying so.
+            let tool = try await PostgresEngine.open(location: db.owner, password: db.ownerPassword, auditSigningKey: testAuditKey, leastPrivilege: false)
+            #expect(try await tool.verifyAudit().ok)
+            await tool.close()
+        }
+    }
+}

@@ -132,7 +132,12 @@ extension Vault {
     /// record decrypted) and is audited as `inspect.stored` with the subject's pseudonym.
     public func storedRows(customerID: String) throws -> RawSubjectRows? {
         try audited("inspect.stored", .read, permission: "export") { context in
-            guard let rows = try store.rawRows(customerID: customerID) else { return nil }
+            guard let rows = try store.rawRows(customerID: customerID) else {
+                // Recorded as `get` records an unknown subject: a lookup that finds no one is
+                // an attempt too (else the view would probe who is a customer without a trace).
+                try store.audit([context.record("inspect.stored", .read, outcome: .error, detail: "no subject with this customer ID")])
+                return nil
+            }
             try store.audit([context.record("inspect.stored", .read, subject: try store.pseudonym(ofCustomerID: customerID))])
             return rows
         }

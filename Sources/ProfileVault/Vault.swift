@@ -80,8 +80,9 @@ public final class Vault: Sendable {
         }
     }
 
-    /// Loads a keyring, refusing one readable by group or others.
-    public static func loadKeyring(path: String) throws -> Keyring {
+    /// Loads a keyring, refusing one readable by group or others. Internal: a keyring's keys
+    /// never leave the gate (an interface that held one could open the store's ciphertext).
+    static func loadKeyring(path: String) throws -> Keyring {
         do {
             return try Keyring.load(path: path)
         } catch {

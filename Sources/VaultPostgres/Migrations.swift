@@ -46,9 +46,13 @@ extension PostgresEngine {
             "INSERT INTO profilevault.audit_head(id, seq, hash, time) VALUES (1, 0, decode(repeat('00', 32), 'hex'), 0)",
             // The second wall behind REVOKE: even a role holding UPDATE or DELETE (the owner)
             // cannot rewrite the chain without first disabling these triggers. They raise
-            // P0001, not 42501, so a test can tell them from the privilege check.
+            // P0001, not 42501, so a test can tell them from the privilege check. Every trigger
+            // function runs with its own search_path (pg_catalog, pg_temp): the session's
+            // search_path cannot hand its comparisons to an operator in a schema the caller
+            // can write (a service role with CREATE on public could otherwise define
+            // `public.<(bigint, bigint)` and make the ledger shrink).
             """
-            CREATE FUNCTION profilevault.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION profilevault.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
             BEGIN
                 RAISE EXCEPTION 'the audit log is append-only';
             END $$
@@ -72,7 +76,7 @@ extension PostgresEngine {
             // The head only moves forward, onto an entry that exists with that hash: the
             // service role (which must UPDATE it) cannot rewind it or point it elsewhere.
             """
-            CREATE FUNCTION profilevault.audit_head_advances() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION profilevault.audit_head_advances() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
             BEGIN
                 IF NEW.id <> OLD.id OR NEW.seq <= OLD.seq OR NEW.time < OLD.time
                    OR NOT EXISTS (SELECT 1 FROM profilevault.audit_log a WHERE a.seq = NEW.seq AND a.hash = NEW.hash) THEN
@@ -108,7 +112,7 @@ extension PostgresEngine {
             // The ledger only grows: what was spent cannot be given back by an UPDATE, and rows
             // cannot be deleted (REVOKE for the service role; this trigger for anyone).
             """
-            CREATE FUNCTION profilevault.dp_budget_only_grows() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION profilevault.dp_budget_only_grows() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
             BEGIN
                 IF TG_OP <> 'UPDATE' OR NEW.purpose <> OLD.purpose OR NEW.period_start <> OLD.period_start
                    OR NEW.period_seconds <> OLD.period_seconds
@@ -208,6 +212,7 @@ extension PostgresEngine {
         try await transaction("creating the schema") { conn in
             try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceMigrations), 0)")
             try await exec(conn, "CREATE SCHEMA IF NOT EXISTS profilevault")
+            try await refuseForeignObjects(conn)
             try await exec(conn, "REVOKE ALL ON SCHEMA profilevault FROM PUBLIC")
             try await exec(conn, """
                 CREATE TABLE IF NOT EXISTS profilevault.schema_migrations(
@@ -271,6 +276,80 @@ extension PostgresEngine {
             // The schema's tables, once created (PostgresProfiles): the REVOKE above took
             // their grants too.
             try await PostgresProfiles.grantProfileTables(conn, role: r, engine: self)
+            // After the grants: what the role holds through any membership, too.
+            try await refuseUnrestrainable(conn, role)
+        }
+    }
+
+    /// Refuses (configuration) a service role that the grants cannot restrain because of what
+    /// it is a member of: a role that owns the schema or one of its tables (an owner may
+    /// `ALTER TABLE ... DISABLE TRIGGER` and holds every privilege), or a superuser,
+    /// row-security-bypassing or CREATEROLE role (on PostgreSQL 15 CREATEROLE may grant itself
+    /// the owner), whether it is such a role itself or may `SET ROLE` to one; or a role that
+    /// holds, directly or through a membership (such as `pg_write_all_data`), a privilege the
+    /// service role must never have: UPDATE, DELETE, TRUNCATE, TRIGGER or REFERENCES on the
+    /// audit tables, INSERT, DELETE, TRUNCATE, TRIGGER or REFERENCES on the head and the
+    /// ledger, any write on `meta` and `schema_migrations`. REVOKE removes only what was
+    /// granted to the role itself, so this is checked, not assumed.
+    func refuseUnrestrainable(_ conn: PostgresConnection, _ role: String, as what: String = "the service role") async throws {
+        guard let row = try await rows(conn, """
+            SELECT
+              EXISTS (SELECT 1 FROM pg_roles s
+                      WHERE (s.rolsuper OR s.rolbypassrls OR s.rolcreaterole) AND pg_has_role(r.oid, s.oid, 'MEMBER')),
+              EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = 'profilevault' AND pg_has_role(r.oid, n.nspowner, 'MEMBER'))
+                OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                           WHERE n.nspname = 'profilevault' AND pg_has_role(r.oid, c.relowner, 'MEMBER')),
+              COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_log'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_checkpoints'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_head'), 'INSERT, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.dp_budget'), 'DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.meta'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.schema_migrations'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+            FROM pg_roles r WHERE r.rolname = \(role)
+            """).first else { return }
+        let (powerful, owner, privileged) = try row.decode((Bool, Bool, Bool).self)
+        if powerful {
+            throw PostgresStoreError(.configuration, "\(what) \(role) is, or may act as, a superuser, a role that bypasses row security or a CREATEROLE role: no grant can restrain it; use a plain role")
+        }
+        if owner {
+            throw PostgresStoreError(.configuration, "\(what) \(role) is a member of the role that owns the schema (\(location.user) or another): an owner can disable the triggers; use a plain role")
+        }
+        if privileged {
+            throw PostgresStoreError(.configuration, "\(what) \(role) holds, through a role it is a member of (such as pg_write_all_data), UPDATE, DELETE or TRUNCATE on the audit tables or another privilege a node must not have: revoke that membership")
+        }
+        // PostgreSQL 15 lets a superuser GRANT SET ON PARAMETER: `session_replication_role =
+        // replica` switches every ordinary trigger off for the session, so the ledger (which
+        // the role may UPDATE) would lose its only wall. (Before 15 only a superuser may set it.)
+        guard let version = try await rows(conn, "SELECT current_setting('server_version_num')::int").first,
+              try version.decode(Int32.self) >= 150_000 else { return }
+        if let p = try await rows(conn, """
+            SELECT has_parameter_privilege(r.oid, 'session_replication_role', 'SET') FROM pg_roles r WHERE r.rolname = \(role)
+            """).first, try p.decode(Bool.self) {
+            throw PostgresStoreError(.configuration, "\(what) \(role) may SET session_replication_role, which switches the triggers off: REVOKE SET ON PARAMETER session_replication_role from it")
+        }
+    }
+
+    /// Refuses (configuration) a schema `profilevault` that is not this role's own: one that
+    /// another role created first (its owner may drop, rename or replace any table in it, and
+    /// a `schema_migrations` it wrote would make init skip the migrations, so the nodes would
+    /// use tables without triggers), or that holds a table, view, sequence or function another
+    /// role owns. Run before anything is created or granted in it.
+    func refuseForeignObjects(_ conn: PostgresConnection) async throws {
+        guard let row = try await rows(conn, """
+            SELECT pg_get_userbyid(n.nspowner) = current_user,
+                   EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relowner <> n.nspowner)
+                     OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid AND p.proowner <> n.nspowner)
+                     OR EXISTS (SELECT 1 FROM pg_type t WHERE t.typnamespace = n.oid AND t.typowner <> n.nspowner)
+            FROM pg_namespace n WHERE n.nspname = 'profilevault'
+            """).first else {
+            throw PostgresStoreError(.internalFailure, "the schema profilevault was not created")
+        }
+        let (ours, foreign) = try row.decode((Bool, Bool).self)
+        guard ours else {
+            throw PostgresStoreError(.configuration, "the schema profilevault exists and belongs to another role than \(location.user): its owner could replace the tables; drop it or run init as its owner")
+        }
+        guard !foreign else {
+            throw PostgresStoreError(.configuration, "the schema profilevault holds an object another role owns: it was planted; drop it before init")
         }
     }
 

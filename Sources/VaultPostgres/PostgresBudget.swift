@@ -62,6 +62,11 @@ extension PostgresEngine {
         return Self.periodStart(created: created, now: now, periodSeconds: periodSeconds)
     }
 
+    /// The longest budget period (2^40 seconds, about 34,800 years; a policy's longest,
+    /// 9999999d, is shorter): window ends (`start + period`) are computed in SQL as bigint, and
+    /// a longer period would overflow there (`bigint out of range`) instead of being refused.
+    static let maximumPeriodSeconds = 1 << 40
+
     /// The limits in ledger units, refusing what no policy can mean (before anything is read or written).
     static func units(epsilon: Double, delta: Double, limit: Double, deltaLimit: Double, periodSeconds: Int)
         throws -> (epsilon: Epsilon, charge: Int64, delta: Int64, limit: Int64, deltaLimit: Int64, period: Int64) {
@@ -74,6 +79,7 @@ extension PostgresEngine {
             throw PostgresStoreError(.configuration, "a budget's delta limit must be between 0 and 1")
         }
         guard periodSeconds >= 1 else { throw PostgresStoreError(.configuration, "a budget period must be longer than zero") }
+        guard periodSeconds <= maximumPeriodSeconds else { throw PostgresStoreError(.configuration, "a budget period must be at most 2^40 seconds") }
         // A limit beyond 2^40 epsilon is as good as unlimited; clamped, it cannot overflow.
         let limitUnits = Int64((min(limit, 0x1p40) * Double(Epsilon.unitsPerOne)).rounded(.down))
         guard let charge = Int64(exactly: e.chargeUnits) else { throw PostgresStoreError(.usage, "epsilon is too large") }
@@ -156,6 +162,7 @@ extension PostgresEngine {
     /// The budget of `purpose` in its current window (nothing spent yet: 0).
     public func budgetState(purpose: String, limit: Double, deltaLimit: Double = 0, periodSeconds: Int) async throws -> BudgetState {
         guard periodSeconds >= 1 else { throw PostgresStoreError(.configuration, "a budget period must be longer than zero") }
+        guard periodSeconds <= Self.maximumPeriodSeconds else { throw PostgresStoreError(.configuration, "a budget period must be at most 2^40 seconds") }
         let period = Int64(periodSeconds)
         return try await transaction("reading the privacy budget") { conn in
             let start = try await currentPeriodStart(conn, periodSeconds: period)

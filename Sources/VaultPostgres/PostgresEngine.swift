@@ -91,13 +91,26 @@ public final class PostgresEngine: Sendable {
     /// Opens an engine for a service node: connects once directly, so a wrong location, password
     /// or certificate is refused at once with the server's reason (the pool would retry it for a
     /// minute and report only that it gave up), and checks the schema version (``checkSchema()``).
+    /// With `leastPrivilege` (the default: every service node), it also refuses (configuration)
+    /// a login role the grants do not restrain, as init refuses such a service role: the owner
+    /// or a member of it, a superuser, CREATEROLE or bypassrls role or a member of one, a role
+    /// holding UPDATE, DELETE or TRUNCATE on the audit tables through any membership (such as
+    /// `pg_write_all_data`, granted after init), or one that may SET session_replication_role.
+    /// A node running as such a role would make the REVOKE meaningless. Pass false only for the
+    /// owner's own tools.
     public static func open(location: PostgresLocation, password: String?, auditSigningKey: Ed25519PrivateKey,
-                            maximumConnections: Int = 8, logger: Logger = Logger(label: "profilevault.postgres")) async throws -> PostgresEngine {
+                            maximumConnections: Int = 8, leastPrivilege: Bool = true,
+                            logger: Logger = Logger(label: "profilevault.postgres")) async throws -> PostgresEngine {
         let engine = try PostgresEngine(location: location, password: password, auditSigningKey: auditSigningKey,
                                         maximumConnections: maximumConnections, logger: logger)
         do {
             try await engine.probe()
             try await engine.checkSchema()
+            if leastPrivilege {
+                try await engine.transaction("checking the node's privileges") { conn in
+                    try await engine.refuseUnrestrainable(conn, location.user, as: "the node's login role")
+                }
+            }
         } catch {
             await engine.close()
             throw error

@@ -90,6 +90,32 @@ import VaultAudit
         #expect(Self.targetBlock(planted, "pvbench")?.contains("\"VaultStore\"") == true)
     }
 
+    /// The gate hands out values, never what sits below it: no public declaration of
+    /// ProfileVault (outside the benchmark's SPI) takes or returns the store, a keyring or a
+    /// key. (`Vault.loadKeyring(path:)` was public and returned the `Keyring`, whose keys open
+    /// every subject's ciphertext, to any interface, without a role.)
+    @Test func noPublicDeclarationHandsOutTheStoreOrAKey() throws {
+        let below: Set<String> = ["ProfileStore", "StorageEngine", "Keyring", "AESGCMKey", "Ed25519PrivateKey", "SecureBytes", "HMACKey"]
+        var found: [String] = []
+        for (path, text) in try Self.sources("ProfileVault") {
+            var spi = false
+            for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let line = raw.trimmingCharacters(in: .whitespaces)
+                if line.hasPrefix("//") { continue }
+                // `@_spi(...)` on its own line applies to the declaration that follows.
+                if line.hasPrefix("@_spi(") && !line.contains("public") { spi = true; continue }
+                defer { spi = false }
+                let words = line.split(whereSeparator: { !$0.isLetter && !$0.isNumber && $0 != "_" }).map(String.init)
+                guard words.contains("public"), !line.contains("@_spi("), !spi else { continue }
+                // The declaration's signature: what comes before its body.
+                let signature = line.split(separator: "{", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? line
+                let named = signature.split(whereSeparator: { !$0.isLetter && !$0.isNumber && $0 != "_" }).map(String.init)
+                if let hit = named.first(where: below.contains) { found.append("\(path):\(i + 1): \(hit)") }
+            }
+        }
+        #expect(found.isEmpty, "public declarations of ProfileVault hand out what is below the gate:\n\(found.joined(separator: "\n"))")
+    }
+
     @Test func onlyTheBenchmarkUsesTheBenchmarkSPI() throws {
         let root = CLI.repoRoot + "/Sources"
         var users: [String] = []
@@ -128,7 +154,9 @@ import VaultAudit
         let entries = try Self.auditEntries(f).filter { $0["api.operation"] == .string("inspect.stored") }
         let outcomes = entries.compactMap { e -> String? in if case .string(let s)? = e["status"] { return s }; return nil }
         #expect(outcomes.filter { $0 == "denied" }.count == 10)   // 5 roles, twice each
-        #expect(outcomes.filter { $0 == "ok" }.count == 1 && outcomes.count == 11)   // the unknown subject's view reads nothing
+        // The unknown subject's view reads nothing, and is recorded (as get records one):
+        // without that entry, the view would tell who is a customer without a trace.
+        #expect(outcomes.filter { $0 == "ok" }.count == 1 && outcomes.filter { $0 == "error" }.count == 1 && outcomes.count == 12)
     }
 
     @Test func healthAndBudgetSnapshotReadNoSubject() throws {

@@ -211,7 +211,8 @@ extension PostgresProfiles {
         return (sum(piiColumns.ciphertext), sum(piiColumns.macs))
     }
 
-    /// Advisory lock (namespace, 0): ingest batches hold it shared, erasures exclusively.
+    /// Advisory lock (namespace, 0): ingest batches (profiles and events) hold it shared,
+    /// erasures exclusively.
     static let lockNamespaceSubjects: Int32 = 0x5056_5300   // "PVS"
 
     static func mistyped(_ f: FieldSpec) -> PostgresStoreError {
@@ -314,6 +315,11 @@ extension PostgresProfiles {
     func writeEvents(_ events: [(line: Int, pseudonym: [UInt8], event: ProfileStore.ValidEvent)], rejected: Int, firstLine: Int, lastLine: Int,
                      audit: AuditContext?) async throws -> (inserted: Int, duplicates: Int, unknown: [Int]) {
         try await engine.transaction("ingesting events") { conn in
+            // The subjects lock, shared (as profile ingests take it): an erasure, which holds
+            // it exclusively, runs before or after this whole transaction, never between two
+            // of its statements. Row locks alone deadlocked: this transaction held customer X
+            // (an earlier statement) and waited for Y while an erasure held Y and waited for X.
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
             var ins = 0, dup = 0
             var unknown: [Int] = []
             var start = 0

@@ -122,4 +122,77 @@ func repositorySchema(extraFields extra: String) throws -> Schema {
             await pg.engine.close()
         }
     }
+
+    /// Statement boundaries and huge values: a transaction of more than one 4,096-row statement
+    /// with a customer repeated across the boundary (the later record wins, one subject);
+    /// events whose 64 KiB items differ only in their last byte are two events (the dedup key
+    /// is the item's SHA-256), and the same file again adds none; a lookup value that
+    /// normalises to nothing finds nothing.
+    @Test func statementBoundariesAndHugeItems() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node()
+            var again = Rows.row(0)
+            again[2] = "Renamed Across The Boundary"
+            let file = try cluster.write("p.csv", Rows.csv(0..<4_099, extra: [again]))
+            let report = try await onThread { try pg.ingestProfiles(.file(file), options: IngestOptions()) }
+            #expect(report.inserted == 4_099 && report.updated == 1)
+            #expect(try await onThread { try pg.profile(customerID: Rows.id(0), fields: ["full_name"]) }?.fields.first?.value == .text("Renamed Across The Boundary"))
+            #expect(try await onThread { try pg.storedCounts() }[0] == 4_099)
+            let base = String(repeating: "x", count: 65_535)
+            let events = try cluster.write("e.csv", "customer_id,kind,item,value,time\n"
+                + "\(Rows.id(1)),purchase,\(base)a,1,2026-10-01T12:00:00Z\n\(Rows.id(1)),purchase,\(base)b,1,2026-10-01T12:00:00Z\n")
+            let first = try await onThread { try pg.ingestEvents(.file(events), options: IngestOptions()) }
+            #expect(first.inserted == 2 && first.updated == 0)
+            let second = try await onThread { try pg.ingestEvents(.file(events), options: IngestOptions()) }
+            #expect(second.inserted == 0 && second.updated == 2)
+            #expect(try await onThread { try pg.find(field: "email", value: "  \t ") } == [])
+            await pg.engine.close()
+        }
+    }
+
+    /// An erasure and an events ingest on two nodes, on the same two customers, do not
+    /// deadlock. The events transaction has locked customer X (its first 4,096-row statement)
+    /// and waits for Y; the erasure (Y, then X) waits for Y too, held by a third session. When
+    /// that session lets Y go, the erasure used to lock Y and wait for X while the ingest waited
+    /// for Y: PostgreSQL broke the deadlock by failing one of them (40P01, an internal failure).
+    /// The events transaction now takes the subjects lock shared, as profile ingests do, so it
+    /// waits for the erasure as a whole (and then finds both customers gone).
+    @Test func anErasureAndAnEventsIngestDoNotDeadlock() async throws {
+        try await ProfileCluster.with { cluster in
+            let a = try await cluster.node(), b = try await cluster.node()
+            let file = try cluster.write("p.csv", Rows.csv(0..<3))
+            _ = try await onThread { try a.ingestProfiles(.file(file), options: IngestOptions()) }
+            var lines = ["customer_id,kind,item,value,time"]
+            for i in 0..<4_096 { lines.append("\(Rows.id(1)),purchase,sku-\(i),1,2026-10-01T12:00:00Z") }
+            lines.append("\(Rows.id(2)),purchase,sku-y,1,2026-10-01T12:00:00Z")
+            let events = try cluster.write("e.csv", lines.joined(separator: "\n") + "\n")
+            let y = AuditLog.hex(try a.pseudonym(ofCustomerID: Rows.id(2)))
+            let db = cluster.db
+            /// Waits (polling, up to 60 s) until `n` sessions of the test database wait for a lock.
+            func waiters(_ n: Int64) async throws {
+                for _ in 0..<600 {
+                    if try await db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") >= n { return }
+                    try await Task.sleep(nanoseconds: 100_000_000)
+                }
+                Issue.record("\(n) sessions never waited for a lock")
+            }
+            let holder = try db.ownerEngine(pool: 1)
+            let (erasure, ingest) = try await holder.transaction("holding customer Y") { conn in
+                try await holder.exec(conn, PostgresQuery(unsafeSQL: "SELECT 1 FROM profilevault.subjects WHERE pseudonym = '\\x\(y)'::bytea FOR UPDATE"))
+                let erasure = Task { try await onThread { try a.erase(customerIDs: [(1, Rows.id(2)), (2, Rows.id(1))], file: nil, reason: "request", audit: context) } }
+                try await waiters(1)
+                let ingest = Task { try await onThread { try b.ingestEvents(.file(events), options: IngestOptions()) } }
+                try await waiters(2)
+                return (erasure, ingest)
+            }
+            await holder.close()
+            let receipts = try await erasure.value
+            #expect(receipts.count == 2)
+            let report = try await ingest.value
+            #expect(report.inserted == 0 && report.rejected == 4_097)
+            #expect(try await onThread { try a.storedCounts() } == [1, 5, 2, 1, 0])
+            await a.engine.close()
+            await b.engine.close()
+        }
+    }
 }

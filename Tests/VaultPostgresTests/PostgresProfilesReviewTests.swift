@@ -195,4 +195,52 @@ func repositorySchema(extraFields extra: String) throws -> Schema {
             await b.engine.close()
         }
     }
+
+    /// More rows edited in the database, here with the service role's own grants (UPDATE on
+    /// `pii`): a ciphertext moved to another field of the same subject, and an old ciphertext
+    /// of the same subject and field replayed after a re-ingest wrapped a new data key, are
+    /// integrity errors; a blind-index MAC copied to another subject never makes `find` answer
+    /// that subject (the match is confirmed by decrypting).
+    @Test func ciphertextsAreBoundToTheirFieldAndDataKey() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node()
+            let db = cluster.db
+            _ = try await onThread { try pg.ingestProfiles(.file(try cluster.write("p.csv", Rows.csv(0..<3))), options: IngestOptions()) }
+            let all = Set(repositorySchema.fields.map(\.name))
+            let ids = (0..<3).map { AuditLog.hex(try! pg.pseudonym(ofCustomerID: Rows.id($0))) }
+            func subject(_ i: Int) -> String { "(SELECT id FROM profilevault.subjects WHERE pseudonym = '\\x\(ids[i])'::bytea)" }
+            func asNode(_ sql: String) async throws {
+                let e = try await db.attempt(sql, as: db.node, password: db.nodePassword)
+                #expect(e == nil, "\(sql)")
+            }
+            func expectIntegrity(_ what: String) async {
+                do {
+                    _ = try await onThread { try pg.profile(customerID: Rows.id(1), fields: all) }
+                    Issue.record("\(what) was not noticed")
+                } catch let e as VaultError {
+                    #expect(e.kind == .integrity, "\(what)")
+                } catch {
+                    Issue.record("\(what): \(type(of: error))")
+                }
+            }
+            var changed = Rows.row(1)
+            changed[1] = "changed.address@example.org"
+            let reingest = try cluster.write("p1.csv", Rows.csv(0..<0, extra: [changed]))
+            // Customer 1's e-mail ciphertext (c1) written into its full_name column (c2).
+            try await asNode("UPDATE profilevault.pii SET c2 = c1 WHERE subject_id = \(subject(1))")
+            await expectIntegrity("a ciphertext moved to another field")
+            // Customer 1's old e-mail ciphertext kept aside, customer 1 re-ingested (new data key),
+            // the old ciphertext written back.
+            let old = try await TestDatabase.strings(db, "SELECT encode(c1, 'hex') FROM profilevault.pii WHERE subject_id = \(subject(1))")
+            _ = try await onThread { try pg.ingestProfiles(.file(reingest), options: IngestOptions()) }
+            #expect(try await onThread { try pg.profile(customerID: Rows.id(1), fields: ["email"]) }?.fields.first?.value == .text("changed.address@example.org"))
+            try await asNode("UPDATE profilevault.pii SET c1 = '\\x\(old[0])'::bytea WHERE subject_id = \(subject(1))")
+            await expectIntegrity("an old ciphertext replayed under a new data key")
+            // Customer 0's e-mail MAC copied onto customer 2: find answers customer 0 only.
+            try await asNode("UPDATE profilevault.pii SET m1 = (SELECT m1 FROM profilevault.pii WHERE subject_id = \(subject(0))) WHERE subject_id = \(subject(2))")
+            #expect(try await onThread { try pg.find(field: "email", value: Rows.email(0)) } == [Rows.id(0)])
+            #expect(try await onThread { try pg.find(field: "email", value: Rows.email(2)) } == [])
+            await pg.engine.close()
+        }
+    }
 }

@@ -211,7 +211,8 @@ extension PostgresProfiles {
         return (sum(piiColumns.ciphertext), sum(piiColumns.macs))
     }
 
-    /// Advisory lock (namespace, 0): ingest batches hold it shared, erasures exclusively.
+    /// Advisory lock (namespace, 0): ingest batches (profiles and events) hold it shared,
+    /// erasures exclusively.
     static let lockNamespaceSubjects: Int32 = 0x5056_5300   // "PVS"
 
     static func mistyped(_ f: FieldSpec) -> PostgresStoreError {
@@ -314,6 +315,11 @@ extension PostgresProfiles {
     func writeEvents(_ events: [(line: Int, pseudonym: [UInt8], event: ProfileStore.ValidEvent)], rejected: Int, firstLine: Int, lastLine: Int,
                      audit: AuditContext?) async throws -> (inserted: Int, duplicates: Int, unknown: [Int]) {
         try await engine.transaction("ingesting events") { conn in
+            // The subjects lock, shared (as profile ingests take it): an erasure, which holds
+            // it exclusively, runs before or after this whole transaction, never between two
+            // of its statements. Row locks alone deadlocked: this transaction held customer X
+            // (an earlier statement) and waited for Y while an erasure held Y and waited for X.
+            try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
             var ins = 0, dup = 0
             var unknown: [Int] = []
             var start = 0
@@ -380,6 +386,9 @@ extension PostgresProfiles {
     /// finds no subject. What PostgreSQL keeps afterwards (dead tuples, WAL, replicas, backups)
     /// holds the subject's data only under the deleted key: docs/deployment.md.
     public func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt] {
+        // PostgreSQL's text cannot hold U+0000: refused here, before anything is read or
+        // erased, not by the server half-way through a batch.
+        guard !reason.utf8.contains(0) else { throw VaultError(.usage, "the erasure reason contains the control character U+0000") }
         var resolved: [(id: String, pseudonym: [UInt8])] = []
         for (_, id) in customerIDs { resolved.append((id, try pseudonym(ofCustomerID: id))) }
         let known = try knownPseudonyms(Set(resolved.map(\.pseudonym)))
@@ -387,38 +396,47 @@ extension PostgresProfiles {
             if let file { throw VaultError(.notFound, "\(file):\(line): no subject with this customer ID") }
             throw VaultError(.notFound, "no subject with this customer ID")
         }
+        // A customer named again (the same ID, or one that normalises to it) is erased once;
+        // its later mentions get receipts that remove nothing, as on SQLite.
+        var seen = Set<[UInt8]>()
+        let subjects = resolved.map { (id: $0.id, pseudonym: $0.pseudonym, again: !seen.insert($0.pseudonym).inserted) }
         var receipts: [ErasureReceipt] = []
-        for start in stride(from: 0, to: resolved.count, by: 500) {
-            let chunk = Array(resolved[start..<min(start + 500, resolved.count)])
+        for start in stride(from: 0, to: subjects.count, by: 500) {
+            let chunk = Array(subjects[start..<min(start + 500, subjects.count)])
             receipts += try Self.wait("erasing subjects") { try await self.erase(chunk, reason: reason, audit: audit) }
         }
         return receipts
     }
 
-    func erase(_ subjects: [(id: String, pseudonym: [UInt8])], reason: String, audit: AuditContext) async throws -> [ErasureReceipt] {
+    /// One transaction of erasures; `again` marks a customer erased earlier in the same call.
+    func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext) async throws -> [ErasureReceipt] {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         return try await engine.transaction("erasing subjects") { conn in
             // Exclusive: no ingest batch is in flight on any node while subjects are erased.
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
             var out: [ErasureReceipt] = []
-            for (customerID, p) in subjects {
-                // The lock waits for ingests holding this subject and makes theirs wait for us.
-                guard let row = try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first else {
-                    throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
-                }
-                let id = try row.decode(Int64.self)
+            for (customerID, p, again) in subjects {
                 var removed: [(String, Int64)] = []
-                let stored = try await engine.rows(conn, PostgresQuery(unsafeSQL: "SELECT (\(fieldCount))::bigint, (\(macCount))::bigint FROM profilevault.pii WHERE subject_id = $1",
-                                                                    binds: { var b = PostgresBindings(); b.append(id); return b }()))
-                var counts: (Int64, Int64) = (0, 0)
-                if let r = stored.first { counts = try r.decode((Int64, Int64).self) }
-                removed.append(("pii_fields", counts.0))
-                removed.append(("blind_index_entries", counts.1))
-                _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
-                removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
-                removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
-                removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
+                if again {
+                    removed = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "wrapped_data_key"].map { ($0, 0) }
+                } else {
+                    // The lock waits for ingests holding this subject and makes theirs wait for us.
+                    guard let row = try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first else {
+                        throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
+                    }
+                    let id = try row.decode(Int64.self)
+                    let stored = try await engine.rows(conn, PostgresQuery(unsafeSQL: "SELECT (\(fieldCount))::bigint, (\(macCount))::bigint FROM profilevault.pii WHERE subject_id = $1",
+                                                                        binds: { var b = PostgresBindings(); b.append(id); return b }()))
+                    var counts: (Int64, Int64) = (0, 0)
+                    if let r = stored.first { counts = try r.decode((Int64, Int64).self) }
+                    removed.append(("pii_fields", counts.0))
+                    removed.append(("blind_index_entries", counts.1))
+                    _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
+                    removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
+                }
                 let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis
                 try await engine.exec(conn, """
                     INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason) VALUES (\(bytea(p)), \(now), \(reason))

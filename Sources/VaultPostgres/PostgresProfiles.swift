@@ -86,6 +86,8 @@ public final class PostgresProfiles: Sendable {
     /// A schema field name as a quoted column name. The schema loader allows only
     /// `^[A-Za-z][A-Za-z0-9_]{0,62}$`; a `Schema` built in code is checked again here, and
     /// `subject_id` (the key column) is refused, so no text from anywhere else reaches the DDL.
+    /// PostgreSQL's system column names (``systemColumns``, which the loader and SQLite accept)
+    /// are refused too, in any case: the table could not be created.
     static func attributeColumn(_ name: String) throws(PostgresStoreError) -> String {
         let u = Array(name.utf8)
         func letter(_ b: UInt8) -> Bool { (0x61...0x7A).contains(b) || (0x41...0x5A).contains(b) }
@@ -93,8 +95,15 @@ public final class PostgresProfiles: Sendable {
               u.allSatisfy({ letter($0) || (0x30...0x39).contains($0) || $0 == 0x5F }), name != "subject_id" else {
             throw PostgresStoreError(.configuration, "a field name of the schema is not a plain identifier (letters, digits and _, starting with a letter, at most 63) or is subject_id")
         }
+        guard !systemColumns.contains(name.lowercased()) else {
+            throw PostgresStoreError(.configuration, "field \(name) of the schema has the name of a PostgreSQL system column (\(systemColumns.sorted().joined(separator: ", "))); rename the field to store it on PostgreSQL")
+        }
         return "\"" + name + "\""
     }
+
+    /// The names every PostgreSQL table reserves for its system columns (`oid` too, a system
+    /// column before PostgreSQL 12).
+    static let systemColumns: Set<String> = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid", "oid"]
 
     /// The column type of an attribute: as on SQLite, dates are day numbers and every number
     /// is stored exactly as ingest parsed it.
@@ -391,7 +400,12 @@ extension PostgresProfiles {
             }
         }
         guard let row else { return .notFound }
-        return .found(try profile(row, pseudonym: pseudonym, fields: wanted))
+        // The row is decoded here, after the wait: a column of another type than the schema's
+        // (the database edited) is an integrity error as inside a transaction, never the
+        // client library's own error type.
+        do { return .found(try profile(row, pseudonym: pseudonym, fields: wanted)) } catch {
+            throw PostgresStoreError.vaultError(error, "reading a profile")
+        }
     }
 
     /// Blind-index lookup (as on SQLite): the customer IDs of subjects whose lookup field

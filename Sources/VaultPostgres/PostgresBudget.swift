@@ -1,30 +1,13 @@
 import Foundation
 public import DifferentialPrivacy
 import PostgresNIO
+public import VaultStore
 public import VaultAudit
 
-/// Delta in integer units of 10^-15, exactly as the SQLite ledger counts it (`DeltaUnits` of
-/// VaultStore, which this module cannot import; a test checks the two agree): a limit rounds
-/// down and a charge rounds up, except that a value within 10^-3 of a unit is that unit.
-public enum PostgresDeltaUnits {
-    public static let perOne = 1e15
-
-    static func units(_ d: Double, up: Bool) -> Int64? {
-        guard d.isFinite, d >= 0, d <= 1 else { return nil }
-        let x = d * perOne
-        let r = x.rounded()
-        if abs(x - r) < 1e-3 { return Int64(exactly: r) }
-        return Int64(exactly: up ? x.rounded(.up) : x.rounded(.down))
-    }
-    /// A charge: nil for a delta outside [0, 1]; a positive delta below one unit costs one unit.
-    public static func charge(_ d: Double) -> Int64? {
-        guard let u = units(d, up: true) else { return nil }
-        return d > 0 ? max(1, u) : u
-    }
-    /// A limit: nil for a delta outside [0, 1].
-    public static func limit(_ d: Double) -> Int64? { units(d, up: false) }
-    public static func value(_ u: Int64) -> Double { Double(u) / perOne }
-}
+/// Delta in integer units of 10^-15: the SQLite ledger's own `DeltaUnits` (a limit rounds
+/// down, a charge rounds up, a value within 10^-3 of a unit is that unit), so both engines
+/// count a delta identically.
+public typealias PostgresDeltaUnits = DeltaUnits
 
 extension PostgresEngine {
     /// Start of the current budget window: consecutive intervals of `periodSeconds` counted

@@ -25,16 +25,7 @@ public struct PostgresStoreError: Error, CustomStringConvertible, Sendable, Equa
     public var description: String { message }
 
     /// The exit status of SPEC §8 for this error (as `VaultError.exitCode`).
-    public var exitCode: Int32 {
-        switch kind {
-        case .usage: 64
-        case .invalidInput: 65
-        case .notFound: 66
-        case .denied: 77
-        case .configuration: 78
-        case .integrity, .internalFailure: 1
-        }
-    }
+    public var exitCode: Int32 { vaultError.exitCode }
 
     /// Wraps anything PostgresNIO throws: `what` says which operation failed. A server error keeps
     /// its SQLSTATE and primary message (insufficient privilege becomes `denied`); a connection

@@ -171,6 +171,57 @@ extension PostgresEngine {
             // schema by ``PostgresProfiles/create(owner:schema:keyring:options:)``, as the SQLite
             // store creates its `attributes` table when the store is created.
         ]),
+        PostgresMigration(version: 4, name: "consent-and-policy-ledgers", statements: [
+            // The consent ledger (append-only: every grant and revocation with its actor, source
+            // and the policy version in force) and the state it leads to, as on SQLite
+            // (Privacy.swift). Erasure deletes a subject's rows of both with the subject.
+            """
+            CREATE TABLE profilevault.consent(
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                subject_id bigint NOT NULL REFERENCES profilevault.subjects(id),
+                purpose text NOT NULL, granted boolean NOT NULL, time bigint NOT NULL, actor text NOT NULL,
+                source text, policy_version text NOT NULL)
+            """,
+            "CREATE INDEX consent_subject ON profilevault.consent(subject_id, purpose, id)",
+            """
+            CREATE FUNCTION profilevault.consent_append_only() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                RAISE EXCEPTION 'the consent ledger is append-only';
+            END $$
+            """,
+            """
+            CREATE TRIGGER consent_no_update BEFORE UPDATE ON profilevault.consent
+                FOR EACH ROW EXECUTE FUNCTION profilevault.consent_append_only()
+            """,
+            """
+            CREATE TABLE profilevault.consent_state(
+                subject_id bigint NOT NULL REFERENCES profilevault.subjects(id),
+                purpose text NOT NULL, granted boolean NOT NULL, since bigint NOT NULL,
+                PRIMARY KEY (purpose, subject_id))
+            """,
+            "CREATE INDEX consent_state_subject ON profilevault.consent_state(subject_id)",
+            // The policy ledger: every policy put in force, append-only for everyone (REVOKE for
+            // the service role; these triggers for the owner too).
+            """
+            CREATE TABLE profilevault.policy_history(
+                seq bigint PRIMARY KEY CHECK (seq >= 1), version text NOT NULL, sha256 text NOT NULL, schema_sha256 text NOT NULL,
+                applied_at bigint NOT NULL, actor text NOT NULL, role text NOT NULL, summary text NOT NULL, changes text NOT NULL)
+            """,
+            """
+            CREATE FUNCTION profilevault.policy_history_append_only() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                RAISE EXCEPTION 'the policy history is append-only';
+            END $$
+            """,
+            """
+            CREATE TRIGGER policy_history_no_change BEFORE UPDATE OR DELETE ON profilevault.policy_history
+                FOR EACH ROW EXECUTE FUNCTION profilevault.policy_history_append_only()
+            """,
+            """
+            CREATE TRIGGER policy_history_no_truncate BEFORE TRUNCATE ON profilevault.policy_history
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.policy_history_append_only()
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -199,7 +250,9 @@ extension PostgresEngine {
     /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
     /// on `dp_budget`; SELECT on `key_versions` and `pii_fields`; SELECT, INSERT, UPDATE and
     /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
-    /// `events` (DELETE only where erasure needs it). Never UPDATE, DELETE or TRUNCATE on the
+    /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
+    /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
+    /// SELECT and INSERT on `policy_history`. Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -270,6 +323,11 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT, DELETE ON profilevault.events TO \(r)",
                 // Erasure adds (or refreshes) a pseudonym; --allow-reingest removes one.
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.suppressed TO \(r)",
+                // Consent: the ledger is appended to (and deleted by erasure), the state upserted.
+                "GRANT SELECT, INSERT, DELETE ON profilevault.consent TO \(r)",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.consent_state TO \(r)",
+                // The policy ledger only grows.
+                "GRANT SELECT, INSERT ON profilevault.policy_history TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }
@@ -305,6 +363,8 @@ extension PostgresEngine {
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.dp_budget'), 'DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.meta'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.schema_migrations'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.policy_history'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.consent'), 'UPDATE, TRUNCATE, TRIGGER, REFERENCES'), false)
             FROM pg_roles r WHERE r.rolname = \(role)
             """).first else { return }
         let (powerful, owner, privileged) = try row.decode((Bool, Bool, Bool).self)

@@ -24,7 +24,7 @@ import VaultStore
             async let b: Void = other.initialize(.init(serviceRole: db.serviceRole))
             _ = try await (a, b)
             let applied = try await engine.appliedMigrations()
-            #expect(applied.map(\.version) == [1, 2, 3])
+            #expect(applied.map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
             #expect(applied.map(\.version).last == PostgresEngine.latestSchemaVersion)
             try await engine.checkSchema()
             let meta = try await engine.meta()
@@ -33,10 +33,10 @@ import VaultStore
             // Again, after some data: nothing changes, nothing is lost.
             try await engine.audit([record("owner", "init")])
             try await engine.initialize(.init(serviceRole: db.serviceRole))
-            #expect(try await engine.appliedMigrations().map(\.version) == [1, 2, 3])
+            #expect(try await engine.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == 3)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int(PostgresEngine.latestSchemaVersion))
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.
@@ -53,6 +53,10 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 4 (consent and policy ledgers), which came after 3.
+                "DROP TABLE profilevault.consent, profilevault.consent_state, profilevault.policy_history",
+                "DROP FUNCTION profilevault.consent_append_only(), profilevault.policy_history_append_only()",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 4",
                 "DROP TABLE profilevault.dp_budget",
                 "DROP FUNCTION profilevault.dp_budget_only_grows()",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 2",
@@ -69,7 +73,7 @@ import VaultStore
             }
             try await db.initialize()
             let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
-            #expect(try await node.appliedMigrations().map(\.version) == [1, 2, 3])
+            #expect(try await node.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
             _ = try await node.charge(purpose: "p", epsilon: 1, limit: 1, periodSeconds: 60, audit: record("after-migration"))
             #expect(try await node.verifyAudit().ok)
             await node.close()

@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "ProfileVault",
             dependencies: [
-                "VaultValues", "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "DifferentialPrivacy", "PrivateModels", "Yams",
+                "VaultValues", "VaultCrypto", "VaultPolicy", "VaultStore", "VaultAudit", "VaultPostgres", "DifferentialPrivacy", "PrivateModels", "Yams",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings

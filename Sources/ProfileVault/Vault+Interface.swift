@@ -3,6 +3,7 @@ public import VaultAudit
 public import VaultCrypto
 public import VaultStore
 public import DifferentialPrivacy
+import VaultPostgres
 
 // What the interfaces (profilectl, VaultServer, pvbench) may name of the layers below. They
 // import ProfileVault and VaultValues and nothing of VaultStore, VaultCrypto or VaultAudit (a
@@ -38,7 +39,7 @@ extension Vault {
     /// `profilectl status`. Reads only the store's own bookkeeping (no keyring, no role: it
     /// shows what anyone who can read the file can count), never a subject's data.
     public static func status(storePath: String) throws -> StoreStatus {
-        try ProfileStore.status(path: storePath)
+        PostgresStore.isLocation(storePath) ? try PostgresStore.status(url: storePath) : try ProfileStore.status(path: storePath)
     }
 
     /// Every policy the store has run under: `profilectl policy history` (no keyring: the

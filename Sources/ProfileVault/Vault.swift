@@ -4,6 +4,7 @@ public import VaultCrypto
 public import VaultPolicy
 public import VaultStore
 public import VaultAudit
+import VaultPostgres
 
 /// Who acts: the actor's name and the policy role it acts in. Both are recorded in the audit log.
 public struct Actor: Sendable, Equatable {
@@ -92,11 +93,31 @@ public final class Vault: Sendable {
 
     /// Creates a new store for the policies' schema and records the policy files as the first
     /// policy in force (audited as `policy.apply`).
-    public static func initialize(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault")) throws -> Vault {
+    ///
+    /// A `postgres://` location creates (or migrates) the schema on PostgreSQL as the role the
+    /// location names, which becomes the owner, and grants `serviceRole` (default
+    /// `profilevault_service`) what a service node needs (docs/deployment.md).
+    public static func initialize(_ config: VaultConfiguration, serviceRole: String? = nil,
+                                  logger: Logger = Logger(label: "profilevault")) throws -> Vault {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let (schema, policy) = (files.schema, files.policy)
         let keyring = try loadKeyring(path: config.keysPath)
-        let store = try ProfileStore.create(path: config.storePath, keyring: keyring, schema: schema, policyVersion: policy.version)
+        let store: any StorageEngine
+        if PostgresStore.isLocation(config.storePath) {
+            store = try PostgresStore.create(url: config.storePath, keyring: keyring, schema: schema, schemaVersion: String(schema.version),
+                                             policyVersion: policy.version, serviceRole: serviceRole)
+            // Init again (to migrate the schema, or from a second host) keeps the policy in
+            // force; a different one goes through `policy apply`, which shows its changes.
+            if let latest = try store.latestPolicy(), latest.sha256 != files.sha256 || latest.schemaSHA256 != files.schemaSHA256 {
+                try? store.close()
+                throw VaultError(.configuration, "the store already runs under policy \(latest.version); apply these policy files with profilectl policy apply")
+            }
+        } else {
+            guard serviceRole == nil else {
+                throw VaultError(.usage, "--service-role is for a PostgreSQL store (--store postgres://...); a SQLite store has no roles")
+            }
+            store = try ProfileStore.create(path: config.storePath, keyring: keyring, schema: schema, policyVersion: policy.version)
+        }
         let vault = Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger, policyFiles: files)
         let context = AuditContext(actor: config.actor.name, role: config.actor.role, requestID: UUID().uuidString.lowercased())
         _ = try vault.recordPolicy(files, context: context, initial: true)
@@ -112,7 +133,9 @@ public final class Vault: Sendable {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let (schema, policy) = (files.schema, files.policy)
         let keyring = try loadKeyring(path: config.keysPath)
-        let store = try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)
+        let store: any StorageEngine = PostgresStore.isLocation(config.storePath)
+            ? try PostgresStore.open(url: config.storePath, keyring: keyring, schema: schema)
+            : try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)
         if checkPolicy {
             do { try requireInForce(files, store: store) } catch { try? store.close(); throw error }
         }

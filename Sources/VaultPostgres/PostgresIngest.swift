@@ -163,6 +163,17 @@ extension PostgresProfiles {
             guard let id = ids[p.pseudonym] else { throw PostgresStoreError(.internalFailure, "the subject upsert returned no row for a record") }
             subjectIDs.append(id)
         }
+        try await writePIIAndAttributes(conn, chunk, subjectIDs: subjectIDs)
+        var reingested = 0
+        if allowReingest, !inserted.isEmpty {
+            reingested = try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(inserted)::bytea[]) RETURNING 1").count
+        }
+        return (inserted.count, chunk.count - inserted.count, reingested)
+    }
+
+    /// Upserts the `pii` and `attributes` rows of `chunk` (one statement each), for the
+    /// subjects with these row ids (in the chunk's order).
+    func writePIIAndAttributes(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, subjectIDs: [Int64]) async throws {
         // The `pii` row: a ciphertext column per PII field and a MAC column per lookup field;
         // an absent value travels as an empty bytea and is stored as NULL.
         var pii = PostgresBindings(capacity: 1 + piiColumns.valueColumns.count)
@@ -197,11 +208,6 @@ extension PostgresProfiles {
             try attrs.append(present)
         }
         try await engine.exec(conn, PostgresQuery(unsafeSQL: attributesUpsert, binds: attrs))
-        var reingested = 0
-        if allowReingest, !inserted.isEmpty {
-            reingested = try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(inserted)::bytea[]) RETURNING 1").count
-        }
-        return (inserted.count, chunk.count - inserted.count, reingested)
     }
 
     /// How many encrypted fields and blind-index entries a `pii` row holds (PostgreSQL adds no

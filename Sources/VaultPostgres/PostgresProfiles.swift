@@ -454,33 +454,36 @@ extension PostgresProfiles {
     /// Counts and metadata: subjects, events, unretired key versions, the audit head, and the
     /// bytes of the engine's tables and indexes (`fileBytes`). No policy ledger yet (nil).
     public func status() throws -> StoreStatus {
-        try Self.wait("reading the store's status") { [engine] in
-            let (subjects, events, versions, meta, bytes) = try await engine.transaction("reading the store's status") { conn in
-                guard let counts = try await engine.rows(conn, """
-                    SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
-                           (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-                              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'profilevault' AND c.relkind = 'r')
-                    """).first else { throw PostgresStoreError(.internalFailure, "counting returned no row") }
-                let (s, e, b) = try counts.decode((Int64, Int64, Int64).self)
-                var versions: [UInt32] = []
-                for row in try await engine.rows(conn, "SELECT version FROM profilevault.key_versions WHERE NOT retired ORDER BY version") {
-                    let v = try row.decode(Int64.self)
-                    guard let u = UInt32(exactly: v) else { throw PostgresStoreError(.integrity, "the key_versions table holds key version \(v): the database was edited") }
-                    versions.append(u)
-                }
-                var meta: [String: String] = [:]
-                for row in try await engine.rows(conn, "SELECT key, value FROM profilevault.meta") {
-                    let (k, v) = try row.decode((String, String).self)
-                    meta[k] = v
-                }
-                return (s, e, versions, meta, b)
+        try Self.wait("reading the store's status") { [engine] in try await Self.status(engine: engine) }
+    }
+
+    /// The status from the engine alone (no keyring): `profilectl status` on PostgreSQL.
+    static func status(engine: PostgresEngine) async throws -> StoreStatus {
+        let (subjects, events, versions, meta, bytes) = try await engine.transaction("reading the store's status") { conn in
+            guard let counts = try await engine.rows(conn, """
+                SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
+                       (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+                          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'profilevault' AND c.relkind = 'r')
+                """).first else { throw PostgresStoreError(.internalFailure, "counting returned no row") }
+            let (s, e, b) = try counts.decode((Int64, Int64, Int64).self)
+            var versions: [UInt32] = []
+            for row in try await engine.rows(conn, "SELECT version FROM profilevault.key_versions WHERE NOT retired ORDER BY version") {
+                let v = try row.decode(Int64.self)
+                guard let u = UInt32(exactly: v) else { throw PostgresStoreError(.integrity, "the key_versions table holds key version \(v): the database was edited") }
+                versions.append(u)
             }
-            let head = try await engine.auditHead()
-            return StoreStatus.make(subjects: Int(clamping: subjects), events: Int(clamping: events), keyVersions: versions,
-                               identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
-                               schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: meta["policy_version"] ?? "",
-                               fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: nil)
+            var meta: [String: String] = [:]
+            for row in try await engine.rows(conn, "SELECT key, value FROM profilevault.meta") {
+                let (k, v) = try row.decode((String, String).self)
+                meta[k] = v
+            }
+            return (s, e, versions, meta, b)
         }
+        let head = try await engine.auditHead()
+        return StoreStatus.make(subjects: Int(clamping: subjects), events: Int(clamping: events), keyVersions: versions,
+                           identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
+                           schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: meta["policy_version"] ?? "",
+                           fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: nil)
     }
 
     /// Pseudonyms of erased subjects, with their erasure time (unix ms).

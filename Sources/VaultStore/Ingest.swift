@@ -84,6 +84,14 @@ package struct SealedProfile: Sendable {
     /// MACs; nil where the field is empty.
     package var piiRow: [[UInt8]?]
     package var attributes: [FieldValue]
+    package init(line: Int, pseudonym: [UInt8], kekVersion: UInt32, wrappedDEK: [UInt8], piiRow: [[UInt8]?], attributes: [FieldValue]) {
+        self.line = line
+        self.pseudonym = pseudonym
+        self.kekVersion = kekVersion
+        self.wrappedDEK = wrappedDEK
+        self.piiRow = piiRow
+        self.attributes = attributes
+    }
 }
 
 /// One chunk of a transaction's sealed profiles (the parser hands a transaction to the writer

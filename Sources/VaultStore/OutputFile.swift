@@ -254,6 +254,9 @@ public struct ProtectedFile: Sendable, Equatable {
     /// database and keeps `-wal`, `-shm` and `-journal` beside the file it reached, so those are
     /// protected at both the given path and the resolved one.
     public static func store(_ path: String) -> [ProtectedFile] {
+        // A PostgreSQL store (`postgres://...`) has no file an output could replace.
+        let lower = path.lowercased()
+        if lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") { return [] }
         var bases = [path]
         if let real = realpath(path, nil) {
             let resolved = String(cString: real)

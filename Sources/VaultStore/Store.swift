@@ -33,7 +33,7 @@ package struct StoreKeys: Sendable {
     /// The blind-index keys again, keyed for HMAC (lookups).
     package let blindIndexMACs: [String: SharedHMACSHA256Key]
     /// Signs audit checkpoints; derived from the identity version like the pseudonym key.
-    let auditSigning: Ed25519PrivateKey
+    package let auditSigning: Ed25519PrivateKey
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
     let modelArtifactMAC: SharedHMACSHA256Key

@@ -63,8 +63,8 @@ struct GlobalOptions: ParsableArguments {
         return files
     }
 
-    func configuration() throws -> VaultConfiguration {
-        VaultConfiguration(storePath: try storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
+    func configuration(storePath override: String? = nil) throws -> VaultConfiguration {
+        VaultConfiguration(storePath: try override ?? storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
     }
 
     /// The public example keyring (`keys-example/keyring.json` or any copy of it, recognised by

@@ -11,7 +11,7 @@ import VaultAudit
 /// declares them as a dependency in Package.swift, or uses the benchmark's SPI outside pvbench.
 @Suite struct GateTests {
     static let interfaces = ["profilectl", "VaultServer", "pvbench"]
-    static let sealed = ["VaultStore", "VaultCrypto", "VaultAudit"]
+    static let sealed = ["VaultStore", "VaultCrypto", "VaultAudit", "VaultPostgres"]
 
     static func sources(_ target: String) throws -> [(path: String, text: String)] {
         let dir = CLI.repoRoot + "/Sources/" + target

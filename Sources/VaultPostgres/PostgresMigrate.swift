@@ -1,0 +1,385 @@
+import Foundation
+import Logging
+import PostgresNIO
+public import VaultAudit
+public import VaultCrypto
+public import VaultPolicy
+public import VaultStore
+import VaultValues
+
+/// What `profilectl migrate` copied, and what the copy's chain ends with.
+public struct StoreMigrationReport: Sendable, Equatable {
+    public var subjects: Int64
+    public var events: Int64
+    public var consentEntries: Int64
+    public var consentStates: Int64
+    public var suppressed: Int64
+    public var budgetRows: Int64
+    public var policies: Int64
+    /// Audit entries copied from the source (its whole chain, as is).
+    public var auditEntries: Int64
+    /// The sequence number and hash of the migration's own entry, the new head.
+    public var headSequence: Int64
+    public var head: String
+}
+
+extension PostgresStore {
+    /// Copies the SQLite store `source` into a new store at `url` (created here as the role the
+    /// URL names, its owner), in ONE PostgreSQL transaction: nothing is left behind when
+    /// anything fails. Ciphertexts, wrapped data keys, pseudonyms and blind-index entries are
+    /// copied as stored (nothing is decrypted; the keyring is the source's), so are consent,
+    /// suppression list, budget ledger and policy ledger, and the whole audit chain entry for
+    /// entry with its signed checkpoints; the chain then continues with a `store.migrate`
+    /// entry. Subjects keep their row ids; the store keeps its id (model artifacts stay valid)
+    /// and the time its budget periods count from.
+    ///
+    /// The target must hold no store yet, or an empty one (no subject, no audit entry, no
+    /// policy): else a configuration error and nothing is written. After the commit the copy
+    /// is verified: counts table by table, a digest of every subject's stored row computed on
+    /// both sides, and the copied chain verified with the keyring's signing key, its entry at
+    /// the source's head equal to the source's head.
+    public static func migrate(from source: ProfileStore, to url: String, keyring: Keyring, schema: Schema,
+                               serviceRole: String? = nil, audit: AuditContext, batch: Int = 2_048,
+                               environment: [String: String]? = nil) throws -> StoreMigrationReport {
+        let (location, password) = try parse(url, environment: environment)
+        let place = location.description
+        let batch = min(max(batch, 1), PostgresProfiles.statementRows)
+        // The source's identity version signs the chain on both sides.
+        let sourceMeta = try source.readSnapshot { try $0.meta }
+        guard let identityText = sourceMeta["identity_key_version"], let identity = UInt32(identityText) else {
+            throw VaultError(.integrity, "the source store records no identity key version: the file was altered")
+        }
+        let signing: Ed25519PrivateKey
+        do { signing = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identity)) } catch {
+            throw VaultError(.configuration, "keyring \(keyring.path ?? "?"): cannot derive the audit signing key of version \(identity)")
+        }
+        let options = PostgresEngine.InitOptions(serviceRole: serviceRole ?? "profilevault_service",
+                                                 schemaVersion: sourceMeta["schema_version"] ?? String(schema.version),
+                                                 policyVersion: sourceMeta["policy_version"])
+        let owner = try PostgresEngine(location: location, password: password, auditSigningKey: signing, maximumConnections: 2)
+        defer { try? PostgresProfiles.wait("closing the connection pool") { await owner.close() } }
+        let target: PostgresProfiles = try PostgresProfiles.wait("creating the store at \(place)") {
+            try await owner.probe()
+            try await PostgresProfiles.create(owner: owner, schema: schema, keyring: keyring, options: options)
+            return try await PostgresProfiles.open(engine: owner, schema: schema, keyring: keyring)
+        }
+        let conn = try PostgresProfiles.wait("connecting to \(place)") { try await owner.connectDirect() }
+        defer { try? PostgresProfiles.wait("closing the migration connection") { try await conn.close() } }
+        func run(_ what: String, _ body: @escaping @Sendable () async throws -> Void) throws {
+            try PostgresProfiles.wait(what, body)
+        }
+        var report = StoreMigrationReport(subjects: 0, events: 0, consentEntries: 0, consentStates: 0, suppressed: 0, budgetRows: 0,
+                                          policies: 0, auditEntries: 0, headSequence: 0, head: "")
+        var sourceDigest = SubjectDigest()
+        var sourceCounts: [String: Int64] = [:]
+        var committed = false
+        try run("starting the migration") {
+            try await owner.exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED")
+            try await owner.exec(conn, "SELECT pg_advisory_xact_lock(\(PostgresEngine.lockNamespaceMigrations), 0)")
+            try await owner.exec(conn, "SELECT pg_advisory_xact_lock(\(PostgresProfiles.lockNamespaceSubjects), 0)")
+            // The head row, locked: no node appends while the chain is being copied.
+            guard let head = try await owner.rows(conn, "SELECT seq FROM profilevault.audit_head WHERE id = 1 FOR UPDATE").first else {
+                throw PostgresStoreError(.integrity, "\(place): the audit head row is missing: the database was edited")
+            }
+            let empty = try await owner.rows(conn, """
+                SELECT (SELECT count(*) FROM profilevault.subjects) + (SELECT count(*) FROM profilevault.policy_history)
+                     + (SELECT count(*) FROM profilevault.suppressed) + (SELECT count(*) FROM profilevault.dp_budget)
+                """).first?.decode(Int64.self) ?? 1
+            guard try head.decode(Int64.self) == 0, empty == 0 else {
+                throw PostgresStoreError(.configuration, "\(place) already holds a store (subjects, policies, budget or audit entries): migrate only into a new database")
+            }
+        }
+        do {
+            try source.readSnapshot { r in
+                let meta = try r.meta
+                for t in ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints"] {
+                    sourceCounts[t] = try r.count(t)
+                }
+                // The store's identity: its id (model artifacts name it), when its budget
+                // periods start, the key version that derives its pseudonyms and signing key.
+                var carriedPairs: [(String, String)] = [("identity_key_version", identityText)]
+                for k in ["store_id", "created_at", "schema_version", "policy_version"] { if let v = meta[k] { carriedPairs.append((k, v)) } }
+                let carried = carriedPairs
+                let keyVersions = try r.keyVersions()
+                try run("copying the store's metadata and key versions") {
+                    for (k, v) in carried {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.meta(key, value) VALUES (\(k), \(v)) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
+                            """)
+                    }
+                    for kv in keyVersions {
+                        let stored = try await owner.rows(conn, "SELECT key_check FROM profilevault.key_versions WHERE version = \(Int64(kv.version))")
+                        if let row = stored.first {
+                            guard constantTimeEqual(try row.decode(ByteBuffer.self).bytes, kv.keyCheck) else {
+                                throw PostgresStoreError(.integrity, "the keyring does not match the source store: key version \(kv.version) fails its key check")
+                            }
+                            try await owner.exec(conn, """
+                                UPDATE profilevault.key_versions SET added_at = \(kv.addedAt), retired = \(kv.retired) WHERE version = \(Int64(kv.version))
+                                """)
+                        } else {
+                            try await owner.exec(conn, """
+                                INSERT INTO profilevault.key_versions(version, key_check, added_at, retired)
+                                VALUES (\(Int64(kv.version)), \(bytea(kv.keyCheck)), \(kv.addedAt), \(kv.retired))
+                                """)
+                        }
+                    }
+                }
+                try r.subjects(batch: batch) { chunk in
+                    for s in chunk { sourceDigest.add(s) }
+                    report.subjects += Int64(chunk.count)
+                    let ids = chunk.map(\.id)
+                    try run("copying subjects") {
+                        let pseudonyms = chunk.map { bytea($0.sealed.pseudonym) }
+                        let versions = chunk.map { Int64($0.sealed.kekVersion) }
+                        let wrapped = chunk.map { bytea($0.sealed.wrappedDEK) }
+                        let created = chunk.map(\.createdAt), updated = chunk.map(\.updatedAt), last = chunk.map(\.lastActivity)
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+                            OVERRIDING SYSTEM VALUE
+                            SELECT i, p, k, w, c, u, l
+                            FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
+                                        \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
+                            """)
+                        try await target.writePIIAndAttributes(conn, chunk.map(\.sealed)[...], subjectIDs: ids)
+                    }
+                }
+                try r.events(batch: batch) { chunk in
+                    report.events += Int64(chunk.count)
+                    try run("copying events") {
+                        let hashes = chunk.map { bytea(SHA256.hash(Array($0.item.utf8))) }
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.events(subject_id, kind, item, item_hash, value, time)
+                            SELECT s, k, i, h, v, t
+                            FROM unnest(\(chunk.map(\.subjectID))::bigint[], \(chunk.map(\.kind))::text[], \(chunk.map(\.item))::text[],
+                                        \(hashes)::bytea[], \(chunk.map(\.value))::float8[], \(chunk.map(\.time))::bigint[])
+                                WITH ORDINALITY AS u(s, k, i, h, v, t, n) ORDER BY n
+                            """)
+                    }
+                }
+                let consent = try r.consent(), states = try r.consentState(), suppressed = try r.suppressed()
+                let budget = try r.budget(), policies = try r.policyHistory()
+                report.consentEntries = Int64(consent.count)
+                report.consentStates = Int64(states.count)
+                report.suppressed = Int64(suppressed.count)
+                report.budgetRows = Int64(budget.count)
+                report.policies = Int64(policies.count)
+                try run("copying consent, the suppression list, the budget ledger and the policy ledger") {
+                    for part in stride(from: 0, to: consent.count, by: batch) {
+                        let c = consent[part..<min(part + batch, consent.count)]
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.consent(subject_id, purpose, granted, time, actor, source, policy_version)
+                            SELECT s, p, g, t, a, NULLIF(src, E'\\x01'), v
+                            FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.purpose))::text[], \(c.map(\.granted))::boolean[],
+                                        \(c.map(\.time))::bigint[], \(c.map(\.actor))::text[], \(c.map { $0.source ?? "\u{01}" })::text[],
+                                        \(c.map(\.policyVersion))::text[]) WITH ORDINALITY AS u(s, p, g, t, a, src, v, n) ORDER BY n
+                            """)
+                    }
+                    for part in stride(from: 0, to: states.count, by: batch) {
+                        let c = states[part..<min(part + batch, states.count)]
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.consent_state(subject_id, purpose, granted, since)
+                            SELECT * FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.purpose))::text[], \(c.map(\.granted))::boolean[],
+                                                 \(c.map(\.since))::bigint[])
+                            """)
+                    }
+                    for part in stride(from: 0, to: suppressed.count, by: batch) {
+                        let c = suppressed[part..<min(part + batch, suppressed.count)]
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason)
+                            SELECT * FROM unnest(\(c.map { bytea($0.pseudonym) })::bytea[], \(c.map(\.erasedAt))::bigint[], \(c.map(\.reason))::text[])
+                            """)
+                    }
+                    for b in budget {
+                        // A row charged before the ledger kept period lengths says 0; PostgreSQL
+                        // requires a length: such a row counts under the policy's period (1 s
+                        // would drop it from every window), so it is refused rather than guessed.
+                        guard b.periodSeconds >= 1 else {
+                            throw PostgresStoreError(.configuration, "the source's budget ledger has a row for purpose \(b.purpose) without its period length; run profilectl policy apply on the source first (it records the lengths), then migrate")
+                        }
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.dp_budget(purpose, period_start, period_seconds, spent_units, delta_spent_units)
+                            VALUES (\(b.purpose), \(b.periodStart), \(b.periodSeconds), \(b.spentUnits), \(b.deltaSpentUnits))
+                            """)
+                    }
+                    for p in policies {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.policy_history(seq, version, sha256, schema_sha256, applied_at, actor, role, summary, changes)
+                            VALUES (\(p.seq), \(p.version), \(p.sha256), \(p.schemaSHA256), \(p.appliedAt), \(p.actor), \(p.role), \(p.summary), \(p.changes))
+                            """)
+                    }
+                }
+                var last: SnapshotAuditEntry?
+                try r.audit(batch: batch) { chunk in
+                    report.auditEntries += Int64(chunk.count)
+                    last = chunk.last
+                    try run("copying the audit chain") {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
+                            SELECT s, t, e, p, h, NULLIF(sub, ''::bytea)
+                            FROM unnest(\(chunk.map(\.seq))::bigint[], \(chunk.map(\.time))::bigint[], \(chunk.map(\.entry))::text[],
+                                        \(chunk.map { bytea($0.prevHash) })::bytea[], \(chunk.map { bytea($0.hash) })::bytea[],
+                                        \(chunk.map { bytea($0.subject ?? []) })::bytea[]) AS u(s, t, e, p, h, sub)
+                            """)
+                    }
+                }
+                let checkpoints = try r.checkpoints()
+                let lastEntry = last
+                try run("copying the audit checkpoints") {
+                    for c in checkpoints {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
+                            VALUES (\(c.seq), \(bytea(c.hash)), \(bytea(c.signature)), \(c.time), \(c.checkpointTime), \(c.prevSeq), \(c.prevDigest.map(bytea)))
+                            """)
+                    }
+                    if let last = lastEntry {
+                        try await owner.exec(conn, "UPDATE profilevault.audit_head SET seq = \(last.seq), hash = \(bytea(last.hash)), time = \(last.time) WHERE id = 1")
+                    }
+                    // New rows after the copied ones get ids past them.
+                    try await owner.exec(conn, """
+                        SELECT setval(pg_get_serial_sequence('profilevault.subjects', 'id'), greatest(1, (SELECT coalesce(max(id), 0) FROM profilevault.subjects)),
+                                      (SELECT count(*) > 0 FROM profilevault.subjects))
+                        """)
+                }
+            }
+            let counts: [(String, Int64)] = [
+                ("subjects", report.subjects), ("events", report.events), ("consent_entries", report.consentEntries),
+                ("consent_states", report.consentStates), ("suppressed", report.suppressed), ("budget_rows", report.budgetRows),
+                ("policies", report.policies), ("audit_entries", report.auditEntries),
+            ]
+            let record = audit.record("store.migrate", .create, detail: "copied from a SQLite store; ciphertexts and keys unchanged", counts: counts)
+            let (seq, hash) = try PostgresProfiles.wait("recording the migration and committing") { () -> (Int64, [UInt8]) in
+                let (seq, hash, _) = try await owner.appendLocked(conn, [record])
+                try await owner.exec(conn, "COMMIT")
+                return (seq, hash)
+            }
+            report.headSequence = seq
+            report.head = AuditLog.hex(hash)
+            committed = true
+        } catch {
+            if !committed { try? run("rolling back the migration") { try await owner.exec(conn, "ROLLBACK") } }
+            throw error
+        }
+        // The copy, checked from the target's side.
+        for (table, want) in [("subjects", report.subjects), ("events", report.events), ("consent", report.consentEntries),
+                              ("consent_state", report.consentStates), ("suppressed", report.suppressed), ("budget", report.budgetRows),
+                              ("policy_history", report.policies), ("audit", report.auditEntries)] {
+            guard sourceCounts[table] == want else {
+                throw VaultError(.integrity, "the source's \(table) changed while it was read (\(sourceCounts[table] ?? -1) rows counted, \(want) copied)")
+            }
+        }
+        try verifyCopy(target, report: report, sourceDigest: sourceDigest.value, batch: batch)
+        return report
+    }
+
+    /// Reads the copy back: counts per table, the digest of every subject's stored row, and
+    /// the chain (verified, ending at the migration entry).
+    static func verifyCopy(_ target: PostgresProfiles, report: StoreMigrationReport, sourceDigest: [UInt8], batch: Int) throws {
+        let engine = target.engine
+        let (counts, digest) = try PostgresProfiles.wait("verifying the copy") { () -> ([Int64], [UInt8]) in
+            try await engine.transaction("verifying the copy", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
+                guard let row = try await engine.rows(conn, """
+                    SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
+                           (SELECT count(*) FROM profilevault.consent), (SELECT count(*) FROM profilevault.consent_state),
+                           (SELECT count(*) FROM profilevault.suppressed), (SELECT count(*) FROM profilevault.dp_budget),
+                           (SELECT count(*) FROM profilevault.policy_history), (SELECT count(*) FROM profilevault.audit_log)
+                    """).first else { throw PostgresStoreError(.internalFailure, "counting returned no row") }
+                let c = try row.decode((Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
+                var d = SubjectDigest()
+                var after: Int64 = Int64.min
+                while true {
+                    let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: target.snapshotSelect + " WHERE s.id > $1 ORDER BY s.id LIMIT \(batch)",
+                                                                      binds: { var b = PostgresBindings(); b.append(after); return b }()))
+                    if rows.isEmpty { break }
+                    for row in rows {
+                        let s = try target.snapshotSubject(row)
+                        d.add(s)
+                        after = s.id
+                    }
+                }
+                return ([c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7], d.value)
+            }
+        }
+        let want = [report.subjects, report.events, report.consentEntries, report.consentStates, report.suppressed, report.budgetRows,
+                    report.policies, report.auditEntries + 1]
+        guard counts == want else {
+            throw VaultError(.integrity, "the copy's row counts \(counts) differ from the source's \(want)")
+        }
+        guard constantTimeEqual(digest, sourceDigest) else {
+            throw VaultError(.integrity, "the copy's subjects differ from the source's (stored rows digest mismatch)")
+        }
+        let verification = try PostgresProfiles.wait("verifying the copied audit chain") { try await engine.verifyAudit(expectHead: report.head) }
+        guard verification.ok else {
+            throw VaultError(.integrity, "the copied audit chain does not verify: \(verification.reason ?? "unknown problem")")
+        }
+    }
+}
+
+/// A hash chain over every subject's stored row in row-id order (length-prefixed fields):
+/// the same on both sides of a migration exactly when every row is.
+struct SubjectDigest {
+    private(set) var value = [UInt8](repeating: 0, count: 32)
+    mutating func add(_ s: SnapshotSubject) {
+        var bytes: [UInt8] = []
+        func put(_ b: [UInt8]?) {
+            guard let b else { bytes += [0xFF, 0xFF, 0xFF, 0xFF]; return }
+            let n = UInt32(truncatingIfNeeded: b.count)
+            bytes += [UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
+            bytes += b
+        }
+        put(Array(String(s.id).utf8))
+        put(s.sealed.pseudonym)
+        put(Array(String(s.sealed.kekVersion).utf8))
+        put(s.sealed.wrappedDEK)
+        for t in [s.createdAt, s.updatedAt, s.lastActivity] { put(Array(String(t).utf8)) }
+        for c in s.sealed.piiRow { put(c) }
+        for v in s.sealed.attributes { put(Array(String(describing: v).utf8)) }
+        value = SHA256.hash(value, bytes)
+    }
+}
+
+extension PostgresEngine {
+    /// One connection outside the pool, for a transaction that spans several waits (migrate).
+    func connectDirect() async throws -> PostgresConnection {
+        do { return try await PostgresConnection.connect(configuration: direct, id: 1, logger: logger) } catch {
+            throw PostgresStoreError.wrap(error, "connecting to \(location.description)")
+        }
+    }
+}
+
+extension PostgresProfiles {
+    /// Every stored column of a subject, for reading a copy back (`snapshotSubject`).
+    var snapshotSelect: String {
+        let pcols = piiColumns.valueColumns.map { "p." + $0.column }
+        let attrs = (try? schema.attributeFields.map { f throws(PostgresStoreError) in "a." + (try Self.attributeColumn(f.name)) }) ?? []
+        return """
+            SELECT s.id, s.pseudonym, s.kek_version, s.wrapped_dek, s.created_at, s.updated_at, s.last_activity\
+            \((pcols + attrs).map { ", " + $0 }.joined())
+            FROM profilevault.subjects s
+            LEFT JOIN profilevault.pii p ON p.subject_id = s.id LEFT JOIN profilevault.attributes a ON a.subject_id = s.id
+            """
+    }
+
+    /// A row of `snapshotSelect` as a migration snapshot.
+    func snapshotSubject(_ row: PostgresRow) throws -> SnapshotSubject {
+        let cells = PostgresRandomAccessRow(row)
+        let (id, pseudonym, kek, wrapped, created, updated, last) = try row.decode((Int64, ByteBuffer, Int64, ByteBuffer, Int64, Int64, Int64).self)
+        guard let version = UInt32(exactly: kek) else { throw PostgresStoreError(.integrity, "subject row \(id): key version \(kek) is out of range") }
+        var pii: [[UInt8]?] = []
+        for i in piiColumns.valueColumns.indices { pii.append(try cells[7 + i].decode(ByteBuffer?.self)?.bytes) }
+        let base = 7 + piiColumns.valueColumns.count
+        var values: [FieldValue] = []
+        for (i, f) in schema.attributeFields.enumerated() {
+            let cell = cells[base + i]
+            switch f.type {
+            case .int: values.append(try cell.decode(Int64?.self).map(FieldValue.int) ?? .null)
+            case .float: values.append(try cell.decode(Double?.self).map(FieldValue.float) ?? .null)
+            case .date: values.append(try cell.decode(Int32?.self).map(FieldValue.date) ?? .null)
+            case .bool: values.append(try cell.decode(Bool?.self).map(FieldValue.bool) ?? .null)
+            case .string, .category: values.append(try cell.decode(String?.self).map(FieldValue.text) ?? .null)
+            }
+        }
+        return SnapshotSubject(id: id, sealed: SealedProfile(line: 0, pseudonym: pseudonym.bytes, kekVersion: version, wrappedDEK: wrapped.bytes,
+                                                             piiRow: pii, attributes: values),
+                               createdAt: created, updatedAt: updated, lastActivity: last)
+    }
+}

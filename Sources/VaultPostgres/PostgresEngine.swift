@@ -75,10 +75,13 @@ public final class PostgresEngine: Sendable {
         }
         config.options.maximumConnections = maximumConnections
         config.options.minimumConnections = 0
-        if let name = location.applicationName {
-            config.options.additionalStartupParameters = [("application_name", name)]
-            direct.options.additionalStartupParameters = [("application_name", name)]
-        }
+        // Every statement names its tables `profilevault.x`; the functions and operators it
+        // calls resolve in pg_catalog only, so an object another role creates in `public` (or
+        // any schema a login role's default search_path names) can never be picked instead.
+        var startup: [(String, String)] = [("search_path", "pg_catalog")]
+        if let name = location.applicationName { startup.append(("application_name", name)) }
+        config.options.additionalStartupParameters = startup
+        direct.options.additionalStartupParameters = startup
         self.location = location
         self.auditKey = auditSigningKey
         self.logger = logger

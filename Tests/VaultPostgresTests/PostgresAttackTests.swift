@@ -70,6 +70,22 @@ extension PostgresEngineTests {
     /// is not restrained by the grants; nor is one that may SET session_replication_role
     /// (replica mode fires no trigger, and the role may UPDATE the ledger): init refuses each,
     /// and grants nothing.
+    /// A login role whose default search_path names a schema it can write (ALTER ROLE ... SET
+    /// search_path) could plant functions or operators there that a statement resolves before
+    /// the intended ones; every connection of a node starts with search_path = pg_catalog.
+    @Test func nodesConnectWithSearchPathPinnedToTheCatalog() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            try await db.superuser(["CREATE SCHEMA planted", "ALTER ROLE \(db.node.user) SET search_path = planted, public"])
+            let node = try db.nodeEngine(pool: 1)
+            let path = try await node.transaction("reading search_path") { conn in
+                try await node.rows(conn, "SHOW search_path").first?.decode(String.self)
+            }
+            #expect(path == "pg_catalog")
+            await node.close()
+        }
+    }
+
     @Test func initRefusesAServiceRoleWithPowersThroughItsMemberships() async throws {
         try await TestDatabase.with { db in
             let engine = try db.ownerEngine()

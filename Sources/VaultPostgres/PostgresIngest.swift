@@ -117,9 +117,17 @@ extension PostgresProfiles {
             while start < profiles.count {
                 // One statement holds each pseudonym once (an upsert may not touch a row twice):
                 // a customer repeated in the file goes to the next statement, in file order.
+                // And a statement stays under `statementBytes` of bound values (PostgreSQL's
+                // message limit is 1 GB; PII fields may be long).
                 var seen = Set<[UInt8]>()
                 var end = start
-                while end < profiles.count, end - start < Self.statementRows, seen.insert(profiles[end].pseudonym).inserted { end += 1 }
+                var bytes = 0
+                while end < profiles.count, end - start < Self.statementRows,
+                      end == start || bytes + profiles[end].boundBytes <= Self.statementBytes,
+                      seen.insert(profiles[end].pseudonym).inserted {
+                    bytes += profiles[end].boundBytes
+                    end += 1
+                }
                 let (i, u, r) = try await writeChunk(conn, profiles[start..<end], now: now, allowReingest: allowReingest)
                 ins += i
                 upd += u
@@ -216,6 +224,9 @@ extension PostgresProfiles {
         func sum(_ cs: [PIIColumns.Column]) -> String { cs.isEmpty ? "0" : cs.map { "(\($0.column) IS NOT NULL)::int" }.joined(separator: " + ") }
         return (sum(piiColumns.ciphertext), sum(piiColumns.macs))
     }
+
+    /// At most this many bytes of bound values per statement (far below the 1 GB message limit).
+    static let statementBytes = 64 << 20
 
     /// Advisory lock (namespace, 0): ingest batches (profiles and events) hold it shared,
     /// erasures exclusively.
@@ -330,7 +341,14 @@ extension PostgresProfiles {
             var unknown: [Int] = []
             var start = 0
             while start < events.count {
-                let chunk = events[start..<min(start + Self.statementRows, events.count)]
+                var end = start
+                var bytes = 0
+                while end < events.count, end - start < Self.statementRows,
+                      end == start || bytes + events[end].event.item.utf8.count + events[end].event.kind.utf8.count + 96 <= Self.statementBytes {
+                    bytes += events[end].event.item.utf8.count + events[end].event.kind.utf8.count + 96
+                    end += 1
+                }
+                let chunk = events[start..<end]
                 start += chunk.count
                 let wanted = Array(Set(chunk.map(\.pseudonym))).map(bytea)
                 var ids: [[UInt8]: Int64] = [:]
@@ -472,5 +490,16 @@ extension PostgresProfiles {
                 return [a, b, c, d, e]
             }
         }
+    }
+}
+
+extension SealedProfile {
+    /// Roughly the bytes this profile binds in the upsert statements (ciphertexts, MACs, the
+    /// wrapped key, the pseudonym, the attributes' text or 8 bytes).
+    var boundBytes: Int {
+        var n = pseudonym.count + wrappedDEK.count + 64
+        for c in piiRow { n += (c?.count ?? 0) + 4 }
+        for a in attributes { if case .text(let t) = a { n += t.utf8.count + 4 } else { n += 12 } }
+        return n
     }
 }

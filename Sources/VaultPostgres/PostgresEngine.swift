@@ -203,6 +203,21 @@ public final class PostgresEngine: Sendable {
         }
     }
 
+    /// Runs `transaction` again (at most 3 attempts in all) when PostgreSQL aborted it to break
+    /// a deadlock (40P01): an ingest batch locks many subjects, and two nodes ingesting the same
+    /// customers can each hold one the other needs. The aborted attempt was rolled back whole
+    /// (its rows and its audit entry), so running it again is safe; the transaction must be
+    /// self-contained (no state outside it that an attempt changes).
+    func retryingDeadlocks<T: Sendable>(_ transaction: () async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do { return try await transaction() } catch let e as PostgresStoreError where e.sqlState == "40P01" && attempt < 3 {
+                attempt += 1
+                logger.notice("a transaction was aborted to break a deadlock; running it again", metadata: ["attempt": "\(attempt)"])
+            }
+        }
+    }
+
     /// A role name that may be spliced into `GRANT`/`REVOKE` (which take no parameters): 1 to
     /// 63 lower-case letters, digits and `_`, starting with a letter or `_`, not `pg_...` (names
     /// PostgreSQL reserves) and not `public`.

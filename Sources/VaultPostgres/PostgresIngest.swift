@@ -101,13 +101,19 @@ extension PostgresProfiles {
     func writeProfiles(_ profiles: [SealedProfile], file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
                        allowReingest: Bool) async throws -> (inserted: Int, updated: Int) {
         let now = Int64(Date().timeIntervalSince1970)
-        return try await engine.transaction("ingesting profiles") { conn in
+        // Every batch locks its subjects in one global order (the pseudonym's bytes; a repeated
+        // customer stays in file order, so the later record still wins): two nodes ingesting
+        // the same customers then wait for each other instead of deadlocking.
+        let profiles = profiles.enumerated().sorted { a, b in
+            a.element.pseudonym == b.element.pseudonym ? a.offset < b.offset : a.element.pseudonym.lexicographicallyPrecedes(b.element.pseudonym)
+        }.map(\.element)
+        return try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
             if !allowReingest, !profiles.isEmpty {
                 let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\(profiles.map { bytea($0.pseudonym) })::bytea[])")
                 if !erased.isEmpty {
                     let set = Set(try erased.map { try $0.decode(ByteBuffer.self).bytes })
-                    let line = profiles.first { set.contains($0.pseudonym) }?.line ?? firstLine
+                    let line = profiles.filter { set.contains($0.pseudonym) }.map(\.line).min() ?? firstLine
                     throw PostgresStoreError(.invalidInput, RecordIssue.make(file: file, line: line, field: schema.subjectIDField,
                         reason: "this customer was erased while the ingest ran; a stale import cannot bring them back (--allow-reingest records them as a new subject)").description)
                 }
@@ -141,7 +147,7 @@ extension PostgresProfiles {
                 ])])
             }
             return (ins, upd)
-        }
+        } }
     }
 
     func writeChunk(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, now: Int64,
@@ -153,7 +159,7 @@ extension PostgresProfiles {
         let returned = try await engine.rows(conn, """
             INSERT INTO profilevault.subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
             SELECT p, k, w, \(now), \(now), \(now)
-            FROM unnest(\(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) WITH ORDINALITY AS t(p, k, w, n) ORDER BY n
+            FROM unnest(\(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) AS t(p, k, w) ORDER BY p
             ON CONFLICT (pseudonym) DO UPDATE SET kek_version = EXCLUDED.kek_version, wrapped_dek = EXCLUDED.wrapped_dek,
                 updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity)
             RETURNING pseudonym, id, (xmax = 0)
@@ -331,7 +337,17 @@ extension PostgresProfiles {
     /// and the lines whose customer is not (or no longer) a subject.
     func writeEvents(_ events: [(line: Int, pseudonym: [UInt8], event: ProfileStore.ValidEvent)], rejected: Int, firstLine: Int, lastLine: Int,
                      audit: AuditContext?) async throws -> (inserted: Int, duplicates: Int, unknown: [Int]) {
-        try await engine.transaction("ingesting events") { conn in
+        // One global order for the rows every batch inserts (their unique key, then the line):
+        // two nodes ingesting the same events wait for each other instead of deadlocking.
+        let events = events.sorted { a, b in
+            if a.pseudonym != b.pseudonym { return a.pseudonym.lexicographicallyPrecedes(b.pseudonym) }
+            if a.event.kind != b.event.kind { return a.event.kind < b.event.kind }
+            if a.event.time != b.event.time { return a.event.time < b.event.time }
+            if a.event.item != b.event.item { return a.event.item < b.event.item }
+            if a.event.value != b.event.value { return a.event.value < b.event.value }
+            return a.line < b.line
+        }
+        return try await engine.retryingDeadlocks { try await engine.transaction("ingesting events") { conn in
             // The subjects lock, shared (as profile ingests take it): an erasure, which holds
             // it exclusively, runs before or after this whole transaction, never between two
             // of its statements. Row locks alone deadlocked: this transaction held customer X
@@ -396,8 +412,8 @@ extension PostgresProfiles {
                     ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)),
                 ])])
             }
-            return (ins, dup, unknown)
-        }
+            return (ins, dup, unknown.sorted())
+        } }
     }
 
     // MARK: - Erasure

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# PostgreSQL figures (issue 18, part 5), each beside its baseline measured in the same run:
+#
+#   scripts/with-postgres.sh bench/postgres.sh [--profiles N] [--seconds S]
+#
+# (defaults: 1,000,000 profiles; 10 s per load run). Release build. Prints one JSON object
+# per figure and a summary; writes nothing into the repository.
+#
+#  1. ingest: `profilectl ingest profiles` of N profiles into the PostgreSQL store (sealing,
+#     pseudonyms, blind indexes, audit entry) against a plain `COPY` of the same CSV rows into a
+#     table of the same columns with the same unique and lookup indexes, no crypto; peak RSS.
+#  2. DP aggregates: `profilectl query count|sum|mean --group-by` over the N subjects (consent
+#     filter, bounded sums on the server, noise in the process) against the same aggregate as
+#     one raw SQL statement through psql, on the same database.
+#  3. audited GET throughput with 1 and 2 `serve` nodes (a Python keep-alive load generator,
+#     16 connections in all): every GET appends an audit entry to the one chain, whose head row
+#     serialises appends; the 2-node figure shows what that costs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=1000000 secs=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profiles) n=$2; shift 2 ;;
+    --seconds) secs=$2; shift 2 ;;
+    *) echo "usage: scripts/with-postgres.sh $0 [--profiles N] [--seconds S]" >&2; exit 64 ;;
+  esac
+done
+[ -n "${PROFILEVAULT_TEST_POSTGRES:-}" ] || { echo "run it through scripts/with-postgres.sh" >&2; exit 64; }
+swift build -c release --product profilectl >/dev/null
+swift build -c release --product pvbench >/dev/null
+P=$PWD/.build/release/profilectl G=$PWD/.build/release/pvbench
+PSQL=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1); [ -n "$PSQL" ] || PSQL=psql
+work=$(mktemp -d /tmp/pv-pgbench.XXXXXX)
+chmod 755 "$work"
+servers=()
+cleanup() { for s in "${servers[@]}"; do kill "$s" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+base=${PROFILEVAULT_TEST_POSTGRES%%\?*}; q=${PROFILEVAULT_TEST_POSTGRES#*\?}
+url="${base%/*}/pvbench?$q"
+"$PSQL" -X -q -d "$PROFILEVAULT_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS pvbench" -c "CREATE DATABASE pvbench"
+export PROFILEVAULT_STORE=$url PROFILEVAULT_KEYS=$work/k.json PROFILEVAULT_POLICY=$PWD/policies
+"$P" keys generate --out "$work/k.json" >/dev/null
+"$P" init --service-role pvbench_svc >/dev/null
+"$G" gen "$n" "$work/p.csv" >/dev/null
+sql() { "$PSQL" -X -q -t -A -d "$url" -c "$1"; }
+now() { python3 -c 'import time; print(time.monotonic())'; }
+
+# 1. Ingest against plain COPY.
+t0=$(now)
+/usr/bin/time -f "%M" -o "$work/rss" "$P" ingest profiles "$work/p.csv" --role operator >/dev/null
+t1=$(now)
+sql "CREATE TABLE bench_plain(customer_id text PRIMARY KEY, email text, full_name text, phone text, birth_date text,
+     age bigint, gender text, country text, annual_income double precision)"
+sql "CREATE INDEX bench_plain_email ON bench_plain(email) WHERE email IS NOT NULL"
+sql "CREATE INDEX bench_plain_phone ON bench_plain(phone) WHERE phone IS NOT NULL"
+t2=$(now)
+"$PSQL" -X -q -d "$url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
+t3=$(now)
+python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$(cat "$work/rss")" <<'EOF'
+import json, sys
+n, t0, t1, t2, t3, rss = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6])
+vault, plain = t1 - t0, t3 - t2
+print(json.dumps({"figure": "postgres.ingest", "profiles": n, "vault_seconds": round(vault, 2), "copy_seconds": round(plain, 2),
+                  "ratio_copy_over_vault": round(plain / vault, 3), "peak_rss_mb": round(rss / 1024, 1)}))
+EOF
+
+# 2. DP aggregates against raw SQL.
+cut -d, -f1 "$work/p.csv" | tail -n +2 > "$work/ids.txt"
+"$P" consent grant --purpose analytics --subjects "$work/ids.txt" --role privacy_officer >/dev/null
+for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevault.consent_state c ON c.subject_id = s.id AND c.purpose = 'analytics' AND c.granted" \
+            "sum --attribute annual_income|SELECT sum(least(greatest(a.annual_income, 0), 250000)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted" \
+            "mean --attribute age --group-by country|SELECT a.country, avg(least(greatest(a.age, 18), 100)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted GROUP BY a.country"; do
+  kind=${spec%%|*}; raw=${spec#*|}
+  t0=$(now); "$P" query $kind --purpose analytics --epsilon 0.01 --role trainer >/dev/null; t1=$(now)
+  t2=$(now); sql "$raw" >/dev/null; t3=$(now)
+  python3 -c "import json; v=$t1-$t0; r=$t3-$t2; print(json.dumps({'figure':'postgres.dp','query':'$kind','dp_seconds':round(v,3),'raw_sql_seconds':round(r,3),'ratio':round(v/r,2)}))"
+done
+
+# 3. Audited GETs with 1 and 2 nodes.
+token=$("$P" tokens add --tokens "$work/tokens.json" --actor load --role support --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+ports=()
+for i in 1 2; do
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$P" serve --listen "127.0.0.1:$port" --tokens "$work/tokens.json" 2>"$work/node$i.log" & servers+=($!)
+  ports+=("$port")
+done
+for p in "${ports[@]}"; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.2; done; done
+for nodes in 1 2; do
+  python3 - "$secs" "$token" "$work/ids.txt" "$nodes" "${ports[@]}" <<'EOF'
+import http.client, json, random, sys, threading, time
+secs, token, ids_file, nodes, ports = float(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+ids = open(ids_file).read().split()[:100000]
+lat, lock, stop = [], threading.Lock(), time.monotonic() + secs
+def worker(port):
+    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    mine = []
+    while time.monotonic() < stop:
+        t = time.monotonic()
+        c.request("GET", f"/v1/subjects/{random.choice(ids)}?purpose=customer_support", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse(); r.read()
+        if r.status == 200: mine.append(time.monotonic() - t)
+    with lock: lat.extend(mine)
+threads = [threading.Thread(target=worker, args=(ports[i % nodes],)) for i in range(16)]
+[t.start() for t in threads]; [t.join() for t in threads]
+lat.sort()
+print(json.dumps({"figure": "postgres.get", "nodes": nodes, "requests_per_second": round(len(lat) / secs, 1),
+                  "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None, "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None}))
+EOF
+done
+entries=$(sql "SELECT seq FROM profilevault.audit_head")
+echo "{\"figure\": \"postgres.audit\", \"entries\": $entries}"

@@ -380,8 +380,9 @@ extension PostgresProfiles {
 
     /// Crypto-shredding erasure (as on SQLite): every customer ID must be a subject (an unknown
     /// one refuses the call before anything is erased); then, per subject, in one transaction
-    /// with its audit entry: its row is locked, its `pii`, `attributes` and `events` rows and
-    /// its `subjects` row (the wrapped data key) are deleted, and its pseudonym goes on the
+    /// with its audit entry: its row is locked, its `pii`, `attributes`, `events`, `consent`
+    /// and `consent_state` rows and its `subjects` row (the wrapped data key) are deleted (the
+    /// receipt counts each, labelled and ordered as SQLite's), and its pseudonym goes on the
     /// suppression list. Batches of 500 subjects per transaction. Another node's next read
     /// finds no subject. What PostgreSQL keeps afterwards (dead tuples, WAL, replicas, backups)
     /// holds the subject's data only under the deleted key: docs/deployment.md.
@@ -409,7 +410,11 @@ extension PostgresProfiles {
     }
 
     /// One transaction of erasures; `again` marks a customer erased earlier in the same call.
-    func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext) async throws -> [ErasureReceipt] {
+    /// A subject gone meanwhile (erased by another node) refuses the batch, unless
+    /// `goneIsErased` (retention, which picked its subjects in an earlier read): then it gets a
+    /// receipt that removes nothing, as on SQLite.
+    func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext,
+               goneIsErased: Bool = false) async throws -> [ErasureReceipt] {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         return try await engine.transaction("erasing subjects") { conn in
@@ -418,11 +423,13 @@ extension PostgresProfiles {
             var out: [ErasureReceipt] = []
             for (customerID, p, again) in subjects {
                 var removed: [(String, Int64)] = []
-                if again {
-                    removed = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "wrapped_data_key"].map { ($0, 0) }
+                let nothing = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "consent_entries", "consent_states", "wrapped_data_key"].map { ($0, Int64(0)) }
+                // The lock waits for ingests holding this subject and makes theirs wait for us.
+                let locked = again ? nil : try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first
+                if again || (locked == nil && goneIsErased) {
+                    removed = nothing
                 } else {
-                    // The lock waits for ingests holding this subject and makes theirs wait for us.
-                    guard let row = try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first else {
+                    guard let row = locked else {
                         throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
                     }
                     let id = try row.decode(Int64.self)
@@ -435,6 +442,8 @@ extension PostgresProfiles {
                     _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
                     removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("consent_entries", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("consent_states", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent_state WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
                 }
                 let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis

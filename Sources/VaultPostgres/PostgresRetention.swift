@@ -27,7 +27,10 @@ extension PostgresProfiles {
                             SELECT count(*) FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff)
                             """).first?.decode(Int64.self) ?? 0)
                     }
-                    let n = try await engine.rows(conn, "DELETE FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) RETURNING 1").count
+                    // Counted by the server: a sweep may delete millions of rows.
+                    let n = Int(clamping: try await engine.rows(conn, """
+                        WITH gone AS (DELETE FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) RETURNING 1) SELECT count(*) FROM gone
+                        """).first?.decode(Int64.self) ?? 0)
                     try await engine.appendLocked(conn, [ProfileStore.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
                     return n
                 }

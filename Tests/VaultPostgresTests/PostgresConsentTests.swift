@@ -220,6 +220,21 @@ let officer = AuditContext(actor: "officer", role: "privacy_officer", requestID:
                                                              source: nil, policyVersion: "v", audit: officer) }
             expectSame(erased, "erased")
             #expect(try await pair.cluster.db.count("SELECT count(*) FROM profilevault.consent") == 0)
+            // A transaction whose subject was erased by another node after the IDs were
+            // resolved (simulated: the batch reaches the writer now) is refused whole: no ledger
+            // row, no state, no audit entry for the subjects still there.
+            let heads0 = try await pair.auditHeads()
+            let batch = [try pair.pg.pseudonym(ofCustomerID: Rows.id(1)), try pair.pg.pseudonym(ofCustomerID: Rows.id(3))]
+            do {
+                _ = try await pair.pg.writeConsent(batch, purpose: "analytics", granted: true, source: nil, policyVersion: "v", now: 1,
+                                                   single: nil, audit: officer)
+                Issue.record("a batch naming an erased subject was written")
+            } catch let e as PostgresStoreError {
+                #expect(e.kind == .notFound && e.message.contains("erased by another node"))
+            }
+            #expect(try await pair.cluster.db.count("SELECT count(*) FROM profilevault.consent") == 0)
+            #expect(try await pair.cluster.db.count("SELECT count(*) FROM profilevault.consent_state") == 0)
+            #expect(try await pair.auditHeads() == heads0)
             // A bulk change in two transactions: two entries, counts summed.
             let bulk = (0..<2_500).map { (line: $0 + 1, id: Rows.id([0, 1, 2, 4, 5][$0 % 5])) }
             let n = await pair.both { try $0.setConsent(bulk, file: "ids.txt", purpose: "analytics", granted: true, source: nil, policyVersion: "v", audit: officer) }

@@ -311,6 +311,10 @@ extension PostgresEngine {
                 "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA profilevault FROM PUBLIC",
                 "REVOKE ALL ON ALL TABLES IN SCHEMA profilevault FROM \(r)",
                 "GRANT USAGE ON SCHEMA profilevault TO \(r)",
+                // Ingest takes row ids from the subjects' and events' identity sequences
+                // (nextval: USAGE) to number a batch in file order.
+                "REVOKE ALL ON ALL SEQUENCES IN SCHEMA profilevault FROM PUBLIC",
+                "GRANT USAGE ON SEQUENCE profilevault.subjects_id_seq, profilevault.events_id_seq TO \(r)",
                 "GRANT SELECT ON profilevault.meta, profilevault.schema_migrations TO \(r)",
                 "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
                 "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",

@@ -218,6 +218,29 @@ public final class PostgresEngine: Sendable {
         }
     }
 
+    /// Row ids for `lines.count` rows of `table` (`subjects` or `events`), from the table's own
+    /// identity sequence, handed out so that they ascend in line order: element i is the id of
+    /// the record at `lines[i]`. A batch is written in lock order (by pseudonym), not in file
+    /// order; its ids still follow the file, as on SQLite, so every engine lists a batch's
+    /// subjects and same-time events in the order they were ingested. Ids a record does not use
+    /// (it updated a stored row, or was a duplicate) are skipped, as a failed insert skips them.
+    func freshIDs(_ conn: PostgresConnection, table: String, inLineOrder lines: [Int]) async throws -> [Int64] {
+        guard !lines.isEmpty else { return [] }
+        let sequence: String
+        switch table {
+        case "subjects": sequence = "profilevault.subjects"
+        case "events": sequence = "profilevault.events"
+        default: throw PostgresStoreError(.internalFailure, "no identity sequence for \(table)")
+        }
+        let values = try await rows(conn, """
+            SELECT nextval(pg_get_serial_sequence(\(sequence), 'id')) FROM generate_series(1, \(Int64(lines.count)))
+            """).map { try $0.decode(Int64.self) }.sorted()
+        guard values.count == lines.count else { throw PostgresStoreError(.internalFailure, "the sequence returned \(values.count) ids for \(lines.count) rows") }
+        var out = [Int64](repeating: 0, count: lines.count)
+        for (k, i) in lines.indices.sorted(by: { lines[$0] != lines[$1] ? lines[$0] < lines[$1] : $0 < $1 }).enumerated() { out[i] = values[k] }
+        return out
+    }
+
     /// A role name that may be spliced into `GRANT`/`REVOKE` (which take no parameters): 1 to
     /// 63 lower-case letters, digits and `_`, starting with a letter or `_`, not `pg_...` (names
     /// PostgreSQL reserves) and not `public`.

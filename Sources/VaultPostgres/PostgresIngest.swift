@@ -118,6 +118,7 @@ extension PostgresProfiles {
                         reason: "this customer was erased while the ingest ran; a stale import cannot bring them back (--allow-reingest records them as a new subject)").description)
                 }
             }
+            let fresh = try await engine.freshIDs(conn, table: "subjects", inLineOrder: profiles.map(\.line))
             var ins = 0, upd = 0, reingested = 0
             var start = 0
             while start < profiles.count {
@@ -134,7 +135,7 @@ extension PostgresProfiles {
                     bytes += profiles[end].boundBytes
                     end += 1
                 }
-                let (i, u, r) = try await writeChunk(conn, profiles[start..<end], now: now, allowReingest: allowReingest)
+                let (i, u, r) = try await writeChunk(conn, profiles[start..<end], ids: Array(fresh[start..<end]), now: now, allowReingest: allowReingest)
                 ins += i
                 upd += u
                 reingested += r
@@ -150,16 +151,19 @@ extension PostgresProfiles {
         } }
     }
 
-    func writeChunk(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, now: Int64,
+    /// `ids`: the row id each record gets if it is new (``PostgresEngine/freshIDs``); a
+    /// subject already stored keeps its own.
+    func writeChunk(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, ids fresh: [Int64], now: Int64,
                     allowReingest: Bool) async throws -> (inserted: Int, updated: Int, reingested: Int) {
         let pseudonyms = chunk.map { bytea($0.pseudonym) }
         let versions = chunk.map { Int64($0.kekVersion) }
         let wrapped = chunk.map { bytea($0.wrappedDEK) }
         // xmax = 0: the row was inserted by this statement (not updated).
         let returned = try await engine.rows(conn, """
-            INSERT INTO profilevault.subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
-            SELECT p, k, w, \(now), \(now), \(now)
-            FROM unnest(\(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) AS t(p, k, w) ORDER BY p
+            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+            OVERRIDING SYSTEM VALUE
+            SELECT i, p, k, w, \(now), \(now), \(now)
+            FROM unnest(\(fresh)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) AS t(i, p, k, w) ORDER BY p
             ON CONFLICT (pseudonym) DO UPDATE SET kek_version = EXCLUDED.kek_version, wrapped_dek = EXCLUDED.wrapped_dek,
                 updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity)
             RETURNING pseudonym, id, (xmax = 0)
@@ -353,6 +357,7 @@ extension PostgresProfiles {
             // of its statements. Row locks alone deadlocked: this transaction held customer X
             // (an earlier statement) and waited for Y while an erasure held Y and waited for X.
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
+            let fresh = try await engine.freshIDs(conn, table: "events", inLineOrder: events.map(\.line))
             var ins = 0, dup = 0
             var unknown: [Int] = []
             var start = 0
@@ -374,8 +379,10 @@ extension PostgresProfiles {
                     ids[p.bytes] = id
                 }
                 var sid: [Int64] = [], kind: [String] = [], item: [String] = [], hash: [ByteBuffer] = [], value: [Double] = [], time: [Int64] = []
-                for e in chunk {
+                var eid: [Int64] = []
+                for (offset, e) in zip(chunk.indices, chunk) {
                     guard let id = ids[e.pseudonym] else { unknown.append(e.line); continue }
+                    eid.append(fresh[offset])
                     sid.append(id)
                     kind.append(e.event.kind)
                     item.append(e.event.item)
@@ -385,9 +392,9 @@ extension PostgresProfiles {
                 }
                 guard !sid.isEmpty else { continue }
                 let added = try await engine.rows(conn, """
-                    INSERT INTO profilevault.events(subject_id, kind, item, item_hash, value, time)
-                    SELECT s, k, i, h, v, t FROM unnest(\(sid)::bigint[], \(kind)::text[], \(item)::text[], \(hash)::bytea[], \(value)::float8[], \(time)::bigint[])
-                        WITH ORDINALITY AS u(s, k, i, h, v, t, n) ORDER BY n
+                    INSERT INTO profilevault.events(id, subject_id, kind, item, item_hash, value, time) OVERRIDING SYSTEM VALUE
+                    SELECT e, s, k, i, h, v, t FROM unnest(\(eid)::bigint[], \(sid)::bigint[], \(kind)::text[], \(item)::text[], \(hash)::bytea[], \(value)::float8[], \(time)::bigint[])
+                        WITH ORDINALITY AS u(e, s, k, i, h, v, t, n) ORDER BY n
                     ON CONFLICT DO NOTHING
                     RETURNING subject_id, time
                     """)
@@ -420,8 +427,9 @@ extension PostgresProfiles {
 
     /// Crypto-shredding erasure (as on SQLite): every customer ID must be a subject (an unknown
     /// one refuses the call before anything is erased); then, per subject, in one transaction
-    /// with its audit entry: its row is locked, its `pii`, `attributes` and `events` rows and
-    /// its `subjects` row (the wrapped data key) are deleted, and its pseudonym goes on the
+    /// with its audit entry: its row is locked, its `pii`, `attributes`, `events`, `consent`
+    /// and `consent_state` rows and its `subjects` row (the wrapped data key) are deleted (the
+    /// receipt counts each, labelled and ordered as SQLite's), and its pseudonym goes on the
     /// suppression list. Batches of 500 subjects per transaction. Another node's next read
     /// finds no subject. What PostgreSQL keeps afterwards (dead tuples, WAL, replicas, backups)
     /// holds the subject's data only under the deleted key: docs/deployment.md.
@@ -449,7 +457,11 @@ extension PostgresProfiles {
     }
 
     /// One transaction of erasures; `again` marks a customer erased earlier in the same call.
-    func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext) async throws -> [ErasureReceipt] {
+    /// A subject gone meanwhile (erased by another node) refuses the batch, unless
+    /// `goneIsErased` (retention, which picked its subjects in an earlier read): then it gets a
+    /// receipt that removes nothing, as on SQLite.
+    func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext,
+               goneIsErased: Bool = false) async throws -> [ErasureReceipt] {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         return try await engine.transaction("erasing subjects") { conn in
@@ -458,11 +470,13 @@ extension PostgresProfiles {
             var out: [ErasureReceipt] = []
             for (customerID, p, again) in subjects {
                 var removed: [(String, Int64)] = []
-                if again {
-                    removed = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "wrapped_data_key"].map { ($0, 0) }
+                let nothing = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "consent_entries", "consent_states", "wrapped_data_key"].map { ($0, Int64(0)) }
+                // The lock waits for ingests holding this subject and makes theirs wait for us.
+                let locked = again ? nil : try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first
+                if again || (locked == nil && goneIsErased) {
+                    removed = nothing
                 } else {
-                    // The lock waits for ingests holding this subject and makes theirs wait for us.
-                    guard let row = try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first else {
+                    guard let row = locked else {
                         throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
                     }
                     let id = try row.decode(Int64.self)
@@ -475,6 +489,8 @@ extension PostgresProfiles {
                     _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
                     removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("consent_entries", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent WHERE subject_id = \(id) RETURNING 1").count)))
+                    removed.append(("consent_states", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent_state WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
                 }
                 let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis

@@ -56,21 +56,6 @@ extension PostgresProfiles {
         throw notYet("the policy ledger")
     }
 
-    // MARK: pgconsent
-    public func rawRows(customerID: String) throws -> RawSubjectRows? { throw notYet("the raw-row view") }
-    public func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?, segmentAttribute: String?) throws -> [SubjectItems] {
-        throw notYet("subject items")
-    }
-    public func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,
-                           source: String?, policyVersion: String, audit: AuditContext) throws -> Int { throw notYet("consent") }
-    public func hasConsent(customerID: String, purpose: String) throws -> Bool { throw notYet("consent") }
-    public func consentState(customerID: String) throws -> [String: ConsentState]? { throw notYet("consent") }
-    public func consentHistory(customerID: String) throws -> [ConsentEntry]? { throw notYet("consent") }
-    public func accessExport(customerID: String) throws -> AccessExport? { throw notYet("the access export") }
-    public func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport {
-        throw notYet("retention")
-    }
-
     // MARK: pgagg
     public var aggregateSource: any AggregateSource { PendingAggregateSource() }
 }

@@ -384,12 +384,11 @@ extension PostgresProfiles {
         }
     }
 
-    /// One subject's profile in one statement. The consent ledger is not on PostgreSQL yet: a
-    /// read that names a consent purpose is refused (configuration), never answered without
-    /// the check.
+    /// One subject's profile in one statement. With `consentPurpose`, the statement reads the
+    /// subject's consent state too and nothing is decrypted without it (PostgresConsent.swift).
     public func readProfile(pseudonym: [UInt8], fields wanted: Set<String>, consentPurpose: String?) throws -> ProfileRead {
-        if consentPurpose != nil {
-            throw VaultError(.configuration, "consent-checked reads are not available on the PostgreSQL engine yet (its consent ledger is not built)")
+        if let consentPurpose {
+            return try readProfile(pseudonym: pseudonym, fields: wanted, checkingConsentFor: consentPurpose)
         }
         let sql = profileSelect + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in

@@ -134,9 +134,8 @@ extension ProfileStore {
                 // One subject: an entry naming its pseudonym. A bulk change: one entry per batch
                 // with its counts (the ledger holds the per-subject detail).
                 let single = resolved.count == 1 ? chunk.first?.row.pseudonym : nil
-                try appendAudit(db, [audit.record(granted ? "consent.grant" : "consent.revoke", .update, purpose: purpose,
-                                                  subject: single, detail: source.map { "source \($0)" },
-                                                  counts: [("changed", Int64(n)), ("unchanged", Int64(chunk.count - n))])])
+                try appendAudit(db, [Self.consentRecord(audit, purpose: purpose, granted: granted, subject: single, source: source,
+                                                        changed: n, unchanged: chunk.count - n)])
                 return n
             }
         }
@@ -293,23 +292,7 @@ extension ProfileStore {
     /// subjects whose last activity is older than a `last_activity` rule's period are erased
     /// (reason `retention`). When several rules cover the same data, the shortest period wins.
     public func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport {
-        var eventCutoffs: [String: Int64] = [:]   // event kind -> delete events with time < cutoff
-        var subjectCutoff: Int64?
-        for rule in rules {
-            let cutoff = asOf - Int64(rule.keepSeconds)
-            switch rule.after {
-            case .eventTime:
-                for e in schema.events where Taxonomy.covers(rule.category, e.category) {
-                    eventCutoffs[e.name] = max(eventCutoffs[e.name] ?? Int64.min, cutoff)
-                }
-            case .lastActivity:
-                // A subject rule applies when the schema holds data of that category.
-                let applies = schema.fields.contains { Taxonomy.covers(rule.category, $0.category) }
-                    || Taxonomy.covers(rule.category, schema.subjectIDCategory)
-                    || schema.events.contains { Taxonomy.covers(rule.category, $0.category) }
-                if applies { subjectCutoff = max(subjectCutoff ?? Int64.min, cutoff) }
-            }
-        }
+        let (eventCutoffs, subjectCutoff) = Self.retentionCutoffs(rules, schema: schema, asOf: asOf)
         var eventsDeleted = 0
         for (kind, cutoff) in eventCutoffs.sorted(by: { $0.key < $1.key }) {
             if dryRun {
@@ -318,8 +301,7 @@ extension ProfileStore {
                 eventsDeleted += try pool.write { db -> Int in
                     try db.execute(sql: "DELETE FROM events WHERE kind = ? AND time < ?", arguments: [kind, cutoff])
                     let n = db.changesCount
-                    try appendAudit(db, [audit.record("retention.events", .delete, detail: "reason retention; kind \(kind); before \(DateParsing.iso8601(unixSeconds: cutoff))",
-                                                      counts: [("events_deleted", Int64(n))])])
+                    try appendAudit(db, [Self.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
                     return n
                 }
             }
@@ -339,8 +321,7 @@ extension ProfileStore {
             }
         }
         if dryRun {
-            try self.audit([audit.record("retention.dry_run", .other, detail: "as of \(DateParsing.iso8601(unixSeconds: asOf))",
-                                         counts: [("events_deleted", Int64(eventsDeleted)), ("subjects_erased", Int64(subjectsErased))])])
+            try self.audit([Self.retentionDryRunRecord(audit, asOf: asOf, eventsDeleted: eventsDeleted, subjectsErased: subjectsErased)])
         }
         return RetentionReport(eventsDeleted: eventsDeleted, subjectsErased: subjectsErased, dryRun: dryRun)
     }

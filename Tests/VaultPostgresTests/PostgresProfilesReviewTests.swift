@@ -68,8 +68,9 @@ func repositorySchema(extraFields extra: String) throws -> Schema {
             let s = try sqlite.erase(customerIDs: ids, file: "ids.txt", reason: "request", audit: context)
             let p = try await onThread { try pg.erase(customerIDs: ids, file: "ids.txt", reason: "request", audit: context) }
             #expect(p.count == 4)
-            // The consent ledger is not on PostgreSQL yet: SQLite's receipts also count consent rows.
-            let sqliteRemoved = s.map { $0.removed.filter { !$0.0.hasPrefix("consent_") } }
+            // The whole receipts, consent rows included (labels, order and counts).
+            let sqliteRemoved = s.map(\.removed)
+            #expect(sqliteRemoved.allSatisfy { $0.map(\.0).contains("consent_states") })
             #expect(p.map { $0.removed.map(\.0) } == sqliteRemoved.map { $0.map(\.0) })
             #expect(p.map { $0.removed.map(\.1) } == sqliteRemoved.map { $0.map(\.1) })
             #expect(p.map { Dictionary(uniqueKeysWithValues: $0.removed)["wrapped_data_key"] } == [1, 0, 1, 0])

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 public import VaultAudit
 public import VaultCrypto
 public import VaultPolicy
@@ -26,7 +27,9 @@ public import VaultValues
 public final class PostgresProfiles: Sendable {
     public let engine: PostgresEngine
     public let schema: Schema
-    let keys: StoreKeys
+    /// The keys in use: replaced by ``adopt(keyring:)`` (PostgresKeys.swift).
+    let keyBox: Mutex<StoreKeys>
+    var keys: StoreKeys { keyBox.withLock { $0 } }
     let piiColumns: PIIColumns
     let piiFieldIDs: [String: Int]
     /// The upserts of one statement's worth of `pii` and `attributes` rows (built once from the
@@ -47,7 +50,7 @@ public final class PostgresProfiles: Sendable {
     init(engine: PostgresEngine, schema: Schema, keys: StoreKeys) throws(PostgresStoreError) {
         self.engine = engine
         self.schema = schema
-        self.keys = keys
+        self.keyBox = Mutex(keys)
         let columns = PIIColumns(schema: schema)
         self.piiColumns = columns
         self.piiFieldIDs = Dictionary(uniqueKeysWithValues: PIIColumns.fieldIDs(schema))

@@ -109,6 +109,60 @@ import VaultValues
         }
     }
 
+    /// The race a compare-and-set on the key version alone loses, made deterministic: a node
+    /// still on the old keyring (active version 1) re-ingests customer X with a new data key
+    /// between the re-wrap's read of X and its write. A third session holds X's row, so the
+    /// ingest waits on it; the re-wrap reads X (old key) and then waits for the ingest's
+    /// subjects lock; the session lets go, the ingest commits X's new key under version 1, and
+    /// the re-wrap's write must not replace it with the re-wrap of X's old key (X's PII would
+    /// no longer decrypt). Its second pass then re-wraps X's new key: nothing is left under
+    /// version 1 and X reads with its new name.
+    @Test func aReingestBetweenTheRewrapsReadAndWriteKeepsItsKey() async throws {
+        try await ProfileCluster.with { cluster in
+            var options = IngestOptions()
+            options.audit = context
+            let o = options
+            let a = try await cluster.node()
+            _ = try await onThread { try a.ingestProfiles(.file(try cluster.write("p.csv", Rows.csv(0..<5))), options: o) }
+            var rotating = cluster.keyring
+            rotating.addVersion()
+            let rotated = rotating
+            try await onThread { try a.adopt(keyring: rotated) }
+            let old = try await cluster.node()   // the old keyring: new keys under version 1
+            var x = Rows.row(2)
+            x[2] = "Renamed Two"
+            let again = try cluster.write("x.csv", Rows.header + "\n" + Rows.line(x) + "\n")
+            let px = AuditLog.hex(try a.pseudonym(ofCustomerID: Rows.id(2)))
+            let db = cluster.db
+            func waiters(_ n: Int64) async throws {
+                for _ in 0..<600 {
+                    if try await db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") >= n { return }
+                    try await Task.sleep(nanoseconds: 100_000_000)
+                }
+                Issue.record("\(n) sessions never waited for a lock")
+            }
+            let holder = try db.ownerEngine(pool: 1)
+            let (rewrap, ingest) = try await holder.transaction("holding customer X") { conn in
+                try await holder.exec(conn, PostgresQuery(unsafeSQL: "SELECT 1 FROM profilevault.subjects WHERE pseudonym = '\\x\(px)'::bytea FOR UPDATE"))
+                let ingest = Task { try await onThread { try old.ingestProfiles(.file(again), options: o) } }
+                try await waiters(1)
+                let rewrap = Task { try await onThread { try a.rewrapAll(batchSize: 100, audit: context, progress: nil) } }
+                try await waiters(2)
+                return (rewrap, ingest)
+            }
+            await holder.close()
+            #expect(try await ingest.value.updated == 1)
+            #expect(try await rewrap.value == 5)   // 4 in the first pass, X's new key in the second
+            #expect(try await onThread { try a.subjects(wrappedWith: 1) } == 0)
+            var retired = rotated
+            try retired.retire(1)
+            let c = try await Self.node(cluster, keyring: retired)
+            let name = try await onThread { try c.profile(customerID: Rows.id(2), fields: ["full_name"]) }?.fields.first?.value
+            #expect(name == .text("Renamed Two"))
+            for e in [a, old, c] { try await onThread { try e.close() } }
+        }
+    }
+
     /// Retiring: the node records it (with its audit entry); nobody, not the service role and
     /// not the owner, can un-retire the version, change a key check, or delete a version; the
     /// service role cannot even write those columns. A keyring whose version differs from a

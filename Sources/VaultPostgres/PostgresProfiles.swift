@@ -455,10 +455,12 @@ extension PostgresProfiles {
     }
 
     /// Counts and metadata: subjects, events, unretired key versions, the audit head, and the
-    /// bytes of the engine's tables and indexes (`fileBytes`). No policy ledger yet (nil).
+    /// bytes of the engine's tables and indexes (`fileBytes`), and the policy in force (the
+    /// newest `policy_history` record, whose version is the policy version: nodes do not write
+    /// `meta`, so `meta.policy_version` is only init's, shown until a policy is recorded).
     public func status() throws -> StoreStatus {
         try Self.wait("reading the store's status") { [engine] in
-            let (subjects, events, versions, meta, bytes) = try await engine.transaction("reading the store's status") { conn in
+            let (subjects, events, versions, meta, bytes, policy) = try await engine.transaction("reading the store's status") { conn in
                 guard let counts = try await engine.rows(conn, """
                     SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
                            (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
@@ -476,13 +478,13 @@ extension PostgresProfiles {
                     let (k, v) = try row.decode((String, String).self)
                     meta[k] = v
                 }
-                return (s, e, versions, meta, b)
+                return (s, e, versions, meta, b, try await engine.latestPolicy(conn))
             }
             let head = try await engine.auditHead()
             return StoreStatus.make(subjects: Int(clamping: subjects), events: Int(clamping: events), keyVersions: versions,
                                identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
-                               schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: meta["policy_version"] ?? "",
-                               fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: nil)
+                               schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: policy?.version ?? meta["policy_version"] ?? "",
+                               fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: policy)
         }
     }
 

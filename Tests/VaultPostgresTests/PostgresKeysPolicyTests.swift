@@ -304,6 +304,9 @@ import VaultValues
             let history = try await onThread { try b.policyHistory() }
             #expect(history.map(\.sequence) == [1, 2] && history.last == won.first)
             #expect(try await onThread { try a.latestPolicy() } == won.first)
+            // Status shows the policy in force, as SQLite's does.
+            let st = try await onThread { try b.status() }
+            #expect(st.policy == won.first && st.policyVersion == won.first?.version)
             // Each record's audit entry committed with it: 2 records, 2 entries, and no more.
             #expect(try await db.count("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%policy.apply%'") == 2)
             // The policy each record was diffed against is in force: an accountant of a process

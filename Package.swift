@@ -124,6 +124,8 @@ let package = Package(
                 "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore", "VaultPolicy", "VaultValues",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                // GRDB: an audit chain copied into a SQLite store must export byte for byte alike.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: settings
         ),

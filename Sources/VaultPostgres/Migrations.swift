@@ -222,6 +222,31 @@ extension PostgresEngine {
                 FOR EACH STATEMENT EXECUTE FUNCTION profilevault.policy_history_append_only()
             """,
         ]),
+        PostgresMigration(version: 5, name: "key-custody", statements: [
+            // A node records the versions a rotated keyring adds (`keys rotate`, then adopt) and
+            // marks a version retired: the service role gets INSERT and UPDATE of `retired`
+            // only (initialize). This trigger is the wall for everyone, the owner too: a row's
+            // version, key check and time never change, a retired version is never un-retired,
+            // and no row is deleted (a version's key check is what refuses a wrong keyring).
+            """
+            CREATE FUNCTION profilevault.key_versions_guard() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                IF TG_OP <> 'UPDATE' OR NEW.version <> OLD.version OR NEW.key_check <> OLD.key_check
+                   OR NEW.added_at <> OLD.added_at OR (OLD.retired AND NOT NEW.retired) THEN
+                    RAISE EXCEPTION 'a key version is only ever added or retired';
+                END IF;
+                RETURN NEW;
+            END $$
+            """,
+            """
+            CREATE TRIGGER key_versions_only_retire BEFORE UPDATE OR DELETE ON profilevault.key_versions
+                FOR EACH ROW EXECUTE FUNCTION profilevault.key_versions_guard()
+            """,
+            """
+            CREATE TRIGGER key_versions_no_truncate BEFORE TRUNCATE ON profilevault.key_versions
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -248,7 +273,8 @@ extension PostgresEngine {
     /// The service role gets: USAGE on the schema; SELECT on `meta` and `schema_migrations`;
     /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
     /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
-    /// on `dp_budget`; SELECT on `key_versions` and `pii_fields`; SELECT, INSERT, UPDATE and
+    /// on `dp_budget`; SELECT on `pii_fields`; SELECT, INSERT and UPDATE of the `retired`
+    /// column on `key_versions` (migration 5's trigger refuses any other change); SELECT, INSERT, UPDATE and
     /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
     /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
@@ -319,9 +345,13 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
                 "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.dp_budget TO \(r)",
-                // Ingest inserts and updates subjects (upsert); erasure deletes them. The key
-                // tables are written by the owner only.
+                // Ingest inserts and updates subjects (upsert); erasure deletes them. The PII
+                // field table is written by the owner only; key versions are added (adopting
+                // a rotated keyring) and retired by nodes, and nothing else (migration 5's
+                // trigger: never un-retired, never a key check changed).
                 "GRANT SELECT ON profilevault.key_versions, profilevault.pii_fields TO \(r)",
+                "GRANT INSERT ON profilevault.key_versions TO \(r)",
+                "GRANT UPDATE (retired) ON profilevault.key_versions TO \(r)",
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.subjects TO \(r)",
                 // Events are never updated: inserted (deduplicated), deleted by erasure and retention.
                 "GRANT SELECT, INSERT, DELETE ON profilevault.events TO \(r)",
@@ -351,7 +381,8 @@ extension PostgresEngine {
     /// holds, directly or through a membership (such as `pg_write_all_data`), a privilege the
     /// service role must never have: UPDATE, DELETE, TRUNCATE, TRIGGER or REFERENCES on the
     /// audit tables, INSERT, DELETE, TRUNCATE, TRIGGER or REFERENCES on the head and the
-    /// ledger, any write on `meta` and `schema_migrations`. REVOKE removes only what was
+    /// ledger, any write on `meta` and `schema_migrations`, UPDATE of anything but `retired`,
+    /// DELETE or TRUNCATE on `key_versions`. REVOKE removes only what was
     /// granted to the role itself, so this is checked, not assumed.
     func refuseUnrestrainable(_ conn: PostgresConnection, _ role: String, as what: String = "the service role") async throws {
         guard let row = try await rows(conn, """
@@ -369,6 +400,8 @@ extension PostgresEngine {
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.schema_migrations'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.policy_history'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.consent'), 'UPDATE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.key_versions'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_column_privilege(r.oid, to_regclass('profilevault.key_versions'), 'key_check', 'UPDATE'), false)
             FROM pg_roles r WHERE r.rolname = \(role)
             """).first else { return }
         let (powerful, owner, privileged) = try row.decode((Bool, Bool, Bool).self)

@@ -177,6 +177,7 @@ extension PostgresEngine {
             VALUES (\(seq), \(bytea(prev)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea)))
             """)
         try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
+        headPublishing.appended(conn, cp)
         return (seq, prev, cp)
     }
 

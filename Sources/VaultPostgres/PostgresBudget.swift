@@ -87,14 +87,23 @@ extension PostgresEngine {
     /// Amounts are integer units (epsilon 2^-20 as `Epsilon.chargeUnits`, delta 10^-15), so
     /// sums and comparisons are exact. Non-finite, negative or out-of-range numbers are refused
     /// before anything is read or written.
+    ///
+    /// With `policy` (the SHA-256s of the policy and schema files the caller loaded), the charge
+    /// is refused (configuration) when the newest `policy_history` record is another policy,
+    /// checked under the policy lock a policy record takes exclusively (PostgresPolicy.swift),
+    /// so no charge commits under a policy superseded meanwhile. `recordRefusal: false` (the
+    /// `BudgetAccountant` of the Vault, which records the refusal itself as on SQLite) commits
+    /// a refusal without an entry (nothing is charged).
     public func charge(purpose: String, epsilon: Double, delta: Double = 0, limit: Double, deltaLimit: Double = 0,
-                       periodSeconds: Int, audit: AuditRecord) async throws -> BudgetState {
+                       periodSeconds: Int, audit: AuditRecord, policy: (sha256: String, schemaSHA256: String)? = nil,
+                       recordRefusal: Bool = true) async throws -> BudgetState {
         let u = try Self.units(epsilon: epsilon, delta: delta, limit: limit, deltaLimit: deltaLimit, periodSeconds: periodSeconds)
         guard !purpose.isEmpty, purpose.utf8.count <= 256 else {
             throw PostgresStoreError(.usage, "a purpose name must have 1 to 256 bytes")
         }
         let outcome: (BudgetState?, BudgetExceeded?, AuditCheckpoint?) = try await transaction("charging the privacy budget") { conn in
             try await exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceBudget), hashtext(\(purpose)))")
+            if let policy { try await checkPolicyInForce(conn, policy) }
             let start = try await currentPeriodStart(conn, periodSeconds: u.period)
             try await exec(conn, """
                 INSERT INTO profilevault.dp_budget(purpose, period_start, period_seconds) VALUES (\(purpose), \(start), \(u.period))
@@ -130,6 +139,8 @@ extension PostgresEngine {
             let (after, overflow) = spent.epsilon.addingReportingOverflow(u.charge)
             let deltaExceeded = !(overflow || after > u.limit)
             let exceeded = BudgetExceeded(state: current, requested: u.epsilon.chargedValue, requestedDelta: delta, deltaExceeded: deltaExceeded)
+            // Nothing charged; what commits is at most the window's empty row.
+            guard recordRefusal else { return (nil, exceeded, nil) }
             var denied = AuditRecord(actor: audit.actor, role: audit.role, action: audit.action, activity: audit.activity, purpose: audit.purpose,
                                      outcome: .denied, requestID: audit.requestID, detail: "budget exceeded: \(exceeded.description)")
             denied.subject = nil

@@ -34,6 +34,8 @@ public final class PostgresEngine: Sendable {
     /// checkpoint's signature only when another node wrote the head (as the SQLite store does).
     let trustedCheckpoint = Mutex<[UInt8]?>(nil)
     let commits = AuditCommitQueue()
+    /// Where signed heads are published once their transaction commits (`publishAuditHeads`).
+    let headPublishing = HeadPublishing()
 
     /// The public half of the audit signing key: what verifies the chain's checkpoints.
     public var auditPublicKey: Ed25519PublicKey { auditKey.publicKey }
@@ -192,8 +194,10 @@ public final class PostgresEngine: Sendable {
                 do {
                     let value = try await body(conn)
                     try await exec(conn, "COMMIT")
+                    headPublishing.committed(conn)
                     return value
                 } catch {
+                    headPublishing.discard(conn)
                     _ = try? await exec(conn, "ROLLBACK")
                     throw error
                 }

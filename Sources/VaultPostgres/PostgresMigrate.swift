@@ -113,9 +113,11 @@ extension PostgresStore {
                             guard constantTimeEqual(try row.decode(ByteBuffer.self).bytes, kv.keyCheck) else {
                                 throw PostgresStoreError(.integrity, "the keyring does not match the source store: key version \(kv.version) fails its key check")
                             }
-                            try await owner.exec(conn, """
-                                UPDATE profilevault.key_versions SET added_at = \(kv.addedAt), retired = \(kv.retired) WHERE version = \(Int64(kv.version))
-                                """)
+                            // A version is only ever added or retired (migration 5's trigger):
+                            // the source's retirements carry over, its other columns stay the target's.
+                            if kv.retired {
+                                try await owner.exec(conn, "UPDATE profilevault.key_versions SET retired = true WHERE version = \(Int64(kv.version)) AND NOT retired")
+                            }
                         } else {
                             try await owner.exec(conn, """
                                 INSERT INTO profilevault.key_versions(version, key_check, added_at, retired)

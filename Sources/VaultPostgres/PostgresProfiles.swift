@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 public import VaultAudit
 public import VaultCrypto
 public import VaultPolicy
@@ -26,7 +27,9 @@ public import VaultValues
 public final class PostgresProfiles: Sendable {
     public let engine: PostgresEngine
     public let schema: Schema
-    let keys: StoreKeys
+    /// The keys in use: replaced by ``adopt(keyring:)`` (PostgresKeys.swift).
+    let keyBox: Mutex<StoreKeys>
+    var keys: StoreKeys { keyBox.withLock { $0 } }
     let piiColumns: PIIColumns
     let piiFieldIDs: [String: Int]
     /// The upserts of one statement's worth of `pii` and `attributes` rows (built once from the
@@ -47,7 +50,7 @@ public final class PostgresProfiles: Sendable {
     init(engine: PostgresEngine, schema: Schema, keys: StoreKeys) throws(PostgresStoreError) {
         self.engine = engine
         self.schema = schema
-        self.keys = keys
+        self.keyBox = Mutex(keys)
         let columns = PIIColumns(schema: schema)
         self.piiColumns = columns
         self.piiFieldIDs = Dictionary(uniqueKeysWithValues: PIIColumns.fieldIDs(schema))
@@ -451,14 +454,16 @@ extension PostgresProfiles {
     }
 
     /// Counts and metadata: subjects, events, unretired key versions, the audit head, and the
-    /// bytes of the engine's tables and indexes (`fileBytes`). No policy ledger yet (nil).
+    /// bytes of the engine's tables and indexes (`fileBytes`), and the policy in force (the
+    /// newest `policy_history` record, whose version is the policy version: nodes do not write
+    /// `meta`, so `meta.policy_version` is only init's, shown until a policy is recorded).
     public func status() throws -> StoreStatus {
         try Self.wait("reading the store's status") { [engine] in try await Self.status(engine: engine) }
     }
 
     /// The status from the engine alone (no keyring): `profilectl status` on PostgreSQL.
     static func status(engine: PostgresEngine) async throws -> StoreStatus {
-        let (subjects, events, versions, meta, bytes) = try await engine.transaction("reading the store's status") { conn in
+        let (subjects, events, versions, meta, bytes, policy) = try await engine.transaction("reading the store's status") { conn in
             guard let counts = try await engine.rows(conn, """
                 SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
                        (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
@@ -476,13 +481,13 @@ extension PostgresProfiles {
                 let (k, v) = try row.decode((String, String).self)
                 meta[k] = v
             }
-            return (s, e, versions, meta, b)
+            return (s, e, versions, meta, b, try await engine.latestPolicy(conn))
         }
         let head = try await engine.auditHead()
         return StoreStatus.make(subjects: Int(clamping: subjects), events: Int(clamping: events), keyVersions: versions,
                            identityKeyVersion: UInt32(meta["identity_key_version"] ?? "0") ?? 0,
-                           schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: meta["policy_version"] ?? "",
-                           fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: nil)
+                           schemaVersion: Int(meta["schema_version"] ?? "0") ?? 0, policyVersion: policy?.version ?? meta["policy_version"] ?? "",
+                           fileBytes: bytes, auditEntries: head.entries, auditHead: head.head, policy: policy)
     }
 
     /// Pseudonyms of erased subjects, with their erasure time (unix ms).

@@ -36,11 +36,11 @@ final class AuditHeadState: Sendable {
 
 /// Appends published heads, one JSON line each, to a file opened once (O_APPEND, 0600 when
 /// created, never through a symbolic link, never one of the protected files).
-final class HeadPublisher: Sendable {
+package final class HeadPublisher: Sendable {
     let fd: Int32
     let path: String
 
-    init(path: String, protecting: [ProtectedFile]) throws {
+    package init(path: String, protecting: [ProtectedFile]) throws {
         // Appending is on purpose (an existing heads file grows), so this is no `OutputFile`;
         // but the keyring, the store or a policy file is refused all the same (exit 73).
         if let reason = OutputFile.protectedReason(path, protecting: protecting) {
@@ -61,7 +61,7 @@ final class HeadPublisher: Sendable {
 
     /// Writes one line; a failure is not the operation's (its entries are committed): the next
     /// head published covers this one through the chain.
-    func publish(_ cp: AuditCheckpoint) {
+    package func publish(_ cp: AuditCheckpoint) {
         let line = Array((cp.published.canonicalString() + "\n").utf8)
         _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
@@ -449,7 +449,7 @@ extension ProfileStore {
         }
     }
 
-    static func csvRow(_ v: JSONValue) -> String {
+    package static func csvRow(_ v: JSONValue) -> String {
         AuditLog.csvColumns.map { key -> String in
             let cell: String
             switch v[key] {

@@ -11,6 +11,12 @@ public struct KeyStatus: Sendable {
     public var identityVersion: UInt32
     /// How many subjects' DEKs are wrapped under each KEK version.
     public var subjectsPerVersion: [UInt32: Int]
+
+    /// For another engine of this package (VaultPostgres): the memberwise initialiser is internal.
+    package static func make(active: UInt32, versions: [UInt32], retired: [UInt32], identityVersion: UInt32,
+                             subjectsPerVersion: [UInt32: Int]) -> KeyStatus {
+        KeyStatus(active: active, versions: versions, retired: retired, identityVersion: identityVersion, subjectsPerVersion: subjectsPerVersion)
+    }
 }
 
 extension ProfileStore {

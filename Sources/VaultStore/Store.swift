@@ -36,7 +36,7 @@ package struct StoreKeys: Sendable {
     package let auditSigning: Ed25519PrivateKey
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
-    let modelArtifactMAC: SharedHMACSHA256Key
+    package let modelArtifactMAC: SharedHMACSHA256Key
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion

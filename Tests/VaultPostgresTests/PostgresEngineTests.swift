@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 5 (key custody), which came after 4: its trigger goes with the table below.
+                "DROP FUNCTION profilevault.key_versions_guard() CASCADE",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 5",
                 // Version 4 (consent and policy ledgers), which came after 3.
                 "DROP TABLE profilevault.consent, profilevault.consent_state, profilevault.policy_history",
                 "DROP FUNCTION profilevault.consent_append_only(), profilevault.policy_history_append_only()",

@@ -399,7 +399,8 @@ let context = AuditContext(actor: "tester", role: "admin", requestID: "req-1")
                     if e?.sqlState == "42501" { refused.append(sql) }
                 }
             }
-            for sql in ["DELETE FROM profilevault.key_versions", "UPDATE profilevault.key_versions SET retired = true",
+            // Key versions: a node may add one and retire one (PostgresKeysPolicyTests), nothing else.
+            for sql in ["DELETE FROM profilevault.key_versions", "UPDATE profilevault.key_versions SET key_check = '\\x00'",
                         "INSERT INTO profilevault.pii_fields(id, name) VALUES (99, 'x')", "UPDATE profilevault.events SET value = 0",
                         "CREATE INDEX x ON profilevault.subjects(created_at)"] {
                 let e = try await db.attempt(sql, as: db.node, password: db.nodePassword)

@@ -45,7 +45,7 @@ extension Vault {
     /// Every policy the store has run under: `profilectl policy history` (no keyring: the
     /// policy ledger holds no personal data).
     public static func policyHistory(storePath: String) throws -> [PolicyRecord] {
-        try ProfileStore.policyHistory(path: storePath)
+        PostgresStore.isLocation(storePath) ? try PostgresStore.policyHistory(url: storePath) : try ProfileStore.policyHistory(path: storePath)
     }
 
     // MARK: - Keys and audit exports, without a store

@@ -265,7 +265,7 @@ extension Vault {
     /// `policy status`, read without any key: the policy in force and what applying the files
     /// in `policyDirectory` would change.
     public static func policyStatus(storePath: String, policyDirectory: String) throws -> PolicyStatus {
-        let history = try ProfileStore.policyHistory(path: storePath)
+        let history = try policyHistory(storePath: storePath)
         let latest = history.last
         var status = PolicyStatus(inForce: latest, filesInForce: false, filesSHA256: nil, filesSchemaSHA256: nil, filesError: nil, pending: [])
         do {

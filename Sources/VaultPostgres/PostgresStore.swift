@@ -92,15 +92,35 @@ public enum PostgresStore {
     /// Counts and the audit head without a keyring (`profilectl status`): what any role that
     /// may connect can count, never a subject's data.
     public static func status(url: String, environment: [String: String]? = nil) throws -> StoreStatus {
+        try withEngine(url: url, "reading the status", environment: environment) { engine in try await PostgresProfiles.status(engine: engine) }
+    }
+
+    /// Every policy the store has run under, oldest first, without a keyring (`policy history`,
+    /// `policy status`): the policy ledger holds no personal data.
+    public static func policyHistory(url: String, environment: [String: String]? = nil) throws -> [PolicyRecord] {
+        try withEngine(url: url, "reading the policy history", environment: environment) { engine in
+            try await engine.transaction("reading the policy history") { conn in
+                try await engine.rows(conn, """
+                    SELECT seq, version, sha256, schema_sha256, applied_at, actor, role, summary, changes
+                    FROM profilevault.policy_history ORDER BY seq
+                    """).map(PostgresEngine.policyRecord)
+            }
+        }
+    }
+
+    /// Runs `body` with an engine of one connection at `url` that appends nothing (a throw-away
+    /// signing key), closed afterwards.
+    static func withEngine<T: Sendable>(url: String, _ what: String, environment: [String: String]?,
+                                        _ body: @escaping @Sendable (PostgresEngine) async throws -> T) throws -> T {
         let (location, password) = try parse(url, environment: environment)
-        return try PostgresProfiles.wait("reading the status of \(location.description)") {
+        return try PostgresProfiles.wait("\(what) of \(location.description)") {
             let engine = try await PostgresEngine.open(location: location, password: password,
                                                        auditSigningKey: Ed25519PrivateKey(seed: SecureBytes.random(count: 32)),
                                                        maximumConnections: 1, leastPrivilege: false)
             do {
-                let status = try await PostgresProfiles.status(engine: engine)
+                let value = try await body(engine)
                 await engine.close()
-                return status
+                return value
             } catch {
                 await engine.close()
                 throw error

@@ -21,8 +21,8 @@ extension PostgresProfiles {
 /// to `bigint` (a value that does not fit: SQLSTATE 22003) and summed as `numeric`; the sum is
 /// converted back to `bigint`, so a sum beyond 64 bits is refused (invalid input), never
 /// wrapped. Derived attributes add their events in ingest order (`sum(value ORDER BY id)`).
-/// Item groupings stream (subject, item, last time, pseudonym) rows ordered by subject and
-/// apply the per-subject cap here, with the reference's tie order
+/// Item groupings stream one row per subject (its pseudonym, its distinct items and their last
+/// times) and apply the per-subject cap here, with the reference's tie order
 /// (`ReferenceAggregateSource.itemTieBreak` of the pseudonym's tie key).
 ///
 /// **Values.** Every constant (where constants, bounds, centres, grids, centroids, vocabularies,
@@ -530,8 +530,8 @@ public struct PostgresAggregateSource: AggregateSource {
 
     // MARK: - Item sums
 
-    /// Item groupings: the subjects' distinct items of the kind with their last use, streamed by
-    /// subject; each subject's capped sample (the most recent first, ties by the pseudonym's
+    /// Item groupings: the subjects' distinct items of the kind with their last use, streamed one
+    /// subject per row; each subject's capped sample (the most recent first, ties by the pseudonym's
     /// hash order) counts in the item, pair, set or (segment, item) groups.
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
@@ -575,25 +575,26 @@ public struct PostgresAggregateSource: AggregateSource {
             joins += " JOIN profilevault.consent_state cs ON cs.subject_id = d.subject_id AND cs.purpose = \(q.text(p) ?? "NULL") AND cs.granted"
         }
         if segment != nil { joins += " JOIN profilevault.attributes a ON a.subject_id = d.subject_id" }
+        // One row per subject: its distinct items and their last times as two arrays (rows
+        // decoded one by one cost about 60 µs each in a debug build; a subject's row holds its
+        // few items).
         let sql = """
-            SELECT d.subject_id, d.item, d.t, s.pseudonym, \(segment?.column ?? "NULL::text")
+            SELECT s.pseudonym, min(\(segment?.column ?? "NULL::text")), array_agg(d.item), array_agg(d.t)
             FROM (SELECT subject_id, item, max(time) AS t FROM profilevault.events WHERE \(filter) GROUP BY subject_id, item) d\(joins)
-            ORDER BY d.subject_id
+            GROUP BY d.subject_id, s.pseudonym
             """
         var accumulator = ItemAccumulator(grouping: r.grouping, maxItems: maxItems, unit: unit)
         accumulator = try read(sql, q) { [accumulator] sequence in
             var acc = accumulator
-            var current: Int64? = nil
             for try await row in sequence {
-                let (subject, item, t, pseudonym, value) = try row.decode((Int64, String, Int64, ByteBuffer, String?).self)
-                if subject != current {
-                    try acc.flush()
-                    current = subject
-                    acc.start(tieKey: ReferenceAggregateSource.itemTieKey(pseudonym: pseudonym.readableBytesView), segment: value)
+                let (pseudonym, value, items, times) = try row.decode((ByteBuffer, String?, [String], [Int64]).self)
+                guard items.count == times.count else {
+                    throw PostgresStoreError(.internalFailure, "an item grouping's arrays differ in length")
                 }
-                acc.add(item: item, time: t)
+                acc.start(tieKey: ReferenceAggregateSource.itemTieKey(pseudonym: pseudonym.readableBytesView), segment: value)
+                for (item, t) in zip(items, times) { acc.add(item: item, time: t) }
+                try acc.flush()
             }
-            try acc.flush()
             return acc
         }
         return accumulator.result(r.grouping)

@@ -96,6 +96,14 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // The engine conformance suite's population and request generators, shared by the
+        // SQLite and PostgreSQL tests (not shipped: no product names it).
+        .target(
+            name: "EngineConformanceSupport",
+            dependencies: ["VaultStore", "VaultPolicy", "VaultAudit", "VaultCrypto", "DifferentialPrivacy"],
+            path: "Tests/EngineConformanceSupport",
+            swiftSettings: settings
+        ),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
         .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCrypto"], swiftSettings: settings),
@@ -103,7 +111,7 @@ let package = Package(
         .testTarget(name: "DifferentialPrivacyTests", dependencies: ["DifferentialPrivacy", "VaultCrypto"], swiftSettings: settings),
         .testTarget(
             name: "VaultStoreTests",
-            dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultStore", "VaultCrypto", "VaultPolicy", "VaultAudit", "EngineConformanceSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: settings
         ),
         .testTarget(
@@ -121,7 +129,7 @@ let package = Package(
             name: "VaultPostgresTests",
             // VaultStore: both engines must count delta alike and hold the same profiles.
             dependencies: [
-                "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore", "VaultPolicy", "VaultValues",
+                "VaultPostgres", "VaultAudit", "VaultCrypto", "DifferentialPrivacy", "VaultStore", "VaultPolicy", "VaultValues", "EngineConformanceSupport",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // GRDB: an audit chain copied into a SQLite store must export byte for byte alike.

@@ -297,17 +297,6 @@ struct StoreAggregateSource: AggregateSource {
         return "(" + parts.joined(separator: " + ") + ")"
     }
 
-    /// A fixed pseudo-random order of one subject's items (FNV-1a of the item, mixed with the
-    /// subject's row id by SplitMix64): deterministic, independent of the item code's order.
-    static func tieBreak(subject: Int64, item: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in item.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        var z = h ^ (UInt64(bitPattern: subject) &* 0x9e37_79b9_7f4a_7c15)
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
     /// Item groupings: one statement over the subjects' capped distinct items.
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
@@ -366,12 +355,14 @@ struct StoreAggregateSource: AggregateSource {
         }
         // Every subject's distinct items with their last use; the cap is applied in Swift: the
         // most recently used first, ties (the lines of one invoice share a time) broken by a
-        // fixed hash of subject and item. Breaking them by the item code, as an ORDER BY would,
-        // made the capped sample prefer low codes: on online retail that alone cost the
-        // popularity ranking 0.06-0.08 HR@10 (docs/models.md).
+        // fixed hash of the subject's pseudonym and the item
+        // (`ReferenceAggregateSource.itemTieBreak`). Breaking them by the item code, as an
+        // ORDER BY would, made the capped sample prefer low codes: on online retail that alone
+        // cost the popularity ranking 0.06-0.08 HR@10 (docs/models.md).
         let sql = """
-            SELECT d.subject_id, d.item, d.t, \(segmentColumn)
-            FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d\(consent)
+            SELECT d.subject_id, d.item, d.t, \(segmentColumn), substr(s.pseudonym, 1, 8)
+            FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d
+            JOIN subjects s ON s.id = d.subject_id\(consent)
             ORDER BY d.subject_id
             """
         return try store.pool.read { db in
@@ -398,6 +389,7 @@ struct StoreAggregateSource: AggregateSource {
             }
             var current: Int64? = nil
             var currentSegment: Int? = nil
+            var currentTieKey: UInt64 = 0
             var held: [(t: Int64, tie: UInt64, item: String)] = []
             var overflow = false   // a pair weight sum beyond 64 bits (a huge `unit`): refused below
             func flush() {
@@ -440,6 +432,10 @@ struct StoreAggregateSource: AggregateSource {
                 }
                 if subject != current {
                     flush(); held.removeAll(keepingCapacity: true); current = subject
+                    guard let p = Stored.blob(row.stored(at: 4)), p.count == 8 else {
+                        throw Stored.damaged(subject: subject, "its pseudonym", row.stored(at: 4), expected: "a blob of 8 bytes")
+                    }
+                    currentTieKey = ReferenceAggregateSource.itemTieKey(pseudonym: p)
                     if isSegments {
                         let g = row.stored(at: 3)
                         if !g.isNull, Stored.text(g) == nil { throw Stored.damaged(subject: subject, "its segment attribute", g, expected: "text") }
@@ -450,7 +446,7 @@ struct StoreAggregateSource: AggregateSource {
                 }
                 guard let item = Stored.text(row.stored(at: 1)) else { throw Stored.damaged(subject: subject, "an event's item", row.stored(at: 1), expected: "text") }
                 guard let t = Stored.int(row.stored(at: 2)) else { throw Stored.damaged(subject: subject, "an event's time", row.stored(at: 2), expected: "an integer") }
-                held.append((t, Self.tieBreak(subject: subject, item: item), item))
+                held.append((t, ReferenceAggregateSource.itemTieBreak(subjectKey: currentTieKey, item: item), item))
             }
             flush()
             if overflow { throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }

@@ -67,11 +67,11 @@ public struct ReferenceAggregateSource: AggregateSource {
         public var events: [Event]
         /// Purpose -> the subject's current consent (absent: never given).
         public var consent: [String: Bool]
-        /// The number the item tie-break hashes with the item (`itemTieBreak`). The rule needs a
-        /// per-subject number fixed at ingest; the SQLite engine uses the subject's row id, which
-        /// is what `upsert` assigns by default (one more than the largest present, as SQLite's
-        /// INTEGER PRIMARY KEY does). Another engine's conformance run sets its own.
-        public var tieKey: Int64
+        /// The subject's keyed pseudonym (HMAC-SHA256 of its normalised customer ID under the
+        /// store's identity key), as every engine stores it. The item tie-break hashes its first
+        /// 8 bytes with the item (`itemTieKey`, `itemTieBreak`): engine-independent, and keyed,
+        /// so an analyst cannot predict which of a subject's tied items are sampled.
+        public var pseudonym: [UInt8]
     }
 
     public let schema: Schema
@@ -85,14 +85,15 @@ public struct ReferenceAggregateSource: AggregateSource {
     /// Ingest of one profile: a new subject, or a replacement of an existing subject's attributes
     /// (its events and consent stay), as `ingestProfiles` does. `attributes` holds the values
     /// ingest validated (nil and absent names: null).
-    public mutating func upsert(customerID: String, attributes: [String: FieldValue]) {
+    /// `pseudonym` is the subject's pseudonym under the engine's keyring
+    /// (`StorageEngine.pseudonym(ofCustomerID:)`); it stays the same on a replacement.
+    public mutating func upsert(customerID: String, pseudonym: [UInt8], attributes: [String: FieldValue]) {
         var values: [String: Value] = [:]
         for (name, v) in attributes { if let s = Value(v) { values[name] = s } }
         if let i = subjects.firstIndex(where: { $0.customerID == customerID }) {
             subjects[i].attributes = values
         } else {
-            let key = (subjects.map(\.tieKey).max() ?? 0) + 1
-            subjects.append(Subject(customerID: customerID, attributes: values, events: [], consent: [:], tieKey: key))
+            subjects.append(Subject(customerID: customerID, attributes: values, events: [], consent: [:], pseudonym: pseudonym))
         }
     }
 
@@ -115,9 +116,10 @@ public struct ReferenceAggregateSource: AggregateSource {
         subjects.removeAll { $0.customerID == customerID }
     }
 
-    public mutating func setTieKey(customerID: String, _ key: Int64) {
+    /// Replaces a subject's pseudonym (tests: another keyring's pseudonym gives other ties).
+    public mutating func setPseudonym(customerID: String, _ pseudonym: [UInt8]) {
         guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return }
-        subjects[i].tieKey = key
+        subjects[i].pseudonym = pseudonym
     }
 
     // MARK: - The rules
@@ -231,12 +233,25 @@ public struct ReferenceAggregateSource: AggregateSource {
         }
     }
 
+    /// A subject's tie key: the first 8 bytes of its pseudonym read as a big-endian 64-bit
+    /// number (a shorter pseudonym, which no engine stores, is zero-padded on the right). The
+    /// pseudonym is an HMAC under the store's identity key, so the key, and with it the order
+    /// of tied items, is fixed for the subject and unpredictable without the keyring; and every
+    /// engine holds it, whatever its row numbers.
+    public static func itemTieKey<C: Collection<UInt8>>(pseudonym: C) -> UInt64 {
+        var k: UInt64 = 0
+        var n = 0
+        for b in pseudonym.prefix(8) { k = k << 8 | UInt64(b); n += 1 }
+        return n == 8 ? k : k << (8 * UInt64(8 - n))
+    }
+
     /// The fixed tie order of one subject's items: FNV-1a of the item's UTF-8 bytes, mixed with
-    /// the subject's tie key by SplitMix64's finaliser.
-    public static func itemTieBreak(subjectKey: Int64, item: String) -> UInt64 {
+    /// the subject's tie key (`itemTieKey`) by SplitMix64's finaliser. Every engine calls this
+    /// function.
+    public static func itemTieBreak(subjectKey: UInt64, item: String) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in item.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        var z = h ^ (UInt64(bitPattern: subjectKey) &* 0x9e37_79b9_7f4a_7c15)
+        var z = h ^ (subjectKey &* 0x9e37_79b9_7f4a_7c15)
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
@@ -253,7 +268,8 @@ public struct ReferenceAggregateSource: AggregateSource {
         }
         struct Used { let item: String; let t: Int64; let tie: UInt64 }
         var used: [Used] = []
-        for (item, t) in last { used.append(Used(item: item, t: t, tie: itemTieBreak(subjectKey: s.tieKey, item: item))) }
+        let key = itemTieKey(pseudonym: s.pseudonym)
+        for (item, t) in last { used.append(Used(item: item, t: t, tie: itemTieBreak(subjectKey: key, item: item))) }
         used.sort { a, b in
             if a.t != b.t { return a.t > b.t }
             if a.tie != b.tie { return a.tie < b.tie }

@@ -62,13 +62,13 @@ for exe in (P, G):
 m = re.match(r"^postgres(?:ql)?://([^@/]+)@([^/]+)/([^?]+)(\?.*)?$", BASE)
 if not m:
     fail(f"cannot read the test server's location {BASE}")
-admin_user, hostport, _, query = m.group(1), m.group(2), m.group(3), m.group(4) or "?sslmode=disable"
+admin_user, hostport, _, params = m.group(1), m.group(2), m.group(3), m.group(4) or "?sslmode=disable"
 DB = "pvnodes_" + secrets.token_hex(4)
 SERVICE = "pvnodes_svc_" + secrets.token_hex(3)
 NODE = "pvnodes_node_" + secrets.token_hex(3)
 NODE_PASSWORD = secrets.token_hex(16)
-OWNER_URL = f"postgres://{admin_user}@{hostport}/{DB}{query}"
-NODE_URL = f"postgres://{NODE}@{hostport}/{DB}{query}"
+OWNER_URL = f"postgres://{admin_user}@{hostport}/{DB}{params}"
+NODE_URL = f"postgres://{NODE}@{hostport}/{DB}{params}"
 
 
 def psql_path():
@@ -82,7 +82,7 @@ PSQL = psql_path()
 
 
 def sql(statement, database=None):
-    url = BASE if database is None else f"postgres://{admin_user}@{hostport}/{database}{query}"
+    url = BASE if database is None else f"postgres://{admin_user}@{hostport}/{database}{params}"
     r = subprocess.run([PSQL, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement],
                        capture_output=True, text=True, env={**os.environ, "PGPASSWORD": ADMIN_PASSWORD})
     if r.returncode != 0:

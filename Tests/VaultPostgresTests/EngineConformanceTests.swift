@@ -6,20 +6,21 @@ import VaultAudit
 import VaultCrypto
 import VaultPolicy
 @testable import VaultStore
+@testable import VaultPostgres
 import EngineConformanceSupport
 
 // MARK: - Engines under test
 
-/// The storage engines the conformance suite runs on.
+/// The storage engines the conformance suite runs on: SQLite (a file in a temporary directory)
+/// and PostgreSQL (a fresh database on the test server of scripts/with-postgres.sh, created
+/// and owned by its superuser, dropped afterwards). Every test takes `TestEngine.allCases`.
 ///
-/// To add PostgreSQL: add `case postgres` and, in `make(schema:)`, its branch, one factory
-/// returning an `EngineUnderTest` whose `engine` is the PostgreSQL engine on a fresh database
-/// (schema created for `schema`) and whose `cleanup` drops the database. The reference learns
-/// each subject's pseudonym (its item tie key) from the engine. Every test of the suite takes
-/// `TestEngine.allCases`, so nothing else changes. (The PostgreSQL aggregate source is compared
-/// with the reference by Tests/VaultPostgresTests/PostgresAggregateTests.swift meanwhile.)
+/// The suite is serialized: the PostgreSQL engine's methods block their caller while the
+/// pool's tasks run, and a test function runs on Swift's cooperative pool, so one test at a
+/// time leaves the pool threads to run those tasks.
 enum TestEngine: String, CaseIterable, CustomStringConvertible, Sendable {
     case sqlite
+    case postgres
 
     var description: String { rawValue }
 
@@ -34,6 +35,38 @@ enum TestEngine: String, CaseIterable, CustomStringConvertible, Sendable {
             let store = try ProfileStore.create(path: dir + "/store.sqlite", keyring: keyring, schema: schema, policyVersion: "test")
             return EngineUnderTest(engine: store, scratch: dir, cleanup: {
                 try? store.close()
+                try? FileManager.default.removeItem(atPath: dir)
+            })
+        case .postgres:
+            let dir = NSTemporaryDirectory() + "pv-conformance-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let keyring = fixedKeys ? try Conformance.fixedKeyring(directory: dir) : Keyring.generate(note: "conformance")
+            let (base, password) = try TestDatabase.base()
+            let suffix = AuditLog.hex(SecureRandom.bytes(6))
+            var target = base
+            target.database = "pvc_\(suffix)"
+            let location = target
+            let role = "pvcsvc_\(suffix)"
+            try PostgresProfiles.wait("creating a conformance database") {
+                try await TestDatabase.superuser(base, password, ["CREATE DATABASE \(location.database)"])
+            }
+            let drop: @Sendable () -> Void = {
+                _ = try? PostgresProfiles.wait("dropping a conformance database") {
+                    try await TestDatabase.superuser(base, password, ["DROP DATABASE IF EXISTS \(location.database) WITH (FORCE)", "DROP ROLE IF EXISTS \(role)"])
+                }
+            }
+            let store: PostgresProfiles
+            do {
+                store = try PostgresStore.create(url: location.description, keyring: keyring, schema: schema, schemaVersion: "1", policyVersion: "test",
+                                                 serviceRole: role, maximumConnections: 4, environment: ["PGPASSWORD": password ?? ""])
+            } catch {
+                drop()
+                try? FileManager.default.removeItem(atPath: dir)
+                throw error
+            }
+            return EngineUnderTest(engine: store, scratch: dir, cleanup: {
+                try? store.close()
+                drop()
                 try? FileManager.default.removeItem(atPath: dir)
             })
         }
@@ -77,7 +110,7 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
 /// on seeded populations: 0, 1, 7 and 40 subjects with ties, values at and beyond the schema's
 /// bounds, missing values, subjects without events, duplicate events, re-ingested profiles,
 /// revoked consent and erased subjects. Plus the seam's promises beyond aggregates.
-@Suite struct EngineConformanceTests {
+@Suite(.serialized) struct EngineConformanceTests {
     static let populations: [(subjects: Int, seed: UInt64)] = [(0, 1), (1, 2), (7, 3), (40, 4)]
 
     @Test(arguments: TestEngine.allCases, populations.indices)

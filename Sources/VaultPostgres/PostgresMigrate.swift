@@ -185,13 +185,16 @@ extension PostgresStore {
                 report.policies = Int64(policies.count)
                 try run("copying consent, the suppression list, the budget ledger and the policy ledger") {
                     for part in stride(from: 0, to: consent.count, by: batch) {
+                        // A source travels with whether there is one (any text, U+0001 included,
+                        // is a source; no sentinel value stands for "none").
                         let c = consent[part..<min(part + batch, consent.count)]
                         try await owner.exec(conn, """
                             INSERT INTO profilevault.consent(subject_id, purpose, granted, time, actor, source, policy_version)
-                            SELECT s, p, g, t, a, NULLIF(src, E'\\x01'), v
+                            SELECT s, p, g, t, a, CASE WHEN hs THEN src END, v
                             FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.purpose))::text[], \(c.map(\.granted))::boolean[],
-                                        \(c.map(\.time))::bigint[], \(c.map(\.actor))::text[], \(c.map { $0.source ?? "\u{01}" })::text[],
-                                        \(c.map(\.policyVersion))::text[]) WITH ORDINALITY AS u(s, p, g, t, a, src, v, n) ORDER BY n
+                                        \(c.map(\.time))::bigint[], \(c.map(\.actor))::text[], \(c.map { $0.source ?? "" })::text[],
+                                        \(c.map { $0.source != nil })::boolean[],
+                                        \(c.map(\.policyVersion))::text[]) WITH ORDINALITY AS u(s, p, g, t, a, src, hs, v, n) ORDER BY n
                             """)
                     }
                     for part in stride(from: 0, to: states.count, by: batch) {

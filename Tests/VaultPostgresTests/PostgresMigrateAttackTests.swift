@@ -89,4 +89,34 @@ import VaultValues
             #expect(report.subjects == 59 && report.headSequence == report.auditEntries + 1)
         }
     }
+
+    /// A consent source is copied as it is: the copy passed "no source" as the text U+0001, so a
+    /// source that was U+0001 (the store takes any text) became NULL on PostgreSQL.
+    @Test func aConsentSourceIsCopiedAsItIs() async throws {
+        try await TestDatabase.with { db in
+            let keyring = Keyring.generate(note: "test")
+            let dir = NSTemporaryDirectory() + "pvmigx-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let sqlite = try PostgresMigrateTests.source(dir, keyring: keyring)
+            defer { try? sqlite.close() }
+            _ = try sqlite.setConsent([(1, Rows.id(40))], file: nil, purpose: "analytics", granted: true, source: "\u{01}", policyVersion: "test", audit: context)
+            _ = try sqlite.setConsent([(1, Rows.id(41))], file: nil, purpose: "analytics", granted: true, source: "", policyVersion: "test", audit: context)
+            let (nulls, controls, empties) = try await onThread { try sqlite.pool.read { db in
+                (try Int64.fetchOne(db, sql: "SELECT count(*) FROM consent WHERE source IS NULL") ?? -1,
+                 try Int64.fetchOne(db, sql: "SELECT count(*) FROM consent WHERE source = char(1)") ?? -1,
+                 try Int64.fetchOne(db, sql: "SELECT count(*) FROM consent WHERE source = ''") ?? -1)
+            } }
+            #expect(nulls == 1 && controls == 1 && empties == 1)
+            let url = db.owner.description
+            let env = PostgresMigrateTests.environment(db)
+            _ = try await onThread {
+                try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, serviceRole: db.serviceRole,
+                                          audit: context, batch: 8, environment: env)
+            }
+            #expect(try await db.count("SELECT count(*) FROM profilevault.consent WHERE source IS NULL") == nulls)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.consent WHERE source = chr(1)") == controls)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.consent WHERE source = ''") == empties)
+        }
+    }
 }

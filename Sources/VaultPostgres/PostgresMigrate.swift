@@ -147,20 +147,33 @@ extension PostgresStore {
                     }
                     for s in chunk { sourceDigest.add(s) }
                     report.subjects += Int64(chunk.count)
-                    let ids = chunk.map(\.id)
-                    try run("copying subjects") {
-                        let pseudonyms = chunk.map { bytea($0.sealed.pseudonym) }
-                        let versions = chunk.map { Int64($0.sealed.kekVersion) }
-                        let wrapped = chunk.map { bytea($0.sealed.wrappedDEK) }
-                        let created = chunk.map(\.createdAt), updated = chunk.map(\.updatedAt), last = chunk.map(\.lastActivity)
-                        try await owner.exec(conn, """
-                            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
-                            OVERRIDING SYSTEM VALUE
-                            SELECT i, p, k, w, c, u, l
-                            FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
-                                        \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
-                            """)
-                        try await target.writePIIAndAttributes(conn, chunk.map(\.sealed)[...], subjectIDs: ids)
+                    // As ingest does: a statement also stops at `statementBytes` of bound values
+                    // (PII fields of up to 64 KiB each, 2,048 subjects a read, could pass
+                    // PostgreSQL's 1 GB message limit).
+                    var start = 0
+                    while start < chunk.count {
+                        var end = start, bytes = 0
+                        while end < chunk.count, end == start || bytes + chunk[end].sealed.boundBytes <= PostgresProfiles.statementBytes {
+                            bytes += chunk[end].sealed.boundBytes
+                            end += 1
+                        }
+                        let part = Array(chunk[start..<end])
+                        start = end
+                        let ids = part.map(\.id)
+                        try run("copying subjects") {
+                            let pseudonyms = part.map { bytea($0.sealed.pseudonym) }
+                            let versions = part.map { Int64($0.sealed.kekVersion) }
+                            let wrapped = part.map { bytea($0.sealed.wrappedDEK) }
+                            let created = part.map(\.createdAt), updated = part.map(\.updatedAt), last = part.map(\.lastActivity)
+                            try await owner.exec(conn, """
+                                INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+                                OVERRIDING SYSTEM VALUE
+                                SELECT i, p, k, w, c, u, l
+                                FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
+                                            \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
+                                """)
+                            try await target.writePIIAndAttributes(conn, part.map(\.sealed)[...], subjectIDs: ids)
+                        }
                     }
                 }
                 try r.events(batch: batch) { chunk in

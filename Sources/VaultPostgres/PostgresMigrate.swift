@@ -44,7 +44,7 @@ extension PostgresStore {
     public static func migrate(from source: ProfileStore, to url: String, keyring: Keyring, schema: Schema,
                                serviceRole: String? = nil, audit: AuditContext, batch: Int = 2_048,
                                environment: [String: String]? = nil) throws -> StoreMigrationReport {
-        let (location, password) = try parse(url, environment: environment)
+        let (location, password) = try parse(url, environment: environment, option: "--to")
         let place = location.description
         let batch = min(max(batch, 1), PostgresProfiles.statementRows)
         // The source's identity version signs the chain on both sides.

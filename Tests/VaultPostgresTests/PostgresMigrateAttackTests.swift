@@ -119,4 +119,23 @@ import VaultValues
             #expect(try await db.count("SELECT count(*) FROM profilevault.consent WHERE source = ''") == empties)
         }
     }
+
+    /// A `--to` location that holds a password is refused before anything is read or written,
+    /// naming `--to` (it said `--store`, an option the command was not given) and never the password.
+    @Test func aPasswordInTheTargetURLIsRefusedByName() throws {
+        let dir = NSTemporaryDirectory() + "pvmigx-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keyring = Keyring.generate(note: "test")
+        let sqlite = try ProfileStore.create(path: dir + "/store.sqlite", keyring: keyring, schema: repositorySchema, policyVersion: "test")
+        defer { try? sqlite.close() }
+        for url in ["postgres://owner:Hunter2Secret@127.0.0.1:1/db", "postgres://owner@127.0.0.1:1/db?password=Hunter2Secret"] {
+            do {
+                _ = try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, audit: context, environment: [:])
+                Issue.record("a URL with a password was used")
+            } catch let e as VaultError {
+                #expect(e.kind == .configuration && e.message.hasPrefix("--to: ") && !e.message.contains("Hunter2Secret"), "\(e.message)")
+            }
+        }
+    }
 }

@@ -111,8 +111,15 @@ extension PostgresStore {
                 }
                 // The store's identity: its id (model artifacts name it), when its budget
                 // periods start, the key version that derives its pseudonyms and signing key.
-                var carriedPairs: [(String, String)] = [("identity_key_version", identityText)]
-                for k in ["store_id", "created_at", "schema_version", "policy_version"] { if let v = meta[k] { carriedPairs.append((k, v)) } }
+                // The id and the period origin as the SQLite store reads them, present or not:
+                // a store without `store_id` MACs its artifacts under "" and one without a
+                // numeric `created_at` counts its periods from 0 (DPSource). The target's own
+                // (made by init just now) would shift every budget window and orphan the
+                // source's artifacts.
+                var carriedPairs: [(String, String)] = [("identity_key_version", identityText),
+                                                        ("store_id", meta["store_id"] ?? ""),
+                                                        ("created_at", String(Int64(meta["created_at"] ?? "0") ?? 0))]
+                for k in ["schema_version", "policy_version"] { if let v = meta[k] { carriedPairs.append((k, v)) } }
                 let carried = carriedPairs
                 let keyVersions = try r.keyVersions()
                 try run("copying the store's metadata and key versions") {

@@ -138,4 +138,30 @@ import VaultValues
             }
         }
     }
+
+    /// The store's id and budget-period origin are carried as the SQLite store reads them: a
+    /// source whose meta rows `created_at` and `store_id` are gone counts its periods from 0 and
+    /// MACs its artifacts under the empty id; the copy kept the ones init had just made, so
+    /// its budget windows were shifted (the source's spent rows no longer the current ones).
+    @Test func missingMetaRowsAreReadAsSQLiteReadsThem() async throws {
+        try await TestDatabase.with { db in
+            let keyring = Keyring.generate(note: "test")
+            let dir = NSTemporaryDirectory() + "pvmigx-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let sqlite = try PostgresMigrateTests.source(dir, keyring: keyring)
+            defer { try? sqlite.close() }
+            try await onThread { try sqlite.pool.write { db in try db.execute(sql: "DELETE FROM meta WHERE key IN ('created_at', 'store_id')") } }
+            let sourceID = sqlite.storeID
+            #expect(sourceID == "")
+            let url = db.owner.description
+            let env = PostgresMigrateTests.environment(db)
+            _ = try await onThread {
+                try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, serviceRole: db.serviceRole,
+                                          audit: context, batch: 8, environment: env)
+            }
+            #expect(try await db.count("SELECT count(*) FROM profilevault.meta WHERE key = 'created_at' AND value = '0'") == 1)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.meta WHERE key = 'store_id' AND value = ''") == 1)
+        }
+    }
 }

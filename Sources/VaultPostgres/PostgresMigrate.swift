@@ -34,14 +34,17 @@ extension PostgresStore {
     /// and the time its budget periods count from.
     ///
     /// The target must hold no store yet, or an empty one (no subject, no audit entry, no
-    /// policy): else a configuration error and nothing is written. After the commit the copy
-    /// is verified: counts table by table, a digest of every subject's stored row computed on
-    /// both sides, and the copied chain verified with the keyring's signing key, its entry at
-    /// the source's head equal to the source's head.
+    /// policy): else a configuration error and nothing is written. Before the commit the copy
+    /// is verified: the source's chain entry by entry as it is copied (``CopiedChainCheck``:
+    /// hashes, links, every checkpoint's signature with the keyring's signing key), then, read
+    /// back in the transaction, counts table by table and a digest of every subject's stored row
+    /// computed on both sides. A source that fails any check, or holds a row PostgreSQL's
+    /// constraints refuse, is an integrity error and nothing is committed. After the commit the
+    /// whole chain is verified once more as a node will, ending at the migration entry.
     public static func migrate(from source: ProfileStore, to url: String, keyring: Keyring, schema: Schema,
                                serviceRole: String? = nil, audit: AuditContext, batch: Int = 2_048,
                                environment: [String: String]? = nil) throws -> StoreMigrationReport {
-        let (location, password) = try parse(url, environment: environment)
+        let (location, password) = try parse(url, environment: environment, option: "--to")
         let place = location.description
         let batch = min(max(batch, 1), PostgresProfiles.statementRows)
         // The source's identity version signs the chain on both sides.
@@ -65,8 +68,19 @@ extension PostgresStore {
         }
         let conn = try PostgresProfiles.wait("connecting to \(place)") { try await owner.connectDirect() }
         defer { try? PostgresProfiles.wait("closing the migration connection") { try await conn.close() } }
+        // A row PostgreSQL's types or constraints refuse (a text holding U+0000, a negative
+        // budget, an event of a subject that is not there, a pseudonym twice, ...) came from
+        // the source: an integrity error (the file was altered), not a server failure.
         func run(_ what: String, _ body: @escaping @Sendable () async throws -> Void) throws {
-            try PostgresProfiles.wait(what, body)
+            try PostgresProfiles.wait(what) {
+                do { try await body() } catch {
+                    let e = PostgresStoreError.wrap(error, what)
+                    if let state = e.sqlState, state.hasPrefix("22") || state.hasPrefix("23") {
+                        throw PostgresStoreError(.integrity, "\(e.message): the source holds a row PostgreSQL refuses, so the file was altered; nothing was copied")
+                    }
+                    throw e
+                }
+            }
         }
         var report = StoreMigrationReport(subjects: 0, events: 0, consentEntries: 0, consentStates: 0, suppressed: 0, budgetRows: 0,
                                           policies: 0, auditEntries: 0, headSequence: 0, head: "")
@@ -97,8 +111,15 @@ extension PostgresStore {
                 }
                 // The store's identity: its id (model artifacts name it), when its budget
                 // periods start, the key version that derives its pseudonyms and signing key.
-                var carriedPairs: [(String, String)] = [("identity_key_version", identityText)]
-                for k in ["store_id", "created_at", "schema_version", "policy_version"] { if let v = meta[k] { carriedPairs.append((k, v)) } }
+                // The id and the period origin as the SQLite store reads them, present or not:
+                // a store without `store_id` MACs its artifacts under "" and one without a
+                // numeric `created_at` counts its periods from 0 (DPSource). The target's own
+                // (made by init just now) would shift every budget window and orphan the
+                // source's artifacts.
+                var carriedPairs: [(String, String)] = [("identity_key_version", identityText),
+                                                        ("store_id", meta["store_id"] ?? ""),
+                                                        ("created_at", String(Int64(meta["created_at"] ?? "0") ?? 0))]
+                for k in ["schema_version", "policy_version"] { if let v = meta[k] { carriedPairs.append((k, v)) } }
                 let carried = carriedPairs
                 let keyVersions = try r.keyVersions()
                 try run("copying the store's metadata and key versions") {
@@ -127,22 +148,41 @@ extension PostgresStore {
                     }
                 }
                 try r.subjects(batch: batch) { chunk in
+                    // SQLite assigns row ids from 1 up; a copied id near the top of bigint
+                    // would leave the identity sequence nothing to give the next subject (every
+                    // later ingest of a new customer would fail), so such an id is damage.
+                    for s in chunk where !(1...Self.largestCopiedSubjectID).contains(s.id) {
+                        throw VaultError(.integrity, "the source's subject row \(s.id) has an id SQLite never assigns (1 to 2^62): the file was altered; nothing was copied")
+                    }
                     for s in chunk { sourceDigest.add(s) }
                     report.subjects += Int64(chunk.count)
-                    let ids = chunk.map(\.id)
-                    try run("copying subjects") {
-                        let pseudonyms = chunk.map { bytea($0.sealed.pseudonym) }
-                        let versions = chunk.map { Int64($0.sealed.kekVersion) }
-                        let wrapped = chunk.map { bytea($0.sealed.wrappedDEK) }
-                        let created = chunk.map(\.createdAt), updated = chunk.map(\.updatedAt), last = chunk.map(\.lastActivity)
-                        try await owner.exec(conn, """
-                            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
-                            OVERRIDING SYSTEM VALUE
-                            SELECT i, p, k, w, c, u, l
-                            FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
-                                        \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
-                            """)
-                        try await target.writePIIAndAttributes(conn, chunk.map(\.sealed)[...], subjectIDs: ids)
+                    // As ingest does: a statement also stops at `statementBytes` of bound values
+                    // (PII fields of up to 64 KiB each, 2,048 subjects a read, could pass
+                    // PostgreSQL's 1 GB message limit).
+                    var start = 0
+                    while start < chunk.count {
+                        var end = start, bytes = 0
+                        while end < chunk.count, end == start || bytes + chunk[end].sealed.boundBytes <= PostgresProfiles.statementBytes {
+                            bytes += chunk[end].sealed.boundBytes
+                            end += 1
+                        }
+                        let part = Array(chunk[start..<end])
+                        start = end
+                        let ids = part.map(\.id)
+                        try run("copying subjects") {
+                            let pseudonyms = part.map { bytea($0.sealed.pseudonym) }
+                            let versions = part.map { Int64($0.sealed.kekVersion) }
+                            let wrapped = part.map { bytea($0.sealed.wrappedDEK) }
+                            let created = part.map(\.createdAt), updated = part.map(\.updatedAt), last = part.map(\.lastActivity)
+                            try await owner.exec(conn, """
+                                INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+                                OVERRIDING SYSTEM VALUE
+                                SELECT i, p, k, w, c, u, l
+                                FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
+                                            \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
+                                """)
+                            try await target.writePIIAndAttributes(conn, part.map(\.sealed)[...], subjectIDs: ids)
+                        }
                     }
                 }
                 try r.events(batch: batch) { chunk in
@@ -167,13 +207,16 @@ extension PostgresStore {
                 report.policies = Int64(policies.count)
                 try run("copying consent, the suppression list, the budget ledger and the policy ledger") {
                     for part in stride(from: 0, to: consent.count, by: batch) {
+                        // A source travels with whether there is one (any text, U+0001 included,
+                        // is a source; no sentinel value stands for "none").
                         let c = consent[part..<min(part + batch, consent.count)]
                         try await owner.exec(conn, """
                             INSERT INTO profilevault.consent(subject_id, purpose, granted, time, actor, source, policy_version)
-                            SELECT s, p, g, t, a, NULLIF(src, E'\\x01'), v
+                            SELECT s, p, g, t, a, CASE WHEN hs THEN src END, v
                             FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.purpose))::text[], \(c.map(\.granted))::boolean[],
-                                        \(c.map(\.time))::bigint[], \(c.map(\.actor))::text[], \(c.map { $0.source ?? "\u{01}" })::text[],
-                                        \(c.map(\.policyVersion))::text[]) WITH ORDINALITY AS u(s, p, g, t, a, src, v, n) ORDER BY n
+                                        \(c.map(\.time))::bigint[], \(c.map(\.actor))::text[], \(c.map { $0.source ?? "" })::text[],
+                                        \(c.map { $0.source != nil })::boolean[],
+                                        \(c.map(\.policyVersion))::text[]) WITH ORDINALITY AS u(s, p, g, t, a, src, hs, v, n) ORDER BY n
                             """)
                     }
                     for part in stride(from: 0, to: states.count, by: batch) {
@@ -210,8 +253,14 @@ extension PostgresStore {
                             """)
                     }
                 }
+                // The chain is verified as it is copied, before anything commits: an entry a
+                // file-level attacker rewrote, a checkpoint whose signature fails, a row the
+                // target's verifier would refuse stops the copy with nothing written.
+                let checkpoints = try r.checkpoints()
+                var chain = try CopiedChainCheck(publicKey: signing.publicKey, checkpoints: checkpoints)
                 var last: SnapshotAuditEntry?
                 try r.audit(batch: batch) { chunk in
+                    for e in chunk { try chain.add(e) }
                     report.auditEntries += Int64(chunk.count)
                     last = chunk.last
                     try run("copying the audit chain") {
@@ -224,7 +273,7 @@ extension PostgresStore {
                             """)
                     }
                 }
-                let checkpoints = try r.checkpoints()
+                try chain.finish()
                 let lastEntry = last
                 try run("copying the audit checkpoints") {
                     for c in checkpoints {
@@ -248,6 +297,18 @@ extension PostgresStore {
                 ("consent_states", report.consentStates), ("suppressed", report.suppressed), ("budget_rows", report.budgetRows),
                 ("policies", report.policies), ("audit_entries", report.auditEntries),
             ]
+            for (table, want) in [("subjects", report.subjects), ("events", report.events), ("consent", report.consentEntries),
+                                  ("consent_state", report.consentStates), ("suppressed", report.suppressed), ("budget", report.budgetRows),
+                                  ("policy_history", report.policies), ("audit", report.auditEntries)] {
+                guard sourceCounts[table] == want else {
+                    throw VaultError(.integrity, "the source's \(table) table holds \(sourceCounts[table] ?? -1) rows but \(want) could be read in order: the file was altered; nothing was copied")
+                }
+            }
+            // The copy, read back inside the transaction (it commits only if it matches).
+            let (reportSoFar, digest) = (report, sourceDigest.value)
+            try run("verifying the copy") {
+                try await checkCopy(target, conn, report: reportSoFar, sourceDigest: digest, batch: batch)
+            }
             let record = audit.record("store.migrate", .create, detail: "copied from a SQLite store; ciphertexts and keys unchanged", counts: counts)
             let (seq, hash) = try PostgresProfiles.wait("recording the migration and committing") { () -> (Int64, [UInt8]) in
                 let (seq, hash, _) = try await owner.appendLocked(conn, [record])
@@ -261,58 +322,107 @@ extension PostgresStore {
             if !committed { try? run("rolling back the migration") { try await owner.exec(conn, "ROLLBACK") } }
             throw error
         }
-        // The copy, checked from the target's side.
-        for (table, want) in [("subjects", report.subjects), ("events", report.events), ("consent", report.consentEntries),
-                              ("consent_state", report.consentStates), ("suppressed", report.suppressed), ("budget", report.budgetRows),
-                              ("policy_history", report.policies), ("audit", report.auditEntries)] {
-            guard sourceCounts[table] == want else {
-                throw VaultError(.integrity, "the source's \(table) changed while it was read (\(sourceCounts[table] ?? -1) rows counted, \(want) copied)")
-            }
+        // The committed chain, as any node will verify it, ending at the migration entry.
+        let engine = target.engine, head = report.head
+        let verification = try PostgresProfiles.wait("verifying the copied audit chain") { try await engine.verifyAudit(expectHead: head) }
+        guard verification.ok, Int64(verification.entries) == report.headSequence else {
+            throw VaultError(.integrity, "the copied audit chain does not verify: \(verification.reason ?? "it ends before the migration entry")")
         }
-        try verifyCopy(target, report: report, sourceDigest: sourceDigest.value, batch: batch)
         return report
     }
 
-    /// Reads the copy back: counts per table, the digest of every subject's stored row, and
-    /// the chain (verified, ending at the migration entry).
-    static func verifyCopy(_ target: PostgresProfiles, report: StoreMigrationReport, sourceDigest: [UInt8], batch: Int) throws {
+    /// The largest subject row id a migration copies: 2^62 leaves the copy's identity sequence
+    /// as many ids again for the subjects ingested after it.
+    static let largestCopiedSubjectID: Int64 = 1 << 62
+
+    /// Reads the copy back on the migration's connection, before it commits: counts per table
+    /// and the digest of every subject's stored row must be the source's.
+    static func checkCopy(_ target: PostgresProfiles, _ conn: PostgresConnection, report: StoreMigrationReport, sourceDigest: [UInt8],
+                          batch: Int) async throws {
         let engine = target.engine
-        let (counts, digest) = try PostgresProfiles.wait("verifying the copy") { () -> ([Int64], [UInt8]) in
-            try await engine.transaction("verifying the copy", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
-                guard let row = try await engine.rows(conn, """
-                    SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
-                           (SELECT count(*) FROM profilevault.consent), (SELECT count(*) FROM profilevault.consent_state),
-                           (SELECT count(*) FROM profilevault.suppressed), (SELECT count(*) FROM profilevault.dp_budget),
-                           (SELECT count(*) FROM profilevault.policy_history), (SELECT count(*) FROM profilevault.audit_log)
-                    """).first else { throw PostgresStoreError(.internalFailure, "counting returned no row") }
-                let c = try row.decode((Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
-                var d = SubjectDigest()
-                var after: Int64 = Int64.min
-                while true {
-                    let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: target.snapshotSelect + " WHERE s.id > $1 ORDER BY s.id LIMIT \(batch)",
-                                                                      binds: { var b = PostgresBindings(); b.append(after); return b }()))
-                    if rows.isEmpty { break }
-                    for row in rows {
-                        let s = try target.snapshotSubject(row)
-                        d.add(s)
-                        after = s.id
-                    }
-                }
-                return ([c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7], d.value)
+        guard let row = try await engine.rows(conn, """
+            SELECT (SELECT count(*) FROM profilevault.subjects), (SELECT count(*) FROM profilevault.events),
+                   (SELECT count(*) FROM profilevault.consent), (SELECT count(*) FROM profilevault.consent_state),
+                   (SELECT count(*) FROM profilevault.suppressed), (SELECT count(*) FROM profilevault.dp_budget),
+                   (SELECT count(*) FROM profilevault.policy_history), (SELECT count(*) FROM profilevault.audit_log)
+            """).first else { throw PostgresStoreError(.internalFailure, "counting returned no row") }
+        let c = try row.decode((Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
+        var d = SubjectDigest()
+        var after: Int64 = Int64.min
+        while true {
+            let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: target.snapshotSelect + " WHERE s.id > $1 ORDER BY s.id LIMIT \(batch)",
+                                                              binds: { var b = PostgresBindings(); b.append(after); return b }()))
+            if rows.isEmpty { break }
+            for row in rows {
+                let s = try target.snapshotSubject(row)
+                d.add(s)
+                after = s.id
             }
         }
+        let (counts, digest) = ([c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7], d.value)
         let want = [report.subjects, report.events, report.consentEntries, report.consentStates, report.suppressed, report.budgetRows,
-                    report.policies, report.auditEntries + 1]
+                    report.policies, report.auditEntries]
         guard counts == want else {
-            throw VaultError(.integrity, "the copy's row counts \(counts) differ from the source's \(want)")
+            throw PostgresStoreError(.integrity, "the copy's row counts \(counts) differ from the source's \(want); nothing was copied")
         }
         guard constantTimeEqual(digest, sourceDigest) else {
-            throw VaultError(.integrity, "the copy's subjects differ from the source's (stored rows digest mismatch)")
+            throw PostgresStoreError(.integrity, "the copy's subjects differ from the source's (stored rows digest mismatch); nothing was copied")
         }
-        let verification = try PostgresProfiles.wait("verifying the copied audit chain") { try await engine.verifyAudit(expectHead: report.head) }
-        guard verification.ok else {
-            throw VaultError(.integrity, "the copied audit chain does not verify: \(verification.reason ?? "unknown problem")")
+    }
+}
+
+/// The source's audit chain checked entry by entry as it is copied, with the checks the
+/// target's own verifier (``PostgresEngine/verifyAudit(expectHead:)``) applies: every entry's
+/// sequence, time and subject columns against its text, its text in canonical form (the
+/// target hashes the stored bytes), its hash and link, every checkpoint's signature (the
+/// store's key) and link, and nothing beyond the newest checkpoint. SQLite's own verifier
+/// re-encodes an entry before hashing it, so a source that verifies there may still hold a
+/// reformatted entry; it is refused here rather than copied into a chain that fails.
+struct CopiedChainCheck {
+    private var verifier: ChainVerifier
+    private let checkpoints: [Int64: AuditCheckpoint]
+
+    init(publicKey: Ed25519PublicKey, checkpoints rows: [SnapshotCheckpoint]) throws {
+        verifier = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, wholeLog: true)
+        var checkpoints: [Int64: AuditCheckpoint] = [:]
+        for c in rows {
+            guard c.seq >= 1 else { throw Self.refused(1, "a checkpoint for entry \(c.seq), which no entry can have") }
+            do {
+                checkpoints[c.seq] = try PostgresEngine.checkpoint(sequence: c.seq, hash: c.hash, signature: c.signature, time: c.checkpointTime,
+                                                                   prevSeq: c.prevSeq, prevDigest: c.prevDigest)
+            } catch let e as PostgresStoreError { throw Self.refused(c.seq, e.message) }
         }
+        self.checkpoints = checkpoints
+    }
+
+    mutating func add(_ e: SnapshotAuditEntry) throws {
+        guard let entry = try? JSONValue.parse(e.entry), case .int(let stated)? = entry["metadata.sequence"], stated == e.seq else {
+            throw Self.refused(e.seq, "the row does not hold entry \(e.seq)")
+        }
+        guard case .int(e.time)? = entry["time"] else { throw Self.refused(e.seq, "its time column disagrees with the entry") }
+        let statedSubject = entry["unmapped.subject"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+        guard e.subject.map(AuditLog.hex) == statedSubject else { throw Self.refused(e.seq, "its subject column disagrees with the entry") }
+        guard Array(e.entry.utf8) == entry.canonicalBytes() else { throw Self.refused(e.seq, "it is not in canonical form") }
+        let cp = checkpoints[e.seq]
+        if let cp, cp.hash != e.hash { throw Self.refused(e.seq, "its checkpoint records another hash") }
+        guard verifier.add(entry: entry, statedPrevious: e.prevHash, statedHash: e.hash, checkpoint: cp) else {
+            throw Self.refused(verifier.failure?.sequence ?? e.seq, verifier.failure?.reason ?? "it does not verify")
+        }
+    }
+
+    /// After the last entry: no checkpoint beyond it, every entry under a signed checkpoint.
+    func finish() throws {
+        let last = verifier.last ?? 0
+        if let beyond = checkpoints.keys.filter({ $0 > last }).min() {
+            throw Self.refused(last + 1, "a signed checkpoint exists for entry \(beyond) but the log ends at \(last)")
+        }
+        if last > verifier.lastCheckpoint {
+            throw Self.refused(verifier.lastCheckpoint + 1, "entries after \(verifier.lastCheckpoint) are not covered by a signed checkpoint")
+        }
+    }
+
+    static func refused(_ seq: Int64, _ why: String) -> VaultError {
+        VaultError(.integrity, "the source's audit chain does not verify at entry \(seq) (\(why)): the file was altered; nothing was copied")
     }
 }
 

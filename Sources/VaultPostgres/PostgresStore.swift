@@ -13,12 +13,13 @@ public enum PostgresStore {
     /// True when `location` names a PostgreSQL store rather than a SQLite file.
     public static func isLocation(_ location: String) -> Bool { PostgresLocation.isPostgresURL(location) }
 
-    static func parse(_ url: String, environment: [String: String]?) throws -> (PostgresLocation, String?) {
+    /// `option`: the command-line option that gave the location, named in the error.
+    static func parse(_ url: String, environment: [String: String]?, option: String = "--store") throws -> (PostgresLocation, String?) {
         do {
             let location = try PostgresLocation(parsing: url)
             return (location, try location.password(environment: environment))
         } catch let e as PostgresLocation.Invalid {
-            throw VaultError(.configuration, "--store: \(e.description)")
+            throw VaultError(.configuration, "\(option): \(e.description)")
         }
     }
 

@@ -28,6 +28,10 @@ public final class PostgresEngine: Sendable {
     /// The same settings for one connection outside the pool (``probe()``).
     let direct: PostgresConnection.Configuration
     let runner: Task<Void, Never>
+    /// Opened by the runner task as it calls `client.run()`; ``transaction(_:begin:_:)`` waits
+    /// for it before leasing a connection, so a command's first statement never races the
+    /// pool's start (PostgresNIO logs a warning on stderr for a lease before `run()`).
+    let running = RunGate()
     let logger: Logger
     let auditKey: Ed25519PrivateKey
     /// Digest of the newest checkpoint this process signed or verified: the hot path verifies a
@@ -90,7 +94,11 @@ public final class PostgresEngine: Sendable {
         self.direct = direct
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
-        self.runner = Task { await client.run() }
+        let running = self.running
+        self.runner = Task {
+            running.open()
+            await client.run()
+        }
     }
 
     /// Opens an engine for a service node: connects once directly, so a wrong location, password
@@ -188,6 +196,7 @@ public final class PostgresEngine: Sendable {
     /// out as ``PostgresStoreError`` naming `what`.
     func transaction<T: Sendable>(_ what: String, begin: PostgresQuery = "BEGIN ISOLATION LEVEL READ COMMITTED",
                                   _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        await running.wait()
         do {
             return try await client.withConnection { conn -> T in
                 try await exec(conn, begin)
@@ -261,4 +270,30 @@ func bytea(_ b: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: b) }
 
 extension ByteBuffer {
     var bytes: [UInt8] { Array(readableBytesView) }
+}
+
+/// A one-way gate: closed until ``open()``, then every ``wait()`` returns at once.
+final class RunGate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func open() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        if state.withLock({ $0.open }) { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let already = state.withLock { s -> Bool in
+                if s.open { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if already { continuation.resume() }
+        }
+    }
 }

@@ -42,7 +42,7 @@ extension PostgresProfiles {
             let pass1 = try reader()
             var n = 0
             while let raw = try pass1.next() {
-                if case .failure(let issue) = validate(raw) { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
+                if case .failure(let issue) = validate(raw) { throw issue.error() }
                 n += 1
                 if n % 8192 == 0 { options.progress?(IngestProgress.make(phase: "validating", records: n, bytes: pass1.bytesRead, totalBytes: source.byteCount)) }
             }
@@ -73,7 +73,7 @@ extension PostgresProfiles {
             switch validate(raw) {
             case .failure(let issue):
                 // Without skipInvalid pass 1 found no bad record: the file changed since.
-                if !options.skipInvalid { throw VaultError(.invalidInput, issue.description, detail: issue.detail) }
+                if !options.skipInvalid { throw issue.error() }
                 report.rejected += 1
                 rejectedInBatch += 1
                 rejects?.write(issue)
@@ -277,7 +277,7 @@ extension PostgresProfiles {
             }
             while let raw = try pass1.next() {
                 switch ProfileStore.validateEvent(raw, file: path, schema: schema) {
-                case .failure(let issue): throw VaultError(.invalidInput, issue.description, detail: issue.detail)
+                case .failure(let issue): throw issue.error()
                 case .success(let e): pending.append((e.line, try pseudonym(ofCustomerID: e.customerID)))
                 }
                 if pending.count == Self.statementRows { try checkPending() }

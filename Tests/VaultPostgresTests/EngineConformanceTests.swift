@@ -5,6 +5,7 @@ import Testing
 import VaultAudit
 import VaultCrypto
 import VaultPolicy
+import VaultValues
 @testable import VaultStore
 @testable import VaultPostgres
 import EngineConformanceSupport
@@ -464,5 +465,29 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
             #expect(try Int64.fetchOne(db, sql: "SELECT CAST(round(?1) AS INTEGER)", arguments: [-0.49999999999999994]) == -1)
         }
         #expect(values.count > 30_000)
+    }
+
+    /// A refused record names its place the same way on every engine: the error carries the
+    /// structured location (file or record number, line, field) that the HTTP service sends as
+    /// `location`. PostgreSQL's ingest threw the message alone, so `POST /v1/profiles` answered
+    /// without `location` there.
+    @Test(arguments: TestEngine.allCases)
+    func aRefusedRecordCarriesItsLocation(engine: TestEngine) throws {
+        let e = try engine.make(schema: Conformance.schema)
+        func location(_ body: () throws -> Void) -> VaultError.Location? {
+            do { try body() } catch let error as VaultError { return error.location } catch { return nil }
+            return nil
+        }
+        let csv = try e.file("customer_id,age\nA1,30\nA2,300\n")
+        let fromFile = location { _ = try e.engine.ingestProfiles(csv, options: IngestOptions()) }
+        #expect(fromFile == VaultError.Location(file: csv.name, line: 3, field: "age"), "\(engine)")
+        let body: [JSONValue] = [.object([("customer_id", .string("B1")), ("age", .int(40))]),
+                                 .object([("customer_id", .string("B2")), ("age", .int(4000))])]
+        let fromMemory = location { _ = try e.engine.ingestProfiles(.objects(body), options: IngestOptions()) }
+        #expect(fromMemory == VaultError.Location(file: nil, line: 2, field: "age"), "\(engine)")
+        try e.ingestProfiles(csv: "customer_id,age\nC1,30\n")
+        let events = try e.file("customer_id,kind,item,value,time\nC1,adjust,I0,5000,2026-03-01T00:00:00Z\n")
+        let fromEvents = location { _ = try e.engine.ingestEvents(events, options: IngestOptions()) }
+        #expect(fromEvents == VaultError.Location(file: events.name, line: 2, field: "value"), "\(engine)")
     }
 }

@@ -10,7 +10,9 @@ PROFILEVAULT_TEST_POSTGRES and PGPASSWORD for its superuser):
 What it checks, each through the HTTP routes a user calls:
   1. `profilectl init --store postgres://...` as the owner creates the store and the service
      role; the nodes log in as a separate role that is only a member of it;
-  2. two nodes ingest different customers at once: both bodies land, nothing is lost;
+  2. two nodes ingest different customers at once: both bodies land, nothing is lost; a
+     refused body names the record and field (`location`); a command prints nothing on
+     stderr but its errors;
   3. 30 DP count queries race over the three nodes for a budget that fits exactly 10
      (analytics: 4.0; 0.39 each): exactly 10 answer 200, the other 20 are refused, and the
      ledger shows 10 charges;
@@ -190,6 +192,10 @@ try:
     def ingest(i, part, key):
         results[key] = call(i, "POST", "/v1/profiles", "operator", part)
 
+    # A refused body names the record and field in `location`, as on SQLite.
+    s, body = call(0, "POST", "/v1/profiles", "operator", [dict(a[0], age="300")])
+    if s != 400 or json.loads(body).get("location") != {"record": 1, "field": "age"}:
+        fail(f"a refused profile body: {s} {body[:300]}; want 400 with location {{record 1, field age}}")
     ta = threading.Thread(target=ingest, args=(0, a, "a"))
     tb = threading.Thread(target=ingest, args=(1, b, "b"))
     ta.start(); tb.start(); ta.join(); tb.join()
@@ -204,7 +210,11 @@ try:
     # Consent for the analytics purpose (the population the queries count).
     with open("ids.txt", "w") as f:
         f.write("\n".join(r["customer_id"] for r in a + b) + "\n")
-    cli(["consent", "grant", "--purpose", "analytics", "--subjects", "ids.txt", "--role", "privacy_officer"], node_env)
+    r = cli(["consent", "grant", "--purpose", "analytics", "--subjects", "ids.txt", "--role", "privacy_officer", "--json"], node_env)
+    # stderr carries errors only: no log line of the PostgreSQL client (such as its warning
+    # for a connection leased before the pool runs).
+    if r.stderr.strip():
+        fail(f"consent grant --json printed on stderr: {r.stderr.strip()[:300]}")
 
     # 3. 30 queries race over three nodes for a budget that fits 10.
     answers = []

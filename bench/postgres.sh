@@ -40,9 +40,16 @@ url="${base%/*}/pvbench?$q"
 "$PSQL" -X -q -d "$PROFILEVAULT_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS pvbench" -c "CREATE DATABASE pvbench"
 export PROFILEVAULT_STORE=$url PROFILEVAULT_KEYS=$work/k.json PROFILEVAULT_POLICY=$PWD/policies
 "$P" keys generate --out "$work/k.json" >/dev/null
+admin_pw=$PGPASSWORD
 "$P" init --service-role pvbench_svc >/dev/null
+# Every later command runs as a node does: a login role that is only a member of the service role.
+node_pw=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+"$PSQL" -X -q -d "$url" -c "DROP ROLE IF EXISTS pvbench_node" -c "CREATE ROLE pvbench_node LOGIN PASSWORD '$node_pw'" -c "GRANT pvbench_svc TO pvbench_node"
+admin_url=$url
+url=$(printf '%s' "$url" | sed 's#//[^@]*@#//pvbench_node@#')
+export PROFILEVAULT_STORE=$url PGPASSWORD=$node_pw
 "$G" gen "$n" "$work/p.csv" >/dev/null
-sql() { "$PSQL" -X -q -t -A -d "$url" -c "$1"; }
+sql() { PGPASSWORD=$admin_pw "$PSQL" -X -q -t -A -d "$admin_url" -c "$1"; }
 now() { python3 -c 'import time; print(time.monotonic())'; }
 
 # 1. Ingest against plain COPY.
@@ -54,7 +61,7 @@ sql "CREATE TABLE bench_plain(customer_id text PRIMARY KEY, email text, full_nam
 sql "CREATE INDEX bench_plain_email ON bench_plain(email) WHERE email IS NOT NULL"
 sql "CREATE INDEX bench_plain_phone ON bench_plain(phone) WHERE phone IS NOT NULL"
 t2=$(now)
-"$PSQL" -X -q -d "$url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
+PGPASSWORD=$admin_pw "$PSQL" -X -q -d "$admin_url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
 t3=$(now)
 python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$(cat "$work/rss")" <<'EOF'
 import json, sys

@@ -44,17 +44,22 @@ for: the run had to fit the session.
 | DP sum of annual_income | 0.823 s | raw SQL clamped sum: 0.617 s | 1.34 | <= 1.5: met |
 | DP mean of age grouped by country | 0.845 s | raw SQL grouped clamped mean: 0.618 s | 1.37 | <= 1.5: met |
 | audited GET over HTTP, 2 nodes, 16 connections at once | 638.9 req/s, p50 13.0 ms, p99 28.8 ms | | | the issue's p99 < 5 ms is for one audited get at a time: not measured yet |
-| audited GET, 1 node, 16 connections | 2.0 req/s, p50 14.4 s | | | unexplained, see below |
+| audited GET, 1 node, 16 connections, 8-s run from a cold pool | 2.0 req/s, p50 14.4 s | | | the cold-pool stall below |
 
 The DP times are whole `profilectl query` processes (start, opening the pool, the policy check,
 the charge with its audit entry, the aggregate) against one psql statement; the aggregate
-itself is a single SQL statement on the server. The one-node GET run is an outlier that says
-the binary measured had a fault: every request of the first load run took about 14 s, then the
-two-node run (the same first node plus a second) served 639 req/s. The binary predates the fix
-for the pool's first lease racing its start (commit 1564d5a), the likeliest cause; it must be
-measured again before any conclusion. Ingest is CPU-bound in the node (sealing every PII
-field and wrapping a key per subject on 2 cores shared with the database server), which the
-plain COPY does not do at all.
+itself is a single SQL statement on the server. Ingest is CPU-bound in the node (sealing every
+PII field and wrapping a key per subject, on 2 cores shared with the database server), which
+the plain COPY does not do at all.
+
+**The one-node GET figure is a cold-pool stall, found here and not fixed.** A node opens its
+pool's connections on demand (`minimumConnections` 0). When its first requests come in a burst,
+they wait for those connections: with 8 concurrent GETs the first answers took about 6 s, with
+16 about 14 s (reproduced on 3,000 profiles, release and debug builds). Once warm, the same node
+is fast: over 15 s at 8 connections, 1 node answered 219 req/s (p50 19 ms, p99 83 ms) and 2
+nodes 232 req/s (p50 30 ms, p99 102 ms), on a machine shared with a CI build. The 8-second load
+runs of the table above measured mostly the warm-up on the first node. A node should open its
+pool before it reports healthy; until then, warm a node before it takes traffic.
 """
 
 import json, os, platform, statistics, subprocess, sys, time

@@ -16,9 +16,10 @@ import EngineConformanceSupport
 /// and PostgreSQL (a fresh database on the test server of scripts/with-postgres.sh, created
 /// and owned by its superuser, dropped afterwards). Every test takes `TestEngine.allCases`.
 ///
-/// The suite is serialized: the PostgreSQL engine's methods block their caller while the
-/// pool's tasks run, and a test function runs on Swift's cooperative pool, so one test at a
-/// time leaves the pool threads to run those tasks.
+/// The PostgreSQL engine's methods block their caller while the pool's tasks run on Swift's
+/// cooperative threads, so every test body runs on a thread of its own (`onThread`), never on a
+/// cooperative thread (a test blocking one there starved the pool and hung the whole run); and
+/// the suite is serialized, one database at a time.
 enum TestEngine: String, CaseIterable, CustomStringConvertible, Sendable {
     case sqlite
     case postgres
@@ -115,36 +116,44 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
     static let populations: [(subjects: Int, seed: UInt64)] = [(0, 1), (1, 2), (7, 3), (40, 4)]
 
     @Test(arguments: TestEngine.allCases, populations.indices)
-    func aggregatesMatchTheReference(engine: TestEngine, population: Int) throws {
-        let (n, seed) = Self.populations[population]
-        let e = try engine.make(schema: Conformance.schema)
-        let reference = try Conformance.populate(e, subjects: n, seed: seed)
-        let source = e.engine.aggregateSource
-        for (name, r) in Conformance.requests {
-            let want = Answer { try reference.boundedSums(r) }
-            #expect(want != .refused, "\(name): the reference refuses a request the suite expects to be answered")
-            #expect(Answer { try source.boundedSums(r) } == want, "\(engine), \(n) subjects: \(name)")
-        }
-        for (name, r) in Conformance.refused {
-            #expect(Answer { try reference.boundedSums(r) } == .refused, "reference: \(name)")
-            #expect(Answer { try source.boundedSums(r) } == .refused, "\(engine): \(name)")
+    func aggregatesMatchTheReference(engine: TestEngine, population: Int) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let (n, seed) = Self.populations[population]
+            let e = try engine.make(schema: Conformance.schema)
+            let reference = try Conformance.populate(e, subjects: n, seed: seed)
+            let source = e.engine.aggregateSource
+            for (name, r) in Conformance.requests {
+                let want = Answer { try reference.boundedSums(r) }
+                #expect(want != .refused, "\(name): the reference refuses a request the suite expects to be answered")
+                #expect(Answer { try source.boundedSums(r) } == want, "\(engine), \(n) subjects: \(name)")
+            }
+            for (name, r) in Conformance.refused {
+                #expect(Answer { try reference.boundedSums(r) } == .refused, "reference: \(name)")
+                #expect(Answer { try source.boundedSums(r) } == .refused, "\(engine): \(name)")
+            }
         }
     }
 
     /// The population really has what the suite claims to test (so the comparisons above
     /// cannot pass on an empty store by accident).
     @Test(arguments: TestEngine.allCases)
-    func theLargePopulationHasTheCasesItClaims(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        let reference = try Conformance.populate(e, subjects: 40, seed: 4)
-        let subjects = reference.subjects
-        #expect(subjects.count >= 25 && subjects.count < 40)                                   // some erased
-        #expect(subjects.contains { $0.events.isEmpty } && subjects.contains { $0.events.count >= 4 })
-        #expect(subjects.contains { $0.attributes["age"] == nil } && subjects.contains { $0.attributes["age"] == .int(100) })
-        #expect(subjects.contains { $0.attributes["score"] == .real(1000) } && subjects.contains { $0.attributes["score"] == .real(-1000) })
-        #expect(subjects.contains { $0.consent["analytics"] == false } && subjects.contains { $0.consent["analytics"] == true })
-        #expect(subjects.contains { s in Set(s.events.map(\.time)).count < s.events.count })    // ties on time
-        #expect(try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects]))[""] == [Int64(subjects.count)])
+    func theLargePopulationHasTheCasesItClaims(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let reference = try Conformance.populate(e, subjects: 40, seed: 4)
+            let subjects = reference.subjects
+            #expect(subjects.count >= 25 && subjects.count < 40)                                   // some erased
+            #expect(subjects.contains { $0.events.isEmpty } && subjects.contains { $0.events.count >= 4 })
+            #expect(subjects.contains { $0.attributes["age"] == nil } && subjects.contains { $0.attributes["age"] == .int(100) })
+            #expect(subjects.contains { $0.attributes["score"] == .real(1000) } && subjects.contains { $0.attributes["score"] == .real(-1000) })
+            #expect(subjects.contains { $0.consent["analytics"] == false } && subjects.contains { $0.consent["analytics"] == true })
+            #expect(subjects.contains { s in Set(s.events.map(\.time)).count < s.events.count })    // ties on time
+            #expect(try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects]))[""] == [Int64(subjects.count)])
+        }
     }
 
     /// Item samples with ties: eight subjects, each with six items used last at the same second
@@ -153,37 +162,41 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
     /// otherwise). With other pseudonyms the reference gives other sums, so the comparison tests
     /// the rule. A fixed keyring: the same pseudonyms, so the same samples, on every run.
     @Test(arguments: TestEngine.allCases)
-    func itemTiesFollowTheFixedHashOrder(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema, fixedKeys: true)
-        var reference = ReferenceAggregateSource(schema: Conformance.schema)
-        let ids = (0..<8).map { "T-\($0)" }
-        _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email", "tier"], ids.map { [$0, "", "gold"] })), options: IngestOptions())
-        var rows: [[String]] = []
-        for id in ids {
-            reference.upsert(customerID: id, pseudonym: try e.pseudonym(ofCustomerID: id), attributes: ["tier": .text("gold")])
-            for (j, item) in (Conformance.items + ["OLD"]).enumerated() {
-                let t = item == "OLD" ? Conformance.t0 - 10 : Conformance.t0
-                rows.append([id, "purchase", item, String(j), DateParsing.iso8601(unixSeconds: t)])
-                reference.addEvent(customerID: id, .init(kind: "purchase", item: item, value: Double(j), time: t))
+    func itemTiesFollowTheFixedHashOrder(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema, fixedKeys: true)
+            var reference = ReferenceAggregateSource(schema: Conformance.schema)
+            let ids = (0..<8).map { "T-\($0)" }
+            _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email", "tier"], ids.map { [$0, "", "gold"] })), options: IngestOptions())
+            var rows: [[String]] = []
+            for id in ids {
+                reference.upsert(customerID: id, pseudonym: try e.pseudonym(ofCustomerID: id), attributes: ["tier": .text("gold")])
+                for (j, item) in (Conformance.items + ["OLD"]).enumerated() {
+                    let t = item == "OLD" ? Conformance.t0 - 10 : Conformance.t0
+                    rows.append([id, "purchase", item, String(j), DateParsing.iso8601(unixSeconds: t)])
+                    reference.addEvent(customerID: id, .init(kind: "purchase", item: item, value: Double(j), time: t))
+                }
             }
-        }
-        _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], rows)), options: IngestOptions())
-        // Other pseudonyms (the engine's reversed: as another keyring's would be) give other ties.
-        var otherTies = reference
-        for s in reference.subjects { otherTies.setPseudonym(customerID: s.customerID, s.pseudonym.reversed()) }
-        let vocabulary = Conformance.items + ["OLD"]
-        for m in 1...3 {
-            let requests = [
-                Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .items(vocabulary: vocabulary)),
-                Conformance.req([.itemPairWeight(kind: "purchase", maxItems: m + 1, unit: 6)], grouping: .itemPairs(vocabulary: vocabulary)),
-                Conformance.req([.itemSetPresence(kind: "purchase", maxItems: m + 2, size: 3)], grouping: .itemSets(vocabulary: vocabulary, size: 3)),
-                Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .segmentItems(attribute: "tier", domain: Conformance.tiers, vocabulary: vocabulary)),
-            ]
-            for r in requests {
-                let want = try reference.boundedSums(r)
-                #expect(try e.engine.aggregateSource.boundedSums(r) == want, "\(engine): cap \(m), \(r.grouping.map { "\($0)" } ?? "")")
-                #expect(try otherTies.boundedSums(r) != want)
-                #expect(want["OLD"] == nil || want["OLD"] == [0])              // the older item never makes a capped sample
+            _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], rows)), options: IngestOptions())
+            // Other pseudonyms (the engine's reversed: as another keyring's would be) give other ties.
+            var otherTies = reference
+            for s in reference.subjects { otherTies.setPseudonym(customerID: s.customerID, s.pseudonym.reversed()) }
+            let vocabulary = Conformance.items + ["OLD"]
+            for m in 1...3 {
+                let requests = [
+                    Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .items(vocabulary: vocabulary)),
+                    Conformance.req([.itemPairWeight(kind: "purchase", maxItems: m + 1, unit: 6)], grouping: .itemPairs(vocabulary: vocabulary)),
+                    Conformance.req([.itemSetPresence(kind: "purchase", maxItems: m + 2, size: 3)], grouping: .itemSets(vocabulary: vocabulary, size: 3)),
+                    Conformance.req([.itemPresence(kind: "purchase", maxItems: m)], grouping: .segmentItems(attribute: "tier", domain: Conformance.tiers, vocabulary: vocabulary)),
+                ]
+                for r in requests {
+                    let want = try reference.boundedSums(r)
+                    #expect(try e.engine.aggregateSource.boundedSums(r) == want, "\(engine): cap \(m), \(r.grouping.map { "\($0)" } ?? "")")
+                    #expect(try otherTies.boundedSums(r) != want)
+                    #expect(want["OLD"] == nil || want["OLD"] == [0])              // the older item never makes a capped sample
+                }
             }
         }
     }
@@ -212,227 +225,259 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
     /// rounds to 0, not 1: adding 0.5 in floating point gives 1), halves (away from zero), and
     /// the schema's extreme int events (±2^53).
     @Test(arguments: TestEngine.allCases)
-    func roundingEdgesFollowTheRule(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        var reference = ReferenceAggregateSource(schema: Conformance.schema)
-        let scores = ["0.49999999999999994", "-0.49999999999999994", "0.5", "-0.5", "1.5", "-1.5", "2.5", "-2.5"]
-        var rows: [[String]] = []
-        for (i, s) in scores.enumerated() {
-            rows.append(["E-\(i)", "", s])
-            reference.upsert(customerID: "E-\(i)", pseudonym: try e.pseudonym(ofCustomerID: "E-\(i)"), attributes: ["score": .float(Double(s)!)])
-        }
-        _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email", "score"], rows)), options: IngestOptions())
-        let events = [["E-0", "purchase", "A", "0.49999999999999994", "2026-03-01T00:00:00Z"], ["E-1", "purchase", "A", "0.5", "2026-03-01T00:00:00Z"],
-                      ["E-2", "adjust", "A", "-0.5", "2026-03-01T00:00:00Z"], ["E-3", "huge", "A", "9007199254740992", "2026-03-01T00:00:00Z"],
-                      ["E-3", "huge", "B", "-9007199254740992", "2026-03-01T00:00:01Z"], ["E-4", "huge", "A", "9007199254740991", "2026-03-01T00:00:00Z"]]
-        _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], events)), options: IngestOptions())
-        for ev in events {
-            reference.addEvent(customerID: ev[0], .init(kind: ev[1], item: ev[2], value: Double(ev[3])!, time: DateParsing.unixSeconds(fromISO8601: Substring(ev[4]))!))
-        }
-        let source = e.engine.aggregateSource
-        // By the rule, subject by subject: round half away from zero.
-        let perSubject: [Int64] = [0, 0, 1, -1, 2, -2, 3, -3]
-        for (i, want) in perSubject.enumerated() {
-            let only = [Conformance.w("score", .eq, .real(Double(scores[i])!))]
-            for c in [Conformance.attr("score", -1000, 1000), Conformance.attr("score", 0, 1000), Conformance.attr("score", -1000, 0)] {
-                let r = Conformance.req([c], where: only)
-                let expected = try reference.boundedSums(r)
-                #expect(expected[""] == [(c == Conformance.attr("score", 0, 1000) ? max(0, want) : c == Conformance.attr("score", -1000, 0) ? min(0, want) : want)])
-                #expect(try source.boundedSums(r) == expected, "\(engine): score \(scores[i]), \(c)")
+    func roundingEdgesFollowTheRule(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            var reference = ReferenceAggregateSource(schema: Conformance.schema)
+            let scores = ["0.49999999999999994", "-0.49999999999999994", "0.5", "-0.5", "1.5", "-1.5", "2.5", "-2.5"]
+            var rows: [[String]] = []
+            for (i, s) in scores.enumerated() {
+                rows.append(["E-\(i)", "", s])
+                reference.upsert(customerID: "E-\(i)", pseudonym: try e.pseudonym(ofCustomerID: "E-\(i)"), attributes: ["score": .float(Double(s)!)])
             }
+            _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email", "score"], rows)), options: IngestOptions())
+            let events = [["E-0", "purchase", "A", "0.49999999999999994", "2026-03-01T00:00:00Z"], ["E-1", "purchase", "A", "0.5", "2026-03-01T00:00:00Z"],
+                          ["E-2", "adjust", "A", "-0.5", "2026-03-01T00:00:00Z"], ["E-3", "huge", "A", "9007199254740992", "2026-03-01T00:00:00Z"],
+                          ["E-3", "huge", "B", "-9007199254740992", "2026-03-01T00:00:01Z"], ["E-4", "huge", "A", "9007199254740991", "2026-03-01T00:00:00Z"]]
+            _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], events)), options: IngestOptions())
+            for ev in events {
+                reference.addEvent(customerID: ev[0], .init(kind: ev[1], item: ev[2], value: Double(ev[3])!, time: DateParsing.unixSeconds(fromISO8601: Substring(ev[4]))!))
+            }
+            let source = e.engine.aggregateSource
+            // By the rule, subject by subject: round half away from zero.
+            let perSubject: [Int64] = [0, 0, 1, -1, 2, -2, 3, -3]
+            for (i, want) in perSubject.enumerated() {
+                let only = [Conformance.w("score", .eq, .real(Double(scores[i])!))]
+                for c in [Conformance.attr("score", -1000, 1000), Conformance.attr("score", 0, 1000), Conformance.attr("score", -1000, 0)] {
+                    let r = Conformance.req([c], where: only)
+                    let expected = try reference.boundedSums(r)
+                    #expect(expected[""] == [(c == Conformance.attr("score", 0, 1000) ? max(0, want) : c == Conformance.attr("score", -1000, 0) ? min(0, want) : want)])
+                    #expect(try source.boundedSums(r) == expected, "\(engine): score \(scores[i]), \(c)")
+                }
+            }
+            let eventRequests: [AggregateRequest] = [
+                Conformance.req([.events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 1)]),
+                Conformance.req([.events(kind: "adjust", lower: -1000, upper: 1000, center: 0, grid: 1, maxContributions: 1)]),
+                Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10)]),
+                Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10)],
+                                where: [Conformance.w("score", .eq, .real(-0.5))]),
+            ]
+            #expect(try reference.boundedSums(eventRequests[0])[""] == [1])          // 0.4999... -> 0, 0.5 -> 1
+            #expect(try reference.boundedSums(eventRequests[1])[""] == [-1])         // -0.5 -> -1
+            #expect(try reference.boundedSums(eventRequests[2])[""] == [(1 << 53) - 1])
+            for r in eventRequests { #expect(try source.boundedSums(r) == reference.boundedSums(r), "\(engine): \(r.coordinates)") }
         }
-        let eventRequests: [AggregateRequest] = [
-            Conformance.req([.events(kind: "purchase", lower: 0, upper: 1000, center: 0, grid: 1, maxContributions: 1)]),
-            Conformance.req([.events(kind: "adjust", lower: -1000, upper: 1000, center: 0, grid: 1, maxContributions: 1)]),
-            Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10)]),
-            Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10)],
-                            where: [Conformance.w("score", .eq, .real(-0.5))]),
-        ]
-        #expect(try reference.boundedSums(eventRequests[0])[""] == [1])          // 0.4999... -> 0, 0.5 -> 1
-        #expect(try reference.boundedSums(eventRequests[1])[""] == [-1])         // -0.5 -> -1
-        #expect(try reference.boundedSums(eventRequests[2])[""] == [(1 << 53) - 1])
-        for r in eventRequests { #expect(try source.boundedSums(r) == reference.boundedSums(r), "\(engine): \(r.coordinates)") }
     }
 
     /// Sums that do not fit 64 bits are refused by every engine, never wrapped: 1,100 events of
     /// 2^53 (the kind's bound, grid 1) sum to more than 2^63.
     @Test(arguments: TestEngine.allCases)
-    func sumsBeyond64BitsAreRefused(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        var reference = ReferenceAggregateSource(schema: Conformance.schema)
-        let ids = (0..<10).map { "X-\($0)" }
-        _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email"], ids.map { [$0, ""] })), options: IngestOptions())
-        var rows: [[String]] = []
-        for id in ids {
-            reference.upsert(customerID: id, pseudonym: try e.pseudonym(ofCustomerID: id), attributes: [:])
-            for j in 0..<110 {
-                rows.append([id, "huge", "I\(j)", "9007199254740992", DateParsing.iso8601(unixSeconds: Conformance.t0 + Int64(j))])
-                reference.addEvent(customerID: id, .init(kind: "huge", item: "I\(j)", value: Conformance.twoTo53, time: Conformance.t0 + Int64(j)))
+    func sumsBeyond64BitsAreRefused(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            var reference = ReferenceAggregateSource(schema: Conformance.schema)
+            let ids = (0..<10).map { "X-\($0)" }
+            _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email"], ids.map { [$0, ""] })), options: IngestOptions())
+            var rows: [[String]] = []
+            for id in ids {
+                reference.upsert(customerID: id, pseudonym: try e.pseudonym(ofCustomerID: id), attributes: [:])
+                for j in 0..<110 {
+                    rows.append([id, "huge", "I\(j)", "9007199254740992", DateParsing.iso8601(unixSeconds: Conformance.t0 + Int64(j))])
+                    reference.addEvent(customerID: id, .init(kind: "huge", item: "I\(j)", value: Conformance.twoTo53, time: Conformance.t0 + Int64(j)))
+                }
             }
-        }
-        _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], rows)), options: IngestOptions())
-        let big = Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10_000)])
-        for source in [reference as any AggregateSource, e.engine.aggregateSource] {
-            do {
-                let wrapped = try source.boundedSums(big)
-                Issue.record("\(engine): a sum beyond 64 bits was answered: \(wrapped)")
-            } catch let error as VaultError {
-                #expect(error.kind == .invalidInput, "\(engine): \(error)")
-            } catch {
-                Issue.record("\(engine): not a VaultError: \(type(of: error))")
+            _ = try e.engine.ingestEvents(try e.file(Conformance.csv(["customer_id", "kind", "item", "value", "time"], rows)), options: IngestOptions())
+            let big = Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 10_000)])
+            for source in [reference as any AggregateSource, e.engine.aggregateSource] {
+                do {
+                    let wrapped = try source.boundedSums(big)
+                    Issue.record("\(engine): a sum beyond 64 bits was answered: \(wrapped)")
+                } catch let error as VaultError {
+                    #expect(error.kind == .invalidInput, "\(engine): \(error)")
+                } catch {
+                    Issue.record("\(engine): not a VaultError: \(type(of: error))")
+                }
             }
+            // Pair weights: floor(unit / (n - 1)) with unit = Int.max on the same pairs of ten
+            // subjects does not fit either (the SQLite engine's Swift loop trapped on it).
+            let pairs = Conformance.req([.itemPairWeight(kind: "huge", maxItems: 2, unit: .max)], grouping: .itemPairs(vocabulary: ["I0", "I1", "I108", "I109"]))
+            #expect(Answer { try reference.boundedSums(pairs) } == .refused)
+            #expect(Answer { try e.engine.aggregateSource.boundedSums(pairs) } == .refused)
+            let onePair = Conformance.req([.itemPairWeight(kind: "huge", maxItems: 2, unit: 1 << 40)], grouping: .itemPairs(vocabulary: ["I108", "I109"]))
+            #expect(try reference.boundedSums(onePair) == ["0|1": [10 << 40]])
+            #expect(try e.engine.aggregateSource.boundedSums(onePair) == reference.boundedSums(onePair))
+            // Under the cap of 100 per subject it fits (10 * 100 * 2^53 < 2^63) and both agree.
+            let fits = Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 100)])
+            #expect(try reference.boundedSums(fits)[""] == [1000 << 53])
+            #expect(try e.engine.aggregateSource.boundedSums(fits) == reference.boundedSums(fits))
         }
-        // Pair weights: floor(unit / (n - 1)) with unit = Int.max on the same pairs of ten
-        // subjects does not fit either (the SQLite engine's Swift loop trapped on it).
-        let pairs = Conformance.req([.itemPairWeight(kind: "huge", maxItems: 2, unit: .max)], grouping: .itemPairs(vocabulary: ["I0", "I1", "I108", "I109"]))
-        #expect(Answer { try reference.boundedSums(pairs) } == .refused)
-        #expect(Answer { try e.engine.aggregateSource.boundedSums(pairs) } == .refused)
-        let onePair = Conformance.req([.itemPairWeight(kind: "huge", maxItems: 2, unit: 1 << 40)], grouping: .itemPairs(vocabulary: ["I108", "I109"]))
-        #expect(try reference.boundedSums(onePair) == ["0|1": [10 << 40]])
-        #expect(try e.engine.aggregateSource.boundedSums(onePair) == reference.boundedSums(onePair))
-        // Under the cap of 100 per subject it fits (10 * 100 * 2^53 < 2^63) and both agree.
-        let fits = Conformance.req([.events(kind: "huge", lower: -Conformance.twoTo53, upper: Conformance.twoTo53, center: 0, grid: 1, maxContributions: 100)])
-        #expect(try reference.boundedSums(fits)[""] == [1000 << 53])
-        #expect(try e.engine.aggregateSource.boundedSums(fits) == reference.boundedSums(fits))
     }
 
     /// What ingest refuses never reaches a sum: NaN, infinities, a decimal beyond the double
     /// range, an int beyond 64 bits or beyond the kind's bounds (reject rule); the whole file
     /// is refused, so the sums stay those of the reference without it.
     @Test(arguments: TestEngine.allCases)
-    func valuesIngestRefusesNeverReachTheSums(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        let reference = try Conformance.populate(e, subjects: 7, seed: 3)
-        let someone = try #require(reference.subjects.first?.customerID)
-        let bad: [(String, String)] = [("purchase", "nan"), ("purchase", "NaN"), ("purchase", "inf"), ("purchase", "-Infinity"), ("purchase", "1e999"),
-                                       ("adjust", "1000.5"), ("adjust", "nan"), ("huge", "9223372036854775807"), ("huge", "-9223372036854775808"),
-                                       ("huge", "9223372036854775808"), ("huge", "18014398509481984"), ("rating", "2.5")]
-        for (kind, value) in bad {
-            let text = Conformance.csv(["customer_id", "kind", "item", "value", "time"],
-                                       [[someone, "purchase", "OK", "1", "2026-03-01T00:00:00Z"], [someone, kind, "BAD", value, "2026-03-01T00:00:00Z"]])
-            #expect(throws: VaultError.self, "\(engine): \(kind) \(value)") { _ = try e.engine.ingestEvents(try e.file(text), options: IngestOptions()) }
-        }
-        let badProfiles = [["score", "nan"], ["score", "inf"], ["age", "101"], ["age", "17"], ["big", "9007199254740993"], ["region", "nowhere"]]
-        for b in badProfiles {
-            let text = Conformance.csv(["customer_id", "email", b[0]], [["NEW-1", "", ""], [someone, "", b[1]]])
-            #expect(throws: VaultError.self, "\(engine): \(b)") { _ = try e.engine.ingestProfiles(try e.file(text), options: IngestOptions()) }
-        }
-        #expect(try !e.engine.exists(customerID: "NEW-1"))
-        for (name, r) in Conformance.requests {
-            #expect(Answer { try e.engine.aggregateSource.boundedSums(r) } == Answer { try reference.boundedSums(r) }, "\(engine): \(name)")
+    func valuesIngestRefusesNeverReachTheSums(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let reference = try Conformance.populate(e, subjects: 7, seed: 3)
+            let someone = try #require(reference.subjects.first?.customerID)
+            let bad: [(String, String)] = [("purchase", "nan"), ("purchase", "NaN"), ("purchase", "inf"), ("purchase", "-Infinity"), ("purchase", "1e999"),
+                                           ("adjust", "1000.5"), ("adjust", "nan"), ("huge", "9223372036854775807"), ("huge", "-9223372036854775808"),
+                                           ("huge", "9223372036854775808"), ("huge", "18014398509481984"), ("rating", "2.5")]
+            for (kind, value) in bad {
+                let text = Conformance.csv(["customer_id", "kind", "item", "value", "time"],
+                                           [[someone, "purchase", "OK", "1", "2026-03-01T00:00:00Z"], [someone, kind, "BAD", value, "2026-03-01T00:00:00Z"]])
+                #expect(throws: VaultError.self, "\(engine): \(kind) \(value)") { _ = try e.engine.ingestEvents(try e.file(text), options: IngestOptions()) }
+            }
+            let badProfiles = [["score", "nan"], ["score", "inf"], ["age", "101"], ["age", "17"], ["big", "9007199254740993"], ["region", "nowhere"]]
+            for b in badProfiles {
+                let text = Conformance.csv(["customer_id", "email", b[0]], [["NEW-1", "", ""], [someone, "", b[1]]])
+                #expect(throws: VaultError.self, "\(engine): \(b)") { _ = try e.engine.ingestProfiles(try e.file(text), options: IngestOptions()) }
+            }
+            #expect(try !e.engine.exists(customerID: "NEW-1"))
+            for (name, r) in Conformance.requests {
+                #expect(Answer { try e.engine.aggregateSource.boundedSums(r) } == Answer { try reference.boundedSums(r) }, "\(engine): \(name)")
+            }
         }
     }
 
     /// A group value outside the request's domain counts nowhere; a domain value nobody has is
     /// a zero group; a condition on a value absent from the data gives zeros, never a missing key.
     @Test(arguments: TestEngine.allCases)
-    func groupsAndConditionsOutsideTheData(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        let reference = try Conformance.populate(e, subjects: 40, seed: 4)
-        let source = e.engine.aggregateSource
-        let total = Int64(reference.subjects.count)
-        let tiers = reference.subjects.compactMap { s -> String? in if case let .text(t)? = s.attributes["tier"] { return t } else { return nil } }
-        #expect(tiers.contains("other") && !tiers.contains("platinum"))   // "platinum" was clamped to "other" at ingest
-        let partial = Conformance.req([.subjects], grouping: .attribute(name: "tier", domain: ["gold", "platinum"]))
-        let got = try source.boundedSums(partial)
-        #expect(try got == reference.boundedSums(partial))
-        #expect(Set(got.keys) == ["gold", "platinum"])
-        #expect(got["platinum"] == [0] && got["gold"] == [Int64(tiers.filter { $0 == "gold" }.count)])
-        let nowhere = Conformance.req([.subjects, Conformance.attr("age", 18, 100)], where: [Conformance.w("region", .eq, .text("nowhere"))])
-        #expect(try source.boundedSums(nowhere) == ["": [0, 0]])
-        #expect(try reference.boundedSums(nowhere) == ["": [0, 0]])
-        let nowhereGrouped = Conformance.req([.subjects], where: [Conformance.w("tier", .eq, .text("platinum"))], grouping: .attribute(name: "tier", domain: Conformance.tiers))
-        #expect(try source.boundedSums(nowhereGrouped) == Dictionary(uniqueKeysWithValues: Conformance.tiers.map { ($0, [Int64(0)]) }))
-        #expect(try reference.boundedSums(nowhereGrouped) == source.boundedSums(nowhereGrouped))
-        #expect(try source.boundedSums(Conformance.req([.subjects]))[""] == [total])
+    func groupsAndConditionsOutsideTheData(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let reference = try Conformance.populate(e, subjects: 40, seed: 4)
+            let source = e.engine.aggregateSource
+            let total = Int64(reference.subjects.count)
+            let tiers = reference.subjects.compactMap { s -> String? in if case let .text(t)? = s.attributes["tier"] { return t } else { return nil } }
+            #expect(tiers.contains("other") && !tiers.contains("platinum"))   // "platinum" was clamped to "other" at ingest
+            let partial = Conformance.req([.subjects], grouping: .attribute(name: "tier", domain: ["gold", "platinum"]))
+            let got = try source.boundedSums(partial)
+            #expect(try got == reference.boundedSums(partial))
+            #expect(Set(got.keys) == ["gold", "platinum"])
+            #expect(got["platinum"] == [0] && got["gold"] == [Int64(tiers.filter { $0 == "gold" }.count)])
+            let nowhere = Conformance.req([.subjects, Conformance.attr("age", 18, 100)], where: [Conformance.w("region", .eq, .text("nowhere"))])
+            #expect(try source.boundedSums(nowhere) == ["": [0, 0]])
+            #expect(try reference.boundedSums(nowhere) == ["": [0, 0]])
+            let nowhereGrouped = Conformance.req([.subjects], where: [Conformance.w("tier", .eq, .text("platinum"))], grouping: .attribute(name: "tier", domain: Conformance.tiers))
+            #expect(try source.boundedSums(nowhereGrouped) == Dictionary(uniqueKeysWithValues: Conformance.tiers.map { ($0, [Int64(0)]) }))
+            #expect(try reference.boundedSums(nowhereGrouped) == source.boundedSums(nowhereGrouped))
+            #expect(try source.boundedSums(Conformance.req([.subjects]))[""] == [total])
+        }
     }
 
     // MARK: The seam beyond aggregates
 
     @Test(arguments: TestEngine.allCases)
-    func erasureRemovesTheSubjectEverywhere(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        var reference = try Conformance.populate(e, subjects: 7, seed: 3)
-        let victim = try #require(reference.subjects.first(where: { !$0.events.isEmpty })?.customerID)
-        #expect(try e.engine.exists(customerID: victim))
-        #expect(try e.engine.accessExport(customerID: victim) != nil)
-        let before = try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects, .eventCount(kind: "purchase", maxContributions: 100)]))[""]!
-        let receipts = try e.engine.erase(customerIDs: [(1, victim)], file: nil, reason: "test", audit: Conformance.ctx)
-        reference.erase(customerID: victim)
-        #expect(receipts.count == 1)
-        #expect(try !e.engine.exists(customerID: victim))
-        #expect(try e.engine.accessExport(customerID: victim) == nil)
-        #expect(try e.engine.consentState(customerID: victim) == nil)
-        let after = try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects, .eventCount(kind: "purchase", maxContributions: 100)]))[""]!
-        #expect(after[0] == before[0] - 1)
-        for (name, r) in Conformance.requests {
-            #expect(Answer { try e.engine.aggregateSource.boundedSums(r) } == Answer { try reference.boundedSums(r) }, "\(engine) after erasure: \(name)")
-        }
-        #expect(try e.engine.verifyAudit(expectHead: nil).ok)
-    }
-
-    @Test(arguments: TestEngine.allCases)
-    func consentStateAndHistoryFollowGrantAndRevoke(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email"], [["K-1", ""], ["K-2", ""]])), options: IngestOptions())
-        #expect(try e.engine.consentState(customerID: "K-1") == [:])
-        #expect(try e.engine.consentState(customerID: "nobody") == nil)
-        #expect(try e.engine.consentHistory(customerID: "nobody") == nil)
-        _ = try e.engine.setConsent([(1, "K-1"), (2, "K-2")], file: nil, purpose: "analytics", granted: true, source: "form", policyVersion: "v1", audit: Conformance.ctx)
-        _ = try e.engine.setConsent([(1, "K-1")], file: nil, purpose: "analytics", granted: false, source: nil, policyVersion: "v2", audit: Conformance.ctx)
-        #expect(try e.engine.hasConsent(customerID: "K-2", purpose: "analytics"))
-        #expect(try !e.engine.hasConsent(customerID: "K-1", purpose: "analytics"))
-        #expect(try !e.engine.hasConsent(customerID: "K-1", purpose: "marketing"))
-        #expect(try e.engine.consentState(customerID: "K-1")?["analytics"]?.granted == false)
-        #expect(try e.engine.consentState(customerID: "K-2")?["analytics"]?.granted == true)
-        let history = try #require(try e.engine.consentHistory(customerID: "K-1"))
-        #expect(history.map(\.granted) == [true, false])
-        #expect(history.map(\.policyVersion) == ["v1", "v2"])
-        #expect(history.map(\.source) == ["form", nil])
-        #expect(history.allSatisfy { $0.purpose == "analytics" })
-        #expect(try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects], consent: "analytics"))[""] == [1])
-        #expect(throws: VaultError.self) {
-            _ = try e.engine.setConsent([(1, "nobody")], file: nil, purpose: "analytics", granted: true, source: nil, policyVersion: "v1", audit: Conformance.ctx)
+    func erasureRemovesTheSubjectEverywhere(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            var reference = try Conformance.populate(e, subjects: 7, seed: 3)
+            let victim = try #require(reference.subjects.first(where: { !$0.events.isEmpty })?.customerID)
+            #expect(try e.engine.exists(customerID: victim))
+            #expect(try e.engine.accessExport(customerID: victim) != nil)
+            let before = try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects, .eventCount(kind: "purchase", maxContributions: 100)]))[""]!
+            let receipts = try e.engine.erase(customerIDs: [(1, victim)], file: nil, reason: "test", audit: Conformance.ctx)
+            reference.erase(customerID: victim)
+            #expect(receipts.count == 1)
+            #expect(try !e.engine.exists(customerID: victim))
+            #expect(try e.engine.accessExport(customerID: victim) == nil)
+            #expect(try e.engine.consentState(customerID: victim) == nil)
+            let after = try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects, .eventCount(kind: "purchase", maxContributions: 100)]))[""]!
+            #expect(after[0] == before[0] - 1)
+            for (name, r) in Conformance.requests {
+                #expect(Answer { try e.engine.aggregateSource.boundedSums(r) } == Answer { try reference.boundedSums(r) }, "\(engine) after erasure: \(name)")
+            }
+            #expect(try e.engine.verifyAudit(expectHead: nil).ok)
         }
     }
 
     @Test(arguments: TestEngine.allCases)
-    func auditAppendsAndVerifies(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        let start = try e.engine.verifyAudit(expectHead: nil)
-        #expect(start.ok)
-        try e.engine.audit([Conformance.ctx.record("test.one", .read), Conformance.ctx.record("test.two", .read, outcome: .denied)])
-        let v = try e.engine.verifyAudit(expectHead: nil)
-        #expect(v.ok)
-        #expect(v.entries == start.entries + 2)
-        #expect(try e.engine.verifyAudit(expectHead: v.head).ok)
-        // A head the chain does not hold is not verified.
-        #expect(try !e.engine.verifyAudit(expectHead: String(repeating: "ab", count: 32)).ok)
+    func consentStateAndHistoryFollowGrantAndRevoke(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            _ = try e.engine.ingestProfiles(try e.file(Conformance.csv(["customer_id", "email"], [["K-1", ""], ["K-2", ""]])), options: IngestOptions())
+            #expect(try e.engine.consentState(customerID: "K-1") == [:])
+            #expect(try e.engine.consentState(customerID: "nobody") == nil)
+            #expect(try e.engine.consentHistory(customerID: "nobody") == nil)
+            _ = try e.engine.setConsent([(1, "K-1"), (2, "K-2")], file: nil, purpose: "analytics", granted: true, source: "form", policyVersion: "v1", audit: Conformance.ctx)
+            _ = try e.engine.setConsent([(1, "K-1")], file: nil, purpose: "analytics", granted: false, source: nil, policyVersion: "v2", audit: Conformance.ctx)
+            #expect(try e.engine.hasConsent(customerID: "K-2", purpose: "analytics"))
+            #expect(try !e.engine.hasConsent(customerID: "K-1", purpose: "analytics"))
+            #expect(try !e.engine.hasConsent(customerID: "K-1", purpose: "marketing"))
+            #expect(try e.engine.consentState(customerID: "K-1")?["analytics"]?.granted == false)
+            #expect(try e.engine.consentState(customerID: "K-2")?["analytics"]?.granted == true)
+            let history = try #require(try e.engine.consentHistory(customerID: "K-1"))
+            #expect(history.map(\.granted) == [true, false])
+            #expect(history.map(\.policyVersion) == ["v1", "v2"])
+            #expect(history.map(\.source) == ["form", nil])
+            #expect(history.allSatisfy { $0.purpose == "analytics" })
+            #expect(try e.engine.aggregateSource.boundedSums(Conformance.req([.subjects], consent: "analytics"))[""] == [1])
+            #expect(throws: VaultError.self) {
+                _ = try e.engine.setConsent([(1, "nobody")], file: nil, purpose: "analytics", granted: true, source: nil, policyVersion: "v1", audit: Conformance.ctx)
+            }
+        }
     }
 
     @Test(arguments: TestEngine.allCases)
-    func budgetLedgerGrantsExactlyUpToTheLimit(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        let entries = try e.engine.verifyAudit(expectHead: nil).entries
-        let accountant = e.engine.budgetAccountant(audit: Conformance.ctx.record("query.count", .read, purpose: "analytics"), policy: nil)
-        let quarter = try #require(Epsilon(0.25))
-        var granted = 0
-        for _ in 0..<6 {
-            do {
-                _ = try accountant.spend(purpose: "analytics", epsilon: quarter, limit: 1, periodSeconds: 86_400)
-                granted += 1
-            } catch is BudgetExceeded {}
+    func auditAppendsAndVerifies(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let start = try e.engine.verifyAudit(expectHead: nil)
+            #expect(start.ok)
+            try e.engine.audit([Conformance.ctx.record("test.one", .read), Conformance.ctx.record("test.two", .read, outcome: .denied)])
+            let v = try e.engine.verifyAudit(expectHead: nil)
+            #expect(v.ok)
+            #expect(v.entries == start.entries + 2)
+            #expect(try e.engine.verifyAudit(expectHead: v.head).ok)
+            // A head the chain does not hold is not verified.
+            #expect(try !e.engine.verifyAudit(expectHead: String(repeating: "ab", count: 32)).ok)
         }
-        #expect(granted == 4)
-        #expect(try e.engine.budgetState(purpose: "analytics", limit: 1, periodSeconds: 86_400).spent == 1)
-        #expect(try e.engine.budgetState(purpose: "marketing", limit: 1, periodSeconds: 86_400).spent == 0)
-        // Delta: a charge beyond the delta limit is refused and spends nothing.
-        #expect(throws: BudgetExceeded.self) {
-            _ = try accountant.spend(purpose: "marketing", epsilon: quarter, delta: 1e-6, limit: 1, deltaLimit: 1e-7, periodSeconds: 86_400)
+    }
+
+    @Test(arguments: TestEngine.allCases)
+    func budgetLedgerGrantsExactlyUpToTheLimit(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let entries = try e.engine.verifyAudit(expectHead: nil).entries
+            let accountant = e.engine.budgetAccountant(audit: Conformance.ctx.record("query.count", .read, purpose: "analytics"), policy: nil)
+            let quarter = try #require(Epsilon(0.25))
+            var granted = 0
+            for _ in 0..<6 {
+                do {
+                    _ = try accountant.spend(purpose: "analytics", epsilon: quarter, limit: 1, periodSeconds: 86_400)
+                    granted += 1
+                } catch is BudgetExceeded {}
+            }
+            #expect(granted == 4)
+            #expect(try e.engine.budgetState(purpose: "analytics", limit: 1, periodSeconds: 86_400).spent == 1)
+            #expect(try e.engine.budgetState(purpose: "marketing", limit: 1, periodSeconds: 86_400).spent == 0)
+            // Delta: a charge beyond the delta limit is refused and spends nothing.
+            #expect(throws: BudgetExceeded.self) {
+                _ = try accountant.spend(purpose: "marketing", epsilon: quarter, delta: 1e-6, limit: 1, deltaLimit: 1e-7, periodSeconds: 86_400)
+            }
+            #expect(try e.engine.budgetState(purpose: "marketing", limit: 1, deltaLimit: 1e-7, periodSeconds: 86_400).spent == 0)
+            let audited = try e.engine.verifyAudit(expectHead: nil)
+            #expect(audited.ok && audited.entries == entries + 4)   // one entry per granted charge
         }
-        #expect(try e.engine.budgetState(purpose: "marketing", limit: 1, deltaLimit: 1e-7, periodSeconds: 86_400).spent == 0)
-        let audited = try e.engine.verifyAudit(expectHead: nil)
-        #expect(audited.ok && audited.entries == entries + 4)   // one entry per granted charge
     }
 }
 
@@ -472,22 +517,26 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
     /// `location`. PostgreSQL's ingest threw the message alone, so `POST /v1/profiles` answered
     /// without `location` there.
     @Test(arguments: TestEngine.allCases)
-    func aRefusedRecordCarriesItsLocation(engine: TestEngine) throws {
-        let e = try engine.make(schema: Conformance.schema)
-        func location(_ body: () throws -> Void) -> VaultError.Location? {
-            do { try body() } catch let error as VaultError { return error.location } catch { return nil }
-            return nil
+    func aRefusedRecordCarriesItsLocation(engine: TestEngine) async throws {
+        // On a thread of its own: the PostgreSQL engine blocks its caller, which must not be
+        // one of Swift's cooperative threads (its tasks run there).
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            func location(_ body: () throws -> Void) -> VaultError.Location? {
+                do { try body() } catch let error as VaultError { return error.location } catch { return nil }
+                return nil
+            }
+            let csv = try e.file("customer_id,age\nA1,30\nA2,300\n")
+            let fromFile = location { _ = try e.engine.ingestProfiles(csv, options: IngestOptions()) }
+            #expect(fromFile == VaultError.Location(file: csv.name, line: 3, field: "age"), "\(engine)")
+            let body: [JSONValue] = [.object([("customer_id", .string("B1")), ("age", .int(40))]),
+                                     .object([("customer_id", .string("B2")), ("age", .int(4000))])]
+            let fromMemory = location { _ = try e.engine.ingestProfiles(.objects(body), options: IngestOptions()) }
+            #expect(fromMemory == VaultError.Location(file: nil, line: 2, field: "age"), "\(engine)")
+            try e.ingestProfiles(csv: "customer_id,age\nC1,30\n")
+            let events = try e.file("customer_id,kind,item,value,time\nC1,adjust,I0,5000,2026-03-01T00:00:00Z\n")
+            let fromEvents = location { _ = try e.engine.ingestEvents(events, options: IngestOptions()) }
+            #expect(fromEvents == VaultError.Location(file: events.name, line: 2, field: "value"), "\(engine)")
         }
-        let csv = try e.file("customer_id,age\nA1,30\nA2,300\n")
-        let fromFile = location { _ = try e.engine.ingestProfiles(csv, options: IngestOptions()) }
-        #expect(fromFile == VaultError.Location(file: csv.name, line: 3, field: "age"), "\(engine)")
-        let body: [JSONValue] = [.object([("customer_id", .string("B1")), ("age", .int(40))]),
-                                 .object([("customer_id", .string("B2")), ("age", .int(4000))])]
-        let fromMemory = location { _ = try e.engine.ingestProfiles(.objects(body), options: IngestOptions()) }
-        #expect(fromMemory == VaultError.Location(file: nil, line: 2, field: "age"), "\(engine)")
-        try e.ingestProfiles(csv: "customer_id,age\nC1,30\n")
-        let events = try e.file("customer_id,kind,item,value,time\nC1,adjust,I0,5000,2026-03-01T00:00:00Z\n")
-        let fromEvents = location { _ = try e.engine.ingestEvents(events, options: IngestOptions()) }
-        #expect(fromEvents == VaultError.Location(file: events.name, line: 2, field: "value"), "\(engine)")
     }
 }

@@ -341,18 +341,19 @@ func whereValues(_ text: String?) -> [String] {
     }
 }
 
-/// Runs blocking store work (SQLite, OpenSSL) off the concurrency pool's threads.
+/// Runs blocking store work (SQLite, OpenSSL, the PostgreSQL engine) on ``BlockingPool/shared``,
+/// off the concurrency pool's threads and libdispatch's.
 ///
 /// When the calling task is cancelled (its request's time limit passed), this returns at once
 /// with `CancellationError`; `body`, once started, still runs to its end on its queue (a store
 /// operation is not interrupted half-way), and its result is dropped. A body not yet started
 /// when the task is cancelled is not started.
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+func blocking<T: Sendable>(on pool: BlockingPool = .shared, _ body: @escaping @Sendable () throws -> T) async throws -> T {
     let once = ResumeOnce<T>()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             guard once.attach(continuation) else { return }   // already cancelled: resumed with CancellationError
-            DispatchQueue.global().async {
+            pool.submit {
                 guard once.isPending else { return }
                 once.resume(with: Result { try body() })
             }

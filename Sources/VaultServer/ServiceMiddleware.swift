@@ -165,7 +165,7 @@ public struct ServiceMiddleware: RouterMiddleware {
 /// `APIError(503, "request timed out")` as soon as the limit passes.
 ///
 /// The operation runs in a child task that is cancelled at the limit. Work it handed to
-/// ``blocking(_:)`` (store and crypto work on a dispatch queue) is not interrupted: that child
+/// ``blocking(on:_:)`` (store and crypto work on the service's own threads) is not interrupted: that child
 /// returns at once, and the work finishes in the background, its result discarded. So a
 /// timed-out request may still have taken effect (docs/http.md, "Time limit").
 func withTimeLimit<T: Sendable>(_ limit: Duration, _ operation: () async throws -> T) async throws -> T {

@@ -247,6 +247,16 @@ extension PostgresEngine {
                 FOR EACH STATEMENT EXECUTE FUNCTION profilevault.refuse_audit_change()
             """,
         ]),
+        PostgresMigration(version: 6, name: "bulk-ingest", statements: [
+            // A subject's `pii` and `attributes` rows are written in the transaction that writes
+            // its `subjects` row and deleted with it by erasure (one transaction, under the
+            // exclusive subjects lock), so their foreign keys only re-checked what the engine
+            // already guarantees, at a per-row trigger that cost about half of those inserts'
+            // server time (docs/benchmarks.md). Stores created at version 6 have none
+            // (`tableStatements`); this drops those of older stores.
+            "ALTER TABLE IF EXISTS profilevault.pii DROP CONSTRAINT IF EXISTS pii_subject_id_fkey",
+            "ALTER TABLE IF EXISTS profilevault.attributes DROP CONSTRAINT IF EXISTS attributes_subject_id_fkey",
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }

@@ -246,7 +246,8 @@ public final class PostgresEngine: Sendable {
         default: throw PostgresStoreError(.internalFailure, "no identity sequence for \(table)")
         }
         let values = try await rows(conn, """
-            SELECT nextval(pg_get_serial_sequence(\(sequence), 'id')) FROM generate_series(1, \(Int64(lines.count)))
+            WITH q AS (SELECT pg_get_serial_sequence(\(sequence), 'id')::regclass AS r)
+            SELECT nextval(q.r) FROM q, generate_series(1, \(Int64(lines.count)))
             """).map { try $0.decode(Int64.self) }.sorted()
         guard values.count == lines.count else { throw PostgresStoreError(.internalFailure, "the sequence returned \(values.count) ids for \(lines.count) rows") }
         var out = [Int64](repeating: 0, count: lines.count)

@@ -25,66 +25,135 @@ extension PostgresProfiles {
         let required: Set<String> = [schema.subjectIDField]
         guard options.batchSize >= 1 else { throw VaultError(.usage, "the batch size must be at least 1") }
         let suppressed = options.allowReingest ? [:] : try Self.wait("reading the suppression list") { try await self.suppressionList() }
+        let keys = self.keys, piiFieldIDs = self.piiFieldIDs, piiColumns = self.piiColumns
         let sealer = try ProfileSealer(schema: schema, keys: keys, piiFieldIDs: piiFieldIDs, piiColumns: piiColumns)
-        func validate(_ raw: RawRecord) -> Result<ValidProfile, RecordIssue> {
-            let r = ProfileStore.validateProfile(raw, file: path, schema: schema)
-            if case .success(let p) = r, !suppressed.isEmpty, let erased = suppressed[sealer.pseudonym(of: p.customerID)] {
-                return .failure(RecordIssue.make(file: path, line: p.line, field: schema.subjectIDField,
-                    reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
+        // A validator per thread: the suppression check's HMAC context is not shared.
+        let makeValidator: @Sendable () throws -> (RawRecord) -> Result<ValidProfile, RecordIssue> = {
+            let checker = suppressed.isEmpty ? nil : try ProfileSealer(schema: schema, keys: keys, piiFieldIDs: piiFieldIDs, piiColumns: piiColumns)
+            return { raw in
+                let r = ProfileStore.validateProfile(raw, file: path, schema: schema)
+                if case .success(let p) = r, let checker, let erased = suppressed[checker.pseudonym(of: p.customerID)] {
+                    return .failure(RecordIssue.make(file: path, line: p.line, field: schema.subjectIDField,
+                        reason: "this customer was erased on \(DateParsing.iso8601(unixSeconds: erased / 1000)); a stale import cannot bring them back (--allow-reingest records them as a new subject)"))
+                }
+                return r
             }
-            return r
         }
+        let validate = try makeValidator()
         func reader() throws -> RecordReader {
             try RecordReader(source: source, format: options.format, delimiter: options.delimiter, columns: columns, required: required,
                              types: types, aliases: aliases)
         }
-        if !options.skipInvalid {
-            let pass1 = try reader()
-            var n = 0
-            while let raw = try pass1.next() {
-                if case .failure(let issue) = validate(raw) { throw issue.error() }
-                n += 1
-                if n % 8192 == 0 { options.progress?(IngestProgress.make(phase: "validating", records: n, bytes: pass1.bytesRead, totalBytes: source.byteCount)) }
+        // The whole input must be valid before anything commits (unless `skipInvalid`). Pass 1
+        // reads it on a thread of its own while this thread already parses and seals the first
+        // transaction; the writer starts it only once the gate has passed.
+        let gate: ValidationGate
+        var validator: WorkerThread?
+        if options.skipInvalid {
+            gate = .passed()
+        } else {
+            gate = ValidationGate()
+            let g = gate
+            let format = options.format, delimiter = options.delimiter
+            validator = WorkerThread(name: "profilevault-ingest-validator") {
+                do {
+                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required,
+                                                 types: types, aliases: aliases)
+                    let check = try makeValidator()
+                    var n = 0
+                    while let raw = try pass1.next() {
+                        if case .failure(let issue) = check(raw) { throw issue.error() }
+                        n += 1
+                        if n % 4096 == 0, g.isCancelled { throw CancellationError() }
+                    }
+                    g.settle(.success(()))
+                } catch {
+                    g.settle(.failure(error))
+                }
             }
+        }
+        defer {
+            gate.cancel()
+            validator?.join()
         }
         let rejects = try RejectsWriter(options, ownFiles: ownFiles)
         let input = try reader()
+        // Pipeline: this thread parses, validates and seals transaction N+1 while a writer
+        // thread has transaction N written (the database server does that work), so the node's
+        // crypto and the server's inserts use both cores. This thread hands a transaction over
+        // only once the writer has taken the one before: at most two transactions' records are
+        // in memory.
+        struct Batch: Sendable {
+            var profiles: PackedProfiles
+            var rejected: Int, firstLine: Int, lastLine: Int
+        }
+        let piiWidth = piiColumns.valueColumns.count, attributeCount = schema.attributeFields.count
+        let capacity = min(options.batchSize, 65_536)
+        func newBatch() -> Batch {
+            Batch(profiles: PackedProfiles(piiWidth: piiWidth, attributeCount: attributeCount, capacity: capacity), rejected: 0, firstLine: 0, lastLine: 0)
+        }
+        let channel = BoundedChannel<Batch>(capacity: 1)
+        let counts = WriterCounts()
+        let audit = options.audit, allowReingest = options.allowReingest
+        let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
+            while let work = channel.take() {
+                do {
+                    try gate.wait()
+                    let (ins, upd) = try Self.wait("ingesting profiles") {
+                        try await self.writeProfiles(work.profiles, file: path, rejected: work.rejected, firstLine: work.firstLine,
+                                                     lastLine: work.lastLine, audit: audit, allowReingest: allowReingest)
+                    }
+                    counts.add(inserted: ins, updated: upd)
+                } catch {
+                    channel.fail(error)
+                    return
+                }
+            }
+        }
         var report = IngestReport()
-        var batch: [SealedProfile] = []
-        var rejectedInBatch = 0, firstLine = 0, lastLine = 0, inTransaction = 0, n = 0
-        func commit() throws {
-            guard inTransaction > 0 else { return }
-            let work = batch, rejected = rejectedInBatch, first = firstLine, last = lastLine
-            let audit = options.audit, allowReingest = options.allowReingest
-            let (ins, upd) = try Self.wait("ingesting profiles") {
-                try await self.writeProfiles(work, file: path, rejected: rejected, firstLine: first, lastLine: last, audit: audit, allowReingest: allowReingest)
+        var batch = newBatch()
+        var inTransaction = 0, n = 0
+        do {
+            while let raw = try input.next() {
+                if batch.firstLine == 0 { batch.firstLine = raw.line }
+                batch.lastLine = raw.line
+                switch validate(raw) {
+                case .failure(let issue):
+                    if !options.skipInvalid {
+                        // Pass 1 has found this record too (or an earlier one): its error is the
+                        // input's first. Were the gate open, the input changed since pass 1 read it.
+                        try gate.wait()
+                        throw issue.error()
+                    }
+                    report.rejected += 1
+                    batch.rejected += 1
+                    rejects?.write(issue)
+                case .success(let p):
+                    try batch.profiles.append(try sealer.seal(p))
+                }
+                n += 1
+                inTransaction += 1
+                if inTransaction == options.batchSize {
+                    try channel.waitUntilTaken()
+                    try channel.put(batch)
+                    batch = newBatch()
+                    inTransaction = 0
+                    options.progress?(IngestProgress.make(phase: "ingesting", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
+                }
             }
-            report.inserted += ins
-            report.updated += upd
-            batch.removeAll(keepingCapacity: true)
-            rejectedInBatch = 0
-            firstLine = 0
-            inTransaction = 0
-            options.progress?(IngestProgress.make(phase: "ingesting", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
-        }
-        while let raw = try input.next() {
-            if firstLine == 0 { firstLine = raw.line }
-            lastLine = raw.line
-            switch validate(raw) {
-            case .failure(let issue):
-                // Without skipInvalid pass 1 found no bad record: the file changed since.
-                if !options.skipInvalid { throw issue.error() }
-                report.rejected += 1
-                rejectedInBatch += 1
-                rejects?.write(issue)
-            case .success(let p):
-                batch.append(try sealer.seal(p))
+            if inTransaction > 0 {
+                try channel.waitUntilTaken()
+                try channel.put(batch)
             }
-            n += 1
-            inTransaction += 1
-            if inTransaction == options.batchSize { try commit() }
+        } catch {
+            channel.close()
+            writer.join()
+            throw channel.consumerFailure ?? error
         }
-        try commit()
+        channel.close()
+        writer.join()
+        if let failure = channel.consumerFailure { throw failure }
+        (report.inserted, report.updated) = counts.value
         options.progress?(IngestProgress.make(phase: "done", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
         try rejects?.finish()
         report.seconds = Date().timeIntervalSince(started)
@@ -98,44 +167,41 @@ extension PostgresProfiles {
     /// and checks the suppression list again: an erasure holds that lock exclusively, so a
     /// customer erased on another node after this ingest read the list is refused here, not
     /// brought back.
-    func writeProfiles(_ profiles: [SealedProfile], file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
+    func writeProfiles(_ profiles: PackedProfiles, file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
                        allowReingest: Bool) async throws -> (inserted: Int, updated: Int) {
         let now = Int64(Date().timeIntervalSince1970)
         // Every batch locks its subjects in one global order (the pseudonym's bytes; a repeated
         // customer stays in file order, so the later record still wins): two nodes ingesting
         // the same customers then wait for each other instead of deadlocking.
-        let profiles = profiles.enumerated().sorted { a, b in
-            a.element.pseudonym == b.element.pseudonym ? a.offset < b.offset : a.element.pseudonym.lexicographicallyPrecedes(b.element.pseudonym)
-        }.map(\.element)
+        let order = profiles.lockOrder()
         return try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
-            if !allowReingest, !profiles.isEmpty {
-                let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\(profiles.map { bytea($0.pseudonym) })::bytea[])")
+            if !allowReingest, profiles.count > 0 {
+                let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\((0..<profiles.count).map { profiles.pseudonymBuffer($0) })::bytea[])")
                 if !erased.isEmpty {
                     let set = Set(try erased.map { try $0.decode(ByteBuffer.self).bytes })
-                    let line = profiles.filter { set.contains($0.pseudonym) }.map(\.line).min() ?? firstLine
+                    let line = (0..<profiles.count).filter { set.contains(Array(profiles.pseudonym($0))) }.map { profiles.lines[$0] }.min() ?? firstLine
                     throw PostgresStoreError(.invalidInput, RecordIssue.make(file: file, line: line, field: schema.subjectIDField,
                         reason: "this customer was erased while the ingest ran; a stale import cannot bring them back (--allow-reingest records them as a new subject)").description)
                 }
             }
-            let fresh = try await engine.freshIDs(conn, table: "subjects", inLineOrder: profiles.map(\.line))
+            let fresh = try await engine.freshIDs(conn, table: "subjects", inLineOrder: order.map { profiles.lines[$0] })
             var ins = 0, upd = 0, reingested = 0
             var start = 0
-            while start < profiles.count {
+            while start < order.count {
                 // One statement holds each pseudonym once (an upsert may not touch a row twice):
-                // a customer repeated in the file goes to the next statement, in file order.
-                // And a statement stays under `statementBytes` of bound values (PostgreSQL's
-                // message limit is 1 GB; PII fields may be long).
-                var seen = Set<[UInt8]>()
+                // a customer repeated in the file (adjacent in lock order) goes to the next
+                // statement, in file order. And a statement stays under `statementBytes` of bound
+                // values (PostgreSQL's message limit is 1 GB; PII fields may be long).
                 var end = start
                 var bytes = 0
-                while end < profiles.count, end - start < Self.statementRows,
-                      end == start || bytes + profiles[end].boundBytes <= Self.statementBytes,
-                      seen.insert(profiles[end].pseudonym).inserted {
-                    bytes += profiles[end].boundBytes
+                while end < order.count, end - start < Self.statementRows,
+                      end == start || bytes + profiles.boundBytes[order[end]] <= Self.statementBytes,
+                      end == start || profiles.pseudonym(order[end]) != profiles.pseudonym(order[end - 1]) {
+                    bytes += profiles.boundBytes[order[end]]
                     end += 1
                 }
-                let (i, u, r) = try await writeChunk(conn, profiles[start..<end], ids: Array(fresh[start..<end]), now: now, allowReingest: allowReingest)
+                let (i, u, r) = try await writeChunk(conn, profiles, order[start..<end], ids: Array(fresh[start..<end]), now: now, allowReingest: allowReingest)
                 ins += i
                 upd += u
                 reingested += r
@@ -151,13 +217,14 @@ extension PostgresProfiles {
         } }
     }
 
+    /// Upserts the profiles at `chunk` (indices into `profiles`, each pseudonym once).
     /// `ids`: the row id each record gets if it is new (``PostgresEngine/freshIDs``); a
     /// subject already stored keeps its own.
-    func writeChunk(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, ids fresh: [Int64], now: Int64,
+    func writeChunk(_ conn: PostgresConnection, _ profiles: PackedProfiles, _ chunk: ArraySlice<Int>, ids fresh: [Int64], now: Int64,
                     allowReingest: Bool) async throws -> (inserted: Int, updated: Int, reingested: Int) {
-        let pseudonyms = chunk.map { bytea($0.pseudonym) }
-        let versions = chunk.map { Int64($0.kekVersion) }
-        let wrapped = chunk.map { bytea($0.wrappedDEK) }
+        let pseudonyms = chunk.map { profiles.pseudonymBuffer($0) }
+        let versions = chunk.map { Int64(profiles.kekVersions[$0]) }
+        let wrapped = chunk.map { profiles.wrappedDEK($0) }
         // xmax = 0: the row was inserted by this statement (not updated).
         let returned = try await engine.rows(conn, """
             INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
@@ -168,20 +235,21 @@ extension PostgresProfiles {
                 updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity)
             RETURNING pseudonym, id, (xmax = 0)
             """)
-        var ids: [[UInt8]: Int64] = [:]
+        var ids: [ByteBuffer: Int64] = [:]
+        ids.reserveCapacity(returned.count)
         var inserted: [ByteBuffer] = []
         for row in returned {
             let (p, id, isNew) = try row.decode((ByteBuffer, Int64, Bool).self)
-            ids[p.bytes] = id
+            ids[p] = id
             if isNew { inserted.append(p) }
         }
         var subjectIDs: [Int64] = []
         subjectIDs.reserveCapacity(chunk.count)
-        for p in chunk {
-            guard let id = ids[p.pseudonym] else { throw PostgresStoreError(.internalFailure, "the subject upsert returned no row for a record") }
+        for p in pseudonyms {
+            guard let id = ids[p] else { throw PostgresStoreError(.internalFailure, "the subject upsert returned no row for a record") }
             subjectIDs.append(id)
         }
-        try await writePIIAndAttributes(conn, chunk, subjectIDs: subjectIDs)
+        try await writePIIAndAttributes(conn, profiles, chunk, subjectIDs: subjectIDs, allNew: inserted.count == chunk.count)
         var reingested = 0
         if allowReingest, !inserted.isEmpty {
             reingested = try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(inserted)::bytea[]) RETURNING 1").count
@@ -189,43 +257,45 @@ extension PostgresProfiles {
         return (inserted.count, chunk.count - inserted.count, reingested)
     }
 
-    /// Upserts the `pii` and `attributes` rows of `chunk` (one statement each), for the
-    /// subjects with these row ids (in the chunk's order).
-    func writePIIAndAttributes(_ conn: PostgresConnection, _ chunk: ArraySlice<SealedProfile>, subjectIDs: [Int64]) async throws {
+    /// Upserts the `pii` and `attributes` rows of the profiles at `chunk` (indices into
+    /// `profiles`; one statement each), for the subjects with these row ids (in the chunk's order).
+    /// `allNew`: every one of these subjects was created in this transaction (plain inserts).
+    func writePIIAndAttributes(_ conn: PostgresConnection, _ profiles: PackedProfiles, _ chunk: some Collection<Int>, subjectIDs: [Int64],
+                               allNew: Bool) async throws {
         // The `pii` row: a ciphertext column per PII field and a MAC column per lookup field;
         // an absent value travels as an empty bytea and is stored as NULL.
         var pii = PostgresBindings(capacity: 1 + piiColumns.valueColumns.count)
         try pii.append(subjectIDs)
         let empty = ByteBuffer()
         for c in piiColumns.valueColumns.indices {
-            try pii.append(chunk.map { $0.piiRow[c].map(bytea) ?? empty })
+            try pii.append(chunk.map { profiles.pii($0, c) ?? empty })
         }
-        try await engine.exec(conn, PostgresQuery(unsafeSQL: piiUpsert, binds: pii))
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: allNew ? piiInsert : piiUpsert, binds: pii))
         // The attributes: per field, its values and whether each is present.
         var attrs = PostgresBindings(capacity: 1 + 2 * schema.attributeFields.count)
         try attrs.append(subjectIDs)
         for (i, f) in schema.attributeFields.enumerated() {
-            let present = chunk.map { $0.attributes[i] != .null }
+            let present = chunk.map { profiles.attribute($0, i) != .null }
             switch f.type {
             case .int:
                 try attrs.append(try chunk.map { p throws -> Int64 in
-                    switch p.attributes[i] { case .int(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
+                    switch profiles.attribute(p, i) { case .int(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
             case .float:
                 try attrs.append(try chunk.map { p throws -> Double in
-                    switch p.attributes[i] { case .float(let v): v; case .int(let v): Double(v); case .null: 0; default: throw Self.mistyped(f) } })
+                    switch profiles.attribute(p, i) { case .float(let v): v; case .int(let v): Double(v); case .null: 0; default: throw Self.mistyped(f) } })
             case .date:
                 try attrs.append(try chunk.map { p throws -> Int32 in
-                    switch p.attributes[i] { case .date(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
+                    switch profiles.attribute(p, i) { case .date(let v): v; case .null: 0; default: throw Self.mistyped(f) } })
             case .bool:
                 try attrs.append(try chunk.map { p throws -> Bool in
-                    switch p.attributes[i] { case .bool(let v): v; case .null: false; default: throw Self.mistyped(f) } })
+                    switch profiles.attribute(p, i) { case .bool(let v): v; case .null: false; default: throw Self.mistyped(f) } })
             case .string, .category:
                 try attrs.append(try chunk.map { p throws -> String in
-                    switch p.attributes[i] { case .text(let v): v; case .null: ""; default: throw Self.mistyped(f) } })
+                    switch profiles.attribute(p, i) { case .text(let v): v; case .null: ""; default: throw Self.mistyped(f) } })
             }
             try attrs.append(present)
         }
-        try await engine.exec(conn, PostgresQuery(unsafeSQL: attributesUpsert, binds: attrs))
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: allNew ? attributesInsert : attributesUpsert, binds: attrs))
     }
 
     /// How many encrypted fields and blind-index entries a `pii` row holds (PostgreSQL adds no
@@ -522,16 +592,5 @@ extension PostgresProfiles {
                 return [a, b, c, d, e]
             }
         }
-    }
-}
-
-extension SealedProfile {
-    /// Roughly the bytes this profile binds in the upsert statements (ciphertexts, MACs, the
-    /// wrapped key, the pseudonym, the attributes' text or 8 bytes).
-    var boundBytes: Int {
-        var n = pseudonym.count + wrappedDEK.count + 64
-        for c in piiRow { n += (c?.count ?? 0) + 4 }
-        for a in attributes { if case .text(let t) = a { n += t.utf8.count + 4 } else { n += 12 } }
-        return n
     }
 }

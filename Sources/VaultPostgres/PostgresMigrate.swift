@@ -181,7 +181,9 @@ extension PostgresStore {
                                 FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
                                             \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
                                 """)
-                            try await target.writePIIAndAttributes(conn, part.map(\.sealed)[...], subjectIDs: ids)
+                            let packed = try PackedProfiles(part.map(\.sealed), piiWidth: target.piiColumns.valueColumns.count,
+                                                            attributeCount: target.schema.attributeFields.count)
+                            try await target.writePIIAndAttributes(conn, packed, 0..<packed.count, subjectIDs: ids, allNew: false)
                         }
                     }
                 }

@@ -36,6 +36,11 @@ public final class PostgresProfiles: Sendable {
     /// schema's validated identifiers; every value is a bound array).
     let piiUpsert: String
     let attributesUpsert: String
+    /// The same statements without `ON CONFLICT`, for chunks whose subjects the chunk's own
+    /// upsert just created (their row ids are fresh, so no `pii` or `attributes` row can have
+    /// them; one would be an integrity failure, refused by the primary key, not overwritten).
+    let piiInsert: String
+    let attributesInsert: String
     /// `SELECT` list of a subject's row with its `pii` and `attributes` columns.
     let profileSelect: String
 
@@ -77,6 +82,11 @@ public final class PostgresProfiles: Sendable {
                 ON CONFLICT (subject_id) DO UPDATE SET \(attrs.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", "))
                 """
         }
+        func withoutConflictClause(_ sql: String) -> String {
+            sql.range(of: "ON CONFLICT").map { String(sql[..<$0.lowerBound]) } ?? sql
+        }
+        piiInsert = withoutConflictClause(piiUpsert)
+        attributesInsert = withoutConflictClause(attributesUpsert)
         let selected = ["s.id", "s.kek_version", "s.wrapped_dek"] + pcols.map { "p.\($0)" } + attrs.map { "a.\($0)" }
         profileSelect = """
             SELECT \(selected.joined(separator: ", ")) FROM profilevault.subjects s
@@ -122,15 +132,16 @@ public final class PostgresProfiles: Sendable {
 
     /// The `pii` and `attributes` tables of `schema`: a ciphertext column `c<id>` per PII field
     /// and a MAC column `m<id>` per lookup field with its partial index (names made of ids,
-    /// never of field names), and a typed column per attribute.
+    /// never of field names), and a typed column per attribute. Neither has a foreign key to
+    /// `subjects` (migration 6 says why).
     static func tableStatements(_ schema: Schema) throws(PostgresStoreError) -> [String] {
         let c = PIIColumns(schema: schema)
-        var out = ["CREATE TABLE profilevault.pii(subject_id bigint PRIMARY KEY REFERENCES profilevault.subjects(id)"
+        var out = ["CREATE TABLE profilevault.pii(subject_id bigint PRIMARY KEY"
                    + c.valueColumns.map { ", \($0.column) bytea" }.joined() + ")"]
         for m in c.macs {
             out.append("CREATE INDEX pii_\(m.column) ON profilevault.pii(\(m.column)) WHERE \(m.column) IS NOT NULL")
         }
-        var attrs = "CREATE TABLE profilevault.attributes(subject_id bigint PRIMARY KEY REFERENCES profilevault.subjects(id)"
+        var attrs = "CREATE TABLE profilevault.attributes(subject_id bigint PRIMARY KEY"
         for f in schema.attributeFields { attrs += ", \(try attributeColumn(f.name)) \(sqlType(f.type))" }
         out.append(attrs + ")")
         return out

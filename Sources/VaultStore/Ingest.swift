@@ -106,14 +106,15 @@ struct ProfileBatch: Sendable {
 }
 
 /// Inserted and updated counts, added to by the writer thread.
-final class WriterCounts: @unchecked Sendable {
+package final class WriterCounts: @unchecked Sendable {
     // `@unchecked Sendable`: both fields are guarded by `lock`.
     private let lock = NSLock()
     private var inserted = 0, updated = 0
-    func add(inserted i: Int, updated u: Int) {
+    package init() {}
+    package func add(inserted i: Int, updated u: Int) {
         lock.lock(); inserted += i; updated += u; lock.unlock()
     }
-    var value: (Int, Int) {
+    package var value: (Int, Int) {
         lock.lock(); defer { lock.unlock() }
         return (inserted, updated)
     }

@@ -5,18 +5,18 @@ import Foundation
 ///
 /// `@unchecked Sendable`: every mutable field is read and written only while `condition` is
 /// locked.
-final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
+package final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [Element] = []
     private var closed = false
     private var failure: (any Error)?
     private let capacity: Int
 
-    init(capacity: Int) { self.capacity = capacity }
+    package init(capacity: Int) { self.capacity = capacity }
 
     /// Blocks while the channel is full. Throws the consumer's failure, if any, so the producer
     /// stops at once.
-    func put(_ item: Element) throws {
+    package func put(_ item: Element) throws {
         condition.lock()
         defer { condition.unlock() }
         while items.count >= capacity && failure == nil { condition.wait() }
@@ -25,8 +25,18 @@ final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
         condition.broadcast()
     }
 
+    /// Blocks until the consumer has taken every item put so far (or has failed: throws its
+    /// failure). A producer that calls this after each `put` holds at most one item besides
+    /// the one the consumer works on.
+    package func waitUntilTaken() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while !items.isEmpty && failure == nil { condition.wait() }
+        if let failure { throw failure }
+    }
+
     /// Blocks until an item arrives; nil once the producer has closed and everything is taken.
-    func take() -> Element? {
+    package func take() -> Element? {
         condition.lock()
         defer { condition.unlock() }
         while items.isEmpty && !closed { condition.wait() }
@@ -36,7 +46,7 @@ final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
         return item
     }
 
-    func close() {
+    package func close() {
         condition.lock()
         closed = true
         condition.broadcast()
@@ -44,7 +54,7 @@ final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
     }
 
     /// Called by the consumer when it cannot go on.
-    func fail(_ error: any Error) {
+    package func fail(_ error: any Error) {
         condition.lock()
         if failure == nil { failure = error }
         items.removeAll()
@@ -52,7 +62,7 @@ final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
         condition.unlock()
     }
 
-    var consumerFailure: (any Error)? {
+    package var consumerFailure: (any Error)? {
         condition.lock()
         defer { condition.unlock() }
         return failure
@@ -60,11 +70,11 @@ final class BoundedChannel<Element: Sendable>: @unchecked Sendable {
 }
 
 /// Runs `body` on a new thread and lets the caller wait for it.
-final class WorkerThread: @unchecked Sendable {
+package final class WorkerThread: @unchecked Sendable {
     // `@unchecked Sendable`: `done` is a semaphore; `thread` is only touched by `init`.
     private let done = DispatchSemaphore(value: 0)
 
-    init(name: String, _ body: @escaping @Sendable () -> Void) {
+    package init(name: String, _ body: @escaping @Sendable () -> Void) {
         let done = self.done
         let thread = Thread {
             body()
@@ -75,7 +85,7 @@ final class WorkerThread: @unchecked Sendable {
         thread.start()
     }
 
-    func join() { done.wait() }
+    package func join() { done.wait() }
 }
 
 /// Chunks the writer is done with, freed by the producer: a chunk of sealed profiles is a few
@@ -109,34 +119,36 @@ final class RetiredChunks<Element>: @unchecked Sendable {
 ///
 /// `@unchecked Sendable`: every mutable field is read and written only while `condition` is
 /// locked.
-final class ValidationGate: @unchecked Sendable {
+package final class ValidationGate: @unchecked Sendable {
     private let condition = NSCondition()
     private var outcome: Result<Void, any Error>?
     private var cancelled = false
 
+    package init() {}
+
     /// A gate that is already open (nothing to validate: `--skip-invalid`).
-    static func passed() -> ValidationGate {
+    package static func passed() -> ValidationGate {
         let g = ValidationGate()
         g.settle(.success(()))
         return g
     }
 
     /// Records the validation pass's result; the first call wins.
-    func settle(_ result: Result<Void, any Error>) {
+    package func settle(_ result: Result<Void, any Error>) {
         condition.lock()
         if outcome == nil { outcome = result }
         condition.broadcast()
         condition.unlock()
     }
 
-    var isSettled: Bool {
+    package var isSettled: Bool {
         condition.lock()
         defer { condition.unlock() }
         return outcome != nil
     }
 
     /// Blocks until the validation pass has finished; throws its failure.
-    func wait() throws {
+    package func wait() throws {
         condition.lock()
         while outcome == nil { condition.wait() }
         let o = outcome!
@@ -145,13 +157,13 @@ final class ValidationGate: @unchecked Sendable {
     }
 
     /// Tells the validation pass to stop early (the ingest failed for another reason).
-    func cancel() {
+    package func cancel() {
         condition.lock()
         cancelled = true
         condition.unlock()
     }
 
-    var isCancelled: Bool {
+    package var isCancelled: Bool {
         condition.lock()
         defer { condition.unlock() }
         return cancelled

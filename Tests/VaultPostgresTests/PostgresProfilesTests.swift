@@ -330,7 +330,8 @@ let context = AuditContext(actor: "tester", role: "admin", requestID: "req-1")
                                                                           schema: repositorySchema) else { Issue.record("row 5 is invalid"); return }
             let stale = try sealer.seal(valid)
             do {
-                _ = try await b.writeProfiles([stale], file: "stale.csv", rejected: 0, firstLine: 7, lastLine: 7, audit: context, allowReingest: false)
+                let packed = try PackedProfiles([stale], piiWidth: b.piiColumns.valueColumns.count, attributeCount: repositorySchema.attributeFields.count)
+                _ = try await b.writeProfiles(packed, file: "stale.csv", rejected: 0, firstLine: 7, lastLine: 7, audit: context, allowReingest: false)
                 Issue.record("an erased customer was written back by a batch sealed before the erasure")
             } catch let e as PostgresStoreError {
                 #expect(e.kind == .invalidInput && e.message.contains("stale.csv:7") && e.message.contains("erased"))

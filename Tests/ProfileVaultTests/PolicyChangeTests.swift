@@ -170,4 +170,20 @@ import VaultCrypto
         #expect(history.status == 0 && !history.stdout.contains("SECRET"), "\(history.stdout) \(history.stderr)")
         #expect(history.stdout.contains("2026-11-01"), "\(history.stdout)")
     }
+
+    /// The same version at `init`: refused (exit 65) before a store is created.
+    @Test func initWithANulInThePolicyVersionCreatesNothing() throws {
+        let s = try CLIStore(initialise: false)
+        let pol = s.dir + "/policies"
+        try FileManager.default.createDirectory(atPath: pol, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.repoRoot + "/policies/schema.yaml", toPath: pol + "/schema.yaml")
+        try String(contentsOfFile: CLI.repoRoot + "/policies/policy.yaml", encoding: .utf8)
+            .replacingOccurrences(of: #"version: "2026-11-01""#, with: #"version: "2026-11-01\0SECRET""#)
+            .write(toFile: pol + "/policy.yaml", atomically: true, encoding: .utf8)
+        s.env["PROFILEVAULT_POLICY"] = pol
+        #expect(try CLI.run(["keys", "generate", "--out", s.dir + "/keyring.json"]).status == 0)
+        let r = try s.run(["init"])
+        #expect(r.status == 65 && r.stderr.contains("the policy version contains the control character U+0000") && !r.stderr.contains("SECRET"), "\(r.status) \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.dir + "/store.sqlite"))
+    }
 }

@@ -1,4 +1,4 @@
-public import VaultValues
+package import VaultValues
 
 /// Free text an engine stores as it is given (a consent source, an erasure reason, an actor, a
 /// policy version, a policy record's text). PostgreSQL's `text` cannot hold U+0000 and SQLite

@@ -37,9 +37,13 @@ extension Vault {
 
     // MARK: - Consent
 
-    /// Grants or revokes consent; returns how many subjects' state changed.
+    /// Grants or revokes consent; returns how many subjects' state changed. A source or actor
+    /// holding U+0000 is refused (invalid input) before anything is read or written, on every
+    /// engine (`StoredText`).
     public func setConsent(_ selection: SubjectSelection, purpose name: String, granted: Bool, source: String?) throws -> Int {
         try audited(granted ? "consent.grant" : "consent.revoke", .update, permission: "consent", purpose: name) { context in
+            try StoredText.check(source, "consent source")
+            try StoredText.check(context.actor, "actor")
             _ = try purpose(name)
             let (ids, file) = try resolveSelection(selection)
             return try store.setConsent(ids, file: file, purpose: name, granted: granted, source: source,
@@ -90,8 +94,11 @@ extension Vault {
 
     // MARK: - Erasure
 
+    /// Erases the subjects (crypto-shredding). A reason holding U+0000 is refused (invalid
+    /// input) before anything is read or erased, on every engine (`StoredText`).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
         try audited("erase", .delete, permission: "erase") { context in
+            try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
         }

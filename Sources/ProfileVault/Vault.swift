@@ -101,6 +101,9 @@ public final class Vault: Sendable {
                                   logger: Logger = Logger(label: "profilevault")) throws -> Vault {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let (schema, policy) = (files.schema, files.policy)
+        // Stored as given by every engine (meta, the policy ledger): refused before anything is created.
+        try StoredText.check(policy.version, "policy version")
+        try StoredText.check(config.actor.name, "actor")
         let keyring = try loadKeyring(path: config.keysPath)
         let store: any StorageEngine
         if PostgresStore.isLocation(config.storePath) {

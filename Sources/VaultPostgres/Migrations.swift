@@ -278,7 +278,8 @@ extension PostgresEngine {
     /// Creates or migrates the schema and grants the service role exactly what a node needs.
     /// Run as the owner role (the one that owns the tables; never the service role). Safe to
     /// run again and from two processes at once: each migration runs once, in one transaction,
-    /// under an advisory lock; the grants are set again to the same.
+    /// under an advisory lock; the grants are set again to the same. The service role is
+    /// recorded; another one on a later run is refused (``requireOneServiceRole(_:_:)``).
     ///
     /// The service role gets: USAGE on the schema; SELECT on `meta` and `schema_migrations`;
     /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
@@ -338,7 +339,9 @@ extension PostgresEngine {
                 if superuser || bypass {
                     throw PostgresStoreError(.configuration, "the service role \(role) is a superuser or bypasses row security: no grant can restrain it; use a plain role")
                 }
-            } else {
+            }
+            try await requireOneServiceRole(conn, role)
+            if existing.isEmpty {
                 try await exec(conn, PostgresQuery(unsafeSQL: "CREATE ROLE \(Self.quoted(role)) NOLOGIN"))
             }
             let r = Self.quoted(role)
@@ -381,6 +384,27 @@ extension PostgresEngine {
             // After the grants: what the role holds through any membership, too.
             try await refuseUnrestrainable(conn, role)
         }
+    }
+
+    /// A store has one service role, recorded in `meta` (`service_role`) by the first init:
+    /// init again (to migrate, or from a second host) with another name is refused
+    /// (configuration, naming the store's role) before anything is created or granted, where
+    /// it used to create and grant a second role. A store initialised before the role was
+    /// recorded is known by the role granted INSERT on `audit_log` directly (what only the
+    /// service role gets); it is recorded now.
+    func requireOneServiceRole(_ conn: PostgresConnection, _ role: String) async throws {
+        var current = try await rows(conn, "SELECT value FROM profilevault.meta WHERE key = 'service_role'").first?.decode(String.self)
+        if current == nil {
+            current = try await rows(conn, """
+                SELECT r.rolname FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+                WHERE c.oid = 'profilevault.audit_log'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
+                ORDER BY r.rolname LIMIT 1
+                """).first?.decode(String.self)
+        }
+        if let current, current != role {
+            throw PostgresStoreError(.configuration, "\(location.description) already has the service role \(current), not \(role): a store has one service role; run init with --service-role \(current)")
+        }
+        try await exec(conn, "INSERT INTO profilevault.meta(key, value) VALUES ('service_role', \(role)) ON CONFLICT (key) DO NOTHING")
     }
 
     /// Refuses (configuration) a service role that the grants cannot restrain because of what

@@ -22,8 +22,8 @@ extension PostgresProfiles {
 /// converted back to `bigint`, so a sum beyond 64 bits is refused (invalid input), never
 /// wrapped. Derived attributes add their events in ingest order (`sum(value ORDER BY id)`).
 /// Item groupings stream one row per subject (its pseudonym, its distinct items and their last
-/// times) and apply the per-subject cap here, with the reference's tie order
-/// (`ReferenceAggregateSource.itemTieBreak` of the pseudonym's tie key).
+/// times) into the engines' shared `ItemSums`, which applies the per-subject cap with the
+/// reference's tie order (`ReferenceAggregateSource.itemTieBreak` of the pseudonym's tie key).
 ///
 /// **Values.** Every constant (where constants, bounds, centres, grids, centroids, vocabularies,
 /// event kinds, purposes, time windows) is a bound parameter; column names come from the
@@ -531,170 +531,44 @@ public struct PostgresAggregateSource: AggregateSource {
     // MARK: - Item sums
 
     /// Item groupings: the subjects' distinct items of the kind with their last use, streamed one
-    /// subject per row; each subject's capped sample (the most recent first, ties by the pseudonym's
-    /// hash order) counts in the item, pair, set or (segment, item) groups.
+    /// subject per row into `ItemSums` (which checks the request, caps each subject's sample and
+    /// counts it in the item, pair, set or (segment, item) groups).
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
-        guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
-            throw VaultError(.usage, "an item grouping takes exactly one item coordinate and no predicates")
-        }
-        let kind: String, maxItems: Int
-        var unit = 1
-        var since: Int64? = nil
-        switch r.coordinates[0] {
-        case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
-        case let .itemPairWeight(k, m, u): kind = k; maxItems = m; unit = u
-        case let .itemSetPresence(k, m, _): kind = k; maxItems = m
-        default: throw VaultError(.usage, "an item grouping takes an item coordinate")
-        }
-        guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
-        switch (r.grouping, r.coordinates[0]) {
-        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight), (.segmentItems?, .itemPresence): break
-        case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
-        default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
-        }
-        var vocabulary: [String]? = nil
-        var segment: (column: String, domain: [String])? = nil
-        switch r.grouping {
-        case let .items(v)?: vocabulary = v
-        case let .itemPairs(v)?: vocabulary = v
-        case let .itemSets(v, _)?: vocabulary = v
-        case let .segmentItems(attribute, domain, v)?:
-            vocabulary = v
-            guard let f = profiles.schema.attributeFields.first(where: { $0.name == attribute }), f.type == .category else {
-                throw VaultError(.usage, "segment grouping needs a categorical attribute; \(attribute) is not one")
-            }
-            segment = ("a." + (try PostgresProfiles.attributeColumn(f.name)), domain)
-        default: break
-        }
+        let sums = try ItemSums(r, schema: profiles.schema)
         var q = Bindings()
-        var filter = q.text(kind).map { "kind = \($0)" } ?? "FALSE"
-        if let since { filter += " AND time >= \(q.int(since))" }
-        if let vocabulary { filter += " AND item = ANY(\(q.texts(vocabulary)))" }
+        var filter = q.text(sums.kind).map { "kind = \($0)" } ?? "FALSE"
+        if let since = sums.since { filter += " AND time >= \(q.int(since))" }
+        if let vocabulary = sums.vocabulary { filter += " AND item = ANY(\(q.texts(vocabulary)))" }
         var joins = " JOIN profilevault.subjects s ON s.id = d.subject_id"
         if let p = r.consentPurpose {
             joins += " JOIN profilevault.consent_state cs ON cs.subject_id = d.subject_id AND cs.purpose = \(q.text(p) ?? "NULL") AND cs.granted"
         }
-        if segment != nil { joins += " JOIN profilevault.attributes a ON a.subject_id = d.subject_id" }
+        var segmentColumn = "NULL::text"
+        if let attribute = sums.segmentAttribute {
+            joins += " JOIN profilevault.attributes a ON a.subject_id = d.subject_id"
+            segmentColumn = "a." + (try PostgresProfiles.attributeColumn(attribute))
+        }
         // One row per subject: its distinct items and their last times as two arrays (rows
         // decoded one by one cost about 60 µs each in a debug build; a subject's row holds its
         // few items).
         let sql = """
-            SELECT s.pseudonym, min(\(segment?.column ?? "NULL::text")), array_agg(d.item), array_agg(d.t)
+            SELECT s.pseudonym, min(\(segmentColumn)), array_agg(d.item), array_agg(d.t)
             FROM (SELECT subject_id, item, max(time) AS t FROM profilevault.events WHERE \(filter) GROUP BY subject_id, item) d\(joins)
             GROUP BY d.subject_id, s.pseudonym
             """
-        var accumulator = ItemAccumulator(grouping: r.grouping, maxItems: maxItems, unit: unit)
-        accumulator = try read(sql, q) { [accumulator] sequence in
-            var acc = accumulator
+        var counted = try read(sql, q) { [sums] sequence in
+            var acc = sums
             for try await row in sequence {
                 let (pseudonym, value, items, times) = try row.decode((ByteBuffer, String?, [String], [Int64]).self)
                 guard items.count == times.count else {
                     throw PostgresStoreError(.internalFailure, "an item grouping's arrays differ in length")
                 }
-                acc.start(tieKey: ReferenceAggregateSource.itemTieKey(pseudonym: pseudonym.readableBytesView), segment: value)
-                for (item, t) in zip(items, times) { acc.add(item: item, time: t) }
-                try acc.flush()
+                acc.beginSubject(pseudonym: pseudonym.readableBytesView, segment: value)
+                for (item, t) in zip(items, times) { acc.add(item: item, lastUsed: t) }
             }
             return acc
         }
-        return accumulator.result(r.grouping)
-    }
-}
-
-/// The per-subject cap and the item groups' counts (the same rules as
-/// `ReferenceAggregateSource.cappedItems` and `itemSums`), fed one subject at a time.
-struct ItemAccumulator: Sendable {
-    let maxItems: Int
-    let unit: Int
-    var index: [String: Int] = [:]      // vocabulary item -> its (last) index
-    var segmentIndex: [String: Int] = [:]
-    var mode: Mode
-    enum Mode: Sendable { case presence, pairs, sets(Int), segments }
-
-    var held: [(t: Int64, tie: UInt64, item: String)] = []
-    var tieKey: UInt64 = 0
-    var segment: Int? = nil
-    var presence: [String: Int64] = [:]
-    var counts: [String: Int64] = [:]   // pair, set or segment keys
-
-    init(grouping: Grouping?, maxItems: Int, unit: Int) {
-        self.maxItems = maxItems
-        self.unit = unit
-        func indexes(_ v: [String]) -> [String: Int] {
-            var out: [String: Int] = [:]
-            for (i, item) in v.enumerated() { out[item] = i }
-            return out
-        }
-        switch grouping {
-        case let .itemPairs(v)?: mode = .pairs; index = indexes(v)
-        case let .itemSets(v, size)?: mode = .sets(size); index = indexes(v)
-        case let .segmentItems(_, d, v)?: mode = .segments; index = indexes(v); segmentIndex = indexes(d)
-        default: mode = .presence
-        }
-    }
-
-    mutating func start(tieKey: UInt64, segment value: String?) {
-        held.removeAll(keepingCapacity: true)
-        self.tieKey = tieKey
-        segment = value.flatMap { segmentIndex[$0] }
-    }
-
-    mutating func add(item: String, time: Int64) {
-        held.append((time, ReferenceAggregateSource.itemTieBreak(subjectKey: tieKey, item: item), item))
-    }
-
-    mutating func bump(_ key: String, by n: Int64) throws {
-        let (s, o) = (counts[key] ?? 0).addingReportingOverflow(n)
-        guard !o else { throw PostgresAggregateSource.overflow() }
-        counts[key] = s
-    }
-
-    /// Ends the current subject: its first `maxItems` items, the most recently used first,
-    /// ties by the hash order, then by the item.
-    mutating func flush() throws {
-        guard !held.isEmpty else { return }
-        held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
-        let capped = held.prefix(maxItems)
-        switch mode {
-        case .presence:
-            for h in capped {
-                let (s, o) = (presence[h.item] ?? 0).addingReportingOverflow(1)
-                guard !o else { throw PostgresAggregateSource.overflow() }
-                presence[h.item] = s
-            }
-        case .segments:
-            guard let s = segment else { break }
-            for h in capped { if let i = index[h.item] { try bump("\(s)|\(i)", by: 1) } }
-        case .sets(let size):
-            let items = capped.compactMap { index[$0.item] }.sorted()
-            for combo in Grouping.sets(count: items.count, size: size) {
-                try bump(combo.map { String(items[$0]) }.joined(separator: "|"), by: 1)
-            }
-        case .pairs:
-            let items = capped.compactMap { index[$0.item] }
-            guard items.count >= 2 else { break }
-            let w = Int64(unit / (items.count - 1))
-            for a in items.indices {
-                for b in items.indices where b > a {
-                    try bump("\(min(items[a], items[b]))|\(max(items[a], items[b]))", by: w)
-                }
-            }
-        }
-        held.removeAll(keepingCapacity: true)
-    }
-
-    func result(_ grouping: Grouping?) -> [String: [Int64]] {
-        var out: [String: [Int64]] = [:]
-        switch mode {
-        case .presence:
-            if case let .items(v?)? = grouping { for item in v { out[item] = [0] } }
-            for (item, n) in presence { out[item] = [n] }
-        case .pairs:
-            for (key, n) in counts where n != 0 { out[key] = [n] }
-        case .sets, .segments:
-            for key in grouping?.domain ?? [] { out[key] = [0] }
-            for (key, n) in counts { out[key] = [n] }
-        }
-        return out
+        // Outside the transaction: a refused sum comes out as the same `VaultError` as the reference's.
+        return try counted.finish()
     }
 }

@@ -16,9 +16,9 @@ import VaultValues
 /// `subjects`, and erasure deletes them with the subject.
 ///
 /// PostgreSQL's `text` cannot hold U+0000. A value with it that would be written (a purpose,
-/// a source, a policy version, an actor) is refused (usage) before anything is read or written;
-/// SQLite would store its prefix before the U+0000 (GRDB binds text up to its first NUL). A
-/// value only compared (a purpose or an event kind asked about) is compared as SQLite compares
+/// a source, a policy version, an actor) is refused (invalid input) before anything is read or
+/// written, by the check both engines share (`StoredText`; SQLite would otherwise store its
+/// prefix before the U+0000, as GRDB binds text up to its first NUL). A value only compared (a purpose or an event kind asked about) is compared as SQLite compares
 /// it: its prefix before the first U+0000 (``compared(_:)``), so both engines answer alike.
 extension PostgresProfiles {
     /// Advisory lock (namespace, key of the purpose): consent changes for one purpose run one
@@ -78,10 +78,7 @@ extension PostgresProfiles {
     /// another node after the IDs were resolved refuses that transaction (not found).
     public func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,
                            source: String?, policyVersion: String, audit: AuditContext) throws -> Int {
-        for (what, value) in [("purpose", purpose), ("consent source", source ?? ""), ("policy version", policyVersion), ("actor", audit.actor)]
-        where !Self.storable(value) {
-            throw VaultError(.usage, "the \(what) contains the control character U+0000")
-        }
+        try StoredText.checkConsent(purpose: purpose, source: source, policyVersion: policyVersion, actor: audit.actor)
         let pseudonyms = try ids.map { try pseudonym(ofCustomerID: $0.id) }
         let (known, now) = try Self.wait("resolving subjects") { [self] in
             try await engine.transaction("resolving subjects") { conn in

@@ -76,7 +76,8 @@ extension PostgresProfiles {
     /// `meta.policy_version`, which SQLite also sets, is not written: the service role may not
     /// write `meta` on PostgreSQL. The policy in force is this ledger's newest record.
     public func recordPolicy(_ record: PolicyRecord, previous: Int64?, periods: [String: Int], audit: AuditRecord) throws -> PolicyRecord {
-        try Self.wait("recording the policy") { [engine] in
+        try StoredText.checkPolicyRecord(version: record.version, actor: record.actor, role: record.role, summary: record.summary, changes: record.changes)
+        return try Self.wait("recording the policy") { [engine] in
             try await engine.transaction("recording the policy") { conn in
                 try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(PostgresEngine.lockNamespacePolicy), 0)")
                 let latest = try await engine.latestPolicy(conn)

@@ -101,27 +101,12 @@ extension PostgresProfiles {
     /// fields, the same head record), verified by the same `AuditExportVerifier`. Committed on
     /// success, discarded on any failure. Nothing unverified is signed (as on SQLite).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        do {
-            let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
-            try file.commit()
-            return r
-        } catch {
-            file.discard()
-            throw error
-        }
+        try file.committing { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
     }
 
     /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        let sink = MemorySink()
-        let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: sink)
-        return (sink.bytes, r.entries, r.head)
-    }
-
-    /// An export held in memory.
-    private final class MemorySink: AuditExportSink {
-        private(set) var bytes: [UInt8] = []
-        func write(_ text: String) throws { bytes.append(contentsOf: text.utf8) }
+        try MemoryExportSink.export { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
     }
 
     /// The sink, handed to the pool's task that reads the snapshot. `@unchecked Sendable`: the
@@ -203,7 +188,7 @@ extension PostgresProfiles {
                         previous = try h.decode(ByteBuffer.self).bytes   // an empty slice after the end continues from the head
                     }
                     // The checkpoint before the slice (the first one inside links to it).
-                    var lastCheckpoint = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
+                    let lastCheckpoint = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
                         SELECT \(cpColumns) FROM profilevault.audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT 1
                         """, binds: { var b = PostgresBindings(); b.append(lo); return b }())).first.map { try Self.checkpoint($0) }
                     var checkpoints: [Int64: AuditCheckpoint] = [:]
@@ -222,18 +207,8 @@ extension PostgresProfiles {
                             throw PostgresStoreError(.integrity, "audit entry \(neighbour): its time column differs from the entry's time: the database was edited; nothing was exported (run audit verify)")
                         }
                     }
-                    func broken(_ seq: Int64, _ why: String) -> PostgresStoreError {
-                        PostgresStoreError(.integrity, "audit entry \(seq): \(why); nothing was exported (run audit verify)")
-                    }
-                    func accept(_ cp: AuditCheckpoint, hash: [UInt8]) throws {
-                        guard cp.hash == hash else { throw broken(cp.sequence, "its checkpoint records another hash") }
-                        if let why = cp.linkFailure(after: lastCheckpoint, knownPrevious: true) { throw broken(cp.sequence, why) }
-                        lastCheckpoint = cp
-                    }
-                    if format == .csv { try box.write(AuditLog.csvColumns.joined(separator: ",") + "\n") }
-                    var head = previous
-                    var count = 0
-                    var buffer = ""
+                    func refused(_ r: AuditExportRefusal) -> PostgresStoreError { PostgresStoreError(.integrity, r.message) }
+                    var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints)
                     // Every row is read (the stream is drained); the first failure stands.
                     var failure: PostgresStoreError?
                     let rows = try await conn.query(PostgresQuery(unsafeSQL: """
@@ -243,100 +218,44 @@ extension PostgresProfiles {
                         if failure != nil { continue }
                         do {
                             let stored = try Entry(row)
-                            let seq = stored.seq
-                            guard seq == lo + Int64(count) else { throw broken(seq, "sequence numbers are not contiguous") }
-                            guard stored.previous == head, SHA256.hash(stored.previous, Array(stored.text.utf8)) == stored.hash else {
-                                throw broken(seq, "its hash does not match its content and the entry before it")
-                            }
-                            guard case .object(var pairs)? = try? JSONValue.parse(stored.text), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
-                                throw broken(seq, "not a valid audit entry")
-                            }
-                            guard case .int(stored.time)? = JSONValue.object(pairs)["time"] else {
-                                throw broken(seq, "its time column differs from the entry's time")
-                            }
-                            pairs.append(("prev_hash", .string(AuditLog.hex(stored.previous))))
-                            pairs.append(("hash", .string(AuditLog.hex(stored.hash))))
-                            if let cp = checkpoints[seq] {
-                                try accept(cp, hash: stored.hash)
-                                pairs.append(("checkpoint_signature", .string(AuditLog.hex(cp.signature))))
-                                if let t = cp.timeMillis, let ps = cp.previousSequence, let pd = cp.previousDigest {
-                                    pairs.append(("checkpoint_time", .int(t)))
-                                    pairs.append(("checkpoint_previous_sequence", .int(ps)))
-                                    pairs.append(("checkpoint_previous", .string(AuditLog.hex(pd))))
-                                }
-                            }
-                            switch format {
-                            case .jsonl: buffer += JSONValue.object(pairs).canonicalString() + "\n"
-                            case .csv: buffer += ProfileStore.csvRow(JSONValue.object(pairs)) + "\n"
-                            }
-                            if buffer.utf8.count > 1 << 20 { try box.write(buffer); buffer = "" }
-                            head = stored.hash
-                            count += 1
+                            try renderer.add(seq: stored.seq, time: stored.time, text: stored.text, previous: stored.previous, hash: stored.hash)
+                            if let chunk = renderer.takeChunk() { try box.write(chunk) }
                         } catch let e as PostgresStoreError {
                             failure = e
+                        } catch let r as AuditExportRefusal {
+                            failure = refused(r)
                         }
                     }
                     if let failure { throw failure }
                     // The slice must end under a checkpoint whose signature verifies: follow the
                     // chain to the first checkpoint at or after its last entry.
-                    let end = lo + Int64(count) - 1
-                    if count > 0 || lo > 1 {
-                        var covering = lastCheckpoint.flatMap { $0.sequence == end && end >= 1 && $0.hash == head ? $0 : nil }
-                        var running = head
-                        var expected = end + 1
-                        // In pages (a checkpoint follows within one group commit's entries).
-                        while covering == nil {
-                            let page = try await engine.rows(conn, """
-                                SELECT a.seq, a.time, a.entry, a.prev_hash, a.hash,
-                                       c.seq, c.hash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
-                                FROM profilevault.audit_log a LEFT JOIN profilevault.audit_checkpoints c ON c.seq = a.seq
-                                WHERE a.seq >= \(max(expected, 1)) ORDER BY a.seq LIMIT 1000
-                                """)
-                            if page.isEmpty { break }
-                            for row in page {
-                                let stored = try Entry(row)
-                                let seq = stored.seq
-                                guard seq == expected, stored.previous == running, SHA256.hash(running, Array(stored.text.utf8)) == stored.hash else {
-                                    throw broken(seq, "its hash does not match its content and the entry before it")
-                                }
-                                running = stored.hash
-                                expected += 1
-                                if try PostgresRandomAccessRow(row)[5].decode(Int64?.self) != nil {
-                                    let cp = try Self.checkpoint(row, at: 5)
-                                    try accept(cp, hash: stored.hash)
-                                    covering = cp
-                                    break
+                    do {
+                        if renderer.needsCover {
+                            renderer.beginCover()
+                            // In pages (a checkpoint follows within one group commit's entries).
+                            while !renderer.isCovered {
+                                let page = try await engine.rows(conn, """
+                                    SELECT a.seq, a.time, a.entry, a.prev_hash, a.hash,
+                                           c.seq, c.hash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
+                                    FROM profilevault.audit_log a LEFT JOIN profilevault.audit_checkpoints c ON c.seq = a.seq
+                                    WHERE a.seq >= \(max(renderer.nextSequence, 1)) ORDER BY a.seq LIMIT 1000
+                                    """)
+                                if page.isEmpty { break }
+                                for row in page where !renderer.isCovered {
+                                    let stored = try Entry(row)
+                                    try renderer.follow(seq: stored.seq, text: stored.text, previous: stored.previous, hash: stored.hash)
+                                    if try PostgresRandomAccessRow(row)[5].decode(Int64?.self) != nil {
+                                        try renderer.cover(by: try Self.checkpoint(row, at: 5))
+                                    }
                                 }
                             }
+                            try renderer.checkCovered(publicKey: publicKey)
                         }
-                        guard let covering, covering.isValid(publicKey: publicKey) else {
-                            throw PostgresStoreError(.integrity, "audit entries up to \(max(end, lo)) are not covered by a signed checkpoint that verifies: the log was tampered with; nothing was exported (run audit verify)")
-                        }
+                    } catch let r as AuditExportRefusal {
+                        throw refused(r)
                     }
-                    let signature = try signer.signature(for: AuditLog.exportHeadMessage(firstSequence: lo, previous: previous, lastSequence: end, head: head))
-                    let headRecord = JSONValue.object([
-                        ("first_sequence", .int(lo)),
-                        ("previous", .string(AuditLog.hex(previous))),
-                        ("last_sequence", .int(end)),
-                        ("hash", .string(AuditLog.hex(head))),
-                        ("signature", .string(AuditLog.hex(signature))),
-                        ("signed_at", .string(AuditLog.isoMillis(AuditLog.nowMillis))),
-                        ("public_key", .string(AuditLog.hex(signer.publicKey.rawRepresentation))),
-                    ])
-                    switch format {
-                    case .jsonl: buffer += JSONValue.object([("head", headRecord)]).canonicalString() + "\n"
-                    case .csv:
-                        // The CSV's last row carries the signed head: "head" in the first column.
-                        var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
-                        cells[0] = "head"
-                        for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
-                                                ("prev_hash", AuditLog.hex(previous))] {
-                            if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
-                        }
-                        buffer += CSVCell.row(cells) + "\n"
-                    }
-                    try box.write(buffer)
-                    return (count, AuditLog.hex(head))
+                    try box.write(try renderer.finish(signer: signer))
+                    return (renderer.count, AuditLog.hex(renderer.head))
                 }
             }
         } catch {

@@ -289,21 +289,12 @@ extension ProfileStore {
     /// already opened; committed on success, discarded (only what it created is removed: the
     /// new file, or the temporary file of a replacement) on any failure.
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        do {
-            let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
-            try file.commit()
-            return r
-        } catch {
-            file.discard()
-            throw error
-        }
+        try file.committing { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
     }
 
     /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        let sink = MemoryExportSink()
-        let r = try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: sink)
-        return (sink.bytes, r.entries, r.head)
+        try MemoryExportSink.export { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
     }
 
     private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: some AuditExportSink) throws -> (entries: Int, head: String) {
@@ -321,7 +312,7 @@ extension ProfileStore {
                 previous = [UInt8](h)   // an empty slice after the end continues from the head
             }
             // The checkpoint before the slice (the first one inside links to it).
-            var lastCheckpoint = try Row.fetchOne(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+            let lastCheckpoint = try Row.fetchOne(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC LIMIT 1",
                                                   arguments: [lo]).map { try Self.checkpoint($0) }
             var checkpoints: [Int64: AuditCheckpoint] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq BETWEEN ? AND ?", arguments: [lo, hi]) {
@@ -339,113 +330,36 @@ extension ProfileStore {
                     throw VaultError(.integrity, "audit entry \(neighbour): its time column differs from the entry's time: the file was edited; nothing was exported (run audit verify)")
                 }
             }
-            func put(_ s: String) throws { try out.write(s) }
-            func broken(_ seq: Int64, _ why: String) -> VaultError {
-                VaultError(.integrity, "audit entry \(seq): \(why); nothing was exported (run audit verify)")
-            }
-            /// Checks a checkpoint found at `seq` against the recomputed hash and the one before.
-            func accept(_ cp: AuditCheckpoint, hash: [UInt8]) throws {
-                guard cp.hash == hash else { throw broken(cp.sequence, "its checkpoint records another hash") }
-                if let why = cp.linkFailure(after: lastCheckpoint, knownPrevious: true) { throw broken(cp.sequence, why) }
-                lastCheckpoint = cp
-            }
-            if format == .csv { try put(AuditLog.csvColumns.joined(separator: ",") + "\n") }
-            var head = previous
-            var count = 0
-            var buffer = ""
-            let rows = try Row.fetchCursor(db, sql: "SELECT seq, time, entry, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", arguments: [lo, hi])
-            while let row = try rows.next() {
-                let stored = try StoredEntry(row)
-                let seq = stored.seq
-                let entryText = stored.text
-                let prev = stored.previous
-                let hash = stored.hash
-                guard seq == lo + Int64(count) else { throw broken(seq, "sequence numbers are not contiguous") }
-                guard prev == head, SHA256.hash(prev, Array(entryText.utf8)) == hash else {
-                    throw broken(seq, "its hash does not match its content and the entry before it")
+            var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints)
+            do {
+                let rows = try Row.fetchCursor(db, sql: "SELECT seq, time, entry, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", arguments: [lo, hi])
+                while let row = try rows.next() {
+                    let stored = try StoredEntry(row)
+                    try renderer.add(seq: stored.seq, time: stored.time, text: stored.text, previous: stored.previous, hash: stored.hash)
+                    if let chunk = renderer.takeChunk() { try out.write(chunk) }
                 }
-                guard case .object(var pairs)? = try? JSONValue.parse(entryText), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
-                    throw broken(seq, "not a valid audit entry")
-                }
-                guard case .int(stored.time)? = JSONValue.object(pairs)["time"] else {
-                    throw broken(seq, "its time column differs from the entry's time")
-                }
-                pairs.append(("prev_hash", .string(AuditLog.hex(prev))))
-                pairs.append(("hash", .string(AuditLog.hex(hash))))
-                if let cp = checkpoints[seq] {
-                    try accept(cp, hash: hash)
-                    pairs.append(("checkpoint_signature", .string(AuditLog.hex(cp.signature))))
-                    if let t = cp.timeMillis, let ps = cp.previousSequence, let pd = cp.previousDigest {
-                        pairs.append(("checkpoint_time", .int(t)))
-                        pairs.append(("checkpoint_previous_sequence", .int(ps)))
-                        pairs.append(("checkpoint_previous", .string(AuditLog.hex(pd))))
-                    }
-                }
-                switch format {
-                case .jsonl: buffer += JSONValue.object(pairs).canonicalString() + "\n"
-                case .csv: buffer += Self.csvRow(JSONValue.object(pairs)) + "\n"
-                }
-                if buffer.utf8.count > 1 << 20 { try put(buffer); buffer = "" }
-                head = hash
-                count += 1
-            }
-            // The slice must end under a checkpoint whose signature verifies: follow the chain
-            // to the first checkpoint at or after its last entry.
-            let end = lo + Int64(count) - 1
-            if count > 0 || lo > 1 {
-                var covering = lastCheckpoint.flatMap { $0.sequence == end && end >= 1 && $0.hash == head ? $0 : nil }
-                if covering == nil {
-                    var running = head
-                    var expected = end + 1
-                    let tail = try Row.fetchCursor(db, sql: """
-                        SELECT a.seq, a.time, a.entry, a.prev_hash, a.hash, c.seq AS cseq, c.hash AS chash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
-                        FROM audit a LEFT JOIN audit_checkpoints c ON c.seq = a.seq WHERE a.seq >= ? ORDER BY a.seq
-                        """, arguments: [max(end + 1, 1)])
-                    while let row = try tail.next() {
-                        let stored = try StoredEntry(row)
-                        let seq = stored.seq
-                        let hash = stored.hash
-                        guard seq == expected, stored.previous == running, SHA256.hash(running, Array(stored.text.utf8)) == hash else {
-                            throw broken(seq, "its hash does not match its content and the entry before it")
-                        }
-                        running = hash
-                        expected += 1
-                        if !row.auditIsNull("cseq") {
-                            let cp = try Self.checkpoint(row, seqColumn: "cseq", hashColumn: "chash")
-                            try accept(cp, hash: hash)
-                            covering = cp
-                            break
+                // The slice must end under a checkpoint whose signature verifies: follow the chain
+                // to the first checkpoint at or after its last entry.
+                if renderer.needsCover {
+                    renderer.beginCover()
+                    if !renderer.isCovered {
+                        let tail = try Row.fetchCursor(db, sql: """
+                            SELECT a.seq, a.time, a.entry, a.prev_hash, a.hash, c.seq AS cseq, c.hash AS chash, c.signature, c.checkpoint_time, c.prev_seq, c.prev_digest
+                            FROM audit a LEFT JOIN audit_checkpoints c ON c.seq = a.seq WHERE a.seq >= ? ORDER BY a.seq
+                            """, arguments: [max(renderer.nextSequence, 1)])
+                        while !renderer.isCovered, let row = try tail.next() {
+                            let stored = try StoredEntry(row)
+                            try renderer.follow(seq: stored.seq, text: stored.text, previous: stored.previous, hash: stored.hash)
+                            if !row.auditIsNull("cseq") { try renderer.cover(by: try Self.checkpoint(row, seqColumn: "cseq", hashColumn: "chash")) }
                         }
                     }
+                    try renderer.checkCovered(publicKey: publicKey)
                 }
-                guard let covering, covering.isValid(publicKey: publicKey) else {
-                    throw VaultError(.integrity, "audit entries up to \(max(end, lo)) are not covered by a signed checkpoint that verifies: the log was tampered with; nothing was exported (run audit verify)")
-                }
+            } catch let refusal as AuditExportRefusal {
+                throw VaultError(.integrity, refusal.message)
             }
-            let signature = try signer.signature(for: AuditLog.exportHeadMessage(firstSequence: lo, previous: previous, lastSequence: end, head: head))
-            let headRecord = JSONValue.object([
-                ("first_sequence", .int(lo)),
-                ("previous", .string(AuditLog.hex(previous))),
-                ("last_sequence", .int(end)),
-                ("hash", .string(AuditLog.hex(head))),
-                ("signature", .string(AuditLog.hex(signature))),
-                ("signed_at", .string(AuditLog.isoMillis(AuditLog.nowMillis))),
-                ("public_key", .string(AuditLog.hex(signer.publicKey.rawRepresentation))),
-            ])
-            switch format {
-            case .jsonl: buffer += JSONValue.object([("head", headRecord)]).canonicalString() + "\n"
-            case .csv:
-                // The CSV's last row carries the signed head: "head" in the first column.
-                var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
-                cells[0] = "head"
-                for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
-                                        ("prev_hash", AuditLog.hex(previous))] {
-                    if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
-                }
-                buffer += CSVCell.row(cells) + "\n"
-            }
-            try put(buffer)
-            return (count, AuditLog.hex(head))
+            try out.write(try renderer.finish(signer: signer))
+            return (renderer.count, AuditLog.hex(renderer.head))
         }
     }
 
@@ -573,10 +487,30 @@ public protocol AuditExportSink: AnyObject {
     func write(_ text: String) throws
 }
 
-extension OutputFile: AuditExportSink {}
+extension OutputFile: AuditExportSink {
+    /// Runs `write` into this file (every engine's export to a file): committed on success,
+    /// discarded (only what it created is removed) on any failure.
+    package func committing<R>(_ write: (OutputFile) throws -> R) throws -> R {
+        do {
+            let r = try write(self)
+            try commit()
+            return r
+        } catch {
+            discard()
+            throw error
+        }
+    }
+}
 
 /// An export held in memory.
-final class MemoryExportSink: AuditExportSink {
+package final class MemoryExportSink: AuditExportSink {
     private(set) var bytes: [UInt8] = []
-    func write(_ text: String) throws { bytes.append(contentsOf: text.utf8) }
+    package func write(_ text: String) throws { bytes.append(contentsOf: text.utf8) }
+
+    /// Every engine's export to memory: what `write` wrote to a new sink, with its result.
+    package static func export(_ write: (MemoryExportSink) throws -> (entries: Int, head: String)) throws -> (bytes: [UInt8], entries: Int, head: String) {
+        let sink = MemoryExportSink()
+        let r = try write(sink)
+        return (sink.bytes, r.entries, r.head)
+    }
 }

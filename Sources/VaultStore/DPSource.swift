@@ -297,42 +297,17 @@ struct StoreAggregateSource: AggregateSource {
         return "(" + parts.joined(separator: " + ") + ")"
     }
 
-    /// Item groupings: one statement over the subjects' capped distinct items.
+    /// Item groupings: one statement over the subjects' distinct items (`ItemSums` checks the
+    /// request, caps each subject's sample and counts it).
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
-        guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
-            throw VaultError(.usage, "an item grouping takes exactly one item coordinate and no predicates")
-        }
-        let kind: String, maxItems: Int
-        var unit = 1
-        var since: Int64? = nil
-        switch r.coordinates[0] {
-        case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
-        case let .itemPairWeight(k, m, u): kind = k; maxItems = m; unit = u
-        case let .itemSetPresence(k, m, _): kind = k; maxItems = m
-        default: throw VaultError(.usage, "an item grouping takes an item coordinate")
-        }
-        guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
-        var args: [any DatabaseValueConvertible] = [kind]
+        var sums = try ItemSums(r, schema: store.schema)
+        var args: [any DatabaseValueConvertible] = [sums.kind]
         var filter = ""
-        if let since {
+        if let since = sums.since {
             filter += " AND time >= ?"
             args.append(since)
         }
-        var vocabulary: [String]? = nil
-        switch r.grouping {
-        case let .items(v)?: vocabulary = v
-        case let .itemPairs(v)?: vocabulary = v
-        case let .itemSets(v, _)?: vocabulary = v
-        case let .segmentItems(_, _, v)?: vocabulary = v
-        default: break
-        }
-        // The coordinate must match the grouping (the bound is the coordinate's).
-        switch (r.grouping, r.coordinates[0]) {
-        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight), (.segmentItems?, .itemPresence): break
-        case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
-        default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
-        }
-        if let v = vocabulary {
+        if let v = sums.vocabulary {
             let data = try JSONSerialization.data(withJSONObject: v)
             filter += " AND item IN (SELECT value FROM json_each(?))"
             args.append(String(decoding: data, as: UTF8.self))
@@ -344,86 +319,21 @@ struct StoreAggregateSource: AggregateSource {
         }
         // Segment by item: the subject's attribute value rides along on every row (NULL: no group).
         var segmentColumn = "NULL"
-        var segmentIndex: [String: Int] = [:]
-        if case let .segmentItems(attribute, domain, _)? = r.grouping {
-            guard let f = store.schema.attributeFields.first(where: { $0.name == attribute }), f.type == .category else {
-                throw VaultError(.usage, "segment grouping needs a categorical attribute; \(attribute) is not one")
-            }
+        if let attribute = sums.segmentAttribute {
             consent += " JOIN attributes a ON a.subject_id = d.subject_id"
-            segmentColumn = "a.\(ProfileStore.quoted(f.name))"
-            for (i, v) in domain.enumerated() { segmentIndex[v] = i }
+            segmentColumn = "a.\(ProfileStore.quoted(attribute))"
         }
-        // Every subject's distinct items with their last use; the cap is applied in Swift: the
-        // most recently used first, ties (the lines of one invoice share a time) broken by a
-        // fixed hash of the subject's pseudonym and the item
-        // (`ReferenceAggregateSource.itemTieBreak`). Breaking them by the item code, as an
-        // ORDER BY would, made the capped sample prefer low codes: on online retail that alone
-        // cost the popularity ranking 0.06-0.08 HR@10 (docs/models.md).
+        // Every subject's distinct items with their last use, one subject's rows together; the
+        // cap is applied in Swift (`ItemSums`).
         let sql = """
             SELECT d.subject_id, d.item, d.t, \(segmentColumn), substr(s.pseudonym, 1, 8)
             FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d
             JOIN subjects s ON s.id = d.subject_id\(consent)
             ORDER BY d.subject_id
             """
+        let segmented = sums.segmentAttribute != nil
         return try store.pool.read { db in
-            var out: [String: [Int64]] = [:]
-            var pairIndex: [String: Int] = [:]
-            var pairs: [Int: Int64] = [:]     // i * V + j, i < j
-            var presence: [String: Int64] = [:]
-            var sets: [String: Int64] = [:]
-            if case let .itemPairs(v)? = r.grouping {
-                for (i, item) in v.enumerated() { pairIndex[item] = i }
-            }
-            var isPairs = false
-            if case .itemPairs? = r.grouping { isPairs = true }
-            var setSize = 0
-            if case let .itemSets(v, size)? = r.grouping {
-                setSize = size
-                for (i, item) in v.enumerated() { pairIndex[item] = i }
-            }
-            let width = vocabulary?.count ?? 0
-            var isSegments = false
-            if case let .segmentItems(_, _, v)? = r.grouping {
-                isSegments = true
-                for (i, item) in v.enumerated() { pairIndex[item] = i }
-            }
             var current: Int64? = nil
-            var currentSegment: Int? = nil
-            var currentTieKey: UInt64 = 0
-            var held: [(t: Int64, tie: UInt64, item: String)] = []
-            var overflow = false   // a pair weight sum beyond 64 bits (a huge `unit`): refused below
-            func flush() {
-                guard !held.isEmpty else { return }
-                held.sort { $0.t != $1.t ? $0.t > $1.t : ($0.tie != $1.tie ? $0.tie < $1.tie : $0.item < $1.item) }
-                let capped = held.prefix(maxItems)
-                if isSegments {
-                    // Per subject: 1 for each of its capped items, in its one segment's row.
-                    guard let s = currentSegment else { return }
-                    for h in capped { if let i = pairIndex[h.item] { pairs[s * width + i, default: 0] += 1 } }
-                } else if setSize > 0 {
-                    // Per subject: 1 for every set of setSize of its capped vocabulary items.
-                    let items = capped.compactMap { pairIndex[$0.item] }.sorted()
-                    for combo in Grouping.sets(count: items.count, size: setSize) {
-                        sets[combo.map { String(items[$0]) }.joined(separator: "|"), default: 0] += 1
-                    }
-                } else if isPairs {
-                    // Per subject: its n capped items (n >= 2) give every unordered pair
-                    // floor(unit / (n - 1)) (integer division, as documented for itemPairWeight).
-                    let items = capped.compactMap { pairIndex[$0.item] }
-                    guard items.count >= 2 else { return }
-                    let w = Int64(unit / (items.count - 1))
-                    for a in 0..<items.count {
-                        for b in (a + 1)..<items.count {
-                            let i = min(items[a], items[b]), j = max(items[a], items[b])
-                            let (sum, o) = pairs[i * width + j, default: 0].addingReportingOverflow(w)
-                            if o { overflow = true }
-                            pairs[i * width + j] = sum
-                        }
-                    }
-                } else {
-                    for h in capped { presence[h.item, default: 0] += 1 }
-                }
-            }
             let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
             while let row = try cursor.next() {
                 // Decoded by storage class: an edited events row is an integrity error, not a trap.
@@ -431,38 +341,23 @@ struct StoreAggregateSource: AggregateSource {
                     throw VaultError(.integrity, "an event's subject column holds \(Stored.kind(row.stored(at: 0))), not a row id: the store was altered")
                 }
                 if subject != current {
-                    flush(); held.removeAll(keepingCapacity: true); current = subject
+                    current = subject
                     guard let p = Stored.blob(row.stored(at: 4)), p.count == 8 else {
                         throw Stored.damaged(subject: subject, "its pseudonym", row.stored(at: 4), expected: "a blob of 8 bytes")
                     }
-                    currentTieKey = ReferenceAggregateSource.itemTieKey(pseudonym: p)
-                    if isSegments {
+                    var segment: String? = nil
+                    if segmented {
                         let g = row.stored(at: 3)
                         if !g.isNull, Stored.text(g) == nil { throw Stored.damaged(subject: subject, "its segment attribute", g, expected: "text") }
-                        currentSegment = Stored.text(g).flatMap { segmentIndex[$0] }
-                    } else {
-                        currentSegment = nil
+                        segment = Stored.text(g)
                     }
+                    sums.beginSubject(pseudonym: p, segment: segment)
                 }
                 guard let item = Stored.text(row.stored(at: 1)) else { throw Stored.damaged(subject: subject, "an event's item", row.stored(at: 1), expected: "text") }
                 guard let t = Stored.int(row.stored(at: 2)) else { throw Stored.damaged(subject: subject, "an event's time", row.stored(at: 2), expected: "an integer") }
-                held.append((t, ReferenceAggregateSource.itemTieBreak(subjectKey: currentTieKey, item: item), item))
+                sums.add(item: item, lastUsed: t)
             }
-            flush()
-            if overflow { throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers") }
-            if case let .segmentItems(_, domain, _)? = r.grouping {
-                for s in domain.indices { for i in 0..<width { out["\(s)|\(i)"] = [pairs[s * width + i] ?? 0] } }
-            } else if setSize > 0 {
-                // Every set of the vocabulary is a key, zeros included (`Grouping.itemSets`).
-                for key in r.grouping?.domain ?? [] { out[key] = [0] }
-                for (key, n) in sets { out[key] = [n] }
-            } else if isPairs {
-                for (key, total) in pairs where total != 0 { out["\(key / width)|\(key % width)"] = [total] }
-            } else {
-                if let v = vocabulary { for item in v { out[item] = [0] } }
-                for (item, n) in presence { out[item] = [n] }
-            }
-            return out
+            return try sums.finish()
         }
     }
 

@@ -106,7 +106,8 @@ extension ProfileStore {
     /// diff would be against the wrong policy). Budget rows charged before period lengths were
     /// recorded take their purpose's period from `periods` (the policy recorded now).
     public func recordPolicy(_ record: PolicyRecord, previous: Int64?, periods: [String: Int], audit: AuditRecord) throws -> PolicyRecord {
-        try pool.writeWithoutTransaction { db -> PolicyRecord in
+        try StoredText.checkPolicyRecord(version: record.version, actor: record.actor, role: record.role, summary: record.summary, changes: record.changes)
+        return try pool.writeWithoutTransaction { db -> PolicyRecord in
             var out = record
             try db.inTransaction(.immediate) {
                 guard try Self.latestPolicy(db)?.sequence == previous else {

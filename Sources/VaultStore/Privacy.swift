@@ -115,6 +115,7 @@ extension ProfileStore {
     /// audit entry. Returns how many subjects' state changed.
     public func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,
                            source: String?, policyVersion: String, audit: AuditContext) throws -> Int {
+        try StoredText.checkConsent(purpose: purpose, source: source, policyVersion: policyVersion, actor: audit.actor)
         let resolved = try pool.read { db in try resolve(db, ids, file: file) }
         var changed = 0
         let now = AuditLog.nowMillis
@@ -271,8 +272,9 @@ extension ProfileStore {
     }
 
     /// Erases subjects by customer ID. All IDs must exist (an unknown one refuses the call
-    /// before anything is erased).
+    /// before anything is erased); a reason holding U+0000 is refused first (`StoredText`).
     public func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt] {
+        try StoredText.check(reason, "erasure reason")
         let resolved = try pool.read { db in try resolve(db, customerIDs, file: file) }
         return try erase(resolved, reason: reason, audit: audit)
     }

@@ -257,25 +257,15 @@ public struct ReferenceAggregateSource: AggregateSource {
         return z ^ (z >> 31)
     }
 
-    /// The item groupings' sample of one subject: its distinct items of the kind (only those in
-    /// `vocabulary` when given, only events at or after `since` when given), each with the time
-    /// of its last use, the most recently used first, ties by `itemTieBreak` ascending, then by
-    /// the item; the first `maxItems`.
-    static func cappedItems(_ s: Subject, kind: String, since: Int64?, vocabulary: Set<String>?, maxItems: Int) -> [String] {
+    /// The item groupings' candidates of one subject: its distinct items of the kind (only those
+    /// in `vocabulary` when given, only events at or after `since` when given), each with the
+    /// time of its last use (`ItemSums` caps and counts them).
+    static func lastUses(_ s: Subject, kind: String, since: Int64?, vocabulary: Set<String>?) -> [String: Int64] {
         var last: [String: Int64] = [:]
         for e in s.events where e.kind == kind && (since.map { e.time >= $0 } ?? true) && (vocabulary?.contains(e.item) ?? true) {
             last[e.item] = max(last[e.item] ?? .min, e.time)
         }
-        struct Used { let item: String; let t: Int64; let tie: UInt64 }
-        var used: [Used] = []
-        let key = itemTieKey(pseudonym: s.pseudonym)
-        for (item, t) in last { used.append(Used(item: item, t: t, tie: itemTieBreak(subjectKey: key, item: item))) }
-        used.sort { a, b in
-            if a.t != b.t { return a.t > b.t }
-            if a.tie != b.tie { return a.tie < b.tie }
-            return a.item < b.item
-        }
-        return used.prefix(maxItems).map { $0.item }
+        return last
     }
 
     // MARK: - boundedSums
@@ -466,93 +456,20 @@ public struct ReferenceAggregateSource: AggregateSource {
         return out
     }
 
-    /// The item groupings: each consenting subject's capped sample of distinct items
-    /// (`cappedItems`) counts in the item, pair, set or (segment, item) groups.
+    /// The item groupings: each consenting subject's distinct items (`lastUses`) go to
+    /// `ItemSums`, which checks the request, caps each subject's sample and counts it in the
+    /// item, pair, set or (segment, item) groups.
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
-        guard r.coordinates.count == 1, r.predicates.isEmpty, r.nonNull.isEmpty else {
-            throw VaultError(.usage, "an item grouping takes exactly one item coordinate and no predicates")
-        }
-        let kind: String, maxItems: Int
-        var since: Int64? = nil
-        switch r.coordinates[0] {
-        case let .itemPresence(k, m, t): kind = k; maxItems = m; since = t
-        case let .itemPairWeight(k, m, _): kind = k; maxItems = m
-        case let .itemSetPresence(k, m, _): kind = k; maxItems = m
-        default: throw VaultError(.usage, "an item grouping takes an item coordinate")
-        }
-        guard maxItems >= 1 else { throw VaultError(.usage, "max items per subject must be at least 1") }
-        switch (r.grouping, r.coordinates[0]) {
-        case (.items?, .itemPresence), (.itemPairs?, .itemPairWeight), (.segmentItems?, .itemPresence): break
-        case let (.itemSets(_, size)?, .itemSetPresence(_, _, k)) where size == k && (size == 2 || size == 3): break
-        default: throw VaultError(.usage, "this item coordinate does not go with this item grouping")
-        }
-        /// An item's index in a vocabulary (a value listed twice: its last index).
-        func indexes(_ v: [String]) -> [String: Int] {
-            var out: [String: Int] = [:]
-            for (i, item) in v.enumerated() { out[item] = i }
-            return out
-        }
-        func add(_ out: inout [String: [Int64]], _ key: String, _ n: Int64) throws {
-            let (t, o) = (out[key]?[0] ?? 0).addingReportingOverflow(n)
-            guard !o else { throw Self.overflow() }
-            out[key] = [t]
-        }
-        var population = subjects
-        if let p = r.consentPurpose { population = population.filter { $0.consent[p] == true } }
-        var out: [String: [Int64]] = [:]
-        switch (r.grouping, r.coordinates[0]) {
-        case let (.items(vocabulary)?, _):
-            // 1 for each item of the sample; every vocabulary item is a key (zeros included);
-            // without a vocabulary, the keys are the items sampled.
-            for item in vocabulary ?? [] { out[item] = [0] }
-            for s in population {
-                for item in Self.cappedItems(s, kind: kind, since: since, vocabulary: vocabulary.map(Set.init), maxItems: maxItems) {
-                    try add(&out, item, 1)
-                }
+        var sums = try ItemSums(r, schema: schema)
+        let vocabulary = sums.vocabulary.map(Set.init)
+        for s in subjects where r.consentPurpose.map({ s.consent[$0] == true }) ?? true {
+            var segment: String? = nil
+            if let a = sums.segmentAttribute, case let .text(t)? = s.attributes[a] { segment = t }
+            sums.beginSubject(pseudonym: s.pseudonym, segment: segment)
+            for (item, t) in Self.lastUses(s, kind: sums.kind, since: sums.since, vocabulary: vocabulary) {
+                sums.add(item: item, lastUsed: t)
             }
-        case let (.itemPairs(vocabulary)?, .itemPairWeight(_, _, unit)):
-            // With n >= 2 items in the sample, each unordered pair gets floor(unit / (n - 1));
-            // keys "i|j" (i < j, vocabulary indexes), only pairs whose sum is not zero.
-            let index = indexes(vocabulary)
-            for s in population {
-                let items = Self.cappedItems(s, kind: kind, since: nil, vocabulary: Set(vocabulary), maxItems: maxItems).compactMap { index[$0] }
-                guard items.count >= 2 else { continue }
-                let w = Int64(unit / (items.count - 1))
-                for a in items.indices {
-                    for b in items.indices where b > a {
-                        try add(&out, "\(min(items[a], items[b]))|\(max(items[a], items[b]))", w)
-                    }
-                }
-            }
-            out = out.filter { $0.value[0] != 0 }
-        case let (.itemSets(vocabulary, size)?, _):
-            // 1 for every set of `size` items of the sample; keys "i|j(|k)" ascending vocabulary
-            // indexes; every set of the vocabulary is a key (zeros included).
-            for key in r.grouping?.domain ?? [] { out[key] = [0] }
-            let index = indexes(vocabulary)
-            for s in population {
-                let items = Self.cappedItems(s, kind: kind, since: nil, vocabulary: Set(vocabulary), maxItems: maxItems).compactMap { index[$0] }.sorted()
-                for combo in Grouping.sets(count: items.count, size: size) {
-                    try add(&out, combo.map { String(items[$0]) }.joined(separator: "|"), 1)
-                }
-            }
-        case let (.segmentItems(attribute, domain, vocabulary)?, _):
-            // The subject's segment: its value of the categorical attribute, when in the domain
-            // (else no group); 1 in "s|i" for each item i of its sample; every pair is a key.
-            guard let f = schema.attributeFields.first(where: { $0.name == attribute }), f.type == .category else {
-                throw VaultError(.usage, "segment grouping needs a categorical attribute; \(attribute) is not one")
-            }
-            for key in r.grouping?.domain ?? [] { out[key] = [0] }
-            let segment = indexes(domain), index = indexes(vocabulary)
-            for s in population {
-                guard case let .text(t)? = s.attributes[attribute], let seg = segment[t] else { continue }
-                for item in Self.cappedItems(s, kind: kind, since: since, vocabulary: Set(vocabulary), maxItems: maxItems) {
-                    if let i = index[item] { try add(&out, "\(seg)|\(i)", 1) }
-                }
-            }
-        default:
-            throw VaultError(.usage, "this item coordinate does not go with this item grouping")
         }
-        return out
+        return try sums.finish()
     }
 }

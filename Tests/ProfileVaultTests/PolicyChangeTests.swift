@@ -156,4 +156,34 @@ import VaultCrypto
         #expect(trains.filter { $0.contains(#""status":"denied""#) }.count == 2)
         #expect(trains.filter { $0.contains(#""status":"ok""#) && $0.contains("delta 1e-06") }.count == 1)
     }
+
+    /// A policy `version` holding U+0000 (YAML's `\0` escape) would be cut at it by SQLite and
+    /// refused by PostgreSQL's text: `policy apply` refuses it (exit 65, naming the field, not
+    /// the value) before anything is recorded; the policy in force stays the first one.
+    @Test func aPolicyVersionWithANulIsRefusedBeforeItIsRecorded() throws {
+        let s = try store()
+        try editPolicy(s) { $0.replacingOccurrences(of: #"version: "2026-11-01""#, with: #"version: "2026-11-01\0SECRET""#) }
+        let applied = try s.run(["policy", "apply", "--role", "privacy_officer", "--json"])
+        #expect(applied.status == 65, "\(applied.status) \(applied.stderr)")
+        #expect(applied.stderr.contains("the policy version contains the control character U+0000") && !applied.stderr.contains("SECRET"), "\(applied.stderr)")
+        let history = try s.run(["policy", "history", "--json"])
+        #expect(history.status == 0 && !history.stdout.contains("SECRET"), "\(history.stdout) \(history.stderr)")
+        #expect(history.stdout.contains("2026-11-01"), "\(history.stdout)")
+    }
+
+    /// The same version at `init`: refused (exit 65) before a store is created.
+    @Test func initWithANulInThePolicyVersionCreatesNothing() throws {
+        let s = try CLIStore(initialise: false)
+        let pol = s.dir + "/policies"
+        try FileManager.default.createDirectory(atPath: pol, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.repoRoot + "/policies/schema.yaml", toPath: pol + "/schema.yaml")
+        try String(contentsOfFile: CLI.repoRoot + "/policies/policy.yaml", encoding: .utf8)
+            .replacingOccurrences(of: #"version: "2026-11-01""#, with: #"version: "2026-11-01\0SECRET""#)
+            .write(toFile: pol + "/policy.yaml", atomically: true, encoding: .utf8)
+        s.env["PROFILEVAULT_POLICY"] = pol
+        #expect(try CLI.run(["keys", "generate", "--out", s.dir + "/keyring.json"]).status == 0)
+        let r = try s.run(["init"])
+        #expect(r.status == 65 && r.stderr.contains("the policy version contains the control character U+0000") && !r.stderr.contains("SECRET"), "\(r.status) \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.dir + "/store.sqlite"))
+    }
 }

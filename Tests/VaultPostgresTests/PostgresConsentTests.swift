@@ -104,6 +104,8 @@ protocol StorageEngineCalls: Sendable {
     func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt]
     func pseudonym(ofCustomerID id: String) throws -> [UInt8]
     func exists(customerID: String) throws -> Bool
+    func recordPolicy(_ record: PolicyRecord, previous: Int64?, periods: [String: Int], audit: AuditRecord) throws -> PolicyRecord
+    func policyHistory() throws -> [PolicyRecord]
 }
 extension ProfileStore: StorageEngineCalls {}
 extension PostgresProfiles: StorageEngineCalls {}
@@ -438,8 +440,9 @@ let officer = AuditContext(actor: "officer", role: "privacy_officer", requestID:
     }
 
     /// SQL text in a source and a purpose is stored as data, the same on both engines; U+0000
-    /// (which PostgreSQL's text cannot hold) in a written value is a usage error that writes
-    /// nothing, and in a value only compared matches nothing, as on SQLite.
+    /// (which PostgreSQL's text cannot hold, and SQLite stored cut at it) in a written value is
+    /// refused alike by both engines (invalid input naming the field, never the value) and
+    /// writes nothing, and in a value only compared matches nothing, as on SQLite.
     @Test func sqlTextAndNULValues() async throws {
         try await EnginePair.with { pair in
             let source = "x'); DELETE FROM profilevault.consent; --"
@@ -454,18 +457,19 @@ let officer = AuditContext(actor: "officer", role: "privacy_officer", requestID:
             let nul = "web\u{0}form"
             let refusals: [(String?, String, String, String)] = [(nul, "analytics", "p", "officer"), (nil, "ana\u{0}lytics", "p", "officer"),
                                                                  (nil, "analytics", "p\u{0}", "officer"), (nil, "analytics", "p", "off\u{0}icer")]
-            for (src, purp, version, actor) in refusals {
+            let fields = ["consent source", "purpose", "policy version", "actor"]
+            for ((src, purp, version, actor), field) in zip(refusals, fields) {
                 let ctx = AuditContext(actor: actor, role: "privacy_officer", requestID: "r")
-                do {
-                    _ = try await onThread { try pair.pg.setConsent([(1, Rows.id(2))], file: nil, purpose: purp, granted: true, source: src,
-                                                                    policyVersion: version, audit: ctx) }
-                    Issue.record("a value with U+0000 was accepted")
-                } catch let e as VaultError {
-                    #expect(e.kind == .usage && e.message.contains("U+0000") && !e.message.contains("web"))
-                }
+                let r = await pair.both { try $0.setConsent([(1, Rows.id(2))], file: nil, purpose: purp, granted: true, source: src,
+                                                            policyVersion: version, audit: ctx) }
+                expectSame(r, field)
+                guard case .failure(let e) = r.1 else { Issue.record("a \(field) with U+0000 was accepted"); continue }
+                #expect(e.kind == .invalidInput && e.message == "the \(field) contains the control character U+0000", "\(e.message)")
             }
             #expect(try await pair.cluster.db.count("SELECT count(*) FROM profilevault.consent") == 1)
-            #expect(try await pair.auditHeads().pg == start.pg)
+            expectSame(await pair.both { try $0.consentHistory(customerID: Rows.id(2))?.map(Timeless.init) }, "no ledger row")
+            #expect(try pair.sqlite.consentHistory(customerID: Rows.id(2))?.isEmpty == true)
+            #expect(try await pair.auditHeads() == start)
             // Compared only: as SQLite compares it (up to the U+0000), on both engines.
             _ = await pair.both { try $0.setConsent([(1, Rows.id(1)), (2, Rows.id(0))], file: nil, purpose: "analytics", granted: true, source: nil,
                                                     policyVersion: "p", audit: officer) }
@@ -477,6 +481,51 @@ let officer = AuditContext(actor: "officer", role: "privacy_officer", requestID:
             expectSame(await pair.both { try $0.readProfile(pseudonym: nobody, fields: all, consentPurpose: "analytics\u{0}") }, "read nul unknown")
             expectSame(await pair.both { try $0.subjectItems(customerIDs: [Rows.id(0)], kind: "purchase\u{0}", consentPurpose: "a\u{0}", segmentAttribute: nil)
                 .map { "\($0.items ?? []) \($0.consent)" } }, "items nul")
+        }
+    }
+
+    /// U+0000 in an erasure reason or in a policy record's text (which PostgreSQL's text cannot
+    /// hold and SQLite stored cut at it) is refused by both engines before anything is written:
+    /// no subject erased, no ledger row, no audit entry; the message names the field, never the
+    /// value. (On the old code SQLite erased the subject and recorded "request" as the reason.)
+    @Test func nulInErasureReasonAndPolicyTextIsRefusedAlike() async throws {
+        try await EnginePair.with { pair in
+            let start = try await pair.auditHeads()
+            let r = await pair.both { try $0.erase(customerIDs: [(1, Rows.id(3))], file: nil, reason: "request\u{0}secret", audit: officer).count }
+            guard case .failure(let s) = r.0, case .failure(let p) = r.1 else {
+                Issue.record("a reason with U+0000 was accepted: \(r)")
+                return
+            }
+            #expect(s.kind == .invalidInput && s.message == "the erasure reason contains the control character U+0000", "\(s.message)")
+            #expect(p.message == s.message && !p.message.contains("secret"), "\(p.message)")
+            // PostgresProfiles.erase (PostgresIngest.swift) still checks on its own and calls it a
+            // usage error; the gate (`Vault.erase`) refuses it first as invalid input on every
+            // engine. The known issue ends when that check becomes `StoredText.check`.
+            withKnownIssue("PostgresProfiles.erase refuses U+0000 as a usage error") { #expect(p.kind == .invalidInput) }
+            expectSame(await pair.both { try $0.exists(customerID: Rows.id(3)) }, "not erased")
+            #expect(try pair.sqlite.exists(customerID: Rows.id(3)))
+            #expect(try await pair.auditHeads() == start)
+
+            let history = await pair.both { try $0.policyHistory() }
+            let audit = context.record("policy.apply", .update, detail: "policy")
+            let texts: [(String, PolicyRecord)] = [
+                ("policy version", PolicyRecord(sequence: 0, version: "2026\u{0}x", sha256: String(repeating: "a", count: 64), schemaSHA256: String(repeating: "5", count: 64),
+                                                appliedAtMillis: 0, actor: "admin", role: "admin", summary: "{}", changes: "[]")),
+                ("actor", PolicyRecord(sequence: 0, version: "1", sha256: String(repeating: "a", count: 64), schemaSHA256: String(repeating: "5", count: 64),
+                                       appliedAtMillis: 0, actor: "ad\u{0}min", role: "admin", summary: "{}", changes: "[]")),
+                ("policy summary", PolicyRecord(sequence: 0, version: "1", sha256: String(repeating: "a", count: 64), schemaSHA256: String(repeating: "5", count: 64),
+                                                appliedAtMillis: 0, actor: "admin", role: "admin", summary: "{\"v\":\"\u{0}\"}", changes: "[]")),
+            ]
+            for (field, record) in texts {
+                let latest = try pair.sqlite.latestPolicy()?.sequence
+                let r = await pair.both { try $0.recordPolicy(record, previous: latest, periods: [:], audit: audit).sequence }
+                expectSame(r, field)
+                guard case .failure(let e) = r.0 else { Issue.record("a \(field) with U+0000 was accepted"); continue }
+                #expect(e.kind == .invalidInput && e.message == "the \(field) contains the control character U+0000", "\(e.message)")
+            }
+            let after = await pair.both { try $0.policyHistory() }
+            #expect(after.0 == history.0 && after.1 == history.1)
+            #expect(try await pair.auditHeads() == start)
         }
     }
 

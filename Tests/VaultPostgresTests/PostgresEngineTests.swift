@@ -104,6 +104,42 @@ import VaultStore
         }
     }
 
+    /// A store has one service role: init again naming another one is refused (configuration,
+    /// naming the store's role) and creates and grants nothing; the same role runs again. A
+    /// store initialised before the role was recorded is known by its grants. (The old code
+    /// created the second role and granted it a node's privileges.)
+    @Test func initAgainWithAnotherServiceRoleIsRefused() async throws {
+        try await TestDatabase.with { db in
+            let other = db.serviceRole + "_b"
+            let engine = try db.ownerEngine()
+            var failure: (any Error)?
+            do {
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                func refusedNamingTheStoresRole() async throws {
+                    do {
+                        try await engine.initialize(.init(serviceRole: other))
+                        Issue.record("a second service role was accepted")
+                    } catch let e as PostgresStoreError {
+                        #expect(e.kind == .configuration, "\(e.kind)")
+                        #expect(e.message.contains("already has the service role \(db.serviceRole), not \(other)")
+                                && e.message.contains("--service-role \(db.serviceRole)"), "\(e.message)")
+                    }
+                    #expect(try await TestDatabase.count(db.owner, db.ownerPassword, "SELECT count(*) FROM pg_roles WHERE rolname = '\(other)'") == 0)
+                }
+                try await refusedNamingTheStoresRole()
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                // A store from before the role was recorded: its grants name it, and init records it.
+                try await db.superuser(["DELETE FROM profilevault.meta WHERE key = 'service_role'"])
+                try await refusedNamingTheStoresRole()
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                #expect(try await engine.meta()["service_role"] == db.serviceRole)
+            } catch { failure = error }
+            await engine.close()
+            try? await db.superuser(["DROP OWNED BY \(other)", "DROP ROLE IF EXISTS \(other)"])
+            if let failure { throw failure }
+        }
+    }
+
     /// REVOKE, not only triggers: connected as a member of the service role, UPDATE, DELETE and
     /// TRUNCATE of audit rows fail with PostgreSQL's permission check (42501), before any
     /// trigger runs; the owner, who holds the privileges, is stopped by the triggers (P0001).

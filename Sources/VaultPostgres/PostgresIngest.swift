@@ -504,9 +504,9 @@ extension PostgresProfiles {
     /// finds no subject. What PostgreSQL keeps afterwards (dead tuples, WAL, replicas, backups)
     /// holds the subject's data only under the deleted key: docs/deployment.md.
     public func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt] {
-        // PostgreSQL's text cannot hold U+0000: refused here, before anything is read or
-        // erased, not by the server half-way through a batch.
-        guard !reason.utf8.contains(0) else { throw VaultError(.usage, "the erasure reason contains the control character U+0000") }
+        // PostgreSQL's text cannot hold U+0000: refused here as on SQLite, before anything is
+        // read or erased, not by the server half-way through a batch.
+        try StoredText.check(reason, "erasure reason")
         var resolved: [(id: String, pseudonym: [UInt8])] = []
         for (_, id) in customerIDs { resolved.append((id, try pseudonym(ofCustomerID: id))) }
         let known = try knownPseudonyms(Set(resolved.map(\.pseudonym)))

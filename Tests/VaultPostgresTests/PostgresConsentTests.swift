@@ -498,10 +498,7 @@ let officer = AuditContext(actor: "officer", role: "privacy_officer", requestID:
             }
             #expect(s.kind == .invalidInput && s.message == "the erasure reason contains the control character U+0000", "\(s.message)")
             #expect(p.message == s.message && !p.message.contains("secret"), "\(p.message)")
-            // PostgresProfiles.erase (PostgresIngest.swift) still checks on its own and calls it a
-            // usage error; the gate (`Vault.erase`) refuses it first as invalid input on every
-            // engine. The known issue ends when that check becomes `StoredText.check`.
-            withKnownIssue("PostgresProfiles.erase refuses U+0000 as a usage error") { #expect(p.kind == .invalidInput) }
+            #expect(p.kind == .invalidInput)
             expectSame(await pair.both { try $0.exists(customerID: Rows.id(3)) }, "not erased")
             #expect(try pair.sqlite.exists(customerID: Rows.id(3)))
             #expect(try await pair.auditHeads() == start)

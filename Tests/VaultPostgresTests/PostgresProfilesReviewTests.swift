@@ -105,10 +105,10 @@ func repositorySchema(extraFields extra: String) throws -> Schema {
         }
     }
 
-    /// An erasure reason with U+0000 (an HTTP `?reason=%00`, which SQLite stores) is a usage
-    /// error before anything is erased; it was the server's refusal of the `suppressed` row's
-    /// text (an internal failure, exit 1).
-    @Test func aReasonWithANulIsAUsageError() async throws {
+    /// An erasure reason with U+0000 (an HTTP `?reason=%00`) is invalid input before anything
+    /// is erased, as on SQLite; it was the server's refusal of the `suppressed` row's text (an
+    /// internal failure, exit 1).
+    @Test func aReasonWithANulIsInvalidInput() async throws {
         try await ProfileCluster.with { cluster in
             let pg = try await cluster.node()
             let file = try cluster.write("p.csv", Rows.csv(0..<2))
@@ -117,7 +117,7 @@ func repositorySchema(extraFields extra: String) throws -> Schema {
                 _ = try await onThread { try pg.erase(customerIDs: [(1, Rows.id(1))], file: nil, reason: "request\u{0}", audit: context) }
                 Issue.record("a reason with U+0000 was accepted")
             } catch let e as VaultError {
-                #expect(e.kind == .usage, "\(e.kind)")
+                #expect(e.kind == .invalidInput && e.message == "the erasure reason contains the control character U+0000", "\(e.kind)")
             }
             #expect(try await onThread { try pg.exists(customerID: Rows.id(1)) })
             await pg.engine.close()

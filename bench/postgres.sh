@@ -12,9 +12,12 @@
 #  2. DP aggregates: `profilectl query count|sum|mean --group-by` over the N subjects (consent
 #     filter, bounded sums on the server, noise in the process) against the same aggregate as
 #     one raw SQL statement through psql, on the same database.
-#  3. audited GET throughput with 1 and 2 `serve` nodes (a Python keep-alive load generator,
-#     16 connections in all): every GET appends an audit entry to the one chain, whose head row
-#     serialises appends; the 2-node figure shows what that costs.
+#  3. audited GETs: `pvbench gets`, in process and one at a time (the issue's p99 < 5 ms, measured
+#     as the SQLite figure is); over HTTP one at a time (latency), then throughput
+#     with 1 and 2 `serve` nodes (a Python keep-alive load generator, 16 connections in all).
+#  4. the audit head's ceiling: one-entry audit appends per second (`pvbench append`, each in
+#     its own transaction as an audited read's) from 1 and from 8 threads at once; every
+#     append takes the chain's head row, which serialises them across all nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=1000000 secs=10
@@ -83,7 +86,8 @@ for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevaul
   python3 -c "import json; v=$t1-$t0; r=$t3-$t2; print(json.dumps({'figure':'postgres.dp','query':'$kind','dp_seconds':round(v,3),'raw_sql_seconds':round(r,3),'ratio':round(v/r,2)}))"
 done
 
-# 3. Audited GETs with 1 and 2 nodes.
+# 3. Audited GETs: in process, one at a time (as the SQLite figure), then over HTTP.
+"$G" gets "$url" "$PWD/policies" "$work/k.json" "$work/ids.txt" 2000
 token=$("$P" tokens add --tokens "$work/tokens.json" --actor load --role support --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 ports=()
 for i in 1 2; do
@@ -92,10 +96,11 @@ for i in 1 2; do
   ports+=("$port")
 done
 for p in "${ports[@]}"; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.2; done; done
-for nodes in 1 2; do
-  python3 - "$secs" "$token" "$work/ids.txt" "$nodes" "${ports[@]}" <<'EOF'
+for run in "1 1" "1 16" "2 16"; do
+  set -- $run
+  python3 - "$secs" "$token" "$work/ids.txt" "$1" "$2" "${ports[@]}" <<'EOF'
 import http.client, json, random, sys, threading, time
-secs, token, ids_file, nodes, ports = float(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+secs, token, ids_file, nodes, conns, ports = float(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
 ids = open(ids_file).read().split()[:100000]
 lat, lock, stop = [], threading.Lock(), time.monotonic() + secs
 def worker(port):
@@ -107,12 +112,15 @@ def worker(port):
         r = c.getresponse(); r.read()
         if r.status == 200: mine.append(time.monotonic() - t)
     with lock: lat.extend(mine)
-threads = [threading.Thread(target=worker, args=(ports[i % nodes],)) for i in range(16)]
+threads = [threading.Thread(target=worker, args=(ports[i % nodes],)) for i in range(conns)]
 [t.start() for t in threads]; [t.join() for t in threads]
 lat.sort()
-print(json.dumps({"figure": "postgres.get", "nodes": nodes, "requests_per_second": round(len(lat) / secs, 1),
+print(json.dumps({"figure": "postgres.get", "nodes": nodes, "connections": conns, "requests_per_second": round(len(lat) / secs, 1),
                   "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None, "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None}))
 EOF
+done
+for threads in 1 8; do
+  "$G" append "$url" "$PWD/policies" "$work/k.json" "$secs" "$threads"
 done
 entries=$(sql "SELECT seq FROM profilevault.audit_head")
 echo "{\"figure\": \"postgres.audit\", \"entries\": $entries}"

@@ -166,13 +166,14 @@ extension PostgresEngine {
             subjects.append(r.subject.map(AuditLog.hex) ?? "")
             prev = h
         }
-        try await exec(conn, """
-            INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
-            SELECT s, \(now), e, decode(p, 'hex'), decode(h, 'hex'), decode(NULLIF(sub, ''), 'hex')
-            FROM unnest(\(seqs)::bigint[], \(texts)::text[], \(prevs)::text[], \(hashes)::text[], \(subjects)::text[]) AS t(s, e, p, h, sub)
-            """)
         let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: auditKey)
+        // The entries and their checkpoint in one statement (one round trip fewer per append);
+        // the head moves in the next, whose trigger checks the entry it names exists.
         try await exec(conn, """
+            WITH entries AS (
+                INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
+                SELECT s, \(now), e, decode(p, 'hex'), decode(h, 'hex'), decode(NULLIF(sub, ''), 'hex')
+                FROM unnest(\(seqs)::bigint[], \(texts)::text[], \(prevs)::text[], \(hashes)::text[], \(subjects)::text[]) AS t(s, e, p, h, sub))
             INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
             VALUES (\(seq), \(bytea(prev)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea)))
             """)

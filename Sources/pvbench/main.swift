@@ -28,6 +28,8 @@ func usage() -> Never {
                pvbench vault PROFILES.csv DB POLICYDIR KEYRING
                pvbench seal BYTES SECONDS                   # AES-256-GCM seal ops/s, one thread
                pvbench audit N POLICYDIR KEYRING            # audit append / export / verify rates
+               pvbench append STORE POLICYDIR KEYRING SECONDS THREADS  # one-entry audit appends/s on an existing store
+               pvbench gets STORE POLICYDIR KEYRING IDS N   # audited get latency, one at a time, on an existing store
                pvbench get PROFILES.csv POLICYDIR KEYRING N # latency an audited get adds
                pvbench erase PROFILES.csv POLICYDIR KEYRING N
                pvbench rotate PROFILES.csv POLICYDIR KEYRING
@@ -103,6 +105,54 @@ case "audit":
     emit([("mode", .string("audit")), ("entries", .int(Int64(n))), ("append_per_s", .double(Double(n) / append)),
           ("export_per_s", .double(Double(n) / export)), ("verify_file_per_s", .double(Double(n) / verifyFile)),
           ("verify_store_per_s", .double(Double(n) / verifyStore))])
+
+case "append":
+    // pvbench append STORE POLICYDIR KEYRING SECONDS THREADS: audit entries appended one per
+    // transaction (as each audited read does) by THREADS threads at once for SECONDS on an
+    // existing store (a file or postgres://): every append takes the chain's head, so this is
+    // the ceiling the head puts on audited operations per second.
+    guard args.count >= 6, let secs = Double(args[4]), let threads = Int(args[5]), threads >= 1, secs > 0 else { usage() }
+    let vault = try Vault.open(VaultConfiguration(storePath: args[1], keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: "auditor")))
+    let stop = Date().addingTimeInterval(secs)
+    let total = AppendCount()
+    let workers = (0..<threads).map { _ in
+        WorkerThread {
+            var n = 0
+            while Date() < stop {
+                do { try vault.benchmarkAppendAudit(count: 1, batch: 1) } catch { total.fail("\(error)"); return }
+                n += 1
+            }
+            total.add(n)
+        }
+    }
+    workers.forEach { $0.join() }
+    if let failure = total.failure { fatalError("append failed: \(failure)") }
+    emit([("mode", .string("append")), ("threads", .int(Int64(threads))), ("seconds", .double(secs)),
+          ("entries", .int(Int64(total.count))), ("append_per_s", .double(Double(total.count) / secs))])
+    try vault.close()
+
+case "gets":
+    // pvbench gets STORE POLICYDIR KEYRING IDS N: N audited `Vault.get` calls one at a time
+    // (gate, the subject's row, DEK unwrap, field decryption, audit entry committed and signed)
+    // for customer IDs drawn from the file IDS (one a line) with a fixed seed; latency
+    // percentiles. The first 50 calls warm the connection pool and are not counted.
+    guard args.count >= 6, let n = Int(args[5]), n >= 1 else { usage() }
+    let vault = try Vault.open(VaultConfiguration(storePath: args[1], keysPath: args[3], policyDirectory: args[2], actor: Actor(name: "bench", role: "support")))
+    let ids = try String(contentsOfFile: args[4], encoding: .utf8).split(separator: "\n").map(String.init)
+    guard !ids.isEmpty else { usage() }
+    var rng = SplitMix64(seed: 18)
+    var lat: [Double] = []
+    lat.reserveCapacity(n)
+    for i in 0..<(n + 50) {
+        let id = ids[Int(rng.next() % UInt64(ids.count))]
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        _ = try vault.get(customerID: id, purpose: "customer_support")
+        if i >= 50 { lat.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6) }
+    }
+    lat.sort()
+    emit([("mode", .string("gets")), ("calls", .int(Int64(n))), ("p50_ms", .double(lat[n / 2])), ("p99_ms", .double(lat[min(n - 1, n * 99 / 100)])),
+          ("max_ms", .double(lat[n - 1]))])
+    try vault.close()
 
 case "get":
     // pvbench get PROFILES.csv POLICYDIR KEYRING N: mean latency of an audited Vault.get
@@ -392,3 +442,25 @@ enum PlainBaseline {
         return total
     }
 }
+
+/// Appends counted across the `append` mode's threads. `@unchecked Sendable`: under `lock`.
+final class AppendCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    private var error: String?
+    func add(_ k: Int) { lock.withLock { n += k } }
+    func fail(_ e: String) { lock.withLock { if error == nil { error = e } } }
+    var count: Int { lock.withLock { n } }
+    var failure: String? { lock.withLock { error } }
+}
+
+/// A thread that runs `body` once; `join` waits for it.
+final class WorkerThread: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    init(_ body: @escaping @Sendable () -> Void) {
+        let done = self.done
+        Thread { body(); done.signal() }.start()
+    }
+    func join() { done.wait() }
+}
+

@@ -215,7 +215,7 @@ extension PostgresProfiles {
         let (select, grantedIndex) = profileSelect(adding: "(SELECT cs.granted FROM profilevault.consent_state cs WHERE cs.purpose = $2 AND cs.subject_id = s.id)")
         let sql = select + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in
-            try await engine.transaction("reading a profile") { conn in
+            try await engine.single("reading a profile") { conn in
                 var binds = PostgresBindings()
                 binds.append(bytea(pseudonym))
                 binds.append(purpose)

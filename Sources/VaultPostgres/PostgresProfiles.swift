@@ -406,7 +406,7 @@ extension PostgresProfiles {
         }
         let sql = profileSelect + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in
-            try await engine.transaction("reading a profile") { conn in
+            try await engine.single("reading a profile") { conn in
                 var binds = PostgresBindings()
                 binds.append(bytea(pseudonym))
                 return try await engine.rows(conn, PostgresQuery(unsafeSQL: sql, binds: binds)).first

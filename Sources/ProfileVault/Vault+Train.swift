@@ -76,15 +76,27 @@ extension Vault {
         return try parseJobs(text: text, path: path)
     }
 
+    /// A job file's diagnostic as an invalid-input error: the message is the diagnostic's own
+    /// text (`FILE:LINE: field: reason`), and its place is kept as a structure (`location`):
+    /// an HTTP answer carries it as an object, as it does for a bad ingest record.
+    /// A field path that is not a name (an unknown key may be anything a client sent) is left
+    /// out of the structure; the message still says it, as it always did.
+    static func diagnostic(_ d: PolicyDiagnostic) -> VaultError {
+        let field = d.field.flatMap { f in
+            f.utf8.count <= 128 && f.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_.-[]".unicodeScalars.contains($0)) } ? f : nil
+        }
+        return VaultError(.invalidInput, d.description, reason: d.reason, at: .init(file: d.file, line: d.line, field: field))
+    }
+
     /// `parseJobs(path:)` on the file's text (`path` names the file in messages and anchors
     /// a relative `from_model` path; `items_from` names a catalog of the policy). The job fuzz
     /// target calls this.
     public static func parseJobs(text: String, path: String) throws -> [TrainingJob] {
         func fail(_ node: Node?, _ field: String?, _ reason: String) -> VaultError {
-            VaultError(.invalidInput, PolicyDiagnostic(file: path, line: node?.mark?.line, field: field, reason: reason).description)
+            diagnostic(PolicyDiagnostic(file: path, line: node?.mark?.line, field: field, reason: reason))
         }
         if let tab = text.split(separator: "\n", omittingEmptySubsequences: false).firstIndex(where: { $0.prefix { $0 == " " || $0 == "\t" }.contains("\t") }) {
-            throw VaultError(.invalidInput, PolicyDiagnostic(file: path, line: tab + 1, reason: "tab character used for indentation (indent with spaces)").description)
+            throw diagnostic(PolicyDiagnostic(file: path, line: tab + 1, reason: "tab character used for indentation (indent with spaces)"))
         }
         var docs: [Node] = []
         do {
@@ -337,9 +349,13 @@ extension Vault {
         do {
             jobs = try parseJobs(text: json.rendered(pretty: false) + "\n", path: "request body")
         } catch let e as VaultError {
-            // The body is one JSON line: `request body:1: reason` says nothing by its line.
+            // The body is one JSON line: `request body:1: reason` says nothing by its line, and
+            // the body is no file: its location is the field alone.
             func unline(_ m: String) -> String {
                 m.hasPrefix("request body:1:") ? "request body:" + m.dropFirst("request body:1:".count) : m
+            }
+            if let field = e.location?.field {
+                throw VaultError(e.kind, unline(e.message), reason: e.reason, at: .init(file: nil, line: nil, field: field))
             }
             throw VaultError(e.kind, unline(e.message), detail: unline(e.detail))
         }
@@ -374,8 +390,8 @@ extension Vault {
         var derived: [String: DerivedAttribute] = [:]
         var usedDerived: Set<String> = []
         func derivedError(_ d: TrainingJob.DerivedFeature, _ key: String?, line: Int? = nil, _ reason: String) -> VaultError {
-            VaultError(.invalidInput, PolicyDiagnostic(file: job.file, line: line ?? d.line, field: "derived.\(d.attribute.name)" + (key.map { ".\($0)" } ?? ""),
-                                                       reason: reason).description)
+            Self.diagnostic(PolicyDiagnostic(file: job.file, line: line ?? d.line, field: "derived.\(d.attribute.name)" + (key.map { ".\($0)" } ?? ""),
+                                             reason: reason))
         }
         for d in job.derived {
             let a = d.attribute

@@ -117,6 +117,17 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         self.detail = atName.isEmpty ? self.reason : "\(atName): \(self.reason)"
     }
 
+    /// An error whose `message` is already written (a diagnostic's own form, such as
+    /// `FILE:LINE: field: reason`), at a known place. `reason` holds no input value; the
+    /// recorded `detail` is `message` redacted, as for any error.
+    public init(_ kind: Kind, _ message: String, reason: String, at location: Location) {
+        self.kind = kind
+        self.location = location
+        self.message = message
+        self.detail = Self.redacted(message)
+        self.reason = Self.redacted(reason)
+    }
+
     /// `text` with each single-quoted segment (`'...'`, how messages quote an input value)
     /// replaced by `(value)`, and each absolute path (a `/` at the start of a word, up to a
     /// space, `:`, `,`, `)` or `"`) cut to its last component.

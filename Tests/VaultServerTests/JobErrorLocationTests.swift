@@ -1,0 +1,40 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import ProfileVault
+import Testing
+import VaultValues
+
+/// Issue 18 leftover: a job's diagnostic carries its place as a structure too: over HTTP the
+/// field (a body has no file, and its one JSON line says nothing), in a file the file, line
+/// and field; a key that is not a name is never put in the structure.
+@Suite struct JobErrorLocationTests {
+    @Test func aBadJobBodyIsLocatedByField() async throws {
+        let f = try ServiceFixture()
+        try await f.test { c in
+            let r = try await c.call(.post, "/v1/jobs", as: "trainer",
+                                     body: #"{"job":"j","purpose":"model_training","model":"kmeans","features":["age"],"epsilon":"lots"}"#)
+            #expect(r.status == .badRequest, "\(r.text)")
+            guard case .object(let at)? = r.json?["location"] else { Issue.record("no location object: \(r.text)"); return }
+            #expect(at.count == 1 && r.json?["location"]?["field"] == .string("epsilon"), "\(r.text)")
+            // An unknown key that is not a name (here an e-mail address) is not a location field.
+            let k = try await c.call(.post, "/v1/jobs", as: "trainer",
+                                     body: #"{"job":"j","purpose":"model_training","model":"kmeans","features":["age"],"epsilon":0.1,"x@example.org":1}"#)
+            #expect(k.status == .badRequest)
+            #expect(k.json?["location"]?["field"] == nil, "\(k.text)")
+        }
+    }
+
+    @Test func aBadJobFileIsLocatedByFileLineAndField() throws {
+        let text = "job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nepsilon: lots\n"
+        do {
+            _ = try Vault.parseJobs(text: text, path: "/tmp/jobs/train.yaml")
+            Issue.record("a job with a bad epsilon parsed")
+        } catch let e as VaultError {
+            #expect(e.kind == .invalidInput)
+            #expect(e.location == VaultError.Location(file: "/tmp/jobs/train.yaml", line: 5, field: "epsilon"), "\(String(describing: e.location))")
+            #expect(e.message.hasPrefix("/tmp/jobs/train.yaml:5: epsilon: "), "\(e.message)")
+            #expect(!e.detail.contains("/tmp/jobs"), "\(e.detail)")
+        }
+    }
+}

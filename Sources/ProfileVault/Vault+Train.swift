@@ -85,7 +85,9 @@ extension Vault {
         let field = d.field.flatMap { f in
             f.utf8.count <= 128 && f.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "_.-[]".unicodeScalars.contains($0)) } ? f : nil
         }
-        return VaultError(.invalidInput, d.description, reason: d.reason, at: .init(file: d.file, line: d.line, field: field))
+        // A job sent over HTTP is parsed as "request body", one JSON line: no file, no line.
+        let body = d.file == "request body"
+        return VaultError(.invalidInput, d.description, reason: d.reason, at: .init(file: body ? nil : d.file, line: body ? nil : d.line, field: field))
     }
 
     /// `parseJobs(path:)` on the file's text (`path` names the file in messages and anchors

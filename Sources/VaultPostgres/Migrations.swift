@@ -390,19 +390,29 @@ extension PostgresEngine {
     /// init again (to migrate, or from a second host) with another name is refused
     /// (configuration, naming the store's role) before anything is created or granted, where
     /// it used to create and grant a second role. A store initialised before the role was
-    /// recorded is known by the role granted INSERT on `audit_log` directly (what only the
-    /// service role gets); it is recorded now.
+    /// recorded is known by the roles granted INSERT on `audit_log` directly (what only a
+    /// service role gets): `role` is recorded when it is the only one (or there is none); when
+    /// there are others (an older init with another name made a second one, or a DBA granted
+    /// it), init is refused naming them all, so the operator revokes the extra ones first; none
+    /// is picked for them.
     func requireOneServiceRole(_ conn: PostgresConnection, _ role: String) async throws {
-        var current = try await rows(conn, "SELECT value FROM profilevault.meta WHERE key = 'service_role'").first?.decode(String.self)
-        if current == nil {
-            current = try await rows(conn, """
-                SELECT r.rolname FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
-                WHERE c.oid = 'profilevault.audit_log'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
-                ORDER BY r.rolname LIMIT 1
-                """).first?.decode(String.self)
+        if let recorded = try await rows(conn, "SELECT value FROM profilevault.meta WHERE key = 'service_role'").first?.decode(String.self) {
+            guard recorded == role else {
+                throw PostgresStoreError(.configuration, "\(location.description) already has the service role \(recorded), not \(role): a store has one service role; run init with --service-role \(recorded)")
+            }
+            return
         }
-        if let current, current != role {
-            throw PostgresStoreError(.configuration, "\(location.description) already has the service role \(current), not \(role): a store has one service role; run init with --service-role \(current)")
+        let granted = try await rows(conn, """
+            SELECT DISTINCT r.rolname FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+            WHERE c.oid = 'profilevault.audit_log'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
+            ORDER BY r.rolname
+            """).map { try $0.decode(String.self) }
+        let others = granted.filter { $0 != role }
+        guard others.isEmpty else {
+            let named = granted.joined(separator: ", ")
+            throw PostgresStoreError(.configuration, granted.contains(role)
+                ? "\(location.description): INSERT on the audit log is granted to \(named), not to \(role) alone: a store has one service role; revoke the others' grants (REVOKE ALL ON ALL TABLES IN SCHEMA profilevault FROM ...) and run init again"
+                : "\(location.description) already has the service role \(named), not \(role): a store has one service role; run init with --service-role \(granted[0])\(granted.count > 1 ? " after revoking the others' grants" : "")")
         }
         try await exec(conn, "INSERT INTO profilevault.meta(key, value) VALUES ('service_role', \(role)) ON CONFLICT (key) DO NOTHING")
     }

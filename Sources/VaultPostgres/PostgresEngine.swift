@@ -84,7 +84,9 @@ public final class PostgresEngine: Sendable {
         // Every statement names its tables `profilevault.x`; the functions and operators it
         // calls resolve in pg_catalog only, so an object another role creates in `public` (or
         // any schema a login role's default search_path names) can never be picked instead.
-        var startup: [(String, String)] = [("search_path", "pg_catalog")]
+        // And every statement run outside an explicit transaction (``single(_:_:)``) is READ
+        // COMMITTED as the transactions are, whatever default a DBA set for the database.
+        var startup: [(String, String)] = [("search_path", "pg_catalog"), ("default_transaction_isolation", "read committed")]
         if let name = location.applicationName { startup.append(("application_name", name)) }
         config.options.additionalStartupParameters = startup
         direct.options.additionalStartupParameters = startup
@@ -218,8 +220,9 @@ public final class PostgresEngine: Sendable {
 
     /// Runs one read-only statement (what `body` runs) on a pooled connection outside any
     /// explicit transaction: PostgreSQL runs a lone statement in a transaction of its own, with
-    /// one snapshot, so this is what `transaction` gives a single read, without the round trips
-    /// of `BEGIN` and `COMMIT` (two of an audited get's nine).
+    /// one snapshot, at READ COMMITTED (the connection's default, set at start-up), so this is
+    /// what `transaction` gives a single read, without the round trips of `BEGIN` and `COMMIT`
+    /// (two of an audited get's nine).
     func single<T: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         await running.wait()
         do {

@@ -80,9 +80,9 @@ extension PostgresProfiles {
         let input = try reader()
         // Pipeline: this thread parses, validates and seals transaction N+1 while a writer
         // thread has transaction N written (the database server does that work), so the node's
-        // crypto and the server's inserts use both cores. This thread hands a transaction over
-        // only once the writer has taken the one before: at most two transactions' records are
-        // in memory.
+        // crypto and the server's inserts use both cores. This thread seals the next transaction
+        // only once the writer has taken the one it handed over: at most two transactions'
+        // records are in memory (the one being written and the one being sealed).
         struct Batch: Sendable {
             var profiles: PackedProfiles
             var rejected: Int, firstLine: Int, lastLine: Int
@@ -134,17 +134,14 @@ extension PostgresProfiles {
                 n += 1
                 inTransaction += 1
                 if inTransaction == options.batchSize {
-                    try channel.waitUntilTaken()
                     try channel.put(batch)
+                    try channel.waitUntilTaken()
                     batch = newBatch()
                     inTransaction = 0
                     options.progress?(IngestProgress.make(phase: "ingesting", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
                 }
             }
-            if inTransaction > 0 {
-                try channel.waitUntilTaken()
-                try channel.put(batch)
-            }
+            if inTransaction > 0 { try channel.put(batch) }
         } catch {
             channel.close()
             writer.join()

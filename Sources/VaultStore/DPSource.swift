@@ -247,6 +247,9 @@ struct StoreAggregateSource: AggregateSource {
         if g != 1 { e = "(\(e) * \(literal(1 / g)))" }
         if exact { return e }
         if lo - c >= 0 { return roundedInteger(e, nonNegative: true) }
+        // Beyond 2^62 a sum of contributions overflows anyway; there the forms could differ by
+        // SQLite's saturation of REAL to INTEGER at -2^63, so the signed form stays.
+        guard max(abs(lo - c), abs(hi - c)) / g < 0x1p62 else { return roundedInteger(e, nonNegative: false) }
         // roundedInteger's signed form, with the sign read from the value before centring: e < 0
         // exactly when value < c (g > 0; a difference of doubles is 0 only when they are equal;
         // should e underflow to 0, both forms give 0), and CAST(e - h) = -CAST(h - e) (a

@@ -133,6 +133,26 @@ import VaultStore
                 try await refusedNamingTheStoresRole()
                 try await engine.initialize(.init(serviceRole: db.serviceRole))
                 #expect(try await engine.meta()["service_role"] == db.serviceRole)
+                // Such a store with a second role granted INSERT on the audit log (an older init
+                // run with another name): init picks neither; it names both, whichever is asked.
+                try await db.superuser([
+                    "DELETE FROM profilevault.meta WHERE key = 'service_role'",
+                    "CREATE ROLE \(other) NOLOGIN",
+                    "GRANT INSERT ON profilevault.audit_log TO \(other)",
+                ])
+                for asked in [db.serviceRole, other] {
+                    do {
+                        try await engine.initialize(.init(serviceRole: asked))
+                        Issue.record("init chose a service role among two (asked \(asked))")
+                    } catch let e as PostgresStoreError {
+                        let names = [db.serviceRole, other].sorted().joined(separator: ", ")
+                        #expect(e.kind == .configuration && e.message.contains(names), "\(e.message)")
+                    }
+                    #expect(try await engine.meta()["service_role"] == nil)
+                }
+                try await db.superuser(["REVOKE ALL ON ALL TABLES IN SCHEMA profilevault FROM \(other)"])
+                try await engine.initialize(.init(serviceRole: db.serviceRole))
+                #expect(try await engine.meta()["service_role"] == db.serviceRole)
             } catch { failure = error }
             await engine.close()
             try? await db.superuser(["DROP OWNED BY \(other)", "DROP ROLE IF EXISTS \(other)"])

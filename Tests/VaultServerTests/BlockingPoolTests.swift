@@ -34,6 +34,40 @@ import Testing
         #expect(results.count == 16 && results.allSatisfy { $0 })
     }
 
+    /// Slow work cannot hold every thread: a pool of 2 core threads runs 12 bodies that each
+    /// wait for all 12 to have started (it starts a thread whenever none is idle), and the
+    /// threads beyond the core ones end once idle.
+    @Test func thePoolGrowsWhileEveryThreadIsBusyAndShrinksBackWhenIdle() async throws {
+        let pool = BlockingPool(core: 2, maximum: 12, idleSeconds: 0.2, name: "test-grow")
+        let arrived = Locked(0)
+        let all = DispatchSemaphore(value: 0)
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<12 {
+                group.addTask {
+                    try await blocking(on: pool) {
+                        var last = false
+                        arrived.mutate { $0 += 1; last = $0 == 12 }
+                        if last { for _ in 0..<12 { all.signal() } }
+                        return all.wait(timeout: .now() + 120) == .success
+                    }
+                }
+            }
+            var out: [Bool] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        #expect(results.count == 12 && results.allSatisfy { $0 })
+        #expect(pool.threadCount <= 12)
+        var waited = 0
+        while pool.threadCount > 2, waited < 600 {
+            try await Task.sleep(for: .milliseconds(100))
+            waited += 1
+        }
+        #expect(pool.threadCount == 2)
+        // It still works after shrinking.
+        #expect(try await blocking(on: pool) { 7 } == 7)
+    }
+
     @Test func bodiesRunOnThePoolsThreadsInSubmissionOrderPerThread() async throws {
         let name = try await blocking { BlockingPool.currentPoolName }
         #expect(name == "profilevault-store")

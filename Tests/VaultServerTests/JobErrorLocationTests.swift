@@ -22,6 +22,13 @@ import VaultValues
                                      body: #"{"job":"j","purpose":"model_training","model":"kmeans","features":["age"],"epsilon":0.1,"x@example.org":1}"#)
             #expect(k.status == .badRequest)
             #expect(k.json?["location"]?["field"] == nil, "\(k.text)")
+            // A derived feature refused when the job is run (an event kind the schema lacks):
+            // still no file and no line, only the field.
+            let d = try await c.call(.post, "/v1/jobs", as: "trainer",
+                                     body: #"{"job":"d","purpose":"model_training","model":"kmeans","features":["age","n"],"derived":{"n":{"events":"no_such_kind","aggregate":"count","bounds":[0,10]}},"epsilon":1.0}"#)
+            #expect(d.status == .badRequest, "\(d.text)")
+            #expect(d.json?["location"]?["file"] == nil && d.json?["location"]?["line"] == nil, "\(d.text)")
+            #expect(d.json?["location"]?["field"]?.stringValue?.hasPrefix("derived.n") == true, "\(d.text)")
         }
     }
 

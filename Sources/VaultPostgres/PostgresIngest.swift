@@ -47,35 +47,12 @@ extension PostgresProfiles {
         // The whole input must be valid before anything commits (unless `skipInvalid`). Pass 1
         // reads it on a thread of its own while this thread already parses and seals the first
         // transaction; the writer starts it only once the gate has passed.
-        let gate: ValidationGate
-        var validator: WorkerThread?
-        if options.skipInvalid {
-            gate = .passed()
-        } else {
-            gate = ValidationGate()
-            let g = gate
-            let format = options.format, delimiter = options.delimiter
-            validator = WorkerThread(name: "profilevault-ingest-validator") {
-                do {
-                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required,
-                                                 types: types, aliases: aliases)
-                    let check = try makeValidator()
-                    var n = 0
-                    while let raw = try pass1.next() {
-                        if case .failure(let issue) = check(raw) { throw issue.error() }
-                        n += 1
-                        if n % 4096 == 0, g.isCancelled { throw CancellationError() }
-                    }
-                    g.settle(.success(()))
-                } catch {
-                    g.settle(.failure(error))
-                }
-            }
-        }
-        defer {
-            gate.cancel()
-            validator?.join()
-        }
+        let format = options.format, delimiter = options.delimiter
+        let validation = ValidationPass(skip: options.skipInvalid, lowerPriority: false, openReader: {
+            try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types, aliases: aliases)
+        }, makeValidator: makeValidator)
+        let gate = validation.gate
+        defer { validation.finish() }
         let rejects = try RejectsWriter(options, ownFiles: ownFiles)
         let input = try reader()
         // Pipeline: this thread parses, validates and seals transaction N+1 while a writer

@@ -359,42 +359,16 @@ extension ProfileStore {
         // The whole file must be valid before anything commits (unless `skipInvalid`). Pass 1
         // reads it on a thread of its own while this thread already parses and seals and the
         // writer fills its first transaction; the writer commits only once the gate has passed.
-        let gate: ValidationGate
-        var validator: WorkerThread?
-        if options.skipInvalid {
-            gate = .passed()
-        } else {
-            gate = ValidationGate()
-            let g = gate
-            let (columns, types, aliases) = (profileColumns, profileTypes, profileAliases)
-            let delimiter = options.delimiter
-            validator = WorkerThread(name: "profilevault-ingest-validator") {
-                #if os(Linux)
-                // Lower priority: the writer is the ingest's bottleneck, and three busy threads
-                // on two cores cost it a third of its time until validation finished; the
-                // validator takes what the parse thread leaves (see maxHeldForValidation).
-                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)   // who 0: on Linux, the calling thread only
-                #endif
-                do {
-                    let pass1 = try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types,
-                                                 aliases: aliases)
-                    let check = try makeValidator()
-                    var n = 0
-                    while let raw = try pass1.next() {
-                        if case .failure(let issue) = check(raw) { throw issue.error() }
-                        n += 1
-                        if n % 4096 == 0, g.isCancelled { throw CancellationError() }
-                    }
-                    g.settle(.success(()))
-                } catch {
-                    g.settle(.failure(error))
-                }
-            }
-        }
-        defer {
-            gate.cancel()
-            validator?.join()
-        }
+        // Lower priority: the writer is the ingest's bottleneck, and three busy threads on two
+        // cores cost it a third of its time until validation finished; the validator takes
+        // what the parse thread leaves (see maxHeldForValidation).
+        let (columns, types, aliases) = (profileColumns, profileTypes, profileAliases)
+        let delimiter = options.delimiter
+        let validation = ValidationPass(skip: options.skipInvalid, lowerPriority: true, openReader: {
+            try RecordReader(source: source, format: format, delimiter: delimiter, columns: columns, required: required, types: types, aliases: aliases)
+        }, makeValidator: makeValidator)
+        let gate = validation.gate
+        defer { validation.finish() }
         let rejects = try RejectsWriter(options, store: self)
         let reader = try RecordReader(source: source, format: format, delimiter: options.delimiter, columns: profileColumns, required: required, types: profileTypes, aliases: profileAliases)
         let sealer = try ProfileSealer(store: self)

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A bounded hand-off between one producer and one consumer thread: the ingest seals batch
 /// N+1 while the database writer commits batch N, so crypto and SQLite use both cores.
@@ -167,5 +170,51 @@ package final class ValidationGate: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return cancelled
+    }
+}
+
+/// The validation pass of an ingest (both engines): reads the whole input on a thread of its
+/// own, beside the pipeline that parses, seals and writes, and settles `gate` with the input's
+/// first bad record (or success). With `skip` (`--skip-invalid`) there is nothing to validate:
+/// the gate is open at once and no thread starts. `openReader` and `makeValidator` run on the
+/// pass's thread (a reader and a validator are not shared between threads).
+package final class ValidationPass: Sendable {
+    package let gate: ValidationGate
+    private let thread: WorkerThread?
+
+    /// `lowerPriority` (Linux): the pass runs at nice 10, taking what the other threads leave.
+    package init(skip: Bool, lowerPriority: Bool, openReader: @escaping @Sendable () throws -> RecordReader,
+                 makeValidator: @escaping @Sendable () throws -> (RawRecord) -> Result<ValidProfile, RecordIssue>) {
+        guard !skip else {
+            gate = .passed()
+            thread = nil
+            return
+        }
+        let g = ValidationGate()
+        gate = g
+        thread = WorkerThread(name: "profilevault-ingest-validator") {
+            #if os(Linux)
+            if lowerPriority { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10) }   // who 0: on Linux, the calling thread only
+            #endif
+            do {
+                let pass1 = try openReader()
+                let check = try makeValidator()
+                var n = 0
+                while let raw = try pass1.next() {
+                    if case .failure(let issue) = check(raw) { throw issue.error() }
+                    n += 1
+                    if n % 4096 == 0, g.isCancelled { throw CancellationError() }
+                }
+                g.settle(.success(()))
+            } catch {
+                g.settle(.failure(error))
+            }
+        }
+    }
+
+    /// Stops the pass if it still runs (the ingest ended for another reason) and waits for it.
+    package func finish() {
+        gate.cancel()
+        thread?.join()
     }
 }

@@ -8,21 +8,18 @@ import Testing
 /// to grow its threads, about one a second on Linux: a fresh PostgreSQL node answered a burst
 /// of 16 GETs only after 15 s (0.07 s now; docs/benchmarks.md).
 @Suite struct BlockingPoolTests {
-    /// All of a pool's threads run at once, however many block: 16 bodies that each wait for
-    /// all 16 to have started finish (on libdispatch's global queue, 16 blocked bodies on two
-    /// cores needed about 14 s of thread growth). A private pool: other suites' requests on the
-    /// shared one cannot delay it.
-    @Test func everyThreadOfThePoolRunsAtOnce() async throws {
-        let pool = BlockingPool(threads: 16, name: "test-barrier")
+    /// Runs `n` bodies on `pool` that each wait until all `n` have started (at most 120 s):
+    /// each result is true when it saw all of them, which needs `n` threads at once.
+    static func barrier(_ n: Int, on pool: BlockingPool) async throws -> [Bool] {
         let arrived = Locked(0)
         let all = DispatchSemaphore(value: 0)
-        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for _ in 0..<16 {
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<n {
                 group.addTask {
                     try await blocking(on: pool) {
                         var last = false
-                        arrived.mutate { $0 += 1; last = $0 == 16 }
-                        if last { for _ in 0..<16 { all.signal() } }
+                        arrived.mutate { $0 += 1; last = $0 == n }
+                        if last { for _ in 0..<n { all.signal() } }
                         return all.wait(timeout: .now() + 120) == .success
                     }
                 }
@@ -31,6 +28,15 @@ import Testing
             for try await r in group { out.append(r) }
             return out
         }
+    }
+
+    /// All of a pool's threads run at once, however many block: 16 bodies that each wait for
+    /// all 16 to have started finish (on libdispatch's global queue, 16 blocked bodies on two
+    /// cores needed about 14 s of thread growth). A private pool: other suites' requests on the
+    /// shared one cannot delay it.
+    @Test func everyThreadOfThePoolRunsAtOnce() async throws {
+        let pool = BlockingPool(threads: 16, name: "test-barrier")
+        let results = try await Self.barrier(16, on: pool)
         #expect(results.count == 16 && results.allSatisfy { $0 })
     }
 
@@ -39,23 +45,7 @@ import Testing
     /// threads beyond the core ones end once idle.
     @Test func thePoolGrowsWhileEveryThreadIsBusyAndShrinksBackWhenIdle() async throws {
         let pool = BlockingPool(core: 2, maximum: 12, idleSeconds: 0.2, name: "test-grow")
-        let arrived = Locked(0)
-        let all = DispatchSemaphore(value: 0)
-        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for _ in 0..<12 {
-                group.addTask {
-                    try await blocking(on: pool) {
-                        var last = false
-                        arrived.mutate { $0 += 1; last = $0 == 12 }
-                        if last { for _ in 0..<12 { all.signal() } }
-                        return all.wait(timeout: .now() + 120) == .success
-                    }
-                }
-            }
-            var out: [Bool] = []
-            for try await r in group { out.append(r) }
-            return out
-        }
+        let results = try await Self.barrier(12, on: pool)
         #expect(results.count == 12 && results.allSatisfy { $0 })
         #expect(pool.threadCount <= 12)
         var waited = 0

@@ -404,7 +404,10 @@ extension PostgresProfiles {
         if let consentPurpose {
             return try readProfile(pseudonym: pseudonym, fields: wanted, checkingConsentFor: consentPurpose)
         }
-        let sql = profileSelect + " WHERE s.pseudonym = $1"
+        // The restriction (Art. 18) read in the same statement: nothing is decrypted for a
+        // restricted subject.
+        let (select, restrictedIndex) = profileSelect(adding: "EXISTS(SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id)")
+        let sql = select + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in
             try await engine.single("reading a profile") { conn in
                 var binds = PostgresBindings()
@@ -416,7 +419,10 @@ extension PostgresProfiles {
         // The row is decoded here, after the wait: a column of another type than the schema's
         // (the database edited) is an integrity error as inside a transaction, never the
         // client library's own error type.
-        do { return .found(try profile(row, pseudonym: pseudonym, fields: wanted)) } catch {
+        do {
+            if try PostgresRandomAccessRow(row)[restrictedIndex].decode(Bool.self) { return .restricted }
+            return .found(try profile(row, pseudonym: pseudonym, fields: wanted))
+        } catch {
             throw PostgresStoreError.vaultError(error, "reading a profile")
         }
     }

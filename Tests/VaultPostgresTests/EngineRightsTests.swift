@@ -44,6 +44,8 @@ import EngineConformanceSupport
             let items = try s.subjectItems(customerIDs: ["R1", "R2"], kind: "purchase", consentPurpose: nil, segmentAttribute: nil)
             #expect(items.map(\.consent) == [true, false], "\(engine)")
             #expect(try s.accessExport(customerID: "R2")?.customerID == "R2")
+            // The engine's unchecked read (no purpose: not a gate read) answers as on SQLite.
+            #expect(try s.profile(customerID: "R2", fields: ["email"])?.customerID == "R2", "\(engine)")
             #expect(try s.aggregateSource.boundedSums(Conformance.req([.subjects]))[""] == [2])
             expectNotFound { _ = try s.setRestriction(customerID: "nobody", restricted: true, audit: Self.ctx) }
             #expect(try s.setRestriction(customerID: "R2", restricted: false, audit: Self.ctx))

@@ -28,7 +28,7 @@ final class RightsFixture {
                 legal_basis: legitimate_interest
                 may_read: [user.behavior, user.location.imprecise]
                 may_read_pii: [user.contact.email]
-                dp_budget: { epsilon: 2.0, period: 30d }
+                dp_budget: { epsilon: 1000000, period: 30d }
             retention:
 
             """)
@@ -285,5 +285,61 @@ func exact(_ v: Vault, _ r: AggregateRequest) throws -> [String: [Int64]] { try 
         #expect(try officer.consentHistory(customerID: "C3").last?.source == "objection")
         #expect(try exact(officer, AggregateRequest(consentPurpose: "analytics", grouping: nil, coordinates: [.subjects]))[""] == [2])
         expectKind(.denied) { _ = try f.vault("support").importConsent(path: path) }
+    }
+}
+
+@Suite struct RightsThroughTheGateTests {
+    /// A trainer's DP count (through the gate, noise and all) leaves out restricted subjects
+    /// and, for a legitimate_interest purpose, objecting ones. Epsilon 100,000 per query: the
+    /// noise scale is 1e-5, so |noise| >= 0.5 has probability about e^-50000 (never).
+    @Test func aQueryLeavesOutRestrictedAndObjectingSubjects() throws {
+        let f = try RightsFixture()
+        let officer = try f.vault("privacy_officer"), trainer = try f.vault("trainer")
+        func count() throws -> Double {
+            try trainer.query(Vault.QueryRequest(kind: .count, purpose: "marketing_offers", epsilon: 100_000)).value?.value ?? -1
+        }
+        #expect(abs(try count() - 20) < 0.5)
+        _ = try officer.setRestriction(customerID: "C1", restricted: true)
+        _ = try officer.object(.list(["C2", "C3"]), purpose: "marketing_offers")
+        #expect(abs(try count() - 17) < 0.5)
+        _ = try officer.setRestriction(customerID: "C1", restricted: false)
+        #expect(abs(try count() - 18) < 0.5)
+    }
+}
+
+@Suite struct RightsCLITests {
+    @Test func theRightsCommandsAnswerTheirJSONAndExitStatuses() throws {
+        let s = try CLIStore()
+        _ = try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(5))])
+        let r = try s.run(["restrict", "--subject", "C1", "--role", "privacy_officer", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.json?["customer_id"] as? String == "C1" && r.json?["changed"] as? Bool == true)
+        let get = try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"])
+        #expect(get.status == 77 && get.stderr.contains("Art. 18"), "\(get.stderr)")
+        let export = try s.run(["export", "--subject", "C1", "--role", "privacy_officer"])
+        #expect(export.status == 0 && export.stdout.contains("user1@example.com"))
+        #expect(try s.run(["unrestrict", "--subject", "C1", "--role", "privacy_officer", "--json"]).json?["changed"] as? Bool == true)
+        #expect(try s.run(["restrict", "--subject", "C1", "--role", "support"]).status == 77)
+        #expect(try s.run(["restrict", "--subject", "nobody", "--role", "privacy_officer"]).status == 66)
+
+        let rect = try s.run(["rectify", "--subject", "C2", "--set", "age=44", "--set", "email=renamed-c2@example.org", "--role", "privacy_officer", "--json"])
+        #expect(rect.status == 0 && (rect.json?["changed"] as? [String]) == ["email", "age"], "\(rect.stdout) \(rect.stderr)")
+        let bad = try s.run(["rectify", "--subject", "C2", "--set", "age=secret-77", "--role", "privacy_officer"])
+        #expect(bad.status == 65 && bad.stderr.contains("age") && !bad.stderr.contains("secret-77"), "\(bad.stderr)")
+        #expect(try s.run(["rectify", "--subject", "C2", "--set", "shoe=1", "--role", "privacy_officer"]).status == 65)
+        #expect(try s.run(["rectify", "--subject", "nobody", "--set", "age=40", "--role", "privacy_officer"]).status == 66)
+        #expect(try s.run(["rectify", "--subject", "C2", "--set", "age=40", "--role", "support"]).status == 77)
+
+        let obj = try s.run(["consent", "object", "--purpose", "analytics", "--subject", "C3", "--role", "privacy_officer"])
+        #expect(obj.status == 65 && obj.stderr.contains("legitimate_interest"), "\(obj.stderr)")
+        let revoke = try s.run(["consent", "revoke", "--purpose", "customer_support", "--subject", "C3", "--role", "privacy_officer"])
+        #expect(revoke.status == 65 && revoke.stderr.contains("contract"), "\(revoke.stderr)")
+
+        let file = try s.write("consent.csv", "customer_id,purpose,granted,time,source\nC1,analytics,true,2025-03-01T10:00:00Z,paper\nC2,analytics,ja,2025-03-01,paper\n")
+        let imp = try s.run(["consent", "import", file, "--role", "privacy_officer"])
+        #expect(imp.status == 65 && imp.stderr.contains("consent.csv:3: granted"), "\(imp.stderr)")
+        let good = try s.write("good.csv", "customer_id,purpose,granted,time,source\nC1,analytics,true,2025-03-01T10:00:00Z,paper\n")
+        let ok = try s.run(["consent", "import", good, "--role", "privacy_officer", "--json"])
+        #expect(ok.status == 0 && ok.json?["changed"] as? Int == 1, "\(ok.stderr)")
     }
 }

@@ -343,20 +343,20 @@ struct StoreAggregateSource: AggregateSource {
         }
         // Every subject's distinct items with their last use, one subject's rows together; the
         // cap is applied in Swift (`ItemSums`).
-        let sql = """
+        let from = """
             SELECT d.subject_id, d.item, d.t, \(segmentColumn), substr(s.pseudonym, 1, 8)
             FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d
             JOIN subjects s ON s.id = d.subject_id\(consent)
-            ORDER BY d.subject_id
             """
         let segmented = sums.segmentAttribute != nil
         return try store.pool.read { db in
-            var statementSQL = sql, statementArgs = args
+            var statementSQL = from, statementArgs = args
             // Restricted and objecting subjects (Rights.swift): an anti-join only when there are any.
             if let x = try store.exclusion(db, alias: "d", objectionPurpose: r.objectionPurpose) {
-                statementSQL = sql.replacingOccurrences(of: "\nORDER BY d.subject_id", with: "\nWHERE \(x.sql)\nORDER BY d.subject_id")
+                statementSQL += "\nWHERE \(x.sql)"
                 statementArgs += x.args
             }
+            statementSQL += "\nORDER BY d.subject_id"
             var current: Int64? = nil
             let cursor = try Row.fetchCursor(db, sql: statementSQL, arguments: StatementArguments(statementArgs.map { $0.databaseValue }))
             while let row = try cursor.next() {

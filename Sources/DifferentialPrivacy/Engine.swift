@@ -75,7 +75,8 @@ public struct QueryEngine: Sendable {
     public func run(_ q: DPQuery, purpose: String, limit: Double, periodSeconds: Int) throws -> QueryResult {
         let plan = try Self.plan(q)
         let budget = try accountant.spend(purpose: purpose, epsilon: q.epsilon, limit: limit, periodSeconds: periodSeconds)
-        let request = AggregateRequest(consentPurpose: q.consentPurpose, predicates: q.predicates, groupBy: q.groupBy, coordinates: plan.map(\.0))
+        var request = AggregateRequest(consentPurpose: q.consentPurpose, predicates: q.predicates, groupBy: q.groupBy, coordinates: plan.map(\.0))
+        request.objectionPurpose = q.objectionPurpose
         let sums = try source.boundedSums(request)
         var rng = CSPRNGWords()
         let keys: [String] = q.groupBy?.domain ?? [""]
@@ -148,6 +149,8 @@ public final class PrivateSession {
     public let delta: Double
     let source: any AggregateSource
     let consentPurpose: String?
+    /// Every request of the session leaves out the subjects who objected to this purpose.
+    public var objectionPurpose: String? = nil
     let attributes: Set<String>
     let eventKinds: Set<String>
     let derived: [String: DerivedAttribute]
@@ -215,6 +218,7 @@ public final class PrivateSession {
     func prepared(_ request: AggregateRequest) throws -> AggregateRequest {
         var r = request
         r.consentPurpose = consentPurpose
+        r.objectionPurpose = objectionPurpose
         r.derived = []
         var (names, kinds) = r.names
         for n in names where !attributes.contains(n) {

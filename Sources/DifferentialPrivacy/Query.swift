@@ -272,6 +272,10 @@ public enum Grouping: Sendable, Equatable {
 public struct AggregateRequest: Sendable, Equatable {
     /// Only subjects with active consent for this purpose (nil: no consent needed).
     public var consentPurpose: String?
+    /// Leave out the subjects who objected (GDPR Art. 21) to this purpose (a
+    /// `legitimate_interest` purpose; nil: none). Restricted subjects (Art. 18) are left out of
+    /// every request, whatever this says.
+    public var objectionPurpose: String? = nil
     public var predicates: [WhereCondition]
     /// Only subjects whose value of each of these attributes is not null.
     public var nonNull: [String]
@@ -426,6 +430,8 @@ public struct DPQuery: Sendable {
     public var kind: QueryKind
     public var measure: Measure
     public var consentPurpose: String?
+    /// Subjects who objected to this purpose are left out (see `AggregateRequest`).
+    public var objectionPurpose: String? = nil
     public var predicates: [WhereCondition]
     public var groupBy: (attribute: String, domain: [String])?
     public var epsilon: Epsilon

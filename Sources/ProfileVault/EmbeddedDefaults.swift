@@ -63,7 +63,7 @@ roles:
   support: [get]
   app: [serve_recommendations, score]          # serving a subject; not analysis
   trainer: [query, train]
-  privacy_officer: [consent, erase, export, retention, keys, policy]
+  privacy_officer: [consent, erase, export, retention, keys, policy, rectify, restrict]
   auditor: [audit]
 # Public item lists training jobs may name (items_from: products), relative to this directory
 # and inside it; read when a job trains (editing a catalog needs no policy apply).

@@ -44,7 +44,7 @@ extension Vault {
         try audited(granted ? "consent.grant" : "consent.revoke", .update, permission: "consent", purpose: name) { context in
             try StoredText.check(source, "consent source")
             try StoredText.check(context.actor, "actor")
-            _ = try purpose(name)
+            try requireConsentBasis(try purpose(name), granted: granted)
             let (ids, file) = try resolveSelection(selection)
             return try store.setConsent(ids, file: file, purpose: name, granted: granted, source: source,
                                         policyVersion: policy.version, audit: context)

@@ -97,8 +97,9 @@ extension Vault {
             } else if let a = q.attribute, q.kind == .count {
                 _ = try readableAttribute(a, role: "--attribute")   // count counts subjects; the attribute only has to be readable
             }
-            let dpq = DPQuery(kind: q.kind, measure: measure, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+            var dpq = DPQuery(kind: q.kind, measure: measure, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                               predicates: predicates, groupBy: groupBy, epsilon: eps)
+            dpq.objectionPurpose = Self.objectionPurpose(p)
             // Everything the release needs is checked before the budget is charged.
             do {
                 _ = try QueryEngine.plan(dpq)

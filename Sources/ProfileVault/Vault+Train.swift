@@ -513,6 +513,7 @@ extension Vault {
             let dry = PrivateSession(source: store.aggregateSource, consentPurpose: p.legalBasis == .consent ? p.name : nil, epsilon: eps,
                                      delta: jobDelta,
                                      attributes: attributes, eventKinds: eventKinds, derived: grantedDerived, dryRun: true)
+            dry.objectionPurpose = Self.objectionPurpose(p)
             _ = try Trainer.fit(kind, spec: spec, session: dry)
         } catch let e as ModelError {
             throw VaultError(.invalidInput, "\(job.file): \(e.description)")
@@ -534,6 +535,7 @@ extension Vault {
         } catch let e as BudgetExceeded {
             throw refuse("budget exceeded: \(e.description)")
         }
+        session.objectionPurpose = Self.objectionPurpose(p)
         var artifact: ModelArtifact
         do {
             artifact = try Trainer.fit(kind, spec: spec, session: session, progress: progress)
@@ -658,8 +660,14 @@ extension Vault {
             // and again (and time them).
             var seen = Set<String>()
             let unique = ids.map(\.id).filter { seen.insert($0).inserted }
-            let rows = try store.subjectItems(customerIDs: unique, kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+            var rows = try store.subjectItems(customerIDs: unique, kind: kind, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                                               segmentAttribute: model.segmentBy)
+            // Subjects who objected to a legitimate_interest purpose are served as unconsented
+            // ones (restricted subjects already are: `subjectItems`).
+            if let o = Self.objectionPurpose(p) {
+                let objecting = try store.objecting(pseudonyms: rows.map(\.pseudonym), purpose: o)
+                for i in rows.indices where objecting.contains(rows[i].pseudonym) { rows[i].consent = false }
+            }
             // One entry per subject asked about, served or not, in one commit: unknown, erased
             // and unconsented subjects cost the same work as each other.
             let fields = ["events.\(kind)"] + (model.segmentBy.map { [$0] } ?? [])

@@ -298,8 +298,15 @@ public final class Vault: Sendable {
                 throw VaultError(.notFound, "no subject with this customer ID")
             case .consentMissing:
                 throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active")
+            case .restricted:
+                throw VaultError(.denied, Self.restrictedSubject)
             case .found(let v):
                 view = v
+            }
+            // An objection (Art. 21) to a legitimate_interest purpose refuses its reads as a
+            // revoked consent would (checked only for such a purpose).
+            if let o = Self.objectionPurpose(p), try store.objecting(pseudonyms: [pseudonym], purpose: o).contains(pseudonym) {
+                throw VaultError(.denied, "the subject objected to purpose \(p.name) (GDPR Art. 21)")
             }
             // The read is released only once its audit entry is committed.
             try store.audit([context.record("get", .read, purpose: name, subject: pseudonym,

@@ -115,6 +115,8 @@ public enum Taxonomy {
         "ingest", "get", "query", "train", "consent", "erase", "export", "retention", "keys",
         "audit",
         "policy",
+        // Data-subject rights (issue 19): rectification (Art. 16), restriction (Art. 18).
+        "rectify", "restrict",
         // Serving a subject (role `app`), not analysis: recommendations and scores for one subject.
         "serve_recommendations", "score",
     ]

@@ -257,6 +257,18 @@ extension PostgresEngine {
             "ALTER TABLE IF EXISTS profilevault.pii DROP CONSTRAINT IF EXISTS pii_subject_id_fkey",
             "ALTER TABLE IF EXISTS profilevault.attributes DROP CONSTRAINT IF EXISTS attributes_subject_id_fkey",
         ]),
+        PostgresMigration(version: 7, name: "restriction-objection", statements: [
+            // Restriction of processing (GDPR Art. 18): one row per restricted subject, deleted
+            // with the subject by erasure. Objections (Art. 21) are consent-state rows with
+            // granted false; the partial index answers "does this purpose have any" (the probe
+            // every aggregate makes before it adds an anti-join), as on SQLite (Rights.swift).
+            """
+            CREATE TABLE profilevault.restriction(
+                subject_id bigint PRIMARY KEY REFERENCES profilevault.subjects(id),
+                since bigint NOT NULL)
+            """,
+            "CREATE INDEX consent_state_objection ON profilevault.consent_state(purpose) WHERE NOT granted",
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -289,7 +301,7 @@ extension PostgresEngine {
     /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
     /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
-    /// SELECT and INSERT on `policy_history`. Never UPDATE, DELETE or TRUNCATE on the
+    /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`. Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -375,6 +387,8 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.consent_state TO \(r)",
                 // The policy ledger only grows.
                 "GRANT SELECT, INSERT ON profilevault.policy_history TO \(r)",
+                // Restriction (Art. 18): a row added by restrict, deleted by unrestrict and erasure.
+                "GRANT SELECT, INSERT, DELETE ON profilevault.restriction TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

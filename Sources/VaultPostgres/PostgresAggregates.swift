@@ -363,6 +363,14 @@ public struct PostgresAggregateSource: AggregateSource {
             }
         }
         var wheres: [String] = []
+        // Restricted and objecting subjects (PostgresRights.swift): an anti-join only when there are any.
+        let probe = try profiles.exclusionProbe(objectionPurpose: r.objectionPurpose)
+        if probe.restricted {
+            wheres.append("NOT EXISTS (SELECT 1 FROM profilevault.restriction rx WHERE rx.subject_id = a.subject_id)")
+        }
+        if probe.objections, let p = r.objectionPurpose {
+            wheres.append("NOT EXISTS (SELECT 1 FROM profilevault.consent_state ox WHERE ox.subject_id = a.subject_id AND ox.purpose = \(q.text(p) ?? "NULL") AND NOT ox.granted)")
+        }
         for p in r.predicates {
             let (x, kind) = try comparable(p.attribute)
             // A number compares with a finite number, text with text (as the gate builds them).
@@ -548,6 +556,16 @@ public struct PostgresAggregateSource: AggregateSource {
             joins += " JOIN profilevault.attributes a ON a.subject_id = d.subject_id"
             segmentColumn = "a." + (try PostgresProfiles.attributeColumn(attribute))
         }
+        // Restricted and objecting subjects (PostgresRights.swift): an anti-join only when there are any.
+        var exclusions: [String] = []
+        let probe = try profiles.exclusionProbe(objectionPurpose: r.objectionPurpose)
+        if probe.restricted {
+            exclusions.append("NOT EXISTS (SELECT 1 FROM profilevault.restriction rx WHERE rx.subject_id = d.subject_id)")
+        }
+        if probe.objections, let p = r.objectionPurpose {
+            exclusions.append("NOT EXISTS (SELECT 1 FROM profilevault.consent_state ox WHERE ox.subject_id = d.subject_id AND ox.purpose = \(q.text(p) ?? "NULL") AND NOT ox.granted)")
+        }
+        if !exclusions.isEmpty { joins += " WHERE " + exclusions.joined(separator: " AND ") }
         // One row per subject: its distinct items and their last times as two arrays (rows
         // decoded one by one cost about 60 µs each in a debug build; a subject's row holds its
         // few items).

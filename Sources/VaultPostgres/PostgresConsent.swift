@@ -124,7 +124,9 @@ extension PostgresProfiles {
                     throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; consent for this batch was not changed")
                 }
                 let was = state[id]
-                if was == granted || (was == nil && !granted) { continue }   // no change: nothing to record
+                // No change: nothing to record. An objection (Art. 21) is recorded even where no
+                // state was, as on SQLite.
+                if was == granted || (was == nil && !granted && source != ProfileStore.objectionSource) { continue }
                 changes.append(id)
                 state[id] = granted
             }
@@ -212,7 +214,8 @@ extension PostgresProfiles {
     /// not found, consent missing (nothing decrypted), or the decrypted profile.
     func readProfile(pseudonym: [UInt8], fields wanted: Set<String>, checkingConsentFor purpose: String) throws -> ProfileRead {
         let purpose = Self.compared(purpose)
-        let (select, grantedIndex) = profileSelect(adding: "(SELECT cs.granted FROM profilevault.consent_state cs WHERE cs.purpose = $2 AND cs.subject_id = s.id)")
+        let (select, grantedIndex) = profileSelect(adding: "(SELECT cs.granted FROM profilevault.consent_state cs WHERE cs.purpose = $2 AND cs.subject_id = s.id), "
+                                                   + "EXISTS(SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id)")
         let sql = select + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in
             try await engine.single("reading a profile") { conn in
@@ -224,6 +227,7 @@ extension PostgresProfiles {
         }
         guard let row else { return .notFound }
         do {
+            if try PostgresRandomAccessRow(row)[grantedIndex + 1].decode(Bool.self) { return .restricted }
             guard try PostgresRandomAccessRow(row)[grantedIndex].decode(Bool?.self) == true else { return .consentMissing }
             return .found(try profile(row, pseudonym: pseudonym, fields: wanted))
         } catch {
@@ -356,6 +360,12 @@ extension PostgresProfiles {
                     }
                 } else {
                     consenting = Set(all)
+                }
+                // A restricted subject (Art. 18) is served as one without consent.
+                for chunk in Self.chunks(all) {
+                    for row in try await engine.rows(conn, "SELECT subject_id FROM profilevault.restriction WHERE subject_id = ANY(\(chunk)::bigint[])") {
+                        consenting.remove(try row.decode(Int64.self))
+                    }
                 }
                 let served = consenting.sorted()
                 var items: [Int64: Set<String>] = [:]

@@ -535,6 +535,7 @@ extension PostgresProfiles {
                     removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("consent_entries", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent WHERE subject_id = \(id) RETURNING 1").count)))
                     removed.append(("consent_states", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent_state WHERE subject_id = \(id) RETURNING 1").count)))
+                    try await engine.exec(conn, "DELETE FROM profilevault.restriction WHERE subject_id = \(id)")
                     removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
                 }
                 let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis

@@ -201,6 +201,10 @@ extension PostgresStore {
                     }
                 }
                 let consent = try r.consent(), states = try r.consentState(), suppressed = try r.suppressed()
+                let restrictions = try r.restrictions()
+                guard Int64(restrictions.count) == (try r.count("restriction")) else {
+                    throw VaultError(.integrity, "the source's restriction table could not be read in order: the file was altered; nothing was copied")
+                }
                 let budget = try r.budget(), policies = try r.policyHistory()
                 report.consentEntries = Int64(consent.count)
                 report.consentStates = Int64(states.count)
@@ -227,6 +231,13 @@ extension PostgresStore {
                             INSERT INTO profilevault.consent_state(subject_id, purpose, granted, since)
                             SELECT * FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.purpose))::text[], \(c.map(\.granted))::boolean[],
                                                  \(c.map(\.since))::bigint[])
+                            """)
+                    }
+                    for part in stride(from: 0, to: restrictions.count, by: batch) {
+                        let c = restrictions[part..<min(part + batch, restrictions.count)]
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.restriction(subject_id, since)
+                            SELECT * FROM unnest(\(c.map(\.subjectID))::bigint[], \(c.map(\.since))::bigint[])
                             """)
                     }
                     for part in stride(from: 0, to: suppressed.count, by: batch) {

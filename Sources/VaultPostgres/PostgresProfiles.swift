@@ -392,7 +392,8 @@ extension PostgresProfiles {
     /// this customer ID (never had, or erased on any node).
     public func profile(customerID: String, fields wanted: Set<String>) throws -> ProfileView? {
         let p = try pseudonym(ofCustomerID: customerID)
-        switch try readProfile(pseudonym: p, fields: wanted, consentPurpose: nil) {
+        // As on SQLite, whatever a restriction says (the gate's reads use `readProfile`).
+        switch try readProfile(pseudonym: p, fields: wanted, restrictionChecked: false) {
         case .found(let view): return view
         default: return nil
         }
@@ -404,7 +405,14 @@ extension PostgresProfiles {
         if let consentPurpose {
             return try readProfile(pseudonym: pseudonym, fields: wanted, checkingConsentFor: consentPurpose)
         }
-        let sql = profileSelect + " WHERE s.pseudonym = $1"
+        return try readProfile(pseudonym: pseudonym, fields: wanted, restrictionChecked: true)
+    }
+
+    /// One subject's profile in one statement; with `restrictionChecked`, the restriction (Art.
+    /// 18) is read in the same statement and nothing is decrypted for a restricted subject.
+    func readProfile(pseudonym: [UInt8], fields wanted: Set<String>, restrictionChecked: Bool) throws -> ProfileRead {
+        let (select, restrictedIndex) = profileSelect(adding: restrictionChecked ? "EXISTS(SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id)" : "false")
+        let sql = select + " WHERE s.pseudonym = $1"
         let row = try Self.wait("reading a profile") { [engine] in
             try await engine.single("reading a profile") { conn in
                 var binds = PostgresBindings()
@@ -416,7 +424,10 @@ extension PostgresProfiles {
         // The row is decoded here, after the wait: a column of another type than the schema's
         // (the database edited) is an integrity error as inside a transaction, never the
         // client library's own error type.
-        do { return .found(try profile(row, pseudonym: pseudonym, fields: wanted)) } catch {
+        do {
+            if try PostgresRandomAccessRow(row)[restrictedIndex].decode(Bool.self) { return .restricted }
+            return .found(try profile(row, pseudonym: pseudonym, fields: wanted))
+        } catch {
             throw PostgresStoreError.vaultError(error, "reading a profile")
         }
     }

@@ -52,6 +52,10 @@ public enum VaultRoutes {
         ("POST", "/v1/jobs"),
         ("POST", "/v1/recommendations"),
         ("GET", "/v1/audit"),
+        ("POST", "/v1/subjects/{customer_id}/restriction"),
+        ("DELETE", "/v1/subjects/{customer_id}/restriction"),
+        ("POST", "/v1/consent/import"),
+        ("POST", "/v1/subjects/{customer_id}/rectification"),
     ]
 }
 
@@ -122,12 +126,93 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     router.post("/v1/subjects/{customer_id}/consent") { request, context -> Response in
         let v = try await service.vault(context, permission: "consent", action: "consent.change")
         let id = try customerID(context)
-        let body = try BodyFields(try await service.jsonBody(request), allowed: ["purpose", "granted", "source"])
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["purpose", "granted", "source", "objection"])
         let purpose = try body.string("purpose", required: true)!
+        // {"purpose", "objection": true}: an objection (Art. 21) to a legitimate_interest purpose.
+        if try body.bool("objection") == true {
+            guard try body.bool("granted") == nil, try body.string("source", required: false) == nil else {
+                throw APIError.badRequest("objection: takes no granted or source (an objection is recorded with source objection)")
+            }
+            let n = try await redacting([id]) { try await blocking { try v.object(.one(id), purpose: purpose) } }
+            return json(.object([("changed", .int(Int64(n))), ("purpose", .string(purpose)), ("objection", .bool(true))]))
+        }
         guard let granted = try body.bool("granted") else { throw APIError.badRequest("granted: required (true or false)") }
         let source = try body.string("source", required: false)
         let n = try await redacting([id]) { try await blocking { try v.setConsent(.one(id), purpose: purpose, granted: granted, source: source) } }
         return json(.object([("changed", .int(Int64(n))), ("purpose", .string(purpose)), ("granted", .bool(granted))]))
+    }
+
+    // Restriction of processing (GDPR Art. 18): POST restricts, DELETE lifts it.
+    for restricted in [true, false] {
+        let handler: @Sendable (Request, VaultRequestContext) async throws -> Response = { _, context in
+            let v = try await service.vault(context, permission: "restrict", action: restricted ? "restrict" : "unrestrict")
+            let id = try customerID(context)
+            let changed = try await redacting([id]) { try await blocking { try v.setRestriction(customerID: id, restricted: restricted) } }
+            return json(.object([("customer_id", .string(id)), ("changed", .bool(changed))]))
+        }
+        if restricted {
+            router.post("/v1/subjects/{customer_id}/restriction", use: handler)
+        } else {
+            router.delete("/v1/subjects/{customer_id}/restriction", use: handler)
+        }
+    }
+
+    // Rectification (GDPR Art. 16): {"set": {"field": "value", ...}}; values are text as in an
+    // ingest file (numbers and booleans are taken as their text), null sets a field to null.
+    router.post("/v1/subjects/{customer_id}/rectification") { request, context -> Response in
+        let v = try await service.vault(context, permission: "rectify", action: "rectify")
+        let id = try customerID(context)
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["set"])
+        guard case .object(let pairs)? = body.pairs["set"], !pairs.isEmpty else {
+            throw APIError.badRequest("set: required (an object of field: value, at least one)")
+        }
+        var assignments: [(field: String, value: String)] = []
+        var values: [String] = [id]
+        for (k, value) in pairs {
+            switch value {
+            case .string(let s): assignments.append((k, s)); values.append(s)
+            case .null: assignments.append((k, ""))
+            case .bool(let b): assignments.append((k, b ? "true" : "false"))
+            case .int(let n): assignments.append((k, String(n)))
+            case .double(let d): assignments.append((k, String(d)))
+            default: throw APIError.badRequest("set: each value must be a string, a number, a boolean or null")
+            }
+        }
+        let given = assignments
+        let changed = try await redacting(values) { try await blocking { try v.rectify(customerID: id, set: given) } }
+        return json(.object([("customer_id", .string(id)), ("changed", .array(changed.map { .string($0) }))]))
+    }
+
+    // Consent evidence kept elsewhere: {"rows": [{"customer_id","purpose","granted","time","source"}]},
+    // all or nothing; errors name `record N` and the field.
+    router.post("/v1/consent/import") { request, context -> Response in
+        let v = try await service.vault(context, permission: "consent", action: "consent.import")
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["rows"])
+        guard case .array(let items)? = body.pairs["rows"] else { throw APIError.badRequest("rows: required (an array of objects)") }
+        var rows: [Vault.ConsentImportInput] = []
+        var ids: [String] = []
+        for (i, item) in items.enumerated() {
+            guard case .object(let pairs) = item else { throw APIError.badRequest("rows: record \(i + 1): expected an object") }
+            var f: [String: String] = [:]
+            for (k, value) in pairs {
+                guard ["customer_id", "purpose", "granted", "time", "source"].contains(k) else {
+                    throw APIError.badRequest("rows: record \(i + 1): unknown field \(String(k.prefix(64)).debugDescription)")
+                }
+                switch value {
+                case .string(let s): f[k] = s
+                case .bool(let b): f[k] = b ? "true" : "false"
+                case .int(let n): f[k] = String(n)
+                case .null: break
+                default: throw APIError.badRequest("rows: record \(i + 1): \(k): expected a string, a boolean or an integer")
+                }
+            }
+            if let id = f["customer_id"] { ids.append(id) }
+            rows.append(Vault.ConsentImportInput(line: i + 1, customerID: f["customer_id"], purpose: f["purpose"], granted: f["granted"],
+                                                 time: f["time"], source: f["source"]))
+        }
+        let records = rows
+        let n = try await redacting(ids) { try await blocking { try v.importConsent(records: records) } }
+        return json(.object([("changed", .int(Int64(n)))]))
     }
 
     router.get("/v1/subjects/{customer_id}/export") { _, context -> Response in

@@ -343,16 +343,22 @@ struct StoreAggregateSource: AggregateSource {
         }
         // Every subject's distinct items with their last use, one subject's rows together; the
         // cap is applied in Swift (`ItemSums`).
-        let sql = """
+        let from = """
             SELECT d.subject_id, d.item, d.t, \(segmentColumn), substr(s.pseudonym, 1, 8)
             FROM (SELECT subject_id, item, MAX(time) AS t FROM events WHERE kind = ?\(filter) GROUP BY subject_id, item) d
             JOIN subjects s ON s.id = d.subject_id\(consent)
-            ORDER BY d.subject_id
             """
         let segmented = sums.segmentAttribute != nil
         return try store.pool.read { db in
+            var statementSQL = from, statementArgs = args
+            // Restricted and objecting subjects (Rights.swift): an anti-join only when there are any.
+            if let x = try store.exclusion(db, alias: "d", objectionPurpose: r.objectionPurpose) {
+                statementSQL += "\nWHERE \(x.sql)"
+                statementArgs += x.args
+            }
+            statementSQL += "\nORDER BY d.subject_id"
             var current: Int64? = nil
-            let cursor = try Row.fetchCursor(db, sql: sql, arguments: StatementArguments(args.map { $0.databaseValue }))
+            let cursor = try Row.fetchCursor(db, sql: statementSQL, arguments: StatementArguments(statementArgs.map { $0.databaseValue }))
             while let row = try cursor.next() {
                 // Decoded by storage class: an edited events row is an integrity error, not a trap.
                 guard let subject = Stored.int(row.stored(at: 0)) else {
@@ -564,13 +570,20 @@ struct StoreAggregateSource: AggregateSource {
         for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
         for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }
         selects += checks
-        var sql = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
-        if !wheres.isEmpty { sql += " WHERE " + wheres.joined(separator: " AND ") }
-        if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
-        // Argument order follows the SQL text: consent join, event joins, derived joins, then WHERE.
-        let allArgs = args + joinArgs + derivedArgs + whereArgs
+        let head = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
         let offset = groupColumn == nil ? 0 : 1
         return try store.pool.read { db in
+            var allWheres = wheres, allWhereArgs = whereArgs
+            // Restricted and objecting subjects (Rights.swift): an anti-join only when there are any.
+            if let x = try store.exclusion(db, alias: "a", objectionPurpose: r.objectionPurpose) {
+                allWheres.append(x.sql)
+                allWhereArgs += x.args
+            }
+            var sql = head
+            if !allWheres.isEmpty { sql += " WHERE " + allWheres.joined(separator: " AND ") }
+            if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
+            // Argument order follows the SQL text: consent join, event joins, derived joins, then WHERE.
+            let allArgs = args + joinArgs + derivedArgs + allWhereArgs
             var out: [String: [Int64]] = [:]
             if let domain = r.grouping?.domain {
                 for key in domain { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
@@ -633,8 +646,9 @@ extension ProfileStore {
                 guard let s = try subjectRow(db, pseudonym: pseudo) else {
                     return SubjectItems(customerID: id, pseudonym: pseudo, items: nil, consent: false)
                 }
-                var consent = true
-                if let consentPurpose {
+                // A restricted subject (Art. 18) is served as one without consent.
+                var consent = try !isRestricted(db, subjectID: s.id)
+                if consent, let consentPurpose {
                     consent = try Bool.fetchOne(db, sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?", arguments: [consentPurpose, s.id]) ?? false
                 }
                 let items = consent ? Set(try String.fetchAll(db, sql: "SELECT DISTINCT item FROM events WHERE subject_id = ? AND kind = ?", arguments: [s.id, kind])) : []

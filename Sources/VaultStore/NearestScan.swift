@@ -59,6 +59,7 @@ extension StoreAggregateSource {
             args.append(p)
         }
         sql += " WHERE " + features.map { "a." + ProfileStore.quoted($0.name) + " IS NOT NULL" }.joined(separator: " AND ")
+        let plainSQL = sql, plainArgs = args
 
         // Per feature: the SQL form's clamp (left out when the stored bounds lie inside) and scale.
         let schema = store.schema
@@ -84,6 +85,12 @@ extension StoreAggregateSource {
         var u = [Double](repeating: 0, count: d)
         let flat = centroids.flatMap { $0 }
         try store.pool.read { db in
+            var sql = plainSQL, args = plainArgs
+            // Restricted and objecting subjects (Rights.swift): an anti-join only when there are any.
+            if let x = try store.exclusion(db, alias: "a", objectionPurpose: r.objectionPurpose) {
+                sql += " AND " + x.sql
+                args += x.args
+            }
             let statement = try db.makeStatement(sql: sql)
             try statement.setArguments(StatementArguments(args.map { $0.databaseValue }))
             let s = statement.sqliteStatement

@@ -127,7 +127,9 @@ extension ProfileStore {
                 var n = 0
                 for (_, row) in chunk {
                     let was = try Bool.fetchOne(current, arguments: [purpose, row.id])
-                    if was == granted || (was == nil && !granted) { continue }   // no change: nothing to record
+                    // No change: nothing to record. An objection (Art. 21) is recorded even where no
+                    // state was: it is a "no" the subject said, not the absence of a "yes".
+                    if was == granted || (was == nil && !granted && source != Self.objectionSource) { continue }
                     try ledger.execute(arguments: [row.id, purpose, granted, now, audit.actor, source, policyVersion])
                     try state.execute(arguments: [row.id, purpose, granted, now])
                     n += 1
@@ -248,7 +250,8 @@ extension ProfileStore {
                     removed.append(("pii_fields", stored?[0] ?? 0))
                     removed.append(("blind_index_entries", stored?[1] ?? 0))
                     let tables: [(String, String?)] = [("pii", nil), ("attributes", "attribute_rows"), ("events", "events"),
-                                                       ("consent", "consent_entries"), ("consent_state", "consent_states")]
+                                                       ("consent", "consent_entries"), ("consent_state", "consent_states"),
+                                                       ("restriction", nil)]
                     for (table, label) in tables {
                         try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
                         if let label { removed.append((label, Int64(db.changesCount))) }

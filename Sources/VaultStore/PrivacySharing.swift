@@ -86,7 +86,7 @@ extension ProfileStore {
     /// call names one subject, else with the batch's counts only (the ledger holds the detail).
     package static func consentRecord(_ audit: AuditContext, purpose: String, granted: Bool, subject: [UInt8]?, source: String?,
                                       changed: Int, unchanged: Int) -> AuditRecord {
-        audit.record(granted ? "consent.grant" : "consent.revoke", .update, purpose: purpose,
+        audit.record(granted ? "consent.grant" : (source == objectionSource ? "consent.object" : "consent.revoke"), .update, purpose: purpose,
                      subject: subject, detail: source.map { "source \($0)" },
                      counts: [("changed", Int64(changed)), ("unchanged", Int64(unchanged))])
     }

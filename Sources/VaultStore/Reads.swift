@@ -24,6 +24,8 @@ public enum ProfileRead: Sendable, Equatable {
     case notFound
     /// The subject exists but its consent for the purpose is not active; nothing was decrypted.
     case consentMissing
+    /// The subject exists but its processing is restricted (GDPR Art. 18); nothing was decrypted.
+    case restricted
     /// The decrypted profile.
     case found(ProfileView)
 }
@@ -208,6 +210,7 @@ extension ProfileStore {
     public func readProfile(pseudonym: [UInt8], fields wanted: Set<String>, consentPurpose: String?) throws -> ProfileRead {
         try pool.read { db -> ProfileRead in
             guard let s = try subjectRow(db, pseudonym: pseudonym) else { return .notFound }
+            if try isRestricted(db, subjectID: s.id) { return .restricted }
             if let consentPurpose {
                 let statement = try db.cachedStatement(sql: "SELECT granted FROM consent_state WHERE purpose = ? AND subject_id = ?")
                 guard try Bool.fetchOne(statement, arguments: [consentPurpose, s.id]) ?? false else { return .consentMissing }

@@ -72,6 +72,8 @@ public struct ReferenceAggregateSource: AggregateSource {
         /// 8 bytes with the item (`itemTieKey`, `itemTieBreak`): engine-independent, and keyed,
         /// so an analyst cannot predict which of a subject's tied items are sampled.
         public var pseudonym: [UInt8]
+        /// Restricted (GDPR Art. 18): in no sum.
+        public var restricted = false
     }
 
     public let schema: Schema
@@ -109,6 +111,22 @@ public struct ReferenceAggregateSource: AggregateSource {
     public mutating func setConsent(customerID: String, purpose: String, granted: Bool) {
         guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return }
         subjects[i].consent[purpose] = granted
+    }
+
+    /// Restriction (Art. 18) or its end.
+    public mutating func setRestricted(customerID: String, _ restricted: Bool) {
+        guard let i = subjects.firstIndex(where: { $0.customerID == customerID }) else { return }
+        subjects[i].restricted = restricted
+    }
+
+    /// Whether a subject is in a request's population as far as consent, restriction and
+    /// objection go: not restricted, consent active for `consentPurpose`, no objection (a
+    /// consent state of false) to `objectionPurpose`.
+    static func admitted(_ s: Subject, _ r: AggregateRequest) -> Bool {
+        if s.restricted { return false }
+        if let p = r.consentPurpose, s.consent[p] != true { return false }
+        if let p = r.objectionPurpose, s.consent[p] == false { return false }
+        return true
     }
 
     /// Erasure: the subject, its events and consent are gone from every sum.
@@ -282,7 +300,7 @@ public struct ReferenceAggregateSource: AggregateSource {
     func population(_ r: AggregateRequest, value: (Subject, String) throws -> Value?) throws -> [Subject] {
         var out: [Subject] = []
         for s in subjects {
-            if let p = r.consentPurpose, s.consent[p] != true { continue }
+            if !Self.admitted(s, r) { continue }
             var keep = true
             for p in r.predicates {
                 if try !Self.holds(try value(s, p.attribute), p) { keep = false }
@@ -462,7 +480,7 @@ public struct ReferenceAggregateSource: AggregateSource {
     func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
         var sums = try ItemSums(r, schema: schema)
         let vocabulary = sums.vocabulary.map(Set.init)
-        for s in subjects where r.consentPurpose.map({ s.consent[$0] == true }) ?? true {
+        for s in subjects where Self.admitted(s, r) {
             var segment: String? = nil
             if let a = sums.segmentAttribute, case let .text(t)? = s.attributes[a] { segment = t }
             sums.beginSubject(pseudonym: s.pseudonym, segment: segment)

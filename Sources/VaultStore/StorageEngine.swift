@@ -60,6 +60,13 @@ public protocol StorageEngine: AnyObject, Sendable {
     func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt]
     func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport
 
+    // MARK: Data-subject rights (Rights.swift): restriction, objection, consent import
+    func setRestriction(customerID: String, restricted: Bool, audit: AuditContext) throws -> Bool
+    func restricted(customerID: String) throws -> Bool?
+    func objecting(pseudonyms: [[UInt8]], purpose: String) throws -> Set<[UInt8]>
+    func importConsent(_ rows: [ConsentImportRow], file: String?, policyVersion: String, audit: AuditContext) throws -> Int
+    func rectify(customerID: String, values: [(FieldSpec, FieldValue)], audit: AuditContext) throws -> [String]
+
     // MARK: Key custody
     func adopt(keyring: Keyring) throws
     func rewrapAll(batchSize: Int, audit: AuditContext, progress: ((Int) -> Void)?) throws -> Int

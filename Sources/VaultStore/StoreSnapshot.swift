@@ -130,7 +130,7 @@ package struct StoreSnapshotReader {
     }
 
     package func count(_ table: String) throws -> Int64 {
-        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints"]
+        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints", "restriction"]
         guard allowed.contains(table) else { throw VaultError(.internalFailure, "no table \(table) to count") }
         return try Int64.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0
     }
@@ -246,6 +246,16 @@ package struct StoreSnapshotReader {
                 throw VaultError(.integrity, "the consent state holds a value of the wrong type: the store was altered")
             }
             return SnapshotConsentState(subjectID: s, purpose: p, granted: g != 0, since: t)
+        }
+    }
+
+    /// The restricted subjects (Art. 18): row id and since when.
+    package func restrictions() throws -> [(subjectID: Int64, since: Int64)] {
+        try Row.fetchAll(db, sql: "SELECT subject_id, since FROM restriction ORDER BY subject_id").map { row in
+            guard let s = Stored.int(row.stored(at: 0)), let t = Stored.int(row.stored(at: 1)) else {
+                throw VaultError(.integrity, "the restriction table holds a value of the wrong type: the store was altered")
+            }
+            return (s, t)
         }
     }
 

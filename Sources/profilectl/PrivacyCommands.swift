@@ -19,7 +19,7 @@ struct SubjectOptions: ParsableArguments {
 
 struct Consent: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The consent ledger (role privacy_officer).",
-                                                    subcommands: [Grant.self, Revoke.self, Status.self, History.self])
+                                                    subcommands: [Grant.self, Revoke.self, Object.self, Import.self, Status.self, History.self])
 
     struct Change: ParsableArguments {
         @OptionGroup var options: GlobalOptions

@@ -20,6 +20,13 @@ public protocol ConformancePopulationTarget {
     func erase(_ ids: [(line: Int, id: String)]) throws
 }
 
+/// What the rights case of the suite needs beyond `ConformancePopulationTarget`: restriction
+/// (Art. 18) and objection (Art. 21), through the engine's own API.
+public protocol ConformanceRightsTarget: ConformancePopulationTarget {
+    func restrict(_ id: String, _ restricted: Bool) throws
+    func object(_ ids: [(line: Int, id: String)], purpose: String) throws
+}
+
 // MARK: - The schema and populations
 
 public enum Conformance {
@@ -177,6 +184,37 @@ public enum Conformance {
         if !erased.isEmpty { try e.erase(erased) }
         for g in erased { reference.erase(customerID: g.id) }
         return reference
+    }
+
+    /// The population's rights case: some subjects restricted (one of them restricted and
+    /// lifted again), some objecting to `marketing`, on the engine and the reference alike.
+    /// Returns the customer IDs restricted and objecting at the end.
+    public static func applyRights(_ e: some ConformanceRightsTarget, _ reference: inout ReferenceAggregateSource,
+                                   seed: UInt64) throws -> (restricted: [String], objecting: [String]) {
+        var rng = Random(state: seed ^ 0x5249_4748_5453)   // "RIGHTS"
+        let ids = reference.subjects.map(\.customerID)
+        let restricted = ids.filter { _ in rng.chance(20) }
+        for id in restricted {
+            try e.restrict(id, true)
+            reference.setRestricted(customerID: id, true)
+        }
+        if let lifted = ids.first(where: { !restricted.contains($0) }) {
+            try e.restrict(lifted, true)
+            try e.restrict(lifted, false)
+        }
+        let objecting = ids.enumerated().filter { _ in rng.chance(25) }.map { (line: $0.offset + 1, id: $0.element) }
+        if !objecting.isEmpty { try e.object(objecting, purpose: "marketing") }
+        for o in objecting { reference.setConsent(customerID: o.id, purpose: "marketing", granted: false) }
+        return (restricted, objecting.map(\.id))
+    }
+
+    /// Every request of `requests`, and each again with objections to `marketing` left out.
+    public static var rightsRequests: [(String, AggregateRequest)] {
+        requests + requests.map { name, r in
+            var o = r
+            o.objectionPurpose = "marketing"
+            return ("\(name), objections to marketing", o)
+        }
     }
 
     // MARK: Requests

@@ -47,7 +47,7 @@ struct ShippedPoliciesTests {
         #expect(policy.roles["operator"] == ["ingest"])
         #expect(policy.roles["trainer"] == ["query", "train"])
         #expect(policy.roles["app"] == ["serve_recommendations", "score"])
-        #expect(policy.roles["privacy_officer"] == ["consent", "erase", "export", "retention", "keys", "policy"])
+        #expect(policy.roles["privacy_officer"] == ["consent", "erase", "export", "retention", "keys", "policy", "rectify", "restrict"])
         #expect(policy.role("auditor", allows: "audit"))
         #expect(!policy.role("support", allows: "train"))
         #expect(!policy.role("nobody", allows: "get"))

@@ -76,7 +76,7 @@ enum TestEngine: String, CaseIterable, CustomStringConvertible, Sendable {
 }
 
 /// One engine instance, with a scratch directory for input files.
-final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
+final class EngineUnderTest: @unchecked Sendable, ConformanceRightsTarget {
     let engine: any StorageEngine
     let scratch: String
     private let cleanup: () -> Void
@@ -103,6 +103,13 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
     }
     func erase(_ ids: [(line: Int, id: String)]) throws {
         _ = try engine.erase(customerIDs: ids, file: nil, reason: "test", audit: Conformance.ctx)
+    }
+    func restrict(_ id: String, _ restricted: Bool) throws {
+        _ = try engine.setRestriction(customerID: id, restricted: restricted, audit: Conformance.ctx)
+    }
+    func object(_ ids: [(line: Int, id: String)], purpose: String) throws {
+        _ = try engine.setConsent(ids, file: nil, purpose: purpose, granted: false, source: ProfileStore.objectionSource,
+                                  policyVersion: "test", audit: Conformance.ctx)
     }
 }
 
@@ -132,6 +139,31 @@ final class EngineUnderTest: @unchecked Sendable, ConformancePopulationTarget {
             for (name, r) in Conformance.refused {
                 #expect(Answer { try reference.boundedSums(r) } == .refused, "reference: \(name)")
                 #expect(Answer { try source.boundedSums(r) } == .refused, "\(engine): \(name)")
+            }
+        }
+    }
+
+    /// Restricted subjects (Art. 18) are in no sum and subjects objecting (Art. 21) to the
+    /// request's objection purpose in none of its sums, on every engine exactly as in the
+    /// reference, for every request shape; the exact count drops by the restricted subjects.
+    @Test(arguments: TestEngine.allCases)
+    func restrictedAndObjectingSubjectsAreLeftOutAsTheReferenceLeavesThemOut(engine: TestEngine) async throws {
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            var reference = try Conformance.populate(e, subjects: 40, seed: 4)
+            let source = e.engine.aggregateSource
+            let before = try source.boundedSums(Conformance.req([.subjects]))[""]?.first ?? -1
+            let (restricted, objecting) = try Conformance.applyRights(e, &reference, seed: 4)
+            #expect(!restricted.isEmpty && !objecting.isEmpty)
+            #expect(try source.boundedSums(Conformance.req([.subjects]))[""] == [before - Int64(restricted.count)], "\(engine)")
+            var objected = Conformance.req([.subjects])
+            objected.objectionPurpose = "marketing"
+            #expect(try source.boundedSums(objected)[""] == [Int64(reference.subjects.filter { !$0.restricted && $0.consent["marketing"] != false }.count)])
+            #expect(try source.boundedSums(objected)[""] != [before - Int64(restricted.count)], "the objections must remove someone")
+            for (name, r) in Conformance.rightsRequests {
+                let want = Answer { try reference.boundedSums(r) }
+                #expect(want != .refused, "\(name): the reference refuses it")
+                #expect(Answer { try source.boundedSums(r) } == want, "\(engine): \(name)")
             }
         }
     }

@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 7 (restriction and objection): its table references the subjects.
+                "DROP TABLE profilevault.restriction",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 7",
                 // Version 6 (bulk ingest) only drops two foreign keys, which these tables lack.
                 "DELETE FROM profilevault.schema_migrations WHERE version = 6",
                 // Version 5 (key custody), which came after 4: its trigger goes with the table below.

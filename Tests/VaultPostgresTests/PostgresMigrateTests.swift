@@ -47,6 +47,8 @@ import VaultValues
             let keyring = Keyring.generate(note: "test")
             let sqlite = try Self.source(dir, keyring: keyring)
             defer { try? sqlite.close() }
+            // A restricted subject (Art. 18) stays restricted on the copy.
+            _ = try sqlite.setRestriction(customerID: Rows.id(3), restricted: true, audit: context)
             let url = db.owner.description
             let env = Self.environment(db)
             let report = try await onThread {
@@ -65,6 +67,8 @@ import VaultValues
                 let b = try await onThread { try copy.profile(customerID: Rows.id(i), fields: Set(repositorySchema.fields.map(\.name))) }
                 #expect(a == b, "customer \(i)")
             }
+            #expect(try await onThread { try copy.restricted(customerID: Rows.id(3)) } == true)
+            #expect(try await onThread { try copy.restricted(customerID: Rows.id(1)) } == false)
             #expect(try await onThread { try copy.profile(customerID: Rows.id(5), fields: ["email"]) } == nil)
             #expect(try await onThread { try copy.erasedAt(customerID: Rows.id(5)) } != nil)
             #expect(try await onThread { try copy.find(field: "email", value: Rows.email(17)) } == [Rows.id(17)])

@@ -115,6 +115,8 @@ public enum Taxonomy {
         "ingest", "get", "query", "train", "consent", "erase", "export", "retention", "keys",
         "audit",
         "policy",
+        // The request register (`requests open|list|extend|fulfil|deny`), role privacy_officer.
+        "requests",
         // Serving a subject (role `app`), not analysis: recommendations and scores for one subject.
         "serve_recommendations", "score",
     ]

@@ -24,7 +24,7 @@ import VaultStore
             async let b: Void = other.initialize(.init(serviceRole: db.serviceRole))
             _ = try await (a, b)
             let applied = try await engine.appliedMigrations()
-            #expect(applied.map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(applied.map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(applied.map(\.version).last == PostgresEngine.latestSchemaVersion)
             try await engine.checkSchema()
             let meta = try await engine.meta()
@@ -33,10 +33,10 @@ import VaultStore
             // Again, after some data: nothing changes, nothing is lost.
             try await engine.audit([record("owner", "init")])
             try await engine.initialize(.init(serviceRole: db.serviceRole))
-            #expect(try await engine.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(try await engine.appliedMigrations().map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int(PostgresEngine.latestSchemaVersion))
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int64(PostgresEngine.migrations.count))
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.

@@ -50,6 +50,8 @@ import VaultValues
                 return try RegisterConformance.run(node, ids: Self.ids, audit: context) { try Self.rowsText(cluster.db) }
             }
             #expect(failures.isEmpty, "\(failures)")
+            // Each change committed with its audit entry (3 opened, 1 extended, 1 denied, 1 fulfilled).
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"requests.%'") == 6)
             // The service role may not delete a request (the register only grows).
             let denied = try await cluster.db.attempt("DELETE FROM profilevault.requests", as: cluster.db.node, password: cluster.db.nodePassword)
             #expect(denied?.kind == .denied)
@@ -82,8 +84,7 @@ import VaultValues
                 try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, serviceRole: db.serviceRole,
                                           audit: context, batch: 8, environment: env)
             }
-            let engine = try db.nodeEngine()
-            let node = try await PostgresProfiles.open(engine: engine, schema: repositorySchema, keyring: keyring)
+            let node = try await onThread { try PostgresStore.open(url: url, keyring: keyring, schema: repositorySchema, leastPrivilege: false, environment: env) }
             try await onThread {
                 #expect(try node.requests(status: nil) == sqlite.requests(status: nil))
                 #expect(try node.requestCustomerID(id: r1.id) == Self.ids[0])   // sealed columns copied as they are

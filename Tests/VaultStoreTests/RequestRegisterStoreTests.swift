@@ -32,6 +32,9 @@ import VaultPolicy
             ["", "-wal"].flatMap { Array(FileManager.default.contents(atPath: t.dir + "/store.sqlite" + $0) ?? Data()) }
         }
         #expect(failures.isEmpty, "\(failures)")
+        // Each change committed with its audit entry (3 opened, 1 extended, 1 denied, 1 fulfilled).
+        let n = try t.store.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM audit WHERE entry LIKE '%\"requests.%'") }
+        #expect(n == 6)
     }
 
     /// Suppression rows written before v10 have no receipt (NULL): asking about such an

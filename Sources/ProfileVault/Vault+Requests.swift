@@ -245,7 +245,7 @@ extension Vault {
             case .restriction: "restrict --subject ID"
             default: "consent object --subject ID --purpose P"
             }
-            throw VaultError(.invalidInput, "request \(entry.id) (\(entry.type.rawValue)): fulfil this request type by running the right's command (profilectl \(command)), then `requests fulfil \(entry.id) --done`")
+            throw VaultError(.invalidInput, "request \(entry.id) (\(entry.type.rawValue)): fulfil this request type by running the right's command (profilectl \(command)), then `requests fulfil \(entry.id) --done` (HTTP: body {\"done\": true})")
         }
         return "confirmed"
     }

@@ -234,7 +234,8 @@ func addRequestRoutes(_ router: Router<VaultRequestContext>, _ service: VaultSer
         let v = try await service.vault(context, permission: "requests", action: "requests.fulfil")
         let id = try requestID(context)
         var confirmed = false
-        if request.headers[.contentLength].map({ $0 != "0" }) ?? false {
+        // The body is optional: read only when one is announced.
+        if request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
             let body = try BodyFields(try await service.jsonBody(request), allowed: ["done"])
             confirmed = try body.bool("done") ?? false
         }

@@ -42,6 +42,20 @@ import VaultValues
         }
     }
 
+    @Test func otherTypesAreConfirmedWithDone() async throws {
+        let f = try ServiceFixture()
+        try await f.test { c in
+            try await c.seed()
+            let o = try await c.call(.post, "/v1/requests", as: "privacy_officer", body: #"{"type":"objection","customer_id":"C3"}"#)
+            let id = try #require(object(o)["request"] as? String)
+            let refused = try await c.call(.post, "/v1/requests/\(id)/fulfil", as: "privacy_officer")
+            #expect(refused.status == .badRequest && refused.error?.contains("done") == true)
+            let done = try await c.call(.post, "/v1/requests/\(id)/fulfil", as: "privacy_officer", body: #"{"done":true}"#)
+            #expect(done.status == .ok, "\(done.text)")
+            #expect((object(done)["request"] as? [String: Any])?["outcome"] as? String == "confirmed")
+        }
+    }
+
     @Test func erasureThroughTheRegisterThenTheErasedSubjectSaysWhen() async throws {
         let f = try ServiceFixture()
         try await f.test { c in

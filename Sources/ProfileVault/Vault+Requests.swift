@@ -183,6 +183,9 @@ extension Vault {
             guard entry.status == .open else {
                 throw VaultError(.invalidInput, "request \(entry.id) is \(entry.status.rawValue): a closed request cannot be changed")
             }
+            if output != nil, entry.type != .access, entry.type != .portability {
+                throw VaultError(.usage, "request \(entry.id) is a \(entry.type.rawValue) request: --out is for access and portability requests")
+            }
             if requireOutput, output == nil, entry.type == .access || entry.type == .portability {
                 throw VaultError(.usage, "request \(entry.id) is a \(entry.type.rawValue) request: give --out FILE (the export is written there, mode 0600)")
             }

@@ -111,6 +111,10 @@ import VaultCrypto
         let s = try Self.store()
         let o = try open(s, "erasure", Self.id(2), ["--note", Self.note])
         let id = requestID(o)
+        // --out belongs to access and portability: refused (64), nothing erased, no file left.
+        let wrong = try s.run(["requests", "fulfil", id, "--out", s.dir + "/x.json"] + Self.officer)
+        #expect(wrong.status == 64 && !FileManager.default.fileExists(atPath: s.dir + "/x.json"))
+        #expect(try s.run(["export", "--subject", Self.id(2)] + Self.officer).status == 0)
         let f = try s.run(["requests", "fulfil", id, "--json"] + Self.officer)
         #expect(f.status == 0, "\(f.stderr)")
         let receipt = try #require((f.json?["receipt"] as? [String: Any])?["receipt"] as? String)

@@ -184,10 +184,10 @@ extension Vault {
                 throw VaultError(.invalidInput, "request \(entry.id) is \(entry.status.rawValue): a closed request cannot be changed")
             }
             if output != nil, entry.type != .access, entry.type != .portability {
-                throw VaultError(.usage, "request \(entry.id) is a \(entry.type.rawValue) request: --out is for access and portability requests")
+                throw VaultError(.usage, "request \(entry.id) (\(entry.type.rawValue)): --out is for access and portability requests")
             }
             if requireOutput, output == nil, entry.type == .access || entry.type == .portability {
-                throw VaultError(.usage, "request \(entry.id) is a \(entry.type.rawValue) request: give --out FILE (the export is written there, mode 0600)")
+                throw VaultError(.usage, "request \(entry.id) (\(entry.type.rawValue)): give --out FILE (the export is written there, mode 0600)")
             }
             let customerID = try store.requestCustomerID(id: entry.id)
             var result = FulfilResult(request: entry)

@@ -58,12 +58,14 @@ purposes:
 retention:
   - { category: user.behavior,  keep: 730d,  after: event_time }
   - { category: user.contact,   keep: 1095d, after: last_activity }   # then the subject is shredded
+# Data-subject requests (profilectl requests): due 30 days after receipt, extendable once by 60.
+requests: { deadline: 30d, extension: 60d }
 roles:
   operator: [ingest]
   support: [get]
   app: [serve_recommendations, score]          # serving a subject; not analysis
   trainer: [query, train]
-  privacy_officer: [consent, erase, export, retention, keys, policy, rectify, restrict]
+  privacy_officer: [consent, erase, export, retention, keys, requests, policy, rectify, restrict]
   auditor: [audit]
 # Public item lists training jobs may name (items_from: products), relative to this directory
 # and inside it; read when a job trains (editing a catalog needs no policy apply).

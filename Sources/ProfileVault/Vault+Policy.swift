@@ -16,9 +16,9 @@ public struct PolicyFiles: Sendable {
 
 /// One difference between two recorded policies (`policy apply`, `policy status`).
 public struct PolicyChange: Codable, Sendable, Equatable {
-    /// `version`, `schema`, `purpose`, `budget`, `role` or `retention`.
+    /// `version`, `schema`, `purpose`, `budget`, `role`, `retention` or `requests`.
     public var kind: String
-    /// The purpose or role (nil for version, schema and retention).
+    /// The purpose or role (nil for version, schema, retention and requests).
     public var name: String?
     /// `added`, `removed`, `changed`, `granted` or `revoked`.
     public var change: String
@@ -66,6 +66,9 @@ struct PolicySummary: Codable, Equatable {
     var purposeOrder: [String]
     var roles: [String: [String]]
     var retention: [String]
+    /// `requests:` as `[deadline, extension]` (e.g. `["30d", "60d"]`); nil in summaries recorded
+    /// before the key existed, which ran under the defaults.
+    var requests: [String]?
 
     init(_ p: Policy) {
         version = p.version
@@ -79,6 +82,7 @@ struct PolicySummary: Codable, Equatable {
         self.purposes = purposes
         roles = p.roles.mapValues { $0.sorted() }
         retention = p.retention.map { "\($0.category) keep \($0.keepText) after \($0.after.rawValue)" }
+        requests = [p.requests.deadlineText, p.requests.extensionText]
     }
 
     func encoded() -> String {
@@ -89,6 +93,16 @@ struct PolicySummary: Codable, Equatable {
 
     static func decode(_ text: String) -> PolicySummary? {
         try? JSONDecoder().decode(PolicySummary.self, from: Data(text.utf8))
+    }
+
+    /// Seconds of a policy duration text (`30d`, `12h`); nil for anything else.
+    static func durationSeconds(_ text: String) -> Int? {
+        guard let unit = text.last, let n = Int(text.dropLast()), n >= 0, n < 100_000_000 else { return nil }
+        switch unit {
+        case "d": return n * 86_400
+        case "h": return n * 3_600
+        default: return nil
+        }
     }
 
     static func number(_ d: Double) -> String {
@@ -163,6 +177,15 @@ struct PolicySummary: Codable, Equatable {
         }
         if old.retention != retention {
             out.append(PolicyChange(kind: "retention", name: nil, change: "changed", field: "rules", from: list(old.retention), to: list(retention)))
+        }
+        // The request register's deadlines, compared as durations (`30d` and `720h` are equal).
+        let standard = RequestDeadlines.standard
+        let was = old.requests ?? [standard.deadlineText, standard.extensionText]
+        let now = requests ?? [standard.deadlineText, standard.extensionText]
+        for (i, field) in ["deadline", "extension"].enumerated() where i < was.count && i < now.count {
+            if Self.durationSeconds(was[i]) != Self.durationSeconds(now[i]) {
+                out.append(PolicyChange(kind: "requests", name: nil, change: "changed", field: field, from: was[i], to: now[i]))
+            }
         }
         return out
     }

@@ -82,11 +82,11 @@ extension Vault {
         try audited("export", .read, permission: "export") { context in
             let pseudo = try store.pseudonym(ofCustomerID: customerID)
             guard try store.exists(customerID: customerID) else {
-                throw VaultError(.notFound, "no subject with this customer ID")
+                throw subjectNotFound(customerID: customerID)
             }
             try store.audit([context.record("export", .read, subject: pseudo, fields: [schema.subjectIDField] + schema.fields.map(\.name))])
             guard let export = try store.accessExport(customerID: customerID) else {
-                throw VaultError(.notFound, "no subject with this customer ID")
+                throw subjectNotFound(customerID: customerID)
             }
             return export
         }
@@ -96,11 +96,50 @@ extension Vault {
 
     /// Erases the subjects (crypto-shredding). A reason holding U+0000 is refused (invalid
     /// input) before anything is read or erased, on every engine (`StoredText`).
+    ///
+    /// All or nothing: an unknown ID refuses the whole call before anything is erased; one
+    /// customer ID that was erased before says when and under which receipt (still 66).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
         try audited("erase", .delete, permission: "erase") { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
-            return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
+            do {
+                return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
+            } catch let e as VaultError where e.kind == .notFound && ids.count == 1 && file == nil {
+                throw subjectNotFound(customerID: ids[0].id)
+            }
+        }
+    }
+
+    /// A customer ID `erase` left alone: its line (from 1: the file's line, or the position in
+    /// a list), and when it was erased before (nil: never a subject).
+    public struct SkippedSubject: Sendable {
+        public var line: Int
+        public var erasedBefore: ErasureRecord?
+    }
+
+    /// Erases the subjects that exist and reports the others by line (`erase --subjects FILE`
+    /// without `--all-or-nothing`): unknown IDs and IDs erased before, with that erasure's date
+    /// and receipt; never the IDs themselves. Nothing to erase at all is 66, naming the lines.
+    public func eraseExisting(_ selection: SubjectSelection, reason: String) throws -> (receipts: [ErasureReceipt], skipped: [SkippedSubject]) {
+        try audited("erase", .delete, permission: "erase") { context in
+            try StoredText.check(reason, "erasure reason")
+            let (ids, file) = try resolveSelection(selection)
+            var keep: [(line: Int, id: String)] = []
+            var skipped: [SkippedSubject] = []
+            for (line, id) in ids {
+                if try store.exists(customerID: id) {
+                    keep.append((line, id))
+                } else {
+                    skipped.append(SkippedSubject(line: line, erasedBefore: try store.erasure(pseudonym: try store.pseudonym(ofCustomerID: id))))
+                }
+            }
+            guard !keep.isEmpty else {
+                let lines = skipped.prefix(20).map { "line \($0.line): " + ($0.erasedBefore.map { "erased on \(Self.erasureText($0))" } ?? "no subject with this customer ID") }
+                throw VaultError(.notFound, "\(file.map { $0 + ": " } ?? "")nothing to erase: " + lines.joined(separator: "; ") + (skipped.count > 20 ? "; ..." : ""),
+                                 detail: "nothing to erase: \(skipped.count) customer IDs unknown or erased before")
+            }
+            return (try store.erase(customerIDs: keep, file: file, reason: reason, audit: context), skipped)
         }
     }
 

@@ -295,7 +295,7 @@ public final class Vault: Sendable {
             switch try store.readProfile(pseudonym: pseudonym, fields: Set(fields.map(\.name)),
                                          consentPurpose: p.legalBasis == .consent ? p.name : nil) {
             case .notFound:
-                throw VaultError(.notFound, "no subject with this customer ID")
+                throw subjectNotFound(customerID: customerID)
             case .consentMissing:
                 throw VaultError(.denied, "purpose \(p.name) needs the subject's consent, which is not active")
             case .restricted:

@@ -25,6 +25,9 @@ public enum KeyPurpose: Sendable, Hashable {
     /// MAC key of model artifacts: `train` seals each artifact, and nothing loads one whose MAC
     /// does not verify under this key.
     case modelArtifact
+    /// Seals the request register's free text and customer IDs (AES-256-GCM): the text a
+    /// privacy officer records about a data-subject request never sits in the store in clear.
+    case requestRegister
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -36,6 +39,7 @@ public enum KeyPurpose: Sendable, Hashable {
         case .keyCheck: return "key-check"
         case .exportPseudonym(let purpose): return "export-pseudonym:\(purpose)"
         case .modelArtifact: return "model-artifact"
+        case .requestRegister: return "request-register"
         }
     }
 }

@@ -112,6 +112,34 @@ public struct RetentionRule: Sendable {
     }
 }
 
+/// The request register's deadlines (`requests: { deadline: 30d, extension: 60d }`): a
+/// data-subject request is due `deadline` after it was received, and may be extended once by
+/// `extension` (GDPR Art. 12(3): one month, extendable by two). Absent: 30d and 60d.
+public struct RequestDeadlines: Sendable, Equatable {
+    public let deadlineSeconds: Int
+    public let deadlineText: String
+    public let extensionSeconds: Int
+    public let extensionText: String
+    /// Where `requests:` is in policy.yaml (0 when absent).
+    public let line: Int
+
+    public init(deadlineSeconds: Int, deadlineText: String, extensionSeconds: Int, extensionText: String, line: Int = 0) {
+        self.deadlineSeconds = deadlineSeconds
+        self.deadlineText = deadlineText
+        self.extensionSeconds = extensionSeconds
+        self.extensionText = extensionText
+        self.line = line
+    }
+
+    /// 30 days, extendable by 60.
+    public static let standard = RequestDeadlines(deadlineSeconds: 30 * 86_400, deadlineText: "30d",
+                                                  extensionSeconds: 60 * 86_400, extensionText: "60d")
+
+    public static func == (a: RequestDeadlines, b: RequestDeadlines) -> Bool {
+        a.deadlineSeconds == b.deadlineSeconds && a.extensionSeconds == b.extensionSeconds
+    }
+}
+
 /// The policy (`policies/policy.yaml`): purposes, retention rules, roles.
 public struct Policy: Sendable {
     /// The policy version, e.g. `2026-11-01`; recorded in the consent ledger.
@@ -125,11 +153,15 @@ public struct Policy: Sendable {
     public let file: String
     /// Catalogs training jobs may name (`catalogs:`; `items_from: NAME`), by name.
     public let catalogs: [String: CatalogDeclaration]
+    /// The request register's deadlines (`requests:`; ``RequestDeadlines/standard`` when absent).
+    public let requests: RequestDeadlines
 
     public init(
         version: String, purposes: [String: Purpose], purposeOrder: [String], retention: [RetentionRule],
-        roles: [String: Set<String>], file: String, catalogs: [String: CatalogDeclaration] = [:]
+        roles: [String: Set<String>], file: String, catalogs: [String: CatalogDeclaration] = [:],
+        requests: RequestDeadlines = .standard
     ) {
+        self.requests = requests
         self.version = version
         self.purposes = purposes
         self.purposeOrder = purposeOrder

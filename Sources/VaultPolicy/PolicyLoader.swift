@@ -282,7 +282,7 @@ public enum PolicyLoader {
         let root = try source.compose()
         let r = NodeReader(file: source.file)
         let top = try r.object(
-            root, "", allowed: ["version", "purposes", "retention", "roles", "catalogs"], required: ["version", "purposes", "roles"])
+            root, "", allowed: ["version", "purposes", "retention", "roles", "catalogs", "requests"], required: ["version", "purposes", "roles"])
 
         let versionNode = top["version"]!
         guard case .scalar(let vs) = versionNode, !vs.string.isEmpty,
@@ -350,9 +350,24 @@ public enum PolicyLoader {
 
         let catalogs = try top["catalogs"].map { n throws(PolicyDiagnostic) in try parseCatalogs(n, r) } ?? [:]
 
+        let requests = try top["requests"].map { n throws(PolicyDiagnostic) in try parseRequests(n, r) } ?? .standard
+
         return Policy(
             version: version, purposes: purposes, purposeOrder: order, retention: retention, roles: roles,
-            file: source.file, catalogs: catalogs)
+            file: source.file, catalogs: catalogs, requests: requests)
+    }
+
+    /// `requests: { deadline: 30d, extension: 60d }`: the request register's deadlines; a key
+    /// left out keeps its default (30d, 60d). Durations as `period:` (whole days or hours).
+    static func parseRequests(_ node: Node, _ r: NodeReader) throws(PolicyDiagnostic) -> RequestDeadlines {
+        let e = try r.object(node, "requests", allowed: ["deadline", "extension"], required: [])
+        let standard = RequestDeadlines.standard
+        let deadline = try e["deadline"].map { n throws(PolicyDiagnostic) in try r.duration(n, "requests.deadline") }
+            ?? (seconds: standard.deadlineSeconds, text: standard.deadlineText)
+        let extension_ = try e["extension"].map { n throws(PolicyDiagnostic) in try r.duration(n, "requests.extension") }
+            ?? (seconds: standard.extensionSeconds, text: standard.extensionText)
+        return RequestDeadlines(deadlineSeconds: deadline.seconds, deadlineText: deadline.text,
+                                extensionSeconds: extension_.seconds, extensionText: extension_.text, line: node.mark?.line ?? 0)
     }
 
     /// `catalogs: { NAME: PATH }`: public item lists training jobs may name (`items_from: NAME`).

@@ -117,6 +117,8 @@ public enum Taxonomy {
         "policy",
         // Data-subject rights (issue 19): rectification (Art. 16), restriction (Art. 18).
         "rectify", "restrict",
+        // The request register (`requests open|list|extend|fulfil|deny`), role privacy_officer.
+        "requests",
         // Serving a subject (role `app`), not analysis: recommendations and scores for one subject.
         "serve_recommendations", "score",
     ]

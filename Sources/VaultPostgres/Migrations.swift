@@ -269,6 +269,27 @@ extension PostgresEngine {
             """,
             "CREATE INDEX consent_state_objection ON profilevault.consent_state(purpose) WHERE NOT granted",
         ]),
+        PostgresMigration(version: 8, name: "request-register", statements: [
+            // The request register, as on SQLite (RequestRegister.swift): metadata in the clear,
+            // the customer ID, note and reasons sealed (AES-256-GCM under the register key);
+            // erasure sets a subject's sealed columns NULL. Rows are never deleted.
+            """
+            CREATE TABLE profilevault.requests(
+                id text PRIMARY KEY CHECK (id ~ '^req_[0-9a-f]{16}$'),
+                type text NOT NULL CHECK (type IN ('access', 'erasure', 'rectification', 'restriction', 'objection', 'portability')),
+                pseudonym bytea NOT NULL CHECK (length(pseudonym) = 32),
+                customer_id_sealed bytea, received bigint NOT NULL, due bigint NOT NULL, extended_due bigint,
+                channel text CHECK (channel IN ('web', 'email', 'letter', 'phone')), note_sealed bytea,
+                status text NOT NULL CHECK (status IN ('open', 'done', 'denied')), outcome text,
+                extend_reason_sealed bytea, deny_reason_sealed bytea,
+                opened_at bigint NOT NULL, opened_by text NOT NULL, closed_at bigint, closed_by text)
+            """,
+            "CREATE INDEX requests_pseudonym ON profilevault.requests(pseudonym)",
+            "CREATE INDEX requests_status ON profilevault.requests(status, due)",
+            // The suppression list names the erasure's receipt (NULL for erasures before this).
+            "ALTER TABLE profilevault.suppressed ADD COLUMN receipt_seq bigint",
+            "ALTER TABLE profilevault.suppressed ADD COLUMN receipt text",
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -301,7 +322,9 @@ extension PostgresEngine {
     /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
     /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
-    /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`. Never UPDATE, DELETE or TRUNCATE on the
+    /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`;
+    /// SELECT, INSERT and UPDATE on `requests` (never
+    /// DELETE: erasure clears a request's sealed columns). Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -389,6 +412,9 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT ON profilevault.policy_history TO \(r)",
                 // Restriction (Art. 18): a row added by restrict, deleted by unrestrict and erasure.
                 "GRANT SELECT, INSERT, DELETE ON profilevault.restriction TO \(r)",
+                // The request register: opened (INSERT), extended, closed and, by erasure, its
+                // sealed columns cleared (UPDATE); never deleted.
+                "GRANT SELECT, INSERT, UPDATE ON profilevault.requests TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

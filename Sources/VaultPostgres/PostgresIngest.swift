@@ -539,12 +539,21 @@ extension PostgresProfiles {
                     removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
                 }
                 let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis
+                // The request register keeps the pseudonym and metadata, not the sealed texts.
                 try await engine.exec(conn, """
-                    INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason) VALUES (\(bytea(p)), \(now), \(reason))
-                    ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason
+                    UPDATE profilevault.requests SET customer_id_sealed = NULL, note_sealed = NULL, extend_reason_sealed = NULL,
+                        deny_reason_sealed = NULL WHERE pseudonym = \(bytea(p))
                     """)
                 let head = try await engine.appendLocked(conn, [audit.record("erase", .delete, subject: p, fields: fields,
                                                                              detail: "reason \(reason)", counts: removed)])
+                // The suppression list names the receipt (as on SQLite).
+                let receipt = AuditLog.hex(head.hash)
+                try await engine.exec(conn, """
+                    INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
+                    VALUES (\(bytea(p)), \(now), \(reason), \(head.sequence), \(receipt))
+                    ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
+                        receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
+                    """)
                 out.append(ErasureReceipt.make(customerID: customerID, erasedAtMillis: now, reason: reason, removed: removed,
                                           auditSequence: head.sequence, receipt: AuditLog.hex(head.hash)))
             }

@@ -28,7 +28,8 @@ extension PostgresStore {
     /// URL names, its owner), in ONE PostgreSQL transaction: nothing is left behind when
     /// anything fails. Ciphertexts, wrapped data keys, pseudonyms and blind-index entries are
     /// copied as stored (nothing is decrypted; the keyring is the source's), so are consent,
-    /// suppression list, budget ledger and policy ledger, and the whole audit chain entry for
+    /// suppression list (with its receipts), the request register (sealed columns as stored),
+    /// budget ledger and policy ledger, and the whole audit chain entry for
     /// entry with its signed checkpoints; the chain then continues with a `store.migrate`
     /// entry. Subjects keep their row ids; the store keeps its id (model artifacts stay valid)
     /// and the time its budget periods count from.
@@ -98,6 +99,7 @@ extension PostgresStore {
             let empty = try await owner.rows(conn, """
                 SELECT (SELECT count(*) FROM profilevault.subjects) + (SELECT count(*) FROM profilevault.policy_history)
                      + (SELECT count(*) FROM profilevault.suppressed) + (SELECT count(*) FROM profilevault.dp_budget)
+                     + (SELECT count(*) FROM profilevault.requests)
                 """).first?.decode(Int64.self) ?? 1
             guard try head.decode(Int64.self) == 0, empty == 0 else {
                 throw PostgresStoreError(.configuration, "\(place) already holds a store (subjects, policies, budget or audit entries): migrate only into a new database")
@@ -205,7 +207,10 @@ extension PostgresStore {
                 guard Int64(restrictions.count) == (try r.count("restriction")) else {
                     throw VaultError(.integrity, "the source's restriction table could not be read in order: the file was altered; nothing was copied")
                 }
-                let budget = try r.budget(), policies = try r.policyHistory()
+                let budget = try r.budget(), policies = try r.policyHistory(), requests = try r.requests()
+                guard try r.count("requests") == Int64(requests.count) else {
+                    throw VaultError(.integrity, "the source's requests table could not be read in full: the file was altered; nothing was copied")
+                }
                 report.consentEntries = Int64(consent.count)
                 report.consentStates = Int64(states.count)
                 report.suppressed = Int64(suppressed.count)
@@ -243,9 +248,29 @@ extension PostgresStore {
                     for part in stride(from: 0, to: suppressed.count, by: batch) {
                         let c = suppressed[part..<min(part + batch, suppressed.count)]
                         try await owner.exec(conn, """
-                            INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason)
-                            SELECT * FROM unnest(\(c.map { bytea($0.pseudonym) })::bytea[], \(c.map(\.erasedAt))::bigint[], \(c.map(\.reason))::text[])
+                            INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
+                            SELECT p, t, r, CASE WHEN hr THEN q END, CASE WHEN hr THEN h END
+                            FROM unnest(\(c.map { bytea($0.pseudonym) })::bytea[], \(c.map(\.erasedAt))::bigint[], \(c.map(\.reason))::text[],
+                                        \(c.map { $0.receiptSeq ?? 0 })::bigint[], \(c.map { $0.receipt ?? "" })::text[],
+                                        \(c.map { $0.receipt != nil && $0.receiptSeq != nil })::boolean[]) AS u(p, t, r, q, h, hr)
                             """)
+                    }
+                    // The request register: metadata and sealed columns as stored (the register
+                    // key is the keyring's, the associated data the request id and pseudonym).
+                    for q in requests {
+                        let e = q.entry
+                        func blob(_ i: Int) -> ByteBuffer? { q.sealed.count > i ? q.sealed[i].map(bytea) : nil }
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.requests(id, type, pseudonym, customer_id_sealed, received, due, extended_due, channel,
+                                note_sealed, status, outcome, extend_reason_sealed, deny_reason_sealed, opened_at, opened_by, closed_at, closed_by)
+                            VALUES (\(e.id), \(e.type.rawValue), \(bytea(e.pseudonym)), \(blob(0)), \(e.receivedMillis), \(e.dueMillis),
+                                    \(e.extendedDueMillis), \(e.channel?.rawValue), \(blob(1)), \(e.status.rawValue), \(e.outcome), \(blob(2)), \(blob(3)),
+                                    \(e.openedAtMillis), \(e.openedBy), \(e.closedAtMillis), \(e.closedBy))
+                            """)
+                    }
+                    if let copied = try await owner.rows(conn, "SELECT count(*) FROM profilevault.requests").first,
+                       try copied.decode(Int64.self) != Int64(requests.count) {
+                        throw PostgresStoreError(.integrity, "the copy's request register differs from the source's; nothing was copied")
                     }
                     for b in budget {
                         // A row charged before the ledger kept period lengths says 0; PostgreSQL

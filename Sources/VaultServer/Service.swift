@@ -56,6 +56,11 @@ public enum VaultRoutes {
         ("DELETE", "/v1/subjects/{customer_id}/restriction"),
         ("POST", "/v1/consent/import"),
         ("POST", "/v1/subjects/{customer_id}/rectification"),
+        ("POST", "/v1/requests"),
+        ("GET", "/v1/requests"),
+        ("POST", "/v1/requests/{request_id}/fulfil"),
+        ("POST", "/v1/requests/{request_id}/extend"),
+        ("POST", "/v1/requests/{request_id}/deny"),
     ]
 }
 
@@ -280,7 +285,76 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
                         headers: [.contentType: "application/x-ndjson", HTTPFields.Element.Name("x-audit-entries")!: String(entries), HTTPFields.Element.Name("x-audit-head")!: head],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+
+    addRequestRoutes(router, service)
     return router
+}
+
+/// The request register (privacy_officer, permission `requests`), as `profilectl requests`.
+/// The customer ID of a new request is redacted from any error (as path IDs are).
+func addRequestRoutes(_ router: Router<VaultRequestContext>, _ service: VaultService) {
+    router.post("/v1/requests") { request, context -> Response in
+        let v = try await service.vault(context, permission: "requests", action: "requests.open")
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["type", "customer_id", "received", "channel", "note"])
+        let type = try body.string("type", required: true)!
+        let id = try body.string("customer_id", required: true)!
+        guard id.utf8.count <= 1024 else { throw APIError.badRequest("customer_id: at most 1024 bytes") }
+        let received = try body.string("received", required: false)
+        let channel = try body.string("channel", required: false)
+        let note = try body.string("note", required: false)
+        let e = try await redacting([id] + (note.map { [$0] } ?? [])) {
+            try await blocking { try v.openRequest(type: type, customerID: id, received: received, channel: channel, note: note) }
+        }
+        return json(.object([("request", .string(e.id)), ("due", JSONForms.isoMillis(e.dueMillis)), ("type", .string(e.type.rawValue))]), status: .created)
+    }
+
+    router.get("/v1/requests") { request, context -> Response in
+        let v = try await service.vault(context, permission: "requests", action: "requests.list")
+        let filter = try request.uri.queryParameters["status"].map { try Vault.requestFilter(String($0)) }
+        let (list, now) = try await blocking { try v.listRequests(filter) }
+        return json(JSONForms.requests(list, nowMillis: now))
+    }
+
+    router.post("/v1/requests/{request_id}/fulfil") { request, context -> Response in
+        let v = try await service.vault(context, permission: "requests", action: "requests.fulfil")
+        let id = try requestID(context)
+        var confirmed = false
+        // The body is optional: read only when one is announced.
+        if request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
+            let body = try BodyFields(try await service.jsonBody(request), allowed: ["done"])
+            confirmed = try body.bool("done") ?? false
+        }
+        let done = confirmed
+        let r = try await blocking { try v.fulfilRequest(id: id, confirmed: done) }
+        return json(JSONForms.fulfilment(r, nowMillis: AuditLogClock.nowMillis, includeExport: true))
+    }
+
+    router.post("/v1/requests/{request_id}/extend") { request, context -> Response in
+        let v = try await service.vault(context, permission: "requests", action: "requests.extend")
+        let id = try requestID(context)
+        let reason = try BodyFields(try await service.jsonBody(request), allowed: ["reason"]).string("reason", required: true)!
+        let e = try await redacting([reason]) { try await blocking { try v.extendRequest(id: id, reason: reason) } }
+        return json(JSONForms.request(e, nowMillis: AuditLogClock.nowMillis))
+    }
+
+    router.post("/v1/requests/{request_id}/deny") { request, context -> Response in
+        let v = try await service.vault(context, permission: "requests", action: "requests.deny")
+        let id = try requestID(context)
+        let reason = try BodyFields(try await service.jsonBody(request), allowed: ["reason"]).string("reason", required: true)!
+        let e = try await redacting([reason]) { try await blocking { try v.denyRequest(id: id, reason: reason) } }
+        return json(JSONForms.request(e, nowMillis: AuditLogClock.nowMillis))
+    }
+}
+
+/// The `{request_id}` path parameter; anything that is not a register id is 404 (not echoed).
+func requestID(_ context: VaultRequestContext) throws -> String {
+    let raw = try context.parameters.require("request_id")
+    guard raw.utf8.count == 20, raw.hasPrefix("req_") else { throw VaultError(.notFound, "no request with this id in the register") }
+    return raw
+}
+
+enum AuditLogClock {
+    static var nowMillis: Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
 }
 
 /// The router plus a socket: an HTTP/1.1 server on `host:port`. `runService()` on it serves

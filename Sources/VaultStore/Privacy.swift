@@ -258,11 +258,15 @@ extension ProfileStore {
                     }
                     try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
                     removed.append(("wrapped_data_key", Int64(db.changesCount)))
-                    try db.execute(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason) VALUES (?, ?, ?)",
-                                   arguments: [Data(s.pseudonym), now, reason])
+                    // The request register keeps the pseudonym and metadata, not the sealed texts.
+                    try shredRequests(db, pseudonym: s.pseudonym)
                     let (seq, hash) = try appendAudit(db, [audit.record("erase", .delete, subject: s.pseudonym,
                                                                          fields: [schema.subjectIDField] + schema.fields.map(\.name),
                                                                          detail: "reason \(reason)", counts: removed)])
+                    // The suppression list names the receipt, so a later request for this ID can
+                    // say when it was erased and under which receipt.
+                    try db.execute(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason, receipt_seq, receipt) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [Data(s.pseudonym), now, reason, seq, AuditLog.hex(hash)])
                     out.append(ErasureReceipt(customerID: id, erasedAtMillis: now, reason: reason, removed: removed,
                                               auditSequence: seq, receipt: AuditLog.hex(hash)))
                 }

@@ -17,7 +17,8 @@ public import VaultPolicy
 /// What an engine must keep, whatever its storage (the conformance tests check these on each):
 /// - a subject's PII only as AES-256-GCM ciphertext under the subject's own data key, wrapped
 ///   by the keyring; customer IDs only as keyed pseudonyms and blind indexes;
-/// - erasure deletes the wrapped key and the subject's rows in one transaction;
+/// - erasure deletes the wrapped key and the subject's rows in one transaction, with the
+///   sealed texts of its register requests, and names its receipt on the suppression list;
 /// - the budget ledger never grants past a limit, whatever runs concurrently;
 /// - the audit chain is one chain: each append verifies the head it extends, and an operation's
 ///   entries commit with its effects;
@@ -66,6 +67,19 @@ public protocol StorageEngine: AnyObject, Sendable {
     func objecting(pseudonyms: [[UInt8]], purpose: String) throws -> Set<[UInt8]>
     func importConsent(_ rows: [ConsentImportRow], file: String?, policyVersion: String, audit: AuditContext) throws -> Int
     func rectify(customerID: String, values: [(FieldSpec, FieldValue)], audit: AuditContext) throws -> [String]
+    // MARK: The request register (RequestRegister.swift)
+    /// Records a request about an existing subject (notFound otherwise): customer ID and note
+    /// sealed, audited (`requests.open`) in the same transaction.
+    func openRequest(_ request: NewRequest, audit: AuditContext) throws -> RegisterEntry
+    /// The register's metadata, oldest due date first; nil status: every request.
+    func requests(status: RequestStatus?) throws -> [RegisterEntry]
+    func request(id: String) throws -> RegisterEntry?
+    /// The request's customer ID, decrypted; nil for an unknown id or once the subject was erased.
+    func requestCustomerID(id: String) throws -> String?
+    /// Extends, denies or fulfils an open request (65 when closed, or extended twice), audited.
+    func changeRequest(id: String, _ change: RequestChange, audit: AuditContext) throws -> RegisterEntry
+    /// The suppression list's record of an erased subject (when, why, the receipt), by pseudonym.
+    func erasure(pseudonym: [UInt8]) throws -> ErasureRecord?
 
     // MARK: Key custody
     func adopt(keyring: Keyring) throws

@@ -37,6 +37,10 @@ package struct StoreKeys: Sendable {
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
     package let modelArtifactMAC: SharedHMACSHA256Key
+    /// Seals the request register's customer IDs, notes and reasons (AES-256-GCM); derived from
+    /// the identity version like the pseudonym key, so it survives key rotations. Erasure
+    /// deletes a subject's sealed register columns (RequestRegister.swift).
+    package let requestRegister: SharedAESGCMKey
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -63,6 +67,7 @@ package struct StoreKeys: Sendable {
         self.blindIndexMACs = biMACs
         self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
         self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
+        self.requestRegister = try SharedAESGCMKey(keyring.derive(.requestRegister, version: identityVersion))
     }
 
     package static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
@@ -436,6 +441,7 @@ public final class ProfileStore: Sendable {
         registerAuditChainMigration(&m)
         registerStoreIDMigration(&m)
         registerRightsMigration(&m)
+        registerRequestMigration(&m)
         return m
     }
 

@@ -99,6 +99,18 @@ package struct SnapshotSuppressed: Sendable {
     package var pseudonym: [UInt8]
     package var erasedAt: Int64
     package var reason: String
+    /// The erasure's receipt (audit sequence and hash hex); nil for erasures before v10.
+    package var receiptSeq: Int64?
+    package var receipt: String?
+}
+
+/// One request of the register as stored: metadata, and the sealed columns as their
+/// ciphertexts (the register key is the same under the same keyring, and the associated data
+/// binds each to its request id and pseudonym, both copied).
+package struct SnapshotRequest: Sendable {
+    package var entry: RegisterEntry
+    /// `RequestRegister.sealedColumns`, in that order.
+    package var sealed: [[UInt8]?]
 }
 
 /// Reads one consistent snapshot of the store (one read transaction), in batches.
@@ -130,7 +142,7 @@ package struct StoreSnapshotReader {
     }
 
     package func count(_ table: String) throws -> Int64 {
-        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints", "restriction"]
+        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints", "restriction", "requests"]
         guard allowed.contains(table) else { throw VaultError(.internalFailure, "no table \(table) to count") }
         return try Int64.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0
     }
@@ -260,11 +272,28 @@ package struct StoreSnapshotReader {
     }
 
     package func suppressed() throws -> [SnapshotSuppressed] {
-        try Row.fetchAll(db, sql: "SELECT pseudonym, erased_at, reason FROM suppressed ORDER BY pseudonym").map { row in
-            guard let p = Stored.blob(row.stored(at: 0)), let t = Stored.int(row.stored(at: 1)), let r = Stored.text(row.stored(at: 2)) else {
+        try Row.fetchAll(db, sql: "SELECT pseudonym, erased_at, reason, receipt_seq, receipt FROM suppressed ORDER BY pseudonym").map { row in
+            let q = row.stored(at: 3), h = row.stored(at: 4)
+            guard let p = Stored.blob(row.stored(at: 0)), let t = Stored.int(row.stored(at: 1)), let r = Stored.text(row.stored(at: 2)),
+                  q.isNull || Stored.int(q) != nil, h.isNull || Stored.text(h) != nil else {
                 throw VaultError(.integrity, "the suppression list holds a value of the wrong type: the store was altered")
             }
-            return SnapshotSuppressed(pseudonym: p, erasedAt: t, reason: r)
+            return SnapshotSuppressed(pseudonym: p, erasedAt: t, reason: r, receiptSeq: Stored.int(q), receipt: Stored.text(h))
+        }
+    }
+
+    /// The request register, in id order.
+    package func requests() throws -> [SnapshotRequest] {
+        let sealed = RequestRegister.sealedColumns
+        return try Row.fetchAll(db, sql: "SELECT \(ProfileStore.requestColumns), \(sealed.joined(separator: ", ")) FROM requests ORDER BY id").map { row in
+            var blobs: [[UInt8]?] = []
+            for c in sealed {
+                let v = row.stored(c)
+                if v.isNull { blobs.append(nil); continue }
+                guard let b = Stored.blob(v) else { throw VaultError(.integrity, "the requests table: \(c) holds \(Stored.kind(v)): the store was altered") }
+                blobs.append(b)
+            }
+            return SnapshotRequest(entry: try ProfileStore.registerEntry(row), sealed: blobs)
         }
     }
 

@@ -112,9 +112,25 @@ struct Erase: ParsableCommand {
     @OptionGroup var options: GlobalOptions
     @OptionGroup var who: SubjectOptions
     @Option(help: "Why (recorded in the audit log).") var reason = "data-subject request"
+    @Flag(name: .customLong("all-or-nothing"),
+          help: "With --subjects: refuse the whole file when an ID is unknown or erased before (default: erase the others and report those by line).")
+    var allOrNothing = false
 
     func run() throws {
-        let receipts = try options.openVault().erase(who.selection, reason: reason)
+        let vault = try options.openVault()
+        if who.subjects != nil, !allOrNothing {
+            let (receipts, skipped) = try vault.eraseExisting(who.selection, reason: reason)
+            // The IDs are never printed in a report of what was skipped: lines only.
+            for s in skipped {
+                warn("\(who.subjects ?? ""):\(s.line): " + (s.erasedBefore.map { "already erased on \(Vault.isoTime(millis: $0.erasedAtMillis))" + ($0.receipt.map { " with receipt \($0)" } ?? "") }
+                    ?? "no subject with this customer ID") + "; skipped")
+            }
+            options.emit(.object([("erased", .int(Int64(receipts.count))), ("receipts", .array(receipts.map(JSONForms.receipt))),
+                                  ("skipped", JSONForms.skipped(skipped))]),
+                         text: "erased \(receipts.count) subjects\(skipped.isEmpty ? "" : ", skipped \(skipped.count) (see the warnings)"); receipts: " + receipts.map { "\($0.customerID) \($0.receipt)" }.joined(separator: "\n"))
+            return
+        }
+        let receipts = try vault.erase(who.selection, reason: reason)
         let json = JSONForms.receipt
         if receipts.count == 1, who.subject != nil {
             let r = receipts[0]

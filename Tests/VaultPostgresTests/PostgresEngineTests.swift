@@ -24,7 +24,7 @@ import VaultStore
             async let b: Void = other.initialize(.init(serviceRole: db.serviceRole))
             _ = try await (a, b)
             let applied = try await engine.appliedMigrations()
-            #expect(applied.map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(applied.map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(applied.map(\.version).last == PostgresEngine.latestSchemaVersion)
             try await engine.checkSchema()
             let meta = try await engine.meta()
@@ -33,10 +33,10 @@ import VaultStore
             // Again, after some data: nothing changes, nothing is lost.
             try await engine.audit([record("owner", "init")])
             try await engine.initialize(.init(serviceRole: db.serviceRole))
-            #expect(try await engine.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(try await engine.appliedMigrations().map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int(PostgresEngine.latestSchemaVersion))
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int64(PostgresEngine.migrations.count))
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.
@@ -56,6 +56,9 @@ import VaultStore
                 // Version 7 (restriction and objection): its table references the subjects.
                 "DROP TABLE profilevault.restriction",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 7",
+                // Version 8 (the request register): its table, and its columns go with `suppressed` below.
+                "DROP TABLE profilevault.requests",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 8",
                 // Version 6 (bulk ingest) only drops two foreign keys, which these tables lack.
                 "DELETE FROM profilevault.schema_migrations WHERE version = 6",
                 // Version 5 (key custody), which came after 4: its trigger goes with the table below.
@@ -81,7 +84,7 @@ import VaultStore
             }
             try await db.initialize()
             let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
-            #expect(try await node.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(try await node.appliedMigrations().map(\.version) == PostgresEngine.migrations.map(\.version))
             _ = try await node.charge(purpose: "p", epsilon: 1, limit: 1, periodSeconds: 60, audit: record("after-migration"))
             #expect(try await node.verifyAudit().ok)
             await node.close()

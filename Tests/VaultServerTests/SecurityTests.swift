@@ -195,7 +195,7 @@ import Glibc
         let f = try ServiceFixture()
         try await f.test { c in
             for r in VaultRoutes.all {
-                let uri = r.path.replacingOccurrences(of: "{customer_id}", with: "C1")
+                let uri = r.path.replacingOccurrences(of: "{customer_id}", with: "C1").replacingOccurrences(of: "{request_id}", with: "req_0123456789abcdef")
                 let a = try await c.call(HTTPRequest.Method(r.method)!, uri)
                 #expect(a.error != "no such route", "\(r.method) \(r.path) is not routed")
             }

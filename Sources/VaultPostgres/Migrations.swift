@@ -257,6 +257,23 @@ extension PostgresEngine {
             "ALTER TABLE IF EXISTS profilevault.pii DROP CONSTRAINT IF EXISTS pii_subject_id_fkey",
             "ALTER TABLE IF EXISTS profilevault.attributes DROP CONSTRAINT IF EXISTS attributes_subject_id_fkey",
         ]),
+        PostgresMigration(version: 9, name: "ingest-sources", statements: [
+            // The ingest runs (the source of a subject's data, GDPR Art. 15(1)(g)): when, the
+            // input's name as given, who, and the counts; no value of any record.
+            """
+            CREATE TABLE profilevault.ingest_batches(
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text NOT NULL, time bigint NOT NULL,
+                source text NOT NULL, actor text NOT NULL,
+                inserted bigint NOT NULL DEFAULT 0, updated bigint NOT NULL DEFAULT 0,
+                unchanged bigint NOT NULL DEFAULT 0, rejected bigint NOT NULL DEFAULT 0)
+            """,
+            // Per subject: the run that created it, the last run that changed it, and the keyed
+            // digest of its last ingested record (an unchanged re-ingest writes nothing).
+            """
+            ALTER TABLE profilevault.subjects ADD COLUMN created_batch bigint, ADD COLUMN updated_batch bigint,
+                ADD COLUMN record_digest bytea
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -289,7 +306,8 @@ extension PostgresEngine {
     /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
     /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
-    /// SELECT and INSERT on `policy_history`. Never UPDATE, DELETE or TRUNCATE on the
+    /// SELECT and INSERT on `policy_history`; SELECT, INSERT and UPDATE on `ingest_batches` (and
+    /// USAGE on its id sequence). Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -375,6 +393,9 @@ extension PostgresEngine {
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.consent_state TO \(r)",
                 // The policy ledger only grows.
                 "GRANT SELECT, INSERT ON profilevault.policy_history TO \(r)",
+                // Ingest runs: a run inserts its row, then adds each transaction's counts.
+                "GRANT SELECT, INSERT, UPDATE ON profilevault.ingest_batches TO \(r)",
+                "GRANT USAGE ON SEQUENCE profilevault.ingest_batches_id_seq TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

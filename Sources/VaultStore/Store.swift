@@ -435,6 +435,7 @@ public final class ProfileStore: Sendable {
         registerPolicyMigration(&m)
         registerAuditChainMigration(&m)
         registerStoreIDMigration(&m)
+        registerIngestSourcesMigration(&m)
         return m
     }
 

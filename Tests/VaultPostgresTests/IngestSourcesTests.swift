@@ -95,9 +95,14 @@ import VaultValues
             #expect(s.subjects == g.subjects)
             let expected = try [0, 7, 8, 9].map { try pair.sqlite.pseudonym(ofCustomerID: Rows.id($0)) }
             #expect(Set(s.subjects) == Set(expected))
-            // Everyone's last activity is the ingest (now) or 2035: nobody is inactive before 2030.
-            #expect(try pair.sqlite.inactiveSubjects(before: cutoff).isEmpty)
-            #expect(try await onThread { try pair.pg.inactiveSubjects(before: cutoff) }.isEmpty)
+            // Everyone's last activity is the ingest (now) or 2035: nobody was inactive a day ago.
+            let yesterday = Int64(Date().timeIntervalSince1970) - 86_400
+            #expect(try pair.sqlite.inactiveSubjects(before: yesterday).isEmpty)
+            #expect(try await onThread { try pair.pg.inactiveSubjects(before: yesterday) }.isEmpty)
+            // Before 2030: the 15 customers without a 2035 event.
+            let inactive = try pair.sqlite.inactiveSubjects(before: cutoff)
+            #expect(inactive.count == 15)
+            #expect(try await onThread { try pair.pg.inactiveSubjects(before: cutoff) } == inactive)
             let far: Int64 = 2_500_000_000
             #expect(try pair.sqlite.inactiveSubjects(before: far) == (try await onThread { try pair.pg.inactiveSubjects(before: far) }))
             #expect(try pair.sqlite.inactiveSubjects(before: far).count == 20)

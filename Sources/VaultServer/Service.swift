@@ -46,6 +46,8 @@ public enum VaultRoutes {
         ("GET", "/v1/subjects/{customer_id}"),
         ("POST", "/v1/subjects/{customer_id}/consent"),
         ("GET", "/v1/subjects/{customer_id}/export"),
+        ("GET", "/v1/find"),
+        ("POST", "/v1/retention"),
         ("DELETE", "/v1/subjects/{customer_id}"),
         ("POST", "/v1/queries"),
         ("GET", "/v1/budget"),

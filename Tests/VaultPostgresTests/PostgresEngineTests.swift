@@ -24,7 +24,7 @@ import VaultStore
             async let b: Void = other.initialize(.init(serviceRole: db.serviceRole))
             _ = try await (a, b)
             let applied = try await engine.appliedMigrations()
-            #expect(applied.map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(applied.map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(applied.map(\.version).last == PostgresEngine.latestSchemaVersion)
             try await engine.checkSchema()
             let meta = try await engine.meta()
@@ -33,10 +33,10 @@ import VaultStore
             // Again, after some data: nothing changes, nothing is lost.
             try await engine.audit([record("owner", "init")])
             try await engine.initialize(.init(serviceRole: db.serviceRole))
-            #expect(try await engine.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(try await engine.appliedMigrations().map(\.version) == PostgresEngine.migrations.map(\.version))
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int(PostgresEngine.latestSchemaVersion))
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == PostgresEngine.migrations.count)
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.
@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 9 (ingest sources): its table; its columns go with the subjects below.
+                "DROP TABLE profilevault.ingest_batches",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 9",
                 // Version 6 (bulk ingest) only drops two foreign keys, which these tables lack.
                 "DELETE FROM profilevault.schema_migrations WHERE version = 6",
                 // Version 5 (key custody), which came after 4: its trigger goes with the table below.
@@ -78,7 +81,7 @@ import VaultStore
             }
             try await db.initialize()
             let node = try await PostgresEngine.open(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey)
-            #expect(try await node.appliedMigrations().map(\.version) == Array(1...PostgresEngine.latestSchemaVersion))
+            #expect(try await node.appliedMigrations().map(\.version) == PostgresEngine.migrations.map(\.version))
             _ = try await node.charge(purpose: "p", epsilon: 1, limit: 1, periodSeconds: 60, audit: record("after-migration"))
             #expect(try await node.verifyAudit().ok)
             await node.close()

@@ -298,3 +298,36 @@ extension JSONValue {
         #expect(!log.contains("user3@example.com") && !log.contains("USER3"))
     }
 }
+
+@Suite struct RecipientsPolicyTests {
+    @Test func badRecipientsAreRefusedWithTheirEntry() throws {
+        let schema = try PolicyLoader.loadSchema(path: CLI.repoRoot + "/policies/schema.yaml")
+        let base = try String(contentsOfFile: CLI.repoRoot + "/policies/policy.yaml", encoding: .utf8)
+        for (list, fragment) in [("[esp, esp]", "listed twice"), ("[\"\"]", "expected a string"), ("[\"\(String(repeating: "x", count: 201))\"]", "1 to 200 characters"), ("[\"tab\\there\"]", "control characters")] {
+            let text = base.replacingOccurrences(of: "    legal_basis: contract\n", with: "    legal_basis: contract\n    recipients: \(list)\n")
+            do {
+                _ = try PolicyLoader.parsePolicy(yaml: text, file: "policy.yaml", schema: schema)
+                Issue.record("accepted recipients \(list)")
+            } catch {
+                #expect(error.field?.hasPrefix("purposes.customer_support.recipients[") == true && error.reason.contains(fragment), "\(error)")
+            }
+        }
+    }
+
+    @Test func aRecipientsChangeIsAPolicyChange() throws {
+        let f = try ExportFixture()
+        let path = f.policies + "/policy.yaml"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try text.replacingOccurrences(of: "recipients: [email-service-provider, \"Print & <Mail> Ltd\"]", with: "recipients: [email-service-provider]")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        // Refused until applied (exit 78), then the diff names the change.
+        expectKind(.configuration, "policy apply") { _ = try f.vault("privacy_officer") }
+        let officer = try Vault.open(f.config("privacy_officer"), checkPolicy: false)
+        let applied = try officer.applyPolicy()
+        #expect(applied.changes.contains { $0.kind == "purpose" && $0.name == "newsletter" && $0.field == "recipients"
+            && $0.to == "[email-service-provider]" }, "\(applied.changes)")
+        let doc = JSONForms.accessReport(try f.vault("privacy_officer").accessReport(customerID: "C1"))
+        let newsletter = doc["purposes"]?.items.first { $0["purpose"]?.text == "newsletter" }
+        #expect(newsletter?["recipients"]?.items.compactMap(\.text) == ["email-service-provider"])
+    }
+}

@@ -25,6 +25,9 @@ public enum KeyPurpose: Sendable, Hashable {
     /// MAC key of model artifacts: `train` seals each artifact, and nothing loads one whose MAC
     /// does not verify under this key.
     case modelArtifact
+    /// MAC key of ingested records' digests: a re-ingested record equal to the stored one is
+    /// recognised without decrypting anything.
+    case recordDigest
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -36,6 +39,7 @@ public enum KeyPurpose: Sendable, Hashable {
         case .keyCheck: return "key-check"
         case .exportPseudonym(let purpose): return "export-pseudonym:\(purpose)"
         case .modelArtifact: return "model-artifact"
+        case .recordDigest: return "record-digest"
         }
     }
 }

@@ -140,6 +140,8 @@ package final class WriterCounts: @unchecked Sendable {
 package final class ProfileSealer {
     let schema: Schema
     let pseudonymKey: HMACSHA256Key
+    /// Keys the record digests (``digest(_:)``).
+    let digestKey: HMACSHA256Key
     let kek: AESGCMKey
     let kekVersion: UInt32
     let blindKeys: [Int: HMACSHA256Key]   // by schema field index
@@ -158,6 +160,7 @@ package final class ProfileSealer {
     package init(schema: Schema, keys: StoreKeys, piiFieldIDs: [String: Int], piiColumns: PIIColumns) throws {
         self.schema = schema
         pseudonymKey = try HMACSHA256Key(keys.pseudonym)
+        digestKey = try HMACSHA256Key(keys.recordDigest)
         kekVersion = keys.activeKEKVersion
         guard let kekBytes = keys.keks[kekVersion] else {
             throw VaultError(.configuration, "the keyring's active version \(kekVersion) is retired")

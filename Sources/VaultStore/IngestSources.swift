@@ -107,34 +107,37 @@ extension ProfileStore {
 }
 
 extension ProfileSealer {
-    /// The keyed digest of a validated record: HMAC-SHA-256 under the pseudonym key over a
-    /// domain-separated encoding of the customer ID and every field's name and value, first 16
-    /// bytes. Its input starts with U+0000, which no customer ID holds, so it is never a
-    /// subject's pseudonym. Equal digests: the same record (2^-128 otherwise).
+    /// The keyed digest of a validated record: HMAC-SHA-256 under the record-digest key
+    /// (`pv:record-digest`, the store's identity version) over a tagged, length-prefixed
+    /// encoding of the customer ID and every field's value in schema order (numbers as their
+    /// 8-byte patterns, no text formatting), first 16 bytes. Equal digests: the same record (a
+    /// different record matches with probability 2^-128).
     package func digest(_ p: ValidProfile) -> [UInt8] {
-        var bytes: [UInt8] = Array("\0profilevault-record/v1\0".utf8)
-        bytes.reserveCapacity(256)
-        func add(_ s: String) {
-            var s = s
-            let n = s.utf8.count
-            bytes.append(UInt8(truncatingIfNeeded: n >> 24)); bytes.append(UInt8(truncatingIfNeeded: n >> 16))
-            bytes.append(UInt8(truncatingIfNeeded: n >> 8)); bytes.append(UInt8(truncatingIfNeeded: n))
-            s.withUTF8 { bytes.append(contentsOf: $0) }
+        var bytes: [UInt8] = [1]   // encoding version
+        bytes.reserveCapacity(128)
+        func length(_ n: Int) {
+            withUnsafeBytes(of: UInt32(truncatingIfNeeded: n).bigEndian) { bytes.append(contentsOf: $0) }
         }
-        add(p.customerID)
-        schema.fields.withUnsafeBufferPointer { fields in
-            for i in 0..<min(fields.count, p.values.count) {
-                add(fields[i].name)
-                let v = p.values[i]
-                if v == .null {
-                    bytes.append(0)
-                } else {
-                    bytes.append(1)
-                    add(FieldValue.plaintext(v))
-                }
+        func text(_ s: String) {
+            var s = s
+            s.withUTF8 { u in
+                length(u.count)
+                bytes.append(contentsOf: u)
             }
         }
-        return Array(bytes.withUnsafeBytes { pseudonymKey.mac($0) }.prefix(16))
+        text(p.customerID)
+        length(p.values.count)
+        for v in p.values {
+            switch v {
+            case .null: bytes.append(0)
+            case .int(let x): bytes.append(1); withUnsafeBytes(of: x.bigEndian) { bytes.append(contentsOf: $0) }
+            case .float(let d): bytes.append(2); withUnsafeBytes(of: d.bitPattern.bigEndian) { bytes.append(contentsOf: $0) }
+            case .text(let s): bytes.append(3); text(s)
+            case .date(let d): bytes.append(4); withUnsafeBytes(of: d.bigEndian) { bytes.append(contentsOf: $0) }
+            case .bool(let b): bytes.append(b ? 6 : 5)
+            }
+        }
+        return Array(bytes.withUnsafeBytes { digestKey.mac($0) }.prefix(16))
     }
 
     /// The subject's last activity that the record itself names (the schema's

@@ -37,6 +37,8 @@ package struct StoreKeys: Sendable {
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
     package let modelArtifactMAC: SharedHMACSHA256Key
+    /// Keys the digests of ingested records (`subjects.record_digest`); identity version.
+    package let recordDigest: SecureBytes
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -63,6 +65,7 @@ package struct StoreKeys: Sendable {
         self.blindIndexMACs = biMACs
         self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
         self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
+        self.recordDigest = try keyring.derive(.recordDigest, version: identityVersion)
     }
 
     package static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {

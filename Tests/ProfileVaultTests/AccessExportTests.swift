@@ -331,3 +331,37 @@ extension JSONValue {
         #expect(newsletter?["recipients"]?.items.compactMap(\.text) == ["email-service-provider"])
     }
 }
+
+/// The CLI forms of parts 2 and 4, with their exit statuses.
+@Suite struct PrivacyCLITests {
+    @Test func exportFindAndRetentionFromTheCommandLine() throws {
+        let s = try CLIStore()
+        let p = try s.write("p.csv", CLIStore.header + "\nC1,a@example.com,<i>Ann</i>,+49 30 1,1980-01-01,40,female,DE,1000\n")
+        #expect(try s.run(["ingest", "profiles", p, "--role", "operator"]).status == 0)
+        let again = try s.run(["ingest", "profiles", p, "--role", "operator", "--json"])
+        #expect(again.json?["unchanged"] as? Int == 1 && again.json?["updated"] as? Int == 0, "\(again.stdout)")
+        let found = try s.run(["find", "--field", "email", "--value", "A@example.com", "--role", "support", "--json"])
+        #expect(found.status == 0 && found.json?["customer_id"] as? String == "C1")
+        let notLookup = try s.run(["find", "--field", "full_name", "--value", "<i>Ann</i>", "--role", "support"])
+        #expect(notLookup.status == 65 && !notLookup.stderr.contains("Ann"), "\(notLookup.stderr)")
+        #expect(try s.run(["find", "--field", "email", "--role", "support"]).status == 64)
+        #expect(try s.run(["export", "--subject", "C1", "--csv", "--role", "privacy_officer"]).status == 64)
+        #expect(try s.run(["export", "--subject", "C1", "--format", "xml", "--role", "privacy_officer"]).status == 64)
+        let out = s.dir + "/c1.html"
+        let html = try s.run(["export", "--subject", "C1", "--format", "html", "--out", out, "--role", "privacy_officer"])
+        #expect(html.status == 0, "\(html.stderr)")
+        let page = try String(contentsOfFile: out, encoding: .utf8)
+        #expect(page.contains("&lt;i&gt;Ann&lt;/i&gt;") && !page.contains("<i>Ann"))
+        let mode = (try FileManager.default.attributesOfItem(atPath: out)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(mode == 0o600)
+        #expect(try s.run(["export", "--subject", "C1", "--format", "html", "--out", out, "--role", "privacy_officer"]).status == 73)
+        let csv = try s.run(["export", "--subject", "C1", "--format", "portability", "--csv", "--role", "privacy_officer"])
+        #expect(csv.status == 0 && csv.stdout.hasPrefix("record,name,value,item,time\n"))
+        let dry = try s.run(["retention", "apply", "--dry-run", "--list", "--as-of", "2035-01-01", "--role", "privacy_officer", "--json"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        let rules = dry.json?["rules"] as? [[String: Any]] ?? []
+        #expect(rules.first { $0["after"] as? String == "last_activity" }?["customer_ids"] as? [String] == ["C1"])
+        #expect(try s.run(["retention", "apply", "--list", "--role", "privacy_officer"]).status == 64)
+        #expect(try s.run(["export", "--subject", "C1", "--role", "privacy_officer"]).status == 0)   // the dry run erased nothing
+    }
+}

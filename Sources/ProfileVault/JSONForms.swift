@@ -28,6 +28,7 @@ public enum JSONForms {
         .object([
             ("inserted", .int(Int64(r.inserted))),
             ("updated", .int(Int64(r.updated))),
+            ("unchanged", .int(Int64(r.unchanged))),
             ("rejected", .int(Int64(r.rejected))),
             ("seconds", .double((r.seconds * 1000).rounded() / 1000)),
         ])

@@ -60,6 +60,8 @@ struct PolicySummary: Codable, Equatable {
         var mayReadPII: [String]
         var models: [String]
         var budget: Budget?
+        /// `recipients:` (nil in summaries recorded before the key existed: none).
+        var recipients: [String]?
     }
     var version: String
     var purposes: [String: PurposeSummary]
@@ -77,7 +79,8 @@ struct PolicySummary: Codable, Equatable {
         for (name, x) in p.purposes {
             purposes[name] = PurposeSummary(
                 dataUse: x.dataUse, legalBasis: x.legalBasis.rawValue, mayRead: x.mayRead, mayReadPII: x.mayReadPII, models: x.models,
-                budget: x.dpBudget.map { Budget(epsilon: $0.epsilon, delta: $0.delta, period: $0.periodText, periodSeconds: $0.periodSeconds) })
+                budget: x.dpBudget.map { Budget(epsilon: $0.epsilon, delta: $0.delta, period: $0.periodText, periodSeconds: $0.periodSeconds) },
+                recipients: x.recipients.isEmpty ? nil : x.recipients)
         }
         self.purposes = purposes
         roles = p.roles.mapValues { $0.sorted() }
@@ -139,6 +142,7 @@ struct PolicySummary: Codable, Equatable {
                     ("data_use", a.dataUse, b.dataUse), ("legal_basis", a.legalBasis, b.legalBasis),
                     ("may_read", list(a.mayRead), list(b.mayRead)), ("may_read_pii", list(a.mayReadPII), list(b.mayReadPII)),
                     ("models", list(a.models), list(b.models)),
+                    ("recipients", list(a.recipients ?? []), list(b.recipients ?? [])),
                 ]
                 for (f, x, y) in fields where x != y {
                     out.append(PolicyChange(kind: "purpose", name: name, change: "changed", field: f, from: x, to: y))

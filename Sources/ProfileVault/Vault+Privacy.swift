@@ -78,13 +78,15 @@ extension Vault {
 
     /// The data-subject access export: everything held, decrypted. The export is audited
     /// before it is returned (and so it lists itself among the audit entries).
-    public func accessExport(customerID: String) throws -> AccessExport {
+    /// `format` (json, html, portability) is recorded in the entry's detail.
+    public func accessExport(customerID: String, format: String? = nil) throws -> AccessExport {
         try audited("export", .read, permission: "export") { context in
             let pseudo = try store.pseudonym(ofCustomerID: customerID)
             guard try store.exists(customerID: customerID) else {
                 throw subjectNotFound(customerID: customerID)
             }
-            try store.audit([context.record("export", .read, subject: pseudo, fields: [schema.subjectIDField] + schema.fields.map(\.name))])
+            try store.audit([context.record("export", .read, subject: pseudo, fields: [schema.subjectIDField] + schema.fields.map(\.name),
+                                            detail: format.map { "format \($0)" })])
             guard let export = try store.accessExport(customerID: customerID) else {
                 throw subjectNotFound(customerID: customerID)
             }

@@ -28,6 +28,9 @@ public enum KeyPurpose: Sendable, Hashable {
     /// Seals the request register's free text and customer IDs (AES-256-GCM): the text a
     /// privacy officer records about a data-subject request never sits in the store in clear.
     case requestRegister
+    /// MAC key of ingested records' digests: a re-ingested record equal to the stored one is
+    /// recognised without decrypting anything.
+    case recordDigest
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -40,6 +43,7 @@ public enum KeyPurpose: Sendable, Hashable {
         case .exportPseudonym(let purpose): return "export-pseudonym:\(purpose)"
         case .modelArtifact: return "model-artifact"
         case .requestRegister: return "request-register"
+        case .recordDigest: return "record-digest"
         }
     }
 }

@@ -45,11 +45,14 @@ public struct Purpose: Sendable {
     public let dpBudget: DPBudget?
     /// The line of the purpose's declaration.
     public let line: Int
+    /// Who receives data for this purpose (`recipients:`), shown in access exports.
+    public let recipients: [String]
 
     public init(
         name: String, dataUse: String, legalBasis: LegalBasis, mayRead: [String] = [], mayReadPII: [String] = [],
-        models: [String] = [], dpBudget: DPBudget? = nil, line: Int = 0
+        models: [String] = [], dpBudget: DPBudget? = nil, line: Int = 0, recipients: [String] = []
     ) {
+        self.recipients = recipients
         self.name = name
         self.dataUse = dataUse
         self.legalBasis = legalBasis

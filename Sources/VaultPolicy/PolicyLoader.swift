@@ -60,7 +60,7 @@ public enum PolicyLoader {
         let root = try source.compose()
         let r = NodeReader(file: source.file)
         let top = try r.object(
-            root, "", allowed: ["version", "subject_id", "fields", "events"],
+            root, "", allowed: ["version", "subject_id", "fields", "events", "last_activity"],
             required: ["version", "subject_id", "fields"])
 
         let versionNode = top["version"]!
@@ -118,9 +118,25 @@ public enum PolicyLoader {
                 events.append(try parseEvent(name: pair.name, key: pair.key, node: pair.value, path: path, r))
             }
         }
+        // `last_activity: FIELD`: a date attribute of the schema whose value is the subject's
+        // last activity (stored in the clear on the subject row, so never a PII field).
+        var lastActivityField: String?
+        if let node = top["last_activity"] {
+            let name = try r.string(node, "last_activity")
+            guard let field = fields.first(where: { $0.name == name }) else {
+                throw r.fail(node, "last_activity", "'\(name)' is not a field of the schema" + NodeReader.suggestion(name, Set(fields.map(\.name))))
+            }
+            guard field.type == .date else {
+                throw r.fail(node, "last_activity", "field '\(name)' is of type \(field.type.rawValue); the last activity must be a date field")
+            }
+            guard !field.pii else {
+                throw r.fail(node, "last_activity", "field '\(name)' is PII; the last activity is stored in the clear, so it must be an attribute (pii: false)")
+            }
+            lastActivityField = name
+        }
         return Schema(
             version: version, subjectIDField: subjectField, subjectIDCategory: subjectCategory, fields: fields,
-            events: events, file: source.file)
+            events: events, file: source.file, lastActivityField: lastActivityField)
     }
 
     static let fieldKeys = [
@@ -401,7 +417,7 @@ public enum PolicyLoader {
         name: String, key: Node, node: Node, path: String, schema: Schema, _ r: NodeReader
     ) throws(PolicyDiagnostic) -> Purpose {
         let e = try r.object(
-            node, path, allowed: ["data_use", "legal_basis", "may_read", "may_read_pii", "models", "dp_budget"],
+            node, path, allowed: ["data_use", "legal_basis", "may_read", "may_read_pii", "models", "dp_budget", "recipients"],
             required: ["data_use", "legal_basis"])
 
         let useNode = e["data_use"]!
@@ -485,8 +501,23 @@ public enum PolicyLoader {
             throw r.fail(e.keyNode("models"), path + ".models", "a purpose that trains models needs a dp_budget")
         }
 
+        // `recipients: [NAME, ...]`: who receives data for this purpose (shown in access
+        // exports, GDPR Art. 15(1)(c)): plain names, each once.
+        var recipients: [String] = []
+        if let n = e["recipients"] {
+            for (i, (recipient, item)) in try r.stringList(n, path + ".recipients").enumerated() {
+                let ipath = path + ".recipients[\(i)]"
+                guard !recipient.isEmpty, recipient.count <= 200,
+                      recipient.unicodeScalars.allSatisfy({ $0.value >= 0x20 && !(0x7f...0x9f).contains($0.value) }) else {
+                    throw r.fail(item, ipath, "a recipient is a name of 1 to 200 characters without control characters")
+                }
+                guard !recipients.contains(recipient) else { throw r.fail(item, ipath, "recipient '\(recipient)' is listed twice") }
+                recipients.append(recipient)
+            }
+        }
+
         return Purpose(
             name: name, dataUse: dataUse, legalBasis: legalBasis, mayRead: mayRead, mayReadPII: mayReadPII,
-            models: models, dpBudget: budget, line: key.mark?.line ?? 0)
+            models: models, dpBudget: budget, line: key.mark?.line ?? 0, recipients: recipients)
     }
 }

@@ -128,14 +128,20 @@ public struct Schema: Sendable {
     public let events: [EventKindSpec]
     /// The file it was loaded from.
     public let file: String
+    /// The date attribute that holds a subject's last activity in the source system
+    /// (`last_activity: last_login`): ingest sets the subject's last activity from it instead of
+    /// from the time of the ingest, so inactivity retention works for stores synced nightly.
+    /// Nil: the time a record is written (or an event's time) is the last activity.
+    public let lastActivityField: String?
 
     private let fieldIndex: [String: Int]
     private let eventIndex: [String: Int]
 
     public init(
         version: Int, subjectIDField: String, subjectIDCategory: String, fields: [FieldSpec],
-        events: [EventKindSpec], file: String
+        events: [EventKindSpec], file: String, lastActivityField: String? = nil
     ) {
+        self.lastActivityField = lastActivityField
         self.version = version
         self.subjectIDField = subjectIDField
         self.subjectIDCategory = subjectIDCategory
@@ -152,7 +158,8 @@ public struct Schema: Sendable {
 
     /// Names no field may take: the keys the product itself writes beside a subject's fields in
     /// the JSON of `get` and `export` (`customer_id`, `pseudonym`, `exported_at`, `created_at`,
-    /// `updated_at`, `last_activity`, `events`, `consent`, `access_log`, see `JSONForms`) and
+    /// `updated_at`, `last_activity`, `events`, `consent`, `access_log`, `purposes`, `categories`, `recipients`, `retention`,
+    /// `sources`, `accesses`, see `JSONForms`) and
     /// the names reserved for its own sections (`subject`, `privacy`). A field of one of these
     /// names would give the answer a duplicate key and hide either the field or the product's value.
     /// Also `subject_id`, the key column of the attributes table. The loader compares names
@@ -160,6 +167,8 @@ public struct Schema: Sendable {
     public static let reservedFieldNames: Set<String> = [
         "customer_id", "pseudonym", "exported_at", "created_at", "updated_at", "last_activity",
         "events", "consent", "access_log", "subject", "privacy", "subject_id",
+        // The access export's Art. 15 sections (`JSONForms.accessExport`).
+        "purposes", "categories", "recipients", "retention", "sources", "accesses",
     ]
 
     /// The field with this name, if any.

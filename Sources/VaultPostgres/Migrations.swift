@@ -290,6 +290,23 @@ extension PostgresEngine {
             "ALTER TABLE profilevault.suppressed ADD COLUMN receipt_seq bigint",
             "ALTER TABLE profilevault.suppressed ADD COLUMN receipt text",
         ]),
+        PostgresMigration(version: 9, name: "ingest-sources", statements: [
+            // The ingest runs (the source of a subject's data, GDPR Art. 15(1)(g)): when, the
+            // input's name as given, who, and the counts; no value of any record.
+            """
+            CREATE TABLE profilevault.ingest_batches(
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text NOT NULL, time bigint NOT NULL,
+                source text NOT NULL, actor text NOT NULL,
+                inserted bigint NOT NULL DEFAULT 0, updated bigint NOT NULL DEFAULT 0,
+                unchanged bigint NOT NULL DEFAULT 0, rejected bigint NOT NULL DEFAULT 0)
+            """,
+            // Per subject: the run that created it, the last run that changed it, and the keyed
+            // digest of its last ingested record (an unchanged re-ingest writes nothing).
+            """
+            ALTER TABLE profilevault.subjects ADD COLUMN created_batch bigint, ADD COLUMN updated_batch bigint,
+                ADD COLUMN record_digest bytea
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -324,7 +341,8 @@ extension PostgresEngine {
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
     /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`;
     /// SELECT, INSERT and UPDATE on `requests` (never
-    /// DELETE: erasure clears a request's sealed columns). Never UPDATE, DELETE or TRUNCATE on the
+    /// DELETE: erasure clears a request's sealed columns); SELECT, INSERT and UPDATE on
+    /// `ingest_batches` (and USAGE on its id sequence). Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -415,6 +433,9 @@ extension PostgresEngine {
                 // The request register: opened (INSERT), extended, closed and, by erasure, its
                 // sealed columns cleared (UPDATE); never deleted.
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.requests TO \(r)",
+                // Ingest runs: a run inserts its row, then adds each transaction's counts.
+                "GRANT SELECT, INSERT, UPDATE ON profilevault.ingest_batches TO \(r)",
+                "GRANT USAGE ON SEQUENCE profilevault.ingest_batches_id_seq TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

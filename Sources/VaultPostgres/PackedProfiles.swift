@@ -10,13 +10,18 @@ import VaultStore
 /// holds two transactions at once (one being written, one being sealed), which alone came to
 /// about 220 MB. Packed, a profile takes its bytes plus 8 bytes per value.
 struct PackedProfiles: Sendable {
-    /// Values per profile in `spans`: the pseudonym, the wrapped DEK, then the `pii` row.
+    /// Values per profile in `spans`: the pseudonym, the wrapped DEK, the `pii` row, then the
+    /// record's digest.
     private let valuesPerProfile: Int
     let piiWidth: Int
     let attributeCount: Int
     private(set) var count = 0
     private(set) var lines: [Int] = []
     private(set) var kekVersions: [UInt32] = []
+    /// The last activity each record names (the schema's `last_activity` field); 0 where
+    /// `hasLastActivity` is false.
+    private(set) var lastActivities: [Int64] = []
+    private(set) var hasLastActivity: [Bool] = []
     private var bytes: [UInt8] = []
     /// Per value: its offset in `bytes` and its length; length -1: nil.
     private var spans: [(offset: Int, length: Int)] = []
@@ -27,7 +32,7 @@ struct PackedProfiles: Sendable {
     init(piiWidth: Int, attributeCount: Int, capacity: Int = 0) {
         self.piiWidth = piiWidth
         self.attributeCount = attributeCount
-        valuesPerProfile = 2 + piiWidth
+        valuesPerProfile = 3 + piiWidth
         lines.reserveCapacity(capacity)
         kekVersions.reserveCapacity(capacity)
         spans.reserveCapacity(capacity * valuesPerProfile)
@@ -58,6 +63,9 @@ struct PackedProfiles: Sendable {
         add(p.pseudonym)
         add(p.wrappedDEK)
         for c in p.piiRow { add(c) }
+        add(p.digest)
+        lastActivities.append(p.lastActivity ?? 0)
+        hasLastActivity.append(p.lastActivity != nil)
         attributeValues.append(contentsOf: p.attributes)
         boundBytes.append(p.boundBytes)
         count += 1
@@ -77,6 +85,7 @@ struct PackedProfiles: Sendable {
 
     func pseudonymBuffer(_ i: Int) -> ByteBuffer { buffer(span(i, 0)) }
     func wrappedDEK(_ i: Int) -> ByteBuffer { buffer(span(i, 1)) }
+    func digest(_ i: Int) -> ByteBuffer { buffer(span(i, 2 + piiWidth)) }
 
     /// Value `c` of profile `i`'s `pii` row; nil where the field is empty.
     func pii(_ i: Int, _ c: Int) -> ByteBuffer? {

@@ -242,11 +242,11 @@ extension PostgresProfiles {
     /// snapshot. Nil for an unknown (or erased) subject.
     public func accessExport(customerID: String) throws -> AccessExport? {
         let p = try pseudonym(ofCustomerID: customerID)
-        let (select, timesBase) = profileSelect(adding: "s.created_at, s.updated_at, s.last_activity")
+        let (select, timesBase) = profileSelect(adding: "s.created_at, s.updated_at, s.last_activity, s.created_batch, s.updated_batch")
         let sql = select + " WHERE s.pseudonym = $1"
         let found = try Self.wait("exporting a subject") { [self] in
             try await engine.transaction("exporting a subject", begin: Self.snapshot) {
-                conn -> (PostgresRow, [(kind: String, item: String, value: Double, time: Int64)], [ConsentEntry], [String])? in
+                conn -> (PostgresRow, [(kind: String, item: String, value: Double, time: Int64)], [ConsentEntry], [String], [IngestBatchInfo])? in
                 var binds = PostgresBindings()
                 binds.append(bytea(p))
                 guard let row = try await engine.rows(conn, PostgresQuery(unsafeSQL: sql, binds: binds)).first else { return nil }
@@ -260,18 +260,29 @@ extension PostgresProfiles {
                 let audit = try await engine.rows(conn, "SELECT entry FROM profilevault.audit_log WHERE subject = \(bytea(p)) ORDER BY seq").map {
                     try $0.decode(String.self)
                 }
-                return (row, events, consent, audit)
+                let batches = try await engine.rows(conn, """
+                    SELECT b.id, b.kind, b.time, b.source, b.actor, b.inserted, b.updated, b.unchanged, b.rejected
+                    FROM profilevault.ingest_batches b JOIN profilevault.subjects s ON b.id IN (s.created_batch, s.updated_batch)
+                    WHERE s.id = \(id)
+                    """).map { row -> IngestBatchInfo in
+                    let c = try row.decode((Int64, String, Int64, String, String, Int64, Int64, Int64, Int64).self)
+                    return IngestBatchInfo(id: c.0, kind: c.1, time: c.2, source: c.3, actor: c.4, inserted: c.5,
+                                           updated: c.6, unchanged: c.7, rejected: c.8)
+                }
+                return (row, events, consent, audit, batches)
             }
         }
         guard let found else { return nil }
-        let (row, events, consent, audit) = found
+        let (row, events, consent, audit, batches) = found
         do {
             let view = try profile(row, pseudonym: p, fields: Set(schema.fields.map(\.name)))
             let cells = PostgresRandomAccessRow(row)
             let (created, updated, last) = (try cells[timesBase].decode(Int64.self), try cells[timesBase + 1].decode(Int64.self),
                                             try cells[timesBase + 2].decode(Int64.self))
+            let (createdBatch, updatedBatch) = (try cells[timesBase + 3].decode(Int64?.self), try cells[timesBase + 4].decode(Int64?.self))
             return AccessExport.make(customerID: view.customerID, pseudonym: AuditLog.hex(p), createdAt: created, updatedAt: updated,
-                                     lastActivity: last, profile: view, events: events, consent: consent, auditEntries: audit)
+                                     lastActivity: last, profile: view, events: events, consent: consent, auditEntries: audit,
+                                     createdBy: batches.first { $0.id == createdBatch }, updatedBy: batches.first { $0.id == updatedBatch })
         } catch {
             throw PostgresStoreError.vaultError(error, "exporting a subject")
         }

@@ -72,15 +72,17 @@ extension PostgresProfiles {
         let channel = BoundedChannel<Batch>(capacity: 1)
         let counts = WriterCounts()
         let audit = options.audit, allowReingest = options.allowReingest
+        let batchRecorder = IngestBatchRecorder(kind: "profiles", source: path, actor: audit?.actor)
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let work = channel.take() {
                 do {
                     try gate.wait()
-                    let (ins, upd) = try Self.wait("ingesting profiles") {
+                    let (ins, upd, same) = try Self.wait("ingesting profiles") {
                         try await self.writeProfiles(work.profiles, file: path, rejected: work.rejected, firstLine: work.firstLine,
-                                                     lastLine: work.lastLine, audit: audit, allowReingest: allowReingest)
+                                                     lastLine: work.lastLine, audit: audit, allowReingest: allowReingest,
+                                                     batch: batchRecorder)
                     }
-                    counts.add(inserted: ins, updated: upd)
+                    counts.add(inserted: ins, updated: upd, unchanged: same)
                 } catch {
                     channel.fail(error)
                     return
@@ -128,6 +130,7 @@ extension PostgresProfiles {
         writer.join()
         if let failure = channel.consumerFailure { throw failure }
         (report.inserted, report.updated) = counts.value
+        report.unchanged = counts.unchangedCount
         options.progress?(IngestProgress.make(phase: "done", records: n, bytes: input.bytesRead, totalBytes: source.byteCount))
         try rejects?.finish()
         report.seconds = Date().timeIntervalSince(started)
@@ -141,15 +144,35 @@ extension PostgresProfiles {
     /// and checks the suppression list again: an erasure holds that lock exclusively, so a
     /// customer erased on another node after this ingest read the list is refused here, not
     /// brought back.
+    ///
+    /// A record whose digest equals the stored one is `unchanged` (nothing of it is written, as
+    /// on SQLite); the subject row names the ingest run that created it and the last one that
+    /// changed it, and the run's row (inserted by its first transaction) gets each
+    /// transaction's counts.
     func writeProfiles(_ profiles: PackedProfiles, file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
-                       allowReingest: Bool) async throws -> (inserted: Int, updated: Int) {
+                       allowReingest: Bool, batch: IngestBatchRecorder? = nil) async throws -> (inserted: Int, updated: Int, unchanged: Int) {
         let now = Int64(Date().timeIntervalSince1970)
+        let recorder = batch ?? IngestBatchRecorder(kind: "profiles", source: "", actor: audit?.actor, time: now)
         // Every batch locks its subjects in one global order (the pseudonym's bytes; a repeated
         // customer stays in file order, so the later record still wins): two nodes ingesting
         // the same customers then wait for each other instead of deadlocking.
         let order = profiles.lockOrder()
-        return try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
+        let (ins, upd, same, batchID) = try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
+            // The run's row: inserted by its first transaction that commits (the id is kept only
+            // once it has: a transaction retried after a deadlock inserts it again).
+            let batchID: Int64
+            if let id = recorder.id {
+                batchID = id
+            } else {
+                guard let id = try await engine.rows(conn, """
+                    INSERT INTO profilevault.ingest_batches(kind, time, source, actor)
+                    VALUES (\(recorder.kind), \(recorder.time), \(recorder.source), \(recorder.actor)) RETURNING id
+                    """).first?.decode(Int64.self) else {
+                    throw PostgresStoreError(.internalFailure, "the ingest batch insert returned no id")
+                }
+                batchID = id
+            }
             if !allowReingest, profiles.count > 0 {
                 let erased = try await engine.rows(conn, "SELECT pseudonym FROM profilevault.suppressed WHERE pseudonym = ANY(\((0..<profiles.count).map { profiles.pseudonymBuffer($0) })::bytea[])")
                 if !erased.isEmpty {
@@ -160,7 +183,7 @@ extension PostgresProfiles {
                 }
             }
             let fresh = try await engine.freshIDs(conn, table: "subjects", inLineOrder: order.map { profiles.lines[$0] })
-            var ins = 0, upd = 0, reingested = 0
+            var ins = 0, upd = 0, same = 0, reingested = 0
             var start = 0
             while start < order.count {
                 // One statement holds each pseudonym once (an upsert may not touch a row twice):
@@ -175,38 +198,54 @@ extension PostgresProfiles {
                     bytes += profiles.boundBytes[order[end]]
                     end += 1
                 }
-                let (i, u, r) = try await writeChunk(conn, profiles, order[start..<end], ids: Array(fresh[start..<end]), now: now, allowReingest: allowReingest)
+                let (i, u, n, r) = try await writeChunk(conn, profiles, order[start..<end], ids: Array(fresh[start..<end]), now: now,
+                                                        allowReingest: allowReingest, batch: batchID)
                 ins += i
                 upd += u
+                same += n
                 reingested += r
                 start = end
             }
+            try await engine.exec(conn, """
+                UPDATE profilevault.ingest_batches SET inserted = inserted + \(Int64(ins)), updated = updated + \(Int64(upd)),
+                    unchanged = unchanged + \(Int64(same)), rejected = rejected + \(Int64(rejected)) WHERE id = \(batchID)
+                """)
             if let audit {
                 try await engine.appendLocked(conn, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
-                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),
+                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("unchanged", Int64(same)), ("rejected", Int64(rejected)),
                     ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)), ("reingested", Int64(reingested)),
+                    ("batch", batchID),
                 ])])
             }
-            return (ins, upd)
+            return (ins, upd, same, batchID)
         } }
+        recorder.id = batchID
+        return (ins, upd, same)
     }
 
     /// Upserts the profiles at `chunk` (indices into `profiles`, each pseudonym once).
     /// `ids`: the row id each record gets if it is new (``PostgresEngine/freshIDs``); a
     /// subject already stored keeps its own.
     func writeChunk(_ conn: PostgresConnection, _ profiles: PackedProfiles, _ chunk: ArraySlice<Int>, ids fresh: [Int64], now: Int64,
-                    allowReingest: Bool) async throws -> (inserted: Int, updated: Int, reingested: Int) {
+                    allowReingest: Bool, batch: Int64) async throws -> (inserted: Int, updated: Int, unchanged: Int, reingested: Int) {
         let pseudonyms = chunk.map { profiles.pseudonymBuffer($0) }
         let versions = chunk.map { Int64(profiles.kekVersions[$0]) }
         let wrapped = chunk.map { profiles.wrappedDEK($0) }
-        // xmax = 0: the row was inserted by this statement (not updated).
+        let digests = chunk.map { profiles.digest($0) }
+        let activity = chunk.map { profiles.lastActivities[$0] }, hasActivity = chunk.map { profiles.hasLastActivity[$0] }
+        // xmax = 0: the row was inserted by this statement (not updated). A stored subject whose
+        // record digest is the record's is left alone (the WHERE of DO UPDATE) and returns no row.
         let returned = try await engine.rows(conn, """
-            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+            INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity,
+                                              record_digest, created_batch, updated_batch)
             OVERRIDING SYSTEM VALUE
-            SELECT i, p, k, w, \(now), \(now), \(now)
-            FROM unnest(\(fresh)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[]) AS t(i, p, k, w) ORDER BY p
+            SELECT i, p, k, w, \(now), \(now), CASE WHEN h THEN a ELSE \(now) END, d, \(batch), \(batch)
+            FROM unnest(\(fresh)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[], \(digests)::bytea[],
+                        \(activity)::bigint[], \(hasActivity)::boolean[]) AS t(i, p, k, w, d, a, h) ORDER BY p
             ON CONFLICT (pseudonym) DO UPDATE SET kek_version = EXCLUDED.kek_version, wrapped_dek = EXCLUDED.wrapped_dek,
-                updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity)
+                updated_at = EXCLUDED.updated_at, last_activity = greatest(profilevault.subjects.last_activity, EXCLUDED.last_activity),
+                record_digest = EXCLUDED.record_digest, updated_batch = EXCLUDED.updated_batch
+            WHERE profilevault.subjects.record_digest IS DISTINCT FROM EXCLUDED.record_digest
             RETURNING pseudonym, id, (xmax = 0)
             """)
         var ids: [ByteBuffer: Int64] = [:]
@@ -217,18 +256,24 @@ extension PostgresProfiles {
             ids[p] = id
             if isNew { inserted.append(p) }
         }
+        // The records written (inserted or changed), in the chunk's order; the others are unchanged.
         var subjectIDs: [Int64] = []
+        var written: [Int] = []
         subjectIDs.reserveCapacity(chunk.count)
-        for p in pseudonyms {
-            guard let id = ids[p] else { throw PostgresStoreError(.internalFailure, "the subject upsert returned no row for a record") }
+        written.reserveCapacity(chunk.count)
+        for (k, p) in zip(chunk, pseudonyms) {
+            guard let id = ids[p] else { continue }
             subjectIDs.append(id)
+            written.append(k)
         }
-        try await writePIIAndAttributes(conn, profiles, chunk, subjectIDs: subjectIDs, allNew: inserted.count == chunk.count)
+        if !written.isEmpty {
+            try await writePIIAndAttributes(conn, profiles, written, subjectIDs: subjectIDs, allNew: inserted.count == written.count)
+        }
         var reingested = 0
         if allowReingest, !inserted.isEmpty {
             reingested = try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(inserted)::bytea[]) RETURNING 1").count
         }
-        return (inserted.count, chunk.count - inserted.count, reingested)
+        return (inserted.count, written.count - inserted.count, chunk.count - written.count, reingested)
     }
 
     /// Upserts the `pii` and `attributes` rows of the profiles at `chunk` (indices into

@@ -176,18 +176,39 @@ extension PostgresStore {
                             let versions = part.map { Int64($0.sealed.kekVersion) }
                             let wrapped = part.map { bytea($0.sealed.wrappedDEK) }
                             let created = part.map(\.createdAt), updated = part.map(\.updatedAt), last = part.map(\.lastActivity)
+                            // Ingest runs (ids from 1; 0 stands for none) and record digests (empty: none).
+                            let createdBy = part.map { $0.createdBatch ?? 0 }, updatedBy = part.map { $0.updatedBatch ?? 0 }
+                            let digests = part.map { bytea($0.sealed.digest) }
                             try await owner.exec(conn, """
-                                INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity)
+                                INSERT INTO profilevault.subjects(id, pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity,
+                                                                  created_batch, updated_batch, record_digest)
                                 OVERRIDING SYSTEM VALUE
-                                SELECT i, p, k, w, c, u, l
+                                SELECT i, p, k, w, c, u, l, NULLIF(cb, 0), NULLIF(ub, 0), NULLIF(d, ''::bytea)
                                 FROM unnest(\(ids)::bigint[], \(pseudonyms)::bytea[], \(versions)::bigint[], \(wrapped)::bytea[],
-                                            \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[]) AS t(i, p, k, w, c, u, l)
+                                            \(created)::bigint[], \(updated)::bigint[], \(last)::bigint[], \(createdBy)::bigint[],
+                                            \(updatedBy)::bigint[], \(digests)::bytea[]) AS t(i, p, k, w, c, u, l, cb, ub, d)
                                 """)
                             let packed = try PackedProfiles(part.map(\.sealed), piiWidth: target.piiColumns.valueColumns.count,
                                                             attributeCount: target.schema.attributeFields.count)
                             try await target.writePIIAndAttributes(conn, packed, 0..<packed.count, subjectIDs: ids, allNew: false)
                         }
                     }
+                }
+                // The ingest runs, ids kept (subjects name them).
+                let batches = try r.ingestBatches()
+                try run("copying the ingest runs") {
+                    for b in batches where b.id >= 1 {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.ingest_batches(id, kind, time, source, actor, inserted, updated, unchanged, rejected)
+                            OVERRIDING SYSTEM VALUE
+                            VALUES (\(b.id), \(b.kind), \(b.time), \(b.source), \(b.actor), \(b.inserted), \(b.updated), \(b.unchanged), \(b.rejected))
+                            """)
+                    }
+                    try await owner.exec(conn, """
+                        SELECT setval(pg_get_serial_sequence('profilevault.ingest_batches', 'id'),
+                                      greatest(1, (SELECT coalesce(max(id), 0) FROM profilevault.ingest_batches)),
+                                      (SELECT count(*) > 0 FROM profilevault.ingest_batches))
+                        """)
                 }
                 try r.events(batch: batch) { chunk in
                     report.events += Int64(chunk.count)
@@ -483,6 +504,8 @@ struct SubjectDigest {
         for t in [s.createdAt, s.updatedAt, s.lastActivity] { put(Array(String(t).utf8)) }
         for c in s.sealed.piiRow { put(c) }
         for v in s.sealed.attributes { put(Array(String(describing: v).utf8)) }
+        for b in [s.createdBatch, s.updatedBatch] { put(b.map { Array(String($0).utf8) }) }
+        put(s.sealed.digest)
         value = SHA256.hash(value, bytes)
     }
 }
@@ -503,7 +526,7 @@ extension PostgresProfiles {
         let attrs = (try? schema.attributeFields.map { f throws(PostgresStoreError) in "a." + (try Self.attributeColumn(f.name)) }) ?? []
         return """
             SELECT s.id, s.pseudonym, s.kek_version, s.wrapped_dek, s.created_at, s.updated_at, s.last_activity\
-            \((pcols + attrs).map { ", " + $0 }.joined())
+            \((pcols + attrs).map { ", " + $0 }.joined()), s.created_batch, s.updated_batch, s.record_digest
             FROM profilevault.subjects s
             LEFT JOIN profilevault.pii p ON p.subject_id = s.id LEFT JOIN profilevault.attributes a ON a.subject_id = s.id
             """
@@ -528,8 +551,11 @@ extension PostgresProfiles {
             case .string, .category: values.append(try cell.decode(String?.self).map(FieldValue.text) ?? .null)
             }
         }
+        let tail = base + schema.attributeFields.count
+        let (createdBatch, updatedBatch) = (try cells[tail].decode(Int64?.self), try cells[tail + 1].decode(Int64?.self))
+        let digest = try cells[tail + 2].decode(ByteBuffer?.self)?.bytes ?? []
         return SnapshotSubject(id: id, sealed: SealedProfile(line: 0, pseudonym: pseudonym.bytes, kekVersion: version, wrappedDEK: wrapped.bytes,
-                                                             piiRow: pii, attributes: values),
-                               createdAt: created, updatedAt: updated, lastActivity: last)
+                                                             piiRow: pii, attributes: values, digest: digest),
+                               createdAt: created, updatedAt: updated, lastActivity: last, createdBatch: createdBatch, updatedBatch: updatedBatch)
     }
 }

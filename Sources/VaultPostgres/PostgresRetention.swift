@@ -63,3 +63,36 @@ extension PostgresProfiles {
         return RetentionReport.make(eventsDeleted: eventsDeleted, subjectsErased: subjectsErased, dryRun: dryRun)
     }
 }
+
+extension PostgresProfiles {
+    /// Events of `kinds` older than `cutoff` (and, when `subjects`, their subjects'
+    /// pseudonyms), as on SQLite: the detail of a retention dry run, from one snapshot.
+    public func retentionEventMatches(kinds: [String], before cutoff: Int64, subjects: Bool) throws -> (events: Int, subjects: [[UInt8]]) {
+        guard !kinds.isEmpty else { return (0, []) }
+        return try Self.wait("previewing retention") { [engine] in
+            try await engine.transaction("previewing retention", begin: Self.snapshot) { conn -> (events: Int, subjects: [[UInt8]]) in
+                let n = Int(clamping: try await engine.rows(conn, """
+                    SELECT count(*) FROM profilevault.events WHERE kind = ANY(\(kinds)::text[]) AND time < \(cutoff)
+                    """).first?.decode(Int64.self) ?? 0)
+                guard subjects, n > 0 else { return (n, []) }
+                let pseudonyms = try await engine.rows(conn, """
+                    SELECT s.pseudonym FROM profilevault.subjects s
+                    WHERE EXISTS (SELECT 1 FROM profilevault.events e WHERE e.subject_id = s.id AND e.kind = ANY(\(kinds)::text[]) AND e.time < \(cutoff))
+                    ORDER BY s.id
+                    """).map { try $0.decode(ByteBuffer.self).bytes }
+                return (n, pseudonyms)
+            }
+        }
+    }
+
+    /// The pseudonyms of subjects whose last activity is before `cutoff`, in row order.
+    public func inactiveSubjects(before cutoff: Int64) throws -> [[UInt8]] {
+        try Self.wait("previewing retention") { [engine] in
+            try await engine.transaction("previewing retention") { conn in
+                try await engine.rows(conn, "SELECT pseudonym FROM profilevault.subjects WHERE last_activity < \(cutoff) ORDER BY id").map {
+                    try $0.decode(ByteBuffer.self).bytes
+                }
+            }
+        }
+    }
+}

@@ -46,6 +46,8 @@ public enum VaultRoutes {
         ("GET", "/v1/subjects/{customer_id}"),
         ("POST", "/v1/subjects/{customer_id}/consent"),
         ("GET", "/v1/subjects/{customer_id}/export"),
+        ("GET", "/v1/find"),
+        ("POST", "/v1/retention"),
         ("DELETE", "/v1/subjects/{customer_id}"),
         ("POST", "/v1/queries"),
         ("GET", "/v1/budget"),
@@ -220,10 +222,70 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         return json(.object([("changed", .int(Int64(n)))]))
     }
 
-    router.get("/v1/subjects/{customer_id}/export") { _, context -> Response in
+    // ?format=json (default) | html | portability, and csv=true with portability (Art. 20 as CSV).
+    router.get("/v1/subjects/{customer_id}/export") { request, context -> Response in
         let v = try await service.vault(context, permission: "export", action: "export")
         let id = try customerID(context)
-        return json(try await redacting([id]) { try await blocking { JSONForms.accessExport(try v.accessExport(customerID: id)) } })
+        let formatText = request.uri.queryParameters["format"].map(String.init) ?? "json"
+        guard let format = AccessExportFormat(rawValue: formatText) else {
+            throw APIError.badRequest("query parameter format: json, html or portability")
+        }
+        let csvText = request.uri.queryParameters["csv"].map(String.init)
+        guard csvText == nil || csvText == "true" || csvText == "false" else { throw APIError.badRequest("query parameter csv: true or false") }
+        let csv = csvText == "true"
+        if csv && format != .portability { throw APIError.badRequest("query parameter csv needs format=portability") }
+        let report = try await redacting([id]) { try await blocking { try v.accessReport(customerID: id, format: format) } }
+        switch format {
+        case .json: return json(JSONForms.accessReport(report))
+        case .html:
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8",
+                                                   HTTPFields.Element.Name("content-security-policy")!: "default-src 'none'; style-src 'unsafe-inline'",
+                                                   HTTPFields.Element.Name("x-content-type-options")!: "nosniff"],
+                            body: .init(byteBuffer: ByteBuffer(string: AccessExportHTML.render(report))))
+        case .portability:
+            if csv {
+                return Response(status: .ok, headers: [.contentType: "text/csv; charset=utf-8"],
+                                body: .init(byteBuffer: ByteBuffer(string: JSONForms.portabilityCSV(report.export))))
+            }
+            return json(JSONForms.portability(report.export))
+        }
+    }
+
+    // Blind-index lookup on any lookup field (role permission get).
+    router.get("/v1/find") { request, context -> Response in
+        let v = try await service.vault(context, permission: "get", action: "find")
+        guard let field = request.uri.queryParameters["field"].map(String.init), !field.isEmpty else {
+            throw APIError.badRequest("query parameter field is required (a lookup field of the schema)")
+        }
+        guard let value = request.uri.queryParameters["value"].map(String.init), !value.isEmpty else {
+            throw APIError.badRequest("query parameter value is required")
+        }
+        let ids = try await redacting([value]) { try await blocking { try v.find(field: field, value: value) } }
+        return json(.object([("customer_id", .string(ids[0])), ("matches", .array(ids.map { .string($0) }))]))
+    }
+
+    // A retention sweep, or with dry_run its plan (list: the customer IDs per rule).
+    router.post("/v1/retention") { request, context -> Response in
+        let v = try await service.vault(context, permission: "retention", action: "retention.apply")
+        let body = try BodyFields(try await service.jsonBody(request), allowed: ["dry_run", "list", "as_of"])
+        let dryRun = try body.bool("dry_run") ?? false
+        let list = try body.bool("list") ?? false
+        if list && !dryRun { throw APIError.badRequest("list needs dry_run: true") }
+        let asOf: Int64?
+        if let text = try body.string("as_of", required: false) {
+            guard let t = DateParsing.unixSeconds(fromISO8601: Substring(text)) else {
+                throw APIError.badRequest("as_of: not a date (YYYY-MM-DD) or ISO 8601 time")
+            }
+            asOf = t
+        } else {
+            asOf = nil
+        }
+        if dryRun {
+            return json(JSONForms.retentionPlan(try await blocking { try v.retentionPlan(asOf: asOf, list: list) }))
+        }
+        let r = try await blocking { try v.applyRetention(asOf: asOf, dryRun: false) }
+        return json(.object([("events_deleted", .int(Int64(r.eventsDeleted))), ("subjects_erased", .int(Int64(r.subjectsErased))),
+                             ("dry_run", .bool(false))]))
     }
 
     router.delete("/v1/subjects/{customer_id}") { request, context -> Response in

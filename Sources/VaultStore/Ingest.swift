@@ -10,6 +10,8 @@ import Glibc
 public struct IngestReport: Sendable, Equatable {
     public var inserted = 0
     public var updated = 0
+    /// Records identical to the subject's stored profile: nothing written, its last activity kept.
+    public var unchanged = 0
     public var rejected = 0
     public var seconds = 0.0
     public init() {}
@@ -84,7 +86,15 @@ package struct SealedProfile: Sendable {
     /// MACs; nil where the field is empty.
     package var piiRow: [[UInt8]?]
     package var attributes: [FieldValue]
-    package init(line: Int, pseudonym: [UInt8], kekVersion: UInt32, wrappedDEK: [UInt8], piiRow: [[UInt8]?], attributes: [FieldValue]) {
+    /// The record's keyed digest (``ProfileSealer/digest(_:)``): equal to the stored one, the
+    /// record is unchanged and nothing is written.
+    package var digest: [UInt8]
+    /// The last activity the record names (the schema's `last_activity` field), unix seconds.
+    package var lastActivity: Int64?
+    package init(line: Int, pseudonym: [UInt8], kekVersion: UInt32, wrappedDEK: [UInt8], piiRow: [[UInt8]?], attributes: [FieldValue],
+                 digest: [UInt8] = [], lastActivity: Int64? = nil) {
+        self.digest = digest
+        self.lastActivity = lastActivity
         self.line = line
         self.pseudonym = pseudonym
         self.kekVersion = kekVersion
@@ -105,18 +115,22 @@ struct ProfileBatch: Sendable {
     var closesTransaction = false
 }
 
-/// Inserted and updated counts, added to by the writer thread.
+/// Inserted, updated and unchanged counts, added to by the writer thread.
 package final class WriterCounts: @unchecked Sendable {
-    // `@unchecked Sendable`: both fields are guarded by `lock`.
+    // `@unchecked Sendable`: the fields are guarded by `lock`.
     private let lock = NSLock()
-    private var inserted = 0, updated = 0
+    private var inserted = 0, updated = 0, unchanged = 0
     package init() {}
-    package func add(inserted i: Int, updated u: Int) {
-        lock.lock(); inserted += i; updated += u; lock.unlock()
+    package func add(inserted i: Int, updated u: Int, unchanged n: Int = 0) {
+        lock.lock(); inserted += i; updated += u; unchanged += n; lock.unlock()
     }
     package var value: (Int, Int) {
         lock.lock(); defer { lock.unlock() }
         return (inserted, updated)
+    }
+    package var unchangedCount: Int {
+        lock.lock(); defer { lock.unlock() }
+        return unchanged
     }
 }
 
@@ -126,6 +140,8 @@ package final class WriterCounts: @unchecked Sendable {
 package final class ProfileSealer {
     let schema: Schema
     let pseudonymKey: HMACSHA256Key
+    /// Keys the record digests (``digest(_:)``).
+    let digestKey: HMACSHA256Key
     let kek: AESGCMKey
     let kekVersion: UInt32
     let blindKeys: [Int: HMACSHA256Key]   // by schema field index
@@ -134,6 +150,8 @@ package final class ProfileSealer {
     let ciphertextSlot: [Int]
     let macSlot: [Int]
     let rowWidth: Int
+    /// The schema index of the `last_activity` field, if the schema names one.
+    let lastActivityIndex: Int?
 
     convenience init(store: ProfileStore) throws {
         try self.init(schema: store.schema, keys: store.keys, piiFieldIDs: store.piiFieldIDs, piiColumns: store.piiColumns)
@@ -142,6 +160,7 @@ package final class ProfileSealer {
     package init(schema: Schema, keys: StoreKeys, piiFieldIDs: [String: Int], piiColumns: PIIColumns) throws {
         self.schema = schema
         pseudonymKey = try HMACSHA256Key(keys.pseudonym)
+        digestKey = try HMACSHA256Key(keys.recordDigest)
         kekVersion = keys.activeKEKVersion
         guard let kekBytes = keys.keks[kekVersion] else {
             throw VaultError(.configuration, "the keyring's active version \(kekVersion) is retired")
@@ -158,6 +177,7 @@ package final class ProfileSealer {
             ms.append(slot(id.flatMap { piiColumns.macColumn(id: $0) }))
         }
         blindKeys = bk
+        lastActivityIndex = schema.lastActivityField.flatMap { n in schema.fields.firstIndex { $0.name == n } }
         ciphertextSlot = cs
         macSlot = ms
         rowWidth = columns.count
@@ -196,7 +216,8 @@ package final class ProfileSealer {
                 }
             }
         }
-        return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, piiRow: row, attributes: attrs)
+        return SealedProfile(line: p.line, pseudonym: pseudonym, kekVersion: kekVersion, wrappedDEK: wrapped, piiRow: row, attributes: attrs,
+                             digest: digest(p), lastActivity: lastActivity(p))
     }
 }
 
@@ -378,6 +399,7 @@ extension ProfileStore {
         let allowReingest = options.allowReingest
         let openLimit = max(options.batchSize, options.holdForValidation)
         let counts = WriterCounts()
+        let batchRecorder = IngestBatchRecorder(kind: "profiles", source: path, actor: audit?.actor)
         let retired = RetiredChunks<ProfileBatch>()
         let filter = switch options.subjectFilter {
         case nil: SubjectFilter.forInput(bytes: total)
@@ -387,9 +409,10 @@ extension ProfileStore {
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let first = channel.take() {
                 do {
-                    let (ins, upd) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest,
-                                                       gate: gate, openLimit: openLimit, retired: retired, filter: filter)
-                    counts.add(inserted: ins, updated: upd)
+                    let (ins, upd, same) = try writeProfiles(first, then: { channel.take() }, audit: audit, allowReingest: allowReingest,
+                                                             gate: gate, openLimit: openLimit, retired: retired, filter: filter,
+                                                             batch: batchRecorder)
+                    counts.add(inserted: ins, updated: upd, unchanged: same)
                 } catch {
                     channel.fail(error)
                     return
@@ -443,6 +466,7 @@ extension ProfileStore {
         writer.join()
         if let failure = channel.consumerFailure { throw failure }
         (report.inserted, report.updated) = counts.value
+        report.unchanged = counts.unchangedCount
         options.progress?(IngestProgress(phase: "done", records: n, bytes: reader.bytesRead, totalBytes: total))
         try rejects?.finish()
         report.seconds = Date().timeIntervalSince(started)
@@ -455,22 +479,30 @@ extension ProfileStore {
     /// While `gate` (the validation pass) is still running, the transaction stays open past
     /// such a chunk until it holds `openLimit` records; it commits only once the gate has
     /// passed, and rolls back when it fails.
+    ///
+    /// A record whose digest equals the stored one (``SealedProfile/digest``) is `unchanged`:
+    /// nothing of the subject is written, so its last activity, data key and ciphertexts stay.
+    /// The subject row names the ingest run (`batch`) that created it and the last one that
+    /// changed it; the run's row gets each transaction's counts (one statement per transaction).
     func writeProfiles(_ first: ProfileBatch, then next: () -> ProfileBatch? = { nil }, audit: AuditContext?,
                        allowReingest: Bool = false, gate: ValidationGate? = nil, openLimit: Int = 0,
-                       retired: RetiredChunks<ProfileBatch>? = nil, filter: SubjectFilter? = nil) throws -> (inserted: Int, updated: Int) {
+                       retired: RetiredChunks<ProfileBatch>? = nil, filter: SubjectFilter? = nil,
+                       batch: IngestBatchRecorder? = nil) throws -> (inserted: Int, updated: Int, unchanged: Int) {
         let attrCols = schema.attributeFields.map { ProfileStore.quoted($0.name) }
         let attrSQL = "INSERT OR REPLACE INTO attributes(subject_id\(attrCols.isEmpty ? "" : ", " + attrCols.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: attrCols.count)))"
         let now = Int64(Date().timeIntervalSince1970)
-        let (ins, upd) = try pool.write { db -> (Int, Int) in
-            let find = try db.cachedStatement(sql: "SELECT id FROM subjects WHERE \(Self.pseudonymMatch)")
-            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity) VALUES (?, ?, ?, ?, ?, ?)")
-            let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?) WHERE id = ?")
+        let recorder = batch ?? IngestBatchRecorder(kind: "profiles", source: "", actor: audit?.actor, time: now)
+        let (ins, upd, same) = try pool.write { db -> (Int, Int, Int) in
+            let batchID = try recorder.id(db)
+            let find = try db.cachedStatement(sql: "SELECT id, record_digest FROM subjects WHERE \(Self.pseudonymMatch)")
+            let insertSubject = try db.cachedStatement(sql: "INSERT INTO subjects(pseudonym, kek_version, wrapped_dek, created_at, updated_at, last_activity, record_digest, created_batch, updated_batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            let updateSubject = try db.cachedStatement(sql: "UPDATE subjects SET kek_version = ?, wrapped_dek = ?, updated_at = ?, last_activity = max(last_activity, ?), record_digest = ?, updated_batch = ? WHERE id = ?")
             // One `pii` row per subject (ciphertexts and blind-index MACs): an update replaces it whole.
             let piiSQL = "INSERT OR REPLACE INTO pii(subject_id, \(piiColumns.valueColumns.map(\.column).joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: piiColumns.valueColumns.count)))"
             let insertPII = try db.cachedStatement(sql: piiSQL)
             let insertAttrs = try db.cachedStatement(sql: attrSQL)
             let unsuppress = try db.cachedStatement(sql: "DELETE FROM suppressed WHERE pseudonym = ?")
-            var ins = 0, upd = 0, reingested = 0
+            var ins = 0, upd = 0, same = 0, reingested = 0
             let find_ = RawStatement(find, db), insertSubject_ = RawStatement(insertSubject, db)
             let updateSubject_ = RawStatement(updateSubject, db), insertPII_ = RawStatement(insertPII, db)
             let insertAttrs_ = RawStatement(insertAttrs, db), unsuppress_ = RawStatement(unsuppress, db)
@@ -487,22 +519,28 @@ extension ProfileStore {
                     // Find, then insert: the pseudonym index is not UNIQUE (it holds 8-byte keys),
                     // so this writer, the only one that adds subjects, keeps pseudonyms unique.
                     // The filter lets a pseudonym that is certainly new skip the lookup.
-                    var existing: Int64?
+                    var existing: (id: Int64, digest: [UInt8]?)?
                     if filter?.mayContain(p.pseudonym) ?? true {
                         find_.bind(1, blob: p.pseudonym)
-                        existing = try find_.step()
+                        existing = try find_.stepWithBlob()
                     }
                     if let existing {
-                        id = existing
+                        id = existing.id
+                        if !p.digest.isEmpty, existing.digest == p.digest {
+                            same += 1   // the stored record: nothing to write
+                            continue
+                        }
                         updateSubject_.bind(1, Int64(p.kekVersion)); updateSubject_.bind(2, blob: p.wrappedDEK)
-                        updateSubject_.bind(3, now); updateSubject_.bind(4, now); updateSubject_.bind(5, id)
+                        updateSubject_.bind(3, now); updateSubject_.bind(4, p.lastActivity ?? now)
+                        updateSubject_.bind(5, blob: p.digest); updateSubject_.bind(6, batchID); updateSubject_.bind(7, id)
                         try updateSubject_.step()
                         upd += 1
                     } else {
                         insertSubject_.bind(1, blob: p.pseudonym)
                         insertSubject_.bind(2, Int64(p.kekVersion))
                         insertSubject_.bind(3, blob: p.wrappedDEK)
-                        insertSubject_.bind(4, now); insertSubject_.bind(5, now); insertSubject_.bind(6, now)
+                        insertSubject_.bind(4, now); insertSubject_.bind(5, now); insertSubject_.bind(6, p.lastActivity ?? now)
+                        insertSubject_.bind(7, blob: p.digest); insertSubject_.bind(8, batchID); insertSubject_.bind(9, batchID)
                         try insertSubject_.step()
                         id = db.lastInsertedRowID
                         ins += 1
@@ -532,15 +570,17 @@ extension ProfileStore {
                 let epoch = try SubjectFilter.recordEpoch(db)
                 filter?.wrote(epoch: epoch)
             }
+            try recorder.add(db, inserted: ins, updated: upd, unchanged: same, rejected: rejected)
             if let audit {
                 try appendAudit(db, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
-                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("rejected", Int64(rejected)),
+                    ("inserted", Int64(ins)), ("updated", Int64(upd)), ("unchanged", Int64(same)), ("rejected", Int64(rejected)),
                     ("first_line", Int64(first.firstLine)), ("last_line", Int64(lastLine)), ("reingested", Int64(reingested)),
+                    ("batch", batchID),
                 ])])
             }
-            return (ins, upd)
+            return (ins, upd, same)
         }
-        return (ins, upd)
+        return (ins, upd, same)
     }
 
     /// Pseudonyms of erased subjects, with their erasure time (unix ms).

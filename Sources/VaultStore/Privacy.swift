@@ -47,6 +47,10 @@ public struct AccessExport: Sendable {
     public var events: [(kind: String, item: String, value: Double, time: Int64)]
     public var consent: [ConsentEntry]
     public var auditEntries: [String]
+    /// The ingest run that created the subject and the last one that changed its profile (nil
+    /// for subjects ingested before runs were recorded).
+    public var createdBy: IngestBatchInfo? = nil
+    public var updatedBy: IngestBatchInfo? = nil
 }
 
 /// Counts of a retention sweep.
@@ -204,7 +208,13 @@ extension ProfileStore {
         return try pool.read { db -> AccessExport? in
             guard let s = try subjectRow(db, pseudonym: pseudo) else { return nil }
             let view = try profile(db, subject: s, fields: Set(schema.fields.map(\.name)))
-            guard let times = try Row.fetchOne(db, sql: "SELECT created_at, updated_at, last_activity FROM subjects WHERE id = ?", arguments: [s.id]) else { return nil }
+            guard let times = try Row.fetchOne(db, sql: "SELECT created_at, updated_at, last_activity, created_batch, updated_batch FROM subjects WHERE id = ?", arguments: [s.id]) else { return nil }
+            func batch(_ column: String) throws -> IngestBatchInfo? {
+                let v = times.stored(column)
+                if v.isNull { return nil }
+                guard let id = Stored.int(v) else { throw Stored.damaged(subject: s.id, "the \(column) column", v, expected: "an integer") }
+                return try ingestBatch(db, id: id)
+            }
             func time(_ column: String) throws -> Int64 {
                 let v = times.stored(column)
                 guard let t = Stored.int(v) else { throw Stored.damaged(subject: s.id, "the \(column) column", v, expected: "an integer") }
@@ -224,7 +234,8 @@ extension ProfileStore {
             let audit = try String.fetchAll(db, sql: "SELECT entry FROM audit WHERE subject = ? ORDER BY seq", arguments: [Data(pseudo)])
             return AccessExport(customerID: view.customerID, pseudonym: AuditLog.hex(pseudo), createdAt: createdAt,
                                 updatedAt: updatedAt, lastActivity: lastActivity, profile: view,
-                                events: events, consent: try consentHistory(db, subjectID: s.id), auditEntries: audit)
+                                events: events, consent: try consentHistory(db, subjectID: s.id), auditEntries: audit,
+                                createdBy: try batch("created_batch"), updatedBy: try batch("updated_batch"))
         }
     }
 

@@ -17,9 +17,10 @@ extension ConsentEntry {
 extension AccessExport {
     package static func make(customerID: String, pseudonym: String, createdAt: Int64, updatedAt: Int64, lastActivity: Int64,
                              profile: ProfileView, events: [(kind: String, item: String, value: Double, time: Int64)],
-                             consent: [ConsentEntry], auditEntries: [String]) -> AccessExport {
+                             consent: [ConsentEntry], auditEntries: [String], createdBy: IngestBatchInfo? = nil,
+                             updatedBy: IngestBatchInfo? = nil) -> AccessExport {
         AccessExport(customerID: customerID, pseudonym: pseudonym, createdAt: createdAt, updatedAt: updatedAt, lastActivity: lastActivity,
-                     profile: profile, events: events, consent: consent, auditEntries: auditEntries)
+                     profile: profile, events: events, consent: consent, auditEntries: auditEntries, createdBy: createdBy, updatedBy: updatedBy)
     }
 }
 

@@ -66,5 +66,34 @@ public struct RawStatement {
         return first
     }
 
+    /// Runs the statement to completion; returns the first row's first column (an integer)
+    /// and second column (a blob, nil when NULL or not a blob), if any.
+    public func stepWithBlob() throws -> (Int64, [UInt8]?)? {
+        var rc = sqlite3_step(statement)
+        var first: (Int64, [UInt8]?)?
+        while rc == SQLITE_ROW {
+            if first == nil {
+                var blob: [UInt8]?
+                if sqlite3_column_type(statement, 1) == SQLITE_BLOB {
+                    let n = Int(sqlite3_column_bytes(statement, 1))
+                    if let p = sqlite3_column_blob(statement, 1), n > 0 {
+                        blob = Array(UnsafeRawBufferPointer(start: p, count: n))
+                    } else {
+                        blob = []
+                    }
+                }
+                first = (sqlite3_column_int64(statement, 0), blob)
+            }
+            rc = sqlite3_step(statement)
+        }
+        guard rc == SQLITE_DONE else {
+            let message = String(cString: sqlite3_errmsg(connection))
+            sqlite3_reset(statement)
+            throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: message)
+        }
+        sqlite3_reset(statement)
+        return first
+    }
+
     public var changes: Int { Int(sqlite3_changes(connection)) }
 }

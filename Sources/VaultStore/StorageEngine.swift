@@ -60,6 +60,12 @@ public protocol StorageEngine: AnyObject, Sendable {
     func accessExport(customerID: String) throws -> AccessExport?
     func erase(customerIDs: [(line: Int, id: String)], file: String?, reason: String, audit: AuditContext) throws -> [ErasureReceipt]
     func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport
+    /// A retention dry run's detail for one rule (reads only): how many events of `kinds` have
+    /// a time before `cutoff` and, when `subjects`, the pseudonyms of the subjects they belong
+    /// to (each once, in row order).
+    func retentionEventMatches(kinds: [String], before cutoff: Int64, subjects: Bool) throws -> (events: Int, subjects: [[UInt8]])
+    /// The pseudonyms of the subjects whose last activity is before `cutoff`, in row order (reads only).
+    func inactiveSubjects(before cutoff: Int64) throws -> [[UInt8]]
 
     // MARK: Data-subject rights (Rights.swift): restriction, objection, consent import
     func setRestriction(customerID: String, restricted: Bool, audit: AuditContext) throws -> Bool

@@ -15,7 +15,13 @@ package struct SnapshotSubject: Sendable {
     package var createdAt: Int64
     package var updatedAt: Int64
     package var lastActivity: Int64
-    package init(id: Int64, sealed: SealedProfile, createdAt: Int64, updatedAt: Int64, lastActivity: Int64) {
+    /// The ingest runs that created the subject and last changed it (nil: not recorded).
+    package var createdBatch: Int64?
+    package var updatedBatch: Int64?
+    package init(id: Int64, sealed: SealedProfile, createdAt: Int64, updatedAt: Int64, lastActivity: Int64,
+                 createdBatch: Int64? = nil, updatedBatch: Int64? = nil) {
+        self.createdBatch = createdBatch
+        self.updatedBatch = updatedBatch
         self.id = id
         self.sealed = sealed
         self.createdAt = createdAt
@@ -147,6 +153,11 @@ package struct StoreSnapshotReader {
         return try Int64.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0
     }
 
+    /// Every recorded ingest run, in id order.
+    package func ingestBatches() throws -> [IngestBatchInfo] {
+        try Int64.fetchAll(db, sql: "SELECT id FROM ingest_batches ORDER BY id").compactMap { try store.ingestBatch(db, id: $0) }
+    }
+
     /// The subjects in row-id order, with their `pii` and `attributes` rows, `batch` at a time.
     package func subjects(batch: Int, _ body: ([SnapshotSubject]) throws -> Void) throws {
         let pcols = store.piiColumns.valueColumns.map { "p." + $0.column }
@@ -154,7 +165,7 @@ package struct StoreSnapshotReader {
         let acols = attrs.map { "a." + ProfileStore.quoted($0.name) }
         let sql = """
             SELECT s.id, s.pseudonym, s.kek_version, s.wrapped_dek, s.created_at, s.updated_at, s.last_activity\
-            \((pcols + acols).map { ", " + $0 }.joined())
+            \((pcols + acols).map { ", " + $0 }.joined()), s.created_batch, s.updated_batch, s.record_digest
             FROM subjects s LEFT JOIN pii p ON p.subject_id = s.id LEFT JOIN attributes a ON a.subject_id = s.id
             WHERE s.id > ? ORDER BY s.id LIMIT \(max(1, batch))
             """
@@ -189,9 +200,25 @@ package struct StoreSnapshotReader {
                 for (j, f) in attrs.enumerated() {
                     values.append(try Self.fieldValue(row.stored(at: 7 + pcols.count + j), field: f, subject: id))
                 }
+                // The ingest runs and the record digest (v11-ingest-sources): NULL when not recorded.
+                let tail = 7 + pcols.count + acols.count
+                var batches: [Int64?] = []
+                for i in tail..<tail + 2 {
+                    let v = row.stored(at: i)
+                    if v.isNull { batches.append(nil); continue }
+                    guard let b = Stored.int(v) else { throw Stored.damaged(subject: id, "an ingest batch column", v, expected: "an integer") }
+                    batches.append(b)
+                }
+                let d = row.stored(at: tail + 2)
+                var digest: [UInt8] = []
+                if !d.isNull {
+                    guard let b = Stored.blob(d) else { throw Stored.damaged(subject: id, "the record digest", d, expected: "a blob") }
+                    digest = b
+                }
                 out.append(SnapshotSubject(id: id, sealed: SealedProfile(line: 0, pseudonym: pseudonym, kekVersion: kek, wrappedDEK: wrapped,
-                                                                           piiRow: pii, attributes: values),
-                                           createdAt: times[0], updatedAt: times[1], lastActivity: times[2]))
+                                                                           piiRow: pii, attributes: values, digest: digest),
+                                           createdAt: times[0], updatedAt: times[1], lastActivity: times[2],
+                                           createdBatch: batches[0], updatedBatch: batches[1]))
             }
             after = out[out.count - 1].id
             try body(out)

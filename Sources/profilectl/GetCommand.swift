@@ -35,18 +35,30 @@ struct Get: ParsableCommand {
 }
 
 struct Find: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Blind-index lookup by e-mail or phone; prints the customer ID.")
+    static let configuration = CommandConfiguration(abstract: "Blind-index lookup on a lookup field (--field F --value V), or by e-mail or phone; prints the customer ID.")
     @OptionGroup var options: GlobalOptions
+    @Option(help: "A lookup field of the schema (pii: true, lookup: true), with --value.") var field: String?
+    @Option(help: "The value to look up in --field (normalised like the stored values).") var value: String?
     @Option(help: "E-mail address (trimmed, case-insensitive).") var email: String?
     @Option(help: "Phone number (digits only are compared).") var phone: String?
 
     func validate() throws {
-        if (email == nil) == (phone == nil) { throw ValidationError("give exactly one of --email or --phone") }
+        if (field == nil) != (value == nil) { throw ValidationError("--field and --value go together") }
+        if [field != nil, email != nil, phone != nil].filter({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --field F --value V, --email or --phone")
+        }
     }
 
     func run() throws {
         let vault = try options.openVault()
-        let ids = try email.map { try vault.find(.email, value: $0) } ?? vault.find(.phone, value: phone!)
+        let ids: [String]
+        if let field, let value {
+            ids = try vault.find(field: field, value: value)
+        } else if let email {
+            ids = try vault.find(.email, value: email)
+        } else {
+            ids = try vault.find(.phone, value: phone ?? "")
+        }
         options.emit(.object([("customer_id", .string(ids[0])), ("matches", .array(ids.map { .string($0) }))]),
                      text: ids.joined(separator: "\n"))
     }

@@ -56,7 +56,7 @@ struct Ingest: ParsableCommand {
     }
 
     static func emit(_ r: IngestReport, options: GlobalOptions, kind: String) {
-        options.emit(JSONForms.ingest(r), text: String(format: "%@: %d inserted, %d updated, %d rejected in %.2f s", kind, r.inserted, r.updated, r.rejected, r.seconds))
+        options.emit(JSONForms.ingest(r), text: String(format: "%@: %d inserted, %d updated, %d unchanged, %d rejected in %.2f s", kind, r.inserted, r.updated, r.unchanged, r.rejected, r.seconds))
     }
 
     struct Profiles: ParsableCommand {

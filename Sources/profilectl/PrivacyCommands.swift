@@ -81,28 +81,40 @@ struct Consent: ParsableCommand {
 
 
 struct Export: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Data-subject access export: everything held about a subject, decrypted (role privacy_officer).")
+    static let configuration = CommandConfiguration(
+        abstract: "Data-subject access export: everything held about a subject, decrypted (role privacy_officer).",
+        discussion: "--format json (default): the data with what GDPR Art. 15 asks (purposes, categories, recipients, retention, sources, accesses). --format html: the same as one self-contained page. --format portability: the subject's own data (profile fields and events) as JSON, or as CSV with --csv (Art. 20).")
     @OptionGroup var options: GlobalOptions
     @Option(help: "The customer ID.") var subject: String
+    @Option(name: .customLong("format"), help: "json, html or portability.") var formatName = "json"
+    var format: AccessExportFormat { AccessExportFormat(rawValue: formatName) ?? .json }
+    @Flag(help: "With --format portability: CSV (record,name,value,item,time) instead of JSON.") var csv = false
     @Option(help: "Write the export to this file (a new file, mode 0600) instead of stdout.") var out: String?
     @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
 
     func validate() throws {
         if force && out == nil { throw ValidationError("--force needs --out") }
+        guard AccessExportFormat(rawValue: formatName) != nil else { throw ValidationError("--format \(formatName): expected json, html or portability") }
+        if csv && format != .portability { throw ValidationError("--csv needs --format portability") }
     }
 
     func run() throws {
         let vault = try options.openVault()
         // The output is opened first: a refused path (exit 73) decrypts and audits nothing.
         let file = try out.map { try vault.createOutput($0, force: force, what: "the access export") }
-        let e = try vault.accessExport(customerID: subject)
-        let doc = JSONForms.accessExport(e)
+        let r = try vault.accessReport(customerID: subject, format: format)
+        let text: String
+        switch format {
+        case .json: text = JSONForms.accessReport(r).rendered(pretty: true) + "\n"
+        case .html: text = AccessExportHTML.render(r)
+        case .portability: text = csv ? JSONForms.portabilityCSV(r.export) : JSONForms.portability(r.export).rendered(pretty: true) + "\n"
+        }
         if let out, let file {
-            try file.write(doc.rendered(pretty: true) + "\n")
+            try file.write(text)
             try file.commit()
-            options.emit(.object([("customer_id", .string(e.customerID)), ("out", .string(out))]), text: "wrote the access export to \(out) (mode 0600)")
+            options.emit(.object([("customer_id", .string(r.export.customerID)), ("out", .string(out))]), text: "wrote the access export to \(out) (mode 0600)")
         } else {
-            print(doc.rendered(pretty: true))
+            print(text, terminator: "")
         }
     }
 }
@@ -151,17 +163,25 @@ struct Retention: ParsableCommand {
     struct Apply: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Apply policy.yaml's retention rules.")
         @OptionGroup var options: GlobalOptions
-        @Flag(name: .customLong("dry-run"), help: "Report the counts; change nothing.") var dryRun = false
+        @Flag(name: .customLong("dry-run"), help: "Report the counts, per rule too; change nothing.") var dryRun = false
+        @Flag(help: "With --dry-run: list the customer IDs concerned per rule (each resolution audited).") var list = false
         @Option(name: .customLong("as-of"), help: "Apply as if today were this date (YYYY-MM-DD or ISO 8601 time).") var asOf: String?
 
         func validate() throws {
+            if list && !dryRun { throw ValidationError("--list needs --dry-run") }
             if let asOf, DateParsing.unixSeconds(fromISO8601: Substring(asOf)) == nil {
                 throw ValidationError("--as-of \(asOf): not a date (YYYY-MM-DD) or ISO 8601 time")
             }
         }
 
         func run() throws {
-            let r = try options.openVault().applyRetention(asOf: asOf.flatMap { DateParsing.unixSeconds(fromISO8601: Substring($0)) }, dryRun: dryRun)
+            let at = asOf.flatMap { DateParsing.unixSeconds(fromISO8601: Substring($0)) }
+            if dryRun {
+                let plan = try options.openVault().retentionPlan(asOf: at, list: list)
+                options.emit(JSONForms.retentionPlan(plan), text: JSONForms.retentionPlanText(plan))
+                return
+            }
+            let r = try options.openVault().applyRetention(asOf: at, dryRun: dryRun)
             options.emit(.object([("events_deleted", .int(Int64(r.eventsDeleted))), ("subjects_erased", .int(Int64(r.subjectsErased))), ("dry_run", .bool(dryRun))]),
                          text: "\(dryRun ? "would delete" : "deleted") \(r.eventsDeleted) events and \(dryRun ? "erase" : "erased") \(r.subjectsErased) subjects")
         }

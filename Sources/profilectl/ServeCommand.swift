@@ -23,6 +23,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(name: .customLong("max-body-bytes"), help: "Largest ingest body in bytes (413 above it).") var maxBodyBytes = 16 << 20
     @Option(name: .customLong("request-timeout"), help: "Seconds a request may run before it is answered 503 (its work may still finish).") var requestTimeout: Double = 30
+    @Option(name: .customLong("retention-every"), help: ArgumentHelp(
+        "Apply policy.yaml's retention rules at start and then at this interval (e.g. 24h, 12h, 1d; at least 60s), audited as actor retention-scheduler.",
+        valueName: "INTERVAL")) var retentionEvery: String?
 
     func validate() throws {
         _ = try Self.parseListen(listen)
@@ -31,6 +34,18 @@ struct Serve: ParsableCommand {
         guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 86_400 else {
             throw ValidationError("--request-timeout must be between 0.001 and 86400 seconds")
         }
+        if let retentionEvery { _ = try Self.parseInterval(retentionEvery) }
+    }
+
+    /// `--retention-every`: a whole number with a unit s, m, h or d, from 60 s to 366 d.
+    static func parseInterval(_ text: String) throws -> Double {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        guard let unit = text.last, let factor = units[unit], text.count >= 2, text.count <= 12,
+              text.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(text.dropLast()),
+              case (let seconds, false) = n.multipliedReportingOverflow(by: factor), seconds >= 60, seconds <= 366 * 86_400 else {
+            throw ValidationError("--retention-every \(text): expected an interval such as 24h, 12h or 1d (from 60s to 366d)")
+        }
+        return Double(seconds)
     }
 
     static func parseListen(_ text: String) throws -> (host: String, port: Int) {
@@ -60,6 +75,8 @@ struct Serve: ParsableCommand {
         let vault = try Vault.open(configuration)
         try vault.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
+        let retention = try retentionEvery.map { try RetentionScheduler(vault: vault, every: try Self.parseInterval($0), logger: logger) }
+        retention?.start()
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
@@ -75,6 +92,7 @@ struct Serve: ParsableCommand {
             done.signal()
         }
         done.wait()
+        retention?.stop()
         do { try vault.close() } catch {
             logger.error("the store did not close cleanly")
         }

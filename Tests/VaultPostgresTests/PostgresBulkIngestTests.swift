@@ -62,7 +62,8 @@ import VaultValues
                 """)
             #expect(ordered == 0)
             let second = try await onThread { try pg.ingestProfiles(.file(file), options: o) }
-            #expect(second.inserted == 0 && second.updated == 300)
+            // The same records again: unchanged, nothing written.
+            #expect(second.inserted == 0 && second.updated == 0 && second.unchanged == 300)
             #expect(try await onThread { try pg.storedCounts() }[0] == 300)
             #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.pii") == 300)
             #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.attributes") == 300)

@@ -37,6 +37,7 @@ import VaultStore
             #expect(try await engine.meta()["store_id"] == storeID)
             #expect(try await engine.meta()["policy_version"] == nil)
             #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == Int64(PostgresEngine.migrations.count))
+            #expect(try await db.count("SELECT count(*) FROM profilevault.schema_migrations") == PostgresEngine.migrations.count)
             #expect(try await engine.verifyAudit().ok)
             #expect(try await engine.auditHead().entries == 1)
             // A database migrated further than this build knows is refused.
@@ -59,6 +60,9 @@ import VaultStore
                 // Version 8 (the request register): its table, and its columns go with `suppressed` below.
                 "DROP TABLE profilevault.requests",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 8",
+                // Version 9 (ingest sources): its table; its columns go with the subjects below.
+                "DROP TABLE profilevault.ingest_batches",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 9",
                 // Version 6 (bulk ingest) only drops two foreign keys, which these tables lack.
                 "DELETE FROM profilevault.schema_migrations WHERE version = 6",
                 // Version 5 (key custody), which came after 4: its trigger goes with the table below.

@@ -89,6 +89,17 @@ import VaultValues
             try Rows.csv(100..<103).write(toFile: dir + "/more.csv", atomically: true, encoding: .utf8)
             _ = try await onThread { try node.ingestProfiles(.file(dir + "/more.csv"), options: IngestOptions()) }
             #expect(try await db.count("SELECT count(*) FROM profilevault.subjects") == 62)
+            // The ingest runs came along: each subject names the same run, and the record
+            // digests too (the source's file again is unchanged on the copy); the next run's
+            // id follows the copied ones.
+            let a = try #require(try sqlite.accessExport(customerID: Rows.id(17)))
+            let b = try #require(try await onThread { try copy.accessExport(customerID: Rows.id(17)) })
+            #expect(a.createdBy != nil && a.createdBy == b.createdBy && a.updatedBy == b.updatedBy)
+            try Rows.csv(6..<60).write(toFile: dir + "/same.csv", atomically: true, encoding: .utf8)
+            let again = try await onThread { try node.ingestProfiles(.file(dir + "/same.csv"), options: IngestOptions()) }
+            #expect(again.unchanged == 54 && again.updated == 0 && again.inserted == 0, "\(again)")
+            let runs = try await TestDatabase.strings(db, "SELECT id::text FROM profilevault.ingest_batches ORDER BY id")
+            #expect(runs.count == 3 && runs.last == "3", "\(runs)")
             await copy.engine.close()
             await node.engine.close()
         }

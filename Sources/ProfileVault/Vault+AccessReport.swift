@@ -1,0 +1,157 @@
+import Foundation
+public import VaultAudit
+public import VaultPolicy
+public import VaultStore
+
+/// The forms of the data-subject access export (`export --format`).
+public enum AccessExportFormat: String, Sendable, CaseIterable {
+    /// Everything GDPR Art. 15 asks for, as JSON.
+    case json
+    /// The same, as one self-contained HTML page a person can be sent.
+    case html
+    /// The subject's own data (what they provided: profile fields and events; nothing derived,
+    /// no audit), for Art. 20 data portability: JSON, or CSV with `csv`.
+    case portability
+}
+
+/// The access export with what Art. 15(1) asks beside the data: the purposes with their legal
+/// bases and the subject's consent, the categories of data held, the recipients, the retention
+/// of each category and the date it applies to this subject, the source of the data (the
+/// ingest runs), and who accessed the subject's data (denied attempts too).
+public struct SubjectAccessReport: Sendable {
+    public struct PurposeLine: Sendable {
+        public var name: String
+        public var dataUse: String
+        public var legalBasis: String
+        public var consentRequired: Bool
+        /// The subject's current consent for the purpose (nil: never recorded).
+        public var consent: ConsentState?
+        /// Whether the purpose applies to the subject now (its basis is not consent, or consent is granted).
+        public var applies: Bool
+        public var recipients: [String]
+    }
+    public struct CategoryLine: Sendable {
+        public var category: String
+        public var fields: [String]
+        public var events: [String]
+    }
+    public struct RecipientLine: Sendable {
+        public var recipient: String
+        public var purposes: [String]
+    }
+    public struct RetentionLine: Sendable {
+        public var category: String
+        public var keep: String
+        public var after: String
+        /// The fields and event kinds of the subject's data the rule covers.
+        public var appliesTo: [String]
+        /// When the rule next removes data of this subject (unix seconds): for `last_activity`,
+        /// the erasure date unless the subject is active again; for `event_time`, when the oldest
+        /// covered event goes. Nil: nothing of the subject is covered yet.
+        public var date: Int64?
+    }
+    public struct AccessLine: Sendable {
+        public var time: String
+        public var actor: String
+        public var role: String
+        public var purpose: String?
+        public var action: String
+        public var outcome: String
+    }
+
+    public var export: AccessExport
+    public var exportedAtMillis: Int64
+    public var purposes: [PurposeLine]
+    public var categories: [CategoryLine]
+    public var recipients: [RecipientLine]
+    public var retention: [RetentionLine]
+    public var accesses: [AccessLine]
+}
+
+extension Vault {
+    /// The access export with its Art. 15 sections (role permission `export`), audited as
+    /// `export` with the format, before it is returned (so it lists itself among the accesses).
+    public func accessReport(customerID: String, format: AccessExportFormat = .json) throws -> SubjectAccessReport {
+        let e = try accessExport(customerID: customerID, format: format.rawValue)
+        return Self.accessReport(e, policy: policy, schema: schema)
+    }
+
+    /// The Art. 15 sections derived from an export, the policy and the schema (no store access:
+    /// the same on every engine).
+    static func accessReport(_ e: AccessExport, policy: Policy, schema: Schema) -> SubjectAccessReport {
+        // Consent: the ledger's last entry per purpose is the current state.
+        var consent: [String: ConsentState] = [:]
+        for entry in e.consent { consent[entry.purpose] = ConsentState(granted: entry.granted, sinceMillis: entry.timeMillis) }
+        var purposes: [SubjectAccessReport.PurposeLine] = []
+        for name in policy.purposeOrder {
+            guard let p = policy.purpose(name) else { continue }
+            let state = consent[name]
+            let required = p.legalBasis == .consent
+            purposes.append(.init(name: name, dataUse: p.dataUse, legalBasis: p.legalBasis.rawValue, consentRequired: required,
+                                  consent: state, applies: !required || state?.granted == true, recipients: p.recipients))
+        }
+        // Categories of the data held: fields with a value, event kinds with events.
+        var categories: [SubjectAccessReport.CategoryLine] = []
+        func add(_ category: String, field: String? = nil, event: String? = nil) {
+            if let i = categories.firstIndex(where: { $0.category == category }) {
+                if let field { categories[i].fields.append(field) }
+                if let event, !categories[i].events.contains(event) { categories[i].events.append(event) }
+            } else {
+                categories.append(.init(category: category, fields: field.map { [$0] } ?? [], events: event.map { [$0] } ?? []))
+            }
+        }
+        add(schema.subjectIDCategory, field: schema.subjectIDField)
+        let held = Set(e.profile.fields.filter { $0.value != .null }.map(\.name))
+        for f in schema.fields where held.contains(f.name) { add(f.category, field: f.name) }
+        let kinds = Set(e.events.map(\.kind))
+        for k in schema.events where kinds.contains(k.name) { add(k.category, event: k.name) }
+        // Recipients of the purposes that apply.
+        var recipients: [SubjectAccessReport.RecipientLine] = []
+        for p in purposes where p.applies {
+            for r in p.recipients {
+                if let i = recipients.firstIndex(where: { $0.recipient == r }) { recipients[i].purposes.append(p.name) } else {
+                    recipients.append(.init(recipient: r, purposes: [p.name]))
+                }
+            }
+        }
+        // Retention: each rule covering data of the subject, with the date it applies.
+        var retention: [SubjectAccessReport.RetentionLine] = []
+        for rule in policy.retention {
+            let eventKinds = schema.events.filter { kinds.contains($0.name) && Taxonomy.covers(rule.category, $0.category) }.map(\.name)
+            var date: Int64?
+            switch rule.after {
+            case .lastActivity:
+                // A subject rule erases the whole subject; it applies when the schema holds data
+                // of its category (as ProfileStore.retentionCutoffs decides).
+                let applies = schema.fields.contains { Taxonomy.covers(rule.category, $0.category) }
+                    || Taxonomy.covers(rule.category, schema.subjectIDCategory)
+                    || schema.events.contains { Taxonomy.covers(rule.category, $0.category) }
+                guard applies else { continue }
+                let (d, overflow) = e.lastActivity.addingReportingOverflow(Int64(rule.keepSeconds))
+                date = overflow ? nil : d
+                retention.append(.init(category: rule.category, keep: rule.keepText, after: rule.after.rawValue,
+                                       appliesTo: schema.fields.map(\.name).filter { held.contains($0) } + [schema.subjectIDField]
+                                           + schema.events.filter { kinds.contains($0.name) }.map(\.name), date: date))
+            case .eventTime:
+                guard !eventKinds.isEmpty else { continue }
+                if let oldest = e.events.filter({ eventKinds.contains($0.kind) }).map(\.time).min() {
+                    let (d, overflow) = oldest.addingReportingOverflow(Int64(rule.keepSeconds))
+                    date = overflow ? nil : d
+                }
+                retention.append(.init(category: rule.category, keep: rule.keepText, after: rule.after.rawValue, appliesTo: eventKinds, date: date))
+            }
+        }
+        // Who accessed the subject's data: every audit entry naming its pseudonym.
+        let accesses: [SubjectAccessReport.AccessLine] = e.auditEntries.compactMap { text in
+            guard case .object(let pairs)? = try? JSONValue.parse(text) else { return nil }
+            func s(_ key: String) -> String? {
+                if case .string(let v)? = pairs.first(where: { $0.0 == key })?.1 { return v }
+                return nil
+            }
+            return .init(time: s("time_dt") ?? "", actor: s("actor.user.name") ?? "", role: s("unmapped.role") ?? "",
+                         purpose: s("unmapped.purpose"), action: s("api.operation") ?? "", outcome: s("status") ?? "")
+        }
+        return SubjectAccessReport(export: e, exportedAtMillis: AuditLog.nowMillis, purposes: purposes, categories: categories,
+                                   recipients: recipients, retention: retention, accesses: accesses)
+    }
+}

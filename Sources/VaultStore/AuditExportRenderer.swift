@@ -205,8 +205,8 @@ package struct AuditExportRenderer {
             case .csv:
                 var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
                 cells[0] = "head"
-                for (column, value) in [("hash", AuditLog.hex(digest)), ("checkpoint_signature", AuditLog.hex(signature)),
-                                        ("unmapped.subject", subject)] {
+                for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
+                                        ("prev_hash", AuditLog.hex(previous)), ("unmapped.subject", subject)] {
                     if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
                 }
                 buffer += CSVCell.row(cells) + "\n"

@@ -187,6 +187,10 @@ import Testing
         #expect(try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor", "--flat"]).status == 0)
         let entries = try Self.lines(s.dir + "/a.jsonl").filter { ($0["metadata.sequence"] as? Int).map { $0 <= last } ?? false }
         #expect(report["entries"] as? Int == entries.count)
+        // Every entry of this store (init's policy record, ingest, reads, denials, budget
+        // charges, the report) names the policy in force.
+        #expect(entries.allSatisfy { $0["unmapped.policy_version"] as? String == "2026-11-01" },
+                "\(entries.filter { $0["unmapped.policy_version"] == nil })")
         func counts(_ key: String) -> [String: Int] {
             entries.reduce(into: [:]) { $0[($1[key] as? String) ?? "(none)", default: 0] += 1 }
         }

@@ -169,6 +169,44 @@ import Testing
         #expect(v.status == 0 && v.json?["ok"] as? Bool == true)
     }
 
+    /// A write that fails half-way (the file size limit: EFBIG, as a full disk gives ENOSPC) is
+    /// 73 too, the partial file is removed, and the log (with the failure's entry) verifies.
+    @Test func anExportWhoseWriteFailsIsExit73AndLeavesNoFile() throws {
+        let s = try CLIStore()
+        // 160 entries from 160 short processes (denied reads, 8 at a time): the export (about
+        // 160 KB) passes an 80 KiB limit, while each process's own store writes (a few WAL
+        // pages for one append, the WAL restarting after each process's checkpoint) stay far
+        // below it.
+        DispatchQueue.concurrentPerform(iterations: 8) { k in
+            for i in 0..<20 { _ = try? s.run(["get", "--subject", "C\(k * 20 + i)", "--purpose", "customer_support", "--role", "trainer"]) }
+        }
+        // Then one process alone: the last connection to close checkpoints and removes the WAL,
+        // so the limited export starts from an empty one.
+        #expect(try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "trainer"]).status == 77)
+        #expect(((try? FileManager.default.attributesOfItem(atPath: s.dir + "/store.sqlite-wal"))?[.size] as? Int ?? 0) == 0)
+        let out = s.dir + "/big.jsonl"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        // SIGXFSZ ignored (as inherited through exec), so write(2) fails with EFBIG instead.
+        p.arguments = ["-c", "trap '' XFSZ; ulimit -f 80; exec \"$0\" \"$@\"", CLI.binary,
+                       "audit", "export", "--out", out, "--role", "auditor"]
+        p.environment = ProcessInfo.processInfo.environment.merging(s.env) { $1 }
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = Pipe()
+        try p.run()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 73, "\(p.terminationStatus) \(message)")
+        #expect(message.contains("cannot write"), "\(message)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let v = try s.run(["audit", "verify", "--role", "auditor", "--json"])
+        #expect(v.status == 0 && v.json?["ok"] as? Bool == true, "\(v.stdout)")
+        // Without the limit the same export is written.
+        #expect(try s.run(["audit", "export", "--out", out, "--role", "auditor"]).status == 0)
+        #expect((try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int ?? 0) > 120 * 1024)
+    }
+
     /// The report's counts are recomputed here from an export of the same entries.
     @Test func theReportsCountsEqualACountOverTheExportedEntries() throws {
         let s = try Self.store()

@@ -7,6 +7,13 @@ usage: scripts/verify-audit-export.py EXPORT.jsonl PUBLIC-KEY.pem [--expect-head
 (`profilectl audit head --json`, `serve --publish-heads`): each head's signature must verify,
 the entry at its sequence number must have its hash, and the export must reach the newest.
 
+Entries may be flat (`--flat`: the stored dotted keys) or nested as OCSF objects (the default
+of `audit export`): a nested entry is flattened back (every object but the value of
+`unmapped.counts` becomes dotted keys) before it is hashed. A subject's selection
+(`audit export --subject`, first line `{"selection":{"subject":..}}`) is checked entry by entry
+(each hashes with its own prev_hash and names the subject) and against its signed head (the
+count and digest of the selected hashes).
+
 Prints one JSON object {"ok","entries","first_bad","reason"}; exit 0 when ok, 1 otherwise.
 Needs Python 3.9+ and the `cryptography` package (Ed25519).
 """
@@ -46,6 +53,53 @@ def no_duplicates(pairs):
 
 def loads(line):
     return json.loads(line, object_pairs_hook=no_duplicates, parse_constant=lambda c: (_ for _ in ()).throw(Malformed(c)))
+
+OBJECT_VALUED = {"unmapped.counts"}
+
+def flatten(obj):
+    """The stored (flat) entry of an exported one, nested or flat (docs/audit.md)."""
+    out = {}
+    def walk(prefix, v):
+        if isinstance(v, dict) and prefix not in OBJECT_VALUED:
+            if not v: raise Malformed("an empty object in an entry")
+            for k, x in v.items():
+                if not k: raise Malformed("an empty key in an entry")
+                walk(prefix + "." + k, x)
+            return
+        if prefix in out: raise Malformed("two paths give the key %r" % prefix)
+        out[prefix] = v
+    for k, v in obj.items():
+        if not k: raise Malformed("an empty key in an entry")
+        walk(k, v)
+    return out
+
+def verify_selection(lines, subject, verify, done):
+    n, last, first_seen, hashes = 0, None, None, b""
+    head = None
+    for line in lines:
+        if not line.strip(): continue
+        obj = loads(line)
+        if type(obj) is not dict: raise Malformed("a line is not a JSON object")
+        if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")
+        if "head" in obj: head = obj["head"]; continue
+        p, h = hexstr(obj.pop("prev_hash"), "prev_hash", 32), hexstr(obj.pop("hash"), "hash", 32)
+        obj = flatten(obj)
+        seq = integer(obj["metadata.sequence"], "metadata.sequence")
+        n += 1
+        if first_seen is None: first_seen = seq
+        if last is not None and seq <= last: done(False, n, seq, "sequence out of order")
+        if hashlib.sha256(bytes.fromhex(p) + canon(obj).encode("utf-8")).hexdigest() != h: done(False, n, seq, "entry modified")
+        if obj.get("unmapped.subject") != subject: done(False, n, seq, "entry not about the selected subject")
+        hashes += bytes.fromhex(h)
+        last = seq
+    if head is None: done(False, n, (last or 0) + 1, "no signed head: truncated")
+    msg = "profilevault-audit-selection/v1 %d %s %d %s %s %d %s" % (
+        integer(head["first_sequence"], "first_sequence"), head["previous"], integer(head["last_sequence"], "last_sequence"),
+        head["hash"], head["subject"], integer(head["selected"], "selected"), head["digest"])
+    if head["subject"] != subject or not verify(head["signature"], msg): done(False, n, first_seen, "head signature")
+    if first_seen is not None and (first_seen < head["first_sequence"] or last > head["last_sequence"]): done(False, n, first_seen, "entry outside the signed range")
+    if head["selected"] != n or hashlib.sha256(hashes).hexdigest() != head["digest"]: done(False, n, first_seen, "entries deleted from or added to the selection")
+    done(True, n)
 
 def integer(v, what):
     if type(v) is not int: raise Malformed("%s is not an integer" % what)
@@ -95,14 +149,18 @@ def main():
     prev = start_prev = first = last = None
     n, head, last_cp, seen_expected = 0, None, None, False
     prev_cp = None   # (seq, digest, chained) of the last checkpoint seen in this export
-    for line in open(path, "rb"):
+    lines = open(path, "rb")
+    for line in lines:
         if not line.strip(): continue
         obj = loads(line)
+        if first is None and head is None and type(obj) is dict and "selection" in obj:
+            verify_selection(lines, hexstr(obj["selection"]["subject"], "subject", 32), verify, done)
         if type(obj) is not dict: raise Malformed("a line is not a JSON object")
         if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")
         if "head" in obj: head = obj["head"]; continue
         p, h, sig = obj.pop("prev_hash"), obj.pop("hash"), obj.pop("checkpoint_signature", None)
         ct, cps, cpd = obj.pop("checkpoint_time", None), obj.pop("checkpoint_previous_sequence", None), obj.pop("checkpoint_previous", None)
+        obj = flatten(obj)
         seq = integer(obj["metadata.sequence"], "metadata.sequence")
         p, h = hexstr(p, "prev_hash", 32), hexstr(h, "hash", 32)
         if ct is not None: ct, cps, cpd = integer(ct, "checkpoint_time"), integer(cps, "checkpoint_previous_sequence"), hexstr(cpd, "checkpoint_previous", 32)
@@ -129,6 +187,7 @@ def main():
         seen_expected = seen_expected or digest == expect
     if head is None: done(False, n, (last or 0) + 1, "no signed head: truncated")
     msg = "profilevault-audit-export/v1 %d %s %d %s" % (head["first_sequence"], head["previous"], head["last_sequence"], head["hash"])
+    if "subject" in head: done(False, n, head["first_sequence"], "a selection's head without its selection line")
     if not verify(head["signature"], msg): done(False, n, None, "head signature")
     if first is not None and (head["first_sequence"] != first or head["previous"] != start_prev): done(False, n, head["first_sequence"], "start cut")
     if (last if last is not None else head["first_sequence"] - 1) != head["last_sequence"]: done(False, n, (last or 0) + 1, "tail cut")

@@ -90,4 +90,36 @@ public enum JSONForms {
                                  ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))
         }))])
     }
+
+    /// Counts, largest first (ties by name).
+    public static func sortedCounts(_ counts: [String: Int]) -> [(String, Int)] {
+        counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// `audit report --json` and `GET /v1/audit/report`: the denied attempts first, then the
+    /// counts per actor, action, purpose and outcome, and epsilon spent per purpose.
+    public static func auditReport(_ r: AuditReport) -> JSONValue {
+        func counts(_ c: [String: Int]) -> JSONValue { .object(sortedCounts(c).map { ($0.0, .int(Int64($0.1))) }) }
+        let denied: [JSONValue] = r.denied.map { d in
+            .object([("seq", .int(d.sequence)), ("time", .string(d.time)), ("actor", .string(d.actor)), ("role", .string(d.role)),
+                     ("action", .string(d.action)), ("purpose", d.purpose.map { .string($0) } ?? .null),
+                     ("subject", d.subject.map { .string($0) } ?? .null), ("detail", d.detail.map { .string($0) } ?? .null)])
+        }
+        return .object([
+            ("since", isoMillis(r.sinceMillis)),
+            ("until", isoMillis(r.untilMillis)),
+            ("entries", .int(Int64(r.entries))),
+            ("first_sequence", r.firstSequence.map { .int($0) } ?? .null),
+            ("last_sequence", r.lastSequence.map { .int($0) } ?? .null),
+            ("denied_count", .int(Int64(r.deniedCount))),
+            ("denied_by_actor", counts(r.deniedByActor)),
+            ("denied", .array(denied)),
+            ("denied_truncated", .bool(r.deniedCount > r.denied.count)),
+            ("by_actor", counts(r.byActor)),
+            ("by_action", counts(r.byAction)),
+            ("by_purpose", counts(r.byPurpose)),
+            ("by_outcome", counts(r.byOutcome)),
+            ("epsilon_by_purpose", .object(r.epsilonByPurpose.sorted { $0.key < $1.key }.map { ($0.key, .double($0.value)) })),
+        ])
+    }
 }

@@ -21,6 +21,9 @@ public typealias OutputFile = VaultStore.OutputFile
 public typealias AuditVerification = VaultAudit.AuditVerification
 /// The formats of an audit export (JSON Lines, OCSF JSON).
 public typealias AuditExportFormat = VaultStore.AuditExportFormat
+/// What an audit export wrote (entries, signed head, last sequence number); an auditor's report.
+public typealias AuditExportResult = VaultStore.AuditExportResult
+public typealias AuditReport = VaultStore.AuditReport
 /// An ingest's input format and its report.
 public typealias InputFormat = VaultStore.InputFormat
 public typealias IngestReport = VaultStore.IngestReport
@@ -132,11 +135,12 @@ extension Vault {
     /// "ciphertext only" step. Needs `export` (a role that may already read the subject's whole
     /// record decrypted) and is audited as `inspect.stored` with the subject's pseudonym.
     public func storedRows(customerID: String) throws -> RawSubjectRows? {
-        try audited("inspect.stored", .read, permission: "export") { context in
+        try audited("inspect.stored", .read, permission: "export", subjectID: customerID) { context in
             guard let rows = try store.rawRows(customerID: customerID) else {
                 // Recorded as `get` records an unknown subject: a lookup that finds no one is
                 // an attempt too (else the view would probe who is a customer without a trace).
-                try store.audit([context.record("inspect.stored", .read, outcome: .error, detail: "no subject with this customer ID")])
+                try store.audit([context.record("inspect.stored", .read, subject: try store.pseudonym(ofCustomerID: customerID),
+                                                outcome: .error, detail: "no subject with this customer ID")])
                 return nil
             }
             try store.audit([context.record("inspect.stored", .read, subject: try store.pseudonym(ofCustomerID: customerID))])

@@ -20,6 +20,9 @@ extension Vault {
         case file(String)
         /// Customer IDs given inline (an HTTP body's array).
         case list([String])
+
+        /// The one customer a selection names (for the pseudonym of a refused attempt), or nil.
+        var singleID: String? { if case .one(let id) = self { id } else { nil } }
     }
 
     func resolveSelection(_ s: SubjectSelection) throws -> (ids: [(line: Int, id: String)], file: String?) {
@@ -41,7 +44,7 @@ extension Vault {
     /// holding U+0000 is refused (invalid input) before anything is read or written, on every
     /// engine (`StoredText`).
     public func setConsent(_ selection: SubjectSelection, purpose name: String, granted: Bool, source: String?) throws -> Int {
-        try audited(granted ? "consent.grant" : "consent.revoke", .update, permission: "consent", purpose: name) { context in
+        try audited(granted ? "consent.grant" : "consent.revoke", .update, permission: "consent", purpose: name, subjectID: selection.singleID) { context in
             try StoredText.check(source, "consent source")
             try StoredText.check(context.actor, "actor")
             try requireConsentBasis(try purpose(name), granted: granted)
@@ -53,7 +56,7 @@ extension Vault {
 
     /// Consent state for every purpose of the policy.
     public func consentStatus(customerID: String) throws -> [(purpose: String, state: ConsentState, needed: Bool)] {
-        try audited("consent.status", .read, permission: "consent") { context in
+        try audited("consent.status", .read, permission: "consent", subjectID: customerID) { context in
             guard let states = try store.consentState(customerID: customerID) else {
                 throw VaultError(.notFound, "no subject with this customer ID")
             }
@@ -65,7 +68,7 @@ extension Vault {
     }
 
     public func consentHistory(customerID: String) throws -> [ConsentEntry] {
-        try audited("consent.history", .read, permission: "consent") { context in
+        try audited("consent.history", .read, permission: "consent", subjectID: customerID) { context in
             guard let entries = try store.consentHistory(customerID: customerID) else {
                 throw VaultError(.notFound, "no subject with this customer ID")
             }
@@ -80,7 +83,7 @@ extension Vault {
     /// before it is returned (and so it lists itself among the audit entries).
     /// `format` (json, html, portability) is recorded in the entry's detail.
     public func accessExport(customerID: String, format: String? = nil) throws -> AccessExport {
-        try audited("export", .read, permission: "export") { context in
+        try audited("export", .read, permission: "export", subjectID: customerID) { context in
             let pseudo = try store.pseudonym(ofCustomerID: customerID)
             guard try store.exists(customerID: customerID) else {
                 throw subjectNotFound(customerID: customerID)
@@ -102,7 +105,7 @@ extension Vault {
     /// All or nothing: an unknown ID refuses the whole call before anything is erased; one
     /// customer ID that was erased before says when and under which receipt (still 66).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
-        try audited("erase", .delete, permission: "erase") { context in
+        try audited("erase", .delete, permission: "erase", subjectID: selection.singleID) { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             do {

@@ -24,8 +24,9 @@ extension Vault {
     ///
     /// The service calls it before reading a request body, so a caller in the wrong role learns
     /// nothing from input validation and the attempt is on the record.
-    public func authorize(_ permission: String, action: String, purpose: String? = nil) throws {
-        try audited(action, .other, permission: permission, purpose: purpose) { _ in }
+    /// `subjectID`: the customer the request names (its path), whose pseudonym the refusal records.
+    public func authorize(_ permission: String, action: String, purpose: String? = nil, subjectID: String? = nil) throws {
+        try audited(action, .other, permission: permission, purpose: purpose, subjectID: subjectID) { _ in }
     }
 
     /// True when the actor's role grants `permission` (in memory, no audit entry).

@@ -631,7 +631,7 @@ extension Vault {
 
     /// `top` nil: 10. Either way at most the model's cap.
     public func recommend(model source: ArtifactSource, _ selection: SubjectSelection, top requested: Int?) throws -> [(customerID: String, items: [String], reason: String?)] {
-        try audited("recommend", .read, permission: "serve_recommendations") { context in
+        try audited("recommend", .read, permission: "serve_recommendations", subjectID: selection.singleID) { context in
             let topName: String
             let label: String
             switch source {

@@ -122,7 +122,8 @@ public final class Vault: Sendable {
             store = try ProfileStore.create(path: config.storePath, keyring: keyring, schema: schema, policyVersion: policy.version)
         }
         let vault = Vault(configuration: config, schema: schema, policy: policy, store: store, logger: logger, policyFiles: files)
-        let context = AuditContext(actor: config.actor.name, role: config.actor.role, requestID: UUID().uuidString.lowercased())
+        let context = AuditContext(actor: config.actor.name, role: config.actor.role, requestID: UUID().uuidString.lowercased(),
+                                   policyVersion: policy.version)
         _ = try vault.recordPolicy(files, context: context, initial: true)
         logger.info("store created", metadata: ["store": .string(config.storePath)])
         return vault
@@ -190,10 +191,15 @@ public final class Vault: Sendable {
     /// Runs an operation under the audit log: the permission check, the body (which appends
     /// its own `ok` entries inside its transactions), and on any failure one `denied` or
     /// `error` entry saying why. Every entry of one call shares a request id: ``requestID`` when
-    /// set, else a fresh one.
+    /// set, else a fresh one. Every entry carries the version of the policy in force.
+    ///
+    /// `subjectID`: the customer the call names. The failure entry then carries its pseudonym
+    /// (the store's keyed pseudonym function, never the ID), so a refused attempt on a customer
+    /// is found by `audit export --subject` like a granted one.
     func audited<T>(_ action: String, _ activity: AuditActivity, permission: String?, purpose: String? = nil,
-                    _ body: (AuditContext) throws -> T) throws -> T {
-        let context = AuditContext(actor: actor.name, role: actor.role, requestID: requestID ?? UUID().uuidString.lowercased())
+                    subjectID: String? = nil, _ body: (AuditContext) throws -> T) throws -> T {
+        let context = AuditContext(actor: actor.name, role: actor.role, requestID: requestID ?? UUID().uuidString.lowercased(),
+                                   policyVersion: policy.version)
         do {
             if let permission { try require(permission) }
             return try body(context)
@@ -203,8 +209,9 @@ public final class Vault: Sendable {
             // The entry records the error's `detail` (no input value, no server directory), and a
             // purpose only when the policy declares it: an undeclared one is input, recorded as null.
             let recordedPurpose = purpose.flatMap { policy.purpose($0) != nil ? $0 : nil }
+            let subject = subjectID.flatMap { try? store.pseudonym(ofCustomerID: $0) }
             do {
-                try store.audit([context.record(action, activity, purpose: recordedPurpose, outcome: outcome, detail: e.detail)])
+                try store.audit([context.record(action, activity, purpose: recordedPurpose, subject: subject, outcome: outcome, detail: e.detail)])
             } catch {
                 logger.error("could not append the audit entry for a failed operation", metadata: ["action": .string(action)])
             }
@@ -282,7 +289,7 @@ public final class Vault: Sendable {
     /// The decrypted profile of a subject for a purpose that may read PII: the PII fields its
     /// `may_read_pii` covers and the attributes its `may_read` covers, nothing else.
     public func get(customerID: String, purpose name: String) throws -> ProfileView {
-        try audited("get", .read, permission: "get", purpose: name) { context in
+        try audited("get", .read, permission: "get", purpose: name, subjectID: customerID) { context in
             let p = try purpose(name)
             let fields = schema.fields.filter { p.mayRead($0) }
             guard fields.contains(where: \.pii) else {
@@ -357,6 +364,85 @@ public final class Vault: Sendable {
             try store.audit([context.record("audit.export", .read, detail: "format \(format.rawValue)")])
             return try store.exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format)
         }
+    }
+
+    /// What `audit export` selects: a time range, entries after a sequence number, one
+    /// subject's entries; nested OCSF objects unless `flat`.
+    public struct AuditExportRequest: Sendable {
+        public var format: AuditExportFormat
+        public var sinceMillis: Int64?
+        public var untilMillis: Int64?
+        public var afterSequence: Int64?
+        /// The customer ID whose entries to select (resolved to its pseudonym, audited).
+        public var subjectID: String?
+        public var flat: Bool
+        public init(format: AuditExportFormat = .jsonl, sinceMillis: Int64? = nil, untilMillis: Int64? = nil,
+                    afterSequence: Int64? = nil, subjectID: String? = nil, flat: Bool = false) {
+            self.format = format
+            self.sinceMillis = sinceMillis
+            self.untilMillis = untilMillis
+            self.afterSequence = afterSequence
+            self.subjectID = subjectID
+            self.flat = flat
+        }
+    }
+
+    /// The export's own entries, written before it is read (so it appears in its own file):
+    /// with a subject, first `audit.resolve_subject` (the auditor turned a customer ID into its
+    /// pseudonym; the entry carries the pseudonym), then `audit.export`. Returns the store's
+    /// options.
+    func recordAuditExport(_ request: AuditExportRequest, context: AuditContext) throws -> AuditExportOptions {
+        if let after = request.afterSequence, after < 0 { throw VaultError(.usage, "--after-seq must be 0 or more") }
+        var records: [AuditRecord] = []
+        var subject: [UInt8]?
+        if let id = request.subjectID {
+            guard !Normalization.customerID(id).isEmpty else { throw VaultError(.usage, "--subject: the customer ID is empty") }
+            subject = try store.pseudonym(ofCustomerID: id)
+            records.append(context.record("audit.resolve_subject", .read, subject: subject, detail: "customer ID resolved to its pseudonym for an audit export"))
+        }
+        var detail = "format \(request.format.rawValue)"
+        if request.format == .jsonl { detail += request.flat ? ", flat" : ", nested" }
+        if let after = request.afterSequence { detail += ", after entry \(after)" }
+        if subject != nil { detail += ", one subject's entries" }
+        records.append(context.record("audit.export", .read, detail: detail))
+        try store.audit(records)
+        return AuditExportOptions(format: request.format, sinceMillis: request.sinceMillis, untilMillis: request.untilMillis,
+                                  afterSequence: request.afterSequence, subject: subject, nested: !request.flat)
+    }
+
+    /// `audit export` (role permission `audit`) into a new file (``OutputFile``: new and 0600
+    /// unless `force`, never one of ``protectedFiles``; opened before anything is recorded).
+    public func exportAudit(_ request: AuditExportRequest, to path: String, force: Bool = false) throws -> AuditExportResult {
+        try audited("audit.export", .read, permission: "audit", subjectID: request.subjectID) { context in
+            let file = try OutputFile(path: path, force: force, protecting: store.ownFiles + protectedFiles, what: "the audit export")
+            let options = try recordAuditExport(request, context: context)
+            return try store.exportAudit(options, to: file)
+        }
+    }
+
+    /// `audit export` in memory (the HTTP service's `GET /v1/audit`).
+    public func exportAudit(_ request: AuditExportRequest) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
+        try audited("audit.export", .read, permission: "audit", subjectID: request.subjectID) { context in
+            try store.exportAudit(try recordAuditExport(request, context: context))
+        }
+    }
+
+    /// `audit report` (role permission `audit`): counts of the entries between `since` and
+    /// `until` per actor, action, purpose and outcome, the denied attempts, and epsilon spent
+    /// per purpose. Audited first (`audit.report`), so a report whose range reaches now counts
+    /// its own entry.
+    public func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport {
+        try audited("audit.report", .read, permission: "audit") { context in
+            if let s = sinceMillis, let u = untilMillis, s > u { throw VaultError(.usage, "--since is after --until") }
+            try store.audit([context.record("audit.report", .read, detail: "report")])
+            return try store.auditReport(sinceMillis: sinceMillis, untilMillis: untilMillis)
+        }
+    }
+
+    /// Appends every audit entry this process commits to `path`, one JSON line each (the
+    /// export's nested line): `serve --audit-stream FILE`.
+    public func streamAudit(to path: String) throws {
+        try store.streamAudit(to: path, protecting: protectedFiles)
     }
 
     /// Verifies the store's log with the keyring's audit key (role permission `audit`).

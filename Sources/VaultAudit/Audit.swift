@@ -28,10 +28,14 @@ public struct AuditRecord: Sendable {
     public var detail: String?
     /// Counts for bulk operations (one entry per batch, not one per subject).
     public var counts: [(String, Int64)]
+    /// The version of the policy in force (`unmapped.policy_version`); nil writes no key, as
+    /// entries written before the key existed have none (their canonical form is unchanged).
+    public var policyVersion: String?
 
     public init(actor: String, role: String, action: String, activity: AuditActivity, purpose: String? = nil,
                 subject: [UInt8]? = nil, fields: [String] = [], epsilon: Double? = nil, outcome: AuditOutcome = .ok,
-                requestID: String, detail: String? = nil, counts: [(String, Int64)] = []) {
+                requestID: String, detail: String? = nil, counts: [(String, Int64)] = [], policyVersion: String? = nil) {
+        self.policyVersion = policyVersion
         self.actor = actor
         self.role = role
         self.action = action
@@ -49,7 +53,7 @@ public struct AuditRecord: Sendable {
     /// The entry as stored and exported: flat keys named after OCSF API Activity (class 6003)
     /// where a field has a match, `unmapped.*` otherwise (docs/audit.md has the mapping).
     public func entry(sequence: Int64, timeMillis: Int64) -> JSONValue {
-        .object([
+        var pairs: [(String, JSONValue)] = [
             ("metadata.sequence", .int(sequence)),
             ("time", .int(timeMillis)),
             ("time_dt", .string(AuditLog.isoMillis(timeMillis))),
@@ -68,7 +72,9 @@ public struct AuditRecord: Sendable {
             ("unmapped.fields", .array(fields.map(JSONValue.string))),
             ("unmapped.epsilon", epsilon.map { .string(AuditLog.decimal($0)) } ?? .null),
             ("unmapped.counts", .object(counts.map { ($0.0, .int($0.1)) })),
-        ])
+        ]
+        if let policyVersion { pairs.append(("unmapped.policy_version", .string(policyVersion))) }
+        return .object(pairs)
     }
 }
 
@@ -95,6 +101,74 @@ public enum AuditLog {
     /// either end of the file are detected.
     public static func exportHeadMessage(firstSequence: Int64, previous: [UInt8], lastSequence: Int64, head: [UInt8]) -> [UInt8] {
         Array("profilevault-audit-export/v1 \(firstSequence) \(hex(previous)) \(lastSequence) \(hex(head))".utf8)
+    }
+
+    /// The bytes the signed head of a subject's selection covers (`audit export --subject`):
+    /// the contiguous run of the chain the store walked and checked (`first`, the hash before
+    /// it, `last` and its hash), the subject's pseudonym, how many of its entries were selected
+    /// and the SHA-256 of their hashes concatenated in order: an entry dropped from or added to
+    /// the file changes that digest.
+    public static func selectionHeadMessage(firstSequence: Int64, previous: [UInt8], lastSequence: Int64, head: [UInt8],
+                                            subject: String, selected: Int64, digest: [UInt8]) -> [UInt8] {
+        Array("profilevault-audit-selection/v1 \(firstSequence) \(hex(previous)) \(lastSequence) \(hex(head)) \(subject) \(selected) \(hex(digest))".utf8)
+    }
+
+    /// The one key of an entry whose value is an object: ``flattened(_:)`` keeps it whole.
+    public static let objectValuedKeys: Set<String> = ["unmapped.counts"]
+
+    /// The entry with its flat dotted keys nested as OCSF objects (`"actor.user.name"` →
+    /// `{"actor":{"user":{"name":..}}}`); ``flattened(_:)`` gives back the stored entry. An
+    /// entry whose keys would collide (a key that is also the prefix of another) stays flat.
+    public static func nested(_ entry: JSONValue) -> JSONValue {
+        guard case .object(let pairs) = entry else { return entry }
+        final class Node {
+            var value: JSONValue?
+            var children: [(String, Node)] = []
+            func child(_ name: String) -> Node {
+                if let c = children.first(where: { $0.0 == name }) { return c.1 }
+                let n = Node()
+                children.append((name, n))
+                return n
+            }
+            var json: JSONValue { value ?? .object(children.map { ($0.0, $0.1.json) }) }
+        }
+        let root = Node()
+        for (key, value) in pairs {
+            var node = root
+            for part in key.split(separator: ".", omittingEmptySubsequences: false) {
+                guard node.value == nil else { return entry }
+                node = node.child(String(part))
+            }
+            guard node.value == nil, node.children.isEmpty else { return entry }
+            node.value = value
+        }
+        return root.json
+    }
+
+    /// The stored (flat) form of an exported entry, nested or flat: every object is flattened
+    /// into dotted keys except the value of ``objectValuedKeys``. Nil when the result is not
+    /// a valid entry form (two paths giving one key, an empty object, an empty key part): a
+    /// nested line that was altered that way does not verify.
+    public static func flattened(_ entry: JSONValue) -> JSONValue? {
+        guard case .object(let pairs) = entry else { return nil }
+        var out: [(String, JSONValue)] = []
+        var seen = Set<String>()
+        func walk(_ prefix: String, _ value: JSONValue) -> Bool {
+            if case .object(let inner) = value, !objectValuedKeys.contains(prefix) {
+                guard !inner.isEmpty else { return false }
+                for (k, v) in inner {
+                    guard !k.isEmpty, walk(prefix + "." + k, v) else { return false }
+                }
+                return true
+            }
+            guard seen.insert(prefix).inserted else { return false }
+            out.append((prefix, value))
+            return true
+        }
+        for (k, v) in pairs {
+            guard !k.isEmpty, walk(k, v) else { return nil }
+        }
+        return .object(out)
     }
 
     public static func hex(_ bytes: [UInt8]) -> String {
@@ -156,7 +230,7 @@ public enum AuditLog {
     public static let csvColumns = [
         "metadata.sequence", "time", "time_dt", "class_uid", "category_uid", "activity_id", "actor.user.name",
         "api.operation", "api.request.uid", "status", "status_id", "status_detail", "unmapped.role",
-        "unmapped.purpose", "unmapped.subject", "unmapped.fields", "unmapped.epsilon", "unmapped.counts",
+        "unmapped.purpose", "unmapped.subject", "unmapped.fields", "unmapped.epsilon", "unmapped.counts", "unmapped.policy_version",
         "prev_hash", "hash", "checkpoint_signature", "checkpoint_time", "checkpoint_previous_sequence", "checkpoint_previous",
     ]
 }

@@ -21,6 +21,8 @@ public enum AuditExportVerifier {
         var verifier: ChainVerifier?
         var headRecord: JSONValue?
         var lineNo = 0
+        // A subject's selection (`audit export --subject`) starts with a `selection` line.
+        var selection: SelectionCheck?
         func result(_ v: ChainVerifier?, _ seq: Int64?, _ reason: String?) -> AuditVerification {
             AuditVerification(ok: reason == nil, entries: v?.entries ?? 0, firstBad: reason == nil ? nil : seq,
                               reason: reason, head: v.map { AuditLog.hex($0.head) })
@@ -43,6 +45,13 @@ public enum AuditExportVerifier {
                 headRecord = head
                 continue
             }
+            if lineNo == 1, case .object(let s)? = value["selection"] {
+                guard case .string(let subject)? = JSONValue.object(s)["subject"], AuditLog.unhex(subject)?.count == 32 else {
+                    return result(nil, 1, "line 1: a selection without a valid subject")
+                }
+                selection = SelectionCheck(subject: subject)
+                continue
+            }
             guard case .object(let pairs) = value else {
                 return result(verifier, (verifier?.last ?? 0) + 1, "line \(lineNo): not a JSON object")
             }
@@ -63,7 +72,16 @@ public enum AuditExportVerifier {
             guard let prev, let hash else {
                 return result(verifier, (verifier?.last ?? 0) + 1, "line \(lineNo): entry without prev_hash and hash")
             }
-            let entry = JSONValue.object(entryPairs)
+            // Nested (OCSF objects) or flat: the hash covers the stored, flat entry.
+            guard let entry = AuditLog.flattened(.object(entryPairs)) else {
+                return result(verifier, (verifier?.last ?? selection?.last ?? 0) &+ 1, "line \(lineNo): not a valid audit entry (its objects do not flatten to one entry): the file was altered")
+            }
+            if var sel = selection {
+                let ok = sel.add(entry: entry, previous: prev, hash: hash)
+                selection = sel
+                if !ok, let f = sel.failure { return AuditVerification(ok: false, entries: sel.count, firstBad: f.0, reason: f.1, head: nil) }
+                continue
+            }
             if verifier == nil {
                 guard case .int(let seq)? = entry["metadata.sequence"], seq >= 1, seq < Int64.max else {
                     return result(nil, 1, "line \(lineNo): entry without a valid sequence number")
@@ -93,6 +111,12 @@ public enum AuditExportVerifier {
               first >= 1, first < Int64.max, last >= first - 1, last < Int64.max else {
             return result(verifier, (verifier?.last ?? 0) &+ 1, "no valid signed head record at the end: the export was truncated or altered")
         }
+        if let sel = selection {
+            return sel.finish(head: head, first: first, previous: previous, last: last, headHash: headHash, signature: signature, publicKey: publicKey)
+        }
+        if head["subject"] != nil {
+            return result(verifier, first, "the signed head is a subject's selection but the file has no selection line: the file was altered")
+        }
         guard publicKey.isValidSignature(signature, for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: last, head: headHash)) else {
             return result(verifier, (verifier?.lastCheckpoint ?? first - 1) + 1, "the signed head does not verify with this public key: the export was rewritten or signed by another store")
         }
@@ -113,6 +137,66 @@ public enum AuditExportVerifier {
         v.finishExpectation()
         if let f = v.failure { return result(v, f.sequence, f.reason) }
         return result(v, nil, nil)
+    }
+}
+
+/// Checks a subject's selection: each entry hashes (with its stated `prev_hash`) to its stated
+/// hash and names the subject, sequence numbers rise, and the signed head covers exactly these
+/// entries (their count and the digest of their hashes). The entries between them are not in
+/// the file: the store checked that chain before signing.
+struct SelectionCheck {
+    let subject: String
+    var count = 0
+    var last: Int64?
+    var firstSeen: Int64?
+    var hashes: [UInt8] = []
+    var failure: (Int64, String)?
+
+    init(subject: String) { self.subject = subject }
+
+    mutating func add(entry: JSONValue, previous: [UInt8], hash: [UInt8]) -> Bool {
+        guard case .int(let seq)? = entry["metadata.sequence"], seq >= 1, seq < Int64.max else {
+            failure = ((last ?? 0) &+ 1, "entry without a valid sequence number")
+            return false
+        }
+        count += 1
+        if firstSeen == nil { firstSeen = seq }
+        if let last, seq <= last {
+            failure = (seq, "an entry claiming sequence \(seq) follows \(last): entries inserted, duplicated or reordered")
+            return false
+        }
+        guard AuditLog.chain(previous: previous, entry: entry) == hash else {
+            failure = (seq, "hash does not match the entry's content: the entry was modified")
+            return false
+        }
+        guard case .string(subject)? = entry["unmapped.subject"] else {
+            failure = (seq, "entry \(seq) is not about the selected subject: it was added")
+            return false
+        }
+        hashes += hash
+        last = seq
+        return true
+    }
+
+    func finish(head: JSONValue, first: Int64, previous: [UInt8], last end: Int64, headHash: [UInt8], signature: [UInt8],
+                publicKey: Ed25519PublicKey) -> AuditVerification {
+        func bad(_ seq: Int64, _ why: String) -> AuditVerification {
+            AuditVerification(ok: false, entries: count, firstBad: seq, reason: why, head: nil)
+        }
+        guard case .string(subject)? = head["subject"], case .int(let selected)? = head["selected"],
+              case .string(let digestHex)? = head["digest"], let digest = AuditLog.unhex(digestHex) else {
+            return bad(firstSeen ?? first, "the signed head does not name this selection's subject, count and digest: the file was altered")
+        }
+        guard publicKey.isValidSignature(signature, for: AuditLog.selectionHeadMessage(
+            firstSequence: first, previous: previous, lastSequence: end, head: headHash, subject: subject, selected: selected, digest: digest)) else {
+            return bad(firstSeen ?? first, "the signed head does not verify with this public key: the export was rewritten or signed by another store")
+        }
+        if let f = firstSeen, f < first { return bad(f, "entry \(f) lies before the signed range \(first)-\(end): it was added") }
+        if let l = last, l > end { return bad(l, "entry \(l) lies after the signed range \(first)-\(end): it was added") }
+        guard Int64(count) == selected, SHA256.hash(hashes) == digest else {
+            return bad(firstSeen ?? first, "the file holds \(count) entries but the signed head covers \(selected) others: entries of the selection were deleted, added or replaced")
+        }
+        return AuditVerification(ok: true, entries: count, firstBad: nil, reason: nil, head: AuditLog.hex(headHash))
     }
 }
 

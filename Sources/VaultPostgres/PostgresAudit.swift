@@ -3,6 +3,7 @@ import PostgresNIO
 import Synchronization
 public import VaultAudit
 import VaultCrypto
+import VaultStore
 
 /// Group commit for audit entries without a data change of their own: callers that arrive while
 /// this process has a commit in flight are written together in the next transaction (one head
@@ -155,10 +156,14 @@ extension PostgresEngine {
         var prev = head.hash
         let now = head.now
         var seqs: [Int64] = [], texts: [String] = [], prevs: [String] = [], hashes: [String] = [], subjects: [String] = []
+        let streaming = headPublishing.streaming
+        var streamed: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])] = []
         for r in records {
             seq += 1
-            let canonical = r.entry(sequence: seq, timeMillis: now).canonicalBytes()
+            let entry = r.entry(sequence: seq, timeMillis: now)
+            let canonical = entry.canonicalBytes()
             let h = SHA256.hash(prev, canonical)
+            if streaming { streamed.append((entry, prev, h)) }
             seqs.append(seq)
             texts.append(String(decoding: canonical, as: UTF8.self))
             prevs.append(AuditLog.hex(prev))
@@ -179,6 +184,7 @@ extension PostgresEngine {
             """)
         try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
         headPublishing.appended(conn, cp)
+        if streaming { headPublishing.appendedLines(conn, first: head.sequence + 1, AuditStream.lines(streamed, checkpoint: cp)) }
         return (seq, prev, cp)
     }
 

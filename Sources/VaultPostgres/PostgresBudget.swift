@@ -142,7 +142,8 @@ extension PostgresEngine {
             // Nothing charged; what commits is at most the window's empty row.
             guard recordRefusal else { return (nil, exceeded, nil) }
             var denied = AuditRecord(actor: audit.actor, role: audit.role, action: audit.action, activity: audit.activity, purpose: audit.purpose,
-                                     outcome: .denied, requestID: audit.requestID, detail: "budget exceeded: \(exceeded.description)")
+                                     outcome: .denied, requestID: audit.requestID, detail: "budget exceeded: \(exceeded.description)",
+                                     policyVersion: audit.policyVersion)
             denied.subject = nil
             let head = try await appendLocked(conn, [denied])
             return (nil, exceeded, head.checkpoint)

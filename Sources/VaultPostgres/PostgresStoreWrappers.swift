@@ -16,22 +16,59 @@ final class HeadPublishing: Sendable {
     private struct State {
         var publisher: HeadPublisher?
         var pending: [ObjectIdentifier: AuditCheckpoint] = [:]
+        /// `serve --audit-stream`: the lines of each open transaction (with its first sequence
+        /// number), and those committed but waiting for an earlier open one of this process.
+        var stream: AuditStream?
+        var streamPending: [ObjectIdentifier: (first: Int64, lines: [UInt8])] = [:]
+        var streamCommitted: [(first: Int64, lines: [UInt8])] = []
     }
     private let state = Mutex(State())
 
     func start(_ publisher: HeadPublisher) { state.withLock { $0.publisher = publisher } }
+    func startStream(_ stream: AuditStream) { state.withLock { $0.stream = stream } }
+    var streaming: Bool { state.withLock { $0.stream != nil } }
 
     func appended(_ conn: PostgresConnection, _ cp: AuditCheckpoint) {
         state.withLock { s in if s.publisher != nil { s.pending[ObjectIdentifier(conn)] = cp } }
     }
 
+    /// The stream lines of entries appended on `conn` (several appends in one transaction add up).
+    func appendedLines(_ conn: PostgresConnection, first: Int64, _ lines: [UInt8]) {
+        state.withLock { s in
+            guard s.stream != nil else { return }
+            let id = ObjectIdentifier(conn)
+            if var p = s.streamPending[id] { p.lines += lines; s.streamPending[id] = p } else { s.streamPending[id] = (first, lines) }
+        }
+    }
+
     func committed(_ conn: PostgresConnection) {
         let (publisher, cp) = state.withLock { s in (s.publisher, s.pending.removeValue(forKey: ObjectIdentifier(conn))) }
         if let publisher, let cp { publisher.publish(cp) }
+        state.withLock { s in
+            if let p = s.streamPending.removeValue(forKey: ObjectIdentifier(conn)) { s.streamCommitted.append(p) }
+            Self.flush(&s)
+        }
     }
 
     func discard(_ conn: PostgresConnection) {
-        state.withLock { s in _ = s.pending.removeValue(forKey: ObjectIdentifier(conn)) }
+        state.withLock { s in
+            _ = s.pending.removeValue(forKey: ObjectIdentifier(conn))
+            _ = s.streamPending.removeValue(forKey: ObjectIdentifier(conn))
+            Self.flush(&s)
+        }
+    }
+
+    /// Writes the committed transactions that no open transaction of this process precedes,
+    /// in sequence order (the head row lock orders the commits; a continuation may still run
+    /// late, so the order is restored here).
+    private static func flush(_ s: inout State) {
+        guard let stream = s.stream, !s.streamCommitted.isEmpty else { return }
+        let open = s.streamPending.values.map(\.first).min() ?? Int64.max
+        s.streamCommitted.sort { $0.first < $1.first }
+        while let next = s.streamCommitted.first, next.first < open {
+            stream.write(next.lines)
+            s.streamCommitted.removeFirst()
+        }
     }
 }
 
@@ -101,12 +138,61 @@ extension PostgresProfiles {
     /// fields, the same head record), verified by the same `AuditExportVerifier`. Committed on
     /// success, discarded on any failure. Nothing unverified is signed (as on SQLite).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        try file.committing { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis), to: file)
+        return (r.entries, r.head)
     }
 
     /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        try MemoryExportSink.export { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis))
+        return (r.bytes, r.entries, r.head)
+    }
+
+    /// The export of `options` (a subject's selection, `--after-seq`, nested) into `file`, as
+    /// on SQLite.
+    public func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult {
+        try file.committing { try writeAuditExport(options, to: $0) }
+    }
+
+    /// The export of `options` in memory, as on SQLite.
+    public func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
+        let sink = MemoryExportSink()
+        let r = try writeAuditExport(options, to: sink)
+        return (sink.bytes, r.entries, r.head, r.lastSequence)
+    }
+
+    /// Counts of the entries between `since` and `until` (``AuditReport``), streamed from one
+    /// READ ONLY snapshot: only the counts are kept in memory.
+    public func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport {
+        try Self.wait("reporting on the audit log") { [engine] in
+            try await engine.transaction("reporting on the audit log", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
+                var builder = AuditReport.Builder(sinceMillis: sinceMillis, untilMillis: untilMillis)
+                let since = sinceMillis ?? Int64.min, until = untilMillis ?? Int64.max
+                let rows = try await conn.query("SELECT seq, entry FROM profilevault.audit_log WHERE time BETWEEN \(since) AND \(until) ORDER BY seq", logger: engine.logger)
+                var failure: (any Error)?
+                for try await row in rows {
+                    if failure != nil { continue }   // drain the stream; the first failure stands
+                    do {
+                        let (seq, text) = try row.decode((Int64, String).self)
+                        try builder.add(seq: seq, text: text)
+                    } catch {
+                        failure = error
+                    }
+                }
+                if let failure {
+                    throw PostgresStoreError(.integrity, (failure as? VaultError)?.message ?? "an audit entry could not be read: the database was edited (run audit verify)")
+                }
+                return builder.report
+            }
+        }
+    }
+
+    /// Appends every audit entry this process commits from now on to `path`, one JSON line
+    /// each, after its commit and in sequence order (``HeadPublishing``); each node streams the
+    /// entries it commits.
+    public func streamAudit(to path: String, protecting: [ProtectedFile]) throws {
+        let stream = try AuditStream(path: path, protecting: ownFiles + protecting)
+        engine.headPublishing.startStream(stream)
     }
 
     /// The sink, handed to the pool's task that reads the snapshot. `@unchecked Sendable`: the
@@ -158,7 +244,8 @@ extension PostgresProfiles {
     /// The SQLite store's `writeAuditExport` on one REPEATABLE READ snapshot of the cluster's
     /// chain (nodes appending meanwhile do not disturb it): the same slice, the same checks,
     /// the same bytes.
-    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: any AuditExportSink) throws -> (entries: Int, head: String) {
+    private func writeAuditExport(_ options: AuditExportOptions, to out: any AuditExportSink) throws -> AuditExportResult {
+        let (sinceMillis, untilMillis, format) = (options.sinceMillis, options.untilMillis, options.format)
         let signer = engine.auditKey
         let publicKey = auditPublicKey
         let box = SinkBox(out)
@@ -180,7 +267,20 @@ extension PostgresProfiles {
                         guard !overflow else { throw PostgresStoreError(.integrity, "the audit log's sequence numbers are out of range: the database was edited") }
                         lo = next
                     }
-                    let hi = try await int("SELECT max(seq) FROM profilevault.audit_log WHERE time <= \(until)") ?? 0
+                    var hi = try await int("SELECT max(seq) FROM profilevault.audit_log WHERE time <= \(until)") ?? 0
+                    if let after = options.afterSequence {
+                        let newest = try await int("SELECT max(seq) FROM profilevault.audit_log") ?? 0
+                        if let problem = AuditSelection.afterProblem(after, newest: newest) {
+                            throw PostgresStoreError(problem.kind == .usage ? .usage : .invalidInput, problem.message)
+                        }
+                        lo = max(lo, after + 1)
+                    }
+                    if let subject = options.subject, lo <= hi {
+                        // The subject index finds the run holding the subject's entries; every
+                        // entry of the run is checked, only the subject's are written.
+                        let range = try await engine.rows(conn, "SELECT min(seq), max(seq) FROM profilevault.audit_log WHERE subject = \(bytea(subject)) AND seq BETWEEN \(lo) AND \(hi)").first
+                        if let (a, b) = try range?.decode((Int64?, Int64?).self), let a, let b { (lo, hi) = (a, b) } else { lo = hi + 1 }
+                    }
                     var previous = AuditLog.genesis
                     if let p = try await engine.rows(conn, "SELECT prev_hash FROM profilevault.audit_log WHERE seq = \(lo)").first {
                         previous = try p.decode(ByteBuffer.self).bytes
@@ -208,7 +308,8 @@ extension PostgresProfiles {
                         }
                     }
                     func refused(_ r: AuditExportRefusal) -> PostgresStoreError { PostgresStoreError(.integrity, r.message) }
-                    var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints)
+                    var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints,
+                                                       nested: options.nested, subject: options.subject.map(AuditLog.hex))
                     // Every row is read (the stream is drained); the first failure stands.
                     var failure: PostgresStoreError?
                     let rows = try await conn.query(PostgresQuery(unsafeSQL: """
@@ -255,7 +356,7 @@ extension PostgresProfiles {
                         throw refused(r)
                     }
                     try box.write(try renderer.finish(signer: signer))
-                    return (renderer.count, AuditLog.hex(renderer.head))
+                    return AuditExportResult(entries: renderer.rendered, head: AuditLog.hex(renderer.head), lastSequence: renderer.last)
                 }
             }
         } catch {

@@ -63,6 +63,8 @@ public enum VaultRoutes {
         ("POST", "/v1/requests/{request_id}/fulfil"),
         ("POST", "/v1/requests/{request_id}/extend"),
         ("POST", "/v1/requests/{request_id}/deny"),
+        ("GET", "/v1/audit/report"),
+        ("GET", "/v1/audit/head"),
     ]
 }
 
@@ -122,7 +124,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     router.get("/v1/subjects/{customer_id}") { request, context -> Response in
-        let v = try await service.vault(context, permission: "get", action: "get")
+        let v = try await service.vault(context, permission: "get", action: "get", subjectID: try? customerID(context))
         let id = try customerID(context)
         guard let purpose = request.uri.queryParameters["purpose"].map(String.init), !purpose.isEmpty else {
             throw APIError.badRequest("query parameter purpose is required (a purpose that may read PII, e.g. customer_support)")
@@ -131,7 +133,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     router.post("/v1/subjects/{customer_id}/consent") { request, context -> Response in
-        let v = try await service.vault(context, permission: "consent", action: "consent.change")
+        let v = try await service.vault(context, permission: "consent", action: "consent.change", subjectID: try? customerID(context))
         let id = try customerID(context)
         let body = try BodyFields(try await service.jsonBody(request), allowed: ["purpose", "granted", "source", "objection"])
         let purpose = try body.string("purpose", required: true)!
@@ -224,7 +226,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
 
     // ?format=json (default) | html | portability, and csv=true with portability (Art. 20 as CSV).
     router.get("/v1/subjects/{customer_id}/export") { request, context -> Response in
-        let v = try await service.vault(context, permission: "export", action: "export")
+        let v = try await service.vault(context, permission: "export", action: "export", subjectID: try? customerID(context))
         let id = try customerID(context)
         let formatText = request.uri.queryParameters["format"].map(String.init) ?? "json"
         guard let format = AccessExportFormat(rawValue: formatText) else {
@@ -289,7 +291,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     router.delete("/v1/subjects/{customer_id}") { request, context -> Response in
-        let v = try await service.vault(context, permission: "erase", action: "erase")
+        let v = try await service.vault(context, permission: "erase", action: "erase", subjectID: try? customerID(context))
         let id = try customerID(context)
         let given = request.uri.queryParameters["reason"].map(String.init) ?? ""
         guard given.count <= 200 else { throw APIError.badRequest("query parameter reason: at most 200 characters") }
@@ -339,13 +341,46 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     router.get("/v1/audit") { request, context -> Response in
-        let v = try await service.vault(context, permission: "audit", action: "audit.export")
+        let q = request.uri.queryParameters
+        let subject = q["subject"].map(String.init)
+        let v = try await service.vault(context, permission: "audit", action: "audit.export", subjectID: subject)
+        let since = try q["since"].map { try timeMillis(String($0), parameter: "since") }
+        let until = try q["until"].map { try timeMillis(String($0), parameter: "until") }
+        let after = try q["after_seq"].map { text -> Int64 in
+            guard let n = Int64(String(text)), n >= 0 else { throw APIError.badRequest("query parameter after_seq: a sequence number, 0 or more") }
+            return n
+        }
+        let formatName = q["format"].map(String.init) ?? "jsonl"
+        guard let format = AuditExportFormat(rawValue: formatName) else { throw APIError.badRequest("query parameter format: jsonl or csv") }
+        let flat: Bool
+        switch q["flat"].map(String.init) {
+        case nil, "false"?, "0"?: flat = false
+        case "true"?, "1"?, ""?: flat = true
+        default: throw APIError.badRequest("query parameter flat: true or false")
+        }
+        if let subject, subject.isEmpty { throw APIError.badRequest("query parameter subject: a customer ID") }
+        let request = Vault.AuditExportRequest(format: format, sinceMillis: since, untilMillis: until, afterSequence: after, subjectID: subject, flat: flat)
+        let r = try await redacting(subject.map { [$0] } ?? []) { try await blocking { try v.exportAudit(request) } }
+        return Response(status: .ok,
+                        headers: [.contentType: format == .csv ? "text/csv; charset=utf-8" : "application/x-ndjson",
+                                  HTTPFields.Element.Name("x-audit-entries")!: String(r.entries), HTTPFields.Element.Name("x-audit-head")!: r.head,
+                                  HTTPFields.Element.Name("x-audit-last-sequence")!: String(r.lastSequence)],
+                        body: .init(byteBuffer: ByteBuffer(bytes: r.bytes)))
+    }
+
+    router.get("/v1/audit/report") { request, context -> Response in
+        let v = try await service.vault(context, permission: "audit", action: "audit.report")
         let since = try request.uri.queryParameters["since"].map { try timeMillis(String($0), parameter: "since") }
         let until = try request.uri.queryParameters["until"].map { try timeMillis(String($0), parameter: "until") }
-        let (data, entries, head) = try await blocking { try v.exportAudit(sinceMillis: since, untilMillis: until, format: .jsonl) }
-        return Response(status: .ok,
-                        headers: [.contentType: "application/x-ndjson", HTTPFields.Element.Name("x-audit-entries")!: String(entries), HTTPFields.Element.Name("x-audit-head")!: head],
-                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return json(JSONForms.auditReport(try await blocking { try v.auditReport(sinceMillis: since, untilMillis: until) }))
+    }
+
+    router.get("/v1/audit/head") { _, context -> Response in
+        let v = try await service.vault(context, permission: "audit", action: "audit.head")
+        guard let head = try await blocking({ try v.signedAuditHead() }) else {
+            throw VaultError(.notFound, "the audit log is empty: there is no signed head yet")
+        }
+        return json(head.published)
     }
 
     addRequestRoutes(router, service)
@@ -461,14 +496,15 @@ final class VaultService: Sendable {
     /// The request's vault: 401 without a valid token (503 while the tokens file is unusable);
     /// 403 (audited as denied) when the token's role lacks `permission`. The vault checks the
     /// permission again in each operation. Its audit entries carry the request's id.
-    func vault(_ context: VaultRequestContext, permission: String, action: String) async throws -> Vault {
+    /// `subjectID`: the customer the request names, whose pseudonym a refusal records.
+    func vault(_ context: VaultRequestContext, permission: String, action: String, subjectID: String? = nil) async throws -> Vault {
         guard let id = context.identity else {
             if context.tokensUnavailable { throw APIError(.serviceUnavailable, "tokens cannot be checked right now; try again later") }
             throw APIError(.unauthorized, context.authProblem)
         }
         let v = base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role), requestID: context.requestID)
         if !v.permits(permission) {
-            try await blocking { try v.authorize(permission, action: action) }
+            try await blocking { try v.authorize(permission, action: action, subjectID: subjectID) }
             throw VaultError(.denied, "role \(id.role) may not \(permission)")   // authorize always throws here
         }
         return v

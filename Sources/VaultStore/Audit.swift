@@ -12,17 +12,22 @@ public struct AuditContext: Sendable {
     public var actor: String
     public var role: String
     public var requestID: String
-    public init(actor: String, role: String, requestID: String) {
+    /// The version of the policy in force, recorded in every entry this context makes
+    /// (`unmapped.policy_version`); nil records none.
+    public var policyVersion: String?
+    public init(actor: String, role: String, requestID: String, policyVersion: String? = nil) {
         self.actor = actor
         self.role = role
         self.requestID = requestID
+        self.policyVersion = policyVersion
     }
 
     public func record(_ action: String, _ activity: AuditActivity, purpose: String? = nil, subject: [UInt8]? = nil,
                        fields: [String] = [], outcome: AuditOutcome = .ok, detail: String? = nil,
                        counts: [(String, Int64)] = []) -> AuditRecord {
         AuditRecord(actor: actor, role: role, action: action, activity: activity, purpose: purpose, subject: subject,
-                    fields: fields, outcome: outcome, requestID: requestID, detail: detail, counts: counts)
+                    fields: fields, outcome: outcome, requestID: requestID, detail: detail, counts: counts,
+                    policyVersion: policyVersion)
     }
 }
 
@@ -32,6 +37,86 @@ public struct AuditContext: Sendable {
 final class AuditHeadState: Sendable {
     let trusted = Mutex<[UInt8]?>(nil)
     let publisher = Mutex<HeadPublisher?>(nil)
+    /// `serve --audit-stream`: where committed entries go, one JSON line each.
+    let stream = Mutex<AuditStream?>(nil)
+}
+
+/// Appends each committed audit entry, one JSON line each (the export's line: the entry as
+/// OCSF objects with `prev_hash`, `hash` and, on the last entry of a transaction, its
+/// checkpoint), to a file opened once (O_APPEND, 0600 when created, never through a symbolic
+/// link, never one of the protected files): `serve --audit-stream FILE`, for a SIEM. The
+/// engine hands it the lines of a transaction only once that transaction committed, in
+/// sequence order.
+package final class AuditStream: Sendable {
+    let fd: Int32
+    let path: String
+
+    package init(path: String, protecting: [ProtectedFile]) throws {
+        if let reason = OutputFile.protectedReason(path, protecting: protecting) {
+            throw VaultError(.cannotCreate, "\(path): cannot use it as the audit stream: \(reason)")
+        }
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw VaultError(.cannotCreate, "\(path): cannot open the audit stream for appending") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw VaultError(.cannotCreate, "\(path): the audit stream is not a regular file")
+        }
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    /// The lines of one transaction's entries (in order; the last one carries `checkpoint`).
+    package static func lines(_ entries: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])], checkpoint: AuditCheckpoint?) -> [UInt8] {
+        var out = ""
+        for (i, e) in entries.enumerated() {
+            guard case .object(let pairs) = e.entry else { continue }
+            let cp = i == entries.count - 1 ? checkpoint : nil
+            out += AuditExportRenderer.line(entry: pairs, extra: AuditExportRenderer.chainFields(previous: e.previous, hash: e.hash, checkpoint: cp), nested: true)
+            out += "\n"
+        }
+        return Array(out.utf8)
+    }
+
+    /// Appends `bytes` (whole lines). A failure is not the operation's (its entries are
+    /// committed): the consumer catches up with `audit export --after-seq` from the last
+    /// line it holds.
+    package func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count, let base = buffer.baseAddress {
+                let n = Glibc.write(fd, base + offset, buffer.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return }
+                if n == 0 { return }
+                offset += n
+            }
+        }
+    }
+}
+
+/// What `audit export` selects and how it writes it.
+public struct AuditExportOptions: Sendable {
+    public var format: AuditExportFormat
+    /// Entries at or after / at or before these times (unix milliseconds).
+    public var sinceMillis: Int64?
+    public var untilMillis: Int64?
+    /// Only entries with a sequence number above this (incremental shipping).
+    public var afterSequence: Int64?
+    /// Only the entries naming this pseudonym (a subject's selection).
+    public var subject: [UInt8]?
+    /// Entries as OCSF objects (JSON Lines); false: the stored flat keys.
+    public var nested: Bool
+    public init(format: AuditExportFormat = .jsonl, sinceMillis: Int64? = nil, untilMillis: Int64? = nil,
+                afterSequence: Int64? = nil, subject: [UInt8]? = nil, nested: Bool = false) {
+        self.format = format
+        self.sinceMillis = sinceMillis
+        self.untilMillis = untilMillis
+        self.afterSequence = afterSequence
+        self.subject = subject
+        self.nested = nested
+    }
 }
 
 /// Appends published heads, one JSON line each, to a file opened once (O_APPEND, 0600 when
@@ -212,14 +297,21 @@ extension ProfileStore {
         var prev = head.hash
         let now = AuditLog.nowMillis
         let insert = try db.cachedStatement(sql: "INSERT INTO audit(seq, time, entry, prev_hash, hash, subject) VALUES (?, ?, ?, ?, ?, ?)")
+        let streaming = auditHeads.stream.withLock { $0 != nil }
+        var streamed: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])] = []
         for r in records {
             seq += 1
-            let canonical = r.entry(sequence: seq, timeMillis: now).canonicalBytes()
+            let entry = r.entry(sequence: seq, timeMillis: now)
+            let canonical = entry.canonicalBytes()
             let h = SHA256.hash(prev, canonical)
             try insert.execute(arguments: [seq, now, String(decoding: canonical, as: UTF8.self), Data(prev), Data(h), r.subject.map { Data($0) }])
+            if streaming { streamed.append((entry, prev, h)) }
             prev = h
         }
         let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: keys.auditSigning)
+        // The writer's commits are serialised and this runs right after each, so the stream
+        // gets whole transactions in sequence order, and never one that rolled back.
+        let lines = streaming ? AuditStream.lines(streamed, checkpoint: cp) : []
         try db.cachedStatement(sql: "INSERT INTO audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .execute(arguments: [seq, Data(prev), Data(cp.signature), now, now, cp.previousSequence, cp.previousDigest.map { Data($0) }])
         let digest = cp.digest
@@ -227,6 +319,7 @@ extension ProfileStore {
         db.afterNextTransaction(onCommit: { _ in
             heads.trusted.withLock { $0 = digest }
             heads.publisher.withLock { $0?.publish(cp) }
+            if !lines.isEmpty { heads.stream.withLock { $0?.write(lines) } }
         })
         return (seq, prev)
     }
@@ -245,6 +338,14 @@ extension ProfileStore {
         let publisher = try HeadPublisher(path: path, protecting: ownFiles + protecting)
         if let head = try signedAuditHead() { publisher.publish(head) }
         auditHeads.publisher.withLock { $0 = publisher }
+    }
+
+    /// Appends every audit entry this store commits from now on, one JSON line each, to `path`
+    /// (`serve --audit-stream`; created 0600 if absent, appended to otherwise; never one of
+    /// the store's files or `protecting`): ``AuditStream``.
+    public func streamAudit(to path: String, protecting: [ProtectedFile] = []) throws {
+        let stream = try AuditStream(path: path, protecting: ownFiles + protecting)
+        auditHeads.stream.withLock { $0 = stream }
     }
 
     /// Appends entries that record no data change of their own (reads, denials, errors):
@@ -289,22 +390,51 @@ extension ProfileStore {
     /// already opened; committed on success, discarded (only what it created is removed: the
     /// new file, or the temporary file of a replacement) on any failure.
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        try file.committing { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis), to: file)
+        return (r.entries, r.head)
     }
 
     /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
     public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        try MemoryExportSink.export { try writeAuditExport(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: $0) }
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis))
+        return (r.bytes, r.entries, r.head)
     }
 
-    private func writeAuditExport(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to out: some AuditExportSink) throws -> (entries: Int, head: String) {
+    /// The export of `options` into a file opened already (committed on success, discarded on
+    /// failure). `lastSequence`: the slice's last entry, from which the next `--after-seq`
+    /// continues.
+    public func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult {
+        try file.committing { try writeAuditExport(options, to: $0) }
+    }
+
+    /// The export of `options` in memory.
+    public func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
+        let sink = MemoryExportSink()
+        let r = try writeAuditExport(options, to: sink)
+        return (sink.bytes, r.entries, r.head, r.lastSequence)
+    }
+
+    private func writeAuditExport(_ options: AuditExportOptions, to out: some AuditExportSink) throws -> AuditExportResult {
         let signer = keys.auditSigning
         let publicKey = auditPublicKey
+        let format = options.format
         return try pool.read { db in
             // A `since` after the newest entry selects nothing: the slice starts after the end.
-            let lo = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM audit WHERE time >= ?", arguments: [sinceMillis ?? Int64.min])
-                ?? ((try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit") ?? 0) + 1)
-            let hi = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit WHERE time <= ?", arguments: [untilMillis ?? Int64.max]) ?? 0
+            let newest = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit") ?? 0
+            var lo = try Int64.fetchOne(db, sql: "SELECT min(seq) FROM audit WHERE time >= ?", arguments: [options.sinceMillis ?? Int64.min])
+                ?? (newest + 1)
+            var hi = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit WHERE time <= ?", arguments: [options.untilMillis ?? Int64.max]) ?? 0
+            if let after = options.afterSequence {
+                try AuditSelection.checkAfter(after, newest: newest)
+                lo = max(lo, after + 1)
+            }
+            if let subject = options.subject, lo <= hi {
+                // The subject index finds the run holding the subject's entries; every entry of
+                // the run is checked, only the subject's are written.
+                let range = try Row.fetchOne(db, sql: "SELECT min(seq) AS lo, max(seq) AS hi FROM audit WHERE subject = ? AND seq BETWEEN ? AND ?",
+                                             arguments: [Data(subject), lo, hi])
+                if let a = range?.auditInt("lo"), let b = range?.auditInt("hi") { (lo, hi) = (a, b) } else { lo = hi + 1 }
+            }
             var previous = AuditLog.genesis
             if let p = try Data.fetchOne(db, sql: "SELECT prev_hash FROM audit WHERE seq = ?", arguments: [lo]) {
                 previous = [UInt8](p)
@@ -330,7 +460,8 @@ extension ProfileStore {
                     throw VaultError(.integrity, "audit entry \(neighbour): its time column differs from the entry's time: the file was edited; nothing was exported (run audit verify)")
                 }
             }
-            var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints)
+            var renderer = AuditExportRenderer(format: format, first: lo, previous: previous, checkpointBefore: lastCheckpoint, checkpoints: checkpoints,
+                                               nested: options.nested, subject: options.subject.map(AuditLog.hex))
             do {
                 let rows = try Row.fetchCursor(db, sql: "SELECT seq, time, entry, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", arguments: [lo, hi])
                 while let row = try rows.next() {
@@ -359,7 +490,24 @@ extension ProfileStore {
                 throw VaultError(.integrity, refusal.message)
             }
             try out.write(try renderer.finish(signer: signer))
-            return (renderer.count, AuditLog.hex(renderer.head))
+            return AuditExportResult(entries: renderer.rendered, head: AuditLog.hex(renderer.head), lastSequence: renderer.last)
+        }
+    }
+
+    /// Counts of the entries between `since` and `until` (``AuditReport``), read with a cursor
+    /// (the log can hold millions of entries: nothing but the counts is kept in memory).
+    public func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport {
+        try pool.read { db in
+            var builder = AuditReport.Builder(sinceMillis: sinceMillis, untilMillis: untilMillis)
+            let rows = try Row.fetchCursor(db, sql: "SELECT seq, entry FROM audit WHERE time BETWEEN ? AND ? ORDER BY seq",
+                                           arguments: [sinceMillis ?? Int64.min, untilMillis ?? Int64.max])
+            while let row = try rows.next() {
+                guard let seq = row.auditInt("seq"), let text = row.auditText("entry") else {
+                    throw VaultError(.integrity, "an audit entry has a column of the wrong type: the file was edited (run audit verify)")
+                }
+                try builder.add(seq: seq, text: text)
+            }
+            return builder.report
         }
     }
 
@@ -504,7 +652,8 @@ extension OutputFile: AuditExportSink {
 
 /// An export held in memory.
 package final class MemoryExportSink: AuditExportSink {
-    private(set) var bytes: [UInt8] = []
+    package private(set) var bytes: [UInt8] = []
+    package init() {}
     package func write(_ text: String) throws { bytes.append(contentsOf: text.utf8) }
 
     /// Every engine's export to memory: what `write` wrote to a new sink, with its result.

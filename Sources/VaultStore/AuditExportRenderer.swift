@@ -22,7 +22,16 @@ package struct AuditExportRenderer {
     let previous: [UInt8]
     /// The hash of the last entry rendered (`previous` before any).
     package private(set) var head: [UInt8]
+    /// Entries of the chain walked (the whole slice).
     package private(set) var count = 0
+    /// Entries written to the export (the slice, or the subject's entries in it).
+    package private(set) var rendered = 0
+    /// Entries as OCSF objects (``AuditLog/nested(_:)``) rather than flat keys (JSON Lines).
+    let nested: Bool
+    /// A subject's selection: only the entries naming this pseudonym (hex) are written, and the
+    /// head signs their count and digest (``AuditLog/selectionHeadMessage``).
+    let subject: String?
+    private var selectedHashes: [UInt8] = []
     private let checkpoints: [Int64: AuditCheckpoint]
     private var lastCheckpoint: AuditCheckpoint?
     private var buffer = ""
@@ -33,14 +42,44 @@ package struct AuditExportRenderer {
 
     /// `checkpointBefore`: the last checkpoint before `first` (the first one inside links to
     /// it); `checkpoints`: those inside the slice, by sequence number.
-    package init(format: AuditExportFormat, first: Int64, previous: [UInt8], checkpointBefore: AuditCheckpoint?, checkpoints: [Int64: AuditCheckpoint]) {
+    package init(format: AuditExportFormat, first: Int64, previous: [UInt8], checkpointBefore: AuditCheckpoint?, checkpoints: [Int64: AuditCheckpoint],
+                 nested: Bool = false, subject: String? = nil) {
         self.format = format
+        self.nested = nested && format == .jsonl
+        self.subject = subject
         self.first = first
         self.previous = previous
         self.head = previous
         self.lastCheckpoint = checkpointBefore
         self.checkpoints = checkpoints
         if format == .csv { buffer = AuditLog.csvColumns.joined(separator: ",") + "\n" }
+        if let subject, format == .jsonl {
+            buffer = JSONValue.object([("selection", .object([("subject", .string(subject))]))]).canonicalString() + "\n"
+        }
+    }
+
+    /// One entry as an export line (without its newline): the entry (nested or flat) with
+    /// `prev_hash`, `hash` and the checkpoint fields `extra`. Also the line `serve
+    /// --audit-stream` appends.
+    package static func line(entry pairs: [(String, JSONValue)], extra: [(String, JSONValue)], nested: Bool) -> String {
+        guard nested, case .object(let tree) = AuditLog.nested(.object(pairs)) else {
+            return JSONValue.object(pairs + extra).canonicalString()
+        }
+        return JSONValue.object(tree + extra).canonicalString()
+    }
+
+    /// The chain fields of an entry: its hashes and, at a checkpoint, the signature and link.
+    package static func chainFields(previous: [UInt8], hash: [UInt8], checkpoint cp: AuditCheckpoint?) -> [(String, JSONValue)] {
+        var pairs: [(String, JSONValue)] = [("prev_hash", .string(AuditLog.hex(previous))), ("hash", .string(AuditLog.hex(hash)))]
+        if let cp {
+            pairs.append(("checkpoint_signature", .string(AuditLog.hex(cp.signature))))
+            if let t = cp.timeMillis, let ps = cp.previousSequence, let pd = cp.previousDigest {
+                pairs.append(("checkpoint_time", .int(t)))
+                pairs.append(("checkpoint_previous_sequence", .int(ps)))
+                pairs.append(("checkpoint_previous", .string(AuditLog.hex(pd))))
+            }
+        }
+        return pairs
     }
 
     /// The slice's last sequence number (`first - 1` when it is empty).
@@ -64,26 +103,33 @@ package struct AuditExportRenderer {
         guard prev == head, SHA256.hash(prev, Array(text.utf8)) == hash else {
             throw Self.broken(seq, "its hash does not match its content and the entry before it")
         }
-        guard case .object(var pairs)? = try? JSONValue.parse(text), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
+        guard case .object(let pairs)? = try? JSONValue.parse(text), case .int(seq)? = JSONValue.object(pairs)["metadata.sequence"] else {
             throw Self.broken(seq, "not a valid audit entry")
         }
         guard case .int(time)? = JSONValue.object(pairs)["time"] else {
             throw Self.broken(seq, "its time column differs from the entry's time")
         }
-        pairs.append(("prev_hash", .string(AuditLog.hex(prev))))
-        pairs.append(("hash", .string(AuditLog.hex(hash))))
-        if let cp = checkpoints[seq] {
-            try accept(cp, hash: hash)
-            pairs.append(("checkpoint_signature", .string(AuditLog.hex(cp.signature))))
-            if let t = cp.timeMillis, let ps = cp.previousSequence, let pd = cp.previousDigest {
-                pairs.append(("checkpoint_time", .int(t)))
-                pairs.append(("checkpoint_previous_sequence", .int(ps)))
-                pairs.append(("checkpoint_previous", .string(AuditLog.hex(pd))))
+        let cp = checkpoints[seq]
+        if let cp { try accept(cp, hash: hash) }
+        if let subject {
+            // A selection: the entries in between are checked (above) but not written, and no
+            // checkpoint fields (a verifier cannot link checkpoints across the gaps).
+            if case .string(subject)? = JSONValue.object(pairs)["unmapped.subject"] {
+                if format == .jsonl {
+                    buffer += Self.line(entry: pairs, extra: Self.chainFields(previous: prev, hash: hash, checkpoint: nil), nested: nested) + "\n"
+                } else {
+                    buffer += ProfileStore.csvRow(JSONValue.object(pairs + Self.chainFields(previous: prev, hash: hash, checkpoint: nil))) + "\n"
+                }
+                selectedHashes += hash
+                rendered += 1
             }
-        }
-        switch format {
-        case .jsonl: buffer += JSONValue.object(pairs).canonicalString() + "\n"
-        case .csv: buffer += ProfileStore.csvRow(JSONValue.object(pairs)) + "\n"
+        } else {
+            let extra = Self.chainFields(previous: prev, hash: hash, checkpoint: cp)
+            switch format {
+            case .jsonl: buffer += Self.line(entry: pairs, extra: extra, nested: nested) + "\n"
+            case .csv: buffer += ProfileStore.csvRow(JSONValue.object(pairs + extra)) + "\n"
+            }
+            rendered += 1
         }
         head = hash
         count += 1
@@ -137,6 +183,37 @@ package struct AuditExportRenderer {
     /// a `head` object; CSV: a last row with "head" in its first column).
     package mutating func finish(signer: Ed25519PrivateKey) throws -> String {
         let end = last
+        if let subject {
+            let digest = SHA256.hash(selectedHashes)
+            let selected = Int64(rendered)
+            let signature = try signer.signature(for: AuditLog.selectionHeadMessage(
+                firstSequence: first, previous: previous, lastSequence: end, head: head, subject: subject, selected: selected, digest: digest))
+            let headRecord = JSONValue.object([
+                ("first_sequence", .int(first)),
+                ("previous", .string(AuditLog.hex(previous))),
+                ("last_sequence", .int(end)),
+                ("hash", .string(AuditLog.hex(head))),
+                ("subject", .string(subject)),
+                ("selected", .int(selected)),
+                ("digest", .string(AuditLog.hex(digest))),
+                ("signature", .string(AuditLog.hex(signature))),
+                ("signed_at", .string(AuditLog.isoMillis(AuditLog.nowMillis))),
+                ("public_key", .string(AuditLog.hex(signer.publicKey.rawRepresentation))),
+            ])
+            switch format {
+            case .jsonl: buffer += JSONValue.object([("head", headRecord)]).canonicalString() + "\n"
+            case .csv:
+                var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
+                cells[0] = "head"
+                for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
+                                        ("prev_hash", AuditLog.hex(previous)), ("unmapped.subject", subject)] {
+                    if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
+                }
+                buffer += CSVCell.row(cells) + "\n"
+            }
+            defer { buffer = "" }
+            return buffer
+        }
         let signature = try signer.signature(for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: end, head: head))
         let headRecord = JSONValue.object([
             ("first_sequence", .int(first)),

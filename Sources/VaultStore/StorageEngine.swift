@@ -110,6 +110,13 @@ public protocol StorageEngine: AnyObject, Sendable {
     func verifyAudit(expectHead: String?) throws -> AuditVerification
     func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String)
     func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String)
+    /// `audit export` with a subject's selection, `--after-seq` and the nested form.
+    func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult
+    func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64)
+    /// `audit report`: counts over the entries in a time range, streamed.
+    func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport
+    /// `serve --audit-stream FILE`: every entry this process commits, one JSON line each.
+    func streamAudit(to path: String, protecting: [ProtectedFile]) throws
 
     // MARK: The policy ledger
     func latestPolicy() throws -> PolicyRecord?

@@ -17,13 +17,18 @@ func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Auditor tools: export, verify, signed head, public key.",
-        subcommands: [Export.self, Verify.self, Head.self, PublicKey.self])
+        subcommands: [Export.self, Report.self, Verify.self, Head.self, PublicKey.self])
 
     struct Export: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Export the access log (JSON Lines or CSV), ending with a signed head.")
+        static let configuration = CommandConfiguration(
+            abstract: "Export the access log (JSON Lines or CSV), ending with a signed head.",
+            discussion: "JSON Lines entries are OCSF objects ({\"actor\":{\"user\":{\"name\":..}}}) unless --flat; CSV is flat. --subject ID selects one customer's entries (resolving the ID is audited); --after-seq N the entries after N, for shipping without duplicates (the answer's last_sequence is the next N).")
         @OptionGroup var options: GlobalOptions
         @Option(help: "Entries at or after this time (ISO 8601 or unix ms).") var since: String?
         @Option(help: "Entries at or before this time (ISO 8601 or unix ms).") var until: String?
+        @Option(name: .customLong("after-seq"), help: "Only entries with a sequence number above N (the last_sequence of the previous export).") var afterSeq: Int64?
+        @Option(help: "Only the entries about this customer (by its pseudonym; the lookup is audited).") var subject: String?
+        @Flag(help: "Flat dotted keys (as stored) instead of nested OCSF objects (JSON Lines).") var flat = false
         @Option(help: "jsonl or csv.") var format = "jsonl"
         @Option(help: "The export file (a new file, mode 0600).") var out: String
         @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
@@ -32,15 +37,53 @@ struct AuditCommand: ParsableCommand {
             guard AuditExportFormat(rawValue: format) != nil else { throw ValidationError("--format must be jsonl or csv, not \(format)") }
             if let since { _ = try parseTimeMillis(since, option: "--since") }
             if let until { _ = try parseTimeMillis(until, option: "--until") }
+            if let afterSeq, afterSeq < 0 { throw ValidationError("--after-seq must be 0 or more") }
+            if let subject, subject.trimmingCharacters(in: .whitespaces).isEmpty { throw ValidationError("--subject: the customer ID is empty") }
         }
 
         func run() throws {
             let vault = try options.openVault()
-            let r = try vault.exportAudit(sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
-                                          untilMillis: try until.map { try parseTimeMillis($0, option: "--until") },
-                                          format: AuditExportFormat(rawValue: format)!, to: out, force: force)
-            options.emit(.object([("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("out", .string(out))]),
-                         text: "exported \(r.entries) entries to \(out); signed head \(r.head)")
+            guard let fmt = AuditExportFormat(rawValue: format) else { throw ValidationError("--format must be jsonl or csv, not \(format)") }
+            let request = Vault.AuditExportRequest(format: fmt, sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
+                                                   untilMillis: try until.map { try parseTimeMillis($0, option: "--until") },
+                                                   afterSequence: afterSeq, subjectID: subject, flat: flat)
+            let r = try vault.exportAudit(request, to: out, force: force)
+            options.emit(.object([("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("last_sequence", .int(r.lastSequence)),
+                                  ("out", .string(out))]),
+                         text: "exported \(r.entries) entries to \(out); signed head \(r.head); continue with --after-seq \(r.lastSequence)")
+        }
+    }
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Counts of the access log per actor, action, purpose and outcome; denied attempts; epsilon spent per purpose.",
+            discussion: "The report is itself audited (audit.report). It summarises the entries; audit verify proves them.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Entries at or after this time (ISO 8601 or unix ms).") var since: String?
+        @Option(help: "Entries at or before this time (ISO 8601 or unix ms).") var until: String?
+
+        func validate() throws {
+            if let since { _ = try parseTimeMillis(since, option: "--since") }
+            if let until { _ = try parseTimeMillis(until, option: "--until") }
+        }
+
+        func run() throws {
+            let vault = try options.openVault()
+            let report = try vault.auditReport(sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
+                                               untilMillis: try until.map { try parseTimeMillis($0, option: "--until") })
+            let json = JSONForms.auditReport(report)
+            var lines = ["audit report: \(report.entries) entries" + (report.firstSequence.map { " (\($0) to \(report.lastSequence ?? $0))" } ?? "")]
+            lines.append("denied attempts: \(report.deniedCount)")
+            for d in report.denied {
+                lines.append("  #\(d.sequence) \(d.time) \(d.actor) (\(d.role)) \(d.action)\(d.purpose.map { " purpose \($0)" } ?? "")\(d.subject.map { " subject \($0.prefix(16))..." } ?? ""): \(d.detail ?? "")")
+            }
+            for (title, counts) in [("by actor", report.byActor), ("by action", report.byAction), ("by purpose", report.byPurpose), ("by outcome", report.byOutcome)] {
+                lines.append(title + ":")
+                for (k, n) in JSONForms.sortedCounts(counts) { lines.append("  \(k): \(n)") }
+            }
+            lines.append("epsilon spent by purpose:")
+            for (k, e) in report.epsilonByPurpose.sorted(by: { $0.key < $1.key }) { lines.append("  \(k): \(e)") }
+            options.emit(json, text: lines.joined(separator: "\n"))
         }
     }
 

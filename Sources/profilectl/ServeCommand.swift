@@ -20,6 +20,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("publish-heads"), help: ArgumentHelp(
         "Append every new signed audit head, one JSON line each, to this file (keep it on another host; audit verify --expect-head FILE reads it).",
         valueName: "FILE")) var publishHeads: String?
+    @Option(name: .customLong("audit-stream"), help: ArgumentHelp(
+        "Append every audit entry this service commits, one JSON line each (nested OCSF, as audit export writes it), to this file, for a SIEM.",
+        valueName: "FILE")) var auditStream: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(name: .customLong("max-body-bytes"), help: "Largest ingest body in bytes (413 above it).") var maxBodyBytes = 16 << 20
     @Option(name: .customLong("request-timeout"), help: "Seconds a request may run before it is answered 503 (its work may still finish).") var requestTimeout: Double = 30
@@ -71,12 +74,13 @@ struct Serve: ParsableCommand {
         let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
         var configuration = VaultConfiguration(storePath: try options.storePath(), keysPath: keysPath,
                                                policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none"))
-        configuration.protectedFiles = [.tokens(tokens)]   // --publish-heads may never be the tokens file
+        configuration.protectedFiles = [.tokens(tokens)]   // --publish-heads and --audit-stream may never be the tokens file
         let vault = try Vault.open(configuration)
         try vault.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
         let retention = try retentionEvery.map { try RetentionScheduler(vault: vault, every: try Self.parseInterval($0), logger: logger) }
         retention?.start()
+        if let auditStream { try vault.streamAudit(to: auditStream) }
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

@@ -40,7 +40,7 @@ import Testing
         // Every charge and every refusal is in the audit log, and the chain is intact.
         let v = try s.run(["audit", "verify", "--role", "auditor", "--json"])
         #expect(v.json?["ok"] as? Bool == true)
-        #expect(try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor"]).status == 0)
+        #expect(try s.run(["audit", "export", "--out", s.dir + "/a.jsonl", "--role", "auditor", "--flat"]).status == 0)
         let log = try String(contentsOfFile: s.dir + "/a.jsonl", encoding: .utf8)
         #expect(log.components(separatedBy: #""api.operation":"query.count""#).count - 1 == 20)
         #expect(log.components(separatedBy: #""status":"denied""#).count - 1 == 10)

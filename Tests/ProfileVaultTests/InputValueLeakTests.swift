@@ -8,7 +8,7 @@ import Testing
     /// The whole audit log as exported (JSON Lines), by the auditor.
     static func auditText(_ s: CLIStore) throws -> String {
         let out = s.dir + "/audit-\(UUID().uuidString).jsonl"
-        let ex = try s.run(["audit", "export", "--out", out, "--role", "auditor"])
+        let ex = try s.run(["audit", "export", "--out", out, "--role", "auditor", "--flat"])
         #expect(ex.status == 0, "\(ex.stderr)")
         return try String(contentsOfFile: out, encoding: .utf8)
     }

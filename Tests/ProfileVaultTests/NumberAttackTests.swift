@@ -48,7 +48,7 @@ import VaultStore
 
     static func auditEntries(_ s: CLIStore) throws -> [[String: Any]] {
         let out = s.dir + "/audit-\(UUID().uuidString).jsonl"
-        #expect(try s.run(["audit", "export", "--out", out, "--role", "auditor"]).status == 0)
+        #expect(try s.run(["audit", "export", "--out", out, "--role", "auditor", "--flat"]).status == 0)
         return try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }

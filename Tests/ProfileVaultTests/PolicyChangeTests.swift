@@ -52,7 +52,7 @@ import VaultCrypto
 
     func auditLog(_ s: CLIStore) throws -> String {
         let out = s.dir + "/audit-\(UUID().uuidString).jsonl"
-        #expect(try s.run(["audit", "export", "--out", out, "--role", "auditor"]).status == 0)
+        #expect(try s.run(["audit", "export", "--out", out, "--role", "auditor", "--flat"]).status == 0)
         return try String(contentsOfFile: out, encoding: .utf8)
     }
 

@@ -152,9 +152,11 @@ extension TrainTests {
         }
         let denied = try auditEntries(s).filter { $0["api.operation"] as? String == "recommend" && $0["status"] as? String == "denied" }
         // Each call: one entry for the subject asked about (with its pseudonym, whether or not
-        // it exists) and the call's denial: the same work and the same detail for all three.
+        // it exists) and the call's denial, which names the subject too (a denied attempt on a
+        // named customer carries its pseudonym): the same work and the same detail for all three.
         #expect(denied.count == 12 && Set(denied.map { $0["status_detail"] as? String ?? "" }) == [Vault.unavailableSubject], "\(denied)")
-        #expect(denied.filter { $0["unmapped.subject"] is String }.count == 6)
+        #expect(denied.filter { $0["unmapped.subject"] is String }.count == 12)
+        #expect(Set(denied.compactMap { $0["unmapped.subject"] as? String }).count == 3)
         let ids = try s.write("mixed.txt", subjects.joined(separator: "\n") + "\n")
         let list = try recommend(s, model, ["--subjects", ids])
         #expect(list.status == 0, "\(list.stderr)")

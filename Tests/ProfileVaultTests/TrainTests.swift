@@ -49,7 +49,7 @@ import VaultStore
 
     func auditEntries(_ s: CLIStore) throws -> [[String: Any]] {
         let out = s.dir + "/audit.jsonl"
-        #expect(try s.run(["audit", "export", "--out", out, "--force", "--role", "auditor"]).status == 0)
+        #expect(try s.run(["audit", "export", "--out", out, "--force", "--role", "auditor", "--flat"]).status == 0)
         return try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }

@@ -169,7 +169,7 @@ import Glibc
             let bad = try await c.call(.post, "/v1/jobs", as: "trainer", body: #"{"name":"x","kind":"no-such-kind"}"#)
             #expect(bad.status == .badRequest, "\(bad.text)")
             #expect(bad.error?.hasPrefix("request body: ") == true, "\(bad.text)")
-            let a = try await c.call(.get, "/v1/audit", as: "auditor")
+            let a = try await c.call(.get, "/v1/audit?flat=true", as: "auditor")
             #expect(a.status == .ok)
             let train = a.text.split(separator: "\n").filter { $0.contains(#""api.operation":"train""#) }
             #expect(train.count == 1 && train[0].contains(#""status":"error""#), "\(train)")

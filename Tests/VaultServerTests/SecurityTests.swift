@@ -25,6 +25,8 @@ import Glibc
         (.get, "/v1/budget", nil, "trainer"),
         (.post, "/v1/jobs", #"{"job":"j","purpose":"model_training","model":"kmeans","features":["age"],"epsilon":0.1}"#, "trainer"),
         (.get, "/v1/audit", nil, "auditor"),
+        (.get, "/v1/audit/report", nil, "auditor"),
+        (.get, "/v1/audit/head", nil, "auditor"),
         (.post, "/v1/recommendations", #"{"model":{"model":"recommender"},"subject":"C1"}"#, "app"),
     ]
 

@@ -37,15 +37,12 @@ package struct StoreKeys: Sendable {
     /// MACs model artifacts (HMAC-SHA256); derived from the identity version like the pseudonym
     /// key, so artifacts stay valid across key rotations.
     package let modelArtifactMAC: SharedHMACSHA256Key
-<<<<<<< HEAD
     /// Seals the request register's customer IDs, notes and reasons (AES-256-GCM); derived from
     /// the identity version like the pseudonym key, so it survives key rotations. Erasure
     /// deletes a subject's sealed register columns (RequestRegister.swift).
     package let requestRegister: SharedAESGCMKey
-=======
     /// Keys the digests of ingested records (`subjects.record_digest`); identity version.
     package let recordDigest: SecureBytes
->>>>>>> export
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -72,11 +69,8 @@ package struct StoreKeys: Sendable {
         self.blindIndexMACs = biMACs
         self.auditSigning = try Ed25519PrivateKey(seed: keyring.derive(.auditSigning, version: identityVersion))
         self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
-<<<<<<< HEAD
         self.requestRegister = try SharedAESGCMKey(keyring.derive(.requestRegister, version: identityVersion))
-=======
         self.recordDigest = try keyring.derive(.recordDigest, version: identityVersion)
->>>>>>> export
     }
 
     package static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
@@ -449,12 +443,9 @@ public final class ProfileStore: Sendable {
         registerPolicyMigration(&m)
         registerAuditChainMigration(&m)
         registerStoreIDMigration(&m)
-<<<<<<< HEAD
         registerRightsMigration(&m)
         registerRequestMigration(&m)
-=======
         registerIngestSourcesMigration(&m)
->>>>>>> export
         return m
     }
 

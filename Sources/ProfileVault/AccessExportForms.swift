@@ -22,12 +22,13 @@ extension JSONForms {
         guard case .object(var pairs) = accessExport(r.export) else { return accessExport(r.export) }
         if let i = pairs.firstIndex(where: { $0.0 == "exported_at" }) { pairs[i].1 = isoMillis(r.exportedAtMillis) }
         pairs += [
+            ("restricted", .bool(r.restricted)),
             ("purposes", .array(r.purposes.map { p in
                 .object([
                     ("purpose", .string(p.name)), ("data_use", .string(p.dataUse)), ("legal_basis", .string(p.legalBasis)),
                     ("consent_required", .bool(p.consentRequired)),
                     ("consent", p.consent.map { .object([("granted", .bool($0.granted)), ("since", isoMillis($0.sinceMillis))]) } ?? .null),
-                    ("applies", .bool(p.applies)), ("recipients", .array(p.recipients.map { .string($0) })),
+                    ("applies", .bool(p.applies)), ("objection", .bool(p.objection)), ("recipients", .array(p.recipients.map { .string($0) })),
                 ])
             })),
             ("categories", .array(r.categories.map { c in

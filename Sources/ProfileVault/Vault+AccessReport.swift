@@ -26,8 +26,11 @@ public struct SubjectAccessReport: Sendable {
         public var consentRequired: Bool
         /// The subject's current consent for the purpose (nil: never recorded).
         public var consent: ConsentState?
-        /// Whether the purpose applies to the subject now (its basis is not consent, or consent is granted).
+        /// Whether the purpose applies to the subject now: consent granted for a consent purpose;
+        /// no objection (Art. 21) for a legitimate_interest one; and no restriction (Art. 18).
         public var applies: Bool
+        /// The subject objects to this legitimate_interest purpose (Art. 21).
+        public var objection: Bool
         public var recipients: [String]
     }
     public struct CategoryLine: Sendable {
@@ -61,6 +64,8 @@ public struct SubjectAccessReport: Sendable {
 
     public var export: AccessExport
     public var exportedAtMillis: Int64
+    /// The subject's processing is restricted (Art. 18): no purpose applies until it is lifted.
+    public var restricted: Bool
     public var purposes: [PurposeLine]
     public var categories: [CategoryLine]
     public var recipients: [RecipientLine]
@@ -73,12 +78,13 @@ extension Vault {
     /// `export` with the format, before it is returned (so it lists itself among the accesses).
     public func accessReport(customerID: String, format: AccessExportFormat = .json) throws -> SubjectAccessReport {
         let e = try accessExport(customerID: customerID, format: format.rawValue)
-        return Self.accessReport(e, policy: policy, schema: schema)
+        let restricted = try store.restricted(customerID: customerID) ?? false
+        return Self.accessReport(e, restricted: restricted, policy: policy, schema: schema)
     }
 
     /// The Art. 15 sections derived from an export, the policy and the schema (no store access:
     /// the same on every engine).
-    static func accessReport(_ e: AccessExport, policy: Policy, schema: Schema) -> SubjectAccessReport {
+    static func accessReport(_ e: AccessExport, restricted: Bool, policy: Policy, schema: Schema) -> SubjectAccessReport {
         // Consent: the ledger's last entry per purpose is the current state.
         var consent: [String: ConsentState] = [:]
         for entry in e.consent { consent[entry.purpose] = ConsentState(granted: entry.granted, sinceMillis: entry.timeMillis) }
@@ -87,8 +93,10 @@ extension Vault {
             guard let p = policy.purpose(name) else { continue }
             let state = consent[name]
             let required = p.legalBasis == .consent
+            let objection = p.legalBasis == .legitimate_interest && state?.granted == false
+            let applies = !restricted && !objection && (!required || state?.granted == true)
             purposes.append(.init(name: name, dataUse: p.dataUse, legalBasis: p.legalBasis.rawValue, consentRequired: required,
-                                  consent: state, applies: !required || state?.granted == true, recipients: p.recipients))
+                                  consent: state, applies: applies, objection: objection, recipients: p.recipients))
         }
         // Categories of the data held: fields with a value, event kinds with events.
         var categories: [SubjectAccessReport.CategoryLine] = []
@@ -151,7 +159,7 @@ extension Vault {
             return .init(time: s("time_dt") ?? "", actor: s("actor.user.name") ?? "", role: s("unmapped.role") ?? "",
                          purpose: s("unmapped.purpose"), action: s("api.operation") ?? "", outcome: s("status") ?? "")
         }
-        return SubjectAccessReport(export: e, exportedAtMillis: AuditLog.nowMillis, purposes: purposes, categories: categories,
+        return SubjectAccessReport(export: e, exportedAtMillis: AuditLog.nowMillis, restricted: restricted, purposes: purposes, categories: categories,
                                    recipients: recipients, retention: retention, accesses: accesses)
     }
 }

@@ -88,7 +88,7 @@ extension Vault {
     /// erased; the type, channel, date and note are checked before anything is read.
     public func openRequest(type: String, customerID: String, received: String? = nil, channel: String? = nil,
                             note: String? = nil) throws -> RegisterEntry {
-        try audited("requests.open", .create, permission: "requests") { context in
+        try audited("requests.open", .create, permission: "requests", subjectID: customerID) { context in
             let t = try Self.requestType(type)
             let c = try Self.requestChannel(channel)
             let now = AuditLog.nowMillis
@@ -211,7 +211,11 @@ extension Vault {
                     throw try store.erasure(pseudonym: entry.pseudonym).map(Self.erasedError)
                         ?? VaultError(.notFound, "request \(entry.id): its subject is no longer in the store")
                 }
-                let export = JSONForms.accessExport(try accessExport(customerID: customerID))
+                // Access: the Art. 15 export (data, purposes, recipients, retention, sources,
+                // accesses); portability: the subject's own data, machine-readable (Art. 20).
+                let export = entry.type == .access
+                    ? JSONForms.accessReport(try accessReport(customerID: customerID, format: .json))
+                    : JSONForms.portability(try accessReport(customerID: customerID, format: .portability).export)
                 let bytes = Array((export.rendered(pretty: true) + "\n").utf8)
                 if let output {
                     try output.write(bytes)
@@ -235,22 +239,33 @@ extension Vault {
 
     /// Fulfilment of a rectification, restriction or objection request: the outcome to attach.
     ///
-    /// HOOK for the lead: these rights have their own commands (`rectify`, `restrict`, `consent
-    /// object`), built elsewhere. Until they are wired here, the officer runs the right's
-    /// command and then confirms with `requests fulfil ID --done` (HTTP: `{"done": true}`),
-    /// which attaches `confirmed`; without the confirmation the call is refused (65) naming
-    /// what to run. Once wired, this should check the subject's state instead (a restriction
-    /// present, an objection recorded in the consent ledger) and attach what it found.
+    /// - restriction: restricts the subject (permission `restrict` too; audited as `restrict`)
+    ///   and attaches `restricted` (or `already restricted`);
+    /// - objection: checks the consent ledger's state: the subject must object to at least one
+    ///   `legitimate_interest` purpose (`consent object`, or a consent import with granted
+    ///   false); attaches `objection:P1,P2`. Otherwise 65 naming the command to run first;
+    /// - rectification: the corrected values come from the data subject, so the officer runs
+    ///   `rectify` and confirms with `--done` (HTTP `{"done": true}`), which attaches
+    ///   `confirmed`; without it, 65 naming the command.
     func fulfilOther(_ entry: RegisterEntry, customerID: String, confirmed: Bool, context: AuditContext) throws -> String {
-        guard confirmed else {
-            let command = switch entry.type {
-            case .rectification: "rectify --subject ID --set FIELD=VALUE"
-            case .restriction: "restrict --subject ID"
-            default: "consent object --subject ID --purpose P"
+        switch entry.type {
+        case .restriction:
+            return try setRestriction(customerID: customerID, restricted: true) ? "restricted" : "already restricted"
+        case .objection:
+            let states = try store.consentState(customerID: customerID) ?? [:]
+            let objected = policy.purposeOrder.filter { name in
+                policy.purpose(name)?.legalBasis == .legitimate_interest && states[name]?.granted == false
             }
-            throw VaultError(.invalidInput, "request \(entry.id) (\(entry.type.rawValue)): fulfil this request type by running the right's command (profilectl \(command)), then `requests fulfil \(entry.id) --done` (HTTP: body {\"done\": true})")
+            guard !objected.isEmpty else {
+                throw VaultError(.invalidInput, "request \(entry.id) (objection): the subject objects to no legitimate_interest purpose yet: run `profilectl consent object --subject ID --purpose P` (HTTP: POST /v1/subjects/{id}/consent with {\"purpose\": P, \"objection\": true}), then fulfil the request")
+            }
+            return "objection:" + objected.joined(separator: ",")
+        default:
+            guard confirmed else {
+                throw VaultError(.invalidInput, "request \(entry.id) (rectification): run `profilectl rectify --subject ID --set FIELD=VALUE` (HTTP: POST /v1/subjects/{id}/rectification) with the corrected values, then `requests fulfil \(entry.id) --done` (HTTP: {\"done\": true})")
+            }
+            return "confirmed"
         }
-        return "confirmed"
     }
 }
 

@@ -22,7 +22,7 @@ extension Vault {
     /// found (66). While restricted, the subject stays stored and exportable, but every query,
     /// training job, recommendation and `get` leaves it out or refuses it (77).
     public func setRestriction(customerID: String, restricted: Bool) throws -> Bool {
-        try audited(restricted ? "restrict" : "unrestrict", .update, permission: "restrict") { context in
+        try audited(restricted ? "restrict" : "unrestrict", .update, permission: "restrict", subjectID: customerID) { context in
             let id = Normalization.customerID(customerID)
             guard !id.isEmpty else { throw VaultError(.invalidInput, "no customer ID given") }
             return try store.setRestriction(customerID: id, restricted: restricted, audit: context)
@@ -36,7 +36,7 @@ extension Vault {
     /// leaves them out of the purpose's queries, jobs, recommendations and reads, as a revoked
     /// consent does. Another legal basis is refused (65). Returns how many subjects' state changed.
     public func object(_ selection: SubjectSelection, purpose name: String) throws -> Int {
-        try audited("consent.object", .update, permission: "consent", purpose: name) { context in
+        try audited("consent.object", .update, permission: "consent", purpose: name, subjectID: selection.singleID) { context in
             try StoredText.check(context.actor, "actor")
             let p = try purpose(name)
             guard p.legalBasis == .legitimate_interest else {
@@ -192,7 +192,7 @@ extension Vault {
     /// erase and ingest again). Returns the names of the fields whose value changed, in schema
     /// order; the audit entry names them, never a value.
     public func rectify(customerID: String, set assignments: [(field: String, value: String)]) throws -> [String] {
-        try audited("rectify", .update, permission: "rectify") { context in
+        try audited("rectify", .update, permission: "rectify", subjectID: customerID) { context in
             let id = Normalization.customerID(customerID)
             guard !id.isEmpty else { throw VaultError(.invalidInput, "no customer ID given") }
             guard !assignments.isEmpty else { throw VaultError(.usage, "give at least one field=value to set") }

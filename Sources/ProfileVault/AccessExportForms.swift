@@ -150,6 +150,9 @@ public enum AccessExportHTML {
         h += "<p>Customer ID <strong>\(escape(e.customerID))</strong>. Exported \(escape(AuditLog.isoMillis(r.exportedAtMillis))). "
         h += "Record created \(escape(DateParsing.iso8601(unixSeconds: e.createdAt))), last changed \(escape(DateParsing.iso8601(unixSeconds: e.updatedAt))), "
         h += "last activity \(escape(DateParsing.iso8601(unixSeconds: e.lastActivity))).</p>\n"
+        if r.restricted {
+            h += "<p><strong>The processing of your data is restricted (GDPR Art. 18):</strong> it is stored, but used for no purpose until the restriction is lifted.</p>\n"
+        }
         h += "<h2>Your data</h2>\n" + table(["Field", "Value"], [["customer_id", e.customerID]] + e.profile.fields.map { [$0.name, value($0.value)] })
         h += "<h2>Events</h2>\n" + table(["Time", "Kind", "Item", "Value"], e.events.map {
             [DateParsing.iso8601(unixSeconds: $0.time), $0.kind, $0.item, String($0.value)]
@@ -158,7 +161,7 @@ public enum AccessExportHTML {
             [$0.category, $0.fields.joined(separator: ", "), $0.events.joined(separator: ", ")]
         })
         h += "<h2>Purposes and legal bases</h2>\n" + table(["Purpose", "Data use", "Legal basis", "Your consent", "Applies", "Recipients"], r.purposes.map { p in
-            let consent = p.consent.map { ($0.granted ? "granted" : "withdrawn") + ($0.sinceMillis.map { " since " + AuditLog.isoMillis($0) } ?? "") }
+            let consent = p.objection ? "you objected" + (p.consent?.sinceMillis.map { " on " + AuditLog.isoMillis($0) } ?? "") : p.consent.map { ($0.granted ? "granted" : "withdrawn") + ($0.sinceMillis.map { " since " + AuditLog.isoMillis($0) } ?? "") }
                 ?? (p.consentRequired ? "not given" : "not needed")
             return [p.name, p.dataUse, p.legalBasis, consent, p.applies ? "yes" : "no", p.recipients.joined(separator: ", ")]
         })

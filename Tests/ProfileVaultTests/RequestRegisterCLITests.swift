@@ -163,15 +163,35 @@ import VaultCrypto
         #expect(try s.run(["requests", "fulfil", id2, "--out", out] + Self.officer).status == 73)
     }
 
-    @Test func otherTypesNeedTheRightsCommandThenDone() throws {
+    /// Restriction: fulfil restricts the subject. Objection: fulfil checks the ledger and is
+    /// refused while the subject objects to nothing (`--done` does not override that).
+    /// Rectification: the values come from the person, so `rectify` then `--done`.
+    @Test func restrictionRestrictsObjectionIsCheckedRectificationIsConfirmed() throws {
         let s = try Self.store()
         let id = requestID(try open(s, "restriction", Self.id(1)))
-        let r = try s.run(["requests", "fulfil", id] + Self.officer)
+        let f = try s.run(["requests", "fulfil", id, "--json"] + Self.officer)
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect((f.json?["request"] as? [String: Any])?["outcome"] as? String == "restricted")
+        // The subject is now restricted: support's get is refused (77), the export still works.
+        #expect(try s.run(["get", "--subject", Self.id(1), "--purpose", "customer_support", "--role", "support"]).status == 77)
+        #expect(try s.run(["export", "--subject", Self.id(1)] + Self.officer).status == 0)
+
+        let o = requestID(try open(s, "objection", Self.id(2)))
+        for extra in [[], ["--done"]] {
+            let r = try s.run(["requests", "fulfil", o] + extra + Self.officer)
+            #expect(r.status == 65, "\(r.stderr)")
+            #expect(r.stderr.contains("consent object"))
+        }
+
+        let c = requestID(try open(s, "rectification", Self.id(3)))
+        let r = try s.run(["requests", "fulfil", c] + Self.officer)
         #expect(r.status == 65)
-        #expect(r.stderr.contains("--done"))
-        let d = try s.run(["requests", "fulfil", id, "--done", "--json"] + Self.officer)
+        #expect(r.stderr.contains("--done") && r.stderr.contains("rectify"))
+        #expect(try s.run(["rectify", "--subject", Self.id(3), "--set", "country=FR"] + Self.officer).status == 0)
+        let d = try s.run(["requests", "fulfil", c, "--done", "--json"] + Self.officer)
         #expect(d.status == 0, "\(d.stderr)")
         #expect((d.json?["request"] as? [String: Any])?["status"] as? String == "done")
+        #expect((d.json?["request"] as? [String: Any])?["outcome"] as? String == "confirmed")
     }
 
     @Test func overdueIsComputedFromTheReceivedDate() throws {

@@ -42,12 +42,20 @@ import VaultValues
         }
     }
 
-    @Test func otherTypesAreConfirmedWithDone() async throws {
+    @Test func otherTypesAreCheckedOrConfirmedWithDone() async throws {
         let f = try ServiceFixture()
         try await f.test { c in
             try await c.seed()
+            // An objection with none recorded is refused, even with {"done": true}.
             let o = try await c.call(.post, "/v1/requests", as: "privacy_officer", body: #"{"type":"objection","customer_id":"C3"}"#)
-            let id = try #require(object(o)["request"] as? String)
+            let oid = try #require(object(o)["request"] as? String)
+            for body in [nil, #"{"done":true}"#] as [String?] {
+                let r = try await c.call(.post, "/v1/requests/\(oid)/fulfil", as: "privacy_officer", body: body)
+                #expect(r.status == .badRequest && r.error?.contains("consent object") == true, "\(r.text)")
+            }
+            // A rectification is confirmed with {"done": true} once the officer has rectified.
+            let q = try await c.call(.post, "/v1/requests", as: "privacy_officer", body: #"{"type":"rectification","customer_id":"C3"}"#)
+            let id = try #require(object(q)["request"] as? String)
             let refused = try await c.call(.post, "/v1/requests/\(id)/fulfil", as: "privacy_officer")
             #expect(refused.status == .badRequest && refused.error?.contains("done") == true)
             let done = try await c.call(.post, "/v1/requests/\(id)/fulfil", as: "privacy_officer", body: #"{"done":true}"#)

@@ -134,6 +134,7 @@ struct Requests: ParsableCommand {
             if let receipt = r.receipt { text += ": erased at \(Vault.isoTime(millis: receipt.erasedAtMillis)), receipt \(receipt.receipt) (audit entry \(receipt.auditSequence))" }
             if let e = r.earlierErasure { text += ": already erased at \(Vault.isoTime(millis: e.erasedAtMillis))" + (e.receipt.map { ", receipt \($0)" } ?? "") }
             if let d = r.exportSHA256, let out { text += ": wrote the access export to \(out) (mode 0600), sha256 \(d)" }
+            if r.receipt == nil, r.earlierErasure == nil, r.exportSHA256 == nil, let outcome = r.request.outcome { text += ": \(outcome)" }
             options.emit(JSONForms.fulfilment(r, nowMillis: now, includeExport: false), text: text)
         }
     }

@@ -154,6 +154,10 @@ def main():
         if not line.strip(): continue
         obj = loads(line)
         if first is None and head is None and type(obj) is dict and "selection" in obj:
+            # A selection is signed as such; it does not carry the chain up to a published or
+            # expected head, so pinning one cannot be checked on it: refused, never passed.
+            if expect is not None or published:
+                done(False, 0, None, "--expect-head does not apply to a subject's selection: verify a full export (or the store) against the head")
             verify_selection(lines, hexstr(obj["selection"]["subject"], "subject", 32), verify, done)
         if type(obj) is not dict: raise Malformed("a line is not a JSON object")
         if head is not None: done(False, n, (last or 0) + 1, "entries after the signed head")

@@ -79,15 +79,15 @@ extension Vault {
     public func accessReport(customerID: String, format: AccessExportFormat = .json) throws -> SubjectAccessReport {
         let e = try accessExport(customerID: customerID, format: format.rawValue)
         let restricted = try store.restricted(customerID: customerID) ?? false
-        return Self.accessReport(e, restricted: restricted, policy: policy, schema: schema)
+        // The consent state the gate enforces (not the ledger's last row: an imported entry may
+        // carry an earlier time than the state it did not replace).
+        let states = try store.consentState(customerID: customerID) ?? [:]
+        return Self.accessReport(e, restricted: restricted, states: states, policy: policy, schema: schema)
     }
 
     /// The Art. 15 sections derived from an export, the policy and the schema (no store access:
     /// the same on every engine).
-    static func accessReport(_ e: AccessExport, restricted: Bool, policy: Policy, schema: Schema) -> SubjectAccessReport {
-        // Consent: the ledger's last entry per purpose is the current state.
-        var consent: [String: ConsentState] = [:]
-        for entry in e.consent { consent[entry.purpose] = ConsentState(granted: entry.granted, sinceMillis: entry.timeMillis) }
+    static func accessReport(_ e: AccessExport, restricted: Bool, states consent: [String: ConsentState], policy: Policy, schema: Schema) -> SubjectAccessReport {
         var purposes: [SubjectAccessReport.PurposeLine] = []
         for name in policy.purposeOrder {
             guard let p = policy.purpose(name) else { continue }

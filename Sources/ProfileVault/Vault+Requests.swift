@@ -246,7 +246,7 @@ extension Vault {
     ///   false); attaches `objection:P1,P2`. Otherwise 65 naming the command to run first;
     /// - rectification: the corrected values come from the data subject, so the officer runs
     ///   `rectify` and confirms with `--done` (HTTP `{"done": true}`), which attaches
-    ///   `confirmed`; without it, 65 naming the command.
+    ///   `confirmed` (permission `rectify` too); without it, 65 naming the command.
     func fulfilOther(_ entry: RegisterEntry, customerID: String, confirmed: Bool, context: AuditContext) throws -> String {
         switch entry.type {
         case .restriction:
@@ -261,6 +261,7 @@ extension Vault {
             }
             return "objection:" + objected.joined(separator: ",")
         default:
+            try require("rectify")
             guard confirmed else {
                 throw VaultError(.invalidInput, "request \(entry.id) (rectification): run `profilectl rectify --subject ID --set FIELD=VALUE` (HTTP: POST /v1/subjects/{id}/rectification) with the corrected values, then `requests fulfil \(entry.id) --done` (HTTP: {\"done\": true})")
             }

@@ -93,19 +93,28 @@ extension Vault {
 
     /// Blind-index lookup on any lookup field of the schema (`find --field F --value V`, role
     /// permission `get`): the customer IDs whose normalised value equals `value`'s. A field
-    /// that is not a lookup field (`pii: true, lookup: true`) is refused as invalid input;
-    /// each match is audited with its pseudonym.
+    /// that is not a lookup field (`pii: true, lookup: true`) is refused as invalid input
+    /// without echoing the name given (it may be a value typed in the wrong place); each match
+    /// is audited with its pseudonym. A restricted subject (Art. 18) is found only by a role
+    /// that may lift the restriction (permission `restrict`); for any other role a match that
+    /// is restricted is left out, and when only restricted subjects match, the answer is the
+    /// restriction's refusal (77).
     public func find(field name: String, value: String) throws -> [String] {
         try audited("find", .read, permission: "get") { context in
             guard let field = schema.field(named: name) else {
-                throw VaultError(.invalidInput, "field \(name): not a field of the schema (lookup fields: \(lookupFieldNames))")
+                throw VaultError(.invalidInput, "--field: not a field of the schema (lookup fields: \(lookupFieldNames))",
+                                 detail: "find: not a field of the schema")
             }
             guard field.pii, field.lookup else {
-                throw VaultError(.invalidInput, "field \(name): not a lookup field (lookup fields: \(lookupFieldNames)); only a field with lookup: true has a blind index")
+                throw VaultError(.invalidInput, "field \(field.name): not a lookup field (lookup fields: \(lookupFieldNames)); only a field with lookup: true has a blind index")
             }
-            let ids = try store.find(field: field.name, value: value)
+            var ids = try store.find(field: field.name, value: value)
             guard !ids.isEmpty else {
                 throw VaultError(.notFound, "no subject with this \(field.name)")
+            }
+            if !policy.role(actor.role, allows: "restrict") {
+                ids = try ids.filter { try store.restricted(customerID: $0) != true }
+                guard !ids.isEmpty else { throw VaultError(.denied, Self.restrictedSubject) }
             }
             try store.audit(try ids.map {
                 context.record("find", .read, subject: try store.pseudonym(ofCustomerID: $0), fields: [field.name, schema.subjectIDField])

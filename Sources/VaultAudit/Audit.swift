@@ -204,12 +204,15 @@ public enum AuditLog {
     /// canonical form never depends on float formatting).
     public static func decimal(_ d: Double) -> String { "\(d)" }
 
-    /// `2026-11-22T12:00:00.123Z`.
+    /// `2026-11-22T12:00:00.123Z`. Total over Int64: a time read back from a database (even
+    /// `Int64.min`) formats without trapping (floor division by quotient and remainder).
     public static func isoMillis(_ ms: Int64) -> String {
-        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
-        let millis = ms - seconds * 1000
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let secOfDay = seconds - days * 86_400
+        let (q, r) = ms.quotientAndRemainder(dividingBy: 1000)
+        let seconds = r < 0 ? q - 1 : q
+        let millis = r < 0 ? r + 1000 : r
+        let (dq, dr) = seconds.quotientAndRemainder(dividingBy: 86_400)
+        let days = dr < 0 ? dq - 1 : dq
+        let secOfDay = dr < 0 ? dr + 86_400 : dr
         // Civil from days (Howard Hinnant's algorithm).
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097

@@ -112,6 +112,11 @@ public enum AuditExportVerifier {
             return result(verifier, (verifier?.last ?? 0) &+ 1, "no valid signed head record at the end: the export was truncated or altered")
         }
         if let sel = selection {
+            // A selection is signed as such and does not carry the chain up to an expected or
+            // published head: pinning one cannot be checked on it, so it is refused, not passed.
+            guard expected == nil else {
+                return result(nil, first, "--expect-head does not apply to a subject's selection: verify a full export (or the store) against the head")
+            }
             return sel.finish(head: head, first: first, previous: previous, last: last, headHash: headHash, signature: signature, publicKey: publicKey)
         }
         if head["subject"] != nil {

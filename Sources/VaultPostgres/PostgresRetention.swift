@@ -24,12 +24,12 @@ extension PostgresProfiles {
                 try await engine.transaction("applying retention") { conn -> Int in
                     if dryRun {
                         return Int(clamping: try await engine.rows(conn, """
-                            SELECT count(*) FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff)
+                            SELECT count(*) FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) AND subject_id NOT IN (SELECT subject_id FROM profilevault.restriction)
                             """).first?.decode(Int64.self) ?? 0)
                     }
                     // Counted by the server: a sweep may delete millions of rows.
                     let n = Int(clamping: try await engine.rows(conn, """
-                        WITH gone AS (DELETE FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) RETURNING 1) SELECT count(*) FROM gone
+                        WITH gone AS (DELETE FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) AND subject_id NOT IN (SELECT subject_id FROM profilevault.restriction) RETURNING 1) SELECT count(*) FROM gone
                         """).first?.decode(Int64.self) ?? 0)
                     try await engine.appendLocked(conn, [ProfileStore.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
                     return n
@@ -41,7 +41,7 @@ extension PostgresProfiles {
         if let cutoff = subjectCutoff {
             let victims = try Self.wait("applying retention") { [engine] in
                 try await engine.transaction("applying retention") { conn in
-                    try await engine.rows(conn, "SELECT pseudonym FROM profilevault.subjects WHERE last_activity < \(cutoff) ORDER BY id").map {
+                    try await engine.rows(conn, "SELECT s.pseudonym FROM profilevault.subjects s WHERE s.last_activity < \(cutoff) AND NOT EXISTS (SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id) ORDER BY s.id").map {
                         try $0.decode(ByteBuffer.self).bytes
                     }
                 }
@@ -72,12 +72,13 @@ extension PostgresProfiles {
         return try Self.wait("previewing retention") { [engine] in
             try await engine.transaction("previewing retention", begin: Self.snapshot) { conn -> (events: Int, subjects: [[UInt8]]) in
                 let n = Int(clamping: try await engine.rows(conn, """
-                    SELECT count(*) FROM profilevault.events WHERE kind = ANY(\(kinds)::text[]) AND time < \(cutoff)
+                    SELECT count(*) FROM profilevault.events WHERE kind = ANY(\(kinds)::text[]) AND time < \(cutoff) AND subject_id NOT IN (SELECT subject_id FROM profilevault.restriction)
                     """).first?.decode(Int64.self) ?? 0)
                 guard subjects, n > 0 else { return (n, []) }
                 let pseudonyms = try await engine.rows(conn, """
                     SELECT s.pseudonym FROM profilevault.subjects s
                     WHERE EXISTS (SELECT 1 FROM profilevault.events e WHERE e.subject_id = s.id AND e.kind = ANY(\(kinds)::text[]) AND e.time < \(cutoff))
+                      AND NOT EXISTS (SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id)
                     ORDER BY s.id
                     """).map { try $0.decode(ByteBuffer.self).bytes }
                 return (n, pseudonyms)
@@ -89,7 +90,7 @@ extension PostgresProfiles {
     public func inactiveSubjects(before cutoff: Int64) throws -> [[UInt8]] {
         try Self.wait("previewing retention") { [engine] in
             try await engine.transaction("previewing retention") { conn in
-                try await engine.rows(conn, "SELECT pseudonym FROM profilevault.subjects WHERE last_activity < \(cutoff) ORDER BY id").map {
+                try await engine.rows(conn, "SELECT s.pseudonym FROM profilevault.subjects s WHERE s.last_activity < \(cutoff) AND NOT EXISTS (SELECT 1 FROM profilevault.restriction r WHERE r.subject_id = s.id) ORDER BY s.id").map {
                     try $0.decode(ByteBuffer.self).bytes
                 }
             }

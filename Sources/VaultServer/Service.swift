@@ -154,7 +154,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     // Restriction of processing (GDPR Art. 18): POST restricts, DELETE lifts it.
     for restricted in [true, false] {
         let handler: @Sendable (Request, VaultRequestContext) async throws -> Response = { _, context in
-            let v = try await service.vault(context, permission: "restrict", action: restricted ? "restrict" : "unrestrict")
+            let v = try await service.vault(context, permission: "restrict", action: restricted ? "restrict" : "unrestrict", subjectID: try? customerID(context))
             let id = try customerID(context)
             let changed = try await redacting([id]) { try await blocking { try v.setRestriction(customerID: id, restricted: restricted) } }
             return json(.object([("customer_id", .string(id)), ("changed", .bool(changed))]))
@@ -169,7 +169,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     // Rectification (GDPR Art. 16): {"set": {"field": "value", ...}}; values are text as in an
     // ingest file (numbers and booleans are taken as their text), null sets a field to null.
     router.post("/v1/subjects/{customer_id}/rectification") { request, context -> Response in
-        let v = try await service.vault(context, permission: "rectify", action: "rectify")
+        let v = try await service.vault(context, permission: "rectify", action: "rectify", subjectID: try? customerID(context))
         let id = try customerID(context)
         let body = try BodyFields(try await service.jsonBody(request), allowed: ["set"])
         guard case .object(let pairs)? = body.pairs["set"], !pairs.isEmpty else {

@@ -47,9 +47,12 @@ package final class IngestBatchRecorder: @unchecked Sendable {
 
     package init(kind: String, source: String, actor: String?, time: Int64 = Int64(Date().timeIntervalSince1970)) {
         self.kind = kind
-        // A name holding U+0000 cannot be stored as text: it is recorded without those. Records
-        // in memory (an HTTP body) have no name.
-        let name = String(String.UnicodeScalarView(source.unicodeScalars.filter { $0 != "\0" }).prefix(1024))
+        // Only the file's own name is kept: the directories above it are the operator's (they
+        // may name a person, `/cases/Ann Smith/...`), and every subject of the run sees this
+        // name in its access export, after any erasure. A name holding U+0000 cannot be stored
+        // as text: it is recorded without those. Records in memory (an HTTP body) have no name.
+        let base = source.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? ""
+        let name = String(String.UnicodeScalarView(base.unicodeScalars.filter { $0 != "\0" }).prefix(255))
         self.source = name.isEmpty ? "request body" : name
         self.actor = actor ?? ""
         self.time = time
@@ -142,9 +145,11 @@ extension ProfileSealer {
 
     /// The subject's last activity that the record itself names (the schema's
     /// `last_activity` date field, unix seconds), nil when the schema names none or the value
-    /// is empty.
+    /// is empty. A date after the ingest is taken as the ingest's time: activity cannot lie in
+    /// the future, and a far-future value (9999-12-31) would otherwise shield the subject from
+    /// inactivity retention for good (the stored value never moves backwards).
     package func lastActivity(_ p: ValidProfile) -> Int64? {
         guard let i = lastActivityIndex, i < p.values.count, case .date(let days) = p.values[i] else { return nil }
-        return Int64(days) * 86_400
+        return min(Int64(days) * 86_400, Int64(Date().timeIntervalSince1970))
     }
 }

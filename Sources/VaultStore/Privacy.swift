@@ -310,16 +310,18 @@ extension ProfileStore {
     /// Applies the policy's retention rules as of `asOf` (unix seconds). Events whose kind's
     /// category a rule covers and whose time is older than the rule's period are deleted;
     /// subjects whose last activity is older than a `last_activity` rule's period are erased
-    /// (reason `retention`). When several rules cover the same data, the shortest period wins.
+    /// (reason `retention`), except restricted ones: a restriction (Art. 18) keeps the data
+    /// stored until it is lifted (it is often asked for instead of erasure). When several rules
+    /// cover the same data, the shortest period wins.
     public func applyRetention(_ rules: [RetentionRule], asOf: Int64, dryRun: Bool, audit: AuditContext) throws -> RetentionReport {
         let (eventCutoffs, subjectCutoff) = Self.retentionCutoffs(rules, schema: schema, asOf: asOf)
         var eventsDeleted = 0
         for (kind, cutoff) in eventCutoffs.sorted(by: { $0.key < $1.key }) {
             if dryRun {
-                eventsDeleted += try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE kind = ? AND time < ?", arguments: [kind, cutoff]) ?? 0 }
+                eventsDeleted += try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE kind = ? AND time < ? AND subject_id NOT IN (SELECT subject_id FROM restriction)", arguments: [kind, cutoff]) ?? 0 }
             } else {
                 eventsDeleted += try pool.write { db -> Int in
-                    try db.execute(sql: "DELETE FROM events WHERE kind = ? AND time < ?", arguments: [kind, cutoff])
+                    try db.execute(sql: "DELETE FROM events WHERE kind = ? AND time < ? AND subject_id NOT IN (SELECT subject_id FROM restriction)", arguments: [kind, cutoff])
                     let n = db.changesCount
                     try appendAudit(db, [Self.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
                     return n
@@ -330,7 +332,7 @@ extension ProfileStore {
         if let cutoff = subjectCutoff {
             let victims = try pool.read { db in
                 // Erasure needs only the row id and the pseudonym: a damaged key column does not stop it.
-                try Row.fetchAll(db, sql: "SELECT id, pseudonym, kek_version, wrapped_dek FROM subjects WHERE last_activity < ? ORDER BY id", arguments: [cutoff]).map { row -> SubjectRow in
+                try Row.fetchAll(db, sql: "SELECT id, pseudonym, kek_version, wrapped_dek FROM subjects WHERE last_activity < ? AND id NOT IN (SELECT subject_id FROM restriction) ORDER BY id", arguments: [cutoff]).map { row -> SubjectRow in
                     try SubjectRow.decode(row)
                 }
             }

@@ -10,11 +10,12 @@ extension ProfileStore {
         var args = StatementArguments(kinds)
         args += [cutoff]
         return try pool.read { db in
-            let n = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE kind IN (\(marks)) AND time < ?", arguments: args) ?? 0
+            let n = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE kind IN (\(marks)) AND time < ? AND subject_id NOT IN (SELECT subject_id FROM restriction)", arguments: args) ?? 0
             guard subjects, n > 0 else { return (n, []) }
             let rows = try Row.fetchAll(db, sql: """
                 SELECT s.pseudonym FROM subjects s
-                WHERE EXISTS (SELECT 1 FROM events e WHERE e.subject_id = s.id AND e.kind IN (\(marks)) AND e.time < ?) ORDER BY s.id
+                WHERE EXISTS (SELECT 1 FROM events e WHERE e.subject_id = s.id AND e.kind IN (\(marks)) AND e.time < ?)
+                  AND s.id NOT IN (SELECT subject_id FROM restriction) ORDER BY s.id
                 """, arguments: args)
             return (n, try rows.map { row in
                 guard let p = row.auditBlob("pseudonym") else { throw VaultError(.integrity, "a subject's pseudonym is not a blob: the file was edited") }
@@ -26,7 +27,7 @@ extension ProfileStore {
     /// The pseudonyms of subjects whose last activity is before `cutoff`, in row order.
     public func inactiveSubjects(before cutoff: Int64) throws -> [[UInt8]] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT pseudonym FROM subjects WHERE last_activity < ? ORDER BY id", arguments: [cutoff]).map { row in
+            try Row.fetchAll(db, sql: "SELECT pseudonym FROM subjects WHERE last_activity < ? AND id NOT IN (SELECT subject_id FROM restriction) ORDER BY id", arguments: [cutoff]).map { row in
                 guard let p = row.auditBlob("pseudonym") else { throw VaultError(.integrity, "a subject's pseudonym is not a blob: the file was edited") }
                 return p
             }

@@ -78,9 +78,10 @@ struct Serve: ParsableCommand {
         let vault = try Vault.open(configuration)
         try vault.startBackgroundCheckpoints()
         if let publishHeads { try vault.publishAuditHeads(to: publishHeads) }
+        // The stream first: the scheduler's first sweep runs at once, and its entries belong in it.
+        if let auditStream { try vault.streamAudit(to: auditStream) }
         let retention = try retentionEvery.map { try RetentionScheduler(vault: vault, every: try Self.parseInterval($0), logger: logger) }
         retention?.start()
-        if let auditStream { try vault.streamAudit(to: auditStream) }
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())

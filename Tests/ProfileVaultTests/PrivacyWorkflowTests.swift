@@ -27,6 +27,8 @@ import Testing
             retention:
 
             """)
+        // A clerk keeps the register but may not rectify.
+        policy = policy.replacingOccurrences(of: "  auditor: [audit]\n", with: "  auditor: [audit]\n  clerk: [requests]\n")
         try policy.write(toFile: policies + "/policy.yaml", atomically: true, encoding: .utf8)
         s.env["PROFILEVAULT_POLICY"] = policies
         let g = try CLI.run(["keys", "generate", "--out", s.dir + "/keyring.json", "--json"])
@@ -139,5 +141,54 @@ import Testing
         #expect(!lines.contains("\"C3\""))
         // And the whole log still verifies.
         #expect(try s.run(["audit", "verify", "--json"] + Self.auditor).status == 0)
+    }
+
+    /// A restricted subject cannot be found by a role that may not lift the restriction; found
+    /// again once it is lifted.
+    @Test func findLeavesARestrictedSubjectOutForSupport() throws {
+        let s = try Self.store()
+        let find = ["find", "--field", "email", "--value", "user1@example.com", "--role", "support", "--json"]
+        #expect(try s.run(find).json?["customer_id"] as? String == "C1")
+        #expect(try s.run(["restrict", "--subject", "C1"] + Self.officer).status == 0)
+        let refused = try s.run(find)
+        #expect(refused.status == 77 && refused.stderr.contains("restricted"), "\(refused.stderr)")
+        #expect(!refused.stderr.contains("C1") && !refused.stderr.contains("user1@"))
+        #expect(try s.run(["unrestrict", "--subject", "C1"] + Self.officer).status == 0)
+        #expect(try s.run(find).json?["customer_id"] as? String == "C1")
+    }
+
+    /// A value typed as the field name (an e-mail address) is not echoed, in the error or in
+    /// the audit log.
+    @Test func findNeverEchoesAnUnknownFieldName() throws {
+        let s = try Self.store()
+        let r = try s.run(["find", "--field", "jane.doe@example.com", "--value", "x", "--role", "support"])
+        #expect(r.status == 65)
+        #expect(!r.stderr.contains("jane.doe"), "\(r.stderr)")
+        let log = s.dir + "/log.jsonl"
+        #expect(try s.run(["audit", "export", "--flat", "--out", log] + Self.auditor).status == 0)
+        #expect(!(try String(contentsOfFile: log, encoding: .utf8)).contains("jane.doe"))
+    }
+
+    /// `--expect-head` cannot be checked on a subject's selection: refused, never passed.
+    @Test func expectHeadIsRefusedOnASubjectSelection() throws {
+        let s = try Self.store()
+        #expect(try s.run(["audit", "public-key", "--out", s.dir + "/k.pem"]).status == 0)
+        let sel = s.dir + "/sel.jsonl"
+        #expect(try s.run(["audit", "export", "--subject", "C1", "--out", sel] + Self.auditor).status == 0)
+        let plain = try CLI.run(["audit", "verify", "--file", sel, "--public-key", s.dir + "/k.pem", "--json"])
+        #expect(plain.status == 0, "\(plain.stdout) \(plain.stderr)")
+        let pinned = try CLI.run(["audit", "verify", "--file", sel, "--public-key", s.dir + "/k.pem", "--expect-head",
+                                  String(repeating: "1", count: 64), "--json"])
+        #expect(pinned.status == 1)
+        #expect(pinned.json?["ok"] as? Bool == false)
+    }
+
+    /// A fulfilment's rectification is confirmed only by a role that may rectify.
+    @Test func confirmingARectificationNeedsTheRectifyPermission() throws {
+        let s = try Self.store()
+        let id = try open(s, "rectification", "C1")
+        let r = try s.run(["requests", "fulfil", id, "--done", "--role", "clerk"])
+        #expect(r.status == 77 && r.stderr.contains("rectify"), "\(r.stderr)")
+        #expect(outcome(try fulfil(s, id, ["--done"])) == "confirmed")
     }
 }

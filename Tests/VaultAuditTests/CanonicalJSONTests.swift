@@ -53,5 +53,15 @@ import VaultCrypto
         #expect(AuditLog.isoMillis(0) == "1970-01-01T00:00:00.000Z")
         #expect(AuditLog.isoMillis(951_782_400_001) == "2000-02-29T00:00:00.001Z")
         #expect(AuditLog.isoMillis(-1) == "1969-12-31T23:59:59.999Z")
+        #expect(AuditLog.isoMillis(-1000) == "1969-12-31T23:59:59.000Z")
+        #expect(AuditLog.isoMillis(-86_400_000) == "1969-12-31T00:00:00.000Z")
+    }
+
+    /// A time read back from a database may be anything: the extremes format, never trap (a
+    /// register row with due = Int64.min once killed `requests list`).
+    @Test func isoMillisIsTotalOverInt64() {
+        for ms in [Int64.min, Int64.min + 1, Int64.max, Int64.max - 1] {
+            #expect(!AuditLog.isoMillis(ms).isEmpty)
+        }
     }
 }

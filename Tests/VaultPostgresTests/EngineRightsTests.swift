@@ -29,6 +29,32 @@ import EngineConformanceSupport
         return e
     }
 
+    /// A restriction keeps the data stored (Art. 18): a retention sweep, dry run or applied,
+    /// leaves a restricted subject and its events alone, on both engines, while the others go.
+    @Test(arguments: TestEngine.allCases)
+    func retentionLeavesARestrictedSubjectAndItsEventsStored(engine: TestEngine) async throws {
+        try await onThread {
+            let e = try populated(engine)
+            let s = e.engine
+            #expect(try s.setRestriction(customerID: "R2", restricted: true, audit: Self.ctx))
+            let day = 86_400
+            let rules = [RetentionRule(category: "user.behavior", keepSeconds: day, keepText: "1d", after: .eventTime),
+                         RetentionRule(category: "user.contact", keepSeconds: day, keepText: "1d", after: .lastActivity)]
+            let asOf = Int64(Date().timeIntervalSince1970) + Int64(3650 * day)
+            let dry = try s.applyRetention(rules, asOf: asOf, dryRun: true, audit: Self.ctx)
+            #expect(dry.eventsDeleted == 1 && dry.subjectsErased == 2, "\(engine)")
+            let applied = try s.applyRetention(rules, asOf: asOf, dryRun: false, audit: Self.ctx)
+            #expect(applied.eventsDeleted == 1 && applied.subjectsErased == 2, "\(engine)")
+            #expect(try s.exists(customerID: "R1") == false && s.exists(customerID: "R3") == false, "\(engine)")
+            #expect(try s.exists(customerID: "R2"), "\(engine)")
+            #expect(try s.accessExport(customerID: "R2")?.events.count == 1, "\(engine): the restricted subject's event was deleted")
+            // Lifted, the next sweep takes it like any other.
+            #expect(try s.setRestriction(customerID: "R2", restricted: false, audit: Self.ctx))
+            let after = try s.applyRetention(rules, asOf: asOf, dryRun: false, audit: Self.ctx)
+            #expect(after.eventsDeleted == 1 && after.subjectsErased == 1, "\(engine)")
+        }
+    }
+
     @Test(arguments: TestEngine.allCases)
     func restrictionRefusesReadsAndItemsButNotTheExport(engine: TestEngine) async throws {
         try await onThread {

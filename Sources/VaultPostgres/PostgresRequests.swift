@@ -118,12 +118,7 @@ extension PostgresProfiles {
     }
 
     public func changeRequest(id: String, _ change: RequestChange, audit: AuditContext) throws -> RegisterEntry {
-        guard RequestRegister.isID(id) else { throw RequestRegister.unknown() }
-        switch change {
-        case .extend(_, let reason), .deny(let reason): try RequestRegister.checkText(reason, "reason")
-        case .fulfil(let outcome): try StoredText.check(outcome, "outcome")
-        }
-        try StoredText.check(audit.actor, "actor")
+        try RequestRegister.checkChange(id: id, change, actor: audit.actor)
         let key = keys.requestRegister
         return try Self.wait("changing a request") { [engine] in
             try await engine.transaction("changing a request") { conn in

@@ -177,6 +177,17 @@ package enum RequestRegister {
     /// The refusal for an unknown request id (66); the id is not echoed.
     package static func unknown() -> VaultError { VaultError(.notFound, "no request with this id in the register") }
 
+    /// What both engines check before a change touches the register: a well-formed id (66
+    /// otherwise, not echoed) and storable text (a reason, the outcome, the actor).
+    package static func checkChange(id: String, _ change: RequestChange, actor: String) throws {
+        guard isID(id) else { throw unknown() }
+        switch change {
+        case .extend(_, let reason), .deny(let reason): try checkText(reason, "reason")
+        case .fulfil(let outcome): try StoredText.check(outcome, "outcome")
+        }
+        try StoredText.check(actor, "actor")
+    }
+
     /// What `change` makes of `entry` at `now` by `actor`, with the sealed column and text it
     /// writes; refused (65) on a closed request and on a second extension.
     package static func apply(_ change: RequestChange, to entry: RegisterEntry, now: Int64, actor: String)
@@ -364,12 +375,7 @@ extension ProfileStore {
 
     /// Extends, denies or fulfils an open request, with its audit entry, in one transaction.
     public func changeRequest(id: String, _ change: RequestChange, audit: AuditContext) throws -> RegisterEntry {
-        guard RequestRegister.isID(id) else { throw RequestRegister.unknown() }
-        switch change {
-        case .extend(_, let reason), .deny(let reason): try RequestRegister.checkText(reason, "reason")
-        case .fulfil(let outcome): try StoredText.check(outcome, "outcome")
-        }
-        try StoredText.check(audit.actor, "actor")
+        try RequestRegister.checkChange(id: id, change, actor: audit.actor)
         let now = AuditLog.nowMillis
         return try pool.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT \(Self.requestColumns) FROM requests WHERE id = ?", arguments: [id]) else {

@@ -11,7 +11,8 @@
 #   4. a sample of subjects decrypts (`get --role support --purpose customer_support`) to the
 #      values of the CSV;
 #   5. `audit verify --role auditor` says ok;
-#   6. re-running the same ingest succeeds with inserted + updated == N, then `status` says
+#   6. re-running the same ingest succeeds with inserted + unchanged == N (the committed
+#      records come back unchanged), then `status` says
 #      subjects == N, and the store checks again (steps 2, 3, 5).
 #
 # Usage: scripts/crash-test.sh [--trials N] [--profiles N] [--batch-size N] [--keep DIR]
@@ -120,7 +121,8 @@ for trial in $(seq 1 "$trials"); do
   python3 - "$work/rerun.json" "$profiles" "$n" <<'PY' || die "re-run counts wrong: $(cat "$work/rerun.json")"
 import json, sys
 r = json.load(open(sys.argv[1])); n = int(sys.argv[2]); before = int(sys.argv[3])
-sys.exit(0 if r["inserted"] + r["updated"] == n and r["updated"] == before and r["rejected"] == 0 else 1)
+# The committed records are identical to the file's, so they come back unchanged (not updated).
+sys.exit(0 if r["inserted"] + r["unchanged"] == n and r["unchanged"] == before and r["updated"] == 0 and r["rejected"] == 0 else 1)
 PY
   after=$(check_store "$store")
   [ "$after" = "$profiles" ] || die "after the re-run the store holds $after subjects, expected $profiles"

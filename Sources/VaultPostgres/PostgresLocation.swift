@@ -272,14 +272,35 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func passfilePassword(path: String, hosts: [String], port: String, database: String, user: String) throws(Invalid) -> String? {
+        // One open file, checked and read through its descriptor: the mode and size checked are
+        // those of the bytes read, not of whatever a rename put at the path in between.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT || errno == ENOTDIR { return nil }   // no passfile: no password from it
+            throw Invalid("cannot read the passfile \(path) (errno \(errno))")
+        }
+        defer { close(fd) }
         var st = stat()
-        guard stat(path, &st) == 0 else { return nil }   // no passfile: no password from it
+        guard fstat(fd, &st) == 0 else { throw Invalid("cannot read the passfile \(path) (errno \(errno))") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Invalid("the passfile \(path) is not a regular file") }
         guard st.st_mode & 0o077 == 0 else {
             throw Invalid("the passfile \(path) can be read or written by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 0600 it")
         }
-        guard st.st_size <= 1 << 20 else { throw Invalid("the passfile \(path) is larger than 1 MiB") }
-        guard let data = FileManager.default.contents(atPath: path) else { throw Invalid("cannot read the passfile \(path)") }
+        let limit = 1 << 20
+        guard st.st_size <= limit else { throw Invalid("the passfile \(path) is larger than 1 MiB") }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Invalid("cannot read the passfile \(path) (errno \(errno))")
+            }
+            if n == 0 { break }
+            data.append(contentsOf: chunk[0..<n])
+            // A file that grew after fstat is still held to the limit.
+            guard data.count <= limit else { throw Invalid("the passfile \(path) is larger than 1 MiB") }
+        }
         let text = String(decoding: data, as: UTF8.self)
         for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine

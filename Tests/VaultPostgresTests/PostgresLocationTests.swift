@@ -117,5 +117,21 @@ import Testing
         }
         // A directory in its place is refused too.
         #expect(throws: PostgresLocation.Invalid.self) { try l.password(environment: ["PGPASSFILE": "/tmp"]) }
+        // A FIFO (nobody writing) is refused at once: the file is opened without blocking and
+        // checked through its descriptor before anything is read.
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("pgpass-fifo-\(UUID().uuidString)").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        #expect(throws: PostgresLocation.Invalid.self) { try l.password(environment: ["PGPASSFILE": fifo]) }
+        // A private symbolic link to a private passfile is followed, as libpq does; the mode
+        // checked is the file's own.
+        let target = try passfile("*:*:*:*:linked-pw\n", mode: 0o600)
+        defer { unlink(target) }
+        let link = target + ".link"
+        #expect(symlink(target, link) == 0)
+        defer { unlink(link) }
+        #expect(try l.password(environment: ["PGPASSFILE": link]) == "linked-pw")
+        chmod(target, 0o644)
+        #expect(throws: PostgresLocation.Invalid.self) { try l.password(environment: ["PGPASSFILE": link]) }
     }
 }

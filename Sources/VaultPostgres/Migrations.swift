@@ -307,6 +307,40 @@ extension PostgresEngine {
                 ADD COLUMN record_digest bytea
             """,
         ]),
+        // (Version 10 is left to the backup work of issue 20.)
+        PostgresMigration(version: 11, name: "subject-rows-go-with-their-subject", statements: [
+            // Migration 6 took the foreign keys off `pii` and `attributes` (the per-row check
+            // cost half of ingest's inserts). The engine deletes those rows before their subject,
+            // in one transaction; a DBA's own `DELETE FROM subjects` or `TRUNCATE ... CASCADE`
+            // would instead leave them behind, and the DP scans of `attributes` would count
+            // them. This statement-level check refuses such a statement once per statement (a
+            // primary-key probe per deleted subject), never per inserted row.
+            """
+            CREATE FUNCTION profilevault.subject_rows_guard() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+            BEGIN
+                IF TG_OP = 'TRUNCATE' THEN
+                    IF EXISTS (SELECT 1 FROM profilevault.pii) OR EXISTS (SELECT 1 FROM profilevault.attributes) THEN
+                        RAISE EXCEPTION 'profilevault: subjects truncated while pii or attributes rows remain: truncate them in the same statement'
+                            USING ERRCODE = 'foreign_key_violation';
+                    END IF;
+                ELSIF EXISTS (SELECT 1 FROM gone g
+                              WHERE EXISTS (SELECT 1 FROM profilevault.pii p WHERE p.subject_id = g.id)
+                                 OR EXISTS (SELECT 1 FROM profilevault.attributes a WHERE a.subject_id = g.id)) THEN
+                    RAISE EXCEPTION 'profilevault: a subject was deleted while its pii or attributes rows remain: delete them first (profilectl erase does)'
+                        USING ERRCODE = 'foreign_key_violation';
+                END IF;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE TRIGGER subjects_leave_no_rows AFTER DELETE ON profilevault.subjects
+                REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION profilevault.subject_rows_guard()
+            """,
+            """
+            CREATE TRIGGER subjects_truncate_leaves_no_rows AFTER TRUNCATE ON profilevault.subjects
+                FOR EACH STATEMENT EXECUTE FUNCTION profilevault.subject_rows_guard()
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }

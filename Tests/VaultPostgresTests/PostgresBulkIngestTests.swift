@@ -87,4 +87,43 @@ import VaultValues
             #expect(try await cluster.db.count("SELECT max(version) FROM profilevault.schema_migrations") == Int64(PostgresEngine.latestSchemaVersion))
         }
     }
+
+    /// Without foreign keys on `pii` and `attributes`, migration 11 keeps a DBA's own DELETE or
+    /// TRUNCATE of `subjects` from leaving their rows behind for the DP scans to count; the
+    /// engine's erasure (rows first, then the subject) still works.
+    @Test func aSubjectCannotBeDeletedAroundItsRows() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node()
+            let file = try cluster.write("p.csv", Rows.csv(0..<5))
+            var options = IngestOptions()
+            options.audit = context
+            let o = options
+            _ = try await onThread { try pg.ingestProfiles(.file(file), options: o) }
+            for statement in [
+                "DELETE FROM profilevault.subjects WHERE id = (SELECT min(id) FROM profilevault.subjects)",
+                "TRUNCATE profilevault.subjects CASCADE",
+            ] {
+                do {
+                    try await cluster.db.superuser([statement])
+                    Issue.record("\(statement) left pii and attributes rows behind")
+                } catch let e as PSQLError {
+                    #expect(e.serverInfo?[.sqlState] == "23503")
+                    #expect(e.serverInfo?[.message]?.contains("pii or attributes rows remain") == true)
+                }
+                #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 5)
+                #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.attributes") == 5)
+            }
+            // Deleting the rows with their subject, as erasure does, is allowed.
+            try await cluster.db.superuser([
+                "DELETE FROM profilevault.pii WHERE subject_id = (SELECT min(id) FROM profilevault.subjects)",
+                "DELETE FROM profilevault.attributes WHERE subject_id = (SELECT min(id) FROM profilevault.subjects)",
+                "DELETE FROM profilevault.subjects WHERE id = (SELECT min(id) FROM profilevault.subjects)",
+            ])
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 4)
+            let receipts = try await onThread { try pg.erase(customerIDs: [(1, Rows.id(3))], file: nil, reason: "test", audit: context) }
+            #expect(receipts.count == 1)
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.attributes") == 3)
+            #expect(try await onThread { try pg.exists(customerID: Rows.id(3)) } == false)
+        }
+    }
 }

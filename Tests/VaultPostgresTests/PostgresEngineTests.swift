@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 11 (subject rows go with their subject): its function and triggers.
+                "DROP FUNCTION profilevault.subject_rows_guard() CASCADE",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 11",
                 // Version 7 (restriction and objection): its table references the subjects.
                 "DROP TABLE profilevault.restriction",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 7",

@@ -186,6 +186,17 @@ mean 1.46 -> 1.61 and 1.63 (this query's check was already cheap; the two runs o
 against one harness run are within this machine's noise). The sum still misses 1.5: its
 remaining cost is the exact rounding of each contribution (`CAST(x * 0.5 + h AS INTEGER)`,
 about a third more than the raw `SUM(x)` per row in the sqlite3 shell). Open.
+### Erasure on PostgreSQL by batch (issue 18 leftover, 2026-12-06)
+
+`erase --subjects` on PostgreSQL took about 15 round trips per subject (a lock, a count, seven
+deletes, a clock read, the register update, the audit append, the suppression insert). A batch
+of 500 now runs a fixed number of statements: one that locks and deletes every table's rows of
+the whole batch and returns the counts per subject, one register update, one audit append (an
+entry per subject, one checkpoint), one suppression insert. `scripts/with-postgres.sh
+bench/pg-erase.sh 20000 2000 OLD NEW OLD NEW` (debug builds of the commit before and after,
+alternated, each on a fresh store of 20,000 generated profiles; the machine was loaded by
+builds, so the absolute figures are noisy): before 84.3 s and 43.8 s (24 and 46 subjects/s),
+after 8.1 s and 8.3 s (248 and 242 subjects/s): 5-10x. `audit verify` passed after each.
 """
 
 import json, os, platform, statistics, subprocess, sys, time

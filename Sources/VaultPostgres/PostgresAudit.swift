@@ -147,8 +147,19 @@ extension PostgresEngine {
     /// head; the caller commits.
     @discardableResult
     func appendLocked(_ conn: PostgresConnection, _ records: [AuditRecord]) async throws -> (sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?) {
+        try await appendLockedWithEntries(conn, records).head
+    }
+
+    /// ``appendLocked(_:_:)`` that also returns each appended entry's sequence and hash, in
+    /// the order of `records` (an erasure's receipt is its entry's hash).
+    func appendLockedEntries(_ conn: PostgresConnection, _ records: [AuditRecord]) async throws -> [(sequence: Int64, hash: [UInt8])] {
+        try await appendLockedWithEntries(conn, records).entries
+    }
+
+    private func appendLockedWithEntries(_ conn: PostgresConnection, _ records: [AuditRecord]) async throws
+        -> (head: (sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?), entries: [(sequence: Int64, hash: [UInt8])]) {
         let head = try await lockHead(conn)
-        guard !records.isEmpty else { return (head.sequence, head.hash, head.checkpoint) }
+        guard !records.isEmpty else { return ((head.sequence, head.hash, head.checkpoint), []) }
         guard head.sequence <= Int64.max - Int64(records.count) - 1 else {
             throw PostgresStoreError(.internalFailure, "the audit log has run out of sequence numbers")
         }
@@ -158,6 +169,7 @@ extension PostgresEngine {
         var seqs: [Int64] = [], texts: [String] = [], prevs: [String] = [], hashes: [String] = [], subjects: [String] = []
         let streaming = headPublishing.streaming
         var streamed: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])] = []
+        var appended: [(sequence: Int64, hash: [UInt8])] = []
         for r in records {
             seq += 1
             let entry = r.entry(sequence: seq, timeMillis: now)
@@ -169,6 +181,7 @@ extension PostgresEngine {
             prevs.append(AuditLog.hex(prev))
             hashes.append(AuditLog.hex(h))
             subjects.append(r.subject.map(AuditLog.hex) ?? "")
+            appended.append((seq, h))
             prev = h
         }
         let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: auditKey)
@@ -185,7 +198,7 @@ extension PostgresEngine {
         try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
         headPublishing.appended(conn, cp)
         if streaming { headPublishing.appendedLines(conn, first: head.sequence + 1, AuditStream.lines(streamed, checkpoint: cp)) }
-        return (seq, prev, cp)
+        return ((seq, prev, cp), appended)
     }
 
     /// Appends entries that record no data change of their own (reads, denials, errors), group

@@ -549,60 +549,104 @@ extension PostgresProfiles {
     /// A subject gone meanwhile (erased by another node) refuses the batch, unless
     /// `goneIsErased` (retention, which picked its subjects in an earlier read): then it gets a
     /// receipt that removes nothing, as on SQLite.
+    ///
+    /// A batch costs a fixed number of statements, not a number per subject: one statement
+    /// locks the batch's subjects and deletes their rows from every table (data-modifying
+    /// CTEs; the foreign keys of `events`, `consent`, `consent_state` and `restriction`, and
+    /// migration 11's check, are checked at the end of that statement, when every row is
+    /// gone), returning what it removed per subject; one audit append writes an entry per
+    /// subject (each entry's hash is its receipt); one statement puts the pseudonyms on the
+    /// suppression list.
     func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext,
                goneIsErased: Bool = false) async throws -> [ErasureReceipt] {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
+        let labels = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "consent_entries", "consent_states", "wrapped_data_key"]
+        let nothing = labels.map { ($0, Int64(0)) }
+        let wanted = subjects.filter { !$0.again }.map { bytea($0.pseudonym) }
         return try await engine.transaction("erasing subjects") { conn in
             // Exclusive: no ingest batch is in flight on any node while subjects are erased.
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
-            var out: [ErasureReceipt] = []
-            for (customerID, p, again) in subjects {
-                var removed: [(String, Int64)] = []
-                let nothing = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "consent_entries", "consent_states", "wrapped_data_key"].map { ($0, Int64(0)) }
-                // The lock waits for ingests holding this subject and makes theirs wait for us.
-                let locked = again ? nil : try await engine.rows(conn, "SELECT id FROM profilevault.subjects WHERE pseudonym = \(bytea(p)) FOR UPDATE").first
-                if again || (locked == nil && goneIsErased) {
+            var binds = PostgresBindings()
+            binds.append(wanted)
+            // The row locks (in id order, as ingest takes them) wait for any statement still
+            // holding these subjects; the deletes then see every committed row.
+            let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
+                WITH s AS (SELECT id, pseudonym FROM profilevault.subjects WHERE pseudonym = ANY($1::bytea[]) ORDER BY id FOR UPDATE),
+                p AS (DELETE FROM profilevault.pii WHERE subject_id IN (SELECT id FROM s)
+                      RETURNING subject_id, (\(fieldCount))::bigint AS f, (\(macCount))::bigint AS m),
+                a AS (DELETE FROM profilevault.attributes WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+                e AS (DELETE FROM profilevault.events WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+                c AS (DELETE FROM profilevault.consent WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+                cs AS (DELETE FROM profilevault.consent_state WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+                r AS (DELETE FROM profilevault.restriction WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+                d AS (DELETE FROM profilevault.subjects WHERE id IN (SELECT id FROM s) RETURNING id)
+                SELECT s.pseudonym,
+                       coalesce((SELECT sum(f) FROM p WHERE p.subject_id = s.id), 0)::bigint,
+                       coalesce((SELECT sum(m) FROM p WHERE p.subject_id = s.id), 0)::bigint,
+                       (SELECT count(*) FROM a WHERE a.subject_id = s.id),
+                       (SELECT count(*) FROM e WHERE e.subject_id = s.id),
+                       (SELECT count(*) FROM c WHERE c.subject_id = s.id),
+                       (SELECT count(*) FROM cs WHERE cs.subject_id = s.id),
+                       (SELECT count(*) FROM d WHERE d.id = s.id),
+                       (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint
+                FROM s
+                """, binds: binds))
+            var removedBy: [[UInt8]: [(String, Int64)]] = [:]
+            var now = AuditLog.nowMillis
+            for row in rows {
+                let (pseudonym, f, m, a, e, c, cs, d, t) = try row.decode((ByteBuffer, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
+                removedBy[pseudonym.bytes] = zip(labels, [f, m, a, e, c, cs, d]).map { ($0, $1) }
+                now = t
+            }
+            if rows.isEmpty {
+                now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? now
+            }
+            var records: [AuditRecord] = []
+            var removedInOrder: [[(String, Int64)]] = []
+            for (_, p, again) in subjects {
+                let removed: [(String, Int64)]
+                if again {
+                    removed = nothing
+                } else if let r = removedBy[p] {
+                    removed = r
+                } else if goneIsErased {
                     removed = nothing
                 } else {
-                    guard let row = locked else {
-                        throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
-                    }
-                    let id = try row.decode(Int64.self)
-                    let stored = try await engine.rows(conn, PostgresQuery(unsafeSQL: "SELECT (\(fieldCount))::bigint, (\(macCount))::bigint FROM profilevault.pii WHERE subject_id = $1",
-                                                                        binds: { var b = PostgresBindings(); b.append(id); return b }()))
-                    var counts: (Int64, Int64) = (0, 0)
-                    if let r = stored.first { counts = try r.decode((Int64, Int64).self) }
-                    removed.append(("pii_fields", counts.0))
-                    removed.append(("blind_index_entries", counts.1))
-                    _ = try await engine.rows(conn, "DELETE FROM profilevault.pii WHERE subject_id = \(id) RETURNING 1")
-                    removed.append(("attribute_rows", Int64(try await engine.rows(conn, "DELETE FROM profilevault.attributes WHERE subject_id = \(id) RETURNING 1").count)))
-                    removed.append(("events", Int64(try await engine.rows(conn, "DELETE FROM profilevault.events WHERE subject_id = \(id) RETURNING 1").count)))
-                    removed.append(("consent_entries", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent WHERE subject_id = \(id) RETURNING 1").count)))
-                    removed.append(("consent_states", Int64(try await engine.rows(conn, "DELETE FROM profilevault.consent_state WHERE subject_id = \(id) RETURNING 1").count)))
-                    try await engine.exec(conn, "DELETE FROM profilevault.restriction WHERE subject_id = \(id)")
-                    removed.append(("wrapped_data_key", Int64(try await engine.rows(conn, "DELETE FROM profilevault.subjects WHERE id = \(id) RETURNING 1").count)))
+                    throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
                 }
-                let now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? AuditLog.nowMillis
-                // The request register keeps the pseudonym and metadata, not the sealed texts.
-                try await engine.exec(conn, """
-                    UPDATE profilevault.requests SET customer_id_sealed = NULL, note_sealed = NULL, extend_reason_sealed = NULL,
-                        deny_reason_sealed = NULL WHERE pseudonym = \(bytea(p))
-                    """)
-                let head = try await engine.appendLocked(conn, [audit.record("erase", .delete, subject: p, fields: fields,
-                                                                             detail: "reason \(reason)", counts: removed)])
-                // The suppression list names the receipt (as on SQLite).
-                let receipt = AuditLog.hex(head.hash)
-                try await engine.exec(conn, """
-                    INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
-                    VALUES (\(bytea(p)), \(now), \(reason), \(head.sequence), \(receipt))
-                    ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
-                        receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
-                    """)
-                out.append(ErasureReceipt.make(customerID: customerID, erasedAtMillis: now, reason: reason, removed: removed,
-                                          auditSequence: head.sequence, receipt: AuditLog.hex(head.hash)))
+                removedInOrder.append(removed)
+                records.append(audit.record("erase", .delete, subject: p, fields: fields, detail: "reason \(reason)", counts: removed))
             }
-            return out
+            // The request register keeps the pseudonym and metadata, not the sealed texts.
+            var requestBinds = PostgresBindings()
+            requestBinds.append(subjects.map { bytea($0.pseudonym) })
+            try await engine.exec(conn, PostgresQuery(unsafeSQL: """
+                UPDATE profilevault.requests SET customer_id_sealed = NULL, note_sealed = NULL, extend_reason_sealed = NULL,
+                    deny_reason_sealed = NULL WHERE pseudonym = ANY($1::bytea[])
+                """, binds: requestBinds))
+            let entries = try await engine.appendLockedEntries(conn, records)
+            // The suppression list names each subject's receipt; a customer named twice keeps
+            // its last receipt, as SQLite's INSERT OR REPLACE in file order leaves it.
+            var last: [[UInt8]: Int] = [:]
+            for (i, s) in subjects.enumerated() { last[s.pseudonym] = i }
+            let kept = last.values.sorted()
+            var suppressBinds = PostgresBindings()
+            suppressBinds.append(kept.map { bytea(subjects[$0].pseudonym) })
+            suppressBinds.append(now)
+            suppressBinds.append(reason)
+            suppressBinds.append(kept.map { entries[$0].sequence })
+            suppressBinds.append(kept.map { AuditLog.hex(entries[$0].hash) })
+            try await engine.exec(conn, PostgresQuery(unsafeSQL: """
+                INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
+                SELECT p, $2, $3, q, r FROM unnest($1::bytea[], $4::bigint[], $5::text[]) AS t(p, q, r)
+                ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
+                    receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
+                """, binds: suppressBinds))
+            return subjects.indices.map { i in
+                ErasureReceipt.make(customerID: subjects[i].id, erasedAtMillis: now, reason: reason, removed: removedInOrder[i],
+                                    auditSequence: entries[i].sequence, receipt: AuditLog.hex(entries[i].hash))
+            }
         }
     }
 

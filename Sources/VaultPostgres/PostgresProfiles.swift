@@ -30,6 +30,8 @@ public final class PostgresProfiles: Sendable {
     /// The keys in use: replaced by ``adopt(keyring:)`` (PostgresKeys.swift).
     let keyBox: Mutex<StoreKeys>
     var keys: StoreKeys { keyBox.withLock { $0 } }
+    /// The keyring file the keys came from (nil for a keyring built in memory).
+    let keyringPath: String?
     let piiColumns: PIIColumns
     let piiFieldIDs: [String: Int]
     /// The upserts of one statement's worth of `pii` and `attributes` rows (built once from the
@@ -52,10 +54,11 @@ public final class PostgresProfiles: Sendable {
     /// A server database has no files an output could overwrite.
     public var ownFiles: [ProtectedFile] { [] }
 
-    init(engine: PostgresEngine, schema: Schema, keys: StoreKeys) throws(PostgresStoreError) {
+    init(engine: PostgresEngine, schema: Schema, keys: StoreKeys, keyringPath: String? = nil) throws(PostgresStoreError) {
         self.engine = engine
         self.schema = schema
         self.keyBox = Mutex(keys)
+        self.keyringPath = keyringPath
         let columns = PIIColumns(schema: schema)
         self.piiColumns = columns
         self.piiFieldIDs = Dictionary(uniqueKeysWithValues: PIIColumns.fieldIDs(schema))
@@ -253,7 +256,7 @@ public final class PostgresProfiles: Sendable {
             throw PostgresStoreError(.configuration, "\(place): the store's PII field table does not match the schema")
         }
         let keys = try StoreKeys(keyring: keyring, identityVersion: identity, schema: schema)
-        return try PostgresProfiles(engine: engine, schema: schema, keys: keys)
+        return try PostgresProfiles(engine: engine, schema: schema, keys: keys, keyringPath: keyring.path)
     }
 
     // MARK: - Waiting on the pool
@@ -308,7 +311,7 @@ extension PostgresProfiles {
     /// Unwraps a subject's DEK; a wrong KEK, an unknown version or a modified blob is an
     /// integrity error.
     func dek(_ s: Subject) throws -> AESGCMKey {
-        guard let version = UInt32(exactly: s.kekVersion), let kek = keys.kekCiphers[version] else {
+        guard let version = UInt32(exactly: s.kekVersion), let kek = keys.kekCiphers[version] ?? reloadedKEK(version) else {
             throw VaultError(.integrity, "subject row \(s.id): its data key is wrapped with key version \(s.kekVersion), which the keyring does not hold (retired or missing)")
         }
         do {
@@ -318,6 +321,19 @@ extension PostgresProfiles {
             return try AESGCMKey(dek)
         } catch {
             throw VaultError(.integrity, "subject row \(s.id): the subject's wrapped data key does not verify (modified ciphertext or wrong keyring)")
+        }
+    }
+
+    /// The KEK of a version another node added (`keys rotate` there): the keyring file is read
+    /// again and its missing KEKs taken for unwrapping only (``StoreKeys/addingKEKs(of:)``);
+    /// `serve` adopts the changed file in full on its own (Vault.adoptKeyringFile). Plain file
+    /// reads, no statement, so this may run inside a transaction's task.
+    func reloadedKEK(_ version: UInt32) -> SharedAESGCMKey? {
+        guard let path = keyringPath, let ring = try? Keyring.load(path: path) else { return nil }
+        return keyBox.withLock { keys -> SharedAESGCMKey? in
+            guard let fresh = try? keys.addingKEKs(of: ring) else { return nil }
+            keys = fresh
+            return fresh.kekCiphers[version]
         }
     }
 

@@ -21,9 +21,9 @@ import Glibc
 package struct StoreKeys: Sendable {
     package let identityVersion: UInt32
     package let activeKEKVersion: UInt32
-    package let keks: [UInt32: SecureBytes]
+    package private(set) var keks: [UInt32: SecureBytes]
     /// The KEKs again, keyed for AES-GCM (unwrapping a DEK on every read).
-    package let kekCiphers: [UInt32: SharedAESGCMKey]
+    package private(set) var kekCiphers: [UInt32: SharedAESGCMKey]
     package let pseudonym: SecureBytes
     /// The pseudonym key, keyed for HMAC (one pseudonym per request).
     package let pseudonymMAC: SharedHMACSHA256Key
@@ -73,6 +73,25 @@ package struct StoreKeys: Sendable {
         self.recordDigest = try keyring.derive(.recordDigest, version: identityVersion)
     }
 
+    /// These keys with the KEKs of `keyring`'s versions they lack (not retired), for
+    /// unwrapping only: the active version and every identity key stay these. A reader that
+    /// meets a DEK wrapped under a version another process added reloads the keyring file this
+    /// way without a store round trip. Nil when `keyring` is not this keyring grown (its
+    /// identity version derives another pseudonym key): a foreign file in the keyring's place
+    /// adds nothing. Adopting the keyring (`adopt(keyring:)`, which checks every version's key
+    /// check against the store) switches the active version.
+    package func addingKEKs(of keyring: Keyring) throws -> StoreKeys? {
+        guard keyring.versions.contains(identityVersion),
+              try keyring.derive(.pseudonym, version: identityVersion) == pseudonym else { return nil }
+        var copy = self
+        for v in keyring.versions where !keyring.isRetired(v) && copy.keks[v] == nil {
+            let k = try keyring.derive(.kek, version: v)
+            copy.keks[v] = k
+            copy.kekCiphers[v] = try SharedAESGCMKey(k)
+        }
+        return copy
+    }
+
     package static func keyCheck(keyring: Keyring, version: UInt32) throws -> [UInt8] {
         let key = try keyring.derive(.keyCheck, version: version)
         return try HMACSHA256.mac(key: key, message: Array("profilevault key check v1".utf8))
@@ -81,7 +100,8 @@ package struct StoreKeys: Sendable {
 
 /// The store's keys, replaceable while the store is open: after `keys rotate` another process
 /// (or this one) may meet a DEK wrapped under a KEK version it has not loaded yet; it then
-/// reloads the keyring file once and goes on, so readers need no restart during a rotation.
+/// reloads the keyring file once, takes the KEKs it lacks (``StoreKeys/addingKEKs(of:)``) and
+/// goes on, so readers need no restart during a rotation.
 ///
 /// `@unchecked Sendable`: `value` is only read and written while `lock` is held.
 final class KeyBox: @unchecked Sendable {
@@ -117,9 +137,11 @@ final class KeyBox: @unchecked Sendable {
     }
 
     private func reloaded(identityVersion: UInt32) -> StoreKeys? {
-        guard let path = keyringPath, let ring = try? Keyring.load(path: path),
-              let fresh = try? StoreKeys(keyring: ring, identityVersion: identityVersion, schema: schema) else { return nil }
-        replace(fresh)
+        guard let path = keyringPath, let ring = try? Keyring.load(path: path) else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        guard let fresh = try? value.addingKEKs(of: ring) else { return nil }
+        value = fresh
         return fresh
     }
 

@@ -82,10 +82,13 @@ struct Serve: ParsableCommand {
         if let auditStream { try vault.streamAudit(to: auditStream) }
         let retention = try retentionEvery.map { try RetentionScheduler(vault: vault, every: try Self.parseInterval($0), logger: logger) }
         retention?.start()
+        // A keyring rotated on another node (or copied here) is adopted without a restart.
+        let keyringWatcher = KeyringWatcher(vault: vault, logger: logger)
+        keyringWatcher.start()
         // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hangup.setEventHandler { tokenFile.reload() }
+        hangup.setEventHandler { tokenFile.reload(); keyringWatcher.check() }
         hangup.resume()
         defer { hangup.cancel() }
         let app = buildApplication(vault: vault, tokens: tokenFile, host: host, port: port, options: serviceOptions, logger: logger)
@@ -98,6 +101,7 @@ struct Serve: ParsableCommand {
         }
         done.wait()
         retention?.stop()
+        keyringWatcher.stop()
         do { try vault.close() } catch {
             logger.error("the store did not close cleanly")
         }

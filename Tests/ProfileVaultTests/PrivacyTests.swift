@@ -274,6 +274,56 @@ func expectKind(_ kind: VaultError.Kind, _ fragment: String = "", _ body: () thr
     }
 }
 
+extension KeyRotationTests {
+    /// A long-running node (a Vault opened before another process rotated the keys) reads the
+    /// re-wrapped keys at once, wraps new keys under its old version until it adopts the
+    /// rotated file, and under the new one after. A keyring file of another lineage put in
+    /// its place is refused by the key checks, and the node keeps its keys and pseudonyms.
+    @Test func aRunningNodeAdoptsARotatedKeyringAndRefusesAForeignOne() throws {
+        let f = try VaultFixture(profiles: 20)
+        let node = try f.vault("operator")
+        let reader = try f.vault("support")
+        let officer = try f.vault("privacy_officer")
+        _ = try officer.rotateKeys(resume: false)
+        #expect(try officer.keyStatus().subjectsPerVersion == [2: 20])
+        var o = IngestOptions()
+        o.format = .csv
+        func ingest(_ id: String) throws {
+            _ = try node.ingestProfiles(path: f.write("\(id).csv", CLIStore.header + "\n\(id),\(id)@example.com,Test \(id),+49 30 9999,1980-01-01,40,female,DE,1000\n"), options: o)
+        }
+        // Re-wrapped under a version this node has not loaded: it reads the keyring file again.
+        #expect(try reader.get(customerID: "C4", purpose: "customer_support").fields.first { $0.name == "email" }?.value == .text("user4@example.com"))
+        try ingest("N1")
+        #expect(try officer.keyStatus().subjectsPerVersion == [1: 1, 2: 20])
+        let adopted = try node.adoptKeyringFile()
+        #expect(adopted.active == 2 && adopted.versions == [1, 2])
+        try ingest("N2")
+        #expect(try officer.keyStatus().subjectsPerVersion == [1: 1, 2: 21])
+        // Another keyring (same version numbers, other secrets) in the file's place.
+        let mine = try Data(contentsOf: URL(fileURLWithPath: f.keys))
+        var foreign = Keyring.generate(note: "foreign")
+        _ = foreign.addVersion()
+        _ = try foreign.replace(at: f.keys)
+        expectKind(.integrity, "key check") { _ = try node.adoptKeyringFile() }
+        try ingest("N3")
+        #expect(try officer.keyStatus().subjectsPerVersion == [1: 1, 2: 22])
+        try mine.write(to: URL(fileURLWithPath: f.keys))
+        #expect(try f.vault("support").find(.email, value: "N3@example.com") == ["N3"])
+        // A reader meeting a version it lacks while a foreign file is in place takes nothing
+        // from it: the read fails, and succeeds once the real file is back; its pseudonym and
+        // index keys never changed.
+        _ = try officer.rotateKeys(resume: false)   // version 3 in the real file
+        let real = try Data(contentsOf: URL(fileURLWithPath: f.keys))
+        _ = foreign.addVersion()
+        _ = try foreign.replace(at: f.keys)
+        expectKind(.integrity) { _ = try reader.get(customerID: "C5", purpose: "customer_support") }
+        try real.write(to: URL(fileURLWithPath: f.keys))
+        #expect(try reader.get(customerID: "C5", purpose: "customer_support").fields.first { $0.name == "email" }?.value == .text("user5@example.com"))
+        #expect(try reader.find(.email, value: "user6@example.com") == ["C6"])
+        #expect(try f.vault("auditor").verifyAudit(expectHead: nil).ok)
+    }
+}
+
 final class Flag: @unchecked Sendable {
     private let lock = NSLock()
     private var v = false

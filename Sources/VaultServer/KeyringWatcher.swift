@@ -1,0 +1,69 @@
+import Foundation
+public import Logging
+public import ProfileVault
+import VaultValues
+
+/// `serve` watches its keyring file: when it changes (`keys rotate` on another node sharing
+/// it, or the rotated file copied to this host), the service adopts it
+/// (``Vault/adoptKeyringFile()``) without a restart. One `stat` per tick on a queue of its own;
+/// a file that fails to load or to match the store's key checks is logged once per change
+/// (no key material) and the keys in use stay as they were.
+public final class KeyringWatcher: @unchecked Sendable {
+    // `@unchecked Sendable`: `stamp` and `timer` are only touched under `lock`.
+    /// The actor name `keys.adopt` entries are audited under.
+    public static let actorName = "keyring-watcher"
+    private let vault: Vault
+    private let interval: Double
+    private let logger: Logger
+    private let queue = DispatchQueue(label: "profilevault.keyring-watcher", qos: .utility)
+    private let lock = NSLock()
+    private var stamp: String?
+    private var timer: (any DispatchSourceTimer)?
+
+    public init(vault: Vault, every interval: Double = 2, logger: Logger) {
+        self.vault = vault.acting(as: Actor(name: Self.actorName, role: "service"))
+        self.interval = max(interval, 0.05)
+        self.logger = logger
+        self.stamp = vault.keyringFileStamp()
+    }
+
+    /// Looks at the file once; adopts it when it changed since the last look. Returns whether
+    /// it adopted a changed file.
+    @discardableResult
+    public func check() -> Bool {
+        let now = vault.keyringFileStamp()
+        lock.lock()
+        let changed = now != nil && now != stamp
+        if changed { stamp = now }
+        lock.unlock()
+        guard changed else { return false }
+        do {
+            let r = try vault.adoptKeyringFile()
+            logger.info("keyring adopted", metadata: ["active": .stringConvertible(r.active), "versions": .string(r.versions.map(String.init).joined(separator: ","))])
+            return true
+        } catch {
+            let message = (error as? VaultError)?.detail ?? "the keyring could not be adopted"
+            logger.error("keyring not adopted; the keys in use are unchanged", metadata: ["error": .string(message)])
+            return false
+        }
+    }
+
+    public func start() {
+        lock.lock(); defer { lock.unlock() }
+        guard timer == nil else { return }
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(200))
+        t.setEventHandler { [weak self] in self?.check() }
+        t.resume()
+        timer = t
+    }
+
+    public func stop() {
+        lock.lock()
+        let t = timer
+        timer = nil
+        lock.unlock()
+        t?.cancel()
+        queue.sync {}
+    }
+}

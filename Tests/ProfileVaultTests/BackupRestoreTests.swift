@@ -188,6 +188,40 @@ import VaultCrypto
         #expect(r.erased == 2, "C1's pre-erasure rows in the backup are shredded too")
     }
 
+    /// A backup taken while another thread keeps committing (events and their audit entries)
+    /// is one snapshot: the restored copy's audit chain verifies to its last checkpoint. A copy
+    /// of pages from two moments would not. Passes whatever the interleaving.
+    @Test func backupWhileWritersCommitIsConsistent() throws {
+        let f = try VaultFixture(profiles: 20)
+        let officer = try f.vault("privacy_officer")
+        let writer = try f.vault("operator")
+        let files = try (0..<30).map { i in
+            try f.write("e\(i).csv", "customer_id,kind,item,value,time\n" + (0..<20).map { "C\($0),purchase,SKU-\(i),\($0 + 1),2026-02-0\(1 + i % 9)T00:00:00Z" }.joined(separator: "\n") + "\n")
+        }
+        let done = DispatchSemaphore(value: 0)
+        let failures = LockedBox(0)
+        Thread.detachNewThread {
+            var o = IngestOptions()
+            o.format = .csv
+            for p in files { if (try? writer.ingestEvents(path: p, options: o)) == nil { failures.withLock { $0 += 1 } } }
+            done.signal()
+        }
+        var backups: [String] = []
+        for i in 0..<3 {
+            let path = f.dir + "/busy\(i).db"
+            _ = try officer.backup(to: path)
+            backups.append(path)
+        }
+        done.wait()
+        #expect(failures.withLock { $0 } == 0)
+        for (i, b) in backups.enumerated() {
+            let target = f.dir + "/busy-restored\(i).sqlite"
+            _ = try Vault.restore(config(f, store: target), from: b, journal: nil, acceptResurrection: true)
+            let auditor = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "a", role: "auditor")))
+            #expect(try auditor.verifyAudit(expectHead: nil).ok)
+        }
+    }
+
     @Test func backupRefusesExistingFilesProtectedFilesAndRolesWithoutKeys() throws {
         let f = try VaultFixture(profiles: 3)
         let officer = try f.vault("privacy_officer")
@@ -202,6 +236,14 @@ import VaultCrypto
         _ = try officer.erase(.one("C0"), reason: "x")
         expectKind(.cannotCreate) { _ = try officer.exportErasureJournal(to: f.storePath + ".erasures", force: true) }
     }
+}
+
+/// A value shared with a writer thread (tests only).
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ v: T) { value = v }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
 }
 
 @Suite struct BackupCLITests {

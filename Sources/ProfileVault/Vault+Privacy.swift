@@ -109,7 +109,9 @@ extension Vault {
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             do {
-                return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
+                let receipts = try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
+                recordErasuresInJournal()
+                return receipts
             } catch let e as VaultError where e.kind == .notFound && ids.count == 1 && file == nil {
                 throw subjectNotFound(customerID: ids[0].id)
             }
@@ -144,7 +146,9 @@ extension Vault {
                 throw VaultError(.notFound, "\(file.map { $0 + ": " } ?? "")nothing to erase: " + lines.joined(separator: "; ") + (skipped.count > 20 ? "; ..." : ""),
                                  detail: "nothing to erase: \(skipped.count) customer IDs unknown or erased before")
             }
-            return (try store.erase(customerIDs: keep, file: file, reason: reason, audit: context), skipped)
+            let receipts = try store.erase(customerIDs: keep, file: file, reason: reason, audit: context)
+            recordErasuresInJournal()
+            return (receipts, skipped)
         }
     }
 
@@ -153,7 +157,9 @@ extension Vault {
     /// Applies `policy.yaml`'s retention rules as of `asOf` (unix seconds; default now).
     public func applyRetention(asOf: Int64?, dryRun: Bool) throws -> RetentionReport {
         try audited("retention.apply", .delete, permission: "retention") { context in
-            try store.applyRetention(policy.retention, asOf: asOf ?? Int64(Date().timeIntervalSince1970), dryRun: dryRun, audit: context)
+            let report = try store.applyRetention(policy.retention, asOf: asOf ?? Int64(Date().timeIntervalSince1970), dryRun: dryRun, audit: context)
+            if !dryRun && report.subjectsErased > 0 { recordErasuresInJournal() }
+            return report
         }
     }
 

@@ -228,6 +228,7 @@ public final class Vault: Sendable {
     public var protectedFiles: [ProtectedFile] {
         [ProtectedFile.keyring(configuration.keysPath)] + ProtectedFile.store(configuration.storePath)
             + ProtectedFile.policy(directory: configuration.policyDirectory) + catalogFiles + configuration.protectedFiles
+            + erasureJournalFiles
     }
 
     /// The catalog files the policy declares (`catalogs:`): an output over one would change

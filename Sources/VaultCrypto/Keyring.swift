@@ -31,6 +31,9 @@ public enum KeyPurpose: Sendable, Hashable {
     /// MAC key of ingested records' digests: a re-ingested record equal to the stored one is
     /// recognised without decrypting anything.
     case recordDigest
+    /// MAC key of the erasure journal (a file beside the store, or `audit erasures --out`):
+    /// `restore` refuses a journal whose lines do not verify under it.
+    case erasureJournal
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -44,6 +47,7 @@ public enum KeyPurpose: Sendable, Hashable {
         case .modelArtifact: return "model-artifact"
         case .requestRegister: return "request-register"
         case .recordDigest: return "record-digest"
+        case .erasureJournal: return "erasure-journal"
         }
     }
 }

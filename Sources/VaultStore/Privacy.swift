@@ -254,23 +254,7 @@ extension ProfileStore {
             let batch = try pool.write { db -> [ErasureReceipt] in
                 var out: [ErasureReceipt] = []
                 for (id, s) in chunk {
-                    var removed: [(String, Int64)] = []
-                    // The subject's `pii` row holds its encrypted fields and its blind-index entries.
-                    let (fieldCount, macCount) = piiColumns.storedCountExpressions
-                    let stored = try Row.fetchOne(db, sql: "SELECT \(fieldCount), \(macCount) FROM pii WHERE subject_id = ?", arguments: [s.id])
-                    removed.append(("pii_fields", stored?[0] ?? 0))
-                    removed.append(("blind_index_entries", stored?[1] ?? 0))
-                    let tables: [(String, String?)] = [("pii", nil), ("attributes", "attribute_rows"), ("events", "events"),
-                                                       ("consent", "consent_entries"), ("consent_state", "consent_states"),
-                                                       ("restriction", nil)]
-                    for (table, label) in tables {
-                        try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
-                        if let label { removed.append((label, Int64(db.changesCount))) }
-                    }
-                    try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
-                    removed.append(("wrapped_data_key", Int64(db.changesCount)))
-                    // The request register keeps the pseudonym and metadata, not the sealed texts.
-                    try shredRequests(db, pseudonym: s.pseudonym)
+                    let removed = try shredSubject(db, s)
                     let (seq, hash) = try appendAudit(db, [audit.record("erase", .delete, subject: s.pseudonym,
                                                                          fields: [schema.subjectIDField] + schema.fields.map(\.name),
                                                                          detail: "reason \(reason)", counts: removed)])
@@ -287,6 +271,30 @@ extension ProfileStore {
             try checkpoint()
         }
         return receipts
+    }
+
+    /// Deletes one subject's wrapped DEK and every row of it, and the sealed texts of its
+    /// register requests (the register keeps the pseudonym and metadata), inside the caller's
+    /// transaction; returns the counts a receipt shows. `erase` and `restore` (re-applying the
+    /// erasure journal) share it.
+    func shredSubject(_ db: Database, _ s: SubjectRow) throws -> [(String, Int64)] {
+        var removed: [(String, Int64)] = []
+        // The subject's `pii` row holds its encrypted fields and its blind-index entries.
+        let (fieldCount, macCount) = piiColumns.storedCountExpressions
+        let stored = try Row.fetchOne(db, sql: "SELECT \(fieldCount), \(macCount) FROM pii WHERE subject_id = ?", arguments: [s.id])
+        removed.append(("pii_fields", stored?[0] ?? 0))
+        removed.append(("blind_index_entries", stored?[1] ?? 0))
+        let tables: [(String, String?)] = [("pii", nil), ("attributes", "attribute_rows"), ("events", "events"),
+                                           ("consent", "consent_entries"), ("consent_state", "consent_states"),
+                                           ("restriction", nil)]
+        for (table, label) in tables {
+            try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
+            if let label { removed.append((label, Int64(db.changesCount))) }
+        }
+        try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
+        removed.append(("wrapped_data_key", Int64(db.changesCount)))
+        try shredRequests(db, pseudonym: s.pseudonym)
+        return removed
     }
 
     /// Erases subjects by customer ID. All IDs must exist (an unknown one refuses the call

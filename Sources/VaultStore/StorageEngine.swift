@@ -118,6 +118,14 @@ public protocol StorageEngine: AnyObject, Sendable {
     /// `serve --audit-stream FILE`: every entry this process commits, one JSON line each.
     func streamAudit(to path: String, protecting: [ProtectedFile]) throws
 
+    // MARK: The erasure journal (ErasureJournal.swift)
+    /// Every erasure the suppression list records, with the store's id and audit head now.
+    func erasureJournal() throws -> ErasureJournal
+    /// The journal's bytes, each line MACed under the keyring's erasure-journal key.
+    func sealErasureJournal(_ journal: ErasureJournal) -> [UInt8]
+    /// Reads and verifies a journal of this store (integrity error, exit 1, otherwise).
+    func openErasureJournal(_ bytes: [UInt8], label: String) throws -> ErasureJournal
+
     // MARK: The policy ledger
     func latestPolicy() throws -> PolicyRecord?
     func policyHistory() throws -> [PolicyRecord]

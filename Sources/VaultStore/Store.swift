@@ -43,6 +43,9 @@ package struct StoreKeys: Sendable {
     package let requestRegister: SharedAESGCMKey
     /// Keys the digests of ingested records (`subjects.record_digest`); identity version.
     package let recordDigest: SecureBytes
+    /// MACs the erasure journal's lines (ErasureJournal.swift); identity version, so a journal
+    /// stays valid across key rotations.
+    package let erasureJournal: SharedHMACSHA256Key
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -71,6 +74,7 @@ package struct StoreKeys: Sendable {
         self.modelArtifactMAC = try SharedHMACSHA256Key(keyring.derive(.modelArtifact, version: identityVersion))
         self.requestRegister = try SharedAESGCMKey(keyring.derive(.requestRegister, version: identityVersion))
         self.recordDigest = try keyring.derive(.recordDigest, version: identityVersion)
+        self.erasureJournal = try SharedHMACSHA256Key(keyring.derive(.erasureJournal, version: identityVersion))
     }
 
     /// These keys with the KEKs of `keyring`'s versions they lack (not retired), for

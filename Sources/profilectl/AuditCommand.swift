@@ -17,7 +17,7 @@ func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Auditor tools: export, verify, signed head, public key.",
-        subcommands: [Export.self, Report.self, Verify.self, Head.self, PublicKey.self])
+        subcommands: [Export.self, Report.self, Verify.self, Head.self, PublicKey.self, Erasures.self])
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -51,6 +51,22 @@ struct AuditCommand: ParsableCommand {
             options.emit(.object([("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("last_sequence", .int(r.lastSequence)),
                                   ("out", .string(out))]),
                          text: "exported \(r.entries) entries to \(out); signed head \(r.head); continue with --after-seq \(r.lastSequence)")
+        }
+    }
+
+    struct Erasures: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the erasure journal (every erasure: pseudonym, time, reason, receipt; MACed line by line) to a new file.",
+            discussion: "Permission keys (privacy_officer). restore --erasure-journal FILE re-applies it to a backup. A SQLite store also keeps it beside itself (STORE.erasures), rewritten after every erasure.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The journal file (a new file, mode 0600).") var out: String
+        @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
+
+        func run() throws {
+            let vault = try options.openVault()
+            defer { try? vault.close() }
+            let n = try vault.exportErasureJournal(to: out, force: force)
+            options.emit(.object([("path", .string(out)), ("entries", .int(Int64(n)))]), text: "erasure journal written to \(out): \(n) erasures")
         }
     }
 

@@ -165,7 +165,8 @@ struct KeyringTests {
         var keyring = Keyring.generate(note: nil)
         keyring.addVersion()
         let purposes: [KeyPurpose] = [.kek, .pseudonym, .blindIndex(field: "email"), .blindIndex(field: "phone"),
-                                      .auditSigning, .keyCheck, .exportPseudonym(purpose: "analytics"), .exportPseudonym(purpose: "support")]
+                                      .auditSigning, .keyCheck, .exportPseudonym(purpose: "analytics"), .exportPseudonym(purpose: "support"),
+                                      .erasureJournal]
         var seen: [String] = []
         for version in keyring.versions {
             for purpose in purposes {

@@ -1,0 +1,150 @@
+import Foundation
+public import Logging
+import VaultAudit
+import VaultPostgres
+public import VaultStore
+import VaultValues
+
+public typealias RestoreReport = VaultStore.RestoreReport
+
+/// Backups that remember erasures (issue 20 part 3; docs/deployment.md, "Backups"):
+/// `backup --out FILE`, the erasure journal (`STORE.erasures` beside a SQLite store, and
+/// `audit erasures --out FILE` on both engines), and `restore --from FILE --to STORE`.
+///
+/// Permission: `keys` for all three (a backup carries every wrapped data key, as `migrate`
+/// does; the journal and a restore decide which subjects stay erased).
+extension Vault {
+    /// Where the erasure journal of a SQLite store lives: beside it, `STORE.erasures`; nil for
+    /// a PostgreSQL store (its journal is written by `audit erasures --out FILE`).
+    public static func erasureJournalPath(storePath: String) -> String? {
+        PostgresStore.isLocation(storePath) ? nil : storePath + ".erasures"
+    }
+
+    /// The journal beside the store, which no output may replace (``protectedFiles``).
+    var erasureJournalFiles: [ProtectedFile] {
+        Self.erasureJournalPath(storePath: configuration.storePath).map { [ProtectedFile($0, "the erasure journal")] } ?? []
+    }
+
+    /// After an erasure committed: rewrites the journal beside a SQLite store (nothing for
+    /// PostgreSQL). A failure does not undo the erasure (it is committed and audited): it is
+    /// logged as an error, and the next erasure or `audit erasures` writes the journal again.
+    func recordErasuresInJournal() {
+        guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
+        do {
+            let (_, problem) = try s.refreshErasureJournal(at: path)
+            if let problem {
+                logger.error("the erasure journal beside the store did not verify and was rewritten from the suppression list", metadata: ["problem": .string(problem)])
+            }
+        } catch {
+            logger.error("could not write the erasure journal beside the store; run profilectl audit erasures --out FILE", metadata: ["error": .string("\(error)")])
+        }
+    }
+
+    // MARK: - backup
+
+    /// What `backup` wrote: the file and the backup's audit head.
+    public struct BackupReport: Sendable {
+        public var path: String
+        public var sequence: Int64
+        public var head: String
+    }
+
+    /// `profilectl backup --out FILE` (permission `keys`): a consistent online copy of a SQLite
+    /// store in a new 0600 file (never the store, the keyring or a policy file; no `--force`),
+    /// holding the ciphertext and wrapped keys as the store does. The live store then records
+    /// `store.backup`, naming the backup's audit head. A PostgreSQL store is refused (64):
+    /// pg_dump plus the erasure journal (docs/deployment.md).
+    public func backup(to path: String) throws -> BackupReport {
+        try audited("store.backup", .read, permission: "keys") { context in
+            guard let source = store as? ProfileStore else {
+                throw VaultError(.usage, "backup copies a SQLite store; back up a PostgreSQL store with pg_dump and keep its erasure journal (profilectl audit erasures --out FILE): docs/deployment.md")
+            }
+            let file = try OutputFile(path: path, force: false, protecting: store.ownFiles + protectedFiles, what: "the backup")
+            let (seq, head) = try source.backup(into: file)
+            try store.audit([context.record("store.backup", .read, detail: "backup written; its audit head is entry \(seq), \(head)",
+                                            counts: [("audit_entries", seq)])])
+            return BackupReport(path: path, sequence: seq, head: head)
+        }
+    }
+
+    // MARK: - the erasure journal
+
+    /// `profilectl audit erasures --out FILE` (permission `keys`): the erasure journal of this
+    /// store (its suppression list with receipts, merged with the journal beside a SQLite
+    /// store) in a new 0600 file, MACed line by line. Audited (`store.erasure_journal`).
+    public func exportErasureJournal(to path: String, force: Bool = false) throws -> Int {
+        try audited("store.erasure_journal", .read, permission: "keys") { context in
+            let file = try OutputFile(path: path, force: force, protecting: store.ownFiles + protectedFiles, what: "the erasure journal")
+            var journal = try store.erasureJournal()
+            if let beside = Self.erasureJournalPath(storePath: configuration.storePath), let bytes = FileManager.default.contents(atPath: beside) {
+                journal.entries = ErasureJournal.merged(try store.openErasureJournal(Array(bytes), label: beside).entries, journal.entries)
+            }
+            try store.audit([context.record("store.erasure_journal", .read, detail: "erasure journal exported at audit entry \(journal.auditSequence)",
+                                            counts: [("entries", Int64(journal.entries.count))])])
+            try file.write(store.sealErasureJournal(journal))
+            try file.commit()
+            return journal.entries.count
+        }
+    }
+
+    // MARK: - restore
+
+    /// `profilectl restore --from BACKUP --to STORE [--erasure-journal F]` (permission `keys`,
+    /// the role of `config.actor`): copies the backup into a new SQLite store at
+    /// `config.storePath` (0600; refused when one exists), verifies its audit chain and the
+    /// journal (MAC chain, trailer, this store's id: integrity error, exit 1, otherwise), and
+    /// re-applies every erasure the journal recorded after the backup's audit head; the restored
+    /// store records `store.restore`. Without a journal it refuses (64) unless
+    /// `acceptResurrection`, which records `store.restore_without_journal`. Any refusal after
+    /// the copy removes the copy.
+    public static func restore(_ config: VaultConfiguration, from backup: String, journal journalPath: String?, acceptResurrection: Bool,
+                               logger: Logger = Logger(label: "profilevault")) throws -> RestoreReport {
+        let files = try loadPolicyFiles(directory: config.policyDirectory)
+        let role = config.actor.role
+        guard files.policy.roles[role] != nil else { throw VaultError(.denied, "role \(role) is not defined in the policy") }
+        guard files.policy.role(role, allows: "keys") else {
+            let granting = files.policy.roles.filter { $0.value.contains("keys") }.keys.sorted()
+            throw VaultError(.denied, "role \(role) may not keys; \(granting.isEmpty ? "no role of the policy has it" : "it needs role \(granting.joined(separator: " or ")) (--role)")")
+        }
+        guard !PostgresStore.isLocation(config.storePath) else {
+            throw VaultError(.usage, "restore writes a new SQLite store (--to FILE); restore a PostgreSQL store with pg_restore, then re-apply its erasure journal as docs/deployment.md says")
+        }
+        if journalPath != nil && acceptResurrection {
+            throw VaultError(.usage, "give either --erasure-journal FILE or --i-accept-resurrection, not both")
+        }
+        guard journalPath != nil || acceptResurrection else {
+            throw VaultError(.usage, "restore needs the erasure journal of the store the backup came from (--erasure-journal FILE: STORE.erasures, or a copy from profilectl audit erasures --out): without it, every subject erased after the backup would come back. --i-accept-resurrection restores without it (audited)")
+        }
+        var journalBytes: [UInt8]?
+        if let journalPath {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: journalPath, isDirectory: &isDir), !isDir.boolValue,
+                  let data = FileManager.default.contents(atPath: journalPath) else {
+                throw VaultError(.notFound, "\(journalPath): no erasure journal here")
+            }
+            journalBytes = Array(data)
+        }
+        let keyring = try loadKeyring(path: config.keysPath)
+        try ProfileStore.copyBackup(from: backup, to: config.storePath)
+        var restored: ProfileStore?
+        do {
+            let store = try ProfileStore.open(path: config.storePath, keyring: keyring, schema: files.schema)
+            restored = store
+            _ = try store.verifyAudit(expectHead: nil)
+            let journal = try journalBytes.map { try store.openErasureJournal($0, label: journalPath ?? "the erasure journal") }
+            let context = AuditContext(actor: config.actor.name, role: role, requestID: UUID().uuidString.lowercased(), policyVersion: files.policy.version)
+            let report = try store.reapplyErasures(journal, journalLabel: journalPath, audit: context)
+            if let path = erasureJournalPath(storePath: config.storePath) {
+                try store.refreshErasureJournal(at: path, merging: journal?.entries ?? [])
+            }
+            _ = try store.verifyAudit(expectHead: nil)
+            try store.close()
+            logger.info("store restored", metadata: ["store": .string(config.storePath)])
+            return report
+        } catch {
+            try? restored?.close()
+            ProfileStore.removeStoreFiles(config.storePath)
+            throw error
+        }
+    }
+}

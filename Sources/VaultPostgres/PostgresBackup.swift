@@ -1,0 +1,38 @@
+import Foundation
+import PostgresNIO
+public import VaultStore
+import VaultAudit
+
+// The erasure journal on PostgreSQL, as on SQLite (VaultStore/Backup.swift): the suppression
+// list with its receipts, the store id and the audit head, read in one transaction; sealed and
+// verified with the same erasure-journal key. A PostgreSQL store has no `backup` of its own
+// (docs/deployment.md: pg_dump plus this journal, from `audit erasures --out FILE`).
+
+extension PostgresProfiles {
+    public func erasureJournal() throws -> ErasureJournal {
+        try Self.wait("reading the erasure journal") { [engine] in
+            try await engine.transaction("reading the erasure journal") { conn in
+                var entries: [ErasureJournalEntry] = []
+                for row in try await engine.rows(conn, "SELECT pseudonym, erased_at, reason, receipt_seq, receipt FROM profilevault.suppressed") {
+                    let (p, at, reason, seq, receipt) = try row.decode((ByteBuffer, Int64, String, Int64?, String?).self)
+                    entries.append(ErasureJournalEntry(pseudonym: p.bytes, erasedAtMillis: at, reason: reason, auditSequence: seq, receipt: receipt))
+                }
+                let store = try await engine.rows(conn, "SELECT value FROM profilevault.meta WHERE key = 'store_id'").first?.decode(String.self) ?? ""
+                guard let head = try await engine.rows(conn, "SELECT seq, hash FROM profilevault.audit_head WHERE id = 1").first else {
+                    throw PostgresStoreError(.integrity, "the audit head row is missing: the database was edited")
+                }
+                let (seq, hash) = try head.decode((Int64, ByteBuffer).self)
+                return ErasureJournal(storeID: store, entries: ErasureJournal.merged([], entries), auditSequence: seq,
+                                      auditHead: AuditLog.hex(hash.bytes), writtenAtMillis: AuditLog.nowMillis)
+            }
+        }
+    }
+
+    public func sealErasureJournal(_ journal: ErasureJournal) -> [UInt8] {
+        journal.sealed(key: keys.erasureJournal)
+    }
+
+    public func openErasureJournal(_ bytes: [UInt8], label: String) throws -> ErasureJournal {
+        try ErasureJournal.open(bytes, key: keys.erasureJournal, storeID: storeID, label: label)
+    }
+}

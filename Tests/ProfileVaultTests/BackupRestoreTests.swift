@@ -1,0 +1,280 @@
+import Foundation
+import Testing
+import VaultAudit
+import VaultCrypto
+@testable import ProfileVault
+@testable import VaultStore
+
+/// Backups that remember erasures (issue 20 part 3): a backup taken before an erasure, restored
+/// with the erasure journal, keeps the subject erased; without the journal, or with a journal
+/// that was altered, the restore is refused.
+@Suite struct BackupRestoreTests {
+    /// A fixture with a backup taken before C1 is erased; returns the backup path, C1's raw
+    /// secrets (wrapped DEK, ciphertexts, MACs) as the backup holds them, and the receipt.
+    func backupThenErase(_ f: VaultFixture) throws -> (backup: String, secrets: [String], receipt: ErasureReceipt) {
+        let officer = try f.vault("privacy_officer")
+        let raw = try #require(try officer.store.rawRows(customerID: "C1"))
+        let secrets = [raw.wrappedDEKHex] + raw.pii.map(\.ciphertextHex) + raw.blindIndex.map(\.macHex)
+        let backup = f.dir + "/backup.db"
+        let b = try officer.backup(to: backup)
+        #expect(b.sequence > 0)
+        var st = stat()
+        #expect(stat(backup, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        // The backup holds C1's wrapped key (it was taken before the erasure).
+        let bytes = try #require(FileManager.default.contents(atPath: backup))
+        #expect(bytes.range(of: Data(AuditLog.unhex(raw.wrappedDEKHex)!)) != nil)
+        let receipt = try #require(try officer.erase(.one("C1"), reason: "request 7").first)
+        return (backup, secrets, receipt)
+    }
+
+    func config(_ f: VaultFixture, store: String, role: String = "privacy_officer") -> VaultConfiguration {
+        VaultConfiguration(storePath: store, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "t-restore", role: role))
+    }
+
+    @Test func restoredBackupKeepsTheErasedSubjectErased() throws {
+        let f = try VaultFixture(profiles: 50)
+        let (backup, secrets, receipt) = try backupThenErase(f)
+        let journal = f.storePath + ".erasures"
+        #expect(FileManager.default.fileExists(atPath: journal), "every erasure rewrites the journal beside the store")
+        let target = f.dir + "/restored.sqlite"
+        let r = try Vault.restore(config(f, store: target), from: backup, journal: journal, acceptResurrection: false)
+        #expect(r.erased == 1 && r.afterBackup == 1 && r.journalEntries == 1)
+
+        let restored = VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "s", role: "support"))
+        let support = try Vault.open(restored)
+        // get answers 66 and names the original erasure's date and receipt.
+        expectKind(.notFound, "with receipt \(receipt.receipt) (audit entry \(receipt.auditSequence))") { _ = try support.get(customerID: "C1", purpose: "customer_support") }
+        expectKind(.notFound, "erased on") { _ = try support.get(customerID: "C1", purpose: "customer_support") }
+        #expect(try support.get(customerID: "C2", purpose: "customer_support").customerID == "C2")
+        // No byte of C1's wrapped key, ciphertext or blind index is left in the restored files.
+        for suffix in ["", "-wal", "-shm"] {
+            guard let file = FileManager.default.contents(atPath: target + suffix) else { continue }
+            for s in secrets { #expect(file.range(of: Data(AuditLog.unhex(s)!)) == nil, "erased bytes left in restored\(suffix)") }
+        }
+        // A re-ingest of C1 is refused as on the live store (the suppression list came back).
+        let op = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "o", role: "operator")))
+        var o = IngestOptions()
+        o.format = .csv
+        expectKind(.invalidInput) { _ = try op.ingestProfiles(path: f.write("again.csv", CLIStore.rows(2)), options: o) }
+        // The restored store's log verifies and records the restore.
+        let auditor = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "a", role: "auditor")))
+        #expect(try auditor.verifyAudit(expectHead: nil).ok)
+        let (bytes, _, _, _) = try auditor.exportAudit(Vault.AuditExportRequest(flat: true))
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.contains("\"store.restore\"") && text.contains("re-applied by restore"))
+        // The live store recorded the backup, naming its head.
+        let live = try f.vault("auditor")
+        let (liveBytes, _, _, _) = try live.exportAudit(Vault.AuditExportRequest(flat: true))
+        #expect(String(decoding: liveBytes, as: UTF8.self).contains("\"store.backup\""))
+    }
+
+    @Test func subjectIngestedAfterTheBackupAndErasedStaysSuppressed() throws {
+        let f = try VaultFixture(profiles: 5)
+        let officer = try f.vault("privacy_officer"), op = try f.vault("operator")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        var o = IngestOptions()
+        o.format = .csv
+        _ = try op.ingestProfiles(path: f.write("late.csv", CLIStore.header + "\nL9,l9@example.com,Late Nine,+49 30 9,1980-01-01,40,female,DE,1000\n"), options: o)
+        _ = try officer.erase(.one("L9"), reason: "late")
+        let target = f.dir + "/r.sqlite"
+        let r = try Vault.restore(config(f, store: target), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false)
+        #expect(r.erased == 0 && r.suppressed == 1)
+        let restored = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "o", role: "operator")))
+        expectKind(.invalidInput) { _ = try restored.ingestProfiles(path: f.write("again.csv", CLIStore.header + "\nL9,l9@example.com,Late Nine,+49 30 9,1980-01-01,40,female,DE,1000\n"), options: o) }
+    }
+
+    @Test func restoreWithoutAJournalIsRefusedUnlessResurrectionIsAccepted() throws {
+        let f = try VaultFixture(profiles: 5)
+        let (backup, _, _) = try backupThenErase(f)
+        let target = f.dir + "/r.sqlite"
+        expectKind(.usage, "erasure journal") { _ = try Vault.restore(config(f, store: target), from: backup, journal: nil, acceptResurrection: false) }
+        #expect(!FileManager.default.fileExists(atPath: target))
+        // Without the permission `keys`: refused before anything is written.
+        expectKind(.denied) { _ = try Vault.restore(config(f, store: target, role: "operator"), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false) }
+        #expect(!FileManager.default.fileExists(atPath: target))
+        let r = try Vault.restore(config(f, store: target), from: backup, journal: nil, acceptResurrection: true)
+        #expect(r.journalEntries == nil && r.erased == 0)
+        let support = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "s", role: "support")))
+        #expect(try support.get(customerID: "C1", purpose: "customer_support").customerID == "C1", "resurrected, as accepted")
+        let auditor = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "a", role: "auditor")))
+        let (bytes, _, _, _) = try auditor.exportAudit(Vault.AuditExportRequest(flat: true))
+        #expect(String(decoding: bytes, as: UTF8.self).contains("\"store.restore_without_journal\""))
+        #expect(try auditor.verifyAudit(expectHead: nil).ok)
+        // A restore never goes over an existing store.
+        expectKind(.configuration) { _ = try Vault.restore(config(f, store: target), from: backup, journal: nil, acceptResurrection: true) }
+        expectKind(.configuration) { _ = try Vault.restore(config(f, store: f.storePath), from: backup, journal: nil, acceptResurrection: true) }
+    }
+
+    @Test func alteredJournalIsRefusedAndLeavesNoStore() throws {
+        let f = try VaultFixture(profiles: 10)
+        let officer = try f.vault("privacy_officer")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        _ = try officer.erase(.one("C1"), reason: "one")
+        _ = try officer.erase(.one("C2"), reason: "two")
+        let journal = try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))
+        var lines = String(decoding: journal, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        #expect(lines.count == 4, "header, two erasures, end line")
+        func attempt(_ name: String, _ text: String) throws {
+            let path = try f.write(name, text)
+            let target = f.dir + "/r-\(name).sqlite"
+            expectKind(.integrity, "erasure journal") { _ = try Vault.restore(config(f, store: target), from: backup, journal: path, acceptResurrection: false) }
+            #expect(!FileManager.default.fileExists(atPath: target), "a refused restore leaves no store behind")
+        }
+        // A line dropped: C2's erasure (so C2 would come back).
+        try attempt("dropped", ([lines[0], lines[1], lines[3]]).joined(separator: "\n") + "\n")
+        // The last erasure and the end line cut off (a truncated tail).
+        try attempt("truncated", ([lines[0], lines[1]]).joined(separator: "\n") + "\n")
+        // One entry altered (another pseudonym), MAC kept.
+        var chars = Array(lines[2])
+        let at = try #require(lines[2].range(of: "\"pseudonym\":\"")).upperBound
+        let i = lines[2].distance(from: lines[2].startIndex, to: at)
+        chars[i] = chars[i] == "0" ? "1" : "0"
+        try attempt("altered", ([lines[0], lines[1], String(chars), lines[3]]).joined(separator: "\n") + "\n")
+        // Two entries swapped.
+        try attempt("reordered", ([lines[0], lines[2], lines[1], lines[3]]).joined(separator: "\n") + "\n")
+        // A line appended after the end.
+        try attempt("appended", (lines + [lines[1]]).joined(separator: "\n") + "\n")
+        // Another store's journal (its own keyring and store id).
+        let other = try VaultFixture(profiles: 3)
+        let otherOfficer = try Vault.open(VaultConfiguration(storePath: other.storePath, keysPath: other.keys, policyDirectory: other.policies,
+                                                             actor: Actor(name: "x", role: "privacy_officer")))
+        _ = try otherOfficer.erase(.one("C1"), reason: "x")
+        try attempt("other", String(decoding: try #require(FileManager.default.contents(atPath: other.storePath + ".erasures")), as: UTF8.self))
+        // A journal of another store under the same keyring (another store id).
+        let sibling = f.dir + "/sibling.sqlite"
+        let sib = try Vault.initialize(VaultConfiguration(storePath: sibling, keysPath: f.keys, policyDirectory: f.policies,
+                                                          actor: Actor(name: "x", role: "privacy_officer")))
+        _ = try sib.exportErasureJournal(to: f.dir + "/sibling.erasures")
+        try attempt("sibling", String(decoding: try #require(FileManager.default.contents(atPath: f.dir + "/sibling.erasures")), as: UTF8.self))
+        // The intact journal restores.
+        let r = try Vault.restore(config(f, store: f.dir + "/ok.sqlite"), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false)
+        #expect(r.erased == 2)
+    }
+
+    @Test func journalOlderThanTheBackupIsRefused() throws {
+        let f = try VaultFixture(profiles: 5)
+        let officer = try f.vault("privacy_officer")
+        _ = try officer.erase(.one("C0"), reason: "early")
+        let old = f.dir + "/old.erasures"
+        #expect(try officer.exportErasureJournal(to: old) == 1)
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        _ = try officer.erase(.one("C1"), reason: "after")
+        expectKind(.invalidInput, "before the backup") {
+            _ = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: old, acceptResurrection: false)
+        }
+        #expect(!FileManager.default.fileExists(atPath: f.dir + "/r.sqlite"))
+    }
+
+    @Test func journalKeepsAnErasureAfterAReingestRemovedItsSuppressionEntry() throws {
+        let f = try VaultFixture(profiles: 5)
+        let officer = try f.vault("privacy_officer"), op = try f.vault("operator")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        _ = try officer.erase(.one("C1"), reason: "asked")
+        var o = IngestOptions()
+        o.format = .csv
+        o.allowReingest = true
+        _ = try op.ingestProfiles(path: f.write("back.csv", CLIStore.rows(2)), options: o)
+        // The re-ingest removed C1 from the suppression list; the next erasure rewrites the
+        // journal, which still holds C1's erasure (merged from the journal it replaces).
+        _ = try officer.erase(.one("C0"), reason: "other")
+        let j = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))), label: "j")
+        #expect(j.entries.count == 2)
+        let r = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false)
+        #expect(r.erased == 2, "C1's pre-erasure rows in the backup are shredded too")
+    }
+
+    /// A backup taken while another thread keeps committing (events and their audit entries)
+    /// is one snapshot: the restored copy's audit chain verifies to its last checkpoint. A copy
+    /// of pages from two moments would not. Passes whatever the interleaving.
+    @Test func backupWhileWritersCommitIsConsistent() throws {
+        let f = try VaultFixture(profiles: 20)
+        let officer = try f.vault("privacy_officer")
+        let writer = try f.vault("operator")
+        let files = try (0..<30).map { i in
+            try f.write("e\(i).csv", "customer_id,kind,item,value,time\n" + (0..<20).map { "C\($0),purchase,SKU-\(i),\($0 + 1),2026-02-0\(1 + i % 9)T00:00:00Z" }.joined(separator: "\n") + "\n")
+        }
+        let done = DispatchSemaphore(value: 0)
+        let failures = LockedBox(0)
+        Thread.detachNewThread {
+            var o = IngestOptions()
+            o.format = .csv
+            for p in files { if (try? writer.ingestEvents(path: p, options: o)) == nil { failures.withLock { $0 += 1 } } }
+            done.signal()
+        }
+        var backups: [String] = []
+        for i in 0..<3 {
+            let path = f.dir + "/busy\(i).db"
+            _ = try officer.backup(to: path)
+            backups.append(path)
+        }
+        done.wait()
+        #expect(failures.withLock { $0 } == 0)
+        for (i, b) in backups.enumerated() {
+            let target = f.dir + "/busy-restored\(i).sqlite"
+            _ = try Vault.restore(config(f, store: target), from: b, journal: nil, acceptResurrection: true)
+            let auditor = try Vault.open(VaultConfiguration(storePath: target, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "a", role: "auditor")))
+            #expect(try auditor.verifyAudit(expectHead: nil).ok)
+        }
+    }
+
+    @Test func backupRefusesExistingFilesProtectedFilesAndRolesWithoutKeys() throws {
+        let f = try VaultFixture(profiles: 3)
+        let officer = try f.vault("privacy_officer")
+        let existing = try f.write("exists.db", "x")
+        expectKind(.cannotCreate, "already exists") { _ = try officer.backup(to: existing) }
+        #expect(try String(contentsOfFile: existing, encoding: .utf8) == "x")
+        expectKind(.cannotCreate) { _ = try officer.backup(to: f.storePath) }
+        expectKind(.cannotCreate) { _ = try officer.backup(to: f.keys) }
+        expectKind(.denied) { _ = try f.vault("operator").backup(to: f.dir + "/op.db") }
+        #expect(!FileManager.default.fileExists(atPath: f.dir + "/op.db"))
+        // The journal beside the store is never an output.
+        _ = try officer.erase(.one("C0"), reason: "x")
+        expectKind(.cannotCreate) { _ = try officer.exportErasureJournal(to: f.storePath + ".erasures", force: true) }
+    }
+}
+
+/// A value shared with a writer thread (tests only).
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ v: T) { value = v }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
+}
+
+@Suite struct BackupCLITests {
+    @Test func backupEraseRestoreFromTheCommandLine() throws {
+        let s = try CLIStore()
+        #expect(try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(5))]).status == 0)
+        let backup = s.dir + "/b.db"
+        let b = try s.run(["backup", "--out", backup, "--role", "privacy_officer", "--json"])
+        #expect(b.status == 0, "\(b.stderr)")
+        #expect(b.json?["path"] as? String == backup)
+        #expect(try s.run(["backup", "--out", backup, "--role", "privacy_officer"]).status == 73)
+        #expect(try s.run(["backup", "--out", s.dir + "/x.db"]).status == 77)
+        #expect(try s.run(["erase", "--subject", "C1", "--reason", "asked", "--role", "privacy_officer"]).status == 0)
+        let target = s.dir + "/r.sqlite"
+        let refused = try s.run(["restore", "--from", backup, "--to", target, "--role", "privacy_officer"])
+        #expect(refused.status == 64 && refused.stderr.contains("--i-accept-resurrection"))
+        let journal = s.dir + "/j.erasures"
+        let e = try s.run(["audit", "erasures", "--out", journal, "--role", "privacy_officer", "--json"])
+        #expect(e.status == 0 && e.json?["entries"] as? Int == 1, "\(e.stderr)")
+        // A journal with a byte changed: integrity error (1).
+        var bad = try #require(FileManager.default.contents(atPath: journal))
+        if let i = bad.firstIndex(of: UInt8(ascii: "k")) { bad[i] = UInt8(ascii: "K") }
+        let badPath = s.dir + "/bad.erasures"
+        #expect(FileManager.default.createFile(atPath: badPath, contents: bad))
+        #expect(try s.run(["restore", "--from", backup, "--to", target, "--erasure-journal", badPath, "--role", "privacy_officer"]).status == 1)
+        let r = try s.run(["restore", "--from", backup, "--to", target, "--erasure-journal", journal, "--role", "privacy_officer", "--json"])
+        #expect(r.status == 0 && r.json?["path"] as? String == target && r.json?["erased"] as? Int == 1, "\(r.stderr)")
+        var env = s.env
+        env["PROFILEVAULT_STORE"] = target
+        let get = try CLI.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"], env: env)
+        #expect(get.status == 66 && get.stderr.contains("erased on") && get.stderr.contains("receipt"), "\(get.stderr)")
+        #expect(try CLI.run(["audit", "verify", "--role", "auditor"], env: env).status == 0)
+    }
+}

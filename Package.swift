@@ -72,7 +72,12 @@ let package = Package(
             name: "VaultServer",
             dependencies: [
                 "ProfileVault", "VaultValues", "VaultPolicy", "DifferentialPrivacy",
+                // Yams: `serve --config FILE`.
+                "Yams",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // TLS (HTTP/1.1 and HTTP/2 by ALPN) for `serve --tls-cert --tls-key`, on swift-nio-ssl.
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -40,6 +40,10 @@ public final class PostgresEngine: Sendable {
     let commits = AuditCommitQueue()
     /// Where signed heads are published once their transaction commits (`publishAuditHeads`).
     let headPublishing = HeadPublishing()
+    /// The pool's size and how many of its connections are leased or waited for right now:
+    /// ``poolState`` (the service's `/metrics`). Counting costs two atomic adds per lease.
+    let maximumConnections: Int
+    let leases = PoolLeases()
 
     /// The public half of the audit signing key: what verifies the chain's checkpoints.
     public var auditPublicKey: Ed25519PublicKey { auditKey.publicKey }
@@ -91,6 +95,7 @@ public final class PostgresEngine: Sendable {
         config.options.additionalStartupParameters = startup
         direct.options.additionalStartupParameters = startup
         self.location = location
+        self.maximumConnections = maximumConnections
         self.auditKey = auditSigningKey
         self.logger = logger
         self.direct = direct
@@ -171,6 +176,14 @@ public final class PostgresEngine: Sendable {
         }
     }
 
+    /// The pool right now: its size, the connections leased to a statement or transaction, and
+    /// the leases still waiting for a connection. A snapshot of two counters (no round trip).
+    public var poolState: (maximum: Int, inUse: Int, waiting: Int) {
+        let requested = leases.requested.load(ordering: .relaxed)
+        let leased = leases.leased.load(ordering: .relaxed)
+        return (maximumConnections, leased, max(0, requested - leased))
+    }
+
     /// Stops the pool: its connections close and later operations fail.
     public func close() async {
         runner.cancel()
@@ -200,7 +213,11 @@ public final class PostgresEngine: Sendable {
                                   _ body: (PostgresConnection) async throws -> T) async throws -> T {
         await running.wait()
         do {
+            leases.requested.add(1, ordering: .relaxed)
+            defer { leases.requested.subtract(1, ordering: .relaxed) }
             return try await client.withConnection { conn -> T in
+                leases.leased.add(1, ordering: .relaxed)
+                defer { leases.leased.subtract(1, ordering: .relaxed) }
                 try await exec(conn, begin)
                 do {
                     let value = try await body(conn)
@@ -226,7 +243,13 @@ public final class PostgresEngine: Sendable {
     func single<T: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         await running.wait()
         do {
-            return try await client.withConnection { conn in try await body(conn) }
+            leases.requested.add(1, ordering: .relaxed)
+            defer { leases.requested.subtract(1, ordering: .relaxed) }
+            return try await client.withConnection { conn in
+                leases.leased.add(1, ordering: .relaxed)
+                defer { leases.leased.subtract(1, ordering: .relaxed) }
+                return try await body(conn)
+            }
         } catch {
             throw PostgresStoreError.wrap(error, what)
         }
@@ -313,4 +336,11 @@ final class RunGate: Sendable {
             if already { continuation.resume() }
         }
     }
+}
+
+/// The counters behind ``PostgresEngine/poolState``: leases asked for (waiting or leased) and
+/// leases holding a connection.
+final class PoolLeases: Sendable {
+    let requested = Atomic<Int>(0)
+    let leased = Atomic<Int>(0)
 }

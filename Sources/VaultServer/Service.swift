@@ -528,6 +528,8 @@ final class VaultService: Sendable {
 
     func metricsText() async -> Response {
         _ = try? await blocking { try self.metrics.refreshBudget(vault: self.base) }
+        _ = try? await blocking { try self.metrics.refreshStore(vault: self.base) }
+        metrics.refreshProcess()
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
     }

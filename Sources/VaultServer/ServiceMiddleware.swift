@@ -16,7 +16,9 @@ import VaultValues
 /// 4. turns every error into a JSON `{"error"}` answer (``APIError/from(_:)``), with the
 ///    server's own file paths (policy, schema, store, keyring) replaced by what they are;
 /// 5. records the request in the metrics and writes one log line: method, route template,
-///    status, duration, request id, actor. Never the path, query, body or a customer ID.
+///    status, duration, request id, actor. Never the path, query, body or a customer ID. With
+///    `serve --log-format json` the line is one JSON object (``ServiceLog``): `request_id`,
+///    `method`, `route`, `status` and `duration_ms` (numbers), `actor`, `role`.
 public struct ServiceMiddleware: RouterMiddleware {
     public typealias Context = VaultRequestContext
     let tokens: ReloadingTokenFile
@@ -104,7 +106,8 @@ public struct ServiceMiddleware: RouterMiddleware {
             "method": .string(method),
             "route": .string(route),
             "status": .stringConvertible(response.status.code),
-            "duration_ms": .string(String(format: "%.2f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+            // A number (JSON logs keep it one), to 0.01 ms.
+            "duration_ms": .stringConvertible(((Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000) * 100).rounded() / 100),
             "request_id": .string(requestID),
         ]
         if let id = context.identity {

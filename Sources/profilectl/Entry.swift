@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ProfileVault
+import VaultServer
 import VaultValues
 #if canImport(Glibc)
 import Glibc
@@ -14,11 +16,8 @@ enum Entry {
         // Logs go to stderr (stdout is reserved for answers and --json), warnings and up unless
         // PROFILEVAULT_LOG_LEVEL says otherwise. Log metadata never carries personal data.
         let level = ProcessInfo.processInfo.environment["PROFILEVAULT_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        // Text lines, or JSON lines once `serve --log-format json` turns ServiceLog.format.
+        LoggingSystem.bootstrap { label in ServiceLog.handler(label: label, level: level) }
         do {
             var command = try Profilectl.parseAsRoot()
             try command.run()
@@ -68,8 +67,8 @@ enum Entry {
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
-        let line = "error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        // `error: ...`, or (serve --log-format json) a JSON line with level error.
+        ServiceLog.announce(message.replacingOccurrences(of: "\n", with: " "), level: .error, textPrefix: "error: ")
         exit(code)
     }
 }
@@ -79,6 +78,7 @@ struct Profilectl: ParsableCommand {
         commandName: "profilectl",
         abstract: "ProfileVault: a privacy-preserving customer-profile store.",
         discussion: "Store, keyring and policies come from --store/--keys/--policy or PROFILEVAULT_STORE, PROFILEVAULT_KEYS, PROFILEVAULT_POLICY. See docs/cli.md.",
+        version: ProductVersion.current,
         subcommands: [Init.self, Migrate.self, Backup.self, Restore.self, Keys.self, Status.self, Ingest.self, Get.self, Find.self, Consent.self, Export.self, Erase.self, Requests.self, Restrict.self, Unrestrict.self, Rectify.self, Retention.self, Query.self, Budget.self, Train.self, Recommend.self, AuditCommand.self, Tokens.self, Serve.self, Demo.self, PolicyCommand.self]
     )
 }

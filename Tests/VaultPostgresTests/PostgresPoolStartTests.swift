@@ -43,4 +43,40 @@ final class CapturedLog: Sendable {
             #expect(warnings.isEmpty, "\(warnings)")
         }
     }
+
+    /// `poolState` (the service's /metrics): the size, the connections leased and the leases
+    /// waiting, counted around every lease. One connection held in a transaction while two more
+    /// ask for it: 1 leased, 2 waiting; afterwards all back.
+    @Test func thePoolStateCountsLeasesAndWaiters() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            let engine = try PostgresEngine(location: db.node, password: db.nodePassword, auditSigningKey: testAuditKey,
+                                            maximumConnections: 1)
+            try await engine.checkSchema()
+            #expect(engine.poolState == (1, 0, 0))
+            let holding = AsyncStream<Void>.makeStream()
+            let release = AsyncStream<Void>.makeStream()
+            let holder = Task {
+                try await engine.transaction("holding the only connection") { _ in
+                    holding.continuation.yield()
+                    for await _ in release.stream { break }
+                }
+            }
+            for await _ in holding.stream { break }
+            #expect(engine.poolState == (1, 1, 0))
+            let waiters = (0..<2).map { _ in Task { try await engine.single("waiting") { _ in } } }
+            // The waiters are counted once they asked (bounded wait: at most 10 s).
+            var state = engine.poolState
+            for _ in 0..<1000 where state.waiting < 2 {
+                try await Task.sleep(for: .milliseconds(10))
+                state = engine.poolState
+            }
+            #expect(state == (1, 1, 2))
+            release.continuation.yield()
+            try await holder.value
+            for w in waiters { try await w.value }
+            #expect(engine.poolState == (1, 0, 0))
+            await engine.close()
+        }
+    }
 }

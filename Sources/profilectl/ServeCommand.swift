@@ -8,7 +8,7 @@ import VaultValues
 /// `serve --listen HOST:PORT --tokens FILE`: the HTTP service (SPEC §8) over the store named by
 /// the global options. Logs go to stderr; SIGTERM or SIGINT stops accepting connections, lets
 /// in-flight requests finish and closes the store. The tokens file is reread when it changes
-/// (checked at most once a second) and on SIGHUP.
+/// (checked before every request) and on SIGHUP.
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the HTTP service (JSON over HTTP, bearer tokens mapped to actor and role).",
@@ -29,6 +29,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("retention-every"), help: ArgumentHelp(
         "Apply policy.yaml's retention rules at start and then at this interval (e.g. 24h, 12h, 1d; at least 60s), audited as actor retention-scheduler.",
         valueName: "INTERVAL")) var retentionEvery: String?
+    @Option(name: .customLong("auth-failure-limit"), help: ArgumentHelp(
+        "Failed authentications one client address (an IPv6 one by its /64) may have within --auth-failure-window before routes that need a token answer it 429 (default 10; 1 to 100000).",
+        valueName: "N")) var authFailureLimit = 10
+    @Option(name: .customLong("auth-failure-window"), help: ArgumentHelp(
+        "Seconds of that window, and of the 429 lockout that follows (default 60; 1 to 86400).",
+        valueName: "SECONDS")) var authFailureWindow = 60
 
     func validate() throws {
         _ = try Self.parseListen(listen)
@@ -38,6 +44,8 @@ struct Serve: ParsableCommand {
             throw ValidationError("--request-timeout must be between 0.001 and 86400 seconds")
         }
         if let retentionEvery { _ = try Self.parseInterval(retentionEvery) }
+        guard (1...100_000).contains(authFailureLimit) else { throw ValidationError("--auth-failure-limit must be between 1 and 100000") }
+        guard (1...86_400).contains(authFailureWindow) else { throw ValidationError("--auth-failure-window must be between 1 and 86400 seconds") }
     }
 
     /// `--retention-every`: a whole number with a unit s, m, h or d, from 60 s to 366 d.
@@ -69,6 +77,8 @@ struct Serve: ParsableCommand {
         var serviceOptions = ServiceOptions()
         serviceOptions.maxIngestBodyBytes = maxBodyBytes
         serviceOptions.requestTimeout = .milliseconds(Int64((requestTimeout * 1000).rounded()))
+        serviceOptions.authFailureLimit = authFailureLimit
+        serviceOptions.authFailureWindow = .seconds(authFailureWindow)
         let keysPath = try options.keysPath()
         try options.checkExampleKeys(path: keysPath, refuse: true)
         let tokenFile = try ReloadingTokenFile(path: tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
@@ -82,7 +92,7 @@ struct Serve: ParsableCommand {
         if let auditStream { try vault.streamAudit(to: auditStream) }
         let retention = try retentionEvery.map { try RetentionScheduler(vault: vault, every: try Self.parseInterval($0), logger: logger) }
         retention?.start()
-        // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
+        // SIGHUP rereads the tokens file at once (it is also reread before the next request after a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hangup.setEventHandler { tokenFile.reload() }

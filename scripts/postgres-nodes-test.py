@@ -19,6 +19,9 @@ What it checks, each through the HTTP routes a user calls:
   4. an erasure on node 1 is refused by nodes 2 and 3 on their next read (404);
   5. a node killed (SIGKILL) while it ingests a large body loses nothing committed: the body
      is all or nothing, every customer ingested before is still there;
+  4b. a token revoked with `tokens revoke` is refused (401) by every node on its next request,
+     other tokens go on, the refusals are audited (no token material); after 10 failed
+     authentications from one address a node answers 429 with Retry-After;
   6. the cluster has ONE audit chain, and it verifies (`profilectl audit verify`), holding
      the entries of all three nodes.
 Standard library only. Exits non-zero with a message on the first failure.
@@ -254,6 +257,49 @@ try:
         if s != 404:
             fail(f"node {i + 1} answered {s} for an erased customer: {body[:200]}")
     say("erased on node 1; nodes 2 and 3 answer 404 on their next read")
+
+    # 4b. Token lifecycle across nodes (issue 20): a token revoked with the CLI is refused by
+    # every node on its next request, other tokens go on; the refusals are audited in the one
+    # chain without token material; one node's failures from an address end in 429.
+    def call_token(i, path, token):
+        req = urllib.request.Request(f"http://127.0.0.1:{ports[i]}{path}", headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.read().decode(), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), dict(e.headers)
+
+    added = json.loads(cli(["tokens", "add", "--tokens", TOKENS, "--role", "auditor", "--actor", "auditor-2", "--json"], node_env).stdout)
+    for i in range(3):
+        s, body, _ = call_token(i, "/v1/audit/head", added["token"])
+        if s != 200:
+            fail(f"node {i + 1} refused a new token: {s} {body[:200]}")
+    revoked = json.loads(cli(["tokens", "revoke", "--tokens", TOKENS, added["id"], "--json"], node_env).stdout)
+    if revoked != {"revoked": added["id"]}:
+        fail(f"tokens revoke --json printed {revoked}")
+    for i in range(3):
+        s, body, _ = call_token(i, "/v1/audit/head", added["token"])
+        if s != 401 or json.loads(body).get("error") != "token revoked":
+            fail(f"node {i + 1} answered {s} {body[:200]} for a revoked token on its next request; want 401 token revoked")
+        s, body, _ = call_token(i, "/v1/audit/head", tokens["auditor"])
+        if s != 200:
+            fail(f"node {i + 1} refused another token after a revocation: {s} {body[:200]}")
+    failed = int(sql("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"api.operation\":\"auth.failed\"%'", DB))
+    if failed != 3:
+        fail(f"the chain holds {failed} auth.failed entries after 3 refusals, want 3")
+    leaked = int(sql(f"SELECT count(*) FROM profilevault.audit_log WHERE strpos(entry, '{added['token'][:16]}') > 0", DB))
+    if leaked != 0:
+        fail("token material in the audit log")
+    # Node 2 has seen one failure from 127.0.0.1; 9 more reach the default limit of 10.
+    statuses = [call_token(1, "/v1/audit/head", "not-a-token")[0] for _ in range(9)]
+    s, body, headers = call_token(1, "/v1/audit/head", tokens["auditor"])
+    retry = {k.lower(): v for k, v in headers.items()}.get("retry-after", "")
+    if statuses != [401] * 9 or s != 429 or not retry.isdigit() or not json.loads(body).get("error", "").startswith("too many"):
+        fail(f"failed authentications on node 2: {statuses} then {s} (Retry-After {retry!r}) {body[:200]}; want 9 x 401 then 429")
+    s, _, _ = call_token(0, "/v1/audit/head", tokens["auditor"])
+    if s != 200:
+        fail(f"node 1 answered {s}: another node's lockout must not apply")
+    say("a revoked token is refused by all three nodes on their next request; 429 after 10 failures on one node")
 
     # 5. A node killed mid-request.
     before = json.loads(cli(["status", "--json"], node_env).stdout)["subjects"]

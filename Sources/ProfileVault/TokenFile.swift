@@ -15,13 +15,80 @@ public struct TokenIdentity: Sendable, Equatable {
     public var role: String
 }
 
+/// One entry of the tokens file as `tokens list` shows it: never the token or its hash.
+public struct TokenListing: Sendable, Equatable {
+    public var tokenID: String
+    public var actor: String
+    public var role: String
+    /// When the token was made (`2026-11-22T13:00:00.000Z`); empty when the entry does not say.
+    public var created: String
+    /// When it stops working (Unix milliseconds); nil: never.
+    public var expiresMillis: Int64?
+    /// When it was revoked (Unix milliseconds); nil: it is not.
+    public var revokedMillis: Int64?
+}
+
+/// Why a request's credentials were refused (401). None of them carries token material: the
+/// token id of a revoked or expired token is the entry's random id, not derived from the token.
+public enum AuthenticationFailure: Sendable, Equatable {
+    /// No `Authorization` header.
+    case missing
+    /// An `Authorization` header that is not `Bearer TOKEN`, or a token that cannot be one
+    /// (empty, over 512 bytes, or with bytes other than visible ASCII).
+    case malformed
+    /// A token that no entry of the tokens file holds.
+    case unknown
+    /// A token whose entry is revoked (`tokens revoke ID`).
+    case revoked(tokenID: String)
+    /// A token whose entry's expiry has passed.
+    case expired(tokenID: String)
+
+    /// The reason as one word (`missing`, `malformed`, `unknown`, `revoked`, `expired`): what
+    /// the audit entry records.
+    public var kind: String {
+        switch self {
+        case .missing: "missing"
+        case .malformed: "malformed"
+        case .unknown: "unknown"
+        case .revoked: "revoked"
+        case .expired: "expired"
+        }
+    }
+
+    /// What the client is told (the 401's `error`). Saying that a token is revoked or expired
+    /// tells only someone who holds that very token.
+    public var message: String {
+        switch self {
+        case .missing: "missing bearer token (Authorization: Bearer TOKEN)"
+        case .malformed: "the Authorization header is not of the form: Bearer TOKEN"
+        case .unknown: "unknown token"
+        case .revoked: "token revoked"
+        case .expired: "token expired"
+        }
+    }
+}
+
+/// What a presented token is worth now.
+public enum TokenCheck: Sendable, Equatable {
+    case valid(TokenIdentity)
+    case refused(AuthenticationFailure)
+}
+
 /// The service's token file: one entry per bearer token, holding only the token's SHA-256,
 /// never the token.
 ///
 /// ```json
-/// {"format": "profilevault-tokens", "version": 1,
-///  "tokens": [{"id": "3f9a0c1d2e4b", "sha256": "<64 hex>", "actor": "alice", "role": "trainer", "created": "2026-11-22T13:00:00Z"}]}
+/// {"format": "profilevault-tokens", "version": 2,
+///  "tokens": [{"id": "3f9a0c1d2e4b", "sha256": "<64 hex>", "actor": "alice", "role": "trainer", "created": "2026-11-22T13:00:00.000Z",
+///              "expires": "2027-02-20T13:00:00.000Z", "revoked": "2026-12-01T08:00:00.000Z"}]}
 /// ```
+///
+/// `expires` and `revoked` are optional (absent: no expiry, not revoked), UTC times as written
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`, or without the milliseconds). A file is written as version 1
+/// (the format before either key existed) while no entry has either, and as version 2 once one
+/// has: an older `profilectl`, which would ignore the keys and accept a revoked token, refuses a
+/// version 2 file instead (fail closed). Both versions are read. Any other key, or a value of
+/// the wrong form, is refused naming the file and the field (`tokens[3].expires: ...`).
 ///
 /// Like the keyring, a file that grants anything to group or others, or that another user owns,
 /// is refused (whoever reads the hashes can at least enumerate actors and roles), and it is
@@ -29,8 +96,13 @@ public struct TokenIdentity: Sendable, Equatable {
 /// (`FILE.new-*` with mode 0600, fsync, rename).
 public struct TokenFile: Sendable {
     public static let format = "profilevault-tokens"
+    /// The version written when no entry has `expires` or `revoked`.
     public static let formatVersion = 1
+    /// The version written when one does; the newest this code reads.
+    public static let lifecycleFormatVersion = 2
     static let maximumFileSize = 4 << 20
+    /// The longest lifetime `tokens add --expires` accepts (10 years).
+    public static let maximumLifetimeMillis: Int64 = 3650 * 86_400_000
 
     struct Entry: Sendable {
         var id: String
@@ -38,6 +110,8 @@ public struct TokenFile: Sendable {
         var actor: String
         var role: String
         var created: String
+        var expires: Int64? = nil
+        var revoked: Int64? = nil
     }
 
     public let path: String
@@ -45,6 +119,12 @@ public struct TokenFile: Sendable {
 
     /// The identities the file holds, in file order (for listings; no hashes).
     public var identities: [TokenIdentity] { entries.map { TokenIdentity(tokenID: $0.id, actor: $0.actor, role: $0.role) } }
+
+    /// The entries as `tokens list` shows them, in file order (no hashes).
+    public var listing: [TokenListing] {
+        entries.map { TokenListing(tokenID: $0.id, actor: $0.actor, role: $0.role, created: $0.created,
+                                   expiresMillis: $0.expires, revokedMillis: $0.revoked) }
+    }
 
     init(path: String, entries: [Entry]) {
         self.path = path
@@ -108,18 +188,40 @@ public struct TokenFile: Sendable {
         return (TokenFile(path: path, entries: try parse(bytes, fail: fail)), version)
     }
 
+    static let topLevelKeys: Set<String> = ["format", "version", "tokens"]
+    static let entryKeys: Set<String> = ["id", "sha256", "actor", "role", "created", "expires", "revoked"]
+
     static func parse(_ bytes: [UInt8], fail: (String) -> VaultError) throws -> [Entry] {
         let doc: JSONValue
         do { doc = try JSONValue.parse(bytes) } catch { throw fail("not valid JSON (\(error.description))") }
+        guard case .object(let top) = doc else { throw fail("expected a JSON object") }
         guard doc["format"] == .string(format) else { throw fail("format: expected \"\(format)\"") }
-        guard doc["version"] == .int(Int64(formatVersion)) else { throw fail("version: expected \(formatVersion)") }
+        guard doc["version"] == .int(Int64(formatVersion)) || doc["version"] == .int(Int64(lifecycleFormatVersion)) else {
+            throw fail("version: expected \(formatVersion) or \(lifecycleFormatVersion) (a newer profilectl may have written it)")
+        }
+        // An unknown key may be a restriction a newer version added: refused, not ignored.
+        if let key = top.first(where: { !topLevelKeys.contains($0.0) })?.0 { throw fail("\(printable(key)): unknown field") }
         guard case .array(let items)? = doc["tokens"] else { throw fail("tokens: expected an array") }
         var out: [Entry] = []
         var ids: Set<String> = []
         for (i, item) in items.enumerated() {
+            guard case .object(let pairs) = item else { throw fail("tokens[\(i)]: expected an object") }
+            if let key = pairs.first(where: { !entryKeys.contains($0.0) })?.0 { throw fail("tokens[\(i)].\(printable(key)): unknown field") }
             func string(_ key: String) throws -> String {
                 guard case .string(let s)? = item[key], !s.isEmpty else { throw fail("tokens[\(i)].\(key): expected a non-empty string") }
                 return s
+            }
+            /// An optional time: absent or null is nil.
+            func time(_ key: String) throws -> Int64? {
+                switch item[key] {
+                case nil, .null?: return nil
+                case .string(let s)?:
+                    guard let ms = millis(fromISO: s) else {
+                        throw fail("tokens[\(i)].\(key): expected a UTC time such as 2026-11-22T13:00:00.000Z")
+                    }
+                    return ms
+                default: throw fail("tokens[\(i)].\(key): expected a UTC time such as 2026-11-22T13:00:00.000Z")
+                }
             }
             let hex = try string("sha256")
             guard let hash = bytesFromHex(hex), hash.count == SHA256.byteCount else {
@@ -127,34 +229,129 @@ public struct TokenFile: Sendable {
             }
             let id = try string("id")
             guard ids.insert(id).inserted else { throw fail("tokens[\(i)].id: duplicate id") }
-            out.append(Entry(id: id, hash: hash, actor: try string("actor"), role: try string("role"),
-                             created: (item["created"].flatMap { if case .string(let s) = $0 { s } else { nil } }) ?? ""))
+            // `created` is informational; files of earlier versions may hold "" there.
+            var created = ""
+            switch item["created"] {
+            case nil, .null?: break
+            case .string(let s)?:
+                guard s.isEmpty || millis(fromISO: s) != nil else {
+                    throw fail("tokens[\(i)].created: expected a UTC time such as 2026-11-22T13:00:00.000Z")
+                }
+                created = s
+            default: throw fail("tokens[\(i)].created: expected a UTC time such as 2026-11-22T13:00:00.000Z")
+            }
+            out.append(Entry(id: id, hash: hash, actor: try string("actor"), role: try string("role"), created: created,
+                             expires: try time("expires"), revoked: try time("revoked")))
         }
         return out
+    }
+
+    /// A key of the file as an error message may show it: at most 64 printable ASCII characters.
+    static func printable(_ key: String) -> String {
+        let cleaned = String(key.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f ? Character($0) : "?" })
+        return key.unicodeScalars.count > 64 ? cleaned + "..." : cleaned
+    }
+
+    /// Unix milliseconds for `YYYY-MM-DDTHH:MM:SS.mmmZ` (what the file is written with) or
+    /// `YYYY-MM-DDTHH:MM:SSZ`; nil for anything else, or a day that does not exist.
+    static func millis(fromISO s: String) -> Int64? {
+        let b = Array(s.utf8)
+        guard b.count == 20 || b.count == 24, b.last == UInt8(ascii: "Z") else { return nil }
+        func digits(_ range: Range<Int>) -> Int64? {
+            var n: Int64 = 0
+            for i in range {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b[i]) else { return nil }
+                n = n * 10 + Int64(b[i] - UInt8(ascii: "0"))
+            }
+            return n
+        }
+        guard b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T"),
+              b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
+              let year = digits(0..<4), let month = digits(5..<7), let day = digits(8..<10),
+              let hour = digits(11..<13), let minute = digits(14..<16), let second = digits(17..<19),
+              year >= 1970, (1...12).contains(month), hour < 24, minute < 60, second < 60 else { return nil }
+        var ms: Int64 = 0
+        if b.count == 24 {
+            guard b[19] == UInt8(ascii: "."), let m = digits(20..<23) else { return nil }
+            ms = m
+        }
+        // Days from civil (H. Hinnant); the round trip through isoMillis refuses 2026-02-30.
+        let y = month <= 2 ? year - 1 : year
+        let era = y / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        let total = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + ms
+        let canonical = AuditLog.isoMillis(total)
+        guard canonical == s || (b.count == 20 && canonical == String(decoding: b[0..<19], as: UTF8.self) + ".000Z") else { return nil }
+        return total
+    }
+
+    /// A time as the file writes it (`2026-11-22T13:00:00.000Z`).
+    public static func isoTime(_ ms: Int64) -> String { AuditLog.isoMillis(ms) }
+
+    /// Now, in Unix milliseconds (the clock expiry is checked against).
+    public static var nowMillis: Int64 { AuditLog.nowMillis }
+
+    /// `--expires`: a whole number with a unit `m` (minutes), `h` or `d`, from 1 minute to
+    /// ``maximumLifetimeMillis``; the lifetime in milliseconds, or nil.
+    public static func lifetimeMillis(_ text: String) -> Int64? {
+        let units: [Character: Int64] = ["m": 60_000, "h": 3_600_000, "d": 86_400_000]
+        guard let unit = text.last, let factor = units[unit], text.count >= 2, text.count <= 8,
+              text.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int64(text.dropLast()), n >= 1,
+              case (let millis, false) = n.multipliedReportingOverflow(by: factor), millis <= maximumLifetimeMillis else { return nil }
+        return millis
     }
 
     // MARK: - Tokens
 
     /// Adds a new token for `actor` in `role` and returns it: the only time it is ever shown.
     /// The token is 32 bytes from OpenSSL's CSPRNG, base64url without padding (43 characters).
-    public mutating func add(actor: String, role: String) -> String {
+    /// `expiresMillis`: when it stops working (Unix milliseconds; nil: never).
+    public mutating func add(actor: String, role: String, expiresMillis: Int64? = nil) -> String {
         let token = Self.base64url(SecureRandom.bytes(32))
         var id: String
         repeat { id = Self.hex(SecureRandom.bytes(6)) } while entries.contains { $0.id == id }
         entries.append(Entry(id: id, hash: SHA256.hash(Array(token.utf8)), actor: actor, role: role,
-                             created: AuditLog.isoMillis(AuditLog.nowMillis)))
+                             created: AuditLog.isoMillis(AuditLog.nowMillis), expires: expiresMillis))
         return token
     }
 
-    /// The identity a presented token maps to, or nil. Compares the token's SHA-256 with every
-    /// entry in constant time (no early exit), so timing tells nothing about which entry matched
-    /// or how much of a hash agreed.
+    /// Marks the entry `id` revoked at `nowMillis`. Returns false (and changes nothing) when it
+    /// already was; throws not found (exit 66) when no entry has that id.
+    @discardableResult
+    public mutating func revoke(id: String, nowMillis: Int64 = TokenFile.nowMillis) throws -> Bool {
+        guard let i = entries.firstIndex(where: { $0.id == id }) else {
+            throw VaultError(.notFound, "tokens file \(path): no token with id \(Self.printable(id)) (tokens list shows the ids)")
+        }
+        if entries[i].revoked != nil { return false }
+        entries[i].revoked = nowMillis
+        return true
+    }
+
+    /// The identity a presented token maps to when it is valid now, or nil (``check(token:nowMillis:)``).
     public func identity(forToken token: String) -> TokenIdentity? {
-        guard !token.isEmpty, token.utf8.count <= 512 else { return nil }
+        if case .valid(let id) = check(token: token, nowMillis: AuditLog.nowMillis) { return id }
+        return nil
+    }
+
+    /// What a presented token is worth at `nowMillis`: its identity, or why it is refused. Compares
+    /// the token's SHA-256 with every entry in constant time (no early exit), so timing tells
+    /// nothing about which entry matched or how much of a hash agreed; the matched entry's
+    /// revocation and expiry are looked at after the loop.
+    public func check(token: String, nowMillis: Int64) -> TokenCheck {
+        guard !token.isEmpty, token.utf8.count <= 512, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            return .refused(.malformed)
+        }
         let presented = SHA256.hash(Array(token.utf8))
         var match: Entry?
         for e in entries where constantTimeEqual(e.hash, presented) { match = e }
-        return match.map { TokenIdentity(tokenID: $0.id, actor: $0.actor, role: $0.role) }
+        guard let e = match else { return .refused(.unknown) }
+        if e.revoked != nil { return .refused(.revoked(tokenID: e.id)) }
+        if let expires = e.expires, nowMillis >= expires { return .refused(.expired(tokenID: e.id)) }
+        return .valid(TokenIdentity(tokenID: e.id, actor: e.actor, role: e.role))
     }
 
     // MARK: - Saving
@@ -163,12 +360,16 @@ public struct TokenFile: Sendable {
     /// when the path is one of `protecting` (the keyring, the store, a policy file), compared
     /// by device and inode, checked again just before the rename.
     public func save(protecting: [ProtectedFile] = []) throws {
+        let lifecycle = entries.contains { $0.expires != nil || $0.revoked != nil }
         let doc = JSONValue.object([
             ("format", .string(Self.format)),
-            ("version", .int(Int64(Self.formatVersion))),
+            ("version", .int(Int64(lifecycle ? Self.lifecycleFormatVersion : Self.formatVersion))),
             ("tokens", .array(entries.map { e in
-                .object([("id", .string(e.id)), ("sha256", .string(Self.hex(e.hash))), ("actor", .string(e.actor)),
-                         ("role", .string(e.role)), ("created", .string(e.created))])
+                var pairs: [(String, JSONValue)] = [("id", .string(e.id)), ("sha256", .string(Self.hex(e.hash))), ("actor", .string(e.actor)),
+                                                    ("role", .string(e.role)), ("created", .string(e.created))]
+                if let expires = e.expires { pairs.append(("expires", .string(AuditLog.isoMillis(expires)))) }
+                if let revoked = e.revoked { pairs.append(("revoked", .string(AuditLog.isoMillis(revoked)))) }
+                return .object(pairs)
             })),
         ])
         try Self.atomicWrite(Array((doc.rendered(pretty: true) + "\n").utf8), to: path, protecting: protecting)
@@ -282,8 +483,10 @@ struct FileVersion: Equatable, Sendable {
 /// (or removing an entry) takes effect without a restart.
 ///
 /// ``current()`` looks at the file's ``FileVersion`` (one `stat`) at most once per `checkEvery`
-/// (1 s in the service), and rereads it when it changed; ``reload()`` rereads it at once (the
-/// service calls it on SIGHUP). A reread applies every check ``TokenFile/load(path:)`` makes.
+/// (zero in the service: before every request's token is checked, so a `tokens revoke` by any
+/// node sharing the file refuses the token on the very next request), and rereads it when it
+/// changed; ``reload()`` rereads it at once (the service calls it on SIGHUP). A reread applies
+/// every check ``TokenFile/load(path:)`` makes.
 ///
 /// It fails closed: when the file is gone, unreadable, not valid, or readable by group or
 /// others, no token is accepted (``current()`` answers nil and the service answers 503 to routes
@@ -305,14 +508,14 @@ public final class ReloadingTokenFile: @unchecked Sendable {
 
     /// Loads the file now (throws as ``TokenFile/load(path:)`` does: the service does not start
     /// with an unusable tokens file).
-    public convenience init(path: String, checkEvery: Duration = .seconds(1), logger: Logger) throws {
+    public convenience init(path: String, checkEvery: Duration = .zero, logger: Logger) throws {
         guard let (file, version) = try TokenFile.loadIfPresentWithVersion(path: path) else { throw TokenFile.missing(path: path) }
         self.init(file, version: version, checkEvery: checkEvery, logger: logger)
     }
 
     /// Starts from an already loaded file, taken to be the version of `file.path` on disk now
     /// (or, when there is none, an in-memory file kept until one appears).
-    public convenience init(_ file: TokenFile, checkEvery: Duration = .seconds(1), logger: Logger) {
+    public convenience init(_ file: TokenFile, checkEvery: Duration = .zero, logger: Logger) {
         self.init(file, version: FileVersion.current(path: file.path), checkEvery: checkEvery, logger: logger)
     }
 
@@ -334,7 +537,8 @@ public final class ReloadingTokenFile: @unchecked Sendable {
             lastCheck = now
             return true
         }
-        if due { reload(force: false) }
+        // The common case, an unchanged file, costs one stat and no reread lock.
+        if due, FileVersion.current(path: path) != lock.withLock({ version }) { reload(force: false) }
         return lock.withLock { file }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import VaultAudit
+import VaultStore
 
 /// What a long-running interface (the HTTP service) needs beyond the CLI's one-shot `Vault`.
 extension Vault {
@@ -32,5 +33,39 @@ extension Vault {
     /// True when the actor's role grants `permission` (in memory, no audit entry).
     public func permits(_ permission: String) -> Bool {
         (try? require(permission)) != nil
+    }
+
+    /// Records a failed authentication of the HTTP service in the audit log: action
+    /// `auth.failed`, outcome denied, actor `unauthenticated` in role `none`, and a detail that
+    /// says the reason (`missing`, `malformed`, `unknown`, `revoked`, `expired`), the token id
+    /// for a revoked or expired token (the entry's random id, not derived from the token) and
+    /// the client address. Never the token, a part of it or its hash. `client` is recorded only
+    /// when it looks like an address (an IPv4 address, or an IPv6 /64 prefix), else as
+    /// `unknown`. The service calls it for the failures its rate limit lets through, which
+    /// bounds how many such entries an attacker can cause (docs/threat-model.md).
+    public func recordAuthenticationFailure(_ failure: AuthenticationFailure, client: String, requestID: String) throws {
+        let address = Self.isAddressText(client) ? client : "unknown"
+        var detail = "authentication failed: \(failure.kind)"
+        switch failure {
+        case .revoked(let id), .expired(let id):
+            if Self.isAddressText(id) { detail += " token \(id)" }   // hex ids only
+        default: break
+        }
+        detail += "; client \(address)"
+        let context = AuditContext(actor: "unauthenticated", role: "none", requestID: requestID, policyVersion: policy.version)
+        try store.audit([context.record("auth.failed", .other, outcome: .denied, detail: detail)])
+    }
+
+    /// 1 to 64 characters of hex digits, `.`, `:` and `/` (an address, a /64 prefix or a token id).
+    static func isAddressText(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 64 && s.utf8.allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"),
+                 UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"):
+                true
+            default:
+                false
+            }
+        }
     }
 }

@@ -18,9 +18,14 @@ public struct VaultRequestContext: RequestContext {
     /// (``ReloadingTokenFile`` fails closed): routes that need a token answer 503.
     public var tokensUnavailable = false
 
+    /// The peer's IP address (nil when there is none, as in router tests): what failed
+    /// authentications are counted under (``AuthFailureLimiter/clientKey(_:)``).
+    public var clientAddress: String?
+
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.identity = nil
+        self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// Bodies are read with explicit per-route limits (``ServiceOptions``); this is the ceiling.

@@ -29,8 +29,19 @@ public struct ServiceOptions: Sendable {
     /// finish (docs/http.md). nil: no limit.
     public var requestTimeout: Duration? = .seconds(30)
     /// How often, at most, the tokens file is checked for a change (one `stat`); a changed file
-    /// is reread before the next request's token is checked.
-    public var tokensCheckInterval: Duration = .seconds(1)
+    /// is reread before the next request's token is checked. Zero (the default): before every
+    /// request, so a revocation written by any node is seen by the very next request.
+    public var tokensCheckInterval: Duration = .zero
+    /// Failed authentications (401) one client address may have within
+    /// ``authFailureWindow`` before the routes that need a token answer it 429 for that long
+    /// (`serve --auth-failure-limit`; ``AuthFailureLimiter``).
+    public var authFailureLimit = AuthFailureLimiter.defaultLimit
+    /// The window of ``authFailureLimit``, and how long an address over it is answered 429
+    /// (`serve --auth-failure-window`).
+    public var authFailureWindow: Duration = AuthFailureLimiter.defaultWindow
+    /// Most client addresses the limiter remembers; failures from further addresses share one
+    /// overflow count (memory and audit entries stay bounded; see ``AuthFailureLimiter``).
+    public var authFailureAddresses = AuthFailureLimiter.defaultAddresses
 
     public init() {}
 }
@@ -98,7 +109,10 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         (c.storePath, "the store"), (c.keysPath, "the keyring"), (tokens.path, "the tokens file"),
     ]
     router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger,
-                                             requestTimeout: options.requestTimeout, serverPaths: serverPaths))
+                                             requestTimeout: options.requestTimeout, serverPaths: serverPaths,
+                                             authFailures: AuthFailureGate(vault: vault, limiter: AuthFailureLimiter(
+                                                 limit: options.authFailureLimit, window: options.authFailureWindow,
+                                                 maxAddresses: options.authFailureAddresses))))
 
     router.get("/healthz") { _, _ in try await service.health() }
     router.get("/metrics") { _, _ in await service.metricsText() }

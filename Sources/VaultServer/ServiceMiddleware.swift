@@ -10,7 +10,13 @@ import VaultValues
 ///    of `A-Z a-z 0-9 . _ -`), else a new UUID; sent back as `x-request-id`, logged, and
 ///    recorded in every audit entry the request writes;
 /// 2. resolves the bearer token, if any, to an identity (routes decide whether they need one)
-///    against the tokens file as it is now (``ReloadingTokenFile``);
+///    against the tokens file as it is now (``ReloadingTokenFile``, looked at before every
+///    request) and the clock (a revoked or expired token is refused), unless the client address
+///    is locked out for too many failed authentications (``AuthFailureLimiter``): then the token
+///    is not looked at, and a route that needs one answers 429 with `Retry-After`. Each 401 a
+///    route answers is a failed authentication: counted for the client address and, within the
+///    limit, audited through the vault (`auth.failed`: the reason and the address, never
+///    token material); past the limit it is answered 429 instead and not audited;
 /// 3. gives the rest of the request a time limit (``ServiceOptions/requestTimeout``): past it,
 ///    the answer is 503 `request timed out` (the work may still finish; see docs/http.md);
 /// 4. turns every error into a JSON `{"error"}` answer (``APIError/from(_:)``), with the
@@ -27,9 +33,11 @@ public struct ServiceMiddleware: RouterMiddleware {
     let requestTimeout: Duration?
     /// (server path, what to say instead) pairs, longest path first.
     let serverPaths: [(path: String, replacement: String)]
+    /// Counts and audits failed authentications; nil: neither (tests of other parts).
+    let authFailures: AuthFailureGate?
 
-    /// A middleware over a tokens file that is reread when it changes (checked at most once per
-    /// second), with no time limit and no server paths to hide.
+    /// A middleware over a tokens file that is reread when it changes (looked at before every
+    /// request), with no time limit, no server paths to hide and no failed-authentication limit.
     public init(tokens: TokenFile, metrics: ServiceMetrics, logger: Logger) {
         self.init(tokens: ReloadingTokenFile(tokens, logger: logger), metrics: metrics, logger: logger)
     }
@@ -39,8 +47,10 @@ public struct ServiceMiddleware: RouterMiddleware {
     ///   - serverPaths: paths on the server that client messages must not show, each with what
     ///     to say instead (e.g. the policy file's path and `the policy`). Paths without a `/`
     ///     are ignored (too likely to be ordinary words).
+    ///   - authFailures: where failed authentications are counted and audited (nil: nowhere).
     public init(tokens: ReloadingTokenFile, metrics: ServiceMetrics, logger: Logger, requestTimeout: Duration? = nil,
-                serverPaths: [(path: String, replacement: String)] = []) {
+                serverPaths: [(path: String, replacement: String)] = [], authFailures: AuthFailureGate? = nil) {
+        self.authFailures = authFailures
         self.tokens = tokens
         self.metrics = metrics
         self.logger = logger
@@ -58,20 +68,29 @@ public struct ServiceMiddleware: RouterMiddleware {
         var context = context
         let requestID = Self.requestID(fromHeader: request.headers[Self.requestIDHeader])
         context.requestID = requestID
-        if let header = request.headers[.authorization] {
+        // A locked-out address's token is not looked at (a route that needs one answers 429).
+        let client = AuthFailureLimiter.clientKey(context.clientAddress)
+        let lockedOut = authFailures?.limiter.lockout(client)
+        var authFailure = AuthenticationFailure.missing
+        if lockedOut != nil {
+            context.authProblem = Self.lockedOutMessage
+        } else if let header = request.headers[.authorization] {
             let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             if parts.count == 2, parts[0].lowercased() == "bearer" {
                 if let file = tokens.current() {
-                    if let id = file.identity(forToken: parts[1].trimmingCharacters(in: .whitespaces)) {
-                        context.identity = id
-                    } else {
-                        context.authProblem = "unknown token"
+                    // Revocation and expiry are checked now, against the file as it is now.
+                    switch file.check(token: parts[1].trimmingCharacters(in: .whitespaces), nowMillis: AuditLogClock.nowMillis) {
+                    case .valid(let id): context.identity = id
+                    case .refused(let failure):
+                        authFailure = failure
+                        context.authProblem = failure.message
                     }
                 } else {
                     context.tokensUnavailable = true
                 }
             } else {
-                context.authProblem = "the Authorization header is not of the form: Bearer TOKEN"
+                authFailure = .malformed
+                context.authProblem = AuthenticationFailure.malformed.message
             }
         }
         var response: Response
@@ -86,8 +105,14 @@ public struct ServiceMiddleware: RouterMiddleware {
         } catch {
             var e = APIError.from(error)
             if e.status.code < 500 { e.message = withoutServerPaths(e.message) }
+            var retryAfter: Int?
+            if e.status == .unauthorized, let authFailures {
+                retryAfter = await authenticationFailed(authFailure, client: client, lockedOut: lockedOut, requestID: requestID, gate: authFailures)
+                if let retryAfter { e = APIError(.tooManyRequests, Self.lockedOutMessage + "; retry after \(retryAfter) s") }
+            }
             failure = e
             response = e.response(requestID: requestID)
+            if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
             if e.status == .serviceUnavailable, e.message == Self.timedOutMessage {
                 logger.warning("request timed out; its work may still complete", metadata: ["request_id": .string(requestID)])
             } else if e.status.code >= 500 {
@@ -117,6 +142,27 @@ public struct ServiceMiddleware: RouterMiddleware {
         if let failure, failure.status.code < 500 { metadata["error_status"] = .stringConvertible(failure.status.code) }
         logger.info("request", metadata: metadata)
         return response
+    }
+
+    static let lockedOutMessage = "too many failed authentications from this address"
+
+    /// A route answered 401: counts the failure for `client` and audits it (within the limit);
+    /// returns the `Retry-After` seconds when the answer is 429 instead (the address was locked
+    /// out before the request, or this failure is over the limit: neither is audited).
+    func authenticationFailed(_ failure: AuthenticationFailure, client: String, lockedOut: Int?, requestID: String,
+                              gate: AuthFailureGate) async -> Int? {
+        if let lockedOut { return lockedOut }
+        switch gate.limiter.recordFailure(client) {
+        case .limited(let seconds):
+            return seconds
+        case .counted:
+            do {
+                try await blocking { try gate.vault.recordAuthenticationFailure(failure, client: client, requestID: requestID) }
+            } catch {
+                logger.error("could not audit a failed authentication", metadata: ["request_id": .string(requestID)])
+            }
+            return nil
+        }
     }
 
     /// The client's request id when it is sane (1 to 64 characters, each `A-Z a-z 0-9 . _ -`),

@@ -12,7 +12,7 @@ import Glibc
 /// the global options. Logs go to stderr (text, or one JSON object a line with `--log-format
 /// json`); `serving on ...` is written once the port is bound. SIGTERM or SIGINT stops
 /// accepting connections, lets in-flight requests finish and closes the store. The tokens file
-/// is reread when it changes (checked at most once a second) and on SIGHUP.
+/// is reread when it changes (checked before every request) and on SIGHUP.
 ///
 /// `--tls-cert`/`--tls-key` serve HTTP/1.1 and HTTP/2 over TLS. Plain HTTP on an address other
 /// than loopback is refused unless `--insecure-http`. `--config FILE` reads the same options
@@ -48,6 +48,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("retention-every"), help: ArgumentHelp(
         "Apply policy.yaml's retention rules at start and then at this interval (e.g. 24h, 12h, 1d; at least 60s), audited as actor retention-scheduler.",
         valueName: "INTERVAL")) var retentionEvery: String?
+    @Option(name: .customLong("auth-failure-limit"), help: ArgumentHelp(
+        "Failed authentications one client address (an IPv6 one by its /64) may have within --auth-failure-window before routes that need a token answer it 429 (default 10; 1 to 100000).",
+        valueName: "N")) var authFailureLimit = 10
+    @Option(name: .customLong("auth-failure-window"), help: ArgumentHelp(
+        "Seconds of that window, and of the 429 lockout that follows (default 60; 1 to 86400).",
+        valueName: "SECONDS")) var authFailureWindow = 60
 
     /// The options in force: the flags, else the config file, else the defaults.
     struct Settings {
@@ -73,6 +79,8 @@ struct Serve: ParsableCommand {
         if let maxBodyBytes { try Self.checkBodyBytes(maxBodyBytes) }
         if let requestTimeout { try Self.checkTimeout(requestTimeout) }
         if let retentionEvery { _ = try Self.parseInterval(retentionEvery) }
+        guard (1...100_000).contains(authFailureLimit) else { throw ValidationError("--auth-failure-limit must be between 1 and 100000") }
+        guard (1...86_400).contains(authFailureWindow) else { throw ValidationError("--auth-failure-window must be between 1 and 86400 seconds") }
     }
 
     /// Merges the flags over the config file and checks the result. A value from the file
@@ -188,6 +196,8 @@ struct Serve: ParsableCommand {
         var serviceOptions = ServiceOptions()
         serviceOptions.maxIngestBodyBytes = s.maxBodyBytes
         serviceOptions.requestTimeout = .milliseconds(Int64((s.requestTimeout * 1000).rounded()))
+        serviceOptions.authFailureLimit = authFailureLimit
+        serviceOptions.authFailureWindow = .seconds(authFailureWindow)
         let keysPath = try options.keysPath()
         try options.checkExampleKeys(path: keysPath, refuse: true)
         let tokenFile = try ReloadingTokenFile(path: s.tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
@@ -204,7 +214,7 @@ struct Serve: ParsableCommand {
         // A keyring rotated on another node (or copied here) is adopted without a restart.
         let keyringWatcher = KeyringWatcher(vault: vault, logger: logger)
         keyringWatcher.start()
-        // SIGHUP rereads the tokens file at once (it is also reread within a second of a change).
+        // SIGHUP rereads the tokens file at once (it is also reread before the next request after a change).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         hangup.setEventHandler { tokenFile.reload(); keyringWatcher.check() }

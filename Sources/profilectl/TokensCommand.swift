@@ -10,7 +10,7 @@ import VaultValues
 struct Tokens: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Bearer tokens for `profilectl serve` (the file stores only their SHA-256).",
-        subcommands: [Add.self, List.self])
+        subcommands: [Add.self, List.self, Revoke.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -18,12 +18,17 @@ struct Tokens: ParsableCommand {
             discussion: "The tokens file (JSON, mode 0600, rewritten atomically) keeps the token's SHA-256, actor and role. A tokens file readable by group or others is refused.")
         @OptionGroup var options: GlobalOptions
         @Option(help: "The tokens file (created when absent).") var tokens: String
+        @Option(help: ArgumentHelp("The token stops working after this long: a whole number of minutes, hours or days (30m, 12h, 90d; at most 3650d). Default: never.",
+                                   valueName: "DURATION")) var expires: String?
 
         func validate() throws {
             guard let a = options.actor, !a.isEmpty, a.count <= 128, !a.contains(where: { $0.isNewline }) else {
                 throw ValidationError("--actor NAME is required (at most 128 characters)")
             }
             guard let r = options.role, !r.isEmpty else { throw ValidationError("--role ROLE is required") }
+            if let expires, TokenFile.lifetimeMillis(expires) == nil {
+                throw ValidationError("--expires \(expires.prefix(32)): expected a duration such as 30m, 12h or 90d (from 1m to 3650d)")
+            }
         }
 
         func run() throws {
@@ -40,23 +45,66 @@ struct Tokens: ParsableCommand {
                 throw VaultError(.cannotCreate, "\(tokens): cannot use it as the tokens file: \(reason)")
             }
             var file = try TokenFile.loadOrEmpty(path: tokens)
-            let token = file.add(actor: actor, role: role)
+            var expiresMillis: Int64?
+            if let expires {
+                guard let lifetime = TokenFile.lifetimeMillis(expires) else { throw VaultError(.usage, "--expires \(expires.prefix(32)): expected a duration such as 30m, 12h or 90d") }
+                expiresMillis = TokenFile.nowMillis + lifetime   // both bounded: no overflow
+            }
+            let token = file.add(actor: actor, role: role, expiresMillis: expiresMillis)
             try file.save(protecting: protected)
-            let id = file.identities.last!.tokenID
-            options.emit(.object([("token", .string(token)), ("id", .string(id)), ("actor", .string(actor)), ("role", .string(role))]),
-                         text: "\(token)\n(token \(id) for \(actor) as \(role); shown once, only its hash is stored in \(tokens))")
+            guard let id = file.identities.last?.tokenID else { throw VaultError(.internalFailure, "the new token is missing from the file") }
+            let expiry = expiresMillis.map { TokenFile.isoTime($0) }
+            options.emit(.object([("token", .string(token)), ("id", .string(id)), ("actor", .string(actor)), ("role", .string(role)),
+                                  ("expires", expiry.map(JSONValue.string) ?? .null)]),
+                         text: "\(token)\n(token \(id) for \(actor) as \(role)\(expiry.map { ", expires \($0)" } ?? ""); shown once, only its hash is stored in \(tokens))")
         }
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the tokens file's entries (ids, actors, roles; never tokens).")
+        static let configuration = CommandConfiguration(
+            abstract: "List the tokens file's entries (ids, actors, roles, created, expires, revoked; never tokens or their hashes).")
         @OptionGroup var options: GlobalOptions
         @Option(help: "The tokens file.") var tokens: String
 
         func run() throws {
-            let ids = try TokenFile.load(path: tokens).identities
-            options.emit(.object([("tokens", .array(ids.map { .object([("id", .string($0.tokenID)), ("actor", .string($0.actor)), ("role", .string($0.role))]) }))]),
-                         text: ids.map { "\($0.tokenID)  \($0.actor)  \($0.role)" }.joined(separator: "\n"))
+            let entries = try TokenFile.load(path: tokens).listing
+            func time(_ ms: Int64?) -> JSONValue { ms.map { .string(TokenFile.isoTime($0)) } ?? .null }
+            let now = TokenFile.nowMillis
+            let rows = entries.map { e -> String in
+                var state = "active"
+                if let r = e.revokedMillis {
+                    state = "revoked " + TokenFile.isoTime(r)
+                } else if let x = e.expiresMillis, now >= x {
+                    state = "expired " + TokenFile.isoTime(x)
+                } else if let x = e.expiresMillis {
+                    state = "expires " + TokenFile.isoTime(x)
+                }
+                return "\(e.tokenID)  \(e.actor)  \(e.role)  created \(e.created.isEmpty ? "-" : e.created)  \(state)"
+            }
+            options.emit(.object([("tokens", .array(entries.map {
+                .object([("id", .string($0.tokenID)), ("actor", .string($0.actor)), ("role", .string($0.role)),
+                         ("created", $0.created.isEmpty ? .null : .string($0.created)),
+                         ("expires", time($0.expiresMillis)), ("revoked", time($0.revokedMillis))])
+            }))]), text: rows.joined(separator: "\n"))
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a token by its id (from `tokens list`); the service refuses it from its next request.",
+            discussion: "The entry stays in the file, marked revoked (so `tokens list` shows when). Revoking a revoked token changes nothing. An unknown id: exit 66.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The tokens file.") var tokens: String
+        @Argument(help: "The token's id.") var id: String
+
+        func run() throws {
+            let protected = options.protectedFiles
+            if let reason = OutputFile.protectedReason(tokens, protecting: protected, sniff: false) {
+                throw VaultError(.cannotCreate, "\(tokens): cannot use it as the tokens file: \(reason)")
+            }
+            var file = try TokenFile.load(path: tokens)
+            if try file.revoke(id: id) { try file.save(protecting: protected) }
+            options.emit(.object([("revoked", .string(id))]), text: "token \(id) revoked")
         }
     }
 }

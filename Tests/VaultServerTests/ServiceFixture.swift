@@ -32,7 +32,16 @@ final class ServiceFixture: @unchecked Sendable {
     let metrics = ServiceMetrics()
     let options: ServiceOptions
 
-    init(options: ServiceOptions = ServiceOptions()) throws {
+    /// The service's defaults, but with a failed-authentication limit no test reaches: router
+    /// tests have no client address, so all their requests count as one client (tests of the
+    /// limit set their own).
+    static var defaultOptions: ServiceOptions {
+        var o = ServiceOptions()
+        o.authFailureLimit = 1_000_000
+        return o
+    }
+
+    init(options: ServiceOptions = ServiceFixture.defaultOptions) throws {
         dir = NSTemporaryDirectory() + "pv-http-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let keys = dir + "/keyring.json"

@@ -19,6 +19,8 @@ What it checks, each through the HTTP routes a user calls:
   4. an erasure on node 1 is refused by nodes 2 and 3 on their next read (404);
   5. a node killed (SIGKILL) while it ingests a large body loses nothing committed: the body
      is all or nothing, every customer ingested before is still there;
+  4a. `keys rotate` on the CLI while the nodes run: they read at once and adopt the new version
+     on their own (keys.adopt), wrapping new keys under it;
   4b. a token revoked with `tokens revoke` is refused (401) by every node on its next request,
      other tokens go on, the refusals are audited (no token material); after 10 failed
      authentications from one address a node answers 429 with Retry-After;
@@ -258,6 +260,37 @@ try:
             fail(f"node {i + 1} answered {s} for an erased customer: {body[:200]}")
     say("erased on node 1; nodes 2 and 3 answer 404 on their next read")
 
+    # 4a. Keys rotated from the CLI while nodes 1 and 2 run on the same keyring file: every
+    # data key is re-wrapped under the new version; both nodes still read at once (they take
+    # the new KEK the first time they meet it) and adopt the rotated keyring on their own
+    # (keys.adopt), so what they ingest next is wrapped under the new version.
+    r = cli(["keys", "rotate", "--role", "privacy_officer", "--json"], node_env)
+    active = json.loads(r.stdout)["active"]
+    for i in (0, 1):
+        s, body = call(i, "GET", f"/v1/subjects/{b[3]['customer_id']}?purpose=customer_support", "support")
+        if s != 200:
+            fail(f"node {i + 1} could not read a customer after another process rotated the keys: {s} {body[:200]}")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        adopted = int(sql("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"api.operation\":\"keys.adopt\"%'", DB))
+        if adopted >= 2:
+            break
+        time.sleep(0.25)
+    else:
+        fail(f"the running nodes did not adopt the rotated keyring within 20 s ({adopted} keys.adopt entries)")
+    fresh = dict(a[0], customer_id="rotated-keyring-customer-1")
+    for i in (0, 1):
+        fresh = dict(fresh, customer_id=f"rotated-keyring-customer-{i}")
+        if "email" in fresh:
+            fresh["email"] = f"rotated-{i}@example.org"
+        s, body = call(i, "POST", "/v1/profiles", "operator", [fresh])
+        if s != 200:
+            fail(f"ingest on node {i + 1} after the rotation: {s} {body[:200]}")
+    old = int(sql(f"SELECT count(*) FROM profilevault.subjects WHERE kek_version <> {int(active)}", DB))
+    if old != 0:
+        fail(f"{old} data keys are not wrapped under the active version {active} after the rotation and the nodes' ingests")
+    say(f"keys rotated on the CLI: nodes 1 and 2 read at once, adopted version {active} on their own, and wrap new keys with it")
+
     # 4b. Token lifecycle across nodes (issue 20): a token revoked with the CLI is refused by
     # every node on its next request, other tokens go on; the refusals are audited in the one
     # chain without token material; one node's failures from an address end in 429.
@@ -325,37 +358,6 @@ try:
         if s != 200:
             fail(f"a customer committed before the kill is not readable: {s}")
     say(f"node 3 killed mid-ingest (answer: {str(killed.get('answer'))[:60]}); subjects {before} -> {after}: nothing committed was lost")
-
-    # 5b. Keys rotated from the CLI while nodes 1 and 2 run on the same keyring file: every
-    # data key is re-wrapped under the new version; both nodes still read at once (they take
-    # the new KEK the first time they meet it) and adopt the rotated keyring on their own
-    # (keys.adopt), so what they ingest next is wrapped under the new version.
-    r = cli(["keys", "rotate", "--role", "privacy_officer", "--json"], node_env)
-    active = json.loads(r.stdout)["active"]
-    for i in (0, 1):
-        s, body = call(i, "GET", f"/v1/subjects/{b[3]['customer_id']}?purpose=customer_support", "support")
-        if s != 200:
-            fail(f"node {i + 1} could not read a customer after another process rotated the keys: {s} {body[:200]}")
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        adopted = int(sql("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"api.operation\":\"keys.adopt\"%'", DB))
-        if adopted >= 2:
-            break
-        time.sleep(0.25)
-    else:
-        fail(f"the running nodes did not adopt the rotated keyring within 20 s ({adopted} keys.adopt entries)")
-    fresh = dict(a[0], customer_id="rotated-keyring-customer-1")
-    for i in (0, 1):
-        fresh = dict(fresh, customer_id=f"rotated-keyring-customer-{i}")
-        if "email" in fresh:
-            fresh["email"] = f"rotated-{i}@example.org"
-        s, body = call(i, "POST", "/v1/profiles", "operator", [fresh])
-        if s != 200:
-            fail(f"ingest on node {i + 1} after the rotation: {s} {body[:200]}")
-    old = int(sql(f"SELECT count(*) FROM profilevault.subjects WHERE kek_version <> {int(active)}", DB))
-    if old != 0:
-        fail(f"{old} data keys are not wrapped under the active version {active} after the rotation and the nodes' ingests")
-    say(f"keys rotated on the CLI: nodes 1 and 2 read at once, adopted version {active} on their own, and wrap new keys with it")
 
     # 6. One chain for the cluster, verified; it holds the entries of all three nodes.
     r = cli(["audit", "verify", "--role", "auditor", "--json"], node_env, check=False)

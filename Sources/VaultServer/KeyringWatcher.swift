@@ -9,22 +9,23 @@ import VaultValues
 /// a file that fails to load or to match the store's key checks is logged once per change
 /// (no key material) and the keys in use stay as they were.
 public final class KeyringWatcher: @unchecked Sendable {
-    // `@unchecked Sendable`: `stamp` and `timer` are only touched under `lock`.
+    // `@unchecked Sendable`: `stamp` is only touched under `lock`; `ticks` is set once in init.
     /// The actor name `keys.adopt` entries are audited under.
     public static let actorName = "keyring-watcher"
     private let vault: Vault
-    private let interval: Double
     private let logger: Logger
-    private let queue = DispatchQueue(label: "profilevault.keyring-watcher", qos: .utility)
     private let lock = NSLock()
     private var stamp: String?
-    private var timer: (any DispatchSourceTimer)?
+    private var ticks: PeriodicTimer?
 
     public init(vault: Vault, every interval: Double = 2, logger: Logger) {
         self.vault = vault.acting(as: Actor(name: Self.actorName, role: "service"))
-        self.interval = max(interval, 0.05)
         self.logger = logger
         self.stamp = vault.keyringFileStamp()
+        let every = max(interval, 0.05)
+        self.ticks = PeriodicTimer(label: "profilevault.keyring-watcher", every: every, firstAfter: every, leeway: .milliseconds(200)) { [weak self] in
+            self?.check()
+        }
     }
 
     /// Looks at the file once; adopts it when it changed since the last look. Returns whether
@@ -48,22 +49,7 @@ public final class KeyringWatcher: @unchecked Sendable {
         }
     }
 
-    public func start() {
-        lock.lock(); defer { lock.unlock() }
-        guard timer == nil else { return }
-        let t = DispatchSource.makeTimerSource(queue: queue)
-        t.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(200))
-        t.setEventHandler { [weak self] in self?.check() }
-        t.resume()
-        timer = t
-    }
+    public func start() { ticks?.start() }
 
-    public func stop() {
-        lock.lock()
-        let t = timer
-        timer = nil
-        lock.unlock()
-        t?.cancel()
-        queue.sync {}
-    }
+    public func stop() { ticks?.stop() }
 }

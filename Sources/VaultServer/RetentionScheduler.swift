@@ -7,16 +7,12 @@ import VaultValues
 /// at start and then every `interval`, as the actor `retention-scheduler` in a role of the
 /// policy that holds the `retention` permission (its audit entries say who swept). A sweep
 /// that fails is logged (without data values) and tried again at the next tick.
-public final class RetentionScheduler: @unchecked Sendable {
-    // `@unchecked Sendable`: `timer` is set once by `start` and cancelled by `stop`, under `lock`.
+public final class RetentionScheduler: Sendable {
     /// The actor name the sweeps are audited under.
     public static let actorName = "retention-scheduler"
     private let vault: Vault
-    private let interval: Double
     private let logger: Logger
-    private let queue = DispatchQueue(label: "profilevault.retention-scheduler", qos: .utility)
-    private let lock = NSLock()
-    private var timer: (any DispatchSourceTimer)?
+    private let ticks: PeriodicTimer
 
     /// Refuses (configuration) a policy in which no role may apply retention.
     public init(vault: Vault, every interval: Double, logger: Logger) throws {
@@ -24,14 +20,20 @@ public final class RetentionScheduler: @unchecked Sendable {
         guard let role = vault.policy.roles.filter({ $0.value.contains("retention") }).map(\.key).sorted().first else {
             throw VaultError(.configuration, "\(vault.policy.file): no role holds the retention permission; --retention-every needs one (e.g. privacy_officer)")
         }
-        self.vault = vault.acting(as: Actor(name: Self.actorName, role: role))
-        self.interval = interval
+        let scheduled = vault.acting(as: Actor(name: Self.actorName, role: role))
+        self.vault = scheduled
         self.logger = logger
+        self.ticks = PeriodicTimer(label: "profilevault.retention-scheduler", every: interval, firstAfter: 0, leeway: .seconds(1)) {
+            Self.sweep(scheduled, logger)
+        }
     }
 
     /// One sweep now (what each tick runs).
     @discardableResult
-    public func sweep() -> (eventsDeleted: Int, subjectsErased: Int)? {
+    public func sweep() -> (eventsDeleted: Int, subjectsErased: Int)? { Self.sweep(vault, logger) }
+
+    @discardableResult
+    private static func sweep(_ vault: Vault, _ logger: Logger) -> (eventsDeleted: Int, subjectsErased: Int)? {
         do {
             let r = try vault.scheduledRetention()
             logger.info("retention sweep", metadata: ["events_deleted": .stringConvertible(r.eventsDeleted),
@@ -45,21 +47,8 @@ public final class RetentionScheduler: @unchecked Sendable {
     }
 
     /// Starts the ticks: the first sweep at once, then every interval.
-    public func start() {
-        lock.lock(); defer { lock.unlock() }
-        guard timer == nil else { return }
-        let t = DispatchSource.makeTimerSource(queue: queue)
-        t.schedule(deadline: .now(), repeating: interval, leeway: .seconds(1))
-        t.setEventHandler { [weak self] in self?.sweep() }
-        t.resume()
-        timer = t
-    }
+    public func start() { ticks.start() }
 
     /// Stops the ticks; a sweep already running finishes.
-    public func stop() {
-        lock.lock(); defer { lock.unlock() }
-        timer?.cancel()
-        timer = nil
-        queue.sync {}
-    }
+    public func stop() { ticks.stop() }
 }

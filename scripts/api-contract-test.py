@@ -55,7 +55,9 @@ SCHEMATHESIS = os.path.join(VENV_BIN, "schemathesis")
 # may be rate-limited per address, which must not spoil the runs with a token).
 ROLES = ["auditor", "support", "operator", "trainer", "app", "privacy_officer"]
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "response_headers_conformance"]
+          "response_schema_conformance", "response_headers_conformance", "unsupported_method",
+          "allow_header_conformance"]
+CHECKS = os.environ.get("CONTRACT_CHECKS", ",".join(CHECKS)).split(",")
 AUTH_STATUSES = ["401", "403", "429", "500", "503"]
 
 
@@ -213,6 +215,19 @@ def run_copy(doc, model, request_id, work):
     reco["example"] = {"model": model, "subject": "C3", "top": 5}
     query = d["paths"]["/v1/queries"]["post"]["requestBody"]["content"]["application/json"]
     query["example"] = {"kind": "count", "purpose": "analytics", "epsilon": 0.01, "where": "country=DE"}
+    def body_example(path, method, example):
+        d["paths"][path][method]["requestBody"]["content"]["application/json"]["example"] = example
+    body_example("/v1/requests", "post", {"type": "access", "customer_id": "C5", "channel": "email"})
+    body_example("/v1/subjects/{customer_id}/consent", "post", {"purpose": "analytics", "granted": True, "source": "web"})
+    body_example("/v1/subjects/{customer_id}/rectification", "post", {"set": {"full_name": "Person One"}})
+    body_example("/v1/consent/import", "post", {"rows": [{"customer_id": "C6", "purpose": "analytics", "granted": True,
+                                                          "time": "2026-01-01T00:00:00Z", "source": "paper"}]})
+    body_example("/v1/profiles", "post", [{"customer_id": "C41", "email": "new@example.com", "age": 30, "country": "DE"}])
+    body_example("/v1/events", "post", [{"customer_id": "C7", "kind": "purchase", "item": "SKU-0001", "value": 3,
+                                         "time": "2026-10-10T10:00:00Z"}])
+    body_example("/v1/jobs", "post", {"job": "km", "purpose": "model_training", "model": "kmeans", "features": ["age"],
+                                      "params": {"k": 2}, "epsilon": 0.5})
+    body_example("/v1/retention", "post", {"dry_run": True, "list": True})
     find = d["paths"]["/v1/find"]["get"]["parameters"]
     for p in find:
         if p["name"] == "value":
@@ -237,8 +252,8 @@ def schemathesis(spec, base, token, label, args, work):
     out = r.stdout + r.stderr
     with open(os.path.join(work, f"schemathesis-{label}.txt"), "w") as f:
         f.write(out)
-    summary = [l for l in out.splitlines() if l.strip().startswith(("Test cases:", "API Operations:", "Failures:", "Errors:"))]
-    say(f"  {label}: exit {r.returncode} in {time.time() - start:.0f} s; " + "; ".join(s.strip() for s in summary))
+    summary = [l.strip() for l in out.splitlines() if " generated, " in l or l.strip().startswith(("Failures:", "Errors:"))]
+    say(f"  {label}: exit {r.returncode} in {time.time() - start:.0f} s; " + "; ".join(summary))
     if r.returncode != 0:
         print(out[-20000:], file=sys.stderr)
         return False

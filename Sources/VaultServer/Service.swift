@@ -340,7 +340,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         let v = try await service.vault(context, permission: "train", action: "train")
         let job = try jobDocument(try await service.jsonBody(request))
         // Parsed in memory; a body that does not parse is audited by train like a bad job file.
-        let artifact = try await blocking { try v.train(Result { try Vault.parseJob(json: job) }).json }
+        let artifact = try await blocking { try v.train(Result { try parseJobBody(job) }).json }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(bytes: artifact)))
     }
@@ -860,6 +860,7 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
 /// `POST /v1/jobs`: the JSON form of a job file. Keys that name files on the server
 /// (`items_from`, `params.from_model`) are refused: a client may not make the server read its
 /// files.
+///
 func jobDocument(_ body: JSONValue) throws -> JSONValue {
     guard case .object(let pairs) = body else { throw APIError.badRequest("request body: expected a JSON object (a training job)") }
     for (k, v) in pairs {
@@ -869,6 +870,40 @@ func jobDocument(_ body: JSONValue) throws -> JSONValue {
         }
     }
     return body
+}
+
+/// A job body parsed as `train` parses a job file, after checking the JSON types of its
+/// top-level keys: the job parser reads the body as YAML, where a JSON `null`, `true` or `12`
+/// is a scalar like any text (`"job": null` would name a job `null`, `"epsilon": "0.5"` would
+/// be a number). Names are strings, `epsilon` and `delta` numbers, `features` an array of
+/// strings, `params` and `derived` objects; otherwise 400 naming the field, never the value
+/// (audited by `train` as a job that does not parse).
+func parseJobBody(_ body: JSONValue) throws -> TrainingJob {
+    guard case .object(let pairs) = body else { return try Vault.parseJob(json: body) }
+    func wrong(_ key: String, _ what: String) -> VaultError {
+        VaultError(.invalidInput, "request body: \(key): expected \(what)", reason: "expected \(what)",
+                   at: VaultError.Location(file: nil, line: nil, field: key))
+    }
+    for (k, v) in pairs {
+        switch (k, v) {
+        case ("job", .string), ("purpose", .string), ("model", .string), ("target", .string), ("events", .string), ("events_since", .string),
+             ("epsilon", .int), ("epsilon", .double), ("delta", .int), ("delta", .double), ("params", .object), ("derived", .object):
+            continue
+        case ("job", _), ("purpose", _), ("model", _), ("target", _), ("events", _), ("events_since", _):
+            throw wrong(k, "a string")
+        case ("epsilon", _), ("delta", _):
+            throw wrong(k, "a number")
+        case ("params", _), ("derived", _):
+            throw wrong(k, "an object")
+        case ("features", .array(let items)):
+            guard items.allSatisfy({ if case .string = $0 { true } else { false } }) else { throw wrong(k, "an array of strings") }
+        case ("features", _):
+            throw wrong(k, "an array of strings")
+        default:
+            continue   // unknown keys: the job parser names them
+        }
+    }
+    return try Vault.parseJob(json: body)
 }
 
 /// `POST /v1/recommendations`: `{"model": <the artifact JSON train wrote>, "subject": ID}` or

@@ -56,7 +56,7 @@ SCHEMATHESIS = os.path.join(VENV_BIN, "schemathesis")
 ROLES = ["auditor", "support", "operator", "trainer", "app", "privacy_officer"]
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance", "unsupported_method",
-          "allow_header_conformance"]
+          "allow_header_conformance", "negative_data_rejection"]
 CHECKS = os.environ.get("CONTRACT_CHECKS", ",".join(CHECKS)).split(",")
 AUTH_STATUSES = ["401", "403", "429", "500", "503"]
 

@@ -4,7 +4,10 @@
 Run through scripts/api-contract-test.sh, which makes the pinned virtual environment
 (scripts/api-contract-requirements.txt) and runs this with its python:
 
-    PROFILECTL=.build/debug/profilectl scripts/api-contract-test.sh [--max-examples N] [--seed N]
+    PROFILECTL=.build/debug/profilectl scripts/api-contract-test.sh [--max-examples N] [--seed N] [--postgres]
+
+With --postgres (through scripts/with-postgres.sh) the store is a fresh PostgreSQL database
+(served by a login role that is only a member of the service role), else a SQLite file.
 
 What it does:
   1. validates docs/openapi.yaml with openapi-spec-validator (OpenAPI 3.1), and refuses a
@@ -122,14 +125,63 @@ def cli(args, env, check=True, stdin=None):
     return r
 
 
-def make_store(work):
+def postgres_store():
+    """A fresh database on the test server (scripts/with-postgres.sh), its service role and a
+    login role for `serve` (which refuses to run as the owner): (owner env, node env, cleanup)."""
+    import re
+    import secrets
+    base = os.environ.get("PROFILEVAULT_TEST_POSTGRES")
+    if not base:
+        fail("--postgres: PROFILEVAULT_TEST_POSTGRES is not set (run through scripts/with-postgres.sh)")
+    m = re.match(r"^postgres(?:ql)?://([^@/]+)@([^/]+)/([^?]+)(\?.*)?$", base)
+    if not m:
+        fail("--postgres: cannot read PROFILEVAULT_TEST_POSTGRES")
+    admin, hostport, params = m.group(1), m.group(2), m.group(4) or "?sslmode=disable"
+    password = os.environ.get("PGPASSWORD", "")
+    db, service, node = "pvcontract_" + secrets.token_hex(4), "pvcontract_svc_" + secrets.token_hex(3), "pvcontract_node_" + secrets.token_hex(3)
+    node_password = secrets.token_hex(16)
+    psql = "psql"
+    if os.path.isdir("/usr/lib/postgresql"):
+        for d in sorted((f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql")), reverse=True):
+            if os.access(os.path.join(d, "psql"), os.X_OK):
+                psql = os.path.join(d, "psql")
+                break
+
+    def sql(statement):
+        r = subprocess.run([psql, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", base, "-c", statement],
+                           capture_output=True, text=True, env={**os.environ, "PGPASSWORD": password})
+        if r.returncode != 0:
+            fail(f"psql: {statement[:60]}: {r.stderr.strip()[:300]}")
+
+    sql(f"CREATE DATABASE {db}")
+    owner = {"PROFILEVAULT_STORE": f"postgres://{admin}@{hostport}/{db}{params}", "PGPASSWORD": password}
+    nodeenv = {"PROFILEVAULT_STORE": f"postgres://{node}@{hostport}/{db}{params}", "PGPASSWORD": node_password}
+
+    def after_init():
+        sql(f"CREATE ROLE {node} LOGIN PASSWORD '{node_password}'")
+        sql(f"GRANT {service} TO {node}")
+
+    def cleanup():
+        for statement in (f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", f"DROP ROLE IF EXISTS {node}", f"DROP ROLE IF EXISTS {service}"):
+            subprocess.run([psql, "-X", "-q", "-d", base, "-c", statement], capture_output=True,
+                           env={**os.environ, "PGPASSWORD": password})
+    return owner, nodeenv, service, after_init, cleanup
+
+
+def make_store(work, postgres=None):
     keys = os.path.join(work, "keyring.json")
     shutil.copyfile(os.path.join(REPO, "keys-example", "keyring.json"), keys)
     os.chmod(keys, 0o600)
     env = {**os.environ, "PROFILEVAULT_STORE": os.path.join(work, "store.sqlite"), "PROFILEVAULT_KEYS": keys,
            "PROFILEVAULT_POLICY": os.path.join(REPO, "policies"), "PROFILEVAULT_LOG_LEVEL": "error"}
     opts = ["--allow-example-keys"]
-    cli(["init"] + opts, env)
+    if postgres:
+        owner, nodeenv, service, after_init, _ = postgres
+        cli(["init", "--service-role", service] + opts, {**env, **owner})
+        after_init()
+        env = {**env, **nodeenv}
+    else:
+        cli(["init"] + opts, env)
     profiles = os.path.join(work, "profiles.jsonl")
     events = os.path.join(work, "events.jsonl")
     ids = [f"C{i}" for i in range(1, 41)]
@@ -266,6 +318,8 @@ def main():
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CONTRACT_SEED", "20")))
     ap.add_argument("--phases", default=os.environ.get("CONTRACT_PHASES", "examples,coverage,fuzzing"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--postgres", action="store_true",
+                    help="the store on the PostgreSQL server of scripts/with-postgres.sh instead of a SQLite file")
     args = ap.parse_args()
     if not os.access(P, os.X_OK):
         fail(f"no executable at {P} (build first: swift build)")
@@ -273,9 +327,10 @@ def main():
     work = tempfile.mkdtemp(prefix="pv-contract.")
     proc = None
     ok = True
+    postgres = postgres_store() if args.postgres else None
     try:
-        env, tokens_file, tokens, model, request_id = make_store(work)
-        say(f"store ready in {work}: 40 subjects, a recommender, request {request_id}, tokens for {', '.join(ROLES)}")
+        env, tokens_file, tokens, model, request_id = make_store(work, postgres)
+        say(f"{'PostgreSQL' if postgres else 'SQLite'} store ready ({work}): 40 subjects, a recommender, request {request_id}, tokens for {', '.join(ROLES)}")
         proc, base, log = start_server(env, tokens_file, work)
         spec = run_copy(doc, model, request_id, work)
         for role in ROLES + [None]:
@@ -298,6 +353,8 @@ def main():
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
+        if postgres:
+            postgres[4]()
         if args.keep or not ok:
             say(f"work directory kept: {work}")
         else:

@@ -73,7 +73,7 @@ public enum VaultRoutes {
 
     /// The methods routed on a request path (raw, as sent), by matching it against the
     /// templates: a `{name}` segment matches any one non-empty segment. Empty when no template
-    /// matches (an unknown path: 404). ``MethodMiddleware`` answers 405 and ``HeadMiddleware`` HEAD from this.
+    /// matches (an unknown path: 404). ``MethodMiddleware`` answers 405 (and `Allow`) from this.
     public static func methods(forPath path: String) -> Set<String> {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         var found: Set<String> = []

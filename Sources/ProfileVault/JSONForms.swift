@@ -122,4 +122,41 @@ public enum JSONForms {
             ("epsilon_by_purpose", .object(r.epsilonByPurpose.sorted { $0.key < $1.key }.map { ($0.key, .double($0.value)) })),
         ])
     }
+    /// `status --json` and `GET /v1/status`: counts and metadata of the store (no personal data).
+    public static func storeStatus(_ s: StoreStatus) -> JSONValue {
+        .object([
+            ("subjects", .int(Int64(s.subjects))),
+            ("events", .int(Int64(s.events))),
+            ("key_versions", .array(s.keyVersions.map { .int(Int64($0)) })),
+            ("audit_entries", .int(s.auditEntries)),
+            ("audit_head", .string(s.auditHead)),
+            ("schema_version", .int(Int64(s.schemaVersion))),
+            ("policy_version", .string(s.policyVersion)),
+            ("file_bytes", .int(s.fileBytes)),
+            ("policy", s.policy.map { p in .object([("version", .string(p.version)), ("sha256", .string(p.sha256)),
+                                                    ("schema_sha256", .string(p.schemaSHA256)),
+                                                    ("applied_at", .string(Vault.isoTime(millis: p.appliedAtMillis))),
+                                                    ("actor", .string(p.actor))]) } ?? .null),
+        ])
+    }
+
+    /// `keys status|rotate|retire --json`, `GET /v1/keys` and `POST /v1/keys/rotate`.
+    public static func keyStatus(_ s: KeyStatus, rewrapped: Int) -> JSONValue {
+        .object([
+            ("active", .int(Int64(s.active))),
+            ("versions", .array(s.versions.map { .int(Int64($0)) })),
+            ("rewrapped", .int(Int64(rewrapped))),
+            ("retired", .array(s.retired.map { .int(Int64($0)) })),
+            ("identity_version", .int(Int64(s.identityVersion))),
+            ("subjects_per_version", .object(s.subjectsPerVersion.sorted { $0.key < $1.key }.map { (String($0.key), .int(Int64($0.value))) })),
+        ])
+    }
+
+    /// `consent status --json` (and the `purposes` of `GET /v1/subjects/{id}/consent`): each
+    /// declared purpose's current state.
+    public static func consentPurposes(_ states: [(purpose: String, state: ConsentState, needed: Bool)]) -> JSONValue {
+        .object(states.map { ($0.purpose, .object([
+            ("granted", .bool($0.state.granted)), ("since", isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
+        ])) })
+    }
 }

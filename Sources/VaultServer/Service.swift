@@ -76,7 +76,25 @@ public enum VaultRoutes {
         ("POST", "/v1/requests/{request_id}/deny"),
         ("GET", "/v1/audit/report"),
         ("GET", "/v1/audit/head"),
+        ("GET", "/v1/status"),
+        ("GET", "/v1/keys"),
+        ("POST", "/v1/keys/rotate"),
+        ("GET", "/v1/subjects/{customer_id}/consent"),
     ]
+
+    /// The methods routed on a request path (raw, as sent), by matching it against the
+    /// templates: a `{name}` segment matches any one non-empty segment. Empty when no template
+    /// matches (an unknown path: 404). ``MethodMiddleware`` answers 405 (and `Allow`) from this.
+    public static func methods(forPath path: String) -> Set<String> {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        var found: Set<String> = []
+        for route in all {
+            let template = route.path.split(separator: "/", omittingEmptySubsequences: true)
+            guard template.count == parts.count else { continue }
+            if zip(template, parts).allSatisfy({ t, p in t.hasPrefix("{") || t == p }) { found.insert(route.method) }
+        }
+        return found
+    }
 }
 
 /// Builds the service's router: every route of SPEC §8 over one opened `Vault` (one store,
@@ -100,7 +118,8 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
                         metrics: ServiceMetrics = ServiceMetrics(),
                         logger: Logger = Logger(label: "profilevault.http")) -> Router<VaultRequestContext> {
     let service = VaultService(vault: vault, options: options, metrics: metrics, logger: logger)
-    let router = Router(context: VaultRequestContext.self)
+    // HEAD wherever GET is: the GET route answers it, without the body.
+    let router = Router(context: VaultRequestContext.self, options: .autoGenerateHeadEndpoints)
     // Middleware first: Hummingbird wraps each route with the middlewares added before it.
     // Client messages never show where the server keeps its files.
     let c = vault.configuration
@@ -108,11 +127,16 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         (vault.policy.file, "the policy"), (vault.schema.file, "the schema"), (c.policyDirectory, "the policy directory"),
         (c.storePath, "the store"), (c.keysPath, "the keyring"), (tokens.path, "the tokens file"),
     ]
+    // Outermost: every HEAD answer without its body (also a 404 or 405 of no route).
+    router.add(middleware: HeadMiddleware())
     router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger,
                                              requestTimeout: options.requestTimeout, serverPaths: serverPaths,
                                              authFailures: AuthFailureGate(vault: vault, limiter: AuthFailureLimiter(
                                                  limit: options.authFailureLimit, window: options.authFailureWindow,
                                                  maxAddresses: options.authFailureAddresses))))
+    // Inside it (so its answers carry the request id and are logged): 405 with Allow for a
+    // known path's wrong method.
+    router.add(middleware: MethodMiddleware())
 
     router.get("/healthz") { _, _ in try await service.health() }
     router.get("/metrics") { _, _ in await service.metricsText() }
@@ -330,7 +354,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         let v = try await service.vault(context, permission: "train", action: "train")
         let job = try jobDocument(try await service.jsonBody(request))
         // Parsed in memory; a body that does not parse is audited by train like a bad job file.
-        let artifact = try await blocking { try v.train(Result { try Vault.parseJob(json: job) }).json }
+        let artifact = try await blocking { try v.train(Result { try parseJobBody(job) }).json }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(bytes: artifact)))
     }
@@ -398,6 +422,7 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     addRequestRoutes(router, service)
+    addOperationsRoutes(router, service)
     return router
 }
 
@@ -457,6 +482,48 @@ func addRequestRoutes(_ router: Router<VaultRequestContext>, _ service: VaultSer
     }
 }
 
+/// What the CLI's `status`, `keys status|rotate` and `consent status|history` show, over the same
+/// `Vault` methods with the same permission checks and audit entries.
+func addOperationsRoutes(_ router: Router<VaultRequestContext>, _ service: VaultService) {
+    // Any token whose role the policy defines (the CLI's `status` needs no role: counts and
+    // metadata, no personal data); an undefined role is refused and audited as denied.
+    router.get("/v1/status") { _, context -> Response in
+        let v = try await service.anyRole(context, action: "status")
+        return json(try await blocking { JSONForms.storeStatus(try v.status()) })
+    }
+
+    router.get("/v1/keys") { _, context -> Response in
+        let v = try await service.vault(context, permission: "keys", action: "keys.status")
+        return json(try await blocking { JSONForms.keyStatus(try v.keyStatus(), rewrapped: 0) })
+    }
+
+    // Adds a KEK version and re-wraps every data key under it; `{"resume": true}` adds no
+    // version and finishes an interrupted rotation. The body is optional.
+    router.post("/v1/keys/rotate") { request, context -> Response in
+        let v = try await service.vault(context, permission: "keys", action: "keys.rotate")
+        var resume = false
+        if request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
+            resume = try BodyFields(try await service.jsonBody(request), allowed: ["resume"]).bool("resume") ?? false
+        }
+        let again = resume
+        return json(try await blocking {
+            let r = try service.rotations.withLock { try v.rotateKeys(resume: again) }
+            return JSONForms.keyStatus(try v.keyStatus(), rewrapped: r.rewrapped)
+        })
+    }
+
+    // `consent status` and `consent history` in one answer (each audited as the CLI audits it).
+    router.get("/v1/subjects/{customer_id}/consent") { _, context -> Response in
+        let v = try await service.vault(context, permission: "consent", action: "consent.status", subjectID: try? customerID(context))
+        let id = try customerID(context)
+        let (states, entries) = try await redacting([id]) {
+            try await blocking { (try v.consentStatus(customerID: id), try v.consentHistory(customerID: id)) }
+        }
+        return json(.object([("customer_id", .string(id)), ("purposes", JSONForms.consentPurposes(states)),
+                             ("entries", .array(entries.map(JSONForms.consentEntry)))]))
+    }
+}
+
 /// The `{request_id}` path parameter; anything that is not a register id is 404 (not echoed).
 func requestID(_ context: VaultRequestContext) throws -> String {
     let raw = try context.parameters.require("request_id")
@@ -498,6 +565,8 @@ final class VaultService: Sendable {
     let base: Vault
     let options: ServiceOptions
     let metrics: ServiceMetrics
+    /// One key rotation at a time per process: each rewrites the keyring file.
+    let rotations = NSLock()
 
     /// Sweeps the stale scratch directories a dead process left (``ScratchSpace/sweep(roots:logger:)``).
     init(vault: Vault, options: ServiceOptions, metrics: ServiceMetrics, logger: Logger? = nil) {
@@ -520,6 +589,21 @@ final class VaultService: Sendable {
         if !v.permits(permission) {
             try await blocking { try v.authorize(permission, action: action, subjectID: subjectID) }
             throw VaultError(.denied, "role \(id.role) may not \(permission)")   // authorize always throws here
+        }
+        return v
+    }
+
+    /// As ``vault(_:permission:action:subjectID:)`` for a route open to every role the policy
+    /// defines: 401 without a valid token; 403 (audited as denied) for a role it does not define.
+    func anyRole(_ context: VaultRequestContext, action: String) async throws -> Vault {
+        guard let id = context.identity else {
+            if context.tokensUnavailable { throw APIError(.serviceUnavailable, "tokens cannot be checked right now; try again later") }
+            throw APIError(.unauthorized, context.authProblem)
+        }
+        let v = base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role), requestID: context.requestID)
+        if v.policy.roles[id.role] == nil {
+            try await blocking { try v.authorize("status", action: action) }   // throws: the role is not defined
+            throw VaultError(.denied, "role \(id.role) is not defined in the policy")
         }
         return v
     }
@@ -792,6 +876,7 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
 /// `POST /v1/jobs`: the JSON form of a job file. Keys that name files on the server
 /// (`items_from`, `params.from_model`) are refused: a client may not make the server read its
 /// files.
+///
 func jobDocument(_ body: JSONValue) throws -> JSONValue {
     guard case .object(let pairs) = body else { throw APIError.badRequest("request body: expected a JSON object (a training job)") }
     for (k, v) in pairs {
@@ -801,6 +886,40 @@ func jobDocument(_ body: JSONValue) throws -> JSONValue {
         }
     }
     return body
+}
+
+/// A job body parsed as `train` parses a job file, after checking the JSON types of its
+/// top-level keys: the job parser reads the body as YAML, where a JSON `null`, `true` or `12`
+/// is a scalar like any text (`"job": null` would name a job `null`, `"epsilon": "0.5"` would
+/// be a number). Names are strings, `epsilon` and `delta` numbers, `features` an array of
+/// strings, `params` and `derived` objects; otherwise 400 naming the field, never the value
+/// (audited by `train` as a job that does not parse).
+func parseJobBody(_ body: JSONValue) throws -> TrainingJob {
+    guard case .object(let pairs) = body else { return try Vault.parseJob(json: body) }
+    func wrong(_ key: String, _ what: String) -> VaultError {
+        VaultError(.invalidInput, "request body: \(key): expected \(what)", reason: "expected \(what)",
+                   at: VaultError.Location(file: nil, line: nil, field: key))
+    }
+    for (k, v) in pairs {
+        switch (k, v) {
+        case ("job", .string), ("purpose", .string), ("model", .string), ("target", .string), ("events", .string), ("events_since", .string),
+             ("epsilon", .int), ("epsilon", .double), ("delta", .int), ("delta", .double), ("params", .object), ("derived", .object):
+            continue
+        case ("job", _), ("purpose", _), ("model", _), ("target", _), ("events", _), ("events_since", _):
+            throw wrong(k, "a string")
+        case ("epsilon", _), ("delta", _):
+            throw wrong(k, "a number")
+        case ("params", _), ("derived", _):
+            throw wrong(k, "an object")
+        case ("features", .array(let items)):
+            guard items.allSatisfy({ if case .string = $0 { true } else { false } }) else { throw wrong(k, "an array of strings") }
+        case ("features", _):
+            throw wrong(k, "an array of strings")
+        default:
+            continue   // unknown keys: the job parser names them
+        }
+    }
+    return try Vault.parseJob(json: body)
 }
 
 /// `POST /v1/recommendations`: `{"model": <the artifact JSON train wrote>, "subject": ID}` or

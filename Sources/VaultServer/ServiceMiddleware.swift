@@ -4,7 +4,8 @@ import Foundation
 public import ProfileVault
 import VaultValues
 
-/// The one middleware of the service, outermost on every route (and on "no such route"):
+/// The main middleware of the service, on every route (and on "no such route"), inside only
+/// ``HeadMiddleware`` (and around ``MethodMiddleware``):
 ///
 /// 1. gives the request an id: the client's `x-request-id` when it is sane (1 to 64 characters
 ///    of `A-Z a-z 0-9 . _ -`), else a new UUID; sent back as `x-request-id`, logged, and

@@ -6,14 +6,7 @@ struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Key management.", subcommands: [Generate.self, Rotate.self, Retire.self, Status.self])
 
     static func emit(_ s: KeyStatus, rewrapped: Int, options: GlobalOptions) {
-        options.emit(.object([
-            ("active", .int(Int64(s.active))),
-            ("versions", .array(s.versions.map { .int(Int64($0)) })),
-            ("rewrapped", .int(Int64(rewrapped))),
-            ("retired", .array(s.retired.map { .int(Int64($0)) })),
-            ("identity_version", .int(Int64(s.identityVersion))),
-            ("subjects_per_version", .object(s.subjectsPerVersion.sorted { $0.key < $1.key }.map { (String($0.key), .int(Int64($0.value))) })),
-        ]), text: """
+        options.emit(JSONForms.keyStatus(s, rewrapped: rewrapped), text: """
             active KEK version \(s.active); usable \(s.versions.map(String.init).joined(separator: ", "))\(s.retired.isEmpty ? "" : "; retired " + s.retired.map(String.init).joined(separator: ", "))
             subjects per version: \(s.subjectsPerVersion.sorted { $0.key < $1.key }.map { "v\($0.key): \($0.value)" }.joined(separator: ", "))
             \(rewrapped > 0 ? "re-wrapped \(rewrapped) data keys\n" : "")identity keys (pseudonyms, blind indexes, audit signing) from version \(s.identityVersion)

@@ -55,9 +55,7 @@ struct Consent: ParsableCommand {
             let states = try options.openVault().consentStatus(customerID: subject)
             options.emit(.object([
                 ("customer_id", .string(subject)),
-                ("purposes", .object(states.map { ($0.purpose, .object([
-                    ("granted", .bool($0.state.granted)), ("since", JSONForms.isoMillis($0.state.sinceMillis)), ("consent_required", .bool($0.needed)),
-                ])) })),
+                ("purposes", JSONForms.consentPurposes(states)),
             ]), text: states.map { "\($0.purpose): \($0.state.granted ? "granted" : "not granted")\($0.state.sinceMillis.map { " since " + Vault.isoTime(millis: $0) } ?? "")\($0.needed ? "" : " (legal basis is not consent)")" }.joined(separator: "\n"))
         }
     }

@@ -8,20 +8,7 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let s = try Vault.status(storePath: options.storePath())
-        options.emit(.object([
-            ("subjects", .int(Int64(s.subjects))),
-            ("events", .int(Int64(s.events))),
-            ("key_versions", .array(s.keyVersions.map { .int(Int64($0)) })),
-            ("audit_entries", .int(s.auditEntries)),
-            ("audit_head", .string(s.auditHead)),
-            ("schema_version", .int(Int64(s.schemaVersion))),
-            ("policy_version", .string(s.policyVersion)),
-            ("file_bytes", .int(s.fileBytes)),
-            ("policy", s.policy.map { p in .object([("version", .string(p.version)), ("sha256", .string(p.sha256)),
-                                                    ("schema_sha256", .string(p.schemaSHA256)),
-                                                    ("applied_at", .string(Vault.isoTime(millis: p.appliedAtMillis))),
-                                                    ("actor", .string(p.actor))]) } ?? .null),
-        ]), text: """
+        options.emit(JSONForms.storeStatus(s), text: """
             subjects:      \(s.subjects)
             events:        \(s.events)
             key versions:  \(s.keyVersions.map(String.init).joined(separator: ", ")) (identity version \(s.identityKeyVersion))

@@ -45,3 +45,42 @@ import VaultValues
         }
     }
 }
+
+/// Found by the contract test (schemathesis, negative data): the job parser reads the body as
+/// YAML, so a JSON null, boolean or number where a name belongs became a scalar text
+/// (`"job": null` trained a job named `null`, 200). Each such type is now 400 naming the
+/// field, nothing charged, audited as a job that does not parse.
+@Suite struct JobBodyTypeTests {
+    @Test func jsonTypesOfAJobBodyAreChecked() async throws {
+        let f = try ServiceFixture()
+        try await f.test { c in
+            try await c.seed()
+            let base = #""purpose":"model_training","model":"kmeans","features":["age"],"params":{"k":2}"#
+            let bodies: [(String, String)] = [
+                (#"{"job":null,\#(base),"epsilon":0.5}"#, "job"),
+                (#"{"job":true,\#(base),"epsilon":0.5}"#, "job"),
+                (#"{"job":12,\#(base),"epsilon":0.5}"#, "job"),
+                (#"{"job":"j","purpose":null,"model":"kmeans","features":["age"],"epsilon":0.5}"#, "purpose"),
+                (#"{"job":"j",\#(base),"epsilon":"0.5"}"#, "epsilon"),
+                (#"{"job":"j",\#(base),"epsilon":null}"#, "epsilon"),
+                (#"{"job":"j","purpose":"model_training","model":"kmeans","features":"age","epsilon":0.5}"#, "features"),
+                (#"{"job":"j","purpose":"model_training","model":"kmeans","features":[1],"epsilon":0.5}"#, "features"),
+                (#"{"job":"j","purpose":"model_training","model":"kmeans","features":["age"],"params":[2],"epsilon":0.5}"#, "params"),
+            ]
+            let before = try await c.call(.get, "/v1/budget", as: "trainer").json?["purposes"]?["model_training"]?["spent"]
+            for (body, field) in bodies {
+                let r = try await c.call(.post, "/v1/jobs", as: "trainer", body: body)
+                #expect(r.status == .badRequest, "\(body): \(r.status) \(r.text.prefix(200))")
+                #expect(r.json?["location"]?["field"]?.stringValue == field, "\(body): \(r.text)")
+                #expect(r.error?.hasPrefix("request body: \(field): expected") == true, "\(r.text)")
+            }
+            let after = try await c.call(.get, "/v1/budget", as: "trainer").json?["purposes"]?["model_training"]?["spent"]
+            #expect(before != nil && before == after)
+            // The refusals are audited as train errors.
+            let trains = try f.auditEntries().filter { $0["api.operation"]?.stringValue == "train" && $0["status"]?.stringValue == "error" }
+            #expect(trains.count == bodies.count, "\(trains.count)")
+            // A well-typed body still trains.
+            #expect(try await c.call(.post, "/v1/jobs", as: "trainer", body: #"{"job":"j",\#(base),"epsilon":0.5}"#).status == .ok)
+        }
+    }
+}

@@ -130,14 +130,20 @@ extension Vault {
         do {
             let store = try ProfileStore.open(path: config.storePath, keyring: keyring, schema: files.schema)
             restored = store
-            _ = try store.verifyAudit(expectHead: nil)
+            let before = try store.verifyAudit(expectHead: nil)
+            guard before.ok else {
+                throw VaultError(.integrity, "\(backup): the backup's audit log does not verify (\(before.firstBad.map { "first bad entry \($0)" } ?? before.reason ?? "")); nothing restored")
+            }
             let journal = try journalBytes.map { try store.openErasureJournal($0, label: journalPath ?? "the erasure journal") }
             let context = AuditContext(actor: config.actor.name, role: role, requestID: UUID().uuidString.lowercased(), policyVersion: files.policy.version)
             let report = try store.reapplyErasures(journal, journalLabel: journalPath, audit: context)
             if let path = erasureJournalPath(storePath: config.storePath) {
                 try store.refreshErasureJournal(at: path, merging: journal?.entries ?? [])
             }
-            _ = try store.verifyAudit(expectHead: nil)
+            let after = try store.verifyAudit(expectHead: nil)
+            guard after.ok else {
+                throw VaultError(.integrity, "the restored store's audit log does not verify after the erasures were re-applied; nothing restored")
+            }
             try store.close()
             logger.info("store restored", metadata: ["store": .string(config.storePath)])
             return report

@@ -11,7 +11,10 @@ import VaultAudit
 extension PostgresProfiles {
     public func erasureJournal() throws -> ErasureJournal {
         try Self.wait("reading the erasure journal") { [engine] in
-            try await engine.transaction("reading the erasure journal") { conn in
+            // One snapshot for the list and the head: under READ COMMITTED an erasure
+            // committing between the two reads would be missing from a journal whose head
+            // claims to cover it.
+            try await engine.transaction("reading the erasure journal", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
                 var entries: [ErasureJournalEntry] = []
                 for row in try await engine.rows(conn, "SELECT pseudonym, erased_at, reason, receipt_seq, receipt FROM profilevault.suppressed") {
                     let (p, at, reason, seq, receipt) = try row.decode((ByteBuffer, Int64, String, Int64?, String?).self)

@@ -1,6 +1,7 @@
 import Foundation
 public import GRDB
 public import VaultAudit
+import VaultCrypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,7 +53,7 @@ extension ProfileStore {
             }
             entries.append(ErasureJournalEntry(pseudonym: pseudo, erasedAtMillis: time, reason: reason, auditSequence: Stored.int(s), receipt: Stored.text(h)))
         }
-        let storeID = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'store_id'") ?? ""
+        let storeID = try Self.journalIdentity(db)
         let head = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         let seq = head?.auditInt("seq") ?? 0
         let hash = head?.auditBlob("hash") ?? AuditLog.genesis
@@ -67,7 +68,19 @@ extension ProfileStore {
 
     /// Reads and verifies a journal of this store (integrity error otherwise).
     public func openErasureJournal(_ bytes: [UInt8], label: String) throws -> ErasureJournal {
-        try ErasureJournal.open(bytes, key: keys.erasureJournal, storeID: storeID, label: label)
+        let identity = try pool.read { db in try Self.journalIdentity(db) }
+        return try ErasureJournal.open(bytes, key: keys.erasureJournal, storeID: identity, label: label)
+    }
+
+    /// Whose erasures a journal speaks for: the store id, and for a store restored from a
+    /// backup the line it started (`meta.lineage`, new at every restore). A restored store
+    /// reuses its backup's audit sequence numbers for other entries, so a journal of the store
+    /// it was restored from (or of a sibling restore) must not count as covering it: its
+    /// "erased after entry N" would skip erasures this line made after N.
+    static func journalIdentity(_ db: Database) throws -> String {
+        let id = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'store_id'") ?? ""
+        guard let lineage = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'lineage'"), !lineage.isEmpty else { return id }
+        return id + "/" + lineage
     }
 
     /// Rewrites the journal at `path` (beside the store): the suppression list merged with the
@@ -216,7 +229,13 @@ extension ProfileStore {
             }
             after = journal.entries.filter { e in e.auditSequence.map { $0 > bseq } ?? (e.erasedAtMillis > btime) }
         }
+        if let journal, journal.auditSequence == bseq, journal.auditHead != bhead {
+            throw VaultError(.integrity, "the erasure journal was written at the backup's audit entry \(bseq) but names another head: it is not of the line this backup was taken from; refused")
+        }
         let report = try pool.write { db -> RestoreReport in
+            // The restored store starts a line of its own: journals of the store it was
+            // restored from no longer speak for it (``journalIdentity(_:)``).
+            try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('lineage', ?)", arguments: [AuditLog.hex(SecureRandom.bytes(16))])
             var report = RestoreReport(backupSequence: bseq, backupHead: bhead, journalEntries: journal?.entries.count, afterBackup: after.count,
                                        erased: 0, suppressed: 0, headSequence: 0, head: "")
             let suppress = try db.cachedStatement(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason, receipt_seq, receipt) VALUES (?, ?, ?, ?, ?)")

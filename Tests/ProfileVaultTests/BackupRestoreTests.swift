@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 import VaultAudit
 import VaultCrypto
@@ -66,6 +67,50 @@ import VaultCrypto
         let live = try f.vault("auditor")
         let (liveBytes, _, _, _) = try live.exportAudit(Vault.AuditExportRequest(flat: true))
         #expect(String(decoding: liveBytes, as: UTF8.self).contains("\"store.backup\""))
+    }
+
+    /// The review's lineage attack: a store restored from b1 (and its erasures re-applied) is
+    /// backed up (b2) and then erases C3; the original store's journal, which reaches the same
+    /// audit sequence number as b2 with other entries, must not count as covering b2, or
+    /// restoring b2 with it would bring C3 back. And a restore must not pass a backup whose
+    /// audit log was edited in the middle.
+    @Test func aJournalOfAnotherLineIsRefusedAndAnEditedBackupTooAndTheSubjectStaysErased() throws {
+        let f = try VaultFixture(profiles: 10)
+        let (b1, _, _) = try backupThenErase(f)
+        _ = try f.vault("privacy_officer").erase(.one("C2"), reason: "second")
+        let j1 = f.dir + "/j1.erasures"
+        try FileManager.default.copyItem(atPath: f.storePath + ".erasures", toPath: j1)
+        let r = f.dir + "/r.sqlite"
+        _ = try Vault.restore(config(f, store: r), from: b1, journal: j1, acceptResurrection: false)
+        let inR = try Vault.open(config(f, store: r))
+        let b2 = f.dir + "/b2.db"
+        _ = try inR.backup(to: b2)
+        _ = try inR.erase(.one("C3"), reason: "in r")
+        // The original store's journal for b2: refused, nothing restored.
+        let r2 = f.dir + "/r2.sqlite"
+        expectKind(.integrity, "another store") { _ = try Vault.restore(config(f, store: r2), from: b2, journal: j1, acceptResurrection: false) }
+        #expect(!FileManager.default.fileExists(atPath: r2))
+        // r's own journal: C3 stays erased.
+        _ = try Vault.restore(config(f, store: r2), from: b2, journal: r + ".erasures", acceptResurrection: false)
+        let support = try Vault.open(VaultConfiguration(storePath: r2, keysPath: f.keys, policyDirectory: f.policies, actor: Actor(name: "s", role: "support")))
+        expectKind(.notFound, "erased on") { _ = try support.get(customerID: "C3", purpose: "customer_support") }
+        expectKind(.notFound, "erased on") { _ = try support.get(customerID: "C1", purpose: "customer_support") }
+        #expect(try support.get(customerID: "C4", purpose: "customer_support").customerID == "C4")
+
+        // A backup with an audit entry edited in the middle (its triggers dropped first).
+        let edited = f.dir + "/edited.db"
+        try FileManager.default.copyItem(atPath: b1, toPath: edited)
+        let q = try DatabaseQueue(path: edited)
+        try q.write { db in
+            for t in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'") {
+                try db.execute(sql: "DROP TRIGGER \"\(t)\"")
+            }
+            try db.execute(sql: "UPDATE audit SET entry = replace(entry, '\"status\":\"ok\"', '\"status\":\"no\"') WHERE seq = 1")
+        }
+        try q.close()
+        let r3 = f.dir + "/r3.sqlite"
+        expectKind(.integrity, "does not verify") { _ = try Vault.restore(config(f, store: r3), from: edited, journal: f.storePath + ".erasures", acceptResurrection: false) }
+        #expect(!FileManager.default.fileExists(atPath: r3))
     }
 
     @Test func subjectIngestedAfterTheBackupAndErasedStaysSuppressed() throws {

@@ -44,15 +44,20 @@ struct Tokens: ParsableCommand {
             if let reason = OutputFile.protectedReason(tokens, protecting: protected, sniff: false) {
                 throw VaultError(.cannotCreate, "\(tokens): cannot use it as the tokens file: \(reason)")
             }
-            var file = try TokenFile.loadOrEmpty(path: tokens)
             var expiresMillis: Int64?
             if let expires {
                 guard let lifetime = TokenFile.lifetimeMillis(expires) else { throw VaultError(.usage, "--expires \(expires.prefix(32)): expected a duration such as 30m, 12h or 90d") }
                 expiresMillis = TokenFile.nowMillis + lifetime   // both bounded: no overflow
             }
-            let token = file.add(actor: actor, role: role, expiresMillis: expiresMillis)
-            try file.save(protecting: protected)
-            guard let id = file.identities.last?.tokenID else { throw VaultError(.internalFailure, "the new token is missing from the file") }
+            // Read, add and write under the file's lock: a revoke or add running at the same
+            // time is never overwritten.
+            let (token, id) = try TokenFile.changing(path: tokens) { () throws -> (String, String) in
+                var file = try TokenFile.loadOrEmpty(path: tokens)
+                let token = file.add(actor: actor, role: role, expiresMillis: expiresMillis)
+                try file.save(protecting: protected)
+                guard let id = file.identities.last?.tokenID else { throw VaultError(.internalFailure, "the new token is missing from the file") }
+                return (token, id)
+            }
             let expiry = expiresMillis.map { TokenFile.isoTime($0) }
             options.emit(.object([("token", .string(token)), ("id", .string(id)), ("actor", .string(actor)), ("role", .string(role)),
                                   ("expires", expiry.map(JSONValue.string) ?? .null)]),
@@ -102,8 +107,10 @@ struct Tokens: ParsableCommand {
             if let reason = OutputFile.protectedReason(tokens, protecting: protected, sniff: false) {
                 throw VaultError(.cannotCreate, "\(tokens): cannot use it as the tokens file: \(reason)")
             }
-            var file = try TokenFile.load(path: tokens)
-            if try file.revoke(id: id) { try file.save(protecting: protected) }
+            try TokenFile.changing(path: tokens) {
+                var file = try TokenFile.load(path: tokens)
+                if try file.revoke(id: id) { try file.save(protecting: protected) }
+            }
             options.emit(.object([("revoked", .string(id))]), text: "token \(id) revoked")
         }
     }

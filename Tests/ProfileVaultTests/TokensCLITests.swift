@@ -1,9 +1,32 @@
 import Foundation
+import Synchronization
 @testable import ProfileVault
 import Testing
 
 /// `tokens add --expires`, `tokens list` and `tokens revoke` (SPEC §12), as scripts run them.
 @Suite struct TokensCLITests {
+    /// The review's race: `tokens add` and `tokens revoke` at once each read the file, change
+    /// it and rename their copy over it; without a lock the last one wins, and a revoked token
+    /// came back (3 runs in 6) or an added one was lost. Under the file's lock every change
+    /// lands, whatever the interleaving.
+    @Test func concurrentAddsAndARevokeAllLand() throws {
+        let s = try CLIStore()
+        let path = s.dir + "/tokens.json"
+        let victim = try s.run(["tokens", "add", "--tokens", path, "--actor", "victim", "--role", "auditor", "--json"])
+        let id = try #require(victim.json?["id"] as? String)
+        let statuses = Mutex<[Int32]>([])
+        DispatchQueue.concurrentPerform(iterations: 9) { i in
+            let args = i == 4 ? ["tokens", "revoke", "--tokens", path, id]
+                              : ["tokens", "add", "--tokens", path, "--actor", "a\(i)", "--role", "auditor"]
+            let status = (try? s.run(args).status) ?? -1
+            statuses.withLock { $0.append(status) }
+        }
+        #expect(statuses.withLock { $0 } == [Int32](repeating: 0, count: 9))
+        let rows = try #require(try s.run(["tokens", "list", "--tokens", path, "--json"]).json?["tokens"] as? [[String: Any]])
+        #expect(rows.count == 9)
+        #expect(!((rows.first { $0["id"] as? String == id }?["revoked"]) is NSNull))
+    }
+
     @Test func addWithExpiryListAndRevokeShowEverythingButTheSecret() throws {
         let s = try CLIStore()
         let path = s.dir + "/tokens.json"

@@ -28,6 +28,18 @@ extension PostgresProfiles {
         let wanted = checks
         try Self.wait("adopting the keyring") { [engine] in
             try await engine.transaction("adopting the keyring") { conn in
+                // Never a keyring older than the store (as on SQLite: KeyringAdoption).
+                var recorded: [(version: UInt32, retired: Bool)] = []
+                for row in try await engine.rows(conn, "SELECT version, retired FROM profilevault.key_versions") {
+                    let (v, r) = try row.decode((Int64, Bool).self)
+                    guard let u = UInt32(exactly: v) else { throw PostgresStoreError(.integrity, "key_versions holds a version out of range: the database was edited") }
+                    recorded.append((u, r))
+                }
+                var inUse: [UInt32] = []
+                for row in try await engine.rows(conn, "SELECT DISTINCT kek_version FROM profilevault.subjects") {
+                    if let u = UInt32(exactly: try row.decode(Int64.self)) { inUse.append(u) }
+                }
+                try KeyringAdoption.check(keyring, recorded: recorded, inUse: inUse)
                 for (v, check) in wanted {
                     // ON CONFLICT DO NOTHING, then read back: a version another node recorded
                     // meanwhile is checked like one recorded long ago.

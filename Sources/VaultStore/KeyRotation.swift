@@ -19,14 +19,45 @@ public struct KeyStatus: Sendable {
     }
 }
 
+/// What a keyring must be for a store to adopt it, on both engines: never older than the store.
+/// An older copy of the keyring put back in the file's place (a restored config, a stale copy
+/// on another host) would otherwise make a retired version active again and leave the data
+/// keys wrapped under newer versions unreadable.
+package enum KeyringAdoption {
+    /// `recorded`: the store's key versions and whether each is retired; `inUse`: the KEK
+    /// versions subjects' data keys are wrapped under.
+    package static func check(_ keyring: Keyring, recorded: [(version: UInt32, retired: Bool)], inUse: [UInt32]) throws {
+        let place = keyring.path ?? "the keyring"
+        if recorded.contains(where: { $0.version == keyring.active && $0.retired }) {
+            throw VaultError(.configuration, "\(place): its active version \(keyring.active) is retired in the store: an older copy of the keyring? Not adopted")
+        }
+        if let newest = recorded.filter({ !$0.retired }).map(\.version).max(), keyring.active < newest {
+            throw VaultError(.configuration, "\(place): its active version \(keyring.active) is older than version \(newest), which the store records: an older copy of the keyring? Not adopted")
+        }
+        for v in inUse.sorted() where !keyring.versions.contains(v) || keyring.isRetired(v) {
+            throw VaultError(.configuration, "\(place): data keys are wrapped under version \(v), which this keyring does not hold: not adopted")
+        }
+    }
+}
+
 extension ProfileStore {
     /// Starts using a keyring that gained versions (after `keys rotate`): records the key
     /// check of every new version and swaps the keys in use. The identity keys (pseudonym,
-    /// blind index, audit signing) stay those of the identity version.
+    /// blind index, audit signing) stay those of the identity version. A keyring older than
+    /// the store is refused (``KeyringAdoption``).
     public func adopt(keyring: Keyring) throws {
         let fresh = try StoreKeys(keyring: keyring, identityVersion: keys.identityVersion, schema: schema)
         let now = Int64(Date().timeIntervalSince1970)
         try pool.write { db in
+            var recorded: [(version: UInt32, retired: Bool)] = []
+            for row in try Row.fetchAll(db, sql: "SELECT version, retired FROM key_versions") {
+                guard let v = Stored.int(row.stored("version")).flatMap(UInt32.init(exactly:)), let r = Stored.int(row.stored("retired")) else {
+                    throw VaultError(.integrity, "the key_versions table holds a value of the wrong type: the store was altered")
+                }
+                recorded.append((v, r != 0))
+            }
+            let inUse = try Int64.fetchAll(db, sql: "SELECT DISTINCT kek_version FROM subjects").compactMap(UInt32.init(exactly:))
+            try KeyringAdoption.check(keyring, recorded: recorded, inUse: inUse)
             for v in keyring.versions {
                 let known = try Data.fetchOne(db, sql: "SELECT key_check FROM key_versions WHERE version = ?", arguments: [Int64(v)])
                 let check = try StoreKeys.keyCheck(keyring: keyring, version: v)

@@ -324,6 +324,28 @@ extension KeyRotationTests {
     }
 }
 
+extension KeyRotationTests {
+    /// The review's stale keyring: an older copy of the keyring file put back in place (active
+    /// version 1, without version 2 that every data key now uses, and later with version 1
+    /// retired in the store) is not adopted; the node keeps its keys and still reads.
+    @Test func anOlderKeyringIsNotAdopted() throws {
+        let f = try VaultFixture(profiles: 5)
+        let reader = try f.vault("support")
+        let officer = try f.vault("privacy_officer")
+        let old = try Data(contentsOf: URL(fileURLWithPath: f.keys))
+        _ = try officer.rotateKeys(resume: false)
+        let new = try Data(contentsOf: URL(fileURLWithPath: f.keys))
+        #expect(try reader.adoptKeyringFile().active == 2)
+        try old.write(to: URL(fileURLWithPath: f.keys))
+        expectKind(.configuration, "version 2") { _ = try reader.adoptKeyringFile() }
+        try new.write(to: URL(fileURLWithPath: f.keys))
+        _ = try officer.retireKey(version: 1)
+        try old.write(to: URL(fileURLWithPath: f.keys))
+        expectKind(.configuration, "retired") { _ = try reader.adoptKeyringFile() }
+        #expect(try reader.get(customerID: "C2", purpose: "customer_support").fields.first { $0.name == "email" }?.value == .text("user2@example.com"))
+    }
+}
+
 final class Flag: @unchecked Sendable {
     private let lock = NSLock()
     private var v = false

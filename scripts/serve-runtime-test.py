@@ -39,6 +39,9 @@ import tempfile
 import time
 import urllib.request
 
+# Files this script writes are private (serve refuses a --config file others may write).
+os.umask(0o077)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P = os.path.abspath(os.environ.get("PROFILECTL", os.path.join(REPO, ".build/debug/profilectl")))
 POLICY = os.path.join(REPO, "policies")

@@ -15,7 +15,12 @@ public enum ConfigurationFile {
     /// The bytes of `path`. With `secret`, refuses before reading a byte a file that is not a
     /// regular file, that grants anything to group or others, or that another user owns (the
     /// keyring's rule: `SecretFile.problem`). `what` names the file in errors (`--tls-key FILE`).
-    public static func contents(of path: String, what: String, secret: Bool) throws -> [UInt8] {
+    ///
+    /// With `trusted` (a file that decides how the service runs: `serve --config`), refuses a
+    /// file that group or others may write, or that neither this user nor root owns: whoever
+    /// can change it can turn TLS off, point the service at another store or keyring, or allow
+    /// the example keys.
+    public static func contents(of path: String, what: String, secret: Bool, trusted: Bool = false) throws -> [UInt8] {
         func fail(_ reason: String) -> VaultError { VaultError(.configuration, "\(what) \(path): \(reason)") }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 {
@@ -28,6 +33,15 @@ public enum ConfigurationFile {
         guard fstat(fd, &st) == 0 else { throw fail("cannot stat: \(String(cString: strerror(errno)))") }
         if secret, let problem = SecretFile.problem(mode: UInt32(st.st_mode), owner: UInt32(st.st_uid), euid: UInt32(geteuid()), path: path) {
             throw fail(problem)
+        }
+        if trusted {
+            let permissions = UInt32(st.st_mode) & 0o7777
+            if permissions & 0o022 != 0 {
+                throw fail("can be written by group or others (mode \(String(format: "%04o", permissions))); run: chmod go-w \(path)")
+            }
+            if st.st_uid != geteuid() && st.st_uid != 0 {
+                throw fail("is owned by uid \(st.st_uid), neither the user running this (uid \(geteuid())) nor root")
+            }
         }
         guard UInt32(st.st_mode) & 0o170000 == 0o100000 else { throw fail("is not a regular file") }
         guard st.st_size >= 0, st.st_size <= maximumSize else { throw fail("larger than 1 MiB") }

@@ -170,8 +170,33 @@ import VaultValues
 extension RuntimeTests {
     /// The example of docs/deployment.md is a valid config file.
     @Test func shippedConfigExampleParses() throws {
-        let c = try ServeConfigFile.load(path: ServiceFixture.repoRoot + "/deploy/profilevault.yaml")
+        // Parsed as installed (a private copy: the checkout's mode depends on the umask).
+        let bytes = try #require(FileManager.default.contents(atPath: ServiceFixture.repoRoot + "/deploy/profilevault.yaml"))
+        let c = try ServeConfigFile.parse(Array(bytes), file: "/etc/profilevault/profilevault.yaml", directory: "/etc/profilevault")
         #expect(c.listen == "0.0.0.0:8443" && c.tlsCert != nil && c.tlsKey != nil && c.logFormat == "json")
         #expect(c.tokens == "/etc/profilevault/tokens.json" && c.retentionEvery == "24h" && c.insecureHTTP == nil)
+    }
+
+    /// The review's writable config: a config file others may write (or another user owns)
+    /// could turn TLS off or point the service elsewhere; refused before it is read.
+    @Test func aConfigFileOthersMayWriteIsRefused() throws {
+        let dir = NSTemporaryDirectory() + "pv-config-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/serve.yaml"
+        try "listen: \"0.0.0.0:18778\"\ninsecure-http: true\n".write(toFile: path, atomically: true, encoding: .utf8)
+        for mode: mode_t in [0o666, 0o664, 0o646, 0o620] {
+            chmod(path, mode)
+            do {
+                _ = try ServeConfigFile.load(path: path)
+                Issue.record("a config file of mode \(String(mode, radix: 8)) was read")
+            } catch let e as VaultError {
+                #expect(e.kind == .configuration && e.message.contains("written by group or others") && !e.message.contains("18778"))
+            }
+        }
+        for mode: mode_t in [0o600, 0o644, 0o640] {
+            chmod(path, mode)
+            #expect(try ServeConfigFile.load(path: path).insecureHTTP == true)
+        }
     }
 }

@@ -365,21 +365,7 @@ public struct TokenFile: Sendable {
     /// wrote it would rename its copy over the revocation, and the revoked token would work
     /// again. Readers (the service) need no lock: the file is replaced by an atomic rename.
     public static func changing<T>(path: String, _ body: () throws -> T) throws -> T {
-        let lockPath = path + ".lock"
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw VaultError(.cannotCreate, "tokens file \(path): cannot open its lock file \(lockPath): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == geteuid() else {
-            throw VaultError(.cannotCreate, "tokens file \(path): its lock file \(lockPath) is not a regular file of this user")
-        }
-        while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw VaultError(.cannotCreate, "tokens file \(path): cannot lock \(lockPath): \(String(cString: strerror(errno)))") }
-        }
-        defer { flock(fd, LOCK_UN) }
-        return try body()
+        try FileLock.exclusive(path + ".lock", what: "tokens file \(path)", body)
     }
 
     public func save(protecting: [ProtectedFile] = []) throws {

@@ -85,17 +85,23 @@ extension ProfileStore {
 
     /// Rewrites the journal at `path` (beside the store): the suppression list merged with the
     /// journal found there (when it verifies) and `extra`, written to a new 0600 file and
-    /// renamed over it, all inside a write transaction. Returns the entry count and, when the
-    /// journal found there did not verify, why (it is then moved aside, `PATH.unverified-<ms>`,
-    /// and the new journal starts from the store's own list).
+    /// renamed over it. Returns the entry count and, when the journal found there did not
+    /// verify, why (it is then moved aside, `PATH.unverified-<ms>`, and the new journal starts
+    /// from the store's own list).
+    ///
+    /// Two processes take turns on `PATH.lock` (``FileLock``), not on the store's write lock:
+    /// the list is read in a snapshot taken under the file lock, so each journal written is at
+    /// least as new as the one before it, and readers and writers of the store never wait for
+    /// a journal being written.
     @discardableResult
     public func refreshErasureJournal(at path: String, merging extra: [ErasureJournalEntry] = []) throws -> (entries: Int, problem: String?) {
-        try pool.write { db -> (entries: Int, problem: String?) in
-            var journal = try erasureJournal(db)
+        try FileLock.exclusive(path + ".lock", what: "the erasure journal \(path)") {
+            var (journal, identity) = try pool.read { db in (try erasureJournal(db), try Self.journalIdentity(db)) }
             var problem: String?
             if let old = FileManager.default.contents(atPath: path) {
                 do {
-                    journal.entries = ErasureJournal.merged(try openErasureJournal(Array(old), label: path).entries, journal.entries)
+                    let earlier = try ErasureJournal.open(Array(old), key: keys.erasureJournal, storeID: identity, label: path)
+                    journal.entries = ErasureJournal.merged(earlier.entries, journal.entries)
                 } catch let e as VaultError {
                     // Kept, not overwritten: it may be the journal another store's backups need.
                     let aside = path + ".unverified-\(AuditLog.nowMillis)"
@@ -205,7 +211,7 @@ extension ProfileStore {
 
     /// Removes a store file with its -wal, -shm and erasure journal (a restore that was refused).
     public static func removeStoreFiles(_ path: String) {
-        for p in [path, path + "-wal", path + "-shm", path + ".erasures"] { unlink(p) }
+        for p in [path, path + "-wal", path + "-shm", path + ".erasures", path + ".erasures.lock"] { unlink(p) }
     }
 
     /// The time (unix ms) of the newest audit entry; nil for an empty log.

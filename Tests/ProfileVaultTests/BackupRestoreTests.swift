@@ -113,6 +113,20 @@ import VaultCrypto
         #expect(!FileManager.default.fileExists(atPath: r3))
     }
 
+    /// Two processes erasing at once each rewrite the journal beside the store: turns on the
+    /// journal's lock with the list read under it, so the last journal written holds every
+    /// erasure of both.
+    @Test func concurrentErasuresAllReachTheJournal() throws {
+        let f = try VaultFixture(profiles: 40)
+        let officers = [try f.vault("privacy_officer"), try f.vault("privacy_officer")]
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            for i in stride(from: k, to: 40, by: 2) { _ = try? officers[k].erase(.one("C\(i)"), reason: "r") }
+        }
+        let bytes = try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))
+        let journal = try officers[0].store.openErasureJournal(Array(bytes), label: "j")
+        #expect(journal.entries.count == 40)
+    }
+
     @Test func subjectIngestedAfterTheBackupAndErasedStaysSuppressed() throws {
         let f = try VaultFixture(profiles: 5)
         let officer = try f.vault("privacy_officer"), op = try f.vault("operator")

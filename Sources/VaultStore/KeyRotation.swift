@@ -56,7 +56,10 @@ extension ProfileStore {
                 }
                 recorded.append((v, r != 0))
             }
-            let inUse = try Int64.fetchAll(db, sql: "SELECT DISTINCT kek_version FROM subjects").compactMap(UInt32.init(exactly:))
+            // Integers only: a damaged value (text, blob, real) is left to the read or the
+            // rotation that meets its row, which names the row as an integrity failure.
+            let inUse = try Int64.fetchAll(db, sql: "SELECT DISTINCT kek_version FROM subjects WHERE typeof(kek_version) = 'integer'")
+                .compactMap(UInt32.init(exactly:))
             try KeyringAdoption.check(keyring, recorded: recorded, inUse: inUse)
             for v in keyring.versions {
                 let known = try Data.fetchOne(db, sql: "SELECT key_check FROM key_versions WHERE version = ?", arguments: [Int64(v)])

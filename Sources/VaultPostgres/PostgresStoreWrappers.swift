@@ -132,35 +132,6 @@ extension PostgresProfiles {
         try Self.wait("verifying the audit log") { [engine] in try await engine.verifyAudit(expectHead: expectHead) }
     }
 
-    /// Writes the entries between `since` and `until` (unix milliseconds, inclusive) as JSON
-    /// Lines or CSV into `file`, ending with a head record signed now: the SQLite store's
-    /// format byte for byte (the same canonical entries, the same added hash and checkpoint
-    /// fields, the same head record), verified by the same `AuditExportVerifier`. Committed on
-    /// success, discarded on any failure. Nothing unverified is signed (as on SQLite).
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis), to: file)
-        return (r.entries, r.head)
-    }
-
-    /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis))
-        return (r.bytes, r.entries, r.head)
-    }
-
-    /// The export of `options` (a subject's selection, `--after-seq`, nested) into `file`, as
-    /// on SQLite.
-    public func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult {
-        try file.committing { try writeAuditExport(options, to: $0) }
-    }
-
-    /// The export of `options` in memory, as on SQLite.
-    public func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
-        let sink = MemoryExportSink()
-        let r = try writeAuditExport(options, to: sink)
-        return (sink.bytes, r.entries, r.head, r.lastSequence)
-    }
-
     /// Counts of the entries between `since` and `until` (``AuditReport``), streamed from one
     /// READ ONLY snapshot: only the counts are kept in memory.
     public func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport {
@@ -244,7 +215,7 @@ extension PostgresProfiles {
     /// The SQLite store's `writeAuditExport` on one REPEATABLE READ snapshot of the cluster's
     /// chain (nodes appending meanwhile do not disturb it): the same slice, the same checks,
     /// the same bytes.
-    private func writeAuditExport(_ options: AuditExportOptions, to out: any AuditExportSink) throws -> AuditExportResult {
+    public func writeAuditExport(_ options: AuditExportOptions, to out: any AuditExportSink) throws -> AuditExportResult {
         let (sinceMillis, untilMillis, format) = (options.sinceMillis, options.untilMillis, options.format)
         let signer = engine.auditKey
         let publicKey = auditPublicKey

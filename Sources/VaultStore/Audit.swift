@@ -41,32 +41,59 @@ final class AuditHeadState: Sendable {
     let stream = Mutex<AuditStream?>(nil)
 }
 
-/// Appends each committed audit entry, one JSON line each (the export's line: the entry as
-/// OCSF objects with `prev_hash`, `hash` and, on the last entry of a transaction, its
-/// checkpoint), to a file opened once (O_APPEND, 0600 when created, never through a symbolic
-/// link, never one of the protected files): `serve --audit-stream FILE`, for a SIEM. The
-/// engine hands it the lines of a transaction only once that transaction committed, in
-/// sequence order.
-package final class AuditStream: Sendable {
+/// A file opened once for appending whole lines (O_APPEND, 0600 when created, never through a
+/// symbolic link, a regular file, never one of the protected files: appending is on purpose,
+/// so this is no `OutputFile`, but the keyring, the store or a policy file is refused all the
+/// same, exit 73). What `serve --audit-stream` and `--publish-heads` write to.
+package final class AppendOnlyFile: Sendable {
     let fd: Int32
     let path: String
 
-    package init(path: String, protecting: [ProtectedFile]) throws {
+    /// `what` names the file in errors ("the audit stream"); `openFailure` is the kind of an
+    /// error opening it.
+    package init(path: String, what: String, protecting: [ProtectedFile], openFailure: VaultError.Kind) throws {
         if let reason = OutputFile.protectedReason(path, protecting: protecting) {
-            throw VaultError(.cannotCreate, "\(path): cannot use it as the audit stream: \(reason)")
+            throw VaultError(.cannotCreate, "\(path): cannot use it as \(what): \(reason)")
         }
         let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw VaultError(.cannotCreate, "\(path): cannot open the audit stream for appending") }
+        guard fd >= 0 else { throw VaultError(openFailure, "\(path): cannot open \(what) for appending") }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             close(fd)
-            throw VaultError(.cannotCreate, "\(path): the audit stream is not a regular file")
+            throw VaultError(openFailure, "\(path): \(what) is not a regular file")
         }
         self.fd = fd
         self.path = path
     }
 
     deinit { close(fd) }
+
+    /// Appends `bytes` (whole lines), going on after a short write or an interrupt; a failure
+    /// is dropped (the callers' entries are committed: see theirs).
+    package func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count, let base = buffer.baseAddress {
+                let n = Glibc.write(fd, base + offset, buffer.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return }
+                if n == 0 { return }
+                offset += n
+            }
+        }
+    }
+}
+
+/// Appends each committed audit entry, one JSON line each (the export's line: the entry as
+/// OCSF objects with `prev_hash`, `hash` and, on the last entry of a transaction, its
+/// checkpoint), to an ``AppendOnlyFile``: `serve --audit-stream FILE`, for a SIEM. The engine
+/// hands it the lines of a transaction only once that transaction committed, in sequence
+/// order.
+package final class AuditStream: Sendable {
+    let file: AppendOnlyFile
+
+    package init(path: String, protecting: [ProtectedFile]) throws {
+        file = try AppendOnlyFile(path: path, what: "the audit stream", protecting: protecting, openFailure: .cannotCreate)
+    }
 
     /// The lines of one transaction's entries (in order; the last one carries `checkpoint`).
     package static func lines(_ entries: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])], checkpoint: AuditCheckpoint?) -> [UInt8] {
@@ -83,17 +110,7 @@ package final class AuditStream: Sendable {
     /// Appends `bytes` (whole lines). A failure is not the operation's (its entries are
     /// committed): the consumer catches up with `audit export --after-seq` from the last
     /// line it holds.
-    package func write(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count, let base = buffer.baseAddress {
-                let n = Glibc.write(fd, base + offset, buffer.count - offset)
-                if n < 0 { if errno == EINTR { continue }; return }
-                if n == 0 { return }
-                offset += n
-            }
-        }
-    }
+    package func write(_ bytes: [UInt8]) { file.append(bytes) }
 }
 
 /// What `audit export` selects and how it writes it.
@@ -119,36 +136,18 @@ public struct AuditExportOptions: Sendable {
     }
 }
 
-/// Appends published heads, one JSON line each, to a file opened once (O_APPEND, 0600 when
-/// created, never through a symbolic link, never one of the protected files).
+/// Appends published heads, one JSON line each, to an ``AppendOnlyFile``.
 package final class HeadPublisher: Sendable {
-    let fd: Int32
-    let path: String
+    let file: AppendOnlyFile
 
     package init(path: String, protecting: [ProtectedFile]) throws {
-        // Appending is on purpose (an existing heads file grows), so this is no `OutputFile`;
-        // but the keyring, the store or a policy file is refused all the same (exit 73).
-        if let reason = OutputFile.protectedReason(path, protecting: protecting) {
-            throw VaultError(.cannotCreate, "\(path): cannot use it as the published-heads file: \(reason)")
-        }
-        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw VaultError(.configuration, "\(path): cannot open the published-heads file for appending") }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw VaultError(.configuration, "\(path): the published-heads file is not a regular file")
-        }
-        self.fd = fd
-        self.path = path
+        file = try AppendOnlyFile(path: path, what: "the published-heads file", protecting: protecting, openFailure: .configuration)
     }
-
-    deinit { close(fd) }
 
     /// Writes one line; a failure is not the operation's (its entries are committed): the next
     /// head published covers this one through the chain.
     package func publish(_ cp: AuditCheckpoint) {
-        let line = Array((cp.published.canonicalString() + "\n").utf8)
-        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        file.append(Array((cp.published.canonicalString() + "\n").utf8))
     }
 }
 
@@ -386,35 +385,8 @@ extension ProfileStore {
         return try exportAudit(sinceMillis: sinceMillis, untilMillis: untilMillis, format: format, to: file)
     }
 
-    /// Like ``exportAudit(sinceMillis:untilMillis:format:to:force:protecting:)`` into a file
-    /// already opened; committed on success, discarded (only what it created is removed: the
-    /// new file, or the temporary file of a replacement) on any failure.
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
-        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis), to: file)
-        return (r.entries, r.head)
-    }
-
-    /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
-    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
-        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis))
-        return (r.bytes, r.entries, r.head)
-    }
-
-    /// The export of `options` into a file opened already (committed on success, discarded on
-    /// failure). `lastSequence`: the slice's last entry, from which the next `--after-seq`
-    /// continues.
-    public func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult {
-        try file.committing { try writeAuditExport(options, to: $0) }
-    }
-
-    /// The export of `options` in memory.
-    public func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
-        let sink = MemoryExportSink()
-        let r = try writeAuditExport(options, to: sink)
-        return (sink.bytes, r.entries, r.head, r.lastSequence)
-    }
-
-    private func writeAuditExport(_ options: AuditExportOptions, to out: some AuditExportSink) throws -> AuditExportResult {
+    /// The export itself (``StorageEngine/writeAuditExport(_:to:)``), from one read snapshot.
+    public func writeAuditExport(_ options: AuditExportOptions, to out: any AuditExportSink) throws -> AuditExportResult {
         let signer = keys.auditSigning
         let publicKey = auditPublicKey
         let format = options.format

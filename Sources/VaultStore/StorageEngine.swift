@@ -108,11 +108,9 @@ public protocol StorageEngine: AnyObject, Sendable {
     func signedAuditHead() throws -> AuditCheckpoint?
     func publishAuditHeads(to path: String, protecting: [ProtectedFile]) throws
     func verifyAudit(expectHead: String?) throws -> AuditVerification
-    func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String)
-    func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String)
-    /// `audit export` with a subject's selection, `--after-seq` and the nested form.
-    func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult
-    func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64)
+    /// `audit export` (a time range, a subject's selection, `--after-seq`, nested or flat) into
+    /// `out`, from one snapshot, with the signed head; the `exportAudit` forms below wrap it.
+    func writeAuditExport(_ options: AuditExportOptions, to out: any AuditExportSink) throws -> AuditExportResult
     /// `audit report`: counts over the entries in a time range, streamed.
     func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport
     /// `serve --audit-stream FILE`: every entry this process commits, one JSON line each.
@@ -134,4 +132,35 @@ public protocol StorageEngine: AnyObject, Sendable {
 
 extension ProfileStore: StorageEngine {
     public var location: String { path }
+}
+
+/// The audit export's forms, the same on every engine (each writes ``StorageEngine/writeAuditExport(_:to:)``).
+extension StorageEngine {
+    /// The export of a time range into a file already opened: committed on success, discarded
+    /// (only what it created is removed: the new file, or the temporary file of a replacement)
+    /// on any failure.
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat, to file: OutputFile) throws -> (entries: Int, head: String) {
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis), to: file)
+        return (r.entries, r.head)
+    }
+
+    /// The audit export written to memory (the HTTP service's `GET /v1/audit`: no file).
+    public func exportAudit(sinceMillis: Int64?, untilMillis: Int64?, format: AuditExportFormat) throws -> (bytes: [UInt8], entries: Int, head: String) {
+        let r = try exportAudit(AuditExportOptions(format: format, sinceMillis: sinceMillis, untilMillis: untilMillis))
+        return (r.bytes, r.entries, r.head)
+    }
+
+    /// The export of `options` into a file opened already (committed on success, discarded on
+    /// failure). `lastSequence`: the slice's last entry, from which the next `--after-seq`
+    /// continues.
+    public func exportAudit(_ options: AuditExportOptions, to file: OutputFile) throws -> AuditExportResult {
+        try file.committing { try writeAuditExport(options, to: $0) }
+    }
+
+    /// The export of `options` in memory.
+    public func exportAudit(_ options: AuditExportOptions) throws -> (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64) {
+        let sink = MemoryExportSink()
+        let r = try writeAuditExport(options, to: sink)
+        return (sink.bytes, r.entries, r.head, r.lastSequence)
+    }
 }

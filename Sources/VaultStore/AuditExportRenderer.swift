@@ -183,43 +183,27 @@ package struct AuditExportRenderer {
     /// a `head` object; CSV: a last row with "head" in its first column).
     package mutating func finish(signer: Ed25519PrivateKey) throws -> String {
         let end = last
+        // A subject's selection signs its own message (the selected count and their digest);
+        // both heads are otherwise the same record.
+        let signature: [UInt8]
+        var selection: [(String, JSONValue)] = []
+        var selectionCells: [(String, String)] = []
         if let subject {
             let digest = SHA256.hash(selectedHashes)
             let selected = Int64(rendered)
-            let signature = try signer.signature(for: AuditLog.selectionHeadMessage(
+            signature = try signer.signature(for: AuditLog.selectionHeadMessage(
                 firstSequence: first, previous: previous, lastSequence: end, head: head, subject: subject, selected: selected, digest: digest))
-            let headRecord = JSONValue.object([
-                ("first_sequence", .int(first)),
-                ("previous", .string(AuditLog.hex(previous))),
-                ("last_sequence", .int(end)),
-                ("hash", .string(AuditLog.hex(head))),
-                ("subject", .string(subject)),
-                ("selected", .int(selected)),
-                ("digest", .string(AuditLog.hex(digest))),
-                ("signature", .string(AuditLog.hex(signature))),
-                ("signed_at", .string(AuditLog.isoMillis(AuditLog.nowMillis))),
-                ("public_key", .string(AuditLog.hex(signer.publicKey.rawRepresentation))),
-            ])
-            switch format {
-            case .jsonl: buffer += JSONValue.object([("head", headRecord)]).canonicalString() + "\n"
-            case .csv:
-                var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
-                cells[0] = "head"
-                for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
-                                        ("prev_hash", AuditLog.hex(previous)), ("unmapped.subject", subject)] {
-                    if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
-                }
-                buffer += CSVCell.row(cells) + "\n"
-            }
-            defer { buffer = "" }
-            return buffer
+            selection = [("subject", .string(subject)), ("selected", .int(selected)), ("digest", .string(AuditLog.hex(digest)))]
+            selectionCells = [("unmapped.subject", subject)]
+        } else {
+            signature = try signer.signature(for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: end, head: head))
         }
-        let signature = try signer.signature(for: AuditLog.exportHeadMessage(firstSequence: first, previous: previous, lastSequence: end, head: head))
         let headRecord = JSONValue.object([
             ("first_sequence", .int(first)),
             ("previous", .string(AuditLog.hex(previous))),
             ("last_sequence", .int(end)),
             ("hash", .string(AuditLog.hex(head))),
+        ] + selection + [
             ("signature", .string(AuditLog.hex(signature))),
             ("signed_at", .string(AuditLog.isoMillis(AuditLog.nowMillis))),
             ("public_key", .string(AuditLog.hex(signer.publicKey.rawRepresentation))),
@@ -230,7 +214,7 @@ package struct AuditExportRenderer {
             var cells = [String](repeating: "", count: AuditLog.csvColumns.count)
             cells[0] = "head"
             for (column, value) in [("hash", AuditLog.hex(head)), ("checkpoint_signature", AuditLog.hex(signature)),
-                                    ("prev_hash", AuditLog.hex(previous))] {
+                                    ("prev_hash", AuditLog.hex(previous))] + selectionCells {
                 if let i = AuditLog.csvColumns.firstIndex(of: column) { cells[i] = value }
             }
             buffer += CSVCell.row(cells) + "\n"

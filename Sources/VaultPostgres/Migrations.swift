@@ -452,7 +452,12 @@ extension PostgresEngine {
                 "GRANT SELECT ON profilevault.key_versions, profilevault.pii_fields TO \(r)",
                 "GRANT INSERT ON profilevault.key_versions TO \(r)",
                 "GRANT UPDATE (retired) ON profilevault.key_versions TO \(r)",
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.subjects TO \(r)",
+                // A subject's identity (row id, pseudonym, creation time and run) is written once;
+                // what changes is its wrapped key (re-ingest, rotation), its times and its last
+                // run's digest. Per-column UPDATE keeps a node from re-pointing a row at
+                // another pseudonym (every table keys its rows by the subject's row id).
+                "GRANT SELECT, INSERT, DELETE ON profilevault.subjects TO \(r)",
+                "GRANT UPDATE (kek_version, wrapped_dek, updated_at, last_activity, record_digest, updated_batch) ON profilevault.subjects TO \(r)",
                 // Events are never updated: inserted (deduplicated), deleted by erasure and retention.
                 "GRANT SELECT, INSERT, DELETE ON profilevault.events TO \(r)",
                 // Erasure adds (or refreshes) a pseudonym; --allow-reingest removes one.

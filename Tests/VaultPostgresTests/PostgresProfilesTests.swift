@@ -403,13 +403,20 @@ let context = AuditContext(actor: "tester", role: "admin", requestID: "req-1")
             // Key versions: a node may add one and retire one (PostgresKeysPolicyTests), nothing else.
             for sql in ["DELETE FROM profilevault.key_versions", "UPDATE profilevault.key_versions SET key_check = '\\x00'",
                         "INSERT INTO profilevault.pii_fields(id, name) VALUES (99, 'x')", "UPDATE profilevault.events SET value = 0",
-                        "CREATE INDEX x ON profilevault.subjects(created_at)"] {
+                        "CREATE INDEX x ON profilevault.subjects(created_at)",
+                        // A subject's identity is written once: no node may re-point a row at
+                        // another pseudonym, nor rewrite when or by which run it was created.
+                        "UPDATE profilevault.subjects SET pseudonym = sha256(pseudonym)",
+                        "UPDATE profilevault.subjects SET created_at = 0", "UPDATE profilevault.subjects SET created_batch = NULL",
+                        "UPDATE profilevault.subjects SET kek_version = 1, pseudonym = pseudonym"] {
                 let e = try await db.attempt(sql, as: db.node, password: db.nodePassword)
                 #expect(e?.kind == .denied && e?.sqlState == "42501", "\(sql)")
             }
             #expect(refused.count == 21)
             // What a node needs works.
             #expect(try await db.attempt("DELETE FROM profilevault.suppressed WHERE false", as: db.node, password: db.nodePassword) == nil)
+            #expect(try await db.attempt("UPDATE profilevault.subjects SET updated_at = updated_at, last_activity = last_activity, kek_version = kek_version, wrapped_dek = wrapped_dek, record_digest = record_digest, updated_batch = updated_batch WHERE false",
+                                         as: db.node, password: db.nodePassword) == nil)
             #expect(try await db.attempt("SELECT count(*) FROM profilevault.pii", as: db.node, password: db.nodePassword) == nil)
         }
     }

@@ -369,8 +369,9 @@ extension PostgresEngine {
     /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
     /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
     /// on `dp_budget`; SELECT on `pii_fields`; SELECT, INSERT and UPDATE of the `retired`
-    /// column on `key_versions` (migration 5's trigger refuses any other change); SELECT, INSERT, UPDATE and
-    /// DELETE on `subjects`, `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
+    /// column on `key_versions` (migration 5's trigger refuses any other change); SELECT, INSERT
+    /// and DELETE on `subjects`, with UPDATE of its changing columns only (key, times, digest);
+    /// SELECT, INSERT, UPDATE and DELETE on `suppressed`, `pii` and `attributes`; SELECT, INSERT and DELETE on
     /// `events` (DELETE only where erasure needs it); SELECT, INSERT and DELETE on `consent`
     /// (append-only; erasure deletes); SELECT, INSERT, UPDATE and DELETE on `consent_state`;
     /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`;

@@ -26,9 +26,15 @@ extension Vault {
     }
 
     /// After an erasure committed: rewrites the journal beside a SQLite store (nothing for
-    /// PostgreSQL). A failure does not undo the erasure (it is committed and audited): it is
-    /// logged as an error, and the next erasure or `audit erasures` writes the journal again.
-    func recordErasuresInJournal() {
+    /// PostgreSQL). A failure does not undo the erasure (it is committed and audited), but the
+    /// command must not look like a full success: the journal is what keeps the subjects erased
+    /// when a backup is restored. It is logged and thrown as `.cannotCreate` (exit 73, the
+    /// class of a file that could not be written), whose message says the erasure is done (the
+    /// receipts: hash and audit entry, never a customer ID) and how to rebuild the journal:
+    /// `audit erasures --out FILE` writes the whole journal now (from the suppression list),
+    /// and the next erasure rewrites the file beside the store whole once it is writable.
+    /// `done` says what was erased ("erased 2 subjects").
+    func recordErasuresInJournal(done: String, receipts: [ErasureReceipt]) throws {
         guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
         do {
             let (_, problem) = try s.refreshErasureJournal(at: path)
@@ -36,7 +42,12 @@ extension Vault {
                 logger.error("the erasure journal beside the store did not verify and was rewritten from the suppression list", metadata: ["problem": .string(problem)])
             }
         } catch {
-            logger.error("could not write the erasure journal beside the store; run profilectl audit erasures --out FILE", metadata: ["error": .string("\(error)")])
+            let reason = (error as? VaultError)?.message ?? "\(error)"
+            logger.error("could not write the erasure journal beside the store; run profilectl audit erasures --out FILE", metadata: ["error": .string(reason)])
+            let shown = receipts.prefix(20).map { "receipt \($0.receipt) (audit entry \($0.auditSequence))" }.joined(separator: ", ")
+                + (receipts.count > 20 ? ", ..." : "")
+            throw VaultError(.cannotCreate, "\(done): the erasure is done, committed and audited\(shown.isEmpty ? "" : " (\(shown))"), but the erasure journal \(path) could not be written (\(reason)). Until it is, a restored backup would not re-apply this erasure: write the whole journal now with profilectl audit erasures --out FILE (keep it for restore --erasure-journal), and fix the path: the next erasure rewrites \(path) whole from the suppression list",
+                             detail: "the erasure is done but the erasure journal could not be written")
         }
     }
 

@@ -104,18 +104,22 @@ extension Vault {
     ///
     /// All or nothing: an unknown ID refuses the whole call before anything is erased; one
     /// customer ID that was erased before says when and under which receipt (still 66).
+    ///
+    /// On a SQLite store the erasure journal beside it is rewritten afterwards; when that fails
+    /// the erasure stays done and this throws `.cannotCreate` (73) saying so
+    /// (``recordErasuresInJournal(done:receipts:)``).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
-        try audited("erase", .delete, permission: "erase", subjectID: selection.singleID) { context in
+        let receipts = try audited("erase", .delete, permission: "erase", subjectID: selection.singleID) { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             do {
-                let receipts = try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
-                recordErasuresInJournal()
-                return receipts
+                return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
             } catch let e as VaultError where e.kind == .notFound && ids.count == 1 && file == nil {
                 throw subjectNotFound(customerID: ids[0].id)
             }
         }
+        try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts)
+        return receipts
     }
 
     /// A customer ID `erase` left alone: its line (from 1: the file's line, or the position in
@@ -129,7 +133,7 @@ extension Vault {
     /// without `--all-or-nothing`): unknown IDs and IDs erased before, with that erasure's date
     /// and receipt; never the IDs themselves. Nothing to erase at all is 66, naming the lines.
     public func eraseExisting(_ selection: SubjectSelection, reason: String) throws -> (receipts: [ErasureReceipt], skipped: [SkippedSubject]) {
-        try audited("erase", .delete, permission: "erase") { context in
+        let result = try audited("erase", .delete, permission: "erase") { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             var keep: [(line: Int, id: String)] = []
@@ -147,20 +151,23 @@ extension Vault {
                                  detail: "nothing to erase: \(skipped.count) customer IDs unknown or erased before")
             }
             let receipts = try store.erase(customerIDs: keep, file: file, reason: reason, audit: context)
-            recordErasuresInJournal()
             return (receipts, skipped)
         }
+        try recordErasuresInJournal(done: "erased \(result.0.count) subject\(result.0.count == 1 ? "" : "s")", receipts: result.0)
+        return result
     }
 
     // MARK: - Retention
 
     /// Applies `policy.yaml`'s retention rules as of `asOf` (unix seconds; default now).
     public func applyRetention(asOf: Int64?, dryRun: Bool) throws -> RetentionReport {
-        try audited("retention.apply", .delete, permission: "retention") { context in
-            let report = try store.applyRetention(policy.retention, asOf: asOf ?? Int64(Date().timeIntervalSince1970), dryRun: dryRun, audit: context)
-            if !dryRun && report.subjectsErased > 0 { recordErasuresInJournal() }
-            return report
+        let report = try audited("retention.apply", .delete, permission: "retention") { context in
+            try store.applyRetention(policy.retention, asOf: asOf ?? Int64(Date().timeIntervalSince1970), dryRun: dryRun, audit: context)
         }
+        if !dryRun && report.subjectsErased > 0 {
+            try recordErasuresInJournal(done: "retention shredded \(report.subjectsErased) subjects", receipts: [])
+        }
+        return report
     }
 
     // MARK: - Keys

@@ -133,12 +133,16 @@ public final class Vault: Sendable {
     /// command but `policy apply` and the read-only audit verification), the policy files must
     /// be the policy the store records as in force, else a configuration error (78) names the
     /// command that applies them.
-    public static func open(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault"), checkPolicy: Bool = true) throws -> Vault {
+    ///
+    /// `asOwner`: a PostgreSQL store is opened as its owner's tool (the login role is not
+    /// refused for holding more than a node may: `audit archive`, which only the owner may run).
+    public static func open(_ config: VaultConfiguration, logger: Logger = Logger(label: "profilevault"), checkPolicy: Bool = true,
+                            asOwner: Bool = false) throws -> Vault {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let (schema, policy) = (files.schema, files.policy)
         let keyring = try loadKeyring(path: config.keysPath)
         let store: any StorageEngine = PostgresStore.isLocation(config.storePath)
-            ? try PostgresStore.open(url: config.storePath, keyring: keyring, schema: schema)
+            ? try PostgresStore.open(url: config.storePath, keyring: keyring, schema: schema, leastPrivilege: !asOwner)
             : try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)
         if checkPolicy {
             do { try requireInForce(files, store: store) } catch { try? store.close(); throw error }
@@ -444,6 +448,31 @@ public final class Vault: Sendable {
     /// export's nested line): `serve --audit-stream FILE`.
     public func streamAudit(to path: String) throws {
         try store.streamAudit(to: path, protecting: protectedFiles)
+    }
+
+    /// `audit archive --before DATE --out FILE` (role permission `audit`, the auditor's: the
+    /// same right that reads and exports the whole log; nothing else is read or changed).
+    /// `before` must be a past time (65 otherwise). The file is an ``OutputFile`` opened first
+    /// (new, 0600, never one of ``protectedFiles``; refused, 73, when it exists, with nothing
+    /// archived); the engine writes and fsyncs it before it deletes anything
+    /// (``StorageEngine/archiveAudit(before:to:audit:)``), and records `audit.archive` in the
+    /// live chain with the range and the archive's head.
+    public func archiveAudit(before: Int64, to path: String) throws -> AuditArchiveResult {
+        try audited("audit.archive", .delete, permission: "audit") { context in
+            let now = AuditLog.nowMillis
+            guard before <= now else {
+                throw VaultError(.invalidInput, "--before \(AuditLog.isoMillis(before)) is in the future: only entries before a past time can be archived",
+                                 detail: "--before is in the future")
+            }
+            let file = try OutputFile(path: path, force: false, protecting: store.ownFiles + protectedFiles, what: "the audit archive")
+            return try store.archiveAudit(before: before, to: file, audit: context)
+        }
+    }
+
+    /// The last entry moved to an audit archive (nil: none; role permission `audit`).
+    public func auditArchivedThrough() throws -> Int64? {
+        try require("audit")
+        return try store.archivedThrough()
     }
 
     /// Verifies the store's log with the keyring's audit key (role permission `audit`).

@@ -249,8 +249,12 @@ public struct AuditVerification: Sendable, Equatable {
     public var reason: String?
     /// The verified head (hash of the last entry), hex.
     public var head: String?
+    /// The last entry moved to an audit archive (`audit archive`): the log verified starts
+    /// after it, from its signed anchor; nil when nothing was archived.
+    public var archivedThrough: Int64?
 
-    public init(ok: Bool, entries: Int, firstBad: Int64?, reason: String?, head: String?) {
+    public init(ok: Bool, entries: Int, firstBad: Int64?, reason: String?, head: String?, archivedThrough: Int64? = nil) {
+        self.archivedThrough = archivedThrough
         self.ok = ok
         self.entries = entries
         self.firstBad = firstBad
@@ -279,6 +283,8 @@ public struct ChainVerifier {
     public private(set) var sawExpected: Bool
     public var firstSequence: Int64?
     public var startPrevious: [UInt8]
+    /// The last archived entry when the chain starts from an archive anchor (``init(publicKey:anchor:expecting:)``).
+    public private(set) var archivedThrough: Int64?
 
     /// `wholeLog`: the chain starts at the log's first entry, so its first checkpoint must
     /// link to none.
@@ -292,6 +298,19 @@ public struct ChainVerifier {
         self.lastSequence = sequence
         self.lastVerifiedCheckpoint = sequence ?? 0
         self.previousCheckpointKnown = wholeLog
+    }
+
+    /// A store's live chain after an archive: it starts after the anchor's last entry, from
+    /// its hash, and its first checkpoint links to the checkpoint the anchor keeps. A
+    /// published head at the anchor's entry must be its hash; heads before it are in the
+    /// archive (checked there), not here.
+    public init(publicKey: Ed25519PublicKey, anchor: AuditArchiveAnchor, expecting: AuditExpectation? = nil) {
+        self.init(publicKey: publicKey, startingAfter: anchor.hash, sequence: anchor.lastSequence, expecting: expecting, wholeLog: true)
+        lastCheckpointSeen = anchor.checkpoint
+        archivedThrough = anchor.lastSequence
+        if let want = expecting?.heads[anchor.lastSequence], want != anchor.hash {
+            failure = (anchor.lastSequence, "entry \(anchor.lastSequence) (archived) differs from the head published for it (\(expecting?.label ?? "")): the log was rewritten")
+        }
     }
 
     public var head: [UInt8] { previous }
@@ -363,7 +382,9 @@ public struct ChainVerifier {
     public mutating func finishExpectation() {
         guard failure == nil, let expectation else { return }
         let end = lastSequence ?? 0
-        if expectation.hash != nil, !sawExpected {
+        if expectation.hash != nil, !sawExpected, let archived = archivedThrough {
+            fail(end &+ 1, "\(expectation.label) is not in the live log, which starts after entry \(archived) (entries up to \(archived) are in audit archives: verify those with verify-export --expect-head): it is archived, or the log was truncated or rewritten")
+        } else if expectation.hash != nil, !sawExpected {
             fail(end &+ 1, "\(expectation.label) is not in this log: it was truncated or rewritten")
         } else if let newest = expectation.newest, newest > end {
             fail(end &+ 1, "\(expectation.label) include entry \(newest) but the log ends at \(end): its tail was truncated")

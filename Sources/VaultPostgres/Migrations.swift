@@ -341,6 +341,8 @@ extension PostgresEngine {
                 FOR EACH STATEMENT EXECUTE FUNCTION profilevault.subject_rows_guard()
             """,
         ]),
+        // Archive anchors (`audit archive`): PostgresArchive.swift.
+        auditArchiveMigration,
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -367,7 +369,8 @@ extension PostgresEngine {
     ///
     /// The service role gets: USAGE on the schema; SELECT on `meta` and `schema_migrations`;
     /// SELECT and INSERT on `audit_log` and `audit_checkpoints`; SELECT and UPDATE on
-    /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT, INSERT and UPDATE
+    /// `audit_head` (UPDATE is what `SELECT ... FOR UPDATE` needs); SELECT on `audit_archive`
+    /// (anchors are the owner's to record: `audit archive`); SELECT, INSERT and UPDATE
     /// on `dp_budget`; SELECT on `pii_fields`; SELECT, INSERT and UPDATE of the `retired`
     /// column on `key_versions` (migration 5's trigger refuses any other change); SELECT, INSERT
     /// and DELETE on `subjects`, with UPDATE of its changing columns only (key, times, digest);
@@ -445,6 +448,9 @@ extension PostgresEngine {
                 "GRANT SELECT ON profilevault.meta, profilevault.schema_migrations TO \(r)",
                 "GRANT SELECT, INSERT ON profilevault.audit_log, profilevault.audit_checkpoints TO \(r)",
                 "GRANT SELECT, UPDATE ON profilevault.audit_head TO \(r)",
+                // Archive anchors are recorded by the owner (`audit archive`); a node reads them
+                // to verify and export the live chain.
+                "GRANT SELECT ON profilevault.audit_archive TO \(r)",
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.dp_budget TO \(r)",
                 // Ingest inserts and updates subjects (upsert); erasure deletes them. The PII
                 // field table is written by the owner only; key versions are added (adopting
@@ -540,6 +546,7 @@ extension PostgresEngine {
               COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_log'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_checkpoints'), 'UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_head'), 'INSERT, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
+                OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.audit_archive'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.dp_budget'), 'DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.meta'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)
                 OR COALESCE(has_table_privilege(r.oid, to_regclass('profilevault.schema_migrations'), 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES'), false)

@@ -243,13 +243,34 @@ extension PostgresEngine {
         }
         let expectation = expected
         return try await transaction("verifying the audit log", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
-            var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expectation, wholeLog: true)
+            // After an archive the chain starts from the newest signed anchor, as on SQLite.
+            var anchor: AuditArchiveAnchor?
+            var anchorFailure: AuditArchiveAnchor.AnchorFailure?
+            do {
+                switch AuditArchiveAnchor.verifyChain(try await archiveAnchors(conn), publicKey: publicKey) {
+                case .success(let a): anchor = a
+                case .failure(let f): anchorFailure = f
+                }
+            } catch let e as PostgresStoreError {
+                anchorFailure = .init(sequence: 1, reason: e.message)
+            }
+            var v = anchor.map { ChainVerifier(publicKey: publicKey, anchor: $0, expecting: expectation) }
+                ?? ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expectation, wholeLog: true)
             func result() -> AuditVerification {
                 AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
-                                  reason: v.failure?.reason, head: AuditLog.hex(v.head))
+                                  reason: v.failure?.reason, head: AuditLog.hex(v.head), archivedThrough: anchor?.lastSequence)
+            }
+            if let anchorFailure {
+                v.fail(anchorFailure.sequence, anchorFailure.reason)
+                return result()
+            }
+            let firstLive = try await rows(conn, "SELECT min(seq) FROM profilevault.audit_log").first?.decode(Int64?.self) ?? nil
+            if let gap = ProfileStore.archiveGap(firstLive: firstLive, anchor: anchor) {
+                v.fail(gap.sequence, gap.reason)
+                return result()
             }
             var checkpoints: [Int64: AuditCheckpoint] = [:]
-            for row in try await rows(conn, "SELECT seq, hash, signature, checkpoint_time, prev_seq, prev_digest FROM profilevault.audit_checkpoints ORDER BY seq") {
+            for row in try await rows(conn, "SELECT seq, hash, signature, checkpoint_time, prev_seq, prev_digest FROM profilevault.audit_checkpoints WHERE seq > \(anchor?.lastSequence ?? Int64.min) ORDER BY seq") {
                 let (seq, hash, sig, time, prevSeq, prevDigest) = try row.decode((Int64, ByteBuffer, ByteBuffer, Int64?, Int64?, ByteBuffer?).self)
                 do {
                     checkpoints[seq] = try Self.checkpoint(sequence: seq, hash: hash.bytes, signature: sig.bytes, time: time, prevSeq: prevSeq, prevDigest: prevDigest?.bytes)

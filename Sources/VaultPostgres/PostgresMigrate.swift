@@ -316,7 +316,19 @@ extension PostgresStore {
                 // file-level attacker rewrote, a checkpoint whose signature fails, a row the
                 // target's verifier would refuse stops the copy with nothing written.
                 let checkpoints = try r.checkpoints()
-                var chain = try CopiedChainCheck(publicKey: signing.publicKey, checkpoints: checkpoints)
+                // An archived store: its anchors go with the live chain, which is checked from the newest.
+                let anchors = try r.archiveAnchors()
+                var chain = try CopiedChainCheck(publicKey: signing.publicKey, checkpoints: checkpoints, anchors: anchors)
+                try run("copying the audit archive anchors") {
+                    for a in anchors {
+                        let cp = a.checkpoint
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.audit_archive(first_seq, previous, last_seq, hash, cp_signature, cp_time, cp_prev_seq, cp_prev_digest, time, prev_anchor, signature)
+                            VALUES (\(a.firstSequence), \(bytea(a.previous)), \(a.lastSequence), \(bytea(a.hash)), \(bytea(cp.signature)), \(cp.timeMillis),
+                                    \(cp.previousSequence), \(cp.previousDigest.map(bytea)), \(a.timeMillis), \(bytea(a.previousAnchor)), \(bytea(a.signature)))
+                            """)
+                    }
+                }
                 var last: SnapshotAuditEntry?
                 try r.audit(batch: batch) { chunk in
                     for e in chunk { try chain.add(e) }
@@ -441,10 +453,17 @@ struct CopiedChainCheck {
     private var verifier: ChainVerifier
     private let checkpoints: [Int64: AuditCheckpoint]
 
-    init(publicKey: Ed25519PublicKey, checkpoints rows: [SnapshotCheckpoint]) throws {
-        verifier = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, wholeLog: true)
+    private let anchor: AuditArchiveAnchor?
+
+    init(publicKey: Ed25519PublicKey, checkpoints rows: [SnapshotCheckpoint], anchors: [AuditArchiveAnchor] = []) throws {
+        switch AuditArchiveAnchor.verifyChain(anchors, publicKey: publicKey) {
+        case .success(let a): anchor = a
+        case .failure(let f): throw Self.refused(f.sequence, f.reason)
+        }
+        verifier = anchor.map { ChainVerifier(publicKey: publicKey, anchor: $0) }
+            ?? ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, wholeLog: true)
         var checkpoints: [Int64: AuditCheckpoint] = [:]
-        for c in rows {
+        for c in rows where c.seq > (anchor?.lastSequence ?? Int64.min) {
             guard c.seq >= 1 else { throw Self.refused(1, "a checkpoint for entry \(c.seq), which no entry can have") }
             do {
                 checkpoints[c.seq] = try PostgresEngine.checkpoint(sequence: c.seq, hash: c.hash, signature: c.signature, time: c.checkpointTime,
@@ -471,6 +490,10 @@ struct CopiedChainCheck {
 
     /// After the last entry: no checkpoint beyond it, every entry under a signed checkpoint.
     func finish() throws {
+        if let f = verifier.failure { throw Self.refused(f.sequence, f.reason) }
+        if let anchor, verifier.entries == 0 {
+            throw Self.refused(anchor.lastSequence + 1, "no entry follows its archive anchor")
+        }
         let last = verifier.last ?? 0
         if let beyond = checkpoints.keys.filter({ $0 > last }).min() {
             throw Self.refused(last + 1, "a signed checkpoint exists for entry \(beyond) but the log ends at \(last)")

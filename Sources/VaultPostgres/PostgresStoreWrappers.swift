@@ -246,6 +246,7 @@ extension PostgresProfiles {
                         }
                         lo = max(lo, after + 1)
                     }
+                    if let through = options.throughSequence { hi = min(hi, through) }
                     if let subject = options.subject, lo <= hi {
                         // The subject index finds the run holding the subject's entries; every
                         // entry of the run is checked, only the subject's are written.
@@ -259,9 +260,13 @@ extension PostgresProfiles {
                         previous = try h.decode(ByteBuffer.self).bytes   // an empty slice after the end continues from the head
                     }
                     // The checkpoint before the slice (the first one inside links to it).
-                    let lastCheckpoint = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
+                    var lastCheckpoint = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
                         SELECT \(cpColumns) FROM profilevault.audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT 1
                         """, binds: { var b = PostgresBindings(); b.append(lo); return b }())).first.map { try Self.checkpoint($0) }
+                    // After an archive: the checkpoint its anchor keeps, when none before the slice is left.
+                    if lastCheckpoint == nil, let anchor = try await engine.archiveAnchors(conn).last, anchor.lastSequence < lo {
+                        lastCheckpoint = anchor.checkpoint
+                    }
                     var checkpoints: [Int64: AuditCheckpoint] = [:]
                     for row in try await engine.rows(conn, PostgresQuery(unsafeSQL: """
                         SELECT \(cpColumns) FROM profilevault.audit_checkpoints WHERE seq BETWEEN $1 AND $2

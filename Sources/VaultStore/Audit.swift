@@ -125,8 +125,11 @@ public struct AuditExportOptions: Sendable {
     public var subject: [UInt8]?
     /// Entries as OCSF objects (JSON Lines); false: the stored flat keys.
     public var nested: Bool
+    /// Only entries with a sequence number at or below this (`audit archive`'s slice).
+    public var throughSequence: Int64?
     public init(format: AuditExportFormat = .jsonl, sinceMillis: Int64? = nil, untilMillis: Int64? = nil,
-                afterSequence: Int64? = nil, subject: [UInt8]? = nil, nested: Bool = false) {
+                afterSequence: Int64? = nil, subject: [UInt8]? = nil, nested: Bool = false, throughSequence: Int64? = nil) {
+        self.throughSequence = throughSequence
         self.format = format
         self.sinceMillis = sinceMillis
         self.untilMillis = untilMillis
@@ -197,20 +200,21 @@ extension ProfileStore {
 
     /// A checkpoint row, decoded without trapping: a column of the wrong type (an edited file)
     /// is an integrity error. The three chain columns are all NULL (v1) or all set (v2).
-    static func checkpoint(_ row: Row, seqColumn: String = "seq", hashColumn: String = "hash") throws -> AuditCheckpoint {
+    static func checkpoint(_ row: Row, seqColumn: String = "seq", hashColumn: String = "hash", signatureColumn: String = "signature",
+                           chainColumns: (String, String, String) = ("checkpoint_time", "prev_seq", "prev_digest")) throws -> AuditCheckpoint {
         let seq = row.auditInt(seqColumn) ?? 0
         func bad(_ what: String) -> VaultError {
             VaultError(.integrity, "the audit checkpoint at entry \(seq) has \(what): the file was edited")
         }
         guard let seq = row.auditInt(seqColumn) else { throw bad("no integer sequence number") }
         guard let hash = row.auditBlob(hashColumn), hash.count == 32 else { throw bad("no 32-byte hash") }
-        guard let signature = row.auditBlob("signature") else { throw bad("no signature") }
-        let nulls = ["checkpoint_time", "prev_seq", "prev_digest"].filter { row.auditIsNull($0) }.count
+        guard let signature = row.auditBlob(signatureColumn) else { throw bad("no signature") }
+        let nulls = [chainColumns.0, chainColumns.1, chainColumns.2].filter { row.auditIsNull($0) }.count
         if nulls == 3 {
             return AuditCheckpoint(sequence: seq, hash: hash, signature: signature, timeMillis: nil, previousSequence: nil, previousDigest: nil)
         }
-        guard nulls == 0, let time = row.auditInt("checkpoint_time"), let prevSeq = row.auditInt("prev_seq"),
-              let prevDigest = row.auditBlob("prev_digest"), prevDigest.count == 32 else {
+        guard nulls == 0, let time = row.auditInt(chainColumns.0), let prevSeq = row.auditInt(chainColumns.1),
+              let prevDigest = row.auditBlob(chainColumns.2), prevDigest.count == 32 else {
             throw bad("a malformed link to the checkpoint before it")
         }
         return AuditCheckpoint(sequence: seq, hash: hash, signature: signature, timeMillis: time, previousSequence: prevSeq, previousDigest: prevDigest)
@@ -253,6 +257,10 @@ extension ProfileStore {
         guard let row else {
             if cpRow != nil {
                 throw VaultError(.integrity, "the audit log is empty but holds signed checkpoints: its entries were deleted")
+            }
+            // An archive always leaves its own entry: an empty log with an anchor lost its tail.
+            if let anchor = try Int64.fetchOne(db, sql: "SELECT max(last_seq) FROM audit_archive") {
+                throw VaultError(.integrity, "the audit log is empty but entries up to \(anchor) were archived: the entries after them were deleted")
             }
             return (0, AuditLog.genesis, nil)
         }
@@ -400,6 +408,7 @@ extension ProfileStore {
                 try AuditSelection.checkAfter(after, newest: newest)
                 lo = max(lo, after + 1)
             }
+            if let through = options.throughSequence { hi = min(hi, through) }
             if let subject = options.subject, lo <= hi {
                 // The subject index finds the run holding the subject's entries; every entry of
                 // the run is checked, only the subject's are written.
@@ -413,9 +422,11 @@ extension ProfileStore {
             } else if lo > 1, let h = try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [lo - 1]) {
                 previous = [UInt8](h)   // an empty slice after the end continues from the head
             }
-            // The checkpoint before the slice (the first one inside links to it).
+            // The checkpoint before the slice (the first one inside links to it): after an
+            // archive, the one its anchor keeps when none before the slice is left.
             let lastCheckpoint = try Row.fetchOne(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq < ? ORDER BY seq DESC LIMIT 1",
                                                   arguments: [lo]).map { try Self.checkpoint($0) }
+                ?? (try newestArchiveAnchor(db)).flatMap { $0.lastSequence < lo ? $0.checkpoint : nil }
             var checkpoints: [Int64: AuditCheckpoint] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq BETWEEN ? AND ?", arguments: [lo, hi]) {
                 let cp = try Self.checkpoint(row)
@@ -510,13 +521,35 @@ extension ProfileStore {
             }
         }
         return try pool.read { db in
-            var v = ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected, wholeLog: true)
+            // After an archive the chain starts from the newest signed anchor (every anchor
+            // verified and linked first); without one, from the first entry.
+            var anchor: AuditArchiveAnchor?
+            var anchorFailure: AuditArchiveAnchor.AnchorFailure?
+            do {
+                switch AuditArchiveAnchor.verifyChain(try archiveAnchors(db), publicKey: publicKey) {
+                case .success(let a): anchor = a
+                case .failure(let f): anchorFailure = f
+                }
+            } catch let e as VaultError {
+                anchorFailure = .init(sequence: 1, reason: e.message)
+            }
+            var v = anchor.map { ChainVerifier(publicKey: publicKey, anchor: $0, expecting: expected) }
+                ?? ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected, wholeLog: true)
             func result() -> AuditVerification {
                 AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
-                                  reason: v.failure?.reason, head: AuditLog.hex(v.head))
+                                  reason: v.failure?.reason, head: AuditLog.hex(v.head), archivedThrough: anchor?.lastSequence)
+            }
+            if let anchorFailure {
+                v.fail(anchorFailure.sequence, anchorFailure.reason)
+                return result()
+            }
+            if let gap = Self.archiveGap(firstLive: try Int64.fetchOne(db, sql: "SELECT min(seq) FROM audit"), anchor: anchor) {
+                v.fail(gap.sequence, gap.reason)
+                return result()
             }
             var checkpoints: [Int64: AuditCheckpoint] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints ORDER BY seq") {
+            for row in try Row.fetchAll(db, sql: "SELECT \(Self.checkpointColumns) FROM audit_checkpoints WHERE seq > ? ORDER BY seq",
+                                        arguments: [anchor?.lastSequence ?? Int64.min]) {
                 do {
                     let cp = try Self.checkpoint(row)
                     guard cp.sequence >= 1 else {

@@ -115,6 +115,12 @@ public protocol StorageEngine: AnyObject, Sendable {
     func auditReport(sinceMillis: Int64?, untilMillis: Int64?) throws -> AuditReport
     /// `serve --audit-stream FILE`: every entry this process commits, one JSON line each.
     func streamAudit(to path: String, protecting: [ProtectedFile]) throws
+    /// `audit archive`: moves the entries before `before` (a prefix of the chain ending under a
+    /// signed checkpoint) into `file` (a signed export, committed first), keeps their signed
+    /// anchor and records an `audit.archive` entry (AuditArchive.swift).
+    func archiveAudit(before: Int64, to file: OutputFile, audit: AuditContext) throws -> AuditArchiveResult
+    /// The last archived entry (nil: nothing archived): older entries are in audit archives.
+    func archivedThrough() throws -> Int64?
 
     // MARK: The erasure journal (ErasureJournal.swift)
     /// Every erasure the suppression list records, with the store's id and audit head now.

@@ -472,6 +472,7 @@ public final class ProfileStore: Sendable {
         registerRightsMigration(&m)
         registerRequestMigration(&m)
         registerIngestSourcesMigration(&m)
+        registerAuditArchiveMigration(&m)
         return m
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+package import VaultAudit
 public import VaultPolicy
 import VaultValues
 
@@ -364,6 +365,11 @@ package struct StoreSnapshotReader {
             }
             try body(out)
         }
+    }
+
+    /// The archive anchors (`audit archive`), oldest first, as stored (the copy verifies them).
+    package func archiveAnchors() throws -> [AuditArchiveAnchor] {
+        try store.archiveAnchors(db)
     }
 
     package func checkpoints() throws -> [SnapshotCheckpoint] {

@@ -17,7 +17,7 @@ func parseTimeMillis(_ text: String, option: String) throws -> Int64 {
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Auditor tools: export, verify, signed head, public key.",
-        subcommands: [Export.self, Report.self, Verify.self, Head.self, PublicKey.self, Erasures.self])
+        subcommands: [Export.self, Report.self, Verify.self, Head.self, PublicKey.self, Erasures.self, Archive.self])
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -54,6 +54,28 @@ struct AuditCommand: ParsableCommand {
         }
     }
 
+    struct Archive: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move the entries before DATE out of the store into a signed archive file; the store keeps their signed anchor.",
+            discussion: "Permission audit (auditor). The archive is an ordinary signed export of the oldest entries (a prefix of the chain ending under a signed checkpoint): audit verify --file FILE --public-key PEM checks it alone. It is written (new file, 0600) and fsynced before any entry is deleted; the store keeps a signed anchor (the last archived entry's sequence number and hash, and its checkpoint), audit verify starts the live chain from it, and an audit.archive entry records the range and the archive's head. On PostgreSQL run it with the owner's --store location (as init): the service role may not delete audit entries. Keep the file: it is the only copy of those entries.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Archive the entries strictly before this time (ISO 8601 or unix ms; not in the future).") var before: String
+        @Option(help: "The archive file (a new file, mode 0600; never replaced).") var out: String
+
+        func validate() throws {
+            _ = try parseTimeMillis(before, option: "--before")
+        }
+
+        func run() throws {
+            let vault = try Vault.open(try options.configuration(), asOwner: true)
+            defer { try? vault.close() }
+            let r = try vault.archiveAudit(before: try parseTimeMillis(before, option: "--before"), to: out)
+            options.emit(.object([("out", .string(out)), ("first_sequence", .int(r.firstSequence)), ("last_sequence", .int(r.lastSequence)),
+                                  ("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("record_sequence", .int(r.recordSequence))]),
+                         text: "archived entries \(r.firstSequence) to \(r.lastSequence) (\(r.entries)) to \(out); archive head \(r.head); recorded as audit entry \(r.recordSequence); keep the file: the store holds only its signed anchor")
+        }
+    }
+
     struct Erasures: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the erasure journal (every erasure: pseudonym, time, reason, receipt; MACed line by line) to a new file.",
@@ -87,8 +109,13 @@ struct AuditCommand: ParsableCommand {
             let vault = try options.openVault()
             let report = try vault.auditReport(sinceMillis: try since.map { try parseTimeMillis($0, option: "--since") },
                                                untilMillis: try until.map { try parseTimeMillis($0, option: "--until") })
-            let json = JSONForms.auditReport(report)
+            var json = JSONForms.auditReport(report)
             var lines = ["audit report: \(report.entries) entries" + (report.firstSequence.map { " (\($0) to \(report.lastSequence ?? $0))" } ?? "")]
+            // After `audit archive` the report counts the live entries only: say so.
+            if let archived = try vault.auditArchivedThrough() {
+                lines.append("entries up to \(archived) are in audit archives and not counted here")
+                if case .object(let pairs) = json { json = .object(pairs + [("archived_through", .int(archived))]) }
+            }
             lines.append("denied attempts: \(report.deniedCount)")
             for d in report.denied {
                 lines.append("  #\(d.sequence) \(d.time) \(d.actor) (\(d.role)) \(d.action)\(d.purpose.map { " purpose \($0)" } ?? "")\(d.subject.map { " subject \($0.prefix(16))..." } ?? ""): \(d.detail ?? "")")
@@ -136,7 +163,9 @@ struct AuditCommand: ParsableCommand {
                 ("first_bad", result.firstBad.map { .int($0) } ?? .null),
                 ("reason", result.reason.map { .string($0) } ?? .null),
                 ("head", result.head.map { .string($0) } ?? .null),
+                ("archived_through", result.archivedThrough.map { .int($0) } ?? .null),
             ]), text: result.ok ? "ok: \(result.entries) entries verify; head \(result.head ?? "")"
+                                    + (result.archivedThrough.map { "; entries up to \($0) are in audit archives (the live log starts from their signed anchor; verify the archive files with --file)" } ?? "")
                                 : "NOT OK: first bad entry \(result.firstBad.map(String.init) ?? "?"): \(result.reason ?? "")")
             if !result.ok {
                 FileHandle.standardError.write(Data("error: audit log does not verify: first bad entry \(result.firstBad.map(String.init) ?? "?"): \(result.reason ?? "")\n".utf8))

@@ -517,6 +517,20 @@ final class EngineUnderTest: @unchecked Sendable, ConformanceRightsTarget {
 /// `CAST(e + 0.5 AS INTEGER)` and SQLite's `round()` were not (±0.49999999999999994 gave ±1;
 /// e + 0.5 takes odd integers above 2^52 to their even neighbour). Fixed seed: deterministic.
 @Suite struct SQLRoundingTests {
+    /// `audit archive` (issue 20 §3) on every engine: the slice, the file that verifies alone,
+    /// the live chain verified from the signed anchor, the refusals, a second archive.
+    @Test(arguments: TestEngine.allCases)
+    func auditArchiveMovesAPrefixAndTheLiveChainVerifiesFromItsAnchor(engine: TestEngine) async throws {
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            let ids = ["ARCHIVE-Quaxenberg-0001", "ARCHIVE-Vandersnoot-0002"]
+            let emails = ids.map { $0.lowercased() + "@example.org" }
+            try e.ingestProfiles(csv: Conformance.csv(["customer_id", "email"], zip(ids, emails).map { [$0, $1] }))
+            let failures = try ArchiveConformance.run(e.engine, scratch: e.scratch, ids: ids + emails, audit: Conformance.ctx)
+            #expect(failures.isEmpty, "\(engine): \(failures)")
+        }
+    }
+
     @Test func roundedIntegerIsHalfAwayFromZeroForEveryDouble() throws {
         var values: [Double] = [0, 0x1p-1074, 0.49999999999999994, 0.5, 0.5000000000000001, 0.9999999999999999, 1, 1.4999999999999998, 1.5,
                                 2.5, 3.5, 0x1p51 + 0.5, 0x1p51 - 0.5, 0x1p52 - 0.5, 0x1p52 - 1.5, 0x1p52 + 1, 0x1p52 + 3, 0x1p53 - 1, 0x1p53, 0x1p53 + 2, 0x1p61 + 0x1p9]

@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -203,7 +203,16 @@ class Walk:
         self.d.find_element(By.CSS_SELECTOR, css).click()
         if confirm:
             self.wait.until(EC.alert_is_present()).accept()
-        self.wait.until(EC.staleness_of(old))
+
+        def replaced(_):
+            # The old document is gone once its element answers stale (or, while Chromium swaps
+            # documents, "does not belong to the document"): both mean the new page came.
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+        self.wait.until(replaced)
         self.wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def sign_in(self, token):

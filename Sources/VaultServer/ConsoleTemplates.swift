@@ -81,7 +81,7 @@ enum ConsoleTemplates {
     <form method="post" action="/console/sign-in" class="stack">
     <input type="hidden" name="csrf" value="{{signinCSRF}}">
     <label for="token">Bearer token</label>
-    <input id="token" name="token" type="password" autocomplete="off" required>
+    <input id="token" name="token" type="password" autocomplete="new-password" required>
     <button type="submit" id="sign-in">Sign in</button>
     </form>
     {{>footer}}

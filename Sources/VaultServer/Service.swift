@@ -42,6 +42,10 @@ public struct ServiceOptions: Sendable {
     /// Most client addresses the limiter remembers; failures from further addresses share one
     /// overflow count (memory and audit entries stay bounded; see ``AuthFailureLimiter``).
     public var authFailureAddresses = AuthFailureLimiter.defaultAddresses
+    /// The console's session cookie carries `Secure` (`serve` sets it when it speaks TLS).
+    public var consoleSecureCookies = false
+    /// The console's sessions (in this process's memory; docs/console.md).
+    public var consoleSessions = ConsoleSessions()
 
     public init() {}
 }
@@ -129,11 +133,12 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     ]
     // Outermost: every HEAD answer without its body (also a 404 or 405 of no route).
     router.add(middleware: HeadMiddleware())
+    // One limiter for the API's bearer tokens and the console's sign-in.
+    let authFailures = AuthFailureGate(vault: vault, limiter: AuthFailureLimiter(
+        limit: options.authFailureLimit, window: options.authFailureWindow, maxAddresses: options.authFailureAddresses))
     router.add(middleware: ServiceMiddleware(tokens: tokens, metrics: metrics, logger: logger,
                                              requestTimeout: options.requestTimeout, serverPaths: serverPaths,
-                                             authFailures: AuthFailureGate(vault: vault, limiter: AuthFailureLimiter(
-                                                 limit: options.authFailureLimit, window: options.authFailureWindow,
-                                                 maxAddresses: options.authFailureAddresses))))
+                                             authFailures: authFailures))
     // Inside it (so its answers carry the request id and are logged): 405 with Allow for a
     // known path's wrong method.
     router.add(middleware: MethodMiddleware())
@@ -423,6 +428,8 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
 
     addRequestRoutes(router, service)
     addOperationsRoutes(router, service)
+    // The privacy console (HTML, docs/console.md): not part of the JSON contract.
+    addConsoleRoutes(router, service, tokens: tokens, authFailures: authFailures, serverPaths: serverPaths, logger: logger)
     return router
 }
 

@@ -198,6 +198,7 @@ struct Serve: ParsableCommand {
         serviceOptions.requestTimeout = .milliseconds(Int64((s.requestTimeout * 1000).rounded()))
         serviceOptions.authFailureLimit = authFailureLimit
         serviceOptions.authFailureWindow = .seconds(authFailureWindow)
+        serviceOptions.consoleSecureCookies = tls != nil
         let keysPath = try options.keysPath()
         try options.checkExampleKeys(path: keysPath, refuse: true)
         let tokenFile = try ReloadingTokenFile(path: s.tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)

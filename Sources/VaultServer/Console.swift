@@ -189,6 +189,38 @@ final class Console: Sendable {
     }
 }
 
+extension Console {
+    /// Per purpose, the epsilon left after each release of this period (successful `query.*`
+    /// and `train` entries of the audit log, with their epsilon), as an SVG polyline's points:
+    /// x from the period's start (40) to now (540), y from the limit (10) to 0 (150).
+    static func burndown(_ states: [BudgetState], entries: [[String: String]], nowMillis: Int64) -> [[String: Any]] {
+        states.compactMap { s -> [String: Any]? in
+            guard s.limit > 0 else { return nil }
+            let (start, overflow) = s.periodStart.multipliedReportingOverflow(by: 1000)
+            guard !overflow, nowMillis > start else { return nil }
+            let span = Double(nowMillis - start)
+            func x(_ t: Int64) -> Int { 40 + Int((500 * min(1, max(0, Double(t - start) / span))).rounded()) }
+            func y(_ left: Double) -> Int { 150 - Int((140 * min(1, max(0, left / s.limit))).rounded()) }
+            var left = s.limit
+            var points = ["40,10"]
+            var count = 0
+            for e in entries {
+                let action = e["api.operation"] ?? ""
+                guard action.hasPrefix("query.") || action == "train", e["status"] == "ok", e["unmapped.purpose"] == s.purpose,
+                      let eps = e["unmapped.epsilon"].flatMap(Double.init), eps.isFinite,
+                      let t = e["time"].flatMap({ Int64($0) }), t >= start else { continue }
+                points.append("\(x(t)),\(y(left))")
+                left -= eps
+                points.append("\(x(t)),\(y(left))")
+                count += 1
+            }
+            points.append("540,\(y(left))")
+            return ["purpose": s.purpose, "points": points.joined(separator: " "), "limitText": Console.eps(s.limit), "count": count,
+                    "from": Console.day(start)]
+        }
+    }
+}
+
 /// Sent to the sign-in page (or elsewhere) instead of a page.
 struct ConsoleRedirect: Error {
     var location: String
@@ -741,6 +773,7 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
             }.suffix(100).reversed().map(view)
             c["canReleases"] = true
             c["releases"] = Array(releases)
+            c["burndown"] = Console.burndown(states, entries: entries(r.bytes), nowMillis: AuditLogClock.nowMillis)
         }
         return Console.page("budget", c)
     }

@@ -332,6 +332,24 @@ enum ConsoleTemplates {
     </figure>
     {{/chart}}
     {{#canReleases}}
+    <section aria-labelledby="burndown-h">
+    <h2 id="burndown-h">Burn-down this period</h2>
+    {{#burndown}}
+    <figure>
+    <svg class="burndown" id="burndown-{{purpose}}" role="img" aria-labelledby="bd-{{purpose}}" viewBox="0 0 560 180" width="560" height="180" xmlns="http://www.w3.org/2000/svg">
+    <title id="bd-{{purpose}}">Epsilon left of {{purpose}} over this period, after each release</title>
+    <line x1="40" y1="150" x2="540" y2="150" class="axis"></line>
+    <line x1="40" y1="10" x2="40" y2="150" class="axis"></line>
+    <text x="0" y="16" class="value">{{limitText}}</text>
+    <text x="24" y="154" class="value">0</text>
+    <polyline points="{{points}}" class="burn"></polyline>
+    <text x="40" y="172" class="value">{{from}}</text>
+    <text x="510" y="172" class="value">now</text>
+    </svg>
+    <figcaption>{{purpose}}: epsilon left after each of this period's {{count}} releases.</figcaption>
+    </figure>
+    {{/burndown}}
+    </section>
     <section aria-labelledby="releases-h">
     <h2 id="releases-h">Releases and refusals</h2>
     <table id="releases">
@@ -503,6 +521,8 @@ enum ConsoleStatic {
     svg .limit { fill: #d6e2f8; }
     svg .left { fill: #0b57d0; }
     svg text { font-size: 13px; fill: #1b1b1b; }
+    svg .axis { stroke: #555; stroke-width: 1; }
+    svg .burn { fill: none; stroke: #b00020; stroke-width: 2; }
     code { font-size: 0.95em; }
     """
 

@@ -464,7 +464,7 @@ public final class Vault: Sendable {
                 throw VaultError(.invalidInput, "--before \(AuditLog.isoMillis(before)) is in the future: only entries before a past time can be archived",
                                  detail: "--before is in the future")
             }
-            let file = try OutputFile(path: path, force: false, protecting: store.ownFiles + protectedFiles, what: "the audit archive")
+            let file = try OutputFile(path: path, force: false, protecting: store.ownFiles + protectedFiles, what: "the audit archive", replaceable: false)
             return try store.archiveAudit(before: before, to: file, audit: context)
         }
     }

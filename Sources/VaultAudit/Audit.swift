@@ -285,6 +285,11 @@ public struct ChainVerifier {
     public var startPrevious: [UInt8]
     /// The last archived entry when the chain starts from an archive anchor (``init(publicKey:anchor:expecting:)``).
     public private(set) var archivedThrough: Int64?
+    /// A store's verified archive anchors, as [first, last] sequence ranges (nil: not a store's
+    /// own chain, e.g. an export). Every `audit.archive` entry of the chain that records a range
+    /// must name one of them: an anchor removed (and its entries put back from an old copy of
+    /// the store) leaves that entry contradicting the store, and the chain fails at it.
+    public var archiveRanges: Set<[Int64]>?
 
     /// `wholeLog`: the chain starts at the log's first entry, so its first checkpoint must
     /// link to none.
@@ -357,6 +362,18 @@ public struct ChainVerifier {
             }
             lastCheckpointSeen = cp
             lastVerifiedCheckpoint = seq
+        }
+        if let ranges = archiveRanges, case .string("audit.archive")? = entry["api.operation"],
+           case .object(let counts)? = entry["unmapped.counts"] {
+            var first: Int64?, last: Int64?
+            for (k, value) in counts {
+                if k == "first_sequence", case .int(let x) = value { first = x }
+                if k == "last_sequence", case .int(let x) = value { last = x }
+            }
+            if let first, let last, !ranges.contains([first, last]) {
+                failure = (seq, "entry \(seq) records an audit archive of entries \(first) to \(last), but the store holds no signed anchor for it: an archive anchor was removed")
+                return false
+            }
         }
         if expectation?.forks.contains(seq) == true {
             failure = (seq, "two heads signed by this store disagree about entry \(seq) (\(expectation?.label ?? "")): the log was cut back and continued")

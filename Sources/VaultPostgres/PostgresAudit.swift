@@ -246,8 +246,10 @@ extension PostgresEngine {
             // After an archive the chain starts from the newest signed anchor, as on SQLite.
             var anchor: AuditArchiveAnchor?
             var anchorFailure: AuditArchiveAnchor.AnchorFailure?
+            var anchors: [AuditArchiveAnchor] = []
             do {
-                switch AuditArchiveAnchor.verifyChain(try await archiveAnchors(conn), publicKey: publicKey) {
+                anchors = try await archiveAnchors(conn)
+                switch AuditArchiveAnchor.verifyChain(anchors, publicKey: publicKey) {
                 case .success(let a): anchor = a
                 case .failure(let f): anchorFailure = f
                 }
@@ -256,6 +258,7 @@ extension PostgresEngine {
             }
             var v = anchor.map { ChainVerifier(publicKey: publicKey, anchor: $0, expecting: expectation) }
                 ?? ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expectation, wholeLog: true)
+            v.archiveRanges = Set(anchors.map { [$0.firstSequence, $0.lastSequence] })
             func result() -> AuditVerification {
                 AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
                                   reason: v.failure?.reason, head: AuditLog.hex(v.head), archivedThrough: anchor?.lastSequence)

@@ -396,7 +396,10 @@ extension PostgresStore {
         // The committed chain, as any node will verify it, ending at the migration entry.
         let engine = target.engine, head = report.head
         let verification = try PostgresProfiles.wait("verifying the copied audit chain") { try await engine.verifyAudit(expectHead: head) }
-        guard verification.ok, Int64(verification.entries) == report.headSequence else {
+        // After an archive the live chain starts after the anchor: the entries it verifies and
+        // the archived ones together reach the migration entry.
+        let (live, overflow) = Int64(verification.entries).addingReportingOverflow(verification.archivedThrough ?? 0)
+        guard verification.ok, !overflow, live == report.headSequence, verification.head == report.head else {
             throw VaultError(.integrity, "the copied audit chain does not verify: \(verification.reason ?? "it ends before the migration entry")")
         }
         return report

@@ -241,7 +241,8 @@ extension PostgresProfiles {
                     var hi = try await int("SELECT max(seq) FROM profilevault.audit_log WHERE time <= \(until)") ?? 0
                     if let after = options.afterSequence {
                         let newest = try await int("SELECT max(seq) FROM profilevault.audit_log") ?? 0
-                        if let problem = AuditSelection.afterProblem(after, newest: newest) {
+                        let archived = try await int("SELECT max(last_seq) FROM profilevault.audit_archive")
+                        if let problem = AuditSelection.afterProblem(after, newest: newest, archivedThrough: archived) {
                             throw PostgresStoreError(problem.kind == .usage ? .usage : .invalidInput, problem.message)
                         }
                         lo = max(lo, after + 1)

@@ -405,7 +405,8 @@ extension ProfileStore {
                 ?? (newest + 1)
             var hi = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM audit WHERE time <= ?", arguments: [options.untilMillis ?? Int64.max]) ?? 0
             if let after = options.afterSequence {
-                try AuditSelection.checkAfter(after, newest: newest)
+                try AuditSelection.checkAfter(after, newest: newest,
+                                              archivedThrough: try Int64.fetchOne(db, sql: "SELECT max(last_seq) FROM audit_archive"))
                 lo = max(lo, after + 1)
             }
             if let through = options.throughSequence { hi = min(hi, through) }
@@ -525,8 +526,10 @@ extension ProfileStore {
             // verified and linked first); without one, from the first entry.
             var anchor: AuditArchiveAnchor?
             var anchorFailure: AuditArchiveAnchor.AnchorFailure?
+            var anchors: [AuditArchiveAnchor] = []
             do {
-                switch AuditArchiveAnchor.verifyChain(try archiveAnchors(db), publicKey: publicKey) {
+                anchors = try archiveAnchors(db)
+                switch AuditArchiveAnchor.verifyChain(anchors, publicKey: publicKey) {
                 case .success(let a): anchor = a
                 case .failure(let f): anchorFailure = f
                 }
@@ -535,6 +538,7 @@ extension ProfileStore {
             }
             var v = anchor.map { ChainVerifier(publicKey: publicKey, anchor: $0, expecting: expected) }
                 ?? ChainVerifier(publicKey: publicKey, startingAfter: AuditLog.genesis, sequence: 0, expecting: expected, wholeLog: true)
+            v.archiveRanges = Set(anchors.map { [$0.firstSequence, $0.lastSequence] })
             func result() -> AuditVerification {
                 AuditVerification(ok: v.failure == nil, entries: v.entries, firstBad: v.failure?.sequence,
                                   reason: v.failure?.reason, head: AuditLog.hex(v.head), archivedThrough: anchor?.lastSequence)

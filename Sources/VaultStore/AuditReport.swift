@@ -18,14 +18,20 @@ public struct AuditExportResult: Sendable {
 package enum AuditSelection {
     /// `--after-seq N`: N from 0 to the newest entry (N = newest selects nothing); beyond it
     /// the shipper holds entries this log does not (another store, or a log cut back).
-    package static func checkAfter(_ after: Int64, newest: Int64) throws {
-        if let problem = afterProblem(after, newest: newest) { throw problem }
+    package static func checkAfter(_ after: Int64, newest: Int64, archivedThrough: Int64? = nil) throws {
+        if let problem = afterProblem(after, newest: newest, archivedThrough: archivedThrough) { throw problem }
     }
 
-    package static func afterProblem(_ after: Int64, newest: Int64) -> VaultError? {
+    /// `archivedThrough`: the last entry moved to an audit archive (nil: none). A slice that
+    /// starts inside the archived range would silently skip those entries (a shipping pipeline
+    /// that continues from its last sequence number would lose them), so it is refused.
+    package static func afterProblem(_ after: Int64, newest: Int64, archivedThrough: Int64? = nil) -> VaultError? {
         guard after >= 0 else { return VaultError(.usage, "--after-seq must be 0 or more") }
         guard after <= newest else {
             return VaultError(.invalidInput, "--after-seq \(after) is beyond the newest audit entry (\(newest)): this is not the log those entries came from, or it was cut back (run audit verify)")
+        }
+        if let archived = archivedThrough, after < archived {
+            return VaultError(.invalidInput, "--after-seq \(after): entries \(after + 1) to \(archived) were moved to audit archives (audit archive); read them there, then export with --after-seq \(archived)")
         }
         return nil
     }

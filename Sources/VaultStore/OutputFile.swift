@@ -43,8 +43,11 @@ public final class OutputFile {
     /// Opens the output `path` for writing. `protecting` lists the files no output may
     /// replace (see the type's documentation); `what` names the output in messages ("the
     /// export", "the rejects file").
-    public init(path: String, force: Bool, protecting: [ProtectedFile], what: String = "the output file") throws {
+    /// `replaceable` false: an output that is never replaced (an audit archive); an existing
+    /// path is refused without suggesting `--force`.
+    public init(path: String, force: Bool, protecting: [ProtectedFile], what: String = "the output file", replaceable: Bool = true) throws {
         func refuse(_ reason: String) -> VaultError { VaultError(.cannotCreate, "\(path): cannot create \(what): \(reason)") }
+        let exists = replaceable ? "the file already exists; pass --force to replace it" : "the file already exists; \(what) is never replaced: name a new file"
         guard !path.isEmpty else { throw VaultError(.cannotCreate, "cannot create \(what): the path is empty") }
         self.path = path
         self.protected = protecting
@@ -54,14 +57,14 @@ public final class OutputFile {
         }
         if existing != nil {
             if let reason = Self.unreplaceableReason(path) { throw refuse(reason) }
-            guard force else { throw refuse("the file already exists; pass --force to replace it") }
+            guard force && replaceable else { throw refuse(exists) }
         }
         replacing = existing != nil
         writingPath = replacing ? Self.temporaryPath(beside: path) : path
         let fd = open(writingPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             let e = errno
-            if e == EEXIST && !replacing { throw refuse("the file already exists; pass --force to replace it") }
+            if e == EEXIST && !replacing { throw refuse(exists) }
             throw refuse(replacing ? "cannot create a temporary file beside it: \(String(cString: strerror(e)))" : String(cString: strerror(e)))
         }
         var st = stat()

@@ -70,7 +70,7 @@ struct AuditCommand: ParsableCommand {
             let vault = try Vault.open(try options.configuration(), asOwner: true)
             defer { try? vault.close() }
             let r = try vault.archiveAudit(before: try parseTimeMillis(before, option: "--before"), to: out)
-            options.emit(.object([("out", .string(out)), ("first_sequence", .int(r.firstSequence)), ("last_sequence", .int(r.lastSequence)),
+            options.emit(.object([("archived", .int(Int64(r.entries))), ("out", .string(out)), ("first_sequence", .int(r.firstSequence)), ("last_sequence", .int(r.lastSequence)),
                                   ("entries", .int(Int64(r.entries))), ("head", .string(r.head)), ("record_sequence", .int(r.recordSequence))]),
                          text: "archived entries \(r.firstSequence) to \(r.lastSequence) (\(r.entries)) to \(out); archive head \(r.head); recorded as audit entry \(r.recordSequence); keep the file: the store holds only its signed anchor")
         }

@@ -53,6 +53,14 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 13 (audit archive): its table, and the audit tables' version-1 walls back.
+                "DROP TRIGGER audit_log_append_only ON profilevault.audit_log",
+                "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_log FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()",
+                "DROP TRIGGER audit_checkpoints_append_only ON profilevault.audit_checkpoints",
+                "CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_checkpoints FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()",
+                "DROP FUNCTION profilevault.refuse_unarchived_change()",
+                "DROP TABLE profilevault.audit_archive",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 13",
                 // Version 11 (subject rows go with their subject): its function and triggers.
                 "DROP FUNCTION profilevault.subject_rows_guard() CASCADE",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 11",

@@ -69,6 +69,27 @@ import EngineConformanceSupport
         #expect(try t.store.verifyAudit(expectHead: t.dir + "/heads.jsonl").ok)
     }
 
+    /// An attacker who kept a copy of the store from before the archive puts the archived
+    /// entries and checkpoints back and removes the anchor: every entry verifies again from
+    /// genesis, but the live `audit.archive` entry names a range no anchor covers.
+    @Test func puttingArchivedEntriesBackAndRemovingTheAnchorIsDetected() throws {
+        let (t, cut) = try populated()
+        let copy = t.dir + "/before-archive.sqlite"
+        try sql(t, "VACUUM INTO '\(copy)'")
+        let a = try archive(t, before: cut, "a.jsonl")
+        #expect(try t.store.verifyAudit(expectHead: nil).ok)
+        try sql(t, """
+            ATTACH '\(copy)' AS old;
+            INSERT INTO audit SELECT * FROM old.audit WHERE seq <= \(a.lastSequence);
+            INSERT INTO audit_checkpoints SELECT * FROM old.audit_checkpoints WHERE seq <= \(a.lastSequence);
+            DROP TRIGGER audit_archive_no_delete; DELETE FROM audit_archive;
+            DETACH old;
+            """)
+        let v = try t.store.verifyAudit(expectHead: nil)
+        #expect(!v.ok && v.firstBad == a.recordSequence && (v.reason ?? "").contains("no signed anchor"), "\(v)")
+        #expect(v.archivedThrough == nil)
+    }
+
     @Test func alteringTheAnchorIsDetected() throws {
         for alteration in ["UPDATE audit_archive SET time = time + 1", "UPDATE audit_archive SET hash = prev_anchor",
                            "UPDATE audit_archive SET first_seq = 2", "UPDATE audit_archive SET cp_time = cp_time + 1"] {

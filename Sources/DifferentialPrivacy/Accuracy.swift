@@ -148,33 +148,33 @@ public enum JointInterval {
         return exp(-z / x) * (1 - r * r * exp(z / x - z / y)) / (1 - r * r)
     }
 
-    /// The least z with tail(z) <= alpha (bisection to a relative 2^-40).
+    /// The least z with tail(z) <= alpha (bisection to a relative 2^-32).
     public static func quantile(alpha: Double, a: Double, b: Double) -> Double {
         guard alpha > 0, alpha < 1 else { return alpha >= 1 ? 0 : .infinity }
         var lo = 0.0, hi = max(a, b, 1e-300)
         while tail(hi, a: a, b: b) > alpha { hi *= 2; if !hi.isFinite { return .infinity } }
-        for _ in 0..<80 {
+        for _ in 0..<64 {
             let mid = (lo + hi) / 2
             if tail(mid, a: a, b: b) > alpha { lo = mid } else { hi = mid }
-            if hi - lo <= hi * 0x1p-40 { break }
+            if hi - lo <= hi * 0x1p-32 { break }
         }
         return hi
     }
 
     /// The hull of M (see the type) for released Ŝ = `sum`, Ĉ = `count` (grid and count units),
-    /// scales a (sum) and b (count), bounds [-r, r]: scanned at 257 points and the ends refined
-    /// by bisection. Returns nil when M is empty.
+    /// scales a (sum) and b (count), bounds [-r, r]: scanned at 129 points (and the point
+    /// estimate) and the ends refined by 30 bisection steps (to 2r·2^-37). Returns nil when M is empty.
     public static func interval(sum: Double, count: Double, a: Double, b: Double, r: Double, alpha: Double) -> (Double, Double)? {
         guard r > 0 else { return (0, 0) }
         func accepts(_ m: Double) -> Bool { abs(sum - m * count) <= quantile(alpha: alpha, a: a, b: abs(m) * b) }
-        let n = 256
+        let n = 128
         var points = (0...n).map { -r + 2 * r * Double($0) / Double(n) }
         if count > 0 { points.append(min(r, max(-r, sum / count))); points.sort() }
         let ok = points.map(accepts)
         guard let first = ok.firstIndex(of: true), let last = ok.lastIndex(of: true) else { return nil }
         func refine(_ inside: Double, _ outside: Double) -> Double {
             var (i, o) = (inside, outside)
-            for _ in 0..<40 {
+            for _ in 0..<30 {
                 let mid = (i + o) / 2
                 if accepts(mid) { i = mid } else { o = mid }
             }

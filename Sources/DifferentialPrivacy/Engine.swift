@@ -79,18 +79,33 @@ public struct QueryEngine: Sendable {
         request.objectionPurpose = q.objectionPurpose
         let sums = try source.boundedSums(request)
         var rng = CSPRNGWords()
+        return try Self.release(q, plan: plan, sums: sums, budget: budget, using: &rng)
+    }
+
+    /// The noisy answer of a planned query from its exact sums (the second half of `run`, with
+    /// the random source given: tests pass a seeded one). Every value gets its 95% interval
+    /// (`ci95`) and its interval at `q.confidence` (`interval`); a mean's intervals are joint
+    /// (`JointInterval`).
+    public static func release<R: RandomWords>(_ q: DPQuery, plan: [(Coordinate, Epsilon)], sums: [String: [Int64]], budget: BudgetState,
+                                               using rng: inout R) throws -> QueryResult {
         let keys: [String] = q.groupBy?.domain ?? [""]
         let twoParts = plan.count == 2
-        let alpha = twoParts ? 0.025 : 0.05     // Bonferroni: the ratio's interval holds with >= 95%
+        let alpha = 1 - q.confidence
         var released: [(String, ReleasedValue)] = []
         var mainScale = 0.0
         var counts: [NoisyValue] = []
+        // Half-widths at the asked-for confidence (the released values carry the 95% ones).
+        var wanted: [Double] = []
+        for (c, eps) in plan {
+            let t = try BoundedSum.scaleNumerator(bound: c.bound)
+            wanted.append(Double(BoundedSum.halfWidthUnits(scaleNumerator: t, scaleDenominator: eps.noiseUnits, alpha: alpha)) * c.grid)
+        }
         for key in keys {
             var exact = sums[key] ?? []
             if exact.count != plan.count { exact = [Int64](repeating: 0, count: plan.count) }   // a source's missing group is zeros
             var noisy: [NoisyValue] = []
             for (i, (coordinate, eps)) in plan.enumerated() {
-                noisy += try BoundedSum.release(sums: [exact[i]], bound: coordinate.bound, epsilon: eps, grid: coordinate.grid, alpha: alpha, using: &rng)
+                noisy += try BoundedSum.release(sums: [exact[i]], bound: coordinate.bound, epsilon: eps, grid: coordinate.grid, alpha: 0.05, using: &rng)
             }
             mainScale = noisy[0].scale
             // The noisy count of the answer (a count's value, a mean's denominator), for the
@@ -101,10 +116,13 @@ public struct QueryEngine: Sendable {
             }
             switch (twoParts, plan[0].0) {
             case let (true, .attribute(_, lo, hi, c, _)), let (true, .events(_, lo, hi, c, _, _)):
-                released.append((key, Self.mean(sum: noisy[0], count: noisy[1], center: c, lower: lo, upper: hi)))
+                var v = Self.mean(sum: noisy[0], count: noisy[1], center: c, lower: lo, upper: hi, alpha: 0.05)
+                v.interval = abs(alpha - 0.05) < 1e-12 ? v.ci95 : Self.mean(sum: noisy[0], count: noisy[1], center: c, lower: lo, upper: hi, alpha: alpha).ci95
+                released.append((key, v))
             default:   // one part (a two-part plan is always a mean of the two cases above)
                 let n = noisy[0]
-                released.append((key, ReleasedValue(value: n.value, ci95: (n.value - n.halfWidth, n.value + n.halfWidth))))
+                released.append((key, ReleasedValue(value: n.value, ci95: (n.value - n.halfWidth, n.value + n.halfWidth),
+                                                    interval: (n.value - wanted[0], n.value + wanted[0]))))
             }
         }
         var bounds: [String: Double] = [:]
@@ -114,6 +132,7 @@ public struct QueryEngine: Sendable {
         let grouped = q.groupBy != nil
         var result = QueryResult(value: grouped ? nil : released.first?.1, groups: grouped ? released : [],
                                  epsilon: q.epsilon.chargedValue, scale: mainScale, budget: budget, contributionBounds: bounds)
+        result.confidence = q.confidence
         if !counts.isEmpty {
             result.noisyCount = counts.reduce(0) { $0 + $1.value }
             result.noisyCountScale = counts.reduce(0) { $0 + $1.scale * $1.scale }.squareRoot()
@@ -121,16 +140,20 @@ public struct QueryEngine: Sendable {
         return result
     }
 
-    /// mean = centre + S / C, clamped to the bounds; the interval takes the extremes of S and C
-    /// over their 97.5% intervals (so it holds with probability >= 95%).
-    static func mean(sum s: NoisyValue, count c: NoisyValue, center: Double, lower: Double, upper: Double) -> ReleasedValue {
+    /// mean = centre + S / C, clamped to the bounds. Its interval at 1 - `alpha` is the joint
+    /// one (`JointInterval`): every mean m in [lower, upper] the two releases do not reject
+    /// together, in the measure's units; the whole bounds when none is left.
+    static func mean(sum s: NoisyValue, count c: NoisyValue, center: Double, lower: Double, upper: Double, alpha: Double = 0.05) -> ReleasedValue {
         func clamp(_ x: Double) -> Double { min(upper, max(lower, x)) }
         let count = max(c.value, 1)
         let value = clamp(center + s.value / count)
-        let cLo = c.value - c.halfWidth, cHi = c.value + c.halfWidth
-        guard cLo > 0 else { return ReleasedValue(value: value, ci95: (lower, upper)) }
-        let candidates = [(s.value - s.halfWidth) / cLo, (s.value - s.halfWidth) / cHi, (s.value + s.halfWidth) / cLo, (s.value + s.halfWidth) / cHi]
-        return ReleasedValue(value: value, ci95: (clamp(center + (candidates.min() ?? 0)), clamp(center + (candidates.max() ?? 0))))
+        // In the measure's units: Ŝ = s.value (centred), Ĉ = c.value, scales s.scale and c.scale,
+        // |m| <= (upper - lower) / 2. The count's units are events or subjects; the sum's the measure's.
+        let r = (upper - lower) / 2
+        guard let (lo, hi) = JointInterval.interval(sum: s.value, count: c.value, a: s.scale, b: c.scale, r: r, alpha: alpha) else {
+            return ReleasedValue(value: value, ci95: (lower, upper))
+        }
+        return ReleasedValue(value: value, ci95: (clamp(center + lo), clamp(center + hi)))
     }
 }
 

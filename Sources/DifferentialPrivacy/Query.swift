@@ -435,6 +435,8 @@ public struct DPQuery: Sendable {
     public var predicates: [WhereCondition]
     public var groupBy: (attribute: String, domain: [String])?
     public var epsilon: Epsilon
+    /// The level of the result's `interval` (its `ci95` stays at 95%); in [0.5, 1 - 2^-20].
+    public var confidence: Double = 0.95
 
     public init(kind: QueryKind, measure: Measure, consentPurpose: String?, predicates: [WhereCondition],
                 groupBy: (attribute: String, domain: [String])?, epsilon: Epsilon) {
@@ -447,10 +449,12 @@ public struct DPQuery: Sendable {
     }
 }
 
-/// One released number with its 95% interval.
+/// One released number with its 95% interval and its interval at the query's confidence.
 public struct ReleasedValue: Sendable, Equatable {
     public var value: Double
     public var ci95: (Double, Double)
+    /// The interval at the query's `confidence` (equal to `ci95` at 95%; nil when not computed).
+    public var interval: (Double, Double)? = nil
     public static func == (a: ReleasedValue, b: ReleasedValue) -> Bool { a.value == b.value && a.ci95 == b.ci95 }
 }
 
@@ -471,4 +475,19 @@ public struct QueryResult: Sendable {
     /// groups) and its noise scale (root sum of the groups' squared scales); nil for a sum.
     public var noisyCount: Double? = nil
     public var noisyCountScale: Double? = nil
+    /// The level of every value's `interval`.
+    public var confidence: Double = 0.95
+    /// The public bounds each value was clamped to (per-query `--bounds`, or the schema's), and
+    /// whether they were the query's own.
+    public var clampBounds: (lower: Double, upper: Double)? = nil
+    public var boundsFromQuery = false
+    /// The share of the counted values at a bound, when measured (nil: "not measured"; a
+    /// count of subjects clamps nothing and reports 0).
+    public var clampedShare: Double? = nil
+    /// The answer is a stored release returned again at no cost.
+    public var cached = false
+    /// The accuracy asked for (`--accuracy`), and for a mean the epsilon its first count
+    /// release charged (included in `epsilon`).
+    public var accuracy: Double? = nil
+    public var accuracyCountEpsilon: Double? = nil
 }

@@ -63,16 +63,44 @@ public enum JSONForms {
 
     public static func query(_ r: QueryResult) -> JSONValue {
         func ci(_ v: ReleasedValue) -> JSONValue { .array([num(v.ci95.0), num(v.ci95.1)]) }
-        let common: [(String, JSONValue)] = [
-            ("epsilon", .double(r.epsilon)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
+        func interval(_ v: ReleasedValue) -> JSONValue { .array([num((v.interval ?? v.ci95).0), num((v.interval ?? v.ci95).1)]) }
+        var common: [(String, JSONValue)] = [
+            ("epsilon", .double(r.epsilon)), ("delta", .double(0)), ("scale", num(r.scale)), ("budget_left", num(r.budget.left)),
             ("budget_spent", num(r.budget.spent)), ("mechanism", .string("discrete Laplace, user-level")),
             ("contribution_bounds", .object(r.contributionBounds.sorted { $0.key < $1.key }.map { ($0.key, num($0.value)) })),
             ("warnings", .array(queryWarnings(r).map { .string($0) })),
+            ("cached", .bool(r.cached)),
+            ("confidence", .double(r.confidence)),
+            ("clamped_share", r.clampedShare.map { num($0) } ?? .string("not measured")),
         ]
-        if let v = r.value {
-            return .object([("value", num(v.value)), ("ci95", ci(v))] + common)
+        if let b = r.clampBounds {
+            common.append(("bounds", .array([num(b.lower), num(b.upper)])))
+            common.append(("bounds_source", .string(r.boundsFromQuery ? "query" : "schema")))
         }
-        return .object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value))])) }))] + common)
+        if let a = r.accuracy { common.append(("accuracy", num(a))) }
+        if let e = r.accuracyCountEpsilon { common.append(("accuracy_count_epsilon", .double(e))) }
+        if let v = r.value {
+            return .object([("value", num(v.value)), ("ci95", ci(v)), ("interval", interval(v))] + common)
+        }
+        return .object([("groups", .object(r.groups.map { ($0.key, .object([("value", num($0.value.value)), ("ci95", ci($0.value)),
+                                                                              ("interval", interval($0.value))])) }))] + common)
+    }
+
+    /// `query ... --dry-run --json` and `"dry_run": true`: the quote, nothing charged.
+    public static func queryQuote(_ q: QueryQuote) -> JSONValue {
+        var pairs: [(String, JSONValue)] = [
+            ("dry_run", .bool(true)), ("epsilon", .double(q.epsilon)), ("delta", .double(q.delta)), ("scale", num(q.scale)),
+            ("confidence", .double(q.confidence)),
+            ("interval_half_width", q.halfWidth.map { num($0) } ?? .null),
+            ("coordinates", .array(q.coordinates.map { .object([("scale", num($0.scale)), ("half_width", num($0.halfWidth))]) })),
+            ("mechanism", .string("discrete Laplace, user-level")),
+        ]
+        if let m = q.meanHalfWidthTimesCount { pairs.append(("mean_half_width_times_count", num(m))) }
+        if let b = q.clampBounds { pairs.append(("bounds", .array([num(b.lower), num(b.upper)]))) }
+        if let a = q.accuracy { pairs.append(("accuracy", num(a))) }
+        if let s = q.budget { pairs += [("budget_left", num(s.left)), ("budget_spent", num(s.spent))] }
+        if let f = q.fits { pairs.append(("fits", .bool(f))) }
+        return .object(pairs)
     }
 
     /// A query's warnings: its noisy count (a count's value, a mean's denominator, summed over

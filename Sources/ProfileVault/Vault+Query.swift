@@ -12,13 +12,23 @@ extension Vault {
     public struct QueryRequest: Sendable {
         public var kind: QueryKind
         public var purpose: String
-        public var epsilon: Double
+        /// The epsilon to spend; nil with `accuracy` (exactly one of the two).
+        public var epsilon: Double?
         public var attribute: String?
         public var events: String?
         public var whereClause: String?
         public var groupBy: String?
         public var maxContributions: Int
-        public init(kind: QueryKind, purpose: String, epsilon: Double, attribute: String? = nil, events: String? = nil,
+        /// `--accuracy A`: spend the smallest epsilon whose interval half-width at `confidence` is
+        /// at most A (measure units); instead of `epsilon`.
+        public var accuracy: Double? = nil
+        /// `--confidence C` (default 0.95): the level of `accuracy` and of the result's `interval`.
+        public var confidence: Double? = nil
+        /// `--bounds LO,HI`: clamp each value to these public bounds (inside the schema's).
+        public var bounds: (lower: Double, upper: Double)? = nil
+        /// `--dry-run`: quote (`quoteQuery`), charge nothing.
+        public var dryRun = false
+        public init(kind: QueryKind, purpose: String, epsilon: Double?, attribute: String? = nil, events: String? = nil,
                     whereClause: String? = nil, groupBy: String? = nil, maxContributions: Int = Vault.defaultMaxContributions) {
             self.kind = kind
             self.purpose = purpose
@@ -37,85 +47,213 @@ extension Vault {
         try WhereParser.parse(text, schema: schema)
     }
 
-    /// Runs a DP query: gate (role, purpose, categories), budget check-and-spend with its audit
-    /// entry, exact sums in SQL over consenting subjects, noise.
-    public func query(_ q: QueryRequest) throws -> QueryResult {
-        try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
-            let p = try purpose(q.purpose)
-            guard let budget = p.dpBudget else {
-                throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in the policy: it may not run DP queries")
-            }
-            guard let eps = Epsilon(q.epsilon) else {
+    /// The epsilon a mean asked for by accuracy spends first on its noisy count (docs/differential-privacy.md).
+    public static let meanAccuracyCountEpsilon = 0.05
+
+    /// A query checked against schema, policy and the DP layer's parameters, not yet charged.
+    struct PreparedQuery {
+        var dpq: DPQuery
+        var purpose: Purpose
+        var limit: Double
+        var deltaLimit: Double
+        var periodSeconds: Int
+        var fields: [String]
+        var detail: String?
+        var bounds: (lower: Double, upper: Double)?
+    }
+
+    /// Everything a query needs, checked before anything is charged or read: role and purpose
+    /// (by the caller), numbers (epsilon xor accuracy, confidence, bounds, cap), fields, plan.
+    func prepareQuery(_ q: QueryRequest) throws -> PreparedQuery {
+        let p = try purpose(q.purpose)
+        guard let budget = p.dpBudget else {
+            throw VaultError(.denied, "purpose \(q.purpose) has no dp_budget in the policy: it may not run DP queries")
+        }
+        switch (q.epsilon, q.accuracy) {
+        case (nil, nil): throw VaultError(.usage, "query: give --epsilon or --accuracy")
+        case (.some, .some): throw VaultError(.usage, "query: give --epsilon or --accuracy, not both")
+        default: break
+        }
+        var eps = Epsilon(1)!   // replaced below when the query is asked for by accuracy
+        if let e = q.epsilon {
+            guard let checked = Epsilon(e) else {
                 throw VaultError(.usage, "--epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000")
             }
-            guard q.maxContributions >= 1 && q.maxContributions <= 10_000 else {
-                throw VaultError(.usage, "--max-contributions must be between 1 and 10000")
+            eps = checked
+        }
+        if let a = q.accuracy, !(a.isFinite && a > 0) {
+            throw VaultError(.usage, "--accuracy: must be a positive number (in the measure's units)")
+        }
+        let confidence = q.confidence ?? 0.95
+        guard confidence >= 0.5, confidence <= 0.999999 else {
+            throw VaultError(.usage, "--confidence: must be a number from 0.5 to 0.999999")
+        }
+        guard q.maxContributions >= 1 && q.maxContributions <= 10_000 else {
+            throw VaultError(.usage, "--max-contributions must be between 1 and 10000")
+        }
+        if let b = q.bounds {
+            guard b.lower.isFinite, b.upper.isFinite, b.lower <= b.upper else {
+                throw VaultError(.usage, "--bounds: need two finite numbers LO,HI with LO <= HI")
             }
-            func readableAttribute(_ name: String, role: String) throws -> FieldSpec {
-                guard let f = schema.field(named: name) else {
-                    throw VaultError(.usage, "\(role) \(name): not a field of the schema", detail: "\(role): not a field of the schema")
-                }
-                if f.pii { throw VaultError(.denied, "\(role) \(name): PII fields are never aggregated") }
-                guard p.mayReadAttribute(f) else {
-                    throw VaultError(.denied, "purpose \(q.purpose) may not read \(name) (category \(f.category))")
-                }
-                return f
+            guard q.kind == .sum || q.kind == .mean else {
+                throw VaultError(.usage, "--bounds: only sum and mean clamp values (a count clamps nothing)")
             }
-            var fields: [String] = []
-            let predicates = try q.whereClause.map { try Vault.parseWhere($0, schema: schema) } ?? []
-            for pr in predicates { _ = try readableAttribute(pr.attribute, role: "--where"); fields.append(pr.attribute) }
+        }
+        func readableAttribute(_ name: String, role: String) throws -> FieldSpec {
+            guard let f = schema.field(named: name) else {
+                throw VaultError(.usage, "\(role) \(name): not a field of the schema", detail: "\(role): not a field of the schema")
+            }
+            if f.pii { throw VaultError(.denied, "\(role) \(name): PII fields are never aggregated") }
+            guard p.mayReadAttribute(f) else {
+                throw VaultError(.denied, "purpose \(q.purpose) may not read \(name) (category \(f.category))")
+            }
+            return f
+        }
+        /// The query's bounds inside the schema's (65 naming the field), or the schema's.
+        func clampBounds(_ schemaBounds: ClosedRange<Double>, field: String) throws -> (Double, Double) {
+            guard let b = q.bounds else { return (schemaBounds.lowerBound, schemaBounds.upperBound) }
+            guard b.lower >= schemaBounds.lowerBound, b.upper <= schemaBounds.upperBound else {
+                throw VaultError(.invalidInput, "--bounds: must lie inside the schema bounds of \(field) [\(Self.number(schemaBounds.lowerBound)), \(Self.number(schemaBounds.upperBound))]",
+                                 detail: "--bounds: outside the schema bounds of \(field)")
+            }
+            return (b.lower, b.upper)
+        }
+        func isInteger(_ x: Double) -> Bool { x == x.rounded() }
+        var fields: [String] = []
+        let predicates = try q.whereClause.map { try Vault.parseWhere($0, schema: schema) } ?? []
+        for pr in predicates { _ = try readableAttribute(pr.attribute, role: "--where"); fields.append(pr.attribute) }
 
-            var groupBy: (attribute: String, domain: [String])?
-            if let g = q.groupBy ?? (q.kind == .histogram ? q.attribute : nil) {
-                let f = try readableAttribute(g, role: q.groupBy != nil ? "--group-by" : "--attribute")
-                guard f.type == .category, let domain = f.domain else {
-                    throw VaultError(.usage, "\(g) is not a categorical attribute: histograms and --group-by need a declared domain")
-                }
-                groupBy = (g, domain)
-                fields.append(g)
+        var groupBy: (attribute: String, domain: [String])?
+        if let g = q.groupBy ?? (q.kind == .histogram ? q.attribute : nil) {
+            let f = try readableAttribute(g, role: q.groupBy != nil ? "--group-by" : "--attribute")
+            guard f.type == .category, let domain = f.domain else {
+                throw VaultError(.usage, "\(g) is not a categorical attribute: histograms and --group-by need a declared domain")
             }
-            if q.kind == .histogram && q.attribute == nil {
-                throw VaultError(.usage, "query histogram needs --attribute (a categorical attribute)")
+            groupBy = (g, domain)
+            fields.append(g)
+        }
+        if q.kind == .histogram && q.attribute == nil {
+            throw VaultError(.usage, "query histogram needs --attribute (a categorical attribute)")
+        }
+        var measure = Measure.subjects
+        var usedBounds: (lower: Double, upper: Double)?
+        if let kind = q.events {
+            guard let e = schema.eventKind(named: kind) else {
+                throw VaultError(.usage, "--events \(kind): not an event kind of the schema", detail: "--events: not an event kind of the schema")
             }
-            var measure = Measure.subjects
-            if let kind = q.events {
-                guard let e = schema.eventKind(named: kind) else {
-                    throw VaultError(.usage, "--events \(kind): not an event kind of the schema", detail: "--events: not an event kind of the schema")
-                }
-                guard p.mayReadEvents(e) else { throw VaultError(.denied, "purpose \(q.purpose) may not read \(kind) events (category \(e.category))") }
-                measure = .events(kind: kind, lower: e.value.bounds.lowerBound, upper: e.value.bounds.upperBound,
-                                  integral: e.value.type == .int, maxContributions: q.maxContributions)
-                fields.append("events.\(kind)")
-            } else if q.kind == .sum || q.kind == .mean {
-                guard let a = q.attribute else { throw VaultError(.usage, "query \(q.kind.rawValue) needs --attribute or --events") }
-                let f = try readableAttribute(a, role: "--attribute")
-                guard let b = f.numericBounds, [.int, .float, .bool].contains(f.type) else {
-                    throw VaultError(.usage, "--attribute \(a): not a numeric attribute with bounds")
-                }
-                measure = .attribute(name: a, lower: b.lowerBound, upper: b.upperBound, integral: f.type != .float)
-                fields.append(a)
-            } else if let a = q.attribute, q.kind == .count {
-                _ = try readableAttribute(a, role: "--attribute")   // count counts subjects; the attribute only has to be readable
+            guard p.mayReadEvents(e) else { throw VaultError(.denied, "purpose \(q.purpose) may not read \(kind) events (category \(e.category))") }
+            let (lo, hi) = try clampBounds(e.value.bounds, field: "events.\(kind)")
+            measure = .events(kind: kind, lower: lo, upper: hi,
+                              integral: e.value.type == .int && isInteger(lo) && isInteger(hi), maxContributions: q.maxContributions)
+            if q.kind == .sum || q.kind == .mean { usedBounds = (lo, hi) }
+            fields.append("events.\(kind)")
+        } else if q.kind == .sum || q.kind == .mean {
+            guard let a = q.attribute else { throw VaultError(.usage, "query \(q.kind.rawValue) needs --attribute or --events") }
+            let f = try readableAttribute(a, role: "--attribute")
+            guard let b = f.numericBounds, [.int, .float, .bool].contains(f.type) else {
+                throw VaultError(.usage, "--attribute \(a): not a numeric attribute with bounds")
             }
-            var dpq = DPQuery(kind: q.kind, measure: measure, consentPurpose: p.legalBasis == .consent ? p.name : nil,
-                              predicates: predicates, groupBy: groupBy, epsilon: eps)
-            dpq.objectionPurpose = Self.objectionPurpose(p)
-            // Everything the release needs is checked before the budget is charged.
-            do {
-                _ = try QueryEngine.plan(dpq)
-            } catch let e as DPParameterError {
-                throw VaultError(.usage, Self.queryParameterMessage(e, measure: measure))
+            let (lo, hi) = try clampBounds(b, field: a)
+            measure = .attribute(name: a, lower: lo, upper: hi, integral: f.type != .float && isInteger(lo) && isInteger(hi))
+            usedBounds = (lo, hi)
+            fields.append(a)
+        } else if let a = q.attribute, q.kind == .count {
+            _ = try readableAttribute(a, role: "--attribute")   // count counts subjects; the attribute only has to be readable
+        }
+        var dpq = DPQuery(kind: q.kind, measure: measure, consentPurpose: p.legalBasis == .consent ? p.name : nil,
+                          predicates: predicates, groupBy: groupBy, epsilon: eps)
+        dpq.objectionPurpose = Self.objectionPurpose(p)
+        dpq.confidence = confidence
+        // Everything the release needs is checked before the budget is charged.
+        do {
+            _ = try QueryEngine.plan(dpq)
+            if let a = q.accuracy, q.kind != .mean {
+                dpq.epsilon = try QueryEngine.epsilon(forAccuracy: a, dpq)
             }
-            // The entry names each condition's attribute and operator, never its value (a
-            // `where` may hold anything a caller typed).
-            let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: fields,
-                                        detail: predicates.isEmpty ? nil : Self.whereDetail(predicates))
+        } catch let e as DPParameterError {
+            if e.field == "accuracy" { throw VaultError(.usage, "--accuracy: \(e.reason)") }
+            throw VaultError(.usage, Self.queryParameterMessage(e, measure: measure))
+        }
+        // The entry names each condition's attribute and operator, never its value (a
+        // `where` may hold anything a caller typed); the bounds, accuracy and confidence are
+        // public parameters of the release.
+        var details: [String] = []
+        if !predicates.isEmpty { details.append(Self.whereDetail(predicates)) }
+        if let b = q.bounds { details.append("bounds [\(Self.number(b.lower)), \(Self.number(b.upper))]") }
+        if let a = q.accuracy { details.append("accuracy \(Self.number(a)) at confidence \(Self.number(confidence))") }
+        else if q.confidence != nil { details.append("confidence \(Self.number(confidence))") }
+        return PreparedQuery(dpq: dpq, purpose: p, limit: budget.epsilon, deltaLimit: budget.delta, periodSeconds: budget.periodSeconds,
+                             fields: fields, detail: details.isEmpty ? nil : details.joined(separator: "; "), bounds: usedBounds)
+    }
+
+    /// A number as the messages and audit details print it (`%g`-like, shortest exact form).
+    static func number(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : "\(x)" }
+
+    /// Runs a DP query: gate (role, purpose, categories), budget check-and-spend with its audit
+    /// entry, exact sums in SQL over consenting subjects, noise. A request with `dryRun` is
+    /// refused here (usage): it is `quoteQuery`'s.
+    public func query(_ q: QueryRequest) throws -> QueryResult {
+        try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
+            guard !q.dryRun else { throw VaultError(.usage, "query: a dry run is a quote (quoteQuery); nothing was run") }
+            let prepared = try prepareQuery(q)
+            let dpq = prepared.dpq, p = prepared.purpose
+            let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields, detail: prepared.detail)
             let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
+            var result: QueryResult
             do {
-                return try engine.run(dpq, purpose: p.name, limit: budget.epsilon, periodSeconds: budget.periodSeconds)
+                if let a = q.accuracy, q.kind == .mean {
+                    guard let first = Epsilon(Self.meanAccuracyCountEpsilon) else { throw VaultError(.internalFailure, "mean accuracy epsilon") }
+                    let firstRecord = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
+                                                     detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
+                    var rng = CSPRNGWords()
+                    result = try engine.runMean(forAccuracy: a, dpq, first: first,
+                                                firstAccountant: store.budgetAccountant(audit: firstRecord, policy: policyDigest),
+                                                purpose: p.name, limit: prepared.limit, periodSeconds: prepared.periodSeconds, using: &rng)
+                } else {
+                    result = try engine.run(dpq, purpose: p.name, limit: prepared.limit, periodSeconds: prepared.periodSeconds)
+                    result.accuracy = q.accuracy
+                }
             } catch let e as BudgetExceeded {
+                if q.accuracy != nil && q.kind == .mean {
+                    throw VaultError(.denied, "budget exceeded: the first count release of an accuracy-first mean needs epsilon \(Self.meanAccuracyCountEpsilon); \(e.description); nothing was charged")
+                }
+                if let a = q.accuracy {
+                    throw VaultError(.denied, "budget exceeded: --accuracy \(Self.number(a)) at confidence \(Self.number(dpq.confidence)) needs epsilon \(dpq.epsilon.chargedValue); \(e.description); nothing was charged")
+                }
                 throw VaultError(.denied, "budget exceeded: \(e.description)")
+            } catch let e as MeanAccuracyRefused {
+                if let b = e.budget { throw VaultError(.denied, "budget exceeded: \(e.reason); \(b.description)") }
+                throw VaultError(.invalidInput, "--accuracy: \(e.reason)")
             }
+            result.clampBounds = prepared.bounds
+            result.boundsFromQuery = q.bounds != nil
+            if case .subjects = dpq.measure, q.kind == .count || q.kind == .histogram { result.clampedShare = 0 }
+            return result
+        }
+    }
+
+    /// `--dry-run`: what the query would charge (epsilon, delta 0), its noise scale and interval
+    /// half-width, and whether it fits the budget left. Checks everything `query` checks, reads
+    /// no data, charges nothing, and is audited as a quote (`query.KIND.quote`).
+    public func quoteQuery(_ q: QueryRequest) throws -> QueryQuote {
+        try audited("query.\(q.kind.rawValue).quote", .read, permission: "query", purpose: q.purpose) { context in
+            let prepared = try prepareQuery(q)
+            if q.accuracy != nil && q.kind == .mean {
+                throw VaultError(.usage, "--dry-run: a mean asked for by --accuracy needs a noisy count first (epsilon \(Self.meanAccuracyCountEpsilon)); quote it with --epsilon instead")
+            }
+            var quote: QueryQuote
+            do {
+                quote = try QueryEngine.quote(prepared.dpq)
+            } catch let e as DPParameterError {
+                throw VaultError(.usage, Self.queryParameterMessage(e, measure: prepared.dpq.measure))
+            }
+            quote.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
+                                                 periodSeconds: prepared.periodSeconds)
+            quote.clampBounds = prepared.bounds
+            quote.accuracy = q.accuracy
+            try store.audit([context.record("query.\(q.kind.rawValue).quote", .read, purpose: q.purpose, fields: prepared.fields,
+                                            detail: ([prepared.detail, "epsilon \(quote.epsilon) quoted, nothing charged"].compactMap { $0 }).joined(separator: "; "))])
+            return quote
         }
     }
 

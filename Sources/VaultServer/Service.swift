@@ -346,8 +346,15 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
 
     router.post("/v1/queries") { request, context -> Response in
         let v = try await service.vault(context, permission: "query", action: "query")
-        let q = try queryRequest(try await service.jsonBody(request))
-        return json(try await redacting(whereValues(q.whereClause)) { try await blocking { JSONForms.query(try v.query(q)) } })
+        let body = try await service.jsonBody(request)
+        if case .string("quantile")? = body["kind"] {
+            let r = try quantileRequest(body)
+            return json(try await redacting(whereValues(r.whereClause)) { try await blocking { JSONForms.quantile(try v.quantile(r)) } })
+        }
+        let q = try queryRequest(body)
+        return json(try await redacting(whereValues(q.whereClause)) {
+            try await blocking { q.dryRun ? JSONForms.queryQuote(try v.quoteQuery(q)) : JSONForms.query(try v.query(q)) }
+        })
     }
 
     router.get("/v1/budget") { _, context -> Response in
@@ -841,17 +848,41 @@ struct BodyFields {
     }
 }
 
-/// `POST /v1/queries`: `{"kind","purpose","epsilon","attribute","events","where","group_by","max_contributions"}`.
+/// `POST /v1/queries`: `{"kind","purpose","epsilon","attribute","events","where","group_by","max_contributions",
+/// "accuracy","confidence","bounds","dry_run"}` (`epsilon` or `accuracy`, one of them).
 /// `where` is the CLI's `--where` text (`country=DE,age>=30`) or an array of its conditions.
 func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
-    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "events", "where", "group_by", "max_contributions"])
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "events", "where", "group_by", "max_contributions",
+                                           "accuracy", "confidence", "bounds", "dry_run"])
     let kindText = try f.string("kind", required: true)!
     guard let kind = QueryKind(rawValue: kindText) else {
         throw APIError.badRequest("kind: expected one of \(QueryKind.allCases.map(\.rawValue).joined(separator: ", "))")
     }
     let purpose = try f.string("purpose", required: true)!
-    guard let epsilon = try f.number("epsilon") else { throw APIError.badRequest("epsilon: required (a positive number)") }
-    guard epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: must be a positive number") }
+    let epsilon = try f.number("epsilon")
+    let accuracy = try f.number("accuracy")
+    switch (epsilon, accuracy) {
+    case (nil, nil): throw APIError.badRequest("epsilon: required (a positive number), or accuracy")
+    case (.some, .some): throw APIError.badRequest("epsilon, accuracy: give one, not both")
+    default: break
+    }
+    if let epsilon { guard epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: must be a positive number") } }
+    if let accuracy { guard accuracy.isFinite, accuracy > 0 else { throw APIError.badRequest("accuracy: must be a positive number") } }
+    let confidence = try f.number("confidence")
+    if let confidence { guard confidence >= 0.5, confidence <= 0.999999 else { throw APIError.badRequest("confidence: a number from 0.5 to 0.999999") } }
+    var bounds: (lower: Double, upper: Double)?
+    switch f.pairs["bounds"] {
+    case nil, .null?: bounds = nil
+    case .array(let items)? where items.count == 2:
+        func value(_ v: JSONValue) -> Double? {
+            switch v { case .int(let i): return Double(i); case .double(let d): return d; default: return nil }
+        }
+        guard let lo = value(items[0]), let hi = value(items[1]), lo.isFinite, hi.isFinite, lo <= hi else {
+            throw APIError.badRequest("bounds: expected [LO, HI], two finite numbers with LO <= HI")
+        }
+        bounds = (lo, hi)
+    default: throw APIError.badRequest("bounds: expected [LO, HI], two finite numbers with LO <= HI")
+    }
     let attribute = try f.string("attribute", required: false)
     let events = try f.string("events", required: false)
     if attribute != nil && events != nil { throw APIError.badRequest("attribute, events: give one, not both") }
@@ -875,9 +906,47 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
         guard m == m.rounded(), m >= 1, m <= 10_000 else { throw APIError.badRequest("max_contributions: an integer between 1 and 10000") }
         maxContributions = Int(m)
     }
-    return Vault.QueryRequest(kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
-                              whereClause: whereClause, groupBy: try f.string("group_by", required: false),
-                              maxContributions: maxContributions)
+    var q = Vault.QueryRequest(kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
+                               whereClause: whereClause, groupBy: try f.string("group_by", required: false),
+                               maxContributions: maxContributions)
+    q.accuracy = accuracy
+    q.confidence = confidence
+    q.bounds = bounds
+    q.dryRun = try f.bool("dry_run") ?? false
+    return q
+}
+
+/// `POST /v1/queries` with `"kind": "quantile"`: `{"kind","purpose","epsilon","attribute","q","where",
+/// "group_by","bounds","dry_run"}`; `q` a number or an array of numbers from 0 to 1.
+func quantileRequest(_ body: JSONValue) throws -> Vault.QuantileRequest {
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "q", "where", "group_by", "bounds", "dry_run"])
+    let purpose = try f.string("purpose", required: true)!
+    guard let epsilon = try f.number("epsilon"), epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: required (a positive number)") }
+    guard let attribute = try f.string("attribute", required: true) else { throw APIError.badRequest("attribute: required") }
+    func number(_ v: JSONValue) -> Double? {
+        switch v { case .int(let i): return Double(i); case .double(let d): return d; default: return nil }
+    }
+    var qs: [Double] = []
+    switch f.pairs["q"] {
+    case .array(let items)?:
+        for (i, item) in items.enumerated() {
+            guard let x = number(item), x.isFinite, x >= 0, x <= 1 else { throw APIError.badRequest("q[\(i)]: a number from 0 to 1") }
+            qs.append(x)
+        }
+    case let v?:
+        guard let x = number(v), x.isFinite, x >= 0, x <= 1 else { throw APIError.badRequest("q: a number from 0 to 1, or an array of them") }
+        qs = [x]
+    case nil: throw APIError.badRequest("q: required (a number from 0 to 1, or an array of them)")
+    }
+    guard !qs.isEmpty, qs.count <= Vault.maxQuantiles else { throw APIError.badRequest("q: 1 to \(Vault.maxQuantiles) quantiles") }
+    // where and bounds as for the other kinds (one parser).
+    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(epsilon))]
+    for k in ["where", "bounds"] { if let v = f.pairs[k] { probe.append((k, v)) } }
+    let parsed = try queryRequest(.object(probe))
+    var r = Vault.QuantileRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, quantiles: qs, whereClause: parsed.whereClause,
+                                  groupBy: try f.string("group_by", required: false), bounds: parsed.bounds)
+    r.dryRun = try f.bool("dry_run") ?? false
+    return r
 }
 
 /// `POST /v1/jobs`: the JSON form of a job file. Keys that name files on the server

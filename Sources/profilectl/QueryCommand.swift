@@ -8,36 +8,73 @@ import VaultValues
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Differentially private queries (role trainer): Laplace-noised aggregates under the purpose's budget.",
-        subcommands: [Count.self, Sum.self, Mean.self, Histogram.self])
+        subcommands: [Count.self, Sum.self, Mean.self, Histogram.self, Quantile.self])
 
     struct Options: ParsableArguments {
         @OptionGroup var options: GlobalOptions
         @Option(help: "The purpose (must have a dp_budget in policy.yaml).") var purpose: String
-        @Option(help: "Privacy budget this query spends (> 0).") var epsilon: Double
+        @Option(help: "Privacy budget this query spends (> 0); or give --accuracy.") var epsilon: Double?
         @Option(help: "The attribute to aggregate (sum, mean) or to histogram.") var attribute: String?
         @Option(help: "Aggregate the values of this event kind instead of an attribute.") var events: String?
         @Option(name: .customLong("where"), help: "Conditions joined by AND: country=DE,age>=30,age<50.") var whereClause: String?
         @Option(name: .customLong("group-by"), help: "A categorical attribute: one noisy answer per value of its domain.") var groupBy: String?
         @Option(name: .customLong("max-contributions"), help: "At most this many events per subject count (default 10).") var maxContributions = Vault.defaultMaxContributions
+        @Option(help: "Spend the smallest epsilon whose interval half-width (at --confidence) is at most this, in the measure's units (instead of --epsilon).") var accuracy: Double?
+        @Option(help: "Confidence level of --accuracy and of the reported interval (default 0.95).") var confidence: Double?
+        @Option(help: "LO,HI: clamp each value to these bounds (inside the schema's; sum and mean).") var bounds: String?
+        @Flag(name: .customLong("dry-run"), help: "Print the epsilon, noise scale and interval the query would have; charge nothing.") var dryRun = false
 
         func validate() throws {
-            guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") }
+            switch (epsilon, accuracy) {
+            case (nil, nil): throw ValidationError("give --epsilon or --accuracy")
+            case (.some, .some): throw ValidationError("give --epsilon or --accuracy, not both")
+            default: break
+            }
+            if let epsilon { guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") } }
+            if let accuracy { guard accuracy.isFinite, accuracy > 0 else { throw ValidationError("--accuracy must be a positive number, not \(accuracy)") } }
+            if bounds != nil { _ = try parsedBounds() }
             guard maxContributions >= 1 else { throw ValidationError("--max-contributions must be at least 1") }
             if attribute != nil && events != nil { throw ValidationError("give --attribute or --events, not both") }
         }
 
+        /// `--bounds LO,HI` as two numbers (a usage error otherwise).
+        func parsedBounds() throws -> (lower: Double, upper: Double)? {
+            guard let bounds else { return nil }
+            let parts = bounds.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, let lo = Double(parts[0]), let hi = Double(parts[1]), lo.isFinite, hi.isFinite, lo <= hi else {
+                throw ValidationError("--bounds: expected LO,HI, two finite numbers with LO <= HI")
+            }
+            return (lo, hi)
+        }
+
         func run(_ kind: QueryKind) throws {
-            let r = try options.openVault().query(Vault.QueryRequest(
+            var request = Vault.QueryRequest(
                 kind: kind, purpose: purpose, epsilon: epsilon, attribute: attribute, events: events,
-                whereClause: whereClause, groupBy: groupBy, maxContributions: maxContributions))
+                whereClause: whereClause, groupBy: groupBy, maxContributions: maxContributions)
+            request.accuracy = accuracy
+            request.confidence = confidence
+            request.bounds = try parsedBounds()
+            request.dryRun = dryRun
+            if dryRun {
+                let quote = try options.openVault().quoteQuery(request)
+                let interval = quote.halfWidth.map { String(format: "interval +/- %.4g", $0) }
+                    ?? quote.meanHalfWidthTimesCount.map { String(format: "interval +/- %.4g / n for n counted values", $0) } ?? ""
+                options.emit(JSONForms.queryQuote(quote),
+                             text: String(format: "dry run: %@ would charge epsilon %g (delta 0), scale %.4g, %@ at %g%% confidence; budget left %.4g%@; nothing charged",
+                                          kind.rawValue, quote.epsilon, quote.scale, interval, quote.confidence * 100, quote.budget?.left ?? 0,
+                                          quote.fits == false ? " (does not fit)" : ""))
+                return
+            }
+            let r = try options.openVault().query(request)
             for w in JSONForms.queryWarnings(r) { warn(w) }
             if let v = r.value {
+                let i = v.interval ?? v.ci95
                 options.emit(JSONForms.query(r),
-                             text: String(format: "%@ = %.4f   95%% interval [%.4f, %.4f]   epsilon %g, scale %.4g, budget left %.4g",
-                                          kind.rawValue, v.value, v.ci95.0, v.ci95.1, r.epsilon, r.scale, r.budget.left))
+                             text: String(format: "%@ = %.4f   %g%% interval [%.4f, %.4f]   epsilon %g, scale %.4g, budget left %.4g",
+                                          kind.rawValue, v.value, r.confidence * 100, i.0, i.1, r.epsilon, r.scale, r.budget.left))
             } else {
                 options.emit(JSONForms.query(r),
-                             text: r.groups.map { String(format: "%@: %.4f [%.4f, %.4f]", $0.key, $0.value.value, $0.value.ci95.0, $0.value.ci95.1) }.joined(separator: "\n")
+                             text: r.groups.map { String(format: "%@: %.4f [%.4f, %.4f]", $0.key, $0.value.value, ($0.value.interval ?? $0.value.ci95).0, ($0.value.interval ?? $0.value.ci95).1) }.joined(separator: "\n")
                                 + String(format: "\nepsilon %g, scale %.4g, budget left %.4g", r.epsilon, r.scale, r.budget.left))
             }
         }

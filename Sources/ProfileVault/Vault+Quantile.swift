@@ -1,0 +1,152 @@
+import Foundation
+public import DifferentialPrivacy
+public import VaultStore
+import VaultValues
+
+/// `query quantile` (issue 23): quantiles of a numeric attribute by the exponential mechanism
+/// over its bounded domain (`QuantileMechanism`; proof in docs/differential-privacy.md).
+extension Vault {
+    public struct QuantileRequest: Sendable {
+        public var purpose: String
+        public var epsilon: Double
+        public var attribute: String
+        /// The quantiles, each in [0, 1] (at most 20); the epsilon is split evenly among them.
+        public var quantiles: [Double]
+        public var whereClause: String?
+        public var groupBy: String?
+        /// `--bounds LO,HI` (LO < HI, inside the schema's): the domain the values are clamped to.
+        public var bounds: (lower: Double, upper: Double)?
+        /// `--dry-run`: quote, charge nothing, read nothing.
+        public var dryRun = false
+        public init(purpose: String, epsilon: Double, attribute: String, quantiles: [Double], whereClause: String? = nil,
+                    groupBy: String? = nil, bounds: (lower: Double, upper: Double)? = nil) {
+            self.purpose = purpose
+            self.epsilon = epsilon
+            self.attribute = attribute
+            self.quantiles = quantiles
+            self.whereClause = whereClause
+            self.groupBy = groupBy
+            self.bounds = bounds
+        }
+    }
+
+    public struct QuantileResult: Sendable {
+        public var quantiles: [Double]
+        /// Per group key ("" when ungrouped), one released value per quantile; empty for a dry run.
+        public var values: [(key: String, values: [Double])]
+        public var grouped: Bool
+        /// The epsilon charged (or quoted) and each quantile's share.
+        public var epsilon: Double
+        public var epsilonPerQuantile: Double
+        public var bins: Int
+        public var binWidth: Double
+        public var bounds: (lower: Double, upper: Double)
+        public var boundsFromQuery: Bool
+        /// The 95% bound on the released cell's rank error (`QuantileMechanism.rankError`), in values.
+        public var rankError95: Double
+        public var budget: BudgetState
+        public var dryRun: Bool
+    }
+
+    /// Most quantiles one query may ask for.
+    public static let maxQuantiles = 20
+
+    /// Releases the quantiles (or quotes them with `dryRun`): every check of a sum of the
+    /// attribute (purpose, role, fields, where, group-by, epsilon, bounds) and the quantiles' own
+    /// (each in [0, 1], at most 20, epsilon / k at least 2^-20, LO < HI) before anything is
+    /// charged; then one charge of epsilon, per group one exact cell histogram, and one draw of
+    /// the exponential mechanism per quantile with epsilon / k. Audited as `query.quantile`
+    /// (a dry run as `query.quantile.quote`).
+    public func quantile(_ r: QuantileRequest) throws -> QuantileResult {
+        let action = r.dryRun ? "query.quantile.quote" : "query.quantile"
+        return try audited(action, .read, permission: "query", purpose: r.purpose) { context in
+            guard !r.quantiles.isEmpty, r.quantiles.count <= Self.maxQuantiles else {
+                throw VaultError(.usage, "--q: give 1 to \(Self.maxQuantiles) quantiles, each from 0 to 1")
+            }
+            var qUnits: [UInt64] = []
+            for q in r.quantiles {
+                guard let u = try? QuantileMechanism.units(q: q) else { throw VaultError(.usage, "--q: each quantile must be a number from 0 to 1") }
+                qUnits.append(u)
+            }
+            var carrier = QueryRequest(kind: .sum, purpose: r.purpose, epsilon: r.epsilon, attribute: r.attribute, whereClause: r.whereClause, groupBy: r.groupBy)
+            carrier.bounds = r.bounds
+            let prepared = try prepareQuery(carrier)
+            guard case let .attribute(name, lo, hi, integral) = prepared.dpq.measure else {
+                throw VaultError(.usage, "query quantile needs --attribute (a numeric attribute)")
+            }
+            guard lo < hi else { throw VaultError(.usage, "--bounds: a quantile needs LO < HI") }
+            guard let share = prepared.dpq.epsilon.split(r.quantiles.count) else {
+                throw VaultError(.usage, "--epsilon: each of the \(r.quantiles.count) quantiles gets epsilon / \(r.quantiles.count), which must be at least 2^-20")
+            }
+            let bins = QuantileMechanism.bins(lower: lo, upper: hi, integral: integral)
+            let oneCellPerInteger = integral && Double(bins) == hi - lo + 1
+            let detail = ([prepared.detail, "q " + r.quantiles.map { Self.number($0) }.joined(separator: ", ")].compactMap { $0 }).joined(separator: "; ")
+            var result = QuantileResult(quantiles: r.quantiles, values: [], grouped: r.groupBy != nil, epsilon: prepared.dpq.epsilon.chargedValue,
+                                        epsilonPerQuantile: share.noiseValue, bins: bins,
+                                        binWidth: oneCellPerInteger ? 1 : (hi - lo) / Double(bins), bounds: (lo, hi), boundsFromQuery: r.bounds != nil,
+                                        rankError95: QuantileMechanism.rankError(epsilon: share, bins: bins),
+                                        budget: BudgetState(purpose: r.purpose, limit: prepared.limit, spent: 0, periodStart: 0), dryRun: r.dryRun)
+            if r.dryRun {
+                result.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
+                                                      periodSeconds: prepared.periodSeconds)
+                try store.audit([context.record(action, .read, purpose: r.purpose, fields: prepared.fields,
+                                                detail: detail + "; epsilon \(result.epsilon) quoted, nothing charged")])
+                return result
+            }
+            let record = context.record(action, .read, purpose: r.purpose, fields: prepared.fields, detail: detail)
+            let accountant = store.budgetAccountant(audit: record, policy: policyDigest)
+            do {
+                result.budget = try accountant.spend(purpose: prepared.purpose.name, epsilon: prepared.dpq.epsilon, limit: prepared.limit,
+                                                     periodSeconds: prepared.periodSeconds)
+            } catch let e as BudgetExceeded {
+                throw VaultError(.denied, "budget exceeded: \(e.description)")
+            }
+            let source = store.aggregateSource
+            let feature = ScaledFeature(name: name, lower: lo, upper: hi)
+            var rng = CSPRNGWords()
+            for key in prepared.dpq.groupBy?.domain ?? [""] {
+                var predicates = prepared.dpq.predicates
+                if let g = prepared.dpq.groupBy { predicates.append(WhereCondition(attribute: g.attribute, op: .eq, value: .text(key))) }
+                var request = AggregateRequest(consentPurpose: prepared.dpq.consentPurpose, predicates: predicates, grouping: .cell(features: [feature], bins: bins),
+                                               coordinates: [.subjects])
+                request.objectionPurpose = prepared.dpq.objectionPurpose
+                let sums = try source.boundedSums(request)
+                let counts = (0..<bins).map { sums[String($0)]?.first ?? 0 }
+                var values: [Double] = []
+                for u in qUnits {
+                    let j = try QuantileMechanism.sample(counts: counts, qUnits: u, epsilon: share, using: &rng)
+                    values.append(QuantileMechanism.value(bin: j, bins: bins, lower: lo, upper: hi, integral: integral))
+                }
+                result.values.append((key, values))
+            }
+            return result
+        }
+    }
+}
+
+extension JSONForms {
+    /// `query quantile --json` and `POST /v1/queries` with `"kind": "quantile"`.
+    public static func quantile(_ r: Vault.QuantileResult) -> JSONValue {
+        func list(_ values: [Double]) -> JSONValue {
+            .array(zip(r.quantiles, values).map { .object([("q", .double($0.0)), ("value", num($0.1))]) })
+        }
+        var pairs: [(String, JSONValue)] = []
+        if r.dryRun {
+            pairs.append(("dry_run", .bool(true)))
+        } else if r.grouped {
+            pairs.append(("groups", .object(r.values.map { ($0.key, list($0.values)) })))
+        } else {
+            pairs.append(("quantiles", list(r.values.first?.values ?? [])))
+        }
+        pairs += [
+            ("epsilon", .double(r.epsilon)), ("delta", .double(0)), ("epsilon_per_quantile", .double(r.epsilonPerQuantile)),
+            ("mechanism", .string("exponential mechanism over a bounded domain, user-level")),
+            ("bins", .int(Int64(r.bins))), ("bin_width", num(r.binWidth)),
+            ("bounds", .array([num(r.bounds.lower), num(r.bounds.upper)])), ("bounds_source", .string(r.boundsFromQuery ? "query" : "schema")),
+            ("rank_error_95", num(r.rankError95)),
+            ("budget_left", num(r.budget.left)), ("budget_spent", num(r.budget.spent)),
+            ("cached", .bool(false)), ("clamped_share", .string("not measured")), ("warnings", .array([])),
+        ]
+        return .object(pairs)
+    }
+}

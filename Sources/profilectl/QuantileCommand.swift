@@ -1,0 +1,65 @@
+import ArgumentParser
+import DifferentialPrivacy
+import Foundation
+import ProfileVault
+
+extension Query {
+    /// `query quantile --attribute A --q 0.5[,0.9] --epsilon E` (issue 23).
+    struct Quantile: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Private quantiles of a numeric attribute (exponential mechanism over its bounds; epsilon split over the quantiles).")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The purpose (must have a dp_budget in policy.yaml).") var purpose: String
+        @Option(help: "Privacy budget this query spends (> 0), split evenly over the quantiles.") var epsilon: Double
+        @Option(help: "The numeric attribute.") var attribute: String
+        @Option(name: .customLong("q"), help: "Quantiles from 0 to 1, comma-separated: 0.5 or 0.25,0.5,0.75.") var q: String
+        @Option(name: .customLong("where"), help: "Conditions joined by AND: country=DE,age>=30.") var whereClause: String?
+        @Option(name: .customLong("group-by"), help: "A categorical attribute: quantiles per value of its domain.") var groupBy: String?
+        @Option(help: "LO,HI: the domain (inside the schema's bounds); values are clamped to it.") var bounds: String?
+        @Flag(name: .customLong("dry-run"), help: "Print what the query would charge; charge nothing.") var dryRun = false
+
+        func quantiles() throws -> [Double] {
+            let parts = q.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            var out: [Double] = []
+            for p in parts {
+                guard let x = Double(p), x.isFinite, x >= 0, x <= 1 else { throw ValidationError("--q: each quantile must be a number from 0 to 1") }
+                out.append(x)
+            }
+            guard !out.isEmpty, out.count <= Vault.maxQuantiles else { throw ValidationError("--q: give 1 to \(Vault.maxQuantiles) quantiles") }
+            return out
+        }
+
+        func parsedBounds() throws -> (lower: Double, upper: Double)? {
+            guard let bounds else { return nil }
+            let parts = bounds.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, let lo = Double(parts[0]), let hi = Double(parts[1]), lo.isFinite, hi.isFinite, lo <= hi else {
+                throw ValidationError("--bounds: expected LO,HI, two finite numbers with LO <= HI")
+            }
+            return (lo, hi)
+        }
+
+        func validate() throws {
+            guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") }
+            _ = try quantiles()
+            _ = try parsedBounds()
+        }
+
+        func run() throws {
+            var request = Vault.QuantileRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, quantiles: try quantiles(),
+                                                whereClause: whereClause, groupBy: groupBy, bounds: try parsedBounds())
+            request.dryRun = dryRun
+            let r = try options.openVault().quantile(request)
+            let tail = String(format: "epsilon %g (%g per quantile), %d cells of %.4g, 95%% rank error %.4g, budget left %.4g",
+                              r.epsilon, r.epsilonPerQuantile, r.bins, r.binWidth, r.rankError95, r.budget.left)
+            let text: String
+            if r.dryRun {
+                text = "dry run: would charge " + tail + "; nothing charged"
+            } else {
+                text = r.values.map { g in
+                    (g.key.isEmpty ? "" : g.key + ": ") + zip(r.quantiles, g.values).map { String(format: "q%g = %.4f", $0.0, $0.1) }.joined(separator: "  ")
+                }.joined(separator: "\n") + "\n" + tail
+            }
+            options.emit(JSONForms.quantile(r), text: text)
+        }
+    }
+}

@@ -34,6 +34,9 @@ extension Vault {
     /// `audit erasures --out FILE` writes the whole journal now (from the suppression list),
     /// and the next erasure rewrites the file beside the store whole once it is writable.
     /// `done` says what was erased ("erased 2 subjects").
+    /// The client-facing detail of that failure (the HTTP answer says it, not "internal error").
+    public static let erasureJournalFailure = "the erasure is done, committed and audited, but the erasure journal beside the store could not be written: an operator must write it now with profilectl audit erasures --out FILE and fix its path (see the server log)"
+
     func recordErasuresInJournal(done: String, receipts: [ErasureReceipt]) throws {
         guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
         do {
@@ -47,7 +50,7 @@ extension Vault {
             let shown = receipts.prefix(20).map { "receipt \($0.receipt) (audit entry \($0.auditSequence))" }.joined(separator: ", ")
                 + (receipts.count > 20 ? ", ..." : "")
             throw VaultError(.cannotCreate, "\(done): the erasure is done, committed and audited\(shown.isEmpty ? "" : " (\(shown))"), but the erasure journal \(path) could not be written (\(reason)). Until it is, a restored backup would not re-apply this erasure: write the whole journal now with profilectl audit erasures --out FILE (keep it for restore --erasure-journal), and fix the path: the next erasure rewrites \(path) whole from the suppression list",
-                             detail: "the erasure is done but the erasure journal could not be written")
+                             detail: Self.erasureJournalFailure)
         }
     }
 

@@ -109,7 +109,15 @@ extension Vault {
     /// the erasure stays done and this throws `.cannotCreate` (73) saying so
     /// (``recordErasuresInJournal(done:receipts:)``).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
-        let receipts = try audited("erase", .delete, permission: "erase", subjectID: selection.singleID) { context in
+        let receipts = try eraseWithoutJournal(selection, reason: reason)
+        try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts)
+        return receipts
+    }
+
+    /// ``erase(_:reason:)`` without the journal rewrite, for a caller that records more in the
+    /// store first (a fulfilled request closes with its receipt) and then rewrites the journal.
+    func eraseWithoutJournal(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
+        try audited("erase", .delete, permission: "erase", subjectID: selection.singleID) { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             do {
@@ -118,8 +126,6 @@ extension Vault {
                 throw subjectNotFound(customerID: ids[0].id)
             }
         }
-        try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts)
-        return receipts
     }
 
     /// A customer ID `erase` left alone: its line (from 1: the file's line, or the position in

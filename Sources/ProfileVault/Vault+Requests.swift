@@ -177,7 +177,19 @@ extension Vault {
     ///
     /// With `requireOutput` (the CLI), an access or portability request without `output` is a
     /// usage error (64) before anything is read; without it (HTTP) the export is returned only.
+    ///
+    /// An erasure closes the request with its receipt first; only then is the erasure journal
+    /// rewritten, so a journal that cannot be written (73, saying the erasure is done) never
+    /// leaves the request open without its receipt.
     public func fulfilRequest(id: String, output: OutputFile? = nil, confirmed: Bool = false, requireOutput: Bool = false) throws -> FulfilResult {
+        let result = try fulfilRequestWithoutJournal(id: id, output: output, confirmed: confirmed, requireOutput: requireOutput)
+        if let r = result.receipt {
+            try recordErasuresInJournal(done: "request \(result.request.id) fulfilled: erased 1 subject", receipts: [r])
+        }
+        return result
+    }
+
+    func fulfilRequestWithoutJournal(id: String, output: OutputFile?, confirmed: Bool, requireOutput: Bool) throws -> FulfilResult {
         try audited("requests.fulfil", .update, permission: "requests") { context in
             guard let entry = try store.request(id: id) else { throw RequestRegister.unknown() }
             guard entry.status == .open else {
@@ -195,7 +207,7 @@ extension Vault {
             switch entry.type {
             case .erasure:
                 if let customerID, try store.exists(customerID: customerID) {
-                    let receipts = try erase(.one(customerID), reason: "data-subject request \(entry.id)")
+                    let receipts = try eraseWithoutJournal(.one(customerID), reason: "data-subject request \(entry.id)")
                     guard let r = receipts.first else { throw VaultError(.internalFailure, "the erasure returned no receipt") }
                     result.receipt = r
                     outcome = "receipt:\(r.receipt)"

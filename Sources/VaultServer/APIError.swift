@@ -1,6 +1,7 @@
 public import Hummingbird
 import Foundation
 public import VaultValues
+import ProfileVault
 
 /// An error answer: an HTTP status and a message for the client, sent as `{"error": "..."}`.
 ///
@@ -40,6 +41,10 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
             case .notFound: return APIError(.notFound, clientMessage(e.detail))
             case .denied: return APIError(.forbidden, clientMessage(e.detail))
             case .integrity: return APIError(.internalServerError, "integrity failure: the store did not verify; see the server log")
+            case .cannotCreate where e.detail == Vault.erasureJournalFailure:
+                // The erasure committed; only the journal beside the store failed. Saying so
+                // keeps a client from reading the 500 as "nothing happened".
+                return APIError(.internalServerError, Vault.erasureJournalFailure)
             case .configuration, .cannotCreate, .internalFailure: return APIError(.internalServerError, "internal error")
             }
         case is CancellationError:

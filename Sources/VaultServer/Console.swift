@@ -324,7 +324,9 @@ func addConsoleRoutes(_ router: Router<VaultRequestContext>, _ service: VaultSer
         } else {
             switch file.check(token: token, nowMillis: AuditLogClock.nowMillis) {
             case .valid(let id):
-                let session = console.sessions.create(tokenID: id.tokenID, now: AuditLogClock.nowMillis)
+                guard let session = console.sessions.create(tokenID: id.tokenID, now: AuditLogClock.nowMillis) else {
+                    return again(.serviceUnavailable, "too many console sessions are open on this node; try again later")
+                }
                 var response = Console.redirect("/console/")
                 response.headers.append(HTTPFields.Element(name: .setCookie, value: ConsoleSecurity.sessionCookie(
                     session.id, maxAge: console.sessions.cookieMaxAge, secure: console.secureCookies)))

@@ -13,8 +13,11 @@ public import ProfileVault
 /// request, on sign-out, and when the process stops. Each node keeps its own sessions: behind a
 /// load balancer a browser must stay on one node (sticky sessions) or sign in on each.
 ///
-/// Memory is bounded: at most ``maxSessions``; when full, expired sessions are dropped, then
-/// the oldest one.
+/// Memory is bounded: at most ``maxSessions`` in all and ``maxPerToken`` per token. A token's
+/// new sign-in past its own limit ends that token's oldest session (never another token's);
+/// when the whole table is full, expired sessions are dropped and, if it is still full, the
+/// sign-in is refused (503) rather than signing anyone else out: one token's holder, of any
+/// role, cannot end the other users' sessions by signing in again and again.
 ///
 /// `@unchecked Sendable`: `sessions` is only touched under `lock`.
 public final class ConsoleSessions: @unchecked Sendable {
@@ -30,35 +33,44 @@ public final class ConsoleSessions: @unchecked Sendable {
     public static let defaultLifetime: Int64 = 8 * 3_600_000
     public static let defaultIdle: Int64 = 30 * 60_000
     public static let defaultMaxSessions = 10_000
+    public static let defaultMaxPerToken = 16
 
     /// Milliseconds a session lives at most, and without a request.
     public let lifetime: Int64
     public let idle: Int64
     public let maxSessions: Int
+    public let maxPerToken: Int
     private let lock = NSLock()
     private var sessions: [String: Session] = [:]
 
-    public init(lifetime: Int64 = defaultLifetime, idle: Int64 = defaultIdle, maxSessions: Int = defaultMaxSessions) {
+    public init(lifetime: Int64 = defaultLifetime, idle: Int64 = defaultIdle, maxSessions: Int = defaultMaxSessions,
+                maxPerToken: Int = defaultMaxPerToken) {
         self.lifetime = max(60_000, lifetime)
         self.idle = max(60_000, min(idle, self.lifetime))
         self.maxSessions = max(1, maxSessions)
+        self.maxPerToken = max(1, maxPerToken)
     }
 
     public var count: Int { lock.withLock { sessions.count } }
 
-    /// A new session for `tokenID`, starting at `now`.
-    public func create(tokenID: String, now: Int64) -> Session {
+    /// A new session for `tokenID`, starting at `now`; nil when the table is full of other
+    /// tokens' live sessions (the caller answers 503).
+    public func create(tokenID: String, now: Int64) -> Session? {
         let s = Session(id: Self.randomToken(), tokenID: tokenID, csrf: Self.randomToken(), createdMillis: now, lastSeenMillis: now)
-        lock.withLock {
-            if sessions.count >= maxSessions {
-                sessions = sessions.filter { !isExpired($0.value, now: now) }
-                if sessions.count >= maxSessions, let oldest = sessions.values.min(by: { $0.createdMillis < $1.createdMillis }) {
-                    sessions[oldest.id] = nil
+        return lock.withLock { () -> Session? in
+            let own = sessions.values.filter { $0.tokenID == tokenID }
+            if own.count >= maxPerToken {
+                for old in own.sorted(by: { $0.createdMillis < $1.createdMillis }).prefix(own.count - maxPerToken + 1) {
+                    sessions[old.id] = nil
                 }
             }
+            if sessions.count >= maxSessions {
+                sessions = sessions.filter { !isExpired($0.value, now: now) }
+                if sessions.count >= maxSessions { return nil }
+            }
             sessions[s.id] = s
+            return s
         }
-        return s
     }
 
     /// The live session named `id` at `now` (its idle time restarts), or nil: unknown, or

@@ -86,13 +86,33 @@ public enum VaultRoutes {
         ("GET", "/v1/subjects/{customer_id}/consent"),
     ]
 
+    /// The console's routes (HTML, not part of the JSON contract; Console.swift routes them),
+    /// listed so a wrong method on one is answered 405 with `Allow` like the API's.
+    public static let console: [(method: String, path: String)] = [
+        ("GET", "/console"),
+        ("GET", "/console/static/console.css"), ("GET", "/console/static/console.js"),
+        ("GET", "/console/sign-in"), ("POST", "/console/sign-in"), ("POST", "/console/sign-out"),
+        ("GET", "/console/requests"), ("POST", "/console/requests"),
+        ("GET", "/console/requests/{request_id}"), ("GET", "/console/requests/{request_id}/receipt"),
+        ("POST", "/console/requests/{request_id}/fulfil"), ("POST", "/console/requests/{request_id}/extend"),
+        ("POST", "/console/requests/{request_id}/deny"),
+        ("GET", "/console/subject"), ("POST", "/console/subject"), ("POST", "/console/subject/consent"),
+        ("POST", "/console/subject/restriction"), ("POST", "/console/subject/export.html"), ("POST", "/console/subject/reveal"),
+        ("GET", "/console/budget"),
+        ("GET", "/console/audit"), ("POST", "/console/audit/verify"), ("POST", "/console/audit/verify-export"),
+        ("GET", "/console/audit/public-key.pem"), ("GET", "/console/audit/export"),
+        ("GET", "/console/policy"),
+        ("GET", "/console/keys"), ("POST", "/console/keys/rotate"), ("POST", "/console/keys/retire"),
+    ]
+
     /// The methods routed on a request path (raw, as sent), by matching it against the
-    /// templates: a `{name}` segment matches any one non-empty segment. Empty when no template
-    /// matches (an unknown path: 404). ``MethodMiddleware`` answers 405 (and `Allow`) from this.
+    /// templates (the API's and the console's): a `{name}` segment matches any one non-empty
+    /// segment. Empty when no template matches (an unknown path: 404). ``MethodMiddleware``
+    /// answers 405 (and `Allow`) from this.
     public static func methods(forPath path: String) -> Set<String> {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         var found: Set<String> = []
-        for route in all {
+        for route in all + console {
             let template = route.path.split(separator: "/", omittingEmptySubsequences: true)
             guard template.count == parts.count else { continue }
             if zip(template, parts).allSatisfy({ t, p in t.hasPrefix("{") || t == p }) { found.insert(route.method) }

@@ -52,6 +52,23 @@ import VaultCrypto
         for needle in [Self.id(1), "Wilhelmina", "Vandersnoot"] { #expect(!list.stdout.contains(needle)) }
     }
 
+    /// An erasure request fulfilled while the erasure journal cannot be written: the request is
+    /// closed with its receipt first (never left open after the subject is gone), then the
+    /// command exits 73 saying the erasure is done and how to rebuild the journal.
+    @Test func anErasureRequestClosesWithItsReceiptEvenWhenTheJournalFails() throws {
+        let s = try Self.store()
+        let id = requestID(try open(s, "erasure", Self.id(4)))
+        let journal = s.dir + "/store.sqlite.erasures"
+        try? FileManager.default.removeItem(atPath: journal)
+        try FileManager.default.createDirectory(atPath: journal, withIntermediateDirectories: false)
+        let f = try s.run(["requests", "fulfil", id] + Self.officer)
+        #expect(f.status == 73 && f.stderr.contains("the erasure is done"), "\(f.status) \(f.stderr)")
+        let list = try s.run(["requests", "list", "--json"] + Self.officer)
+        let entry = (list.json?["requests"] as? [[String: Any]])?.first { $0["request"] as? String == id || $0["id"] as? String == id }
+        #expect(entry?["status"] as? String == "done", "\(list.stdout)")
+        #expect((entry?["outcome"] as? String)?.hasPrefix("receipt:") == true, "\(list.stdout)")
+    }
+
     @Test func anUnknownSubjectIsRefusedAndAnErasedOneSaysWhenWithItsReceipt() throws {
         let s = try Self.store()
         let unknown = try open(s, "access", "NOBODY-WITH-THIS-ID-4242")

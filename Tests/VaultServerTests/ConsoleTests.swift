@@ -53,9 +53,9 @@ import VaultServer
         #expect(cleared.contains("Max-Age=0") && cleared.contains("HttpOnly") && cleared.contains("Secure"))
     }
 
-    @Test func sessionsExpireByLifetimeAndIdleTime() {
+    @Test func sessionsExpireByLifetimeAndIdleTime() throws {
         let s = ConsoleSessions(lifetime: 3_600_000, idle: 600_000)
-        let a = s.create(tokenID: "t1", now: 1_000_000)
+        let a = try #require(s.create(tokenID: "t1", now: 1_000_000))
         #expect(s.lookup(a.id, now: 1_000_000 + 599_999)?.tokenID == "t1")
         // Idle restarts at each lookup: still alive 599 999 ms after the last one.
         #expect(s.lookup(a.id, now: 1_000_000 + 1_199_000) != nil)
@@ -63,27 +63,48 @@ import VaultServer
         #expect(s.lookup(a.id, now: 1_000_000 + 1_199_000 + 600_000) == nil)
         #expect(s.lookup(a.id, now: 1_000_000 + 1_199_001) == nil)
         // The absolute lifetime ends a session kept busy.
-        let b = s.create(tokenID: "t2", now: 0)
+        let b = try #require(s.create(tokenID: "t2", now: 0))
         var t: Int64 = 0
         while t < 3_600_000 - 300_000 { t += 300_000; #expect(s.lookup(b.id, now: t) != nil) }
         #expect(s.lookup(b.id, now: 3_600_000) == nil)
         // A clock that went backwards does not extend a session.
-        let c = s.create(tokenID: "t3", now: 5_000_000)
+        let c = try #require(s.create(tokenID: "t3", now: 5_000_000))
         #expect(s.lookup(c.id, now: 4_000_000) == nil)
         // Unknown and malformed ids.
         #expect(s.lookup(ConsoleSessions.randomToken(), now: 0) == nil)
         #expect(s.lookup("not-a-session", now: 0) == nil)
     }
 
-    @Test func sessionsEndPerTokenAndStayBounded() {
+    @Test func sessionsEndPerTokenAndStayBounded() throws {
         let s = ConsoleSessions(maxSessions: 3)
-        let a = s.create(tokenID: "t1", now: 0), b = s.create(tokenID: "t1", now: 1), c = s.create(tokenID: "t2", now: 2)
+        let a = try #require(s.create(tokenID: "t1", now: 0)), b = try #require(s.create(tokenID: "t1", now: 1))
+        let c = try #require(s.create(tokenID: "t2", now: 2))
         #expect(s.endAll(tokenID: "t1") == 2)
         #expect(s.lookup(a.id, now: 3) == nil && s.lookup(b.id, now: 3) == nil && s.lookup(c.id, now: 3) != nil)
         for i in 0..<10 { _ = s.create(tokenID: "x", now: Int64(10 + i)) }
         #expect(s.count <= 3)
         // Each session has its own CSRF token.
         #expect(a.csrf != b.csrf && a.csrf != a.id)
+    }
+
+    /// One token signing in again and again (any role) never ends another token's session: past
+    /// its own limit it replaces its own oldest; with the table full of others' live sessions
+    /// the sign-in is refused instead.
+    @Test func oneTokenCannotSignOthersOut() throws {
+        let s = ConsoleSessions(maxSessions: 20, maxPerToken: 4)
+        let officer = try #require(s.create(tokenID: "officer", now: 0))
+        var flooder: [ConsoleSessions.Session] = []
+        for i in 0..<1_000 { if let x = s.create(tokenID: "flood", now: Int64(1 + i)) { flooder.append(x) } }
+        #expect(s.lookup(officer.id, now: 2_000) != nil)
+        #expect(flooder.count == 1_000 && s.count == 5)
+        #expect(s.lookup(flooder[0].id, now: 2_000) == nil && s.lookup(flooder[999].id, now: 2_000) != nil)
+        // A full table of live sessions of other tokens: refused, nobody signed out.
+        let full = ConsoleSessions(maxSessions: 3, maxPerToken: 4)
+        let live = try (0..<3).map { try #require(full.create(tokenID: "t\($0)", now: 0)) }
+        #expect(full.create(tokenID: "late", now: 1) == nil)
+        for l in live { #expect(full.lookup(l.id, now: 2) != nil) }
+        // Once they expire there is room again.
+        #expect(full.create(tokenID: "late", now: full.lifetime + 1) != nil)
     }
 
     @Test func formFields() {
@@ -214,6 +235,28 @@ import VaultServer
             let p = try await b.signIn(f.tokens["auditor"]!)
             let cookie = try #require(p.headers[values: .setCookie].first { $0.hasPrefix("pv_console=") })
             #expect(cookie.contains("; Secure"))
+        }
+    }
+
+    /// A wrong method on a console route is 405 with `Allow` (SPEC §8), as on the API; every
+    /// listed console route is routed, and nothing happens on the refused method.
+    @Test func aWrongMethodOnAConsoleRouteIs405WithAllow() async throws {
+        let f = try ServiceFixture()
+        try await f.app.test(.router) { client in
+            var b = Browser(client: client)
+            _ = try await b.signIn(f.tokens["privacy_officer"]!)
+            for (method, path, allow) in [(HTTPRequest.Method.put, "/console/requests", "GET, HEAD, POST"),
+                                          (.get, "/console/keys/rotate", "POST"), (.delete, "/console/sign-in", "GET, HEAD, POST"),
+                                          (.post, "/console/budget", "GET, HEAD"), (.patch, "/console/requests/req_0123456789abcdef/fulfil", "POST")] {
+                let p = try await b.go(method, path)
+                #expect(p.status == .methodNotAllowed, "\(method) \(path)")
+                #expect(p.headers[.allow] == allow, "\(method) \(path): \(p.headers[.allow] ?? "none")")
+            }
+            // (A route with a request id may answer 404 for an unknown request: left out.)
+            for r in VaultRoutes.console where !r.path.contains("{") && r.path != "/console/sign-out" {
+                let p = try await b.go(HTTPRequest.Method(r.method)!, r.path)
+                #expect(p.status != .notFound && p.status != .methodNotAllowed, "\(r.method) \(r.path): \(p.status)")
+            }
         }
     }
 

@@ -168,6 +168,10 @@ def postgres_store():
     return owner, nodeenv, service, after_init, cleanup
 
 
+# What make_store trained besides the recommender (the scoring model), for run_copy's examples.
+LIVE = {}
+
+
 def make_store(work, postgres=None):
     keys = os.path.join(work, "keyring.json")
     shutil.copyfile(os.path.join(REPO, "keys-example", "keyring.json"), keys)
@@ -210,6 +214,13 @@ def make_store(work, postgres=None):
         f.write("job: contract-reco\npurpose: model_training\nmodel: recommender\nevents: purchase\n"
                 "items_from: products\nepsilon: 1.0\n")
     model = json.loads(cli(["train", job, "--role", "trainer", "--json"] + opts, env).stdout)
+    # A model POST /v1/scores scores (issue 24): a linear regression on a derived target.
+    score_job = os.path.join(work, "score.yaml")
+    with open(score_job, "w") as f:
+        f.write("job: contract-score\npurpose: model_training\nmodel: linear_regression\n"
+                "derived:\n  spend: { events: purchase, aggregate: sum, bounds: [0, 100] }\n"
+                "features: [age, annual_income]\ntarget: spend\nepsilon: 1.0\n")
+    LIVE["score_model"] = json.loads(cli(["train", score_job, "--role", "trainer", "--json"] + opts, env).stdout)
     opened = json.loads(cli(["requests", "open", "--type", "access", "--subject", "C2", "--channel", "web",
                              "--role", "privacy_officer", "--json"] + opts, env).stdout)
     tokens_file = os.path.join(work, "tokens.json")
@@ -265,6 +276,8 @@ def run_copy(doc, model, request_id, work):
     d["components"]["parameters"]["RegisterRequestID"]["example"] = request_id
     reco = d["paths"]["/v1/recommendations"]["post"]["requestBody"]["content"]["application/json"]
     reco["example"] = {"model": model, "subject": "C3", "top": 5}
+    scores = d["paths"]["/v1/scores"]["post"]["requestBody"]["content"]["application/json"]
+    scores["example"] = {"model": LIVE["score_model"], "subject": "C3", "top": 5}
     query = d["paths"]["/v1/queries"]["post"]["requestBody"]["content"]["application/json"]
     query["example"] = {"kind": "count", "purpose": "analytics", "epsilon": 0.01, "where": "country=DE"}
     def body_example(path, method, example):

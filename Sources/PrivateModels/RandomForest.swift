@@ -93,13 +93,19 @@ public enum RandomForest {
     /// The leaf of one tree for the feature values `x` (by name).
     static func leaf(_ tree: RandomTree, _ x: [String: Double]) -> Int {
         var leaf = 0
-        for (l, (name, cut)) in zip(tree.features, tree.cuts).enumerated() where (x[name] ?? -.infinity) >= cut { leaf |= 1 << l }
+        // Levels past 62 (never trained: depth <= 12) add nothing rather than overflow.
+        for (l, (name, cut)) in zip(tree.features, tree.cuts).enumerated() where l < 62 && (x[name] ?? -.infinity) >= cut { leaf |= 1 << l }
         return leaf
     }
 
     /// P(target = 1) for the feature values `x`: the mean of the trees' leaf probabilities.
+    /// A leaf beyond a tree's `leaf_probabilities` (an artifact train never writes; `Scoring`
+    /// refuses it) counts 0.5 instead of trapping.
     public static func predict(_ a: ModelArtifact, _ x: [String: Double]) -> Double {
         guard let trees = a.trees, !trees.isEmpty else { return 0.5 }
-        return trees.reduce(0) { $0 + $1.leafProbabilities[leaf($1, x)] } / Double(trees.count)
+        return trees.reduce(0) { sum, t in
+            let l = leaf(t, x)
+            return sum + (t.leafProbabilities.indices.contains(l) ? t.leafProbabilities[l] : 0.5)
+        } / Double(trees.count)
     }
 }

@@ -140,8 +140,8 @@ public enum Regression {
     public static func predict(_ a: ModelArtifact, _ x: [Double]) -> Double {
         var s = a.intercept ?? 0
         for (i, (c, v)) in zip(a.coefficients ?? [], x).enumerated() {
-            let b = i < a.featureBounds.count ? a.featureBounds[i] : [-Double.infinity, Double.infinity]
-            s += c * min(b[1], max(b[0], v))
+            let b = i < a.featureBounds.count ? a.featureBounds[i] : []
+            s += c * min(b.last ?? .infinity, max(b.first ?? -.infinity, v))
         }
         return a.model == .logistic_regression ? 1 / (1 + exp(-s)) : s
     }

@@ -68,6 +68,7 @@ public enum VaultRoutes {
         ("GET", "/v1/budget"),
         ("POST", "/v1/jobs"),
         ("POST", "/v1/recommendations"),
+        ("POST", "/v1/scores"),
         ("GET", "/v1/audit"),
         ("POST", "/v1/subjects/{customer_id}/restriction"),
         ("DELETE", "/v1/subjects/{customer_id}/restriction"),
@@ -405,6 +406,29 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
         }
         return json(.object([("recommendations", .array(rows.map { row in
             var fields: [(String, JSONValue)] = [("customer_id", .string(row.customerID)), ("items", .array(row.items.map { .string($0) }))]
+            if let reason = row.reason { fields.append(("error", .string(reason))) }
+            return .object(fields)
+        }))]))
+    }
+
+    router.post("/v1/scores") { request, context -> Response in
+        let v = try await service.vault(context, permission: "score", action: "score")
+        let r = try scoreRequest(try await service.jsonBody(request, limit: service.options.maxIngestBodyBytes))
+        var ids: [String] = []
+        if case .subjects(let s) = r.selection {
+            switch s {
+            case .one(let id): ids = [id]
+            case .list(let list): ids = list
+            case .file: ids = []
+            }
+        }
+        let rows = try await redacting(ids) {
+            try await blocking { try v.score(model: .body(r.model, label: "model"), r.selection, top: r.top, minScore: r.minScore) }
+        }
+        return json(.object([("scores", .array(rows.map { row in
+            var fields: [(String, JSONValue)] = [("customer_id", .string(row.customerID))]
+            if let s = row.score { fields.append(("score", .double(s))) }
+            if let k = row.segment { fields.append(("segment", .int(Int64(k)))) }
             if let reason = row.reason { fields.append(("error", .string(reason))) }
             return .object(fields)
         }))]))
@@ -1053,4 +1077,36 @@ func recommendationRequest(_ body: JSONValue) throws -> (model: JSONValue, selec
         top = Int(t)
     }
     return (model, selection, top)
+}
+
+/// `POST /v1/scores`: `{"model": <the artifact JSON train wrote>}` with one of `"subject": ID`,
+/// `"subjects": [ID, ...]` (1 to 1000) or `"all": true` (needs `"top"`), optional `"top"`
+/// (1 to 10000) and `"min_score"` (finite). The options are checked before anything is read.
+func scoreRequest(_ body: JSONValue) throws -> (model: JSONValue, selection: Vault.ScoreSelection, top: Int?, minScore: Double?) {
+    let f = try BodyFields(body, allowed: ["model", "subject", "subjects", "all", "top", "min_score"])
+    let all = try f.bool("all") ?? false
+    var top: Int?
+    if let t = try f.number("top") {
+        guard t == t.rounded(), t >= 1, t <= Double(Vault.maxScoreTop) else {
+            throw APIError.badRequest("top: an integer between 1 and \(Vault.maxScoreTop)")
+        }
+        top = Int(t)
+    }
+    let minScore = try f.number("min_score")
+    do {
+        try Vault.checkScoreOptions(top: top, minScore: minScore, all: all, names: ("top", "min_score", "all"))
+    } catch let e as VaultError {
+        throw APIError.badRequest(e.message)
+    }
+    if all {
+        guard f.pairs["subject"] == nil || f.pairs["subject"] == .null, f.pairs["subjects"] == nil || f.pairs["subjects"] == .null else {
+            throw APIError.badRequest("all, subject, subjects: give one")
+        }
+        guard let model = f.pairs["model"], model != .null else { throw APIError.badRequest("model: required (the model artifact JSON that train wrote)") }
+        guard case .object = model else { throw APIError.badRequest("model: expected a JSON object (a model artifact)") }
+        return (model, .all, top, minScore)
+    }
+    // The selection as `POST /v1/recommendations` reads it (its top is not used: checked above).
+    let (model, selection, _) = try recommendationRequest(.object(["model", "subject", "subjects"].compactMap { k in f.pairs[k].map { (k, $0) } }))
+    return (model, .subjects(selection), top, minScore)
 }

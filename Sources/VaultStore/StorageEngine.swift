@@ -50,6 +50,12 @@ public protocol StorageEngine: AnyObject, Sendable {
     func ingestProfiles(_ source: RecordSource, options: IngestOptions) throws -> IngestReport
     func ingestEvents(_ source: RecordSource, options: IngestOptions) throws -> IngestReport
     func subjectItems(customerIDs: [String], kind: String, consentPurpose: String?, segmentAttribute: String?) throws -> [SubjectItems]
+    /// `score`: the selected subjects' feature values and whether each may be served under the
+    /// purpose (SubjectFeatures.swift), from one snapshot; only served subjects' rows are read.
+    func subjectFeatures(_ selection: FeatureSelection, features: [FeatureColumn], consentPurpose: String?,
+                         objectionPurpose: String?) throws -> [SubjectFeatureRow]
+    /// The decrypted customer IDs of these pseudonyms (a pseudonym without a subject is left out).
+    func customerIDs(pseudonyms: [[UInt8]]) throws -> [[UInt8]: String]
 
     // MARK: Consent, access, erasure, retention
     func setConsent(_ ids: [(line: Int, id: String)], file: String?, purpose: String, granted: Bool,

@@ -79,6 +79,6 @@ struct Profilectl: ParsableCommand {
         abstract: "ProfileVault: a privacy-preserving customer-profile store.",
         discussion: "Store, keyring and policies come from --store/--keys/--policy or PROFILEVAULT_STORE, PROFILEVAULT_KEYS, PROFILEVAULT_POLICY. See docs/cli.md.",
         version: ProductVersion.current,
-        subcommands: [Init.self, Migrate.self, Backup.self, Restore.self, Keys.self, Status.self, Ingest.self, Get.self, Find.self, Consent.self, Export.self, Erase.self, Requests.self, Restrict.self, Unrestrict.self, Rectify.self, Retention.self, Query.self, Budget.self, Train.self, Recommend.self, AuditCommand.self, Tokens.self, Serve.self, Demo.self, PolicyCommand.self]
+        subcommands: [Init.self, Migrate.self, Backup.self, Restore.self, Keys.self, Status.self, Ingest.self, Get.self, Find.self, Consent.self, Export.self, Erase.self, Requests.self, Restrict.self, Unrestrict.self, Rectify.self, Retention.self, Query.self, Budget.self, Train.self, Recommend.self, Score.self, AuditCommand.self, Tokens.self, Serve.self, Demo.self, PolicyCommand.self]
     )
 }

@@ -396,3 +396,64 @@ public enum Answer: Equatable, CustomStringConvertible {
     }
 }
 
+
+// MARK: - Scoring reads (`subjectFeatures`)
+
+extension Conformance {
+    /// Every numeric attribute type (int with a null, float clamped at ingest, bool, date, ±2^53)
+    /// and every derived aggregate (windows, clamping, no events).
+    public static let scoreFeatures: [FeatureColumn] = [.attribute("age"), .attribute("score"), .attribute("vip"), .attribute("joined"),
+                                                        .attribute("big")] + allDerived.map { .derived($0) }
+
+    /// What `subjectFeatures` must answer for the reference's subjects (in the reference's
+    /// order): served (consent for `consentPurpose` when given, not restricted, not objecting
+    /// to `objectionPurpose`) and, when served, the values in feature order.
+    public static func expectedFeatures(_ reference: ReferenceAggregateSource, _ features: [FeatureColumn], consentPurpose: String?,
+                                        objectionPurpose: String?) -> [(pseudonym: [UInt8], served: Bool, values: [Double?])] {
+        reference.subjects.map { s in
+            var served = !s.restricted
+            if let c = consentPurpose { served = served && s.consent[c] == true }
+            if let o = objectionPurpose { served = served && s.consent[o] != false }
+            guard served else { return (s.pseudonym, false, []) }
+            let events = s.events.map { (kind: $0.kind, item: $0.item, value: $0.value, time: $0.time) }
+            let values: [Double?] = features.map { f in
+                switch f {
+                case .attribute(let name):
+                    switch s.attributes[name] {
+                    case .int(let i)?: return Double(i)
+                    case .real(let d)?: return d
+                    default: return nil
+                    }
+                case .derived(let d): return d.value(of: events)
+                }
+            }
+            return (s.pseudonym, true, values)
+        }
+    }
+
+    /// Equal values: exactly, except sums of event values (the engines add in their own order)
+    /// to 1e-9 relative.
+    public static func sameFeatureValues(_ a: [Double?], _ b: [Double?]) -> Bool {
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { x, y in
+            switch (x, y) {
+            case (nil, nil): return true
+            case let (x?, y?): return x == y || abs(x - y) <= 1e-9 * max(1, abs(x), abs(y))
+            default: return false
+            }
+        }
+    }
+
+    /// Feature lists and pages every engine refuses (usage errors).
+    public static let refusedFeatureReads: [(String, [FeatureColumn], FeatureSelection)] = [
+        ("a categorical attribute", [.attribute("tier")], .page(after: 0, limit: 10)),
+        ("a PII field", [.attribute("email")], .page(after: 0, limit: 10)),
+        ("an unknown attribute", [.attribute("height")], .page(after: 0, limit: 10)),
+        ("no features", [], .page(after: 0, limit: 10)),
+        ("a derived feature of an unknown kind", [.derived(DerivedAttribute(name: "x", eventKind: "nope", aggregate: .count, lower: 0, upper: 1))], .page(after: 0, limit: 10)),
+        ("a derived feature named as a field", [.derived(DerivedAttribute(name: "age", eventKind: "purchase", aggregate: .count, lower: 0, upper: 1))], .page(after: 0, limit: 10)),
+        ("reversed derived bounds", [.derived(DerivedAttribute(name: "x", eventKind: "purchase", aggregate: .count, lower: 1, upper: 0))], .page(after: 0, limit: 10)),
+        ("an empty page", [.attribute("age")], .page(after: 0, limit: 0)),
+        ("a page too large", [.attribute("age")], .page(after: 0, limit: 10_001)),
+    ]
+}

@@ -168,6 +168,64 @@ final class EngineUnderTest: @unchecked Sendable, ConformanceRightsTarget {
         }
     }
 
+    /// `score`'s reads (`subjectFeatures`, `customerIDs`): every engine answers what the
+    /// reference says for each subject (served or not under consent, restriction and objection;
+    /// attribute values, nulls, derived aggregates with windows and clamping), by pseudonyms
+    /// (unknown and erased ones left out, each subject once) and page by page; the customer IDs
+    /// decrypt; the same refusals.
+    @Test(arguments: TestEngine.allCases)
+    func subjectFeaturesMatchTheReference(engine: TestEngine) async throws {
+        try await onThread {
+            let e = try engine.make(schema: Conformance.schema)
+            var reference = try Conformance.populate(e, subjects: 40, seed: 4)
+            let (restricted, objecting) = try Conformance.applyRights(e, &reference, seed: 4)
+            #expect(!restricted.isEmpty && !objecting.isEmpty)
+            let features = Conformance.scoreFeatures
+            let asked = (0..<40).map { "C-4-\($0)" } + ["C-NOBODY", "C-4-1"]   // erased ones, an unknown one, a repeat
+            let pseudonyms = try asked.map { try e.engine.pseudonym(ofCustomerID: $0) }
+            for (consent, objection) in [(nil, nil), ("analytics", nil), (nil, "marketing"), ("marketing", nil)] as [(String?, String?)] {
+                let want = Conformance.expectedFeatures(reference, features, consentPurpose: consent, objectionPurpose: objection)
+                #expect(want.contains { $0.served } && want.contains { !$0.served } || consent == nil && objection == nil, "\(consent ?? "-") \(objection ?? "-")")
+                let byPseudonym = try e.engine.subjectFeatures(.pseudonyms(pseudonyms), features: features, consentPurpose: consent, objectionPurpose: objection)
+                // Order of first mention; only existing subjects.
+                let order = reference.subjects.map(\.pseudonym)
+                let mentioned = pseudonyms.reduce(into: [[UInt8]]()) { acc, p in if order.contains(p) && !acc.contains(p) { acc.append(p) } }
+                #expect(byPseudonym.map(\.pseudonym) == mentioned, "\(engine)")
+                var paged: [SubjectFeatureRow] = []
+                var after: Int64 = 0
+                while true {
+                    let page = try e.engine.subjectFeatures(.page(after: after, limit: 7), features: features, consentPurpose: consent, objectionPurpose: objection)
+                    #expect(page.map(\.row) == page.map(\.row).sorted() && page.allSatisfy { $0.row > after })
+                    paged += page
+                    guard page.count == 7, let last = page.last else { break }
+                    after = last.row
+                }
+                for rows in [byPseudonym, paged] {
+                    #expect(rows.count == want.count, "\(engine): \(rows.count) rows, \(want.count) subjects")
+                    for w in want {
+                        guard let r = rows.first(where: { $0.pseudonym == w.pseudonym }) else { Issue.record("\(engine): a subject is missing"); continue }
+                        #expect(r.served == w.served, "\(engine) \(consent ?? "-") \(objection ?? "-")")
+                        #expect(Conformance.sameFeatureValues(r.values, w.values), "\(engine): \(r.values) vs \(w.values)")
+                    }
+                }
+            }
+            // Nulls, clamped derived values and subjects without events are really there.
+            let all = Conformance.expectedFeatures(reference, features, consentPurpose: nil, objectionPurpose: nil).filter(\.served)
+            #expect(all.contains { $0.values[0] == nil } && all.contains { $0.values[7] == 1 } && all.contains { $0.values[5] == 0 })
+            // Customer IDs decrypt for existing subjects only.
+            let ids = try e.engine.customerIDs(pseudonyms: pseudonyms)
+            #expect(Set(ids.values) == Set(reference.subjects.map(\.customerID)), "\(engine)")
+            for (name, f, selection) in Conformance.refusedFeatureReads {
+                do {
+                    _ = try e.engine.subjectFeatures(selection, features: f, consentPurpose: nil, objectionPurpose: nil)
+                    Issue.record("\(engine): \(name) was answered")
+                } catch let error as VaultError {
+                    #expect(error.kind == .usage, "\(engine): \(name): \(error)")
+                }
+            }
+        }
+    }
+
     /// The population really has what the suite claims to test (so the comparisons above
     /// cannot pass on an empty store by accident).
     @Test(arguments: TestEngine.allCases)

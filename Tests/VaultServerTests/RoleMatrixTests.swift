@@ -23,7 +23,7 @@ import VaultServer
 
     /// In order: the destructive ones (key rotation, restriction, erasure) last, and each on a
     /// subject no later case needs.
-    static func cases(model: String, requests: [String]) -> [Case] {
+    static func cases(model: String, requests: [String], scoreModel: String = "{}") -> [Case] {
         [
             Case(method: "GET", path: "/v1/status", permission: nil, uri: "/v1/status"),
             Case(method: "POST", path: "/v1/profiles", permission: "ingest", uri: "/v1/profiles", body: ServiceFixture.profiles),
@@ -46,6 +46,8 @@ import VaultServer
                  body: #"{"job":"km","purpose":"model_training","model":"kmeans","features":["age"],"params":{"k":2},"epsilon":0.5}"#),
             Case(method: "POST", path: "/v1/recommendations", permission: "serve_recommendations", uri: "/v1/recommendations",
                  body: #"{"model":\#(model),"subject":"C1","top":5}"#),
+            Case(method: "POST", path: "/v1/scores", permission: "score", uri: "/v1/scores",
+                 body: #"{"model":\#(scoreModel),"subject":"C1","top":5}"#),
             Case(method: "GET", path: "/v1/audit", permission: "audit", uri: "/v1/audit"),
             Case(method: "GET", path: "/v1/audit/report", permission: "audit", uri: "/v1/audit/report"),
             Case(method: "GET", path: "/v1/audit/head", permission: "audit", uri: "/v1/audit/head"),
@@ -75,7 +77,11 @@ import VaultServer
                 guard r.status == .created, let id = r.json?["request"]?.stringValue else { Issue.record("\(r.text)"); return }
                 requests.append(id)
             }
-            let all = Self.cases(model: model, requests: requests)
+            // A model POST /v1/scores scores (issue 24), trained by the trainer.
+            let lin = try await c.call(.post, "/v1/jobs", as: "trainer",
+                                       body: #"{"job":"lin","purpose":"model_training","model":"linear_regression","features":["age"],"target":"annual_income","epsilon":0.5}"#)
+            #expect(lin.status == .ok, "\(lin.text)")
+            let all = Self.cases(model: model, requests: requests, scoreModel: lin.text)
             let covered = Set(all.map { "\($0.method) \($0.path)" })
             let routed = Set(VaultRoutes.all.map { "\($0.method) \($0.path)" }).subtracting(["GET /healthz", "GET /metrics"])
             #expect(covered == routed, "routes without a case: \(routed.subtracting(covered)); cases without a route: \(covered.subtracting(routed))")

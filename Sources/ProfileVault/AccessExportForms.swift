@@ -47,6 +47,8 @@ extension JSONForms {
                          ("purpose", a.purpose.map { .string($0) } ?? .null), ("action", .string(a.action)), ("outcome", .string(a.outcome))])
             })),
         ]
+        // After `audit archive`: `accesses` starts after this entry; older ones are archived.
+        if let archived = r.accessesArchivedThrough { pairs.append(("accesses_archived_through", .int(archived))) }
         return .object(pairs)
     }
 
@@ -179,6 +181,9 @@ public enum AccessExportHTML {
         h += "<h2>Who accessed your data</h2>\n" + table(["Time", "Who", "Role", "Purpose", "Operation", "Outcome"], r.accesses.map {
             [$0.time, $0.actor, $0.role, $0.purpose ?? "", $0.action, $0.outcome]
         })
+        if let archived = r.accessesArchivedThrough {
+            h += "<p>Older records of access (up to audit entry \(archived)) are kept in an audit archive and are not listed here; ask us for them.</p>\n"
+        }
         h += "</body>\n</html>\n"
         return h
     }

@@ -71,6 +71,9 @@ public struct SubjectAccessReport: Sendable {
     public var recipients: [RecipientLine]
     public var retention: [RetentionLine]
     public var accesses: [AccessLine]
+    /// After `audit archive`: the last archived audit entry. `accesses` lists only the live
+    /// log's entries; the subject's older ones are in the archive files (nil: none archived).
+    public var accessesArchivedThrough: Int64? = nil
 }
 
 extension Vault {
@@ -82,7 +85,9 @@ extension Vault {
         // The consent state the gate enforces (not the ledger's last row: an imported entry may
         // carry an earlier time than the state it did not replace).
         let states = try store.consentState(customerID: customerID) ?? [:]
-        return Self.accessReport(e, restricted: restricted, states: states, policy: policy, schema: schema)
+        var report = Self.accessReport(e, restricted: restricted, states: states, policy: policy, schema: schema)
+        report.accessesArchivedThrough = try store.archivedThrough()
+        return report
     }
 
     /// The Art. 15 sections derived from an export, the policy and the schema (no store access:

@@ -169,6 +169,8 @@ public struct Schema: Sendable {
         "events", "consent", "access_log", "subject", "privacy", "subject_id",
         // The access export's Art. 15 sections (`JSONForms.accessExport`).
         "purposes", "categories", "recipients", "retention", "sources", "accesses",
+        // Present after `audit archive`: older accesses are in an audit archive.
+        "accesses_archived_through",
     ]
 
     /// The field with this name, if any.

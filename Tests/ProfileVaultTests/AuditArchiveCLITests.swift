@@ -32,6 +32,9 @@ import VaultAudit
         #expect(file.status == 0, "\(file.stdout)\(file.stderr)")
         let store = try s.run(["audit", "verify", "--role", "auditor", "--json"])
         #expect(store.status == 0 && (store.json?["archived_through"] as? Int) == (json["last_sequence"] as? Int), "\(store.stdout)\(store.stderr)")
+        // The access export lists the live accesses and says older ones are archived.
+        let before = try s.run(["export", "--subject", "C1", "--role", "privacy_officer"])
+        #expect(before.status == 0 && (before.json?["accesses_archived_through"] as? Int) == (json["last_sequence"] as? Int), "\(before.stderr)")
         // The archive holds no customer ID, e-mail or name.
         let text = try String(contentsOfFile: out, encoding: .utf8)
         for needle in ["\"C1\"", "user1@example.com", "Test Person"] { #expect(!text.contains(needle), "\(needle) in the archive") }
@@ -64,6 +67,9 @@ import VaultAudit
         #expect(try String(contentsOfFile: existing, encoding: .utf8) == "mine\n")
         let v = try s.run(["audit", "verify", "--role", "auditor", "--json"])
         #expect(v.status == 0 && v.json?["archived_through"] is NSNull, "\(v.stdout)")
+        // Nothing archived: the access export has no archive note.
+        let export = try s.run(["export", "--subject", "C1", "--role", "privacy_officer"])
+        #expect(export.status == 0 && export.json?["accesses_archived_through"] == nil, "\(export.stderr)")
     }
 
     /// The journal beside the store cannot be written (a directory in its place): the erasure

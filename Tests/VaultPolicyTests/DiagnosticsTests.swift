@@ -154,7 +154,7 @@ struct SchemaDiagnosticsTests {
         BadFile("field named customer_id beside another subject_id field",
                 S.replacingOccurrences(of: "field: customer_id", with: "field: client_id")
                     .replacingOccurrences(of: "events:\n", with: "  customer_id: { type: string, category: user.unique_id, pii: true }\nevents:\n"),
-                line: 12, field: "fields.customer_id", "reserved: access_log, accesses, categories, consent, created_at, customer_id"),
+                line: 12, field: "fields.customer_id", "reserved: access_log, accesses, accesses_archived_through, categories, consent, created_at, customer_id"),
         BadFile("field named events", Fixtures.schema(replacing: 9, with: "  events: { type: category, category: user.behavior, domain: [a, b] }"),
                 line: 9, field: "fields.events", "'events' is a key"),
         BadFile("field named pseudonym", Fixtures.schema(replacing: 5, with: "  pseudonym: { type: string, category: user.name, pii: true }"),

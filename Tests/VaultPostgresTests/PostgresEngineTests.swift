@@ -53,13 +53,18 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
-                // Version 13 (audit archive): its table, and the audit tables' version-1 walls back.
-                "DROP TRIGGER audit_log_append_only ON profilevault.audit_log",
-                "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_log FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()",
-                "DROP TRIGGER audit_checkpoints_append_only ON profilevault.audit_checkpoints",
-                "CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_checkpoints FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()",
-                "DROP FUNCTION profilevault.refuse_unarchived_change()",
+                // Version 13 (audit archive anchors): its table, and the chain's append-only
+                // triggers of version 1 back in place of its conditional ones.
                 "DROP TABLE profilevault.audit_archive",
+                "DROP FUNCTION profilevault.refuse_unarchived_change() CASCADE",
+                """
+                CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_log
+                    FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()
+                """,
+                """
+                CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON profilevault.audit_checkpoints
+                    FOR EACH ROW EXECUTE FUNCTION profilevault.refuse_audit_change()
+                """,
                 "DELETE FROM profilevault.schema_migrations WHERE version = 13",
                 // Version 11 (subject rows go with their subject): its function and triggers.
                 "DROP FUNCTION profilevault.subject_rows_guard() CASCADE",

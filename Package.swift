@@ -30,7 +30,14 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
-        .target(name: "VaultCrypto", dependencies: ["COpenSSL"], swiftSettings: settings),
+        // PKCS#11 key custody (issue 22): the standard pkcs11.h (p11-kit's); the module itself
+        // (an HSM's or a cloud KMS's library) is loaded at run time with dlopen.
+        .systemLibrary(
+            name: "CPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
+        .target(name: "VaultCrypto", dependencies: ["COpenSSL", "CPKCS11"], swiftSettings: settings),
         // The value types every layer and every interface shares: errors and JSON documents.
         .target(name: "VaultValues", swiftSettings: settings),
         .target(name: "VaultPolicy", dependencies: ["Yams"], swiftSettings: settings),
@@ -112,7 +119,9 @@ let package = Package(
             path: "Tests/EngineConformanceSupport",
             swiftSettings: settings
         ),
-        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: settings),
+        // SoftHSM2 tokens for the key-custody tests (not shipped: no product names it).
+        .target(name: "SoftHSMSupport", dependencies: ["VaultCrypto"], path: "Tests/SoftHSMSupport", swiftSettings: settings),
+        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto", "SoftHSMSupport"], swiftSettings: settings),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: settings),
         .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCrypto"], swiftSettings: settings),
         .testTarget(name: "PrivateModelsTests", dependencies: ["PrivateModels", "DifferentialPrivacy"], swiftSettings: settings),
@@ -125,7 +134,7 @@ let package = Package(
         .testTarget(
             name: "VaultServerTests",
             dependencies: [
-                "VaultServer", "ProfileVault", "VaultStore", "VaultCrypto", "VaultAudit",
+                "VaultServer", "ProfileVault", "VaultStore", "VaultCrypto", "VaultAudit", "SoftHSMSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -147,7 +156,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProfileVaultTests",
-            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy", "PrivateModels"],
+            dependencies: ["ProfileVault", "VaultStore", "VaultPolicy", "VaultCrypto", "VaultAudit", "DifferentialPrivacy", "PrivateModels", "SoftHSMSupport"],
             swiftSettings: settings
         ),
     ]

@@ -3,6 +3,7 @@ public import DifferentialPrivacy
 public import VaultAudit
 import VaultPolicy
 public import VaultStore
+public import VaultCrypto
 
 /// The JSON shapes of answers, shared by the CLI's `--json` forms (SPEC §10) and the HTTP
 /// service's bodies, so the two cannot drift apart.
@@ -177,7 +178,22 @@ public enum JSONForms {
             ("retired", .array(s.retired.map { .int(Int64($0)) })),
             ("identity_version", .int(Int64(s.identityVersion))),
             ("subjects_per_version", .object(s.subjectsPerVersion.sorted { $0.key < $1.key }.map { (String($0.key), .int(Int64($0.value))) })),
+            ("root_of_trust", rootOfTrust(s.rootOfTrust)),
         ])
+    }
+
+    /// Where the keyring's root of trust lives: `{"custody":"file"}`, or `{"custody":"pkcs11",
+    /// "token","object","module"}` (the module's file name only; never a PIN or its file).
+    public static func rootOfTrust(_ custody: KeyCustody) -> JSONValue {
+        switch custody {
+        case .file:
+            return .object([("custody", .string("file"))])
+        case .pkcs11(let uri):
+            return .object([
+                ("custody", .string("pkcs11")), ("token", .string(uri.token ?? "")), ("object", .string(uri.object ?? "")),
+                ("module", .string(uri.moduleName)),
+            ])
+        }
     }
 
     /// `consent status --json` (and the `purposes` of `GET /v1/subjects/{id}/consent`): each

@@ -138,7 +138,7 @@ extension Vault {
             }
             journalBytes = Array(data)
         }
-        let keyring = try loadKeyring(path: config.keysPath)
+        let keyring = try loadKeyring(path: config.keysPath, hsm: config.hsmURI)
         try ProfileStore.copyBackup(from: backup, to: config.storePath)
         var restored: ProfileStore?
         do {

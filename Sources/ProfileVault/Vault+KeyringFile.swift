@@ -27,7 +27,7 @@ extension Vault {
     /// can only take keys the store already vouches for.
     public func adoptKeyringFile() throws -> (active: UInt32, versions: [UInt32]) {
         try audited("keys.adopt", .update, permission: nil) { context in
-            let ring = try Vault.loadKeyring(path: configuration.keysPath)
+            let ring = try loadKeyring()
             try store.adopt(keyring: ring)
             let versions = ring.versions.filter { !ring.isRetired($0) }
             try store.audit([context.record("keys.adopt", .update,

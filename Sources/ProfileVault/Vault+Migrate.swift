@@ -22,7 +22,7 @@ extension Vault {
             guard PostgresStore.isLocation(url) else {
                 throw VaultError(.usage, "--to must be a PostgreSQL location (postgres://user@host:port/database?sslmode=...)")
             }
-            let keyring = try Self.loadKeyring(path: configuration.keysPath)
+            let keyring = try loadKeyring()
             let report = try PostgresStore.migrate(from: source, to: url, keyring: keyring, schema: schema, serviceRole: serviceRole, audit: context)
             try store.audit([context.record("store.migrate", .read, detail: "copied to a PostgreSQL store; its audit head is entry \(report.headSequence), \(report.head)",
                                             counts: [("subjects", report.subjects), ("audit_entries", report.auditEntries)])])

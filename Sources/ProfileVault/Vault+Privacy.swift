@@ -189,11 +189,12 @@ extension Vault {
     /// an interrupted rotation).
     public func rotateKeys(resume: Bool, progress: ((Int) -> Void)? = nil) throws -> RotationResult {
         try audited("keys.rotate", .update, permission: "keys") { context in
-            var ring = try Vault.loadKeyring(path: configuration.keysPath)
+            var ring = try loadKeyring()
             if !resume {
                 _ = ring.addVersion()
-                do { ring = try ring.replace(at: configuration.keysPath) } catch {
-                    throw VaultError(.configuration, "\(error)")
+                // A sealed keyring is sealed again by its token (which must be there: 69/503 otherwise).
+                do throws(KeyringError) { ring = try ring.replace(at: configuration.keysPath) } catch {
+                    throw Vault.keyringError(error)
                 }
                 try store.audit([context.record("keys.rotate", .update, detail: "new key version \(ring.active)")])
             }
@@ -206,7 +207,7 @@ extension Vault {
     /// Retires a KEK version; refused while any DEK is still wrapped under it.
     public func retireKey(version: UInt32) throws -> KeyStatus {
         try audited("keys.retire", .update, permission: "keys") { context in
-            var ring = try Vault.loadKeyring(path: configuration.keysPath)
+            var ring = try loadKeyring()
             guard ring.versions.contains(version) else {
                 throw VaultError(.configuration, "keyring \(configuration.keysPath) has no version \(version)")
             }
@@ -217,19 +218,24 @@ extension Vault {
             guard left == 0 else {
                 throw VaultError(.configuration, "\(left) subjects still have data keys wrapped with version \(version); run `profilectl keys rotate --resume` first")
             }
-            do {
+            do throws(KeyringError) {
                 try ring.retire(version)
                 ring = try ring.replace(at: configuration.keysPath)
             } catch {
-                throw VaultError(.configuration, "\(error)")
+                throw Vault.keyringError(error)
             }
             try store.markRetired(version, audit: context)
-            return try store.keyStatus(keyring: ring)
+            var status = try store.keyStatus(keyring: ring)
+            status.rootOfTrust = ring.custody
+            return status
         }
     }
 
     public func keyStatus() throws -> KeyStatus {
         try require("keys")
-        return try store.keyStatus(keyring: try Vault.loadKeyring(path: configuration.keysPath))
+        let ring = try loadKeyring()
+        var status = try store.keyStatus(keyring: ring)
+        status.rootOfTrust = ring.custody
+        return status
     }
 }

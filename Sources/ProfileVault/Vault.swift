@@ -25,6 +25,9 @@ public struct VaultConfiguration: Sendable {
     /// Files no output may replace besides the store, the keyring and the policy files (which
     /// ``Vault/protectedFiles`` always names): `serve` adds its tokens file.
     public var protectedFiles: [ProtectedFile] = []
+    /// The PKCS#11 URI of the key that seals the keyring (`--hsm`, `PROFILEVAULT_HSM_URI`);
+    /// nil: the keyring must be a plain file keyring (a sealed one is refused without it).
+    public var hsmURI: String?
     public init(storePath: String, keysPath: String, policyDirectory: String, actor: Actor) {
         self.storePath = storePath
         self.keysPath = keysPath
@@ -83,11 +86,38 @@ public final class Vault: Sendable {
 
     /// Loads a keyring, refusing one readable by group or others. Internal: a keyring's keys
     /// never leave the gate (an interface that held one could open the store's ciphertext).
-    static func loadKeyring(path: String) throws -> Keyring {
+    /// A sealed keyring (recognised by its content) is unsealed through `hsm`, the PKCS#11 URI
+    /// of its sealing key (docs/keys-and-encryption.md); without one it is refused.
+    static func loadKeyring(path: String, hsm: String? = nil) throws -> Keyring {
+        let uri = try parseHSM(hsm)
         do {
-            return try Keyring.load(path: path)
+            return try Keyring.load(path: path, hsm: uri)
         } catch {
-            throw VaultError(.configuration, error.description)
+            throw keyringError(error)
+        }
+    }
+
+    /// The configuration's keyring (through its HSM URI when it has one).
+    func loadKeyring() throws -> Keyring {
+        try Self.loadKeyring(path: configuration.keysPath, hsm: configuration.hsmURI)
+    }
+
+    /// `--hsm` / `PROFILEVAULT_HSM_URI` parsed; nil when not given. A URI that does not parse is
+    /// a usage error naming the attribute, never its value.
+    static func parseHSM(_ text: String?) throws -> PKCS11URI? {
+        guard let text, !text.isEmpty else { return nil }
+        do { return try PKCS11URI.parse(text) } catch { throw keyringError(error) }
+    }
+
+    /// A keyring or key custody failure as the VaultError of its kind: a URI that does not
+    /// parse 64; the HSM token away 69 (HTTP 503); a sealed keyring that does not open under
+    /// its key 1 (integrity); everything else (file, permissions, module, PIN, key) 78.
+    static func keyringError(_ e: KeyringError) -> VaultError {
+        switch e.kind {
+        case .invalidURI: VaultError(.usage, e.description)
+        case .custodyUnavailable: VaultError(.unavailable, e.description)
+        case .sealIntegrity: VaultError(.integrity, e.description)
+        default: VaultError(.configuration, e.description)
         }
     }
 
@@ -104,7 +134,7 @@ public final class Vault: Sendable {
         // Stored as given by every engine (meta, the policy ledger): refused before anything is created.
         try StoredText.check(policy.version, "policy version")
         try StoredText.check(config.actor.name, "actor")
-        let keyring = try loadKeyring(path: config.keysPath)
+        let keyring = try loadKeyring(path: config.keysPath, hsm: config.hsmURI)
         let store: any StorageEngine
         if PostgresStore.isLocation(config.storePath) {
             store = try PostgresStore.create(url: config.storePath, keyring: keyring, schema: schema, schemaVersion: String(schema.version),
@@ -140,7 +170,7 @@ public final class Vault: Sendable {
                             asOwner: Bool = false) throws -> Vault {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let (schema, policy) = (files.schema, files.policy)
-        let keyring = try loadKeyring(path: config.keysPath)
+        let keyring = try loadKeyring(path: config.keysPath, hsm: config.hsmURI)
         let store: any StorageEngine = PostgresStore.isLocation(config.storePath)
             ? try PostgresStore.open(url: config.storePath, keyring: keyring, schema: schema, leastPrivilege: !asOwner)
             : try ProfileStore.open(path: config.storePath, keyring: keyring, schema: schema)

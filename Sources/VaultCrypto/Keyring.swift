@@ -71,6 +71,16 @@ public struct KeyringError: Error, CustomStringConvertible {
         case retiredVersion
         /// The operation is not allowed in the keyring's state (e.g. retiring the active version).
         case invalidOperation
+        /// A PKCS#11 URI that does not parse (a usage error).
+        case invalidURI
+        /// The key custody refused or is misconfigured: module not found, wrong PIN, no such
+        /// key, a key that is extractable, a sealed keyring opened without a URI.
+        case custody
+        /// The PKCS#11 token is not there (absent, removed, unreachable): the same operation
+        /// may succeed later (HTTP 503).
+        case custodyUnavailable
+        /// The sealed keyring does not open under the token's key: a modified file or another key.
+        case sealIntegrity
     }
 
     public let kind: Kind
@@ -107,6 +117,9 @@ public struct Keyring: Sendable {
 
     /// Where the keyring was loaded from or last written to; nil for a fresh in-memory one.
     public let path: String?
+    /// Where the root of trust lives: the file itself, or a PKCS#11 token that seals it. A
+    /// keyring written (``write(to:)``, ``replace(at:)``) is sealed by this custody.
+    public let custody: KeyCustody
     /// The version new KEK wraps use.
     public private(set) var active: UInt32
     /// Free text stored in the file (e.g. "EXAMPLE ONLY").
@@ -122,12 +135,25 @@ public struct Keyring: Sendable {
     /// The creation time (ISO 8601) of `version`, if known.
     public func created(_ version: UInt32) -> String? { entries[version]?.created }
 
-    private init(path: String?, active: UInt32, note: String?, entries: [UInt32: Entry]) {
+    private init(path: String?, active: UInt32, note: String?, entries: [UInt32: Entry], custody: KeyCustody = .file) {
         self.path = path
+        self.custody = custody
         self.active = active
         self.note = note
         self.entries = entries
     }
+
+    // MARK: Custody
+
+    /// The same keys under another custody (``write(to:)`` and ``replace(at:)`` then seal
+    /// with it, or write the secrets in clear for `.file`).
+    public func withCustody(_ custody: KeyCustody) -> Keyring {
+        Keyring(path: path, active: active, note: note, entries: entries, custody: custody)
+    }
+
+    /// Where to read this keyring again (the file and its custody), for a store that rereads
+    /// a rotated keyring file; nil for one that was never in a file.
+    public var location: KeyringLocation? { path.map { KeyringLocation(path: $0, custody: custody) } }
 
     // MARK: Creating
 
@@ -239,7 +265,26 @@ public struct Keyring: Sendable {
     /// anything to group or others (`mode & 0o077 != 0`), like ssh does with private keys, or
     /// that another user owns (``SecretFile/problem(mode:owner:euid:path:)``); the error says
     /// which `chmod` or `chown` fixes it. Malformed content names the offending field.
-    public static func load(path: String) throws(KeyringError) -> Keyring {
+    ///
+    /// A sealed keyring (``SealedKeyring``: `"format": "profilevault-sealed-keyring"`) is
+    /// recognised by its content and opened through `hsm`, the PKCS#11 URI of its sealing key;
+    /// without one it is refused (`.custody`): the sealed file alone opens nothing.
+    public static func load(path: String, hsm: PKCS11URI? = nil) throws(KeyringError) -> Keyring {
+        try withFileBytes(path: path) { (bytes: UnsafeRawBufferPointer) throws(KeyringError) -> Keyring in
+            if let sealed = try SealedKeyring.parse(bytes, path: path) {
+                guard let hsm else {
+                    throw KeyringError(kind: .custody, path: path, reason: "the keyring is sealed by PKCS#11 key \(PKCS11Token.quoted(sealed.object)) on token \(PKCS11Token.quoted(sealed.token)): pass --hsm URI or set PROFILEVAULT_HSM_URI (pkcs11:token=...;object=...?module-path=...&pin-source=file:...)")
+                }
+                return try sealed.unseal(with: hsm, path: path) { (plain: UnsafeRawBufferPointer, uri: PKCS11URI) throws(KeyringError) -> Keyring in
+                    try parse(plain, path: path, custody: .pkcs11(uri))
+                }
+            }
+            return try parse(bytes, path: path, custody: .file)
+        }
+    }
+
+    /// Reads the whole file after the permission checks into a buffer wiped afterwards.
+    static func withFileBytes<R>(path: String, _ body: (UnsafeRawBufferPointer) throws(KeyringError) -> R) throws(KeyringError) -> R {
         func fail(_ kind: KeyringError.Kind, _ reason: String) -> KeyringError {
             KeyringError(kind: kind, path: path, reason: reason)
         }
@@ -279,7 +324,17 @@ public struct Keyring: Sendable {
         }
         guard length < capacity else { throw fail(.malformed, "file grew while it was read") }
 
-        let data = Data(bytesNoCopy: buffer.baseAddress!, count: length, deallocator: .none)
+        return try body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: length))
+    }
+
+    /// Parses and validates the keyring's JSON (the file's bytes, or a sealed keyring's
+    /// plaintext).
+    static func parse(_ bytes: UnsafeRawBufferPointer, path: String, custody: KeyCustody) throws(KeyringError) -> Keyring {
+        func fail(_ kind: KeyringError.Kind, _ reason: String) -> KeyringError {
+            KeyringError(kind: kind, path: path, reason: reason)
+        }
+        guard let base = bytes.baseAddress, bytes.count > 0 else { throw fail(.malformed, "not valid JSON") }
+        let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
         let model: FileModel
         do {
             model = try JSONDecoder().decode(FileModel.self, from: data)
@@ -314,7 +369,7 @@ public struct Keyring: Sendable {
             throw fail(.malformed, "field active: \(number(model.active)) is not the version of an entry in keys")
         }
         guard !activeEntry.retired else { throw fail(.malformed, "field active: version \(active) is retired") }
-        return Keyring(path: path, active: active, note: model.note, entries: entries)
+        return Keyring(path: path, active: active, note: model.note, entries: entries, custody: custody)
     }
 
     private static func number(_ d: Double) -> String {
@@ -363,8 +418,8 @@ public struct Keyring: Sendable {
     /// Returns the keyring with `path` set.
     @discardableResult
     public func write(to path: String) throws(KeyringError) -> Keyring {
-        try Self.writeNewFile(serialized(), to: path)
-        return Keyring(path: path, active: active, note: note, entries: entries)
+        try Self.writeNewFile(try fileContent(path: path), to: path)
+        return Keyring(path: path, active: active, note: note, entries: entries, custody: custody)
     }
 
     /// Atomically replaces the keyring file at `path` (e.g. after ``addVersion()``): writes
@@ -372,17 +427,32 @@ public struct Keyring: Sendable {
     @discardableResult
     public func replace(at path: String) throws(KeyringError) -> Keyring {
         let temporary = path + ".new"
-        try Self.writeNewFile(serialized(), to: temporary)
+        try Self.writeNewFile(try fileContent(path: path), to: temporary)
         guard rename(temporary, path) == 0 else {
             let e = errno
             unlink(temporary)
             throw KeyringError(kind: .io, path: path, reason: "cannot rename \(temporary) into place: \(String(cString: strerror(e)))")
         }
         Self.syncDirectory(of: path)
-        return Keyring(path: path, active: active, note: note, entries: entries)
+        return Keyring(path: path, active: active, note: note, entries: entries, custody: custody)
     }
 
-    private static func writeNewFile(_ content: [UInt8], to path: String) throws(KeyringError) {
+    /// What the file holds under this keyring's custody: the JSON with its secrets (`.file`),
+    /// or that JSON sealed by the PKCS#11 key (``SealedKeyring``).
+    private func fileContent(path: String) throws(KeyringError) -> [UInt8] {
+        switch custody {
+        case .file:
+            return serialized()
+        case .pkcs11(let uri):
+            var plain = serialized()
+            defer { plain.withUnsafeMutableBytes { OPENSSL_cleanse_bytes($0) } }
+            return try plain.withBytes { (p: UnsafeRawBufferPointer) throws(KeyringError) -> [UInt8] in
+                try SealedKeyring.seal(p, with: uri, path: path)
+            }
+        }
+    }
+
+    static func writeNewFile(_ content: [UInt8], to path: String) throws(KeyringError) {
         var content = content
         defer { content.withUnsafeMutableBytes { OPENSSL_cleanse_bytes($0) } }
         func fail(_ reason: String) -> KeyringError { KeyringError(kind: .io, path: path, reason: reason) }
@@ -420,7 +490,7 @@ public struct Keyring: Sendable {
     }
 
     /// Best effort: makes the new directory entry durable.
-    private static func syncDirectory(of path: String) {
+    static func syncDirectory(of path: String) {
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let fd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {

@@ -31,7 +31,7 @@ public final class PostgresProfiles: Sendable {
     let keyBox: Mutex<StoreKeys>
     var keys: StoreKeys { keyBox.withLock { $0 } }
     /// The keyring file the keys came from (nil for a keyring built in memory).
-    let keyringPath: String?
+    let keyringLocation: KeyringLocation?
     let piiColumns: PIIColumns
     let piiFieldIDs: [String: Int]
     /// The upserts of one statement's worth of `pii` and `attributes` rows (built once from the
@@ -54,11 +54,11 @@ public final class PostgresProfiles: Sendable {
     /// A server database has no files an output could overwrite.
     public var ownFiles: [ProtectedFile] { [] }
 
-    init(engine: PostgresEngine, schema: Schema, keys: StoreKeys, keyringPath: String? = nil) throws(PostgresStoreError) {
+    init(engine: PostgresEngine, schema: Schema, keys: StoreKeys, keyringLocation: KeyringLocation? = nil) throws(PostgresStoreError) {
         self.engine = engine
         self.schema = schema
         self.keyBox = Mutex(keys)
-        self.keyringPath = keyringPath
+        self.keyringLocation = keyringLocation
         let columns = PIIColumns(schema: schema)
         self.piiColumns = columns
         self.piiFieldIDs = Dictionary(uniqueKeysWithValues: PIIColumns.fieldIDs(schema))
@@ -256,7 +256,7 @@ public final class PostgresProfiles: Sendable {
             throw PostgresStoreError(.configuration, "\(place): the store's PII field table does not match the schema")
         }
         let keys = try StoreKeys(keyring: keyring, identityVersion: identity, schema: schema)
-        return try PostgresProfiles(engine: engine, schema: schema, keys: keys, keyringPath: keyring.path)
+        return try PostgresProfiles(engine: engine, schema: schema, keys: keys, keyringLocation: keyring.location)
     }
 
     // MARK: - Waiting on the pool
@@ -329,7 +329,7 @@ extension PostgresProfiles {
     /// `serve` adopts the changed file in full on its own (Vault.adoptKeyringFile). Plain file
     /// reads, no statement, so this may run inside a transaction's task.
     func reloadedKEK(_ version: UInt32) -> SharedAESGCMKey? {
-        guard let path = keyringPath, let ring = try? Keyring.load(path: path) else { return nil }
+        guard let location = keyringLocation, let ring = try? location.load() else { return nil }
         return keyBox.withLock { keys -> SharedAESGCMKey? in
             guard let fresh = try? keys.addingKEKs(of: ring) else { return nil }
             keys = fresh

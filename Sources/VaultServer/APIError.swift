@@ -24,7 +24,8 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     static func badRequest(_ m: String) -> APIError { APIError(.badRequest, m) }
 
     /// The answer for any error a route throws. `VaultError` kinds map as: usage and invalid
-    /// input 400, not found 404, denied 403; configuration, integrity, output-file and internal failures
+    /// input 400, not found 404, denied 403; unavailable (the HSM token is away) 503;
+    /// configuration, integrity, output-file and internal failures
     /// 500 with a generic message (their detail is for the operator's log, not the client).
     /// A 4xx answer says the error's `detail` (what the audit log records: no input value, no
     /// server directory), never its CLI `message`, which may quote a short value.
@@ -46,6 +47,8 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
                 // keeps a client from reading the 500 as "nothing happened".
                 return APIError(.internalServerError, Vault.erasureJournalFailure)
             case .configuration, .cannotCreate, .internalFailure: return APIError(.internalServerError, "internal error")
+            // The key custody (the PKCS#11 token) is away: the operation may succeed later.
+            case .unavailable: return APIError(.serviceUnavailable, "key custody unavailable: the HSM token cannot be reached; try again later")
             }
         case is CancellationError:
             // The request's task was cancelled (its time limit, or the server shutting down).

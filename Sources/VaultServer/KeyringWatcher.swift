@@ -7,7 +7,8 @@ import VaultValues
 /// it, or the rotated file copied to this host), the service adopts it
 /// (``Vault/adoptKeyringFile()``) without a restart. One `stat` per tick on a queue of its own;
 /// a file that fails to load or to match the store's key checks is logged once per change
-/// (no key material) and the keys in use stay as they were.
+/// (no key material) and the keys in use stay as they were. A sealed keyring whose HSM token
+/// is away is tried again at every tick until the token is back.
 public final class KeyringWatcher: @unchecked Sendable {
     // `@unchecked Sendable`: `stamp` is only touched under `lock`; `ticks` is set once in init.
     /// The actor name `keys.adopt` entries are audited under.
@@ -45,6 +46,13 @@ public final class KeyringWatcher: @unchecked Sendable {
         } catch {
             let message = (error as? VaultError)?.detail ?? "the keyring could not be adopted"
             logger.error("keyring not adopted; the keys in use are unchanged", metadata: ["error": .string(message)])
+            // The HSM token that unseals it is away: look again at the next tick, so the file is
+            // adopted once the token is back (any other failure waits for the file to change).
+            if (error as? VaultError)?.kind == .unavailable {
+                lock.lock()
+                stamp = nil
+                lock.unlock()
+            }
             return false
         }
     }

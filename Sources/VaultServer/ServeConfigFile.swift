@@ -32,6 +32,8 @@ public struct ServeConfigFile: Sendable, Equatable {
     public var requestTimeout: Double?
     public var store: String?
     public var keys: String?
+    /// The PKCS#11 URI of the key that seals the keyring (as `--hsm`).
+    public var hsm: String?
     public var policy: String?
     public var allowExampleKeys: Bool?
     /// The line of each key given, for errors about its value found later (`serve` checks
@@ -48,6 +50,7 @@ public struct ServeConfigFile: Sendable, Equatable {
         ("log-format", .string), ("log-level", .string), ("publish-heads", .path), ("audit-stream", .path),
         ("retention-every", .string), ("max-body-bytes", .int), ("request-timeout", .number),
         ("store", .storeLocation), ("keys", .path), ("policy", .path), ("allow-example-keys", .bool),
+        ("hsm", .string),
     ]
 
     /// The largest file read.
@@ -138,6 +141,7 @@ public struct ServeConfigFile: Sendable, Equatable {
                 case "retention-every": out.retentionEvery = s
                 case "store": out.store = s
                 case "keys": out.keys = s
+                case "hsm": out.hsm = s
                 case "policy": out.policy = s
                 default: break
                 }

@@ -679,6 +679,12 @@ final class VaultService: Sendable {
             response.status = .serviceUnavailable
             return response
         }
+        // A sealed keyring: whether its HSM token is there. Without it the service goes on from
+        // the keys in memory (200, degraded); rotation and keyring adoption answer 503.
+        if let available = try? await blocking({ self.base.keyCustodyAvailable() }) {
+            return json(.object([("status", .string(available ? "ok" : "degraded")),
+                                 ("key_custody", .string(available ? "available" : "unavailable"))]))
+        }
         return json(.object([("status", .string("ok"))]))
     }
 

@@ -11,6 +11,8 @@ public struct KeyStatus: Sendable {
     public var identityVersion: UInt32
     /// How many subjects' DEKs are wrapped under each KEK version.
     public var subjectsPerVersion: [UInt32: Int]
+    /// Where the keyring's root of trust lives (set by the Vault from the keyring it loaded).
+    public var rootOfTrust: KeyCustody = .file
 
     /// For another engine of this package (VaultPostgres): the memberwise initialiser is internal.
     package static func make(active: UInt32, versions: [UInt32], retired: [UInt32], identityVersion: UInt32,

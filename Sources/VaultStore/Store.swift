@@ -111,12 +111,12 @@ package struct StoreKeys: Sendable {
 final class KeyBox: @unchecked Sendable {
     private let lock = NSLock()
     private var value: StoreKeys
-    let keyringPath: String?
+    let keyringLocation: KeyringLocation?
     let schema: Schema
 
-    init(_ keys: StoreKeys, keyringPath: String?, schema: Schema) {
+    init(_ keys: StoreKeys, keyringLocation: KeyringLocation?, schema: Schema) {
         value = keys
-        self.keyringPath = keyringPath
+        self.keyringLocation = keyringLocation
         self.schema = schema
     }
 
@@ -141,7 +141,7 @@ final class KeyBox: @unchecked Sendable {
     }
 
     private func reloaded(identityVersion: UInt32) -> StoreKeys? {
-        guard let path = keyringPath, let ring = try? Keyring.load(path: path) else { return nil }
+        guard let location = keyringLocation, let ring = try? location.load() else { return nil }
         lock.lock()
         defer { lock.unlock() }
         guard let fresh = try? value.addingKEKs(of: ring) else { return nil }
@@ -318,7 +318,7 @@ public final class ProfileStore: Sendable {
                     arguments: [Int64(keyring.active), Data(c), Int64(Date().timeIntervalSince1970)])
             }
         }
-        let box = KeyBox(keys, keyringPath: keyring.path, schema: schema)
+        let box = KeyBox(keys, keyringLocation: keyring.location, schema: schema)
         return ProfileStore(path: path, schema: schema, pool: pool, keys: box, piiFieldIDs: piiIDs)
     }
 

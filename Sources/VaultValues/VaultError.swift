@@ -30,6 +30,9 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         case cannotCreate
         /// Anything else: I/O and SQLite failures (exit 1 as well, but reported differently).
         case internalFailure
+        /// A service the operation needs is not there right now and may come back: the PKCS#11
+        /// token that seals the keyring (exit 69, EX_UNAVAILABLE; HTTP 503).
+        case unavailable
     }
 
     /// Where in the input the problem is: a file's line or an in-memory record, and a field.
@@ -185,6 +188,7 @@ public struct VaultError: Error, CustomStringConvertible, Sendable, Equatable {
         case .configuration: 78
         case .cannotCreate: 73
         case .integrity, .internalFailure: 1
+        case .unavailable: 69
         }
     }
 }

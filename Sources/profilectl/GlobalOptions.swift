@@ -14,6 +14,10 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "The keyring file (env PROFILEVAULT_KEYS).")
     var keys: String?
 
+    @Option(help: ArgumentHelp("The PKCS#11 URI of the HSM key that seals the keyring (env PROFILEVAULT_HSM_URI): pkcs11:token=T;object=K?module-path=/path/lib.so&pin-source=file:/path/pin.",
+                               valueName: "uri"))
+    var hsm: String?
+
     @Option(help: "The policy directory with schema.yaml and policy.yaml (env PROFILEVAULT_POLICY; default policies/).")
     var policy: String?
 
@@ -50,6 +54,13 @@ struct GlobalOptions: ParsableArguments {
 
     var policyDirectory: String { policy ?? environment["PROFILEVAULT_POLICY"] ?? "policies" }
 
+    /// `--hsm`, else `PROFILEVAULT_HSM_URI`; nil when neither is given (a sealed keyring is then
+    /// refused with a message that says so).
+    var hsmURI: String? {
+        guard let u = hsm ?? environment["PROFILEVAULT_HSM_URI"], !u.isEmpty else { return nil }
+        return u
+    }
+
     var actorValue: Actor {
         Actor(name: actor ?? environment["USER"] ?? "cli", role: role ?? "operator")
     }
@@ -64,7 +75,13 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func configuration(storePath override: String? = nil) throws -> VaultConfiguration {
-        VaultConfiguration(storePath: try override ?? storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
+        try configuration(storePathOverride: override, hsm: hsmURI)
+    }
+
+    func configuration(storePathOverride override: String?, hsm: String?) throws -> VaultConfiguration {
+        var c = VaultConfiguration(storePath: try override ?? storePath(), keysPath: try keysPath(), policyDirectory: policyDirectory, actor: actorValue)
+        c.hsmURI = hsm
+        return c
     }
 
     /// The public example keyring (`keys-example/keyring.json` or any copy of it, recognised by

@@ -97,6 +97,7 @@ struct Serve: ParsableCommand {
         var options = self.options
         if options.store == nil { options.store = file.store }
         if options.keys == nil { options.keys = file.keys }
+        if options.hsm == nil { options.hsm = file.hsm }
         if options.policy == nil { options.policy = file.policy }
         if !options.allowExampleKeys { options.allowExampleKeys = file.allowExampleKeys ?? false }
         let listenAddress = try listen.map { try Self.parseListen($0) }
@@ -204,6 +205,7 @@ struct Serve: ParsableCommand {
         let tokenFile = try ReloadingTokenFile(path: s.tokens, checkEvery: serviceOptions.tokensCheckInterval, logger: logger)
         var configuration = VaultConfiguration(storePath: try options.storePath(), keysPath: keysPath,
                                                policyDirectory: options.policyDirectory, actor: Actor(name: "serve", role: "none"))
+        configuration.hsmURI = options.hsmURI
         configuration.protectedFiles = [.tokens(s.tokens)]   // --publish-heads and --audit-stream may never be the tokens file
         let vault = try Vault.open(configuration)
         try vault.startBackgroundCheckpoints()

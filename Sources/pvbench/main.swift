@@ -36,6 +36,7 @@ func usage() -> Never {
                pvbench noise N                              # discrete Laplace samples/s
                pvbench suite PROFILES.csv POLICYDIR KEYRING WORKDIR  # get, query, rotate, erase on one store
                pvbench query PROFILES.csv POLICYDIR KEYRING [REPS]   # DP queries vs raw SQL
+               pvbench custody STORE POLICYDIR KEYRING SEALED HSM-URI REPS  # open the store: file keyring vs sealed by the HSM
 
         """.utf8))
     exit(64)
@@ -153,6 +154,36 @@ case "gets":
     emit([("mode", .string("gets")), ("calls", .int(Int64(n))), ("p50_ms", .double(lat[n / 2])), ("p99_ms", .double(lat[min(n - 1, n * 99 / 100)])),
           ("max_ms", .double(lat[n - 1]))])
     try vault.close()
+
+case "custody":
+    // pvbench custody STORE POLICYDIR KEYRING SEALED HSM-URI REPS: start-up (Vault.open, one
+    // audited get, close) with the file keyring and with the same keys sealed by a PKCS#11 key,
+    // alternating, REPS each, in one process; the difference of the medians is the unseal.
+    guard args.count >= 7, let reps = Int(args[6]), reps > 0 else { usage() }
+    func config(_ keys: String, _ hsm: String?) -> VaultConfiguration {
+        var c = VaultConfiguration(storePath: args[1], keysPath: keys, policyDirectory: args[2], actor: Actor(name: "bench", role: "support"))
+        c.hsmURI = hsm
+        return c
+    }
+    var fileOpen: [Double] = [], hsmOpen: [Double] = [], fileGet: [Double] = [], hsmGet: [Double] = []
+    let subjects = try Vault.open(config(args[3], nil)).status().subjects
+    for i in 0..<(reps + 2) {
+        for (keys, hsm) in [(args[3], nil), (args[4], args[5])] as [(String, String?)] {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let vault = try Vault.open(config(keys, hsm))
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            _ = try vault.get(customerID: DemoPopulation.customerID((i * 7919) % max(subjects, 1)), purpose: "customer_support")
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            try vault.close()
+            guard i >= 2 else { continue }   // two warm-up rounds (page cache, module load)
+            if hsm == nil { fileOpen.append(Double(t1 - t0) / 1e6); fileGet.append(Double(t2 - t1) / 1e6) } else { hsmOpen.append(Double(t1 - t0) / 1e6); hsmGet.append(Double(t2 - t1) / 1e6) }
+        }
+    }
+    func median(_ a: [Double]) -> Double { let s = a.sorted(); return s[s.count / 2] }
+    emit([("mode", .string("custody")), ("subjects", .int(Int64(subjects))), ("reps", .int(Int64(reps))),
+          ("file_open_ms", .double(median(fileOpen))), ("hsm_open_ms", .double(median(hsmOpen))),
+          ("unseal_ms", .double(median(hsmOpen) - median(fileOpen))), ("hsm_open_max_ms", .double(hsmOpen.max() ?? 0)),
+          ("file_first_get_ms", .double(median(fileGet))), ("hsm_first_get_ms", .double(median(hsmGet)))])
 
 case "get":
     // pvbench get PROFILES.csv POLICYDIR KEYRING N: mean latency of an audited Vault.get

@@ -28,7 +28,11 @@ public enum Scoring {
             return "a \(a.model.rawValue) model is not scored (score serves linear_regression, logistic_regression, random_forest and kmeans)"
         }
         let d = a.features.count
-        guard (1...maxFeatures).contains(d) else { return "the model needs 1 to \(maxFeatures) features" }
+        // One feature: the score is a function of that one attribute, and for most models an
+        // invertible one (a linear score gives the attribute back exactly): scoring would read
+        // the attribute out, which only the DP layer may release.
+        guard d >= 2 else { return "a scored model needs at least 2 features: with \(d == 1 ? "one" : "none"), its score would reveal the attribute itself" }
+        guard d <= maxFeatures else { return "the model needs 2 to \(maxFeatures) features" }
         guard Set(a.features).count == d else { return "a feature is listed twice" }
         guard a.featureBounds.count == d else { return "feature_bounds has \(a.featureBounds.count) entries for \(d) features" }
         for (i, b) in a.featureBounds.enumerated() {

@@ -68,6 +68,19 @@ extension Vault {
             if let sealed = Keyring.sealedHeader(path: path) {
                 throw VaultError(.usage, "keyring \(path) is already sealed (by key \(Self.label(sealed.object)) on token \(Self.label(sealed.token))); to move it to another key, unseal it to a new file first")
             }
+            // The plaintext keyring is zeroed in place after the rename: that works only on a
+            // regular file with this one name. Through a symbolic link the link would be replaced
+            // and the plaintext target left whole; with a second hard link that other name would
+            // be zeroed too (or, for a backup copy, silently destroyed). Both are refused.
+            var st = stat()
+            guard lstat(path, &st) == 0 else { throw VaultError(.configuration, "keyring \(path): cannot be examined: \(String(cString: strerror(errno)))") }
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                throw VaultError(.configuration, "keyring \(path) is a symbolic link: sealing replaces the keyring file and zeroes its old bytes, so seal the file it points to (--keys TARGET) and point the link again afterwards")
+            }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw VaultError(.configuration, "keyring \(path) is not a regular file") }
+            if st.st_nlink > 1 {
+                throw VaultError(.configuration, "keyring \(path) has \(st.st_nlink) hard links: the plaintext keyring would stay readable (or be zeroed) under the other names; remove them (or copy the keyring to a file of its own) and seal again")
+            }
             let ring = try Self.loadKeyring(path: path)
             // The keyring this store was opened with, not another one put in its place since.
             try store.adopt(keyring: ring)

@@ -450,6 +450,9 @@ extension Vault {
         }
         for name in job.features { touch(name) }
         if let t = job.target {
+            if job.features.contains(t) {
+                throw VaultError(.invalidInput, "\(job.file): target: \(t) is also a feature: a model predicting a feature from itself learns nothing, and its scores would give the attribute back")
+            }
             let (s, _) = try numeric(t, "target")
             if (kind == .logistic_regression || kind == .random_forest) && !(s.lower == 0 && s.upper == 1) {
                 throw VaultError(.invalidInput, "\(job.file): target: \(t) must be an int or bool attribute with bounds [0, 1] for \(kind.rawValue)")

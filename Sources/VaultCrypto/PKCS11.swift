@@ -376,9 +376,34 @@ package enum PKCS11Token {
         return "\"\(shown)\""
     }
 
+    /// Why the module at `path` must not be loaded (nil: it may): the library runs inside the
+    /// process that holds the keys, so, as the keyring and PIN files are checked, the file (after
+    /// symbolic links) and the directory holding it must be owned by root or by this user and
+    /// writable by no one else. A missing file is left to the loader's "not found".
+    static func moduleFileProblem(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        let file = String(cString: resolved)
+        let directory = file.contains("/") ? String(file[..<(file.lastIndex(of: "/") ?? file.endIndex)]) : "."
+        for (what, p) in [("the file", file), ("its directory", directory.isEmpty ? "/" : directory)] {
+            var st = stat()
+            guard stat(p, &st) == 0 else { return "cannot be examined (\(what))" }
+            if st.st_uid != 0 && st.st_uid != geteuid() {
+                return "is refused: \(what) belongs to another user (uid \(st.st_uid)); whoever can replace the module runs code inside the vault"
+            }
+            if st.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+                return "is refused: \(what) is writable by group or others (mode \(String(st.st_mode & 0o7777, radix: 8))); whoever can replace the module runs code inside the vault"
+            }
+        }
+        return nil
+    }
+
     /// The loaded module at `path` (dlopen once per path, never closed). Caller holds the lock.
     private static func module(_ path: String, place: String) throws(KeyringError) -> UnsafeMutablePointer<CK_FUNCTION_LIST> {
         if let m = registry.modules[path] { return m }
+        if let problem = moduleFileProblem(path) {
+            throw KeyringError(kind: .custody, path: place, reason: "PKCS#11 module \(path) \(problem)")
+        }
         var list: UnsafeMutablePointer<CK_FUNCTION_LIST>?
         var message = [CChar](repeating: 0, count: 512)
         let code = message.withUnsafeMutableBufferPointer { pv_p11_load(path, &list, $0.baseAddress, $0.count) }

@@ -60,7 +60,9 @@ import Testing
         m = Self.regression(); m.featureBounds = [[0, 10], [.nan, 1]]; cases.append(("NaN bound", m, "feature_bounds[1]"))
         m = Self.regression(); m.featureBounds = [[0, 10], []]; cases.append(("empty bound", m, "feature_bounds[1]"))
         m = Self.regression(); m.features = ["a", "a"]; cases.append(("duplicate feature", m, "twice"))
-        m = Self.regression(); m.features = []; m.featureBounds = []; m.coefficients = []; cases.append(("no features", m, "1 to 1024"))
+        m = Self.regression(); m.features = []; m.featureBounds = []; m.coefficients = []; cases.append(("no features", m, "at least 2 features"))
+        m = Self.regression(); m.features = ["a"]; m.featureBounds = [[0, 10]]; m.coefficients = [1]
+        cases.append(("one feature: its score is the attribute", m, "at least 2 features"))
         var f = Self.forest(); f.trees?[0].leafProbabilities = [0.5]; cases.append(("short leaves", f, "leaf_probabilities"))
         f = Self.forest(); f.trees?[0].cuts = [5]; cases.append(("cuts vs features", f, "same length"))
         f = Self.forest(); f.trees?[0].features = ["a", "zzz"]; cases.append(("unknown tree feature", f, "not a feature"))

@@ -57,7 +57,7 @@ import VaultCrypto
     /// command exits 73 saying the erasure is done and how to rebuild the journal.
     @Test func anErasureRequestClosesWithItsReceiptEvenWhenTheJournalFails() throws {
         let s = try Self.store()
-        let id = requestID(try open(s, "erasure", Self.id(4)))
+        let id = requestID(try open(s, "erasure", Self.id(3)))
         let journal = s.dir + "/store.sqlite.erasures"
         try? FileManager.default.removeItem(atPath: journal)
         try FileManager.default.createDirectory(atPath: journal, withIntermediateDirectories: false)

@@ -160,6 +160,27 @@ extension TrainTests {
         #expect(lines.last?["score"] is Double)
     }
 
+    /// The reviewer's attack: a trainer trains `age -> age` (or any one-feature model) and the
+    /// app role scores everyone, reading the attribute back. train refuses a target that is also
+    /// a feature (65, before any charge), and score refuses a one-feature model (65, nothing
+    /// read or audited as a score).
+    @Test func scoresNeverGiveAnAttributeBack() throws {
+        let s = try store(modelTrainingBudget: "100.0")
+        let same = try s.run(["train", try job(s, "same.yaml", "job: same\npurpose: model_training\nmodel: linear_regression\nfeatures: [age]\ntarget: age\nepsilon: 5\n"),
+                              "--out", s.dir + "/same.json", "--role", "trainer"])
+        #expect(same.status == 65 && same.stderr.contains("target: age is also a feature"), "\(same.status) \(same.stderr)")
+        let one = try train(s, "one", "job: one\npurpose: model_training\nmodel: linear_regression\nderived:\n  late: { events: purchase, aggregate: count, bounds: [0, 5] }\nfeatures: [age]\ntarget: late\nepsilon: 1\n")
+        let before = try scoreEntries(s).count
+        for selection in [["--subject", "C5"], ["--all", "--top", "10"]] {
+            let r = try s.run(["score", "--model", one] + selection + ["--role", "app"])
+            #expect(r.status == 65 && r.stderr.contains("at least 2 features"), "\(selection): \(r.status) \(r.stderr)")
+            #expect(!r.stdout.contains("score"))
+        }
+        // Only the two refused calls' own entries (outcome error): no subject was read or scored.
+        let added = try scoreEntries(s).dropFirst(before)
+        #expect(added.count == 2 && added.allSatisfy { $0["status"] as? String == "error" }, "\(added)")
+    }
+
     @Test func theGateRefusesForgedArtifactsOtherKindsRolesAndWithdrawnPurposes() throws {
         let s = try store(modelTrainingBudget: "100.0")
         let lin = try train(s, "lin", Self.linearJob)
@@ -230,7 +251,7 @@ extension TrainTests {
             model: random_forest
             derived:
               late: { events: purchase, aggregate: count, from: 2026-10-03, bounds: [0, 1] }
-            features: [age]
+            features: [age, annual_income]
             target: late
             params: { trees: 2, depth: 3 }
             epsilon: 1
@@ -247,7 +268,7 @@ extension TrainTests {
         x = good; x.intercept = nil; cases.append(("no intercept", x, "finite"))
         var y = forest; y.trees?[0].leafProbabilities = [0.5]; cases.append(("short leaves", y, "leaf_probabilities must have"))
         y = forest; y.trees?[0].cuts = [1]; cases.append(("cuts", y, "same length"))
-        y = forest; y.trees?[0].features = ["annual_income", "age", "age"]; cases.append(("tree feature", y, "not a feature of the model"))
+        y = forest; y.trees?[0].features = ["annual_income", "age", "zzz"]; cases.append(("tree feature", y, "not a feature of the model"))
         for (label, artifact, reason) in cases {
             let (_, json) = try vault.sealed(artifact)
             let path = try s.write("bad-\(label.replacingOccurrences(of: " ", with: "-")).json", String(decoding: json, as: UTF8.self))

@@ -58,6 +58,17 @@ import Testing
             #expect(error.description.contains("not found"))
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/k.json"))
+        // A module file (or its directory) others may write is never loaded: whoever can
+        // replace it would run code in the process that holds the keys.
+        FileManager.default.createFile(atPath: dir + "/open.so", contents: Data("not an ELF".utf8))
+        chmod(dir + "/open.so", 0o666)
+        let open = try PKCS11URI.parse("pkcs11:token=t;object=o?module-path=\(dir)/open.so")
+        do throws(KeyringError) {
+            try Keyring.createSealingKey(open, place: "test")
+            Issue.record("loaded a world-writable module")
+        } catch {
+            #expect(error.kind == .custody && error.description.contains("writable by group or others"), "\(error)")
+        }
         // A file that is not a PKCS#11 module.
         FileManager.default.createFile(atPath: dir + "/junk.so", contents: Data("not an ELF".utf8))
         let junk = try PKCS11URI.parse("pkcs11:token=t;object=o?module-path=\(dir)/junk.so")

@@ -79,7 +79,7 @@ import VaultServer
             }
             // A model POST /v1/scores scores (issue 24), trained by the trainer.
             let lin = try await c.call(.post, "/v1/jobs", as: "trainer",
-                                       body: #"{"job":"lin","purpose":"model_training","model":"linear_regression","features":["age"],"target":"annual_income","epsilon":0.5}"#)
+                                       body: #"{"job":"lin","purpose":"model_training","model":"linear_regression","derived":{"spend":{"events":"purchase","aggregate":"sum","bounds":[0,100]}},"features":["age","annual_income"],"target":"spend","epsilon":0.5}"#)
             #expect(lin.status == .ok, "\(lin.text)")
             let all = Self.cases(model: model, requests: requests, scoreModel: lin.text)
             let covered = Set(all.map { "\($0.method) \($0.path)" })

@@ -9,11 +9,11 @@ import VaultAudit
 /// scores of `Regression.predict` / `KMeans.nearest`, one answer for every subject that cannot
 /// be scored, options refused (400) before anything is read or audited, the trainer refused.
 @Suite struct ScoreRouteTests {
-    /// A linear regression (age -> annual_income) trained over HTTP by the trainer.
+    /// A linear regression (age, annual_income -> purchase spend) trained over HTTP by the trainer.
     func model(_ c: Client) async throws -> String {
         try await c.seed()
         let job = try await c.call(.post, "/v1/jobs", as: "trainer",
-                                   body: #"{"job":"lin","purpose":"model_training","model":"linear_regression","features":["age"],"target":"annual_income","epsilon":1}"#)
+                                   body: #"{"job":"lin","purpose":"model_training","model":"linear_regression","derived":{"spend":{"events":"purchase","aggregate":"sum","bounds":[0,100]}},"features":["age","annual_income"],"target":"spend","epsilon":1}"#)
         #expect(job.status == .ok, "\(job.text)")
         return job.text
     }
@@ -28,7 +28,7 @@ import VaultAudit
             #expect(r.status == .ok, "\(r.text)")
             guard case .array(let rows)? = r.json?["scores"], rows.count == 3 else { Issue.record("\(r.text)"); return }
             func score(_ v: JSONValue?) -> Double? { if case .double(let d)? = v { d } else if case .int(let i)? = v { Double(i) } else { nil } }
-            #expect(score(rows[0]["score"]) == Regression.predict(a, [36]) && score(rows[1]["score"]) == Regression.predict(a, [48]), "\(r.text)")
+            #expect(score(rows[0]["score"]) == Regression.predict(a, [36, 50000]) && score(rows[1]["score"]) == Regression.predict(a, [48, 62000]), "\(r.text)")
             #expect(rows[2]["error"]?.stringValue == Vault.unscoredSubject && rows[2]["score"] == nil)
             // Alone, an unknown subject: 403 with the one answer.
             let unknown = try await c.call(.post, "/v1/scores", as: "app", body: #"{"model":\#(m),"subject":"C9"}"#)
@@ -36,7 +36,7 @@ import VaultAudit
             // all + top: the highest first.
             let all = try await c.call(.post, "/v1/scores", as: "app", body: #"{"model":\#(m),"all":true,"top":2}"#)
             guard case .array(let best)? = all.json?["scores"] else { Issue.record("\(all.text)"); return }
-            let want = [36.0, 48, 33].map { Regression.predict(a, [$0]) }.sorted(by: >)
+            let want = [[36.0, 50000], [48, 62000], [33, 41000]].map { Regression.predict(a, $0) }.sorted(by: >)
             #expect(best.count == 2 && best.map { score($0["score"]) } == Array(want.prefix(2)), "\(all.text)")
             // The trainer analyses; it does not score subjects.
             let t = try await c.call(.post, "/v1/scores", as: "trainer", body: #"{"model":\#(m),"subject":"C1"}"#)
@@ -77,7 +77,7 @@ import VaultAudit
             let e = try await c.call(.post, "/v1/scores", as: "app", body: #"{"model":\#(edited),"subject":"C1"}"#)
             #expect(e.status == .badRequest, "\(e.text)")
             let km = try await c.call(.post, "/v1/jobs", as: "trainer",
-                                      body: #"{"job":"km","purpose":"model_training","model":"kmeans","features":["age"],"params":{"k":2},"epsilon":0.5}"#)
+                                      body: #"{"job":"km","purpose":"model_training","model":"kmeans","features":["age","annual_income"],"params":{"k":2},"epsilon":0.5}"#)
             let seg = try await c.call(.post, "/v1/scores", as: "app", body: #"{"model":\#(km.text),"subject":"C1","min_score":0.5}"#)
             #expect(seg.status == .badRequest && seg.error?.contains("segments") == true, "\(seg.text)")
             let ok = try await c.call(.post, "/v1/scores", as: "app", body: #"{"model":\#(km.text),"subject":"C1"}"#)

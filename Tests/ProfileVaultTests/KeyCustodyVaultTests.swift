@@ -120,6 +120,29 @@ import VaultValues
         #expect(!audit.contains(f.token.pin))
     }
 
+    /// The reviewer's attack: a keyring reached through a symbolic link (a secrets mount) or
+    /// with a second hard link. Sealing would replace the link and leave the plaintext target
+    /// whole, or zero the other name's copy: both are refused (78) and nothing changes.
+    @Test func sealRefusesALinkedKeyring() throws {
+        let f = try Fixture()
+        let target = f.dir + "/secrets-keyring.json"
+        try FileManager.default.moveItem(atPath: f.keys, toPath: target)
+        try FileManager.default.createSymbolicLink(atPath: f.keys, withDestinationPath: target)
+        let before = try Data(contentsOf: URL(fileURLWithPath: target))
+        do { _ = try f.seal(); Issue.record("sealed through a symbolic link") } catch let e as VaultError {
+            #expect(e.kind == .configuration && e.message.contains("symbolic link"), "\(e.message)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == before)
+        // A hard link instead.
+        try FileManager.default.removeItem(atPath: f.keys)
+        try FileManager.default.linkItem(atPath: target, toPath: f.keys)
+        do { _ = try f.seal(); Issue.record("sealed a hard-linked keyring") } catch let e as VaultError {
+            #expect(e.kind == .configuration && e.message.contains("hard links"), "\(e.message)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: target)) == before)
+        #expect(!FileManager.default.fileExists(atPath: f.keys + ".sealed.new"))
+    }
+
     @Test func failuresAreClearVaultErrorsWithoutThePIN() throws {
         let f = try Fixture()
         _ = try f.seal()

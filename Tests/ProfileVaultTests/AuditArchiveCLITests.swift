@@ -26,6 +26,15 @@ import VaultAudit
         #expect(a.status == 0, "\(a.stderr)")
         let json = try #require(a.json)
         #expect(json["first_sequence"] as? Int == 1)
+        // SPEC §8's form: {"archived","head"}.
+        #expect(json["archived"] as? Int == json["entries"] as? Int && (json["archived"] as? Int ?? 0) > 0 && json["head"] is String, "\(a.stdout)")
+        // An export continuing from inside the archived range would skip those entries: refused.
+        let last = try #require(json["last_sequence"] as? Int)
+        let inside = try s.run(["audit", "export", "--after-seq", "0", "--out", s.dir + "/e.jsonl", "--role", "auditor"])
+        #expect(inside.status == 65 && inside.stderr.contains("moved to audit archives"), "\(inside.status) \(inside.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.dir + "/e.jsonl"))
+        let from = try s.run(["audit", "export", "--after-seq", String(last), "--out", s.dir + "/f.jsonl", "--role", "auditor"])
+        #expect(from.status == 0, "\(from.stderr)")
         let pem = s.dir + "/audit.pem"
         #expect(try s.run(["audit", "public-key", "--out", pem, "--role", "auditor"]).status == 0)
         let file = try s.run(["audit", "verify", "--file", out, "--public-key", pem, "--json"])
@@ -63,7 +72,7 @@ import VaultAudit
         #expect(!FileManager.default.fileExists(atPath: out))
         let existing = try s.write("exists.jsonl", "mine\n")
         let exists = try s.run(["audit", "archive", "--before", String(AuditLog.nowMillis), "--out", existing, "--role", "auditor"])
-        #expect(exists.status == 73, "\(exists.stderr)")
+        #expect(exists.status == 73 && !exists.stderr.contains("--force") && exists.stderr.contains("never replaced"), "\(exists.stderr)")
         #expect(try String(contentsOfFile: existing, encoding: .utf8) == "mine\n")
         let v = try s.run(["audit", "verify", "--role", "auditor", "--json"])
         #expect(v.status == 0 && v.json?["archived_through"] is NSNull, "\(v.stdout)")

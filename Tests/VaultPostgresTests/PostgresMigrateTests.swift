@@ -105,6 +105,36 @@ import VaultValues
         }
     }
 
+    /// A store whose oldest entries were archived migrates: the copy holds the anchor and the
+    /// live chain, verifies from the anchor, and the check after the copy counts the archived
+    /// entries too (it used to exit 1 after committing).
+    @Test func anArchivedStoreMigratesAndVerifiesFromItsAnchor() async throws {
+        try await TestDatabase.with { db in
+            let dir = NSTemporaryDirectory() + "pvmig-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let keyring = Keyring.generate(note: "test")
+            let sqlite = try Self.source(dir, keyring: keyring)
+            defer { try? sqlite.close() }
+            let cut = AuditLog.nowMillis
+            while AuditLog.nowMillis <= cut { usleep(2_000) }
+            try sqlite.audit([context.record("get", .read, detail: "after the cut")])
+            let archived = try sqlite.archiveAudit(before: cut + 1, to: try OutputFile(path: dir + "/a.jsonl", force: false, protecting: []), audit: context)
+            #expect(archived.firstSequence == 1 && archived.entries > 0)
+            let url = db.owner.description
+            let env = Self.environment(db)
+            let report = try await onThread {
+                try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, serviceRole: db.serviceRole,
+                                          audit: context, batch: 8, environment: env)
+            }
+            let copy = try await onThread { try PostgresStore.open(url: url, keyring: keyring, schema: repositorySchema, leastPrivilege: false, environment: env) }
+            let v = try await copy.engine.verifyAudit(expectHead: report.head)
+            #expect(v.ok && v.archivedThrough == archived.lastSequence, "\(v)")
+            #expect(Int64(v.entries) + archived.lastSequence == report.headSequence)
+            await copy.engine.close()
+        }
+    }
+
     /// A database that already holds a store is never written to; a source with a damaged
     /// row stops the copy, and the transaction leaves the target empty.
     @Test func aSecondStoreIsRefusedAndADamagedSourceLeavesNothing() async throws {

@@ -268,7 +268,8 @@ public struct Keyring: Sendable {
     ///
     /// A sealed keyring (``SealedKeyring``: `"format": "profilevault-sealed-keyring"`) is
     /// recognised by its content and opened through `hsm`, the PKCS#11 URI of its sealing key;
-    /// without one it is refused (`.custody`): the sealed file alone opens nothing.
+    /// without one it is refused (`.custody`): the sealed file alone opens nothing. A plain
+    /// keyring given with a URI is refused too (`.custody`): the URI promises a token's custody.
     public static func load(path: String, hsm: PKCS11URI? = nil) throws(KeyringError) -> Keyring {
         try withFileBytes(path: path) { (bytes: UnsafeRawBufferPointer) throws(KeyringError) -> Keyring in
             if let sealed = try SealedKeyring.parse(bytes, path: path) {
@@ -278,6 +279,12 @@ public struct Keyring: Sendable {
                 return try sealed.unseal(with: hsm, path: path) { (plain: UnsafeRawBufferPointer, uri: PKCS11URI) throws(KeyringError) -> Keyring in
                     try parse(plain, path: path, custody: .pkcs11(uri))
                 }
+            }
+            // A URI says the operator expects the root of trust in a token: a plain keyring under
+            // it would silently keep every root secret in a file, so it is refused (78), never
+            // opened as custody `file`. `keys seal` opens the plain keyring without the URI.
+            if hsm != nil {
+                throw KeyringError(kind: .custody, path: path, reason: "the keyring is a plain file keyring, not sealed, but a PKCS#11 URI was given (--hsm or PROFILEVAULT_HSM_URI): seal it with `profilectl keys seal --hsm URI`, or open it without the URI")
             }
             return try parse(bytes, path: path, custody: .file)
         }

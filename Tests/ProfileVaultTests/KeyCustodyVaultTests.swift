@@ -253,5 +253,24 @@ import VaultValues
         // Unseal to a new file for the privacy officer.
         let u = try CLI.run(["keys", "unseal", "--role", "privacy_officer", "--out", dir + "/escrow.json", "--json"], env: env)
         #expect(u.status == 0 && u.json?["custody"] as? String == "file", "\(u.stderr)")
+        // A plain keyring under a URI is refused (78), never opened as custody `file`: the
+        // operator who names a token expects the root of trust to be in it.
+        var plainUnderURI = env
+        plainUnderURI["PROFILEVAULT_KEYS"] = dir + "/escrow.json"
+        for args in [["keys", "status", "--role", "privacy_officer"], ["audit", "verify", "--role", "auditor"],
+                     ["keys", "rotate", "--role", "privacy_officer"]] {
+            let r = try CLI.run(args, env: plainUnderURI)
+            #expect(r.status == 78 && r.stderr.contains("not sealed") && !r.stderr.contains(token.pin), "\(args): \(r.status) \(r.stderr)")
+        }
+        #expect(try Keyring.load(path: dir + "/escrow.json").versions == [1, 2])   // rotate did not run
+        var plainAlone = plainUnderURI
+        plainAlone["PROFILEVAULT_HSM_URI"] = nil
+        let alone = try CLI.run(["keys", "status", "--role", "privacy_officer", "--json"], env: plainAlone)
+        #expect(alone.status == 0 && (alone.json?["root_of_trust"] as? [String: Any])?["custody"] as? String == "file", "\(alone.stderr)")
+        // `keys seal` is the one command that takes a URI with a plain keyring: it seals it.
+        let sealed = try CLI.run(["keys", "seal", "--role", "privacy_officer", "--json"], env: plainUnderURI)
+        #expect(sealed.status == 0 && sealed.json?["custody"] as? String == "pkcs11", "\(sealed.stderr)")
+        let after = try CLI.run(["keys", "status", "--role", "privacy_officer", "--json"], env: plainUnderURI)
+        #expect(after.status == 0 && (after.json?["root_of_trust"] as? [String: Any])?["custody"] as? String == "pkcs11", "\(after.stderr)")
     }
 }

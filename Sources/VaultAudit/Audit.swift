@@ -1,4 +1,5 @@
 import Foundation
+import VaultCrypto
 public import VaultCrypto
 
 /// Outcome of an audited operation (SPEC §7).
@@ -171,34 +172,9 @@ public enum AuditLog {
         return .object(out)
     }
 
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
-    public static func unhex(_ s: String) -> [UInt8]? {
-        let u = Array(s.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(u.count / 2)
-        var i = 0
-        func v(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: c - 0x30
-            case 0x61...0x66: c - 0x61 + 10
-            default: nil
-            }
-        }
-        while i < u.count {
-            guard let hi = v(u[i]), let lo = v(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
+    public static func unhex(_ s: String) -> [UInt8]? { Hex.decode(s) }
 
     /// Shortest round-tripping decimal text of a number (epsilon is stored as a string so the
     /// canonical form never depends on float formatting).

@@ -90,7 +90,8 @@ import VaultAudit
         let r = try s.run(["erase", "--subject", "C3", "--role", "privacy_officer"])
         #expect(r.status == 73, "\(r.status) \(r.stderr)")
         #expect(r.stderr.contains("the erasure is done") && r.stderr.contains("audit erasures --out"), "\(r.stderr)")
-        #expect(!r.stderr.contains("C3"), "the message names the customer ID")
+        // The store's temporary path holds a random UUID, which may contain "C3": look past it.
+        #expect(!r.stderr.replacingOccurrences(of: s.dir, with: "").contains("C3"), "the message names the customer ID")
         // The erasure itself happened, and the journal can be rebuilt elsewhere.
         let again = try s.run(["get", "--subject", "C3", "--purpose", "customer_support", "--role", "support"])
         #expect(again.status == 66 && again.stderr.contains("erased on"), "\(again.stderr)")

@@ -104,18 +104,7 @@ extension PostgresProfiles {
             file.discard()
             throw error
         }
-        let written: AuditExportResult
-        do {
-            written = try writeAuditExport(AuditExportOptions(format: .jsonl, afterSequence: plan.first - 1, nested: true, throughSequence: plan.last), to: file)
-            guard written.entries == Int(plan.last - plan.first + 1), written.lastSequence == plan.last else {
-                throw PostgresStoreError(.integrity, "the audit log changed while the archive was written (another archive ran?); nothing was archived")
-            }
-            try file.commit()
-        } catch {
-            file.discard()
-            throw error
-        }
-        guard let head = AuditLog.unhex(written.head) else { throw PostgresStoreError(.internalFailure, "the export's head is not hex") }
+        let head = try writeArchiveSlice(plan, to: file)
         let path = file.path
         let record = AuditArchivePlan.record(audit, first: plan.first, last: plan.last, head: head, before: before)
         return try Self.wait("archiving the audit log") { [engine] in
@@ -146,7 +135,7 @@ extension PostgresProfiles {
                     """)
                 try await engine.exec(conn, "DELETE FROM profilevault.audit_checkpoints WHERE seq <= \(plan.last)")
                 try await engine.exec(conn, "DELETE FROM profilevault.audit_log WHERE seq <= \(plan.last)")
-                return (AuditArchiveResult(firstSequence: plan.first, lastSequence: plan.last, entries: written.entries, head: written.head,
+                return (AuditArchiveResult(firstSequence: plan.first, lastSequence: plan.last, entries: Int(plan.last - plan.first + 1), head: AuditLog.hex(head),
                                            recordSequence: appended.sequence), appended.checkpoint)
             }
             if let cp { engine.trustedCheckpoint.withLock { $0 = cp.digest } }

@@ -23,21 +23,12 @@ extension PostgresProfiles {
         let attributeNames = attributeSpecs.map(\.name), attributeCols = attributeSpecs.map(\.column)
         let attributeSQL = attributeCols.isEmpty ? nil
             : "SELECT subject_id, \(attributeCols.joined(separator: ", ")) FROM profilevault.attributes WHERE subject_id = ANY($1::bigint[])"
-        var kinds: [String] = []
-        var byKind: [String: [DerivedAttribute]] = [:]
-        for case .derived(let d) in features {
-            if byKind[d.eventKind] == nil { kinds.append(d.eventKind) }
-            byKind[d.eventKind, default: []].append(d)
-        }
         // Per kind: subject_id and one aggregate per derived feature (the sum in ingest order,
         // as the aggregates add it); $1 the ids, $2 the kind, then the window ends.
-        let derivedSQL: [(kind: String, sql: String, args: [Int64], attrs: [DerivedAttribute])] = kinds.map { kind in
+        let derivedSQL: [(kind: String, sql: String, args: [Int64], attrs: [DerivedAttribute])] = features.derivedByEventKind().map { kind, attrs in
             var args: [Int64] = []
-            let attrs = byKind[kind] ?? []
             let cols = attrs.map { d -> String in
-                var window: [String] = []
-                if let from = d.from { args.append(from); window.append("time >= $\(args.count + 2)") }
-                if let before = d.before { args.append(before); window.append("time < $\(args.count + 2)") }
+                let window = d.windowConditions(args: &args, placeholder: { "$\($0 + 2)" })
                 let filter = window.isEmpty ? "" : " FILTER (WHERE \(window.joined(separator: " AND ")))"
                 switch d.aggregate {
                 case .sum: return "COALESCE(sum(value ORDER BY id)\(filter), 0::float8)"

@@ -22,6 +22,28 @@ public struct AuditArchiveResult: Sendable, Equatable {
     }
 }
 
+extension StorageEngine {
+    /// Writes the plan's entries (with their checkpoints) to `file` as a nested JSON Lines
+    /// export, checks that exactly that slice was written, commits the file (fsync, rename) and
+    /// returns the export's head hash: the step both engines take before their transaction
+    /// deletes the slice. `file` is discarded on any failure.
+    package func writeArchiveSlice(_ plan: AuditArchivePlan, to file: OutputFile) throws -> [UInt8] {
+        let written: AuditExportResult
+        do {
+            written = try writeAuditExport(AuditExportOptions(format: .jsonl, afterSequence: plan.first - 1, nested: true, throughSequence: plan.last), to: file)
+            guard written.entries == Int(plan.last - plan.first + 1), written.lastSequence == plan.last else {
+                throw VaultError(.integrity, "the audit log changed while the archive was written (another archive ran?); nothing was archived")
+            }
+            try file.commit()
+        } catch {
+            file.discard()
+            throw error
+        }
+        guard let head = AuditLog.unhex(written.head) else { throw VaultError(.internalFailure, "the export's head is not hex") }
+        return head
+    }
+}
+
 /// What an archive covers, chosen from the live chain (shared by the engines).
 package struct AuditArchivePlan: Sendable {
     package var first: Int64
@@ -149,18 +171,7 @@ extension ProfileStore {
             file.discard()
             throw error
         }
-        let written: AuditExportResult
-        do {
-            written = try writeAuditExport(AuditExportOptions(format: .jsonl, afterSequence: plan.first - 1, nested: true, throughSequence: plan.last), to: file)
-            guard written.entries == Int(plan.last - plan.first + 1), written.lastSequence == plan.last else {
-                throw VaultError(.integrity, "the audit log changed while the archive was written (another archive ran?); nothing was archived")
-            }
-            try file.commit()
-        } catch {
-            file.discard()
-            throw error
-        }
-        guard let head = AuditLog.unhex(written.head) else { throw VaultError(.internalFailure, "the export's head is not hex") }
+        let head = try writeArchiveSlice(plan, to: file)
         let signer = keys.auditSigning
         return try pool.write { db in
             // The store must still hold exactly the slice written, under the same newest anchor.
@@ -186,7 +197,7 @@ extension ProfileStore {
             ])
             try db.execute(sql: "DELETE FROM audit_checkpoints WHERE seq <= ?", arguments: [plan.last])
             try db.execute(sql: "DELETE FROM audit WHERE seq <= ?", arguments: [plan.last])
-            return AuditArchiveResult(firstSequence: plan.first, lastSequence: plan.last, entries: written.entries, head: written.head,
+            return AuditArchiveResult(firstSequence: plan.first, lastSequence: plan.last, entries: Int(plan.last - plan.first + 1), head: AuditLog.hex(head),
                                       recordSequence: appended.sequence)
         }
     }

@@ -74,6 +74,32 @@ extension Schema {
     }
 }
 
+extension Array where Element == FeatureColumn {
+    /// The derived features grouped by event kind, kinds in order of first mention: each
+    /// engine reads one kind's aggregates with one statement.
+    package func derivedByEventKind() -> [(kind: String, features: [DerivedAttribute])] {
+        var kinds: [String] = []
+        var byKind: [String: [DerivedAttribute]] = [:]
+        for case .derived(let d) in self {
+            if byKind[d.eventKind] == nil { kinds.append(d.eventKind) }
+            byKind[d.eventKind, default: []].append(d)
+        }
+        return kinds.map { ($0, byKind[$0] ?? []) }
+    }
+}
+
+extension DerivedAttribute {
+    /// The feature's time window as SQL conditions on `time` (none without bounds), its bounds
+    /// appended to `args` in the conditions' order; `placeholder` names the argument just
+    /// appended (given the new count): `?` on SQLite, `$N` on PostgreSQL.
+    package func windowConditions(args: inout [Int64], placeholder: (Int) -> String) -> [String] {
+        var window: [String] = []
+        if let from { args.append(from); window.append("time >= \(placeholder(args.count))") }
+        if let before { args.append(before); window.append("time < \(placeholder(args.count))") }
+        return window
+    }
+}
+
 extension FeatureSelection {
     package func checked() throws -> FeatureSelection {
         if case .page(_, let limit) = self, !(1...maxFeaturePage).contains(limit) {
@@ -96,20 +122,10 @@ extension ProfileStore {
         let attributeSQL = attributeNames.isEmpty ? nil
             : "SELECT \(attributeNames.map(Self.quoted).joined(separator: ", ")) FROM attributes WHERE subject_id = ?"
         // One statement per event kind: every derived aggregate of that kind for one subject.
-        var kinds: [String] = []
-        var byKind: [String: [DerivedAttribute]] = [:]
-        for case .derived(let d) in features {
-            if byKind[d.eventKind] == nil { kinds.append(d.eventKind) }
-            byKind[d.eventKind, default: []].append(d)
-        }
-        let derivedSQL: [(kind: String, sql: String, args: [Int64], attrs: [DerivedAttribute])] = kinds.map { kind in
+        let derivedSQL: [(kind: String, sql: String, args: [Int64], attrs: [DerivedAttribute])] = features.derivedByEventKind().map { kind, attrs in
             var args: [Int64] = []
-            let attrs = byKind[kind] ?? []
             let cols = attrs.map { d -> String in
-                var window: [String] = []
-                if let from = d.from { window.append("time >= ?"); args.append(from) }
-                if let before = d.before { window.append("time < ?"); args.append(before) }
-                let w = window.joined(separator: " AND ")
+                let w = d.windowConditions(args: &args, placeholder: { _ in "?" }).joined(separator: " AND ")
                 switch d.aggregate {
                 case .sum: return w.isEmpty ? "TOTAL(value)" : "TOTAL(CASE WHEN \(w) THEN value END)"
                 case .count: return w.isEmpty ? "COUNT(*)" : "COUNT(CASE WHEN \(w) THEN 1 END)"

@@ -28,8 +28,10 @@ public struct QueryQuote: Sendable {
     public var budget: BudgetState? = nil
     public var clampBounds: (lower: Double, upper: Double)? = nil
     public var accuracy: Double? = nil
-    /// Whether the quoted epsilon fits the budget left.
-    public var fits: Bool? { budget.map { epsilon <= $0.left * (1 + 1e-12) } }
+    /// zCDP: the rho the query would charge (`epsilon` and `delta` are then its conversion).
+    public var rho: Double? = nil
+    /// Whether the quoted epsilon (zCDP: rho) fits the budget left.
+    public var fits: Bool? { budget.map { (rho ?? epsilon) <= $0.left * (1 + 1e-12) } }
 }
 
 extension QueryEngine {

@@ -182,6 +182,14 @@ public final class PrivateSession {
     /// selects nothing). The gate dry-runs a model before it charges the job, so a job whose
     /// epsilon cannot be split as the model splits it is refused before anything is charged.
     public let dryRun: Bool
+    /// zCDP mode (a job under a zCDP purpose): the job's charged rho. Every `release` then adds
+    /// discrete Gaussian noise, coordinate i getting rho * shares[i] / epsilon (the model's
+    /// epsilon split read as fractions of the job: the shares add up to at most epsilon, so the
+    /// coordinates' rho add up to at most this, by zCDP composition); `releaseSelected` is refused.
+    public var zcdpRho: Rho? = nil
+    /// Per release: its label and each coordinate's noise scale (Laplace b, or Gaussian sigma),
+    /// in the coordinate's units (dry runs record them too: what a quote prints).
+    public private(set) var noiseScales: [(what: String, scales: [Double])] = []
     private var usedUnits: UInt64 = 0
     private var usedDelta: Double = 0
     private var rng = CSPRNGWords()
@@ -280,15 +288,32 @@ public final class PrivateSession {
             keys = [""]
         }
         for c in r.coordinates { _ = try BoundedSum.scaleNumerator(bound: c.bound) }
+        // zCDP: each coordinate's rho share, and its noise checked, before anything is spent.
+        var gaussians: [DiscreteGaussian] = []
+        if let rho = zcdpRho {
+            for (c, e) in zip(r.coordinates, shares) {
+                let q = rho.units.multipliedFullWidth(by: e.noiseUnits)
+                guard q.high < epsilon.noiseUnits else { throw SessionError("\(label): an epsilon share above the job's") }
+                let units = epsilon.noiseUnits.dividingFullWidth(q).quotient
+                guard units > 0 else { throw SessionError("\(label): the rho share of a coordinate is below the 2^-30 resolution") }
+                do { gaussians.append(try DiscreteGaussian.forRelease(l2: c.bound, rho: Rho(units: units))) } catch let e as DPParameterError {
+                    throw SessionError("\(label): \(e.reason)")
+                }
+            }
+        }
         try take(shares)
+        func scales() -> [Double] {
+            gaussians.isEmpty ? zip(r.coordinates, shares).map { c, e in Double(max(1, c.bound)) / e.noiseValue * c.grid }
+                              : zip(r.coordinates, gaussians).map { c, g in g.sigma * c.grid }
+        }
+        noiseScales.append((label, scales()))
         if dryRun {
             ledger.append(("\(label) (\(keys.count) groups)", shares.reduce(0) { $0 + $1.noiseValue }, r.coordinates.map { Double($0.bound) * $0.grid }))
-            let zeros = zip(r.coordinates, shares).map { c, e in
-                NoisyValue(value: 0, scale: Double(max(1, c.bound)) / e.noiseValue * c.grid, halfWidth: 0)
-            }
+            let zeros = zip(r.coordinates, scales()).map { _, b in NoisyValue(value: 0, scale: b, halfWidth: 0) }
             return keys.map { ($0, zeros) }
         }
         let sums = try source.boundedSums(r)
+        let gaussianHalfWidths = gaussians.map { Double($0.halfWidthUnits(alpha: 0.05)) }
         var out: [(key: String, values: [NoisyValue])] = []
         out.reserveCapacity(keys.count)
         for key in keys {
@@ -296,7 +321,14 @@ public final class PrivateSession {
             if exact.count != r.coordinates.count { exact = [Int64](repeating: 0, count: r.coordinates.count) }
             var values: [NoisyValue] = []
             for (i, c) in r.coordinates.enumerated() {
-                values += try BoundedSum.release(sums: [exact[i]], bound: c.bound, epsilon: shares[i], grid: c.grid, using: &rng)
+                if gaussians.isEmpty {
+                    values += try BoundedSum.release(sums: [exact[i]], bound: c.bound, epsilon: shares[i], grid: c.grid, using: &rng)
+                } else {
+                    let g = gaussians[i]
+                    let noise = g.sample(using: &rng)
+                    values.append(NoisyValue(value: noise.added(to: exact[i]) * c.grid, scale: g.sigma * c.grid,
+                                             halfWidth: gaussianHalfWidths[i] * c.grid))
+                }
             }
             out.append((key, values))
         }
@@ -338,6 +370,7 @@ public final class PrivateSession {
         guard request.coordinates.count == 1, case .itemPresence? = request.coordinates.first else {
             throw SessionError("partition selection counts item presence only (one coordinate)")
         }
+        guard zcdpRho == nil else { throw SessionError("private partition selection is not available under a zCDP purpose: declare the items (items_from)") }
         guard delta > 0, usedDelta + delta <= self.delta * (1 + 1e-9) else { throw SessionError("the model asked for more delta than the job allows (\(self.delta))") }
         var r = try prepared(request)
         if case .items? = r.grouping { r.grouping = .items(vocabulary: nil) } else { throw SessionError("partition selection needs an item grouping") }

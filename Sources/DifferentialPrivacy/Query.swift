@@ -353,6 +353,10 @@ public struct BudgetState: Sendable, Equatable {
     public var deltaLimit: Double
     public var deltaSpent: Double
     public var deltaLeft: Double { max(0, deltaLimit - deltaSpent) }
+    /// A zCDP purpose: `limit`, `spent` and `left` are rho (see `asRho`), shown as (epsilon,
+    /// delta) at `conversionDelta`.
+    public var zcdp = false
+    public var conversionDelta: Double = 0
     public init(purpose: String, limit: Double, spent: Double, periodStart: Int64, deltaLimit: Double = 0, deltaSpent: Double = 0) {
         self.purpose = purpose
         self.limit = limit
@@ -490,4 +494,8 @@ public struct QueryResult: Sendable {
     /// release charged (included in `epsilon`).
     public var accuracy: Double? = nil
     public var accuracyCountEpsilon: Double? = nil
+    /// zCDP: the rho charged (then `epsilon` is its (epsilon, delta) form at `conversionDelta`
+    /// and the noise is the discrete Gaussian, `scale` its sigma).
+    public var rho: Double? = nil
+    public var conversionDelta: Double? = nil
 }

@@ -80,6 +80,16 @@ public enum JSONForms {
         }
         if let a = r.accuracy { common.append(("accuracy", num(a))) }
         if let e = r.accuracyCountEpsilon { common.append(("accuracy_count_epsilon", .double(e))) }
+        if let rho = r.rho {   // zCDP: epsilon and delta are the conversion of rho; budget figures are rho
+            common = common.map { pair in
+                switch pair.0 {
+                case "delta": return ("delta", .double(r.conversionDelta ?? 0))
+                case "mechanism": return ("mechanism", .string("discrete Gaussian, user-level (zCDP)"))
+                default: return pair
+                }
+            }
+            common += [("rho", .double(rho)), ("budget_unit", .string("rho"))]
+        }
         if let v = r.value {
             return .object([("value", num(v.value)), ("ci95", ci(v)), ("interval", interval(v))] + common)
         }
@@ -101,6 +111,10 @@ public enum JSONForms {
         if let a = q.accuracy { pairs.append(("accuracy", num(a))) }
         if let s = q.budget { pairs += [("budget_left", num(s.left)), ("budget_spent", num(s.spent))] }
         if let f = q.fits { pairs.append(("fits", .bool(f))) }
+        if let rho = q.rho {
+            pairs = pairs.map { $0.0 == "mechanism" ? ("mechanism", .string("discrete Gaussian, user-level (zCDP)")) : $0 }
+            pairs += [("rho", .double(rho)), ("budget_unit", .string("rho"))]
+        }
         return .object(pairs)
     }
 
@@ -116,7 +130,11 @@ public enum JSONForms {
         .object([("purposes", .object(states.map { s in
             (s.purpose, .object([("limit", num(s.limit)), ("spent", num(s.spent)), ("left", num(s.left)),
                                  ("delta_limit", .double(s.deltaLimit)), ("delta_spent", .double(s.deltaSpent)), ("delta_left", .double(s.deltaLeft)),
-                                 ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]))
+                                 ("period_start", .string(DateParsing.iso8601(unixSeconds: s.periodStart)))]
+                        + (s.zcdp ? [("accounting", .string("zcdp")), ("rho_limit", num(s.limit)), ("rho_spent", num(s.spent)), ("rho_left", num(s.left)),
+                                     ("conversion_delta", .double(s.conversionDelta)),
+                                     ("epsilon_equivalent_limit", num(s.epsilonEquivalentLimit)),
+                                     ("epsilon_equivalent_spent", num(s.epsilonEquivalentSpent))] : [])))
         }))])
     }
 

@@ -124,6 +124,7 @@ extension Vault {
     public func budgetSnapshot() throws -> [BudgetState] {
         try policy.purposeOrder.compactMap { name -> BudgetState? in
             guard let b = policy.purpose(name)?.dpBudget else { return nil }
+            if b.rho != nil { return try zcdpBudgetState(purpose: name, budget: b) }
             return try store.budgetState(purpose: name, limit: b.epsilon, deltaLimit: b.delta, periodSeconds: b.periodSeconds)
         }
     }

@@ -52,6 +52,10 @@ struct PolicySummary: Codable, Equatable {
         var delta: Double
         var period: String
         var periodSeconds: Int
+        /// A zCDP budget's rho and conversion delta (nil for epsilon budgets and in summaries
+        /// recorded before zCDP budgets existed).
+        var rho: Double? = nil
+        var conversionDelta: Double? = nil
     }
     struct PurposeSummary: Codable, Equatable {
         var dataUse: String
@@ -79,7 +83,8 @@ struct PolicySummary: Codable, Equatable {
         for (name, x) in p.purposes {
             purposes[name] = PurposeSummary(
                 dataUse: x.dataUse, legalBasis: x.legalBasis.rawValue, mayRead: x.mayRead, mayReadPII: x.mayReadPII, models: x.models,
-                budget: x.dpBudget.map { Budget(epsilon: $0.epsilon, delta: $0.delta, period: $0.periodText, periodSeconds: $0.periodSeconds) },
+                budget: x.dpBudget.map { Budget(epsilon: $0.epsilon, delta: $0.delta, period: $0.periodText, periodSeconds: $0.periodSeconds,
+                                                rho: $0.rho, conversionDelta: $0.rho == nil ? nil : $0.conversionDelta) },
                 recipients: x.recipients.isEmpty ? nil : x.recipients)
         }
         self.purposes = purposes
@@ -113,7 +118,10 @@ struct PolicySummary: Codable, Equatable {
     }
 
     static func budgetText(_ b: Budget?) -> String? {
-        b.map { "epsilon \(number($0.epsilon)), delta \(number($0.delta)) per \($0.period)" }
+        b.map { b in
+            if let rho = b.rho { return "rho \(number(rho)) (zCDP, shown at delta \(number(b.conversionDelta ?? 0))) per \(b.period)" }
+            return "epsilon \(number(b.epsilon)), delta \(number(b.delta)) per \(b.period)"
+        }
     }
 
     /// The changes from `old` to `self`, in a fixed order: version, schema, purposes (this
@@ -158,6 +166,10 @@ struct PolicySummary: Codable, Equatable {
                     }
                     if x.delta != y.delta {
                         out.append(PolicyChange(kind: "budget", name: name, change: "changed", field: "delta", from: Self.number(x.delta), to: Self.number(y.delta)))
+                    }
+                    if x.rho != y.rho || x.conversionDelta != y.conversionDelta {
+                        out.append(PolicyChange(kind: "budget", name: name, change: "changed", field: "rho",
+                                                from: Self.budgetText(x), to: Self.budgetText(y)))
                     }
                     if x.periodSeconds != y.periodSeconds {
                         out.append(PolicyChange(kind: "budget", name: name, change: "changed", field: "period", from: x.period, to: y.period))

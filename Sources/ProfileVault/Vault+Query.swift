@@ -28,6 +28,8 @@ extension Vault {
         public var bounds: (lower: Double, upper: Double)? = nil
         /// `--dry-run`: quote (`quoteQuery`), charge nothing.
         public var dryRun = false
+        /// `--rho R`: the rho to spend under a zCDP purpose (Vault+ZCDP.swift); refused under an epsilon purpose.
+        public var rho: Double? = nil
         public init(kind: QueryKind, purpose: String, epsilon: Double?, attribute: String? = nil, events: String? = nil,
                     whereClause: String? = nil, groupBy: String? = nil, maxContributions: Int = Vault.defaultMaxContributions) {
             self.kind = kind
@@ -195,6 +197,8 @@ extension Vault {
     public func query(_ q: QueryRequest) throws -> QueryResult {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             guard !q.dryRun else { throw VaultError(.usage, "query: a dry run is a quote (quoteQuery); nothing was run") }
+            if let z = zcdpBudget(q.purpose) { return try zcdpQuery(q, budget: z, context: context) }
+            if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
             let prepared = try prepareQuery(q)
             let dpq = prepared.dpq, p = prepared.purpose
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields, detail: prepared.detail)
@@ -237,6 +241,8 @@ extension Vault {
     /// no data, charges nothing, and is audited as a quote (`query.KIND.quote`).
     public func quoteQuery(_ q: QueryRequest) throws -> QueryQuote {
         try audited("query.\(q.kind.rawValue).quote", .read, permission: "query", purpose: q.purpose) { context in
+            if let z = zcdpBudget(q.purpose) { return try zcdpQuote(q, budget: z, context: context) }
+            if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
             let prepared = try prepareQuery(q)
             if q.accuracy != nil && q.kind == .mean {
                 throw VaultError(.usage, "--dry-run: a mean asked for by --accuracy needs a noisy count first (epsilon \(Self.meanAccuracyCountEpsilon)); quote it with --epsilon instead")
@@ -282,6 +288,7 @@ extension Vault {
         try require("query")
         return try policy.purposeOrder.compactMap { name -> BudgetState? in
             guard let b = policy.purpose(name)?.dpBudget else { return nil }
+            if b.rho != nil { return try zcdpBudgetState(purpose: name, budget: b) }
             return try store.budgetState(purpose: name, limit: b.epsilon, deltaLimit: b.delta, periodSeconds: b.periodSeconds)
         }
     }

@@ -340,7 +340,10 @@ extension Vault {
     public func train(_ parsed: Result<TrainingJob, any Error>, progress: @escaping (String) -> Void = { _ in }) throws -> TrainingResult {
         let job = try? parsed.get()
         return try audited("train", .other, permission: "train", purpose: job?.purpose) { context in
-            try runJob(try parsed.get(), context: context, progress: progress)
+            guard let r = try runJob(try parsed.get(), context: context, progress: progress) else {
+                throw VaultError(.internalFailure, "the job ended without a result")
+            }
+            return r
         }
     }
 
@@ -365,7 +368,11 @@ extension Vault {
         return jobs[0]
     }
 
-    func runJob(_ job: TrainingJob, context: AuditContext, progress: @escaping (String) -> Void) throws -> TrainingResult {
+    /// Runs a job; with `quote` (`train --dry-run`, Vault+TrainQuote.swift) it stops after the
+    /// model's dry run, fills the quote, audits it as `train.quote` and returns nil: no data
+    /// read, nothing charged.
+    func runJob(_ job: TrainingJob, context: AuditContext, progress: @escaping (String) -> Void,
+                quote: TrainQuoteBox? = nil) throws -> TrainingResult? {
         func refuse(_ reason: String) -> VaultError {
             VaultError(.denied, "job \(job.name) (model \(job.model)) refused: \(reason)")
         }
@@ -381,6 +388,18 @@ extension Vault {
         guard let budget = p.dpBudget else { throw refuse("purpose \(p.name) has no dp_budget in \(policy.file)") }
         guard let kind = ModelKind(rawValue: job.model) else { throw refuse("model \(job.model) is not one this store can train") }
         guard let eps = Epsilon(job.epsilon) else { throw VaultError(.invalidInput, "\(job.file): epsilon: must be a number from 2^-20 (about 9.54e-07) to 1000000") }
+        // A zCDP purpose (dp_budget.rho): regressions only, with discrete Gaussian noise; the
+        // job's epsilon E spends rho = E²/2 (Vault+ZCDP.swift).
+        var zcdpRho: Rho? = nil
+        if budget.rho != nil {
+            guard kind == .linear_regression || kind == .logistic_regression else {
+                throw refuse("purpose \(p.name) accounts in zCDP (dp_budget.rho): only linear and logistic regressions train under it (Gaussian noise)")
+            }
+            guard let r = Rho(fromEpsilon: job.epsilon) else {
+                throw VaultError(.invalidInput, "\(job.file): epsilon: under a zCDP purpose a job spends rho = epsilon²/2, which must be from 2^-30 to \(Self.number(Rho.maximum))")
+            }
+            zcdpRho = r
+        }
         // Delta: only private partition selection (an item model without a catalog) uses it.
         let jobDelta = kind.namesItems && job.itemsFrom == nil ? job.delta : 0
         if jobDelta > 0 && budget.delta == 0 {
@@ -517,7 +536,13 @@ extension Vault {
                                      delta: jobDelta,
                                      attributes: attributes, eventKinds: eventKinds, derived: grantedDerived, dryRun: true)
             dry.objectionPurpose = Self.objectionPurpose(p)
+            dry.zcdpRho = zcdpRho
             _ = try Trainer.fit(kind, spec: spec, session: dry)
+            if let quote {
+                try fillTrainQuote(quote, job: job, purpose: p, budget: budget, epsilon: eps, delta: jobDelta, rho: zcdpRho, dry: dry,
+                                   fields: fieldsTouched, context: context)
+                return nil
+            }
         } catch let e as ModelError {
             throw VaultError(.invalidInput, "\(job.file): \(e.description)")
         } catch let e as SessionError {
@@ -529,7 +554,22 @@ extension Vault {
         let detail = "job \(job.name) model \(job.model)"
         let record = context.record("train", .other, purpose: p.name, fields: fieldsTouched, detail: detail)
         let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
-        let session: PrivateSession, state: BudgetState
+        var session: PrivateSession, state: BudgetState
+        if let rho = zcdpRho {
+            do {
+                guard let charge = rho.ledgerCharge else { throw VaultError(.internalFailure, "rho ledger charge") }
+                let ledger = try engine.accountant.spend(purpose: Rho.ledgerKey(purpose: p.name), epsilon: charge, limit: (budget.rho ?? 0) * Rho.ledgerScale,
+                                                         periodSeconds: budget.periodSeconds)
+                state = ledger.asRho(limit: budget.rho ?? 0, conversionDelta: budget.conversionDelta)
+                state.purpose = p.name
+            } catch let e as BudgetExceeded {
+                let s = e.state.asRho(limit: budget.rho ?? 0, conversionDelta: budget.conversionDelta)
+                throw refuse("budget exceeded: purpose \(p.name) has rho \(Self.number(s.left)) of \(Self.number(s.limit)) left in this period (zCDP); this job asks for rho \(rho.value) (epsilon \(Self.number(job.epsilon)) as epsilon²/2)")
+            }
+            session = PrivateSession(source: store.aggregateSource, consentPurpose: p.legalBasis == .consent ? p.name : nil, epsilon: eps,
+                                     attributes: attributes, eventKinds: eventKinds, derived: grantedDerived)
+            session.zcdpRho = rho
+        } else {
         do {
             (session, state) = try engine.openSession(purpose: p.name, consentPurpose: p.legalBasis == .consent ? p.name : nil,
                                                       epsilon: eps, delta: jobDelta,
@@ -537,6 +577,7 @@ extension Vault {
                                                       attributes: attributes, eventKinds: eventKinds, derived: grantedDerived)
         } catch let e as BudgetExceeded {
             throw refuse("budget exceeded: \(e.description)")
+        }
         }
         session.objectionPurpose = Self.objectionPurpose(p)
         var artifact: ModelArtifact
@@ -559,8 +600,10 @@ extension Vault {
         }
         let iso = ISO8601DateFormatter()
         artifact.privacy = PrivacyBlock(
-            purpose: p.name, epsilon: eps.chargedValue, delta: jobDelta,
-            mechanism: "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
+            purpose: p.name, epsilon: zcdpRho.map { Rho.epsilon(rho: $0.value, delta: budget.conversionDelta) } ?? eps.chargedValue,
+            delta: zcdpRho == nil ? jobDelta : budget.conversionDelta,
+            mechanism: zcdpRho.map { "discrete Gaussian (bounded sums over subjects), user-level, zCDP: rho \($0.value) charged (epsilon and delta are its conversion); composition adds rho within the job" }
+                ?? "discrete Laplace (bounded sums over subjects), user-level; sequential composition within the job",
             contributionBounds: bounds, policyVersion: policy.version, job: job.name, trainedAt: iso.string(from: Date()),
             budgetSplit: artifact.privacy?.budgetSplit ?? [])
         // How many subjects (and events) the job learnt from, as its releases say (noisy): a

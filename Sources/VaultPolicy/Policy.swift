@@ -14,12 +14,38 @@ public struct DPBudget: Sendable, Equatable {
     /// ``approximateDPModels``, else 0.
     public let delta: Double
 
+    /// A zCDP purpose (`dp_budget: { rho: R, period: P }`): its rho per period, nil for an
+    /// (epsilon, delta) purpose. A zCDP purpose has `epsilon` 0 and `delta` 0: every pure-DP
+    /// charge is refused under it; its releases use the discrete Gaussian and charge rho.
+    public let rho: Double?
+    /// The delta at which a zCDP purpose's rho is shown as (epsilon, delta)-DP
+    /// (epsilon = rho + 2 sqrt(rho ln(1/delta))): `dp_budget.delta` of a rho budget, default
+    /// ``defaultConversionDelta``. Not a limit: zCDP releases charge no delta.
+    public let conversionDelta: Double
+
     public init(epsilon: Double, periodSeconds: Int, periodText: String, delta: Double = 0) {
         self.epsilon = epsilon
         self.periodSeconds = periodSeconds
         self.periodText = periodText
         self.delta = delta
+        self.rho = nil
+        self.conversionDelta = Self.defaultConversionDelta
     }
+
+    /// A zCDP budget: `rho` per period, shown as (epsilon, delta) at `conversionDelta`.
+    public init(rho: Double, periodSeconds: Int, periodText: String, conversionDelta: Double = DPBudget.defaultConversionDelta) {
+        self.epsilon = 0
+        self.delta = 0
+        self.periodSeconds = periodSeconds
+        self.periodText = periodText
+        self.rho = rho
+        self.conversionDelta = conversionDelta
+    }
+
+    /// The delta a zCDP budget's conversion uses when `dp_budget.delta` is absent.
+    public static let defaultConversionDelta = 1e-6
+    /// The largest `dp_budget.rho` accepted (about epsilon 14 spent as epsilon²/2).
+    public static let maxRho = 100.0
 
     /// Models whose training may use an (epsilon, delta) mechanism: private partition selection
     /// of event items when the job declares no catalog (`items_from`).

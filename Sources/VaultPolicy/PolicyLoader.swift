@@ -479,8 +479,30 @@ public enum PolicyLoader {
         var budget: DPBudget? = nil
         if let n = e["dp_budget"] {
             let bpath = path + ".dp_budget"
-            let b = try r.object(n, bpath, allowed: ["epsilon", "delta", "period"], required: ["epsilon", "period"])
-            let epsNode = b["epsilon"]!
+            let b = try r.object(n, bpath, allowed: ["epsilon", "rho", "delta", "period"], required: ["period"])
+            if let rhoNode = b["rho"] {
+                // zCDP: rho per period, never together with epsilon; delta is the conversion's.
+                if let epsNode = b["epsilon"] {
+                    throw r.fail(epsNode, bpath + ".epsilon", "a dp_budget gives rho (zCDP) or epsilon, not both")
+                }
+                let rho = try r.number(rhoNode, bpath + ".rho")
+                guard rho > 0, rho <= DPBudget.maxRho, rho * 1_073_741_824 >= 1 else {
+                    throw r.fail(rhoNode, bpath + ".rho", "rho must be a number from 2^-30 (about 9.3e-10) to \(formatNumber(DPBudget.maxRho)), found \(formatNumber(rho))")
+                }
+                let period = try r.duration(b["period"]!, bpath + ".period")
+                var conversionDelta = DPBudget.defaultConversionDelta
+                if let deltaNode = b["delta"] {
+                    conversionDelta = try r.number(deltaNode, bpath + ".delta")
+                    guard conversionDelta >= 1e-15, conversionDelta <= DPBudget.maxDelta else {
+                        throw r.fail(deltaNode, bpath + ".delta",
+                                     "with rho, delta is the delta of the (epsilon, delta) conversion: between 1e-15 and \(formatNumber(DPBudget.maxDelta)), found \(formatNumber(conversionDelta))")
+                    }
+                }
+                budget = DPBudget(rho: rho, periodSeconds: period.seconds, periodText: period.text, conversionDelta: conversionDelta)
+            } else {
+            guard let epsNode = b["epsilon"] else {
+                throw r.fail(n, bpath, "a dp_budget needs epsilon (pure or approximate DP) or rho (zCDP)")
+            }
             let epsilon = try r.number(epsNode, bpath + ".epsilon")
             guard epsilon > 0, epsilon <= 1e6 else {
                 throw r.fail(epsNode, bpath + ".epsilon", "epsilon must be > 0 and at most 1e6, found \(formatNumber(epsilon))")
@@ -496,6 +518,7 @@ public enum PolicyLoader {
                 }
             }
             budget = DPBudget(epsilon: epsilon, periodSeconds: period.seconds, periodText: period.text, delta: delta)
+            }
         }
         if !models.isEmpty, budget == nil {
             throw r.fail(e.keyNode("models"), path + ".models", "a purpose that trains models needs a dp_budget")

@@ -126,6 +126,10 @@ extension PostgresEngine {
                 let (spent, deltaSpent) = try row.decode((Int64, Int64).self)
                 var record = audit
                 record.epsilon = u.epsilon.chargedValue   // what is charged, as the SQLite accountant records it
+                if Rho.isLedgerKey(purpose) {   // a zCDP purpose's row: the charge is rho, as on SQLite
+                    record.epsilon = nil
+                    record.detail = (record.detail.map { $0 + "; " } ?? "") + Rho.auditDetail(ofLedgerCharge: u.epsilon)
+                }
                 if delta > 0 { record.detail = (record.detail.map { $0 + "; " } ?? "") + "delta \(AuditLog.decimal(delta))" }
                 let head = try await appendLocked(conn, [record])
                 let state = BudgetState(purpose: purpose, limit: limit, spent: Double(spent) / Double(Epsilon.unitsPerOne), periodStart: start,

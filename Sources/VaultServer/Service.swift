@@ -384,6 +384,14 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
     }
 
     router.post("/v1/jobs") { request, context -> Response in
+        // `?dry_run=true`: the job's quote (Vault+TrainQuote.swift), nothing read or charged.
+        let dryRunText = request.uri.queryParameters["dry_run"].map(String.init)
+        guard dryRunText == nil || dryRunText == "true" || dryRunText == "false" else { throw APIError.badRequest("dry_run: true or false") }
+        if dryRunText == "true" {
+            let v = try await service.vault(context, permission: "train", action: "train.quote")
+            let job = try jobDocument(try await service.jsonBody(request))
+            return json(try await blocking { JSONForms.trainQuote(try v.quoteTrain(Result { try parseJobBody(job) })) })
+        }
         let v = try await service.vault(context, permission: "train", action: "train")
         let job = try jobDocument(try await service.jsonBody(request))
         // Parsed in memory; a body that does not parse is audited by train like a bad job file.
@@ -903,7 +911,7 @@ struct BodyFields {
 /// `where` is the CLI's `--where` text (`country=DE,age>=30`) or an array of its conditions.
 func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "events", "where", "group_by", "max_contributions",
-                                           "accuracy", "confidence", "bounds", "dry_run"])
+                                           "accuracy", "confidence", "bounds", "dry_run", "rho"])
     let kindText = try f.string("kind", required: true)!
     guard let kind = QueryKind(rawValue: kindText) else {
         throw APIError.badRequest("kind: expected one of \(QueryKind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -911,11 +919,13 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     let purpose = try f.string("purpose", required: true)!
     let epsilon = try f.number("epsilon")
     let accuracy = try f.number("accuracy")
-    switch (epsilon, accuracy) {
-    case (nil, nil): throw APIError.badRequest("epsilon: required (a positive number), or accuracy")
-    case (.some, .some): throw APIError.badRequest("epsilon, accuracy: give one, not both")
-    default: break
+    let rho = try f.number("rho")   // zCDP purposes only (Vault+ZCDP.swift)
+    switch [epsilon != nil, accuracy != nil, rho != nil].filter({ $0 }).count {
+    case 0: throw APIError.badRequest("epsilon: required (a positive number), or accuracy (or rho under a zCDP purpose)")
+    case 1: break
+    default: throw APIError.badRequest("epsilon, accuracy, rho: give one of them")
     }
+    if let rho { guard rho.isFinite, rho > 0 else { throw APIError.badRequest("rho: must be a positive number") } }
     if let epsilon { guard epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: must be a positive number") } }
     if let accuracy { guard accuracy.isFinite, accuracy > 0 else { throw APIError.badRequest("accuracy: must be a positive number") } }
     let confidence = try f.number("confidence")
@@ -963,6 +973,7 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     q.confidence = confidence
     q.bounds = bounds
     q.dryRun = try f.bool("dry_run") ?? false
+    q.rho = rho
     return q
 }
 

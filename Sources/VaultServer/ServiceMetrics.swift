@@ -46,6 +46,19 @@ public final class ServiceMetrics: Sendable {
     func refreshBudget(vault: Vault) throws {
         for s in try vault.budgetSnapshot() {
             let name = s.purpose
+            if s.zcdp {   // a zCDP purpose: rho spent and per period (the epsilon gauges are for epsilon purposes)
+                registry.makeGauge(
+                    descriptor: MetricNameDescriptor(namespace: "profilevault", subsystem: "budget", metricName: "spent", unitName: "rho",
+                                                     helpText: "zCDP budget (rho) spent in the current period, per zCDP purpose"),
+                    labels: [("purpose", name)]
+                ).set(s.spent)
+                registry.makeGauge(
+                    descriptor: MetricNameDescriptor(namespace: "profilevault", subsystem: "budget", metricName: "limit", unitName: "rho",
+                                                     helpText: "zCDP budget (rho) per period, per zCDP purpose"),
+                    labels: [("purpose", name)]
+                ).set(s.limit)
+                continue
+            }
             registry.makeGauge(
                 descriptor: MetricNameDescriptor(namespace: "profilevault", subsystem: "budget", metricName: "spent", unitName: "epsilon",
                                                  helpText: "Privacy budget spent in the current period, per purpose"),

@@ -141,6 +141,10 @@ struct StoreBudgetAccountant: BudgetAccountant {
                     """, arguments: [purpose, start, Int64(periodSeconds), Int64(epsilon.chargeUnits), deltaCharge])
                 var record = audit
                 record.epsilon = epsilon.chargedValue   // what is charged, as results and artifacts report it
+                if Rho.isLedgerKey(purpose) {   // a zCDP purpose's row: the charge is rho (Gaussian.swift)
+                    record.epsilon = nil
+                    record.detail = (record.detail.map { $0 + "; " } ?? "") + Rho.auditDetail(ofLedgerCharge: epsilon)
+                }
                 if delta > 0 { record.detail = (record.detail.map { $0 + "; " } ?? "") + "delta \(AuditLog.decimal(delta))" }
                 try store.appendAudit(db, [record])
                 state = BudgetState(purpose: purpose, limit: limit, spent: Double(after) / Double(Epsilon.unitsPerOne), periodStart: start,

@@ -23,13 +23,15 @@ struct Query: ParsableCommand {
         @Option(help: "Confidence level of --accuracy and of the reported interval (default 0.95).") var confidence: Double?
         @Option(help: "LO,HI: clamp each value to these bounds (inside the schema's; sum and mean).") var bounds: String?
         @Flag(name: .customLong("dry-run"), help: "Print the epsilon, noise scale and interval the query would have; charge nothing.") var dryRun = false
+        @Option(help: "Under a zCDP purpose (dp_budget.rho): the rho this query spends (instead of --epsilon or --accuracy).") var rho: Double?
 
         func validate() throws {
-            switch (epsilon, accuracy) {
-            case (nil, nil): throw ValidationError("give --epsilon or --accuracy")
-            case (.some, .some): throw ValidationError("give --epsilon or --accuracy, not both")
-            default: break
+            switch [epsilon != nil, accuracy != nil, rho != nil].filter({ $0 }).count {
+            case 0: throw ValidationError("give --epsilon or --accuracy (or --rho under a zCDP purpose)")
+            case 1: break
+            default: throw ValidationError("give one of --epsilon, --accuracy and --rho")
             }
+            if let rho { guard rho.isFinite, rho > 0 else { throw ValidationError("--rho must be a positive number, not \(rho)") } }
             if let epsilon { guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") } }
             if let accuracy { guard accuracy.isFinite, accuracy > 0 else { throw ValidationError("--accuracy must be a positive number, not \(accuracy)") } }
             if bounds != nil { _ = try parsedBounds() }
@@ -55,10 +57,18 @@ struct Query: ParsableCommand {
             request.confidence = confidence
             request.bounds = try parsedBounds()
             request.dryRun = dryRun
+            request.rho = rho
             if dryRun {
                 let quote = try options.openVault().quoteQuery(request)
                 let interval = quote.halfWidth.map { String(format: "interval +/- %.4g", $0) }
                     ?? quote.meanHalfWidthTimesCount.map { String(format: "interval +/- %.4g / n for n counted values", $0) } ?? ""
+                if let rho = quote.rho {
+                    options.emit(JSONForms.queryQuote(quote),
+                                 text: String(format: "dry run: %@ would charge rho %g (zCDP; epsilon %.4g at delta %g), Gaussian sigma %.4g, %@ at %g%% confidence; rho left %.4g%@; nothing charged",
+                                              kind.rawValue, rho, quote.epsilon, quote.delta, quote.scale, interval, quote.confidence * 100, quote.budget?.left ?? 0,
+                                              quote.fits == false ? " (does not fit)" : ""))
+                    return
+                }
                 options.emit(JSONForms.queryQuote(quote),
                              text: String(format: "dry run: %@ would charge epsilon %g (delta 0), scale %.4g, %@ at %g%% confidence; budget left %.4g%@; nothing charged",
                                           kind.rawValue, quote.epsilon, quote.scale, interval, quote.confidence * 100, quote.budget?.left ?? 0,
@@ -67,6 +77,17 @@ struct Query: ParsableCommand {
             }
             let r = try options.openVault().query(request)
             for w in JSONForms.queryWarnings(r) { warn(w) }
+            if let rho = r.rho {   // zCDP: rho charged, its (epsilon, delta) form, Gaussian sigma, rho left
+                let cost = String(format: "rho %g (zCDP; epsilon %.4g at delta %g), sigma %.4g, rho left %.4g", rho, r.epsilon, r.conversionDelta ?? 0, r.scale, r.budget.left)
+                if let v = r.value {
+                    let i = v.interval ?? v.ci95
+                    options.emit(JSONForms.query(r), text: String(format: "%@ = %.4f   %g%% interval [%.4f, %.4f]   ", kind.rawValue, v.value, r.confidence * 100, i.0, i.1) + cost)
+                } else {
+                    options.emit(JSONForms.query(r),
+                                 text: r.groups.map { String(format: "%@: %.4f [%.4f, %.4f]", $0.key, $0.value.value, ($0.value.interval ?? $0.value.ci95).0, ($0.value.interval ?? $0.value.ci95).1) }.joined(separator: "\n") + "\n" + cost)
+                }
+                return
+            }
             if let v = r.value {
                 let i = v.interval ?? v.ci95
                 options.emit(JSONForms.query(r),
@@ -111,7 +132,14 @@ struct Budget: ParsableCommand {
 
         func run() throws {
             let states = try options.openVault().budgetStatus()
-            options.emit(JSONForms.budget(states), text: states.map { String(format: "%@: spent %.4g of %.4g, %.4g left; delta spent %.3g of %.3g, %.3g left (period from %@)", $0.purpose, $0.spent, $0.limit, $0.left, $0.deltaSpent, $0.deltaLimit, $0.deltaLeft, DateParsing.iso8601(unixSeconds: $0.periodStart)) }.joined(separator: "\n"))
+            options.emit(JSONForms.budget(states), text: states.map { s in
+                if s.zcdp {
+                    return String(format: "%@: zCDP rho spent %.4g of %.4g, %.4g left; as (epsilon, delta): epsilon %.4g of %.4g at delta %g (period from %@)",
+                                  s.purpose, s.spent, s.limit, s.left, s.epsilonEquivalentSpent, s.epsilonEquivalentLimit, s.conversionDelta,
+                                  DateParsing.iso8601(unixSeconds: s.periodStart))
+                }
+                return String(format: "%@: spent %.4g of %.4g, %.4g left; delta spent %.3g of %.3g, %.3g left (period from %@)", s.purpose, s.spent, s.limit, s.left, s.deltaSpent, s.deltaLimit, s.deltaLeft, DateParsing.iso8601(unixSeconds: s.periodStart))
+            }.joined(separator: "\n"))
         }
     }
 }

@@ -14,13 +14,28 @@ struct Train: ParsableCommand {
     @Option(help: "Write the model artifact (JSON) here; without it the artifact goes to stdout.") var out: String?
     @Option(help: "The job to run when the file holds several (by its `job:` name).") var job: String?
     @Flag(help: "Replace an existing --out file (never the keyring, the store or a policy file).") var force = false
+    @Flag(name: .customLong("dry-run"), help: "Print what the job would charge (epsilon, or rho under a zCDP purpose) and the noise of each release; read no data, charge nothing.") var dryRun = false
 
     func validate() throws {
         if force && out == nil { throw ValidationError("--force needs --out") }
+        if dryRun && out != nil { throw ValidationError("--dry-run writes no model: drop --out") }
     }
 
     func run() throws {
         let vault = try options.openVault()
+        if dryRun {
+            let q = try vault.quoteTrain(jobFile: jobFile, jobName: job)
+            let charge = q.rho.map { String(format: "rho %g (zCDP; epsilon %.4g at delta %g)", $0, q.epsilon, q.delta) }
+                ?? String(format: "epsilon %g", q.epsilon) + (q.delta > 0 ? String(format: ", delta %g", q.delta) : "")
+            var lines = ["dry run: job \(q.job) (model \(q.model), purpose \(q.purpose)) would charge \(charge); \(q.mechanism)"]
+            for r in q.releases {
+                let scales = r.scales.isEmpty ? "" : String(format: " noise scale %.4g", r.scales.max() ?? 0) + (r.scales.count > 1 ? " (largest of \(r.scales.count) coordinates)" : "")
+                lines.append("  \(r.what):" + scales)
+            }
+            lines.append(String(format: "%@ left %.4g%@; nothing charged", q.rho == nil ? "budget" : "rho", q.budget.left, q.fits ? "" : " (does not fit)"))
+            options.emit(JSONForms.trainQuote(q), text: lines.joined(separator: "\n"))
+            return
+        }
         // The output is opened before training: a refused path (exit 73) charges no budget.
         let file = try out.map { try vault.createOutput($0, force: force, what: "the model file") }
         let r = try vault.train(jobFile: jobFile, jobName: job, progress: { note($0) })

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """The privacy console in a real browser (issue 21): headless Chromium driven by Selenium
-against `profilectl serve` on a fresh SQLite store, with a token for each role.
+against `profilectl serve` on a fresh SQLite store (or, with --postgres, a fresh PostgreSQL
+database on the server of scripts/with-postgres.sh), with a token for each role.
 
     PROFILECTL=.build/debug/profilectl scripts/console-browser-test.sh [--screenshots DIR]
+    scripts/with-postgres.sh env PROFILECTL=.build/debug/profilectl scripts/console-browser-test.sh --postgres
+
+The policy is the repository's with one legitimate-interest purpose added (fraud_checks), so an
+objection can be recorded.
 
 What it walks (each check counted; the last line is `N passed, M failed`):
   1. without a session every page redirects to the sign-in page; a wrong token is refused;
@@ -10,13 +15,18 @@ What it walks (each check counted; the last line is `N passed, M failed`):
      pages loads (h1 and headings in order), and the session cookie is HttpOnly, SameSite=Strict,
      expiring (not Secure: this run is plain HTTP on loopback);
   3. the privacy officer opens an access request, fulfils it (the export's SHA-256 shown) and an
-     erasure request (its receipt downloads); withdraws a consent on the subject page (the
-     timeline shows it);
+     erasure request (its receipt downloads; the erased subject's page shows its key shredded);
+     withdraws a consent on the subject page (the timeline shows it); walks a rectification
+     (rectify on the subject page, the value never shown back, then confirm and fulfil) and an
+     objection (record it on the subject page, then fulfil) from the browser alone; signs out;
   4. the auditor verifies the audit log ("verify now"), downloads a JSON Lines export, and the
      console verifies it with the public key, then finds the first bad entry of a tampered copy;
+     sees the sign-in and sign-out entries; pages through the log (older, newer);
   5. what each role must NOT see or do: the auditor has no "reveal" and no request queue, the
      trainer no request queue (403 page), a forged or missing CSRF token is refused with 403,
      a request without a session goes to the sign-in page, a revoked token ends its session;
+     a forged CSRF token on the rectify and objection forms is refused, a role without the
+     permission has no such form and gets 403 on a direct POST;
   6. the pages are readable with JavaScript off;
   7. accessibility: axe-core (axe-selenium-python) finds no serious or critical violation on any
      page, every form control has a label, headings do not skip a level, and the sign-in form
@@ -79,14 +89,79 @@ def cli(args, env, check_rc=True):
     return r
 
 
-def make_store(work):
+def postgres_store():
+    """A fresh database on the test server (scripts/with-postgres.sh), its service role and a
+    login role for `serve` (which refuses to run as the owner): (owner env, node env, service,
+    after_init, cleanup). As scripts/api-contract-test.py makes one."""
+    import re
+    import secrets
+    base = os.environ.get("PROFILEVAULT_TEST_POSTGRES")
+    if not base:
+        fatal("--postgres: PROFILEVAULT_TEST_POSTGRES is not set (run through scripts/with-postgres.sh)")
+    m = re.match(r"^postgres(?:ql)?://([^@/]+)@([^/]+)/([^?]+)(\?.*)?$", base)
+    if not m:
+        fatal("--postgres: cannot read PROFILEVAULT_TEST_POSTGRES")
+    admin, hostport, params = m.group(1), m.group(2), m.group(4) or "?sslmode=disable"
+    password = os.environ.get("PGPASSWORD", "")
+    suffix = secrets.token_hex(4)
+    db, service, node = "pvconsole_" + suffix, "pvconsole_svc_" + suffix, "pvconsole_node_" + suffix
+    node_password = secrets.token_hex(16)
+    psql = "psql"
+    if os.path.isdir("/usr/lib/postgresql"):
+        for d in sorted((f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql")), reverse=True):
+            if os.access(os.path.join(d, "psql"), os.X_OK):
+                psql = os.path.join(d, "psql")
+                break
+
+    def sql(statement):
+        r = subprocess.run([psql, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", base, "-c", statement],
+                           capture_output=True, text=True, env={**os.environ, "PGPASSWORD": password})
+        if r.returncode != 0:
+            fatal(f"psql: {statement[:60]}: {r.stderr.strip()[:300]}")
+
+    sql(f"CREATE DATABASE {db}")
+    owner = {"PROFILEVAULT_STORE": f"postgres://{admin}@{hostport}/{db}{params}", "PGPASSWORD": password}
+    nodeenv = {"PROFILEVAULT_STORE": f"postgres://{node}@{hostport}/{db}{params}", "PGPASSWORD": node_password}
+
+    def after_init():
+        sql(f"CREATE ROLE {node} LOGIN PASSWORD '{node_password}'")
+        sql(f"GRANT {service} TO {node}")
+
+    def cleanup():
+        for statement in (f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", f"DROP ROLE IF EXISTS {node}", f"DROP ROLE IF EXISTS {service}"):
+            subprocess.run([psql, "-X", "-q", "-d", base, "-c", statement], capture_output=True,
+                           env={**os.environ, "PGPASSWORD": password})
+    return owner, nodeenv, service, after_init, cleanup
+
+
+def make_policy(work):
+    """The repository's policies with one legitimate-interest purpose (fraud_checks) added."""
+    policy = os.path.join(work, "policies")
+    shutil.copytree(os.path.join(REPO, "policies"), policy)
+    path = os.path.join(policy, "policy.yaml")
+    with open(path) as f:
+        text = f.read()
+    text = text.replace("purposes:\n", "purposes:\n  fraud_checks:\n    data_use: analytics.reporting\n"
+                        "    legal_basis: legitimate_interest\n    may_read: [user.location.imprecise, user.behavior]\n", 1)
+    with open(path, "w") as f:
+        f.write(text)
+    return policy
+
+
+def make_store(work, postgres=None):
     keys = os.path.join(work, "keyring.json")
     shutil.copyfile(os.path.join(REPO, "keys-example", "keyring.json"), keys)
     os.chmod(keys, 0o600)
     env = {**os.environ, "PROFILEVAULT_STORE": os.path.join(work, "store.sqlite"), "PROFILEVAULT_KEYS": keys,
-           "PROFILEVAULT_POLICY": os.path.join(REPO, "policies"), "PROFILEVAULT_LOG_LEVEL": "error"}
+           "PROFILEVAULT_POLICY": make_policy(work), "PROFILEVAULT_LOG_LEVEL": "error"}
     opts = ["--allow-example-keys"]
-    cli(["init"] + opts, env)
+    if postgres:
+        owner, nodeenv, service, after_init, _ = postgres
+        cli(["init", "--service-role", service] + opts, {**env, **owner})
+        after_init()
+        env = {**env, **nodeenv}
+    else:
+        cli(["init"] + opts, env)
     ids = [f"C{i}" for i in range(1, 21)]
     profiles = os.path.join(work, "profiles.jsonl")
     with open(profiles, "w") as f:
@@ -257,6 +332,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--screenshots", help="save a PNG of each page in this directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--postgres", action="store_true", help="a PostgreSQL store (run through scripts/with-postgres.sh)")
     args = ap.parse_args()
     if not os.access(P, os.X_OK):
         fatal(f"no executable at {P} (build first: swift build)")
@@ -269,10 +345,12 @@ def main():
     if shots:
         os.makedirs(shots, exist_ok=True)
     work = tempfile.mkdtemp(prefix="pv-console.")
-    env, opts, tokens_file, tokens = make_store(work)
-    proc, base = start_server(env, tokens_file, work, opts)
-    driver = None
+    postgres = postgres_store() if args.postgres else None
+    say("store: " + ("PostgreSQL" if postgres else "SQLite"))
+    proc, driver = None, None
     try:
+        env, opts, tokens_file, tokens = make_store(work, postgres)
+        proc, base = start_server(env, tokens_file, work, opts)
         driver = browser()
         w = Walk(driver, base, shots)
 
@@ -360,6 +438,16 @@ def main():
         receipt = json.loads(body) if status == 200 else {}
         check(status == 200 and str(receipt.get("outcome", "")).startswith("receipt:") and "attachment" in headers.get("Content-Disposition", ""),
               "the erasure receipt downloads")
+        # The erased subject's page: its key shredded, the receipt, nothing else.
+        w.go("/console/subject")
+        driver.find_element(By.ID, "lookup-id").send_keys("C4")
+        w.click("#lookup")
+        check(w.has("#key-state") and driver.find_element(By.ID, "key-state").text == "shredded",
+              "an erased subject's key shows as shredded")
+        check(w.has("#erasure-receipt") and receipt.get("outcome", "").endswith(driver.find_element(By.ID, "erasure-receipt").text),
+              "the erased subject's page names its receipt")
+        check(not w.has("#purposes") and "person3@example.com" not in driver.page_source, "nothing else is shown of an erased subject")
+        w.shot("subject-erased")
         # Deny with a reason.
         w.go("/console/requests")
         driver.find_element(By.ID, "type").send_keys("rectification")
@@ -382,6 +470,71 @@ def main():
         check(cell.startswith("withdrawn"), f"the consent is withdrawn ({cell})")
         check("withdrawn" in driver.find_element(By.ID, "timeline").text, "the timeline shows the withdrawal")
         w.shot("subject")
+
+        # A rectification from the browser alone: open, rectify on the subject page, confirm, fulfil.
+        corrected = "corrected.4711@example.org"
+        w.go("/console/requests")
+        driver.find_element(By.ID, "type").send_keys("rectification")
+        driver.find_element(By.ID, "customer_id").send_keys("C6")
+        w.click("#open-request")
+        rreq = driver.find_element(By.CSS_SELECTOR, ".flash").text.split()[2]
+        w.go(f"/console/requests/{rreq}")
+        w.click("#to-subject")
+        driver.find_element(By.ID, "lookup-id").send_keys("C6")
+        w.click("#lookup")
+        driver.find_element(By.ID, "rectify-field-1").send_keys("email")
+        driver.find_element(By.ID, "rectify-value-1").send_keys(corrected)
+        w.shot("subject-rectify")
+        w.click("#rectify", confirm=True)
+        flash = driver.find_element(By.CSS_SELECTOR, ".flash").text
+        check(flash == "Rectified: email changed.", f"the rectification is made ({flash})")
+        check(corrected not in driver.page_source and "4711" not in driver.page_source, "the corrected value is not shown back")
+        # An invalid value: refused, and not shown back either.
+        driver.find_element(By.ID, "rectify-field-1").send_keys("age")
+        driver.find_element(By.ID, "rectify-value-1").send_keys("<b>not-a-number-9931</b>")
+        w.click("#rectify", confirm=True)
+        check(w.has(".error") and "not-a-number-9931" not in driver.page_source, "an invalid value is refused without echoing it")
+        w.go(f"/console/requests/{rreq}")
+        driver.find_element(By.ID, "done").click()
+        w.click("#fulfil", confirm=True)
+        check(driver.find_element(By.ID, "request-status").text == "done", "the rectification request is fulfilled from the console")
+
+        # An objection from the browser alone: open, record it on the subject page, fulfil.
+        w.go("/console/requests")
+        driver.find_element(By.ID, "type").send_keys("objection")
+        driver.find_element(By.ID, "customer_id").send_keys("C7")
+        w.click("#open-request")
+        oreq = driver.find_element(By.CSS_SELECTOR, ".flash").text.split()[2]
+        w.go(f"/console/requests/{oreq}")
+        w.click("#to-subject")
+        driver.find_element(By.ID, "lookup-id").send_keys("C7")
+        w.click("#lookup")
+        check(w.has("#object-fraud_checks") and not w.has("#object-analytics"), "objection is offered for the legitimate-interest purpose only")
+        w.click("#object-fraud_checks", confirm=True)
+        cell = driver.find_element(By.CSS_SELECTOR, "tr[data-purpose=fraud_checks] .consent").text
+        check("objection" in cell, f"the objection is recorded ({cell})")
+        w.go(f"/console/requests/{oreq}")
+        w.click("#fulfil", confirm=True)
+        check(driver.find_element(By.ID, "request-status").text == "done"
+              and "objection:fraud_checks" in driver.find_element(By.ID, "outcome").text, "the objection request is fulfilled from the console")
+
+        # Forged CSRF tokens on the new forms: refused.
+        w.go("/console/subject")
+        driver.find_element(By.ID, "lookup-id").send_keys("C8")
+        w.click("#lookup")
+        driver.execute_script("document.querySelector('form[action=\"/console/subject/objection\"] input[name=csrf]').value = 'A'.repeat(43);")
+        w.click("#object-fraud_checks", confirm=True)
+        check(w.h1() == "403 Forbidden", "a forged CSRF token on the objection form is refused (403)")
+        w.go("/console/subject")
+        driver.find_element(By.ID, "lookup-id").send_keys("C8")
+        w.click("#lookup")
+        check("objection" not in driver.find_element(By.CSS_SELECTOR, "tr[data-purpose=fraud_checks] .consent").text,
+              "nothing recorded on a forged CSRF token")
+        driver.execute_script("document.querySelector('form[action=\"/console/subject/rectify\"] input[name=csrf]').value = 'A'.repeat(43);")
+        driver.find_element(By.ID, "rectify-field-1").send_keys("email")
+        driver.find_element(By.ID, "rectify-value-1").send_keys("forged@example.org")
+        w.click("#rectify", confirm=True)
+        check(w.h1() == "403 Forbidden", "a forged CSRF token on the rectify form is refused (403)")
         w.go("/console/policy")
         w.shot("policy")
         w.go("/console/keys")
@@ -404,6 +557,8 @@ def main():
         driver.find_element(By.ID, "confirm-rotate").click()
         w.click("#rotate", confirm=True)
         check(driver.find_element(By.ID, "active-version").text != before, "rotation with the session's CSRF token works")
+        w.click("form.signout button")
+        check(driver.current_url.endswith("/console/sign-in") and driver.get_cookie("pv_console") is None, "signing out ends the session")
 
         # 4. The auditor's review.
         w.sign_in(tokens["auditor"])
@@ -437,6 +592,33 @@ def main():
         w.shot("audit-tampered")
         w.go("/console/audit?action=requests.&actor=console-privacy_officer")
         check(len(driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr")) >= 3, "audit filters by actor and action")
+        # Sign-in and sign-out are on the record (never the token).
+        w.go("/console/audit?action=auth.sign&actor=console-privacy_officer&size=200")
+        actions = [r.find_elements(By.TAG_NAME, "td")[4].text for r in driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr")]
+        check("auth.sign_in" in actions and "auth.sign_out" in actions, f"sign-in and sign-out entries are listed ({sorted(set(actions))})")
+        check(tokens["privacy_officer"] not in driver.page_source, "no token on the audit page")
+        # Paging: older, then newer again.
+        def seqs():
+            return [int(r.find_elements(By.TAG_NAME, "td")[0].text) for r in driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr")]
+        w.go("/console/audit?size=10")
+        p1 = seqs()
+        check(len(p1) == 10 and p1 == sorted(p1, reverse=True) and not w.has("#page-newer"), f"the newest page shows 10 entries ({p1})")
+        w.click("#page-older")
+        p2 = seqs()
+        check(len(p2) == 10 and max(p2) == min(p1) - 1, f"the older page continues below it ({p2})")
+        w.shot("audit-paged")
+        w.click("#page-newer")
+        p3 = seqs()
+        check(p3 and min(p3) == max(p2) + 1, f"the newer page comes back ({p3})")
+        w.go("/console/audit?size=100000")
+        check(w.h1() == "400 Bad Request", "the page size is bounded")
+        # The auditor (no `rectify`, no `consent`): no forms, and 403 on a direct POST.
+        w.go("/console/audit")
+        csrf = driver.find_element(By.CSS_SELECTOR, "form.signout input[name=csrf]").get_attribute("value")
+        for path, form in (("/console/subject/rectify", {"customer_id": "C1", "field1": "email", "value1": "a@example.org"}),
+                           ("/console/subject/objection", {"customer_id": "C1", "purpose": "fraud_checks"})):
+            status, _, _ = http("POST", base + path, cookie=w.cookie_header(), form={"csrf": csrf, **form})
+            check(status == 403, f"the auditor's direct POST {path} is refused (403, got {status})")
 
         # The support role may reveal, with a purpose (audited as `get`).
         w.sign_in(tokens["support"])
@@ -444,6 +626,7 @@ def main():
         driver.find_element(By.ID, "lookup-id").send_keys("C2")
         w.click("#lookup")
         check(w.has("#reveal") and not w.has("#purposes"), "support sees reveal, not the access report")
+        check(not w.has("#rectify") and not w.has(".objection"), "support has no rectify or objection form")
         driver.find_element(By.ID, "reveal-purpose").send_keys("customer_support")
         w.click("#reveal")
         check("person1@example.com" in driver.find_element(By.ID, "revealed").text, "reveal shows the profile for the purpose")
@@ -475,11 +658,14 @@ def main():
     finally:
         if driver:
             driver.quit()
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if postgres:
+            postgres[4]()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(f"{passed} passed, {len(failed)} failed")

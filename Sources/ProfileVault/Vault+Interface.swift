@@ -87,6 +87,21 @@ extension Vault {
         }
     }
 
+    /// ``verifyAuditExport(path:publicKeyPEM:keyName:expectHead:)`` of an export held in memory
+    /// (the console's upload: nothing is written to disk). `name` is what messages call it.
+    public static func verifyAuditExport(bytes: [UInt8], name: String, publicKeyPEM: String, keyName: String,
+                                         expectHead: String?) throws -> AuditVerification {
+        let key: Ed25519PublicKey
+        do { key = try Ed25519PublicKey(pemRepresentation: publicKeyPEM) } catch {
+            throw VaultError(.configuration, "\(keyName): not an Ed25519 public key in PEM form")
+        }
+        do {
+            return try AuditExportVerifier.verify(bytes: bytes, name: name, publicKey: key, expectHead: expectHead)
+        } catch {
+            throw VaultError(.invalidInput, error.description)
+        }
+    }
+
     /// A time in milliseconds since 1970 as the audit log writes it (ISO 8601, UTC, milliseconds).
     public static func isoTime(millis: Int64) -> String { AuditLog.isoMillis(millis) }
 

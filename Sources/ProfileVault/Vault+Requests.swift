@@ -41,6 +41,29 @@ extension Vault {
         return Self.erasedError(record)
     }
 
+    /// What may be shown of an erased subject: its pseudonym (hex), when it was erased and the
+    /// receipt's id (the suppression list's record; nil receipt for an erasure recorded before
+    /// receipts were kept). Nothing else is kept about it.
+    public struct ErasedSubject: Sendable, Equatable {
+        public var pseudonym: String
+        public var erasedAtMillis: Int64
+        public var receipt: String?
+    }
+
+    /// The suppression list's record of `customerID` when that subject was erased, else nil
+    /// (role permission `export`, as the access report that cannot be made for it). A record
+    /// found is audited as `subject.erased` with the pseudonym; the reason and the audit entry
+    /// of the erasure are not returned. The console's subject page shows the key as shredded.
+    public func erasedSubject(customerID: String) throws -> ErasedSubject? {
+        try audited("subject.erased", .read, permission: "export", subjectID: customerID) { context in
+            guard !Normalization.customerID(customerID).isEmpty else { throw VaultError(.invalidInput, "no customer ID given") }
+            let pseudo = try store.pseudonym(ofCustomerID: customerID)
+            guard let record = try store.erasure(pseudonym: pseudo) else { return nil }
+            try store.audit([context.record("subject.erased", .read, subject: pseudo, detail: "the suppression list's record of an erased subject")])
+            return ErasedSubject(pseudonym: AuditLog.hex(pseudo), erasedAtMillis: record.erasedAtMillis, receipt: record.receipt)
+        }
+    }
+
     static func erasedError(_ record: ErasureRecord) -> VaultError {
         VaultError(.notFound, "this customer ID was erased on \(Self.erasureText(record)): no data is held about it")
     }

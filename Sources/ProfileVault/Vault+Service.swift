@@ -56,6 +56,21 @@ extension Vault {
         try store.audit([context.record("auth.failed", .other, outcome: .denied, detail: detail)])
     }
 
+    /// Records a console sign-in or sign-out (docs/console.md) in the audit log: action
+    /// `auth.sign_in` or `auth.sign_out`, outcome ok, as this vault's actor and role (the
+    /// token's), with a detail naming the token id (the entry's random id, not derived from the
+    /// token) and the client address as ``recordAuthenticationFailure(_:client:requestID:)``
+    /// records them. Never the token, the session id or a cookie value.
+    public func recordConsoleSession(signedIn: Bool, tokenID: String, client: String) throws {
+        let address = Self.isAddressText(client) ? client : "unknown"
+        var detail = signedIn ? "console sign-in" : "console sign-out"
+        if Self.isAddressText(tokenID) { detail += "; token \(tokenID)" }
+        detail += "; client \(address)"
+        let context = AuditContext(actor: actor.name, role: actor.role, requestID: requestID ?? UUID().uuidString.lowercased(),
+                                   policyVersion: policy.version)
+        try store.audit([context.record(signedIn ? "auth.sign_in" : "auth.sign_out", .other, outcome: .ok, detail: detail)])
+    }
+
     /// 1 to 64 characters of hex digits, `.`, `:` and `/` (an address, a /64 prefix or a token id).
     static func isAddressText(_ s: String) -> Bool {
         !s.isEmpty && s.utf8.count <= 64 && s.utf8.allSatisfy { b in

@@ -411,8 +411,12 @@ public final class Vault: Sendable {
         /// The customer ID whose entries to select (resolved to its pseudonym, audited).
         public var subjectID: String?
         public var flat: Bool
+        /// Only entries with a sequence number at or below this (a page of the console's audit
+        /// page); nil: up to the newest.
+        public var throughSequence: Int64?
         public init(format: AuditExportFormat = .jsonl, sinceMillis: Int64? = nil, untilMillis: Int64? = nil,
-                    afterSequence: Int64? = nil, subjectID: String? = nil, flat: Bool = false) {
+                    afterSequence: Int64? = nil, subjectID: String? = nil, flat: Bool = false, throughSequence: Int64? = nil) {
+            self.throughSequence = throughSequence
             self.format = format
             self.sinceMillis = sinceMillis
             self.untilMillis = untilMillis
@@ -428,6 +432,7 @@ public final class Vault: Sendable {
     /// options.
     func recordAuditExport(_ request: AuditExportRequest, context: AuditContext) throws -> AuditExportOptions {
         if let after = request.afterSequence, after < 0 { throw VaultError(.usage, "--after-seq must be 0 or more") }
+        if let through = request.throughSequence, through < 0 { throw VaultError(.usage, "the last sequence number must be 0 or more") }
         var records: [AuditRecord] = []
         var subject: [UInt8]?
         if let id = request.subjectID {
@@ -438,11 +443,13 @@ public final class Vault: Sendable {
         var detail = "format \(request.format.rawValue)"
         if request.format == .jsonl { detail += request.flat ? ", flat" : ", nested" }
         if let after = request.afterSequence { detail += ", after entry \(after)" }
+        if let through = request.throughSequence { detail += ", through entry \(through)" }
         if subject != nil { detail += ", one subject's entries" }
         records.append(context.record("audit.export", .read, detail: detail))
         try store.audit(records)
         return AuditExportOptions(format: request.format, sinceMillis: request.sinceMillis, untilMillis: request.untilMillis,
-                                  afterSequence: request.afterSequence, subject: subject, nested: !request.flat)
+                                  afterSequence: request.afterSequence, subject: subject, nested: !request.flat,
+                                  throughSequence: request.throughSequence)
     }
 
     /// `audit export` (role permission `audit`) into a new file (``OutputFile``: new and 0600

@@ -11,6 +11,16 @@ public enum AuditExportVerifier {
         guard let reader = LineStream(path: path) else {
             throw FileError(description: "\(path): cannot read the export")
         }
+        return try verify(reader, name: path, publicKey: publicKey, expectHead: expectHead)
+    }
+
+    /// The same check of an export held in memory (the console's upload): `name` is what the
+    /// messages call it. No file is written.
+    public static func verify(bytes: [UInt8], name: String, publicKey: Ed25519PublicKey, expectHead: String?) throws(FileError) -> AuditVerification {
+        try verify(LineStream(bytes: bytes), name: name, publicKey: publicKey, expectHead: expectHead)
+    }
+
+    static func verify(_ reader: LineStream, name path: String, publicKey: Ed25519PublicKey, expectHead: String?) throws(FileError) -> AuditVerification {
         var expected: AuditExpectation?
         if let expectHead {
             do { expected = try AuditExpectation.parse(expectHead, publicKey: publicKey) } catch {
@@ -207,7 +217,8 @@ struct SelectionCheck {
 
 /// Reads a file line by line with a fixed buffer (exports can be large).
 final class LineStream {
-    private let handle: FileHandle
+    /// nil: the lines of bytes given in memory (all in `buffer`).
+    private let handle: FileHandle?
     private var buffer: [UInt8] = []
     private var position = 0
     private var eof = false
@@ -217,7 +228,13 @@ final class LineStream {
         handle = h
     }
 
-    deinit { try? handle.close() }
+    init(bytes: [UInt8]) {
+        handle = nil
+        buffer = bytes
+        eof = true
+    }
+
+    deinit { try? handle?.close() }
 
     func next() -> [UInt8]? {
         while true {
@@ -234,7 +251,7 @@ final class LineStream {
             }
             buffer.removeSubrange(0..<position)
             position = 0
-            let chunk = (try? handle.read(upToCount: 1 << 20)) ?? nil
+            let chunk = (try? handle?.read(upToCount: 1 << 20)) ?? nil
             if let chunk, !chunk.isEmpty { buffer.append(contentsOf: chunk) } else { eof = true }
         }
     }

@@ -4,9 +4,6 @@ import Logging
 import DifferentialPrivacy
 import ProfileVault
 import VaultValues
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The privacy console (issue 21, docs/console.md): server-rendered HTML pages under
 /// `/console/`, served by the same process over the same ``VaultService`` as the JSON API.
@@ -166,6 +163,9 @@ final class Console: Sendable {
         Response(status: .ok, headers: [.contentType: type, .contentDisposition: "attachment; filename=\"\(filename)\""],
                  body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
+
+    /// How many field/value rows the subject page's rectify form offers.
+    static let rectifyRows = 3
 
     static func day(_ ms: Int64) -> String { String(Vault.isoTime(millis: ms).prefix(10)) }
     static func minute(_ ms: Int64) -> String { String(Vault.isoTime(millis: ms).prefix(16)).replacingOccurrences(of: "T", with: " ") }
@@ -327,6 +327,15 @@ func addConsoleRoutes(_ router: Router<VaultRequestContext>, _ service: VaultSer
                 guard let session = console.sessions.create(tokenID: id.tokenID, now: AuditLogClock.nowMillis) else {
                     return again(.serviceUnavailable, "too many console sessions are open on this node; try again later")
                 }
+                // The sign-in is on the record (`auth.sign_in`) or it does not happen.
+                let signedIn = service.base.acting(as: ProfileVault.Actor(name: id.actor, role: id.role), requestID: context.requestID)
+                do {
+                    try await blocking { try signedIn.recordConsoleSession(signedIn: true, tokenID: id.tokenID, client: client) }
+                } catch {
+                    console.sessions.end(session.id)
+                    console.logger.error("could not audit a console sign-in", metadata: ["request_id": .string(context.requestID)])
+                    return again(.serviceUnavailable, "the sign-in could not be recorded in the audit log; try again later")
+                }
                 var response = Console.redirect("/console/")
                 response.headers.append(HTTPFields.Element(name: .setCookie, value: ConsoleSecurity.sessionCookie(
                     session.id, maxAge: console.sessions.cookieMaxAge, secure: console.secureCookies)))
@@ -350,6 +359,14 @@ func addConsoleRoutes(_ router: Router<VaultRequestContext>, _ service: VaultSer
         let user = try await console.user(request, &context)
         _ = try await console.form(request, user)
         console.sessions.end(user.session.id)
+        // `auth.sign_out`; the session ends even when the entry cannot be written (logged).
+        let v = service.base.acting(as: ProfileVault.Actor(name: user.actor, role: user.role), requestID: context.requestID)
+        let client = AuthFailureLimiter.clientKey(context.clientAddress), tokenID = user.session.tokenID
+        do {
+            try await blocking { try v.recordConsoleSession(signedIn: false, tokenID: tokenID, client: client) }
+        } catch {
+            console.logger.error("could not audit a console sign-out", metadata: ["request_id": .string(context.requestID)])
+        }
         var response = Console.redirect("/console/sign-in")
         response.headers.append(HTTPFields.Element(name: .setCookie, value: ConsoleSecurity.clearedCookie(secure: console.secureCookies)))
         return response
@@ -451,13 +468,14 @@ func addConsoleRequestRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
         var c = console.base(user, title: "Request \(e.id)", current: "requests")
         var r = row(e, now: now)
         r["needsDone"] = e.type == .rectification
+        r["needsSubjectPage"] = e.type == .rectification || e.type == .objection
         let help: String = switch e.type {
         case .access: "Fulfilling prepares the Art. 15 access export; its SHA-256 is recorded in the register."
         case .portability: "Fulfilling prepares the subject's own data, machine-readable (Art. 20); its SHA-256 is recorded."
         case .erasure: "Fulfilling erases the subject (its key is shredded) and attaches the erasure receipt."
         case .restriction: "Fulfilling restricts the subject's processing (Art. 18)."
-        case .objection: "The subject must already object to a legitimate-interest purpose (Subject page); fulfilling records it."
-        case .rectification: "Make the correction first (rectify), then confirm it here."
+        case .objection: "First record the objection on the Subject page (look the subject up, then \"Record objection\" for the legitimate-interest purpose); fulfilling checks it and attaches the purposes."
+        case .rectification: "First make the correction on the Subject page (look the subject up, then Rectify with the corrected values); then tick the confirmation here and fulfil."
         }
         r["fulfilHelp"] = help
         c["r"] = r
@@ -549,7 +567,11 @@ func addConsoleSubjectRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
         c["canReveal"] = user.caps.reveal
         c["canConsent"] = user.caps.consent
         c["canRestrict"] = user.caps.restrict
+        c["canRectify"] = user.caps.rectify
         c["purposeNames"] = v.policy.purposeOrder
+        c["rectifyRows"] = (1...Console.rectifyRows).map { i -> [String: Any] in
+            ["n": i, "fields": v.schema.fields.map(\.name).filter { $0 != v.schema.subjectIDField }]
+        }
         if let flash { c["flash"] = flash }
         if let error { c["error"] = error }
         if let revealed {
@@ -560,7 +582,21 @@ func addConsoleSubjectRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
         guard let id = customerID else { return Console.page("subject", c, status: status) }
         c["customerID"] = id
         if user.caps.subject {
-            let report = try await redacting([id]) { try await blocking { try v.accessReport(customerID: id, format: .json) } }
+            let found = try await redacting([id]) { () async throws -> (report: SubjectAccessReport?, erased: Vault.ErasedSubject?) in
+                do {
+                    return (try await blocking { try v.accessReport(customerID: id, format: .json) }, nil)
+                } catch let e as VaultError where e.kind == .notFound {
+                    // An erased subject: the suppression list's record (pseudonym, date, receipt).
+                    guard let erased = try await blocking({ try v.erasedSubject(customerID: id) }) else { throw e }
+                    return (nil, erased)
+                }
+            }
+            if let erased = found.erased {
+                c["erased"] = ["pseudonym": erased.pseudonym, "erasedAt": Console.minute(erased.erasedAtMillis),
+                               "receipt": erased.receipt ?? "(none: erased before receipts were kept)"]
+                return Console.page("subject", c, status: status)
+            }
+            guard let report = found.report else { throw VaultError(.internalFailure, "no access report") }
             var timeline: [[String: Any]] = []
             if user.caps.consent {
                 let entries = try await redacting([id]) { try await blocking { try v.consentHistory(customerID: id) } }
@@ -581,7 +617,8 @@ func addConsoleSubjectRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
                     return ["name": p.name, "legalBasis": p.legalBasis, "consentRequired": p.consentRequired,
                             "consent": granted.map { $0 ? "granted" : "withdrawn" } ?? "never recorded",
                             "since": p.consent?.sinceMillis.map(Console.minute) ?? "", "applies": p.applies, "objection": p.objection,
-                            "grantTo": granted == true ? "false" : "true", "actionLabel": granted == true ? "Withdraw consent" : "Record consent"]
+                            "grantTo": granted == true ? "false" : "true", "actionLabel": granted == true ? "Withdraw consent" : "Record consent",
+                            "canObject": p.legalBasis == "legitimate_interest" && !p.objection]
                 },
                 "retention": report.retention.map { r -> [String: Any] in
                     ["category": r.category, "keep": r.keep, "after": r.after, "date": r.date.map(Console.daySeconds) ?? "nothing covered yet"]
@@ -610,13 +647,13 @@ func addConsoleSubjectRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
 
     /// Runs a subject action; a refusal of the store (unknown subject, consent not given, ...)
     /// is shown on the subject page rather than as an error page.
-    @Sendable func onSubjectPage(_ user: Console.User, _ v: Vault, _ id: String,
+    @Sendable func onSubjectPage(_ user: Console.User, _ v: Vault, _ id: String, redacting more: [String] = [],
                        _ body: () async throws -> Response) async throws -> Response {
         do {
             return try await body()
         } catch let e as VaultError where e.kind == .notFound || e.kind == .invalidInput || e.kind == .usage {
             let status = APIError.from(e).status
-            let message = e.removing(values: [id]).message
+            let message = e.removing(values: [id] + more.filter { !$0.isEmpty }).message
             if e.kind == .notFound { return try await subjectPage(user, v, customerID: nil, error: message, status: status) }
             return try await subjectPage(user, v, customerID: id, error: message, status: status)
         }
@@ -657,6 +694,49 @@ func addConsoleSubjectRoutes(_ group: RouterGroup<VaultRequestContext>, _ consol
         return try await onSubjectPage(user, v, id) {
             _ = try await redacting([id]) { try await blocking { try v.setRestriction(customerID: id, restricted: restricted) } }
             return try await subjectPage(user, v, customerID: id, flash: restricted ? "Processing restricted." : "Restriction lifted.")
+        }
+    }
+
+    // Objection (Art. 21) to a legitimate-interest purpose: the same `object` call as
+    // POST /v1/subjects/{id}/consent with {"purpose", "objection": true} (audited `consent.object`).
+    group.post("subject/objection") { request, context -> Response in
+        var context = context
+        let user = try await console.user(request, &context)
+        let v = try await service.vault(context, permission: "consent", action: "consent.change")
+        let f = try await console.form(request, user)
+        let id = try customer(f)
+        let purpose = f["purpose"] ?? ""
+        guard !purpose.isEmpty else { throw APIError.badRequest("purpose: required") }
+        return try await onSubjectPage(user, v, id) {
+            let n = try await redacting([id]) { try await blocking { try v.object(.one(id), purpose: purpose) } }
+            return try await subjectPage(user, v, customerID: id, flash: n > 0 ? "Objection to \(purpose) recorded." : "The subject already objects to \(purpose).")
+        }
+    }
+
+    // Rectification (Art. 16): the same `rectify` call as POST /v1/subjects/{id}/rectification
+    // (audited `rectify`, naming the fields changed). The values are never shown back (the
+    // form is rendered empty again, messages name fields only) and never logged.
+    group.post("subject/rectify") { request, context -> Response in
+        var context = context
+        let user = try await console.user(request, &context)
+        let v = try await service.vault(context, permission: "rectify", action: "rectify")
+        let f = try await console.form(request, user)
+        let id = try customer(f)
+        var assignments: [(field: String, value: String)] = []
+        var values: [String] = []
+        for i in 1...Console.rectifyRows {
+            guard let field = f["field\(i)"], !field.isEmpty else { continue }
+            let value = f["value\(i)"] ?? ""
+            guard value.utf8.count <= 4096 else { throw APIError.badRequest("value \(i): at most 4096 bytes") }
+            assignments.append((field, value))
+            values.append(value)
+        }
+        guard !assignments.isEmpty else { throw APIError.badRequest("choose at least one field to rectify") }
+        let given = assignments
+        return try await onSubjectPage(user, v, id, redacting: values) {
+            let changed = try await redacting([id] + values) { try await blocking { try v.rectify(customerID: id, set: given) } }
+            return try await subjectPage(user, v, customerID: id,
+                                         flash: changed.isEmpty ? "Rectified: no value changed." : "Rectified: \(changed.joined(separator: ", ")) changed.")
         }
     }
 
@@ -808,6 +888,47 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
             }
             return s
         }
+
+        /// Every filter, for the page links (`&actor=...&since=...`).
+        var pageQuery: String {
+            var s = ""
+            for (k, v) in [("actor", actor), ("action", action), ("purpose", purpose), ("outcome", outcome), ("since", since), ("until", until)]
+            where !v.isEmpty {
+                s += "&\(k)=" + (v.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")
+            }
+            return s
+        }
+    }
+
+    /// Where a page of the audit page starts: the newest entries (neither given), the entries
+    /// before sequence number `before` (older pages) or after `after` (newer pages), `size`
+    /// matching entries at most. One page reads at most ``scan`` entries of the log (plus those
+    /// after the signed head on the newest page), whatever the filters select: a page may show
+    /// fewer than `size` entries and still link to the next.
+    struct AuditCursor {
+        static let defaultSize = 50, maxSize = 200
+        static let scan: Int64 = 2000
+        var before: Int64?, after: Int64?
+        var size = defaultSize
+
+        init() {}
+
+        init(_ q: [String: String]) throws {
+            func number(_ k: String, min: Int64) throws -> Int64? {
+                guard let text = q[k], !text.isEmpty else { return nil }
+                guard let n = Int64(text), n >= min else { throw APIError.badRequest("\(k): a sequence number (\(min) or more)") }
+                return n
+            }
+            before = try number("before", min: 1)
+            after = try number("after", min: 0)
+            guard before == nil || after == nil else { throw APIError.badRequest("before and after: give one of them") }
+            if let text = q["size"], !text.isEmpty {
+                guard let n = Int(text), n >= 1, n <= Self.maxSize else { throw APIError.badRequest("size: 1 to \(Self.maxSize) entries") }
+                size = n
+            }
+        }
+
+        var sizeQuery: String { size == Self.defaultSize ? "" : "&size=\(size)" }
     }
 
     @Sendable func queryDictionary(_ request: Request) -> [String: String] {
@@ -816,10 +937,12 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
         return out
     }
 
-    @Sendable func auditPage(_ user: Console.User, _ v: Vault, filters: AuditFilters, verification: AuditVerification? = nil,
+    @Sendable func auditPage(_ user: Console.User, _ v: Vault, filters: AuditFilters, cursor: AuditCursor = AuditCursor(),
+                             verification: AuditVerification? = nil,
                    exportResult: (ok: Bool, summary: String)? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
         var c = console.base(user, title: "Audit", current: "audit")
-        if let head = try await blocking({ try v.signedAuditHead() }) {
+        let signedHead = try await blocking { try v.signedAuditHead() }
+        if let head = signedHead {
             c["head"] = ["sequence": String(head.sequence), "hash": Vault.hex(head.hash),
                          "time": head.timeMillis.map { Vault.isoTime(millis: $0) } ?? "(not signed: a v1 checkpoint)"] as [String: Any]
         }
@@ -830,16 +953,68 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
             c["verification"] = ["ok": verification.ok, "summary": summary] as [String: Any]
         }
         if let exportResult { c["exportResult"] = ["ok": exportResult.ok, "summary": exportResult.summary] as [String: Any] }
-        let request = Vault.AuditExportRequest(format: .jsonl, sinceMillis: filters.sinceMillis, untilMillis: filters.untilMillis,
-                                               afterSequence: nil, subjectID: nil, flat: true)
-        let r = try await blocking { try v.exportAudit(request) }
-        let matched = entries(r.bytes).filter(filters.matches)
-        let shown = matched.suffix(200).reversed().map(view)
+        // The slice of the log this page reads: (afterSeq, through], at most AuditCursor.scan
+        // entries (to the live end on the newest page and on a newer page that reaches it).
+        let floor = try await blocking { try v.auditArchivedThrough() } ?? 0
+        // Every transaction signs a checkpoint of its new head: the signed head is the live one.
+        let headSequence = signedHead?.sequence ?? 0
+        let scan = AuditCursor.scan
+        var afterSeq: Int64, through: Int64?
+        if let before = cursor.before {
+            through = before - 1
+            afterSeq = max(floor, before - 1 - scan)
+        } else if let after = cursor.after {
+            afterSeq = max(floor, after)
+            let (end, overflow) = afterSeq.addingReportingOverflow(scan)
+            through = overflow || end >= headSequence ? nil : end
+        } else {
+            afterSeq = max(floor, headSequence - scan)
+            through = nil
+        }
+        var rows: [[String: String]] = []
+        var lastRead = afterSeq
+        if through.map({ $0 > afterSeq }) ?? true {
+            let request = Vault.AuditExportRequest(format: .jsonl, sinceMillis: filters.sinceMillis, untilMillis: filters.untilMillis,
+                                                   afterSequence: afterSeq, subjectID: nil, flat: true, throughSequence: through)
+            let r: (bytes: [UInt8], entries: Int, head: String, lastSequence: Int64)
+            do {
+                r = try await blocking { try v.exportAudit(request) }
+            } catch let e as VaultError where e.kind == .invalidInput || e.kind == .usage {
+                throw APIError.badRequest("this page is outside the live audit log (entries after \(floor)): start again from the newest entries")
+            }
+            rows = entries(r.bytes).filter(filters.matches)
+            lastRead = through ?? max(r.lastSequence, afterSeq)
+        }
+        func seq(_ e: [String: String]?) -> Int64? { e.flatMap { $0["metadata.sequence"] }.flatMap { Int64($0) } }
+        let page: [[String: String]]
+        var older: Int64?, newer: Int64?
+        if cursor.after != nil {
+            // Oldest first from `after`: the older link starts below this page.
+            page = Array(rows.prefix(cursor.size))
+            if rows.count > cursor.size { newer = seq(page.last) } else if through != nil { newer = lastRead }
+            if let first = seq(page.first) {
+                if first > floor + 1 { older = first }
+            } else if afterSeq > floor {
+                older = afterSeq + 1
+            }
+        } else {
+            // Newest first: the older link continues below the last entry shown, or below the
+            // slice read when it held no more matches.
+            page = Array(rows.suffix(cursor.size))
+            if rows.count > cursor.size { older = seq(page.first) } else if afterSeq > floor { older = afterSeq + 1 }
+            if cursor.before != nil { newer = seq(page.last) ?? lastRead }
+        }
+        let shown = page.reversed().map(view)
         c["entries"] = Array(shown)
         c["shown"] = shown.count
-        c["matched"] = matched.count
+        c["readFrom"] = String(afterSeq + 1)
+        c["readTo"] = String(lastRead)
         c["f"] = filters.context
         c["query"] = filters.query
+        let links = filters.pageQuery + cursor.sizeQuery
+        if let older { c["older"] = "/console/audit?before=\(older)" + links }
+        if let newer { c["newer"] = "/console/audit?after=\(newer)" + links }
+        if cursor.before != nil || cursor.after != nil { c["newest"] = "/console/audit?" + String(links.dropFirst()) }
         return Console.page("audit", c, status: status)
     }
 
@@ -847,7 +1022,8 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
         var context = context
         let user = try await console.user(request, &context)
         let v = try await service.vault(context, permission: "audit", action: "audit.export")
-        return try await auditPage(user, v, filters: try AuditFilters(queryDictionary(request)))
+        let q = queryDictionary(request)
+        return try await auditPage(user, v, filters: try AuditFilters(q), cursor: try AuditCursor(q))
     }
 
     group.post("audit/verify") { request, context -> Response in
@@ -859,9 +1035,8 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
         return try await auditPage(user, v, filters: try AuditFilters([:]), verification: result)
     }
 
-    // An uploaded export and public key, verified as `audit verify --file F --public-key K`:
-    // written to a private scratch directory (0700, under /dev/shm when it exists) for the
-    // verifier, removed before the answer.
+    // An uploaded export and public key, verified as `audit verify --file F --public-key K`
+    // does, from memory: nothing is written to disk.
     group.post("audit/verify-export") { request, context -> Response in
         var context = context
         let user = try await console.user(request, &context)
@@ -872,9 +1047,7 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
         let result: (ok: Bool, summary: String)
         do {
             let verification = try await blocking {
-                try ConsoleScratch.withFile(Array(export.utf8), root: service.options.scratchDirectory ?? ScratchSpace.defaultRoot) { path in
-                    try Vault.verifyAuditExport(path: path, publicKeyPEM: key, keyName: "the public key", expectHead: nil)
-                }
+                try Vault.verifyAuditExport(bytes: Array(export.utf8), name: "the export", publicKeyPEM: key, keyName: "the public key", expectHead: nil)
             }
             result = verification.ok
                 ? (true, "The export verifies: \(verification.entries) entries, head \(verification.head ?? "-").")
@@ -984,23 +1157,5 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
             return try await keysPage(user, v, error: e.message, status: APIError.from(e).status)
         }
         return try await keysPage(user, v, flash: "Key version \(version) retired.")
-    }
-}
-
-/// One private scratch file for the verifier of an uploaded export.
-enum ConsoleScratch {
-    /// Writes `bytes` to a new file in a new private directory under `root` (named as
-    /// ``ScratchSpace`` sweeps them after a crash), runs `body` on its path, removes both.
-    static func withFile<T>(_ bytes: [UInt8], root: String, _ body: (String) throws -> T) throws -> T {
-        var template = Array((root.hasSuffix("/") ? root : root + "/").utf8CString.dropLast())
-        template += Array("\(ScratchSpace.prefix)\(getpid()).XXXXXX".utf8CString)
-        guard let dirPointer = mkdtemp(&template) else { throw VaultError(.internalFailure, "could not create a scratch directory") }
-        let dir = String(cString: dirPointer)
-        defer { _ = ScratchSpace.remove(dir) }
-        let path = dir + "/export.jsonl"
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
-            throw VaultError(.internalFailure, "could not write the scratch file")
-        }
-        return try body(path)
     }
 }

@@ -230,6 +230,8 @@ public enum ConsoleSecurity {
         public var keys: Bool
         /// Restriction on the subject page (`restrict`).
         public var restrict: Bool
+        /// Rectification on the subject page (`rectify`).
+        public var rectify: Bool
 
         public init(permits: (String) -> Bool) {
             requests = permits("requests")
@@ -242,6 +244,7 @@ public enum ConsoleSecurity {
             policy = permits("policy") || permits("audit")
             keys = permits("keys")
             restrict = permits("restrict")
+            rectify = permits("rectify")
         }
     }
 }

@@ -160,6 +160,7 @@ enum ConsoleTemplates {
     <section aria-labelledby="fulfil-h">
     <h2 id="fulfil-h">Fulfil</h2>
     <p>{{fulfilHelp}}</p>
+    {{#needsSubjectPage}}<p><a id="to-subject" href="/console/subject">Open the Subject page</a></p>{{/needsSubjectPage}}
     <form method="post" action="/console/requests/{{id}}/fulfil" class="stack" data-confirm="Fulfil request {{id}} ({{type}})?">
     <input type="hidden" name="csrf" value="{{csrf}}">
     {{#needsDone}}<div><input type="checkbox" id="done" name="done" value="true"> <label for="done">The rectification was made (rectify ran with the corrected values)</label></div>{{/needsDone}}
@@ -226,13 +227,25 @@ enum ConsoleTemplates {
     <button type="submit" id="lookup">Look up</button>
     </form>
     </section>
+    {{#erased}}
+    <section aria-labelledby="state-h">
+    <h2 id="state-h">State</h2>
+    <p>This subject was erased: no data is held about it. The suppression list keeps only what follows.</p>
+    <dl class="facts">
+    <dt>Pseudonym</dt><dd><code id="pseudonym">{{pseudonym}}</code></dd>
+    <dt>Key</dt><dd id="key-state">shredded</dd>
+    <dt>Erased on</dt><dd id="erased-at">{{erasedAt}}</dd>
+    <dt>Erasure receipt</dt><dd><code id="erasure-receipt">{{receipt}}</code></dd>
+    </dl>
+    </section>
+    {{/erased}}
     {{#report}}
     <section aria-labelledby="state-h">
     <h2 id="state-h">State</h2>
     <dl class="facts">
     <dt>Pseudonym</dt><dd><code id="pseudonym">{{pseudonym}}</code></dd>
     <dt>Restriction (Art. 18)</dt><dd id="restricted">{{#restricted}}restricted: no purpose applies{{/restricted}}{{^restricted}}not restricted{{/restricted}}</dd>
-    <dt>Key</dt><dd id="key-state">active (an erased subject's key is shredded, and the subject can no longer be looked up)</dd>
+    <dt>Key</dt><dd id="key-state">active</dd>
     </dl>
     {{#canRestrict}}
     <form method="post" action="/console/subject/restriction" class="inline">
@@ -256,11 +269,29 @@ enum ConsoleTemplates {
     <tr data-purpose="{{name}}"><td>{{name}}</td><td>{{legalBasis}}</td><td class="consent">{{consent}}{{#objection}} (objection){{/objection}}</td><td>{{since}}</td><td>{{#applies}}yes{{/applies}}{{^applies}}no{{/applies}}</td>
     {{#canConsent}}<td>{{#consentRequired}}<form method="post" action="/console/subject/consent" class="inline" data-confirm="{{actionLabel}} for {{name}}?">
     <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="customer_id" value="{{customerID}}"><input type="hidden" name="purpose" value="{{name}}"><input type="hidden" name="granted" value="{{grantTo}}">
-    <button type="submit" class="consent-change" id="consent-{{name}}">{{actionLabel}}</button></form>{{/consentRequired}}</td>{{/canConsent}}</tr>
+    <button type="submit" class="consent-change" id="consent-{{name}}">{{actionLabel}}</button></form>{{/consentRequired}}{{#canObject}}<form method="post" action="/console/subject/objection" class="inline" data-confirm="Record the subject's objection to {{name}}?">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="customer_id" value="{{customerID}}"><input type="hidden" name="purpose" value="{{name}}">
+    <button type="submit" class="objection" id="object-{{name}}">Record objection</button></form>{{/canObject}}</td>{{/canConsent}}</tr>
     {{/purposes}}
     </tbody>
     </table>
     </section>
+    {{#canRectify}}
+    <section aria-labelledby="rectify-h">
+    <h2 id="rectify-h">Rectify (Art. 16)</h2>
+    <p>Set the corrected values the data subject gave. Each is validated as ingest validates it; nothing is written unless all are valid. The values are not shown back: the audit entry names the fields changed. An empty value sets the field to null.</p>
+    <form method="post" action="/console/subject/rectify" class="stack" data-confirm="Rectify this subject's data?">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="customer_id" value="{{customerID}}">
+    {{#rectifyRows}}
+    <label for="rectify-field-{{n}}">Field {{n}}</label>
+    <select id="rectify-field-{{n}}" name="field{{n}}"><option value="">(none)</option>{{#fields}}<option value="{{.}}">{{.}}</option>{{/fields}}</select>
+    <label for="rectify-value-{{n}}">Corrected value {{n}}</label>
+    <input id="rectify-value-{{n}}" name="value{{n}}" autocomplete="off">
+    {{/rectifyRows}}
+    <button type="submit" id="rectify">Rectify</button>
+    </form>
+    </section>
+    {{/canRectify}}
     {{#hasTimeline}}
     <section aria-labelledby="timeline-h">
     <h2 id="timeline-h">Consent timeline</h2>
@@ -288,7 +319,7 @@ enum ConsoleTemplates {
     </table>
     </section>
     {{/report}}
-    {{#canReveal}}{{#customerID}}
+    {{#canReveal}}{{#customerID}}{{^erased}}
     <section aria-labelledby="reveal-h">
     <h2 id="reveal-h">Reveal the profile</h2>
     <p>Shows the subject's decrypted profile as one purpose may see it. Audited as <code>get</code>, with the purpose.</p>
@@ -304,7 +335,7 @@ enum ConsoleTemplates {
     <tbody>{{#revealed}}<tr><td>{{name}}</td><td>{{value}}</td></tr>{{/revealed}}</tbody></table>
     {{/hasRevealed}}
     </section>
-    {{/customerID}}{{/canReveal}}
+    {{/erased}}{{/customerID}}{{/canReveal}}
     {{>footer}}
     """
 
@@ -412,10 +443,15 @@ enum ConsoleTemplates {
     </form>
     <p>Download this selection (time filters apply; the signed head is included): <a id="download-jsonl" href="/console/audit/export?format=jsonl{{query}}">JSON Lines</a> · <a id="download-csv" href="/console/audit/export?format=csv{{query}}">CSV</a></p>
     <table id="entries">
-    <caption>The newest {{shown}} matching entries of {{matched}} (newest first).</caption>
+    <caption>{{shown}} matching entries, newest first (this page read entries {{readFrom}} to {{readTo}} of the log).</caption>
     <thead><tr><th scope="col">Seq</th><th scope="col">Time</th><th scope="col">Actor</th><th scope="col">Role</th><th scope="col">Action</th><th scope="col">Purpose</th><th scope="col">Outcome</th><th scope="col">Subject</th></tr></thead>
     <tbody>{{#entries}}<tr><td>{{seq}}</td><td>{{time}}</td><td>{{actor}}</td><td>{{role}}</td><td>{{action}}</td><td>{{purpose}}</td><td>{{outcome}}</td><td><code>{{subject}}</code></td></tr>{{/entries}}</tbody>
     </table>
+    <p class="pager">
+    {{#newest}}<a id="page-newest" href="{{newest}}">Newest entries</a>{{/newest}}
+    {{#newer}}<a id="page-newer" href="{{newer}}" rel="prev">Newer entries</a>{{/newer}}
+    {{#older}}<a id="page-older" href="{{older}}" rel="next">Older entries</a>{{/older}}
+    </p>
     </section>
     {{>footer}}
     """
@@ -524,6 +560,7 @@ enum ConsoleStatic {
     svg .axis { stroke: #555; stroke-width: 1; }
     svg .burn { fill: none; stroke: #b00020; stroke-width: 2; }
     code { font-size: 0.95em; }
+    .pager { display: flex; gap: 16px; }
     """
 
     /// Progressive enhancement only: every page works without it.

@@ -99,6 +99,7 @@ public enum VaultRoutes {
         ("POST", "/console/requests/{request_id}/deny"),
         ("GET", "/console/subject"), ("POST", "/console/subject"), ("POST", "/console/subject/consent"),
         ("POST", "/console/subject/restriction"), ("POST", "/console/subject/export.html"), ("POST", "/console/subject/reveal"),
+        ("POST", "/console/subject/objection"), ("POST", "/console/subject/rectify"),
         ("GET", "/console/budget"),
         ("GET", "/console/audit"), ("POST", "/console/audit/verify"), ("POST", "/console/audit/verify-export"),
         ("GET", "/console/audit/public-key.pem"), ("GET", "/console/audit/export"),

@@ -41,13 +41,14 @@ final class ServiceFixture: @unchecked Sendable {
         return o
     }
 
-    init(options: ServiceOptions = ServiceFixture.defaultOptions) throws {
+    /// `policyDirectory`: another policy than the repository's (a test's copy).
+    init(options: ServiceOptions = ServiceFixture.defaultOptions, policyDirectory: String? = nil) throws {
         dir = NSTemporaryDirectory() + "pv-http-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let keys = dir + "/keyring.json"
         _ = try Keyring.generate(note: "test").write(to: keys)
         vault = try Vault.initialize(VaultConfiguration(storePath: dir + "/store.sqlite", keysPath: keys,
-                                                        policyDirectory: Self.repoRoot + "/policies",
+                                                        policyDirectory: policyDirectory ?? Self.repoRoot + "/policies",
                                                         actor: ProfileVault.Actor(name: "setup", role: "operator")))
         var file = try TokenFile.loadOrEmpty(path: dir + "/tokens.json")
         var t: [String: String] = [:]

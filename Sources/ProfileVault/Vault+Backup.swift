@@ -25,31 +25,34 @@ extension Vault {
         Self.erasureJournalPath(storePath: configuration.storePath).map { [ProtectedFile($0, "the erasure journal")] } ?? []
     }
 
-    /// After an erasure committed: rewrites the journal beside a SQLite store (nothing for
-    /// PostgreSQL). A failure does not undo the erasure (it is committed and audited), but the
-    /// command must not look like a full success: the journal is what keeps the subjects erased
-    /// when a backup is restored. It is logged and thrown as `.cannotCreate` (exit 73, the
-    /// class of a file that could not be written), whose message says the erasure is done (the
-    /// receipts: hash and audit entry, never a customer ID) and how to rebuild the journal:
-    /// `audit erasures --out FILE` writes the whole journal now (from the suppression list),
-    /// and the next erasure rewrites the file beside the store whole once it is writable.
-    /// `done` says what was erased ("erased 2 subjects").
+    /// After an erasure committed: appends one record per erased subject to the journal beside
+    /// a SQLite store (nothing for PostgreSQL), `fsync`ed before this returns. A failure does
+    /// not undo the erasure (it is committed and audited), but the command must not look like a
+    /// full success: the journal is what keeps the subjects erased when a backup is restored.
+    /// The store then records that its journal is behind (the next append reads the journal
+    /// whole and appends every suppression-list entry it lacks), and the failure is logged and
+    /// thrown as `.cannotCreate` (exit 73, the class of a file that could not be written), whose
+    /// message says the erasure is done (the receipts: hash and audit entry, never a customer
+    /// ID) and how to rebuild the journal: `audit erasures --out FILE` writes the whole journal
+    /// now (from the suppression list). `done` says what was erased ("erased 2 subjects").
     /// The client-facing detail of that failure (the HTTP answer says it, not "internal error").
     public static let erasureJournalFailure = "the erasure is done, committed and audited, but the erasure journal beside the store could not be written: an operator must write it now with profilectl audit erasures --out FILE and fix its path (see the server log)"
 
     func recordErasuresInJournal(done: String, receipts: [ErasureReceipt]) throws {
         guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
         do {
-            let (_, problem) = try s.refreshErasureJournal(at: path)
+            let pseudonyms = try receipts.map { try s.pseudonym(ofCustomerID: $0.customerID) }
+            let (_, problem) = try s.appendToErasureJournal(at: path, pseudonyms: pseudonyms)
             if let problem {
-                logger.error("the erasure journal beside the store did not verify and was rewritten from the suppression list", metadata: ["problem": .string(problem)])
+                logger.error("the erasure journal beside the store did not verify and was written anew (what verified of it, and the suppression list)", metadata: ["problem": .string(problem)])
             }
         } catch {
+            s.markErasureJournalBehind()
             let reason = (error as? VaultError)?.message ?? "\(error)"
             logger.error("could not write the erasure journal beside the store; run profilectl audit erasures --out FILE", metadata: ["error": .string(reason)])
             let shown = receipts.prefix(20).map { "receipt \($0.receipt) (audit entry \($0.auditSequence))" }.joined(separator: ", ")
                 + (receipts.count > 20 ? ", ..." : "")
-            throw VaultError(.cannotCreate, "\(done): the erasure is done, committed and audited\(shown.isEmpty ? "" : " (\(shown))"), but the erasure journal \(path) could not be written (\(reason)). Until it is, a restored backup would not re-apply this erasure: write the whole journal now with profilectl audit erasures --out FILE (keep it for restore --erasure-journal), and fix the path: the next erasure rewrites \(path) whole from the suppression list",
+            throw VaultError(.cannotCreate, "\(done): the erasure is done, committed and audited\(shown.isEmpty ? "" : " (\(shown))"), but the erasure journal \(path) could not be written (\(reason)). Until it is, a restored backup would not re-apply this erasure: write the whole journal now with profilectl audit erasures --out FILE (keep it for restore --erasure-journal), and fix the path: the next erasure appends to \(path) every erasure it lacks",
                              detail: Self.erasureJournalFailure)
         }
     }
@@ -63,20 +66,33 @@ extension Vault {
         public var head: String
     }
 
-    /// `profilectl backup --out FILE` (permission `keys`): a consistent online copy of a SQLite
-    /// store in a new 0600 file (never the store, the keyring or a policy file; no `--force`),
-    /// holding the ciphertext and wrapped keys as the store does. The live store then records
-    /// `store.backup`, naming the backup's audit head. A PostgreSQL store is refused (64):
-    /// pg_dump plus the erasure journal (docs/deployment.md).
+    /// `profilectl backup --out FILE` (permission `keys`): a consistent online copy of the store
+    /// in a new 0600 file (never the store, the keyring or a policy file; no `--force`),
+    /// holding the ciphertext and wrapped keys as the store does: a SQLite store file
+    /// (`VACUUM INTO`), or for PostgreSQL every table read in one REPEATABLE READ snapshot into
+    /// a sealed file (PostgresBackupRestore.swift). The live store then records `store.backup`,
+    /// naming the backup's audit head; on SQLite the journal beside it gets a `backup` mark.
     public func backup(to path: String) throws -> BackupReport {
         try audited("store.backup", .read, permission: "keys") { context in
-            guard let source = store as? ProfileStore else {
-                throw VaultError(.usage, "backup copies a SQLite store; back up a PostgreSQL store with pg_dump and keep its erasure journal (profilectl audit erasures --out FILE): docs/deployment.md")
-            }
             let file = try OutputFile(path: path, force: false, protecting: store.ownFiles + protectedFiles, what: "the backup")
-            let (seq, head) = try source.backup(into: file)
+            let (seq, head): (Int64, String)
+            if let source = store as? ProfileStore {
+                (seq, head) = try source.backup(into: file)
+            } else if let pg = store as? PostgresProfiles {
+                (seq, head) = try pg.backup(into: file)
+            } else {
+                throw VaultError(.usage, "backup copies a SQLite or PostgreSQL store")
+            }
             try store.audit([context.record("store.backup", .read, detail: "backup written; its audit head is entry \(seq), \(head)",
                                             counts: [("audit_entries", seq)])])
+            // The journal beside the store vouches that it was complete when the backup was
+            // taken (a `backup` mark at a head past the backup's): what restore checks.
+            if let journal = Self.erasureJournalPath(storePath: configuration.storePath), let source = store as? ProfileStore {
+                do { _ = try source.appendToErasureJournal(at: journal, pseudonyms: [], mark: "backup") } catch {
+                    let reason = (error as? VaultError)?.message ?? "\(error)"
+                    throw VaultError(.cannotCreate, "backup written to \(path) (audit head entry \(seq)), but the erasure journal \(journal) could not be marked (\(reason)): restoring this backup needs a journal written after it; write one now with profilectl audit erasures --out FILE and fix the path")
+                }
+            }
             return BackupReport(path: path, sequence: seq, head: head)
         }
     }
@@ -104,7 +120,10 @@ extension Vault {
     // MARK: - restore
 
     /// `profilectl restore --from BACKUP --to STORE [--erasure-journal F]` (permission `keys`,
-    /// the role of `config.actor`): copies the backup into a new SQLite store at
+    /// the role of `config.actor`). A `postgres://` target: the backup of a PostgreSQL store
+    /// into a new store there, as the URL's role (its owner), erasures re-applied and the
+    /// restore recorded in the same transaction (``PostgresStore/restore(backup:to:keyring:schema:serviceRole:journal:audit:environment:)``).
+    /// Otherwise: copies the backup into a new SQLite store at
     /// `config.storePath` (0600; refused when one exists), verifies its audit chain and the
     /// journal (MAC chain, trailer, this store's id: integrity error, exit 1, otherwise), and
     /// re-applies every erasure the journal recorded after the backup's audit head; the restored
@@ -112,16 +131,13 @@ extension Vault {
     /// `acceptResurrection`, which records `store.restore_without_journal`. Any refusal after
     /// the copy removes the copy.
     public static func restore(_ config: VaultConfiguration, from backup: String, journal journalPath: String?, acceptResurrection: Bool,
-                               logger: Logger = Logger(label: "profilevault")) throws -> RestoreReport {
+                               serviceRole: String? = nil, logger: Logger = Logger(label: "profilevault")) throws -> RestoreReport {
         let files = try loadPolicyFiles(directory: config.policyDirectory)
         let role = config.actor.role
         guard files.policy.roles[role] != nil else { throw VaultError(.denied, "role \(role) is not defined in the policy") }
         guard files.policy.role(role, allows: "keys") else {
             let granting = files.policy.roles.filter { $0.value.contains("keys") }.keys.sorted()
             throw VaultError(.denied, "role \(role) may not keys; \(granting.isEmpty ? "no role of the policy has it" : "it needs role \(granting.joined(separator: " or ")) (--role)")")
-        }
-        guard !PostgresStore.isLocation(config.storePath) else {
-            throw VaultError(.usage, "restore writes a new SQLite store (--to FILE); restore a PostgreSQL store with pg_restore, then re-apply its erasure journal as docs/deployment.md says")
         }
         if journalPath != nil && acceptResurrection {
             throw VaultError(.usage, "give either --erasure-journal FILE or --i-accept-resurrection, not both")
@@ -139,6 +155,13 @@ extension Vault {
             journalBytes = Array(data)
         }
         let keyring = try loadKeyring(path: config.keysPath, hsm: config.hsmURI)
+        if PostgresStore.isLocation(config.storePath) {
+            let context = AuditContext(actor: config.actor.name, role: role, requestID: UUID().uuidString.lowercased(), policyVersion: files.policy.version)
+            let report = try PostgresStore.restore(backup: backup, to: config.storePath, keyring: keyring, schema: files.schema, serviceRole: serviceRole,
+                                                   journal: journalBytes.map { ($0, journalPath ?? "the erasure journal") }, audit: context)
+            logger.info("store restored to PostgreSQL")
+            return report
+        }
         try ProfileStore.copyBackup(from: backup, to: config.storePath)
         var restored: ProfileStore?
         do {

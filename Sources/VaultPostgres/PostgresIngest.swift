@@ -559,94 +559,101 @@ extension PostgresProfiles {
     /// suppression list.
     func erase(_ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext,
                goneIsErased: Bool = false) async throws -> [ErasureReceipt] {
+        try await engine.transaction("erasing subjects") { conn in
+            try await self.eraseLocked(conn, subjects, reason: reason, audit: audit, goneIsErased: goneIsErased)
+        }
+    }
+
+    /// The erasure transaction's work on `conn` (inside a transaction the caller opened and
+    /// commits): ``erase(_:reason:audit:goneIsErased:)``, and a restore re-applying erasures.
+    func eraseLocked(_ conn: PostgresConnection, _ subjects: [(id: String, pseudonym: [UInt8], again: Bool)], reason: String, audit: AuditContext,
+                     goneIsErased: Bool = false) async throws -> [ErasureReceipt] {
         let (fieldCount, macCount) = storedCountExpressions
         let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         let labels = ["pii_fields", "blind_index_entries", "attribute_rows", "events", "consent_entries", "consent_states", "wrapped_data_key"]
         let nothing = labels.map { ($0, Int64(0)) }
         let wanted = subjects.filter { !$0.again }.map { bytea($0.pseudonym) }
-        return try await engine.transaction("erasing subjects") { conn in
-            // Exclusive: no ingest batch is in flight on any node while subjects are erased.
-            try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
-            var binds = PostgresBindings()
-            binds.append(wanted)
-            // The row locks (in id order, as ingest takes them) wait for any statement still
-            // holding these subjects; the deletes then see every committed row.
-            let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
-                WITH s AS (SELECT id, pseudonym FROM profilevault.subjects WHERE pseudonym = ANY($1::bytea[]) ORDER BY id FOR UPDATE),
-                p AS (DELETE FROM profilevault.pii WHERE subject_id IN (SELECT id FROM s)
-                      RETURNING subject_id, (\(fieldCount))::bigint AS f, (\(macCount))::bigint AS m),
-                a AS (DELETE FROM profilevault.attributes WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
-                e AS (DELETE FROM profilevault.events WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
-                c AS (DELETE FROM profilevault.consent WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
-                cs AS (DELETE FROM profilevault.consent_state WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
-                r AS (DELETE FROM profilevault.restriction WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
-                d AS (DELETE FROM profilevault.subjects WHERE id IN (SELECT id FROM s) RETURNING id)
-                SELECT s.pseudonym,
-                       coalesce((SELECT sum(f) FROM p WHERE p.subject_id = s.id), 0)::bigint,
-                       coalesce((SELECT sum(m) FROM p WHERE p.subject_id = s.id), 0)::bigint,
-                       (SELECT count(*) FROM a WHERE a.subject_id = s.id),
-                       (SELECT count(*) FROM e WHERE e.subject_id = s.id),
-                       (SELECT count(*) FROM c WHERE c.subject_id = s.id),
-                       (SELECT count(*) FROM cs WHERE cs.subject_id = s.id),
-                       (SELECT count(*) FROM d WHERE d.id = s.id),
-                       (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint
-                FROM s
-                """, binds: binds))
-            var removedBy: [[UInt8]: [(String, Int64)]] = [:]
-            var now = AuditLog.nowMillis
-            for row in rows {
-                let (pseudonym, f, m, a, e, c, cs, d, t) = try row.decode((ByteBuffer, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
-                removedBy[pseudonym.bytes] = zip(labels, [f, m, a, e, c, cs, d]).map { ($0, $1) }
-                now = t
+        // Exclusive: no ingest batch is in flight on any node while subjects are erased.
+        try await engine.exec(conn, "SELECT pg_advisory_xact_lock(\(Self.lockNamespaceSubjects), 0)")
+        var binds = PostgresBindings()
+        binds.append(wanted)
+        // The row locks (in id order, as ingest takes them) wait for any statement still
+        // holding these subjects; the deletes then see every committed row.
+        let rows = try await engine.rows(conn, PostgresQuery(unsafeSQL: """
+            WITH s AS (SELECT id, pseudonym FROM profilevault.subjects WHERE pseudonym = ANY($1::bytea[]) ORDER BY id FOR UPDATE),
+            p AS (DELETE FROM profilevault.pii WHERE subject_id IN (SELECT id FROM s)
+                  RETURNING subject_id, (\(fieldCount))::bigint AS f, (\(macCount))::bigint AS m),
+            a AS (DELETE FROM profilevault.attributes WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+            e AS (DELETE FROM profilevault.events WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+            c AS (DELETE FROM profilevault.consent WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+            cs AS (DELETE FROM profilevault.consent_state WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+            r AS (DELETE FROM profilevault.restriction WHERE subject_id IN (SELECT id FROM s) RETURNING subject_id),
+            d AS (DELETE FROM profilevault.subjects WHERE id IN (SELECT id FROM s) RETURNING id)
+            SELECT s.pseudonym,
+                   coalesce((SELECT sum(f) FROM p WHERE p.subject_id = s.id), 0)::bigint,
+                   coalesce((SELECT sum(m) FROM p WHERE p.subject_id = s.id), 0)::bigint,
+                   (SELECT count(*) FROM a WHERE a.subject_id = s.id),
+                   (SELECT count(*) FROM e WHERE e.subject_id = s.id),
+                   (SELECT count(*) FROM c WHERE c.subject_id = s.id),
+                   (SELECT count(*) FROM cs WHERE cs.subject_id = s.id),
+                   (SELECT count(*) FROM d WHERE d.id = s.id),
+                   (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint
+            FROM s
+            """, binds: binds))
+        var removedBy: [[UInt8]: [(String, Int64)]] = [:]
+        var now = AuditLog.nowMillis
+        for row in rows {
+            let (pseudonym, f, m, a, e, c, cs, d, t) = try row.decode((ByteBuffer, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self)
+            removedBy[pseudonym.bytes] = zip(labels, [f, m, a, e, c, cs, d]).map { ($0, $1) }
+            now = t
+        }
+        if rows.isEmpty {
+            now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? now
+        }
+        var records: [AuditRecord] = []
+        var removedInOrder: [[(String, Int64)]] = []
+        for (_, p, again) in subjects {
+            let removed: [(String, Int64)]
+            if again {
+                removed = nothing
+            } else if let r = removedBy[p] {
+                removed = r
+            } else if goneIsErased {
+                removed = nothing
+            } else {
+                throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
             }
-            if rows.isEmpty {
-                now = try await engine.rows(conn, "SELECT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint").first?.decode(Int64.self) ?? now
-            }
-            var records: [AuditRecord] = []
-            var removedInOrder: [[(String, Int64)]] = []
-            for (_, p, again) in subjects {
-                let removed: [(String, Int64)]
-                if again {
-                    removed = nothing
-                } else if let r = removedBy[p] {
-                    removed = r
-                } else if goneIsErased {
-                    removed = nothing
-                } else {
-                    throw PostgresStoreError(.notFound, "a subject was erased by another node meanwhile; nothing of this batch was erased")
-                }
-                removedInOrder.append(removed)
-                records.append(audit.record("erase", .delete, subject: p, fields: fields, detail: "reason \(reason)", counts: removed))
-            }
-            // The request register keeps the pseudonym and metadata, not the sealed texts.
-            var requestBinds = PostgresBindings()
-            requestBinds.append(subjects.map { bytea($0.pseudonym) })
-            try await engine.exec(conn, PostgresQuery(unsafeSQL: """
-                UPDATE profilevault.requests SET customer_id_sealed = NULL, note_sealed = NULL, extend_reason_sealed = NULL,
-                    deny_reason_sealed = NULL WHERE pseudonym = ANY($1::bytea[])
-                """, binds: requestBinds))
-            let entries = try await engine.appendLockedEntries(conn, records)
-            // The suppression list names each subject's receipt; a customer named twice keeps
-            // its last receipt, as SQLite's INSERT OR REPLACE in file order leaves it.
-            var last: [[UInt8]: Int] = [:]
-            for (i, s) in subjects.enumerated() { last[s.pseudonym] = i }
-            let kept = last.values.sorted()
-            var suppressBinds = PostgresBindings()
-            suppressBinds.append(kept.map { bytea(subjects[$0].pseudonym) })
-            suppressBinds.append(now)
-            suppressBinds.append(reason)
-            suppressBinds.append(kept.map { entries[$0].sequence })
-            suppressBinds.append(kept.map { AuditLog.hex(entries[$0].hash) })
-            try await engine.exec(conn, PostgresQuery(unsafeSQL: """
-                INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
-                SELECT p, $2, $3, q, r FROM unnest($1::bytea[], $4::bigint[], $5::text[]) AS t(p, q, r)
-                ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
-                    receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
-                """, binds: suppressBinds))
-            return subjects.indices.map { i in
-                ErasureReceipt.make(customerID: subjects[i].id, erasedAtMillis: now, reason: reason, removed: removedInOrder[i],
-                                    auditSequence: entries[i].sequence, receipt: AuditLog.hex(entries[i].hash))
-            }
+            removedInOrder.append(removed)
+            records.append(audit.record("erase", .delete, subject: p, fields: fields, detail: "reason \(reason)", counts: removed))
+        }
+        // The request register keeps the pseudonym and metadata, not the sealed texts.
+        var requestBinds = PostgresBindings()
+        requestBinds.append(subjects.map { bytea($0.pseudonym) })
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: """
+            UPDATE profilevault.requests SET customer_id_sealed = NULL, note_sealed = NULL, extend_reason_sealed = NULL,
+                deny_reason_sealed = NULL WHERE pseudonym = ANY($1::bytea[])
+            """, binds: requestBinds))
+        let entries = try await engine.appendLockedEntries(conn, records)
+        // The suppression list names each subject's receipt; a customer named twice keeps
+        // its last receipt, as SQLite's INSERT OR REPLACE in file order leaves it.
+        var last: [[UInt8]: Int] = [:]
+        for (i, s) in subjects.enumerated() { last[s.pseudonym] = i }
+        let kept = last.values.sorted()
+        var suppressBinds = PostgresBindings()
+        suppressBinds.append(kept.map { bytea(subjects[$0].pseudonym) })
+        suppressBinds.append(now)
+        suppressBinds.append(reason)
+        suppressBinds.append(kept.map { entries[$0].sequence })
+        suppressBinds.append(kept.map { AuditLog.hex(entries[$0].hash) })
+        try await engine.exec(conn, PostgresQuery(unsafeSQL: """
+            INSERT INTO profilevault.suppressed(pseudonym, erased_at, reason, receipt_seq, receipt)
+            SELECT p, $2, $3, q, r FROM unnest($1::bytea[], $4::bigint[], $5::text[]) AS t(p, q, r)
+            ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
+                receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
+            """, binds: suppressBinds))
+        return subjects.indices.map { i in
+            ErasureReceipt.make(customerID: subjects[i].id, erasedAtMillis: now, reason: reason, removed: removedInOrder[i],
+                                auditSequence: entries[i].sequence, receipt: AuditLog.hex(entries[i].hash))
         }
     }
 

@@ -21,6 +21,17 @@ public struct RestoreReport: Sendable {
     public var suppressed: Int
     public var headSequence: Int64
     public var head: String
+    package init(backupSequence: Int64, backupHead: String, journalEntries: Int?, afterBackup: Int, erased: Int, suppressed: Int,
+                 headSequence: Int64, head: String) {
+        self.backupSequence = backupSequence
+        self.backupHead = backupHead
+        self.journalEntries = journalEntries
+        self.afterBackup = afterBackup
+        self.erased = erased
+        self.suppressed = suppressed
+        self.headSequence = headSequence
+        self.head = head
+    }
 }
 
 /// Online backup and restore of the SQLite store, and its erasure journal (docs/deployment.md,
@@ -30,9 +41,9 @@ public struct RestoreReport: Sendable {
 ///   snapshot while writers go on, compacted (no free pages), the same ciphertext and wrapped
 ///   keys as the store, never a plaintext value. The copy is switched to rollback-journal mode
 ///   so it is one self-contained file.
-/// - The erasure journal (``ErasureJournal``) is kept beside the store (`STORE.erasures`),
-///   rewritten after every erasure inside a write transaction (so two processes erasing at once
-///   write it one after the other), and merged with the journal it replaces.
+/// - The erasure journal (``ErasureJournal``) is kept beside the store (`STORE.erasures`):
+///   each erasure appends its records, and each backup a mark, under the journal's file lock
+///   (``appendToErasureJournal(at:pseudonyms:mark:merging:catchUp:)``).
 /// - `restore`: copies a backup to a new store file, verifies its audit chain, and re-applies
 ///   every erasure the journal recorded after the backup's audit head.
 extension ProfileStore {
@@ -83,52 +94,157 @@ extension ProfileStore {
         return id + "/" + lineage
     }
 
-    /// Rewrites the journal at `path` (beside the store): the suppression list merged with the
-    /// journal found there (when it verifies) and `extra`, written to a new 0600 file and
-    /// renamed over it. Returns the entry count and, when the journal found there did not
-    /// verify, why (it is then moved aside, `PATH.unverified-<ms>`, and the new journal starts
-    /// from the store's own list).
-    ///
-    /// Two processes take turns on `PATH.lock` (``FileLock``), not on the store's write lock:
-    /// the list is read in a snapshot taken under the file lock, so each journal written is at
-    /// least as new as the one before it, and readers and writers of the store never wait for
-    /// a journal being written.
-    @discardableResult
-    public func refreshErasureJournal(at path: String, merging extra: [ErasureJournalEntry] = []) throws -> (entries: Int, problem: String?) {
-        try FileLock.exclusive(path + ".lock", what: "the erasure journal \(path)") {
-            var (journal, identity) = try pool.read { db in (try erasureJournal(db), try Self.journalIdentity(db)) }
-            var problem: String?
-            if let old = FileManager.default.contents(atPath: path) {
-                do {
-                    let earlier = try ErasureJournal.open(Array(old), key: keys.erasureJournal, storeID: identity, label: path)
-                    journal.entries = ErasureJournal.merged(earlier.entries, journal.entries)
-                } catch let e as VaultError {
-                    // Kept, not overwritten: it may be the journal another store's backups need.
-                    let aside = path + ".unverified-\(AuditLog.nowMillis)"
-                    problem = e.message + (rename(path, aside) == 0 ? "; moved to \(aside)" : "")
-                }
-            }
-            if !extra.isEmpty { journal.entries = ErasureJournal.merged(extra, journal.entries) }
-            try Self.replaceFile(path, with: sealErasureJournal(journal))
-            return (journal.entries.count, problem)
+    /// The `meta` key a failed journal append leaves set (``markErasureJournalBehind()``): the
+    /// next append reads the whole journal and catches up from the suppression list.
+    static let journalBehindKey = "erasure_journal_behind"
+
+    /// Records that an erasure committed but its journal record could not be appended, so that
+    /// the next append catches up (best effort: the caller reports the failure anyway).
+    public func markErasureJournalBehind() {
+        try? pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", arguments: [Self.journalBehindKey, String(AuditLog.nowMillis)])
         }
     }
 
-    /// Writes `bytes` to a new 0600 file beside `path`, fsyncs it and renames it over `path`.
+    /// The suppression-list row of each pseudonym (those still listed), by primary key.
+    func suppressionEntries(_ pseudonyms: [[UInt8]]) throws -> [ErasureJournalEntry] {
+        try pool.read { db in
+            var out: [ErasureJournalEntry] = []
+            let statement = try db.cachedStatement(sql: "SELECT pseudonym, erased_at, reason, receipt_seq, receipt FROM suppressed WHERE pseudonym = ?")
+            for p in pseudonyms {
+                guard let row = try Row.fetchOne(statement, arguments: [Data(p)]) else { continue }
+                let at = row.stored("erased_at"), r = row.stored("reason"), s = row.stored("receipt_seq"), h = row.stored("receipt")
+                guard let time = Stored.int(at), let reason = Stored.text(r), s.isNull || Stored.int(s) != nil, h.isNull || Stored.text(h) != nil else {
+                    throw VaultError(.integrity, "the suppression list holds a value of the wrong type: the store was altered")
+                }
+                out.append(ErasureJournalEntry(pseudonym: p, erasedAtMillis: time, reason: reason, auditSequence: Stored.int(s), receipt: Stored.text(h)))
+            }
+            return out
+        }
+    }
+
+    /// Appends to the append-only journal at `path` (beside the store; format 2,
+    /// ``ErasureJournal``) one record per erased subject of `pseudonyms` (its suppression-list
+    /// row: time, reason, receipt) and, with `mark`, a mark naming the store's audit head now
+    /// (`backup`). Appended with one `write` to the end of the file and `fsync`ed before this
+    /// returns; a failed write is cut off again (`ftruncate`), so the file never keeps half a
+    /// record. Only the header and the last record are read and verified, so an append costs
+    /// the same however many erasures the journal holds.
+    ///
+    /// The whole journal is read and the file written anew (a new 0600 file, `fsync`ed, renamed
+    /// over it, the directory `fsync`ed) only when there is no journal yet (from the suppression
+    /// list), when it is in the whole-file format 1 (the one-time conversion), or when its header
+    /// or last record does not verify (it is then moved aside, `PATH.unverified-<ms>`, and the new
+    /// journal keeps what verified before the first bad record); `problem` then says why. A
+    /// journal whose last append failed (``markErasureJournalBehind()``) or `catchUp` is read
+    /// whole and every suppression-list entry it lacks is appended. `merging` adds entries of
+    /// another journal (a restore).
+    ///
+    /// Processes and threads take turns on `PATH.lock` (``FileLock``): the tail is read, and the
+    /// records numbered and chained from it, under the lock.
+    @discardableResult
+    public func appendToErasureJournal(at path: String, pseudonyms: [[UInt8]], mark: String? = nil, merging extra: [ErasureJournalEntry] = [],
+                                       catchUp: Bool = false) throws -> (appended: Int, problem: String?) {
+        func fail(_ why: String) -> VaultError { VaultError(.cannotCreate, "\(path): cannot write the erasure journal: \(why)") }
+        let key = keys.erasureJournal
+        return try FileLock.exclusive(path + ".lock", what: "the erasure journal \(path)") {
+            let (identity, behind) = try pool.read { db in
+                (try Self.journalIdentity(db), try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.journalBehindKey]) != nil)
+            }
+            var problem: String?
+            // The verified tail of a format-2 journal of this store, or the journal to rewrite.
+            var tail: (last: Int64, mac: [UInt8])?
+            var rewrite: ErasureJournal?
+            var whole: ErasureJournal?
+            let fd = Glibc.open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+            if fd < 0 {
+                guard errno == ENOENT else { throw fail(String(cString: strerror(errno))) }
+            }
+            defer { if fd >= 0 { Glibc.close(fd) } }
+            var size: off_t = 0
+            if fd >= 0 {
+                var st = stat()
+                guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == geteuid() else { throw fail("not a regular file of this user") }
+                size = st.st_size
+                if let t = JournalFile.verifiedTail(fd, size: size, key: key, storeID: identity), !(behind || catchUp) {
+                    tail = t
+                } else {
+                    let bytes = try JournalFile.readAll(fd, size: size, path: path)
+                    var prefix: ErasureJournal?
+                    do {
+                        let j = try ErasureJournal.read(bytes, key: key, storeID: identity, label: path, prefix: &prefix)
+                        if j.formatVersion == 2 { whole = j; tail = (j.lastRecord, j.lastMAC) } else { rewrite = j }
+                    } catch let e as VaultError {
+                        // Kept, not overwritten: it may be the journal another store's backups need.
+                        let aside = path + ".unverified-\(AuditLog.nowMillis)"
+                        problem = e.message + (rename(path, aside) == 0 ? "; moved to \(aside)" : "")
+                        rewrite = prefix ?? ErasureJournal(storeID: identity, entries: [], auditSequence: 0, auditHead: "", writtenAtMillis: 0)
+                        rewrite?.heads = prefix?.heads ?? [:]
+                    }
+                }
+            }
+            if let tail, rewrite == nil {
+                // Append: the subjects named, plus (catching up) what the journal lacks.
+                var records: [ErasureJournal.Record] = []
+                var added = Set<ErasureJournal.EntryKey>()
+                var candidates = try suppressionEntries(pseudonyms) + extra
+                if let whole {
+                    candidates = try erasureJournal().entries + candidates
+                    added = Set(whole.entries.map(ErasureJournal.EntryKey.init))
+                }
+                for e in candidates where added.insert(ErasureJournal.EntryKey(e)).inserted {
+                    records.append(.erasure(e))
+                }
+                let appendedErasures = records.count
+                if let mark {
+                    let (seq, head) = try auditHead()
+                    records.append(.mark(kind: mark, sequence: seq, head: head, atMillis: AuditLog.nowMillis))
+                }
+                if !records.isEmpty {
+                    let (bytes, _, _) = ErasureJournal.appendLines(records, after: tail.mac, next: tail.last + 1, key: key)
+                    if let why = JournalFile.append(fd, bytes, restoringSize: size) { throw fail(why) }
+                }
+                if behind { try clearBehind() }
+                return (appendedErasures, problem)
+            }
+            // A new journal: what verified of the old one, the suppression list, and a mark.
+            let carried = rewrite ?? ErasureJournal(storeID: identity, entries: [], auditSequence: 0, auditHead: "", writtenAtMillis: 0)
+            let now = try pool.read { db in try erasureJournal(db) }
+            var entries = ErasureJournal.merged(carried.entries, now.entries)
+            if !extra.isEmpty { entries = ErasureJournal.merged(extra, entries) }
+            var records: [ErasureJournal.Record] = carried.heads.sorted { $0.key < $1.key }.filter { !$0.value.isEmpty }
+                .map { .mark(kind: "carried", sequence: $0.key, head: $0.value, atMillis: carried.writtenAtMillis) }
+            records += entries.map { .erasure($0) }
+            records.append(.mark(kind: mark ?? "created", sequence: now.auditSequence, head: now.auditHead, atMillis: now.writtenAtMillis))
+            let (bytes, _, _) = ErasureJournal.sealedAppendOnly(storeID: identity, records: records, key: key)
+            try Self.replaceFile(path, with: bytes)
+            if behind { try clearBehind() }
+            return (entries.count, problem)
+        }
+    }
+
+    func clearBehind() throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM meta WHERE key = ?", arguments: [Self.journalBehindKey]) }
+    }
+
+    /// Reads the journal at `path` whole and appends every suppression-list entry (and every
+    /// entry of `extra`) it lacks; creates it when there is none. Returns the entries appended
+    /// (or written) and, when the journal found there did not verify, why.
+    @discardableResult
+    public func refreshErasureJournal(at path: String, merging extra: [ErasureJournalEntry] = []) throws -> (entries: Int, problem: String?) {
+        let (n, problem) = try appendToErasureJournal(at: path, pseudonyms: [], merging: extra, catchUp: true)
+        return (n, problem)
+    }
+
+    /// Writes `bytes` to a new 0600 file beside `path`, fsyncs it, renames it over `path` and
+    /// fsyncs the directory.
     static func replaceFile(_ path: String, with bytes: [UInt8]) throws {
         let temp = path + ".tmp-\(UUID().uuidString.lowercased().prefix(8))"
         func fail(_ why: String) -> VaultError { VaultError(.cannotCreate, "\(path): cannot write the erasure journal: \(why)") }
         let fd = Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw fail(String(cString: strerror(errno))) }
         var ok = fchmod(fd, 0o600) == 0
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while ok, offset < buffer.count {
-                guard let base = buffer.baseAddress else { break }
-                let n = Glibc.write(fd, base + offset, buffer.count - offset)
-                if n < 0 { if errno == EINTR { continue }; ok = false } else { offset += n }
-            }
-        }
+        ok = ok && JournalFile.writeAll(fd, bytes)
         ok = ok && fsync(fd) == 0
         let e = errno
         Glibc.close(fd)
@@ -136,6 +252,7 @@ extension ProfileStore {
             unlink(temp)
             throw fail(String(cString: strerror(ok ? errno : e)))
         }
+        JournalFile.syncDirectory(of: path)
     }
 
     // MARK: - Backup
@@ -235,7 +352,7 @@ extension ProfileStore {
             }
             after = journal.entries.filter { e in e.auditSequence.map { $0 > bseq } ?? (e.erasedAtMillis > btime) }
         }
-        if let journal, journal.auditSequence == bseq, journal.auditHead != bhead {
+        if let journal, let head = journal.heads[bseq], head != bhead {
             throw VaultError(.integrity, "the erasure journal was written at the backup's audit entry \(bseq) but names another head: it is not of the line this backup was taken from; refused")
         }
         let report = try pool.write { db -> RestoreReport in

@@ -113,9 +113,8 @@ import VaultCrypto
         #expect(!FileManager.default.fileExists(atPath: r3))
     }
 
-    /// Two processes erasing at once each rewrite the journal beside the store: turns on the
-    /// journal's lock with the list read under it, so the last journal written holds every
-    /// erasure of both.
+    /// Two threads erasing at once (two vaults, two open file descriptions) each append to the
+    /// journal beside the store, taking turns on its lock: it holds every erasure of both.
     @Test func concurrentErasuresAllReachTheJournal() throws {
         let f = try VaultFixture(profiles: 40)
         let officers = [try f.vault("privacy_officer"), try f.vault("privacy_officer")]
@@ -175,42 +174,164 @@ import VaultCrypto
         let journal = try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))
         var lines = String(decoding: journal, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
-        #expect(lines.count == 4, "header, two erasures, end line")
-        func attempt(_ name: String, _ text: String) throws {
+        #expect(lines.count == 4, "header, the backup's mark, two erasures")
+        #expect(lines[1].contains("\"mark\":\"backup\""))
+        func attempt(_ name: String, _ text: String, record: Int) throws {
             let path = try f.write(name, text)
             let target = f.dir + "/r-\(name).sqlite"
-            expectKind(.integrity, "erasure journal") { _ = try Vault.restore(config(f, store: target), from: backup, journal: path, acceptResurrection: false) }
+            expectKind(.integrity, "\(path): record \(record): the erasure journal") {
+                _ = try Vault.restore(config(f, store: target), from: backup, journal: path, acceptResurrection: false)
+            }
             #expect(!FileManager.default.fileExists(atPath: target), "a refused restore leaves no store behind")
         }
-        // A line dropped: C2's erasure (so C2 would come back).
-        try attempt("dropped", ([lines[0], lines[1], lines[3]]).joined(separator: "\n") + "\n")
-        // The last erasure and the end line cut off (a truncated tail).
-        try attempt("truncated", ([lines[0], lines[1]]).joined(separator: "\n") + "\n")
-        // One entry altered (another pseudonym), MAC kept.
+        // A record deleted: C1's erasure (so C1 would come back); the next record no longer chains.
+        try attempt("dropped", ([lines[0], lines[1], lines[3]]).joined(separator: "\n") + "\n", record: 2)
+        // The file cut inside its last record (a torn append or a truncation).
+        try attempt("truncated", ([lines[0], lines[1], lines[2], String(lines[3].prefix(40))]).joined(separator: "\n"), record: 3)
+        try attempt("truncated-at-mac", ([lines[0], lines[1], lines[2], String(lines[3].dropLast(10))]).joined(separator: "\n") + "\n", record: 3)
+        // One byte flipped in an entry (another pseudonym), MAC kept.
         var chars = Array(lines[2])
         let at = try #require(lines[2].range(of: "\"pseudonym\":\"")).upperBound
         let i = lines[2].distance(from: lines[2].startIndex, to: at)
         chars[i] = chars[i] == "0" ? "1" : "0"
-        try attempt("altered", ([lines[0], lines[1], String(chars), lines[3]]).joined(separator: "\n") + "\n")
-        // Two entries swapped.
-        try attempt("reordered", ([lines[0], lines[2], lines[1], lines[3]]).joined(separator: "\n") + "\n")
-        // A line appended after the end.
-        try attempt("appended", (lines + [lines[1]]).joined(separator: "\n") + "\n")
+        try attempt("altered", ([lines[0], lines[1], String(chars), lines[3]]).joined(separator: "\n") + "\n", record: 2)
+        // Two records swapped.
+        try attempt("reordered", ([lines[0], lines[1], lines[3], lines[2]]).joined(separator: "\n") + "\n", record: 2)
+        // A record replayed at the end.
+        try attempt("appended", (lines + [lines[2]]).joined(separator: "\n") + "\n", record: 4)
+        // The backup's mark removed (the journal would no longer vouch for the backup).
+        try attempt("unmarked", ([lines[0], lines[2], lines[3]]).joined(separator: "\n") + "\n", record: 1)
         // Another store's journal (its own keyring and store id).
         let other = try VaultFixture(profiles: 3)
         let otherOfficer = try Vault.open(VaultConfiguration(storePath: other.storePath, keysPath: other.keys, policyDirectory: other.policies,
                                                              actor: Actor(name: "x", role: "privacy_officer")))
         _ = try otherOfficer.erase(.one("C1"), reason: "x")
-        try attempt("other", String(decoding: try #require(FileManager.default.contents(atPath: other.storePath + ".erasures")), as: UTF8.self))
+        try attempt("other", String(decoding: try #require(FileManager.default.contents(atPath: other.storePath + ".erasures")), as: UTF8.self), record: 0)
         // A journal of another store under the same keyring (another store id).
         let sibling = f.dir + "/sibling.sqlite"
         let sib = try Vault.initialize(VaultConfiguration(storePath: sibling, keysPath: f.keys, policyDirectory: f.policies,
                                                           actor: Actor(name: "x", role: "privacy_officer")))
         _ = try sib.exportErasureJournal(to: f.dir + "/sibling.erasures")
-        try attempt("sibling", String(decoding: try #require(FileManager.default.contents(atPath: f.dir + "/sibling.erasures")), as: UTF8.self))
-        // The intact journal restores.
+        try attempt("sibling", String(decoding: try #require(FileManager.default.contents(atPath: f.dir + "/sibling.erasures")), as: UTF8.self), record: 0)
+        // The whole-file format (audit erasures --out) cut short: its end record is missing.
+        let whole = f.dir + "/whole.erasures"
+        _ = try officer.exportErasureJournal(to: whole)
+        var wlines = String(decoding: try #require(FileManager.default.contents(atPath: whole)), as: UTF8.self).split(separator: "\n").map(String.init)
+        wlines.removeLast()
+        try attempt("whole-truncated", wlines.joined(separator: "\n") + "\n", record: 3)
+        // The intact journals restore, in either format.
         let r = try Vault.restore(config(f, store: f.dir + "/ok.sqlite"), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false)
         #expect(r.erased == 2)
+        let r2 = try Vault.restore(config(f, store: f.dir + "/ok2.sqlite"), from: backup, journal: whole, acceptResurrection: false)
+        #expect(r2.erased == 2)
+    }
+
+    /// The journal beside the store is append-only: every erasure adds its record at the end
+    /// and leaves every byte before it as it was (the old journal was rewritten whole each time).
+    @Test func eachErasureAppendsOneRecordAndRewritesNothing() throws {
+        let f = try VaultFixture(profiles: 10)
+        let officer = try f.vault("privacy_officer")
+        _ = try officer.erase(.one("C0"), reason: "first")
+        let path = f.storePath + ".erasures"
+        var before = try #require(FileManager.default.contents(atPath: path))
+        for i in 1..<6 {
+            _ = try officer.erase(.one("C\(i)"), reason: "r\(i)")
+            let after = try #require(FileManager.default.contents(atPath: path))
+            #expect(after.count > before.count && after.prefix(before.count) == before, "erasure \(i) rewrote earlier records")
+            let added = String(decoding: after.suffix(from: before.count), as: UTF8.self)
+            #expect(added.split(separator: "\n").count == 1 && added.contains("\"reason\":\"r\(i)\""), "one record per erasure")
+            before = after
+        }
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        let j = try officer.store.openErasureJournal(Array(before), label: "j")
+        #expect(j.formatVersion == 2 && j.entries.count == 6)
+    }
+
+    /// A journal in the whole-file format 1 beside the store (written before journals were
+    /// append-only) is converted once, keeping its entries and the head it vouched for.
+    @Test func aWholeFileJournalIsConvertedOnceAndKeepsItsEntries() throws {
+        let f = try VaultFixture(profiles: 10)
+        let officer = try f.vault("privacy_officer")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        _ = try officer.erase(.one("C1"), reason: "one")
+        let path = f.storePath + ".erasures"
+        // The format-1 journal as the store wrote it before: the list with a trailer.
+        let store = try #require(officer.store as? ProfileStore)
+        let old = try store.erasureJournal()
+        try FileManager.default.removeItem(atPath: path)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(store.sealErasureJournal(old)), attributes: [.posixPermissions: 0o600]))
+        // A re-ingest removes C1 from the suppression list: only the old journal still has it.
+        var o = IngestOptions()
+        o.format = .csv
+        o.allowReingest = true
+        _ = try f.vault("operator").ingestProfiles(path: f.write("back.csv", CLIStore.rows(2)), options: o)
+        _ = try officer.erase(.one("C2"), reason: "two")
+        let text = String(decoding: try #require(FileManager.default.contents(atPath: path)), as: UTF8.self)
+        #expect(text.hasPrefix("{\"format\":\"profilevault-erasure-journal/2\""))
+        let j = try store.openErasureJournal(Array(text.utf8), label: "j")
+        #expect(j.entries.count == 2 && j.heads[old.auditSequence] == old.auditHead)
+        // And from then on it is appended to.
+        _ = try officer.erase(.one("C3"), reason: "three")
+        let after = String(decoding: try #require(FileManager.default.contents(atPath: path)), as: UTF8.self)
+        #expect(after.hasPrefix(text))
+        let r = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: path, acceptResurrection: false)
+        #expect(r.erased == 3)
+    }
+
+    /// An append that fails leaves the erasure done (73) and the store marked: the next append
+    /// reads the journal whole and adds the erasure it lacks. A journal whose tail was cut (a
+    /// torn write) is moved aside and written anew with what verified of it.
+    @Test func aFailedAppendIsCaughtUpAndATornJournalIsRepaired() throws {
+        let f = try VaultFixture(profiles: 10)
+        let officer = try f.vault("privacy_officer")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        _ = try officer.erase(.one("C1"), reason: "one")
+        let path = f.storePath + ".erasures"
+        // The journal replaced by a symbolic link: opened with O_NOFOLLOW, the append fails.
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".kept")
+        try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: path + ".kept")
+        expectKind(.cannotCreate, "the erasure is done") { _ = try officer.erase(.one("C2"), reason: "two") }
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: path + ".kept", toPath: path)
+        let missing = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j")
+        #expect(missing.entries.count == 1, "C2's record is not there yet")
+        _ = try officer.erase(.one("C3"), reason: "three")
+        let caught = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j")
+        #expect(caught.entries.count == 3, "the next append caught up C2")
+        // A torn tail: the writer keeps the verified part and starts a new file.
+        let bytes = try #require(FileManager.default.contents(atPath: path))
+        #expect(FileManager.default.createFile(atPath: path, contents: bytes.dropLast(30), attributes: [.posixPermissions: 0o600]))
+        _ = try officer.erase(.one("C4"), reason: "four")
+        let dir = try FileManager.default.contentsOfDirectory(atPath: f.dir)
+        #expect(dir.contains { $0.contains(".erasures.unverified-") }, "the damaged journal is kept aside")
+        let repaired = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j")
+        #expect(repaired.entries.count == 4)
+        let r = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: path, acceptResurrection: false)
+        #expect(r.erased == 4)
+    }
+
+    /// Two processes erasing at once append to the same journal: each record chains from the
+    /// one before it (the journal verifies) and none is lost.
+    @Test func twoProcessesAppendingAtOnceKeepTheChain() throws {
+        let s = try CLIStore()
+        #expect(try s.run(["ingest", "profiles", s.write("p.csv", CLIStore.rows(24))]).status == 0)
+        let statuses = LockedBox([Int32]())
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            for i in stride(from: k, to: 24, by: 2) {
+                let r = try? s.run(["erase", "--subject", "C\(i)", "--reason", "r", "--role", "privacy_officer"])
+                statuses.withLock { $0.append(r?.status ?? -1) }
+            }
+        }
+        #expect(statuses.withLock { $0 }.allSatisfy { $0 == 0 })
+        let out = s.dir + "/copy.erasures"
+        let e = try s.run(["audit", "erasures", "--out", out, "--role", "privacy_officer", "--json"])
+        #expect(e.status == 0 && e.json?["entries"] as? Int == 24, "the journal beside the store verifies and holds all 24: \(e.stderr)")
+        let text = String(decoding: try #require(FileManager.default.contents(atPath: s.dir + "/store.sqlite.erasures")), as: UTF8.self)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == 26 && lines.filter { $0.contains("\"pseudonym\"") }.count == 24, "header, the mark of its creation, one record per erasure")
     }
 
     @Test func journalOlderThanTheBackupIsRefused() throws {
@@ -238,8 +359,8 @@ import VaultCrypto
         o.format = .csv
         o.allowReingest = true
         _ = try op.ingestProfiles(path: f.write("back.csv", CLIStore.rows(2)), options: o)
-        // The re-ingest removed C1 from the suppression list; the next erasure rewrites the
-        // journal, which still holds C1's erasure (merged from the journal it replaces).
+        // The re-ingest removed C1 from the suppression list; the journal still holds C1's
+        // erasure (its record was appended when it was made).
         _ = try officer.erase(.one("C0"), reason: "other")
         let j = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))), label: "j")
         #expect(j.entries.count == 2)

@@ -28,6 +28,9 @@ public struct QueryQuote: Sendable {
     public var budget: BudgetState? = nil
     public var clampBounds: (lower: Double, upper: Double)? = nil
     public var accuracy: Double? = nil
+    /// The query would be answered from the release cache: nothing charged (`epsilon` is the
+    /// stored release's; the charge is 0).
+    public var cached = false
     /// Whether the quoted epsilon fits the budget left.
     public var fits: Bool? { budget.map { epsilon <= $0.left * (1 + 1e-12) } }
 }

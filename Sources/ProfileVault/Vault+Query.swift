@@ -28,6 +28,12 @@ extension Vault {
         public var bounds: (lower: Double, upper: Double)? = nil
         /// `--dry-run`: quote (`quoteQuery`), charge nothing.
         public var dryRun = false
+        /// `--fresh`: do not answer from the release cache; pay for a new release, which replaces
+        /// the stored one (Vault+ReleaseCache.swift).
+        public var fresh = false
+        /// `--report-clamped`: also release the count and share of values outside `bounds`,
+        /// charging this extra epsilon (sum and mean of an attribute, with `bounds`).
+        public var reportClamped: Double? = nil
         public init(kind: QueryKind, purpose: String, epsilon: Double?, attribute: String? = nil, events: String? = nil,
                     whereClause: String? = nil, groupBy: String? = nil, maxContributions: Int = Vault.defaultMaxContributions) {
             self.kind = kind
@@ -195,9 +201,30 @@ extension Vault {
     public func query(_ q: QueryRequest) throws -> QueryResult {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             guard !q.dryRun else { throw VaultError(.usage, "query: a dry run is a quote (quoteQuery); nothing was run") }
-            let prepared = try prepareQuery(q)
+            var prepared = try prepareQuery(q)
+            let clampedEpsilon = try checkReportClamped(q, prepared)
+            if let c = clampedEpsilon { prepared.detail = ([prepared.detail, "clamped count epsilon \(c.chargedValue)"].compactMap { $0 }).joined(separator: "; ") }
+            // Pay once: an identical query of this period is answered from the release cache.
+            let (digest, decision) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh)
+            if case let .hit(payload, at) = decision {
+                let budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
+                                                   periodSeconds: prepared.periodSeconds)
+                var (result, clamped) = try StoredQueryRelease.decode(payload).result(budget: budget)
+                result.releasedAtMillis = at
+                result.clamped = clamped
+                try recordCachedAnswer("query.\(q.kind.rawValue)", context: context, purpose: q.purpose, fields: prepared.fields,
+                                       detail: prepared.detail, storedAtMillis: at)
+                return result
+            }
             let dpq = prepared.dpq, p = prepared.purpose
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields, detail: prepared.detail)
+            if let c = clampedEpsilon {
+                var result = try runReportingClamped(q, prepared, clampedEpsilon: c, record: record)
+                rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), digest: digest, prepared: prepared,
+                                periodStart: result.budget.periodStart)
+                result.cached = false
+                return result
+            }
             let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
             var result: QueryResult
             do {
@@ -228,6 +255,7 @@ extension Vault {
             result.clampBounds = prepared.bounds
             result.boundsFromQuery = q.bounds != nil
             if case .subjects = dpq.measure, q.kind == .count || q.kind == .histogram { result.clampedShare = 0 }
+            rememberRelease(StoredQueryRelease(result, clamped: nil).encoded(), digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
             return result
         }
     }
@@ -247,10 +275,18 @@ extension Vault {
             } catch let e as DPParameterError {
                 throw VaultError(.usage, Self.queryParameterMessage(e, measure: prepared.dpq.measure))
             }
+            if let c = try checkReportClamped(q, prepared) { quote.epsilon += c.chargedValue }
             quote.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
                                                  periodSeconds: prepared.periodSeconds)
             quote.clampBounds = prepared.bounds
             quote.accuracy = q.accuracy
+            // Answered from the release cache: the quote says so, and that it would charge 0.
+            if case let .hit(_, at) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh).decision {
+                quote.cached = true
+                try store.audit([context.record("query.\(q.kind.rawValue).quote", .read, purpose: q.purpose, fields: prepared.fields,
+                                                detail: ([prepared.detail, "answered from the release cache (released \(AuditLog.isoMillis(at))); epsilon 0 quoted, nothing charged"].compactMap { $0 }).joined(separator: "; "))])
+                return quote
+            }
             try store.audit([context.record("query.\(q.kind.rawValue).quote", .read, purpose: q.purpose, fields: prepared.fields,
                                             detail: ([prepared.detail, "epsilon \(quote.epsilon) quoted, nothing charged"].compactMap { $0 }).joined(separator: "; "))])
             return quote

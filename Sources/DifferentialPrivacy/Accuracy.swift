@@ -30,6 +30,9 @@ public struct QueryQuote: Sendable {
     public var accuracy: Double? = nil
     /// zCDP: the rho the query would charge (`epsilon` and `delta` are then its conversion).
     public var rho: Double? = nil
+    /// The query would be answered from the release cache: nothing charged (`epsilon` is the
+    /// stored release's; the charge is 0).
+    public var cached = false
     /// Whether the quoted epsilon (zCDP: rho) fits the budget left.
     public var fits: Bool? { budget.map { (rho ?? epsilon) <= $0.left * (1 + 1e-12) } }
 }

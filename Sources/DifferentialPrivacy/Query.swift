@@ -459,7 +459,33 @@ public struct ReleasedValue: Sendable, Equatable {
     public var ci95: (Double, Double)
     /// The interval at the query's `confidence` (equal to `ci95` at 95%; nil when not computed).
     public var interval: (Double, Double)? = nil
+    public init(value: Double, ci95: (Double, Double), interval: (Double, Double)? = nil) {
+        self.value = value
+        self.ci95 = ci95
+        self.interval = interval
+    }
     public static func == (a: ReleasedValue, b: ReleasedValue) -> Bool { a.value == b.value && a.ci95 == b.ci95 }
+}
+
+/// `--report-clamped` (issue 23): how many of the counted values lay outside the query's
+/// bounds (and were clamped), released privately with its own epsilon, and their share of the
+/// noisy count of values, each with an interval at 95% or more (docs/differential-privacy.md).
+public struct ClampedReport: Sendable, Equatable {
+    public var epsilon: Double
+    public var count: Double
+    public var countInterval: (Double, Double)
+    public var share: Double
+    public var shareInterval: (Double, Double)
+    public init(epsilon: Double, count: Double, countInterval: (Double, Double), share: Double, shareInterval: (Double, Double)) {
+        self.epsilon = epsilon
+        self.count = count
+        self.countInterval = countInterval
+        self.share = share
+        self.shareInterval = shareInterval
+    }
+    public static func == (a: ClampedReport, b: ClampedReport) -> Bool {
+        a.epsilon == b.epsilon && a.count == b.count && a.countInterval == b.countInterval && a.share == b.share && a.shareInterval == b.shareInterval
+    }
 }
 
 /// The answer of a DP query (SPEC §5: value, epsilon, scale, 95% interval, budget left).
@@ -490,6 +516,10 @@ public struct QueryResult: Sendable {
     public var clampedShare: Double? = nil
     /// The answer is a stored release returned again at no cost.
     public var cached = false
+    /// For a cached answer: when the stored release was made (ms since the epoch).
+    public var releasedAtMillis: Int64? = nil
+    /// `--report-clamped`: the private count and share of values the bounds clamped.
+    public var clamped: ClampedReport? = nil
     /// The accuracy asked for (`--accuracy`), and for a mean the epsilon its first count
     /// release charged (included in `epsilon`).
     public var accuracy: Double? = nil
@@ -498,4 +528,15 @@ public struct QueryResult: Sendable {
     /// and the noise is the discrete Gaussian, `scale` its sigma).
     public var rho: Double? = nil
     public var conversionDelta: Double? = nil
+
+    /// The fields every answer has (the release cache rebuilds answers with it).
+    public init(value: ReleasedValue?, groups: [(key: String, value: ReleasedValue)], epsilon: Double, scale: Double, budget: BudgetState,
+                contributionBounds: [String: Double]) {
+        self.value = value
+        self.groups = groups
+        self.epsilon = epsilon
+        self.scale = scale
+        self.budget = budget
+        self.contributionBounds = contributionBounds
+    }
 }

@@ -90,6 +90,16 @@ public enum JSONForms {
             }
             common += [("rho", .double(rho)), ("budget_unit", .string("rho"))]
         }
+        // Pay once: what this answer charged (0 from the release cache) and when the release was made.
+        common.append(("epsilon_charged", .double(r.cached ? 0 : r.epsilon)))
+        if let t = r.releasedAtMillis { common.append(("released_at", isoMillis(t))) }
+        if let c = r.clamped {
+            common.append(("clamped", .object([
+                ("epsilon", .double(c.epsilon)), ("count", num(c.count)), ("count_interval", .array([num(c.countInterval.0), num(c.countInterval.1)])),
+                ("share", num(c.share)), ("share_interval", .array([num(c.shareInterval.0), num(c.shareInterval.1)])),
+                ("outside", .string("values below the lower bound or above the upper bound")),
+            ])))
+        }
         if let v = r.value {
             return .object([("value", num(v.value)), ("ci95", ci(v)), ("interval", interval(v))] + common)
         }
@@ -110,7 +120,9 @@ public enum JSONForms {
         if let b = q.clampBounds { pairs.append(("bounds", .array([num(b.lower), num(b.upper)]))) }
         if let a = q.accuracy { pairs.append(("accuracy", num(a))) }
         if let s = q.budget { pairs += [("budget_left", num(s.left)), ("budget_spent", num(s.spent))] }
-        if let f = q.fits { pairs.append(("fits", .bool(f))) }
+        if let f = q.fits { pairs.append(("fits", .bool(q.cached || f))) }
+        pairs.append(("cached", .bool(q.cached)))
+        pairs.append(("epsilon_charged", .double(q.cached ? 0 : q.epsilon)))
         if let rho = q.rho {
             pairs = pairs.map { $0.0 == "mechanism" ? ("mechanism", .string("discrete Gaussian, user-level (zCDP)")) : $0 }
             pairs += [("rho", .double(rho)), ("budget_unit", .string("rho"))]

@@ -2,6 +2,7 @@ import Foundation
 public import DifferentialPrivacy
 public import VaultStore
 import VaultValues
+import VaultAudit
 
 /// `query quantile` (issue 23): quantiles of a numeric attribute by the exponential mechanism
 /// over its bounded domain (`QuantileMechanism`; proof in docs/differential-privacy.md).
@@ -18,6 +19,8 @@ extension Vault {
         public var bounds: (lower: Double, upper: Double)?
         /// `--dry-run`: quote, charge nothing, read nothing.
         public var dryRun = false
+        /// `--fresh`: do not answer from the release cache (Vault+ReleaseCache.swift).
+        public var fresh = false
         public init(purpose: String, epsilon: Double, attribute: String, quantiles: [Double], whereClause: String? = nil,
                     groupBy: String? = nil, bounds: (lower: Double, upper: Double)? = nil) {
             self.purpose = purpose
@@ -46,6 +49,12 @@ extension Vault {
         public var rankError95: Double
         public var budget: BudgetState
         public var dryRun: Bool
+        /// Answered from the release cache at no cost (a dry run: would be), and when the
+        /// stored release was made.
+        public var cached = false
+        public var releasedAtMillis: Int64? = nil
+        /// Per group, the released cell index of each quantile (`query bounds` rounds to its edges).
+        public var cells: [[Int]] = []
     }
 
     /// Most quantiles one query may ask for.
@@ -58,7 +67,12 @@ extension Vault {
     /// the exponential mechanism per quantile with epsilon / k. Audited as `query.quantile`
     /// (a dry run as `query.quantile.quote`).
     public func quantile(_ r: QuantileRequest) throws -> QuantileResult {
-        let action = r.dryRun ? "query.quantile.quote" : "query.quantile"
+        try quantileRelease(r, name: "query.quantile")
+    }
+
+    /// `quantile` under the audit action `name` (`query.quantile`, `query.bounds`).
+    func quantileRelease(_ r: QuantileRequest, name: String) throws -> QuantileResult {
+        let action = r.dryRun ? name + ".quote" : name
         return try audited(action, .read, permission: "query", purpose: r.purpose) { context in
             guard !r.quantiles.isEmpty, r.quantiles.count <= Self.maxQuantiles else {
                 throw VaultError(.usage, "--q: give 1 to \(Self.maxQuantiles) quantiles, each from 0 to 1")
@@ -71,6 +85,11 @@ extension Vault {
             var carrier = QueryRequest(kind: .sum, purpose: r.purpose, epsilon: r.epsilon, attribute: r.attribute, whereClause: r.whereClause, groupBy: r.groupBy)
             carrier.bounds = r.bounds
             let prepared = try prepareQuery(carrier)
+            // A zCDP purpose charges rho for discrete-Gaussian releases only; the exponential
+            // mechanism is an epsilon release (its epsilon budget there is 0).
+            if prepared.purpose.dpBudget?.rho != nil {
+                throw VaultError(.usage, "\(name == "query.bounds" ? "query bounds" : "query quantile"): purpose \(r.purpose) accounts in zCDP; quantiles are epsilon releases (exponential mechanism): run them under an epsilon purpose")
+            }
             guard case let .attribute(name, lo, hi, integral) = prepared.dpq.measure else {
                 throw VaultError(.usage, "query quantile needs --attribute (a numeric attribute)")
             }
@@ -86,6 +105,31 @@ extension Vault {
                                         binWidth: oneCellPerInteger ? 1 : (hi - lo) / Double(bins), bounds: (lo, hi), boundsFromQuery: r.bounds != nil,
                                         rankError95: QuantileMechanism.rankError(epsilon: share, bins: bins),
                                         budget: BudgetState(purpose: r.purpose, limit: prepared.limit, spent: 0, periodStart: 0), dryRun: r.dryRun)
+            // Pay once: an identical release of this period is answered from the release cache.
+            var key = ReleaseKey()
+            key.add("kind", name)
+            key.add(prepared)
+            key.add("quantiles", Int64(qUnits.count))
+            for u in qUnits { key.add("q_units", Int64(clamping: u)) }
+            key.add("epsilon_units", Int64(clamping: prepared.dpq.epsilon.chargeUnits))
+            key.add("bounds_from_query", r.bounds != nil)
+            let (digest, decision) = try lookupRelease(key, prepared: prepared, fresh: r.fresh)
+            if case let .hit(payload, at) = decision {
+                let stored = try StoredQuantileRelease.decode(payload, quantiles: r.quantiles.count)
+                result.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
+                                                      periodSeconds: prepared.periodSeconds)
+                result.cached = true
+                result.releasedAtMillis = at
+                if r.dryRun {
+                    try store.audit([context.record(action, .read, purpose: r.purpose, fields: prepared.fields,
+                                                    detail: detail + "; answered from the release cache (released \(AuditLog.isoMillis(at))); epsilon 0 quoted, nothing charged")])
+                    return result
+                }
+                result.values = zip(stored.keys, stored.values).map { (key: $0.0, values: $0.1) }
+                result.cells = stored.cells
+                try recordCachedAnswer(action, context: context, purpose: r.purpose, fields: prepared.fields, detail: detail, storedAtMillis: at)
+                return result
+            }
             if r.dryRun {
                 result.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
                                                       periodSeconds: prepared.periodSeconds)
@@ -113,12 +157,17 @@ extension Vault {
                 let sums = try source.boundedSums(request)
                 let counts = (0..<bins).map { sums[String($0)]?.first ?? 0 }
                 var values: [Double] = []
+                var cells: [Int] = []
                 for u in qUnits {
                     let j = try QuantileMechanism.sample(counts: counts, qUnits: u, epsilon: share, using: &rng)
                     values.append(QuantileMechanism.value(bin: j, bins: bins, lower: lo, upper: hi, integral: integral))
+                    cells.append(j)
                 }
                 result.values.append((key, values))
+                result.cells.append(cells)
             }
+            rememberRelease(StoredQuantileRelease(keys: result.values.map(\.key), values: result.values.map(\.values), cells: result.cells).encoded(),
+                            digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
             return result
         }
     }
@@ -145,8 +194,39 @@ extension JSONForms {
             ("bounds", .array([num(r.bounds.lower), num(r.bounds.upper)])), ("bounds_source", .string(r.boundsFromQuery ? "query" : "schema")),
             ("rank_error_95", num(r.rankError95)),
             ("budget_left", num(r.budget.left)), ("budget_spent", num(r.budget.spent)),
-            ("cached", .bool(false)), ("clamped_share", .string("not measured")), ("warnings", .array([])),
+            ("cached", .bool(r.cached)), ("epsilon_charged", .double(r.cached ? 0 : r.epsilon)),
+            ("clamped_share", .string("not measured")), ("warnings", .array([])),
         ]
+        if let t = r.releasedAtMillis { pairs.append(("released_at", isoMillis(t))) }
         return .object(pairs)
+    }
+}
+
+/// A quantile (or `query bounds`) release as the release cache stores it (inside the seal).
+struct StoredQuantileRelease: Codable {
+    var version = 1
+    var keys: [String]
+    var values: [[Double]]
+    var cells: [[Int]]
+
+    init(keys: [String], values: [[Double]], cells: [[Int]]) {
+        self.keys = keys
+        self.values = values
+        self.cells = cells
+    }
+
+    func encoded() -> [UInt8]? {
+        let e = JSONEncoder()
+        e.outputFormatting = .sortedKeys
+        return (try? e.encode(self)).map { [UInt8]($0) }
+    }
+
+    static func decode(_ bytes: [UInt8], quantiles: Int) throws -> StoredQuantileRelease {
+        guard let r = try? JSONDecoder().decode(StoredQuantileRelease.self, from: Data(bytes)), r.version == 1,
+              r.keys.count == r.values.count, r.cells.count == r.values.count,
+              r.values.allSatisfy({ $0.count == quantiles }), r.cells.allSatisfy({ $0.count == quantiles }) else {
+            throw StoredQueryRelease.damaged()
+        }
+        return r
     }
 }

@@ -30,6 +30,12 @@ extension Vault {
         public var dryRun = false
         /// `--rho R`: the rho to spend under a zCDP purpose (Vault+ZCDP.swift); refused under an epsilon purpose.
         public var rho: Double? = nil
+        /// `--fresh`: do not answer from the release cache; pay for a new release, which replaces
+        /// the stored one (Vault+ReleaseCache.swift).
+        public var fresh = false
+        /// `--report-clamped`: also release the count and share of values outside `bounds`,
+        /// charging this extra epsilon (sum and mean of an attribute, with `bounds`).
+        public var reportClamped: Double? = nil
         public init(kind: QueryKind, purpose: String, epsilon: Double?, attribute: String? = nil, events: String? = nil,
                     whereClause: String? = nil, groupBy: String? = nil, maxContributions: Int = Vault.defaultMaxContributions) {
             self.kind = kind
@@ -197,11 +203,36 @@ extension Vault {
     public func query(_ q: QueryRequest) throws -> QueryResult {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             guard !q.dryRun else { throw VaultError(.usage, "query: a dry run is a quote (quoteQuery); nothing was run") }
-            if let z = zcdpBudget(q.purpose) { return try zcdpQuery(q, budget: z, context: context) }
+            if let z = zcdpBudget(q.purpose) {
+                // The release cache and the clamped counts are epsilon releases: not under zCDP.
+                if q.reportClamped != nil { throw VaultError(.usage, "--report-clamped: not available under purpose \(q.purpose), which accounts in zCDP") }
+                return try zcdpQuery(q, budget: z, context: context)
+            }
             if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
-            let prepared = try prepareQuery(q)
+            var prepared = try prepareQuery(q)
+            let clampedEpsilon = try checkReportClamped(q, prepared)
+            if let c = clampedEpsilon { prepared.detail = ([prepared.detail, "clamped count epsilon \(c.chargedValue)"].compactMap { $0 }).joined(separator: "; ") }
+            // Pay once: an identical query of this period is answered from the release cache.
+            let (digest, decision) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh)
+            if case let .hit(payload, at) = decision {
+                let budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
+                                                   periodSeconds: prepared.periodSeconds)
+                var (result, clamped) = try StoredQueryRelease.decode(payload).result(budget: budget)
+                result.releasedAtMillis = at
+                result.clamped = clamped
+                try recordCachedAnswer("query.\(q.kind.rawValue)", context: context, purpose: q.purpose, fields: prepared.fields,
+                                       detail: prepared.detail, storedAtMillis: at)
+                return result
+            }
             let dpq = prepared.dpq, p = prepared.purpose
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields, detail: prepared.detail)
+            if let c = clampedEpsilon {
+                var result = try runReportingClamped(q, prepared, clampedEpsilon: c, record: record)
+                rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), digest: digest, prepared: prepared,
+                                periodStart: result.budget.periodStart)
+                result.cached = false
+                return result
+            }
             let engine = QueryEngine(source: store.aggregateSource, accountant: store.budgetAccountant(audit: record, policy: policyDigest))
             var result: QueryResult
             do {
@@ -232,6 +263,7 @@ extension Vault {
             result.clampBounds = prepared.bounds
             result.boundsFromQuery = q.bounds != nil
             if case .subjects = dpq.measure, q.kind == .count || q.kind == .histogram { result.clampedShare = 0 }
+            rememberRelease(StoredQueryRelease(result, clamped: nil).encoded(), digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
             return result
         }
     }
@@ -241,7 +273,10 @@ extension Vault {
     /// no data, charges nothing, and is audited as a quote (`query.KIND.quote`).
     public func quoteQuery(_ q: QueryRequest) throws -> QueryQuote {
         try audited("query.\(q.kind.rawValue).quote", .read, permission: "query", purpose: q.purpose) { context in
-            if let z = zcdpBudget(q.purpose) { return try zcdpQuote(q, budget: z, context: context) }
+            if let z = zcdpBudget(q.purpose) {
+                if q.reportClamped != nil { throw VaultError(.usage, "--report-clamped: not available under purpose \(q.purpose), which accounts in zCDP") }
+                return try zcdpQuote(q, budget: z, context: context)
+            }
             if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
             let prepared = try prepareQuery(q)
             if q.accuracy != nil && q.kind == .mean {
@@ -253,10 +288,18 @@ extension Vault {
             } catch let e as DPParameterError {
                 throw VaultError(.usage, Self.queryParameterMessage(e, measure: prepared.dpq.measure))
             }
+            if let c = try checkReportClamped(q, prepared) { quote.epsilon += c.chargedValue }
             quote.budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
                                                  periodSeconds: prepared.periodSeconds)
             quote.clampBounds = prepared.bounds
             quote.accuracy = q.accuracy
+            // Answered from the release cache: the quote says so, and that it would charge 0.
+            if case let .hit(_, at) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh).decision {
+                quote.cached = true
+                try store.audit([context.record("query.\(q.kind.rawValue).quote", .read, purpose: q.purpose, fields: prepared.fields,
+                                                detail: ([prepared.detail, "answered from the release cache (released \(AuditLog.isoMillis(at))); epsilon 0 quoted, nothing charged"].compactMap { $0 }).joined(separator: "; "))])
+                return quote
+            }
             try store.audit([context.record("query.\(q.kind.rawValue).quote", .read, purpose: q.purpose, fields: prepared.fields,
                                             detail: ([prepared.detail, "epsilon \(quote.epsilon) quoted, nothing charged"].compactMap { $0 }).joined(separator: "; "))])
             return quote

@@ -34,6 +34,12 @@ public enum KeyPurpose: Sendable, Hashable {
     /// MAC key of the erasure journal (a file beside the store, or `audit erasures --out`):
     /// `restore` refuses a journal whose lines do not verify under it.
     case erasureJournal
+    /// Seals the DP release cache's stored releases (AES-256-GCM): a release answered again at
+    /// no cost is served only when it opens under this key (ReleaseCache.swift).
+    case releaseCache
+    /// MAC key of the release cache's lookup digests: the digest of a query (its canonical form,
+    /// where values included) reveals nothing without the keyring.
+    case releaseDigest
 
     /// The HKDF info label, without the "pv:" prefix.
     public var label: String {
@@ -48,6 +54,8 @@ public enum KeyPurpose: Sendable, Hashable {
         case .requestRegister: return "request-register"
         case .recordDigest: return "record-digest"
         case .erasureJournal: return "erasure-journal"
+        case .releaseCache: return "release-cache"
+        case .releaseDigest: return "release-digest"
         }
     }
 }

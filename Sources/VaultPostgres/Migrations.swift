@@ -343,6 +343,8 @@ extension PostgresEngine {
         ]),
         // Archive anchors (`audit archive`): PostgresArchive.swift.
         auditArchiveMigration,
+        // The DP release cache (`query` answered again at no cost): PostgresReleaseCache.swift.
+        releaseCacheMigration,
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -380,7 +382,9 @@ extension PostgresEngine {
     /// SELECT and INSERT on `policy_history`; SELECT, INSERT and DELETE on `restriction`;
     /// SELECT, INSERT and UPDATE on `requests` (never
     /// DELETE: erasure clears a request's sealed columns); SELECT, INSERT and UPDATE on
-    /// `ingest_batches` (and USAGE on its id sequence). Never UPDATE, DELETE or TRUNCATE on the
+    /// `ingest_batches` (and USAGE on its id sequence); SELECT, INSERT, UPDATE and DELETE on
+    /// `release_cache` (sealed releases: stored, replaced, dropped when their period ends or the
+    /// population changes). Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -482,6 +486,9 @@ extension PostgresEngine {
                 // Ingest runs: a run inserts its row, then adds each transaction's counts.
                 "GRANT SELECT, INSERT, UPDATE ON profilevault.ingest_batches TO \(r)",
                 "GRANT USAGE ON SEQUENCE profilevault.ingest_batches_id_seq TO \(r)",
+                // The release cache: looked up, stored or replaced (upsert), dropped when a
+                // period ends or the population changes. Its rows are sealed (ReleaseSealing).
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.release_cache TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

@@ -229,6 +229,10 @@ extension PostgresStore {
                     throw VaultError(.integrity, "the source's restriction table could not be read in order: the file was altered; nothing was copied")
                 }
                 let budget = try r.budget(), policies = try r.policyHistory(), requests = try r.requests()
+                let releases = try r.releases()
+                guard try r.count("release_cache") == Int64(releases.count) else {
+                    throw VaultError(.integrity, "the source's release cache could not be read in full: the file was altered; nothing was copied")
+                }
                 guard try r.count("requests") == Int64(requests.count) else {
                     throw VaultError(.integrity, "the source's requests table could not be read in full: the file was altered; nothing was copied")
                 }
@@ -304,6 +308,18 @@ extension PostgresStore {
                             INSERT INTO profilevault.dp_budget(purpose, period_start, period_seconds, spent_units, delta_spent_units)
                             VALUES (\(b.purpose), \(b.periodStart), \(b.periodSeconds), \(b.spentUnits), \(b.deltaSpentUnits))
                             """)
+                    }
+                    // The release cache, still sealed (the keys are the keyring's; the associated
+                    // data the digest, purpose, window and time, copied as they are).
+                    for c in releases {
+                        try await owner.exec(conn, """
+                            INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, sealed)
+                            VALUES (\(bytea(c.digest)), \(c.purpose), \(c.periodStart), \(c.periodSeconds), \(c.createdAt), \(bytea(c.sealed)))
+                            """)
+                    }
+                    if let copied = try await owner.rows(conn, "SELECT count(*) FROM profilevault.release_cache").first,
+                       try copied.decode(Int64.self) != Int64(releases.count) {
+                        throw PostgresStoreError(.integrity, "the copy's release cache differs from the source's; nothing was copied")
                     }
                     for p in policies {
                         try await owner.exec(conn, """

@@ -373,6 +373,10 @@ public func buildRouter(vault: Vault, tokens: ReloadingTokenFile, options: Servi
             let r = try quantileRequest(body)
             return json(try await redacting(whereValues(r.whereClause)) { try await blocking { JSONForms.quantile(try v.quantile(r)) } })
         }
+        if case .string("bounds")? = body["kind"] {
+            let r = try boundsRequest(body)
+            return json(try await redacting(whereValues(r.whereClause)) { try await blocking { JSONForms.bounds(try v.privateBounds(r)) } })
+        }
         let q = try queryRequest(body)
         return json(try await redacting(whereValues(q.whereClause)) {
             try await blocking { q.dryRun ? JSONForms.queryQuote(try v.quoteQuery(q)) : JSONForms.query(try v.query(q)) }
@@ -908,11 +912,11 @@ struct BodyFields {
 }
 
 /// `POST /v1/queries`: `{"kind","purpose","epsilon","attribute","events","where","group_by","max_contributions",
-/// "accuracy","confidence","bounds","dry_run"}` (`epsilon` or `accuracy`, one of them).
+/// "accuracy","confidence","bounds","dry_run","fresh","report_clamped","clamped_epsilon"}` (`epsilon` or `accuracy`, one of them).
 /// `where` is the CLI's `--where` text (`country=DE,age>=30`) or an array of its conditions.
 func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "events", "where", "group_by", "max_contributions",
-                                           "accuracy", "confidence", "bounds", "dry_run", "rho"])
+                                           "accuracy", "confidence", "bounds", "dry_run", "rho", "fresh", "report_clamped", "clamped_epsilon"])
     let kindText = try f.string("kind", required: true)!
     guard let kind = QueryKind(rawValue: kindText) else {
         throw APIError.badRequest("kind: expected one of \(QueryKind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -975,13 +979,21 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     q.bounds = bounds
     q.dryRun = try f.bool("dry_run") ?? false
     q.rho = rho
+    q.fresh = try f.bool("fresh") ?? false
+    let clampedEpsilon = try f.number("clamped_epsilon")
+    if let c = clampedEpsilon { guard c.isFinite, c > 0 else { throw APIError.badRequest("clamped_epsilon: must be a positive number") } }
+    if try f.bool("report_clamped") ?? false {
+        q.reportClamped = clampedEpsilon ?? Vault.defaultClampedEpsilon
+    } else if clampedEpsilon != nil {
+        throw APIError.badRequest("clamped_epsilon: needs \"report_clamped\": true")
+    }
     return q
 }
 
 /// `POST /v1/queries` with `"kind": "quantile"`: `{"kind","purpose","epsilon","attribute","q","where",
 /// "group_by","bounds","dry_run"}`; `q` a number or an array of numbers from 0 to 1.
 func quantileRequest(_ body: JSONValue) throws -> Vault.QuantileRequest {
-    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "q", "where", "group_by", "bounds", "dry_run"])
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "q", "where", "group_by", "bounds", "dry_run", "fresh"])
     let purpose = try f.string("purpose", required: true)!
     guard let epsilon = try f.number("epsilon"), epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: required (a positive number)") }
     guard let attribute = try f.string("attribute", required: true) else { throw APIError.badRequest("attribute: required") }
@@ -1008,6 +1020,29 @@ func quantileRequest(_ body: JSONValue) throws -> Vault.QuantileRequest {
     var r = Vault.QuantileRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, quantiles: qs, whereClause: parsed.whereClause,
                                   groupBy: try f.string("group_by", required: false), bounds: parsed.bounds)
     r.dryRun = try f.bool("dry_run") ?? false
+    r.fresh = try f.bool("fresh") ?? false
+    return r
+}
+
+/// `POST /v1/queries` with `"kind": "bounds"`: `{"kind","purpose","epsilon","attribute","where","low","high",
+/// "dry_run","fresh"}`; `low` and `high` the quantiles (default 0.05 and 0.95).
+func boundsRequest(_ body: JSONValue) throws -> Vault.BoundsRequest {
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "where", "low", "high", "dry_run", "fresh"])
+    let purpose = try f.string("purpose", required: true)!
+    guard let epsilon = try f.number("epsilon"), epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: required (a positive number)") }
+    guard let attribute = try f.string("attribute", required: true) else { throw APIError.badRequest("attribute: required") }
+    let low = try f.number("low") ?? 0.05, high = try f.number("high") ?? 0.95
+    guard low.isFinite, high.isFinite, low >= 0, high <= 1, low < high else {
+        throw APIError.badRequest("low, high: two quantiles with 0 <= low < high <= 1")
+    }
+    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(epsilon))]
+    if let w = f.pairs["where"] { probe.append(("where", w)) }
+    let parsed = try queryRequest(.object(probe))
+    var r = Vault.BoundsRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, whereClause: parsed.whereClause)
+    r.low = low
+    r.high = high
+    r.dryRun = try f.bool("dry_run") ?? false
+    r.fresh = try f.bool("fresh") ?? false
     return r
 }
 

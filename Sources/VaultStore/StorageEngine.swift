@@ -108,6 +108,18 @@ public protocol StorageEngine: AnyObject, Sendable {
     func budgetState(purpose: String, limit: Double, periodSeconds: Int) throws -> BudgetState
     func budgetState(purpose: String, limit: Double, deltaLimit: Double, periodSeconds: Int) throws -> BudgetState
 
+    // MARK: The release cache (ReleaseCache.swift)
+    /// The keyed digest of a query's canonical form (HMAC-SHA256 under the release-digest key).
+    func releaseDigest(_ canonical: [UInt8]) -> [UInt8]
+    /// The release stored for `digest` in the purpose's current window, opened and verified
+    /// (integrity error when it does not verify); one primary-key lookup.
+    func cachedRelease(digest: [UInt8], purpose: String, periodSeconds: Int) throws -> ReleaseLookup
+    /// Seals and stores (or replaces) a release charged in the window starting at `periodStart`,
+    /// dropping the purpose's releases of other windows.
+    func storeRelease(digest: [UInt8], purpose: String, periodStart: Int64, periodSeconds: Int, payload: [UInt8]) throws
+    /// Drops every cached release; returns how many.
+    @discardableResult func clearReleaseCache() throws -> Int
+
     // MARK: The audit chain
     var auditPublicKey: Ed25519PublicKey { get }
     func audit(_ records: [AuditRecord]) throws

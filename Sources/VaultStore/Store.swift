@@ -46,6 +46,10 @@ package struct StoreKeys: Sendable {
     /// MACs the erasure journal's lines (ErasureJournal.swift); identity version, so a journal
     /// stays valid across key rotations.
     package let erasureJournal: SharedHMACSHA256Key
+    /// Seals the release cache's rows (AES-256-GCM) and keys its lookup digests (HMAC-SHA256);
+    /// identity version, so cached releases survive key rotations (ReleaseCache.swift).
+    package let releaseCache: SharedAESGCMKey
+    package let releaseDigest: SharedHMACSHA256Key
 
     package init(keyring: Keyring, identityVersion: UInt32, schema: Schema) throws {
         self.identityVersion = identityVersion
@@ -75,6 +79,8 @@ package struct StoreKeys: Sendable {
         self.requestRegister = try SharedAESGCMKey(keyring.derive(.requestRegister, version: identityVersion))
         self.recordDigest = try keyring.derive(.recordDigest, version: identityVersion)
         self.erasureJournal = try SharedHMACSHA256Key(keyring.derive(.erasureJournal, version: identityVersion))
+        self.releaseCache = try SharedAESGCMKey(keyring.derive(.releaseCache, version: identityVersion))
+        self.releaseDigest = try SharedHMACSHA256Key(keyring.derive(.releaseDigest, version: identityVersion))
     }
 
     /// These keys with the KEKs of `keyring`'s versions they lack (not retired), for
@@ -473,6 +479,7 @@ public final class ProfileStore: Sendable {
         registerRequestMigration(&m)
         registerIngestSourcesMigration(&m)
         registerAuditArchiveMigration(&m)
+        registerReleaseCacheMigration(&m)
         return m
     }
 

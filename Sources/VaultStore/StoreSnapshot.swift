@@ -149,7 +149,7 @@ package struct StoreSnapshotReader {
     }
 
     package func count(_ table: String) throws -> Int64 {
-        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints", "restriction", "requests"]
+        let allowed: Set<String> = ["subjects", "events", "consent", "consent_state", "suppressed", "budget", "policy_history", "audit", "audit_checkpoints", "restriction", "requests", "release_cache"]
         guard allowed.contains(table) else { throw VaultError(.internalFailure, "no table \(table) to count") }
         return try Int64.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0
     }
@@ -332,6 +332,18 @@ package struct StoreSnapshotReader {
                 throw VaultError(.integrity, "the budget ledger holds a value of the wrong type: the store was altered")
             }
             return SnapshotBudget(purpose: p, periodStart: s, periodSeconds: l, spentUnits: u, deltaSpentUnits: d)
+        }
+    }
+
+    /// The release cache's rows, still sealed (ReleaseCache.swift), in digest order.
+    package func releases() throws -> [SnapshotRelease] {
+        try Row.fetchAll(db, sql: "SELECT digest, purpose, period_start, period_seconds, created_at, sealed FROM release_cache ORDER BY digest").map { row in
+            guard let d = Stored.blob(row.stored("digest")) else {
+                throw VaultError(.integrity, "the release cache holds a value of the wrong type: the store was altered")
+            }
+            do { return try ProfileStore.releaseRow(row, digest: d) } catch {
+                throw VaultError(.integrity, "the release cache holds a value of the wrong type: the store was altered")
+            }
         }
     }
 

@@ -17,6 +17,7 @@ extension Query {
         @Option(name: .customLong("group-by"), help: "A categorical attribute: quantiles per value of its domain.") var groupBy: String?
         @Option(help: "LO,HI: the domain (inside the schema's bounds); values are clamped to it.") var bounds: String?
         @Flag(name: .customLong("dry-run"), help: "Print what the query would charge; charge nothing.") var dryRun = false
+        @Flag(help: "Do not answer from the release cache: pay for a new release (it replaces the stored one).") var fresh = false
 
         func quantiles() throws -> [Double] {
             let parts = q.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -48,18 +49,67 @@ extension Query {
             var request = Vault.QuantileRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, quantiles: try quantiles(),
                                                 whereClause: whereClause, groupBy: groupBy, bounds: try parsedBounds())
             request.dryRun = dryRun
+            request.fresh = fresh
             let r = try options.openVault().quantile(request)
             let tail = String(format: "epsilon %g (%g per quantile), %d cells of %.4g, 95%% rank error %.4g, budget left %.4g",
                               r.epsilon, r.epsilonPerQuantile, r.bins, r.binWidth, r.rankError95, r.budget.left)
             let text: String
             if r.dryRun {
-                text = "dry run: would charge " + tail + "; nothing charged"
+                text = r.cached ? "dry run: would be answered from the release cache at cost 0; nothing charged"
+                    : "dry run: would charge " + tail + "; nothing charged"
             } else {
                 text = r.values.map { g in
                     (g.key.isEmpty ? "" : g.key + ": ") + zip(r.quantiles, g.values).map { String(format: "q%g = %.4f", $0.0, $0.1) }.joined(separator: "  ")
                 }.joined(separator: "\n") + "\n" + tail
+                    + (r.cached ? " (answered from the release cache, released \(r.releasedAtMillis.map { Vault.isoTime(millis: $0) } ?? "earlier"); charged 0)" : "")
             }
             options.emit(JSONForms.quantile(r), text: text)
+        }
+    }
+}
+
+extension Query {
+    /// `query bounds --attribute A --epsilon E` (issue 23): a private range for `--bounds`.
+    struct Bounds: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A private range of a numeric attribute to use as --bounds (the outer edges of two private quantiles, 0.05 and 0.95 by default).")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "The purpose (must have a dp_budget in policy.yaml).") var purpose: String
+        @Option(help: "Privacy budget this release spends (> 0), split over the two quantiles.") var epsilon: Double
+        @Option(help: "The numeric attribute.") var attribute: String
+        @Option(name: .customLong("where"), help: "Conditions joined by AND: country=DE,age>=30.") var whereClause: String?
+        @Option(help: "The low quantile (default 0.05).") var low = 0.05
+        @Option(help: "The high quantile (default 0.95).") var high = 0.95
+        @Flag(name: .customLong("dry-run"), help: "Print what the release would charge; charge nothing.") var dryRun = false
+        @Flag(help: "Do not answer from the release cache: pay for a new release.") var fresh = false
+
+        func validate() throws {
+            guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") }
+            guard low.isFinite, high.isFinite, low >= 0, high <= 1, low < high else {
+                throw ValidationError("--low, --high: two quantiles with 0 <= low < high <= 1")
+            }
+        }
+
+        func run() throws {
+            var request = Vault.BoundsRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, whereClause: whereClause)
+            request.low = low
+            request.high = high
+            request.dryRun = dryRun
+            request.fresh = fresh
+            let b = try options.openVault().privateBounds(request)
+            let r = b.release
+            let tail = String(format: "epsilon %g (%g per quantile), %d cells of %.4g, 95%% rank error %.4g, budget left %.4g",
+                              r.epsilon, r.epsilonPerQuantile, r.bins, r.binWidth, r.rankError95, r.budget.left)
+            let text: String
+            if r.dryRun {
+                text = r.cached ? "dry run: would be answered from the release cache at cost 0; nothing charged" : "dry run: would charge " + tail + "; nothing charged"
+            } else if let suggestion = b.suggestion {
+                text = suggestion + "\n" + tail
+                    + (r.cached ? " (answered from the release cache; charged 0)" : "")
+            } else {
+                text = tail
+            }
+            options.emit(JSONForms.bounds(b), text: text)
         }
     }
 }

@@ -8,7 +8,7 @@ import VaultValues
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Differentially private queries (role trainer): Laplace-noised aggregates under the purpose's budget.",
-        subcommands: [Count.self, Sum.self, Mean.self, Histogram.self, Quantile.self])
+        subcommands: [Count.self, Sum.self, Mean.self, Histogram.self, Quantile.self, Bounds.self])
 
     struct Options: ParsableArguments {
         @OptionGroup var options: GlobalOptions
@@ -24,6 +24,9 @@ struct Query: ParsableCommand {
         @Option(help: "LO,HI: clamp each value to these bounds (inside the schema's; sum and mean).") var bounds: String?
         @Flag(name: .customLong("dry-run"), help: "Print the epsilon, noise scale and interval the query would have; charge nothing.") var dryRun = false
         @Option(help: "Under a zCDP purpose (dp_budget.rho): the rho this query spends (instead of --epsilon or --accuracy).") var rho: Double?
+        @Flag(help: "Do not answer from the release cache: pay for a new release (it replaces the stored one).") var fresh = false
+        @Flag(name: .customLong("report-clamped"), help: "Also release the count and share of values outside --bounds (sum, mean), charging --clamped-epsilon more.") var reportClamped = false
+        @Option(name: .customLong("clamped-epsilon"), help: "The extra epsilon of --report-clamped (default 0.1).") var clampedEpsilon: Double?
 
         func validate() throws {
             switch [epsilon != nil, accuracy != nil, rho != nil].filter({ $0 }).count {
@@ -35,6 +38,10 @@ struct Query: ParsableCommand {
             if let epsilon { guard epsilon.isFinite, epsilon > 0 else { throw ValidationError("--epsilon must be a positive number, not \(epsilon)") } }
             if let accuracy { guard accuracy.isFinite, accuracy > 0 else { throw ValidationError("--accuracy must be a positive number, not \(accuracy)") } }
             if bounds != nil { _ = try parsedBounds() }
+            if let clampedEpsilon {
+                guard reportClamped else { throw ValidationError("--clamped-epsilon needs --report-clamped") }
+                guard clampedEpsilon.isFinite, clampedEpsilon > 0 else { throw ValidationError("--clamped-epsilon must be a positive number, not \(clampedEpsilon)") }
+            }
             guard maxContributions >= 1 else { throw ValidationError("--max-contributions must be at least 1") }
             if attribute != nil && events != nil { throw ValidationError("give --attribute or --events, not both") }
         }
@@ -58,10 +65,18 @@ struct Query: ParsableCommand {
             request.bounds = try parsedBounds()
             request.dryRun = dryRun
             request.rho = rho
+            request.fresh = fresh
+            if reportClamped { request.reportClamped = clampedEpsilon ?? Vault.defaultClampedEpsilon }
             if dryRun {
                 let quote = try options.openVault().quoteQuery(request)
                 let interval = quote.halfWidth.map { String(format: "interval +/- %.4g", $0) }
                     ?? quote.meanHalfWidthTimesCount.map { String(format: "interval +/- %.4g / n for n counted values", $0) } ?? ""
+                if quote.cached {
+                    options.emit(JSONForms.queryQuote(quote),
+                                 text: String(format: "dry run: %@ would be answered from the release cache at cost 0 (the stored release has epsilon %g); budget left %.4g; nothing charged",
+                                              kind.rawValue, quote.epsilon, quote.budget?.left ?? 0))
+                    return
+                }
                 if let rho = quote.rho {
                     options.emit(JSONForms.queryQuote(quote),
                                  text: String(format: "dry run: %@ would charge rho %g (zCDP; epsilon %.4g at delta %g), Gaussian sigma %.4g, %@ at %g%% confidence; rho left %.4g%@; nothing charged",
@@ -88,15 +103,18 @@ struct Query: ParsableCommand {
                 }
                 return
             }
+            let cachedNote = r.cached ? " (answered from the release cache, released \(r.releasedAtMillis.map { Vault.isoTime(millis: $0) } ?? "earlier"); charged 0)" : ""
+            let clampedNote = r.clamped.map { String(format: "\nclamped: %.4g values (interval [%.4g, %.4g]), share %.4g (interval [%.4g, %.4g]), epsilon %g",
+                                                      $0.count, $0.countInterval.0, $0.countInterval.1, $0.share, $0.shareInterval.0, $0.shareInterval.1, $0.epsilon) } ?? ""
             if let v = r.value {
                 let i = v.interval ?? v.ci95
                 options.emit(JSONForms.query(r),
                              text: String(format: "%@ = %.4f   %g%% interval [%.4f, %.4f]   epsilon %g, scale %.4g, budget left %.4g",
-                                          kind.rawValue, v.value, r.confidence * 100, i.0, i.1, r.epsilon, r.scale, r.budget.left))
+                                          kind.rawValue, v.value, r.confidence * 100, i.0, i.1, r.epsilon, r.scale, r.budget.left) + cachedNote + clampedNote)
             } else {
                 options.emit(JSONForms.query(r),
                              text: r.groups.map { String(format: "%@: %.4f [%.4f, %.4f]", $0.key, $0.value.value, ($0.value.interval ?? $0.value.ci95).0, ($0.value.interval ?? $0.value.ci95).1) }.joined(separator: "\n")
-                                + String(format: "\nepsilon %g, scale %.4g, budget left %.4g", r.epsilon, r.scale, r.budget.left))
+                                + String(format: "\nepsilon %g, scale %.4g, budget left %.4g", r.epsilon, r.scale, r.budget.left) + cachedNote + clampedNote)
             }
         }
     }

@@ -13,7 +13,7 @@ import Testing
         for _ in 0..<20 {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CLI.binary)
-            p.arguments = ["query", "count", "--purpose", "analytics", "--epsilon", "0.4", "--role", "trainer", "--json"]
+            p.arguments = ["query", "count", "--purpose", "analytics", "--epsilon", "0.4", "--fresh", "--role", "trainer", "--json"]
             p.environment = env
             let err = Pipe()
             p.standardOutput = Pipe()

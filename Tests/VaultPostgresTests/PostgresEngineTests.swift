@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 14 (the DP release cache): its table.
+                "DROP TABLE profilevault.release_cache",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 14",
                 // Version 13 (audit archive anchors): its table, and the chain's append-only
                 // triggers of version 1 back in place of its conditional ones.
                 "DROP TABLE profilevault.audit_archive",

@@ -1,0 +1,74 @@
+import EngineConformanceSupport
+import Foundation
+import PostgresNIO
+import Testing
+import VaultAudit
+import VaultCrypto
+import VaultPolicy
+@testable import VaultPostgres
+@testable import VaultStore
+import VaultValues
+
+/// The release cache on PostgreSQL: the same checks as on SQLite (ReleaseCacheConformance), the
+/// attacker editing the rows as the superuser, and `migrate` carrying the sealed releases.
+@Suite(.serialized) struct PostgresReleaseCacheTests {
+    @Test func theReleaseCacheHoldsOnEngineTerms() async throws {
+        try await ProfileCluster.with { cluster in
+            let node = try await cluster.node()
+            let db = cluster.db
+            let failures = try await onThread { () -> [String] in
+                try ReleaseCacheConformance.run(node) { tamper in
+                    let sql: String
+                    switch tamper {
+                    case .swapSealed:
+                        sql = "UPDATE profilevault.release_cache AS t SET sealed = (SELECT o.sealed FROM profilevault.release_cache o WHERE o.digest <> t.digest)"
+                    case .changePurpose:
+                        sql = "UPDATE profilevault.release_cache SET purpose = 'model_training'"
+                    case .flipTag:
+                        sql = "UPDATE profilevault.release_cache SET sealed = overlay(sealed PLACING set_byte('\\x00'::bytea, 0, get_byte(sealed, length(sealed) - 1) # 1) FROM length(sealed) FOR 1)"
+                    }
+                    try PostgresProfiles.wait("tampering") { try await db.superuser([sql]) }
+                }
+            }
+            #expect(failures.isEmpty, "\(failures)")
+            // The service role may drop releases but not empty the table wholesale (no TRUNCATE).
+            let truncate = try await db.attempt("TRUNCATE profilevault.release_cache", as: db.node, password: db.nodePassword)
+            #expect(truncate?.kind == .denied)
+            try await onThread { try node.close() }
+        }
+    }
+
+    @Test func migrateCarriesTheSealedReleases() async throws {
+        try await TestDatabase.with { db in
+            let dir = NSTemporaryDirectory() + "pvmigrel-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let keyring = Keyring.generate(note: "test")
+            let sqlite = try ProfileStore.create(path: dir + "/store.sqlite", keyring: keyring, schema: repositorySchema, policyVersion: "test")
+            defer { try? sqlite.close() }
+            let period = 30 * 86_400
+            let d = sqlite.releaseDigest(Array("a query".utf8))
+            guard case let .miss(start) = try sqlite.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period) else {
+                Issue.record("an empty cache found a release"); return
+            }
+            try sqlite.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: period, payload: Array("the release".utf8))
+            let url = db.owner.description
+            let env = ["PGPASSWORD": db.ownerPassword ?? ""]
+            _ = try await onThread {
+                try PostgresStore.migrate(from: sqlite, to: url, keyring: keyring, schema: repositorySchema, serviceRole: db.serviceRole,
+                                          audit: context, batch: 8, environment: env)
+            }
+            let node = try await onThread { try PostgresStore.open(url: url, keyring: keyring, schema: repositorySchema, leastPrivilege: false, environment: env) }
+            try await onThread {
+                // The same digest (same keyring), the same window (created_at carried), the same seal.
+                #expect(node.releaseDigest(Array("a query".utf8)) == d)
+                if case let .hit(payload, _, s) = try node.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period) {
+                    #expect(payload == Array("the release".utf8) && s == start)
+                } else {
+                    Issue.record("the migrated release is not found")
+                }
+                try node.close()
+            }
+        }
+    }
+}

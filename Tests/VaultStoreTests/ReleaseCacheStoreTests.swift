@@ -1,0 +1,47 @@
+import EngineConformanceSupport
+import Foundation
+import GRDB
+import Testing
+@testable import VaultStore
+
+/// The release cache on SQLite (ReleaseCacheConformance, run on PostgreSQL too): the file-level
+/// attacker edits the rows with SQL.
+@Suite struct ReleaseCacheStoreTests {
+    @Test func theReleaseCacheHoldsOnEngineTerms() throws {
+        let t = try TempStore()
+        let failures = try ReleaseCacheConformance.run(t.store) { tamper in
+            try t.store.pool.write { db in
+                switch tamper {
+                case .swapSealed:
+                    let rows = try Row.fetchAll(db, sql: "SELECT digest, sealed FROM release_cache ORDER BY digest")
+                    guard rows.count == 2 else { throw VaultError(.internalFailure, "two rows expected") }
+                    let (a, b) = (rows[0]["digest"] as Data, rows[1]["digest"] as Data)
+                    let (sa, sb) = (rows[0]["sealed"] as Data, rows[1]["sealed"] as Data)
+                    try db.execute(sql: "UPDATE release_cache SET sealed = ? WHERE digest = ?", arguments: [sb, a])
+                    try db.execute(sql: "UPDATE release_cache SET sealed = ? WHERE digest = ?", arguments: [sa, b])
+                case .changePurpose:
+                    try db.execute(sql: "UPDATE release_cache SET purpose = 'model_training'")
+                case .flipTag:
+                    for row in try Row.fetchAll(db, sql: "SELECT digest, sealed FROM release_cache") {
+                        var s = [UInt8](row["sealed"] as Data)
+                        s[s.count - 1] ^= 1
+                        try db.execute(sql: "UPDATE release_cache SET sealed = ? WHERE digest = ?", arguments: [Data(s), row["digest"] as Data])
+                    }
+                }
+            }
+        }
+        #expect(failures.isEmpty, "\(failures)")
+    }
+
+    /// A row whose columns hold the wrong storage class is an integrity error, never a trap.
+    @Test func aDamagedRowIsAnIntegrityError() throws {
+        let t = try TempStore()
+        let d = t.store.releaseDigest(Array("q".utf8))
+        guard case let .miss(start) = try t.store.cachedRelease(digest: d, purpose: "analytics", periodSeconds: 86_400) else {
+            Issue.record("empty cache found a release"); return
+        }
+        try t.store.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: 86_400, payload: [1, 2, 3])
+        try t.store.pool.write { db in try db.execute(sql: "UPDATE release_cache SET sealed = 'text', created_at = 'x'") }
+        #expect((#expect(throws: VaultError.self) { _ = try t.store.cachedRelease(digest: d, purpose: "analytics", periodSeconds: 86_400) })?.kind == .integrity)
+    }
+}

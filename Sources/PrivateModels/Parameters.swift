@@ -32,7 +32,8 @@ public enum ModelParameters {
         .recommender: ["max_items_per_subject": int(2...1000), "vocabulary_size": int(2...2000), "neighbors": int(1...2000),
                        "similarity_threshold": real(0...100), "popularity_weight": real(0...1000), "popularity_share": real(0.05...1),
                        "candidates": int(0...10_000), "content_weight": real(0...1000), "segment_share": real(0.05...0.95),
-                       "segment_prior": real(0...1e9), "segment_vocabulary": int(1...5000), "factors": int(0...100)],
+                       "segment_prior": real(0...1e9), "segment_vocabulary": int(1...5000), "factors": int(0...100),
+                       "selection_items": int(1...50), "selection_share": real(0.05...0.9)],
     ]
 
     /// Why `value` is not acceptable for parameter `name` of `kind` (nil: it is). The reason

@@ -10,12 +10,19 @@ import Foundation
 /// - first, 5% (`subjectCountShare`) for a noisy count of the subjects (the artifact's
 ///   `privacy.noisy_subjects`, so a job over almost nobody says so); the shares below are of
 ///   the remaining 95%;
+/// - without a catalog only, first `selection_share` (default 0.3) for *item selection*: each
+///   subject votes for at most k = `selection_items` (default 1) of its items (its k most
+///   recently used, over all its events), and only items whose noisy vote count reaches the
+///   threshold T of the exact discrete-Laplace tail are named ((ε_s, δ)-DP, δ the job's `delta`,
+///   default 1e-6; proof in `ItemPopularity.release` and docs/differential-privacy.md, "Item
+///   selection with a small per-subject bound"). The vote bound k is separate from, and much
+///   smaller than, the cap m on everything else: T grows like k·ln(k/δ)/ε_s, so votes from m = 20
+///   items set a bar no item of a shop with a few thousand customers reaches. With a catalog
+///   there is no selection and this share is not taken. The shares below are of what is left;
 /// - 80%: item popularity, each subject adding 1 to each of its <= m items (L1 bound m), counted
 ///   over the events from `events_since:` on when the job sets it (recent popularity ranks the
-///   items a shop sells now; on online retail two months beat all history by 0.08 HR@10).
-///   With a declared catalog (`items_from`), one noisy count per catalog item. Without one,
-///   private partition selection: only items whose noisy count exceeds
-///   1 + (m/ε₁)·ln(m/(2δ)) are named ((ε₁, δ)-DP, δ the job's `delta`, default 1e-6).
+///   items a shop sells now; on online retail two months beat all history by 0.08 HR@10):
+///   one noisy count per catalog item (`items_from`), or per selected item.
 /// - 20%: co-occurrence among the V most popular released items (`vocabulary_size`, default
 ///   200) over all events: with n a subject's distinct items among them (<= m), each unordered
 ///   pair gets 1/(n - 1) (on a grid of 1/1024), so each item a subject holds spreads one unit
@@ -42,6 +49,14 @@ import Foundation
 public enum Recommender {
     /// The share of the job's epsilon spent on the noisy subject count.
     public static let subjectCountShare = 0.05
+    /// Without a catalog: the items each subject votes for in the item selection (k), and the
+    /// share of the epsilon left after the subject count that the selection spends. Chosen by
+    /// the time-split evaluation on online retail (docs/models.md, "Item selection").
+    public static let defaultSelectionItems = 1
+    public static let defaultSelectionShare = 0.3
+    /// A released vocabulary under this many items makes the job warn: `recommend --top` is at
+    /// most a tenth of the vocabulary, so below 100 items it cannot answer a top 10.
+    public static let smallVocabulary = 100
 
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("recommender needs events: (an event kind)") }
@@ -69,6 +84,10 @@ public enum Recommender {
         guard v >= 2 && v <= 2000 else { throw ModelError("recommender: vocabulary_size must be between 2 and 2000") }
         guard factors >= 0 && factors <= 100 else { throw ModelError("recommender: factors must be between 0 (no factorisation) and 100") }
         guard factors == 0 || popularityShare < 1 else { throw ModelError("recommender: factors factorises the co-occurrence; popularity_share must be below 1") }
+        let selectionItems = spec.integer("selection_items", defaultSelectionItems)
+        let selectionShare = spec.param("selection_share", defaultSelectionShare)
+        guard selectionItems >= 1 && selectionItems <= 50 else { throw ModelError("recommender: selection_items must be between 1 and 50") }
+        guard selectionShare >= 0.05 && selectionShare <= 0.9 else { throw ModelError("recommender: selection_share must be between 0.05 and 0.9") }
         let segmentShare = spec.segmentBy == nil ? 0 : spec.param("segment_share", 0.5)
         let segmentPrior = spec.param("segment_prior", 200)
         let segmentVocabulary = spec.integer("segment_vocabulary", 300)
@@ -83,12 +102,15 @@ public enum Recommender {
         progress("recommender: noisy subject count")
         _ = try session.release(AggregateRequest(consentPurpose: nil, grouping: nil, coordinates: [.subjects]),
                                 shares: [try session.share(subjectCountShare)], label: "recommender: subject count")
-        let rest = 1 - subjectCountShare
+        // Without a catalog, the item selection's share comes next; the shares below split what
+        // is left (with a catalog there is no selection: nothing is set aside for it).
+        let selection = spec.catalog == nil ? (k: selectionItems, epsilon: try session.share((1 - subjectCountShare) * selectionShare)) : nil
+        let rest = (1 - subjectCountShare) * (selection == nil ? 1 : 1 - selectionShare)
         let popEps = try session.share(rest * popularityShare * (1 - segmentShare))
         let segEps = segmentShare > 0 ? try session.share(rest * popularityShare * segmentShare) : nil
         let coEps = popularityShare < 1 ? try session.share(rest * (1 - popularityShare)) : nil
         let (items, threshold) = try ItemPopularity.release(model: "recommender", kind: kind, maxItems: m, since: spec.eventsSince,
-                                                            spec: spec, session: session, epsilon: popEps, progress: progress)
+                                                            spec: spec, session: session, epsilon: popEps, selection: selection, progress: progress)
         let names = items.map(\.0)
         let pop = items.map { max(0, $0.1) }
         let vocab = Array(names.prefix(v))
@@ -177,6 +199,10 @@ public enum Recommender {
                                                                           "popularity_share": popularityShare, "candidates": Double(candidates),
                                                                           "content_weight": contentTerms == nil ? 0 : contentWeight])
         if let threshold { a.params["selection_threshold"] = threshold }
+        if let selection {
+            a.params["selection_items"] = Double(selection.k)
+            a.params["selection_share"] = selectionShare
+        }
         if let itemFactors {
             a.params["factors"] = Double(factors)
             a.params["similarity_threshold"] = nil   // the factorisation replaces the threshold
@@ -264,13 +290,53 @@ public enum Recommender {
 /// The noisy popularity of event items, most popular first (ties by item), for the models
 /// that name items: one noisy count per catalog item (`items_from`), or, without a catalog,
 /// private partition selection ((ε, δ)-DP, δ the job's `delta`; `threshold` is its bar).
+///
+/// Item selection with a small per-subject bound (`selection`, without a catalog): first a
+/// partition selection in which each subject votes for at most k of its items (its k most
+/// recently used, over all its events: `itemPresence(maxItems: k)`), with its own epsilon ε_s;
+/// then the popularity of the selected items, with the cap m and `epsilon`, exactly as for a
+/// catalog (the selected items are public once released). Proof, for the selection:
+/// - Sensitivity. Adding or removing one subject u changes the vote count of at most k items,
+///   each by exactly 1 (u's votes are a function of u's own events): L1 <= k, L0 <= k. Giving
+///   each vote weight 1/k with noise Laplace(1/ε_s) is the same mechanism scaled by 1/k, so the
+///   "1/k per item" weighting of DP partition selection is this one.
+/// - Threshold. Noise Y ~ DiscreteLaplace(k/ε_s) (p = exp(-ε_s/k)); an item is named when
+///   count + Y >= T, with T - 1 >= (k/ε_s)(ln(k/δ) - ln(1+p)) (`BoundedSum.selectionThreshold`,
+///   exact discrete tail): an item only u holds (count 1) passes with probability
+///   P(Y >= T - 1) = p^(T-1)/(1+p) <= δ/k.
+/// - (ε_s, δ)-DP. Items held in both neighbours: their noisy counts differ in L1 by <= k, so
+///   they are ε_s-DP with scale k/ε_s, and thresholding is post-processing. Items only u holds:
+///   at most k of them, each named with probability <= δ/k, so none is named except with
+///   probability <= δ (union bound); outside that event the output is a function of the common
+///   items' noisy counts. So P[M(D) ∈ S] <= e^ε_s P[M(D') ∈ S] + δ both ways.
+/// - The job. The popularity then counts a public vocabulary (ε-DP with L1 bound m), the later
+///   releases likewise; sequential composition gives (Σε, δ) for the job, within its charge.
+/// A smaller k lowers T (about (k/ε_s)·ln(k/δ)) but gives each subject fewer votes; the defaults
+/// (`Recommender.defaultSelectionItems`, `defaultSelectionShare`) come from the evaluation.
 enum ItemPopularity {
     static func release(model: String, kind: String, maxItems m: Int, since: Int64?, spec: TrainingSpec, session: PrivateSession,
-                        epsilon: Epsilon, progress: (String) -> Void) throws -> (ranked: [(String, Double)], threshold: Double?) {
+                        epsilon: Epsilon, selection: (k: Int, epsilon: Epsilon)? = nil,
+                        progress: (String) -> Void) throws -> (ranked: [(String, Double)], threshold: Double?) {
         let presence = Coordinate.itemPresence(kind: kind, maxItems: m, since: since)
         var ranked: [(String, Double)]
         var threshold: Double? = nil
-        if let catalog = spec.catalog {
+        if spec.catalog == nil, let selection {
+            progress("\(model): private selection of items (each subject votes for at most \(selection.k))")
+            let votes = Coordinate.itemPresence(kind: kind, maxItems: selection.k, since: nil)
+            let s = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [votes]),
+                                                epsilon: selection.epsilon, delta: session.delta, label: "\(model): item selection (\(selection.k) votes per subject)")
+            threshold = s.threshold
+            let selected = s.released.map(\.key).sorted()
+            if selected.isEmpty {
+                // Nothing to count: the popularity share stays unspent (the job was charged whole).
+                ranked = []
+            } else {
+                progress("\(model): noisy popularity of the \(selected.count) selected items")
+                let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: selected), coordinates: [presence]),
+                                            shares: [epsilon], label: "\(model): item popularity (selected items)")
+                ranked = r.map { ($0.key, $0.values[0].value) }
+            }
+        } else if let catalog = spec.catalog {
             progress("\(model): noisy popularity of \(catalog.count) catalog items")
             let r = try session.release(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: catalog), coordinates: [presence]),
                                         shares: [epsilon], label: "\(model): item popularity (catalog)")

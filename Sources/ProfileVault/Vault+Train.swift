@@ -43,7 +43,7 @@ extension Vault {
     /// Parameters that take any number >= 0 (the others are positive integers).
     static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
                                           "candidates", "content_weight", "support_threshold", "min_support", "min_confidence",
-                                          "segment_share", "segment_prior", "leaf_prior"]
+                                          "segment_share", "segment_prior", "leaf_prior", "selection_share"]
     static let plainNameKeys: Set<String> = ["job", "purpose", "model", "events", "target"]   // items_from: its own check (a catalog name)
 
     /// A name a job may give and messages may repeat: 1 to 64 of `A-Z a-z 0-9 _ . -`, starting
@@ -65,7 +65,8 @@ extension Vault {
         "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
                               "min_confidence", "max_rules"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
-                        "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary", "factors"],
+                        "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary", "factors",
+                        "selection_items", "selection_share"],
     ]
 
     /// Parses a job file: one YAML document, or several (`---`) with `name` choosing one.
@@ -625,6 +626,7 @@ extension Vault {
                 warnings.append(w)
             }
         }
+        if let w = Self.vocabularyWarning(artifact) { warnings.append(w) }
         artifact.warnings = warnings
         let (sealedArtifact, json) = try sealed(artifact)
         return TrainingResult(artifact: sealedArtifact, json: json, budget: state, warnings: warnings)
@@ -639,6 +641,23 @@ extension Vault {
         guard scale > 0, value < 5 * scale else { return nil }
         return "the noisy \(what) (\(String(format: "%.1f", value))) is under 5 noise scales (5 x \(String(format: "%.3g", scale))): "
             + "almost nobody is in it, so the result is mostly noise (\(hint))"
+    }
+
+    /// The warning for a model whose items came from private selection (no catalog) and whose
+    /// released vocabulary is empty, or, for a recommender, under
+    /// `Recommender.smallVocabulary` items (nil otherwise): such a model recommends little or
+    /// nothing, and the job must say so rather than release it silently.
+    public static func vocabularyWarning(_ a: ModelArtifact) -> String? {
+        guard a.model.namesItems, a.itemSource == "private_selection" else { return nil }
+        let n = a.items?.count ?? 0
+        let hint = "declare a catalog (items_from), or raise epsilon or selection_share"
+        if n == 0 {
+            return "the private item selection released no items (threshold \(String(format: "%.0f", a.params["selection_threshold"] ?? 0)) votes): the model names no item (\(hint))"
+        }
+        if a.model == .recommender, n < Recommender.smallVocabulary {
+            return "the private item selection released only \(n) items (under \(Recommender.smallVocabulary)): recommend answers at most \(maxTop(vocabulary: n)) items per customer (\(hint))"
+        }
+        return nil
     }
 
     /// A derived feature as the artifact echoes it (times in ISO 8601, UTC).

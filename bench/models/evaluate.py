@@ -5,7 +5,7 @@ Every private model is trained by `profilectl train` on a real store (the data i
 encrypted, with its audit log), so what is measured is the product a user runs, end to end.
 Baselines, on the same rows and the same public bounds:
   - the non-private version of the model (scikit-learn; for the recommender, the same
-    item-based model trained by profilectl at epsilon 1e6, i.e. without noise to speak of);
+    item-based model trained by profilectl at epsilon 10^4 (EXACT), i.e. without noise to speak of);
   - IBM diffprivlib 0.6.6 where it has the model (KMeans, LogisticRegression, LinearRegression);
   - for the recommender, a popularity baseline.
 
@@ -41,6 +41,8 @@ DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 EXAMPLES = os.path.join(ROOT, "policies", "examples")
 EPSILONS = [0.1, 1.0, 10.0]     # --epsilons changes it
 SPLIT_SEED = 20261122          # the train/test splits are fixed; runs vary the noise
+EXACT = 1e4                    # the "exact counts" jobs: noise scales of 10^-3 or less; a policy's
+                               # budget is at most 10^6, so the exact jobs cannot use 10^6 each
 
 warnings.filterwarnings("ignore")
 
@@ -64,7 +66,9 @@ class Store:
             shutil.copy(catalog, os.path.join(self.dir, "policies", "catalogs", "products.tsv"))
             catalogs = "catalogs:\n  products: catalogs/products.tsv\n"
         # The example policies hold realistic budgets (epsilon 10 per 30 days); 300 training
-        # runs need a larger one. Everything else (gate, consent-free legal basis) is as shipped.
+        # runs need a larger one (the policy's largest, 10^6: the "exact" jobs run at EXACT;
+        # delta 10^-3: a thousand jobs without a catalog at the default 10^-6). Everything
+        # else (gate, consent-free legal basis) is as shipped.
         with open(os.path.join(self.dir, "policies", "policy.yaml"), "w") as f:
             f.write(f"""version: "evaluation"
 purposes:
@@ -73,7 +77,7 @@ purposes:
     legal_basis: legitimate_interest
     may_read: [{", ".join(may_read)}]
     models: [{", ".join(models)}]
-    dp_budget: {{ epsilon: 10000000, period: 30d }}
+    dp_budget: {{ epsilon: 1000000, delta: 0.001, period: 30d }}
 roles:
   operator: [ingest]
   app: [serve_recommendations, score]
@@ -106,6 +110,8 @@ roles:
         with open(path, "w") as f:
             yaml.safe_dump(job, f, sort_keys=False)
         out = os.path.join(self.dir, "model.json")
+        if os.path.exists(out):
+            os.remove(out)           # train refuses to replace a model file (--force would)
         t0 = time.perf_counter()
         self.run("train", path, "--out", out, role="trainer")
         seconds = time.perf_counter() - t0
@@ -225,25 +231,72 @@ def auc(y, score):
     return float(roc_auc_score(y, score))
 
 
+def log_loss(y, p):
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def reliability(y, p, bins=10):
+    """Ten equal-width bins of the predicted probability: per bin, the test rows in it, their
+    mean prediction and the observed rate of y = 1 (bins without rows left out)."""
+    p = np.asarray(p, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out.append({"bin": [b / bins, (b + 1) / bins], "rows": int(m.sum()), "predicted": float(p[m].mean()), "observed": float(y[m].mean())})
+    return out
+
+
+def spread(values):
+    """Mean, 25th and 75th percentile and their gap (the spread over runs)."""
+    v = np.array(values, dtype=float)
+    q25, q75 = float(np.percentile(v, 25)), float(np.percentile(v, 75))
+    return {"mean": float(v.mean()), "q25": q25, "q75": q75, "iqr": q75 - q25, "min": float(v.min()), "max": float(v.max()), "runs": len(v)}
+
+
 def eval_logistic(store, Xtr, ytr, Xte, yte, features, bounds, seeds, log):
+    """AUC ratio to the non-private model (the table), and, at every epsilon, the raw test AUC
+    (mean, 25th-75th percentile over the runs), the log loss and a reliability table (the first
+    run) for ProfileVault, diffprivlib and the non-private model."""
     from sklearn.linear_model import LogisticRegression
     from diffprivlib.models import LogisticRegression as DPLogistic
     Ztr, Zte = 2 * unit_scale(Xtr, bounds) - 1, 2 * unit_scale(Xte, bounds) - 1
-    base = auc(yte, LogisticRegression(max_iter=2000).fit(Ztr, ytr).decision_function(Zte))
+    sk = LogisticRegression(max_iter=2000).fit(Ztr, ytr)
+    base = auc(yte, sk.decision_function(Zte))
+    p_sk = sk.predict_proba(Zte)[:, 1]
     out = {"data": "bank-marketing", "target": "y", "features": features, "train": int(len(ytr)), "test": int(len(yte)),
-           "sklearn_auc": base, "by_epsilon": {}}
+           "sklearn_auc": base, "sklearn_log_loss": log_loss(yte, p_sk), "sklearn_reliability": reliability(yte, p_sk),
+           "test_rate": float(yte.mean()), "by_epsilon": {}}
     norm = math.sqrt(len(features))         # every row of Z lies in [-1, 1]^d: a data-independent norm bound
     for eps in EPSILONS:
-        ours, dpl = [], []
+        ours, dpl, ours_auc, dpl_auc, ours_ll, dpl_ll = [], [], [], [], [], []
+        ours_rel = dpl_rel = None
         for s in seeds:
             art, _ = store.train({"job": "bank-subscribe", "purpose": "evaluation", "model": "logistic_regression",
                                   "features": features, "target": "y", "epsilon": eps})
             score = artifact_predict(art, Xte)
-            ours.append(auc(yte, score) / base)
+            prob = 1 / (1 + np.exp(-score))
+            a = auc(yte, score)
+            ours.append(a / base)
+            ours_auc.append(a)
+            ours_ll.append(log_loss(yte, prob))
+            ours_rel = ours_rel or reliability(yte, prob)
             m = DPLogistic(epsilon=eps, data_norm=norm, random_state=s, max_iter=2000).fit(Ztr, ytr)
-            dpl.append(auc(yte, m.decision_function(Zte)) / base)
-        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "diffprivlib": summarize(dpl)}
-        log(f"logistic bank eps={eps}: AUC ratio ours {np.median(ours):.3f}, diffprivlib {np.median(dpl):.3f}")
+            a = auc(yte, m.decision_function(Zte))
+            dpl.append(a / base)
+            dpl_auc.append(a)
+            pd = m.predict_proba(Zte)[:, 1]
+            dpl_ll.append(log_loss(yte, pd))
+            dpl_rel = dpl_rel or reliability(yte, pd)
+        out["by_epsilon"][str(eps)] = {"profilevault": summarize(ours), "diffprivlib": summarize(dpl),
+                                       "profilevault_auc": spread(ours_auc), "diffprivlib_auc": spread(dpl_auc),
+                                       "profilevault_log_loss": spread(ours_ll), "diffprivlib_log_loss": spread(dpl_ll),
+                                       "profilevault_reliability": ours_rel, "diffprivlib_reliability": dpl_rel}
+        log(f"logistic bank eps={eps}: AUC ours mean {np.mean(ours_auc):.4f} [{np.percentile(ours_auc, 25):.4f}, {np.percentile(ours_auc, 75):.4f}] "
+            f"log loss {np.mean(ours_ll):.4f}; diffprivlib mean {np.mean(dpl_auc):.4f} [{np.percentile(dpl_auc, 25):.4f}, {np.percentile(dpl_auc, 75):.4f}] "
+            f"log loss {np.mean(dpl_ll):.4f}; non-private {base:.4f} log loss {out['sklearn_log_loss']:.4f}")
     return out
 
 
@@ -332,7 +385,35 @@ def rank_metrics(recs, truth, top):
 NONPRIVATE_CF = {"max_items_per_subject": 10, "vocabulary_size": 300}
 
 
-def eval_recommender(store, train_items, recent_items, truth, catalog_file, params, since, seeds, log, top=10):
+def itemcf_cosine(train_items, ids, top):
+    """Non-private item-based collaborative filtering (cosine), numpy: the binary
+    customer x item matrix of the training purchases, sim = cosine between item columns (all
+    items, no pruning), a customer's score for item j = sum of sim(i, j) over the items i the
+    customer bought; the top `top` items the customer does not own (ties: more popular first)."""
+    items = sorted({i for s in train_items.values() for i in s})
+    col = {i: j for j, i in enumerate(items)}
+    custs = sorted(train_items)
+    X = np.zeros((len(custs), len(items)), dtype=np.float32)
+    for r, c in enumerate(custs):
+        for i in train_items[c]:
+            X[r, col[i]] = 1
+    pop = X.sum(axis=0)
+    norm = np.sqrt(np.maximum(pop, 1))
+    S = (X.T @ X) / norm[:, None] / norm[None, :]
+    np.fill_diagonal(S, 0)
+    tie = pop / (pop.max() + 1) * 1e-6
+    out = {}
+    row = {c: r for r, c in enumerate(custs)}
+    for c in ids:
+        owned = X[row[c]] if c in row else np.zeros(len(items), dtype=np.float32)
+        score = owned @ S + tie
+        score[owned > 0] = -np.inf
+        best = np.argsort(-score, kind="stable")[:top]
+        out[c] = [items[j] for j in best]
+    return out
+
+
+def eval_recommender(store, train_items, recent_items, truth, catalog_file, params, since, seeds, log, top=10, with_catalog=True):
     ids = sorted(truth)
 
     def popularity(holdings):
@@ -351,34 +432,77 @@ def eval_recommender(store, train_items, recent_items, truth, catalog_file, para
            "items_from": "products", "params": params}
     if since:
         job["events_since"] = since
-    # The non-private version: the classic item-based model from exact counts (epsilon 1e6):
-    # all-time popularity, no candidates or content, no noise to shrink, popularity only to
-    # break ties.
+    # The goal's baseline: item-based CF (cosine) from exact counts, numpy, on the same split.
+    cf_hr, cf_ndcg = rank_metrics(itemcf_cosine(train_items, ids, top), truth, top)
+    # For reference, ProfileVault's item-based model from exact counts (epsilon EXACT, with the
+    # catalog): all-time popularity, no candidates or content, no noise to shrink, popularity
+    # only to break ties.
     exact = {k: v for k, v in job.items() if k != "events_since"}
     exact["params"] = dict(NONPRIVATE_CF, similarity_threshold=0, popularity_weight=0.001, candidates=0, content_weight=0, popularity_share=0.5)
-    art, _ = store.train(dict(exact, epsilon=1e6))
+    art, _ = store.train(dict(exact, epsilon=EXACT))
     np_hr, np_ndcg = rank_metrics(store.recommend(art, ids, top), truth, top)
-    # And the private model's own recipe without noise (epsilon 1e6), for reference.
-    art, _ = store.train(dict(job, epsilon=1e6))
+    if not with_catalog:
+        del job["items_from"]
+    # And the private model's own recipe without noise (epsilon EXACT), for reference.
+    art, _ = store.train(dict(job, epsilon=EXACT))
     same_hr, same_ndcg = rank_metrics(store.recommend(art, ids, top), truth, top)
-    out = {"data": "online-retail", "test_customers": len(ids), "params": params, "events_since": since,
+    out = {"data": "online-retail", "test_customers": len(ids), "params": params, "events_since": since, "catalog": with_catalog,
+           "split": "train: purchases before 2011-07-01; test: the new items each training customer bought 2011-07-01..2011-09-30",
            "popularity": {"hr": p_hr, "ndcg": p_ndcg}, "recent_popularity": {"hr": r_hr, "ndcg": r_ndcg},
+           "itemcf_cosine": {"hr": cf_hr, "ndcg": cf_ndcg},
            "nonprivate_itemcf": {"hr": np_hr, "ndcg": np_ndcg}, "nonprivate_same_model": {"hr": same_hr, "ndcg": same_ndcg},
            "by_epsilon": {}}
-    log(f"recommender: popularity HR@10 {p_hr:.4f} NDCG@10 {p_ndcg:.4f}; popularity since {since} HR {r_hr:.4f} NDCG {r_ndcg:.4f}; "
-        f"non-private item CF HR {np_hr:.4f} NDCG {np_ndcg:.4f}; same model non-private HR {same_hr:.4f} NDCG {same_ndcg:.4f}")
+    log(f"recommender (catalog: {with_catalog}): popularity HR@10 {p_hr:.4f} NDCG@10 {p_ndcg:.4f}; popularity since {since} HR {r_hr:.4f} NDCG {r_ndcg:.4f}; "
+        f"item CF cosine HR {cf_hr:.4f} NDCG {cf_ndcg:.4f}; ProfileVault item CF exact HR {np_hr:.4f} NDCG {np_ndcg:.4f}; same model non-private HR {same_hr:.4f} NDCG {same_ndcg:.4f}")
     for eps in EPSILONS:
-        hr, nd, secs = [], [], []
+        hr, nd, secs, vocab = [], [], [], []
         for s in seeds:
             art, sec = store.train(dict(job, epsilon=eps))
             t0 = time.perf_counter()
             h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
             hr.append(h)
             nd.append(n)
+            vocab.append(len(art.get("items") or []))
             secs.append((sec, time.perf_counter() - t0))
-        out["by_epsilon"][str(eps)] = {"hr": summarize(hr), "ndcg": summarize(nd),
+        out["by_epsilon"][str(eps)] = {"hr": summarize(hr), "ndcg": summarize(nd), "vocabulary": summarize(vocab),
                                        "train_seconds": summarize([a for a, _ in secs]), "recommend_seconds": summarize([b for _, b in secs])}
-        log(f"recommender eps={eps}: HR@10 {np.median(hr):.4f} NDCG@10 {np.median(nd):.4f} (train {np.median([a for a, _ in secs]):.1f} s, recommend {np.median([b for _, b in secs]):.1f} s)")
+        log(f"recommender (catalog: {with_catalog}) eps={eps}: HR@10 {np.median(hr):.4f} NDCG@10 {np.median(nd):.4f}, vocabulary {np.median(vocab):.0f} "
+            f"(train {np.median([a for a, _ in secs]):.1f} s, recommend {np.median([b for _, b in secs]):.1f} s)")
+    return out
+
+
+def eval_selection_sweep(store, truth, params, since, seeds, log, ks, shares, epsilons, top=10):
+    """Chooses the item selection's defaults (no catalog): HR@10, NDCG@10 and the released
+    vocabulary for each vote bound k (selection_items) and selection_share, at each epsilon of
+    `epsilons`. The choice: the highest mean, over those epsilons, of the median NDCG@10 as a
+    share of the best median NDCG@10 at that epsilon (each epsilon weighs the same)."""
+    ids = sorted(truth)
+    job = {"job": "recommend-products", "purpose": "evaluation", "model": "recommender", "events": "purchase", "params": params}
+    if since:
+        job["events_since"] = since
+    out = {"data": "online-retail", "test_customers": len(ids), "params": params, "events_since": since, "epsilons": epsilons,
+           "runs": len(seeds), "grid": []}
+    for eps in epsilons:
+        for k in ks:
+            for share in shares:
+                hr, nd, vocab = [], [], []
+                for _ in seeds:
+                    art, _ = store.train(dict(job, params=dict(params, selection_items=k, selection_share=share), epsilon=eps))
+                    h, n = rank_metrics(store.recommend(art, ids, top), truth, top)
+                    hr.append(h)
+                    nd.append(n)
+                    vocab.append(len(art.get("items") or []))
+                out["grid"].append({"epsilon": eps, "selection_items": k, "selection_share": share,
+                                    "hr": summarize(hr), "ndcg": summarize(nd), "vocabulary": summarize(vocab)})
+                log(f"selection eps={eps} k={k} share={share}: HR@10 {np.median(hr):.4f} NDCG@10 {np.median(nd):.4f} vocabulary {np.median(vocab):.0f}")
+    best_at = {e: max(g["ndcg"]["median"] for g in out["grid"] if g["epsilon"] == e) or 1.0 for e in epsilons}
+    def merit(k, share):
+        return float(np.mean([g["ndcg"]["median"] / best_at[g["epsilon"]] for g in out["grid"]
+                              if g["selection_items"] == k and g["selection_share"] == share]))
+    ranked = sorted(((merit(k, sh), k, sh) for k in ks for sh in shares), reverse=True)
+    out["merit"] = [{"selection_items": k, "selection_share": sh, "merit": m} for m, k, sh in ranked]
+    out["best"] = {"selection_items": ranked[0][1], "selection_share": ranked[0][2]}
+    log(f"selection: best k={ranked[0][1]} share={ranked[0][2]} (merit {ranked[0][0]:.3f}); next {ranked[1:4]}")
     return out
 
 
@@ -439,8 +563,8 @@ def eval_mf_recommender(store, truth, catalog_file, params, since, seeds, log, f
                 ("item_based_default", dict(params))]
     out = {"data": "online-retail", "test_customers": len(ids), "params": params, "factors": factors, "events_since": since,
            "variants": {n: p for n, p in variants}, "by_epsilon": {}}
-    # Non-private: the same factorisation of exact counts (epsilon 1e6).
-    art, _ = store.train(dict(job, params=variants[0][1], epsilon=1e6))
+    # Non-private: the same factorisation of exact counts (epsilon EXACT).
+    art, _ = store.train(dict(job, params=variants[0][1], epsilon=EXACT))
     out["nonprivate_mf"] = dict(zip(["hr", "ndcg"], rank_metrics(store.recommend(art, ids, top), truth, top)))
     log(f"mf recommender: non-private factorisation HR@10 {out['nonprivate_mf']['hr']:.4f} NDCG@10 {out['nonprivate_mf']['ndcg']:.4f}")
     for eps in EPSILONS:
@@ -467,7 +591,7 @@ def eval_rules(store, catalog_file, described, params, seeds, log, top=20):
     job = {"job": "baskets", "purpose": "evaluation", "model": "association_rules", "events": "purchase",
            "items_from": "products", "params": params}
     key = lambda r: (tuple(sorted(r["antecedent"])), r["consequent"])
-    exact_art, _ = store.train(dict(job, epsilon=1e6))
+    exact_art, _ = store.train(dict(job, epsilon=EXACT))
     exact = exact_art["rules"]
     exact_top = {key(r) for r in exact[:top]}
     exact_by = {key(r): r for r in exact}
@@ -506,12 +630,15 @@ def main():
     ap.add_argument("--forest-params", default='{"trees": 30, "depth": 5}', help="the random_forest job's params (forest)")
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
-    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, segment-rec, mf-rec, rules, forest")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, recommender-nocatalog, selection-sweep, segment-rec, mf-rec, rules, forest")
     ap.add_argument("--rules-params", default='{"min_support": 50}', help="association_rules job params (JSON)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--rec-params", default='{"max_items_per_subject": 5}', help="recommender job params (JSON)")
     ap.add_argument("--rec-since", default="2011-05-01", help="the recommender job's events_since (two months before the cut; '' for none)")
+    ap.add_argument("--sweep-k", default="1,2,3,5", help="selection-sweep: the vote bounds k (selection_items)")
+    ap.add_argument("--sweep-share", default="0.3,0.5,0.7,0.9", help="selection-sweep: the selection shares")
+    ap.add_argument("--sweep-epsilons", default="1,10", help="selection-sweep: the epsilons it chooses for")
     ap.add_argument("--kmeans-params", default="{}", help="extra k-means job params (JSON), for exploring")
     args = ap.parse_args()
     global EPSILONS
@@ -579,7 +706,7 @@ def main():
             results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
 
         # --- online retail: recommender (and linear regression on event aggregates) ------------
-        if want("recommender") or want("linear") or want("rules") or want("segment-rec") or want("mf-rec"):
+        if want("recommender") or want("linear") or want("rules") or want("segment-rec") or want("mf-rec") or want("recommender-nocatalog") or want("selection-sweep"):
             rows = load_retail()
             schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
             cut, end = "2011-07-01", "2011-10-01"
@@ -592,7 +719,7 @@ def main():
                 described.setdefault(r[1], " ".join(r[2].split()))
             with open(catalog, "w") as fcat:       # the shop's public product list: stock code, tab, description
                 fcat.write("".join(f"{i}\t{described[i]}\n" for i in sorted(described)))
-            if want("recommender") or want("segment-rec") or want("mf-rec"):
+            if want("recommender") or want("segment-rec") or want("mf-rec") or want("recommender-nocatalog") or want("selection-sweep"):
                 before = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
                               ["user.location.imprecise", "user.behavior"], ["recommender"], catalog=catalog)
@@ -615,6 +742,15 @@ def main():
                 if want("recommender"):
                     results["recommender_retail"] = eval_recommender(
                         store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)
+                if want("recommender") or want("recommender-nocatalog"):
+                    results["recommender_retail_nocatalog"] = eval_recommender(
+                        store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log,
+                        with_catalog=False)
+                if want("selection-sweep"):
+                    results["selection_sweep_retail"] = eval_selection_sweep(
+                        store, dict(truth), json.loads(args.rec_params), args.rec_since or None, seeds, log,
+                        [int(k) for k in args.sweep_k.split(",")], [float(x) for x in args.sweep_share.split(",")],
+                        [float(x) for x in args.sweep_epsilons.split(",")])
                 if want("mf-rec"):
                     results["mf_recommender_retail"] = eval_mf_recommender(
                         store, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log, args.factors)

@@ -57,6 +57,117 @@ def fmt(s):
     return f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}]"
 
 
+def at(block, e="1.0"):
+    return (block or {}).get("by_epsilon", {}).get(e)
+
+
+def at_epsilon_one(r):
+    """Item 4 of issue 24: every model kind at epsilon 1, beside diffprivlib (where it has the
+    model) and the non-private model."""
+    rows = []
+    def med(s):
+        return f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}]"
+    for key, name in [("kmeans_bank", "kmeans, bank marketing"), ("kmeans_mall", "kmeans, Mall customers")]:
+        v = at(r.get(key))
+        if v:
+            rows.append(f"| {name} | inertia / scikit-learn KMeans | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 |")
+    v = at(r.get("logistic_bank"))
+    if v:
+        b = r["logistic_bank"]
+        ours = v.get("profilevault_auc")
+        dpl = v.get("diffprivlib_auc")
+        if ours and dpl:
+            rows.append(f"| logistic_regression, bank marketing | test AUC, mean [25th, 75th] | {ours['mean']:.3f} [{ours['q25']:.3f}, {ours['q75']:.3f}] | "
+                        f"{dpl['mean']:.3f} [{dpl['q25']:.3f}, {dpl['q75']:.3f}] | {b['sklearn_auc']:.3f} |")
+        else:
+            rows.append(f"| logistic_regression, bank marketing | test AUC / non-private | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 ({b['sklearn_auc']:.3f}) |")
+    v = at(r.get("linear_retail"))
+    if v:
+        rows.append(f"| linear_regression, online retail (later spend) | R² / non-private ({r['linear_retail']['sklearn_r2']:.3f}) | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 |")
+    v = at(r.get("forest_bank"))
+    if v:
+        rows.append(f"| random_forest, bank marketing | test AUC | {med(v['profilevault'])} | {med(v['diffprivlib'])} (RandomForestClassifier) | {r['forest_bank']['sklearn_forest_auc']:.3f} (scikit-learn forest) |")
+    v = at(r.get("rules_retail"))
+    if v:
+        rows.append(f"| association_rules, online retail | precision of the top 20 against exact counts | {med(v['precision'])} | (none) | 1 |")
+    for key, name in [("recommender_retail", "recommender with a catalog, online retail"), ("recommender_retail_nocatalog", "recommender without a catalog, online retail")]:
+        b = r.get(key)
+        v = at(b)
+        if v:
+            cf = b.get("itemcf_cosine") or b["nonprivate_itemcf"]
+            rows.append(f"| {name} | HR@10 (popularity {b['popularity']['hr']:.3f}) | {med(v['hr'])} | (none) | {cf['hr']:.3f} (item CF, cosine) |")
+    if not rows:
+        return []
+    return ["**Every model kind at epsilon 1** (median [25th, 75th percentile] over the runs unless said; `segments` is "
+            "k-means' release without iterations and has no separate evaluation):", "",
+            "| model, data | metric | ProfileVault | diffprivlib 0.6.6 | non-private |", "|---|---|---|---|---|"] + rows + [""]
+
+
+def recommender_split(r):
+    """The time-split recommender evaluation, with and without a catalog (issue 24, item 2)."""
+    out = []
+    for key, name in [("recommender_retail", "with the catalog"), ("recommender_retail_nocatalog", "without a catalog (item selection)")]:
+        b = r.get(key)
+        if not b or "itemcf_cosine" not in b:
+            continue
+        cf, pop = b["itemcf_cosine"], b["popularity"]
+        out += [f"**Recommender {name}, time split** ({b.get('split', '')}; {b['test_customers']} test customers; job params "
+                f"`{json.dumps(b['params'])}`, `events_since: {b['events_since']}`). Non-private baselines on the same split: popularity "
+                f"HR@10 {pop['hr']:.3f} NDCG@10 {pop['ndcg']:.3f}; item-based CF (cosine, numpy) HR@10 {cf['hr']:.3f} NDCG@10 {cf['ndcg']:.3f}. "
+                f"Goal at epsilon 1: above popularity and at least 0.8 of item CF.", "",
+                "| epsilon | HR@10 | NDCG@10 | HR / item CF | NDCG / item CF | vocabulary | goal at 1 |", "|---|---|---|---|---|---|---|"]
+        for e, v in by_eps(b):
+            goal = ""
+            if e == 1:
+                ok = all(v[m]["median"] > pop[m] and v[m]["median"] >= 0.8 * cf[m] for m in ("hr", "ndcg"))
+                goal = "met" if ok else "NOT met"
+            voc = fmt(v["vocabulary"]) if "vocabulary" in v else ""
+            out.append(f"| {e:g} | {fmt(v['hr'])} | {fmt(v['ndcg'])} | {v['hr']['median'] / cf['hr']:.2f} | {v['ndcg']['median'] / cf['ndcg']:.2f} | {voc} | {goal} |")
+        out.append("")
+    return out
+
+
+def selection_sweep(r):
+    b = r.get("selection_sweep_retail")
+    if not b:
+        return []
+    out = [f"**Item selection: how the defaults were chosen** (recommender without a catalog, online retail, time split; "
+           f"{b['runs']} runs per cell; job params `{json.dumps(b['params'])}` plus the two below). The choice maximises the mean, "
+           f"over epsilon {', '.join(f'{e:g}' for e in b['epsilons'])}, of the median NDCG@10 as a share of the best at that epsilon: "
+           f"**selection_items {b['best']['selection_items']}, selection_share {b['best']['selection_share']}**.", "",
+           "| epsilon | selection_items (k) | selection_share | vocabulary | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|"]
+    for g in b["grid"]:
+        out.append(f"| {g['epsilon']:g} | {g['selection_items']} | {g['selection_share']} | {g['vocabulary']['median']:.0f} | {fmt(g['hr'])} | {fmt(g['ndcg'])} |")
+    return out + [""]
+
+
+def logistic_detail(r):
+    b = r.get("logistic_bank")
+    if not b or "sklearn_log_loss" not in b:
+        return []
+    out = [f"**Logistic regression, bank marketing: spread and calibration** ({b['train']:,} training, {b['test']:,} test customers; "
+           f"rate of y = 1 in the test rows {b['test_rate']:.3f}; non-private AUC {b['sklearn_auc']:.3f}, log loss {b['sklearn_log_loss']:.4f}).", "",
+           "| epsilon | model | AUC mean | AUC 25th-75th (spread) | log loss mean |", "|---|---|---|---|---|"]
+    for e, v in by_eps(b):
+        for who, name in [("profilevault", "ProfileVault"), ("diffprivlib", "diffprivlib 0.6.6")]:
+            a, ll = v.get(f"{who}_auc"), v.get(f"{who}_log_loss")
+            if a:
+                out.append(f"| {e:g} | {name} | {a['mean']:.4f} | {a['q25']:.4f}-{a['q75']:.4f} ({a['iqr']:.4f}) | {ll['mean']:.4f} |")
+    v = at(b)
+    if v and v.get("profilevault_reliability"):
+        out += ["", "Reliability at epsilon 1 (first run; predicted probability bins: rows, mean predicted, observed rate):", "",
+                "| bin | ProfileVault | diffprivlib 0.6.6 | non-private |", "|---|---|---|---|"]
+        def cell(table, lo):
+            for t in table or []:
+                if abs(t["bin"][0] - lo) < 1e-9:
+                    return f"{t['rows']}: {t['predicted']:.3f} / {t['observed']:.3f}"
+            return "-"
+        for i in range(10):
+            lo = i / 10
+            out.append(f"| {lo:.1f}-{lo + 0.1:.1f} | {cell(v['profilevault_reliability'], lo)} | {cell(v['diffprivlib_reliability'], lo)} | {cell(b['sklearn_reliability'], lo)} |")
+    return out + [""]
+
+
 def main():
     res_path = os.path.join(ROOT, "bench", "models", "results.json")
     with open(res_path) as f:
@@ -117,6 +228,10 @@ def main():
                     goal = f"above popularity, >= 0.8 of non-private ({bar:.3f}): {'met' if met else 'NOT met'} (ratio {m / b['nonprivate_itemcf'][metric]:.3f}, worst run {worst:.3f})"
                 rows.append(f"| recommender, online retail: {name} | {float(e):g} | {base(metric)} | {fmt(v[metric])} | (no recommender) | {goal} |")
     md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal |", "|---|---|---|---|---|---|"] + rows + [""]
+    md += at_epsilon_one(r)
+    md += recommender_split(r)
+    md += selection_sweep(r)
+    md += logistic_detail(r)
     if "rules_retail" in r:
         b = r["rules_retail"]
         md += eps_table(

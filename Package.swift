@@ -105,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "pvbench",
             dependencies: [
-                "ProfileVault", "VaultValues", "VaultPolicy", "DifferentialPrivacy",
+                "ProfileVault", "VaultValues", "VaultPolicy", "DifferentialPrivacy", "PrivateModels",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],

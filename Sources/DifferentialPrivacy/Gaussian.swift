@@ -209,7 +209,10 @@ public struct DiscreteGaussian: Sendable, Equatable {
         guard rho.units >= 1 else { throw DPParameterError("rho", "below the 2^-30 resolution") }
         guard let d2 = U256.multiply(U256(d), U256(d)) else { throw DPParameterError("bounds", "sensitivity too large") }
         let r = U256(rho.units)
-        for k in stride(from: 20, through: 0, by: -1) {
+        // The largest k worth trying: n(k) >= Δ² 2^(29+k) / r >= 2^(b(Δ²) - 1 + 29 + k - b(r)), so
+        // k above 63 - b(Δ²) - 29 + b(r) cannot fit 2^62; start there (at most 20).
+        let top = max(0, min(20, 63 - d2.bitLength - 29 + U256(rho.units).bitLength + 1))
+        for k in stride(from: top, through: 0, by: -1) {
             // Δ² · 2^(29 + k) < 2^(2·64 + 49): fits 256 bits.
             var x = d2
             for _ in 0..<(29 + k) { x = x.shiftedLeftOne(orBit: false) }
@@ -254,6 +257,11 @@ public struct DiscreteGaussian: Sendable, Equatable {
             guard y.high == 0 else { continue }
             let a = U256.product(U256.product(U256(y.low), U256(t)), U256(d))    // |Y| t d < 2^116
             let diff = a < U256(n) ? U256.subtract(U256(n), a) : U256.subtract(a, U256(n))
+            // Small numbers (the usual case): the same exact Algorithm 1 on 64-bit integers.
+            if diff.bitLength <= 32 && den.bitLength <= 64 {
+                if DiscreteLaplace.bernoulliExp(diff[0] * diff[0], den[0], &rng) { return y }
+                continue
+            }
             let num = U256.product(diff, diff)                                   // < 2^232
             if Self.bernoulliExp(num, den, &rng) { return y }
         }
@@ -463,15 +471,20 @@ extension QueryEngine {
         var mainScale = 0.0
         var counts: [NoisyValue] = []
         var wanted: [Double] = []
+        var noises: [(g: DiscreteGaussian, halfWidth95: Double)] = []
         for (c, share) in plan {
-            wanted.append(Double(try DiscreteGaussian.forRelease(l2: c.bound, rho: share).halfWidthUnits(alpha: alpha)) * c.grid)
+            let g = try DiscreteGaussian.forRelease(l2: c.bound, rho: share)
+            wanted.append(Double(g.halfWidthUnits(alpha: alpha)) * c.grid)
+            noises.append((g, Double(g.halfWidthUnits(alpha: 0.05))))
         }
         for key in keys {
             var exact = sums[key] ?? []
             if exact.count != plan.count { exact = [Int64](repeating: 0, count: plan.count) }
             var noisy: [NoisyValue] = []
-            for (i, (coordinate, share)) in plan.enumerated() {
-                noisy += try BoundedSum.releaseGaussian(sums: [exact[i]], l2: coordinate.bound, rho: share, grid: coordinate.grid, alpha: 0.05, using: &rng)
+            for (i, (coordinate, _)) in plan.enumerated() {
+                let (g, k) = noises[i]
+                let noise = g.sample(using: &rng)
+                noisy.append(NoisyValue(value: noise.added(to: exact[i]) * coordinate.grid, scale: g.sigma * coordinate.grid, halfWidth: k * coordinate.grid))
             }
             mainScale = noisy[0].scale
             switch plan[twoParts ? 1 : 0].0 {

@@ -37,6 +37,7 @@ func usage() -> Never {
                pvbench suite PROFILES.csv POLICYDIR KEYRING WORKDIR  # get, query, rotate, erase on one store
                pvbench query PROFILES.csv POLICYDIR KEYRING [REPS]   # DP queries vs raw SQL
                pvbench custody STORE POLICYDIR KEYRING SEALED HSM-URI REPS  # open the store: file keyring vs sealed by the HSM
+               pvbench zcdp-regression BANK.csv [RUNS]      # logistic regression AUC: Gaussian (zCDP) vs Laplace at equal (epsilon, delta)
 
         """.utf8))
     exit(64)
@@ -375,6 +376,10 @@ case "query":
         out.append((name, .object([("dp_ms", .double(dpMs)), ("raw_sql_ms", .double(sqlMs)), ("ratio", .double(dpMs / sqlMs))])))
     }
     emit(out)
+
+case "zcdp-regression":
+    guard args.count >= 2 else { usage() }
+    emit(try zcdpRegressionBench(path: args[1], runs: args.count > 2 ? Int(args[2]) ?? 20 : 20))
 
 default:
     usage()

@@ -111,7 +111,7 @@ import VaultStore
         q.rho = 0.2
         q.dryRun = true
         let quote = try v.quoteQuery(q)
-        #expect(quote.rho == 0.2 && quote.fits == true && quote.budget?.zcdp == true)
+        #expect(quote.rho == Rho(0.2)?.value && quote.fits == true && quote.budget?.zcdp == true)
         // sigma = 100 / sqrt(0.4) (rho rounded down to 2^-30).
         #expect(abs(quote.scale - 100 / (2 * Rho(0.2)!.value).squareRoot()) < 1e-3)
         #expect(try Self.state(v, "analytics").spent == 0)
@@ -177,11 +177,11 @@ import VaultStore
         let r = try s.run(["query", "count", "--purpose", "analytics", "--rho", "0.1", "--json", "--role", "trainer"])
         #expect(r.status == 0, "\(r.stderr)")
         let j = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        #expect(j["rho"] as? Double == 0.1 && j["budget_unit"] as? String == "rho" && (j["mechanism"] as? String)?.contains("Gaussian") == true)
+        #expect(abs((j["rho"] as? Double ?? 0) - 0.1) < 1e-8 && j["budget_unit"] as? String == "rho" && (j["mechanism"] as? String)?.contains("Gaussian") == true)
         let b = try s.run(["budget", "status", "--json", "--role", "trainer"])
         let bj = try #require(try JSONSerialization.jsonObject(with: Data(b.stdout.utf8)) as? [String: Any])
         let a = try #require((bj["purposes"] as? [String: Any])?["analytics"] as? [String: Any])
-        #expect(a["accounting"] as? String == "zcdp" && a["rho_spent"] as? Double == 0.1 && a["conversion_delta"] as? Double == 1e-6)
+        #expect(a["accounting"] as? String == "zcdp" && abs((a["rho_spent"] as? Double ?? 0) - 0.1) < 1e-6 && a["conversion_delta"] as? Double == 1e-6)
         let dry = try s.run(["train", try s.write("job.yaml", Self.regression), "--dry-run", "--role", "trainer"])
         #expect(dry.status == 0 && dry.stdout.contains("rho 0.18"), "\(dry.stdout) \(dry.stderr)")
     }

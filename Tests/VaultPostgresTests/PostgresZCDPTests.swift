@@ -42,7 +42,7 @@ import VaultStore
             #expect(state.spent == rhoLimit && state.left == 0 && state.zcdp)
             #expect(try await nodes[0].budgetState(purpose: "analytics", limit: 4, periodSeconds: 86_400).spent == 0)
             #expect(try await db.count("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"status\":\"ok\"%' AND entry LIKE '%zcdp rho \(rho.value)%'") == 10)
-            #expect(try await db.count("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"status\":\"ok\"%' AND entry LIKE '%unmapped.epsilon%'") == 0)
+            #expect(try await db.count("SELECT count(*) FROM profilevault.audit_log WHERE entry LIKE '%\"status\":\"ok\"%' AND entry LIKE '%\"unmapped.epsilon\":\"%'") == 0)
             #expect(try await nodes[1].verifyAudit().ok)
             for n in nodes { await n.close() }
         }

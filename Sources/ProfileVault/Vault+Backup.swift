@@ -38,11 +38,14 @@ extension Vault {
     /// The client-facing detail of that failure (the HTTP answer says it, not "internal error").
     public static let erasureJournalFailure = "the erasure is done, committed and audited, but the erasure journal beside the store could not be written: an operator must write it now with profilectl audit erasures --out FILE and fix its path (see the server log)"
 
-    func recordErasuresInJournal(done: String, receipts: [ErasureReceipt]) throws {
+    /// `catchUp`: append every suppression-list entry the journal lacks (a retention run, whose
+    /// report names no subjects). `intent`: the token ``beginErasureJournalIntent()`` gave
+    /// before the erasure committed.
+    func recordErasuresInJournal(done: String, receipts: [ErasureReceipt], catchUp: Bool = false, intent: String? = nil) throws {
         guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
         do {
             let pseudonyms = try receipts.map { try s.pseudonym(ofCustomerID: $0.customerID) }
-            let (_, problem) = try s.appendToErasureJournal(at: path, pseudonyms: pseudonyms)
+            let (_, problem) = try s.appendToErasureJournal(at: path, pseudonyms: pseudonyms, catchUp: catchUp, intent: intent)
             if let problem {
                 logger.error("the erasure journal beside the store did not verify and was written anew (what verified of it, and the suppression list)", metadata: ["problem": .string(problem)])
             }
@@ -55,6 +58,16 @@ extension Vault {
             throw VaultError(.cannotCreate, "\(done): the erasure is done, committed and audited\(shown.isEmpty ? "" : " (\(shown))"), but the erasure journal \(path) could not be written (\(reason)). Until it is, a restored backup would not re-apply this erasure: write the whole journal now with profilectl audit erasures --out FILE (keep it for restore --erasure-journal), and fix the path: the next erasure appends to \(path) every erasure it lacks",
                              detail: Self.erasureJournalFailure)
         }
+    }
+
+    /// Before an erasure commits on a SQLite store with a journal: records that its journal
+    /// append is pending, so that a process killed between the commit and the append leaves
+    /// the next append (erasure, retention run or backup mark) to catch up from the
+    /// suppression list. Nil elsewhere. A failure to record it refuses the erasure (nothing
+    /// erased yet).
+    func beginErasureJournalIntent() throws -> String? {
+        guard Self.erasureJournalPath(storePath: configuration.storePath) != nil, let s = store as? ProfileStore else { return nil }
+        return try s.beginErasureJournalIntent()
     }
 
     // MARK: - backup
@@ -88,7 +101,8 @@ extension Vault {
             // The journal beside the store vouches that it was complete when the backup was
             // taken (a `backup` mark at a head past the backup's): what restore checks.
             if let journal = Self.erasureJournalPath(storePath: configuration.storePath), let source = store as? ProfileStore {
-                do { _ = try source.appendToErasureJournal(at: journal, pseudonyms: [], mark: "backup") } catch {
+                // Caught up first: a mark vouches for every erasure before it.
+                do { _ = try source.appendToErasureJournal(at: journal, pseudonyms: [], mark: "backup", catchUp: true) } catch {
                     let reason = (error as? VaultError)?.message ?? "\(error)"
                     throw VaultError(.cannotCreate, "backup written to \(path) (audit head entry \(seq)), but the erasure journal \(journal) could not be marked (\(reason)): restoring this backup needs a journal written after it; write one now with profilectl audit erasures --out FILE and fix the path")
                 }
@@ -173,6 +187,9 @@ extension Vault {
             }
             let journal = try journalBytes.map { try store.openErasureJournal($0, label: journalPath ?? "the erasure journal") }
             let context = AuditContext(actor: config.actor.name, role: role, requestID: UUID().uuidString.lowercased(), policyVersion: files.policy.version)
+            // Stored DP releases were made from the backup's population, which may hold subjects
+            // erased since: none of them is served by the restored store.
+            _ = try store.clearReleaseCache()
             let report = try store.reapplyErasures(journal, journalLabel: journalPath, audit: context)
             if let path = erasureJournalPath(storePath: config.storePath) {
                 try store.refreshErasureJournal(at: path, merging: journal?.entries ?? [])

@@ -109,8 +109,9 @@ extension Vault {
     /// the erasure stays done and this throws `.cannotCreate` (73) saying so
     /// (``recordErasuresInJournal(done:receipts:)``).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
+        let intent = try beginErasureJournalIntent()
         let receipts = try eraseWithoutJournal(selection, reason: reason)
-        try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts)
+        try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts, intent: intent)
         return receipts
     }
 
@@ -139,6 +140,7 @@ extension Vault {
     /// without `--all-or-nothing`): unknown IDs and IDs erased before, with that erasure's date
     /// and receipt; never the IDs themselves. Nothing to erase at all is 66, naming the lines.
     public func eraseExisting(_ selection: SubjectSelection, reason: String) throws -> (receipts: [ErasureReceipt], skipped: [SkippedSubject]) {
+        let intent = try beginErasureJournalIntent()
         let result = try audited("erase", .delete, permission: "erase") { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
@@ -159,7 +161,7 @@ extension Vault {
             let receipts = try changingPopulation { try store.erase(customerIDs: keep, file: file, reason: reason, audit: context) }
             return (receipts, skipped)
         }
-        try recordErasuresInJournal(done: "erased \(result.0.count) subject\(result.0.count == 1 ? "" : "s")", receipts: result.0)
+        try recordErasuresInJournal(done: "erased \(result.0.count) subject\(result.0.count == 1 ? "" : "s")", receipts: result.0, intent: intent)
         return result
     }
 
@@ -167,13 +169,15 @@ extension Vault {
 
     /// Applies `policy.yaml`'s retention rules as of `asOf` (unix seconds; default now).
     public func applyRetention(asOf: Int64?, dryRun: Bool) throws -> RetentionReport {
+        let intent = dryRun ? nil : try beginErasureJournalIntent()
         let report = try audited("retention.apply", .delete, permission: "retention") { context in
             let now = asOf ?? Int64(Date().timeIntervalSince1970)
             if dryRun { return try store.applyRetention(policy.retention, asOf: now, dryRun: true, audit: context) }
             return try changingPopulation { try store.applyRetention(policy.retention, asOf: now, dryRun: false, audit: context) }
         }
         if !dryRun && report.subjectsErased > 0 {
-            try recordErasuresInJournal(done: "retention shredded \(report.subjectsErased) subjects", receipts: [])
+            // The report names no subjects: the journal catches up from the suppression list.
+            try recordErasuresInJournal(done: "retention shredded \(report.subjectsErased) subjects", receipts: [], catchUp: true, intent: intent)
         }
         return report
     }

@@ -98,6 +98,11 @@ extension Vault {
                 throw VaultError(.usage, "--epsilon: each of the \(r.quantiles.count) quantiles gets epsilon / \(r.quantiles.count), which must be at least 2^-20")
             }
             let bins = QuantileMechanism.bins(lower: lo, upper: hi, integral: integral)
+            // Cells of a subnormal (or zero) width have edges that underflow: a released value
+            // could lie outside [LO, HI].
+            guard (hi - lo).isFinite, ((hi - lo) / Double(bins)).isNormal else {
+                throw VaultError(.usage, "--bounds: LO and HI are too close together to split into \(bins) cells")
+            }
             let oneCellPerInteger = integral && Double(bins) == hi - lo + 1
             let detail = ([prepared.detail, "q " + r.quantiles.map { Self.number($0) }.joined(separator: ", ")].compactMap { $0 }).joined(separator: "; ")
             var result = QuantileResult(quantiles: r.quantiles, values: [], grouped: r.groupBy != nil, epsilon: prepared.dpq.epsilon.chargedValue,

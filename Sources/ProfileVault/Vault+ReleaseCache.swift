@@ -93,6 +93,9 @@ extension Vault {
             k.add("epsilon_units", Int64(clamping: prepared.dpq.epsilon.chargeUnits))
         }
         k.add("bounds_from_query", q.bounds != nil)
+        // A clamped report is part of the answer: with it, and at which epsilon.
+        k.add("report_clamped", q.reportClamped != nil)
+        if let c = q.reportClamped { k.add("clamped_epsilon_units", Int64(clamping: Epsilon(c)?.chargeUnits ?? 0)) }
         return k
     }
 

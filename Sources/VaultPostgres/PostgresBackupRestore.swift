@@ -527,6 +527,9 @@ extension PostgresStore {
                             receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
                         """, binds: s))
                 }
+                // Stored DP releases were made from the backup's population, which may hold
+                // subjects erased since: none of them is served by the restored store.
+                try await owner.exec(conn, "DELETE FROM profilevault.release_cache")
                 // The restored store starts a line of its own: journals of the store it was
                 // restored from no longer speak for it.
                 var l = PostgresBindings()

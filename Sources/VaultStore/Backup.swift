@@ -106,6 +106,25 @@ extension ProfileStore {
         }
     }
 
+    /// The `meta` key an erasure sets before it commits (``beginErasureJournalIntent()``) and its
+    /// journal append clears: an intent left by another operation (a process killed between
+    /// its erasure's commit and its journal append) makes the next append catch up from the
+    /// suppression list, so an erasure can be missing from the journal only until the next
+    /// erasure, retention run or backup of the store.
+    static let journalIntentKey = "erasure_journal_intent"
+
+    /// Records, before an erasure commits, that its journal append is pending; returns the
+    /// token to hand to ``appendToErasureJournal(at:pseudonyms:mark:merging:catchUp:intent:)``.
+    /// An intent already there (another erasure in flight, or one whose process died) is kept:
+    /// this append then finds another token than its own and catches up.
+    public func beginErasureJournalIntent() throws -> String {
+        let token = UUID().uuidString
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", arguments: [Self.journalIntentKey, token])
+        }
+        return token
+    }
+
     /// The suppression-list row of each pseudonym (those still listed), by primary key.
     func suppressionEntries(_ pseudonyms: [[UInt8]]) throws -> [ErasureJournalEntry] {
         try pool.read { db in
@@ -144,12 +163,26 @@ extension ProfileStore {
     /// records numbered and chained from it, under the lock.
     @discardableResult
     public func appendToErasureJournal(at path: String, pseudonyms: [[UInt8]], mark: String? = nil, merging extra: [ErasureJournalEntry] = [],
-                                       catchUp: Bool = false) throws -> (appended: Int, problem: String?) {
+                                       catchUp requested: Bool = false, intent: String? = nil) throws -> (appended: Int, problem: String?) {
         func fail(_ why: String) -> VaultError { VaultError(.cannotCreate, "\(path): cannot write the erasure journal: \(why)") }
         let key = keys.erasureJournal
         return try FileLock.exclusive(path + ".lock", what: "the erasure journal \(path)") {
-            let (identity, behind) = try pool.read { db in
-                (try Self.journalIdentity(db), try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.journalBehindKey]) != nil)
+            let (identity, behind, pending) = try pool.read { db in
+                (try Self.journalIdentity(db), try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.journalBehindKey]) != nil,
+                 try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.journalIntentKey]))
+            }
+            // Any intent but this append's own (another erasure's, in flight or whose process
+            // died after its commit; or this one's, consumed by another's catch-up): its
+            // erasure may be missing from the journal, so read it whole and add what it lacks
+            // (the catch-up appends no entry twice).
+            let catchUp = requested || pending != intent
+            var written = false
+            defer {
+                // Cleared once the append is written, and only when it is still the one read
+                // (an intent set since stays).
+                if written, let pending {
+                    try? pool.write { db in try db.execute(sql: "DELETE FROM meta WHERE key = ? AND value = ?", arguments: [Self.journalIntentKey, pending]) }
+                }
             }
             var problem: String?
             // The verified tail of a format-2 journal of this store, or the journal to rewrite.
@@ -205,6 +238,7 @@ extension ProfileStore {
                     if let why = JournalFile.append(fd, bytes, restoringSize: size) { throw fail(why) }
                 }
                 if behind { try clearBehind() }
+                written = true
                 return (appendedErasures, problem)
             }
             // A new journal: what verified of the old one, the suppression list, and a mark.
@@ -219,6 +253,7 @@ extension ProfileStore {
             let (bytes, _, _) = ErasureJournal.sealedAppendOnly(storeID: identity, records: records, key: key)
             try Self.replaceFile(path, with: bytes)
             if behind { try clearBehind() }
+            written = true
             return (entries.count, problem)
         }
     }

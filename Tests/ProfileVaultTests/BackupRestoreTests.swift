@@ -69,6 +69,67 @@ import VaultCrypto
         #expect(String(decoding: liveBytes, as: UTF8.self).contains("\"store.backup\""))
     }
 
+    /// The review's finding: a retention run shreds subjects (and lists them as suppressed) but
+    /// named none of them to the journal, so restoring a backup taken before it brought them
+    /// back. Its erasures now reach the journal.
+    @Test func aRetentionRunReachesTheJournalAndARestoreKeepsItsSubjectsErased() throws {
+        let f = try VaultFixture(profiles: 5)
+        let officer = try f.vault("privacy_officer")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        let r = try officer.applyRetention(asOf: Int64(Date().timeIntervalSince1970) + 20 * 365 * 86_400, dryRun: false)
+        #expect(r.subjectsErased == 5)
+        let path = f.storePath + ".erasures"
+        let j = try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j")
+        #expect(j.entries.count == 5)
+        let target = f.dir + "/r.sqlite"
+        let restored = try Vault.restore(config(f, store: target), from: backup, journal: path, acceptResurrection: false)
+        #expect(restored.erased == 5)
+        let support = try Vault.open(config(f, store: target, role: "support"))
+        expectKind(.notFound, "erased on") { _ = try support.get(customerID: "C2", purpose: "customer_support") }
+    }
+
+    /// The review's finding: a process killed between an erasure's commit and its journal
+    /// append left a journal without that erasure, and nothing caught it up. The intent
+    /// recorded before the commit makes the next append (an erasure, or a backup's mark) do it.
+    @Test func anErasureKilledBeforeItsJournalAppendIsCaughtUp() throws {
+        let f = try VaultFixture(profiles: 10)
+        let officer = try f.vault("privacy_officer")
+        let backup = f.dir + "/b.db"
+        _ = try officer.backup(to: backup)
+        let path = f.storePath + ".erasures"
+        func entries() throws -> Int {
+            try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j").entries.count
+        }
+        // C1's erasure commits; the process dies before its append.
+        _ = try officer.beginErasureJournalIntent()
+        _ = try officer.eraseWithoutJournal(.one("C1"), reason: "killed")
+        #expect(try entries() == 0)
+        _ = try officer.erase(.one("C2"), reason: "next")
+        #expect(try entries() == 2, "the next erasure caught up C1")
+        // Again, then a backup: its mark vouches only after catching up.
+        _ = try officer.beginErasureJournalIntent()
+        _ = try officer.eraseWithoutJournal(.one("C3"), reason: "killed")
+        _ = try officer.backup(to: f.dir + "/b2.db")
+        #expect(try entries() == 3, "the backup's mark caught up C3")
+        let r = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: path, acceptResurrection: false)
+        #expect(r.erased == 3)
+    }
+
+    /// The review's finding: stored DP releases came back with a backup and were served by the
+    /// restored store, though they were made from a population holding subjects erased since.
+    @Test func aRestoredStoreServesNoReleaseOfTheBackupsPopulation() throws {
+        let f = try VaultFixture(profiles: 20)
+        let trainer = try f.vault("trainer")
+        let q = Vault.QueryRequest(kind: .count, purpose: "analytics", epsilon: 0.125)
+        #expect(try !trainer.query(q).cached)
+        #expect(try trainer.query(q).cached)
+        let (backup, _, _) = try backupThenErase(f)
+        let target = f.dir + "/r.sqlite"
+        _ = try Vault.restore(config(f, store: target), from: backup, journal: f.storePath + ".erasures", acceptResurrection: false)
+        #expect(try !Vault.open(config(f, store: target, role: "trainer")).query(q).cached)
+    }
+
     /// The review's lineage attack: a store restored from b1 (and its erasures re-applied) is
     /// backed up (b2) and then erases C3; the original store's journal, which reaches the same
     /// audit sequence number as b2 with other entries, must not count as covering b2, or

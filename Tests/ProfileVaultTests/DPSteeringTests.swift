@@ -185,6 +185,8 @@ import VaultStore
             Vault.QuantileRequest(purpose: "analytics", epsilon: 1, attribute: "age", quantiles: [0.5], bounds: (30, 30)),
             Vault.QuantileRequest(purpose: "analytics", epsilon: 1, attribute: "country", quantiles: [0.5]),
             Vault.QuantileRequest(purpose: "analytics", epsilon: 1, attribute: "age", quantiles: Array(repeating: 0.5, count: 21)),
+            // Subnormal cells: their edges underflow, so a value could fall outside the bounds.
+            Vault.QuantileRequest(purpose: "analytics", epsilon: 1, attribute: "annual_income", quantiles: [0.5], bounds: (1e-310, 2e-310)),
         ]
         for b in bad {
             let e = #expect(throws: VaultError.self) { _ = try v.quantile(b) }

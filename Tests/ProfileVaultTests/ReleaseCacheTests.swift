@@ -94,6 +94,25 @@ import VaultCrypto
         #expect(try v.query(Self.sum(bounds: (20, 61))).cached)
     }
 
+    /// The review's finding: a clamped report (and its epsilon) is part of the question, so the
+    /// same sum with --report-clamped, or with another clamped epsilon, pays and carries it.
+    @Test func aClampedReportIsPartOfTheQuestion() throws {
+        let s = try N.store()
+        let v = try N.vault(s)
+        _ = try v.query(Self.sum())
+        var clamped = Self.sum()
+        clamped.reportClamped = 0.3
+        let r = try v.query(clamped)
+        #expect(!r.cached && r.clamped != nil)
+        var other = Self.sum()
+        other.reportClamped = 0.01
+        let r2 = try v.query(other)
+        #expect(!r2.cached && r2.clamped != nil)
+        let again = try v.query(clamped)
+        #expect(again.cached && again.clamped != nil)
+        #expect(try v.query(Self.sum()).cached)
+    }
+
     @Test func anotherPurposeNeverSeesTheRelease() throws {
         let s = try N.store()
         let v = try N.vault(s)

@@ -177,12 +177,24 @@ extension ProfileStore {
             // (the catch-up appends no entry twice).
             let catchUp = requested || pending != intent
             var written = false
+            // The intent this append may clear: its own (fast path), or the one read in the same
+            // snapshot as the suppression list it caught up from (every erasure committed in that
+            // snapshot set its intent before committing, so the intent read there, if any, is
+            // one whose erasure the catch-up holds or whose owner will catch up itself).
+            var clearable = pending
             defer {
                 // Cleared once the append is written, and only when it is still the one read
                 // (an intent set since stays).
-                if written, let pending {
-                    try? pool.write { db in try db.execute(sql: "DELETE FROM meta WHERE key = ? AND value = ?", arguments: [Self.journalIntentKey, pending]) }
+                if written, let clearable {
+                    try? pool.write { db in try db.execute(sql: "DELETE FROM meta WHERE key = ? AND value = ?", arguments: [Self.journalIntentKey, clearable]) }
                 }
+            }
+            func suppressedWithIntent() throws -> ErasureJournal {
+                let (journal, intentNow) = try pool.read { db in
+                    (try erasureJournal(db), try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [Self.journalIntentKey]))
+                }
+                clearable = intentNow
+                return journal
             }
             var problem: String?
             // The verified tail of a format-2 journal of this store, or the journal to rewrite.
@@ -222,7 +234,7 @@ extension ProfileStore {
                 var added = Set<ErasureJournal.EntryKey>()
                 var candidates = try suppressionEntries(pseudonyms) + extra
                 if let whole {
-                    candidates = try erasureJournal().entries + candidates
+                    candidates = try suppressedWithIntent().entries + candidates
                     added = Set(whole.entries.map(ErasureJournal.EntryKey.init))
                 }
                 for e in candidates where added.insert(ErasureJournal.EntryKey(e)).inserted {
@@ -243,7 +255,7 @@ extension ProfileStore {
             }
             // A new journal: what verified of the old one, the suppression list, and a mark.
             let carried = rewrite ?? ErasureJournal(storeID: identity, entries: [], auditSequence: 0, auditHead: "", writtenAtMillis: 0)
-            let now = try pool.read { db in try erasureJournal(db) }
+            let now = try suppressedWithIntent()
             var entries = ErasureJournal.merged(carried.entries, now.entries)
             if !extra.isEmpty { entries = ErasureJournal.merged(extra, entries) }
             var records: [ErasureJournal.Record] = carried.heads.sorted { $0.key < $1.key }.filter { !$0.value.isEmpty }

@@ -52,7 +52,7 @@ LUA
 # POST query: a DP count over all subjects (a tiny epsilon, so the budget lasts the run).
 cat > "$work/query.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"kind":"count","purpose":"model_training","epsilon":0.00001,"where":"country=DE"}'
+wrk.body = '{"kind":"count","purpose":"model_training","epsilon":0.00001,"where":"country=DE","fresh":true}'
 wrk.headers["Authorization"] = "Bearer $trainer"
 wrk.headers["Content-Type"] = "application/json"
 LUA

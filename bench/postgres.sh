@@ -81,7 +81,7 @@ for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevaul
             "sum --attribute annual_income|SELECT sum(least(greatest(a.annual_income, 0), 250000)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted" \
             "mean --attribute age --group-by country|SELECT a.country, avg(least(greatest(a.age, 18), 100)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted GROUP BY a.country"; do
   kind=${spec%%|*}; raw=${spec#*|}
-  t0=$(now); "$P" query $kind --purpose analytics --epsilon 0.01 --role trainer >/dev/null; t1=$(now)
+  t0=$(now); "$P" query $kind --purpose analytics --epsilon 0.01 --fresh --role trainer >/dev/null; t1=$(now)
   t2=$(now); sql "$raw" >/dev/null; t3=$(now)
   python3 -c "import json; v=$t1-$t0; r=$t3-$t2; print(json.dumps({'figure':'postgres.dp','query':'$kind','dp_seconds':round(v,3),'raw_sql_seconds':round(r,3),'ratio':round(v/r,2)}))"
 done

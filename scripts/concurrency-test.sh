@@ -34,7 +34,7 @@ last=$(tail -1 ids.txt)
 : > rc
 # `set -e` holds in subshells too: record each exit status explicitly.
 ( s=0; "$P" ingest profiles b.csv > /dev/null 2> e.ingest || s=$?; echo "ingest $s" >> rc ) &
-for i in $(seq 8); do ( s=0; "$P" query count --purpose analytics --epsilon 0.6 --role trainer > /dev/null 2> "e.q$i" || s=$?; echo "query $s" >> rc ) & done
+for i in $(seq 8); do ( s=0; "$P" query count --purpose analytics --epsilon 0.6 --fresh --role trainer > /dev/null 2> "e.q$i" || s=$?; echo "query $s" >> rc ) & done
 ( s=0; "$P" erase --subjects erase.txt --role privacy_officer > /dev/null 2> e.erase || s=$?; echo "erase $s" >> rc ) &
 ( s=0; "$P" keys rotate --role privacy_officer > /dev/null 2> e.rotate || s=$?; echo "rotate $s" >> rc ) &
 ( for i in $(seq 20); do s=0; "$P" get --subject "$last" --purpose customer_support --role support > /dev/null 2>> e.get || s=$?; [ $s -eq 0 ] || echo "get $s" >> rc; done ) &

@@ -39,7 +39,7 @@ extension Vault {
     public static let erasureJournalFailure = "the erasure is done, committed and audited, but the erasure journal beside the store could not be written: an operator must write it now with profilectl audit erasures --out FILE and fix its path (see the server log)"
 
     /// `catchUp`: append every suppression-list entry the journal lacks (a retention run, whose
-    /// report names no subjects). `intent`: the token ``beginErasureJournalIntent()`` gave
+    /// report names no subjects). `intent`: the token ``beginErasureJournalIntent(permissions:)`` gave
     /// before the erasure committed.
     func recordErasuresInJournal(done: String, receipts: [ErasureReceipt], catchUp: Bool = false, intent: String? = nil) throws {
         guard let path = Self.erasureJournalPath(storePath: configuration.storePath), let s = store as? ProfileStore else { return }
@@ -65,7 +65,12 @@ extension Vault {
     /// the next append (erasure, retention run or backup mark) to catch up from the
     /// suppression list. Nil elsewhere. A failure to record it refuses the erasure (nothing
     /// erased yet).
-    func beginErasureJournalIntent() throws -> String? {
+    ///
+    /// Recorded only for an actor whose role has every one of `permissions` (the operation's own
+    /// check, done again inside its audited block, refuses and audits the others): a refused
+    /// caller writes nothing to the store.
+    func beginErasureJournalIntent(permissions: [String]) throws -> String? {
+        guard permissions.allSatisfy({ policy.role(actor.role, allows: $0) }) else { return nil }
         guard Self.erasureJournalPath(storePath: configuration.storePath) != nil, let s = store as? ProfileStore else { return nil }
         return try s.beginErasureJournalIntent()
     }

@@ -109,7 +109,7 @@ extension Vault {
     /// the erasure stays done and this throws `.cannotCreate` (73) saying so
     /// (``recordErasuresInJournal(done:receipts:)``).
     public func erase(_ selection: SubjectSelection, reason: String) throws -> [ErasureReceipt] {
-        let intent = try beginErasureJournalIntent()
+        let intent = try beginErasureJournalIntent(permissions: ["erase"])
         let receipts = try eraseWithoutJournal(selection, reason: reason)
         try recordErasuresInJournal(done: "erased \(receipts.count) subject\(receipts.count == 1 ? "" : "s")", receipts: receipts, intent: intent)
         return receipts
@@ -140,7 +140,7 @@ extension Vault {
     /// without `--all-or-nothing`): unknown IDs and IDs erased before, with that erasure's date
     /// and receipt; never the IDs themselves. Nothing to erase at all is 66, naming the lines.
     public func eraseExisting(_ selection: SubjectSelection, reason: String) throws -> (receipts: [ErasureReceipt], skipped: [SkippedSubject]) {
-        let intent = try beginErasureJournalIntent()
+        let intent = try beginErasureJournalIntent(permissions: ["erase"])
         let result = try audited("erase", .delete, permission: "erase") { context in
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
@@ -169,7 +169,7 @@ extension Vault {
 
     /// Applies `policy.yaml`'s retention rules as of `asOf` (unix seconds; default now).
     public func applyRetention(asOf: Int64?, dryRun: Bool) throws -> RetentionReport {
-        let intent = dryRun ? nil : try beginErasureJournalIntent()
+        let intent = dryRun ? nil : try beginErasureJournalIntent(permissions: ["retention"])
         let report = try audited("retention.apply", .delete, permission: "retention") { context in
             let now = asOf ?? Int64(Date().timeIntervalSince1970)
             if dryRun { return try store.applyRetention(policy.retention, asOf: now, dryRun: true, audit: context) }

@@ -205,7 +205,7 @@ extension Vault {
     /// rewritten, so a journal that cannot be written (73, saying the erasure is done) never
     /// leaves the request open without its receipt.
     public func fulfilRequest(id: String, output: OutputFile? = nil, confirmed: Bool = false, requireOutput: Bool = false) throws -> FulfilResult {
-        let intent = try beginErasureJournalIntent()
+        let intent = try beginErasureJournalIntent(permissions: ["requests", "erase"])
         let result = try fulfilRequestWithoutJournal(id: id, output: output, confirmed: confirmed, requireOutput: requireOutput)
         if let r = result.receipt {
             try recordErasuresInJournal(done: "request \(result.request.id) fulfilled: erased 1 subject", receipts: [r], intent: intent)

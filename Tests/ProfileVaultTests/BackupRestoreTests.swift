@@ -102,18 +102,40 @@ import VaultCrypto
             try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: path))), label: "j").entries.count
         }
         // C1's erasure commits; the process dies before its append.
-        _ = try officer.beginErasureJournalIntent()
+        _ = try officer.beginErasureJournalIntent(permissions: ["erase"])
         _ = try officer.eraseWithoutJournal(.one("C1"), reason: "killed")
         #expect(try entries() == 0)
         _ = try officer.erase(.one("C2"), reason: "next")
         #expect(try entries() == 2, "the next erasure caught up C1")
         // Again, then a backup: its mark vouches only after catching up.
-        _ = try officer.beginErasureJournalIntent()
+        _ = try officer.beginErasureJournalIntent(permissions: ["erase"])
         _ = try officer.eraseWithoutJournal(.one("C3"), reason: "killed")
         _ = try officer.backup(to: f.dir + "/b2.db")
         #expect(try entries() == 3, "the backup's mark caught up C3")
         let r = try Vault.restore(config(f, store: f.dir + "/r.sqlite"), from: backup, journal: path, acceptResurrection: false)
         #expect(r.erased == 3)
+    }
+
+    /// A caller refused the permission writes nothing to the store: no journal intent is
+    /// recorded for a trainer's (an analyst's) erase, erase of a list, request fulfilment or retention run
+    /// (each refused and audited as denied), so no later append has anything to catch up.
+    @Test func aRefusedErasureRecordsNoJournalIntent() throws {
+        let f = try VaultFixture(profiles: 4)
+        let analyst = try f.vault("trainer")
+        func intent() throws -> String? {
+            try DatabaseQueue(path: f.storePath).read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'erasure_journal_intent'") }
+        }
+        #expect(try intent() == nil)
+        expectKind(.denied, "may not erase") { _ = try analyst.erase(.one("C1"), reason: "x") }
+        expectKind(.denied, "may not erase") { _ = try analyst.eraseExisting(.list(["C1"]), reason: "x") }
+        expectKind(.denied, "may not retention") { _ = try analyst.applyRetention(asOf: nil, dryRun: false) }
+        expectKind(.denied, "may not requests") { _ = try analyst.fulfilRequest(id: "R-1") }
+        #expect(try intent() == nil, "a refused caller recorded an erasure journal intent")
+        // The officer's own erasure still records and clears it.
+        let officer = try f.vault("privacy_officer")
+        _ = try officer.erase(.one("C1"), reason: "asked")
+        #expect(try intent() == nil)
+        #expect(try officer.store.openErasureJournal(Array(try #require(FileManager.default.contents(atPath: f.storePath + ".erasures"))), label: "j").entries.count == 1)
     }
 
     /// The review's finding: stored DP releases came back with a backup and were served by the

@@ -233,8 +233,8 @@ extension PostgresStore {
                 // them (the population is copied as it is); a source without one (altered) has
                 // none of its releases copied, as none could be served.
                 let sourceEpoch = try r.populationEpoch()
-                let releases = sourceEpoch == nil ? [] : try r.releases()
-                guard sourceEpoch == nil || (try r.count("release_cache")) == Int64(releases.count) else {
+                let releases = try sourceEpoch == nil ? [] : r.releases()
+                guard try sourceEpoch == nil || r.count("release_cache") == Int64(releases.count) else {
                     throw VaultError(.integrity, "the source's release cache could not be read in full: the file was altered; nothing was copied")
                 }
                 guard try r.count("requests") == Int64(requests.count) else {

@@ -212,7 +212,7 @@ extension ProfileStore {
         let created = AuditLog.nowMillis
         let sealed = try ReleaseSealing.seal(payload, digest: digest, purpose: purpose, periodStart: periodStart, periodSeconds: Int64(periodSeconds),
                                              createdAt: created, epoch: epoch, key: keys.releaseCache)
-        return try pool.write { db in
+        return try pool.write { db -> Bool in
             guard try Self.populationEpoch(db) == epoch else { return false }
             try db.execute(sql: "DELETE FROM release_cache WHERE purpose = ? AND NOT (period_start = ? AND period_seconds = ? AND epoch = ?)",
                            arguments: [purpose, periodStart, Int64(periodSeconds), epoch])

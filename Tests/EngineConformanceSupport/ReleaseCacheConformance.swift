@@ -6,6 +6,7 @@
 
 import Foundation
 public import VaultStore
+import VaultAudit
 
 public enum ReleaseCacheConformance {
     /// What the suite asks the engine's own storage to do behind its back (raw SQL as the
@@ -85,7 +86,7 @@ public enum ReleaseCacheConformance {
         check(isHit(try engine.cachedRelease(digest: d1, purpose: "analytics", periodSeconds: period)), "a release of the current epoch is not served")
         // The race: a lookup misses at e0, the population changes, the release computed meanwhile
         // is stored: nothing is stored, and the release of the old population is not served.
-        guard case .miss(_, e0) = try engine.cachedRelease(digest: d2, purpose: "analytics", periodSeconds: period) else {
+        guard case let .miss(_, seen) = try engine.cachedRelease(digest: d2, purpose: "analytics", periodSeconds: period), seen == e0 else {
             return failures + ["the lookup of another digest did not miss at the current epoch"]
         }
         try changePopulation()
@@ -119,6 +120,57 @@ public enum ReleaseCacheConformance {
         } else {
             check(false, "a stale store dropped the current release")
         }
+        return failures
+    }
+}
+
+extension ReleaseCacheConformance {
+    /// Which operations move the population epoch, through the engine's own API: every change
+    /// of who may be counted or of what a query reads (consent set and import, objection via
+    /// consent, restriction, rectification, erasure) moves it; a call that changes nothing
+    /// (consent already in the asked state, a restriction already in place) and every read
+    /// leave it. `ids`: four customer IDs of subjects the engine holds (the last is erased).
+    /// Returns what failed (empty: all held).
+    public static func epochMoves(_ engine: any StorageEngine, ids: [String]) throws -> [String] {
+        guard ids.count == 4 else { return ["four subjects are needed"] }
+        var failures: [String] = []
+        let audit = AuditContext(actor: "t", role: "privacy_officer", requestID: "r")
+        func moves(_ what: String, _ expected: Bool, _ body: () throws -> Void) throws {
+            let before = try engine.populationEpoch()
+            try body()
+            let after = try engine.populationEpoch()
+            if before == nil || after == nil { failures.append("\(what): no epoch"); return }
+            if (before != after) != expected { failures.append(expected ? "\(what) left the epoch as it was" : "\(what) moved the epoch") }
+        }
+        try moves("granting consent", true) { _ = try engine.setConsent([(1, ids[0])], file: nil, purpose: "analytics", granted: true, source: nil, policyVersion: "1", audit: audit) }
+        try moves("granting consent again", false) { _ = try engine.setConsent([(1, ids[0])], file: nil, purpose: "analytics", granted: true, source: nil, policyVersion: "1", audit: audit) }
+        try moves("revoking consent", true) { _ = try engine.setConsent([(1, ids[0])], file: nil, purpose: "analytics", granted: false, source: nil, policyVersion: "1", audit: audit) }
+        try moves("restricting", true) { _ = try engine.setRestriction(customerID: ids[1], restricted: true, audit: audit) }
+        try moves("restricting again", false) { _ = try engine.setRestriction(customerID: ids[1], restricted: true, audit: audit) }
+        try moves("lifting a restriction", true) { _ = try engine.setRestriction(customerID: ids[1], restricted: false, audit: audit) }
+        try moves("importing consent", true) {
+            _ = try engine.importConsent([ConsentImportRow(line: 1, customerID: ids[2], purpose: "analytics", granted: true, timeMillis: AuditLog.nowMillis, source: nil)],
+                                         file: nil, policyVersion: "1", audit: audit)
+        }
+        if let f = engine.schema.attributeFields.first(where: { $0.type == .int && $0.bounds != nil }), let b = f.bounds {
+            try moves("rectifying", true) {
+                _ = try engine.rectify(customerID: ids[2], values: [(f, .int(Int64(b.lowerBound)))], audit: audit)
+                _ = try engine.rectify(customerID: ids[2], values: [(f, .int(Int64(b.upperBound)))], audit: audit)
+            }
+            try moves("rectifying to the same value", false) { _ = try engine.rectify(customerID: ids[2], values: [(f, .int(Int64(b.upperBound)))], audit: audit) }
+        } else {
+            failures.append("the schema has no bounded integer attribute to rectify")
+        }
+        try moves("reading", false) {
+            _ = try engine.exists(customerID: ids[0])
+            _ = try engine.profile(customerID: ids[0], fields: Set(engine.schema.fields.map(\.name)))
+            _ = try engine.consentState(customerID: ids[0])
+            _ = try engine.consentHistory(customerID: ids[0])
+            _ = try engine.accessExport(customerID: ids[0])
+            _ = try engine.hasConsent(customerID: ids[0], purpose: "analytics")
+            _ = try engine.restricted(customerID: ids[1])
+        }
+        try moves("erasing", true) { _ = try engine.erase(customerIDs: [(1, ids[3])], file: nil, reason: "test", audit: audit) }
         return failures
     }
 }

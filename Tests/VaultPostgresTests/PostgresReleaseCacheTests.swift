@@ -52,6 +52,23 @@ import VaultValues
         }
     }
 
+    /// Every population change moves the epoch in its own transaction, as on SQLite; reads do not.
+    @Test func populationChangesMoveTheEpoch() async throws {
+        try await ProfileCluster.with { cluster in
+            let node = try await cluster.node()
+            let failures = try await onThread { () -> [String] in
+                _ = try node.ingestProfiles(.objects((11...14).map { Self.profile($0) }), options: IngestOptions())
+                return try ReleaseCacheConformance.epochMoves(node, ids: (11...14).map { "EPOCH-\($0)" })
+            }
+            #expect(failures.isEmpty, "\(failures)")
+            // The service role reads and increments the epoch, and can neither add nor remove its row.
+            let db = cluster.db
+            #expect(try await db.attempt("DELETE FROM profilevault.population_epoch", as: db.node, password: db.nodePassword)?.kind == .denied)
+            #expect(try await db.attempt("INSERT INTO profilevault.population_epoch(id, epoch) VALUES (2, 0)", as: db.node, password: db.nodePassword)?.kind == .denied)
+            try await onThread { try node.close() }
+        }
+    }
+
     /// A profile of the repository's schema, new for each `i`.
     static func profile(_ i: Int) -> JSONValue {
         .object([("customer_id", .string("EPOCH-\(i)")), ("email", .string("e\(i)@example.org")), ("full_name", .string("E \(i)")),

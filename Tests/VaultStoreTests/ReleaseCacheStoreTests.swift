@@ -47,6 +47,34 @@ import Testing
         #expect(failures.isEmpty, "\(failures)")
     }
 
+    /// Every population change moves the epoch in its own transaction; reads and no-op changes do not.
+    @Test func populationChangesMoveTheEpoch() throws {
+        let t = try TempStore()
+        let before = try t.store.populationEpoch()
+        _ = try t.store.ingestProfiles(.objects((1...4).map { InMemoryIngestTests.object($0) }))
+        #expect(try t.store.populationEpoch() != before)
+        let failures = try ReleaseCacheConformance.epochMoves(t.store, ids: (1...4).map { "CUST-\($0)" })
+        #expect(failures.isEmpty, "\(failures)")
+        // The same records again change nothing, and move nothing.
+        let e = try t.store.populationEpoch()
+        _ = try t.store.ingestProfiles(.objects((1...3).map { InMemoryIngestTests.object($0) }))
+        #expect(try t.store.populationEpoch() == e)
+    }
+
+    /// Without its epoch row (deleted by someone with the file) the cache is bypassed: nothing
+    /// is served or stored, no error; the queries pay.
+    @Test func withoutTheEpochRowNothingIsServed() throws {
+        let t = try TempStore()
+        let d = t.store.releaseDigest(Array("q".utf8))
+        guard case let .miss(start, epoch?) = try t.store.cachedRelease(digest: d, purpose: "analytics", periodSeconds: 86_400) else {
+            Issue.record("empty cache found a release"); return
+        }
+        #expect(try t.store.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: 86_400, epoch: epoch, payload: [1]))
+        try t.store.pool.write { db in try db.execute(sql: "DELETE FROM population_epoch") }
+        #expect(try t.store.cachedRelease(digest: d, purpose: "analytics", periodSeconds: 86_400) == .miss(periodStart: start, epoch: nil))
+        #expect(try !t.store.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: 86_400, epoch: epoch, payload: [1]))
+    }
+
     /// A row whose columns hold the wrong storage class is an integrity error, never a trap.
     @Test func aDamagedRowIsAnIntegrityError() throws {
         let t = try TempStore()

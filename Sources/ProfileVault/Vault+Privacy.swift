@@ -49,8 +49,8 @@ extension Vault {
             try StoredText.check(context.actor, "actor")
             try requireConsentBasis(try purpose(name), granted: granted)
             let (ids, file) = try resolveSelection(selection)
-            return try changingPopulation { try store.setConsent(ids, file: file, purpose: name, granted: granted, source: source,
-                                        policyVersion: policy.version, audit: context) }
+            return try store.setConsent(ids, file: file, purpose: name, granted: granted, source: source,
+                                        policyVersion: policy.version, audit: context)
         }
     }
 
@@ -122,7 +122,7 @@ extension Vault {
             try StoredText.check(reason, "erasure reason")
             let (ids, file) = try resolveSelection(selection)
             do {
-                return try changingPopulation { try store.erase(customerIDs: ids, file: file, reason: reason, audit: context) }
+                return try store.erase(customerIDs: ids, file: file, reason: reason, audit: context)
             } catch let e as VaultError where e.kind == .notFound && ids.count == 1 && file == nil {
                 throw subjectNotFound(customerID: ids[0].id)
             }
@@ -158,7 +158,7 @@ extension Vault {
                 throw VaultError(.notFound, "\(file.map { $0 + ": " } ?? "")nothing to erase: " + lines.joined(separator: "; ") + (skipped.count > 20 ? "; ..." : ""),
                                  detail: "nothing to erase: \(skipped.count) customer IDs unknown or erased before")
             }
-            let receipts = try changingPopulation { try store.erase(customerIDs: keep, file: file, reason: reason, audit: context) }
+            let receipts = try store.erase(customerIDs: keep, file: file, reason: reason, audit: context)
             return (receipts, skipped)
         }
         try recordErasuresInJournal(done: "erased \(result.0.count) subject\(result.0.count == 1 ? "" : "s")", receipts: result.0, intent: intent)
@@ -173,7 +173,7 @@ extension Vault {
         let report = try audited("retention.apply", .delete, permission: "retention") { context in
             let now = asOf ?? Int64(Date().timeIntervalSince1970)
             if dryRun { return try store.applyRetention(policy.retention, asOf: now, dryRun: true, audit: context) }
-            return try changingPopulation { try store.applyRetention(policy.retention, asOf: now, dryRun: false, audit: context) }
+            return try store.applyRetention(policy.retention, asOf: now, dryRun: false, audit: context)
         }
         if !dryRun && report.subjectsErased > 0 {
             // The report names no subjects: the journal catches up from the suppression list.

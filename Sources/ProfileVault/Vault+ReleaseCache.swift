@@ -105,25 +105,41 @@ extension Vault {
         case miss
     }
 
-    /// One indexed lookup by the key's digest, unless `fresh` (then always a miss). A stored
-    /// release that does not verify is an integrity error (exit 1): nothing is served or charged.
-    func lookupRelease(_ key: ReleaseKey, prepared: PreparedQuery, fresh: Bool) throws -> (digest: [UInt8], decision: CacheDecision) {
+    /// Where a release computed after a miss may be stored: the key's digest, and the
+    /// population epoch read before anything was computed (nil: not stored). The store is
+    /// conditional on that epoch still being current, so a release computed from a population
+    /// that changed meanwhile is never stored.
+    struct ReleaseSlot {
+        var digest: [UInt8]
+        var epoch: Int64?
+    }
+
+    /// One indexed lookup by the key's digest, in one read with the window's start and the
+    /// population epoch; with `fresh`, always a miss, but the epoch is still read first (the
+    /// fresh release is stored like any other). A stored release that does not verify is an
+    /// integrity error (exit 1): nothing is served or charged.
+    func lookupRelease(_ key: ReleaseKey, prepared: PreparedQuery, fresh: Bool) throws -> (digest: ReleaseSlot, decision: CacheDecision) {
         let digest = store.releaseDigest(key.bytes)
-        if fresh { return (digest, .miss) }
+        if fresh { return (ReleaseSlot(digest: digest, epoch: try store.populationEpoch()), .miss) }
         switch try store.cachedRelease(digest: digest, purpose: prepared.purpose.name, periodSeconds: prepared.periodSeconds) {
-        case .miss: return (digest, .miss)
-        case let .hit(payload, at, _): return (digest, .hit(payload: payload, storedAtMillis: at))
+        case let .miss(_, epoch): return (ReleaseSlot(digest: digest, epoch: epoch), .miss)
+        case let .hit(payload, at, _): return (ReleaseSlot(digest: digest, epoch: nil), .hit(payload: payload, storedAtMillis: at))
         }
     }
 
-    /// Stores a release just made (charged in the window starting at `periodStart`). A failure
-    /// to store is logged, not thrown: the release was paid for and is returned; the next
-    /// identical query pays again.
-    func rememberRelease(_ payload: [UInt8]?, digest: [UInt8], prepared: PreparedQuery, periodStart: Int64) {
-        guard let payload else { return }
+    /// Stores a release just made (charged in the window starting at `periodStart`), if the
+    /// population epoch read at its lookup is still current. A change of the population that
+    /// committed since makes this a no-op (logged at debug): the release is returned, and the
+    /// next identical query pays again and reads the new population. A failure to store is
+    /// logged, not thrown: the release was paid for and is returned.
+    func rememberRelease(_ payload: [UInt8]?, digest slot: ReleaseSlot, prepared: PreparedQuery, periodStart: Int64) {
+        guard let payload, let epoch = slot.epoch else { return }
         do {
-            try store.storeRelease(digest: digest, purpose: prepared.purpose.name, periodStart: periodStart, periodSeconds: prepared.periodSeconds,
-                                   payload: payload)
+            if try !store.storeRelease(digest: slot.digest, purpose: prepared.purpose.name, periodStart: periodStart,
+                                       periodSeconds: prepared.periodSeconds, epoch: epoch, payload: payload) {
+                logger.debug("a release was not stored in the release cache: the population changed while it was computed",
+                             metadata: ["purpose": .string(prepared.purpose.name)])
+            }
         } catch {
             logger.error("could not store a release in the release cache; the next identical query pays again",
                          metadata: ["purpose": .string(prepared.purpose.name)])
@@ -138,19 +154,6 @@ extension Vault {
                                         .compactMap { $0 }).joined(separator: "; "))
         record.epsilon = 0
         try store.audit([record])
-    }
-
-    /// Runs `body`, a change of who may be counted (erasure, consent, objection, restriction,
-    /// retention), with the release cache emptied before it (a failure to empty it stops the
-    /// change before anything is done) and again after it (a release a concurrent query made
-    /// from the old population is dropped too).
-    func changingPopulation<T>(_ body: () throws -> T) throws -> T {
-        try store.clearReleaseCache()
-        let result = try body()
-        do { try store.clearReleaseCache() } catch {
-            logger.error("could not empty the release cache after a change of the population")
-        }
-        return result
     }
 }
 

@@ -25,7 +25,7 @@ extension Vault {
         try audited(restricted ? "restrict" : "unrestrict", .update, permission: "restrict", subjectID: customerID) { context in
             let id = Normalization.customerID(customerID)
             guard !id.isEmpty else { throw VaultError(.invalidInput, "no customer ID given") }
-            return try changingPopulation { try store.setRestriction(customerID: id, restricted: restricted, audit: context) }
+            return try store.setRestriction(customerID: id, restricted: restricted, audit: context)
         }
     }
 
@@ -44,8 +44,8 @@ extension Vault {
                                  + (p.legalBasis == .consent ? "; revoke the consent instead" : ""))
             }
             let (ids, file) = try resolveSelection(selection)
-            return try changingPopulation { try store.setConsent(ids, file: file, purpose: p.name, granted: false, source: ProfileStore.objectionSource,
-                                        policyVersion: policy.version, audit: context) }
+            return try store.setConsent(ids, file: file, purpose: p.name, granted: false, source: ProfileStore.objectionSource,
+                                        policyVersion: policy.version, audit: context)
         }
     }
 
@@ -145,7 +145,7 @@ extension Vault {
             }
             valid.append(ConsentImportRow(line: r.line, customerID: id, purpose: p.name, granted: granted, timeMillis: t, source: source))
         }
-        return try changingPopulation { try store.importConsent(valid, file: label, policyVersion: policy.version, audit: context) }
+        return try store.importConsent(valid, file: label, policyVersion: policy.version, audit: context)
     }
 
     /// A consent time: epoch milliseconds (digits, optionally signed) or an ISO 8601 time

@@ -345,6 +345,8 @@ extension PostgresEngine {
         auditArchiveMigration,
         // The DP release cache (`query` answered again at no cost): PostgresReleaseCache.swift.
         releaseCacheMigration,
+        // The population epoch the cached releases are served at: PostgresReleaseCache.swift.
+        populationEpochMigration,
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }
@@ -384,7 +386,8 @@ extension PostgresEngine {
     /// DELETE: erasure clears a request's sealed columns); SELECT, INSERT and UPDATE on
     /// `ingest_batches` (and USAGE on its id sequence); SELECT, INSERT, UPDATE and DELETE on
     /// `release_cache` (sealed releases: stored, replaced, dropped when their period ends or the
-    /// population changes). Never UPDATE, DELETE or TRUNCATE on the
+    /// population changes); SELECT and UPDATE on `population_epoch` (incremented by every change
+    /// of the population; never INSERT or DELETE). Never UPDATE, DELETE or TRUNCATE on the
     /// audit tables, nor TRUNCATE anywhere. PUBLIC gets nothing.
     public func initialize(_ options: InitOptions = InitOptions()) async throws {
         let role = options.serviceRole
@@ -489,6 +492,9 @@ extension PostgresEngine {
                 // The release cache: looked up, stored or replaced (upsert), dropped when a
                 // period ends or the population changes. Its rows are sealed (ReleaseSealing).
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON profilevault.release_cache TO \(r)",
+                // The population epoch: read by the cache, incremented by every change of the
+                // population (its one row is the migration's; the role cannot add or remove it).
+                "GRANT SELECT, UPDATE ON profilevault.population_epoch TO \(r)",
             ] {
                 try await exec(conn, PostgresQuery(unsafeSQL: sql))
             }

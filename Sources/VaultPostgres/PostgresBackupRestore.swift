@@ -87,7 +87,8 @@ enum PostgresBackupFile {
     /// same migrations, must list the same versions).
     static let setupTables: Set<String> = ["schema_migrations"]
     /// Rows the target's `create` wrote already: restored by their own rules.
-    static let mergedTables: Set<String> = ["meta", "pii_fields", "key_versions", "audit_head"]
+    /// (`population_epoch`: the target's row stays; the restore gives it a fresh epoch.)
+    static let mergedTables: Set<String> = ["meta", "pii_fields", "key_versions", "audit_head", "population_epoch"]
 
     static func isPlainName(_ s: String) -> Bool {
         !s.isEmpty && s.utf8.count <= 63 && s.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
@@ -424,7 +425,7 @@ extension PostgresStore {
                 switch t {
                 case "meta":
                     sql = "INSERT INTO \(table) SELECT * FROM json_populate_recordset(NULL::\(table), $1::json) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                case "pii_fields":
+                case "pii_fields", "population_epoch":
                     sql = "INSERT INTO \(table) SELECT * FROM json_populate_recordset(NULL::\(table), $1::json) ON CONFLICT DO NOTHING"
                 case "key_versions":
                     // A version the target recorded must carry the same key check (the same
@@ -530,6 +531,9 @@ extension PostgresStore {
                 // Stored DP releases were made from the backup's population, which may hold
                 // subjects erased since: none of them is served by the restored store.
                 try await owner.exec(conn, "DELETE FROM profilevault.release_cache")
+                // And its population epoch is a fresh random one, which no release sealed by
+                // the store before the restore (nor by the backup's store) carries.
+                try await owner.exec(conn, "UPDATE profilevault.population_epoch SET epoch = \(ReleaseSealing.restoredEpoch()) WHERE id = 1")
                 // The restored store starts a line of its own: journals of the store it was
                 // restored from no longer speak for it.
                 var l = PostgresBindings()

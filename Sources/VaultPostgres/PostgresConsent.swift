@@ -145,6 +145,7 @@ extension PostgresProfiles {
             try await engine.appendLocked(conn, [ProfileStore.consentRecord(audit, purpose: purpose, granted: granted, subject: single,
                                                                            source: source, changed: changes.count,
                                                                            unchanged: pseudonyms.count - changes.count)])
+            if !changes.isEmpty { try await engine.bumpPopulationEpoch(conn) }
             return changes.count
         }
     }

@@ -217,6 +217,7 @@ extension PostgresProfiles {
                     ("batch", batchID),
                 ])])
             }
+            if ins + upd > 0 { try await engine.bumpPopulationEpoch(conn) }
             return (ins, upd, same, batchID)
         } }
         recorder.id = batchID
@@ -508,6 +509,7 @@ extension PostgresProfiles {
                     ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)),
                 ])])
             }
+            if ins > 0 { try await engine.bumpPopulationEpoch(conn) }
             return (ins, dup, unknown.sorted())
         } }
     }
@@ -651,6 +653,7 @@ extension PostgresProfiles {
             ON CONFLICT (pseudonym) DO UPDATE SET erased_at = EXCLUDED.erased_at, reason = EXCLUDED.reason,
                 receipt_seq = EXCLUDED.receipt_seq, receipt = EXCLUDED.receipt
             """, binds: suppressBinds))
+        try await engine.bumpPopulationEpoch(conn)
         return subjects.indices.map { i in
             ErasureReceipt.make(customerID: subjects[i].id, erasedAtMillis: now, reason: reason, removed: removedInOrder[i],
                                 auditSequence: entries[i].sequence, receipt: AuditLog.hex(entries[i].hash))

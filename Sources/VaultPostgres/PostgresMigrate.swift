@@ -229,8 +229,12 @@ extension PostgresStore {
                     throw VaultError(.integrity, "the source's restriction table could not be read in order: the file was altered; nothing was copied")
                 }
                 let budget = try r.budget(), policies = try r.policyHistory(), requests = try r.requests()
-                let releases = try r.releases()
-                guard try r.count("release_cache") == Int64(releases.count) else {
+                // The releases keep being served at the source's population epoch, copied with
+                // them (the population is copied as it is); a source without one (altered) has
+                // none of its releases copied, as none could be served.
+                let sourceEpoch = try r.populationEpoch()
+                let releases = try sourceEpoch == nil ? [] : r.releases()
+                guard try sourceEpoch == nil || r.count("release_cache") == Int64(releases.count) else {
                     throw VaultError(.integrity, "the source's release cache could not be read in full: the file was altered; nothing was copied")
                 }
                 guard try r.count("requests") == Int64(requests.count) else {
@@ -310,11 +314,15 @@ extension PostgresStore {
                             """)
                     }
                     // The release cache, still sealed (the keys are the keyring's; the associated
-                    // data the digest, purpose, window and time, copied as they are).
+                    // data the digest, purpose, window, epoch and time, copied as they are), and
+                    // the population epoch they were computed at.
+                    if let sourceEpoch {
+                        try await owner.exec(conn, "UPDATE profilevault.population_epoch SET epoch = \(sourceEpoch) WHERE id = 1")
+                    }
                     for c in releases {
                         try await owner.exec(conn, """
-                            INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, sealed)
-                            VALUES (\(bytea(c.digest)), \(c.purpose), \(c.periodStart), \(c.periodSeconds), \(c.createdAt), \(bytea(c.sealed)))
+                            INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, epoch, sealed)
+                            VALUES (\(bytea(c.digest)), \(c.purpose), \(c.periodStart), \(c.periodSeconds), \(c.createdAt), \(c.epoch), \(bytea(c.sealed)))
                             """)
                     }
                     if let copied = try await owner.rows(conn, "SELECT count(*) FROM profilevault.release_cache").first,

@@ -17,47 +17,93 @@ extension PostgresEngine {
             created_at bigint NOT NULL, sealed bytea NOT NULL)
         """,
     ])
+
+    /// Migration 15: the population epoch, as on SQLite (`v15-population-epoch`,
+    /// ReleaseCache.swift): one row, incremented by every transaction that changes who may be
+    /// counted or what a query reads for them; each cached release carries the epoch it was
+    /// computed at (bound into its seal). Releases stored before (sealed without an epoch) are
+    /// dropped. The service role reads and increments it (SELECT, UPDATE); it cannot add or
+    /// remove the row.
+    static let populationEpochMigration = PostgresMigration(version: 15, name: "population-epoch", statements: [
+        "CREATE TABLE profilevault.population_epoch(id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL)",
+        "INSERT INTO profilevault.population_epoch(id, epoch) VALUES (1, 0)",
+        "DELETE FROM profilevault.release_cache",
+        "ALTER TABLE profilevault.release_cache ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
+    ])
+
+    /// Increments the population epoch inside the caller's transaction (the one that changes
+    /// the population; called last, just before the commit, so the row lock is held briefly)
+    /// and drops the cached releases, which can no longer be served (garbage).
+    func bumpPopulationEpoch(_ conn: PostgresConnection) async throws {
+        // One round trip: the data-modifying CTE runs whether or not the UPDATE reads it.
+        try await exec(conn, """
+            WITH gone AS (DELETE FROM profilevault.release_cache)
+            UPDATE profilevault.population_epoch SET epoch = epoch + 1 WHERE id = 1
+            """)
+    }
+
+    /// The current population epoch (nil: the row is missing).
+    func populationEpoch(_ conn: PostgresConnection) async throws -> Int64? {
+        try await rows(conn, "SELECT epoch FROM profilevault.population_epoch WHERE id = 1").first?.decode(Int64.self)
+    }
 }
 
 extension PostgresProfiles {
     public func releaseDigest(_ canonical: [UInt8]) -> [UInt8] { keys.releaseDigest.mac(canonical) }
 
-    /// One primary-key lookup, in the same transaction as the window's start (server clock).
+    /// One primary-key lookup, in the same transaction as the window's start (server clock) and
+    /// the population epoch (a snapshot: all three as of one moment).
     public func cachedRelease(digest: [UInt8], purpose: String, periodSeconds: Int) throws -> ReleaseLookup {
         guard periodSeconds >= 1, periodSeconds <= PostgresEngine.maximumPeriodSeconds else {
             throw VaultError(.configuration, "a budget period must be longer than zero and at most 2^40 seconds")
         }
         let period = Int64(periodSeconds)
-        let found: (Int64, SnapshotRelease?) = try Self.wait("reading the release cache") { [engine] in
-            try await engine.transaction("reading the release cache") { conn -> (Int64, SnapshotRelease?) in
+        let found: (Int64, Int64?, SnapshotRelease?) = try Self.wait("reading the release cache") { [engine] in
+            try await engine.transaction("reading the release cache", begin: Self.snapshot) { conn -> (Int64, Int64?, SnapshotRelease?) in
                 let start = try await engine.currentPeriodStart(conn, periodSeconds: period)
+                let epoch = try await engine.populationEpoch(conn)
                 guard let row = try await engine.rows(conn, """
-                    SELECT purpose, period_start, period_seconds, created_at, sealed FROM profilevault.release_cache WHERE digest = \(bytea(digest))
-                    """).first else { return (start, nil) }
-                let (p, s, l, c, sealed) = try row.decode((String, Int64, Int64, Int64, ByteBuffer).self)
-                return (start, SnapshotRelease(digest: digest, purpose: p, periodStart: s, periodSeconds: l, createdAt: c, sealed: sealed.bytes))
+                    SELECT purpose, period_start, period_seconds, created_at, epoch, sealed FROM profilevault.release_cache WHERE digest = \(bytea(digest))
+                    """).first else { return (start, epoch, nil) }
+                let (p, s, l, c, e, sealed) = try row.decode((String, Int64, Int64, Int64, Int64, ByteBuffer).self)
+                return (start, epoch, SnapshotRelease(digest: digest, purpose: p, periodStart: s, periodSeconds: l, createdAt: c, epoch: e, sealed: sealed.bytes))
             }
         }
-        return try ReleaseSealing.lookup(found.1, purpose: purpose, start: found.0, periodSeconds: period, key: keys.releaseCache)
+        return try ReleaseSealing.lookup(found.2, purpose: purpose, start: found.0, periodSeconds: period, epoch: found.1, key: keys.releaseCache)
     }
 
-    public func storeRelease(digest: [UInt8], purpose: String, periodStart: Int64, periodSeconds: Int, payload: [UInt8]) throws {
+    public func populationEpoch() throws -> Int64? {
+        try Self.wait("reading the population epoch") { [engine] in
+            try await engine.transaction("reading the population epoch") { conn in try await engine.populationEpoch(conn) }
+        }
+    }
+
+    /// Stores the release only if `epoch` is still the current population epoch: checked first
+    /// (a stale store does not drop the purpose's current releases), and again by the INSERT
+    /// itself, whose snapshot begins after everything the release was computed from was read;
+    /// a change that commits after it moves the epoch past the row's, which is then never
+    /// served. Returns false when nothing was stored.
+    @discardableResult
+    public func storeRelease(digest: [UInt8], purpose: String, periodStart: Int64, periodSeconds: Int, epoch: Int64, payload: [UInt8]) throws -> Bool {
         let created = AuditLog.nowMillis
         let period = Int64(periodSeconds)
         let sealed = try ReleaseSealing.seal(payload, digest: digest, purpose: purpose, periodStart: periodStart, periodSeconds: period,
-                                             createdAt: created, key: keys.releaseCache)
-        try Self.wait("storing a release in the cache") { [engine] in
-            try await engine.transaction("storing a release in the cache") { conn in
+                                             createdAt: created, epoch: epoch, key: keys.releaseCache)
+        return try Self.wait("storing a release in the cache") { [engine] in
+            try await engine.transaction("storing a release in the cache") { conn -> Bool in
+                guard try await engine.populationEpoch(conn) == epoch else { return false }
                 try await engine.exec(conn, """
                     DELETE FROM profilevault.release_cache
-                    WHERE purpose = \(purpose) AND NOT (period_start = \(periodStart) AND period_seconds = \(period))
+                    WHERE purpose = \(purpose) AND NOT (period_start = \(periodStart) AND period_seconds = \(period) AND epoch = \(epoch))
                     """)
-                try await engine.exec(conn, """
-                    INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, sealed)
-                    VALUES (\(bytea(digest)), \(purpose), \(periodStart), \(period), \(created), \(bytea(sealed)))
+                return !(try await engine.rows(conn, """
+                    INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, epoch, sealed)
+                    SELECT \(bytea(digest)), \(purpose), \(periodStart), \(period), \(created), \(epoch), \(bytea(sealed))
+                    WHERE (SELECT epoch FROM profilevault.population_epoch WHERE id = 1) = \(epoch)
                     ON CONFLICT (digest) DO UPDATE SET purpose = excluded.purpose, period_start = excluded.period_start,
-                        period_seconds = excluded.period_seconds, created_at = excluded.created_at, sealed = excluded.sealed
-                    """)
+                        period_seconds = excluded.period_seconds, created_at = excluded.created_at, epoch = excluded.epoch, sealed = excluded.sealed
+                    RETURNING 1
+                    """).isEmpty)
             }
         }
     }

@@ -32,6 +32,7 @@ extension PostgresProfiles {
                         WITH gone AS (DELETE FROM profilevault.events WHERE kind = \(kind) AND time < \(cutoff) AND subject_id NOT IN (SELECT subject_id FROM profilevault.restriction) RETURNING 1) SELECT count(*) FROM gone
                         """).first?.decode(Int64.self) ?? 0)
                     try await engine.appendLocked(conn, [ProfileStore.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
+                    if n > 0 { try await engine.bumpPopulationEpoch(conn) }
                     return n
                 }
             }

@@ -62,6 +62,7 @@ extension PostgresProfiles {
                     changed = !(try await engine.rows(conn, "DELETE FROM profilevault.restriction WHERE subject_id = \(id) RETURNING 1").isEmpty)
                 }
                 try await engine.appendLocked(conn, [ProfileStore.restrictionRecord(audit, restricted: restricted, subject: p, changed: changed)])
+                if changed { try await engine.bumpPopulationEpoch(conn) }
                 return changed
             }
         }
@@ -147,6 +148,7 @@ extension PostgresProfiles {
                         """)
                 }
                 try await engine.appendLocked(conn, [ProfileStore.consentImportRecord(audit, rows: rows, subject: single)])
+                if !rows.isEmpty { try await engine.bumpPopulationEpoch(conn) }
                 return rows.count
             }
         }
@@ -233,6 +235,7 @@ extension PostgresProfiles {
                 }
                 let names = changes.map(\.field.name)
                 try await engine.appendLocked(conn, [ProfileStore.rectifyRecord(audit, subject: p, changed: names, asked: sendableValues.count)])
+                if !names.isEmpty { try await engine.bumpPopulationEpoch(conn) }
                 return names
             }
         }

@@ -406,6 +406,10 @@ extension ProfileStore {
             // The restored store starts a line of its own: journals of the store it was
             // restored from no longer speak for it (``journalIdentity(_:)``).
             try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('lineage', ?)", arguments: [AuditLog.hex(SecureRandom.bytes(16))])
+            // So does its population epoch: a fresh random one, which no release sealed by the
+            // store before the restore (nor by the backup's store) carries; the cache is emptied.
+            try db.execute(sql: "DELETE FROM release_cache")
+            try db.execute(sql: "UPDATE population_epoch SET epoch = ? WHERE id = 1", arguments: [ReleaseSealing.restoredEpoch()])
             var report = RestoreReport(backupSequence: bseq, backupHead: bhead, journalEntries: journal?.entries.count, afterBackup: after.count,
                                        erased: 0, suppressed: 0, headSequence: 0, head: "")
             let suppress = try db.cachedStatement(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason, receipt_seq, receipt) VALUES (?, ?, ?, ?, ?)")

@@ -578,6 +578,7 @@ extension ProfileStore {
                     ("batch", batchID),
                 ])])
             }
+            if ins + upd > 0 { try bumpPopulationEpoch(db) }
             return (ins, upd, same)
         }
         return (ins, upd, same)
@@ -725,6 +726,7 @@ extension ProfileStore {
                         ("first_line", Int64(firstLine)), ("last_line", Int64(lastLine)),
                     ])])
                 }
+                if ins > 0 { try bumpPopulationEpoch(db) }
                 return (ins, dup, rej)
             }
             report.inserted += ins

@@ -143,6 +143,7 @@ extension ProfileStore {
                 let single = resolved.count == 1 ? chunk.first?.row.pseudonym : nil
                 try appendAudit(db, [Self.consentRecord(audit, purpose: purpose, granted: granted, subject: single, source: source,
                                                         changed: n, unchanged: chunk.count - n)])
+                if n > 0 { try bumpPopulationEpoch(db) }
                 return n
             }
         }
@@ -265,6 +266,7 @@ extension ProfileStore {
                     out.append(ErasureReceipt(customerID: id, erasedAtMillis: now, reason: reason, removed: removed,
                                               auditSequence: seq, receipt: AuditLog.hex(hash)))
                 }
+                try bumpPopulationEpoch(db)
                 return out
             }
             receipts += batch
@@ -332,6 +334,7 @@ extension ProfileStore {
                     try db.execute(sql: "DELETE FROM events WHERE kind = ? AND time < ? AND subject_id NOT IN (SELECT subject_id FROM restriction)", arguments: [kind, cutoff])
                     let n = db.changesCount
                     try appendAudit(db, [Self.retentionEventsRecord(audit, kind: kind, cutoff: cutoff, deleted: n)])
+                    if n > 0 { try bumpPopulationEpoch(db) }
                     return n
                 }
             }

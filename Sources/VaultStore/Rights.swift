@@ -72,6 +72,7 @@ extension ProfileStore {
             }
             let changed = db.changesCount > 0
             try appendAudit(db, [Self.restrictionRecord(audit, restricted: restricted, subject: pseudo, changed: changed)])
+            if changed { try bumpPopulationEpoch(db) }
             return changed
         }
     }
@@ -126,6 +127,7 @@ extension ProfileStore {
                 }
             }
             try appendAudit(db, [Self.consentImportRecord(audit, rows: rows, subject: Set(resolved.map(\.row.pseudonym)).count == 1 ? resolved.first?.row.pseudonym : nil)])
+            if !rows.isEmpty { try bumpPopulationEpoch(db) }
             return rows.count
         }
     }
@@ -268,6 +270,7 @@ extension ProfileStore {
             }
             let names = changes.map(\.field.name)
             try appendAudit(db, [Self.rectifyRecord(audit, subject: pseudo, changed: names, asked: values.count)])
+            if !names.isEmpty { try bumpPopulationEpoch(db) }
             return names
         }
     }

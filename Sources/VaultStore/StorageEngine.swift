@@ -111,12 +111,19 @@ public protocol StorageEngine: AnyObject, Sendable {
     // MARK: The release cache (ReleaseCache.swift)
     /// The keyed digest of a query's canonical form (HMAC-SHA256 under the release-digest key).
     func releaseDigest(_ canonical: [UInt8]) -> [UInt8]
-    /// The release stored for `digest` in the purpose's current window, opened and verified
-    /// (integrity error when it does not verify); one primary-key lookup.
+    /// The release stored for `digest` in the purpose's current window at the current
+    /// population epoch, opened and verified (integrity error when it does not verify); one
+    /// primary-key lookup, in one read with the window's start and the epoch (a miss carries both).
     func cachedRelease(digest: [UInt8], purpose: String, periodSeconds: Int) throws -> ReleaseLookup
-    /// Seals and stores (or replaces) a release charged in the window starting at `periodStart`,
-    /// dropping the purpose's releases of other windows.
-    func storeRelease(digest: [UInt8], purpose: String, periodStart: Int64, periodSeconds: Int, payload: [UInt8]) throws
+    /// Seals and stores (or replaces) a release charged in the window starting at `periodStart`
+    /// and computed at population epoch `epoch`, only if `epoch` is still current in the storing
+    /// transaction (false: a population change committed since the lookup, nothing stored);
+    /// drops the purpose's releases of other windows or epochs.
+    @discardableResult
+    func storeRelease(digest: [UInt8], purpose: String, periodStart: Int64, periodSeconds: Int, epoch: Int64, payload: [UInt8]) throws -> Bool
+    /// The current population epoch (nil: the store's epoch row is missing or altered; the
+    /// cache is then bypassed). `--fresh` reads it before computing, so its store is conditional.
+    func populationEpoch() throws -> Int64?
     /// Drops every cached release; returns how many.
     @discardableResult func clearReleaseCache() throws -> Int
 

@@ -337,7 +337,7 @@ package struct StoreSnapshotReader {
 
     /// The release cache's rows, still sealed (ReleaseCache.swift), in digest order.
     package func releases() throws -> [SnapshotRelease] {
-        try Row.fetchAll(db, sql: "SELECT digest, purpose, period_start, period_seconds, created_at, sealed FROM release_cache ORDER BY digest").map { row in
+        try Row.fetchAll(db, sql: "SELECT digest, purpose, period_start, period_seconds, created_at, epoch, sealed FROM release_cache ORDER BY digest").map { row in
             guard let d = Stored.blob(row.stored("digest")) else {
                 throw VaultError(.integrity, "the release cache holds a value of the wrong type: the store was altered")
             }
@@ -346,6 +346,9 @@ package struct StoreSnapshotReader {
             }
         }
     }
+
+    /// The population epoch the releases were computed at (nil: the row is missing or altered).
+    package func populationEpoch() throws -> Int64? { try ProfileStore.populationEpoch(db) }
 
     package func policyHistory() throws -> [SnapshotPolicy] {
         try Row.fetchAll(db, sql: "SELECT seq, version, sha256, schema_sha256, applied_at, actor, role, summary, changes FROM policy_history ORDER BY seq").map { row in

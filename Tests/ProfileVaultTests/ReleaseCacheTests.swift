@@ -173,7 +173,137 @@ import VaultCrypto
         #expect(try v.query(Self.sum()).cached)
     }
 
-    /// Erasure (and any change of who may be counted) empties the cache: the query pays again.
+    /// Opens the store's file behind the vault's back (a file-level attacker, or the test's
+    /// view of the population epoch).
+    static func withStore<T>(_ s: CLIStore, _ body: (ProfileStore) throws -> T) throws -> T {
+        let files = try Vault.loadPolicyFiles(directory: s.env["PROFILEVAULT_POLICY"]!)
+        let store = try ProfileStore.open(path: s.env["PROFILEVAULT_STORE"]!, keyring: try Keyring.load(path: s.env["PROFILEVAULT_KEYS"]!),
+                                          schema: files.schema)
+        defer { try? store.close() }
+        return try body(store)
+    }
+
+    static func epoch(_ s: CLIStore) throws -> Int64? { try withStore(s) { try $0.populationEpoch() } }
+
+    /// The race (issue 23's population gap): a query misses at epoch e, an erasure commits (in
+    /// another process) while its release is computed, and the release is stored after the
+    /// erasure: nothing is stored (the epoch moved), and the same query asked next pays and is
+    /// computed from the new population. Interleaved with the vault's own steps, no sleeps.
+    @Test func aReleaseComputedAcrossAnErasureIsNotStored() throws {
+        let s = try N.store()
+        let v = try N.vault(s)
+        // A genuine release to store (another query's): what was computed does not matter,
+        // only that the store comes after the change.
+        let other = try v.query(Self.sum("age>=40"))
+        let payload = try #require(StoredQueryRelease(other, clamped: nil).encoded())
+        let q = Self.sum()
+        let prepared = try v.prepareQuery(q)
+        let (slot, decision) = try v.lookupRelease(v.releaseKey(q, prepared), prepared: prepared, fresh: false)
+        guard case .miss = decision else { Issue.record("an unasked query was found in the cache"); return }
+        let current = try Self.epoch(s)
+        #expect(slot.epoch != nil && slot.epoch == current)
+        #expect(try s.run(["erase", "--subject", "C3", "--role", "privacy_officer"]).status == 0)
+        let moved = try Self.epoch(s)
+        #expect(moved != slot.epoch)
+        v.rememberRelease(payload, digest: slot, prepared: prepared, periodStart: other.budget.periodStart)
+        if case .hit = try v.lookupRelease(v.releaseKey(q, prepared), prepared: prepared, fresh: false).decision {
+            Issue.record("a release computed across an erasure was stored")
+        }
+        let before = try N.spent(v, "analytics")
+        let paid = try v.query(q)
+        #expect(!paid.cached)
+        #expect(try N.spent(v, "analytics") > before)
+        // Stored now, at the epoch it was computed at.
+        #expect(try v.query(q).cached)
+        // The same with a consent revocation, and with --fresh (which reads the epoch first too).
+        var fresh = q
+        fresh.fresh = true
+        let (freshSlot, _) = try v.lookupRelease(v.releaseKey(fresh, prepared), prepared: prepared, fresh: true)
+        #expect(freshSlot.epoch != nil)
+        #expect(try s.run(["consent", "revoke", "--purpose", "analytics", "--subject", "C4", "--role", "privacy_officer"]).status == 0)
+        v.rememberRelease(payload, digest: freshSlot, prepared: prepared, periodStart: other.budget.periodStart)
+        #expect(!(try v.query(q).cached))
+    }
+
+    /// The replay: a file-level attacker (no keyring) saves the genuine sealed row of a cached
+    /// query, an erasure runs, and puts the row back: it is not served (its epoch is old), the
+    /// query pays again. With its epoch column set to the current epoch it does not open: an
+    /// integrity error (exit 1 from the CLI), nothing charged.
+    @Test func aRowSavedBeforeAnErasureAndPutBackIsNotServed() throws {
+        let s = try N.store()
+        let v = try N.vault(s)
+        _ = try v.query(Self.sum())
+        #expect(try v.query(Self.sum()).cached)
+        // The attacker's copy of the row, kept in a table of its own in the file.
+        try Self.edit(s, "CREATE TABLE saved_rows AS SELECT * FROM release_cache")
+        #expect(try s.run(["erase", "--subject", "C3", "--role", "privacy_officer"]).status == 0)
+        func putBack(currentEpoch: Bool) throws {
+            try Self.edit(s, "INSERT OR REPLACE INTO release_cache SELECT * FROM saved_rows")
+            if currentEpoch { try Self.edit(s, "UPDATE release_cache SET epoch = (SELECT epoch FROM population_epoch)") }
+        }
+        try putBack(currentEpoch: false)
+        let before = try N.spent(v, "analytics")
+        let again = try v.query(Self.sum())
+        #expect(!again.cached)
+        #expect(try N.spent(v, "analytics") > before)
+        // Its epoch column moved to the current epoch: it does not open, nothing is charged.
+        try putBack(currentEpoch: true)
+        let spent = try N.spent(v, "analytics")
+        #expect((#expect(throws: VaultError.self) { _ = try v.query(Self.sum()) })?.kind == .integrity)
+        let cli = try s.run(["query", "sum", "--purpose", "analytics", "--epsilon", "0.25", "--attribute", "age", "--bounds", "20,60",
+                             "--where", "age>=30,age<60", "--role", "trainer"])
+        #expect(cli.status == 1, "\(cli.stdout)\(cli.stderr)")
+        #expect(try N.spent(v, "analytics") == spent)
+    }
+
+    /// A data scientist ingests a new month and asks the same count: not the old count. Ingest
+    /// of profiles and of events, a consent import and a rectification each move the epoch.
+    @Test func ingestAndRectificationInvalidate() throws {
+        let s = try N.store()
+        let v = try N.vault(s)
+        let count = Vault.QueryRequest(kind: .count, purpose: "analytics", epsilon: 0.25)
+        _ = try v.query(count)
+        #expect(try v.query(count).cached)
+        #expect(try s.run(["ingest", "profiles", s.write("p2.csv", CLIStore.rows(45))]).status == 0)
+        #expect(!(try v.query(count).cached))
+        #expect(try v.query(count).cached)
+        #expect(try s.run(["ingest", "events", s.write("e2.csv", "customer_id,kind,item,value,time\nC1,purchase,SKU-99,9.5,2026-11-01T12:00:00Z\n")]).status == 0)
+        #expect(!(try v.query(count).cached))
+        #expect(try v.query(count).cached)
+        let r = try s.run(["rectify", "--subject", "C2", "--set", "age=77", "--role", "privacy_officer"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(!(try v.query(count).cached))
+        #expect(try v.query(count).cached)
+        let imp = try s.run(["consent", "import", s.write("ci.csv", "customer_id,purpose,granted,time,source\nC40,analytics,true,2026-11-02T00:00:00Z,web\n"),
+                             "--role", "privacy_officer"])
+        #expect(imp.status == 0, "\(imp.stderr)")
+        #expect(!(try v.query(count).cached))
+        #expect(try v.query(count).cached)
+        // An ingest that changes nothing (the same file again) leaves the epoch as it was.
+        let e = try Self.epoch(s)
+        #expect(try s.run(["ingest", "profiles", s.dir + "/p2.csv"]).status == 0)
+        #expect(try Self.epoch(s) == e)
+        #expect(try v.query(count).cached)
+    }
+
+    /// Reads do not move the epoch: a cached query stays cached after a get, an audit export,
+    /// a consent status, a budget status and a dry run.
+    @Test func readsDoNotInvalidate() throws {
+        let s = try N.store()
+        let v = try N.vault(s)
+        _ = try v.query(Self.sum())
+        let e = try Self.epoch(s)
+        #expect(try s.run(["get", "--subject", "C1", "--purpose", "customer_support", "--role", "support"]).status == 0)
+        _ = try N.auditEntries(s)
+        _ = try v.budgetStatus()
+        var dry = Self.sum("age>=41")
+        dry.dryRun = true
+        _ = try v.quoteQuery(dry)
+        #expect(try Self.epoch(s) == e)
+        #expect(try v.query(Self.sum()).cached)
+    }
+
+    /// Erasure (and any change of who may be counted) moves the epoch: the query pays again.
     @Test func erasureAndConsentEmptyTheCache() throws {
         let s = try N.store()
         let v = try N.vault(s)

@@ -53,6 +53,9 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 15 (the population epoch): its table.
+                "DROP TABLE profilevault.population_epoch",
+                "DELETE FROM profilevault.schema_migrations WHERE version = 15",
                 // Version 14 (the DP release cache): its table.
                 "DROP TABLE profilevault.release_cache",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 14",

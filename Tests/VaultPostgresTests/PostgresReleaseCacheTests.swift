@@ -17,9 +17,23 @@ import VaultValues
             let node = try await cluster.node()
             let db = cluster.db
             let failures = try await onThread { () -> [String] in
-                try ReleaseCacheConformance.run(node) { tamper in
+                var next = 1
+                return try ReleaseCacheConformance.run(node, changePopulation: {
+                    _ = try node.ingestProfiles(.objects([Self.profile(next)]), options: IngestOptions())
+                    next += 1
+                }) { tamper in
                     let sql: String
                     switch tamper {
+                    case .saveRows:
+                        sql = "CREATE TABLE public.saved_releases AS SELECT * FROM profilevault.release_cache"
+                    case .restoreRows:
+                        sql = """
+                            INSERT INTO profilevault.release_cache SELECT * FROM public.saved_releases
+                            ON CONFLICT (digest) DO UPDATE SET purpose = excluded.purpose, period_start = excluded.period_start,
+                                period_seconds = excluded.period_seconds, created_at = excluded.created_at, epoch = excluded.epoch, sealed = excluded.sealed
+                            """
+                    case .setEpoch(let e):
+                        sql = "UPDATE profilevault.release_cache SET epoch = \(e)"
                     case .swapSealed:
                         sql = "UPDATE profilevault.release_cache AS t SET sealed = (SELECT o.sealed FROM profilevault.release_cache o WHERE o.digest <> t.digest)"
                     case .changePurpose:
@@ -38,6 +52,30 @@ import VaultValues
         }
     }
 
+    /// Every population change moves the epoch in its own transaction, as on SQLite; reads do not.
+    @Test func populationChangesMoveTheEpoch() async throws {
+        try await ProfileCluster.with { cluster in
+            let node = try await cluster.node()
+            let failures = try await onThread { () -> [String] in
+                _ = try node.ingestProfiles(.objects((11...14).map { Self.profile($0) }), options: IngestOptions())
+                return try ReleaseCacheConformance.epochMoves(node, ids: (11...14).map { "EPOCH-\($0)" })
+            }
+            #expect(failures.isEmpty, "\(failures)")
+            // The service role reads and increments the epoch, and can neither add nor remove its row.
+            let db = cluster.db
+            #expect(try await db.attempt("DELETE FROM profilevault.population_epoch", as: db.node, password: db.nodePassword)?.kind == .denied)
+            #expect(try await db.attempt("INSERT INTO profilevault.population_epoch(id, epoch) VALUES (2, 0)", as: db.node, password: db.nodePassword)?.kind == .denied)
+            try await onThread { try node.close() }
+        }
+    }
+
+    /// A profile of the repository's schema, new for each `i`.
+    static func profile(_ i: Int) -> JSONValue {
+        .object([("customer_id", .string("EPOCH-\(i)")), ("email", .string("e\(i)@example.org")), ("full_name", .string("E \(i)")),
+                 ("phone", .string("+49 30 \(1_000 + i)")), ("birth_date", .string("1990-01-01")), ("age", .int(36)),
+                 ("gender", .string("other")), ("country", .string("DE")), ("annual_income", .double(1000))])
+    }
+
     @Test func migrateCarriesTheSealedReleases() async throws {
         try await TestDatabase.with { db in
             let dir = NSTemporaryDirectory() + "pvmigrel-" + UUID().uuidString
@@ -48,10 +86,16 @@ import VaultValues
             defer { try? sqlite.close() }
             let period = 30 * 86_400
             let d = sqlite.releaseDigest(Array("a query".utf8))
-            guard case let .miss(start) = try sqlite.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period) else {
+            guard case let .miss(start, epoch?) = try sqlite.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period) else {
                 Issue.record("an empty cache found a release"); return
             }
-            try sqlite.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: period, payload: Array("the release".utf8))
+            // Population changes before the release: the epoch the release is served at is not 0.
+            _ = try sqlite.ingestProfiles(.objects([Self.profile(1)]))
+            _ = try sqlite.ingestProfiles(.objects([Self.profile(2)]))
+            guard case .miss(_, let now?) = try sqlite.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period), now == epoch + 2 else {
+                Issue.record("an ingest did not move the epoch"); return
+            }
+            try sqlite.storeRelease(digest: d, purpose: "analytics", periodStart: start, periodSeconds: period, epoch: now, payload: Array("the release".utf8))
             let url = db.owner.description
             let env = ["PGPASSWORD": db.ownerPassword ?? ""]
             _ = try await onThread {
@@ -66,6 +110,13 @@ import VaultValues
                     #expect(payload == Array("the release".utf8) && s == start)
                 } else {
                     Issue.record("the migrated release is not found")
+                }
+                // The epoch came along with it, and keeps counting on the copy.
+                #expect(try node.populationEpoch() == now)
+                _ = try node.ingestProfiles(.objects([Self.profile(3)]), options: IngestOptions())
+                #expect(try node.populationEpoch() == now + 1)
+                if case .hit = try node.cachedRelease(digest: d, purpose: "analytics", periodSeconds: period) {
+                    Issue.record("a migrated release is served after an ingest on the copy")
                 }
                 try node.close()
             }

@@ -60,7 +60,7 @@ import VaultStore
         let ok = try DPSteeringTests.entries(s, "query.sum").filter { $0["status"] as? String == "ok" }
         #expect(ok.count == 1)
         let detail = ok.first?["status_detail"] as? String ?? ""
-        #expect(detail.contains("zcdp rho 0.09375") && detail.contains("clamped count rho 0.03125") && ok.first?["unmapped.epsilon"] == nil, "\(detail)")
+        #expect(detail.contains("zcdp rho 0.09375") && detail.contains("clamped count rho 0.03125"), "\(detail)")
         let j = try ZCDPQuantileTests.object(JSONForms.query(r))
         #expect((j["clamped"] as? [String: Any])?["rho"] as? Double == 0.03125 && j["rho_charged"] as? Double == 0.09375)
         // The quote says the same total, charges nothing.
@@ -202,10 +202,10 @@ import VaultStore
         #expect(v0.value >= 18 && v0.value <= 100 && v0.ci95.0 <= v0.ci95.1)
         // Two charges, two ok entries, both in rho (the first says what it is).
         let ok = try DPSteeringTests.entries(s, "query.mean").filter { $0["status"] as? String == "ok" }
-        #expect(ok.count == 2 && ok.allSatisfy { ($0["status_detail"] as? String)?.contains("zcdp rho") == true && $0["unmapped.epsilon"] == nil })
+        #expect(ok.count == 2 && ok.allSatisfy { ($0["status_detail"] as? String)?.contains("zcdp rho") == true })
         #expect(ok.contains { ($0["status_detail"] as? String)?.contains("first count release") == true })
         let j = try ZCDPQuantileTests.object(JSONForms.query(r))
-        #expect(j["accuracy_count_rho"] as? Double == first && j["accuracy"] as? Double == 2)
+        #expect(abs((j["accuracy_count_rho"] as? Double ?? 0) - first) < 1e-15 && j["accuracy"] as? Double == 2, "\(j)")
         // The same question again: the release cache, nothing charged (not even the count).
         let again = try v.query(q)
         #expect(try again.cached && again.value?.value == r.value?.value && Self.spent(v) == r.rho)

@@ -73,6 +73,39 @@ public struct Rho: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+extension Rho {
+    /// The largest epsilon on the 2^-20 grid with epsilon²/2 <= this rho, for an epsilon-DP
+    /// mechanism (the exponential mechanism of `QuantileMechanism`) run under a zCDP purpose:
+    /// pure epsilon-DP implies (epsilon²/2)-zCDP (Bun and Steinke 2016, Proposition 1.4), so a
+    /// release at this epsilon is at most rho-zCDP. Exact: epsilon = n / 2^20 with the largest
+    /// n such that n² <= units * 2^11 (n²/2^41 <= units/2^30), found in integers after a
+    /// floating-point first guess. Nil only when n would be 0 (never for rho >= 2^-30:
+    /// sqrt(2^-29) is about 2^-14.5).
+    public var pureEpsilon: Epsilon? {
+        let bound = units << 11   // units <= 100 * 2^30 < 2^37, so < 2^48
+        var n = UInt64(((2 * value).squareRoot() * Double(Epsilon.unitsPerOne)).rounded(.down))
+        while n > 0 && n * n > bound { n -= 1 }
+        while (n + 1) * (n + 1) <= bound { n += 1 }
+        guard n > 0 else { return nil }
+        return Epsilon(Double(n) / Double(Epsilon.unitsPerOne))   // n < 2^24: exact, and Epsilon rounds it back to n units
+    }
+
+    /// This rho plus `other` (two releases composed), nil above `maximum`.
+    public func adding(_ other: Rho) -> Rho? {
+        let (u, o) = units.addingReportingOverflow(other.units)
+        guard !o, Double(u) <= Self.maximum * Double(Self.unitsPerOne) else { return nil }
+        return Rho(units: u)
+    }
+
+    /// `parts` times this rho (the total of `parts` equal shares), nil above `maximum`.
+    public func times(_ parts: Int) -> Rho? {
+        guard parts >= 1 else { return nil }
+        let (u, o) = units.multipliedReportingOverflow(by: UInt64(parts))
+        guard !o, Double(u) <= Self.maximum * Double(Self.unitsPerOne) else { return nil }
+        return Rho(units: u)
+    }
+}
+
 /// A non-negative integer below 2^256, four little-endian 64-bit limbs: just what the exact
 /// Bernoulli(exp(-γ)) of the discrete Gaussian needs for γ's numerator and denominator.
 struct U256: Equatable, Comparable {
@@ -549,6 +582,37 @@ extension QueryEngine {
             quote.meanHalfWidthTimesCount = normalTwoSidedQuantile(alpha: alpha) * (a * a + r * r * b * b).squareRoot()
         }
         return quote
+    }
+
+    /// A mean's rho for `accuracy` given `countLowerBound` n (> 0): the least rho on the 2^-30
+    /// grid (at most `Rho.maximum`) whose quoted Gaussian joint half-width at the worst-case mean,
+    /// z·sqrt(a² + r²b²)/n (`quoteGaussian`'s `meanHalfWidthTimesCount` over n; a, b the σ of
+    /// the sum and the count at rho/2 each, r the bounds' half-span), is at most `accuracy`.
+    /// Non-increasing in rho (σ² = Δ²/2ρ rounded up), so a bisection over the units finds it.
+    public static func meanRho(forAccuracy accuracy: Double, _ q: DPQuery, countLowerBound n: Double) throws -> Rho {
+        guard accuracy.isFinite, accuracy > 0 else { throw DPParameterError("accuracy", "must be a positive number") }
+        guard q.kind == .mean, n.isFinite, n > 0 else { throw DPParameterError("accuracy", "needs a positive count") }
+        var probe = q
+        if let one = Epsilon(1) { probe.epsilon = one }
+        let coordinates = try plan(probe).map(\.0)
+        guard coordinates.count == 2 else { throw DPParameterError("accuracy", "meanRho is for means") }
+        let z = normalTwoSidedQuantile(alpha: 1 - q.confidence)
+        let r = Double(coordinates[0].bound) * coordinates[0].grid / Double(max(1, coordinates[1].bound))
+        func fits(_ units: UInt64) -> Bool {
+            guard let half = Rho(units: units).split(2),
+                  let gs = try? DiscreteGaussian.forRelease(l2: coordinates[0].bound, rho: half),
+                  let gc = try? DiscreteGaussian.forRelease(l2: coordinates[1].bound, rho: half) else { return false }
+            let a = gs.sigma * coordinates[0].grid, b = gc.sigma * coordinates[1].grid
+            return z * (a * a + r * r * b * b).squareRoot() / n <= accuracy
+        }
+        var hi = UInt64(Rho.maximum * Double(Rho.unitsPerOne))
+        guard fits(hi) else { throw DPParameterError("accuracy", "not reachable: even rho \(Rho.maximum) gives a wider interval") }
+        var lo: UInt64 = 0
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2
+            if fits(mid) { hi = mid } else { lo = mid }
+        }
+        return Rho(units: hi)
     }
 
     /// The smallest rho (a multiple of 2^-30, at most `Rho.maximum`) whose interval half-width

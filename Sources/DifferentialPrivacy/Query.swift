@@ -471,7 +471,10 @@ public struct ReleasedValue: Sendable, Equatable {
 /// bounds (and were clamped), released privately with its own epsilon, and their share of the
 /// noisy count of values, each with an interval at 95% or more (docs/differential-privacy.md).
 public struct ClampedReport: Sendable, Equatable {
+    /// The extra epsilon asked for (under a zCDP purpose: the epsilon whose epsilon²/2 is `rho`).
     public var epsilon: Double
+    /// zCDP: the rho the three counts were charged (discrete Gaussian), nil under an epsilon purpose.
+    public var rho: Double? = nil
     public var count: Double
     public var countInterval: (Double, Double)
     public var share: Double
@@ -484,7 +487,7 @@ public struct ClampedReport: Sendable, Equatable {
         self.shareInterval = shareInterval
     }
     public static func == (a: ClampedReport, b: ClampedReport) -> Bool {
-        a.epsilon == b.epsilon && a.count == b.count && a.countInterval == b.countInterval && a.share == b.share && a.shareInterval == b.shareInterval
+        a.epsilon == b.epsilon && a.rho == b.rho && a.count == b.count && a.countInterval == b.countInterval && a.share == b.share && a.shareInterval == b.shareInterval
     }
 }
 
@@ -524,6 +527,8 @@ public struct QueryResult: Sendable {
     /// release charged (included in `epsilon`).
     public var accuracy: Double? = nil
     public var accuracyCountEpsilon: Double? = nil
+    /// zCDP: the rho of an accuracy-first mean's first count release (included in `rho`).
+    public var accuracyCountRho: Double? = nil
     /// zCDP: the rho charged (then `epsilon` is its (epsilon, delta) form at `conversionDelta`
     /// and the noise is the discrete Gaussian, `scale` its sigma).
     public var rho: Double? = nil

@@ -88,17 +88,20 @@ public enum JSONForms {
                 default: return pair
                 }
             }
-            common += [("rho", .double(rho)), ("budget_unit", .string("rho"))]
+            common += [("rho", .double(rho)), ("rho_charged", .double(r.cached ? 0 : rho)), ("budget_unit", .string("rho"))]
+            if let c = r.accuracyCountRho { common.append(("accuracy_count_rho", .double(c))) }
         }
         // Pay once: what this answer charged (0 from the release cache) and when the release was made.
         common.append(("epsilon_charged", .double(r.cached ? 0 : r.epsilon)))
         if let t = r.releasedAtMillis { common.append(("released_at", isoMillis(t))) }
         if let c = r.clamped {
-            common.append(("clamped", .object([
+            var clampedPairs: [(String, JSONValue)] = [
                 ("epsilon", .double(c.epsilon)), ("count", num(c.count)), ("count_interval", .array([num(c.countInterval.0), num(c.countInterval.1)])),
                 ("share", num(c.share)), ("share_interval", .array([num(c.shareInterval.0), num(c.shareInterval.1)])),
                 ("outside", .string("values below the lower bound or above the upper bound")),
-            ])))
+            ]
+            if let rc = c.rho { clampedPairs.append(("rho", .double(rc))) }   // zCDP: what the three counts were charged
+            common.append(("clamped", .object(clampedPairs)))
         }
         if let v = r.value {
             return .object([("value", num(v.value)), ("ci95", ci(v)), ("interval", interval(v))] + common)
@@ -125,7 +128,7 @@ public enum JSONForms {
         pairs.append(("epsilon_charged", .double(q.cached ? 0 : q.epsilon)))
         if let rho = q.rho {
             pairs = pairs.map { $0.0 == "mechanism" ? ("mechanism", .string("discrete Gaussian, user-level (zCDP)")) : $0 }
-            pairs += [("rho", .double(rho)), ("budget_unit", .string("rho"))]
+            pairs += [("rho", .double(rho)), ("rho_charged", .double(q.cached ? 0 : rho)), ("budget_unit", .string("rho"))]
         }
         return .object(pairs)
     }

@@ -7,7 +7,8 @@ public import VaultValues
 ///
 /// Two quantiles of the attribute (default 0.05 and 0.95) by the exponential mechanism over the
 /// schema's bounds (`quantile`: one charge of E, E/2 each, sequential composition: E-DP; proof
-/// in docs/differential-privacy.md, "Quantiles"), then post-processing only: the lower bound is
+/// in docs/differential-privacy.md, "Quantiles"; under a zCDP purpose one charge of rho, see
+/// `quantileRho`), then post-processing only: the lower bound is
 /// the lower edge of the low quantile's cell, the upper bound the upper edge of the high
 /// quantile's cell (for an integer attribute with one cell per integer, the cells' integers),
 /// swapped if they cross. Audited as `query.bounds`; answered again from the release cache like
@@ -15,7 +16,10 @@ public import VaultValues
 extension Vault {
     public struct BoundsRequest: Sendable {
         public var purpose: String
-        public var epsilon: Double
+        /// The epsilon to spend (under a zCDP purpose: rho = epsilon²/2); nil with `rho`.
+        public var epsilon: Double?
+        /// `--rho R`: the rho to spend under a zCDP purpose.
+        public var rho: Double? = nil
         public var attribute: String
         public var whereClause: String?
         /// The quantiles whose cells' outer edges become the bounds (0 <= low < high <= 1).
@@ -23,7 +27,7 @@ extension Vault {
         public var high: Double = 0.95
         public var dryRun = false
         public var fresh = false
-        public init(purpose: String, epsilon: Double, attribute: String, whereClause: String? = nil) {
+        public init(purpose: String, epsilon: Double?, attribute: String, whereClause: String? = nil) {
             self.purpose = purpose
             self.epsilon = epsilon
             self.attribute = attribute
@@ -50,6 +54,7 @@ extension Vault {
             }
         }
         var r = QuantileRequest(purpose: b.purpose, epsilon: b.epsilon, attribute: b.attribute, quantiles: [b.low, b.high], whereClause: b.whereClause)
+        r.rho = b.rho
         r.dryRun = b.dryRun
         r.fresh = b.fresh
         let release = try quantileRelease(r, name: "query.bounds")
@@ -78,14 +83,15 @@ extension JSONForms {
         }
         pairs += [
             ("quantiles", .array([.double(b.low), .double(b.high)])),
-            ("epsilon", .double(r.epsilon)), ("delta", .double(0)), ("epsilon_per_quantile", .double(r.epsilonPerQuantile)),
-            ("mechanism", .string("exponential mechanism over a bounded domain, user-level; bounds are the outer edges of the released cells")),
+            ("epsilon", .double(r.epsilon)), ("delta", .double(r.conversionDelta ?? 0)), ("epsilon_per_quantile", .double(r.epsilonPerQuantile)),
+            ("mechanism", .string("exponential mechanism over a bounded domain, user-level" + (r.rho != nil ? " (epsilon-DP per quantile, charged as rho = epsilon²/2 zCDP)" : "") + "; bounds are the outer edges of the released cells")),
             ("bins", .int(Int64(r.bins))), ("bin_width", num(r.binWidth)),
             ("domain", .array([num(r.bounds.lower), num(r.bounds.upper)])),
             ("rank_error_95", num(r.rankError95)),
             ("budget_left", num(r.budget.left)), ("budget_spent", num(r.budget.spent)),
             ("cached", .bool(r.cached)), ("epsilon_charged", .double(r.cached ? 0 : r.epsilon)),
         ]
+        pairs += zcdpPairs(rho: r.rho, conversionDelta: r.conversionDelta, cached: r.cached)
         if let t = r.releasedAtMillis { pairs.append(("released_at", isoMillis(t))) }
         return .object(pairs)
     }

@@ -203,11 +203,7 @@ extension Vault {
     public func query(_ q: QueryRequest) throws -> QueryResult {
         try audited("query.\(q.kind.rawValue)", .read, permission: "query", purpose: q.purpose) { context in
             guard !q.dryRun else { throw VaultError(.usage, "query: a dry run is a quote (quoteQuery); nothing was run") }
-            if let z = zcdpBudget(q.purpose) {
-                // The release cache and the clamped counts are epsilon releases: not under zCDP.
-                if q.reportClamped != nil { throw VaultError(.usage, "--report-clamped: not available under purpose \(q.purpose), which accounts in zCDP") }
-                return try zcdpQuery(q, budget: z, context: context)
-            }
+            if let z = zcdpBudget(q.purpose) { return try zcdpQuery(q, budget: z, context: context) }
             if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
             var prepared = try prepareQuery(q)
             let clampedEpsilon = try checkReportClamped(q, prepared)
@@ -273,10 +269,7 @@ extension Vault {
     /// no data, charges nothing, and is audited as a quote (`query.KIND.quote`).
     public func quoteQuery(_ q: QueryRequest) throws -> QueryQuote {
         try audited("query.\(q.kind.rawValue).quote", .read, permission: "query", purpose: q.purpose) { context in
-            if let z = zcdpBudget(q.purpose) {
-                if q.reportClamped != nil { throw VaultError(.usage, "--report-clamped: not available under purpose \(q.purpose), which accounts in zCDP") }
-                return try zcdpQuote(q, budget: z, context: context)
-            }
+            if let z = zcdpBudget(q.purpose) { return try zcdpQuote(q, budget: z, context: context) }
             if q.rho != nil { throw VaultError(.usage, "--rho: purpose \(q.purpose) accounts in epsilon, not zCDP; give --epsilon") }
             let prepared = try prepareQuery(q)
             if q.accuracy != nil && q.kind == .mean {

@@ -14,9 +14,10 @@ import VaultStore
 /// conditions, each as attribute, operator and typed value, sorted and deduplicated (`age>=30,
 /// country=DE` is `country=DE,age>=30`; an integer 30 is the number 30.0); the group-by attribute
 /// and its domain; the population rules (consent purpose, objection purpose); the requested
-/// epsilon as charged (2^-20 units) or the requested accuracy, and the confidence; the purpose and
-/// its budget (epsilon, delta, period), so a policy change of the budget or period never finds
-/// an older release. Not in it: who asks. Releases are shared by every actor of the purpose:
+/// epsilon as charged (2^-20 units) or, under a zCDP purpose, the rho as charged (2^-30 units),
+/// or the requested accuracy, and the confidence; the purpose and its budget (epsilon, delta,
+/// period; a zCDP purpose's rho and conversion delta too), so a policy change of the budget or
+/// period never finds an older release. Not in it: who asks. Releases are shared by every actor of the purpose:
 /// they were paid from the purpose's one budget, and a release already made is public to that
 /// purpose; answering it again is post-processing.
 ///
@@ -77,15 +78,33 @@ extension Vault {
             add("budget_epsilon", prepared.limit)
             add("budget_delta", prepared.deltaLimit)
             add("budget_period", Int64(prepared.periodSeconds))
+            // A zCDP purpose (epsilon and delta 0 above): its rho limit and conversion delta, so
+            // a change of either never finds an older release. Absent for an epsilon purpose
+            // (its keys, and the releases stored under them, are unchanged).
+            if let b = prepared.purpose.dpBudget, let rho = b.rho {
+                add("budget_rho", rho)
+                add("budget_conversion_delta", b.conversionDelta)
+            }
         }
     }
 
     /// The key of a count, sum, mean or histogram: its prepared form, the requested epsilon (as
     /// charged) or accuracy, and whether the bounds were the query's own.
-    func releaseKey(_ q: QueryRequest, _ prepared: PreparedQuery) -> ReleaseKey {
+    func releaseKey(_ q: QueryRequest, _ prepared: PreparedQuery, zcdp: (rho: Rho?, clamped: Rho?)? = nil) -> ReleaseKey {
         var k = ReleaseKey()
         k.add("kind", q.kind.rawValue)
         k.add(prepared)
+        if let z = zcdp {
+            // Under a zCDP purpose: the rho as charged (2^-30 units); with --accuracy also the
+            // accuracy (and, for a mean, whose rho follows from its first count, that count's rho).
+            if let a = q.accuracy { k.add("accuracy", a) }
+            if let r = z.rho { k.add("rho_units", Int64(clamping: r.units)) }
+            if q.accuracy != nil && q.kind == .mean { k.add("accuracy_count_rho_units", Int64(clamping: Self.meanAccuracyCountRho.units)) }
+            k.add("bounds_from_query", q.bounds != nil)
+            k.add("report_clamped", z.clamped != nil)
+            if let c = z.clamped { k.add("clamped_rho_units", Int64(clamping: c.units)) }
+            return k
+        }
         if let a = q.accuracy {
             k.add("accuracy", a)
             if q.kind == .mean { k.add("accuracy_count_epsilon", Self.meanAccuracyCountEpsilon) }
@@ -196,9 +215,14 @@ struct StoredQueryRelease: Codable {
     var clamped: StoredClamped?
     var accuracy: Double?
     var accuracyCountEpsilon: Double?
+    /// zCDP releases: the rho charged and the conversion's delta (absent in epsilon releases).
+    var rho: Double?
+    var conversionDelta: Double?
+    var accuracyCountRho: Double?
 
     struct StoredClamped: Codable {
         var epsilon: Double
+        var rho: Double?
         var count: Double
         var countInterval: [Double]
         var share: Double
@@ -223,11 +247,14 @@ struct StoredQueryRelease: Codable {
         boundsFromQuery = r.boundsFromQuery
         clampedShare = r.clampedShare
         self.clamped = clamped.map {
-            StoredClamped(epsilon: $0.epsilon, count: $0.count, countInterval: [$0.countInterval.0, $0.countInterval.1],
+            StoredClamped(epsilon: $0.epsilon, rho: $0.rho, count: $0.count, countInterval: [$0.countInterval.0, $0.countInterval.1],
                           share: $0.share, shareInterval: [$0.shareInterval.0, $0.shareInterval.1])
         }
         accuracy = r.accuracy
         accuracyCountEpsilon = r.accuracyCountEpsilon
+        rho = r.rho
+        conversionDelta = r.conversionDelta
+        accuracyCountRho = r.accuracyCountRho
     }
 
     func encoded() -> [UInt8]? {
@@ -257,12 +284,16 @@ struct StoredQueryRelease: Codable {
         r.clampedShare = clampedShare
         r.accuracy = accuracy
         r.accuracyCountEpsilon = accuracyCountEpsilon
+        r.rho = rho
+        r.conversionDelta = conversionDelta
+        r.accuracyCountRho = accuracyCountRho
         r.cached = true
         var report: ClampedReport?
         if let c = clamped {
             guard c.countInterval.count == 2, c.shareInterval.count == 2 else { throw Self.damaged() }
             report = ClampedReport(epsilon: c.epsilon, count: c.count, countInterval: (c.countInterval[0], c.countInterval[1]),
                                    share: c.share, shareInterval: (c.shareInterval[0], c.shareInterval[1]))
+            report?.rho = c.rho
         }
         return (r, report)
     }

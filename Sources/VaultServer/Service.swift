@@ -990,12 +990,12 @@ func queryRequest(_ body: JSONValue) throws -> Vault.QueryRequest {
     return q
 }
 
-/// `POST /v1/queries` with `"kind": "quantile"`: `{"kind","purpose","epsilon","attribute","q","where",
+/// `POST /v1/queries` with `"kind": "quantile"`: `{"kind","purpose","epsilon" (or "rho" under a zCDP purpose),"attribute","q","where",
 /// "group_by","bounds","dry_run"}`; `q` a number or an array of numbers from 0 to 1.
 func quantileRequest(_ body: JSONValue) throws -> Vault.QuantileRequest {
-    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "q", "where", "group_by", "bounds", "dry_run", "fresh"])
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "rho", "attribute", "q", "where", "group_by", "bounds", "dry_run", "fresh"])
     let purpose = try f.string("purpose", required: true)!
-    guard let epsilon = try f.number("epsilon"), epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: required (a positive number)") }
+    let (epsilon, rho) = try quantileCost(f)
     guard let attribute = try f.string("attribute", required: true) else { throw APIError.badRequest("attribute: required") }
     func number(_ v: JSONValue) -> Double? {
         switch v { case .int(let i): return Double(i); case .double(let d): return d; default: return nil }
@@ -1014,31 +1014,42 @@ func quantileRequest(_ body: JSONValue) throws -> Vault.QuantileRequest {
     }
     guard !qs.isEmpty, qs.count <= Vault.maxQuantiles else { throw APIError.badRequest("q: 1 to \(Vault.maxQuantiles) quantiles") }
     // where and bounds as for the other kinds (one parser).
-    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(epsilon))]
+    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(1))]
     for k in ["where", "bounds"] { if let v = f.pairs[k] { probe.append((k, v)) } }
     let parsed = try queryRequest(.object(probe))
     var r = Vault.QuantileRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, quantiles: qs, whereClause: parsed.whereClause,
                                   groupBy: try f.string("group_by", required: false), bounds: parsed.bounds)
+    r.rho = rho
     r.dryRun = try f.bool("dry_run") ?? false
     r.fresh = try f.bool("fresh") ?? false
     return r
 }
 
-/// `POST /v1/queries` with `"kind": "bounds"`: `{"kind","purpose","epsilon","attribute","where","low","high",
+/// The cost of a quantile or bounds request: `epsilon` (a positive number) or, under a zCDP
+/// purpose, `rho` (checked by the Vault: one of the two, in range), at least one given.
+func quantileCost(_ f: BodyFields) throws -> (epsilon: Double?, rho: Double?) {
+    let epsilon = try f.number("epsilon"), rho = try f.number("rho")
+    if let e = epsilon, !(e.isFinite && e > 0) { throw APIError.badRequest("epsilon: a positive number") }
+    guard epsilon != nil || rho != nil else { throw APIError.badRequest("epsilon: required (a positive number), or rho under a zCDP purpose") }
+    return (epsilon, rho)
+}
+
+/// `POST /v1/queries` with `"kind": "bounds"`: `{"kind","purpose","epsilon" (or "rho"),"attribute","where","low","high",
 /// "dry_run","fresh"}`; `low` and `high` the quantiles (default 0.05 and 0.95).
 func boundsRequest(_ body: JSONValue) throws -> Vault.BoundsRequest {
-    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "attribute", "where", "low", "high", "dry_run", "fresh"])
+    let f = try BodyFields(body, allowed: ["kind", "purpose", "epsilon", "rho", "attribute", "where", "low", "high", "dry_run", "fresh"])
     let purpose = try f.string("purpose", required: true)!
-    guard let epsilon = try f.number("epsilon"), epsilon.isFinite, epsilon > 0 else { throw APIError.badRequest("epsilon: required (a positive number)") }
+    let (epsilon, rho) = try quantileCost(f)
     guard let attribute = try f.string("attribute", required: true) else { throw APIError.badRequest("attribute: required") }
     let low = try f.number("low") ?? 0.05, high = try f.number("high") ?? 0.95
     guard low.isFinite, high.isFinite, low >= 0, high <= 1, low < high else {
         throw APIError.badRequest("low, high: two quantiles with 0 <= low < high <= 1")
     }
-    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(epsilon))]
+    var probe: [(String, JSONValue)] = [("kind", .string("sum")), ("purpose", .string(purpose)), ("epsilon", .double(1))]
     if let w = f.pairs["where"] { probe.append(("where", w)) }
     let parsed = try queryRequest(.object(probe))
     var r = Vault.BoundsRequest(purpose: purpose, epsilon: epsilon, attribute: attribute, whereClause: parsed.whereClause)
+    r.rho = rho
     r.low = low
     r.high = high
     r.dryRun = try f.bool("dry_run") ?? false

@@ -61,8 +61,10 @@ import VaultStore
         var st = try Self.state(v, "analytics")
         #expect(st.zcdp && st.limit == 0.5 && st.spent == 0.375 && st.conversionDelta == 1e-6)
         #expect(abs(st.epsilonEquivalentLimit - (0.5 + 2 * (0.5 * log(1e6)).squareRoot())) < 1e-12)
-        // Up to the limit exactly, then refused with nothing charged and nothing read.
+        // Up to the limit exactly, then refused with nothing charged and nothing read (each a new
+        // release: --fresh, else the release cache answers the same count at rho 0).
         q.rho = 0.125
+        q.fresh = true
         _ = try v.query(q)
         let err = #expect(throws: VaultError.self) { _ = try v.query(q) }
         #expect(err?.kind == .denied && err?.message.contains("rho") == true, "\(String(describing: err))")

@@ -100,7 +100,7 @@ extension Vault {
                                        whereClause: r.whereClause, groupBy: r.groupBy)
             carrier.bounds = r.bounds
             var prepared = try prepareQuery(carrier)
-            guard case let .attribute(name, lo, hi, integral) = prepared.dpq.measure else {
+            guard case let .attribute(attribute, lo, hi, integral) = prepared.dpq.measure else {
                 throw VaultError(.usage, "query quantile needs --attribute (a numeric attribute)")
             }
             guard lo < hi else { throw VaultError(.usage, "--bounds: a quantile needs LO < HI") }
@@ -196,7 +196,7 @@ extension Vault {
                 throw VaultError(.denied, "budget exceeded: \(e.description)")
             }
             let source = store.aggregateSource
-            let feature = ScaledFeature(name: name, lower: lo, upper: hi)
+            let feature = ScaledFeature(name: attribute, lower: lo, upper: hi)
             var rng = CSPRNGWords()
             for key in prepared.dpq.groupBy?.domain ?? [""] {
                 var predicates = prepared.dpq.predicates

@@ -349,6 +349,10 @@ import VaultCrypto
         #expect(range.lower >= 18 && range.upper <= 100 && range.lower <= range.upper && !b.release.cached)
         let b2 = try v.privateBounds(Vault.BoundsRequest(purpose: "analytics", epsilon: 1, attribute: "age"))
         #expect(b2.release.cached && b2.bounds?.lower == range.lower && b2.bounds?.upper == range.upper)
+        // A quantile query of the same two q's at the same epsilon is another question (its
+        // own action, audited as such): it pays, and is not answered from the bounds release.
+        let sameQs = try v.quantile(Vault.QuantileRequest(purpose: "analytics", epsilon: 1, attribute: "age", quantiles: [0.05, 0.95]))
+        #expect(!sameQs.cached)
     }
 
     /// The CLI: `--json` says cached and charged 0, the text says so, `--dry-run` says it would be

@@ -19,13 +19,18 @@ public struct AssociationRule: Codable, Sendable, Equatable {
 /// Each subject's distinct items of the event kind are capped: among the vocabulary, the m
 /// (`max_items_per_subject`, default 5) most recently used, ties by a fixed hash. Budget split
 /// of the job's epsilon E:
-/// - 25%: item popularity over the catalog (`items_from`) or private partition selection
-///   (cap m over all items); the V (`vocabulary_size`, default 50) most popular form the
-///   vocabulary.
+/// - without a catalog only, first `selection_share` (default 0.3) of E for the *item
+///   selection* the recommender uses (`ItemPopularity.release` with `selection`): each subject
+///   votes for at most k = `selection_items` (default 1) of its items (its k most recently
+///   used), and only items whose noisy vote count reaches the exact discrete-Laplace threshold
+///   are named ((ε_s, δ)-DP, δ the job's `delta`). The vote bound k is separate from the cap m.
+///   The shares below are of what is left ((1 - `selection_share`) E; all of E with a catalog);
+/// - 25%: item popularity over the catalog (`items_from`) or over the selected items (cap m);
+///   the V (`vocabulary_size`, default 50) most popular form the vocabulary.
 /// - 5%: the number of consenting subjects N (bound 1).
 /// - 20%: item supports within the vocabulary (bound m).
 /// - 30%: pair supports, every pair of the vocabulary (bound C(m, 2)).
-/// - 20%: triple supports among the V3 (`triple_vocabulary`, default 15) most popular items
+/// - 20%: triple supports among the V3 (`triple_vocabulary`, default min(15, V)) most popular items
 ///   (bound C(m, 3)).
 /// An itemset is frequent when its noisy support exceeds (`support_threshold` (default 1) +
 /// ln S) noise scales, S the number of sets released at that size, and `min_support` (default
@@ -36,11 +41,16 @@ public struct AssociationRule: Codable, Sendable, Equatable {
 /// confidence = s(X ∪ y) / s(X) >= `min_confidence` (default 0.3); the `max_rules` (default
 /// 100) with the highest lift are kept. Everything after the releases is post-processing.
 public enum AssociationRules {
+    /// Without a catalog: the items each subject votes for in the item selection (k), and the
+    /// share of the job's epsilon the selection spends (the recommender's defaults).
+    public static let defaultSelectionItems = Recommender.defaultSelectionItems
+    public static let defaultSelectionShare = Recommender.defaultSelectionShare
+
     public static func fit(spec: TrainingSpec, session: PrivateSession, progress: (String) -> Void) throws -> ModelArtifact {
         guard let kind = spec.events else { throw ModelError("association_rules needs events: (an event kind)") }
         let m = spec.integer("max_items_per_subject", 5)
         let v = spec.integer("vocabulary_size", 50)
-        let v3 = spec.integer("triple_vocabulary", 15)
+        let v3 = spec.integer("triple_vocabulary", min(15, v))
         let tau = spec.param("support_threshold", 1)
         let minSupport = spec.param("min_support", 10)
         let minConfidence = spec.param("min_confidence", 0.3)
@@ -50,22 +60,37 @@ public enum AssociationRules {
         guard v3 >= 0 && v3 <= min(v, 60) else { throw ModelError("association_rules: triple_vocabulary must be between 0 and min(vocabulary_size, 60)") }
         guard minConfidence >= 0 && minConfidence <= 1 else { throw ModelError("association_rules: min_confidence must be between 0 and 1") }
         guard maxRules >= 1 && maxRules <= 10_000 else { throw ModelError("association_rules: max_rules must be between 1 and 10000") }
+        let selectionItems = spec.integer("selection_items", defaultSelectionItems)
+        let selectionShare = spec.param("selection_share", defaultSelectionShare)
+        guard selectionItems >= 1 && selectionItems <= 50 else { throw ModelError("association_rules: selection_items must be between 1 and 50") }
+        guard selectionShare >= 0.05 && selectionShare <= 0.9 else { throw ModelError("association_rules: selection_share must be between 0.05 and 0.9") }
 
-        // 1. The vocabulary: the most popular items.
-        let popEps = try session.share(0.25)
+        // 1. The vocabulary: the most popular items (of the catalog, or of those the item
+        // selection names). Every share is taken here, before anything depends on the data, so
+        // the dry run spends the epsilon exactly as the real run may.
+        let selection = spec.catalog == nil ? (k: selectionItems, epsilon: try session.share(selectionShare)) : nil
+        let rest = selection == nil ? 1 : 1 - selectionShare
+        let popEps = try session.share(rest * 0.25)
+        let nEps = try session.share(rest * 0.05), itemEps = try session.share(rest * 0.2)
+        let pairEps = try session.share(rest * 0.3), tripleEps = try session.share(rest * 0.2)
         let (ranked, threshold) = try ItemPopularity.release(model: "association_rules", kind: kind, maxItems: m, since: nil,
-                                                              spec: spec, session: session, epsilon: popEps, progress: progress)
+                                                              spec: spec, session: session, epsilon: popEps, selection: selection,
+                                                              progress: progress)
         let vocab = Array(ranked.prefix(v).map(\.0))
         var a = ModelArtifact(model: .association_rules, features: [], params: ["max_items_per_subject": Double(m), "vocabulary_size": Double(vocab.count),
                                                                                 "triple_vocabulary": Double(min(v3, vocab.count)), "support_threshold": tau,
                                                                                 "min_support": minSupport, "min_confidence": minConfidence, "max_rules": Double(maxRules)])
         if let threshold { a.params["selection_threshold"] = threshold }
+        if let selection {
+            a.params["selection_items"] = Double(selection.k)
+            a.params["selection_share"] = selectionShare
+        }
         a.events = kind
         a.items = vocab
         a.itemSource = spec.catalog == nil ? "private_selection" : "catalog"
         a.rules = []
-        // The remaining releases are charged even for a tiny vocabulary, so the split is the same.
-        let nEps = try session.share(0.05), itemEps = try session.share(0.2), pairEps = try session.share(0.3), tripleEps = try session.share(0.2)
+        // A vocabulary under 2 items makes no rule: the remaining shares stay unspent (the job
+        // was charged whole, as its dry run planned).
         guard vocab.count >= 2 else { return a }
 
         // 2. Subjects, item supports, pair and triple supports within the vocabulary.

@@ -28,7 +28,7 @@ public enum ModelParameters {
         .random_forest: ["trees": int(1...200), "depth": int(1...12), "leaf_prior": real(0...1e6), "private_ranges": int(0...1)],
         .association_rules: ["max_items_per_subject": int(2...20), "vocabulary_size": int(2...300), "triple_vocabulary": int(0...60),
                              "support_threshold": real(0...1e6), "min_support": real(0...1e9), "min_confidence": real(0...1),
-                             "max_rules": int(1...10_000)],
+                             "max_rules": int(1...10_000), "selection_items": int(1...50), "selection_share": real(0.05...0.9)],
         .recommender: ["max_items_per_subject": int(2...1000), "vocabulary_size": int(2...2000), "neighbors": int(1...2000),
                        "similarity_threshold": real(0...100), "popularity_weight": real(0...1000), "popularity_share": real(0.05...1),
                        "candidates": int(0...10_000), "content_weight": real(0...1000), "segment_share": real(0.05...0.95),

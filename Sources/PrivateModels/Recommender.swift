@@ -288,8 +288,9 @@ public enum Recommender {
 }
 
 /// The noisy popularity of event items, most popular first (ties by item), for the models
-/// that name items: one noisy count per catalog item (`items_from`), or, without a catalog,
-/// private partition selection ((ε, δ)-DP, δ the job's `delta`; `threshold` is its bar).
+/// that name items (recommender, association_rules): one noisy count per catalog item
+/// (`items_from`), or, without a catalog, per item the item selection names ((ε, δ)-DP, δ the
+/// job's `delta`; `threshold` is its bar).
 ///
 /// Item selection with a small per-subject bound (`selection`, without a catalog): first a
 /// partition selection in which each subject votes for at most k of its items (its k most
@@ -342,11 +343,8 @@ enum ItemPopularity {
                                         shares: [epsilon], label: "\(model): item popularity (catalog)")
             ranked = r.map { ($0.key, $0.values[0].value) }
         } else {
-            progress("\(model): private selection of items")
-            let r = try session.releaseSelected(AggregateRequest(consentPurpose: nil, grouping: .items(vocabulary: nil), coordinates: [presence]),
-                                                epsilon: epsilon, delta: session.delta, label: "\(model): item popularity")
-            ranked = r.released.map { ($0.key, $0.value.value) }
-            threshold = r.threshold
+            // Every model that names items passes a selection when it has no catalog.
+            throw ModelError("\(model): items need a catalog (items_from) or an item selection")
         }
         ranked.sort { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
         return (ranked, threshold)

@@ -40,10 +40,6 @@ public struct TrainingJob: Sendable {
 }
 
 extension Vault {
-    /// Parameters that take any number >= 0 (the others are positive integers).
-    static let realParams: Set<String> = ["init_share", "similarity_threshold", "popularity_weight", "popularity_share", "private_ranges",
-                                          "candidates", "content_weight", "support_threshold", "min_support", "min_confidence",
-                                          "segment_share", "segment_prior", "leaf_prior", "selection_share"]
     static let plainNameKeys: Set<String> = ["job", "purpose", "model", "events", "target"]   // items_from: its own check (a catalog name)
 
     /// A name a job may give and messages may repeat: 1 to 64 of `A-Z a-z 0-9 _ . -`, starting
@@ -63,7 +59,7 @@ extension Vault {
         "linear_regression": ["private_ranges"], "logistic_regression": ["private_ranges"],
         "random_forest": ["trees", "depth", "leaf_prior", "private_ranges"],
         "association_rules": ["max_items_per_subject", "vocabulary_size", "triple_vocabulary", "support_threshold", "min_support",
-                              "min_confidence", "max_rules"],
+                              "min_confidence", "max_rules", "selection_items", "selection_share"],
         "recommender": ["max_items_per_subject", "vocabulary_size", "neighbors", "similarity_threshold", "popularity_weight", "popularity_share",
                         "candidates", "content_weight", "by", "segment_share", "segment_prior", "segment_vocabulary", "factors",
                         "selection_items", "selection_share"],
@@ -167,6 +163,7 @@ extension Vault {
             let derived = try parseDerived(map["derived"], fail: fail, number: number)
             var params: [String: Double] = [:]
             var by: String?, fromModel: String?
+            var paramLines: [String: Node] = [:]
             if let pn = map["params"] {
                 guard let pm = pn.mapping else { throw fail(pn, "params", "expected a mapping") }
                 for (k, v) in pm {
@@ -180,18 +177,13 @@ extension Vault {
                         if key == "by" { by = s } else { fromModel = s }
                     } else {
                         let x = try number(v, "params.\(key)")
-                        if Self.realParams.contains(key) {
-                            // Ranges are checked by the model (it names the allowed one).
-                            guard x >= 0, x.isFinite else { throw fail(v, "params.\(key)", "expected a number >= 0") }
-                        } else {
-                            guard x > 0, x == x.rounded() else { throw fail(v, "params.\(key)", "expected a positive integer") }
-                        }
+                        // The model's own range (whole numbers where it takes them), so no number
+                        // (1e300, 2^-1074, 2.5 items) reaches a model it would break.
+                        guard let kind = ModelKind(rawValue: model) else { throw fail(map["model"], "model", "unknown model \(model)") }
+                        if let problem = ModelParameters.problem(kind, key, x) { throw fail(v, "params.\(key)", problem) }
                         if key == "init_share" && !(x > 0 && x < 0.8) { throw fail(v, "params.\(key)", "expected a share in (0, 0.8)") }
-                        // The model's own range, so no number (1e300, 2^-1074) reaches a model it would break.
-                        if let kind = ModelKind(rawValue: model), let problem = ModelParameters.problem(kind, key, x) {
-                            throw fail(v, "params.\(key)", problem)
-                        }
                         params[key] = x
+                        paramLines[key] = v
                     }
                 }
             }
@@ -219,6 +211,15 @@ extension Vault {
                     job.eventsSince = t
                 } else {
                     throw fail(tn, "events_since", "expected a date (YYYY-MM-DD), an ISO 8601 time or a number of days before now (60d)")
+                }
+            }
+            // Ranges that depend on another parameter, checked here (not only by the model) so
+            // the refusal names the line and field, before anything is charged.
+            if model == "association_rules" {
+                let v = params["vocabulary_size"] ?? 50, v3 = params["triple_vocabulary"] ?? min(15, v)
+                if v3 > min(v, 60) {
+                    throw fail(paramLines["triple_vocabulary"] ?? paramLines["vocabulary_size"] ?? map["params"], paramLines["triple_vocabulary"] != nil ? "params.triple_vocabulary" : "params.vocabulary_size",
+                               "triple_vocabulary (\(Int(v3))) must not exceed vocabulary_size (\(Int(v)))")
                 }
             }
             if model == "segments" && (by == nil) == (fromModel == nil) { throw fail(map["params"] ?? root, "params", "segments needs exactly one of params.by and params.from_model") }
@@ -650,9 +651,13 @@ extension Vault {
     public static func vocabularyWarning(_ a: ModelArtifact) -> String? {
         guard a.model.namesItems, a.itemSource == "private_selection" else { return nil }
         let n = a.items?.count ?? 0
+        // Only what both models accept (job keys and params of recommender and association_rules).
         let hint = "declare a catalog (items_from), or raise epsilon or selection_share"
         if n == 0 {
             return "the private item selection released no items (threshold \(String(format: "%.0f", a.params["selection_threshold"] ?? 0)) votes): the model names no item (\(hint))"
+        }
+        if a.model == .association_rules, n < 2 {
+            return "the private item selection released only 1 item: association rules need at least 2, so the model has no rule (\(hint))"
         }
         if a.model == .recommender, n < Recommender.smallVocabulary {
             return "the private item selection released only \(n) items (under \(Recommender.smallVocabulary)): recommend answers at most \(maxTop(vocabulary: n)) items per customer (\(hint))"

@@ -176,6 +176,31 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         #expect(Regression.predict(m, [90, 1000]) > Regression.predict(m, [20, 1000]))
     }
 
+    /// Calibration with a rare outcome: P(y = 1) = σ(-4 + 3u), u = age scaled to [0, 1] (rates
+    /// 0.018 to 0.27, mean about 0.09). At epsilon 1000 the noise is negligible; what is left is
+    /// the quadratic surrogate. Expanded at t = 0 (the old solver) the log-odds are about
+    /// 4 × (linear probability − ½), so at u = 0 (linear probability near 0) it predicts about
+    /// σ(−2) = 0.12; expanded at the constant model logit(ȳ) the low end is low and the mean
+    /// prediction near the observed rate (measured 0.118 against 0.098: the surrogate keeps the
+    /// mean of the log-odds, not of the probability).
+    @Test func logisticRegressionIsCalibratedForARareOutcome() throws {
+        var g = SplitMix(s: 5)
+        var rows: [[String: Double]] = []
+        for _ in 0..<20_000 {
+            let u = g.next()
+            rows.append(["age": 18 + u * 82, "y": g.next() < 1 / (1 + exp(4 - 3 * u)) ? 1 : 0])
+        }
+        let rate = rows.reduce(0) { $0 + $1["y"]! } / Double(rows.count)
+        let y = ScaledFeature(name: "y", lower: 0, upper: 1)
+        let m = try Trainer.fit(.logistic_regression, spec: TrainingSpec(features: [age], target: y, params: ["private_ranges": 0]),
+                                session: session(MemorySource(rows: rows), epsilon: 1000, attributes: ["age", "y"]))
+        let mean = rows.reduce(0) { $0 + Regression.predict(m, [$1["age"]!]) } / Double(rows.count)
+        #expect(abs(mean - rate) < 0.03, "mean prediction \(mean), rate \(rate)")
+        let low = Regression.predict(m, [18]), high = Regression.predict(m, [100])
+        #expect(low < 0.05 && high > 0.2, "\(low) \(high)")
+        #expect(abs((m.params["expansion_point"] ?? 0) - log(rate / (1 - rate))) < 0.05, "\(m.params)")
+    }
+
     @Test func sessionRefusesOverspendingAndUngrantedAttributes() throws {
         let src = MemorySource(rows: [["age": 30]])
         let s = session(src, epsilon: 1, attributes: ["age"])
@@ -407,6 +432,55 @@ struct SplitMix { var s: UInt64; mutating func next() -> Double { s &+= 0x9E3779
         #expect(src.requests.count == 5)
         #expect(a.params["max_items_per_subject"] == 5 && a.itemSource == "catalog")
         #expect(rules == rules.sorted { $0.lift > $1.lift } || zip(rules, rules.dropFirst()).allSatisfy { $0.lift >= $1.lift })
+    }
+
+    /// Without a catalog, association rules name their items by the recommender's item
+    /// selection: a first release in which each subject votes for k = `selection_items` of its
+    /// items (`itemPresence(maxItems: k)` over all items), with `selection_share` of epsilon;
+    /// then the popularity of the named items with the cap m and the rule releases, which split
+    /// the rest as with a catalog. At epsilon 30 (selection 9, k = 3: threshold about 6 votes)
+    /// the planted items (hundreds of votes) are named and their rules found.
+    @Test func associationRulesWithoutACatalogUseTheSmallBoundItemSelection() throws {
+        let src = MemorySource(rows: [])
+        var g = SplitMix(s: 11)
+        src.items = (0..<3000).map { i -> [String] in
+            var basket: [String] = []
+            if i % 3 == 0 { basket += g.next() < 0.9 ? ["A", "B", "C"] : ["A", "B"] }
+            if i % 3 == 1 { basket += ["D", "E"] }
+            if g.next() < 0.5 { basket.append("F") }
+            basket.append("N\(Int(g.next() * 40))")
+            return basket
+        }
+        let spec = TrainingSpec(features: [], events: "purchase", params: ["vocabulary_size": 10, "triple_vocabulary": 6, "selection_items": 3], catalog: nil)
+        let s = session(src, epsilon: 30, attributes: [], events: ["purchase"], delta: 1e-6)
+        let a = try AssociationRules.fit(spec: spec, session: s, progress: { _ in })
+        // The first release is the vote: k = 3 per subject, no vocabulary (keys from the data).
+        let first = try #require(src.requests.first)
+        #expect(first.coordinates == [.itemPresence(kind: "purchase", maxItems: 3, since: nil)], "\(first.coordinates)")
+        if case let .items(vocabulary)? = first.grouping { #expect(vocabulary == nil) } else { Issue.record("not an item grouping") }
+        // Then the popularity of the named items with the cap m = 5.
+        #expect(src.requests[1].coordinates == [.itemPresence(kind: "purchase", maxItems: 5, since: nil)])
+        #expect(src.requests.count == 6)   // selection, popularity, subjects, items, pairs, triples
+        #expect(a.itemSource == "private_selection")
+        #expect(a.params["selection_items"] == 3 && a.params["selection_share"] == 0.3 && a.params["selection_threshold"] != nil, "\(a.params)")
+        #expect(Set(a.items ?? []).isSuperset(of: ["A", "B", "C", "D", "E", "F"]), "\(a.items ?? [])")
+        let rules = try #require(a.rules)
+        #expect(rules.contains { Set($0.antecedent) == ["A", "B"] && $0.consequent == "C" }, "\(rules)")
+        #expect(rules.contains { $0.antecedent == ["D"] && $0.consequent == "E" })
+        // All of epsilon is spent, and the selection's share is 30% of it.
+        #expect(abs(s.spentValue - 30) < 1e-4, "\(s.spentValue)")
+        // A subject's other items (beyond its k votes) do not count in the selection: an item that
+        // is never among anyone's 3 most recent gets no vote and is never named, however many hold it.
+        let late = MemorySource(rows: [])
+        late.items = (0..<3000).map { _ in ["A", "B", "C", "LATE"] }
+        let b = try AssociationRules.fit(spec: spec, session: session(late, epsilon: 30, attributes: [], events: ["purchase"], delta: 1e-6), progress: { _ in })
+        #expect(b.items?.contains("LATE") == false && Set(b.items ?? []) == ["A", "B", "C"], "\(b.items ?? [])")
+        // Its vote bound is refused outside 1...50 by the model too (the job parser refuses it first).
+        for bad in [0.0, 51] {
+            var spec2 = spec
+            spec2.params["selection_items"] = bad
+            #expect(throws: ModelError.self) { try AssociationRules.fit(spec: spec2, session: session(late, epsilon: 30, attributes: [], events: ["purchase"], delta: 1e-6), progress: { _ in }) }
+        }
     }
 
     @Test func modelsCannotSeeTheStore() throws {

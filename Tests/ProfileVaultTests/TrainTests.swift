@@ -88,8 +88,8 @@ import VaultStore
             ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [height]\nepsilon: 1\n", "height is not a field of the schema"),
             ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nparams: { k: 3, depth: 2 }\nepsilon: 1\n", "params.depth: not a parameter of kmeans"),
             ("job: j\npurpose: model_training\nmodel: kmeans\nepsilon: 1\n", "features: kmeans needs features"),
-            ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nparams: { k: 2.5 }\nepsilon: 1\n", "j.yaml:5: params.k: expected a positive integer"),
-            ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nparams: { init_share: -0.1 }\nepsilon: 1\n", "j.yaml:5: params.init_share: expected a number >= 0"),
+            ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nparams: { k: 2.5 }\nepsilon: 1\n", "j.yaml:5: params.k: expected a whole number from 1 to 64"),
+            ("job: j\npurpose: model_training\nmodel: kmeans\nfeatures: [age]\nparams: { init_share: -0.1 }\nepsilon: 1\n", "j.yaml:5: params.init_share: expected a number from 0.001 to 0.9"),
         ]
         for (text, reason) in cases {
             let r = try s.run(["train", try job(s, "j.yaml", text), "--role", "trainer"])

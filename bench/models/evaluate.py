@@ -585,27 +585,41 @@ def eval_mf_recommender(store, truth, catalog_file, params, since, seeds, log, f
 # ---------------------------------------------------------------------------------------------
 # Association rules
 
-def eval_rules(store, catalog_file, described, params, seeds, log, top=20):
+def eval_rules(store, catalog_file, described, params, seeds, log, top=20, with_catalog=True):
     """Top rules (by lift) at each epsilon against the same recipe from exact counts (epsilon
-    10^6): precision of the top `top`, and the relative lift error of the rules both have."""
+    EXACT, with the catalog), per run:
+      - recall: the share of the exact top `top` that the private top `top` contains (0 when
+        the model releases no rule);
+      - precision: the share of the private top `top` that the exact recipe also gives (any
+        rank); undefined, and left out, for a run that releases no rule;
+      - the rules released, the vocabulary, and the relative lift error of the rules both have.
+    (Before 2026-12-07 the recall was called "precision", so a model that released nothing read
+    as "all wrong".) Without a catalog the items come from the item selection."""
     job = {"job": "baskets", "purpose": "evaluation", "model": "association_rules", "events": "purchase",
            "items_from": "products", "params": params}
     key = lambda r: (tuple(sorted(r["antecedent"])), r["consequent"])
     exact_art, _ = store.train(dict(job, epsilon=EXACT))
+    if not with_catalog:
+        del job["items_from"]
     exact = exact_art["rules"]
     exact_top = {key(r) for r in exact[:top]}
     exact_by = {key(r): r for r in exact}
     name = lambda i: f"{i} {described.get(i, '')}".strip()
-    out = {"data": "online-retail", "params": params, "top": top, "subjects": exact_art["params"].get("subjects"),
+    out = {"data": "online-retail", "params": params, "top": top, "subjects": exact_art["params"].get("subjects"), "catalog": with_catalog,
            "exact_rules": len(exact), "exact_top": [dict(r, antecedent=[name(i) for i in r["antecedent"]], consequent=name(r["consequent"])) for r in exact[:10]],
            "by_epsilon": {}}
     log(f"rules: exact recipe gives {len(exact)} rules; top: " + "; ".join(f"{'+'.join(r['antecedent'])}->{r['consequent']} lift {r['lift']:.1f}" for r in exact[:5]))
+    exact_all = set(exact_by)
     for eps in EPSILONS:
-        prec, err, count, example = [], [], [], None
+        rec, prec, err, count, vocab, example = [], [], [], [], [], None
         for s in seeds:
             art, _ = store.train(dict(job, epsilon=eps))
             rs = art["rules"]
-            prec.append(len({key(r) for r in rs[:top]} & exact_top) / top)
+            mine = {key(r) for r in rs[:top]}
+            rec.append(len(mine & exact_top) / min(top, max(1, len(exact_top))))
+            if mine:
+                prec.append(len(mine & exact_all) / len(mine))
+            vocab.append(len(art.get("items") or []))
             e = [abs(r["lift"] - exact_by[key(r)]["lift"]) / exact_by[key(r)]["lift"] for r in rs[:top] if key(r) in exact_by]
             if e:
                 err.append(float(np.median(e)))
@@ -614,9 +628,11 @@ def eval_rules(store, catalog_file, described, params, seeds, log, top=20):
                 example = [dict(r, antecedent=[name(i) for i in r["antecedent"]], consequent=name(r["consequent"]),
                                 exact_lift=exact_by[key(r)]["lift"] if key(r) in exact_by else None,
                                 exact_confidence=exact_by[key(r)]["confidence"] if key(r) in exact_by else None) for r in rs[:10]]
-        out["by_epsilon"][str(eps)] = {"precision": summarize(prec), "lift_error": summarize(err) if err else None,
-                                       "rules": summarize(count), "example_top": example}
-        log(f"rules eps={eps}: precision@{top} {np.median(prec):.2f}, median lift error {np.median(err) if err else float('nan'):.3f}, {np.median(count):.0f} rules")
+        out["by_epsilon"][str(eps)] = {"recall": summarize(rec), "precision": summarize(prec) if prec else None,
+                                       "lift_error": summarize(err) if err else None, "rules": summarize(count),
+                                       "vocabulary": summarize(vocab), "example_top": example}
+        log(f"rules (catalog: {with_catalog}) eps={eps}: recall@{top} {np.median(rec):.2f}, precision {np.median(prec) if prec else float('nan'):.2f} "
+            f"({len(prec)} runs with rules), median lift error {np.median(err) if err else float('nan'):.3f}, {np.median(count):.0f} rules, vocabulary {np.median(vocab):.0f}")
     return out
 
 
@@ -630,7 +646,7 @@ def main():
     ap.add_argument("--forest-params", default='{"trees": 30, "depth": 5}', help="the random_forest job's params (forest)")
     ap.add_argument("--quick", action="store_true", help="3 seeds")
     ap.add_argument("--epsilons", default="0.1,1,10", help="comma list (default 0.1,1,10)")
-    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, recommender-nocatalog, selection-sweep, segment-rec, mf-rec, rules, forest")
+    ap.add_argument("--only", default="", help="comma list of: kmeans-bank, kmeans-mall, logistic, linear, recommender, recommender-nocatalog, selection-sweep, segment-rec, mf-rec, rules, rules-nocatalog, forest")
     ap.add_argument("--rules-params", default='{"min_support": 50}', help="association_rules job params (JSON)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -659,6 +675,12 @@ def main():
             results = json.load(f)
     results["meta"] = {"seeds": len(seeds), "epsilons": EPSILONS, "split_seed": SPLIT_SEED,
                        "date": time.strftime("%Y-%m-%d"), "profilectl": os.path.relpath(args.profilectl, ROOT)}
+    # Each block this run writes records when and how it was measured (the report prints it
+    # beside its figures), so blocks from different runs never pass for one measurement.
+    stamp = {"date": time.strftime("%Y-%m-%d"), "runs": len(seeds), "epsilons": EPSILONS,
+             "profilectl": os.path.relpath(args.profilectl, ROOT),
+             "command": " ".join(["bench/models/evaluate.py"] + [a if " " not in a else f"'{a}'" for a in sys.argv[1:]])}
+    before = {k: id(v) for k, v in results.items()}
     try:
         # --- bank marketing: k-means and logistic regression -----------------------------------
         if want("kmeans-bank") or want("logistic") or want("forest"):
@@ -706,7 +728,7 @@ def main():
             results["kmeans_mall"] = eval_kmeans("mall-customers", store, unit_scale(X, b), f, b, 5, seeds, log)
 
         # --- online retail: recommender (and linear regression on event aggregates) ------------
-        if want("recommender") or want("linear") or want("rules") or want("segment-rec") or want("mf-rec") or want("recommender-nocatalog") or want("selection-sweep"):
+        if want("recommender") or want("linear") or want("rules") or want("rules-nocatalog") or want("segment-rec") or want("mf-rec") or want("recommender-nocatalog") or want("selection-sweep"):
             rows = load_retail()
             schema = os.path.join(EXAMPLES, "online-retail.schema.yaml")
             cut, end = "2011-07-01", "2011-10-01"
@@ -758,13 +780,17 @@ def main():
                     results["segment_recommender_retail"] = eval_segment_recommender(
                         store, owned, recent if args.rec_since else owned, dict(truth), {f"R-{c}": country[c] for c in country}, catalog,
                         json.loads(args.rec_params), args.rec_since or None, seeds, log)
-            if want("rules"):
+            if want("rules") or want("rules-nocatalog"):
                 store = Store(args.profilectl, work, "retail-rules", schema,
                               ["user.location.imprecise", "user.behavior"], ["association_rules"], catalog=catalog)
                 store.ingest("profiles", [[f"R-{c}", country[c]] for c in sorted(country)], ["customer_id", "country"])
                 store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
                                         for r in rows if int(r[3]) > 0], ["customer_id", "kind", "item", "value", "time"])
-                results["rules_retail"] = eval_rules(store, catalog, described, json.loads(args.rules_params), seeds, log)
+                if want("rules"):
+                    results["rules_retail"] = eval_rules(store, catalog, described, json.loads(args.rules_params), seeds, log)
+                if want("rules-nocatalog"):
+                    results["rules_retail_nocatalog"] = eval_rules(store, catalog, described, json.loads(args.rules_params), seeds, log,
+                                                                   with_catalog=False)
             if want("linear"):
                 store = Store(args.profilectl, work, "retail-full", schema,
                               ["user.location.imprecise", "user.behavior"], ["linear_regression"])
@@ -799,6 +825,9 @@ def main():
             log(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    for k, v in results.items():
+        if k != "meta" and isinstance(v, dict) and before.get(k) != id(v):
+            v["measured"] = stamp
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     log(f"wrote {os.path.relpath(args.out, ROOT)}")

@@ -57,6 +57,23 @@ def fmt(s):
     return f"{s['median']:.3f} [{s['q25']:.3f}, {s['q75']:.3f}]"
 
 
+def when(block):
+    """When and how a block was measured (evaluate.py stamps every block it writes)."""
+    m = (block or {}).get("measured")
+    if not m:
+        return "date not recorded"
+    build = "release" if "release" in m.get("profilectl", "") else "debug"
+    return f"{m['date']}, {m['runs']} run{'s' if m['runs'] != 1 else ''}, {build} build" + (f"; {m['note']}" if m.get("note") else "")
+
+
+def measured(block):
+    """The sentence a section's intro ends with."""
+    m = (block or {}).get("measured")
+    if not m:
+        return " Measured: date not recorded."
+    return f" Measured {when(block)}" + (f" (`{m['command']}`)." if m.get("command") else ".")
+
+
 def at(block, e="1.0"):
     return (block or {}).get("by_epsilon", {}).get(e)
 
@@ -70,7 +87,7 @@ def at_epsilon_one(r):
     for key, name in [("kmeans_bank", "kmeans, bank marketing"), ("kmeans_mall", "kmeans, Mall customers")]:
         v = at(r.get(key))
         if v:
-            rows.append(f"| {name} | inertia / scikit-learn KMeans | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 |")
+            rows.append(f"| {name} | inertia / scikit-learn KMeans | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 | {when(r.get(key))} |")
     v = at(r.get("logistic_bank"))
     if v:
         b = r["logistic_bank"]
@@ -78,29 +95,34 @@ def at_epsilon_one(r):
         dpl = v.get("diffprivlib_auc")
         if ours and dpl:
             rows.append(f"| logistic_regression, bank marketing | test AUC, mean [25th, 75th] | {ours['mean']:.3f} [{ours['q25']:.3f}, {ours['q75']:.3f}] | "
-                        f"{dpl['mean']:.3f} [{dpl['q25']:.3f}, {dpl['q75']:.3f}] | {b['sklearn_auc']:.3f} |")
+                        f"{dpl['mean']:.3f} [{dpl['q25']:.3f}, {dpl['q75']:.3f}] | {b['sklearn_auc']:.3f} | {when(b)} |")
         else:
-            rows.append(f"| logistic_regression, bank marketing | test AUC / non-private | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 ({b['sklearn_auc']:.3f}) |")
+            rows.append(f"| logistic_regression, bank marketing | test AUC / non-private | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 ({b['sklearn_auc']:.3f}) | {when(b)} |")
     v = at(r.get("linear_retail"))
     if v:
-        rows.append(f"| linear_regression, online retail (later spend) | R² / non-private ({r['linear_retail']['sklearn_r2']:.3f}) | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 |")
+        rows.append(f"| linear_regression, online retail (later spend) | R² / non-private ({r['linear_retail']['sklearn_r2']:.3f}) | {med(v['profilevault'])} | {med(v['diffprivlib'])} | 1 | {when(r.get('linear_retail'))} |")
     v = at(r.get("forest_bank"))
     if v:
-        rows.append(f"| random_forest, bank marketing | test AUC | {med(v['profilevault'])} | {med(v['diffprivlib'])} (RandomForestClassifier) | {r['forest_bank']['sklearn_forest_auc']:.3f} (scikit-learn forest) |")
+        rows.append(f"| random_forest, bank marketing | test AUC | {med(v['profilevault'])} | {med(v['diffprivlib'])} (RandomForestClassifier) | {r['forest_bank']['sklearn_forest_auc']:.3f} (scikit-learn forest) | {when(r.get('forest_bank'))} |")
     v = at(r.get("rules_retail"))
     if v:
-        rows.append(f"| association_rules, online retail | precision of the top 20 against exact counts | {med(v['precision'])} | (none) | 1 |")
+        if "recall" in v:
+            prec = med(v["precision"]) if v.get("precision") else "- (no run released a rule)"
+            rows.append(f"| association_rules, online retail | rules released; recall of the exact top 20; precision of what is released | "
+                        f"{med(v['rules'])}; {med(v['recall'])}; {prec} | (none) | exact counts: {r['rules_retail']['exact_rules']} rules | {when(r.get('rules_retail'))} |")
+        else:
+            rows.append(f"| association_rules, online retail | share of the exact top 20 in the private top 20 | {med(v['precision'])} | (none) | 1 | {when(r.get('rules_retail'))} |")
     for key, name in [("recommender_retail", "recommender with a catalog, online retail"), ("recommender_retail_nocatalog", "recommender without a catalog, online retail")]:
         b = r.get(key)
         v = at(b)
         if v:
             cf = b.get("itemcf_cosine") or b["nonprivate_itemcf"]
-            rows.append(f"| {name} | HR@10 (popularity {b['popularity']['hr']:.3f}) | {med(v['hr'])} | (none) | {cf['hr']:.3f} (item CF, cosine) |")
+            rows.append(f"| {name} | HR@10 (popularity {b['popularity']['hr']:.3f}) | {med(v['hr'])} | (none) | {cf['hr']:.3f} (item CF, cosine) | {when(b)} |")
     if not rows:
         return []
     return ["**Every model kind at epsilon 1** (median [25th, 75th percentile] over the runs unless said; `segments` is "
             "k-means' release without iterations and has no separate evaluation):", "",
-            "| model, data | metric | ProfileVault | diffprivlib 0.6.6 | non-private |", "|---|---|---|---|---|"] + rows + [""]
+            "| model, data | metric | ProfileVault | diffprivlib 0.6.6 | non-private | measured |", "|---|---|---|---|---|---|"] + rows + [""]
 
 
 def recommender_split(r):
@@ -114,7 +136,7 @@ def recommender_split(r):
         out += [f"**Recommender {name}, time split** ({b.get('split', '')}; {b['test_customers']} test customers; job params "
                 f"`{json.dumps(b['params'])}`, `events_since: {b['events_since']}`). Non-private baselines on the same split: popularity "
                 f"HR@10 {pop['hr']:.3f} NDCG@10 {pop['ndcg']:.3f}; item-based CF (cosine, numpy) HR@10 {cf['hr']:.3f} NDCG@10 {cf['ndcg']:.3f}. "
-                f"Goal at epsilon 1: above popularity and at least 0.8 of item CF.", "",
+                f"Goal at epsilon 1: above popularity and at least 0.8 of item CF.{measured(b)}", "",
                 "| epsilon | HR@10 | NDCG@10 | HR / item CF | NDCG / item CF | vocabulary | goal at 1 |", "|---|---|---|---|---|---|---|"]
         for e, v in by_eps(b):
             goal = ""
@@ -134,7 +156,7 @@ def selection_sweep(r):
     out = [f"**Item selection: how the defaults were chosen** (recommender without a catalog, online retail, time split; "
            f"{b['runs']} runs per cell; job params `{json.dumps(b['params'])}` plus the two below). The choice maximises the mean, "
            f"over epsilon {', '.join(f'{e:g}' for e in b['epsilons'])}, of the median NDCG@10 as a share of the best at that epsilon: "
-           f"**selection_items {b['best']['selection_items']}, selection_share {b['best']['selection_share']}**.", "",
+           f"**selection_items {b['best']['selection_items']}, selection_share {b['best']['selection_share']}**.{measured(b)}", "",
            "| epsilon | selection_items (k) | selection_share | vocabulary | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|"]
     for g in b["grid"]:
         out.append(f"| {g['epsilon']:g} | {g['selection_items']} | {g['selection_share']} | {g['vocabulary']['median']:.0f} | {fmt(g['hr'])} | {fmt(g['ndcg'])} |")
@@ -146,7 +168,7 @@ def logistic_detail(r):
     if not b or "sklearn_log_loss" not in b:
         return []
     out = [f"**Logistic regression, bank marketing: spread and calibration** ({b['train']:,} training, {b['test']:,} test customers; "
-           f"rate of y = 1 in the test rows {b['test_rate']:.3f}; non-private AUC {b['sklearn_auc']:.3f}, log loss {b['sklearn_log_loss']:.4f}).", "",
+           f"rate of y = 1 in the test rows {b['test_rate']:.3f}; non-private AUC {b['sklearn_auc']:.3f}, log loss {b['sklearn_log_loss']:.4f}).{measured(b)}", "",
            "| epsilon | model | AUC mean | AUC 25th-75th (spread) | log loss mean |", "|---|---|---|---|---|"]
     for e, v in by_eps(b):
         for who, name in [("profilevault", "ProfileVault"), ("diffprivlib", "diffprivlib 0.6.6")]:
@@ -174,8 +196,9 @@ def main():
         r = json.load(f)
     img = os.path.join(ROOT, "docs", "img")
     os.makedirs(img, exist_ok=True)
-    md = [BEGIN, "", f"Measured {r['meta']['date']} by `bench/models/evaluate.py` ({r['meta']['seeds']} runs per epsilon; "
-          "median [25th, 75th percentile]; raw figures in `bench/models/results.json`).", ""]
+    md = [BEGIN, "", "Measured by `bench/models/evaluate.py` (median [25th, 75th percentile] over the runs; raw figures in "
+          "`bench/models/results.json`). The tables come from several runs of it: each row or section says when it was "
+          "measured, with how many runs per epsilon, on which build and with which command.", ""]
     rows = []
     for key, title, goal in [("kmeans_bank", "k-means, bank marketing", 1.2), ("kmeans_mall", "k-means, Mall customers", None)]:
         if key not in r:
@@ -186,14 +209,14 @@ def main():
              [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", goal) if goal else None)
         for e, v in by_eps(b):
-            rows.append(f"| {title} ({', '.join(b['features'])}; k = {b['k']}) | {float(e):g} | inertia ratio | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'<= 1.2 at eps 1, below diffprivlib' if goal and float(e) == 1 else ''} |")
+            rows.append(f"| {title} ({', '.join(b['features'])}; k = {b['k']}) | {float(e):g} | inertia ratio | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'<= 1.2 at eps 1, below diffprivlib' if goal and float(e) == 1 else ''} | {when(b)} |")
     if "logistic_bank" in r:
         b = r["logistic_bank"]
         plot(os.path.join(img, "models-logistic_bank.png"), f"logistic regression of y, bank marketing (test AUC {b['sklearn_auc']:.3f} non-private)",
              "test AUC / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.95))
         for e, v in by_eps(b):
-            rows.append(f"| logistic regression of y, bank marketing ({len(b['features'])} features) | {float(e):g} | test AUC / non-private ({b['sklearn_auc']:.3f}) | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.95, above diffprivlib' if float(e) == 1 else ''} |")
+            rows.append(f"| logistic regression of y, bank marketing ({len(b['features'])} features) | {float(e):g} | test AUC / non-private ({b['sklearn_auc']:.3f}) | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.95, above diffprivlib' if float(e) == 1 else ''} | {when(b)} |")
     for lkey in ["linear_retail", "linear_retail_2f"]:
         if lkey not in r:
             continue
@@ -202,7 +225,7 @@ def main():
              "R² / non-private", [("ProfileVault", series(b, "profilevault"), "o-"), ("diffprivlib 0.6.6", series(b, "diffprivlib"), "s--")],
              hlines=[("non-private", 1.0, "-")], goal=("goal at eps 1", 0.9), ylim=(-0.5, 1.1))
         for e, v in by_eps(b):
-            rows.append(f"| linear regression of {b['target']}, online retail ({', '.join(b['features'])}) | {float(e):g} | R² / non-private ({b['sklearn_r2']:.3f}); min over runs: ours {v['profilevault']['min']:.3f}, diffprivlib {v['diffprivlib']['min']:.3g} | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.9, no blow-up' if float(e) == 1 else 'no blow-up'} |")
+            rows.append(f"| linear regression of {b['target']}, online retail ({', '.join(b['features'])}) | {float(e):g} | R² / non-private ({b['sklearn_r2']:.3f}); min over runs: ours {v['profilevault']['min']:.3f}, diffprivlib {v['diffprivlib']['min']:.3g} | {fmt(v['profilevault'])} | {fmt(v['diffprivlib'])} | {'>= 0.9, no blow-up' if float(e) == 1 else 'no blow-up'} | {when(b)} |")
     if "recommender_retail" in r:
         b = r["recommender_retail"]
         x, hr, hlo, hhi = series(b, None, "hr")
@@ -226,20 +249,37 @@ def main():
                     bar = 0.8 * b["nonprivate_itemcf"][metric]
                     met = m > b["popularity"][metric] and m >= bar
                     goal = f"above popularity, >= 0.8 of non-private ({bar:.3f}): {'met' if met else 'NOT met'} (ratio {m / b['nonprivate_itemcf'][metric]:.3f}, worst run {worst:.3f})"
-                rows.append(f"| recommender, online retail: {name} | {float(e):g} | {base(metric)} | {fmt(v[metric])} | (no recommender) | {goal} |")
-    md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal |", "|---|---|---|---|---|---|"] + rows + [""]
+                rows.append(f"| recommender, online retail: {name} | {float(e):g} | {base(metric)} | {fmt(v[metric])} | (no recommender) | {goal} | {when(b)} |")
+    md += ["| model and data | epsilon | metric (baseline) | ProfileVault | diffprivlib 0.6.6 | goal | measured |", "|---|---|---|---|---|---|---|"] + rows + [""]
     md += at_epsilon_one(r)
     md += recommender_split(r)
     md += selection_sweep(r)
     md += logistic_detail(r)
-    if "rules_retail" in r:
-        b = r["rules_retail"]
-        md += eps_table(
-            f"**Association rules, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
-            f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts "
-            f"({b['exact_rules']} rules); diffprivlib has no association rules.",
-            ["rules released", "precision of the top 20", "median relative lift error (rules in both)"], b,
-            lambda v: [fmt(v["rules"]), fmt(v["precision"]), fmt(v["lift_error"]) if v.get("lift_error") else "-"])
+    for rkey, rname in [("rules_retail", "with the catalog"), ("rules_retail_nocatalog", "without a catalog (item selection)")]:
+        if rkey not in r or (rkey == "rules_retail_nocatalog" and "recall" not in (at(r[rkey]) or {})):
+            continue
+        b = r[rkey]
+        if "recall" in (at(b) or {}):
+            md += eps_table(
+                f"**Association rules {rname}, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
+                f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts with the catalog "
+                f"({b['exact_rules']} rules). Recall: the share of the exact top {b['top']} that the private top {b['top']} holds (0 when "
+                f"nothing is released). Precision: the share of the private top {b['top']} that exact counts also give, over the runs "
+                f"that released a rule (how many in brackets). diffprivlib has no association rules.{measured(b)}",
+                ["rules released", "vocabulary", f"recall of the top {b['top']}", "precision (runs with rules)", "median relative lift error (rules in both)"], b,
+                lambda v: [fmt(v["rules"]), fmt(v["vocabulary"]), fmt(v["recall"]),
+                           f"{fmt(v['precision'])} ({v['precision']['runs']})" if v.get("precision") else "- (0)",
+                           fmt(v["lift_error"]) if v.get("lift_error") else "-"])
+        else:
+            md += eps_table(
+                f"**Association rules, online retail** ({b.get('subjects') or 0:,.0f} customers, all purchases to 2011-09-30; job params "
+                f"`{json.dumps(b['params'])}`): the top {b['top']} rules by lift against the same recipe from exact counts "
+                f"({b['exact_rules']} rules); diffprivlib has no association rules.{measured(b)}",
+                ["rules released", "share of the exact top 20 in the private top 20", "median relative lift error (rules in both)"], b,
+                lambda v: [fmt(v["rules"]), fmt(v["precision"]), fmt(v["lift_error"]) if v.get("lift_error") else "-"])
+        if rkey != "rules_retail":
+            md.append("")
+            continue
         md += ["", "Top rules from exact counts, and one run at epsilon 10:", "",
                "| rule (exact) | support | confidence | lift |", "|---|---|---|---|"]
         for x in b["exact_top"][:6]:
@@ -260,7 +300,7 @@ def main():
             f"the largest segments: {top}; job params `{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the recommender "
             f"with `by: {b['segments']}` against the same job without it, same runs. Non-private popularity within the customer's "
             f"{b['segments']} (same window): HR@10 {b['nonprivate_segment_popularity']['hr']:.3f}, NDCG@10 "
-            f"{b['nonprivate_segment_popularity']['ndcg']:.3f}.",
+            f"{b['nonprivate_segment_popularity']['ndcg']:.3f}.{measured(b)}",
             ["segment-based HR@10", "item-based HR@10", "segment-based NDCG@10", "item-based NDCG@10"], b,
             lambda v: [fmt(v["segment"]["hr"]), fmt(v["item_based"]["hr"]), fmt(v["segment"]["ndcg"]), fmt(v["item_based"]["ndcg"])]) + [""]
     if "forest_bank" in r:
@@ -269,7 +309,7 @@ def main():
             f"**Random forest, bank marketing** (propensity of `y`; {b['train']:,} training and {b['test']:,} test customers; "
             f"features {', '.join(b['features'])}; job params `{json.dumps(b['params'])}`, diffprivlib's RandomForestClassifier with "
             f"the same trees and depth and the schema's bounds): AUC on the test customers; scikit-learn's forest (100 trees, "
-            f"non-private) {b['sklearn_forest_auc']:.3f}.",
+            f"non-private) {b['sklearn_forest_auc']:.3f}.{measured(b)}",
             ["ProfileVault random_forest", "ProfileVault logistic_regression", "diffprivlib 0.6.6 RandomForestClassifier"], b,
             lambda v: [fmt(v["profilevault"]), fmt(v["profilevault_logistic"]), fmt(v["diffprivlib"])]) + [""]
     if "mf_recommender_retail" in r:
@@ -281,7 +321,7 @@ def main():
                f"`{json.dumps(b['params'])}`, `events_since: {b['events_since']}`): the co-occurrence projected on its top "
                f"{b['factors']} eigenvectors (McSherry & Mironov) against the thresholded item-based similarities from the same "
                f"release, same runs. The same factorisation of exact counts: HR@10 {b['nonprivate_mf']['hr']:.3f}, NDCG@10 "
-               f"{b['nonprivate_mf']['ndcg']:.3f}.", "",
+               f"{b['nonprivate_mf']['ndcg']:.3f}.{measured(b)}", "",
                "| epsilon | model | HR@10 | NDCG@10 |", "|---|---|---|---|"]
         for e, models in by_eps(b):
             for n, v in models.items():

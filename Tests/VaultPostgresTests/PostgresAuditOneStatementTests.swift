@@ -58,8 +58,8 @@ import VaultCrypto
                 let node = try db.nodeEngine()
                 for i in 0..<3 { try await node.audit([record("a\(i)")]) }
                 #expect(node.knownHeadAppends.withLock { $0 } == 2)
-                let before = try await db.count("SELECT count(*) FROM profilevault.audit_log")
                 try await db.superuser(["SET session_replication_role = replica"] + statements)
+                let before = try await db.count("SELECT count(*) FROM profilevault.audit_log")
                 do {
                     try await node.audit([record("after")])
                     // The head's time alone is not something lockHead checks against the entry;

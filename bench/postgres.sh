@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # PostgreSQL figures (issue 18, part 5), each beside its baseline measured in the same run:
 #
-#   scripts/with-postgres.sh bench/postgres.sh [--profiles N] [--seconds S]
+#   scripts/with-postgres.sh bench/postgres.sh [--profiles N] [--seconds S] [--only LIST]
 #
-# (defaults: 1,000,000 profiles; 10 s per load run). Release build. Prints one JSON object
-# per figure and a summary; writes nothing into the repository.
+# (defaults: 1,000,000 profiles; 10 s per load run; every figure). Release build, or the
+# binaries named by PROFILECTL and PVBENCH (both set: nothing is built; to compare two builds
+# in one sitting). --only takes a comma-separated subset of ingest,dp,gets,http,append (dp,
+# gets and http need the profiles, so they are always ingested). Prints one JSON object per
+# figure; writes nothing into the repository.
 #
 #  1. ingest: `profilectl ingest profiles` of N profiles into the PostgreSQL store (sealing,
 #     pseudonyms, blind indexes, audit entry) against a plain `COPY` of the same CSV rows into a
@@ -20,18 +23,24 @@
 #     append takes the chain's head row, which serialises them across all nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=1000000 secs=10
+n=1000000 secs=10 only=ingest,dp,gets,http,append
 while [ $# -gt 0 ]; do
   case "$1" in
     --profiles) n=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
-    *) echo "usage: scripts/with-postgres.sh $0 [--profiles N] [--seconds S]" >&2; exit 64 ;;
+    --only) only=$2; shift 2 ;;
+    *) echo "usage: scripts/with-postgres.sh $0 [--profiles N] [--seconds S] [--only ingest,dp,gets,http,append]" >&2; exit 64 ;;
   esac
 done
+wants() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 [ -n "${PROFILEVAULT_TEST_POSTGRES:-}" ] || { echo "run it through scripts/with-postgres.sh" >&2; exit 64; }
-swift build -c release --product profilectl >/dev/null
-swift build -c release --product pvbench >/dev/null
-P=$PWD/.build/release/profilectl G=$PWD/.build/release/pvbench
+if [ -n "${PROFILECTL:-}" ] && [ -n "${PVBENCH:-}" ]; then
+  P=$(realpath "$PROFILECTL") G=$(realpath "$PVBENCH")
+else
+  swift build -c release --product profilectl >/dev/null
+  swift build -c release --product pvbench >/dev/null
+  P=$PWD/.build/release/profilectl G=$PWD/.build/release/pvbench
+fi
 PSQL=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1); [ -n "$PSQL" ] || PSQL=psql
 work=$(mktemp -d /tmp/pv-pgbench.XXXXXX)
 chmod 755 "$work"
@@ -66,7 +75,7 @@ sql "CREATE INDEX bench_plain_phone ON bench_plain(phone) WHERE phone IS NOT NUL
 t2=$(now)
 PGPASSWORD=$admin_pw "$PSQL" -X -q -d "$admin_url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
 t3=$(now)
-python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$(cat "$work/rss")" <<'EOF'
+wants ingest && python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$(cat "$work/rss")" <<'EOF'
 import json, sys
 n, t0, t1, t2, t3, rss = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6])
 vault, plain = t1 - t0, t3 - t2
@@ -76,8 +85,8 @@ EOF
 
 # 2. DP aggregates against raw SQL.
 cut -d, -f1 "$work/p.csv" | tail -n +2 > "$work/ids.txt"
-"$P" consent grant --purpose analytics --subjects "$work/ids.txt" --role privacy_officer >/dev/null
-for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevault.consent_state c ON c.subject_id = s.id AND c.purpose = 'analytics' AND c.granted" \
+wants dp && "$P" consent grant --purpose analytics --subjects "$work/ids.txt" --role privacy_officer >/dev/null
+wants dp && for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevault.consent_state c ON c.subject_id = s.id AND c.purpose = 'analytics' AND c.granted" \
             "sum --attribute annual_income|SELECT sum(least(greatest(a.annual_income, 0), 250000)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted" \
             "mean --attribute age --group-by country|SELECT a.country, avg(least(greatest(a.age, 18), 100)) FROM profilevault.attributes a JOIN profilevault.consent_state c ON c.subject_id = a.subject_id AND c.purpose = 'analytics' AND c.granted GROUP BY a.country"; do
   kind=${spec%%|*}; raw=${spec#*|}
@@ -87,7 +96,8 @@ for spec in "count|SELECT count(*) FROM profilevault.subjects s JOIN profilevaul
 done
 
 # 3. Audited GETs: in process, one at a time (as the SQLite figure), then over HTTP.
-"$G" gets "$url" "$PWD/policies" "$work/k.json" "$work/ids.txt" 2000
+wants gets && "$G" gets "$url" "$PWD/policies" "$work/k.json" "$work/ids.txt" 2000
+if wants http; then
 token=$("$P" tokens add --tokens "$work/tokens.json" --actor load --role support --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 ports=()
 for i in 1 2; do
@@ -119,7 +129,8 @@ print(json.dumps({"figure": "postgres.get", "nodes": nodes, "connections": conns
                   "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None, "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None}))
 EOF
 done
-for threads in 1 8; do
+fi
+wants append && for threads in 1 8; do
   "$G" append "$url" "$PWD/policies" "$work/k.json" "$secs" "$threads"
 done
 entries=$(sql "SELECT seq FROM profilevault.audit_head")

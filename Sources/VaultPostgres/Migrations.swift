@@ -347,6 +347,18 @@ extension PostgresEngine {
         releaseCacheMigration,
         // The population epoch the cached releases are served at: PostgresReleaseCache.swift.
         populationEpochMigration,
+        PostgresMigration(version: 16, name: "audit-head-checked-after-statement", statements: [
+            // The head's trigger (migration 1) runs AFTER the update, at the end of the
+            // statement: an append that inserts its entries and moves the head in one statement
+            // (data-modifying CTEs, which share one snapshot) is checked once its entries are
+            // in, which a BEFORE trigger could not see. The checks, and the error that aborts
+            // the statement, are the same.
+            "DROP TRIGGER audit_head_forward ON profilevault.audit_head",
+            """
+            CREATE TRIGGER audit_head_forward AFTER UPDATE ON profilevault.audit_head
+                FOR EACH ROW EXECUTE FUNCTION profilevault.audit_head_advances()
+            """,
+        ]),
     ]
 
     public static var latestSchemaVersion: Int32 { migrations.last?.version ?? 0 }

@@ -91,6 +91,7 @@ extension PostgresEngine {
         let (serverNow, text, prev, entryHash, cpSeq, cpHash, cpSig, _, cpTime, cpPrevSeq, cpPrevDigest, maxEntry, maxCheckpoint) =
             try row.decode((Int64, String?, ByteBuffer?, ByteBuffer?, Int64?, ByteBuffer?, ByteBuffer?, Int64?, Int64?, Int64?, ByteBuffer?, Int64?, Int64?).self)
         let now = max(serverNow, headTime)
+        serverClockOffset.withLock { $0 = serverNow - AuditLog.nowMillis }
         if let maxEntry, maxEntry > seq {
             throw PostgresStoreError(.integrity, "audit entries \(seq + 1) to \(maxEntry) lie beyond the audit head: they were inserted behind its back")
         }
@@ -160,12 +161,40 @@ extension PostgresEngine {
         -> (head: (sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?), entries: [(sequence: Int64, hash: [UInt8])]) {
         let head = try await lockHead(conn)
         guard !records.isEmpty else { return ((head.sequence, head.hash, head.checkpoint), []) }
-        guard head.sequence <= Int64.max - Int64(records.count) - 1 else {
+        let b = try buildEntries(records, after: head.sequence, hash: head.hash, checkpoint: head.checkpoint, now: head.now)
+        let (now, seq, prev, cp) = (b.now, b.sequence, b.hash, b.checkpoint)
+        // The entries and their checkpoint in one statement (one round trip fewer per append);
+        // the head moves in the next, whose trigger checks the entry it names exists.
+        try await exec(conn, """
+            WITH entries AS (
+                INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
+                SELECT s, \(now), e, decode(p, 'hex'), decode(h, 'hex'), decode(NULLIF(sub, ''), 'hex')
+                FROM unnest(\(b.seqs)::bigint[], \(b.texts)::text[], \(b.prevs)::text[], \(b.hashes)::text[], \(b.subjects)::text[]) AS t(s, e, p, h, sub))
+            INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
+            VALUES (\(seq), \(bytea(prev)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea)))
+            """)
+        try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
+        headPublishing.appended(conn, cp)
+        if headPublishing.streaming { headPublishing.appendedLines(conn, first: head.sequence + 1, AuditStream.lines(b.streamed, checkpoint: cp)) }
+        return ((seq, prev, cp), b.appended)
+    }
+
+    /// New entries for `records` on the head (`sequence`, `hash`, `checkpoint`), all at time
+    /// `now`: the same canonical JSON and hash chain as the SQLite store, and the signed
+    /// checkpoint of the new head, linked to `checkpoint`.
+    struct BuiltEntries {
+        var now: Int64, sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint
+        var seqs: [Int64], texts: [String], prevs: [String], hashes: [String], subjects: [String]
+        var streamed: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])]
+        var appended: [(sequence: Int64, hash: [UInt8])]
+    }
+
+    func buildEntries(_ records: [AuditRecord], after sequence: Int64, hash: [UInt8], checkpoint: AuditCheckpoint?, now: Int64) throws -> BuiltEntries {
+        guard sequence <= Int64.max - Int64(records.count) - 1 else {
             throw PostgresStoreError(.internalFailure, "the audit log has run out of sequence numbers")
         }
-        var seq = head.sequence
-        var prev = head.hash
-        let now = head.now
+        var seq = sequence
+        var prev = hash
         var seqs: [Int64] = [], texts: [String] = [], prevs: [String] = [], hashes: [String] = [], subjects: [String] = []
         let streaming = headPublishing.streaming
         var streamed: [(entry: JSONValue, previous: [UInt8], hash: [UInt8])] = []
@@ -184,21 +213,82 @@ extension PostgresEngine {
             appended.append((seq, h))
             prev = h
         }
-        let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: auditKey)
-        // The entries and their checkpoint in one statement (one round trip fewer per append);
-        // the head moves in the next, whose trigger checks the entry it names exists.
-        try await exec(conn, """
-            WITH entries AS (
-                INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
-                SELECT s, \(now), e, decode(p, 'hex'), decode(h, 'hex'), decode(NULLIF(sub, ''), 'hex')
-                FROM unnest(\(seqs)::bigint[], \(texts)::text[], \(prevs)::text[], \(hashes)::text[], \(subjects)::text[]) AS t(s, e, p, h, sub))
-            INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
-            VALUES (\(seq), \(bytea(prev)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea)))
-            """)
-        try await exec(conn, "UPDATE profilevault.audit_head SET seq = \(seq), hash = \(bytea(prev)), time = \(now) WHERE id = 1")
-        headPublishing.appended(conn, cp)
-        if streaming { headPublishing.appendedLines(conn, first: head.sequence + 1, AuditStream.lines(streamed, checkpoint: cp)) }
-        return ((seq, prev, cp), appended)
+        let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: checkpoint, key: auditKey)
+        return BuiltEntries(now: now, sequence: seq, hash: prev, checkpoint: cp, seqs: seqs, texts: texts, prevs: prevs, hashes: hashes,
+                            subjects: subjects, streamed: streamed, appended: appended)
+    }
+
+    /// A head this process committed: its entry's sequence, hash and time, and its signed
+    /// checkpoint (exactly as stored).
+    struct KnownHead: Sendable {
+        var sequence: Int64
+        var hash: [UInt8]
+        var time: Int64
+        var checkpoint: AuditCheckpoint
+    }
+
+    /// Appends `records` on `head` in one statement, run as a transaction of its own (one round
+    /// trip, committed when it returns), if `head` is still the cluster's head exactly as this
+    /// process committed it; returns nil, having written nothing, otherwise.
+    ///
+    /// The statement's `UPDATE` of the head row is the gate: it takes the row lock (waiting for
+    /// any other node's append to commit, as `SELECT ... FOR UPDATE` does) and moves the head
+    /// only if, in the row's newest version, the head is still `head` and, read in the
+    /// statement's snapshot, the entry it names still hashes to it from its stored text and
+    /// predecessor, its checkpoint is still the one this process signed, and no entry or
+    /// checkpoint lies beyond it: the checks ``lockHead(_:)`` makes, by value against what this
+    /// process wrote. The entries and the checkpoint are inserted only if the head moved (their
+    /// `WHERE EXISTS`), all in the one statement; the head row's trigger (an AFTER trigger
+    /// since migration 16, so it sees the entries inserted beside it) checks the new head names
+    /// an entry of the log. Any difference (another node appended, the chain was edited) makes
+    /// the caller take the locked path, which re-reads and verifies the head and reports what
+    /// is wrong. The entries' time is this process's clock corrected by the offset to the
+    /// server's clock measured at the last locked append, never before the head's time.
+    func appendOnKnownHead(_ records: [AuditRecord], _ head: KnownHead) async throws -> KnownHead? {
+        let now = max(AuditLog.nowMillis + serverClockOffset.withLock { $0 }, head.time)
+        let b = try buildEntries(records, after: head.sequence, hash: head.hash, checkpoint: head.checkpoint, now: now)
+        let old = head.checkpoint, cp = b.checkpoint
+        return try await single("appending to the audit log") { conn -> KnownHead? in
+            let row = try await rows(conn, """
+                WITH moved AS (
+                    UPDATE profilevault.audit_head h SET seq = \(b.sequence), hash = \(bytea(b.hash)), time = \(now)
+                    WHERE h.id = 1 AND h.seq = \(head.sequence) AND h.hash = \(bytea(head.hash)) AND h.time = \(head.time)
+                      AND EXISTS (SELECT 1 FROM profilevault.audit_log a
+                                  WHERE a.seq = \(head.sequence) AND a.hash = \(bytea(head.hash))
+                                    AND sha256(a.prev_hash || convert_to(a.entry, 'UTF8')) = a.hash)
+                      AND EXISTS (SELECT 1 FROM profilevault.audit_checkpoints c
+                                  WHERE c.seq = \(head.sequence) AND c.hash = \(bytea(old.hash)) AND c.signature = \(bytea(old.signature))
+                                    AND c.checkpoint_time IS NOT DISTINCT FROM \(old.timeMillis)
+                                    AND c.prev_seq IS NOT DISTINCT FROM \(old.previousSequence)
+                                    AND c.prev_digest IS NOT DISTINCT FROM \(old.previousDigest.map(bytea)))
+                      AND NOT EXISTS (SELECT 1 FROM profilevault.audit_log a WHERE a.seq > \(head.sequence))
+                      AND NOT EXISTS (SELECT 1 FROM profilevault.audit_checkpoints c WHERE c.seq > \(head.sequence))
+                    RETURNING 1),
+                entries AS (
+                    INSERT INTO profilevault.audit_log(seq, time, entry, prev_hash, hash, subject)
+                    SELECT s, \(now), e, decode(p, 'hex'), decode(x, 'hex'), decode(NULLIF(sub, ''), 'hex')
+                    FROM unnest(\(b.seqs)::bigint[], \(b.texts)::text[], \(b.prevs)::text[], \(b.hashes)::text[], \(b.subjects)::text[]) AS t(s, e, p, x, sub)
+                    WHERE EXISTS (SELECT 1 FROM moved)
+                    RETURNING 1),
+                checkpoint AS (
+                    INSERT INTO profilevault.audit_checkpoints(seq, hash, signature, time, checkpoint_time, prev_seq, prev_digest)
+                    SELECT \(b.sequence), \(bytea(b.hash)), \(bytea(cp.signature)), \(now), \(now), \(cp.previousSequence), \(cp.previousDigest.map(bytea))
+                    WHERE EXISTS (SELECT 1 FROM moved)
+                    RETURNING 1)
+                SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM entries), (SELECT count(*) FROM checkpoint)
+                """).first
+            guard let row else { throw PostgresStoreError(.internalFailure, "the audit append returned no row") }
+            let (moved, entries, checkpoints) = try row.decode((Int64, Int64, Int64).self)
+            guard moved == 1 else { return nil }
+            guard entries == Int64(records.count), checkpoints == 1 else {
+                throw PostgresStoreError(.internalFailure, "the audit append wrote \(entries) entries and \(checkpoints) checkpoints for \(records.count) records")
+            }
+            // Committed: the statement was its own transaction.
+            headPublishing.appended(conn, cp)
+            if headPublishing.streaming { headPublishing.appendedLines(conn, first: head.sequence + 1, AuditStream.lines(b.streamed, checkpoint: cp)) }
+            headPublishing.committed(conn)
+            return KnownHead(sequence: b.sequence, hash: b.hash, time: now, checkpoint: cp)
+        }
     }
 
     /// Appends entries that record no data change of their own (reads, denials, errors), group
@@ -207,10 +297,31 @@ extension PostgresEngine {
     public func audit(_ records: [AuditRecord]) async throws {
         guard !records.isEmpty else { return }
         try await commits.append(records) { [self] batch in
-            let cp = try await transaction("appending to the audit log") { conn in
-                try await appendLocked(conn, batch).checkpoint
+            // The head this process committed last, if it is still the head: one round trip.
+            // After a miss (another process appended meanwhile: several nodes busy at once),
+            // the next few group commits go straight to the locked path rather than pay a
+            // round trip that would likely miss again.
+            let known = knownHead.withLock { h -> KnownHead? in defer { h = nil }; return h }
+            let skip = knownHeadSkips.withLock { n -> Bool in defer { n = max(0, n - 1) }; return n > 0 }
+            if let known, !skip {
+                if let next = try await appendOnKnownHead(batch, known) {
+                    trustedCheckpoint.withLock { $0 = next.checkpoint.digest }
+                    knownHead.withLock { $0 = next }
+                    knownHeadAppends.withLock { $0 += 1 }
+                    return
+                }
+                knownHeadSkips.withLock { $0 = 8 }
             }
-            if let cp { trustedCheckpoint.withLock { $0 = cp.digest } }
+            // Otherwise lock and verify the head (BEGIN, two reads, the writes, COMMIT).
+            let next = try await transaction("appending to the audit log") { conn -> KnownHead? in
+                let (seq, hash, cp) = try await appendLocked(conn, batch)
+                guard let cp, let time = cp.timeMillis else { return nil }
+                return KnownHead(sequence: seq, hash: hash, time: time, checkpoint: cp)
+            }
+            if let next {
+                trustedCheckpoint.withLock { $0 = next.checkpoint.digest }
+                knownHead.withLock { $0 = next }
+            }
         }
     }
 

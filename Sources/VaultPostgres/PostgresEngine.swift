@@ -38,6 +38,17 @@ public final class PostgresEngine: Sendable {
     /// checkpoint's signature only when another node wrote the head (as the SQLite store does).
     let trustedCheckpoint = Mutex<[UInt8]?>(nil)
     let commits = AuditCommitQueue()
+    /// The head this process's last group commit left (``audit(_:)``): the next one tries a
+    /// single statement that appends on it only if it is still the cluster's head
+    /// (``appendOnKnownHead(_:_:)``). Nil until the first append, and after any failed attempt.
+    let knownHead = Mutex<KnownHead?>(nil)
+    /// The server's clock minus this process's (milliseconds), measured by the last
+    /// ``lockHead(_:)``: the time a single-statement append gives its entries.
+    let serverClockOffset = Mutex<Int64>(0)
+    /// Group commits written by that single statement (for tests and figures).
+    let knownHeadAppends = Mutex(0)
+    /// Group commits left that skip the single statement after it missed (``audit(_:)``).
+    let knownHeadSkips = Mutex(0)
     /// Where signed heads are published once their transaction commits (`publishAuditHeads`).
     let headPublishing = HeadPublishing()
     /// The pool's size and how many of its connections are leased or waited for right now:

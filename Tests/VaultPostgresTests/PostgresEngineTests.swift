@@ -53,6 +53,13 @@ import VaultStore
         try await TestDatabase.with { db in
             try await db.initialize()
             try await db.superuser([
+                // Version 16 (the head's trigger after the statement): the BEFORE trigger of version 1.
+                "DROP TRIGGER audit_head_forward ON profilevault.audit_head",
+                """
+                CREATE TRIGGER audit_head_forward BEFORE UPDATE ON profilevault.audit_head
+                    FOR EACH ROW EXECUTE FUNCTION profilevault.audit_head_advances()
+                """,
+                "DELETE FROM profilevault.schema_migrations WHERE version = 16",
                 // Version 15 (the population epoch): its table.
                 "DROP TABLE profilevault.population_epoch",
                 "DELETE FROM profilevault.schema_migrations WHERE version = 15",

@@ -201,6 +201,11 @@ public struct MeanAccuracyRefused: Error, Sendable, CustomStringConvertible {
 }
 
 extension QueryEngine {
+    /// The most values an accuracy-first mean is assumed it could count (2^32, a public
+    /// constant, not a property of any store): an accuracy that would need more, even at the
+    /// largest epsilon or rho, is refused before anything is charged.
+    public static let accuracyPopulationCap: Double = 4_294_967_296
+
     /// A mean asked for by accuracy (docs/differential-privacy.md, "Accuracy first"):
     ///
     /// 1. charge `first` (on `firstAccountant`, its own audit entry) and release the mean's
@@ -220,6 +225,10 @@ extension QueryEngine {
         let plan = try Self.plan(q)
         guard plan.count == 2 else { throw DPParameterError("accuracy", "runMean is for means") }
         let countCoordinate = plan[1].0
+        // An accuracy no store could be promised (not reachable even over
+        // `accuracyPopulationCap` values at the largest epsilon) is refused before the first
+        // release is charged; the half-width only shrinks as the count grows.
+        _ = try Self.meanEpsilon(forAccuracy: accuracy, q, countLowerBound: Self.accuracyPopulationCap)
         _ = try firstAccountant.spend(purpose: purpose, epsilon: first, limit: limit, periodSeconds: periodSeconds)
         var request = AggregateRequest(consentPurpose: q.consentPurpose, predicates: q.predicates, groupBy: q.groupBy, coordinates: [countCoordinate])
         request.objectionPurpose = q.objectionPurpose

@@ -234,6 +234,12 @@ extension Vault {
             do {
                 if let a = q.accuracy, q.kind == .mean {
                     guard let first = Epsilon(Self.meanAccuracyCountEpsilon) else { throw VaultError(.internalFailure, "mean accuracy epsilon") }
+                    // An accuracy no store could be promised is refused before the first release is charged.
+                    do {
+                        _ = try QueryEngine.meanEpsilon(forAccuracy: a, dpq, countLowerBound: QueryEngine.accuracyPopulationCap)
+                    } catch let e as DPParameterError {
+                        throw VaultError(.usage, "--accuracy: \(e.reason), even over \(Int(QueryEngine.accuracyPopulationCap)) values; nothing was charged")
+                    }
                     let firstRecord = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
                                                      detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
                     var rng = CSPRNGWords()

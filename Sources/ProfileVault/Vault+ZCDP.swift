@@ -167,6 +167,13 @@ extension Vault {
         } catch let e as DPParameterError {
             throw VaultError(.usage, "--accuracy: the first count release cannot be made: \(e.reason)")
         }
+        // An accuracy no store could be promised (not even over QueryEngine.accuracyPopulationCap
+        // values at the largest rho) is refused before the first release is charged.
+        do {
+            _ = try QueryEngine.meanRho(forAccuracy: a, dpq, countLowerBound: QueryEngine.accuracyPopulationCap)
+        } catch let e as DPParameterError {
+            throw VaultError(.usage, "--accuracy: \(e.reason), even over \(Int(QueryEngine.accuracyPopulationCap)) values; nothing was charged")
+        }
         let firstRecord = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
                                          detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
         do {

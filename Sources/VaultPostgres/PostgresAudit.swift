@@ -220,6 +220,10 @@ extension PostgresEngine {
 
     /// A head this process committed: its entry's sequence, hash and time, and its signed
     /// checkpoint (exactly as stored).
+    /// How far (milliseconds) an entry time of the one-statement append may be from the
+    /// server's clock when the statement runs.
+    static let knownHeadClockTolerance: Int64 = 2_000
+
     struct KnownHead: Sendable {
         var sequence: Int64
         var hash: [UInt8]
@@ -243,7 +247,10 @@ extension PostgresEngine {
     /// an entry of the log. Any difference (another node appended, the chain was edited) makes
     /// the caller take the locked path, which re-reads and verifies the head and reports what
     /// is wrong. The entries' time is this process's clock corrected by the offset to the
-    /// server's clock measured at the last locked append, never before the head's time.
+    /// server's clock measured at the last locked append, never before the head's time, and
+    /// within ``knownHeadClockTolerance`` of the server's clock at the statement: a node whose
+    /// clock jumped (a resumed VM, a bad NTP step) misses and takes the locked path, which
+    /// stamps the server's clock, so no node's clock can push the cluster's entry times ahead.
     func appendOnKnownHead(_ records: [AuditRecord], _ head: KnownHead) async throws -> KnownHead? {
         let now = max(AuditLog.nowMillis + serverClockOffset.withLock { $0 }, head.time)
         let b = try buildEntries(records, after: head.sequence, hash: head.hash, checkpoint: head.checkpoint, now: now)
@@ -253,6 +260,7 @@ extension PostgresEngine {
                 WITH moved AS (
                     UPDATE profilevault.audit_head h SET seq = \(b.sequence), hash = \(bytea(b.hash)), time = \(now)
                     WHERE h.id = 1 AND h.seq = \(head.sequence) AND h.hash = \(bytea(head.hash)) AND h.time = \(head.time)
+                      AND abs(\(now) - floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) <= \(Self.knownHeadClockTolerance)
                       AND EXISTS (SELECT 1 FROM profilevault.audit_log a
                                   WHERE a.seq = \(head.sequence) AND a.hash = \(bytea(head.hash))
                                     AND sha256(a.prev_hash || convert_to(a.entry, 'UTF8')) = a.hash)

@@ -237,7 +237,11 @@ public final class PostgresEngine: Sendable {
                     return value
                 } catch {
                     headPublishing.discard(conn)
-                    _ = try? await exec(conn, "ROLLBACK")
+                    // A connection whose ROLLBACK failed may still be inside the transaction; it
+                    // is closed, never handed back to the pool, where the next lone statement
+                    // (a one-statement audit append, which counts as committed when it returns)
+                    // would run inside it.
+                    do { try await exec(conn, "ROLLBACK") } catch { try? await conn.close() }
                     throw error
                 }
             }

@@ -229,14 +229,6 @@ extension PostgresStore {
                     throw VaultError(.integrity, "the source's restriction table could not be read in order: the file was altered; nothing was copied")
                 }
                 let budget = try r.budget(), policies = try r.policyHistory(), requests = try r.requests()
-                // The releases keep being served at the source's population epoch, copied with
-                // them (the population is copied as it is); a source without one (altered) has
-                // none of its releases copied, as none could be served.
-                let sourceEpoch = try r.populationEpoch()
-                let releases = try sourceEpoch == nil ? [] : r.releases()
-                guard try sourceEpoch == nil || r.count("release_cache") == Int64(releases.count) else {
-                    throw VaultError(.integrity, "the source's release cache could not be read in full: the file was altered; nothing was copied")
-                }
                 guard try r.count("requests") == Int64(requests.count) else {
                     throw VaultError(.integrity, "the source's requests table could not be read in full: the file was altered; nothing was copied")
                 }
@@ -313,22 +305,13 @@ extension PostgresStore {
                             VALUES (\(b.purpose), \(b.periodStart), \(b.periodSeconds), \(b.spentUnits), \(b.deltaSpentUnits))
                             """)
                     }
-                    // The release cache, still sealed (the keys are the keyring's; the associated
-                    // data the digest, purpose, window, epoch and time, copied as they are), and
-                    // the population epoch they were computed at.
-                    if let sourceEpoch {
-                        try await owner.exec(conn, "UPDATE profilevault.population_epoch SET epoch = \(sourceEpoch) WHERE id = 1")
-                    }
-                    for c in releases {
-                        try await owner.exec(conn, """
-                            INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, epoch, sealed)
-                            VALUES (\(bytea(c.digest)), \(c.purpose), \(c.periodStart), \(c.periodSeconds), \(c.createdAt), \(c.epoch), \(bytea(c.sealed)))
-                            """)
-                    }
-                    if let copied = try await owner.rows(conn, "SELECT count(*) FROM profilevault.release_cache").first,
-                       try copied.decode(Int64.self) != Int64(releases.count) {
-                        throw PostgresStoreError(.integrity, "the copy's release cache differs from the source's; nothing was copied")
-                    }
+                    // No cached release is copied, and the copy starts at a fresh random population
+                    // epoch (as a restored store does): the source stays usable after a migration,
+                    // and two stores counting their epochs up from one shared value would each hold
+                    // releases of another population under the same (keyring, window, epoch), so a
+                    // row copied from one to the other would open and be served. Each identical
+                    // query pays once more on the copy.
+                    try await owner.exec(conn, "UPDATE profilevault.population_epoch SET epoch = \(ReleaseSealing.restoredEpoch()) WHERE id = 1")
                     for p in policies {
                         try await owner.exec(conn, """
                             INSERT INTO profilevault.policy_history(seq, version, sha256, schema_sha256, applied_at, actor, role, summary, changes)

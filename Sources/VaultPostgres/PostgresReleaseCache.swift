@@ -32,14 +32,14 @@ extension PostgresEngine {
     ])
 
     /// Increments the population epoch inside the caller's transaction (the one that changes
-    /// the population; called last, just before the commit, so the row lock is held briefly)
-    /// and drops the cached releases, which can no longer be served (garbage).
+    /// the population; called last, just before the commit, so the row lock is held briefly).
+    /// The releases of older epochs, which can no longer be served, are dropped by the next
+    /// store (``PostgresProfiles/storeRelease(digest:purpose:periodStart:periodSeconds:epoch:payload:)``),
+    /// not here: deleting them here would lock cache rows inside a data subject's erasure or
+    /// consent change, in an order a concurrent store could lock them the other way round
+    /// (a deadlock that would fail the erasure; a failed store only makes a query pay again).
     func bumpPopulationEpoch(_ conn: PostgresConnection) async throws {
-        // One round trip: the data-modifying CTE runs whether or not the UPDATE reads it.
-        try await exec(conn, """
-            WITH gone AS (DELETE FROM profilevault.release_cache)
-            UPDATE profilevault.population_epoch SET epoch = epoch + 1 WHERE id = 1
-            """)
+        try await exec(conn, "UPDATE profilevault.population_epoch SET epoch = epoch + 1 WHERE id = 1")
     }
 
     /// The current population epoch (nil: the row is missing).
@@ -94,7 +94,8 @@ extension PostgresProfiles {
                 guard try await engine.populationEpoch(conn) == epoch else { return false }
                 try await engine.exec(conn, """
                     DELETE FROM profilevault.release_cache
-                    WHERE purpose = \(purpose) AND NOT (period_start = \(periodStart) AND period_seconds = \(period) AND epoch = \(epoch))
+                    WHERE epoch <> \(epoch)
+                       OR (purpose = \(purpose) AND NOT (period_start = \(periodStart) AND period_seconds = \(period)))
                     """)
                 return !(try await engine.rows(conn, """
                     INSERT INTO profilevault.release_cache(digest, purpose, period_start, period_seconds, created_at, epoch, sealed)

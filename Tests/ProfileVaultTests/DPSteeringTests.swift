@@ -102,6 +102,17 @@ import VaultStore
         // A mean cannot be quoted by accuracy (its epsilon depends on a noisy count).
         q.dryRun = true
         #expect(throws: VaultError.self) { _ = try v.quoteQuery(q) }
+        // The reviewer's input: an accuracy no store could be promised (not even over 2^32
+        // values at the largest epsilon) is refused before the first count: nothing charged.
+        let spent = try N.spent(v, "analytics")
+        for a in [1e-300, 5e-324, 1e-30] {
+            var absurd = Vault.QueryRequest(kind: .mean, purpose: "analytics", epsilon: nil, attribute: "age")
+            absurd.accuracy = a
+            absurd.fresh = true
+            let e = #expect(throws: VaultError.self) { _ = try v.query(absurd) }
+            #expect(e?.kind == .usage && e?.message.contains("nothing was charged") == true, "\(a): \(String(describing: e))")
+        }
+        #expect(try N.spent(v, "analytics") == spent)
     }
 
     @Test func boundsMustLieInsideTheSchemasAndAreRecorded() throws {

@@ -231,9 +231,20 @@ import VaultStore
         both.rho = 0.1
         #expect((#expect(throws: VaultError.self) { _ = try v.query(both) })?.kind == .usage)
         #expect(try Self.spent(v) == 0)
-        // Not reachable even at rho 100: exit 65 after the first count (charged, as on the epsilon path).
+        // The reviewer's input: an accuracy no store could be promised (not even over 2^32
+        // values at rho 100) is refused before the first count, nothing charged.
+        for a in [1e-9, 1e-300, 5e-324] {
+            var absurd = Vault.QueryRequest(kind: .mean, purpose: "analytics", epsilon: nil, attribute: "age")
+            absurd.accuracy = a
+            absurd.fresh = true
+            let e = #expect(throws: VaultError.self) { _ = try v.query(absurd) }
+            #expect(e?.kind == .usage && e?.message.contains("nothing was charged") == true, "\(a): \(String(describing: e))")
+        }
+        #expect(try Self.spent(v) == 0)
+        // Reachable over many values but not over this store's: exit 65 after the first count
+        // (charged, as on the epsilon path).
         var tight = Vault.QueryRequest(kind: .mean, purpose: "analytics", epsilon: nil, attribute: "age")
-        tight.accuracy = 1e-9
+        tight.accuracy = 1e-6
         tight.fresh = true
         let t = #expect(throws: VaultError.self) { _ = try v.query(tight) }
         #expect(t?.kind == .invalidInput && t?.message.contains("charged") == true, "\(String(describing: t))")

@@ -29,6 +29,29 @@ import VaultCrypto
         }
     }
 
+    /// The reviewer's clock attack: a node whose clock jumped an hour ahead (a resumed VM, a bad
+    /// NTP step) must not stamp the cluster's chain with its time. Its one-statement append
+    /// misses (the time is checked against the server's clock in the statement) and the
+    /// locked path stamps the server's clock; entry times stay near the server's.
+    @Test func aNodeWithAClockAheadCannotPushTheChainsTimes() async throws {
+        try await TestDatabase.with { db in
+            try await db.initialize()
+            let node = try db.nodeEngine()
+            for i in 0..<2 { try await node.audit([record("a\(i)")]) }
+            #expect(node.knownHeadAppends.withLock { $0 } == 1)
+            node.serverClockOffset.withLock { $0 += 3_600_000 }
+            try await node.audit([record("ahead")])
+            #expect(node.knownHeadAppends.withLock { $0 } == 1, "the one-statement append took a time an hour ahead of the server")
+            #expect(try await db.count("""
+                SELECT count(*) FROM profilevault.audit_log
+                WHERE time > floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000
+                """) == 0)
+            let v = try await node.verifyAudit()
+            #expect(v.ok && v.entries == 3, "\(v)")
+            await node.close()
+        }
+    }
+
     /// The owner (past the triggers) edits what the next append builds on, after the node
     /// committed the head it remembers: the entry's text, its checkpoint's signature or link,
     /// an entry or a checkpoint slipped in beyond the head, the head's time. Each is found as

@@ -83,9 +83,14 @@ roles:
         return p.stdout
 
     def query(self, kind, attribute, lo, hi, epsilon, extra=()):
+        # --fresh: every run is a new release, paid for; without it the release cache answers
+        # runs 2..N with run 1's release and the "empirical" error measures nothing.
         out = self.run("query", kind, "--purpose", "evaluation", "--attribute", attribute, "--epsilon", repr(epsilon),
-                       f"--bounds={lo},{hi}", "--json", *extra, role="trainer")
-        return json.loads(out)
+                       f"--bounds={lo},{hi}", "--json", "--fresh", *extra, role="trainer")
+        r = json.loads(out)
+        if r.get("cached"):
+            sys.exit("a release came from the release cache: the runs would not be independent")
+        return r
 
 
 def opendp_scale(build, epsilon):

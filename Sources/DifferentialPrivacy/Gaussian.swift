@@ -66,6 +66,17 @@ public struct Rho: Sendable, Equatable, CustomStringConvertible {
     /// a zCDP key with no epsilon and this detail (`rho R`) instead.
     public static func auditDetail(ofLedgerCharge e: Epsilon) -> String { "zcdp rho \(value(ofLedgerCharge: e))" }
 
+    /// The rho an audit entry's detail records for a zCDP charge (`auditDetail(ofLedgerCharge:)`,
+    /// one of the detail's parts separated by "; "); nil when it records none.
+    public static func charged(inAuditDetail detail: String?) -> Double? {
+        guard let detail else { return nil }
+        for part in detail.split(separator: ";") {
+            let p = part.trimmingCharacters(in: .whitespaces)
+            if p.hasPrefix("zcdp rho "), let v = Double(p.dropFirst("zcdp rho ".count)), v.isFinite, v >= 0 { return v }
+        }
+        return nil
+    }
+
     /// The (ε, δ)-DP a ρ-zCDP release has: ε = ρ + 2 sqrt(ρ ln(1/δ)).
     public static func epsilon(rho: Double, delta: Double) -> Double {
         guard rho > 0, delta > 0, delta < 1 else { return rho > 0 ? .infinity : 0 }

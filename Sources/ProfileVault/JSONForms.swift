@@ -182,6 +182,7 @@ public enum JSONForms {
             ("by_purpose", counts(r.byPurpose)),
             ("by_outcome", counts(r.byOutcome)),
             ("epsilon_by_purpose", .object(r.epsilonByPurpose.sorted { $0.key < $1.key }.map { ($0.key, .double($0.value)) })),
+            ("rho_by_purpose", .object(r.rhoByPurpose.sorted { $0.key < $1.key }.map { ($0.key, .double($0.value)) })),
         ])
     }
     /// `status --json` and `GET /v1/status`: counts and metadata of the store (no personal data).

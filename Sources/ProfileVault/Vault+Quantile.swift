@@ -152,7 +152,7 @@ extension Vault {
                 key.add("epsilon_units", Int64(clamping: prepared.dpq.epsilon.chargeUnits))
             }
             key.add("bounds_from_query", r.bounds != nil)
-            let (digest, decision) = try lookupRelease(key, prepared: prepared, fresh: r.fresh)
+            let (slot, decision) = try lookupRelease(key, prepared: prepared, fresh: r.fresh)
             if case let .hit(payload, at) = decision {
                 let stored = try StoredQuantileRelease.decode(payload, quantiles: r.quantiles.count)
                 result.budget = try budgetNow()
@@ -217,7 +217,7 @@ extension Vault {
                 result.cells.append(cells)
             }
             rememberRelease(StoredQuantileRelease(keys: result.values.map(\.key), values: result.values.map(\.values), cells: result.cells).encoded(),
-                            digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
+                            slot: slot, prepared: prepared, periodStart: result.budget.periodStart)
             return result
         }
     }

@@ -58,6 +58,24 @@ extension Vault {
     /// The epsilon a mean asked for by accuracy spends first on its noisy count (docs/differential-privacy.md).
     public static let meanAccuracyCountEpsilon = 0.05
 
+    /// Refuses (exit 64) an accuracy-first mean that no store could be promised, before its first
+    /// count release is charged: `reachable` asks for the mean's charge (epsilon or rho) over
+    /// `QueryEngine.accuracyPopulationCap` values and throws when even that is out of range.
+    static func requireReachableMeanAccuracy(_ reachable: (Double) throws -> Void) throws {
+        do {
+            try reachable(QueryEngine.accuracyPopulationCap)
+        } catch let e as DPParameterError {
+            throw VaultError(.usage, "--accuracy: \(e.reason), even over \(Int(QueryEngine.accuracyPopulationCap)) values; nothing was charged")
+        }
+    }
+
+    /// The audit record of an accuracy-first mean's first count release (the query's fields and
+    /// detail, saying so).
+    static func meanAccuracyFirstRecord(_ context: AuditContext, _ q: QueryRequest, _ prepared: PreparedQuery) -> AuditRecord {
+        context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
+                       detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
+    }
+
     /// A query checked against schema, policy and the DP layer's parameters, not yet charged.
     struct PreparedQuery {
         var dpq: DPQuery
@@ -209,7 +227,7 @@ extension Vault {
             let clampedEpsilon = try checkReportClamped(q, prepared)
             if let c = clampedEpsilon { prepared.detail = ([prepared.detail, "clamped count epsilon \(c.chargedValue)"].compactMap { $0 }).joined(separator: "; ") }
             // Pay once: an identical query of this period is answered from the release cache.
-            let (digest, decision) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh)
+            let (slot, decision) = try lookupRelease(releaseKey(q, prepared), prepared: prepared, fresh: q.fresh)
             if case let .hit(payload, at) = decision {
                 let budget = try store.budgetState(purpose: prepared.purpose.name, limit: prepared.limit, deltaLimit: prepared.deltaLimit,
                                                    periodSeconds: prepared.periodSeconds)
@@ -224,7 +242,7 @@ extension Vault {
             let record = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields, detail: prepared.detail)
             if let c = clampedEpsilon {
                 var result = try runReportingClamped(q, prepared, clampedEpsilon: c, record: record)
-                rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), digest: digest, prepared: prepared,
+                rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), slot: slot, prepared: prepared,
                                 periodStart: result.budget.periodStart)
                 result.cached = false
                 return result
@@ -234,14 +252,8 @@ extension Vault {
             do {
                 if let a = q.accuracy, q.kind == .mean {
                     guard let first = Epsilon(Self.meanAccuracyCountEpsilon) else { throw VaultError(.internalFailure, "mean accuracy epsilon") }
-                    // An accuracy no store could be promised is refused before the first release is charged.
-                    do {
-                        _ = try QueryEngine.meanEpsilon(forAccuracy: a, dpq, countLowerBound: QueryEngine.accuracyPopulationCap)
-                    } catch let e as DPParameterError {
-                        throw VaultError(.usage, "--accuracy: \(e.reason), even over \(Int(QueryEngine.accuracyPopulationCap)) values; nothing was charged")
-                    }
-                    let firstRecord = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
-                                                     detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
+                    try Self.requireReachableMeanAccuracy { _ = try QueryEngine.meanEpsilon(forAccuracy: a, dpq, countLowerBound: $0) }
+                    let firstRecord = Self.meanAccuracyFirstRecord(context, q, prepared)
                     var rng = CSPRNGWords()
                     result = try engine.runMean(forAccuracy: a, dpq, first: first,
                                                 firstAccountant: store.budgetAccountant(audit: firstRecord, policy: policyDigest),
@@ -265,7 +277,7 @@ extension Vault {
             result.clampBounds = prepared.bounds
             result.boundsFromQuery = q.bounds != nil
             if case .subjects = dpq.measure, q.kind == .count || q.kind == .histogram { result.clampedShare = 0 }
-            rememberRelease(StoredQueryRelease(result, clamped: nil).encoded(), digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
+            rememberRelease(StoredQueryRelease(result, clamped: nil).encoded(), slot: slot, prepared: prepared, periodStart: result.budget.periodStart)
             return result
         }
     }

@@ -137,7 +137,7 @@ extension Vault {
     /// population epoch; with `fresh`, always a miss, but the epoch is still read first (the
     /// fresh release is stored like any other). A stored release that does not verify is an
     /// integrity error (exit 1): nothing is served or charged.
-    func lookupRelease(_ key: ReleaseKey, prepared: PreparedQuery, fresh: Bool) throws -> (digest: ReleaseSlot, decision: CacheDecision) {
+    func lookupRelease(_ key: ReleaseKey, prepared: PreparedQuery, fresh: Bool) throws -> (slot: ReleaseSlot, decision: CacheDecision) {
         let digest = store.releaseDigest(key.bytes)
         if fresh { return (ReleaseSlot(digest: digest, epoch: try store.populationEpoch()), .miss) }
         switch try store.cachedRelease(digest: digest, purpose: prepared.purpose.name, periodSeconds: prepared.periodSeconds) {
@@ -151,7 +151,7 @@ extension Vault {
     /// committed since makes this a no-op (logged at debug): the release is returned, and the
     /// next identical query pays again and reads the new population. A failure to store is
     /// logged, not thrown: the release was paid for and is returned.
-    func rememberRelease(_ payload: [UInt8]?, digest slot: ReleaseSlot, prepared: PreparedQuery, periodStart: Int64) {
+    func rememberRelease(_ payload: [UInt8]?, slot: ReleaseSlot, prepared: PreparedQuery, periodStart: Int64) {
         guard let payload, let epoch = slot.epoch else { return }
         do {
             if try !store.storeRelease(digest: slot.digest, purpose: prepared.purpose.name, periodStart: periodStart,

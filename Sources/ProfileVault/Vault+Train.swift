@@ -310,7 +310,11 @@ extension Vault {
     public struct TrainingResult: Sendable {
         public var artifact: ModelArtifact
         public var json: Data
+        /// The budget left after the charge: in epsilon, or in rho under a zCDP purpose (`rho` set).
         public var budget: BudgetState
+        /// The rho the job charged under a zCDP purpose (its epsilon is then rho's conversion);
+        /// nil under an epsilon purpose.
+        public var rho: Double? = nil
         /// The job's warnings (also the artifact's `warnings`), e.g. a noisy subject count under
         /// 5 noise scales.
         public var warnings: [String] = []
@@ -630,7 +634,7 @@ extension Vault {
         if let w = Self.vocabularyWarning(artifact) { warnings.append(w) }
         artifact.warnings = warnings
         let (sealedArtifact, json) = try sealed(artifact)
-        return TrainingResult(artifact: sealedArtifact, json: json, budget: state, warnings: warnings)
+        return TrainingResult(artifact: sealedArtifact, json: json, budget: state, rho: zcdpRho?.value, warnings: warnings)
     }
 
     /// Values in the artifact and the warnings: six decimals.

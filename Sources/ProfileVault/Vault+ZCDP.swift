@@ -104,7 +104,7 @@ extension Vault {
         if let c = clamped { prepared.detail = ([prepared.detail, "clamped count rho \(c.clamped.value)"].compactMap { $0 }).joined(separator: "; ") }
         let dpq = prepared.dpq, p = prepared.purpose
         // Pay once: an identical query of this period is answered from the release cache (rho 0).
-        let (digest, decision) = try lookupRelease(releaseKey(q, prepared, zcdp: (rho, clamped?.clamped)), prepared: prepared, fresh: q.fresh)
+        let (slot, decision) = try lookupRelease(releaseKey(q, prepared, zcdp: (rho, clamped?.clamped)), prepared: prepared, fresh: q.fresh)
         if case let .hit(payload, at) = decision {
             var (result, report) = try StoredQueryRelease.decode(payload).result(budget: try zcdpBudgetState(purpose: p.name, budget: budget))
             result.releasedAtMillis = at
@@ -135,7 +135,7 @@ extension Vault {
         result.clampBounds = prepared.bounds
         result.boundsFromQuery = q.bounds != nil
         if case .subjects = dpq.measure, q.kind == .count || q.kind == .histogram { result.clampedShare = 0 }
-        rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), digest: digest, prepared: prepared, periodStart: result.budget.periodStart)
+        rememberRelease(StoredQueryRelease(result, clamped: result.clamped).encoded(), slot: slot, prepared: prepared, periodStart: result.budget.periodStart)
         return result
     }
 
@@ -167,15 +167,10 @@ extension Vault {
         } catch let e as DPParameterError {
             throw VaultError(.usage, "--accuracy: the first count release cannot be made: \(e.reason)")
         }
-        // An accuracy no store could be promised (not even over QueryEngine.accuracyPopulationCap
-        // values at the largest rho) is refused before the first release is charged.
-        do {
-            _ = try QueryEngine.meanRho(forAccuracy: a, dpq, countLowerBound: QueryEngine.accuracyPopulationCap)
-        } catch let e as DPParameterError {
-            throw VaultError(.usage, "--accuracy: \(e.reason), even over \(Int(QueryEngine.accuracyPopulationCap)) values; nothing was charged")
-        }
-        let firstRecord = context.record("query.\(q.kind.rawValue)", .read, purpose: q.purpose, fields: prepared.fields,
-                                         detail: ([prepared.detail, "first count release of an accuracy-first mean"].compactMap { $0 }).joined(separator: "; "))
+        // An accuracy no store could be promised (not even at the largest rho) is refused before
+        // the first release is charged.
+        try Self.requireReachableMeanAccuracy { _ = try QueryEngine.meanRho(forAccuracy: a, dpq, countLowerBound: $0) }
+        let firstRecord = Self.meanAccuracyFirstRecord(context, q, prepared)
         do {
             _ = try store.budgetAccountant(audit: firstRecord, policy: policyDigest)
                 .spend(purpose: Rho.ledgerKey(purpose: p.name), epsilon: firstCharge, limit: rhoLimit * Rho.ledgerScale, periodSeconds: b.periodSeconds)

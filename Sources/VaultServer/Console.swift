@@ -206,8 +206,9 @@ extension Console {
             var count = 0
             for e in entries {
                 let action = e["api.operation"] ?? ""
+                // A zCDP purpose's charges are rho, recorded in the entry's detail, not as epsilon.
                 guard action.hasPrefix("query.") || action == "train", e["status"] == "ok", e["unmapped.purpose"] == s.purpose,
-                      let eps = e["unmapped.epsilon"].flatMap(Double.init), eps.isFinite,
+                      let eps = s.zcdp ? Rho.charged(inAuditDetail: e["status_detail"]) : e["unmapped.epsilon"].flatMap(Double.init), eps.isFinite,
                       let t = e["time"].flatMap({ Int64($0) }), t >= start else { continue }
                 points.append("\(x(t)),\(y(left))")
                 left -= eps
@@ -216,7 +217,7 @@ extension Console {
             }
             points.append("540,\(y(left))")
             return ["purpose": s.purpose, "points": points.joined(separator: " "), "limitText": Console.eps(s.limit), "count": count,
-                    "from": Console.day(start)]
+                    "from": Console.day(start), "unitText": s.zcdp ? "rho" : "epsilon", "unitTitle": s.zcdp ? "Rho" : "Epsilon"]
         }
     }
 }
@@ -827,7 +828,7 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
         var c = console.base(user, title: "Budget", current: "budget")
         c["snapshot"] = snapshot
         c["rows"] = states.map { s -> [String: Any] in
-            ["purpose": s.purpose, "periodStart": Console.minuteSeconds(s.periodStart), "limit": Console.eps(s.limit),
+            ["purpose": s.purpose, "unit": s.zcdp ? "rho (zCDP)" : "epsilon", "periodStart": Console.minuteSeconds(s.periodStart), "limit": Console.eps(s.limit),
              "spent": Console.eps(s.spent), "left": Console.eps(s.left), "deltaLeft": Console.eps(s.deltaLeft)]
         }
         if !states.isEmpty {
@@ -837,7 +838,7 @@ func addConsoleReviewRoutes(_ group: RouterGroup<VaultRequestContext>, _ console
                 let y = 10 + i * 30
                 return ["purpose": s.purpose, "x": labelWidth, "y": y, "textY": y + 14, "full": barWidth,
                         "leftWidth": Int((Double(barWidth) * share).rounded()), "valueX": labelWidth + barWidth + 8,
-                        "leftText": Console.eps(s.left), "limitText": Console.eps(s.limit)]
+                        "leftText": Console.eps(s.left), "limitText": Console.eps(s.limit), "unitText": s.zcdp ? "rho" : "epsilon"]
             }
             c["chart"] = ["width": labelWidth + barWidth + 180, "height": 20 + states.count * 30, "bars": bars] as [String: Any]
         }

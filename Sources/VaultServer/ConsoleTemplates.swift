@@ -341,11 +341,11 @@ enum ConsoleTemplates {
 
     static let budget = """
     {{>header}}
-    <p>Epsilon per purpose in this period: the limit, what releases spent, and what is left.{{#snapshot}} (Figures only, as <code>/metrics</code> shows them.){{/snapshot}}</p>
+    <p>Budget per purpose in this period: the limit, what releases spent, and what is left, in epsilon, or in rho for a purpose that accounts in zCDP.{{#snapshot}} (Figures only, as <code>/metrics</code> shows them.){{/snapshot}}</p>
     <table id="budget">
     <caption>Differential-privacy budget by purpose.</caption>
-    <thead><tr><th scope="col">Purpose</th><th scope="col">Period from</th><th scope="col">Limit</th><th scope="col">Spent</th><th scope="col">Left</th><th scope="col">Delta left</th></tr></thead>
-    <tbody>{{#rows}}<tr data-purpose="{{purpose}}"><td>{{purpose}}</td><td>{{periodStart}}</td><td>{{limit}}</td><td>{{spent}}</td><td class="left">{{left}}</td><td>{{deltaLeft}}</td></tr>{{/rows}}</tbody>
+    <thead><tr><th scope="col">Purpose</th><th scope="col">Unit</th><th scope="col">Period from</th><th scope="col">Limit</th><th scope="col">Spent</th><th scope="col">Left</th><th scope="col">Delta left</th></tr></thead>
+    <tbody>{{#rows}}<tr data-purpose="{{purpose}}"><td>{{purpose}}</td><td class="unit">{{unit}}</td><td>{{periodStart}}</td><td>{{limit}}</td><td>{{spent}}</td><td class="left">{{left}}</td><td>{{deltaLeft}}</td></tr>{{/rows}}</tbody>
     </table>
     {{^rows}}<p>The policy declares no budget.</p>{{/rows}}
     {{#chart}}
@@ -356,10 +356,10 @@ enum ConsoleTemplates {
     <text x="0" y="{{textY}}" class="label">{{purpose}}</text>
     <rect x="{{x}}" y="{{y}}" width="{{full}}" height="18" class="limit"></rect>
     <rect x="{{x}}" y="{{y}}" width="{{leftWidth}}" height="18" class="left"></rect>
-    <text x="{{valueX}}" y="{{textY}}" class="value">{{leftText}} of {{limitText}} left</text>
+    <text x="{{valueX}}" y="{{textY}}" class="value">{{leftText}} of {{limitText}} {{unitText}} left</text>
     {{/bars}}
     </svg>
-    <figcaption>Dark: epsilon left this period; light: the period's limit.</figcaption>
+    <figcaption>Dark: budget left this period (epsilon, or rho for a zCDP purpose); light: the period's limit.</figcaption>
     </figure>
     {{/chart}}
     {{#canReleases}}
@@ -368,7 +368,7 @@ enum ConsoleTemplates {
     {{#burndown}}
     <figure>
     <svg class="burndown" id="burndown-{{purpose}}" role="img" aria-labelledby="bd-{{purpose}}" viewBox="0 0 560 180" width="560" height="180" xmlns="http://www.w3.org/2000/svg">
-    <title id="bd-{{purpose}}">Epsilon left of {{purpose}} over this period, after each release</title>
+    <title id="bd-{{purpose}}">{{unitTitle}} left of {{purpose}} over this period, after each release</title>
     <line x1="40" y1="150" x2="540" y2="150" class="axis"></line>
     <line x1="40" y1="10" x2="40" y2="150" class="axis"></line>
     <text x="0" y="16" class="value">{{limitText}}</text>
@@ -377,7 +377,7 @@ enum ConsoleTemplates {
     <text x="40" y="172" class="value">{{from}}</text>
     <text x="510" y="172" class="value">now</text>
     </svg>
-    <figcaption>{{purpose}}: epsilon left after each of this period's {{count}} releases.</figcaption>
+    <figcaption>{{purpose}}: {{unitText}} left after each of this period's {{count}} releases.</figcaption>
     </figure>
     {{/burndown}}
     </section>

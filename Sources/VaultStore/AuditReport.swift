@@ -1,4 +1,5 @@
 public import VaultAudit
+import DifferentialPrivacy
 import VaultValues
 
 /// What an audit export wrote: the entries written, the signed head's hash, and the slice's
@@ -70,6 +71,8 @@ public struct AuditReport: Sendable {
     public var denied: [Denied] = []
     /// Epsilon of the entries with outcome `ok` that spent budget, summed per purpose.
     public var epsilonByPurpose: [String: Double] = [:]
+    /// The rho the `ok` entries of zCDP purposes charged (their entries carry no epsilon).
+    public var rhoByPurpose: [String: Double] = [:]
 
     public static let noPurpose = "(none)"
 
@@ -106,6 +109,10 @@ public struct AuditReport: Sendable {
             }
             if outcome == AuditOutcome.ok.rawValue, let eps = str("unmapped.epsilon").flatMap(Double.init), eps.isFinite {
                 report.epsilonByPurpose[purpose ?? AuditReport.noPurpose, default: 0] += eps
+            }
+            // A zCDP purpose's charge is rho, recorded in the detail (its entry has no epsilon).
+            if outcome == AuditOutcome.ok.rawValue, let rho = Rho.charged(inAuditDetail: str("status_detail")) {
+                report.rhoByPurpose[purpose ?? AuditReport.noPurpose, default: 0] += rho
             }
         }
     }

@@ -126,6 +126,10 @@ struct AuditCommand: ParsableCommand {
             }
             lines.append("epsilon spent by purpose:")
             for (k, e) in report.epsilonByPurpose.sorted(by: { $0.key < $1.key }) { lines.append("  \(k): \(e)") }
+            if !report.rhoByPurpose.isEmpty {
+                lines.append("rho spent by purpose (zCDP):")
+                for (k, r) in report.rhoByPurpose.sorted(by: { $0.key < $1.key }) { lines.append("  \(k): \(r)") }
+            }
             options.emit(json, text: lines.joined(separator: "\n"))
         }
     }

@@ -48,10 +48,16 @@ struct Train: ParsableCommand {
         try file.write([UInt8](r.json))
         try file.commit()
         let eps = r.artifact.privacy?.epsilon ?? 0
-        options.emit(.object([("model", .string(r.artifact.model.rawValue)), ("epsilon", .double(eps)), ("out", .string(out)),
-                              ("job", .string(r.artifact.privacy?.job ?? "")), ("budget_left", .double((r.budget.left * 1e6).rounded() / 1e6)),
-                              ("warnings", .array(r.warnings.map { .string($0) }))]),
-                     text: "trained \(r.artifact.model.rawValue) (job \(r.artifact.privacy?.job ?? "")), epsilon \(eps), written to \(out); budget left \(String(format: "%.4g", r.budget.left))")
+        // Under a zCDP purpose the job charged rho (epsilon is its conversion) and the budget
+        // left is in rho: both say so, as query results do.
+        var pairs: [(String, JSONValue)] = [("model", .string(r.artifact.model.rawValue)), ("epsilon", .double(eps))]
+        if let rho = r.rho { pairs += [("rho", .double(rho)), ("rho_charged", .double(rho))] }
+        pairs += [("out", .string(out)), ("job", .string(r.artifact.privacy?.job ?? "")),
+                  ("budget_left", .double((r.budget.left * 1e6).rounded() / 1e6)), ("budget_unit", .string(r.rho == nil ? "epsilon" : "rho")),
+                  ("warnings", .array(r.warnings.map { .string($0) }))]
+        let charged = r.rho.map { "rho \($0) (epsilon \(eps) as its conversion)" } ?? "epsilon \(eps)"
+        options.emit(.object(pairs),
+                     text: "trained \(r.artifact.model.rawValue) (job \(r.artifact.privacy?.job ?? "")), \(charged), written to \(out); \(r.rho == nil ? "budget" : "rho") left \(String(format: "%.4g", r.budget.left))")
     }
 }
 

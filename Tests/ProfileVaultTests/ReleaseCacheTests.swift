@@ -205,7 +205,7 @@ import VaultCrypto
         #expect(try s.run(["erase", "--subject", "C3", "--role", "privacy_officer"]).status == 0)
         let moved = try Self.epoch(s)
         #expect(moved != slot.epoch)
-        v.rememberRelease(payload, digest: slot, prepared: prepared, periodStart: other.budget.periodStart)
+        v.rememberRelease(payload, slot: slot, prepared: prepared, periodStart: other.budget.periodStart)
         if case .hit = try v.lookupRelease(v.releaseKey(q, prepared), prepared: prepared, fresh: false).decision {
             Issue.record("a release computed across an erasure was stored")
         }
@@ -221,7 +221,7 @@ import VaultCrypto
         let (freshSlot, _) = try v.lookupRelease(v.releaseKey(fresh, prepared), prepared: prepared, fresh: true)
         #expect(freshSlot.epoch != nil)
         #expect(try s.run(["consent", "revoke", "--purpose", "analytics", "--subject", "C4", "--role", "privacy_officer"]).status == 0)
-        v.rememberRelease(payload, digest: freshSlot, prepared: prepared, periodStart: other.budget.periodStart)
+        v.rememberRelease(payload, slot: freshSlot, prepared: prepared, periodStart: other.budget.periodStart)
         #expect(!(try v.query(q).cached))
     }
 

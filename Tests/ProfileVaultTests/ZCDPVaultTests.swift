@@ -163,6 +163,7 @@ import VaultStore
         // The job itself charges the quoted rho.
         let r = try v.train(jobFile: job)
         #expect(r.budget.zcdp && abs(r.budget.spent - Rho(0.18)!.value) < 1e-12)
+        #expect(r.rho == Rho(0.18)?.value)
         #expect(r.artifact.privacy?.mechanism.contains("Gaussian") == true)
         // A Laplace-only model is refused under the zCDP purpose (denied), nothing charged.
         let km = try s.write("km.yaml", "job: km\npurpose: analytics\nmodel: kmeans\nfeatures: [age, annual_income]\nparams: { k: 2, iterations: 2 }\nepsilon: 0.5\n")
@@ -186,5 +187,16 @@ import VaultStore
         #expect(a["accounting"] as? String == "zcdp" && abs((a["rho_spent"] as? Double ?? 0) - 0.1) < 1e-6 && a["conversion_delta"] as? Double == 1e-6)
         let dry = try s.run(["train", try s.write("job.yaml", Self.regression), "--dry-run", "--role", "trainer"])
         #expect(dry.status == 0 && dry.stdout.contains("rho 0.18"), "\(dry.stdout) \(dry.stderr)")
+        // The job itself: its output names the rho charged and says the budget left is in rho.
+        let t = try s.run(["train", try s.write("job2.yaml", Self.regression), "--out", s.dir + "/m.json", "--json", "--role", "trainer"])
+        #expect(t.status == 0, "\(t.stderr)")
+        let tj = try #require(try JSONSerialization.jsonObject(with: Data(t.stdout.utf8)) as? [String: Any])
+        #expect(abs((tj["rho_charged"] as? Double ?? 0) - 0.18) < 1e-9 && tj["budget_unit"] as? String == "rho")
+        #expect(abs((tj["budget_left"] as? Double ?? 0) - (0.5 - 0.1 - 0.18)) < 1e-5, "\(t.stdout)")
+        // Under an epsilon purpose: no rho, the unit is epsilon.
+        let e = try s.run(["train", try s.write("job3.yaml", Self.regression.replacingOccurrences(of: "purpose: analytics", with: "purpose: model_training")),
+                           "--out", s.dir + "/m2.json", "--json", "--role", "trainer"])
+        let ej = try #require(try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as? [String: Any], "\(e.stderr)")
+        #expect(ej["rho_charged"] == nil && ej["budget_unit"] as? String == "epsilon")
     }
 }

@@ -380,3 +380,40 @@ extension ConsoleSecurityTests {
         #expect(throws: VaultError.self) { try Vault.verifyAuditExport(bytes: export, name: "x", publicKeyPEM: "nope", keyName: "k", expectHead: nil) }
     }
 }
+
+extension ConsoleRouteTests {
+    /// A purpose that accounts in zCDP shows its budget in rho, and its burn-down counts the rho
+    /// of its releases (their audit entries carry no epsilon): without that, the page showed the
+    /// rho limit as epsilon and a flat line however much was spent.
+    @Test func aZCDPPurposeIsShownInRhoWithItsBurnDown() async throws {
+        let policy = NSTemporaryDirectory() + "pv-console-zcdp-" + UUID().uuidString
+        try FileManager.default.copyItem(atPath: ServiceFixture.repoRoot + "/policies", toPath: policy)
+        defer { try? FileManager.default.removeItem(atPath: policy) }
+        var text = try String(contentsOfFile: policy + "/policy.yaml", encoding: .utf8)
+        let epsilonBudget = "    dp_budget: { epsilon: 4.0, period: 30d }"
+        #expect(text.contains(epsilonBudget))
+        text = text.replacingOccurrences(of: epsilonBudget, with: "    dp_budget: { rho: 0.5, period: 30d }")
+        try text.write(toFile: policy + "/policy.yaml", atomically: true, encoding: .utf8)
+        let f = try ServiceFixture(policyDirectory: policy)
+        try await f.app.test(.router) { client in
+            let c = Client(client: client, tokens: f.tokens)
+            try await c.seed()
+            for _ in 0..<2 {
+                let q = try await c.call(.post, "/v1/queries", as: "trainer", body: #"{"kind":"count","purpose":"analytics","rho":0.1,"fresh":true}"#)
+                #expect(q.status == .ok, "\(q.text)")
+            }
+            var b = Browser(client: client)
+            _ = try await b.signIn(f.tokens["auditor"]!)
+            let page = try await b.go(.get, "/console/budget")
+            #expect(page.status == .ok)
+            #expect(page.text.contains("<tr data-purpose=\"analytics\"><td>analytics</td><td class=\"unit\">rho (zCDP)</td>"), "\(page.text)")
+            #expect(page.text.contains("<td>model_training</td><td class=\"unit\">epsilon</td>"))
+            #expect(page.text.contains("of 0.5 rho left"))
+            #expect(page.text.contains("analytics: rho left after each of this period's 2 releases."), "\(page.text)")
+            #expect(page.text.contains("Rho left of analytics"))
+        }
+        // The audit report sums the same rho, apart from epsilon.
+        let report = try f.vault.acting(as: ProfileVault.Actor(name: "a", role: "auditor")).auditReport(sinceMillis: nil, untilMillis: nil)
+        #expect(abs((report.rhoByPurpose["analytics"] ?? 0) - 0.2) < 1e-9 && report.epsilonByPurpose["analytics"] == nil)
+    }
+}

@@ -50,11 +50,45 @@ extension PostgresProfiles {
 public struct PostgresAggregateSource: AggregateSource {
     let profiles: PostgresProfiles
 
+    /// Runs between the exclusion probe and the aggregate's statement; tests set it to commit a
+    /// restriction or objection in that gap.
+    package var afterExclusionProbe: (@Sendable () throws -> Void)? = nil
+
     public func boundedSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
-        switch r.grouping {
-        case .items?, .itemPairs?, .itemSets?, .segmentItems?: return try itemSums(r)
-        default: return try subjectSums(r)
+        // The probe (are there any restricted or objecting subjects?) runs before the statement
+        // is built, outside its snapshot. The statement's transaction probes again in its own
+        // snapshot when the statement left an anti-join out; should a restriction or objection
+        // have committed in between, the sums are dropped and computed once more with both
+        // anti-joins, which need no probe.
+        do {
+            return try sums(r, exclusions: nil)
+        } catch is ExclusionsAppeared {
+            return try sums(r, exclusions: Exclusions(restricted: true, objections: true))
         }
+    }
+
+    func sums(_ r: AggregateRequest, exclusions: Exclusions?) throws -> [String: [Int64]] {
+        switch r.grouping {
+        case .items?, .itemPairs?, .itemSets?, .segmentItems?: return try itemSums(r, exclusions: exclusions)
+        default: return try subjectSums(r, exclusions: exclusions)
+        }
+    }
+
+    /// Whether a statement must exclude restricted subjects and objecting ones.
+    struct Exclusions: Sendable {
+        var restricted: Bool
+        var objections: Bool
+    }
+
+    /// A restriction or objection the statement's snapshot holds but its probe did not see.
+    struct ExclusionsAppeared: Error {}
+
+    /// The exclusions a request needs: `given`, or the probe's.
+    func exclusions(_ given: Exclusions?, _ r: AggregateRequest) throws -> Exclusions {
+        if let given { return given }
+        let probe = try profiles.exclusionProbe(objectionPurpose: r.objectionPurpose)
+        try afterExclusionProbe?()
+        return Exclusions(restricted: probe.restricted, objections: probe.objections)
     }
 
     /// The refusal of a sum beyond 64 bits (a `PostgresStoreError`: thrown inside a
@@ -69,19 +103,34 @@ public struct PostgresAggregateSource: AggregateSource {
         return error
     }
 
-    /// Runs one read-only statement (a consistent snapshot) and hands its rows to `body` as they arrive.
-    func read<T: Sendable>(_ sql: String, _ q: Bindings, _ body: @escaping @Sendable (PostgresRowSequence) async throws -> T) throws -> T {
+    /// Runs one read-only statement (a consistent snapshot) and hands its rows to `body` as they
+    /// arrive. When the statement left out an anti-join (`exclusions`), the same snapshot is
+    /// probed after it: a restriction or objection there throws `ExclusionsAppeared`.
+    func read<T: Sendable>(_ sql: String, _ q: Bindings, exclusions: Exclusions, objectionPurpose: String?,
+                           _ body: @escaping @Sendable (PostgresRowSequence) async throws -> T) throws -> T {
         let engine = profiles.engine
         let query = PostgresQuery(unsafeSQL: sql, binds: q.binds)
-        return try PostgresProfiles.wait("computing an aggregate") {
+        let recheck: PostgresQuery? = if !exclusions.restricted || (!exclusions.objections && objectionPurpose != nil) {
+            PostgresProfiles.exclusionProbeQuery(objectionPurpose: objectionPurpose)
+        } else {
+            nil
+        }
+        let (result, appeared) = try PostgresProfiles.wait("computing an aggregate") {
             do {
                 return try await engine.transaction("computing an aggregate", begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") { conn in
-                    try await body(try await conn.query(query, logger: engine.logger))
+                    let result = try await body(try await conn.query(query, logger: engine.logger))
+                    if let recheck, let row = try await engine.rows(conn, recheck).first {
+                        let (restricted, objections) = try row.decode((Bool, Bool).self)
+                        return (result, (restricted && !exclusions.restricted) || (objections && !exclusions.objections))
+                    }
+                    return (result, false)
                 }
             } catch {
                 throw Self.mapped(error)
             }
         }
+        if appeared { throw ExclusionsAppeared() }
+        return result
     }
 
     // MARK: - Parameters
@@ -242,7 +291,7 @@ public struct PostgresAggregateSource: AggregateSource {
     // MARK: - Subject sums
 
     /// Every grouping but the item groupings: one statement over `attributes`, one row per group.
-    func subjectSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+    func subjectSums(_ r: AggregateRequest, exclusions given: Exclusions?) throws -> [String: [Int64]] {
         let schema = profiles.schema
         var fields: [String: FieldSpec] = [:]
         for f in schema.attributeFields where fields[f.name] == nil { fields[f.name] = f }
@@ -364,7 +413,7 @@ public struct PostgresAggregateSource: AggregateSource {
         }
         var wheres: [String] = []
         // Restricted and objecting subjects (PostgresRights.swift): an anti-join only when there are any.
-        let probe = try profiles.exclusionProbe(objectionPurpose: r.objectionPurpose)
+        let probe = try exclusions(given, r)
         if probe.restricted {
             wheres.append("NOT EXISTS (SELECT 1 FROM profilevault.restriction rx WHERE rx.subject_id = a.subject_id)")
         }
@@ -506,7 +555,7 @@ public struct PostgresAggregateSource: AggregateSource {
         if groupKey != nil { sql += " GROUP BY 1" }
 
         let width = r.coordinates.count, checkCount = checks.count, grouped = groupKey != nil
-        let rows: [(String?, [Int64], [Int64?])] = try read(sql, q) { sequence in
+        let rows: [(String?, [Int64], [Int64?])] = try read(sql, q, exclusions: probe, objectionPurpose: r.objectionPurpose) { sequence in
             var out: [(String?, [Int64], [Int64?])] = []
             for try await row in sequence {
                 let cells = PostgresRandomAccessRow(row)
@@ -541,7 +590,7 @@ public struct PostgresAggregateSource: AggregateSource {
     /// Item groupings: the subjects' distinct items of the kind with their last use, streamed one
     /// subject per row into `ItemSums` (which checks the request, caps each subject's sample and
     /// counts it in the item, pair, set or (segment, item) groups).
-    func itemSums(_ r: AggregateRequest) throws -> [String: [Int64]] {
+    func itemSums(_ r: AggregateRequest, exclusions given: Exclusions?) throws -> [String: [Int64]] {
         let sums = try ItemSums(r, schema: profiles.schema)
         var q = Bindings()
         var filter = q.text(sums.kind).map { "kind = \($0)" } ?? "FALSE"
@@ -558,7 +607,7 @@ public struct PostgresAggregateSource: AggregateSource {
         }
         // Restricted and objecting subjects (PostgresRights.swift): an anti-join only when there are any.
         var exclusions: [String] = []
-        let probe = try profiles.exclusionProbe(objectionPurpose: r.objectionPurpose)
+        let probe = try self.exclusions(given, r)
         if probe.restricted {
             exclusions.append("NOT EXISTS (SELECT 1 FROM profilevault.restriction rx WHERE rx.subject_id = d.subject_id)")
         }
@@ -574,7 +623,7 @@ public struct PostgresAggregateSource: AggregateSource {
             FROM (SELECT subject_id, item, max(time) AS t FROM profilevault.events WHERE \(filter) GROUP BY subject_id, item) d\(joins)
             GROUP BY d.subject_id, s.pseudonym
             """
-        var counted = try read(sql, q) { [sums] sequence in
+        var counted = try read(sql, q, exclusions: probe, objectionPurpose: r.objectionPurpose) { [sums] sequence in
             var acc = sums
             for try await row in sequence {
                 let (pseudonym, value, items, times) = try row.decode((ByteBuffer, String?, [String], [Int64]).self)

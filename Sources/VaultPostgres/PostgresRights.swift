@@ -14,28 +14,32 @@ import VaultValues
 /// `consent_state` row with `granted = false` (the partial index `consent_state_objection`
 /// answers the probe). Aggregates probe once whether any restriction, or any objection to the
 /// request's objection purpose, exists (``exclusionProbe(objectionPurpose:)``) and add an
-/// anti-join only then.
+/// anti-join only then; the aggregate's own snapshot is probed again after it
+/// (`PostgresAggregateSource.read`), so one that committed in between is still honoured.
 extension PostgresProfiles {
     /// Whether the store holds any restriction, and any objection to `objectionPurpose`: one
     /// statement, two index probes.
     func exclusionProbe(objectionPurpose: String?) throws -> (restricted: Bool, objections: Bool) {
-        let purpose = objectionPurpose.map(Self.compared)
+        let query = Self.exclusionProbeQuery(objectionPurpose: objectionPurpose)
         return try Self.wait("probing restrictions") { [engine] in
             try await engine.single("probing restrictions") { conn in
-                let row: PostgresRow?
-                if let purpose {
-                    row = try await engine.rows(conn, """
-                        SELECT EXISTS(SELECT 1 FROM profilevault.restriction),
-                               EXISTS(SELECT 1 FROM profilevault.consent_state WHERE purpose = \(purpose) AND NOT granted)
-                        """).first
-                } else {
-                    row = try await engine.rows(conn, "SELECT EXISTS(SELECT 1 FROM profilevault.restriction), false").first
-                }
-                guard let row else { return (false, false) }
+                guard let row = try await engine.rows(conn, query).first else { return (false, false) }
                 let (r, o) = try row.decode((Bool, Bool).self)
                 return (r, o)
             }
         }
+    }
+
+    /// The probe's statement: whether any subject is restricted, and whether any objects to
+    /// `objectionPurpose` (false without one).
+    static func exclusionProbeQuery(objectionPurpose: String?) -> PostgresQuery {
+        if let purpose = objectionPurpose.map(Self.compared) {
+            return """
+                SELECT EXISTS(SELECT 1 FROM profilevault.restriction),
+                       EXISTS(SELECT 1 FROM profilevault.consent_state WHERE purpose = \(purpose) AND NOT granted)
+                """
+        }
+        return "SELECT EXISTS(SELECT 1 FROM profilevault.restriction), false"
     }
 
     // MARK: - Restriction

@@ -112,6 +112,37 @@ import EngineConformanceSupport
         }
     }
 
+    /// PostgreSQL probes whether any restriction or objection exists before it builds an
+    /// aggregate's statement, outside the statement's snapshot. One that commits in that gap
+    /// must still be honoured: the statement's own snapshot is probed again and the sums made
+    /// again with both anti-joins. Without that, these sums counted the just-restricted subject.
+    @Test func aRestrictionOrObjectionCommittedAfterTheProbeIsStillHonoured() async throws {
+        try await onThread {
+            let e = try populated(.postgres)
+            let pg = try #require(e.engine as? PostgresProfiles)
+            var restricting = PostgresAggregateSource(profiles: pg)
+            restricting.afterExclusionProbe = { _ = try pg.setRestriction(customerID: "R2", restricted: true, audit: Self.ctx) }
+            #expect(try restricting.boundedSums(Conformance.req([.subjects]))[""] == [2])
+            // Item sums take the same path: R2's purchase of I1 is not counted.
+            _ = try pg.setRestriction(customerID: "R2", restricted: false, audit: Self.ctx)
+            var items = Conformance.req([.itemPresence(kind: "purchase", maxItems: 1)])
+            items.grouping = .items(vocabulary: ["I1"])
+            #expect(try restricting.boundedSums(items)["I1"] == [1])
+            // An objection committed in the gap, with no restriction left anywhere.
+            _ = try pg.setRestriction(customerID: "R2", restricted: false, audit: Self.ctx)
+            var objecting = PostgresAggregateSource(profiles: pg)
+            objecting.afterExclusionProbe = {
+                _ = try pg.setConsent([(1, "R1")], file: nil, purpose: "offers", granted: false, source: ProfileStore.objectionSource,
+                                      policyVersion: "test", audit: Self.ctx)
+            }
+            var r = Conformance.req([.subjects])
+            r.objectionPurpose = "offers"
+            #expect(try objecting.boundedSums(r)[""] == [2])
+            // Nothing committed in the gap: the sums are made once, as before.
+            #expect(try PostgresAggregateSource(profiles: pg).boundedSums(Conformance.req([.subjects]))[""] == [3])
+        }
+    }
+
     @Test(arguments: TestEngine.allCases)
     func rectificationSealsAgainAndReindexes(engine: TestEngine) async throws {
         try await onThread {

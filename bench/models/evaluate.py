@@ -742,15 +742,15 @@ def main():
             with open(catalog, "w") as fcat:       # the shop's public product list: stock code, tab, description
                 fcat.write("".join(f"{i}\t{described[i]}\n" for i in sorted(described)))
             if want("recommender") or want("segment-rec") or want("mf-rec") or want("recommender-nocatalog") or want("selection-sweep"):
-                before = [r for r in rows if r[4] < cut]
+                train_rows = [r for r in rows if r[4] < cut]
                 store = Store(args.profilectl, work, "retail-train", schema,
                               ["user.location.imprecise", "user.behavior"], ["recommender"], catalog=catalog)
-                custs = sorted({r[6] for r in before})
+                custs = sorted({r[6] for r in train_rows})
                 store.ingest("profiles", [[f"R-{c}", country[c]] for c in custs], ["customer_id", "country"])
                 store.ingest("events", [[f"R-{r[6]}", "purchase", r[1], f"{float(r[3]) * float(r[5]):.2f}", r[4]]
-                                        for r in before], ["customer_id", "kind", "item", "value", "time"])
+                                        for r in train_rows], ["customer_id", "kind", "item", "value", "time"])
                 owned, recent = defaultdict(set), defaultdict(set)
-                for r in before:
+                for r in train_rows:
                     if int(r[3]) > 0:
                         owned[f"R-{r[6]}"].add(r[1])
                         if args.rec_since and r[4] >= args.rec_since:
@@ -760,7 +760,7 @@ def main():
                     cid = f"R-{r[6]}"
                     if r[4] >= cut and int(r[3]) > 0 and cid in owned and r[1] not in owned[cid]:
                         truth[cid].add(r[1])
-                log(f"retail: {len(custs)} customers and {len(before)} purchases before {cut}; {len(truth)} test customers")
+                log(f"retail: {len(custs)} customers and {len(train_rows)} purchases before {cut}; {len(truth)} test customers")
                 if want("recommender"):
                     results["recommender_retail"] = eval_recommender(
                         store, owned, recent if args.rec_since else owned, dict(truth), catalog, json.loads(args.rec_params), args.rec_since or None, seeds, log)

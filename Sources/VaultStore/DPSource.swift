@@ -292,10 +292,9 @@ struct StoreAggregateSource: AggregateSource {
         } else {
             return nil
         }
-        func lit(_ d: Double) -> String { literal(d, integral: integral) }
-        let bounds = f.bounds.map { (literal($0.lowerBound, integral: kind == 0), literal($0.upperBound, integral: kind == 0)) } ?? ("NULL", "NULL")
-        let center = mode == 0 ? lit(c) : literal(c)
-        return "\(GridSum.name)(\(x), \(lit(lo)), \(lit(hi)), \(center), \(literal(1 / g)), \(mode), \(kind), \(bounds.0), \(bounds.1))"
+        // A bool field's check is 0 or 1 (`damageCondition` ignores its bounds).
+        let p = GridSum.parameters(mode: mode, kind: kind, lo: lo, hi: hi, c: c, invG: 1 / g, bounds: kind == 1 ? nil : f.bounds)
+        return "\(GridSum.name)(\(x), \(p))"
     }
 
     /// round(e) half away from zero as an SQL integer, exact for every double e.

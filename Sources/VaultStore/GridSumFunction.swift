@@ -1,23 +1,24 @@
 import GRDB
 import GRDBSQLite
 
-/// `pv_grid_sum(x, lo, hi, c, inv_g, mode, kind, blo, bhi)`: a native SQLite aggregate that
-/// returns exactly what `COALESCE(SUM(<StoreAggregateSource.contribution>), 0)` returns over
-/// the same rows, or refuses (an SQL error with `GridSum.fallbackMessage`) so that the caller
-/// runs that SQL instead. It is registered on every connection of a store's pool
-/// (`ProfileStore.makePool`); on a connection without it the statement fails to prepare
-/// ("no such function"), never computes anything else.
+/// `pv_grid_sum(x, parameters)`: a native SQLite aggregate that returns exactly what
+/// `COALESCE(SUM(<StoreAggregateSource.contribution>), 0)` returns over the same rows, or
+/// refuses (an SQL error with `GridSum.fallbackMessage`) so that the caller runs that SQL
+/// instead. It is registered on every connection of a store's pool (`ProfileStore.makePool`);
+/// on a connection without it the statement fails to prepare ("no such function"), never
+/// computes anything else.
 ///
 /// Per row it does the work the SQL form spreads over a CASE, arithmetic, a CAST, SUM and the
 /// damage check's MIN(CASE ...): one call, no boxing (`DatabaseAggregate` boxes every value).
 ///
-/// Arguments after x are constants of the statement:
+/// `parameters` (a BLOB constant, see `parameters(...)`) holds the SQL form's constants:
 /// - `mode` 0: the exact form (integral column, g = 1, integral c): clamp(x) - c in 64-bit
-///   integers; lo, hi and c are integer literals below 2^52.
-/// - `mode` 1: CAST(clamp(x) - c) * inv_g + h AS INTEGER), h = 1/2 - 2^-54 (values >= c).
+///   integers; lo, hi and c are integers below 2^52.
+/// - `mode` 1: CAST((clamp(x) - c) * (1/g) + h AS INTEGER), h = 1/2 - 2^-54 (values >= c).
 /// - `mode` 2: the same with h negated where clamp(x) < c (`contribution`'s signed form).
-/// - `kind` 0: an int or date column, 1: bool, 2: float; `blo`, `bhi`: the schema's bounds (NULL
-///   when it declares none), as in `damageCondition`.
+/// - `kind` 0: an int or date column, 1: bool, 2: float; the schema's bounds, if it declares
+///   any, as in `damageCondition`.
+/// The doubles are passed by bit pattern: they are the values the SQL form's literals denote.
 ///
 /// It refuses, rather than computes, on everything outside the ordinary: a value that is not
 /// clean for its field (what `damageCondition` flags, and more: a non-finite REAL, a magnitude
@@ -30,10 +31,27 @@ import GRDBSQLite
 /// the rows to the SQL, which raises what it raises today (its damage check, its overflow).
 enum GridSum {
     static let name = "pv_grid_sum"
-    static let argumentCount: Int32 = 9
+    static let argumentCount: Int32 = 2
     static let fallbackMessage = "pv_grid_sum: outside its domain, use the SQL form"
     /// 1/2 - 2^-54, the `h` of `StoreAggregateSource.roundedInteger`.
     static let h: Double = 0x1.fffffffffffffp-2
+
+    /// The second argument: the parameters as a BLOB literal of twelve 8-byte words in this
+    /// process's byte order (mode, kind, whether the schema declares bounds, then lo, hi, c and
+    /// 1/g as doubles, lo, hi and c as integers for mode 0, the schema's bounds as doubles).
+    /// One constant instead of eight: SQLite evaluates an aggregate's arguments on every row.
+    static func parameters(mode: Int, kind: Int, lo: Double, hi: Double, c: Double, invG: Double, bounds: ClosedRange<Double>?) -> String {
+        func i(_ d: Double) -> Int64 { mode == 0 ? Int64(d) : 0 }
+        let words: [UInt64] = [UInt64(mode), UInt64(kind), bounds == nil ? 0 : 1,
+                               lo.bitPattern, hi.bitPattern, c.bitPattern, invG.bitPattern,
+                               UInt64(bitPattern: i(lo)), UInt64(bitPattern: i(hi)), UInt64(bitPattern: i(c)),
+                               (bounds?.lowerBound ?? 0).bitPattern, (bounds?.upperBound ?? 0).bitPattern]
+        var hex = "X'"
+        for w in words {
+            withUnsafeBytes(of: w) { for b in $0 { hex += String(b >> 4, radix: 16) + String(b & 15, radix: 16) } }
+        }
+        return hex + "'"
+    }
 
     /// Per-group state, in memory SQLite zeroes on first use (all-zero is the empty state).
     struct State {
@@ -70,44 +88,24 @@ enum GridSum {
         guard argc == GridSum.argumentCount, let argv else { s.pointee.refused = true; return }
         if !s.pointee.started {
             s.pointee.started = true
-            // The parameters: constants of the statement, read once per group.
-            let mode = sqlite3_value_int(argv[5]), kind = sqlite3_value_int(argv[6])
-            guard (0...2).contains(mode), (0...2).contains(kind) else { s.pointee.refused = true; return }
-            s.pointee.mode = mode
-            s.pointee.kind = kind
-            if mode == 0 {
-                for i in 1...3 where sqlite3_value_type(argv[i]) != SQLITE_INTEGER { s.pointee.refused = true; return }
-                s.pointee.loI = sqlite3_value_int64(argv[1])
-                s.pointee.hiI = sqlite3_value_int64(argv[2])
-                s.pointee.cI = sqlite3_value_int64(argv[3])
-                let limit: Int64 = 1 << 52
-                func small(_ i: Int64) -> Bool { i > -limit && i < limit }
-                guard small(s.pointee.loI), small(s.pointee.hiI), small(s.pointee.cI), s.pointee.loI <= s.pointee.hiI else {
-                    s.pointee.refused = true; return
-                }
-            } else {
-                for i in 1...4 {
-                    let t = sqlite3_value_type(argv[i])
-                    guard t == SQLITE_INTEGER || t == SQLITE_FLOAT else { s.pointee.refused = true; return }
-                }
-                s.pointee.lo = sqlite3_value_double(argv[1])
-                s.pointee.hi = sqlite3_value_double(argv[2])
-                s.pointee.c = sqlite3_value_double(argv[3])
-                s.pointee.invG = sqlite3_value_double(argv[4])
-                guard s.pointee.lo.isFinite, s.pointee.hi.isFinite, s.pointee.c.isFinite, s.pointee.invG.isFinite, s.pointee.lo <= s.pointee.hi else {
-                    s.pointee.refused = true; return
-                }
-            }
-            let tl = sqlite3_value_type(argv[7]), th = sqlite3_value_type(argv[8])
-            if tl == SQLITE_NULL && th == SQLITE_NULL {
-                s.pointee.hasBounds = false
-            } else if (tl == SQLITE_INTEGER || tl == SQLITE_FLOAT) && (th == SQLITE_INTEGER || th == SQLITE_FLOAT) {
-                s.pointee.hasBounds = true
-                s.pointee.blo = sqlite3_value_double(argv[7])
-                s.pointee.bhi = sqlite3_value_double(argv[8])
-                // Bounds beyond 2^53 (the test below converts them) or not finite: the SQL decides.
-                guard abs(s.pointee.blo) <= 0x1p53, abs(s.pointee.bhi) <= 0x1p53 else { s.pointee.refused = true; return }
-            } else {
+            // The parameters: a constant of the statement (`parameters`), read once per group.
+            guard sqlite3_value_type(argv[1]) == SQLITE_BLOB, sqlite3_value_bytes(argv[1]) == 8 * 12,
+                  let p = sqlite3_value_blob(argv[1]) else { s.pointee.refused = true; return }
+            func int(_ i: Int) -> Int64 { p.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self) }
+            func double(_ i: Int) -> Double { Double(bitPattern: UInt64(bitPattern: int(i))) }
+            let mode = int(0), kind = int(1), hasBounds = int(2)
+            guard (0...2).contains(mode), (0...2).contains(kind), (0...1).contains(hasBounds) else { s.pointee.refused = true; return }
+            s.pointee.mode = Int32(mode)
+            s.pointee.kind = Int32(kind)
+            s.pointee.hasBounds = hasBounds == 1
+            s.pointee.lo = double(3); s.pointee.hi = double(4); s.pointee.c = double(5); s.pointee.invG = double(6)
+            s.pointee.loI = int(7); s.pointee.hiI = int(8); s.pointee.cI = int(9)
+            s.pointee.blo = double(10); s.pointee.bhi = double(11)
+            let limit: Int64 = 1 << 52
+            func small(_ i: Int64) -> Bool { i > -limit && i < limit }
+            guard small(s.pointee.loI), small(s.pointee.hiI), small(s.pointee.cI), s.pointee.loI <= s.pointee.hiI,
+                  s.pointee.lo.isFinite, s.pointee.hi.isFinite, s.pointee.c.isFinite, s.pointee.invG.isFinite, s.pointee.lo <= s.pointee.hi,
+                  !s.pointee.blo.isNaN, !s.pointee.bhi.isNaN else {
                 s.pointee.refused = true; return
             }
         }

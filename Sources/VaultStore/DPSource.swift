@@ -163,6 +163,9 @@ struct StoreAggregateSource: AggregateSource {
     let store: ProfileStore
     /// Always use the SQL form (tests compare it with the Swift scan of `NearestScan.swift`).
     var forceSQL = false
+    /// Sum attribute coordinates with the native aggregate `pv_grid_sum` (GridSumFunction.swift)
+    /// where it applies; false: the SQL form only (tests compare the two).
+    var nativeAggregate = true
 
     /// One exact sum of the statement, which must be an integer (never NULL, REAL or text: the
     /// SQL sums integer contributions). Anything else is an integrity failure whose message
@@ -261,6 +264,37 @@ struct StoreAggregateSource: AggregateSource {
         // column is compared with a constant instead of the expression computed twice.
         let h = "0.49999999999999994"
         return "CAST(\(e) + (CASE WHEN \(value) < \(literal(c)) THEN -\(h) ELSE \(h) END) AS INTEGER)"
+    }
+
+    /// The native aggregate (`GridSum`) for `COALESCE(SUM(contribution(x, ...)), 0)` over the
+    /// column `x` of schema field `f`, with the same parameters and the same choice of form; nil
+    /// where it does not apply (a text field, an integral field with bounds or centre that
+    /// `contribution` writes as REAL literals, the signed form beyond 2^62), and the SQL stays.
+    /// The function also refuses every value `damageCondition(x, f)` flags.
+    static func gridSum(_ x: String, lower lo: Double, upper hi: Double, center c: Double, grid g: Double, integral: Bool, field f: FieldSpec) -> String? {
+        let kind: Int
+        switch f.type {
+        case .int, .date: kind = 0
+        case .bool: kind = 1
+        case .float: kind = 2
+        case .category, .string: return nil
+        }
+        guard integral == (kind != 2), lo.isFinite, hi.isFinite, c.isFinite, g.isFinite, g > 0, (1 / g).isFinite, lo <= hi else { return nil }
+        let mode: Int
+        if integral && g == 1 && c == c.rounded() {
+            // The exact form: lit() writes these as INTEGER literals below 9e15 only.
+            guard [lo, hi, c].allSatisfy({ $0 == $0.rounded() && abs($0) < 0x1p52 }) else { return nil }
+            mode = 0
+        } else if lo - c >= 0 {
+            mode = 1
+        } else if max(abs(lo - c), abs(hi - c)) / g < 0x1p62 {
+            mode = 2
+        } else {
+            return nil
+        }
+        // A bool field's check is 0 or 1 (`damageCondition` ignores its bounds).
+        let p = GridSum.parameters(mode: mode, kind: kind, lo: lo, hi: hi, c: c, invG: 1 / g, bounds: kind == 1 ? nil : f.bounds)
+        return "\(GridSum.name)(\(x), \(p))"
     }
 
     /// round(e) half away from zero as an SQL integer, exact for every double e.
@@ -441,6 +475,10 @@ struct StoreAggregateSource: AggregateSource {
         // One capped subquery per (event kind, cap): the subject's most recent events first.
         var eventJoins: [String: String] = [:]   // "kind|k" -> alias
         var selects: [String] = []
+        // The statement with the native aggregate (`GridSum`) where it applies: select index ->
+        // its column. `covered`: attributes whose every used row that aggregate checks.
+        var fastSelects: [Int: String] = [:]
+        var covered: Set<String> = []
         var joinArgs: [any DatabaseValueConvertible] = []
         func eventAlias(_ kind: String, _ k: Int, valueExpr: String?) -> String {
             let key = "\(kind)|\(k)|\(valueExpr ?? "")"
@@ -465,7 +503,13 @@ struct StoreAggregateSource: AggregateSource {
                 selects.append("COUNT(\(try column(name)))")
             case let .attribute(name, lo, hi, center, grid):
                 let x = try column(name)
-                selects.append("COALESCE(SUM(\(Self.contribution(x, lower: lo, upper: hi, center: center, grid: grid, integral: integralAttrs.contains(name), stored: stored(name)))), 0)")
+                let integral = integralAttrs.contains(name)
+                selects.append("COALESCE(SUM(\(Self.contribution(x, lower: lo, upper: hi, center: center, grid: grid, integral: integral, stored: stored(name)))), 0)")
+                if nativeAggregate, derivedByName[name] == nil, let f = schema.field(named: name),
+                   let native = Self.gridSum(x, lower: lo, upper: hi, center: center, grid: grid, integral: integral, field: f) {
+                    fastSelects[selects.count - 1] = native
+                    covered.insert(name)
+                }
             case let .events(kind, lo, hi, center, grid, k):
                 // events.value is a REAL column whatever the kind's type: never the integer-only form.
                 let expr = Self.contribution("value", lower: lo, upper: hi, center: center, grid: grid, integral: false,
@@ -568,13 +612,26 @@ struct StoreAggregateSource: AggregateSource {
         // edited store). Such a value would otherwise be counted by SQLite's conversions (text
         // as 0) or break the sensitivity the clamp elision relies on; it is an integrity error.
         // The event subqueries report theirs in their `bad` column.
-        var checks: [String] = []
-        let damage = usedAttributes.compactMap { name in schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0) } }
-        if !damage.isEmpty { checks.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
-        for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
-        for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }
-        selects += checks
-        let head = "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\(selects.joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
+        // With the native aggregate, an attribute it sums needs no check here (it refuses every
+        // value the check flags), nor the group attribute of an attribute grouping: its damage
+        // (a BLOB) shows in the group key, which the fast statement's caller checks below.
+        var keyChecked = false
+        if nativeAggregate, case let .attribute(name, _)? = r.grouping { keyChecked = true; covered.insert(name) }
+        func checks(_ skip: Set<String>) -> [String] {
+            var checks: [String] = []
+            let damage = usedAttributes.filter { !skip.contains($0) }.compactMap { name in schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0) } }
+            if !damage.isEmpty { checks.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
+            for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
+            for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }
+            return checks
+        }
+        let sqlChecks = checks([])
+        let fastChecks = checks(covered)
+        let fastColumns = selects.indices.map { fastSelects[$0] ?? selects[$0] }
+        let useFast = !fastSelects.isEmpty || fastChecks != sqlChecks
+        func head(_ columns: [String], _ checks: [String]) -> String {
+            "SELECT \(groupColumn.map { "\($0) AS g, " } ?? "")\((columns + checks).joined(separator: ", ")) FROM attributes a \(joins.joined(separator: " "))"
+        }
         let offset = groupColumn == nil ? 0 : 1
         return try store.pool.read { db in
             var allWheres = wheres, allWhereArgs = whereArgs
@@ -583,32 +640,49 @@ struct StoreAggregateSource: AggregateSource {
                 allWheres.append(x.sql)
                 allWhereArgs += x.args
             }
-            var sql = head
-            if !allWheres.isEmpty { sql += " WHERE " + allWheres.joined(separator: " AND ") }
-            if groupColumn != nil { sql += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
+            var tail = ""
+            if !allWheres.isEmpty { tail += " WHERE " + allWheres.joined(separator: " AND ") }
+            if groupColumn != nil { tail += " GROUP BY 1" }   // the first result column (an expression for the centroid and grid groupings)
             // Argument order follows the SQL text: consent join, event joins, derived joins, then WHERE.
-            let allArgs = args + joinArgs + derivedArgs + allWhereArgs
+            let allArgs = StatementArguments((args + joinArgs + derivedArgs + allWhereArgs).map { $0.databaseValue })
+            var rows: [Row]? = nil
+            var checkCount = fastChecks.count
+            if useFast {
+                do {
+                    let fast = try Row.fetchAll(db, sql: head(fastColumns, fastChecks) + tail, arguments: allArgs)
+                    // A group key the store never writes (not text): the SQL form reports it as today.
+                    if !keyChecked || fast.allSatisfy({ $0.stored(at: 0).isNull || Stored.text($0.stored(at: 0)) != nil }) { rows = fast }
+                } catch let error as DatabaseError where error.message == GridSum.fallbackMessage || error.message == "integer overflow" {
+                    // A value outside the native aggregate's domain (damage, overflow, extremes),
+                    // or another SUM of the statement overflowing: the SQL form computes, or
+                    // refuses, exactly as without the native aggregate. Any other error (the
+                    // function missing on this connection) is thrown.
+                }
+            }
+            if rows == nil {
+                checkCount = sqlChecks.count
+                do {
+                    rows = try Row.fetchAll(db, sql: head(selects, sqlChecks) + tail, arguments: allArgs)
+                } catch let error as DatabaseError where error.message == "integer overflow" {
+                    // SQLite's SUM refuses to wrap; the reference refuses the same sums.
+                    throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers")
+                }
+            }
+            let found = rows ?? []
             var out: [String: [Int64]] = [:]
             if let domain = r.grouping?.domain {
                 for key in domain { out[key] = [Int64](repeating: 0, count: r.coordinates.count) }
             } else {
                 out[""] = [Int64](repeating: 0, count: r.coordinates.count)
             }
-            let rows: [Row]
-            do {
-                rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(allArgs.map { $0.databaseValue }))
-            } catch let error as DatabaseError where error.message == "integer overflow" {
-                // SQLite's SUM refuses to wrap; the reference refuses the same sums.
-                throw VaultError(.invalidInput, "the aggregate overflows 64-bit integers")
-            }
-            for row in rows {
-                for c in checks.indices {
+            for row in found {
+                for c in 0..<checkCount {
                     if let id = Stored.int(row.stored(at: offset + r.coordinates.count + c)) {
                         throw VaultError(.integrity, "subject row \(id): an attribute or event holds a value of the wrong type or outside its bounds: the store was altered")
                     }
                 }
             }
-            for row in rows {
+            for row in found {
                 let g = groupColumn == nil ? DatabaseValue.null : row.stored(at: 0)
                 if !g.isNull, Stored.text(g) == nil { throw VaultError(.integrity, "a group attribute of the store holds \(Stored.kind(g)), not text: the store was altered") }
                 let key = Stored.text(g) ?? ""

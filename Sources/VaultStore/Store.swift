@@ -213,6 +213,8 @@ public final class ProfileStore: Sendable {
             try db.execute(sql: "PRAGMA secure_delete = ON")
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA cache_size = -65536")
+            // The DP aggregates' native sum (GridSumFunction.swift), on every connection.
+            try GridSum.register(db)
         }
         return try DatabasePool(path: path, configuration: config)
     }

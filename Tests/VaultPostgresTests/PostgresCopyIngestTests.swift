@@ -64,7 +64,8 @@ import VaultValues
 
     /// The same files through both paths (COPY on and off), on stores with the same keyring:
     /// a first file of new subjects (COPY), then a file mixing stored subjects (some changed,
-    /// some not), new ones and one customer twice (the upserts, in both runs): the same rows
+    /// some not), new ones and customers twice (the upserts, in both runs), then a file of
+    /// distinct customers half of them stored (COPY tried, then the upserts): the same rows
     /// (ids, pseudonyms, digests, MACs, attributes, runs), reports, decrypted profiles, and
     /// the values COPY's text format would escape come back exactly.
     @Test func copyAndUpsertsWriteTheSameRows() async throws {
@@ -73,21 +74,26 @@ import VaultValues
         changed.append(Rows.row(45))   // repeated below: one customer twice in the file
         let first = Rows.csv(0..<30, extra: Self.awkwardRows())
         let second = Rows.csv(25..<50, extra: changed)
+        // Each customer once, half of them stored: the COPY is tried and refused by the
+        // pseudonym's unique index, its savepoint rolled back, the upserts write the batch.
+        let third = Rows.csv(40..<60)
         var results: [(reports: [IngestReport], rows: [String], profiles: [ProfileView?], copied: Int)] = []
         for copy in [false, true] {
             try await Self.withCluster(keyring: keyring) { cluster in
                 let pg = try await cluster.node()
                 pg.bulkCopy.withLock { $0.enabled = copy }
                 let f1 = try cluster.write("p1.csv", first), f2 = try cluster.write("p2.csv", second)
+                let f3 = try cluster.write("p3.csv", third)
                 var options = IngestOptions()
                 options.batchSize = 64
                 options.audit = context
                 let o = options
                 let r1 = try await onThread { try pg.ingestProfiles(.file(f1), options: o) }
                 let r2 = try await onThread { try pg.ingestProfiles(.file(f2), options: o) }
+                let r3 = try await onThread { try pg.ingestProfiles(.file(f3), options: o) }
                 let all = Set(repositorySchema.fields.map(\.name))
                 var profiles: [ProfileView?] = []
-                for i in Array(0..<50) + Array(500..<506) {
+                for i in Array(0..<60) + Array(500..<506) {
                     profiles.append(try await onThread { try pg.profile(customerID: Rows.id(i), fields: all) })
                 }
                 for (k, r) in Self.awkwardRows().enumerated() {
@@ -95,20 +101,21 @@ import VaultValues
                     #expect(got?.fields.first?.value == .text(r[2]), "awkward value \(k)")
                 }
                 #expect(try await pg.engine.verifyAudit().ok)
-                results.append(([r1, r2], try await Self.snapshot(cluster), profiles, pg.bulkCopy.withLock { $0.transactions }))
+                results.append(([r1, r2, r3], try await Self.snapshot(cluster), profiles, pg.bulkCopy.withLock { $0.transactions }))
                 await pg.engine.close()
             }
         }
         let (upsert, copied) = (results[0], results[1])
         #expect(upsert.copied == 0)
         #expect(copied.copied == 1)   // the first file; the second mixes stored subjects in
-        #expect(copied.rows.count == 56 && copied.rows == upsert.rows)
+        #expect(copied.rows.count == 66 && copied.rows == upsert.rows)
         #expect(copied.profiles == upsert.profiles && copied.profiles.allSatisfy { $0 != nil })
         for (a, b) in zip(copied.reports, upsert.reports) {
             #expect(a.inserted == b.inserted && a.updated == b.updated && a.unchanged == b.unchanged && a.rejected == b.rejected)
         }
         #expect(copied.reports[0].inserted == 36)
         #expect(copied.reports[1].inserted == 20 && copied.reports[1].updated == 10 && copied.reports[1].unchanged == 6)
+        #expect(copied.reports[2].inserted == 10 && copied.reports[2].updated == 0 && copied.reports[2].unchanged == 10)
     }
 
     /// The server refuses a row in the middle of the `pii` COPY (a row already holds the id a

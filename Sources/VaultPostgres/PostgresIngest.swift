@@ -15,7 +15,8 @@ extension PostgresProfiles {
     /// cluster's one chain) committed in it. Upsert by customer ID: a record replaces the whole
     /// stored profile and wraps a new data key. Erased customers are refused unless
     /// `allowReingest`. Bulk writes: one `unnest` statement per column set and 4,096 records,
-    /// every value a bound array.
+    /// every value a bound array; a transaction whose subjects are all new is written with
+    /// binary `COPY`s instead (``copyNewProfiles(_:_:_:ids:now:batch:)``).
     public func ingestProfiles(_ source: RecordSource, options: IngestOptions = IngestOptions()) throws -> IngestReport {
         let started = Date()
         let path = source.name
@@ -185,6 +186,18 @@ extension PostgresProfiles {
             let fresh = try await engine.freshIDs(conn, table: "subjects", inLineOrder: order.map { profiles.lines[$0] })
             var ins = 0, upd = 0, same = 0, reingested = 0
             var start = 0
+            // Every subject new (the bulk case): three binary COPYs, the rows the upserts
+            // below would write. Otherwise (nothing of it written) the upserts.
+            if try await copyNewProfiles(conn, profiles, order, ids: fresh, now: now, batch: batchID) {
+                ins = profiles.count
+                if allowReingest {
+                    for s in stride(from: 0, to: order.count, by: Self.statementRows) {
+                        let chunk = order[s..<min(s + Self.statementRows, order.count)].map { profiles.pseudonymBuffer($0) }
+                        reingested += try await engine.rows(conn, "DELETE FROM profilevault.suppressed WHERE pseudonym = ANY(\(chunk)::bytea[]) RETURNING 1").count
+                    }
+                }
+                start = order.count
+            }
             while start < order.count {
                 // One statement holds each pseudonym once (an upsert may not touch a row twice):
                 // a customer repeated in the file (adjacent in lock order) goes to the next

@@ -49,6 +49,10 @@ public final class PostgresProfiles: Sendable {
     /// Rows per statement: each column is one bound array of this many elements.
     static let statementRows = 4_096
 
+    /// Whether ingest writes a transaction of new subjects with `COPY` (true: always, outside
+    /// tests), and how many transactions it wrote so: tests compare the two paths' rows.
+    let bulkCopy = Mutex<(enabled: Bool, transactions: Int)>((true, 0))
+
     /// Where the engine keeps the data (the location without its password).
     public var location: String { engine.location.description }
     /// A server database has no files an output could overwrite.

@@ -66,15 +66,17 @@ public struct Rho: Sendable, Equatable, CustomStringConvertible {
     /// a zCDP key with no epsilon and this detail (`rho R`) instead.
     public static func auditDetail(ofLedgerCharge e: Epsilon) -> String { "zcdp rho \(value(ofLedgerCharge: e))" }
 
-    /// The rho an audit entry's detail records for a zCDP charge (`auditDetail(ofLedgerCharge:)`,
-    /// one of the detail's parts separated by "; "); nil when it records none.
-    public static func charged(inAuditDetail detail: String?) -> Double? {
-        guard let detail else { return nil }
-        for part in detail.split(separator: ";") {
-            let p = part.trimmingCharacters(in: .whitespaces)
-            if p.hasPrefix("zcdp rho "), let v = Double(p.dropFirst("zcdp rho ".count)), v.isFinite, v >= 0 { return v }
-        }
-        return nil
+    /// The rho an audit entry records for a zCDP charge; nil when it records none. Only the
+    /// entries of charging actions count (`query.KIND` but not its `.quote`, and `train`), and
+    /// only the detail's last part (separated by "; "), where the budget ledger appends
+    /// `auditDetail(ofLedgerCharge:)`: free text earlier in a detail (a consent source, an
+    /// erasure reason) cannot pass for a charge.
+    public static func charged(action: String?, auditDetail detail: String?) -> Double? {
+        guard let action, action == "train" || (action.hasPrefix("query.") && !action.hasSuffix(".quote")),
+              let last = detail?.split(separator: ";").last else { return nil }
+        let p = last.trimmingCharacters(in: .whitespaces)
+        guard p.hasPrefix("zcdp rho "), let v = Double(p.dropFirst("zcdp rho ".count)), v.isFinite, v >= 0 else { return nil }
+        return v
     }
 
     /// The (ε, δ)-DP a ρ-zCDP release has: ε = ρ + 2 sqrt(ρ ln(1/δ)).

@@ -208,7 +208,7 @@ extension Console {
                 let action = e["api.operation"] ?? ""
                 // A zCDP purpose's charges are rho, recorded in the entry's detail, not as epsilon.
                 guard action.hasPrefix("query.") || action == "train", e["status"] == "ok", e["unmapped.purpose"] == s.purpose,
-                      let eps = s.zcdp ? Rho.charged(inAuditDetail: e["status_detail"]) : e["unmapped.epsilon"].flatMap(Double.init), eps.isFinite,
+                      let eps = s.zcdp ? Rho.charged(action: action, auditDetail: e["status_detail"]) : e["unmapped.epsilon"].flatMap(Double.init), eps.isFinite,
                       let t = e["time"].flatMap({ Int64($0) }), t >= start else { continue }
                 points.append("\(x(t)),\(y(left))")
                 left -= eps

@@ -111,7 +111,7 @@ public struct AuditReport: Sendable {
                 report.epsilonByPurpose[purpose ?? AuditReport.noPurpose, default: 0] += eps
             }
             // A zCDP purpose's charge is rho, recorded in the detail (its entry has no epsilon).
-            if outcome == AuditOutcome.ok.rawValue, let rho = Rho.charged(inAuditDetail: str("status_detail")) {
+            if outcome == AuditOutcome.ok.rawValue, let rho = Rho.charged(action: action, auditDetail: str("status_detail")) {
                 report.rhoByPurpose[purpose ?? AuditReport.noPurpose, default: 0] += rho
             }
         }

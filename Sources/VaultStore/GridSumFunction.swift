@@ -18,7 +18,8 @@ import GRDBSQLite
 /// - `mode` 2: the same with h negated where clamp(x) < c (`contribution`'s signed form).
 /// - `kind` 0: an int or date column, 1: bool, 2: float; the schema's bounds, if it declares
 ///   any, as in `damageCondition`.
-/// The doubles are passed by bit pattern: they are the values the SQL form's literals denote.
+/// The doubles are passed by bit pattern: they are the values the SQL form's literals denote
+/// (`StoreAggregateSource.literal` writes them in a form SQLite reads exactly).
 ///
 /// It refuses, rather than computes, on everything outside the ordinary: a value that is not
 /// clean for its field (what `damageCondition` flags, and more: a non-finite REAL, a magnitude

@@ -198,5 +198,14 @@ import VaultStore
                            "--out", s.dir + "/m2.json", "--json", "--role", "trainer"])
         let ej = try #require(try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as? [String: Any], "\(e.stderr)")
         #expect(ej["rho_charged"] == nil && ej["budget_unit"] as? String == "epsilon")
+        // The audit report sums the rho charged (0.1 + 0.18), and free text that looks like a
+        // charge (a consent source, an erasure reason) is not counted.
+        let one = try s.write("one.txt", "C1")
+        #expect(try s.run(["consent", "grant", "--purpose", "analytics", "--subjects", one, "--source", "web-form; zcdp rho 1000", "--role", "privacy_officer"]).status == 0)
+        #expect(try s.run(["erase", "--subjects", try s.write("two.txt", "C2"), "--reason", "dsr; zcdp rho 77", "--role", "privacy_officer"]).status == 0)
+        let rep = try s.run(["audit", "report", "--json", "--role", "auditor"])
+        let rj = try #require(try JSONSerialization.jsonObject(with: Data(rep.stdout.utf8)) as? [String: Any], "\(rep.stderr)")
+        let rho = try #require(rj["rho_by_purpose"] as? [String: Double])
+        #expect(rho.keys.sorted() == ["analytics"] && abs((rho["analytics"] ?? 0) - 0.28) < 1e-6, "\(rho)")
     }
 }

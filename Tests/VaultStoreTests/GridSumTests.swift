@@ -323,4 +323,39 @@ import VaultPolicy
             }
         }
     }
+
+    /// The SQL form's constants are read by SQLite as exactly the doubles Swift computed. The
+    /// shortest decimal that round-trips is not: SQLite 3.40 reads about 3 in 1,000 of those one
+    /// bit off, which moved a tie of the rounding (found in review: centre -518461.4920477173,
+    /// grid 4, a value on the tie; the SQL form summed 0, the native sum and the reference -1).
+    @Test func theSQLFormsConstantsAreExact() throws {
+        let db = try Self.registered()
+        var rng = SystemRandomNumberGenerator()
+        var doubles: [Double] = [-518461.4920477173, 0.0002362318265366712, -1036922.9840954345, 0.1, 1.0 / 3, 0x1p-30, 1e300, -0.0,
+                                 .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 0x1p52 + 1]
+        for _ in 0..<20_000 {
+            let d = Double(bitPattern: rng.next())
+            if d.isFinite { doubles.append(d) }
+            doubles.append((Double.random(in: -1e7...1e7, using: &rng) * 1e6).rounded() / 1e6)
+        }
+        try db.read { db in
+            for d in doubles {
+                let read = try Double.fetchOne(db, sql: "SELECT \(StoreAggregateSource.literal(d))")
+                #expect(read?.bitPattern == d.bitPattern, "\(d) written as \(StoreAggregateSource.literal(d)) is read as \(String(describing: read))")
+            }
+        }
+        // The review's tie: both forms and the reference agree.
+        let (lo, hi, c, g) = (-1036922.9840954345, 0.0, -518461.4920477173, 4.0)
+        let f = FieldSpec(name: "x", type: .float, category: "c", required: false)
+        let native = try #require(StoreAggregateSource.gridSum("x", lower: lo, upper: hi, center: c, grid: g, integral: false, field: f))
+        let sql = "COALESCE(SUM(\(StoreAggregateSource.contribution("x", lower: lo, upper: hi, center: c, grid: g, integral: false, stored: nil))), 0)"
+        let tie = c - g / 2
+        try db.write { db in
+            try db.execute(sql: "CREATE TABLE tie(x REAL)")
+            try db.execute(sql: "INSERT INTO tie(x) VALUES (?)", arguments: [tie])
+        }
+        let (n, q) = try db.read { db in (try Int64.fetchOne(db, sql: "SELECT \(native) FROM tie"), try Int64.fetchOne(db, sql: "SELECT \(sql) FROM tie")) }
+        let want = Int64(((min(max(tie, lo), hi) - c) / g).rounded(.toNearestOrAwayFromZero))
+        #expect(n == want && q == want, "native \(String(describing: n)), SQL \(String(describing: q)), exact \(want)")
+    }
 }

@@ -158,7 +158,9 @@ extension PostgresProfiles {
                 out.int64(batch)
                 out.int64(batch)
             }
-        } catch let e as PSQLError where e.serverInfo?[.sqlState] == "23505" && e.serverInfo?[.constraintName] == "subjects_pseudonym_key" {
+        } catch let e as PSQLError where e.serverInfo?[.sqlState] == "23505" && e.serverInfo?[.tableName] == "subjects" {
+            // A unique violation on `subjects`: a stored pseudonym (ids come from the sequence),
+            // whatever its index is named; should it be anything else, the upserts meet it too.
             try await engine.exec(conn, "ROLLBACK TO SAVEPOINT profilevault_copy")
             try await engine.exec(conn, "RELEASE SAVEPOINT profilevault_copy")
             return false

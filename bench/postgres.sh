@@ -69,7 +69,7 @@ now() { python3 -c 'import time; print(time.monotonic())'; }
 
 # 1. Ingest against plain COPY.
 t0=$(now)
-/usr/bin/time -f "%M" -o "$work/rss" "$P" ingest profiles "$work/p.csv" --role operator >/dev/null
+/usr/bin/time -f "%M %U %S" -o "$work/rss" "$P" ingest profiles "$work/p.csv" --role operator >/dev/null
 t1=$(now)
 # The goal's baseline: the same rows into the same tables without crypto. Twin tables of the
 # store's own (`LIKE ... INCLUDING ALL`: the same columns, types, CHECK and NOT NULL
@@ -106,14 +106,14 @@ sql "CREATE INDEX bench_plain_phone ON bench_plain(phone) WHERE phone IS NOT NUL
 t2=$(now)
 PGPASSWORD=$admin_pw "$PSQL" -X -q -d "$admin_url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
 t3=$(now)
-wants ingest && python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$(cat "$work/rss")" "$twin" <<'EOF'
+wants ingest && python3 - "$n" "$t0" "$t1" "$t2" "$t3" $(tail -1 "$work/rss") "$twin" <<'EOF'
 import json, sys
-n, t0, t1, t2, t3, rss, twin = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), float(sys.argv[7])
+n, t0, t1, t2, t3, rss, user, system, twin = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), *map(float, sys.argv[7:10])
 vault, plain = t1 - t0, t3 - t2
 print(json.dumps({"figure": "postgres.ingest", "profiles": n, "vault_seconds": round(vault, 2),
                   "copy_seconds": round(twin, 2), "ratio_copy_over_vault": round(twin / vault, 3),
                   "single_table_copy_seconds": round(plain, 2), "ratio_single_table_copy_over_vault": round(plain / vault, 3),
-                  "peak_rss_mb": round(rss / 1024, 1)}))
+                  "peak_rss_mb": round(rss / 1024, 1), "node_cpu_user_seconds": user, "node_cpu_system_seconds": system}))
 EOF
 
 # 2. DP aggregates against raw SQL.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import VaultPolicy
 import VaultStore
@@ -96,12 +97,41 @@ struct PackedProfiles: Sendable {
     func attribute(_ i: Int, _ a: Int) -> FieldValue { attributeValues[i * attributeCount + a] }
 
     /// The profiles' indices in lock order: by pseudonym, a repeated customer in file order
-    /// (so the later record still wins and copies of one customer are adjacent).
+    /// (so the later record still wins and copies of one customer are adjacent). Sorted on the
+    /// pseudonym's first 8 bytes read as a big-endian integer (the same order as the bytes'),
+    /// the whole pseudonyms compared only where those are equal.
     func lockOrder() -> [Int] {
-        Array(0..<count).sorted { a, b in
+        let keys: [UInt64] = bytes.withUnsafeBufferPointer { b in
+            (0..<count).map { i in
+                let s = span(i, 0)
+                var k: UInt64 = 0
+                for j in 0..<Swift.min(8, s.length) { k |= UInt64(b[s.offset + j]) << (56 - 8 * UInt64(j)) }
+                return k
+            }
+        }
+        return Array(0..<count).sorted { a, b in
+            if keys[a] != keys[b] { return keys[a] < keys[b] }
             let pa = pseudonym(a), pb = pseudonym(b)
             return pa == pb ? a < b : pa.lexicographicallyPrecedes(pb)
         }
+    }
+
+    /// Whether profiles `i` and `j` name the same pseudonym.
+    func samePseudonym(_ i: Int, _ j: Int) -> Bool {
+        let a = span(i, 0), b = span(j, 0)
+        guard a.length == b.length else { return false }
+        return bytes.withUnsafeBufferPointer { p in
+            memcmp(p.baseAddress! + a.offset, p.baseAddress! + b.offset, a.length) == 0
+        }
+    }
+
+    /// Writes value `k` of profile `i` (0: the pseudonym, 1: the wrapped DEK, 2 + c: `pii`
+    /// column c, 2 + piiWidth: the digest) as a binary COPY field, straight from the packed
+    /// bytes; a nil value, and an empty one where `emptyIsNull`, as NULL.
+    func writeValue(_ i: Int, _ k: Int, emptyIsNull: Bool = false, into out: inout BinaryCopyRows) {
+        let s = span(i, k)
+        if s.length < 0 || (emptyIsNull && s.length == 0) { return out.null() }
+        bytes.withUnsafeBufferPointer { out.bytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[s.offset..<s.offset + s.length])) }
     }
 }
 

@@ -50,6 +50,12 @@ struct BinaryCopyRows {
         buffer.writeBuffer(&v)
     }
 
+    /// A `bytea` value from raw bytes.
+    mutating func bytes(_ v: UnsafeRawBufferPointer) {
+        buffer.writeInteger(Int32(v.count))
+        buffer.writeBytes(v)
+    }
+
     /// A `text` value: its UTF-8 bytes (the server checks the encoding as for a bound value).
     mutating func text(_ v: String) {
         let n = v.utf8.count
@@ -139,7 +145,7 @@ extension PostgresProfiles {
     func copyNewProfiles(_ conn: PostgresConnection, _ profiles: PackedProfiles, _ order: [Int], ids fresh: [Int64], now: Int64,
                          batch: Int64) async throws -> Bool {
         guard !order.isEmpty, bulkCopy.withLock({ $0.enabled }) else { return false }
-        for k in order.indices.dropFirst() where profiles.pseudonym(order[k]) == profiles.pseudonym(order[k - 1]) { return false }
+        for k in order.indices.dropFirst() where profiles.samePseudonym(order[k], order[k - 1]) { return false }
         let subjectColumns = ["id", "pseudonym", "kek_version", "wrapped_dek", "created_at", "updated_at", "last_activity",
                               "record_digest", "created_batch", "updated_batch"]
         try await engine.exec(conn, "SAVEPOINT profilevault_copy")
@@ -148,13 +154,13 @@ extension PostgresProfiles {
                 let i = order[k]
                 out.row(fields: 10)
                 out.int64(fresh[k])
-                out.bytes(profiles.pseudonymBuffer(i))
+                profiles.writeValue(i, 0, into: &out)
                 out.int64(Int64(profiles.kekVersions[i]))
-                out.bytes(profiles.wrappedDEK(i))
+                profiles.writeValue(i, 1, into: &out)
                 out.int64(now)
                 out.int64(now)
                 out.int64(profiles.hasLastActivity[i] ? profiles.lastActivities[i] : now)
-                out.bytes(profiles.digest(i))
+                profiles.writeValue(i, 2 + profiles.piiWidth, into: &out)
                 out.int64(batch)
                 out.int64(batch)
             }
@@ -172,10 +178,7 @@ extension PostgresProfiles {
             let i = order[k]
             out.row(fields: 1 + width)
             out.int64(fresh[k])
-            for c in 0..<width {
-                let v = profiles.pii(i, c)
-                out.bytes(v?.readableBytes == 0 ? nil : v)
-            }
+            for c in 0..<width { profiles.writeValue(i, 2 + c, emptyIsNull: true, into: &out) }
         }
         let fields = schema.attributeFields
         let attributeColumns = try fields.map { f throws(PostgresStoreError) in try Self.attributeColumn(f.name) }
@@ -197,7 +200,6 @@ extension PostgresProfiles {
                 }
             }
         }
-        bulkCopy.withLock { $0.transactions += 1 }
         return true
     }
 }

@@ -74,18 +74,23 @@ extension PostgresProfiles {
         let counts = WriterCounts()
         let audit = options.audit, allowReingest = options.allowReingest
         let batchRecorder = IngestBatchRecorder(kind: "profiles", source: path, actor: audit?.actor)
+        let waitForValidation: @Sendable () async throws -> Void = { try await Self.passed(gate) }
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let work = channel.take() {
                 do {
-                    try gate.wait()
+                    // While the validation pass still runs, the transaction is written and then
+                    // waits for it before its audit entry (the head row is not held while
+                    // waiting) and its commit: a bad record anywhere in the input rolls it back.
+                    let validated = gate.isSettled ? nil : waitForValidation
+                    if validated == nil { try gate.wait() }   // settled: throws its failure
                     let (ins, upd, same) = try Self.wait("ingesting profiles") {
                         try await self.writeProfiles(work.profiles, file: path, rejected: work.rejected, firstLine: work.firstLine,
                                                      lastLine: work.lastLine, audit: audit, allowReingest: allowReingest,
-                                                     batch: batchRecorder)
+                                                     batch: batchRecorder, beforeAudit: validated)
                     }
                     counts.add(inserted: ins, updated: upd, unchanged: same)
                 } catch {
-                    channel.fail(error)
+                    channel.fail(Self.reported(error, gate: gate))
                     return
                 }
             }
@@ -150,15 +155,19 @@ extension PostgresProfiles {
     /// on SQLite); the subject row names the ingest run that created it and the last one that
     /// changed it, and the run's row (inserted by its first transaction) gets each
     /// transaction's counts.
+    ///
+    /// `beforeAudit` runs after the rows are written and before the audit entry and the commit
+    /// (the ingest waits there for its validation pass); what it throws rolls everything back.
     func writeProfiles(_ profiles: PackedProfiles, file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
-                       allowReingest: Bool, batch: IngestBatchRecorder? = nil) async throws -> (inserted: Int, updated: Int, unchanged: Int) {
+                       allowReingest: Bool, batch: IngestBatchRecorder? = nil,
+                       beforeAudit: (@Sendable () async throws -> Void)? = nil) async throws -> (inserted: Int, updated: Int, unchanged: Int) {
         let now = Int64(Date().timeIntervalSince1970)
         let recorder = batch ?? IngestBatchRecorder(kind: "profiles", source: "", actor: audit?.actor, time: now)
         // Every batch locks its subjects in one global order (the pseudonym's bytes; a repeated
         // customer stays in file order, so the later record still wins): two nodes ingesting
         // the same customers then wait for each other instead of deadlocking.
         let order = profiles.lockOrder()
-        let (ins, upd, same, batchID) = try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
+        let (ins, upd, same, batchID, copied) = try await engine.retryingDeadlocks { try await engine.transaction("ingesting profiles") { conn in
             try await engine.exec(conn, "SELECT pg_advisory_xact_lock_shared(\(Self.lockNamespaceSubjects), 0)")
             // The run's row: inserted by its first transaction that commits (the id is kept only
             // once it has: a transaction retried after a deadlock inserts it again).
@@ -188,7 +197,8 @@ extension PostgresProfiles {
             var start = 0
             // Every subject new (the bulk case): three binary COPYs, the rows the upserts
             // below would write. Otherwise (nothing of it written) the upserts.
-            if try await copyNewProfiles(conn, profiles, order, ids: fresh, now: now, batch: batchID) {
+            let copied = try await copyNewProfiles(conn, profiles, order, ids: fresh, now: now, batch: batchID)
+            if copied {
                 ins = profiles.count
                 if allowReingest {
                     for s in stride(from: 0, to: order.count, by: Self.statementRows) {
@@ -223,6 +233,7 @@ extension PostgresProfiles {
                 UPDATE profilevault.ingest_batches SET inserted = inserted + \(Int64(ins)), updated = updated + \(Int64(upd)),
                     unchanged = unchanged + \(Int64(same)), rejected = rejected + \(Int64(rejected)) WHERE id = \(batchID)
                 """)
+            try await beforeAudit?()
             if let audit {
                 try await engine.appendLocked(conn, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
                     ("inserted", Int64(ins)), ("updated", Int64(upd)), ("unchanged", Int64(same)), ("rejected", Int64(rejected)),
@@ -231,10 +242,34 @@ extension PostgresProfiles {
                 ])])
             }
             if ins + upd > 0 { try await engine.bumpPopulationEpoch(conn) }
-            return (ins, upd, same, batchID)
+            return (ins, upd, same, batchID, copied)
         } }
+        if copied { bulkCopy.withLock { $0.transactions += 1 } }
         recorder.id = batchID
         return (ins, upd, same)
+    }
+
+    /// Returns once the validation pass behind `gate` has passed; throws its failure. The wait
+    /// blocks a thread of its own, not one of the cooperative pool's.
+    static func passed(_ gate: ValidationGate) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            Thread.detachNewThread {
+                do {
+                    try gate.wait()
+                    c.resume()
+                } catch {
+                    c.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// The error an ingest's writer reports: the validation pass's when the input holds a bad
+    /// record (a transaction waiting for the pass was rolled back because of it), else `error`.
+    static func reported(_ error: any Error, gate: ValidationGate) -> any Error {
+        guard gate.isSettled else { return error }
+        do { try gate.wait() } catch let bad { return bad }
+        return error
     }
 
     /// Upserts the profiles at `chunk` (indices into `profiles`, each pseudonym once).

@@ -50,7 +50,7 @@ public final class PostgresProfiles: Sendable {
     static let statementRows = 4_096
 
     /// Whether ingest writes a transaction of new subjects with `COPY` (true: always, outside
-    /// tests), and how many transactions it wrote so: tests compare the two paths' rows.
+    /// tests), and how many committed transactions it wrote so: tests compare the two paths' rows.
     let bulkCopy = Mutex<(enabled: Bool, transactions: Int)>((true, 0))
 
     /// Where the engine keeps the data (the location without its password).

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 import Testing
 import VaultAudit
 import VaultCrypto
@@ -217,6 +218,66 @@ import VaultValues
         }
     }
 
+    /// A transaction written while the ingest's validation pass still runs waits for the pass
+    /// after its rows and before its audit entry. Meanwhile nothing of it is visible to anyone
+    /// else, and another node appends to the audit chain (the head row is not held while it
+    /// waits); when the pass fails, everything of the transaction is rolled back (rows, run
+    /// counts, no audit entry), the chain verifies, and the node's only connection serves the
+    /// next ingest.
+    @Test func aTransactionWaitingForValidationHoldsNoHeadAndLeavesNothingWhenThePassFails() async throws {
+        struct BadInput: Error {}
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node(pool: 1)
+            let other = try await cluster.node(pool: 1)
+            let sealer = try ProfileSealer(schema: repositorySchema, keys: pg.keys, piiFieldIDs: pg.piiFieldIDs, piiColumns: pg.piiColumns)
+            var packed = PackedProfiles(piiWidth: pg.piiColumns.valueColumns.count, attributeCount: repositorySchema.attributeFields.count)
+            for i in 0..<50 {
+                guard case .success(let v) = ProfileStore.validateProfile(RawRecord(line: i + 2, values: Rows.row(i), problem: nil), file: "p.csv",
+                                                                          schema: repositorySchema) else { Issue.record("row \(i) is invalid"); return }
+                try packed.append(try sealer.seal(v))
+            }
+            let profiles = packed
+            let waited = LockedBox(false)
+            let appendTask = LockedBox<Task<Void, any Error>?>(nil)
+            do {
+                _ = try await pg.writeProfiles(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context,
+                                               allowReingest: false, beforeAudit: {
+                    #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 0)
+                    // Were the head row held here, this append would wait for the rollback
+                    // below: give it 20 seconds, then fail rather than hang.
+                    let append = Task {
+                        try await other.engine.audit([context.record("test.meanwhile", .read)])
+                        waited.value.withLock { $0 = true }
+                    }
+                    for _ in 0..<200 where !waited.value.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(100)) }
+                    #expect(waited.value.withLock { $0 }, "another node could not append while the transaction waited")
+                    appendTask.value.withLock { $0 = append }
+                    throw BadInput()
+                })
+                Issue.record("a transaction whose validation failed committed")
+            } catch let e as PostgresStoreError {
+                #expect(e.message.contains("BadInput"))
+            }
+            try await appendTask.value.withLock { $0 }?.value
+            for table in ["subjects", "pii", "attributes", "ingest_batches"] {
+                #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.\(table)") == 0, "\(table)")
+            }
+            #expect(try await pg.engine.auditHead().entries == 1)
+            #expect(try await pg.engine.verifyAudit().ok)
+            #expect(pg.bulkCopy.withLock { $0.transactions } == 0)
+            // The same node, its one connection: the same profiles commit, after the pass.
+            let (inserted, _, _) = try await pg.writeProfiles(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context,
+                                                             allowReingest: false, beforeAudit: {})
+            #expect(inserted == 50)
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 50)
+            #expect(try await pg.engine.auditHead().entries == 2)
+            #expect(try await pg.engine.verifyAudit().ok)
+            #expect(pg.bulkCopy.withLock { $0.transactions } == 1)
+            await other.engine.close()
+            await pg.engine.close()
+        }
+    }
+
     /// A file whose record 150 fails validation writes nothing, though its first transactions
     /// (of 64 new subjects each: the COPY path) were sealed before the validation pass got there.
     @Test func aFileInvalidHalfWayWritesNothing() async throws {
@@ -242,4 +303,10 @@ import VaultValues
             await pg.engine.close()
         }
     }
+}
+
+/// A value behind a lock that closures and tasks can share.
+private final class LockedBox<T: Sendable>: Sendable {
+    let value: Mutex<T>
+    init(_ v: T) { value = Mutex(v) }
 }

@@ -207,3 +207,23 @@ struct DateParsingTests {
         #expect(DateParsing.iso8601(unixSeconds: 0) == "1970-01-01T00:00:00Z")
     }
 }
+
+/// The control-character scan every string value of every record goes through: the same verdict
+/// on contiguous bytes (its loop) and on any other sequence (the generic path).
+@Suite struct ControlCharacterTests {
+    @Test func everyC0ButTabIsFoundWhereverTheBytesLive() {
+        for c in UInt8(0)...UInt8(0x7F) {
+            let bytes: [UInt8] = Array("ab".utf8) + [c] + Array("cd\u{1}".utf8)
+            let expected: UInt8? = (c < 0x20 && c != 0x09) ? c : 0x01
+            let text = String(decoding: bytes, as: UTF8.self)
+            #expect(ControlCharacter.first(in: bytes) == expected)
+            #expect(ControlCharacter.first(in: text.utf8) == expected)
+            #expect(ControlCharacter.first(in: Substring(text).dropFirst().utf8) == expected)
+            #expect(ControlCharacter.first(in: bytes.lazy.map { $0 }) == expected)
+            #expect(ControlCharacter.first(in: AnySequence(bytes)) == expected)
+        }
+        #expect(ControlCharacter.first(in: [UInt8]()) == nil)
+        #expect(ControlCharacter.first(in: "tab\there, DEL \u{7F}, é".utf8) == nil)
+        #expect(ControlCharacter.first(in: AnySequence("no control".utf8)) == nil)
+    }
+}

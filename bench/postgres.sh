@@ -14,7 +14,9 @@
 #     of the store's tables (subjects, pii, attributes: same columns, constraints and indexes)
 #     with plaintext in place of the crypto (copy_seconds: the goal's baseline); and, for
 #     continuity, against a `COPY` of the CSV into one table of its columns with a unique index
-#     and two lookup indexes (single_table_copy_seconds); peak RSS.
+#     and two lookup indexes (single_table_copy_seconds); peak RSS; the node's CPU (user and
+#     system seconds) and the server's CPU over the ingest and over the twin COPY
+#     (server_cpu_seconds, copy_server_cpu_seconds: the postmaster and all its processes).
 #  2. DP aggregates: `profilectl query count|sum|mean --group-by` over the N subjects (consent
 #     filter, bounded sums on the server, noise in the process) against the same aggregate as
 #     one raw SQL statement through psql, on the same database.
@@ -67,10 +69,36 @@ export PROFILEVAULT_STORE=$url PGPASSWORD=$node_pw
 sql() { PGPASSWORD=$admin_pw "$PSQL" -X -q -t -A -d "$admin_url" -c "$1"; }
 now() { python3 -c 'import time; print(time.monotonic())'; }
 
+# The server's CPU seconds so far: the postmaster's own and those of its children, live or
+# exited (an exited backend's time is in the postmaster's cutime/cstime once reaped).
+pm=$(head -1 "$(sql "SHOW data_directory")/postmaster.pid")
+servercpu() { sleep 0.5; python3 - "$pm" <<'EOF'
+import os, sys
+pm = sys.argv[1]
+def fields(p):
+    with open(f"/proc/{p}/stat") as f:
+        s = f.read()
+    return s[s.rindex(")") + 2:].split()
+f = fields(pm)
+total = sum(int(x) for x in f[11:15])   # utime, stime, cutime, cstime
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            g = fields(p)
+        except OSError:
+            continue
+        if g[1] == pm:
+            total += int(g[11]) + int(g[12])
+print(total / os.sysconf("SC_CLK_TCK"))
+EOF
+}
+
 # 1. Ingest against plain COPY.
+c0=$(servercpu)
 t0=$(now)
 /usr/bin/time -f "%M %U %S" -o "$work/rss" "$P" ingest profiles "$work/p.csv" --role operator >/dev/null
 t1=$(now)
+c1=$(servercpu)
 # The goal's baseline: the same rows into the same tables without crypto. Twin tables of the
 # store's own (`LIKE ... INCLUDING ALL`: the same columns, types, CHECK and NOT NULL
 # constraints, primary keys, unique and partial indexes, identity), in schema bench_twin of the
@@ -89,10 +117,12 @@ fks=$(sql "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid I
 PSQL=$PSQL ADMIN_URL=$admin_url PGPASSWORD=$admin_pw python3 bench/twin-rows.py "$work/p.csv" "$work" "$(sql "SELECT max(kek_version) FROM profilevault.subjects")" > "$work/twin.sql"
 PGPASSWORD=$admin_pw "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$admin_url" -f "$work/twin.sql"
 sql "CHECKPOINT"
+c2=$(servercpu)
 PGPASSWORD=$admin_pw "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$admin_url" -c '\timing on' \
   -c "\\copy bench_twin.subjects($(cat "$work/twin-subjects.cols")) FROM '$work/twin-subjects.bin' WITH (FORMAT binary)" \
   -c "\\copy bench_twin.pii($(cat "$work/twin-pii.cols")) FROM '$work/twin-pii.bin' WITH (FORMAT binary)" \
   -c "\\copy bench_twin.attributes($(cat "$work/twin-attributes.cols")) FROM '$work/twin-attributes.bin' WITH (FORMAT binary)" > "$work/twin.timing"
+c3=$(servercpu)
 [ "$(grep -c '^Time:' "$work/twin.timing")" = 3 ] || { echo "psql did not time the three COPY statements" >&2; cat "$work/twin.timing" >&2; exit 1; }
 twin=$(awk '/^Time:/ { s += $2 } END { printf "%.3f", s / 1000 }' "$work/twin.timing")
 for t in subjects pii attributes; do
@@ -106,14 +136,16 @@ sql "CREATE INDEX bench_plain_phone ON bench_plain(phone) WHERE phone IS NOT NUL
 t2=$(now)
 PGPASSWORD=$admin_pw "$PSQL" -X -q -d "$admin_url" -c "\\copy bench_plain FROM '$work/p.csv' WITH (FORMAT csv, HEADER true)"
 t3=$(now)
-wants ingest && python3 - "$n" "$t0" "$t1" "$t2" "$t3" $(tail -1 "$work/rss") "$twin" <<'EOF'
+wants ingest && python3 - "$n" "$t0" "$t1" "$t2" "$t3" $(tail -1 "$work/rss") "$twin" "$c0" "$c1" "$c2" "$c3" <<'EOF'
 import json, sys
 n, t0, t1, t2, t3, rss, user, system, twin = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), *map(float, sys.argv[7:10])
+c0, c1, c2, c3 = map(float, sys.argv[10:14])
 vault, plain = t1 - t0, t3 - t2
 print(json.dumps({"figure": "postgres.ingest", "profiles": n, "vault_seconds": round(vault, 2),
                   "copy_seconds": round(twin, 2), "ratio_copy_over_vault": round(twin / vault, 3),
                   "single_table_copy_seconds": round(plain, 2), "ratio_single_table_copy_over_vault": round(plain / vault, 3),
-                  "peak_rss_mb": round(rss / 1024, 1), "node_cpu_user_seconds": user, "node_cpu_system_seconds": system}))
+                  "peak_rss_mb": round(rss / 1024, 1), "node_cpu_user_seconds": user, "node_cpu_system_seconds": system,
+                  "server_cpu_seconds": round(c1 - c0, 2), "copy_server_cpu_seconds": round(c3 - c2, 2)}))
 EOF
 
 # 2. DP aggregates against raw SQL.

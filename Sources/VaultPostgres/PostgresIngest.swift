@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import PostgresNIO
 import VaultAudit
 import VaultCrypto
@@ -74,20 +75,12 @@ extension PostgresProfiles {
         let counts = WriterCounts()
         let audit = options.audit, allowReingest = options.allowReingest
         let batchRecorder = IngestBatchRecorder(kind: "profiles", source: path, actor: audit?.actor)
-        let waitForValidation: @Sendable () async throws -> Void = { try await Self.passed(gate) }
         let writer = WorkerThread(name: "profilevault-ingest-writer") { [self] in
             while let work = channel.take() {
                 do {
-                    // While the validation pass still runs, the transaction is written and then
-                    // waits for it before its audit entry (the head row is not held while
-                    // waiting) and its commit: a bad record anywhere in the input rolls it back.
-                    let validated = gate.isSettled ? nil : waitForValidation
-                    if validated == nil { try gate.wait() }   // settled: throws its failure
-                    let (ins, upd, same) = try Self.wait("ingesting profiles") {
-                        try await self.writeProfiles(work.profiles, file: path, rejected: work.rejected, firstLine: work.firstLine,
-                                                     lastLine: work.lastLine, audit: audit, allowReingest: allowReingest,
-                                                     batch: batchRecorder, beforeAudit: validated)
-                    }
+                    let (ins, upd, same) = try writeBatch(work.profiles, file: path, rejected: work.rejected, firstLine: work.firstLine,
+                                                          lastLine: work.lastLine, audit: audit, allowReingest: allowReingest,
+                                                          batch: batchRecorder, gate: gate)
                     counts.add(inserted: ins, updated: upd, unchanged: same)
                 } catch {
                     channel.fail(Self.reported(error, gate: gate))
@@ -128,6 +121,11 @@ extension PostgresProfiles {
             }
             if inTransaction > 0 { try channel.put(batch) }
         } catch {
+            // A transaction waiting for the validation pass must not commit now: the gate
+            // fails (the first result wins; a pass already passed keeps its result) and the
+            // pass stops.
+            gate.settle(.failure(error))
+            gate.cancel()
             channel.close()
             writer.join()
             throw channel.consumerFailure ?? error
@@ -156,11 +154,12 @@ extension PostgresProfiles {
     /// changed it, and the run's row (inserted by its first transaction) gets each
     /// transaction's counts.
     ///
-    /// `beforeAudit` runs after the rows are written and before the audit entry and the commit
-    /// (the ingest waits there for its validation pass); what it throws rolls everything back.
+    /// `beforeAudit` runs on the transaction's connection after the rows are written and before
+    /// the audit entry and the commit (the ingest waits there for its validation pass); what it
+    /// throws rolls everything back.
     func writeProfiles(_ profiles: PackedProfiles, file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
                        allowReingest: Bool, batch: IngestBatchRecorder? = nil,
-                       beforeAudit: (@Sendable () async throws -> Void)? = nil) async throws -> (inserted: Int, updated: Int, unchanged: Int) {
+                       beforeAudit: (@Sendable (PostgresConnection) async throws -> Void)? = nil) async throws -> (inserted: Int, updated: Int, unchanged: Int) {
         let now = Int64(Date().timeIntervalSince1970)
         let recorder = batch ?? IngestBatchRecorder(kind: "profiles", source: "", actor: audit?.actor, time: now)
         // Every batch locks its subjects in one global order (the pseudonym's bytes; a repeated
@@ -233,7 +232,7 @@ extension PostgresProfiles {
                 UPDATE profilevault.ingest_batches SET inserted = inserted + \(Int64(ins)), updated = updated + \(Int64(upd)),
                     unchanged = unchanged + \(Int64(same)), rejected = rejected + \(Int64(rejected)) WHERE id = \(batchID)
                 """)
-            try await beforeAudit?()
+            try await beforeAudit?(conn)
             if let audit {
                 try await engine.appendLocked(conn, [audit.record("ingest.profiles", .create, fields: schema.fields.map(\.name), counts: [
                     ("inserted", Int64(ins)), ("updated", Int64(upd)), ("unchanged", Int64(same)), ("rejected", Int64(rejected)),
@@ -249,25 +248,57 @@ extension PostgresProfiles {
         return (ins, upd, same)
     }
 
-    /// Returns once the validation pass behind `gate` has passed; throws its failure. The wait
-    /// blocks a thread of its own, not one of the cooperative pool's.
-    static func passed(_ gate: ValidationGate) async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            Thread.detachNewThread {
-                do {
-                    try gate.wait()
-                    c.resume()
-                } catch {
-                    c.resume(throwing: error)
-                }
+    /// Writes one transaction of an ingest. Once the validation pass behind `gate` has passed,
+    /// simply so. While it still runs, the transaction is written and then waits for the pass
+    /// after its rows, before its audit entry (the head row is not held while waiting) and its
+    /// commit; a bad record anywhere in the input rolls it back. Meanwhile it holds the subjects
+    /// lock shared and its new rows' index entries: should another session wait for a lock it
+    /// holds (an erasure asks for that lock exclusively, another node inserts one of the same
+    /// customers), the transaction rolls back at once, waits for the pass outside any
+    /// transaction and is written again, so nobody waits longer for it than for a transaction
+    /// of its size.
+    func writeBatch(_ profiles: PackedProfiles, file: String, rejected: Int, firstLine: Int, lastLine: Int, audit: AuditContext?,
+                    allowReingest: Bool, batch: IngestBatchRecorder, gate: ValidationGate) throws -> (inserted: Int, updated: Int, unchanged: Int) {
+        func write(_ beforeAudit: (@Sendable (PostgresConnection) async throws -> Void)?) throws -> (inserted: Int, updated: Int, unchanged: Int) {
+            try Self.wait("ingesting profiles") {
+                try await self.writeProfiles(profiles, file: file, rejected: rejected, firstLine: firstLine, lastLine: lastLine, audit: audit,
+                                             allowReingest: allowReingest, batch: batch, beforeAudit: beforeAudit)
             }
+        }
+        if gate.isSettled {
+            try gate.wait()   // throws the pass's failure
+            return try write(nil)
+        }
+        let yielded = YieldFlag()
+        do {
+            return try write { conn in try await self.waitForPass(gate, conn, yielded: yielded) }
+        } catch where yielded.isSet {
+            try gate.wait()
+            return try write(nil)
         }
     }
 
+    /// Polls until the validation pass behind `gate` has ended (throws its failure), on the
+    /// waiting transaction's own connection (it is not idle in its transaction meanwhile). Throws,
+    /// with `yielded` set, as soon as another session waits for a lock this one holds.
+    func waitForPass(_ gate: ValidationGate, _ conn: PostgresConnection, yielded: YieldFlag) async throws {
+        while !gate.isSettled {
+            let blocking = try await engine.rows(conn, """
+                SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE NOT l.granted AND pg_backend_pid() = ANY(pg_blocking_pids(l.pid)))
+                """).first?.decode(Bool.self) ?? false
+            if blocking {
+                yielded.set()
+                throw PostgresStoreError(.internalFailure, "another session waits for this ingest's transaction; it is written again after validation")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try gate.wait()
+    }
+
     /// The error an ingest's writer reports: the validation pass's when the input holds a bad
-    /// record (a transaction waiting for the pass was rolled back because of it), else `error`.
+    /// record (a transaction waiting for the pass was rolled back because of it, or failed in a
+    /// way a valid input might not have), else `error`. Waits for the pass to end.
     static func reported(_ error: any Error, gate: ValidationGate) -> any Error {
-        guard gate.isSettled else { return error }
         do { try gate.wait() } catch let bad { return bad }
         return error
     }
@@ -724,4 +755,12 @@ extension PostgresProfiles {
             }
         }
     }
+}
+
+/// Set by ``PostgresProfiles/waitForPass(_:_:yielded:)`` when it gave its transaction up for a
+/// session waiting on it (an error thrown inside a transaction comes back wrapped).
+final class YieldFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }

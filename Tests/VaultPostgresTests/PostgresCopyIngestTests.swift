@@ -229,19 +229,12 @@ import VaultValues
         try await ProfileCluster.with { cluster in
             let pg = try await cluster.node(pool: 1)
             let other = try await cluster.node(pool: 1)
-            let sealer = try ProfileSealer(schema: repositorySchema, keys: pg.keys, piiFieldIDs: pg.piiFieldIDs, piiColumns: pg.piiColumns)
-            var packed = PackedProfiles(piiWidth: pg.piiColumns.valueColumns.count, attributeCount: repositorySchema.attributeFields.count)
-            for i in 0..<50 {
-                guard case .success(let v) = ProfileStore.validateProfile(RawRecord(line: i + 2, values: Rows.row(i), problem: nil), file: "p.csv",
-                                                                          schema: repositorySchema) else { Issue.record("row \(i) is invalid"); return }
-                try packed.append(try sealer.seal(v))
-            }
-            let profiles = packed
+            let profiles = try Self.packed(pg)
             let waited = LockedBox(false)
             let appendTask = LockedBox<Task<Void, any Error>?>(nil)
             do {
                 _ = try await pg.writeProfiles(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context,
-                                               allowReingest: false, beforeAudit: {
+                                               allowReingest: false, beforeAudit: { _ in
                     #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 0)
                     // Were the head row held here, this append would wait for the rollback
                     // below: give it 20 seconds, then fail rather than hang.
@@ -267,13 +260,114 @@ import VaultValues
             #expect(pg.bulkCopy.withLock { $0.transactions } == 0)
             // The same node, its one connection: the same profiles commit, after the pass.
             let (inserted, _, _) = try await pg.writeProfiles(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context,
-                                                             allowReingest: false, beforeAudit: {})
+                                                             allowReingest: false, beforeAudit: { _ in })
             #expect(inserted == 50)
             #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 50)
             #expect(try await pg.engine.auditHead().entries == 2)
             #expect(try await pg.engine.verifyAudit().ok)
             #expect(pg.bulkCopy.withLock { $0.transactions } == 1)
             await other.engine.close()
+            await pg.engine.close()
+        }
+    }
+
+    /// Fifty sealed profiles (rows 0..<50), as the ingest's writer gets them.
+    static func packed(_ pg: PostgresProfiles) throws -> PackedProfiles {
+        let sealer = try ProfileSealer(schema: repositorySchema, keys: pg.keys, piiFieldIDs: pg.piiFieldIDs, piiColumns: pg.piiColumns)
+        var packed = PackedProfiles(piiWidth: pg.piiColumns.valueColumns.count, attributeCount: repositorySchema.attributeFields.count)
+        for i in 0..<50 {
+            guard case .success(let v) = ProfileStore.validateProfile(RawRecord(line: i + 2, values: Rows.row(i), problem: nil), file: "p.csv",
+                                                                      schema: repositorySchema) else { throw PostgresStoreError(.internalFailure, "row \(i)") }
+            try packed.append(try sealer.seal(v))
+        }
+        return packed
+    }
+
+    /// A transaction waiting for its validation pass gives way at once to a session that waits
+    /// for one of its locks: an erasure's exclusive subjects lock is granted while the pass still
+    /// runs (it would otherwise wait for the whole pass, and every node's writes queue behind
+    /// it), nothing of the transaction is committed then, and once the pass has passed the
+    /// transaction is written again and commits. A pass that fails instead leaves nothing.
+    @Test func aWaitingTransactionGivesWayToAnErasureAndIsWrittenAgainAfterThePass() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node(pool: 1)
+            let other = try cluster.db.nodeEngine(pool: 1)
+            let profiles = try Self.packed(pg)
+            let recorder = IngestBatchRecorder(kind: "profiles", source: "p.csv", actor: "tester")
+            let gate = ValidationGate()
+            async let written = onThread {
+                try pg.writeBatch(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context, allowReingest: false,
+                                  batch: recorder, gate: gate)
+            }
+            // Wait until the transaction holds the subjects lock (its rows are written).
+            let ns = PostgresProfiles.lockNamespaceSubjects
+            for _ in 0..<200 {
+                if try await cluster.db.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = \(ns) AND granted") > 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            // At most 10 s (then an error, not a hang: the pass ends only when this test says so).
+            do {
+                let seen = try await other.transaction("erasure stand-in") { conn in
+                    try await other.exec(conn, "SET LOCAL lock_timeout = '10s'")
+                    try await other.exec(conn, "SELECT pg_advisory_xact_lock(\(ns), 0)")
+                    return try await other.rows(conn, "SELECT count(*) FROM profilevault.subjects").first?.decode(Int64.self)
+                }
+                #expect(seen == 0)
+            } catch {
+                Issue.record("the exclusive lock waited for the validation pass: \(error)")
+            }
+            #expect(!gate.isSettled)
+            gate.settle(.success(()))
+            #expect(try await written.inserted == 50)
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 50)
+            #expect(try await pg.engine.auditHead().entries == 1)
+            #expect(try await pg.engine.verifyAudit().ok)
+
+            // A pass that fails while the transaction waits: nothing stays, its error is reported.
+            struct Bad: Error {}
+            let failing = ValidationGate()
+            try await cluster.db.superuser(["DELETE FROM profilevault.pii", "DELETE FROM profilevault.attributes", "DELETE FROM profilevault.subjects"])
+            async let refused: Void = onThread {
+                _ = try pg.writeBatch(profiles, file: "p.csv", rejected: 0, firstLine: 2, lastLine: 51, audit: context, allowReingest: false,
+                                      batch: IngestBatchRecorder(kind: "profiles", source: "p.csv", actor: "tester"), gate: failing)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            failing.settle(.failure(Bad()))
+            do {
+                try await refused
+                Issue.record("a transaction whose validation pass failed committed")
+            } catch {
+                #expect(PostgresProfiles.reported(error, gate: failing) is Bad)
+            }
+            #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.subjects") == 0)
+            #expect(try await pg.engine.auditHead().entries == 1)
+            await other.close()
+            await pg.engine.close()
+        }
+    }
+
+    /// A large file whose last record is bad: the first transactions are sealed and written
+    /// while the validation pass still reads; the error names the last line and nothing stays.
+    @Test func aBadLastLineOfALargeFileWritesNothingAndIsNamed() async throws {
+        try await ProfileCluster.with { cluster in
+            let pg = try await cluster.node(pool: 1)
+            var bad = Rows.row(20_000)
+            bad[5] = "not a number"
+            let file = try cluster.write("p.csv", Rows.csv(0..<20_000, extra: [bad]))
+            var options = IngestOptions()
+            options.batchSize = 64
+            options.audit = context
+            let o = options
+            do {
+                _ = try await onThread { try pg.ingestProfiles(.file(file), options: o) }
+                Issue.record("an invalid file was ingested")
+            } catch let e as VaultError {
+                #expect(e.message.contains(":20002:"), "\(e.message)")
+            }
+            for table in ["subjects", "pii", "attributes", "ingest_batches"] {
+                #expect(try await cluster.db.count("SELECT count(*) FROM profilevault.\(table)") == 0, "\(table)")
+            }
+            #expect(try await pg.engine.auditHead().entries == 0)
             await pg.engine.close()
         }
     }

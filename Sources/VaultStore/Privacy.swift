@@ -248,8 +248,8 @@ extension ProfileStore {
     /// transaction: one entry per subject, appended together under one signed checkpoint per
     /// batch, as on PostgreSQL (a checkpoint is an Ed25519 signature, and the append after it
     /// verifies it: per subject, they would cost more than the rest of the erasure). A failure
-    /// anywhere rolls the whole batch back. The WAL is checkpointed (TRUNCATE) after each batch so no frame of the subjects'
-    /// data is left in it.
+    /// anywhere rolls the whole batch back. The WAL is checkpointed (TRUNCATE) after each batch
+    /// so no frame of the subjects' data is left in it.
     func erase(_ subjects: [(id: String, row: SubjectRow)], reason: String, audit: AuditContext, batchSize: Int = 500) throws -> [ErasureReceipt] {
         var receipts: [ErasureReceipt] = []
         receipts.reserveCapacity(subjects.count)

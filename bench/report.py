@@ -6,7 +6,8 @@ in docs/img/bench-*.png when matplotlib is installed).
     report.py --from-results                      (re-render the page and plots from bench/results.json)
 """
 
-# Measurements kept with the generated page (docs/benchmarks.md is rewritten by this script).
+# Measurements written with the generated page when docs/benchmarks.md has no hand-written
+# sections yet (otherwise the page's own sections are kept as they stand: see the end).
 ISSUE19_SECTION = r"""
 ## Ingest with record digests and ingest runs (issue 19, part 4): instruction counts
 

@@ -299,7 +299,17 @@ extension ProfileStore {
             let head = try verifiedHead(db)
             return (head.sequence, head.hash)
         }
+        var last: (sequence: Int64, hash: [UInt8]) = (0, [])
+        try appendAudit(db, records, each: { last = ($0, $1) })
+        return last
+    }
+
+    /// ``appendAudit(_:_:)`` for several entries that each need their own sequence number and
+    /// hash (the receipts of a batch of erasures): `each` is called with each, in order. One
+    /// signed checkpoint covers them all.
+    func appendAudit(_ db: Database, _ records: [AuditRecord], each: (_ sequence: Int64, _ hash: [UInt8]) throws -> Void) throws {
         let head = try verifiedHead(db)
+        guard !records.isEmpty else { return }
         var seq = head.sequence
         var prev = head.hash
         let now = AuditLog.nowMillis
@@ -314,6 +324,7 @@ extension ProfileStore {
             try insert.execute(arguments: [seq, now, String(decoding: canonical, as: UTF8.self), Data(prev), Data(h), r.subject.map { Data($0) }])
             if streaming { streamed.append((entry, prev, h)) }
             prev = h
+            try each(seq, h)
         }
         let cp = try AuditCheckpoint.sign(sequence: seq, hash: prev, timeMillis: now, after: head.checkpoint, key: keys.auditSigning)
         // The writer's commits are serialised and this runs right after each, so the stream
@@ -328,7 +339,6 @@ extension ProfileStore {
             heads.publisher.withLock { $0?.publish(cp) }
             if !lines.isEmpty { heads.stream.withLock { $0?.write(lines) } }
         })
-        return (seq, prev)
     }
 
     /// The newest signed head, verified (``verifiedHead(_:)``); nil for an empty log.

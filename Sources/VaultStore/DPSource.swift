@@ -196,6 +196,55 @@ struct StoreAggregateSource: AggregateSource {
         }
     }
 
+    /// `damageCondition(x, f)` on the rows that pass `given` (conditions on this attribute,
+    /// `x op value`, bound as the aggregate's WHERE binds them), without the terms those
+    /// conditions already make false on every such row; nil when none is left. It flags exactly
+    /// the passing rows the full condition flags (`DamageConditionTests`):
+    /// - a text field's `x >= X''` after `x = t`, `x < t` or `x <= t` for a text t: a BLOB sorts
+    ///   after every TEXT (and never equals one), so no BLOB passes;
+    /// - a numeric field's `x < lo` after `x >= v`, `x > v` or `x = v` with v >= lo, and its
+    ///   `x > hi` after `x <= v`, `x < v` or `x = v` with v <= hi: a number that passes lies on
+    ///   the right side of the bound, and TEXT or BLOB (after every number) passes neither
+    ///   `x <= v`, `x < v` nor `x = v`, while it is never below `lo`. The REAL check stays.
+    /// This is the per-row cost of a count with `--where` (the raw count has none of it).
+    static func damageCondition(_ x: String, _ f: FieldSpec, given: [WhereCondition]) -> String? {
+        guard !given.isEmpty else { return damageCondition(x, f) }
+        /// The condition's value as a number compared exactly with the bounds, if it is one.
+        func number(_ c: WhereCondition) -> Double? {
+            switch c.value {
+            case .int(let i): return abs(i) < (1 << 53) ? Double(i) : nil
+            case .real(let d): return d.isFinite ? d : nil
+            case .text: return nil
+            }
+        }
+        switch f.type {
+        case .category, .string:
+            let noBlob = given.contains { c in
+                if case .text = c.value { return c.op == .eq || c.op == .lt || c.op == .le }
+                return false
+            }
+            return noBlob ? nil : damageCondition(x, f)
+        case .int, .date, .float:
+            guard let b = f.bounds else { return damageCondition(x, f) }
+            let aboveLow = given.contains { c in
+                guard let v = number(c) else { return false }
+                return (c.op == .ge || c.op == .gt || c.op == .eq) && v >= b.lowerBound
+            }
+            let belowHigh = given.contains { c in
+                guard let v = number(c) else { return false }
+                return (c.op == .le || c.op == .lt || c.op == .eq) && v <= b.upperBound
+            }
+            let integral = f.type != .float
+            var terms: [String] = []
+            if !aboveLow { terms.append("\(x) < \(integral ? literal(b.lowerBound, integral: true) : literal(b.lowerBound))") }
+            if !belowHigh { terms.append("\(x) > \(integral ? literal(b.upperBound, integral: true) : literal(b.upperBound))") }
+            if integral { terms.append("typeof(\(x)) = 'real'") }
+            return terms.isEmpty ? nil : "(" + terms.joined(separator: " OR ") + ")"
+        case .bool:
+            return damageCondition(x, f)
+        }
+    }
+
     /// The SQL condition true for an event row whose value or time is not what ingest writes:
     /// a value that is not a number or lies outside the kind's bounds, a time that is not an integer.
     static func eventDamageCondition(_ kind: EventKindSpec?) -> String {
@@ -636,7 +685,11 @@ struct StoreAggregateSource: AggregateSource {
         if nativeAggregate, case let .attribute(name, _)? = r.grouping { keyChecked = true; covered.insert(name) }
         func checks(_ skip: Set<String>) -> [String] {
             var checks: [String] = []
-            let damage = usedAttributes.filter { !skip.contains($0) }.compactMap { name in schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0) } }
+            // Each attribute's check on the rows the WHERE lets through: the terms its conditions
+            // already rule out are left out (`damageCondition(_:_:given:)`).
+            let damage = usedAttributes.filter { !skip.contains($0) }.compactMap { name in
+                schema.field(named: name).flatMap { Self.damageCondition("a." + ProfileStore.quoted(name), $0, given: r.predicates.filter { $0.attribute == name }) }
+            }
             if !damage.isEmpty { checks.append("MIN(CASE WHEN \(damage.joined(separator: " OR ")) THEN a.subject_id END)") }
             for alias in Set(eventJoins.values).sorted() { checks.append("MIN(\(alias).bad)") }
             for i in derivedKinds.indices { checks.append("MIN(d\(i).bad)") }

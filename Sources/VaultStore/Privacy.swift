@@ -244,28 +244,38 @@ extension ProfileStore {
 
     /// Crypto-shredding erasure of resolved subjects, in transactions of `batchSize`: the
     /// wrapped DEK and every row of the subject are deleted, the pseudonym goes on the
-    /// suppression list, the audit entry commits in the same transaction, and the WAL is
-    /// checkpointed (TRUNCATE) after each batch so no frame of the subject's data is left in it.
+    /// suppression list naming its receipt, and the audit entries commit in the same
+    /// transaction: one entry per subject, appended together under one signed checkpoint per
+    /// batch, as on PostgreSQL (a checkpoint is an Ed25519 signature, and the append after it
+    /// verifies it: per subject, they would cost more than the rest of the erasure). A failure
+    /// anywhere rolls the whole batch back. The WAL is checkpointed (TRUNCATE) after each batch
+    /// so no frame of the subjects' data is left in it.
     func erase(_ subjects: [(id: String, row: SubjectRow)], reason: String, audit: AuditContext, batchSize: Int = 500) throws -> [ErasureReceipt] {
         var receipts: [ErasureReceipt] = []
         receipts.reserveCapacity(subjects.count)
+        let fields = [schema.subjectIDField] + schema.fields.map(\.name)
         for start in stride(from: 0, to: subjects.count, by: batchSize) {
-            let chunk = subjects[start..<min(start + batchSize, subjects.count)]
+            let chunk = Array(subjects[start..<min(start + batchSize, subjects.count)])
             let now = AuditLog.nowMillis
             let batch = try pool.write { db -> [ErasureReceipt] in
-                var out: [ErasureReceipt] = []
-                for (id, s) in chunk {
-                    let removed = try shredSubject(db, s)
-                    let (seq, hash) = try appendAudit(db, [audit.record("erase", .delete, subject: s.pseudonym,
-                                                                         fields: [schema.subjectIDField] + schema.fields.map(\.name),
-                                                                         detail: "reason \(reason)", counts: removed)])
-                    // The suppression list names the receipt, so a later request for this ID can
-                    // say when it was erased and under which receipt.
-                    try db.execute(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason, receipt_seq, receipt) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [Data(s.pseudonym), now, reason, seq, AuditLog.hex(hash)])
-                    out.append(ErasureReceipt(customerID: id, erasedAtMillis: now, reason: reason, removed: removed,
-                                              auditSequence: seq, receipt: AuditLog.hex(hash)))
+                var removed: [[(String, Int64)]] = []
+                removed.reserveCapacity(chunk.count)
+                for (_, s) in chunk { removed.append(try shredSubject(db, s)) }
+                let records = chunk.indices.map {
+                    audit.record("erase", .delete, subject: chunk[$0].row.pseudonym, fields: fields, detail: "reason \(reason)", counts: removed[$0])
                 }
+                // The suppression list names the receipt, so a later request for this ID can
+                // say when it was erased and under which receipt.
+                let suppress = try db.cachedStatement(sql: "INSERT OR REPLACE INTO suppressed(pseudonym, erased_at, reason, receipt_seq, receipt) VALUES (?, ?, ?, ?, ?)")
+                var out: [ErasureReceipt] = []
+                out.reserveCapacity(chunk.count)
+                try appendAudit(db, records, each: { seq, hash in
+                    let i = out.count
+                    let receipt = AuditLog.hex(hash)
+                    try suppress.execute(arguments: [Data(chunk[i].row.pseudonym), now, reason, seq, receipt])
+                    out.append(ErasureReceipt(customerID: chunk[i].id, erasedAtMillis: now, reason: reason, removed: removed[i],
+                                              auditSequence: seq, receipt: receipt))
+                })
                 try bumpPopulationEpoch(db)
                 return out
             }
@@ -282,18 +292,19 @@ extension ProfileStore {
     func shredSubject(_ db: Database, _ s: SubjectRow) throws -> [(String, Int64)] {
         var removed: [(String, Int64)] = []
         // The subject's `pii` row holds its encrypted fields and its blind-index entries.
+        // Prepared once per connection (`cachedStatement`): a bulk erasure runs these per subject.
         let (fieldCount, macCount) = piiColumns.storedCountExpressions
-        let stored = try Row.fetchOne(db, sql: "SELECT \(fieldCount), \(macCount) FROM pii WHERE subject_id = ?", arguments: [s.id])
+        let stored = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(fieldCount), \(macCount) FROM pii WHERE subject_id = ?"), arguments: [s.id])
         removed.append(("pii_fields", stored?[0] ?? 0))
         removed.append(("blind_index_entries", stored?[1] ?? 0))
         let tables: [(String, String?)] = [("pii", nil), ("attributes", "attribute_rows"), ("events", "events"),
                                            ("consent", "consent_entries"), ("consent_state", "consent_states"),
                                            ("restriction", nil)]
         for (table, label) in tables {
-            try db.execute(sql: "DELETE FROM \(table) WHERE subject_id = ?", arguments: [s.id])
+            try db.cachedStatement(sql: "DELETE FROM \(table) WHERE subject_id = ?").execute(arguments: [s.id])
             if let label { removed.append((label, Int64(db.changesCount))) }
         }
-        try db.execute(sql: "DELETE FROM subjects WHERE id = ?", arguments: [s.id])
+        try db.cachedStatement(sql: "DELETE FROM subjects WHERE id = ?").execute(arguments: [s.id])
         removed.append(("wrapped_data_key", Int64(db.changesCount)))
         try shredRequests(db, pseudonym: s.pseudonym)
         return removed

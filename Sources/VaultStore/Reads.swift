@@ -96,13 +96,15 @@ extension ProfileStore {
             return SubjectRow(id: id, pseudonym: pseudonym, kekVersion: version, wrappedDEK: wrapped ?? [], keyDamage: damage)
         }
 
-        /// Decodes `id, pseudonym, kek_version, wrapped_dek` of a subject row.
+        /// Decodes a row of `SELECT id, pseudonym, kek_version, wrapped_dek` (by position, not by
+        /// name: key rotation decodes every subject row of the store).
         static func decode(_ row: Row) throws -> SubjectRow {
-            let idValue = row.stored("id")
+            guard row.count == 4 else { throw VaultError(.internalFailure, "a subject row was read with \(row.count) columns, not 4") }
+            let idValue = row.stored(at: 0)
             guard let id = Stored.int(idValue) else { throw VaultError(.integrity, "a subject row id holds \(Stored.kind(idValue)): the store was altered") }
-            let p = row.stored("pseudonym")
+            let p = row.stored(at: 1)
             guard let pseudonym = Stored.blob(p) else { throw Stored.damaged(subject: id, "the pseudonym column", p, expected: "a blob") }
-            return decode(id: id, pseudonym: pseudonym, kekVersion: row.stored("kek_version"), wrappedDEK: row.stored("wrapped_dek"))
+            return decode(id: id, pseudonym: pseudonym, kekVersion: row.stored(at: 2), wrappedDEK: row.stored(at: 3))
         }
     }
 

@@ -410,7 +410,7 @@ extension ProfileStore {
     /// Inside an erasure's transaction: the subject's sealed register columns go (the register
     /// keeps the pseudonym and the metadata).
     func shredRequests(_ db: Database, pseudonym: [UInt8]) throws {
-        try db.execute(sql: "UPDATE requests SET \(RequestRegister.sealedColumns.map { "\($0) = NULL" }.joined(separator: ", ")) WHERE pseudonym = ?",
-                       arguments: [Data(pseudonym)])
+        try db.cachedStatement(sql: "UPDATE requests SET \(RequestRegister.sealedColumns.map { "\($0) = NULL" }.joined(separator: ", ")) WHERE pseudonym = ?")
+            .execute(arguments: [Data(pseudonym)])
     }
 }

@@ -105,7 +105,7 @@ struct PackedProfiles: Sendable {
             (0..<count).map { i in
                 let s = span(i, 0)
                 var k: UInt64 = 0
-                for j in 0..<Swift.min(8, s.length) { k |= UInt64(b[s.offset + j]) << (56 - 8 * UInt64(j)) }
+                for j in 0..<Swift.max(0, Swift.min(8, s.length)) { k |= UInt64(b[s.offset + j]) << (56 - 8 * UInt64(j)) }
                 return k
             }
         }

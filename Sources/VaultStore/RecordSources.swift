@@ -111,6 +111,14 @@ package final class RecordReader {
 
     init(path: String, format: InputFormat, delimiter: UInt8 = UInt8(ascii: ","), columns: [String], required: Set<String>, types: [String: FieldType] = [:],
          aliases: [String: String] = [:]) throws {
+        // An input is read twice (the validation pass, then the writer's pass): a pipe, a FIFO
+        // or a device would hand each reader part of the data, so half the records would be
+        // written without the whole input having been validated. Checked before opening (opening
+        // a FIFO waits for its writer).
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFDIR {
+            throw VaultError(.invalidInput, "\(path): not a regular file (an input is read twice, to validate it and then to write it; a pipe or a device cannot be)")
+        }
         self.types = types
         self.path = path
         self.format = format

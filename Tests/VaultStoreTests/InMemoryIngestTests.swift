@@ -164,3 +164,25 @@ import VaultPolicy
         #expect(r.inserted == 2)
     }
 }
+
+/// An input is read twice (validation, then the writer): a FIFO would hand each reader part of
+/// the data, so some records would be written without the whole input validated. It is refused
+/// before it is opened (opening a FIFO would wait for a writer), and nothing is written.
+@Suite struct NonRegularInputTests {
+    @Test func aFIFOIsRefusedBeforeItIsOpened() throws {
+        let t = try TempStore()
+        let fifo = t.dir + "/profiles.csv"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for kind in ["profiles", "events"] {
+            do {
+                if kind == "profiles" { _ = try t.store.ingestProfiles(path: fifo) } else { _ = try t.store.ingestEvents(path: fifo) }
+                Issue.record("a FIFO was read as \(kind) input")
+            } catch let e as VaultError {
+                #expect(e.kind == .invalidInput && e.message.contains("not a regular file"), "\(e.message)")
+            }
+        }
+        #expect(try t.store.storedCounts().allSatisfy { $0 == 0 })
+        // A regular file still reads.
+        #expect(try t.store.ingestProfiles(path: t.write("p.csv", Fixtures.profilesCSV(0..<3))).inserted == 3)
+    }
+}

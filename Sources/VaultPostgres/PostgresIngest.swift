@@ -279,9 +279,12 @@ extension PostgresProfiles {
     }
 
     /// Polls until the validation pass behind `gate` has ended (throws its failure), on the
-    /// waiting transaction's own connection (it is not idle in its transaction meanwhile). Throws,
-    /// with `yielded` set, as soon as another session waits for a lock this one holds.
+    /// waiting transaction's own connection (idle in its transaction at most 250 ms at a time).
+    /// Throws, with `yielded` set, as soon as another session waits for a lock this one holds.
+    /// The poll reads the whole lock table (`pg_locks`; `pg_blocking_pids` only for waiters), so
+    /// it backs off from every 50 ms to every 250 ms.
     func waitForPass(_ gate: ValidationGate, _ conn: PostgresConnection, yielded: YieldFlag) async throws {
+        var pause = 50
         while !gate.isSettled {
             let blocking = try await engine.rows(conn, """
                 SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE NOT l.granted AND pg_backend_pid() = ANY(pg_blocking_pids(l.pid)))
@@ -290,7 +293,8 @@ extension PostgresProfiles {
                 yielded.set()
                 throw PostgresStoreError(.internalFailure, "another session waits for this ingest's transaction; it is written again after validation")
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(pause))
+            pause = min(pause * 2, 250)
         }
         try gate.wait()
     }

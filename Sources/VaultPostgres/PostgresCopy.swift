@@ -43,14 +43,7 @@ struct BinaryCopyRows {
         buffer.writeInteger(UInt8(v ? 1 : 0))
     }
 
-    /// A `bytea` value (nil: NULL).
-    mutating func bytes(_ v: ByteBuffer?) {
-        guard var v else { return null() }
-        buffer.writeInteger(Int32(v.readableBytes))
-        buffer.writeBuffer(&v)
-    }
-
-    /// A `bytea` value from raw bytes.
+    /// A `bytea` value from raw bytes (NULL: ``null()``).
     mutating func bytes(_ v: UnsafeRawBufferPointer) {
         buffer.writeInteger(Int32(v.count))
         buffer.writeBytes(v)
